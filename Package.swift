@@ -1,0 +1,95 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// gpuplane: a self-hosted GPU control plane. Executables are thin; every
+/// concern lives in one library with one owner. See docs/architecture.md.
+let package = Package(
+    name: "gpuplane",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "gpuplane", targets: ["gpuplane"]),
+        .executable(name: "gpuplane-bench", targets: ["gpuplane-bench"]),
+        .library(name: "GPUPlaneCore", targets: ["GPUPlaneCore"]),
+        .library(name: "GPUPlaneManifest", targets: ["GPUPlaneManifest"]),
+        .library(name: "EtcdClient", targets: ["EtcdClient"]),
+        .library(name: "GPUPlaneStore", targets: ["GPUPlaneStore"]),
+        .library(name: "GPUPlaneService", targets: ["GPUPlaneService"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+    ],
+    targets: [
+        // C system libraries, each touched only by the one Swift module that wraps it.
+        .systemLibrary(
+            name: "CCurl", pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]),
+        .target(name: "CCurlShim", dependencies: ["CCurl"]),
+        .systemLibrary(
+            name: "CYAML", pkgConfig: "yaml-0.1",
+            providers: [.apt(["libyaml-dev"])]),
+        .systemLibrary(
+            name: "CSystemd", pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]),
+
+        // Resources, validation, catalog, plans, machine types, pricing. No I/O.
+        .target(name: "GPUPlaneCore", resources: [.copy("Resources/catalog.json")]),
+        // YAML/JSON manifests → resources, with file:line:column on every error.
+        .target(name: "GPUPlaneManifest", dependencies: ["GPUPlaneCore", "CYAML"]),
+        // etcd v3 HTTP/JSON gateway over libcurl: KV, txn, lease, watch, election.
+        .target(
+            name: "EtcdClient",
+            dependencies: ["CCurlShim", .product(name: "Logging", package: "swift-log")]),
+        // Typed resources on etcd: CAS on resourceVersion, transactions, informers.
+        .target(
+            name: "GPUPlaneStore",
+            dependencies: [
+                "EtcdClient", "GPUPlaneCore", .product(name: "Logging", package: "swift-log"),
+            ]),
+        // What every daemon needs: journald logging, sd_notify, config, metrics, lifecycle.
+        .target(
+            name: "GPUPlaneService",
+            dependencies: [
+                "CSystemd",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
+        // The `gpuplane` command line, as a library so tests can drive it.
+        .target(
+            name: "GPUPlaneCLI",
+            dependencies: [
+                "GPUPlaneCore", "GPUPlaneManifest",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        // Starts real etcd and journald processes on loopback for tests and benchmarks.
+        .target(name: "GPUPlaneTestSupport", dependencies: []),
+
+        .executableTarget(name: "gpuplane", dependencies: ["GPUPlaneCLI"]),
+        .executableTarget(
+            name: "gpuplane-bench",
+            dependencies: [
+                "EtcdClient", "GPUPlaneStore", "GPUPlaneCore", "GPUPlaneTestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        .testTarget(name: "GPUPlaneCoreTests", dependencies: ["GPUPlaneCore"]),
+        .testTarget(
+            name: "GPUPlaneManifestTests", dependencies: ["GPUPlaneManifest", "GPUPlaneCore"]),
+        .testTarget(name: "EtcdClientTests", dependencies: ["EtcdClient", "GPUPlaneTestSupport"]),
+        .testTarget(
+            name: "GPUPlaneStoreTests",
+            dependencies: ["GPUPlaneStore", "GPUPlaneCore", "EtcdClient", "GPUPlaneTestSupport"]),
+        .testTarget(
+            name: "GPUPlaneServiceTests",
+            dependencies: [
+                "GPUPlaneService", "GPUPlaneTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .testTarget(name: "GPUPlaneCLITests", dependencies: ["GPUPlaneCLI", "GPUPlaneCore"]),
+    ]
+)

@@ -1,0 +1,1 @@
+// EtcdClient: under construction in this session.

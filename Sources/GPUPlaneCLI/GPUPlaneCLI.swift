@@ -1,0 +1,1 @@
+// GPUPlaneCLI: under construction in this session.

@@ -1,0 +1,102 @@
+import Foundation
+
+/// The kinds of object gpuplane stores. The raw value is the path segment in
+/// etcd (`/gpuplane/<kind>/<tenant>/<name>`) and in the REST API.
+public enum ResourceKind: String, Codable, Sendable, CaseIterable {
+    case application = "applications"
+    case deployment = "deployments"
+    case replica = "replicas"
+    case modelServer = "modelservers"
+    case node = "nodes"
+    case catalogModel = "catalogmodels"
+    case machineType = "machinetypes"
+    case tenant = "tenants"
+    case usageRecord = "usagerecords"
+    case event = "events"
+
+    /// Cluster-scoped kinds live under the `_cluster` tenant.
+    public var isClusterScoped: Bool {
+        switch self {
+        case .node, .catalogModel, .machineType, .tenant: return true
+        default: return false
+        }
+    }
+}
+
+/// Metadata every stored object carries.
+public struct ObjectMeta: Codable, Sendable, Hashable {
+    /// The tenant used for cluster-scoped kinds.
+    public static let clusterTenant = "_cluster"
+
+    /// The object's name, unique per kind and tenant.
+    public var name: String
+    /// The owning tenant (`_cluster` for cluster-scoped kinds).
+    public var tenant: String
+    /// A random identifier fixed at creation; distinguishes re-created objects of one name.
+    public var uid: String
+    /// The etcd `mod_revision` of the stored value, as a decimal string; empty before the first write.
+    public var resourceVersion: String
+    /// Free-form labels, used for selection (e.g. `gpu-mode=dedicated` on nodes).
+    public var labels: [String: String]
+    /// When the object was first created.
+    public var created: Date?
+
+    /// Makes metadata for a new object; `uid` and `created` are set by the store on create.
+    public init(
+        name: String, tenant: String = ObjectMeta.clusterTenant, uid: String = "",
+        resourceVersion: String = "", labels: [String: String] = [:], created: Date? = nil
+    ) {
+        self.name = name
+        self.tenant = tenant
+        self.uid = uid
+        self.resourceVersion = resourceVersion
+        self.labels = labels
+        self.created = created
+    }
+
+    /// The resource version as an etcd revision (0 when never stored).
+    public var revision: Int64 { Int64(resourceVersion) ?? 0 }
+}
+
+/// A typed object that the store can keep in etcd.
+public protocol Resource: Codable, Sendable {
+    /// The kind, which fixes the etcd key prefix.
+    static var kind: ResourceKind { get }
+    /// Name, tenant, version and labels.
+    var metadata: ObjectMeta { get set }
+}
+
+extension Resource {
+    /// The etcd key of this object: `/gpuplane/<kind>/<tenant>/<name>`.
+    public var storageKey: String { Self.storageKey(tenant: metadata.tenant, name: metadata.name) }
+
+    /// The etcd key of an object of this kind.
+    public static func storageKey(tenant: String, name: String) -> String {
+        "\(storagePrefix(tenant: tenant))\(name)"
+    }
+
+    /// The key prefix of every object of this kind of one tenant, or of all tenants when `tenant` is nil.
+    public static func storagePrefix(tenant: String?) -> String {
+        if let tenant { return "/gpuplane/\(kind.rawValue)/\(tenant)/" }
+        return "/gpuplane/\(kind.rawValue)/"
+    }
+}
+
+/// The JSON coders gpuplane uses everywhere, so stored and served bytes are stable:
+/// sorted keys, ISO-8601 dates.
+public enum GPUPlaneJSON {
+    /// An encoder with sorted keys and ISO-8601 dates.
+    public static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return encoder
+    }
+
+    /// A decoder matching `encoder()`.
+    public static func decoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }
+}

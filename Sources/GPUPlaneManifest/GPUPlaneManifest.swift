@@ -1,0 +1,1 @@
+// GPUPlaneManifest: under construction in this session.

@@ -1,0 +1,1 @@
+// GPUPlaneService: under construction in this session.

@@ -1,0 +1,1 @@
+// GPUPlaneStore: under construction in this session.

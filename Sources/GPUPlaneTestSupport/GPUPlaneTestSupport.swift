@@ -1,0 +1,1 @@
+// GPUPlaneTestSupport: under construction in this session.
