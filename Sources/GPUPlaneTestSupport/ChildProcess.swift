@@ -1,0 +1,168 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real child process (etcd, journald, podman…) started by a test or benchmark.
+///
+/// Every live child is remembered and killed when the test process exits, even when a
+/// test fails part-way, so no server outlives its run.
+public final class ChildProcess: @unchecked Sendable {
+    /// The process id.
+    public let pid: Int32
+    /// Where stdout and stderr go.
+    public let logFile: URL
+    private let process: Process
+
+    /// Starts `executable` with `arguments`, sending its output to `logFile`.
+    public init(
+        executable: String, arguments: [String], environment: [String: String]? = nil,
+        logFile: URL
+    ) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        if let environment {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
+        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: logFile)
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+        self.pid = process.processIdentifier
+        self.logFile = logFile
+        ChildRegistry.shared.add(pid)
+    }
+
+    /// Whether the process has not exited yet.
+    public var isRunning: Bool { process.isRunning }
+
+    /// Sends `signal` (SIGTERM by default).
+    public func signal(_ signal: Int32 = SIGTERM) {
+        if process.isRunning { kill(pid, signal) }
+    }
+
+    /// Kills the process with SIGKILL and waits for it.
+    public func kill9() {
+        signal(SIGKILL)
+        process.waitUntilExit()
+        ChildRegistry.shared.remove(pid)
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` seconds, then SIGKILL.
+    public func stop(timeout: TimeInterval = 10) {
+        guard process.isRunning else {
+            ChildRegistry.shared.remove(pid)
+            return
+        }
+        signal(SIGTERM)
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { signal(SIGKILL) }
+        process.waitUntilExit()
+        ChildRegistry.shared.remove(pid)
+    }
+
+    /// The exit status, once exited.
+    public var exitStatus: Int32? { process.isRunning ? nil : process.terminationStatus }
+
+    /// The last `bytes` of the log, for failure messages.
+    public func logTail(bytes: Int = 4000) -> String {
+        guard let data = try? Data(contentsOf: logFile) else { return "" }
+        return String(decoding: data.suffix(bytes), as: UTF8.self)
+    }
+
+    deinit { stop(timeout: 2) }
+}
+
+/// Kills every child still alive when the process exits.
+final class ChildRegistry: @unchecked Sendable {
+    static let shared = ChildRegistry()
+    private let lock = NSLock()
+    private var pids: Set<Int32> = []
+
+    private init() {
+        atexit {
+            for pid in ChildRegistry.shared.snapshot() { kill(pid, SIGKILL) }
+        }
+    }
+
+    func add(_ pid: Int32) { lock.withLock { _ = pids.insert(pid) } }
+    func remove(_ pid: Int32) { lock.withLock { _ = pids.remove(pid) } }
+    func snapshot() -> [Int32] { lock.withLock { Array(pids) } }
+}
+
+/// Free TCP ports and scratch folders on this machine.
+public enum TestEnvironment {
+    /// A TCP port on 127.0.0.1 that nothing listens on right now.
+    ///
+    /// Binds port 0, reads the port the kernel chose, and closes the socket. Ports handed out in
+    /// this process are never handed out twice.
+    public static func freePort() -> Int {
+        while true {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            precondition(fd >= 0, "socket() failed")
+            defer { close(fd) }
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = 0
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let bound = withUnsafeMutablePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { ptr -> Bool in
+                    bind(fd, ptr, len) == 0 && getsockname(fd, ptr, &len) == 0
+                }
+            }
+            precondition(bound, "bind() on 127.0.0.1 failed")
+            let port = Int(UInt16(bigEndian: addr.sin_port))
+            if PortLedger.shared.claim(port) { return port }
+        }
+    }
+
+    /// A new empty folder under the system's temporary folder.
+    public static func temporaryDirectory(prefix: String) throws -> URL {
+        let url = FileManager.default.temporaryDirectory
+            .appendingPathComponent("gpuplane-\(prefix)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    /// Whether an executable exists at `path`.
+    public static func hasExecutable(_ path: String) -> Bool {
+        FileManager.default.isExecutableFile(atPath: path)
+    }
+}
+
+final class PortLedger: @unchecked Sendable {
+    static let shared = PortLedger()
+    private let lock = NSLock()
+    private var used: Set<Int> = []
+    func claim(_ port: Int) -> Bool { lock.withLock { used.insert(port).inserted } }
+}
+
+/// Raised when a condition did not come true before its deadline.
+public struct TimedOut: Error, CustomStringConvertible {
+    /// What was awaited.
+    public let what: String
+    /// How long was waited, in seconds.
+    public let seconds: Double
+    public var description: String { "timed out after \(seconds)s waiting for \(what)" }
+}
+
+/// Polls `condition` until it returns true or `timeout` seconds pass. Tests wait on
+/// conditions with generous deadlines, never on fixed sleeps.
+public func eventually(
+    _ what: String, timeout: Double = 30, every interval: Double = 0.05,
+    _ condition: () async throws -> Bool
+) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while true {
+        if (try? await condition()) == true { return }
+        if Date() >= deadline { throw TimedOut(what: what, seconds: timeout) }
+        try await Task.sleep(nanoseconds: UInt64(interval * 1_000_000_000))
+    }
+}

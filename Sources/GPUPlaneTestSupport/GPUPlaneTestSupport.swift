@@ -1,1 +1,0 @@
-// GPUPlaneTestSupport: under construction in this session.
