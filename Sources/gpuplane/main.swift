@@ -1,1 +1,3 @@
-print("gpuplane")
+import GPUPlaneCLI
+
+GPUPlaneCommand.main()

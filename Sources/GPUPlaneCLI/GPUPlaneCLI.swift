@@ -1,1 +1,0 @@
-// GPUPlaneCLI: under construction in this session.

@@ -1,0 +1,183 @@
+import Foundation
+
+/// How a GPU workload is served (see `reference/gpu-block-and-modes.txt`).
+public enum GPUMode: Int, Codable, Sendable, CaseIterable, Comparable {
+    /// Mode 1: raw whole GPUs, the user's own server (`model: custom`). Enterprise only.
+    case dedicated = 1
+    /// Mode 2: a 70B-class model pinned in a dedicated 96 GB slot.
+    case largePinned = 2
+    /// Mode 3: a small or mid model (≤ 48 GB) packed with other tenants on shared GPUs.
+    case sharedPinned = 3
+
+    /// The node label value that admits this mode (`gpu-mode=<label>`).
+    public var nodeLabel: String {
+        switch self {
+        case .dedicated: return "dedicated"
+        case .largePinned: return "large"
+        case .sharedPinned: return "shared"
+        }
+    }
+
+    /// A human name, e.g. "Mode 2 (large pinned)".
+    public var displayName: String {
+        switch self {
+        case .dedicated: return "Mode 1 (dedicated)"
+        case .largePinned: return "Mode 2 (large pinned)"
+        case .sharedPinned: return "Mode 3 (shared pinned)"
+        }
+    }
+
+    public static func < (lhs: GPUMode, rhs: GPUMode) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+/// A model of the catalog: a slug users name in `gpu.model` and how it is served.
+public struct CatalogModel: Resource, Hashable {
+    public static let kind = ResourceKind.catalogModel
+
+    /// Size classes, which plans unlock one by one.
+    public enum SizeClass: String, Codable, Sendable, Comparable {
+        /// Small Mode 3 models (Pro and up).
+        case small
+        /// Mid-size Mode 3 models, up to 48 GB (Scale and up).
+        case mid
+        /// 70B-class Mode 2 models (Scale and up).
+        case large
+
+        private var order: Int { self == .small ? 0 : self == .mid ? 1 : 2 }
+        public static func < (lhs: SizeClass, rhs: SizeClass) -> Bool { lhs.order < rhs.order }
+    }
+
+    public var metadata: ObjectMeta
+    /// The slug users write, e.g. `llama-3.1-8b`.
+    public var slug: String
+    /// Mode 3 (shared) or Mode 2 (large); never Mode 1, which is `custom`.
+    public var mode: GPUMode
+    /// The size class plans are checked against.
+    public var size: SizeClass
+    /// VRAM the pinned server needs, weights and KV cache, in GB.
+    public var vramGB: Int
+    /// The serving image started for this model.
+    public var image: String
+    /// Arguments to the serving image.
+    public var args: [String]
+    /// The port the server's OpenAI-protocol API listens on inside the container.
+    public var port: Int
+    /// What the model is for, shown by `gpuplane models`.
+    public var useCase: String
+
+    /// Makes a catalog entry.
+    public init(
+        slug: String, mode: GPUMode, size: SizeClass, vramGB: Int, image: String,
+        args: [String] = [], port: Int = 8000, useCase: String = ""
+    ) {
+        self.metadata = ObjectMeta(name: slug)
+        self.slug = slug
+        self.mode = mode
+        self.size = size
+        self.vramGB = vramGB
+        self.image = image
+        self.args = args
+        self.port = port
+        self.useCase = useCase
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case metadata, slug, mode, size, vramGB, image, args, port, useCase
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        slug = try c.decode(String.self, forKey: .slug)
+        metadata = try c.decodeIfPresent(ObjectMeta.self, forKey: .metadata) ?? ObjectMeta(name: slug)
+        mode = try c.decode(GPUMode.self, forKey: .mode)
+        size = try c.decode(SizeClass.self, forKey: .size)
+        vramGB = try c.decode(Int.self, forKey: .vramGB)
+        image = try c.decode(String.self, forKey: .image)
+        args = try c.decodeIfPresent([String].self, forKey: .args) ?? []
+        port = try c.decodeIfPresent(Int.self, forKey: .port) ?? 8000
+        useCase = try c.decodeIfPresent(String.self, forKey: .useCase) ?? ""
+    }
+}
+
+/// Raised when a catalog file cannot be used.
+public struct CatalogError: Error, CustomStringConvertible, Sendable {
+    /// What is wrong, naming the slug or field.
+    public let message: String
+    public var description: String { message }
+}
+
+/// The model catalog: slug → mode, VRAM footprint, serving image and arguments.
+///
+/// gpuplane ships `catalog.json`; operators override it with their own file of the same shape
+/// (`{"models": [...]}`), which replaces entries by slug and adds new ones.
+public struct Catalog: Sendable {
+    /// The literal that lets the scheduler pick a small shared model.
+    public static let auto = "auto"
+    /// The literal for Mode 1 bring-your-own.
+    public static let custom = "custom"
+
+    /// Every model, by slug order.
+    public let models: [CatalogModel]
+    private let bySlug: [String: CatalogModel]
+
+    /// Makes a catalog of `models`, checking slugs are unique and footprints fit their mode.
+    public init(models: [CatalogModel]) throws {
+        var bySlug: [String: CatalogModel] = [:]
+        for model in models {
+            guard bySlug[model.slug] == nil else {
+                throw CatalogError(message: "catalog: slug '\(model.slug)' appears twice")
+            }
+            guard model.mode != .dedicated else {
+                throw CatalogError(
+                    message: "catalog: '\(model.slug)' has mode 1; Mode 1 is `custom`, not a catalog model")
+            }
+            if model.mode == .sharedPinned && model.vramGB > 48 {
+                throw CatalogError(
+                    message: "catalog: '\(model.slug)' needs \(model.vramGB) GB; Mode 3 models must fit 48 GB")
+            }
+            bySlug[model.slug] = model
+        }
+        self.bySlug = bySlug
+        self.models = models.sorted { $0.slug < $1.slug }
+    }
+
+    private struct File: Codable { var models: [CatalogModel] }
+
+    /// Decodes a catalog file's JSON.
+    public init(json: Data) throws {
+        do {
+            try self.init(models: try JSONDecoder().decode(File.self, from: json).models)
+        } catch let error as CatalogError {
+            throw error
+        } catch {
+            throw CatalogError(message: "catalog: \(error)")
+        }
+    }
+
+    /// The catalog shipped with gpuplane.
+    public static func standard() throws -> Catalog {
+        guard let url = Bundle.module.url(forResource: "catalog", withExtension: "json") else {
+            throw CatalogError(message: "catalog: the bundled catalog.json is missing")
+        }
+        return try Catalog(json: try Data(contentsOf: url))
+    }
+
+    /// This catalog with `overrides` replacing models of the same slug and adding new ones.
+    public func overridden(by overrides: Catalog) throws -> Catalog {
+        var merged = bySlug
+        for model in overrides.models { merged[model.slug] = model }
+        return try Catalog(models: Array(merged.values))
+    }
+
+    /// The model with this slug.
+    public func model(_ slug: String) -> CatalogModel? { bySlug[slug] }
+
+    /// The model `auto` resolves to: the smallest small shared model.
+    public var autoModel: CatalogModel? {
+        models.filter { $0.mode == .sharedPinned && $0.size == .small }
+            .min { ($0.vramGB, $0.slug) < ($1.vramGB, $1.slug) }
+    }
+
+    /// Slugs for suggestions.
+    public var slugs: [String] { models.map(\.slug) }
+}

@@ -1,0 +1,139 @@
+/// Hugging Face weights of a deployment.
+public struct HuggingFaceWeights: Codable, Sendable, Hashable {
+    /// `owner/name` of the repository.
+    public var repo: String
+    /// A revision (branch, tag or commit); the default branch when absent.
+    public var revision: String?
+    /// Name of a tenant secret holding a token for private repositories (never the token itself).
+    public var tokenSecret: String?
+
+    /// Makes a weights reference.
+    public init(repo: String, revision: String? = nil, tokenSecret: String? = nil) {
+        self.repo = repo
+        self.revision = revision
+        self.tokenSecret = tokenSecret
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case repo, revision
+        case tokenSecret = "token_secret"
+    }
+}
+
+/// Scaling settings, changeable while the deployment runs.
+public struct DeploymentSettings: Codable, Sendable, Hashable {
+    /// Copies to run at least.
+    public var minInstances: Int
+    /// Copies to scale up to under load.
+    public var maxInstances: Int
+
+    /// Makes settings.
+    public init(minInstances: Int, maxInstances: Int) {
+        self.minInstances = minInstances
+        self.maxInstances = maxInstances
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case minInstances = "min_instances"
+        case maxInstances = "max_instances"
+    }
+}
+
+/// A custom model deployment as `reference/custom-llm-deployments.txt` describes: the request
+/// body of `POST /deploy` uses these field names.
+public struct DeploymentSpec: Codable, Sendable, Hashable {
+    /// The name used at inference time; the full name is `owner/model_name`.
+    public var modelName: String
+    /// The GPU type, a machine type name or alias (`A100-80GB`, `H100-80GB`, `GPU-H100`…).
+    public var gpu: String
+    /// GPUs per instance.
+    public var numGPUs: Int
+    /// Requests run in parallel per instance at most; the rest queue.
+    public var maxBatchSize: Int
+    /// The weights.
+    public var hf: HuggingFaceWeights
+    /// Size of the weights in GB when it can't be read off the repository name.
+    public var weightsGB: Double?
+    /// Scaling settings.
+    public var settings: DeploymentSettings
+
+    /// Makes a spec.
+    public init(
+        modelName: String, gpu: String, numGPUs: Int, maxBatchSize: Int, hf: HuggingFaceWeights,
+        weightsGB: Double? = nil, settings: DeploymentSettings
+    ) {
+        self.modelName = modelName
+        self.gpu = gpu
+        self.numGPUs = numGPUs
+        self.maxBatchSize = maxBatchSize
+        self.hf = hf
+        self.weightsGB = weightsGB
+        self.settings = settings
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case modelName = "model_name"
+        case gpu
+        case numGPUs = "num_gpus"
+        case maxBatchSize = "max_batch_size"
+        case hf
+        case weightsGB = "weights_gb"
+        case settings
+    }
+}
+
+/// Where a deployment stands.
+public struct DeploymentStatus: Codable, Sendable, Hashable {
+    /// Lifecycle states of a deployment.
+    public enum State: String, Codable, Sendable {
+        case initializing, deploying, running, partial, stopped, failed, deleting
+    }
+
+    /// The state.
+    public var state: State
+    /// Instances running now (the only ones billed).
+    public var instancesRunning: Int
+    /// Instances wanted now (between min and max).
+    public var instancesWanted: Int
+    /// Why the rest wait, e.g. "2/3 running, waiting for capacity".
+    public var message: String?
+
+    /// Makes a status.
+    public init(
+        state: State = .initializing, instancesRunning: Int = 0, instancesWanted: Int = 0,
+        message: String? = nil
+    ) {
+        self.state = state
+        self.instancesRunning = instancesRunning
+        self.instancesWanted = instancesWanted
+        self.message = message
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case state
+        case instancesRunning = "instances_running"
+        case instancesWanted = "instances_wanted"
+        case message
+    }
+}
+
+/// A model deployment; its name is `model_name`, its tenant the owner, its full name `owner/model_name`.
+public struct Deployment: Resource, Hashable {
+    public static let kind = ResourceKind.deployment
+    public var metadata: ObjectMeta
+    public var spec: DeploymentSpec
+    public var status: DeploymentStatus
+
+    /// Makes a deployment.
+    public init(metadata: ObjectMeta, spec: DeploymentSpec, status: DeploymentStatus = .init()) {
+        self.metadata = metadata
+        self.spec = spec
+        self.status = status
+    }
+
+    /// `owner/model_name`.
+    public var fullName: String { "\(metadata.tenant)/\(spec.modelName)" }
+
+    /// The deploy id returned on creation: the object's uid.
+    public var deployID: String { metadata.uid }
+}

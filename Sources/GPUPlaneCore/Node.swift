@@ -1,0 +1,148 @@
+import Foundation
+
+/// One GPU of a node, as NVML reports it.
+public struct GPUDevice: Codable, Sendable, Hashable {
+    /// The NVML index.
+    public var index: Int
+    /// The NVML UUID (`GPU-…`).
+    public var uuid: String
+    /// The product name, e.g. `NVIDIA H100 80GB HBM3`.
+    public var product: String
+    /// Total memory in MiB.
+    public var memoryMiB: Int
+    /// The PCI bus id.
+    public var pciBusID: String?
+
+    /// Makes a GPU.
+    public init(index: Int, uuid: String, product: String, memoryMiB: Int, pciBusID: String? = nil) {
+        self.index = index
+        self.uuid = uuid
+        self.product = product
+        self.memoryMiB = memoryMiB
+        self.pciBusID = pciBusID
+    }
+
+    /// Memory in whole GB (rounded), as machine types state it.
+    public var memoryGB: Int { Int((Double(memoryMiB) / 1024).rounded()) }
+}
+
+/// A condition of a node or a GPU, in Kubernetes' habit.
+public struct Condition: Codable, Sendable, Hashable {
+    /// `Ready`, `GPUHealthy`, …
+    public var type: String
+    /// Whether it holds.
+    public var status: Bool
+    /// A CamelCase reason such as `HeartbeatExpired` or `Xid79`.
+    public var reason: String?
+    /// Words for a person.
+    public var message: String?
+    /// When `status` last changed.
+    public var lastTransition: Date?
+
+    /// Makes a condition.
+    public init(type: String, status: Bool, reason: String? = nil, message: String? = nil, lastTransition: Date? = nil) {
+        self.type = type
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.lastTransition = lastTransition
+    }
+}
+
+/// What a node offers.
+public struct NodeSpec: Codable, Sendable, Hashable {
+    /// The machine type matched from its GPUs (or CPU size).
+    public var machineType: String
+    /// The GPUs.
+    public var gpus: [GPUDevice]
+    /// Cordoned: takes no new work.
+    public var unschedulable: Bool
+    /// The address the gateway reaches its containers on.
+    public var address: String?
+
+    /// Makes a spec.
+    public init(machineType: String, gpus: [GPUDevice], unschedulable: Bool = false, address: String? = nil) {
+        self.machineType = machineType
+        self.gpus = gpus
+        self.unschedulable = unschedulable
+        self.address = address
+    }
+}
+
+/// Health of one GPU.
+public struct GPUHealth: Codable, Sendable, Hashable {
+    /// The GPU's UUID.
+    public var uuid: String
+    /// Whether it takes work.
+    public var healthy: Bool
+    /// Why not, e.g. `Xid79`.
+    public var reason: String?
+    /// Memory in use, MiB.
+    public var memoryUsedMiB: Int?
+    /// Temperature in °C.
+    public var temperatureC: Int?
+    /// Power draw in W.
+    public var powerW: Int?
+    /// Utilisation in percent.
+    public var utilizationPercent: Int?
+
+    /// Makes a health record.
+    public init(
+        uuid: String, healthy: Bool, reason: String? = nil, memoryUsedMiB: Int? = nil,
+        temperatureC: Int? = nil, powerW: Int? = nil, utilizationPercent: Int? = nil
+    ) {
+        self.uuid = uuid
+        self.healthy = healthy
+        self.reason = reason
+        self.memoryUsedMiB = memoryUsedMiB
+        self.temperatureC = temperatureC
+        self.powerW = powerW
+        self.utilizationPercent = utilizationPercent
+    }
+}
+
+/// How a node is doing.
+public struct NodeStatus: Codable, Sendable, Hashable {
+    /// Node conditions (`Ready`).
+    public var conditions: [Condition]
+    /// Per-GPU health.
+    public var gpuHealth: [GPUHealth]
+    /// The last heartbeat.
+    public var heartbeat: Date?
+    /// Containers the agent runs.
+    public var containers: Int
+
+    /// Makes a status.
+    public init(conditions: [Condition] = [], gpuHealth: [GPUHealth] = [], heartbeat: Date? = nil, containers: Int = 0) {
+        self.conditions = conditions
+        self.gpuHealth = gpuHealth
+        self.heartbeat = heartbeat
+        self.containers = containers
+    }
+
+    /// Whether the `Ready` condition holds.
+    public var isReady: Bool { conditions.first { $0.type == "Ready" }?.status ?? false }
+}
+
+/// A GPU host. Its labels (in metadata) carry `gpu-mode=dedicated|large|shared`,
+/// `gpuplane.io/machine-type` and `gpuplane.io/gpu-product`.
+public struct Node: Resource, Hashable {
+    public static let kind = ResourceKind.node
+    /// The label naming the modes a node serves.
+    public static let gpuModeLabel = "gpu-mode"
+    /// The label naming the machine type.
+    public static let machineTypeLabel = "gpuplane.io/machine-type"
+    /// The label naming the GPU product.
+    public static let gpuProductLabel = "gpuplane.io/gpu-product"
+
+    public var metadata: ObjectMeta
+    public var spec: NodeSpec
+    public var status: NodeStatus
+
+    /// Makes a node.
+    public init(metadata: ObjectMeta, spec: NodeSpec, status: NodeStatus = .init()) {
+        self.metadata = metadata
+        self.spec = spec
+        self.status = status
+    }
+}

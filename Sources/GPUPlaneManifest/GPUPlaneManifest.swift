@@ -1,1 +1,0 @@
-// GPUPlaneManifest: under construction in this session.
