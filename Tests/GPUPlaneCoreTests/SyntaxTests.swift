@@ -1,0 +1,65 @@
+import Foundation
+import Testing
+@testable import GPUPlaneCore
+
+@Suite struct SyntaxTests {
+    @Test(arguments: ["api", "my-chat-backend", "a", "x1", String(repeating: "a", count: 63)])
+    func dnsLabels(name: String) { #expect(Syntax.isDNSLabel(name)) }
+
+    @Test(arguments: ["", "Api", "-api", "api-", "my_app", "a.b", String(repeating: "a", count: 64), "ünï"])
+    func notDNSLabels(name: String) { #expect(!Syntax.isDNSLabel(name)) }
+
+    @Test(arguments: [
+        "myorg/chat-backend:v1", "busybox", "localhost:5000/team/app:1.2.3",
+        "ghcr.io/org/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "registry.example.com/a/b/c", "vllm/vllm-openai:v0.6.3",
+    ])
+    func imageReferencesParse(reference: String) throws {
+        #expect(try ImageReference(parsing: reference).description == reference)
+    }
+
+    @Test(arguments: ["", "My/App", "app:", "app:-bad", "a b", "app@sha256:xyz", "//app", "app//x"])
+    func imageReferencesRejected(reference: String) {
+        #expect(throws: ImageReference.ParseError.self) { try ImageReference(parsing: reference) }
+    }
+
+    @Test func imageReferenceParts() throws {
+        let ref = try ImageReference(parsing: "localhost:5000/team/app:1.2")
+        #expect(ref.registry == "localhost:5000")
+        #expect(ref.repository == "team/app")
+        #expect(ref.tag == "1.2")
+    }
+
+    @Test func suggestions() {
+        #expect(Suggest.closest(to: "priorty", among: ["enabled", "model", "priority"]) == "priority")
+        #expect(Suggest.closest(to: "memorygb", among: ["memoryGB", "count"]) == "memoryGB")
+        #expect(Suggest.closest(to: "servicePort", among: ["servicePorts", "path"]) == "servicePorts")
+        #expect(Suggest.closest(to: "zzzzzz", among: ["model"]) == nil)
+    }
+
+    @Test func weightsFromRepositoryNames() {
+        #expect(DeploymentValidator.estimatedWeightsGB(repo: "meta-llama/Llama-2-7b-chat-hf") == 14)
+        #expect(DeploymentValidator.estimatedWeightsGB(repo: "meta-llama/Llama-3.1-70B-Instruct") == 140)
+        #expect(DeploymentValidator.estimatedWeightsGB(repo: "mistralai/Mixtral-8x7B-Instruct-v0.1") == 112)
+        #expect(DeploymentValidator.estimatedWeightsGB(repo: "neuralmagic/Meta-Llama-3.1-70B-Instruct-FP8") == 70)
+        #expect(DeploymentValidator.estimatedWeightsGB(repo: "TheBloke/Llama-2-13B-AWQ") == 6.5)
+        #expect(DeploymentValidator.estimatedWeightsGB(repo: "org/my-finetune") == nil)
+    }
+
+    @Test func stableJSON() throws {
+        let meta = ObjectMeta(name: "a", tenant: "t", labels: ["b": "1", "a": "2"], created: Date(timeIntervalSince1970: 0))
+        let json = String(decoding: try GPUPlaneJSON.encoder().encode(meta), as: UTF8.self)
+        #expect(json == #"{"created":"1970-01-01T00:00:00Z","labels":{"a":"2","b":"1"},"name":"a","resourceVersion":"","tenant":"t","uid":""}"#)
+        let back = try GPUPlaneJSON.decoder().decode(ObjectMeta.self, from: Data(json.utf8))
+        #expect(back == meta)
+    }
+
+    @Test func storageKeys() {
+        var app = Application(metadata: ObjectMeta(name: "web", tenant: "alice"), spec: ApplicationSpec(pods: []))
+        #expect(app.storageKey == "/gpuplane/applications/alice/web")
+        app.metadata.resourceVersion = "42"
+        #expect(app.metadata.revision == 42)
+        #expect(Node.storagePrefix(tenant: ObjectMeta.clusterTenant) == "/gpuplane/nodes/_cluster/")
+        #expect(ResourceKind.node.isClusterScoped && !ResourceKind.replica.isClusterScoped)
+    }
+}
