@@ -14,6 +14,10 @@ let package = Package(
         .library(name: "EtcdClient", targets: ["EtcdClient"]),
         .library(name: "GPUPlaneStore", targets: ["GPUPlaneStore"]),
         .library(name: "GPUPlaneService", targets: ["GPUPlaneService"]),
+        .library(name: "GPUPlaneScheduling", targets: ["GPUPlaneScheduling"]),
+        .library(name: "GPUPlaneAgent", targets: ["GPUPlaneAgent"]),
+        // The NVML stand-in, loaded with dlopen exactly like libnvidia-ml.so.1.
+        .library(name: "FakeNVML", type: .dynamic, targets: ["FakeNVML"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -66,6 +70,21 @@ let package = Package(
                 "GPUPlaneCore", "GPUPlaneManifest",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        // Placement pipeline, preemption, leader election and the controllers.
+        .target(
+            name: "GPUPlaneScheduling",
+            dependencies: [
+                "GPUPlaneCore", "GPUPlaneStore", "EtcdClient",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // NVML's published C types (no NVIDIA headers needed to build).
+        .target(name: "CNVML"),
+        // The node-agent: NVML through dlopen, the container engine, the reconciler.
+        .target(
+            name: "GPUPlaneAgent",
+            dependencies: ["GPUPlaneCore", "CNVML", .product(name: "Logging", package: "swift-log")]),
+        // A C shared library exporting NVML's symbols, with GPUs from a file and injectable events.
+        .target(name: "FakeNVML", dependencies: ["CNVML"]),
         // Starts real etcd and journald processes on loopback for tests and benchmarks.
         .target(name: "GPUPlaneTestSupport", dependencies: []),
 
@@ -91,5 +110,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "GPUPlaneCLITests", dependencies: ["GPUPlaneCLI", "GPUPlaneCore"]),
+        .testTarget(
+            name: "GPUPlaneSchedulingTests",
+            dependencies: ["GPUPlaneScheduling", "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneTestSupport"]),
+        .testTarget(
+            name: "GPUPlaneAgentTests",
+            dependencies: ["GPUPlaneAgent", "GPUPlaneCore", "GPUPlaneTestSupport", "FakeNVML"]),
     ]
 )

@@ -1,0 +1,3 @@
+#ifndef GPUPLANE_CNVML_H
+#define GPUPLANE_CNVML_H
+#endif

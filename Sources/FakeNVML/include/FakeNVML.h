@@ -1,0 +1,3 @@
+#ifndef GPUPLANE_FAKENVML_H
+#define GPUPLANE_FAKENVML_H
+#endif

@@ -1,0 +1,1 @@
+// GPUPlaneAgent: under construction in this session.

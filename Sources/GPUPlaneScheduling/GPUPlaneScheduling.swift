@@ -1,0 +1,1 @@
+// GPUPlaneScheduling: under construction in this session.
