@@ -4,6 +4,8 @@ import GPUPlaneTestSupport
 import Logging
 import Testing
 
+enum PlacementFailure: Error { case noCapacity }
+
 @Suite("journald logging")
 struct JournaldLogHandlerTests {
     @Test(
@@ -18,7 +20,7 @@ struct JournaldLogHandlerTests {
         }
         logger[metadataKey: "node"] = "gpu-node-7"
         logger.warning(
-            "placement refused\nno GPU with 80 GB free",
+            "placement refused\nno GPU with 80 GB free", error: PlacementFailure.noCapacity,
             metadata: [
                 "deployment": "acme/llama-70b", "replica": "2", "gpu.uuid": "GPU-5a1e",
                 "reason": "first line\nsecond line",
@@ -40,6 +42,7 @@ struct JournaldLogHandlerTests {
         #expect(entry["GPUPLANE_REPLICA"] == "2")
         #expect(entry["GPUPLANE_GPU_UUID"] == "GPU-5a1e")
         #expect(entry["GPUPLANE_REASON"] == "first line\nsecond line")
+        #expect(entry["GPUPLANE_ERROR"] == "noCapacity")
     }
 
     @Test(
