@@ -36,6 +36,7 @@ struct JournaldLogHandlerTests {
         #expect(entry["LOGGER"] == "gpuplane.scheduler")
         #expect(entry["CODE_FILE"]?.hasSuffix("JournaldLogHandlerTests.swift") == true, "\(entry)")
         #expect(entry["CODE_LINE"] == "\(line)")
+        #expect(entry.fields["CODE_FILE"]?.count == 1, "libsystemd added a location of its own: \(entry)")
         #expect(entry["CODE_FUNC"]?.hasPrefix("structuredEntryReachesJournald") == true, "\(entry)")
         #expect(entry["GPUPLANE_NODE"] == "gpu-node-7")
         #expect(entry["GPUPLANE_DEPLOYMENT"] == "acme/llama-70b")
@@ -114,6 +115,15 @@ struct JournaldLogHandlerTests {
         let name = JournalField.name(forMetadataKey: String(repeating: "x", count: 100))
         #expect(name.count == 64)
         #expect(name.hasPrefix("GPUPLANE_XXX"))
+    }
+
+    @Test("bootstrap happens once per process")
+    func bootstrapOnce() {
+        // stderr, so loggers other tests create with swift-log's default factory stay out of the journal.
+        let first = GPUPlaneLogging.bootstrap(identifier: "gpuplane-test", level: .info, destination: .stderr)
+        let second = GPUPlaneLogging.bootstrap(identifier: "gpuplane-test", level: .debug)
+        #expect(first)
+        #expect(!second)
     }
 
     @Test("automatic destination follows the socket")
