@@ -108,6 +108,8 @@ let package = Package(
             dependencies: [
                 "GPUPlaneService", "GPUPlaneTestSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         .testTarget(name: "GPUPlaneCLITests", dependencies: ["GPUPlaneCLI", "GPUPlaneCore"]),
         .testTarget(

@@ -1,1 +1,0 @@
-// GPUPlaneService: under construction in this session.

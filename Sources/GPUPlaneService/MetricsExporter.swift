@@ -1,0 +1,44 @@
+import Metrics
+import Prometheus
+
+/// The process's metrics: swift-metrics backed by one Prometheus registry, rendered for
+/// `GET /metrics`.
+///
+/// Call ``bootstrap()`` once at start-up (later calls do nothing); after that every
+/// `Counter`, `Gauge`, `Recorder` and `Timer` created through swift-metrics lands in
+/// ``registry``. swift-metrics labels such as `gpuplane.placements` are made valid Prometheus
+/// names (`gpuplane_placements`) by the registry.
+public enum MetricsExporter {
+    /// The `Content-Type` of ``render()``'s output: Prometheus text exposition format 0.0.4.
+    public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+
+    /// The process-wide registry.
+    public static let registry = PrometheusCollectorRegistry()
+
+    private static let bootstrapped = Locked(false)
+
+    /// Bootstraps swift-metrics with ``registry``, once per process.
+    ///
+    /// - Returns: whether this call performed the bootstrap (swift-metrics itself traps on a
+    ///   second bootstrap, so later calls are ignored).
+    @discardableResult
+    public static func bootstrap() -> Bool {
+        let first = bootstrapped.withLock { done -> Bool in
+            defer { done = true }
+            return !done
+        }
+        guard first else { return false }
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        return true
+    }
+
+    /// Every metric in the registry, in Prometheus text exposition format.
+    public static func render() -> String {
+        registry.emitToString()
+    }
+
+    /// ``render()`` as UTF-8 bytes, for writing straight into a response body.
+    public static func renderBytes() -> [UInt8] {
+        registry.emitToBuffer()
+    }
+}
