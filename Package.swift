@@ -9,6 +9,7 @@ let package = Package(
     products: [
         .executable(name: "gpuplane", targets: ["gpuplane"]),
         .executable(name: "gpuplane-bench", targets: ["gpuplane-bench"]),
+        .executable(name: "gpuplane-api-server", targets: ["gpuplane-api-server"]),
         .library(name: "GPUPlaneCore", targets: ["GPUPlaneCore"]),
         .library(name: "GPUPlaneManifest", targets: ["GPUPlaneManifest"]),
         .library(name: "EtcdClient", targets: ["EtcdClient"]),
@@ -25,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
     ],
     targets: [
         // C system libraries, each touched only by the one Swift module that wraps it.
@@ -63,6 +66,17 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
+        // The REST front door: auth, admission, resources, watch, OpenAPI.
+        .target(
+            name: "GPUPlaneAPI",
+            dependencies: [
+                "GPUPlaneCore", "GPUPlaneManifest", "GPUPlaneStore", "EtcdClient", "GPUPlaneService",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [.copy("openapi.json")]),
+        .executableTarget(name: "gpuplane-api-server", dependencies: ["GPUPlaneAPI"]),
         // The `gpuplane` command line, as a library so tests can drive it.
         .target(
             name: "GPUPlaneCLI",
@@ -112,6 +126,12 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         .testTarget(name: "GPUPlaneCLITests", dependencies: ["GPUPlaneCLI", "GPUPlaneCore"]),
+        .testTarget(
+            name: "GPUPlaneAPITests",
+            dependencies: [
+                "GPUPlaneAPI", "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneTestSupport",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]),
         .testTarget(
             name: "GPUPlaneSchedulingTests",
             dependencies: ["GPUPlaneScheduling", "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneTestSupport"]),

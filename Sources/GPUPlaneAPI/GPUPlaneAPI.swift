@@ -1,0 +1,1 @@
+// GPUPlaneAPI: under construction in this session.
