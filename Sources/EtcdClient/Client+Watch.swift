@@ -198,11 +198,12 @@ extension Etcd.Client {
                 }
                 if result.events.isEmpty {
                     // Progress notification: every change up to header.revision was sent.
-                    if result.header.revision > delivered {
-                        delivered = result.header.revision
-                        if options.progressNotify {
-                            continuation.yield(Etcd.WatchResponse(header: result.header, events: []))
-                        }
+                    if result.header.revision > delivered { delivered = result.header.revision }
+                    if options.progressNotify,
+                        case .terminated = continuation.yield(Etcd.WatchResponse(header: result.header, events: []))
+                    {
+                        finished = true
+                        return false
                     }
                     return true
                 }
