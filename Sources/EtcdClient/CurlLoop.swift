@@ -110,33 +110,36 @@ final class CurlLoop: @unchecked Sendable {
 
     /// Hands a transfer to the loop. Its completion is called exactly once, on the loop thread.
     func submit(_ transfer: CurlTransfer) {
+        // Wake-ups happen under the lock, and the loop frees the multi handle under it after
+        // `stopping` is set, so no wake-up can reach a freed handle.
         let accepted = lock.withLock { () -> Bool in
             if stopping { return false }
             incoming.append(.add(transfer))
+            curl_multi_wakeup(multi)
             return true
         }
-        if accepted {
-            curl_multi_wakeup(multi)
-        } else {
+        if !accepted {
             transfer.completion(.failed(code: -1, message: "client shut down", reachedServer: false, timedOut: false))
         }
     }
 
     /// Aborts a transfer; its completion reports `.cancelled` unless it already finished.
     func cancel(_ transfer: CurlTransfer) {
-        let wake = lock.withLock { () -> Bool in
+        lock.withLock {
             transfer.cancelRequested = true
-            if stopping { return false }
+            guard !stopping else { return }
             incoming.append(.cancel(transfer))
-            return true
+            curl_multi_wakeup(multi)
         }
-        if wake { curl_multi_wakeup(multi) }
     }
 
     /// Stops the thread; transfers still running end as cancelled.
     func shutdown() {
-        lock.withLock { stopping = true }
-        curl_multi_wakeup(multi)
+        lock.withLock {
+            guard !stopping else { return }
+            stopping = true
+            curl_multi_wakeup(multi)
+        }
     }
 
     private func run() {
@@ -173,7 +176,7 @@ final class CurlLoop: @unchecked Sendable {
             }
             _ = curl_multi_poll(multi, nil, 0, 1000, nil)
         }
-        curl_multi_cleanup(multi)
+        lock.withLock { _ = curl_multi_cleanup(multi) }
     }
 
     private func start(_ t: CurlTransfer) {
