@@ -1,0 +1,336 @@
+import Foundation
+import Logging
+
+/// The etcd v3 client: KV, transactions, leases, watches, elections and maintenance over
+/// etcd's HTTP/JSON gateway, driven by libcurl.
+public enum Etcd {}
+
+extension Etcd {
+    /// How to reach an etcd cluster.
+    public struct Configuration: Sendable {
+        /// Client certificates and the CA to trust, for `https://` endpoints.
+        public struct TLS: Sendable, Hashable {
+            /// PEM file of the CA that signed the members' certificates.
+            public var caFile: String?
+            /// PEM client certificate.
+            public var certFile: String?
+            /// PEM client key.
+            public var keyFile: String?
+            /// Makes a TLS configuration.
+            public init(caFile: String? = nil, certFile: String? = nil, keyFile: String? = nil) {
+                self.caFile = caFile
+                self.certFile = certFile
+                self.keyFile = keyFile
+            }
+        }
+
+        /// The members' client URLs, e.g. `http://127.0.0.1:2379`. Requests go to one member
+        /// and move to the next when it fails.
+        public var endpoints: [String]
+        /// The deadline of one unary request to one member.
+        public var requestTimeout: Duration
+        /// The deadline of opening a connection.
+        public var dialTimeout: Duration
+        /// TLS files, for `https://` endpoints.
+        public var tls: TLS?
+        /// User and password for etcd's auth (`POST /v3/auth/authenticate`).
+        public var credentials: (user: String, password: String)?
+        /// How many times one call may be retried on another member (0: as many as endpoints × 2).
+        public var maxRetries: Int
+        /// The first pause between retries; it doubles up to one second, with jitter.
+        public var retryBackoff: Duration
+        /// A stream (watch, observe) quiet for this long gets its member probed; a member that
+        /// does not answer the probe is left for another.
+        public var streamIdleTimeout: Duration
+        /// Where the client logs.
+        public var logger: Logger
+
+        /// Makes a configuration.
+        public init(
+            endpoints: [String], requestTimeout: Duration = .seconds(5), dialTimeout: Duration = .seconds(2),
+            tls: TLS? = nil, credentials: (user: String, password: String)? = nil, maxRetries: Int = 0,
+            retryBackoff: Duration = .milliseconds(50), streamIdleTimeout: Duration = .seconds(10),
+            logger: Logger = Logger(label: "gpuplane.etcd")
+        ) {
+            self.endpoints = endpoints
+            self.requestTimeout = requestTimeout
+            self.dialTimeout = dialTimeout
+            self.tls = tls
+            self.credentials = credentials
+            self.maxRetries = maxRetries
+            self.retryBackoff = retryBackoff
+            self.streamIdleTimeout = streamIdleTimeout
+            self.logger = logger
+        }
+    }
+
+    /// Whether a request may be sent again after an ambiguous failure.
+    enum Retry {
+        /// Safe to repeat (reads, and writes whose repetition changes nothing).
+        case idempotent
+        /// Repeated only when it provably never reached a member.
+        case onlyIfNotSent
+    }
+
+    /// An etcd client. Thread-safe; share one per process and cluster.
+    ///
+    /// Every transfer runs on the client's own libcurl thread (never on Swift's cooperative
+    /// pool) and reuses pooled connections. Cancelling the calling task aborts the transfer.
+    /// Every method throws ``EtcdError``.
+    public final class Client: Sendable {
+        /// The configuration this client was made with.
+        public let configuration: Configuration
+        let loop: CurlLoop
+        let logger: Logger
+        private let state: Locked<State>
+
+        struct State {
+            var preferred = 0
+            var token: String?
+        }
+
+        /// Makes a client. Nothing is sent until the first call.
+        /// - Throws: ``EtcdError/Code/invalidConfiguration`` when there is no endpoint.
+        public init(_ configuration: Configuration) throws {
+            guard !configuration.endpoints.isEmpty else {
+                throw EtcdError(code: .invalidConfiguration, message: "no endpoints")
+            }
+            for e in configuration.endpoints where !(e.hasPrefix("http://") || e.hasPrefix("https://")) {
+                throw EtcdError(code: .invalidConfiguration, message: "endpoint \(e) is not an http(s) URL")
+            }
+            self.configuration = configuration
+            self.logger = configuration.logger
+            self.loop = CurlLoop(name: "etcd-curl")
+            self.state = Locked(State())
+        }
+
+        /// Makes a client for `endpoints` with default settings.
+        public convenience init(endpoints: [String]) throws {
+            try self.init(Configuration(endpoints: endpoints))
+        }
+
+        deinit { loop.shutdown() }
+
+        /// Transfers and new connections so far; `connectionsOpened` far below `transfers`
+        /// shows connection reuse.
+        public var transportStatistics: TransportStatistics { loop.statistics }
+
+        /// The endpoint requests go to now.
+        public var currentEndpoint: String { configuration.endpoints[currentEndpointIndex] }
+
+        var currentEndpointIndex: Int { state.withLock { $0.preferred } }
+
+        /// Leaves `index` for the next member, unless someone already did.
+        func endpointFailed(_ index: Int) {
+            let n = configuration.endpoints.count
+            state.withLock { s in
+                if s.preferred == index { s.preferred = (index + 1) % n }
+            }
+        }
+
+        var maxAttempts: Int {
+            1 + (configuration.maxRetries > 0 ? configuration.maxRetries : configuration.endpoints.count * 2)
+        }
+
+        func backoff(_ attempt: Int) async throws {
+            let base = configuration.retryBackoff * (1 << min(attempt, 5))
+            let capped = min(base, .seconds(1))
+            let jitter = Double.random(in: 0.5...1.0)
+            do {
+                try await Task.sleep(for: capped * jitter)
+            } catch {
+                throw EtcdError.cancelled
+            }
+        }
+
+        static func milliseconds(_ d: Duration) -> Int {
+            let (s, atto) = d.components
+            return Int(s) * 1000 + Int(atto / 1_000_000_000_000_000)
+        }
+
+        func makeRequest(endpoint: String, path: String, body: Data, stream: Bool, timeout: Duration? = nil)
+            -> HTTPRequest
+        {
+            var headers: [String] = []
+            if let token = state.withLock({ $0.token }) { headers.append("Authorization: \(token)") }
+            if stream { headers.append("Grpc-Metadata-hasleader: true") }
+            return HTTPRequest(
+                url: endpoint + path, body: body, headers: headers,
+                timeoutMs: stream ? 0 : Self.milliseconds(timeout ?? configuration.requestTimeout),
+                connectTimeoutMs: Self.milliseconds(configuration.dialTimeout), tls: configuration.tls)
+        }
+
+        /// Runs one transfer, bridging the loop's callback to the calling task.
+        func perform(_ request: HTTPRequest) async -> TransferOutcome {
+            let box = Locked<CurlTransfer?>(nil)
+            return await withTaskCancellationHandler {
+                await withCheckedContinuation { (cont: CheckedContinuation<TransferOutcome, Never>) in
+                    let transfer = CurlTransfer(request: request) { cont.resume(returning: $0) }
+                    box.withLock { $0 = transfer }
+                    loop.submit(transfer)
+                    if Task.isCancelled { loop.cancel(transfer) }
+                }
+            } onCancel: {
+                if let t = box.withLock({ $0 }) { loop.cancel(t) }
+            }
+        }
+
+        /// Sends `body` to `path`, moving to the next member and retrying as `retry` allows, and
+        /// decodes the answer.
+        func call<Body: Encodable, Response: Decodable>(
+            _ path: String, _ body: Body, retry: Retry, timeout: Duration? = nil,
+            as type: Response.Type = Response.self
+        ) async throws -> Response {
+            let data = try encode(body)
+            let response = try await send(path, data, retry: retry, timeout: timeout)
+            return try decode(type, from: response.body)
+        }
+
+        func encode<Body: Encodable>(_ body: Body) throws -> Data {
+            do {
+                return try JSONEncoder().encode(body)
+            } catch {
+                throw EtcdError(code: .invalidConfiguration, message: "cannot encode request: \(error)")
+            }
+        }
+
+        func decode<Response: Decodable>(_ type: Response.Type, from data: Data) throws -> Response {
+            do {
+                return try JSONDecoder().decode(type, from: data)
+            } catch {
+                throw EtcdError.decoding("\(error)", body: String(decoding: data.prefix(2000), as: UTF8.self))
+            }
+        }
+
+        /// The retry loop of every unary call.
+        func send(_ path: String, _ body: Data, retry: Retry, timeout: Duration? = nil) async throws -> HTTPResponse {
+            var lastError = EtcdError.unavailable("no attempt made")
+            var reauthenticated = false
+            var attempt = 0
+            while attempt < maxAttempts {
+                if Task.isCancelled { throw EtcdError.cancelled }
+                if configuration.credentials != nil, state.withLock({ $0.token }) == nil {
+                    try await authenticate()
+                }
+                let index = currentEndpointIndex
+                let endpoint = configuration.endpoints[index]
+                let request = makeRequest(endpoint: endpoint, path: path, body: body, stream: false, timeout: timeout)
+                switch await perform(request) {
+                case .cancelled:
+                    throw EtcdError.cancelled
+                case .failed(_, let message, let reachedServer, let timedOut):
+                    var error =
+                        timedOut ? EtcdError.timeout(message, endpoint: endpoint)
+                        : EtcdError.unavailable(message, endpoint: endpoint)
+                    error.endpoint = endpoint
+                    lastError = error
+                    endpointFailed(index)
+                    guard retry == .idempotent || !reachedServer else { throw error }
+                    logger.debug("etcd request failed, trying next member", metadata: ["path": "\(path)", "endpoint": "\(endpoint)", "error": "\(message)"])
+                case .completed(let response):
+                    if response.status == 200 { return response }
+                    var error = Self.gatewayError(response)
+                    error.endpoint = endpoint
+                    if error.code == .unauthenticated, configuration.credentials != nil, !reauthenticated {
+                        reauthenticated = true
+                        state.withLock { $0.token = nil }
+                        continue
+                    }
+                    guard Self.isRetriable(error), retry == .idempotent else { throw error }
+                    lastError = error
+                    endpointFailed(index)
+                }
+                attempt += 1
+                if attempt < maxAttempts { try await backoff(attempt - 1) }
+            }
+            throw lastError
+        }
+
+        /// Whether another member might serve what this one refused.
+        static func isRetriable(_ error: EtcdError) -> Bool {
+            if error.code == .unavailable || error.code == .timeout { return true }
+            if let status = error.httpStatus, [502, 503, 504].contains(status) { return true }
+            if let g = error.grpcCode, g == GRPCStatus.unavailable || g == GRPCStatus.deadlineExceeded { return true }
+            return false
+        }
+
+        /// Turns a non-200 gateway answer (`{"error","message","code"}`) into an error.
+        static func gatewayError(_ response: HTTPResponse) -> EtcdError {
+            let text = String(decoding: response.body.prefix(4000), as: UTF8.self)
+            guard let wire = try? JSONDecoder().decode(GatewayError.self, from: response.body), let code = wire.code
+            else { return EtcdError.http(response.status, body: text) }
+            return gatewayError(grpcCode: code, message: wire.message ?? wire.error ?? "", status: response.status, body: text)
+        }
+
+        static func gatewayError(grpcCode code: Int, message: String, status: Int?, body: String?) -> EtcdError {
+            let mapped: EtcdError.Code
+            switch code {
+            case GRPCStatus.unavailable: mapped = .unavailable
+            case GRPCStatus.deadlineExceeded: mapped = .timeout
+            case GRPCStatus.unauthenticated: mapped = .unauthenticated
+            default: mapped = .grpc
+            }
+            return EtcdError(code: mapped, message: message, httpStatus: status, body: body, grpcCode: code)
+        }
+
+        private func authenticate() async throws {
+            guard let credentials = configuration.credentials else { return }
+            struct Request: Encodable { var name: String; var password: String }
+            struct Response: Decodable { var token: String? }
+            let body = try encode(Request(name: credentials.user, password: credentials.password))
+            var lastError = EtcdError.unavailable("no attempt made")
+            for attempt in 0..<maxAttempts {
+                let index = currentEndpointIndex
+                let endpoint = configuration.endpoints[index]
+                var request = makeRequest(endpoint: endpoint, path: "/v3/auth/authenticate", body: body, stream: false)
+                request.headers = []
+                switch await perform(request) {
+                case .cancelled:
+                    throw EtcdError.cancelled
+                case .failed(_, let message, _, let timedOut):
+                    lastError = timedOut ? .timeout(message, endpoint: endpoint) : .unavailable(message, endpoint: endpoint)
+                    endpointFailed(index)
+                case .completed(let response):
+                    if response.status == 200 {
+                        let token = try decode(Response.self, from: response.body).token
+                        guard let token, !token.isEmpty else {
+                            throw EtcdError(code: .unauthenticated, message: "auth is not enabled on the cluster")
+                        }
+                        state.withLock { $0.token = token }
+                        return
+                    }
+                    var error = Self.gatewayError(response)
+                    guard Self.isRetriable(error) else {
+                        error = EtcdError(
+                            code: .unauthenticated, message: error.message, httpStatus: error.httpStatus,
+                            body: error.body, grpcCode: error.grpcCode, endpoint: endpoint)
+                        throw error
+                    }
+                    lastError = error
+                    endpointFailed(index)
+                }
+                try await backoff(attempt)
+            }
+            throw lastError
+        }
+    }
+}
+
+/// The gateway's error body.
+struct GatewayError: Decodable {
+    var error: String?
+    var message: String?
+    var code: Int?
+}
+
+/// A value behind a lock.
+final class Locked<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Value
+    init(_ value: Value) { self.value = value }
+    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&value)
+    }
+}

@@ -1,1 +1,0 @@
-// EtcdClient: under construction in this session.

@@ -1,1 +1,0 @@
-// GPUPlaneStore: under construction in this session.

@@ -1,0 +1,284 @@
+import EtcdClient
+import Foundation
+import GPUPlaneCore
+import Logging
+
+/// A change an informer saw, in etcd revision order.
+public enum InformerEvent<R: Resource>: Sendable {
+    /// The object appeared (or was in the cache when the subscriber joined).
+    case added(R)
+    /// The object changed.
+    case updated(old: R, new: R)
+    /// The object was deleted; this is its last known state.
+    case deleted(R)
+
+    /// The object the event is about (the new one for updates).
+    public var object: R {
+        switch self {
+        case .added(let o), .deleted(let o): return o
+        case .updated(_, let new): return new
+        }
+    }
+}
+
+/// Where an object sits in an informer's cache.
+public struct ObjectKey: Hashable, Sendable, CustomStringConvertible {
+    /// The tenant.
+    public var tenant: String
+    /// The name.
+    public var name: String
+    /// Makes a key.
+    public init(tenant: String, name: String) {
+        self.tenant = tenant
+        self.name = name
+    }
+    public var description: String { "\(tenant)/\(name)" }
+}
+
+/// List-then-watch of one kind (optionally one tenant), keeping a local cache and telling
+/// subscribers what changed, in revision order.
+///
+/// It lists, then watches from the list's revision + 1; when the watch reports compaction, it
+/// lists again and delivers the difference with its cache as events, so subscribers never miss
+/// a final state (intermediate states lost to compaction are skipped, as with any informer).
+///
+/// ```swift
+/// let informer = Informer<Replica>(store: store)
+/// informer.start()
+/// try await informer.waitUntilSynced()
+/// for await event in informer.events() { … }
+/// ```
+public final class Informer<R: Resource>: Sendable {
+    /// The store it reads.
+    public let store: ResourceStore
+    /// The tenant it follows, nil for all.
+    public let tenant: String?
+    private let logger: Logger
+    private let state = Locked(State())
+
+    private struct State {
+        var cache: [ObjectKey: R] = [:]
+        var revision: Int64 = 0
+        var synced = false
+        var failure: StoreError?
+        var subscribers: [UUID: AsyncStream<InformerEvent<R>>.Continuation] = [:]
+        var waiters: [UUID: CheckedContinuation<Void, any Error>] = [:]
+        var task: Task<Void, Never>?
+        var relists = 0
+    }
+
+    /// Makes an informer; nothing happens until ``start()`` or ``run()``.
+    public init(store: ResourceStore, tenant: String? = nil, logger: Logger = Logger(label: "gpuplane.informer")) {
+        self.store = store
+        self.tenant = tenant
+        self.logger = logger
+    }
+
+    deinit { state.withLock { $0.task?.cancel() } }
+
+    /// Runs ``run()`` in a task of its own until ``stop()``.
+    public func start() {
+        state.withLock { s in
+            guard s.task == nil else { return }
+            s.task = Task { [self] in await self.run() }
+        }
+    }
+
+    /// Stops the informer started with ``start()`` and ends every subscriber's sequence.
+    public func stop() {
+        let task = state.withLock { $0.task }
+        task?.cancel()
+    }
+
+    /// Waits until the first list is in the cache.
+    /// - Throws: `CancellationError` when the waiting task is cancelled.
+    public func waitUntilSynced() async throws {
+        let id = UUID()
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+                let ready = state.withLock { s -> Bool in
+                    if s.synced { return true }
+                    s.waiters[id] = c
+                    return false
+                }
+                if ready { c.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Whether the first list is in the cache.
+    public var hasSynced: Bool { state.withLock { $0.synced } }
+
+    /// The revision the cache reflects: every change up to it has been applied and delivered.
+    public var lastSeenRevision: Int64 { state.withLock { $0.revision } }
+
+    /// How many times the informer listed again after a compaction or a failed watch.
+    public var relistCount: Int { state.withLock { $0.relists } }
+
+    /// One cached object.
+    public func get(tenant: String, name: String) -> R? {
+        state.withLock { $0.cache[ObjectKey(tenant: tenant, name: name)] }
+    }
+
+    /// Every cached object, ordered by tenant then name.
+    public func list() -> [R] {
+        state.withLock { s in
+            s.cache.sorted { ($0.key.tenant, $0.key.name) < ($1.key.tenant, $1.key.name) }.map(\.value)
+        }
+    }
+
+    /// The changes from now on. A new subscriber first gets an `.added` for every object
+    /// already cached, then every change in revision order. The sequence ends when the
+    /// informer stops or the subscriber stops iterating.
+    public func events() -> AsyncStream<InformerEvent<R>> {
+        let (stream, continuation) = AsyncStream<InformerEvent<R>>.makeStream()
+        let id = UUID()
+        state.withLock { s in
+            for (_, object) in s.cache.sorted(by: { ($0.key.tenant, $0.key.name) < ($1.key.tenant, $1.key.name) }) {
+                continuation.yield(.added(object))
+            }
+            s.subscribers[id] = continuation
+        }
+        continuation.onTermination = { [weak self] _ in
+            self?.state.withLock { _ = $0.subscribers.removeValue(forKey: id) }
+        }
+        return stream
+    }
+
+    /// Lists and watches until the calling task is cancelled, relisting after compaction or
+    /// failure with backoff. Ends every subscriber's sequence when it returns.
+    public func run() async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                let listed = try await store.list(R.self, tenant: tenant)
+                apply(list: listed)
+                failures = 0
+                try await follow(from: listed.revision)
+            } catch let e as EtcdError where e.code == .compacted {
+                logger.info("informer watch compacted; relisting", metadata: ["kind": "\(R.kind)", "at": "\(e.compactRevision ?? 0)"])
+                state.withLock { $0.relists += 1 }
+                continue
+            } catch {
+                if Task.isCancelled { break }
+                failures += 1
+                state.withLock { $0.relists += 1 }
+                logger.warning("informer failed; relisting", metadata: ["kind": "\(R.kind)", "error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(min(2000, 50 << min(failures, 6))))
+            }
+        }
+        let (subscribers, waiters) = state.withLock { s in
+            defer {
+                s.subscribers.removeAll()
+                s.waiters.removeAll()
+                s.task = nil
+            }
+            return (Array(s.subscribers.values), Array(s.waiters.values))
+        }
+        for c in subscribers { c.finish() }
+        for w in waiters { w.resume(throwing: CancellationError()) }
+    }
+
+    private func follow(from revision: Int64) async throws {
+        let prefix = R.storagePrefix(tenant: tenant)
+        let kindPrefix = R.storagePrefix(tenant: nil)
+        let watch = store.client.watch(.prefix(prefix), startRevision: revision + 1, progressNotify: true)
+        for try await batch in watch {
+            var changes: [(ObjectKey, R?)] = []
+            for event in batch.events {
+                let key = event.kv.keyString
+                guard key.hasPrefix(kindPrefix) else { continue }
+                let rest = key.dropFirst(kindPrefix.count)
+                guard let slash = rest.firstIndex(of: "/") else { continue }
+                let objectKey = ObjectKey(tenant: String(rest[..<slash]), name: String(rest[rest.index(after: slash)...]))
+                switch event.type {
+                case .put:
+                    do {
+                        changes.append((objectKey, try ResourceStore.decode(R.self, event.kv)))
+                    } catch {
+                        logger.error("informer skipped an undecodable object", metadata: ["key": "\(key)", "error": "\(error)"])
+                    }
+                case .delete:
+                    changes.append((objectKey, nil))
+                }
+            }
+            // A batch reflects the store up to its last event; a progress notification, up to its header.
+            apply(changes: changes, revision: batch.events.last?.revision ?? batch.header.revision)
+        }
+        if Task.isCancelled { return }
+        throw StoreError(code: .unavailable, message: "watch ended")
+    }
+
+    /// Replaces the cache with a fresh list, delivering the difference.
+    private func apply(list: ResourceList<R>) {
+        state.withLock { s in
+            var fresh: [ObjectKey: R] = [:]
+            for item in list.items { fresh[ObjectKey(tenant: item.metadata.tenant, name: item.metadata.name)] = item }
+            var events: [InformerEvent<R>] = []
+            for (key, old) in s.cache.sorted(by: { ($0.key.tenant, $0.key.name) < ($1.key.tenant, $1.key.name) })
+            where fresh[key] == nil {
+                events.append(.deleted(old))
+            }
+            for item in list.items {
+                let key = ObjectKey(tenant: item.metadata.tenant, name: item.metadata.name)
+                if let old = s.cache[key] {
+                    if old.metadata.resourceVersion != item.metadata.resourceVersion {
+                        events.append(.updated(old: old, new: item))
+                    }
+                } else {
+                    events.append(.added(item))
+                }
+            }
+            s.cache = fresh
+            s.revision = max(s.revision, list.revision)
+            deliver(events, to: s)
+            if !s.synced {
+                s.synced = true
+                for (_, w) in s.waiters { w.resume() }
+                s.waiters.removeAll()
+            }
+        }
+    }
+
+    /// Applies watched changes in order, delivering them.
+    private func apply(changes: [(ObjectKey, R?)], revision: Int64) {
+        state.withLock { s in
+            var events: [InformerEvent<R>] = []
+            for (key, object) in changes {
+                if let object {
+                    if let old = s.cache[key] {
+                        events.append(.updated(old: old, new: object))
+                    } else {
+                        events.append(.added(object))
+                    }
+                    s.cache[key] = object
+                } else if let old = s.cache.removeValue(forKey: key) {
+                    events.append(.deleted(old))
+                }
+            }
+            if revision > s.revision { s.revision = revision }
+            deliver(events, to: s)
+        }
+    }
+
+    private func deliver(_ events: [InformerEvent<R>], to s: State) {
+        guard !events.isEmpty else { return }
+        for (_, c) in s.subscribers {
+            for e in events { c.yield(e) }
+        }
+    }
+}
+
+/// A value behind a lock.
+final class Locked<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Value
+    init(_ value: Value) { self.value = value }
+    func withLock<T>(_ body: (inout Value) throws -> T) rethrows -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&value)
+    }
+}

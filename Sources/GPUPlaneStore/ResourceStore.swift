@@ -1,0 +1,338 @@
+import EtcdClient
+import Foundation
+import GPUPlaneCore
+
+/// Objects of one kind and the etcd revision they were read at.
+public struct ResourceList<R: Resource>: Sendable {
+    /// The objects, ordered by key (tenant, then name).
+    public var items: [R]
+    /// The store's revision the list was read at: watch from `revision + 1` to miss nothing.
+    public var revision: Int64
+}
+
+/// Typed resources in etcd under `/gpuplane/<kind>/<tenant>/<name>`, with optimistic
+/// concurrency: every object carries `metadata.resourceVersion` = its etcd mod revision, and
+/// every write compares it, so a stale writer gets ``StoreError/Code/conflict``, never an overwrite.
+///
+/// Every method throws ``StoreError``.
+public final class ResourceStore: Sendable {
+    /// The etcd client underneath.
+    public let client: Etcd.Client
+    /// Page size of lists.
+    public let pageSize: Int64
+
+    /// Makes a store over `client`.
+    public init(client: Etcd.Client, pageSize: Int64 = 1000) {
+        self.client = client
+        self.pageSize = pageSize
+    }
+
+    /// Stores a new object. Sets `uid` (when empty) and `created` (when nil); the returned
+    /// object carries the new `resourceVersion`.
+    /// - Throws: ``StoreError/Code/alreadyExists`` when an object of that kind, tenant and name exists.
+    public func create<R: Resource>(_ object: R) async throws -> R {
+        var txn = StoreTransaction()
+        let handle = try txn.create(object)
+        return try await commit(txn).object(handle)
+    }
+
+    /// Reads one object.
+    /// - Throws: ``StoreError/Code/notFound``.
+    public func get<R: Resource>(_ type: R.Type, tenant: String, name: String) async throws -> R {
+        let key = R.storageKey(tenant: tenant, name: name)
+        let kv: Etcd.KeyValue?
+        do { kv = try await client.get(key) } catch let e as EtcdError { throw StoreError.etcd(e) }
+        guard let kv else { throw StoreError.notFound(R.kind, key: key) }
+        return try Self.decode(R.self, kv)
+    }
+
+    /// Lists the objects of one kind, of one tenant or (nil) of all, at one revision.
+    public func list<R: Resource>(_ type: R.Type, tenant: String? = nil) async throws -> ResourceList<R> {
+        let prefix = R.storagePrefix(tenant: tenant)
+        let end = Etcd.prefixEnd(Data(prefix.utf8))
+        var from = Data(prefix.utf8)
+        var revision: Int64 = 0
+        var items: [R] = []
+        do {
+            while true {
+                let page = try await client.range(
+                    Etcd.RangeRequest(Etcd.KeyRange(key: from, rangeEnd: end), revision: revision, limit: pageSize))
+                if revision == 0 { revision = page.header.revision }
+                for kv in page.kvs { items.append(try Self.decode(R.self, kv)) }
+                guard page.more, let last = page.kvs.last else { break }
+                from = last.key + Data([0])
+            }
+        } catch let e as EtcdError {
+            throw StoreError.etcd(e)
+        }
+        return ResourceList(items: items, revision: revision)
+    }
+
+    /// Replaces an object, if it is still at `object.metadata.resourceVersion`. Keeps the
+    /// stored `uid` and `created` when the object leaves them empty.
+    /// - Throws: ``StoreError/Code/conflict`` (with the current version) when it changed,
+    ///   ``StoreError/Code/notFound`` when it is gone, ``StoreError/Code/invalid`` without a version.
+    public func update<R: Resource>(_ object: R) async throws -> R {
+        var object = object
+        if object.metadata.uid.isEmpty || object.metadata.created == nil {
+            let current = try await get(R.self, tenant: object.metadata.tenant, name: object.metadata.name)
+            if object.metadata.uid.isEmpty { object.metadata.uid = current.metadata.uid }
+            if object.metadata.created == nil { object.metadata.created = current.metadata.created }
+        }
+        var txn = StoreTransaction()
+        let handle = try txn.update(object)
+        return try await commit(txn).object(handle)
+    }
+
+    /// Deletes an object, only if it is at `expectedVersion` when one is given.
+    /// - Throws: ``StoreError/Code/notFound``; ``StoreError/Code/conflict`` on a version mismatch.
+    public func delete<R: Resource>(_ type: R.Type, tenant: String, name: String, expectedVersion: String? = nil)
+        async throws
+    {
+        var txn = StoreTransaction()
+        txn.delete(R.self, tenant: tenant, name: name, expectedVersion: expectedVersion)
+        _ = try await commit(txn)
+    }
+
+    /// Builds and commits a multi-object transaction: all of it, or nothing.
+    ///
+    /// ```swift
+    /// let result = try await store.transaction { txn in
+    ///     txn.require(leader.fence, reason: "scheduler leadership")
+    ///     let app = try txn.create(application)
+    ///     try txn.update(replica)
+    ///     return app
+    /// }
+    /// ```
+    public func transaction<T>(_ build: (inout StoreTransaction) throws -> T) async throws -> (T, TransactionResult) {
+        var txn = StoreTransaction()
+        let value = try build(&txn)
+        return (value, try await commit(txn))
+    }
+
+    /// Commits a transaction built with ``StoreTransaction``.
+    /// - Throws: the failure of the first operation or condition that did not hold:
+    ///   ``StoreError/Code/alreadyExists``, ``StoreError/Code/notFound``,
+    ///   ``StoreError/Code/conflict`` or ``StoreError/Code/preconditionFailed``, with
+    ///   ``StoreError/failedIndex``.
+    public func commit(_ txn: StoreTransaction) async throws -> TransactionResult {
+        var compares: [Etcd.Compare] = []
+        var success: [Etcd.RequestOp] = []
+        var failure: [Etcd.RequestOp] = []
+        for op in txn.operations {
+            compares.append(op.compare)
+            success.append(op.write)
+            failure.append(.range(Etcd.RangeRequest(.key(op.key), keysOnly: true)))
+        }
+        for condition in txn.conditions {
+            compares.append(condition.compare)
+            failure.append(.range(Etcd.RangeRequest(condition.compare.range)))
+        }
+        let answer: Etcd.TxnResponse
+        do {
+            answer = try await client.txn(compare: compares, success: success, failure: failure)
+        } catch let e as EtcdError {
+            throw StoreError.etcd(e)
+        }
+        if answer.succeeded {
+            return TransactionResult(revision: answer.header.revision, objects: txn.operations.map(\.object))
+        }
+        // Find the first condition that does not hold, from what the failure branch read.
+        let reads = answer.responses.map { $0.rangeResponse?.kvs ?? [] }
+        for (i, op) in txn.operations.enumerated() {
+            let kv = i < reads.count ? reads[i].first : nil
+            if Self.holds(op.compare, kv) { continue }
+            let key = String(decoding: op.key, as: UTF8.self)
+            var error: StoreError
+            switch op.expectation {
+            case .absent: error = .alreadyExists(op.kind, key: key)
+            case .present: error = .notFound(op.kind, key: key)
+            case .version:
+                error = kv.map { .conflict(String($0.modRevision), kind: op.kind, key: key) } ?? .notFound(op.kind, key: key)
+            }
+            error.failedIndex = i
+            throw error
+        }
+        for (j, condition) in txn.conditions.enumerated() {
+            let index = txn.operations.count + j
+            let kv = index < reads.count ? reads[index].first : nil
+            if Self.holds(condition.compare, kv) { continue }
+            var error = StoreError(code: .preconditionFailed, message: "condition failed: \(condition.reason)")
+            error.key = String(decoding: condition.compare.range.key, as: UTF8.self)
+            error.failedIndex = j
+            error.failedCondition = condition.reason
+            throw error
+        }
+        // Every condition holds now: something changed between the txn and our reading of it.
+        var error = StoreError(code: .conflict, message: "transaction conditions changed while it ran; retry")
+        error.failedIndex = nil
+        throw error
+    }
+
+    /// Whether `compare` holds for `kv` (nil: the key does not exist, all its fields are zero).
+    static func holds(_ compare: Etcd.Compare, _ kv: Etcd.KeyValue?) -> Bool {
+        func check<T: Comparable>(_ actual: T, _ operand: T) -> Bool {
+            switch compare.result {
+            case .equal: return actual == operand
+            case .notEqual: return actual != operand
+            case .greater: return actual > operand
+            case .less: return actual < operand
+            }
+        }
+        switch compare.target {
+        case .version(let v): return check(kv?.version ?? 0, v)
+        case .createRevision(let v): return check(kv?.createRevision ?? 0, v)
+        case .modRevision(let v): return check(kv?.modRevision ?? 0, v)
+        case .lease(let v): return check(kv?.lease ?? 0, v)
+        case .value(let v):
+            // etcd: a value compare on a missing key always fails.
+            guard let kv else { return false }
+            let order = kv.value == v ? 0 : ([UInt8](kv.value).lexicographicallyPrecedes([UInt8](v)) ? -1 : 1)
+            return check(order, 0)
+        }
+    }
+
+    /// Decodes a stored value, with `resourceVersion` = its mod revision.
+    static func decode<R: Resource>(_ type: R.Type, _ kv: Etcd.KeyValue) throws -> R {
+        do {
+            var object = try GPUPlaneJSON.decoder().decode(R.self, from: kv.value)
+            object.metadata.resourceVersion = String(kv.modRevision)
+            return object
+        } catch {
+            throw StoreError(code: .corrupt, message: "cannot decode \(kv.keyString): \(error)", kind: R.kind, key: kv.keyString)
+        }
+    }
+
+    /// Encodes an object for storage, without its resourceVersion (etcd keeps that).
+    static func encode<R: Resource>(_ object: R) throws -> Data {
+        var stored = object
+        stored.metadata.resourceVersion = ""
+        do {
+            return try GPUPlaneJSON.encoder().encode(stored)
+        } catch {
+            throw StoreError(code: .invalid, message: "cannot encode \(object.storageKey): \(error)", kind: R.kind)
+        }
+    }
+}
+
+/// The outcome of a committed transaction.
+public struct TransactionResult: Sendable {
+    /// The revision of the transaction: the new resourceVersion of every object it wrote.
+    public let revision: Int64
+    let objects: [(any Resource)?]
+
+    /// The stored form of an object created or updated in the transaction, with its new
+    /// resourceVersion (and uid and created, for creates).
+    public func object<R: Resource>(_ handle: StoreTransaction.Handle<R>) throws -> R {
+        guard handle.index < objects.count, var object = objects[handle.index] as? R else {
+            throw StoreError(code: .invalid, message: "handle from another transaction")
+        }
+        object.metadata.resourceVersion = String(revision)
+        return object
+    }
+}
+
+/// A multi-object transaction under construction: creates, updates and deletes over resources
+/// of any kinds, plus extra raw conditions (such as a leader key's fence). Commit it with
+/// ``ResourceStore/commit(_:)`` or build it inside ``ResourceStore/transaction(_:)``.
+public struct StoreTransaction: Sendable {
+    /// Refers to an object written by the transaction, to read its stored form from the result.
+    public struct Handle<R: Resource>: Sendable {
+        let index: Int
+    }
+
+    enum Expectation: Sendable {
+        case absent, present, version
+    }
+
+    struct Operation: Sendable {
+        var kind: ResourceKind
+        var key: Data
+        var compare: Etcd.Compare
+        var write: Etcd.RequestOp
+        var expectation: Expectation
+        var object: (any Resource)?
+    }
+
+    struct Condition: Sendable {
+        var compare: Etcd.Compare
+        var reason: String
+    }
+
+    var operations: [Operation] = []
+    var conditions: [Condition] = []
+
+    /// Makes an empty transaction.
+    public init() {}
+
+    /// Whether nothing was added.
+    public var isEmpty: Bool { operations.isEmpty && conditions.isEmpty }
+
+    /// Adds a create: fails the transaction with ``StoreError/Code/alreadyExists`` if the object
+    /// exists. Sets `uid` (when empty) and `created` (when nil).
+    @discardableResult
+    public mutating func create<R: Resource>(_ object: R) throws -> Handle<R> {
+        var object = object
+        if object.metadata.uid.isEmpty { object.metadata.uid = UUID().uuidString.lowercased() }
+        if object.metadata.created == nil { object.metadata.created = Self.now() }
+        let key = Data(object.storageKey.utf8)
+        let value = try ResourceStore.encode(object)
+        operations.append(
+            Operation(
+                kind: R.kind, key: key, compare: Etcd.Compare(.key(key), .equal, .createRevision(0)),
+                write: .put(Etcd.PutRequest(key: key, value: value)), expectation: .absent, object: object))
+        return Handle(index: operations.count - 1)
+    }
+
+    /// Adds an update: fails the transaction with ``StoreError/Code/conflict`` unless the
+    /// object is still at `object.metadata.resourceVersion`.
+    @discardableResult
+    public mutating func update<R: Resource>(_ object: R) throws -> Handle<R> {
+        let version = object.metadata.revision
+        guard version > 0 else {
+            throw StoreError(
+                code: .invalid, message: "update of \(object.storageKey) without a resourceVersion", kind: R.kind,
+                key: object.storageKey)
+        }
+        let key = Data(object.storageKey.utf8)
+        let value = try ResourceStore.encode(object)
+        operations.append(
+            Operation(
+                kind: R.kind, key: key, compare: Etcd.Compare(.key(key), .equal, .modRevision(version)),
+                write: .put(Etcd.PutRequest(key: key, value: value)), expectation: .version, object: object))
+        return Handle(index: operations.count - 1)
+    }
+
+    /// Adds a delete: fails the transaction with ``StoreError/Code/notFound`` when the object
+    /// does not exist, or ``StoreError/Code/conflict`` when it is not at `expectedVersion`.
+    public mutating func delete<R: Resource>(
+        _ type: R.Type, tenant: String, name: String, expectedVersion: String? = nil
+    ) {
+        let key = Data(R.storageKey(tenant: tenant, name: name).utf8)
+        let compare: Etcd.Compare
+        let expectation: Expectation
+        if let expectedVersion, let v = Int64(expectedVersion), v > 0 {
+            compare = Etcd.Compare(.key(key), .equal, .modRevision(v))
+            expectation = .version
+        } else {
+            compare = Etcd.Compare(.key(key), .greater, .createRevision(0))
+            expectation = .present
+        }
+        operations.append(
+            Operation(
+                kind: R.kind, key: key, compare: compare,
+                write: .deleteRange(Etcd.DeleteRangeRequest(.key(key))), expectation: expectation, object: nil))
+    }
+
+    /// Adds a raw condition, such as `leader.fence`; when it does not hold, the transaction
+    /// fails with ``StoreError/Code/preconditionFailed`` and `failedCondition = reason`.
+    public mutating func require(_ compare: Etcd.Compare, reason: String) {
+        conditions.append(Condition(compare: compare, reason: reason))
+    }
+
+    /// Now, to whole seconds: what the ISO-8601 encoding keeps, so a created object equals
+    /// the same object read back.
+    static func now() -> Date {
+        Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
+    }
+}

@@ -1,0 +1,90 @@
+import EtcdClient
+import Foundation
+import GPUPlaneTestSupport
+import Testing
+
+@Suite("Leases against real etcd")
+struct LeaseTests {
+    @Test func expiryDeletesKeys() async throws {
+        let client = try await SharedEtcd.client()
+        let p = uniquePrefix("lease")
+        let lease = try await client.grantLease(ttl: 2)
+        #expect(lease.ttl == 2)
+        try await client.put(p + "k", "v", lease: lease.id)
+        let ttl = try await client.leaseTimeToLive(lease.id, keys: true)
+        #expect(ttl.grantedTTL == 2)
+        #expect(ttl.keys == [Data((p + "k").utf8)])
+        #expect(try await client.get(p + "k")?.lease == lease.id)
+        try await eventually("leased key expired", timeout: 30) { try await client.get(p + "k") == nil }
+        do {
+            _ = try await client.keepAliveOnce(lease.id)
+            Issue.record("expired lease renewed")
+        } catch let e as EtcdError {
+            #expect(e.code == .leaseNotFound)
+        }
+        do {
+            _ = try await client.leaseTimeToLive(lease.id)
+            Issue.record("expired lease has a TTL")
+        } catch let e as EtcdError {
+            #expect(e.code == .leaseNotFound)
+        }
+    }
+
+    @Test func revokeDeletesKeysAndIsTyped() async throws {
+        let client = try await SharedEtcd.client()
+        let p = uniquePrefix("revoke")
+        let lease = try await client.grantLease(ttl: 60)
+        try await client.put(p + "k", "v", lease: lease.id)
+        try await client.revokeLease(lease.id)
+        #expect(try await client.get(p + "k") == nil)
+        do {
+            try await client.revokeLease(lease.id)
+            Issue.record("revoked twice")
+        } catch let e as EtcdError {
+            #expect(e.code == .leaseNotFound)
+        }
+    }
+
+    @Test func keepAliveKeepsAKeyPastItsTTL() async throws {
+        let client = try await SharedEtcd.client()
+        let p = uniquePrefix("keepalive")
+        let lease = try await client.grantLease(ttl: 2)
+        try await client.put(p + "k", "v", lease: lease.id)
+        let renewals = Collected<Int64>()
+        let keeper = Task {
+            do {
+                for try await r in client.keepAlive(lease.id, ttl: lease.ttl) { renewals.append([r.ttl]) }
+                renewals.finish(nil)
+            } catch { renewals.finish(error) }
+        }
+        // Stay well past three TTLs, checking the key at every poll.
+        let until = Date().addingTimeInterval(6.5)
+        var alive = true
+        try await eventually("three TTLs passed with the key alive", timeout: 30, every: 0.2) {
+            if try await client.get(p + "k") == nil { alive = false }
+            return Date() > until || !alive
+        }
+        #expect(alive, "key expired although kept alive")
+        #expect(renewals.values.count >= 4)
+        keeper.cancel()
+        _ = await keeper.value
+        try await eventually("key expired after keep-alive stopped", timeout: 30) { try await client.get(p + "k") == nil }
+    }
+
+    @Test func keepAliveReportsALostLease() async throws {
+        let client = try await SharedEtcd.client()
+        let lease = try await client.grantLease(ttl: 5)
+        let outcome = Collected<Int64>()
+        let keeper = Task {
+            do {
+                for try await r in client.keepAlive(lease.id, ttl: lease.ttl) { outcome.append([r.ttl]) }
+                outcome.finish(nil)
+            } catch { outcome.finish(error) }
+        }
+        try await eventually("first renewal") { !outcome.values.isEmpty }
+        try await client.revokeLease(lease.id)
+        try await eventually("loss reported", timeout: 30) { outcome.isFinished }
+        #expect((outcome.error as? EtcdError)?.code == .leaseNotFound)
+        _ = await keeper.value
+    }
+}

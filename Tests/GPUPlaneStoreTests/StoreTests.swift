@@ -1,0 +1,189 @@
+import EtcdClient
+import Foundation
+import GPUPlaneCore
+import GPUPlaneStore
+import GPUPlaneTestSupport
+import Testing
+
+/// A resource type for these tests only.
+struct Gadget: Resource, Equatable {
+    static var kind: ResourceKind { .application }
+    var metadata: ObjectMeta
+    var size: Int
+    var color: String
+
+    init(tenant: String, name: String, size: Int = 1, color: String = "red") {
+        metadata = ObjectMeta(name: name, tenant: tenant)
+        self.size = size
+        self.color = color
+    }
+}
+
+/// Another kind, for heterogeneous transactions.
+struct Sprocket: Resource, Equatable {
+    static var kind: ResourceKind { .replica }
+    var metadata: ObjectMeta
+    var teeth: Int
+}
+
+enum SharedStoreEtcd {
+    static let fixture = Task { try await EtcdFixture.start() }
+    static func store() async throws -> ResourceStore {
+        let etcd = try await fixture.value
+        return ResourceStore(client: try Etcd.Client(endpoints: etcd.endpoints))
+    }
+}
+
+/// A tenant no other test uses, so tests can run in parallel on one etcd.
+func uniqueTenant(_ name: String) -> String { "\(name)-\(UUID().uuidString.prefix(8).lowercased())" }
+
+func expectStoreError(_ code: StoreError.Code, _ body: () async throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) async -> StoreError? {
+    do {
+        try await body()
+        Issue.record("expected StoreError.\(code), got success", sourceLocation: sourceLocation)
+    } catch let e as StoreError {
+        #expect(e.code == code, "\(e)", sourceLocation: sourceLocation)
+        return e
+    } catch {
+        Issue.record("expected StoreError.\(code), got \(error)", sourceLocation: sourceLocation)
+    }
+    return nil
+}
+
+@Suite("ResourceStore against real etcd")
+struct StoreTests {
+    @Test func createGetListUpdateDelete() async throws {
+        let store = try await SharedStoreEtcd.store()
+        let t = uniqueTenant("crud")
+        let created = try await store.create(Gadget(tenant: t, name: "a", size: 3))
+        #expect(!created.metadata.uid.isEmpty)
+        #expect(created.metadata.created != nil)
+        #expect(created.metadata.revision > 0)
+        let fetched = try await store.get(Gadget.self, tenant: t, name: "a")
+        #expect(fetched == created)
+
+        _ = try await store.create(Gadget(tenant: t, name: "b"))
+        _ = try await store.create(Gadget(tenant: t + "x", name: "c"))  // a tenant sharing the prefix
+        let listed = try await store.list(Gadget.self, tenant: t)
+        #expect(listed.items.map(\.metadata.name) == ["a", "b"])
+        #expect(listed.revision >= created.metadata.revision)
+        let everyone = try await store.list(Gadget.self)
+        #expect(everyone.items.contains { $0.metadata.tenant == t + "x" })
+
+        var changed = fetched
+        changed.color = "blue"
+        let updated = try await store.update(changed)
+        #expect(updated.metadata.revision > fetched.metadata.revision)
+        #expect(updated.metadata.uid == created.metadata.uid)
+        #expect(try await store.get(Gadget.self, tenant: t, name: "a").color == "blue")
+
+        try await store.delete(Gadget.self, tenant: t, name: "a", expectedVersion: updated.metadata.resourceVersion)
+        _ = await expectStoreError(.notFound) { _ = try await store.get(Gadget.self, tenant: t, name: "a") }
+        _ = await expectStoreError(.notFound) { try await store.delete(Gadget.self, tenant: t, name: "a") }
+    }
+
+    @Test func createTwiceFailsTyped() async throws {
+        let store = try await SharedStoreEtcd.store()
+        let t = uniqueTenant("twice")
+        let first = try await store.create(Gadget(tenant: t, name: "dup"))
+        let e = await expectStoreError(.alreadyExists) { _ = try await store.create(Gadget(tenant: t, name: "dup", size: 9)) }
+        #expect(e?.kind == .application)
+        #expect(try await store.get(Gadget.self, tenant: t, name: "dup") == first)
+    }
+
+    @Test func staleUpdateIsAConflictNeverAnOverwrite() async throws {
+        let store = try await SharedStoreEtcd.store()
+        let t = uniqueTenant("cas")
+        let v1 = try await store.create(Gadget(tenant: t, name: "g"))
+        var writerA = v1
+        writerA.size = 10
+        var writerB = v1
+        writerB.size = 20
+        let a = try await store.update(writerA)
+        let e = await expectStoreError(.conflict) { _ = try await store.update(writerB) }
+        #expect(e?.currentVersion == a.metadata.resourceVersion)
+        #expect(try await store.get(Gadget.self, tenant: t, name: "g").size == 10)
+        // A delete preconditioned on the stale version conflicts too.
+        _ = await expectStoreError(.conflict) {
+            try await store.delete(Gadget.self, tenant: t, name: "g", expectedVersion: v1.metadata.resourceVersion)
+        }
+        // An update without a version is refused.
+        _ = await expectStoreError(.invalid) { _ = try await store.update(Gadget(tenant: t, name: "g")) }
+        // Many concurrent read-modify-write loops never lose an increment.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    for _ in 0..<5 {
+                        while true {
+                            var g = try await store.get(Gadget.self, tenant: t, name: "g")
+                            g.size += 1
+                            do {
+                                _ = try await store.update(g)
+                                break
+                            } catch let e as StoreError where e.code == .conflict { continue }
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await store.get(Gadget.self, tenant: t, name: "g").size == 30)
+    }
+
+    @Test func multiObjectTransactionIsAllOrNothing() async throws {
+        let store = try await SharedStoreEtcd.store()
+        let client = store.client
+        let t = uniqueTenant("txn")
+        let existing = try await store.create(Gadget(tenant: t, name: "existing"))
+        let doomed = try await store.create(Sprocket(metadata: ObjectMeta(name: "doomed", tenant: t), teeth: 3))
+
+        // Succeeds: a create, an update and a delete over two kinds, fenced on a leader key.
+        let lease = try await client.grantLease(ttl: 30)
+        let leader = try await client.campaign("/test/\(t)/leader", lease: lease.id, value: "me")
+        var bigger = existing
+        bigger.size = 5
+        let ((newHandle, updHandle), result) = try await store.transaction { txn in
+            txn.require(leader.fence, reason: "leadership")
+            let n = try txn.create(Sprocket(metadata: ObjectMeta(name: "new", tenant: t), teeth: 12))
+            let u = try txn.update(bigger)
+            txn.delete(Sprocket.self, tenant: t, name: "doomed", expectedVersion: doomed.metadata.resourceVersion)
+            return (n, u)
+        }
+        let stored = try result.object(newHandle)
+        #expect(stored.metadata.revision == result.revision)
+        #expect(try await store.get(Sprocket.self, tenant: t, name: "new") == stored)
+        #expect(try result.object(updHandle).metadata.revision == result.revision)
+        _ = await expectStoreError(.notFound) { _ = try await store.get(Sprocket.self, tenant: t, name: "doomed") }
+
+        // Fails on the second op (stale version): nothing of it is applied, and it says which.
+        let e = await expectStoreError(.conflict) {
+            _ = try await store.transaction { txn in
+                try txn.create(Gadget(tenant: t, name: "never"))
+                try txn.update(bigger)  // stale: the previous transaction changed it
+                txn.delete(Sprocket.self, tenant: t, name: "new")
+            }
+        }
+        #expect(e?.failedIndex == 1)
+        _ = await expectStoreError(.notFound) { _ = try await store.get(Gadget.self, tenant: t, name: "never") }
+        #expect(try await store.get(Sprocket.self, tenant: t, name: "new") == stored)
+
+        // A deposed leader's transaction fails on its fence, with the reason.
+        try await client.resign(leader)
+        let fenced = await expectStoreError(.preconditionFailed) {
+            _ = try await store.transaction { txn in
+                txn.require(leader.fence, reason: "leadership")
+                try txn.create(Gadget(tenant: t, name: "fenced"))
+            }
+        }
+        #expect(fenced?.failedCondition == "leadership")
+        _ = await expectStoreError(.notFound) { _ = try await store.get(Gadget.self, tenant: t, name: "fenced") }
+        // Create of an existing object reports alreadyExists with its index.
+        let dup = await expectStoreError(.alreadyExists) {
+            _ = try await store.transaction { txn in
+                try txn.create(Gadget(tenant: t, name: "fresh"))
+                try txn.create(Gadget(tenant: t, name: "existing"))
+            }
+        }
+        #expect(dup?.failedIndex == 1)
+    }
+}
