@@ -40,6 +40,7 @@ public final class EtcdMember: @unchecked Sendable {
         self.initialCluster = initialCluster
         self.executable = executable
         self.extraArguments = extraArguments
+        DataDirectories.shared.add(dataDirectory)
     }
 
     /// Whether the process runs.
@@ -102,6 +103,7 @@ public final class EtcdMember: @unchecked Sendable {
     public func destroy() {
         kill9()
         try? FileManager.default.removeItem(at: dataDirectory)
+        DataDirectories.shared.remove(dataDirectory)
     }
 
     deinit { destroy() }
@@ -181,6 +183,7 @@ public final class EtcdClusterFixture: @unchecked Sendable {
         -> EtcdClusterFixture
     {
         let root = try TestEnvironment.temporaryDirectory(prefix: "etcd-cluster")
+        DataDirectories.shared.add(root)
         let specs = (0..<size).map { i in
             (name: "m\(i)", client: TestEnvironment.freePort(), peer: TestEnvironment.freePort())
         }
@@ -202,6 +205,7 @@ public final class EtcdClusterFixture: @unchecked Sendable {
         } catch {
             cluster.shutdown()
             try? FileManager.default.removeItem(at: root)
+            DataDirectories.shared.remove(root)
             throw error
         }
         cluster.root = root
@@ -219,10 +223,31 @@ public final class EtcdClusterFixture: @unchecked Sendable {
     /// Kills every member and removes the data folders.
     public func shutdown() {
         for m in members { m.destroy() }
-        if let root { try? FileManager.default.removeItem(at: root) }
+        if let root {
+            try? FileManager.default.removeItem(at: root)
+            DataDirectories.shared.remove(root)
+        }
     }
 
     deinit { shutdown() }
+}
+
+/// Data folders still in use, removed when the process exits, so fixtures that live as long
+/// as the test run (shared ones) leave nothing behind either.
+final class DataDirectories: @unchecked Sendable {
+    static let shared = DataDirectories()
+    private let lock = NSLock()
+    private var paths: Set<String> = []
+
+    private init() {
+        atexit {
+            for path in DataDirectories.shared.snapshot() { try? FileManager.default.removeItem(atPath: path) }
+        }
+    }
+
+    func add(_ url: URL) { lock.withLock { _ = paths.insert(url.path) } }
+    func remove(_ url: URL) { lock.withLock { _ = paths.remove(url.path) } }
+    func snapshot() -> [String] { lock.withLock { Array(paths) } }
 }
 
 /// A plain HTTP/1.0 GET on 127.0.0.1 with a short timeout; the body, or nil on any failure.
