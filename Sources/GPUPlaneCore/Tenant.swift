@@ -10,12 +10,15 @@ public enum Role: String, Codable, Sendable, CaseIterable {
     case node
 }
 
-/// A token issued to a tenant; only its hash is stored.
+/// A token issued to a tenant, a node or an admin; only its hash is stored, in the token index
+/// (`/gpuplane/tokens/<sha256>`), never the secret.
 public struct TokenRecord: Codable, Sendable, Hashable {
     /// A short public id, shown in audits instead of the secret.
     public var id: String
     /// SHA-256 of the token, hex.
     public var sha256: String
+    /// The tenant it acts for (`_cluster` for admin and node tokens).
+    public var tenant: String
     /// What it may do.
     public var role: Role
     /// For node tokens: the node it speaks for.
@@ -24,16 +27,17 @@ public struct TokenRecord: Codable, Sendable, Hashable {
     public var created: Date?
 
     /// Makes a token record.
-    public init(id: String, sha256: String, role: Role, node: String? = nil, created: Date? = nil) {
+    public init(id: String, sha256: String, tenant: String, role: Role, node: String? = nil, created: Date? = nil) {
         self.id = id
         self.sha256 = sha256
+        self.tenant = tenant
         self.role = role
         self.node = node
         self.created = created
     }
 }
 
-/// A tenant (an owner): plan, limits, tokens.
+/// A tenant (an owner): plan and limits.
 public struct Tenant: Resource, Hashable {
     public static let kind = ResourceKind.tenant
     /// The GPU limit when none is set (`reference/custom-llm-deployments.txt`).
@@ -49,19 +53,16 @@ public struct Tenant: Resource, Hashable {
         public var spendingLimitMicroDollars: Int64?
         /// Contracted included hours per mode (Enterprise), overriding the plan's.
         public var includedHoursOverride: [String: Int]?
-        /// Issued tokens (hashes only).
-        public var tokens: [TokenRecord]
 
         /// Makes a spec.
         public init(
             plan: Plan, gpuLimit: Int = Tenant.defaultGPULimit, spendingLimitMicroDollars: Int64? = nil,
-            includedHoursOverride: [String: Int]? = nil, tokens: [TokenRecord] = []
+            includedHoursOverride: [String: Int]? = nil
         ) {
             self.plan = plan
             self.gpuLimit = gpuLimit
             self.spendingLimitMicroDollars = spendingLimitMicroDollars
             self.includedHoursOverride = includedHoursOverride
-            self.tokens = tokens
         }
     }
 

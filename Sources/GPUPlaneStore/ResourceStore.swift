@@ -192,8 +192,8 @@ public final class ResourceStore: Sendable {
         }
     }
 
-    /// Decodes a stored value, with `resourceVersion` = its mod revision.
-    static func decode<R: Resource>(_ type: R.Type, _ kv: Etcd.KeyValue) throws -> R {
+    /// Decodes a stored object from its key-value, setting resourceVersion from its mod revision.
+    public static func decode<R: Resource>(_ type: R.Type, _ kv: Etcd.KeyValue) throws -> R {
         do {
             var object = try GPUPlaneJSON.decoder().decode(R.self, from: kv.value)
             object.metadata.resourceVersion = String(kv.modRevision)

@@ -1,0 +1,115 @@
+import Foundation
+import GPUPlaneCore
+import Hummingbird
+import Logging
+
+/// The request context: Hummingbird's core plus the authenticated caller.
+public struct APIContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The caller, set by ``AuthMiddleware`` on every route but health, metrics and the spec.
+    public var principal: Principal?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        principal = nil
+    }
+
+    /// The largest body accepted (a 1 MiB manifest plus slack for JSON escaping).
+    public var maxUploadSize: Int { 2 << 20 }
+
+    /// The caller; throws 401 when unauthenticated (never the case behind the middleware).
+    public func caller() throws -> Principal {
+        guard let principal else { throw APIError(.unauthorized, .unauthorized, "authentication required") }
+        return principal
+    }
+
+    /// The tenant a request acts for: the caller's own, or for admins `?tenant=`.
+    public func tenant(_ request: Request) throws -> String {
+        let caller = try caller()
+        if caller.role == .admin, let asked = request.uri.queryParameters["tenant"] { return String(asked) }
+        guard caller.role == .user || caller.role == .admin else {
+            throw APIError(.forbidden, .forbidden, "a \(caller.role.rawValue) token can't use this route")
+        }
+        return caller.tenant
+    }
+
+    /// Throws 403 unless the caller is an admin.
+    public func requireAdmin() throws {
+        guard try caller().role == .admin else {
+            throw APIError(.forbidden, .forbidden, "this route needs an admin token")
+        }
+    }
+}
+
+/// Authenticates every request except the public paths, and writes an audit line for every
+/// mutating request: who, what, result — never a secret.
+struct AuthMiddleware: RouterMiddleware {
+    typealias Context = APIContext
+    let authenticator: TokenAuthenticator
+    let audit: Logger
+    static let publicPaths: Set<String> = ["/healthz", "/readyz", "/metrics", "/openapi.json"]
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if AuthMiddleware.publicPaths.contains(request.uri.path) {
+            return try await next(request, context)
+        }
+        var context = context
+        let mutating = request.method != .get && request.method != .head
+        do {
+            context.principal = try await authenticator.authenticate(request.headers[.authorization])
+            let response = try await next(request, context)
+            if mutating { record(request, context.principal, status: response.status.code) }
+            return response
+        } catch let error as APIError {
+            if mutating { record(request, context.principal, status: error.status.code) }
+            throw error
+        } catch let error as HTTPResponseError {
+            if mutating { record(request, context.principal, status: error.status.code) }
+            throw error
+        } catch {
+            if mutating { record(request, context.principal, status: 500) }
+            throw error
+        }
+    }
+
+    private func record(_ request: Request, _ principal: Principal?, status: Int) {
+        audit.notice(
+            "audit",
+            metadata: [
+                "audit.method": "\(request.method.rawValue)",
+                "audit.path": "\(request.uri.path)",
+                "audit.tenant": "\(principal?.tenant ?? "-")",
+                "audit.role": "\(principal?.role.rawValue ?? "anonymous")",
+                "audit.token": "\(principal?.tokenID ?? "-")",
+                "audit.status": "\(status)",
+            ])
+    }
+}
+
+/// Turns any error a route throws into our JSON error body, so clients never see a bare 500
+/// page or an HTML error: store errors map to 404/409/503, oversize bodies to 413.
+struct ErrorMiddleware: RouterMiddleware {
+    typealias Context = APIContext
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as APIError {
+            return try error.response(from: request, context: context)
+        } catch let error as HTTPError {
+            let code: APIError.Code =
+                error.status == .notFound ? .notFound : error.status == .contentTooLarge ? .tooLarge
+                : error.status == .unauthorized ? .unauthorized : .badRequest
+            let message = error.status == .notFound ? "no such route: \(request.method.rawValue) \(request.uri.path)" : (error.body ?? "\(error.status.reasonPhrase)")
+            return try APIError(error.status, code, message).response(from: request, context: context)
+        } catch let error as HTTPResponseError {
+            let code: APIError.Code = error.status == .contentTooLarge ? .tooLarge : .badRequest
+            let message = error.status == .contentTooLarge ? "the body is too large; the limit is \(context.maxUploadSize) bytes" : "\(error.status.reasonPhrase)"
+            return try APIError(error.status, code, message).response(from: request, context: context)
+        } catch {
+            logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            return try APIError(.internalServerError, .internalError, "internal error").response(from: request, context: context)
+        }
+    }
+}

@@ -1,0 +1,104 @@
+import Crypto
+import EtcdClient
+import Foundation
+import GPUPlaneCore
+import Hummingbird
+import Synchronization
+
+/// Who is calling: the tenant, what the token may do, and (for node tokens) which node.
+public struct Principal: Sendable, Hashable {
+    /// The tenant (owner) the token belongs to; `_cluster` for admin and node tokens.
+    public var tenant: String
+    /// What the token may do.
+    public var role: Role
+    /// For node tokens: the node it speaks for.
+    public var node: String?
+    /// The token's public id, for audit lines (never the secret).
+    public var tokenID: String
+
+    /// Makes a principal.
+    public init(tenant: String, role: Role, node: String? = nil, tokenID: String) {
+        self.tenant = tenant
+        self.role = role
+        self.node = node
+        self.tokenID = tokenID
+    }
+}
+
+/// Tokens: random secrets shown once, stored only as SHA-256 hashes.
+public enum Tokens {
+    /// The etcd prefix of the token index: `/gpuplane/tokens/<sha256>` → `TokenRecord`.
+    public static let indexPrefix = "/gpuplane/tokens/"
+
+    /// A new secret: `gp_` and 43 base64url characters (256 random bits).
+    public static func generate() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let base64 = Data(bytes).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+        return "gp_" + base64
+    }
+
+    /// The hex SHA-256 of a token.
+    public static func hash(_ token: String) -> String {
+        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// A short public id for a token hash.
+    public static func publicID(hash: String) -> String { "tok-" + hash.prefix(12) }
+}
+
+/// Resolves bearer tokens to principals: the bootstrap admin token from configuration, then the
+/// token index in etcd, with a short cache of hits so a busy client costs no etcd read per call.
+public final class TokenAuthenticator: Sendable {
+    private let etcd: Etcd.Client
+    private let adminHashes: Set<String>
+    private let cache = Mutex<[String: (Principal, Date)]>([:])
+    private let cacheSeconds: Double
+
+    /// Makes an authenticator; `adminTokens` are bootstrap admin secrets (from a file).
+    public init(etcd: Etcd.Client, adminTokens: [String], cacheSeconds: Double = 5) {
+        self.etcd = etcd
+        self.adminHashes = Set(adminTokens.map(Tokens.hash))
+        self.cacheSeconds = cacheSeconds
+    }
+
+    /// The principal for an `Authorization` header value.
+    /// - Throws: ``APIError`` 401 when the header is missing, malformed or unknown.
+    public func authenticate(_ header: String?) async throws -> Principal {
+        guard let header, header.hasPrefix("Bearer ") else {
+            throw APIError(.unauthorized, .unauthorized, "send 'Authorization: Bearer <token>'; ask an admin for a token")
+        }
+        let token = String(header.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
+        guard !token.isEmpty, token.utf8.count <= 256 else {
+            throw APIError(.unauthorized, .unauthorized, "the bearer token is malformed")
+        }
+        let hash = Tokens.hash(token)
+        if adminHashes.contains(hash) {
+            return Principal(tenant: ObjectMeta.clusterTenant, role: .admin, tokenID: "bootstrap-admin")
+        }
+        let now = Date()
+        if let (principal, at) = cache.withLock({ $0[hash] }), now.timeIntervalSince(at) < cacheSeconds {
+            return principal
+        }
+        let kv: Etcd.KeyValue?
+        do {
+            kv = try await etcd.get(Tokens.indexPrefix + hash)
+        } catch {
+            throw APIError(.serviceUnavailable, .unavailable, "cannot check the token: the store is unavailable")
+        }
+        guard let kv, let entry = try? GPUPlaneJSON.decoder().decode(TokenRecord.self, from: kv.value) else {
+            throw APIError(.unauthorized, .unauthorized, "the bearer token is not known (revoked or mistyped)")
+        }
+        let principal = Principal(tenant: entry.tenant, role: entry.role, node: entry.node, tokenID: entry.id)
+        cache.withLock { cache in
+            if cache.count > 10_000 { cache.removeAll() }
+            cache[hash] = (principal, now)
+        }
+        return principal
+    }
+
+    /// Forgets cached tokens (after a revocation through this replica).
+    public func invalidate() { cache.withLock { $0.removeAll() } }
+}

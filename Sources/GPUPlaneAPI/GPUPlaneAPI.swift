@@ -1,1 +1,0 @@
-// GPUPlaneAPI: under construction in this session.

@@ -1,0 +1,176 @@
+import Foundation
+import GPUPlaneCore
+import GPUPlaneManifest
+import GPUPlaneStore
+import Hummingbird
+
+/// `/v1/applications`: apply (create or update by name, idempotent), list, get, delete, watch;
+/// `/v1/validate`: the same checks as a dry run.
+struct ApplicationRoutes: Sendable {
+    let deps: APIDependencies
+    var admission: Admission { Admission(deps: deps) }
+
+    func register(_ routes: RouteTable) {
+        routes.add(.post, "/v1/applications") { try await apply($0, $1) }
+        routes.add(.get, "/v1/applications") { try await list($0, $1) }
+        routes.add(.get, "/v1/applications/:name") { try await get($0, $1) }
+        routes.add(.delete, "/v1/applications/:name") { try await delete($0, $1) }
+        routes.add(.post, "/v1/validate") { try await validate($0, $1) }
+    }
+
+    /// Maps to `POST /v1/applications`: validates, admits and writes the Application and its
+    /// Replicas in one transaction. 201 when created, 200 when updated or unchanged.
+    func apply(_ request: Request, _ context: APIContext) async throws -> Response {
+        let tenantName = try context.tenant(request)
+        let tenant = try await admission.tenant(tenantName)
+        let data = try await HTTPJSON.body(request)
+        let manifest = ManifestReader(context: deps.validationContext(for: tenant)).read(data, file: nil)
+        guard manifest.isValid else { throw APIError.rejected(manifest.diagnostics) }
+        let apps = manifest.objects.compactMap { object -> (String, ApplicationSpec)? in
+            if case .application(let name, let spec) = object { return (name, spec) }
+            return nil
+        }
+        guard apps.count == 1, manifest.objects.count == 1, let (name, spec) = apps.first else {
+            throw APIError(
+                .unprocessableContent, .invalid,
+                manifest.objects.count > 1
+                    ? "send one application per request (this body has \(manifest.objects.count) documents)"
+                    : "this body is a deployment; send it to POST /v1/deployments")
+        }
+        let current: GPUPlaneCore.Application?
+        do {
+            current = try await deps.store.get(GPUPlaneCore.Application.self, tenant: tenantName, name: name)
+        } catch let error as StoreError where error.code == .notFound {
+            current = nil
+        } catch let error as StoreError {
+            throw APIError.from(error, what: "application \(name)")
+        }
+        if let expected = request.headers[.ifMatch] ?? request.query("resourceVersion"),
+            expected != (current?.metadata.resourceVersion ?? "0")
+        {
+            throw APIError(
+                .conflict, .conflict,
+                "application \(name) is at resourceVersion \(current?.metadata.resourceVersion ?? "none"), not \(expected); read it again and retry")
+        }
+        var app = current ?? GPUPlaneCore.Application(metadata: ObjectMeta(name: name, tenant: tenantName, uid: UUID().uuidString.lowercased()), spec: spec)
+        app.spec = spec
+        let owner = OwnerReference(kind: .application, name: name, uid: app.metadata.uid)
+        let existing = try await admission.replicas(of: tenantName)
+        let wanted = deps.planner.replicas(for: app)
+        try admission.checkGPULimit(
+            tenant: tenant, existing: existing, replacing: owner, adding: ReplicaPlanner.wholeGPUs(wanted),
+            field: "application.pods")
+        let old = existing.filter { $0.spec.owner.kind == .application && $0.spec.owner.name == name }
+        let oldByName = Dictionary(old.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let changedReplicas = wanted.filter { oldByName[$0.metadata.name]?.spec != $0.spec }
+        let removed = old.filter { r in !wanted.contains { $0.metadata.name == r.metadata.name } }
+        if let current, current.spec == spec, changedReplicas.isEmpty, removed.isEmpty {
+            return try HTTPJSON.response(current)
+        }
+        try await admission.checkSpendingLimit(tenant: tenant, wantsGPU: wanted.contains { $0.spec.mode != nil })
+        do {
+            let (handle, _) = try await deps.store.transaction { txn -> StoreTransaction.Handle<GPUPlaneCore.Application> in
+                let handle = current == nil ? try txn.create(app) : try txn.update(app)
+                for replica in changedReplicas {
+                    if var previous = oldByName[replica.metadata.name] {
+                        previous.spec = replica.spec
+                        previous.binding = nil
+                        previous.status = ReplicaStatus()
+                        try txn.update(previous)
+                    } else {
+                        try txn.create(replica)
+                    }
+                }
+                for replica in removed {
+                    txn.delete(Replica.self, tenant: tenantName, name: replica.metadata.name, expectedVersion: replica.metadata.resourceVersion)
+                }
+                return handle
+            }
+            _ = handle
+        } catch let error as StoreError {
+            throw APIError.from(error, what: "application \(name)")
+        }
+        let stored = try await deps.store.get(GPUPlaneCore.Application.self, tenant: tenantName, name: name)
+        return try HTTPJSON.response(stored, status: current == nil ? .created : .ok)
+    }
+
+    /// Maps to `GET /v1/applications` (and `?watch=true&resourceVersion=N`).
+    func list(_ request: Request, _ context: APIContext) async throws -> Response {
+        let tenant = try context.tenant(request)
+        if request.wantsWatch {
+            return try await WatchStreamer(deps: deps).response(GPUPlaneCore.Application.self, tenant: tenant, request: request)
+        }
+        do {
+            let list = try await deps.store.list(GPUPlaneCore.Application.self, tenant: tenant)
+            let replicas = try await admission.replicas(of: tenant)
+            return try HTTPJSON.response(ListBody(items: list.items.map { withStatus($0, replicas) }, resourceVersion: String(list.revision)))
+        } catch let error as StoreError {
+            throw APIError.from(error, what: "applications")
+        }
+    }
+
+    /// Maps to `GET /v1/applications/{name}`.
+    func get(_ request: Request, _ context: APIContext) async throws -> Response {
+        let tenant = try context.tenant(request)
+        let name = try context.parameter("name")
+        do {
+            let app = try await deps.store.get(GPUPlaneCore.Application.self, tenant: tenant, name: name)
+            return try HTTPJSON.response(withStatus(app, try await admission.replicas(of: tenant)))
+        } catch let error as StoreError {
+            throw APIError.from(error, what: "application \(name)")
+        }
+    }
+
+    /// Maps to `DELETE /v1/applications/{name}` (`?resourceVersion=` makes it conditional):
+    /// the application and its replicas go in one transaction.
+    func delete(_ request: Request, _ context: APIContext) async throws -> Response {
+        let tenant = try context.tenant(request)
+        let name = try context.parameter("name")
+        let replicas = try await admission.replicas(of: tenant).filter { $0.spec.owner.kind == .application && $0.spec.owner.name == name }
+        do {
+            _ = try await deps.store.transaction { txn in
+                txn.delete(GPUPlaneCore.Application.self, tenant: tenant, name: name, expectedVersion: request.query("resourceVersion"))
+                for replica in replicas {
+                    txn.delete(Replica.self, tenant: tenant, name: replica.metadata.name, expectedVersion: replica.metadata.resourceVersion)
+                }
+            }
+        } catch let error as StoreError {
+            throw APIError.from(error, what: "application \(name)")
+        }
+        return HTTPJSON.noContent()
+    }
+
+    /// Maps to `POST /v1/validate`: what `gpuplane validate` prints, for the caller's plan.
+    func validate(_ request: Request, _ context: APIContext) async throws -> Response {
+        let tenantName = try context.tenant(request)
+        let tenant = try? await admission.tenant(tenantName)
+        let data = try await HTTPJSON.body(request)
+        let file = request.query("file") ?? "manifest"
+        let manifest = ManifestReader(context: deps.validationContext(for: tenant)).read(data, file: file)
+        return try HTTPJSON.response(ValidationBody(valid: manifest.isValid, diagnostics: manifest.diagnostics, lines: manifest.diagnostics.map(\.description)))
+    }
+
+    private func withStatus(_ app: GPUPlaneCore.Application, _ replicas: [Replica]) -> GPUPlaneCore.Application {
+        var app = app
+        let mine = replicas.filter { $0.spec.owner.kind == .application && $0.spec.owner.name == app.metadata.name }
+        let running = mine.filter { $0.status.phase == .running }.count
+        let waiting = mine.first { $0.status.phase == .pending && $0.status.message != nil }?.status.message
+        app.status = ApplicationStatus(
+            podsRunning: running, podsWanted: app.spec.pods.count,
+            message: running < app.spec.pods.count ? waiting.map { "\(running)/\(app.spec.pods.count) running: \($0)" } : nil)
+        return app
+    }
+}
+
+/// A list answer: items and the revision to watch from.
+struct ListBody<T: Encodable>: Encodable {
+    var items: [T]
+    var resourceVersion: String
+}
+
+/// A dry run's answer.
+struct ValidationBody: Encodable {
+    var valid: Bool
+    var diagnostics: [Diagnostic]
+    var lines: [String]
+}

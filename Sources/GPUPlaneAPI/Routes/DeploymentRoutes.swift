@@ -1,0 +1,212 @@
+import Foundation
+import GPUPlaneCore
+import GPUPlaneManifest
+import GPUPlaneStore
+import Hummingbird
+
+/// A deployment as the API shows it: the request's fields plus `deploy_id`, `full_name` and status.
+struct DeploymentView: Encodable {
+    var deployID: String
+    var modelName: String
+    var fullName: String
+    var gpu: String
+    var numGPUs: Int
+    var maxBatchSize: Int
+    var hf: HuggingFaceWeights
+    var weightsGB: Double?
+    var settings: DeploymentSettings
+    var status: DeploymentStatus
+    var resourceVersion: String
+    var created: Date?
+
+    enum CodingKeys: String, CodingKey {
+        case deployID = "deploy_id", modelName = "model_name", fullName = "full_name", gpu
+        case numGPUs = "num_gpus", maxBatchSize = "max_batch_size", hf, weightsGB = "weights_gb", settings, status
+        case resourceVersion, created
+    }
+
+    init(_ d: Deployment, replicas: [Replica]) {
+        deployID = d.deployID
+        modelName = d.spec.modelName
+        fullName = d.fullName
+        gpu = d.spec.gpu
+        numGPUs = d.spec.numGPUs
+        maxBatchSize = d.spec.maxBatchSize
+        hf = d.spec.hf
+        weightsGB = d.spec.weightsGB
+        settings = d.spec.settings
+        resourceVersion = d.metadata.resourceVersion
+        created = d.metadata.created
+        status = DeploymentView.status(of: d, replicas: replicas)
+    }
+
+    /// Running versus wanted, and why the rest wait. Only running instances are billed.
+    static func status(of d: Deployment, replicas: [Replica]) -> DeploymentStatus {
+        let mine = replicas.filter { $0.spec.owner.kind == .deployment && $0.spec.owner.name == d.metadata.name }
+        let running = mine.filter { $0.status.phase == .running }.count
+        let wanted = mine.count
+        let state: DeploymentStatus.State
+        var message: String?
+        if wanted == 0 {
+            state = .stopped
+        } else if running == wanted {
+            state = .running
+        } else {
+            state = running > 0 ? .partial : .deploying
+            let reason = mine.first { $0.status.phase == .pending && $0.status.message != nil }?.status.message
+            message = "\(running)/\(wanted) running, waiting for capacity" + (reason.map { ": \($0)" } ?? "")
+        }
+        return DeploymentStatus(state: state, instancesRunning: running, instancesWanted: wanted, message: message)
+    }
+}
+
+/// `/v1/deployments`: custom LLM deployments with the bodies of the reference document.
+struct DeploymentRoutes: Sendable {
+    let deps: APIDependencies
+    var admission: Admission { Admission(deps: deps) }
+
+    func register(_ routes: RouteTable) {
+        routes.add(.post, "/v1/deployments") { try await create($0, $1) }
+        routes.add(.get, "/v1/deployments") { try await list($0, $1) }
+        routes.add(.get, "/v1/deployments/:id") { try await get($0, $1) }
+        routes.add(.put, "/v1/deployments/:id") { try await update($0, $1) }
+        routes.add(.delete, "/v1/deployments/:id") { try await delete($0, $1) }
+    }
+
+    /// Maps to `POST /v1/deployments`: returns 201 with `deploy_id`; the full name is `owner/model_name`.
+    func create(_ request: Request, _ context: APIContext) async throws -> Response {
+        let tenantName = try context.tenant(request)
+        let tenant = try await admission.tenant(tenantName)
+        let data = try await HTTPJSON.body(request)
+        let (parsed, diagnostics) = ManifestReader(context: deps.validationContext(for: tenant)).readDeploymentBody(data)
+        guard let spec = parsed, !diagnostics.hasErrors else { throw APIError.rejected(diagnostics) }
+        var deployment = Deployment(
+            metadata: ObjectMeta(name: spec.modelName, tenant: tenantName, uid: UUID().uuidString.lowercased()), spec: spec)
+        let wanted = spec.settings.minInstances
+        deployment.status = DeploymentStatus(state: wanted == 0 ? .stopped : .deploying, instancesRunning: 0, instancesWanted: wanted)
+        let existing = try await admission.replicas(of: tenantName)
+        try admission.checkGPULimit(
+            tenant: tenant, existing: existing, replacing: nil, adding: spec.numGPUs * wanted, field: "settings.min_instances")
+        try await admission.checkSpendingLimit(tenant: tenant, wantsGPU: wanted > 0)
+        let replicas = (0..<wanted).map { deps.planner.replica(for: deployment, index: $0) }
+        do {
+            _ = try await deps.store.transaction { txn in
+                try txn.create(deployment)
+                for replica in replicas { try txn.create(replica) }
+            }
+        } catch let error as StoreError where error.code == .alreadyExists {
+            throw APIError(.conflict, .conflict, "a deployment named \(tenantName)/\(spec.modelName) exists; pick another model_name or update it", field: "model_name")
+        } catch let error as StoreError {
+            throw APIError.from(error, what: "deployment \(spec.modelName)")
+        }
+        let stored = try await find(tenant: tenantName, idOrName: spec.modelName)
+        return try HTTPJSON.response(DeploymentView(stored, replicas: replicas), status: .created)
+    }
+
+    /// Maps to `GET /v1/deployments` (and `?watch=true&resourceVersion=N`).
+    func list(_ request: Request, _ context: APIContext) async throws -> Response {
+        let tenant = try context.tenant(request)
+        if request.wantsWatch {
+            return try await WatchStreamer(deps: deps).response(Deployment.self, tenant: tenant, request: request)
+        }
+        do {
+            let list = try await deps.store.list(Deployment.self, tenant: tenant)
+            let replicas = try await admission.replicas(of: tenant)
+            return try HTTPJSON.response(ListBody(items: list.items.map { DeploymentView($0, replicas: replicas) }, resourceVersion: String(list.revision)))
+        } catch let error as StoreError {
+            throw APIError.from(error, what: "deployments")
+        }
+    }
+
+    /// Maps to `GET /v1/deployments/{deploy_id or model_name}`.
+    func get(_ request: Request, _ context: APIContext) async throws -> Response {
+        let tenant = try context.tenant(request)
+        let deployment = try await find(tenant: tenant, idOrName: try context.parameter("id"))
+        return try HTTPJSON.response(DeploymentView(deployment, replicas: try await admission.replicas(of: tenant)))
+    }
+
+    struct UpdateBody: Decodable {
+        var settings: DeploymentSettings
+    }
+
+    /// Maps to `PUT /v1/deployments/{deploy_id}` with `{"settings": {"min_instances", "max_instances"}}`:
+    /// scales at run time, adding or removing instances in the same transaction.
+    func update(_ request: Request, _ context: APIContext) async throws -> Response {
+        let tenantName = try context.tenant(request)
+        let tenant = try await admission.tenant(tenantName)
+        var deployment = try await find(tenant: tenantName, idOrName: try context.parameter("id"))
+        let data = try await HTTPJSON.body(request)
+        try HTTPJSON.rejectUnknownKeys(data, known: ["settings"])
+        if let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let settings = object["settings"] as? [String: Any] {
+            for key in settings.keys where !["min_instances", "max_instances"].contains(key) {
+                throw APIError(.badRequest, .badRequest, "unknown field 'settings.\(key)'\(Suggest.hint(for: key, among: ["min_instances", "max_instances"]))", field: "settings.\(key)")
+            }
+        }
+        let body = try HTTPJSON.decode(UpdateBody.self, from: data)
+        if let expected = request.headers[.ifMatch] ?? request.query("resourceVersion"), expected != deployment.metadata.resourceVersion {
+            throw APIError(.conflict, .conflict, "deployment \(deployment.spec.modelName) is at resourceVersion \(deployment.metadata.resourceVersion), not \(expected); read it again and retry")
+        }
+        var spec = deployment.spec
+        spec.settings = body.settings
+        let diagnostics = DeploymentValidator(context: deps.validationContext(for: tenant)).validate(spec)
+            .filter { $0.path.hasPrefix("settings") || $0.code == .gpuLimitExceeded }
+        if diagnostics.hasErrors { throw APIError.rejected(diagnostics) }
+        let existing = try await admission.replicas(of: tenantName)
+        let mine = existing.filter { $0.spec.owner.kind == .deployment && $0.spec.owner.name == deployment.metadata.name }
+        // Wanted stays where the autoscaler put it, within the new bounds.
+        let wanted = min(max(deployment.status.instancesWanted, body.settings.minInstances), body.settings.maxInstances)
+        try admission.checkGPULimit(
+            tenant: tenant, existing: existing, replacing: OwnerReference(kind: .deployment, name: deployment.metadata.name, uid: deployment.metadata.uid),
+            adding: spec.numGPUs * wanted, field: "settings.min_instances")
+        if wanted > mine.count { try await admission.checkSpendingLimit(tenant: tenant, wantsGPU: true) }
+        deployment.spec = spec
+        deployment.status.instancesWanted = wanted
+        let indices = Set(mine.compactMap { Int($0.spec.role) })
+        let toCreate = (0..<wanted).filter { !indices.contains($0) }.map { deps.planner.replica(for: deployment, index: $0) }
+        let toDelete = mine.filter { (Int($0.spec.role) ?? Int.max) >= wanted }
+        do {
+            _ = try await deps.store.transaction { txn in
+                try txn.update(deployment)
+                for replica in toCreate { try txn.create(replica) }
+                for replica in toDelete {
+                    txn.delete(Replica.self, tenant: tenantName, name: replica.metadata.name, expectedVersion: replica.metadata.resourceVersion)
+                }
+            }
+        } catch let error as StoreError {
+            throw APIError.from(error, what: "deployment \(deployment.spec.modelName)")
+        }
+        let stored = try await find(tenant: tenantName, idOrName: deployment.metadata.name)
+        return try HTTPJSON.response(DeploymentView(stored, replicas: try await admission.replicas(of: tenantName)))
+    }
+
+    /// Maps to `DELETE /v1/deployments/{deploy_id}`: the deployment and its instances, in one transaction.
+    func delete(_ request: Request, _ context: APIContext) async throws -> Response {
+        let tenant = try context.tenant(request)
+        let deployment = try await find(tenant: tenant, idOrName: try context.parameter("id"))
+        let replicas = try await admission.replicas(of: tenant).filter { $0.spec.owner.kind == .deployment && $0.spec.owner.name == deployment.metadata.name }
+        do {
+            _ = try await deps.store.transaction { txn in
+                txn.delete(Deployment.self, tenant: tenant, name: deployment.metadata.name, expectedVersion: request.query("resourceVersion"))
+                for replica in replicas {
+                    txn.delete(Replica.self, tenant: tenant, name: replica.metadata.name, expectedVersion: replica.metadata.resourceVersion)
+                }
+            }
+        } catch let error as StoreError {
+            throw APIError.from(error, what: "deployment \(deployment.spec.modelName)")
+        }
+        return HTTPJSON.noContent()
+    }
+
+    /// A tenant's deployment by deploy id or model name.
+    func find(tenant: String, idOrName: String) async throws -> Deployment {
+        do {
+            if let byName = try? await deps.store.get(Deployment.self, tenant: tenant, name: idOrName) { return byName }
+            if let byID = try await deps.store.list(Deployment.self, tenant: tenant).items.first(where: { $0.deployID == idOrName }) {
+                return byID
+            }
+        } catch let error as StoreError {
+            throw APIError.from(error, what: "deployment \(idOrName)")
+        }
+        throw APIError(.notFound, .notFound, "deployment \(idOrName) not found")
+    }
+}

@@ -1,0 +1,90 @@
+/// Turns what users ask for (applications, deployments) into the Replicas the scheduler places.
+/// Pure: the api-server writes what it returns in the same transaction as the owner.
+public struct ReplicaPlanner: Sendable {
+    /// The catalog that fixes modes and footprints.
+    public let catalog: Catalog
+    /// The machine types.
+    public let machineTypes: MachineTypeTable
+    /// The image custom LLM deployments run (a vLLM-compatible server).
+    public let deploymentImage: String
+
+    /// Makes a planner.
+    public init(catalog: Catalog, machineTypes: MachineTypeTable = .standard, deploymentImage: String = "gpuplane/model-server:latest") {
+        self.catalog = catalog
+        self.machineTypes = machineTypes
+        self.deploymentImage = deploymentImage
+    }
+
+    /// The replica name of an application's pod: `<app>.<pod>` (a dot never appears in DNS
+    /// labels, so names of different applications never collide).
+    public static func replicaName(application: String, pod: String) -> String { "\(application).\(pod)" }
+
+    /// The replica name of a deployment's instance: `deploy.<model_name>.<index>`.
+    public static func replicaName(deployment: String, index: Int) -> String { "deploy.\(deployment).\(index)" }
+
+    /// One replica per pod of `application`, unbound.
+    public func replicas(for application: Application) -> [Replica] {
+        let owner = OwnerReference(kind: .application, name: application.metadata.name, uid: application.metadata.uid)
+        return application.spec.pods.map { pod in
+            let spec = replicaSpec(for: pod, owner: owner)
+            let meta = ObjectMeta(
+                name: ReplicaPlanner.replicaName(application: application.metadata.name, pod: pod.name),
+                tenant: application.metadata.tenant,
+                labels: ["gpuplane.io/application": application.metadata.name, "gpuplane.io/pod": pod.name])
+            return Replica(metadata: meta, spec: spec)
+        }
+    }
+
+    /// What one pod needs.
+    public func replicaSpec(for pod: Pod, owner: OwnerReference) -> ReplicaSpec {
+        var mode: GPUMode?
+        var slug: String?
+        var gpus = 0
+        var vram = 0
+        if let gpu = pod.gpu, gpu.enabled == true, let model = gpu.model {
+            if model == Catalog.custom {
+                mode = .dedicated
+                gpus = gpu.count ?? 1
+                vram = gpu.memoryGB ?? 0
+            } else {
+                let entry = model == Catalog.auto ? catalog.autoModel : catalog.model(model)
+                slug = entry?.slug
+                mode = entry?.mode
+                vram = entry?.vramGB ?? 0
+                if entry?.mode == .largePinned {
+                    gpus = 1
+                    vram = max(vram, 96)
+                }
+            }
+        }
+        return ReplicaSpec(
+            owner: owner, role: pod.name, mode: mode, modelSlug: slug, gpus: gpus, vramGB: vram,
+            machineTypes: pod.machineTypes, priority: pod.gpu?.effectivePriority ?? .default, image: pod.image,
+            env: pod.vars, ports: pod.servicePorts, entrypoint: pod.entrypoint, command: pod.command)
+    }
+
+    /// The replica of instance `index` of `deployment`: whole GPUs of the deployment's type on a
+    /// dedicated node, serving the weights with the deployment image.
+    public func replica(for deployment: Deployment, index: Int) -> Replica {
+        let spec = deployment.spec
+        let type = machineTypes.named(spec.gpu)
+        let owner = OwnerReference(kind: .deployment, name: deployment.metadata.name, uid: deployment.metadata.uid)
+        var args = ["--model", spec.hf.repo, "--served-model-name", deployment.fullName, "--max-num-seqs", "\(spec.maxBatchSize)"]
+        if spec.numGPUs > 1 { args += ["--tensor-parallel-size", "\(spec.numGPUs)"] }
+        if let revision = spec.hf.revision { args += ["--revision", revision] }
+        let replicaSpec = ReplicaSpec(
+            owner: owner, role: "\(index)", mode: .dedicated, modelSlug: nil, gpus: spec.numGPUs,
+            vramGB: type?.vramGB ?? 0, machineTypes: [type?.name ?? spec.gpu], priority: .inference,
+            image: deploymentImage, env: [:], ports: [8000], entrypoint: nil, command: args)
+        let meta = ObjectMeta(
+            name: ReplicaPlanner.replicaName(deployment: deployment.metadata.name, index: index),
+            tenant: deployment.metadata.tenant,
+            labels: ["gpuplane.io/deployment": deployment.metadata.name, "gpuplane.io/instance": "\(index)"])
+        return Replica(metadata: meta, spec: replicaSpec)
+    }
+
+    /// Whole GPUs the replicas hold against the per-user limit.
+    public static func wholeGPUs(_ replicas: [Replica]) -> Int {
+        replicas.reduce(0) { $0 + $1.spec.gpus }
+    }
+}
