@@ -90,3 +90,13 @@ enum Fixture {
         do { return try pipeline.request(for: replica) } catch { fatalError("\(error)") }
     }
 }
+
+extension Fixture {
+    /// The state of one node built alone.
+    static func state(_ node: Node) -> NodeState { snapshot([node]).nodes[0] }
+
+    /// A Mode 1 request.
+    static func dedicated(_ name: String = "r", gpus: Int = 1, vramGB: Int = 80, types: [String] = []) -> PlacementRequest {
+        PlacementRequest(name: name, tenant: "acme", demand: .wholeGPUs(count: gpus, vramGB: vramGB), machineTypes: types)
+    }
+}
