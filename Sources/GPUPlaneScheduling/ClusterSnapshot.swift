@@ -1,0 +1,441 @@
+import Foundation
+import GPUPlaneCore
+
+/// One GPU of a node as the scheduler sees it: what it has, who holds it, whether it works.
+public struct GPUState: Sendable, Hashable {
+    /// The NVML index.
+    public let index: Int
+    /// The NVML UUID.
+    public let uuid: String
+    /// Total VRAM, whole GB.
+    public let vramTotalGB: Int
+    /// VRAM taken: all of it when held whole, the packed servers' footprints when shared.
+    public internal(set) var vramAllocatedGB: Int
+    /// The replica key (`tenant/name`) holding the whole GPU, or `modelserver/<name>` for a
+    /// Mode 2 server with no bound replica; nil when not held whole.
+    public internal(set) var owner: String?
+    /// Mode 3 model servers packed on it, by name.
+    public internal(set) var sharedServers: [String]
+    /// Whether it takes work (NVML health; no report counts as healthy).
+    public let healthy: Bool
+
+    /// VRAM still free, GB.
+    public var vramFreeGB: Int { vramTotalGB - vramAllocatedGB }
+    /// Free to be given whole: healthy, unowned, nothing packed on it.
+    public var isFreeWhole: Bool { healthy && owner == nil && sharedServers.isEmpty }
+    /// Can take a new shared server: healthy and not held whole.
+    public var isShareable: Bool { healthy && owner == nil }
+}
+
+/// One node as the scheduler sees it.
+public struct NodeState: Sendable {
+    /// The node's name.
+    public let name: String
+    /// The raw `gpu-mode` label, if any.
+    public let gpuModeLabel: String?
+    /// The mode the label admits; nil when the label is missing or unknown.
+    public let gpuMode: GPUMode?
+    /// The canonical machine-type name.
+    public let machineType: String
+    /// The `Ready` condition.
+    public let ready: Bool
+    /// Cordoned: takes no new work.
+    public let cordoned: Bool
+    /// The GPUs, by NVML index.
+    public internal(set) var gpus: [GPUState]
+    /// GPUs NVML calls healthy.
+    public let healthyGPUs: Int
+    /// Interned machine type, for cheap comparisons.
+    let typeID: Int
+
+    /// GPUs free to be given whole.
+    public var freeWholeGPUs: Int {
+        var n = 0
+        for gpu in gpus where gpu.isFreeWhole { n += 1 }
+        return n
+    }
+
+    /// The position in `gpus` of the GPU with NVML index `index`.
+    func position(ofGPU index: Int) -> Int? {
+        if index >= 0, index < gpus.count, gpus[index].index == index { return index }
+        return gpus.firstIndex { $0.index == index }
+    }
+}
+
+/// A model server as the scheduler sees it.
+public struct ModelServerState: Sendable, Hashable {
+    /// The server's name.
+    public let name: String
+    /// The slug it serves.
+    public let slug: String
+    /// Mode 2 or Mode 3.
+    public let mode: GPUMode
+    /// VRAM it holds, GB.
+    public let vramGB: Int
+    /// Its node's position in `ClusterSnapshot.nodes`.
+    public let node: Int
+    /// Its GPU's NVML index.
+    public let gpuIndex: Int
+    /// Replica keys attached to it (bound by the scheduler).
+    public internal(set) var attached: [String]
+    /// Attachments its status reports, which may include ones the snapshot hasn't seen.
+    public internal(set) var reportedAttachments: Int
+    /// Stopped in this snapshot (preempted).
+    public internal(set) var stopped: Bool
+
+    /// Tenants attached.
+    public var attachments: Int { max(attached.count, reportedAttachments) }
+}
+
+/// A replica holding capacity in the snapshot.
+struct HeldReplica: Sendable {
+    var key: String
+    var name: String
+    var tenant: String
+    var ownerKey: String
+    var priority: GPUPriority
+    var node: Int?
+    var gpuIndices: [Int]
+    var wholeGPUs: Int
+    var server: Int?
+}
+
+/// Nodes sharing a `gpu-mode` and a machine type, visited together.
+struct NodeGroup: Sendable {
+    var typeID: Int
+    var typeName: String
+    var vramGB: Int
+    var nodes: [Int]
+}
+
+/// The world as the pipeline sees it: nodes with per-GPU state, model servers, what each
+/// tenant holds and may hold. Built once from the store's objects, then updated in place after
+/// every bind so that a batch of placements never re-reads the world.
+public struct ClusterSnapshot: Sendable {
+    /// Nodes, sorted by name (so a snapshot of the same objects is the same, whatever their order).
+    public internal(set) var nodes: [NodeState]
+    /// Model servers, running or placed in this snapshot.
+    public internal(set) var modelServers: [ModelServerState]
+    /// Tenants attached to one Mode 3 server at most.
+    public let maxAttachmentsPerServer: Int
+    /// The seed of every shuffle: the same snapshot and seed place the same way.
+    public let seed: UInt64
+    /// Placements committed to this snapshot so far.
+    public internal(set) var placementsCommitted: Int
+
+    var nodeIndex: [String: Int]
+    var typeNames: [String]
+    var groupsByMode: [GPUMode: [NodeGroup]]
+    var serverIndex: [String: Int]
+    /// slug → servers with room for another attachment.
+    var openServers: [String: [Int]]
+    /// slug → every server of the slug.
+    var serversBySlug: [String: [Int]]
+    var held: [String: HeldReplica]
+    var tenantGPUs: [String: Int]
+    var tenantLimits: [String: Int]
+    /// owner key → node position → replicas of that owner on it.
+    var ownerNodeCounts: [String: [Int: Int]]
+
+    /// Builds a snapshot. Replicas with a binding (and not failed or preempted) hold what they
+    /// are bound to; pending ones are ignored here and placed by the pipeline. Tenants not
+    /// listed get `Tenant.defaultGPULimit`.
+    public init(
+        nodes: [Node], replicas: [Replica], modelServers: [ModelServer], tenants: [Tenant],
+        machineTypes table: MachineTypeTable = .standard, maxAttachmentsPerServer: Int = 8,
+        seed: UInt64 = 0
+    ) {
+        self.maxAttachmentsPerServer = max(1, maxAttachmentsPerServer)
+        self.seed = seed
+        self.placementsCommitted = 0
+        self.modelServers = []
+        self.serverIndex = [:]
+        self.openServers = [:]
+        self.serversBySlug = [:]
+        self.held = [:]
+        self.tenantGPUs = [:]
+        self.ownerNodeCounts = [:]
+        self.tenantLimits = Dictionary(
+            tenants.map { ($0.metadata.name, $0.spec.gpuLimit) }, uniquingKeysWith: { _, last in last })
+
+        // Nodes, with machine types interned and GPUs' health joined by UUID.
+        var typeIDs: [String: Int] = [:]
+        var typeNames: [String] = []
+        var typeVRAM: [Int] = []
+        var states: [NodeState] = []
+        states.reserveCapacity(nodes.count)
+        for node in nodes.sorted(by: { $0.metadata.name < $1.metadata.name }) {
+            let rawType = node.metadata.labels[Node.machineTypeLabel] ?? node.spec.machineType
+            let typeName = table.named(rawType)?.name ?? rawType
+            let typeID: Int
+            if let id = typeIDs[typeName] {
+                typeID = id
+            } else {
+                typeID = typeNames.count
+                typeIDs[typeName] = typeID
+                typeNames.append(typeName)
+                typeVRAM.append(
+                    table.named(typeName)?.vramGB ?? node.spec.gpus.map(\.memoryGB).max() ?? 0)
+            }
+            var health: [String: Bool] = [:]
+            for report in node.status.gpuHealth { health[report.uuid] = report.healthy }
+            let gpus = node.spec.gpus.sorted { $0.index < $1.index }.map { device in
+                GPUState(
+                    index: device.index, uuid: device.uuid, vramTotalGB: device.memoryGB,
+                    vramAllocatedGB: 0, owner: nil, sharedServers: [],
+                    healthy: health[device.uuid] ?? true)
+            }
+            let label = node.metadata.labels[Node.gpuModeLabel]
+            states.append(NodeState(
+                name: node.metadata.name, gpuModeLabel: label,
+                gpuMode: GPUMode.allCases.first { $0.nodeLabel == label },
+                machineType: typeName, ready: node.status.isReady,
+                cordoned: node.spec.unschedulable, gpus: gpus,
+                healthyGPUs: gpus.reduce(0) { $0 + ($1.healthy ? 1 : 0) }, typeID: typeID))
+        }
+        self.nodes = states
+        self.typeNames = typeNames
+        self.nodeIndex = Dictionary(
+            states.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
+
+        // Groups of (mode, machine type), smallest VRAM first, each in a seeded shuffled order.
+        var groups: [GPUMode: [Int: [Int]]] = [:]
+        for (i, node) in states.enumerated() {
+            guard let mode = node.gpuMode else { continue }
+            groups[mode, default: [:]][node.typeID, default: []].append(i)
+        }
+        var generator = SplitMix64(seed: seed)
+        var byMode: [GPUMode: [NodeGroup]] = [:]
+        for mode in GPUMode.allCases {
+            let members = groups[mode] ?? [:]
+            byMode[mode] = members.keys.sorted {
+                (typeVRAM[$0], typeNames[$0]) < (typeVRAM[$1], typeNames[$1])
+            }.map { id in
+                var nodes = members[id] ?? []
+                nodes.shuffle(using: &generator)
+                return NodeGroup(typeID: id, typeName: typeNames[id], vramGB: typeVRAM[id], nodes: nodes)
+            }
+        }
+        self.groupsByMode = byMode
+
+        // Model servers first, so replicas can attach to them.
+        for server in modelServers.sorted(by: { $0.metadata.name < $1.metadata.name }) {
+            guard let binding = server.binding, let n = nodeIndex[binding.node],
+                let gpuIndex = binding.gpuIndices.first, let p = self.nodes[n].position(ofGPU: gpuIndex)
+            else { continue }
+            let id = registerServer(
+                name: server.metadata.name, slug: server.spec.slug, mode: server.spec.mode,
+                vramGB: server.spec.vramGB, node: n, gpuPosition: p, gpuIndex: gpuIndex)
+            self.modelServers[id].reportedAttachments = server.status.attachedReplicas.count
+        }
+
+        // Bound replicas hold their GPUs, count against their tenant and their owner's spread.
+        for replica in replicas.sorted(by: { $0.metadata.name < $1.metadata.name }) {
+            guard let binding = replica.binding,
+                replica.status.phase != .failed, replica.status.phase != .preempted
+            else { continue }
+            let tenant = replica.metadata.tenant
+            let key = "\(tenant)/\(replica.metadata.name)"
+            let attaches = replica.spec.mode == .sharedPinned && replica.spec.owner.kind != .deployment
+            let n = nodeIndex[binding.node]
+            var record = HeldReplica(
+                key: key, name: replica.metadata.name, tenant: tenant,
+                ownerKey: PlacementRequest.ownerKey(tenant: tenant, owner: replica.spec.owner),
+                priority: replica.spec.priority, node: n, gpuIndices: binding.gpuIndices,
+                wholeGPUs: attaches ? 0 : binding.gpuIndices.count, server: nil)
+            if attaches {
+                if let name = binding.modelServer, let id = serverIndex[name] {
+                    record.server = id
+                    self.modelServers[id].attached.append(key)
+                }
+            } else if let n {
+                for index in binding.gpuIndices {
+                    guard let p = self.nodes[n].position(ofGPU: index) else { continue }
+                    self.nodes[n].gpus[p].owner = key
+                    self.nodes[n].gpus[p].vramAllocatedGB = self.nodes[n].gpus[p].vramTotalGB
+                }
+            }
+            tenantGPUs[tenant, default: 0] += record.wholeGPUs
+            if let n { ownerNodeCounts[record.ownerKey, default: [:]][n, default: 0] += 1 }
+            held[key] = record
+        }
+        for (slug, ids) in serversBySlug {
+            openServers[slug] = ids.filter {
+                self.modelServers[$0].mode == .sharedPinned
+                    && self.modelServers[$0].attachments < self.maxAttachmentsPerServer
+            }
+        }
+    }
+
+    // MARK: Reading
+
+    /// The node called `name`.
+    public func node(named name: String) -> NodeState? { nodeIndex[name].map { nodes[$0] } }
+
+    /// The model server called `name`.
+    public func modelServer(named name: String) -> ModelServerState? {
+        serverIndex[name].map { modelServers[$0] }
+    }
+
+    /// Whole GPUs `tenant` holds now (Mode 1, Mode 2 and deployments; Mode 3 holds none).
+    public func wholeGPUsHeld(by tenant: String) -> Int { tenantGPUs[tenant] ?? 0 }
+
+    /// The most whole GPUs `tenant` may hold.
+    public func gpuLimit(of tenant: String) -> Int { tenantLimits[tenant] ?? Tenant.defaultGPULimit }
+
+    /// Replicas of `ownerKey` (`tenant/kind/name`) on the node at `node`.
+    public func replicas(ofOwner ownerKey: String, onNode node: Int) -> Int {
+        ownerNodeCounts[ownerKey]?[node] ?? 0
+    }
+
+    /// Whether the replica `tenant/name` holds capacity in this snapshot.
+    public func holds(replica key: String) -> Bool { held[key] != nil }
+
+    // MARK: Updating
+
+    /// Records `placement`: its GPUs, server, tenant usage and spread change in place.
+    public mutating func commit(_ placement: Placement) {
+        guard let n = nodeIndex[placement.binding.node] else { return }
+        let request = placement.request
+        var record = HeldReplica(
+            key: request.key, name: request.name, tenant: request.tenant, ownerKey: request.ownerKey,
+            priority: request.priority, node: n, gpuIndices: placement.binding.gpuIndices,
+            wholeGPUs: request.wholeGPUs, server: nil)
+        switch placement.assignment.kind {
+        case .wholeGPUs, .largeSlot:
+            for index in placement.binding.gpuIndices {
+                guard let p = nodes[n].position(ofGPU: index) else { continue }
+                nodes[n].gpus[p].owner = request.key
+                nodes[n].gpus[p].vramAllocatedGB = nodes[n].gpus[p].vramTotalGB
+            }
+            if placement.assignment.kind == .largeSlot, let server = placement.newModelServer,
+                let index = placement.binding.gpuIndices.first,
+                let p = nodes[n].position(ofGPU: index)
+            {
+                let id = registerServer(
+                    name: server.name, slug: server.slug, mode: .largePinned, vramGB: server.vramGB,
+                    node: n, gpuPosition: p, gpuIndex: index, packs: false)
+                record.server = id
+                modelServers[id].attached.append(request.key)
+            }
+        case .attach:
+            if let name = placement.binding.modelServer, let id = serverIndex[name] {
+                record.server = id
+                attach(request.key, to: id)
+            }
+        case .newSharedServer:
+            if let server = placement.newModelServer, let index = placement.binding.gpuIndices.first,
+                let p = nodes[n].position(ofGPU: index)
+            {
+                let id = registerServer(
+                    name: server.name, slug: server.slug, mode: .sharedPinned, vramGB: server.vramGB,
+                    node: n, gpuPosition: p, gpuIndex: index)
+                record.server = id
+                openServers[server.slug, default: []].append(id)
+                attach(request.key, to: id)
+            }
+        }
+        tenantGPUs[request.tenant, default: 0] += record.wholeGPUs
+        ownerNodeCounts[request.ownerKey, default: [:]][n, default: 0] += 1
+        held[request.key] = record
+        placementsCommitted += 1
+    }
+
+    /// Releases what the replica `tenant/name` holds (it stopped, or is being preempted).
+    public mutating func release(replica key: String) {
+        guard let record = held.removeValue(forKey: key) else { return }
+        tenantGPUs[record.tenant, default: 0] -= record.wholeGPUs
+        if let n = record.node {
+            ownerNodeCounts[record.ownerKey]?[n, default: 1] -= 1
+            if record.wholeGPUs > 0 {
+                for index in record.gpuIndices {
+                    guard let p = nodes[n].position(ofGPU: index), nodes[n].gpus[p].owner == key else { continue }
+                    nodes[n].gpus[p].owner = nil
+                    nodes[n].gpus[p].vramAllocatedGB = 0
+                }
+            }
+        }
+        if let id = record.server {
+            modelServers[id].attached.removeAll { $0 == key }
+            modelServers[id].reportedAttachments = min(
+                modelServers[id].reportedAttachments, modelServers[id].attached.count)
+            let server = modelServers[id]
+            if server.mode == .sharedPinned, !server.stopped,
+                server.attachments < maxAttachmentsPerServer,
+                !(openServers[server.slug]?.contains(id) ?? false)
+            {
+                openServers[server.slug, default: []].append(id)
+            }
+        }
+    }
+
+    /// Stops the Mode 3 server `name`: frees its VRAM; its attached replicas must be released too.
+    public mutating func stopModelServer(named name: String) {
+        guard let id = serverIndex[name], !modelServers[id].stopped else { return }
+        modelServers[id].stopped = true
+        let server = modelServers[id]
+        openServers[server.slug]?.removeAll { $0 == id }
+        guard server.mode == .sharedPinned, let p = nodes[server.node].position(ofGPU: server.gpuIndex)
+        else { return }
+        nodes[server.node].gpus[p].vramAllocatedGB -= server.vramGB
+        nodes[server.node].gpus[p].sharedServers.removeAll { $0 == name }
+    }
+
+    /// A name for a new server of `slug` on `node`'s GPU `gpuIndex`, unique in the snapshot.
+    func newServerName(slug: String, node: Int, gpuIndex: Int) -> String {
+        let base = "\(slug)-\(nodes[node].name)-gpu\(gpuIndex)"
+        guard serverIndex[base] != nil else { return base }
+        var n = 2
+        while serverIndex["\(base)-\(n)"] != nil { n += 1 }
+        return "\(base)-\(n)"
+    }
+
+    private mutating func registerServer(
+        name: String, slug: String, mode: GPUMode, vramGB: Int, node n: Int, gpuPosition p: Int,
+        gpuIndex: Int, packs: Bool = true
+    ) -> Int {
+        let id = modelServers.count
+        modelServers.append(ModelServerState(
+            name: name, slug: slug, mode: mode, vramGB: vramGB, node: n, gpuIndex: gpuIndex,
+            attached: [], reportedAttachments: 0, stopped: false))
+        serverIndex[name] = id
+        serversBySlug[slug, default: []].append(id)
+        if mode == .sharedPinned, packs {
+            nodes[n].gpus[p].sharedServers.append(name)
+            nodes[n].gpus[p].vramAllocatedGB += vramGB
+        } else if nodes[n].gpus[p].owner == nil {
+            // A Mode 2 server holds its GPU whole, even before its replica is seen.
+            nodes[n].gpus[p].owner = "modelserver/\(name)"
+            nodes[n].gpus[p].vramAllocatedGB = nodes[n].gpus[p].vramTotalGB
+        }
+        return id
+    }
+
+    private mutating func attach(_ key: String, to id: Int) {
+        modelServers[id].attached.append(key)
+        if modelServers[id].attachments >= maxAttachmentsPerServer {
+            openServers[modelServers[id].slug]?.removeAll { $0 == id }
+        }
+    }
+}
+
+/// SplitMix64: a small, fast, seedable generator, so shuffles can be replayed.
+struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// One draw from `seed` mixed with `salt`, without keeping state.
+    static func draw(seed: UInt64, salt: UInt64) -> UInt64 {
+        var generator = SplitMix64(seed: seed ^ (salt &* 0xD6E8_FEB8_6659_FD93))
+        return generator.next()
+    }
+}

@@ -1,1 +1,0 @@
-// GPUPlaneScheduling: under construction in this session.
