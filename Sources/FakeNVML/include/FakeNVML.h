@@ -36,7 +36,7 @@
  *     set <index> key=value ...     new telemetry: temp, power_mw, util, mem_util,
  *                                   memory_used_mib
  * Events reach only the event sets registered for that device and event type at the time the
- * line is read.
+ * line is read. Lines are at most 2047 bytes; write each with one append so no reader sees half.
  *
  * Every entry point takes one process-wide lock: the library is thread-safe. A process that
  * needs several independent fakes loads several copies of the file (the dynamic loader keeps

@@ -390,6 +390,15 @@ private final class Engine: @unchecked Sendable {
             do {
                 try set.register(gpu.device, for: wanted)
                 registered += 1
+            } catch where error.isNotSupported && wanted != .xidCriticalError && wanted.contains(.xidCriticalError) {
+                // Some boards list ECC events but refuse them (ECC disabled): keep the XIDs.
+                do {
+                    try set.register(gpu.device, for: .xidCriticalError)
+                    registered += 1
+                } catch {
+                    logger.warning(
+                        "GPU events unavailable", metadata: ["index": "\(gpu.device.index)", "error": "\(error)"])
+                }
             } catch {
                 logger.warning(
                     "GPU events unavailable", metadata: ["index": "\(gpu.device.index)", "error": "\(error)"])
@@ -401,6 +410,7 @@ private final class Engine: @unchecked Sendable {
     private func loop(_ gpus: inout [Tracked], eventSet: NVMLEventSet?) {
         var nextTelemetry = clock.now + policy.telemetryInterval
         var nextLostProbe = clock.now + policy.lostRetryInterval
+        var lastWaitError: NVMLError?
         while !shouldStop {
             var slice = policy.eventWait
             let now = clock.now
@@ -420,7 +430,11 @@ private final class Engine: @unchecked Sendable {
                     markLostAfterWait(&gpus)
                     pause(policy.lostRetryInterval)
                 case .failed(let error):
-                    logger.warning("NVML event wait failed", metadata: ["error": "\(error)"])
+                    // Said once per kind of failure, not every retry.
+                    if error != lastWaitError {
+                        logger.warning("NVML event wait failed", metadata: ["error": "\(error)"])
+                        lastWaitError = error
+                    }
                     pause(policy.lostRetryInterval)
                 }
             } else {

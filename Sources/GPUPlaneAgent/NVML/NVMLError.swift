@@ -44,6 +44,7 @@ public struct NVMLReturn: RawRepresentable, Hashable, Sendable, CustomStringConv
     /// `NVML_ERROR_UNKNOWN`.
     public static let unknown = NVMLReturn(rawValue: NVML_ERROR_UNKNOWN.rawValue)
 
+    /// The C name, e.g. `NVML_ERROR_GPU_IS_LOST`.
     public var description: String {
         switch self {
         case .success: "NVML_SUCCESS"
@@ -83,6 +84,7 @@ public struct NVMLError: Error, Hashable, Sendable, CustomStringConvertible {
         /// An NVML call returned something other than success; see ``NVMLError/result``.
         public static let callFailed = Code(.callFailed)
 
+        /// The code's name, stable enough for a metric label.
         public var description: String { value.rawValue }
     }
 
@@ -109,6 +111,7 @@ public struct NVMLError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Whether NVML said the query is not supported on this device.
     public var isNotSupported: Bool { result == .notSupported || result == .functionNotFound }
 
+    /// The code, function, NVML's code and message in one line.
     public var description: String {
         var text = "NVML \(code)"
         if let function { text += " in \(function)" }
