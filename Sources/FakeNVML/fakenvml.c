@@ -36,6 +36,7 @@ struct nvmlDevice_st {
     unsigned long long memoryTotal, memoryUsed; /* bytes */
     unsigned int temperature, powerMilliwatts, utilGpu, utilMemory;
     int eccSupported;
+    int eccEvents;
     unsigned long long eccCorrected, eccUncorrected;
     int lost;
 };
@@ -153,6 +154,7 @@ static void defaultGPU(struct nvmlDevice_st *gpu, unsigned int index) {
     gpu->temperature = 35;
     gpu->powerMilliwatts = 70000;
     gpu->eccSupported = 1;
+    gpu->eccEvents = 1;
 }
 
 static int parseGPULine(const char *rest, const char *path, int lineNumber) {
@@ -191,6 +193,9 @@ static int parseGPULine(const char *rest, const char *path, int lineNumber) {
         } else if (strcmp(key, "ecc") == 0) {
             ok = parseUnsigned(value, 10, &number) && number <= 1;
             gpu->eccSupported = (int)number;
+        } else if (strcmp(key, "ecc_events") == 0) {
+            ok = parseUnsigned(value, 10, &number) && number <= 1;
+            gpu->eccEvents = (int)number;
         } else {
             ok = applyTelemetry(gpu, key, value);
         }
@@ -635,7 +640,7 @@ FAKE_EXPORT nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t device,
 
 static unsigned long long supportedTypes(nvmlDevice_t device) {
     unsigned long long types = (unsigned long long)nvmlEventTypeXidCriticalError;
-    if (device->eccSupported) {
+    if (device->eccSupported && device->eccEvents) {
         types |= (unsigned long long)(nvmlEventTypeSingleBitEccError | nvmlEventTypeDoubleBitEccError);
     }
     return types;

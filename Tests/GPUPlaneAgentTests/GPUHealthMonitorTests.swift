@@ -180,6 +180,22 @@ struct GPUHealthMonitorTests {
         }
     }
 
+    @Test func aRisingUncorrectedCounterIsAFaultWhereECCEventsAreMissing() async throws {
+        let host = try FakeNVMLHost(gpuLines: [
+            "gpu uuid=GPU-counting-only ecc_events=0",
+            "gpu uuid=GPU-with-events",
+        ])
+        let monitor = GPUHealthMonitor(library: try host.open(), policy: .testing())
+        try await monitor.start()
+        #expect(monitor.isEventDriven)
+        // No event for GPU 0: the telemetry poll sees its counter rise.
+        try host.inject("ecc 0 double")
+        try await eventually("GPU 0 unhealthy") { monitor.current.health(ofUUID: "GPU-counting-only")?.healthy == false }
+        #expect(monitor.current.unhealthy.map(\.reason) == ["DoubleBitECC"])
+        #expect(monitor.current.health(ofUUID: "GPU-with-events")?.healthy == true)
+        await monitor.stop()
+    }
+
     @Test func stopEndsTheUpdatesStream() async throws {
         let host = try FakeNVMLHost(gpus: 1)
         let monitor = GPUHealthMonitor(library: try host.open(), policy: .testing())

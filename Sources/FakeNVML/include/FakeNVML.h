@@ -21,7 +21,8 @@
  *   `gpu` keys (all optional): index (must equal the line's position among gpu lines),
  *   uuid, name, memory_mib, memory_used_mib, temp (°C), power_mw, util and mem_util (percent),
  *   pci (domain:bus:device.function, hex), pci_device_id (hex), ecc (1 = ECC counters and ECC
- *   events supported, the default; 0 = NVML_ERROR_NOT_SUPPORTED). At most 64 GPUs.
+ *   events supported, the default; 0 = NVML_ERROR_NOT_SUPPORTED), ecc_events (0 = ECC counters
+ *   without ECC events, as on boards that only count). At most 64 GPUs.
  *
  * Events file: appended to while the library runs; read from its start at init and then
  * followed. Every NVML call picks up complete new lines; nvmlEventSetWait_v2 polls the file
