@@ -1,1 +1,4 @@
-print("api-server")
+import Foundation
+import GPUPlaneAPI
+
+exit(await APIServerMain.run())

@@ -1,0 +1,87 @@
+import EtcdClient
+import Foundation
+import GPUPlaneCore
+import GPUPlaneService
+import Hummingbird
+import Logging
+import ServiceLifecycle
+
+/// The `gpuplane-api-server` process: configuration, logging, the HTTP server, systemd.
+public enum APIServerMain {
+    /// The configuration keys (file `key = value`, env `GPUPLANE_<KEY>`, flags `--key`).
+    public static let keys: [ConfigurationKey] = [
+        ConfigurationKey("listen", .string, default: "127.0.0.1", help: "address to listen on"),
+        ConfigurationKey("port", .int, default: "8080", help: "port to listen on"),
+        ConfigurationKey("etcd-endpoints", .list, default: "http://127.0.0.1:2379", help: "etcd client URLs, comma-separated"),
+        ConfigurationKey("admin-token-file", .string, help: "file holding bootstrap admin tokens, one per line"),
+        ConfigurationKey("catalog-file", .string, help: "operator catalog (JSON) overriding the bundled one"),
+        ConfigurationKey("max-gpu-memory", .int, default: "96", help: "largest gpu.memoryGB the fleet can give"),
+        ConfigurationKey("heartbeat-ttl", .int, default: "10", help: "seconds a node stays Ready without a heartbeat"),
+        ConfigurationKey("deployment-image", .string, default: "gpuplane/model-server:latest", help: "image custom LLM deployments run"),
+        ConfigurationKey("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error"),
+    ]
+
+    /// Runs the server until SIGTERM.
+    public static func run() async -> Int32 {
+        do {
+            let config = try Configuration.load(keys: keys, defaultConfigFile: "/etc/gpuplane/api-server.conf")
+            let level = Logger.Level(rawValue: try config.string("log-level") ?? "info") ?? .info
+            GPUPlaneLogging.bootstrap(identifier: "gpuplane-api-server", level: level)
+            _ = MetricsExporter.bootstrap()
+            let logger = Logger(label: "gpuplane.api")
+            var catalog = try Catalog.standard()
+            if let path = try config.string("catalog-file") {
+                catalog = try catalog.overridden(by: try Catalog(json: try Data(contentsOf: URL(fileURLWithPath: path))))
+            }
+            var adminTokens: [String] = []
+            if let path = try config.string("admin-token-file") {
+                adminTokens = try String(contentsOfFile: path, encoding: .utf8)
+                    .split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+                    .filter { !$0.isEmpty && !$0.hasPrefix("#") }
+            }
+            if adminTokens.isEmpty { logger.warning("no admin token configured (--admin-token-file): only issued tokens will work") }
+            let etcd = try Etcd.Client(Etcd.Configuration(endpoints: try config.list("etcd-endpoints") ?? ["http://127.0.0.1:2379"]))
+            let deps = APIDependencies(
+                etcd: etcd, catalog: catalog, adminTokens: adminTokens,
+                maxGPUMemoryGB: try config.int("max-gpu-memory") ?? 96,
+                deploymentImage: try config.string("deployment-image") ?? "gpuplane/model-server:latest",
+                heartbeatTTL: Int64(try config.int("heartbeat-ttl") ?? 10), logger: logger)
+            let readiness = ReadinessTracker(components: ["etcd"])
+            let app = buildApplication(
+                deps, host: try config.string("listen") ?? "127.0.0.1", port: try config.int("port") ?? 8080)
+            let daemon = Daemon(
+                services: [EtcdReadiness(etcd: etcd, readiness: readiness, logger: logger), app],
+                readiness: readiness, readyStatus: "serving", logger: logger)
+            try await daemon.run()
+            return 0
+        } catch {
+            FileHandle.standardError.write(Data("gpuplane-api-server: \(error)\n".utf8))
+            return 1
+        }
+    }
+}
+
+/// Marks the daemon ready once etcd answers, retrying with backoff until then.
+struct EtcdReadiness: Service {
+    let etcd: Etcd.Client
+    let readiness: ReadinessTracker
+    let logger: Logger
+
+    func run() async throws {
+        var delay: UInt64 = 100_000_000
+        while !Task.isCancelled {
+            do {
+                _ = try await etcd.status()
+                readiness.markReady("etcd")
+                logger.info("etcd answers; ready")
+                break
+            } catch {
+                logger.warning("etcd does not answer yet", metadata: ["error": "\(error)"])
+                try? await Task.sleep(nanoseconds: delay)
+                delay = min(delay * 2, 5_000_000_000)
+            }
+        }
+        // Stay up until shutdown so the group keeps running.
+        try? await gracefulShutdown()
+    }
+}

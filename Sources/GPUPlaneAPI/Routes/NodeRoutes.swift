@@ -1,0 +1,207 @@
+import EtcdClient
+import Foundation
+import GPUPlaneCore
+import GPUPlaneStore
+import Hummingbird
+
+/// `/v1/nodes`: registration, status and heartbeat (node tokens, their own node only), and
+/// list/get/cordon/uncordon/drain (admins).
+struct NodeRoutes: Sendable {
+    let deps: APIDependencies
+
+    func register(_ routes: RouteTable) {
+        routes.add(.post, "/v1/nodes") { try await registerNode($0, $1) }
+        routes.add(.get, "/v1/nodes") { try await list($0, $1) }
+        routes.add(.get, "/v1/nodes/:name") { try await get($0, $1) }
+        routes.add(.put, "/v1/nodes/:name/status") { try await status($0, $1) }
+        routes.add(.post, "/v1/nodes/:name/heartbeat") { try await heartbeat($0, $1) }
+        routes.add(.post, "/v1/nodes/:name/cordon") { try await setCordon($0, $1, true, drain: false) }
+        routes.add(.post, "/v1/nodes/:name/uncordon") { try await setCordon($0, $1, false, drain: false) }
+        routes.add(.post, "/v1/nodes/:name/drain") { try await setCordon($0, $1, true, drain: true) }
+    }
+
+    /// What a node-agent registers.
+    struct Registration: Codable {
+        var name: String
+        var labels: [String: String]?
+        var machineType: String?
+        var gpus: [GPUDevice]
+        var address: String?
+    }
+
+    /// A node-agent may only speak for its own node; admins for any.
+    func authorize(_ context: APIContext, node: String) throws {
+        let caller = try context.caller()
+        switch caller.role {
+        case .admin: return
+        case .node where caller.node == node: return
+        case .node: throw APIError(.forbidden, .forbidden, "this node token speaks for \(caller.node ?? "no node"), not \(node)")
+        case .user: throw APIError(.forbidden, .forbidden, "nodes are managed by node-agents and admins")
+        }
+    }
+
+    /// Maps to `POST /v1/nodes`: creates or refreshes the Node (keeping an admin's cordon), marks
+    /// it Ready, and starts its heartbeat lease.
+    func registerNode(_ request: Request, _ context: APIContext) async throws -> Response {
+        let data = try await HTTPJSON.body(request)
+        try HTTPJSON.rejectUnknownKeys(data, known: ["name", "labels", "machineType", "gpus", "address"])
+        let body = try HTTPJSON.decode(Registration.self, from: data)
+        guard Syntax.isDNSLabel(body.name) else {
+            throw APIError(.unprocessableContent, .invalid, "'\(body.name)' is not a DNS label", field: "name")
+        }
+        try authorize(context, node: body.name)
+        var labels = body.labels ?? [:]
+        if let mode = labels[Node.gpuModeLabel], !["dedicated", "large", "shared"].contains(mode) {
+            throw APIError(.unprocessableContent, .invalid, "label gpu-mode must be dedicated, large or shared, not '\(mode)'", field: "labels.gpu-mode")
+        }
+        let type = body.machineType.flatMap { deps.machineTypes.named($0) }
+            ?? body.gpus.first.flatMap { deps.machineTypes.matching(product: $0.product, memoryMiB: $0.memoryMiB) }
+        if let name = body.machineType, deps.machineTypes.named(name) == nil {
+            throw APIError(.unprocessableContent, .invalid, "'\(name)' is not a machine type", field: "machineType")
+        }
+        let typeName = type?.name ?? (body.gpus.isEmpty ? "cpu" : "unknown")
+        labels[Node.machineTypeLabel] = typeName
+        if let product = body.gpus.first?.product { labels[Node.gpuProductLabel] = product }
+        let now = Date()
+        let ready = Condition(type: NodeHeartbeat.readyCondition, status: true, reason: "Registered", message: "node-agent registered", lastTransition: now)
+        var stored: Node
+        for attempt in 0..<5 {
+            do {
+                if var node = try? await deps.store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: body.name) {
+                    node.metadata.labels = labels
+                    node.spec.machineType = typeName
+                    node.spec.gpus = body.gpus
+                    node.spec.address = body.address
+                    node.status.conditions.removeAll { $0.type == NodeHeartbeat.readyCondition }
+                    node.status.conditions.append(ready)
+                    node.status.heartbeat = now
+                    stored = try await deps.store.update(node)
+                } else {
+                    let node = Node(
+                        metadata: ObjectMeta(name: body.name, labels: labels),
+                        spec: NodeSpec(machineType: typeName, gpus: body.gpus, address: body.address),
+                        status: NodeStatus(conditions: [ready], heartbeat: now))
+                    stored = try await deps.store.create(node)
+                }
+                try await renewHeartbeat(body.name)
+                return try HTTPJSON.response(stored, status: .created)
+            } catch let error as StoreError where (error.code == .conflict || error.code == .alreadyExists) && attempt < 4 {
+                continue
+            } catch let error as StoreError {
+                throw APIError.from(error, what: "node \(body.name)")
+            }
+        }
+        throw APIError(.conflict, .conflict, "node \(body.name) kept changing; retry")
+    }
+
+    /// Maps to `POST /v1/nodes/{name}/heartbeat`: renews the node's lease (re-creating it when it
+    /// expired). Answers the TTL the agent must beat.
+    func heartbeat(_ request: Request, _ context: APIContext) async throws -> Response {
+        let name = try context.parameter("name")
+        try authorize(context, node: name)
+        try await renewHeartbeat(name)
+        return try HTTPJSON.response(["ttlSeconds": deps.heartbeatTTL])
+    }
+
+    private func renewHeartbeat(_ node: String) async throws {
+        let key = NodeHeartbeat.key(node)
+        do {
+            if let kv = try await deps.etcd.get(key), kv.lease != 0 {
+                let answer = try await deps.etcd.keepAliveOnce(kv.lease)
+                if answer.ttl > 0 { return }
+            }
+        } catch let error as EtcdError where error.code == .leaseNotFound {
+            // Expired between the read and the renewal: start a new lease below.
+        } catch {
+            throw APIError(.serviceUnavailable, .unavailable, "cannot renew the heartbeat: the store is unavailable")
+        }
+        do {
+            let lease = try await deps.etcd.grantLease(ttl: deps.heartbeatTTL)
+            _ = try await deps.etcd.put(key, ISO8601DateFormatter().string(from: Date()), lease: lease.id)
+        } catch {
+            throw APIError(.serviceUnavailable, .unavailable, "cannot start the heartbeat: the store is unavailable")
+        }
+    }
+
+    /// Maps to `PUT /v1/nodes/{name}/status`: the agent's report of GPU health and containers.
+    func status(_ request: Request, _ context: APIContext) async throws -> Response {
+        let name = try context.parameter("name")
+        try authorize(context, node: name)
+        let data = try await HTTPJSON.body(request)
+        let report = try HTTPJSON.decode(NodeStatus.self, from: data)
+        for attempt in 0..<5 {
+            do {
+                var node = try await deps.store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: name)
+                // Ready is the scheduler's to say (from the heartbeat lease); keep it.
+                let ready = node.status.conditions.filter { $0.type == NodeHeartbeat.readyCondition }
+                node.status = report
+                node.status.conditions = ready + report.conditions.filter { $0.type != NodeHeartbeat.readyCondition }
+                node.status.heartbeat = Date()
+                return try HTTPJSON.response(try await deps.store.update(node))
+            } catch let error as StoreError where error.code == .conflict && attempt < 4 {
+                continue
+            } catch let error as StoreError {
+                throw APIError.from(error, what: "node \(name)")
+            }
+        }
+        throw APIError(.conflict, .conflict, "node \(name) kept changing; retry")
+    }
+
+    /// Maps to `GET /v1/nodes` (admins: all; node tokens: their own).
+    func list(_ request: Request, _ context: APIContext) async throws -> Response {
+        let caller = try context.caller()
+        guard caller.role != .user else { throw APIError(.forbidden, .forbidden, "listing nodes needs an admin token") }
+        let own = caller.role == .node ? caller.node : nil
+        if request.wantsWatch {
+            return try await WatchStreamer(deps: deps).response(Node.self, tenant: ObjectMeta.clusterTenant, request: request) {
+                own == nil || $0.metadata.name == own
+            }
+        }
+        do {
+            let list = try await deps.store.list(Node.self, tenant: ObjectMeta.clusterTenant)
+            return try HTTPJSON.response(ListBody(items: list.items.filter { own == nil || $0.metadata.name == own }, resourceVersion: String(list.revision)))
+        } catch let error as StoreError {
+            throw APIError.from(error, what: "nodes")
+        }
+    }
+
+    /// Maps to `GET /v1/nodes/{name}`.
+    func get(_ request: Request, _ context: APIContext) async throws -> Response {
+        let name = try context.parameter("name")
+        try authorize(context, node: name)
+        do {
+            return try HTTPJSON.response(try await deps.store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: name))
+        } catch let error as StoreError {
+            throw APIError.from(error, what: "node \(name)")
+        }
+    }
+
+    /// Maps to `POST /v1/nodes/{name}/cordon`, `/uncordon` and `/drain` (admins). Drain also
+    /// returns the node's replicas to pending, in the same transaction, so they move elsewhere.
+    func setCordon(_ request: Request, _ context: APIContext, _ cordon: Bool, drain: Bool) async throws -> Response {
+        try context.requireAdmin()
+        let name = try context.parameter("name")
+        for attempt in 0..<5 {
+            do {
+                var node = try await deps.store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: name)
+                node.spec.unschedulable = cordon
+                let bound = drain ? try await deps.store.list(Replica.self).items.filter { $0.binding?.node == name } : []
+                let (handle, result) = try await deps.store.transaction { txn -> StoreTransaction.Handle<Node> in
+                    let handle = try txn.update(node)
+                    for var replica in bound {
+                        replica.binding = nil
+                        replica.status = ReplicaStatus(phase: .pending, message: "node \(name) is being drained")
+                        try txn.update(replica)
+                    }
+                    return handle
+                }
+                return try HTTPJSON.response(try result.object(handle))
+            } catch let error as StoreError where error.code == .conflict && attempt < 4 {
+                continue
+            } catch let error as StoreError {
+                throw APIError.from(error, what: "node \(name)")
+            }
+        }
+        throw APIError(.conflict, .conflict, "node \(name) kept changing; retry")
+    }
+}

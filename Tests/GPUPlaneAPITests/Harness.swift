@@ -1,0 +1,129 @@
+import EtcdClient
+import Foundation
+import GPUPlaneAPI
+import GPUPlaneCore
+import GPUPlaneService
+import GPUPlaneTestSupport
+import Logging
+
+/// A harness step that could not be done.
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+}
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// One real etcd and one live api-server per test process, shared by every test; each test
+/// uses its own tenants so they run in parallel.
+actor SharedServer {
+    static let shared = SharedServer()
+    private var harness: Harness?
+
+    func get() async throws -> Harness {
+        if let harness { return harness }
+        let etcd = try await EtcdFixture.start()
+        let client = try Etcd.Client(Etcd.Configuration(endpoints: etcd.endpoints))
+        let admin = Tokens.generate()
+        let auditIdentifier = "gpuplane-api-test-\(UUID().uuidString.prefix(8))"
+        let logger = Logger(label: "gpuplane.api") { label in
+            JournaldLogHandler(label: label, identifier: auditIdentifier, level: .notice, fallback: LogLineSink { _ in })
+        }
+        let deps = APIDependencies(
+            etcd: client, catalog: try Catalog.standard(), adminTokens: [admin], heartbeatTTL: 3,
+            bookmarkInterval: 0.5, logger: logger)
+        let port = TestEnvironment.freePort()
+        let app = buildApplication(deps, port: port)
+        Task { try await app.runService(gracefulShutdownSignals: []) }
+        let harness = Harness(base: "http://127.0.0.1:\(port)", admin: admin, etcd: etcd, client: client, deps: deps, auditIdentifier: auditIdentifier)
+        try await eventually("api-server answers /healthz") { try await harness.call("GET", "/healthz").status == 200 }
+        self.harness = harness
+        return harness
+    }
+}
+
+struct Reply: Sendable {
+    var status: Int
+    var body: Data
+    var headers: [String: String]
+
+    var json: [String: Any] { (try? JSONSerialization.jsonObject(with: body) as? [String: Any]) ?? [:] }
+    var text: String { String(decoding: body, as: UTF8.self) }
+    var error: [String: Any] { json["error"] as? [String: Any] ?? [:] }
+    var errorCode: String? { error["code"] as? String }
+    var errorMessage: String { error["message"] as? String ?? "" }
+    var items: [[String: Any]] { json["items"] as? [[String: Any]] ?? [] }
+    var resourceVersion: String? {
+        (json["metadata"] as? [String: Any])?["resourceVersion"] as? String ?? json["resourceVersion"] as? String
+    }
+}
+
+struct Harness: Sendable {
+    let base: String
+    let admin: String
+    let etcd: EtcdFixture
+    let client: Etcd.Client
+    let deps: APIDependencies
+    let auditIdentifier: String
+
+    func call(_ method: String, _ path: String, token: String? = nil, body: String? = nil, data: Data? = nil, headers: [String: String] = [:]) async throws -> Reply {
+        guard let url = URL(string: base + path) else { throw HarnessError(description: "bad url \(path)") }
+        var request = URLRequest(url: url, timeoutInterval: 30)
+        request.httpMethod = method
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }
+        if let body { request.httpBody = Data(body.utf8) }
+        if let data { request.httpBody = data }
+        let (responseBody, response) = try await URLSession.shared.data(for: request)
+        let http = response as? HTTPURLResponse
+        var headers: [String: String] = [:]
+        for (k, v) in http?.allHeaderFields ?? [:] { headers["\(k)".lowercased()] = "\(v)" }
+        return Reply(status: http?.statusCode ?? 0, body: responseBody, headers: headers)
+    }
+
+    /// A new tenant on `plan` with a user token.
+    func tenant(_ plan: Plan, gpuLimit: Int = 4, spendingLimitUSD: Double? = nil) async throws -> (name: String, token: String) {
+        let name = "t-" + UUID().uuidString.prefix(8).lowercased()
+        var body = #"{"name": "\#(name)", "plan": "\#(plan.rawValue)", "gpu_limit": \#(gpuLimit)"#
+        if let spendingLimitUSD { body += #", "spending_limit_usd": \#(spendingLimitUSD)"# }
+        body += "}"
+        let created = try await call("POST", "/v1/tenants", token: admin, body: body)
+        guard created.status == 201 else { throw HarnessError(description: "tenant creation: \(created.text)") }
+        let token = try await call("POST", "/v1/tokens", token: admin, body: #"{"tenant": "\#(name)", "role": "user"}"#)
+        guard let secret = token.json["token"] as? String else { throw HarnessError(description: "token: \(token.text)") }
+        return (name, secret)
+    }
+
+    /// A token for a node.
+    func nodeToken(_ node: String) async throws -> String {
+        let reply = try await call("POST", "/v1/tokens", token: admin, body: #"{"role": "node", "node": "\#(node)"}"#)
+        guard let secret = reply.json["token"] as? String else { throw HarnessError(description: "node token: \(reply.text)") }
+        return secret
+    }
+
+    /// Every key under gpuplane's prefix with its mod revision, to prove a rejected request wrote nothing.
+    func snapshot(prefix: String = "/gpuplane/") async throws -> [String: Int64] {
+        let kvs = try await client.range(.prefix(prefix)).kvs
+        return Dictionary(uniqueKeysWithValues: kvs.map { ($0.keyString, $0.modRevision) })
+    }
+}
+
+func app(_ name: String, pods: String) -> String {
+    "application:\n  name: \(name)\n  pods:\n" + pods
+}
+
+let chatBackend = """
+    application:
+      name: my-chat-backend
+      pods:
+      - name: api
+        path: /api
+        image: myorg/chat-backend:v1
+        servicePorts: [8000]
+        gpu:
+          enabled: true
+          model: llama-3.3-70b
+          priority: inference
+        vars:
+          DATABASE_URL: postgresql://app:pass@db.pod:5432/chat
+    """
