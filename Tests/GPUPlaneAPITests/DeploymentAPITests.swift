@@ -1,0 +1,271 @@
+import Foundation
+import GPUPlaneAPI
+import GPUPlaneCore
+import GPUPlaneStore
+import GPUPlaneTestSupport
+import Testing
+
+@Suite(.timeLimit(.minutes(5))) struct DeploymentAPITests {
+    /// The DeepInfra-style flow: create → list → update min/max at run time → delete.
+    @Test func createListUpdateDelete() async throws {
+        let h = try await SharedServer.shared.get()
+        let (tenant, token) = try await h.tenant(.pro)
+        let body = #"{"model_name": "test-model", "gpu": "A100-80GB", "num_gpus": 2, "max_batch_size": 64, "hf": {"repo": "meta-llama/Llama-2-7b-chat-hf"}, "settings": {"min_instances": 0, "max_instances": 1}}"#
+        let created = try await h.call("POST", "/v1/deployments", token: token, body: body)
+        #expect(created.status == 201, "\(created.text)")
+        let id = try #require(created.json["deploy_id"] as? String)
+        #expect(created.json["full_name"] as? String == "\(tenant)/test-model")
+        #expect((created.json["status"] as? [String: Any])?["state"] as? String == "stopped")
+        #expect(try await h.call("POST", "/v1/deployments", token: token, body: body).status == 409)
+
+        let list = try await h.call("GET", "/v1/deployments", token: token)
+        #expect(list.items.map { $0["deploy_id"] as? String } == [id])
+
+        let scaled = try await h.call("PUT", "/v1/deployments/\(id)", token: token, body: #"{"settings": {"min_instances": 2, "max_instances": 2}}"#)
+        #expect(scaled.status == 200, "\(scaled.text)")
+        let status = try #require(scaled.json["status"] as? [String: Any])
+        #expect(status["instances_wanted"] as? Int == 2)
+        #expect(status["instances_running"] as? Int == 0)
+        #expect((status["message"] as? String)?.hasPrefix("0/2 running, waiting for capacity") == true)
+        let replicas = try await h.call("GET", "/v1/replicas", token: token).items
+        #expect(replicas.count == 2)
+        #expect(replicas.allSatisfy { ($0["spec"] as? [String: Any])?["gpus"] as? Int == 2 })
+        #expect(Set(replicas.compactMap { ($0["spec"] as? [String: Any])?["machineTypes"] as? [String] }.flatMap { $0 }) == ["GPU-A100-80GB"])
+
+        // Raising max keeps the instances that run; lowering it removes the highest instances.
+        let wider = try await h.call("PUT", "/v1/deployments/test-model", token: token, body: #"{"settings": {"min_instances": 1, "max_instances": 3}}"#)
+        #expect((wider.json["status"] as? [String: Any])?["instances_wanted"] as? Int == 2)
+        let down = try await h.call("PUT", "/v1/deployments/test-model", token: token, body: #"{"settings": {"min_instances": 1, "max_instances": 1}}"#)
+        #expect((down.json["status"] as? [String: Any])?["instances_wanted"] as? Int == 1)
+        #expect(try await h.call("GET", "/v1/replicas", token: token).items.compactMap { ($0["metadata"] as? [String: Any])?["name"] as? String } == ["deploy.test-model.0"])
+
+        #expect(try await h.call("DELETE", "/v1/deployments/\(id)", token: token).status == 204)
+        #expect(try await h.call("GET", "/v1/deployments/\(id)", token: token).status == 404)
+        #expect(try await h.call("GET", "/v1/replicas", token: token).items.isEmpty)
+    }
+
+    @Test func partialRunningIsReported() async throws {
+        let h = try await SharedServer.shared.get()
+        let (tenant, token) = try await h.tenant(.pro)
+        let body = #"{"model_name": "m", "gpu": "H100-80GB", "num_gpus": 1, "max_batch_size": 8, "hf": {"repo": "org/model-7b"}, "settings": {"min_instances": 3, "max_instances": 3}}"#
+        #expect(try await h.call("POST", "/v1/deployments", token: token, body: body).status == 201)
+        // Two instances run (as the scheduler and node-agent would report); the third waits.
+        for index in 0..<2 {
+            var replica = try await h.deps.store.get(Replica.self, tenant: tenant, name: "deploy.m.\(index)")
+            replica.status = ReplicaStatus(phase: .running)
+            _ = try await h.deps.store.update(replica)
+        }
+        var third = try await h.deps.store.get(Replica.self, tenant: tenant, name: "deploy.m.2")
+        third.status = ReplicaStatus(phase: .pending, message: "0/4 nodes: 4 insufficient GPUs")
+        _ = try await h.deps.store.update(third)
+        let status = try #require(try await h.call("GET", "/v1/deployments/m", token: token).json["status"] as? [String: Any])
+        #expect(status["state"] as? String == "partial")
+        #expect(status["instances_running"] as? Int == 2)
+        #expect(status["message"] as? String == "2/3 running, waiting for capacity: 0/4 nodes: 4 insufficient GPUs")
+    }
+
+    @Test func gpuLimitAndBadBodies() async throws {
+        let h = try await SharedServer.shared.get()
+        let (_, token) = try await h.tenant(.pro)
+        func body(_ gpus: Int, _ minimum: Int, _ maximum: Int) -> String {
+            #"{"model_name": "m\#(gpus)\#(minimum)", "gpu": "H100-80GB", "num_gpus": \#(gpus), "max_batch_size": 8, "hf": {"repo": "org/model-7b"}, "settings": {"min_instances": \#(minimum), "max_instances": \#(maximum)}}"#
+        }
+        let tooMany = try await h.call("POST", "/v1/deployments", token: token, body: body(2, 3, 3))
+        #expect(tooMany.status == 403)
+        #expect(tooMany.errorMessage.contains("limit of 4"))
+        #expect(try await h.call("POST", "/v1/deployments", token: token, body: body(1, 3, 4)).status == 201)
+        let second = try await h.call("POST", "/v1/deployments", token: token, body: body(2, 1, 1))
+        #expect(second.status == 403)
+        #expect(second.errorMessage.contains("3 of your limit of 4"))
+        let scaleUp = try await h.call("PUT", "/v1/deployments/m13", token: token, body: #"{"settings": {"min_instances": 5, "max_instances": 5}}"#)
+        #expect(scaleUp.status == 403)
+        let inverted = try await h.call("PUT", "/v1/deployments/m13", token: token, body: #"{"settings": {"min_instances": 3, "max_instances": 2}}"#)
+        #expect(inverted.status == 422)
+        #expect(inverted.error["field"] as? String == "settings.min_instances")
+        let typo = try await h.call("PUT", "/v1/deployments/m13", token: token, body: #"{"settings": {"min_instance": 1, "max_instances": 2}}"#)
+        #expect(typo.status == 400)
+        #expect(typo.errorMessage.contains("did you mean 'min_instances'"))
+        let badGPU = try await h.call("POST", "/v1/deployments", token: token, body: #"{"model_name": "x", "gpu": "H100-80G", "max_batch_size": 8, "hf": {"repo": "a/b"}}"#)
+        #expect(badGPU.status == 422)
+        #expect(badGPU.error["field"] as? String == "gpu")
+        #expect(try await h.call("POST", "/v1/deployments", token: token, body: "{not json").status == 400)
+        let stale = try await h.call("PUT", "/v1/deployments/m13", token: token, body: #"{"settings": {"min_instances": 1, "max_instances": 2}}"#, headers: ["If-Match": "1"])
+        #expect(stale.status == 409)
+    }
+
+    @Test func spendingLimitStopsNewGPUWork() async throws {
+        let h = try await SharedServer.shared.get()
+        let (tenant, token) = try await h.tenant(.pro, spendingLimitUSD: 1)
+        let record = UsageRecord(
+            metadata: ObjectMeta(name: "r.1", tenant: tenant),
+            spec: .init(replica: "r", owner: "deployments/x", intervalStart: Date(), seconds: 300, mode: .dedicated, priority: .inference, gpus: 1, includedSeconds: 0, billableSeconds: 300, costMicroDollars: 1_000_000))
+        _ = try await h.deps.store.create(record)
+        let refused = try await h.call("POST", "/v1/deployments", token: token, body: #"{"model_name": "m", "gpu": "H100", "max_batch_size": 8, "hf": {"repo": "a/b"}, "settings": {"min_instances": 1, "max_instances": 1}}"#)
+        #expect(refused.status == 403)
+        #expect(refused.errorMessage.contains("spending limit"))
+        let usage = try await h.call("GET", "/v1/usage", token: token)
+        #expect(usage.json["costUSD"] as? Double == 1)
+        #expect(usage.json["credits"] as? Double == 1000)
+    }
+}
+
+@Suite(.timeLimit(.minutes(5))) struct NodeAndWatchAPITests {
+    func register(_ h: Harness, _ node: String, token: String) async throws -> Reply {
+        let gpus = (0..<2).map { #"{"index": \#($0), "uuid": "GPU-\#(node)-\#($0)", "product": "NVIDIA H100 80GB HBM3", "memoryMiB": 81559}"# }
+        return try await h.call("POST", "/v1/nodes", token: token, body: #"{"name": "\#(node)", "labels": {"gpu-mode": "dedicated"}, "gpus": [\#(gpus.joined(separator: ","))]}"#)
+    }
+
+    @Test func nodeTokensAreScopedToTheirNode() async throws {
+        let h = try await SharedServer.shared.get()
+        let node = "n-" + UUID().uuidString.prefix(6).lowercased()
+        let other = "n-" + UUID().uuidString.prefix(6).lowercased()
+        let token = try await h.nodeToken(node)
+        let registered = try await register(h, node, token: token)
+        #expect(registered.status == 201, "\(registered.text)")
+        let labels = (registered.json["metadata"] as? [String: Any])?["labels"] as? [String: String]
+        #expect(labels?["gpuplane.io/machine-type"] == "GPU-H100")
+        #expect(try await register(h, other, token: token).status == 403)
+        #expect(try await h.call("POST", "/v1/nodes/\(other)/heartbeat", token: token).status == 403)
+        #expect(try await h.call("POST", "/v1/nodes/\(node)/heartbeat", token: token).status == 200)
+        #expect(try await h.call("GET", "/v1/nodes", token: token).items.count == 1)
+        #expect(try await h.call("POST", "/v1/nodes/\(node)/cordon", token: token).status == 403)
+        #expect(try await h.client.get(NodeHeartbeat.key(node)) != nil)
+
+        // A replica bound to this node is visible to it; one bound elsewhere is not, and its
+        // status can't be reported from here.
+        let (tenant, user) = try await h.tenant(.enterprise)
+        #expect(try await h.call("POST", "/v1/applications", token: user, body: app("a", pods: "  - {name: p, image: x, gpu: {enabled: true, model: custom, memoryGB: 80}}\n  - {name: q, image: x}\n")).status == 201)
+        var mine = try await h.deps.store.get(Replica.self, tenant: tenant, name: "a.p")
+        mine.binding = Binding(node: node, gpuIndices: [1])
+        _ = try await h.deps.store.update(mine)
+        var theirs = try await h.deps.store.get(Replica.self, tenant: tenant, name: "a.q")
+        theirs.binding = Binding(node: other, gpuIndices: [])
+        _ = try await h.deps.store.update(theirs)
+        let seen = try await h.call("GET", "/v1/replicas", token: token).items.compactMap { ($0["metadata"] as? [String: Any])?["name"] as? String }
+        #expect(seen == ["a.p"])
+        #expect(try await h.call("PUT", "/v1/replicas/\(tenant)/a.p/status", token: token, body: #"{"phase": "running", "restarts": 0}"#).status == 200)
+        #expect(try await h.call("PUT", "/v1/replicas/\(tenant)/a.q/status", token: token, body: #"{"phase": "running", "restarts": 0}"#).status == 404)
+        // A node token is no user: it can't apply applications.
+        #expect(try await h.call("POST", "/v1/applications", token: token, body: chatBackend).status == 403)
+        // Admins cordon and drain.
+        let drained = try await h.call("POST", "/v1/nodes/\(node)/drain", token: h.admin)
+        #expect(drained.status == 200)
+        #expect((drained.json["spec"] as? [String: Any])?["unschedulable"] as? Bool == true)
+        #expect(try await h.deps.store.get(Replica.self, tenant: tenant, name: "a.p").binding == nil)
+    }
+
+    @Test func heartbeatLeaseExpires() async throws {
+        let h = try await SharedServer.shared.get()
+        let node = "n-" + UUID().uuidString.prefix(6).lowercased()
+        let token = try await h.nodeToken(node)
+        #expect(try await register(h, node, token: token).status == 201)
+        #expect(try await h.client.get(NodeHeartbeat.key(node)) != nil)
+        // No more heartbeats: the 3 s lease runs out and etcd deletes the key.
+        try await eventually("heartbeat key expires", timeout: 30) { try await h.client.get(NodeHeartbeat.key(node)) == nil }
+        // A heartbeat brings it back.
+        #expect(try await h.call("POST", "/v1/nodes/\(node)/heartbeat", token: token).status == 200)
+        #expect(try await h.client.get(NodeHeartbeat.key(node)) != nil)
+    }
+
+    /// A watch resumed from a resourceVersion misses nothing and repeats nothing.
+    @Test func watchResumesFromAResourceVersion() async throws {
+        let h = try await SharedServer.shared.get()
+        let (_, token) = try await h.tenant(.scale)
+        func pod(_ image: String) -> String { app("w", pods: "  - {name: a, image: \(image)}\n") }
+        let first = try await h.call("POST", "/v1/applications", token: token, body: pod("x:1"))
+        let start = try #require(first.resourceVersion)
+        // Changes made while nobody watches...
+        let second = try await h.call("POST", "/v1/applications", token: token, body: pod("x:2"))
+        #expect(second.status == 200)
+        let dir = try TestEnvironment.temporaryDirectory(prefix: "watch")
+        let out = dir.appendingPathComponent("stream.ndjson")
+        let curl = try ChildProcess(
+            executable: "/usr/bin/curl",
+            arguments: ["-sN", "-H", "Authorization: Bearer \(token)", "\(h.base)/v1/applications?watch=true&resourceVersion=\(start)"],
+            logFile: out)
+        defer { curl.stop() }
+        // ...and after the watch started.
+        #expect(try await h.call("DELETE", "/v1/applications/w", token: token).status == 204)
+        var events: [[String: Any]] = []
+        try await eventually("watch delivers MODIFIED then DELETED and a BOOKMARK") {
+            let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
+            events = text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            return events.contains { $0["type"] as? String == "DELETED" } && events.contains { $0["type"] as? String == "BOOKMARK" }
+        }
+        let changes = events.filter { $0["type"] as? String != "BOOKMARK" }
+        #expect(changes.map { $0["type"] as? String } == ["MODIFIED", "DELETED"])
+        let images = changes.compactMap { (($0["object"] as? [String: Any])?["spec"] as? [String: Any])?["pods"] as? [[String: Any]] }.map { $0.first?["image"] as? String }
+        #expect(images == ["x:2", "x:2"])
+        let versions = changes.compactMap { $0["resourceVersion"] as? String }.compactMap { Int64($0) }
+        #expect(versions == versions.sorted() && Set(versions).count == versions.count)
+        #expect(versions.first.map { $0 > Int64(start) ?? 0 } == true)
+        // Resuming from the MODIFIED event's version gives exactly the DELETED one.
+        let modified = try #require(changes.first?["resourceVersion"] as? String)
+        let resumedOut = dir.appendingPathComponent("resumed.ndjson")
+        let resumed = try ChildProcess(
+            executable: "/usr/bin/curl",
+            arguments: ["-sN", "-H", "Authorization: Bearer \(token)", "\(h.base)/v1/applications?watch=true&resourceVersion=\(modified)"],
+            logFile: resumedOut)
+        defer { resumed.stop() }
+        var again: [String] = []
+        try await eventually("the resumed watch delivers a BOOKMARK after its events") {
+            let text = (try? String(contentsOf: resumedOut, encoding: .utf8)) ?? ""
+            again = text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }.compactMap { $0["type"] as? String }
+            return again.contains("BOOKMARK")
+        }
+        #expect(again.filter { $0 != "BOOKMARK" } == ["DELETED"])
+    }
+
+    @Test func unknownEventKindIsABadRequest() async throws {
+        let h = try await SharedServer.shared.get()
+        let (_, token) = try await h.tenant(.scale)
+        let reply = try await h.call("GET", "/v1/events?kind=bogus", token: token)
+        #expect(reply.status == 400)
+        #expect(reply.error["field"] as? String == "kind")
+    }
+
+    @Test func watchFromACompactedVersionSaysGone() async throws {
+        let h = try await SharedServer.shared.get()
+        let (_, token) = try await h.tenant(.scale)
+        let first = try await h.call("POST", "/v1/applications", token: token, body: app("c", pods: "  - {name: a, image: x:1}\n"))
+        let old = try #require(first.resourceVersion)
+        _ = try await h.call("POST", "/v1/applications", token: token, body: app("c", pods: "  - {name: a, image: x:2}\n"))
+        let head = try await h.client.range(.key("/nonexistent")).header.revision
+        _ = try await h.client.compact(revision: head)
+        let dir = try TestEnvironment.temporaryDirectory(prefix: "watch")
+        let out = dir.appendingPathComponent("stream.ndjson")
+        let curl = try ChildProcess(
+            executable: "/usr/bin/curl",
+            arguments: ["-sN", "-H", "Authorization: Bearer \(token)", "\(h.base)/v1/applications?watch=true&resourceVersion=\(Int64(old)! - 1)"],
+            logFile: out)
+        defer { curl.stop() }
+        try await eventually("an ERROR 410 line") {
+            ((try? String(contentsOf: out, encoding: .utf8)) ?? "").contains(#""code":410"#)
+        }
+    }
+
+    @Test func tenantsAndTokensAreAdminOnly() async throws {
+        let h = try await SharedServer.shared.get()
+        let (name, token) = try await h.tenant(.free)
+        #expect(try await h.call("GET", "/v1/tenants/\(name)", token: token).status == 200)
+        #expect(try await h.call("PATCH", "/v1/tenants/\(name)", token: token, body: #"{"plan": "enterprise"}"#).status == 403)
+        #expect(try await h.call("POST", "/v1/tokens", token: token, body: #"{"role": "admin"}"#).status == 403)
+        let patched = try await h.call("PATCH", "/v1/tenants/\(name)", token: h.admin, body: #"{"plan": "pro", "gpu_limit": 8}"#)
+        #expect(patched.json["plan"] as? String == "pro")
+        #expect(patched.json["gpu_limit"] as? Int == 8)
+        #expect(try await h.call("PATCH", "/v1/tenants/\(name)", token: h.admin, body: #"{"plan": "gold"}"#).status == 400)
+        #expect(try await h.call("PATCH", "/v1/tenants/\(name)", token: h.admin, body: #"{"plna": "pro"}"#).status == 400)
+        #expect(try await h.call("PATCH", "/v1/tenants/\(name)", token: h.admin, body: #"{"plan": "pro", "resourceVersion": "1"}"#).status == 409)
+        let models = try await h.call("GET", "/v1/models", token: token)
+        let llama70 = try #require((models.json["models"] as? [[String: Any]])?.first { $0["slug"] as? String == "llama-3.3-70b" })
+        #expect(llama70["available"] as? Bool == false)
+        #expect(llama70["plans"] as? [String] == ["scale", "enterprise"])
+        // Revoked tokens stop working.
+        let issued = try await h.call("POST", "/v1/tokens", token: h.admin, body: #"{"tenant": "\#(name)", "role": "user"}"#)
+        let secret = try #require(issued.json["token"] as? String)
+        let id = try #require(issued.json["id"] as? String)
+        #expect(try await h.call("GET", "/v1/applications", token: secret).status == 200)
+        #expect(try await h.call("DELETE", "/v1/tokens/\(id)", token: h.admin).status == 204)
+        #expect(try await h.call("GET", "/v1/applications", token: secret).status == 401)
+    }
+}
