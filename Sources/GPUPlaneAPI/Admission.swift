@@ -18,10 +18,11 @@ struct Admission: Sendable {
         }
     }
 
-    /// Every replica of a tenant.
-    func replicas(of tenant: String) async throws -> [Replica] {
+    /// Every replica of a tenant, or only those whose names start with `namePrefix` (one
+    /// owner's: `<app>.` or `deploy.<model>.`).
+    func replicas(of tenant: String, namePrefix: String = "") async throws -> [Replica] {
         do {
-            return try await deps.store.list(Replica.self, tenant: tenant).items
+            return try await deps.store.list(Replica.self, tenant: tenant, namePrefix: namePrefix).items
         } catch let error as StoreError {
             throw APIError.from(error, what: "replicas")
         }
@@ -29,7 +30,10 @@ struct Admission: Sendable {
 
     /// Refuses when `adding` whole GPUs on top of what the tenant's other replicas hold passes
     /// its limit. `replacing` are replicas the write removes (the object's own, on update).
-    func checkGPULimit(tenant: Tenant, existing: [Replica], replacing owner: OwnerReference?, adding: Int, field: String) throws {
+    func checkGPULimit(tenant: Tenant, replacing owner: OwnerReference?, adding: Int, field: String) async throws {
+        // Only whole GPUs count; shared attachments and CPU pods never need the tenant-wide read.
+        guard adding > 0 else { return }
+        let existing = try await replicas(of: tenant.metadata.name)
         let held = ReplicaPlanner.wholeGPUs(existing.filter { replica in
             guard let owner else { return true }
             return !(replica.spec.owner.kind == owner.kind && replica.spec.owner.name == owner.name)

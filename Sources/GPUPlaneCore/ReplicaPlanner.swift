@@ -17,10 +17,16 @@ public struct ReplicaPlanner: Sendable {
 
     /// The replica name of an application's pod: `<app>.<pod>` (a dot never appears in DNS
     /// labels, so names of different applications never collide).
-    public static func replicaName(application: String, pod: String) -> String { "\(application).\(pod)" }
+    public static func replicaName(application: String, pod: String) -> String { replicaPrefix(application: application) + pod }
 
     /// The replica name of a deployment's instance: `deploy.<model_name>.<index>`.
-    public static func replicaName(deployment: String, index: Int) -> String { "deploy.\(deployment).\(index)" }
+    public static func replicaName(deployment: String, index: Int) -> String { replicaPrefix(deployment: deployment) + "\(index)" }
+
+    /// The prefix every replica name of an application starts with.
+    public static func replicaPrefix(application: String) -> String { "\(application)." }
+
+    /// The prefix every replica name of a deployment starts with.
+    public static func replicaPrefix(deployment: String) -> String { "deploy.\(deployment)." }
 
     /// One replica per pod of `application`, unbound.
     public func replicas(for application: Application) -> [Replica] {

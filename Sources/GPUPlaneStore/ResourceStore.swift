@@ -47,8 +47,11 @@ public final class ResourceStore: Sendable {
     }
 
     /// Lists the objects of one kind, of one tenant or (nil) of all, at one revision.
-    public func list<R: Resource>(_ type: R.Type, tenant: String? = nil) async throws -> ResourceList<R> {
-        let prefix = R.storagePrefix(tenant: tenant)
+    ///
+    /// With a tenant, `namePrefix` narrows the list to names starting with it (e.g. the replicas
+    /// `web.` of application `web`) with one range read.
+    public func list<R: Resource>(_ type: R.Type, tenant: String? = nil, namePrefix: String = "") async throws -> ResourceList<R> {
+        let prefix = R.storagePrefix(tenant: tenant) + (tenant == nil ? "" : namePrefix)
         let end = Etcd.prefixEnd(Data(prefix.utf8))
         var from = Data(prefix.utf8)
         var revision: Int64 = 0

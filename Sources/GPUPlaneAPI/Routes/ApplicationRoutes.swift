@@ -55,12 +55,11 @@ struct ApplicationRoutes: Sendable {
         var app = current ?? GPUPlaneCore.Application(metadata: ObjectMeta(name: name, tenant: tenantName, uid: UUID().uuidString.lowercased()), spec: spec)
         app.spec = spec
         let owner = OwnerReference(kind: .application, name: name, uid: app.metadata.uid)
-        let existing = try await admission.replicas(of: tenantName)
         let wanted = deps.planner.replicas(for: app)
-        try admission.checkGPULimit(
-            tenant: tenant, existing: existing, replacing: owner, adding: ReplicaPlanner.wholeGPUs(wanted),
-            field: "application.pods")
-        let old = existing.filter { $0.spec.owner.kind == .application && $0.spec.owner.name == name }
+        try await admission.checkGPULimit(
+            tenant: tenant, replacing: owner, adding: ReplicaPlanner.wholeGPUs(wanted), field: "application.pods")
+        let old = try await admission.replicas(of: tenantName, namePrefix: ReplicaPlanner.replicaPrefix(application: name))
+            .filter { $0.spec.owner.kind == .application && $0.spec.owner.name == name }
         let oldByName = Dictionary(old.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
         let changedReplicas = wanted.filter { oldByName[$0.metadata.name]?.spec != $0.spec }
         let removed = old.filter { r in !wanted.contains { $0.metadata.name == r.metadata.name } }
@@ -68,8 +67,9 @@ struct ApplicationRoutes: Sendable {
             return try HTTPJSON.response(current)
         }
         try await admission.checkSpendingLimit(tenant: tenant, wantsGPU: wanted.contains { $0.spec.mode != nil })
+        let stored: GPUPlaneCore.Application
         do {
-            let (handle, _) = try await deps.store.transaction { txn -> StoreTransaction.Handle<GPUPlaneCore.Application> in
+            let (handle, result) = try await deps.store.transaction { txn -> StoreTransaction.Handle<GPUPlaneCore.Application> in
                 let handle = current == nil ? try txn.create(app) : try txn.update(app)
                 for replica in changedReplicas {
                     if var previous = oldByName[replica.metadata.name] {
@@ -86,11 +86,10 @@ struct ApplicationRoutes: Sendable {
                 }
                 return handle
             }
-            _ = handle
+            stored = try result.object(handle)
         } catch let error as StoreError {
             throw APIError.from(error, what: "application \(name)")
         }
-        let stored = try await deps.store.get(GPUPlaneCore.Application.self, tenant: tenantName, name: name)
         return try HTTPJSON.response(stored, status: current == nil ? .created : .ok)
     }
 
@@ -115,7 +114,7 @@ struct ApplicationRoutes: Sendable {
         let name = try context.parameter("name")
         do {
             let app = try await deps.store.get(GPUPlaneCore.Application.self, tenant: tenant, name: name)
-            return try HTTPJSON.response(withStatus(app, try await admission.replicas(of: tenant)))
+            return try HTTPJSON.response(withStatus(app, try await admission.replicas(of: tenant, namePrefix: ReplicaPlanner.replicaPrefix(application: name))))
         } catch let error as StoreError {
             throw APIError.from(error, what: "application \(name)")
         }
@@ -126,7 +125,8 @@ struct ApplicationRoutes: Sendable {
     func delete(_ request: Request, _ context: APIContext) async throws -> Response {
         let tenant = try context.tenant(request)
         let name = try context.parameter("name")
-        let replicas = try await admission.replicas(of: tenant).filter { $0.spec.owner.kind == .application && $0.spec.owner.name == name }
+        let replicas = try await admission.replicas(of: tenant, namePrefix: ReplicaPlanner.replicaPrefix(application: name))
+            .filter { $0.spec.owner.kind == .application && $0.spec.owner.name == name }
         do {
             _ = try await deps.store.transaction { txn in
                 txn.delete(GPUPlaneCore.Application.self, tenant: tenant, name: name, expectedVersion: request.query("resourceVersion"))

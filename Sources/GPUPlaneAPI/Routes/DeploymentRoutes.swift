@@ -84,9 +84,8 @@ struct DeploymentRoutes: Sendable {
             metadata: ObjectMeta(name: spec.modelName, tenant: tenantName, uid: UUID().uuidString.lowercased()), spec: spec)
         let wanted = spec.settings.minInstances
         deployment.status = DeploymentStatus(state: wanted == 0 ? .stopped : .deploying, instancesRunning: 0, instancesWanted: wanted)
-        let existing = try await admission.replicas(of: tenantName)
-        try admission.checkGPULimit(
-            tenant: tenant, existing: existing, replacing: nil, adding: spec.numGPUs * wanted, field: "settings.min_instances")
+        try await admission.checkGPULimit(
+            tenant: tenant, replacing: nil, adding: spec.numGPUs * wanted, field: "settings.min_instances")
         try await admission.checkSpendingLimit(tenant: tenant, wantsGPU: wanted > 0)
         let replicas = (0..<wanted).map { deps.planner.replica(for: deployment, index: $0) }
         do {
@@ -122,7 +121,7 @@ struct DeploymentRoutes: Sendable {
     func get(_ request: Request, _ context: APIContext) async throws -> Response {
         let tenant = try context.tenant(request)
         let deployment = try await find(tenant: tenant, idOrName: try context.parameter("id"))
-        return try HTTPJSON.response(DeploymentView(deployment, replicas: try await admission.replicas(of: tenant)))
+        return try HTTPJSON.response(DeploymentView(deployment, replicas: try await admission.replicas(of: tenant, namePrefix: ReplicaPlanner.replicaPrefix(deployment: deployment.metadata.name))))
     }
 
     struct UpdateBody: Decodable {
@@ -151,12 +150,12 @@ struct DeploymentRoutes: Sendable {
         let diagnostics = DeploymentValidator(context: deps.validationContext(for: tenant)).validate(spec)
             .filter { $0.path.hasPrefix("settings") || $0.code == .gpuLimitExceeded }
         if diagnostics.hasErrors { throw APIError.rejected(diagnostics) }
-        let existing = try await admission.replicas(of: tenantName)
-        let mine = existing.filter { $0.spec.owner.kind == .deployment && $0.spec.owner.name == deployment.metadata.name }
+        let mine = try await admission.replicas(of: tenantName, namePrefix: ReplicaPlanner.replicaPrefix(deployment: deployment.metadata.name))
+            .filter { $0.spec.owner.kind == .deployment && $0.spec.owner.name == deployment.metadata.name }
         // Wanted stays where the autoscaler put it, within the new bounds.
         let wanted = min(max(deployment.status.instancesWanted, body.settings.minInstances), body.settings.maxInstances)
-        try admission.checkGPULimit(
-            tenant: tenant, existing: existing, replacing: OwnerReference(kind: .deployment, name: deployment.metadata.name, uid: deployment.metadata.uid),
+        try await admission.checkGPULimit(
+            tenant: tenant, replacing: OwnerReference(kind: .deployment, name: deployment.metadata.name, uid: deployment.metadata.uid),
             adding: spec.numGPUs * wanted, field: "settings.min_instances")
         if wanted > mine.count { try await admission.checkSpendingLimit(tenant: tenant, wantsGPU: true) }
         deployment.spec = spec
@@ -183,7 +182,8 @@ struct DeploymentRoutes: Sendable {
     func delete(_ request: Request, _ context: APIContext) async throws -> Response {
         let tenant = try context.tenant(request)
         let deployment = try await find(tenant: tenant, idOrName: try context.parameter("id"))
-        let replicas = try await admission.replicas(of: tenant).filter { $0.spec.owner.kind == .deployment && $0.spec.owner.name == deployment.metadata.name }
+        let replicas = try await admission.replicas(of: tenant, namePrefix: ReplicaPlanner.replicaPrefix(deployment: deployment.metadata.name))
+            .filter { $0.spec.owner.kind == .deployment && $0.spec.owner.name == deployment.metadata.name }
         do {
             _ = try await deps.store.transaction { txn in
                 txn.delete(Deployment.self, tenant: tenant, name: deployment.metadata.name, expectedVersion: request.query("resourceVersion"))
