@@ -107,8 +107,9 @@ let package = Package(
         .executableTarget(
             name: "gpuplane-bench",
             dependencies: [
-                "EtcdClient", "GPUPlaneStore", "GPUPlaneCore", "GPUPlaneTestSupport",
+                "EtcdClient", "GPUPlaneStore", "GPUPlaneCore", "GPUPlaneTestSupport", "GPUPlaneAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
             ]),
 
         .testTarget(name: "GPUPlaneCoreTests", dependencies: ["GPUPlaneCore"]),

@@ -1,0 +1,117 @@
+import ArgumentParser
+import EtcdClient
+import Foundation
+import GPUPlaneAPI
+import GPUPlaneCore
+import GPUPlaneStore
+import GPUPlaneTestSupport
+import Hummingbird
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// `gpuplane-bench api`: applies per second and their latency through a live api-server, next
+/// to raw etcd gateway puts per second at the same concurrency, in one run.
+struct APIBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "api",
+        abstract: "Starts etcd and an api-server; measures applies/s and p50/p99 at several concurrencies vs raw etcd puts/s.")
+
+    @Option(help: "Concurrent clients, comma-separated.")
+    var clients = "1,16,64"
+
+    @Option(help: "Seconds per phase.")
+    var seconds = 3.0
+
+    func run() async throws {
+        let fixture = try await EtcdFixture.start()
+        defer { fixture.shutdown() }
+        let etcd = try Etcd.Client(Etcd.Configuration(endpoints: fixture.endpoints, requestTimeout: .seconds(10)))
+        let admin = Tokens.generate()
+        let deps = APIDependencies(etcd: etcd, catalog: try Catalog.standard(), adminTokens: [admin])
+        let port = TestEnvironment.freePort()
+        let app = buildApplication(deps, port: port)
+        let server = Task { try await app.runService(gracefulShutdownSignals: []) }
+        defer { server.cancel() }
+        let base = "http://127.0.0.1:\(port)"
+        let configuration = URLSessionConfiguration.default
+        configuration.httpMaximumConnectionsPerHost = 256
+        configuration.timeoutIntervalForRequest = 30
+        let session = URLSession(configuration: configuration)
+        try await eventually("api-server answers") { try await Self.call(session, "GET", base + "/healthz").0 == 200 }
+        _ = try await deps.store.create(Tenant(metadata: ObjectMeta(name: "bench"), spec: .init(plan: .pro)))
+        let (status, body) = try await Self.call(session, "POST", base + "/v1/tokens", token: admin, body: #"{"tenant": "bench", "role": "user"}"#)
+        guard status == 201, let token = (try JSONSerialization.jsonObject(with: body) as? [String: Any])?["token"] as? String else {
+            throw ValidationError("could not issue a token: \(status)")
+        }
+        print("etcd 1 member on loopback; api-server in-process; \(seconds)s per phase")
+        print("clients  raw etcd puts/s  applies/s  ratio  apply p50 ms  apply p99 ms")
+        let value = String(repeating: "x", count: 600)
+        for count in clients.split(separator: ",").compactMap({ Int($0) }) {
+            let raw = try await phase(workers: count) { w, i in
+                _ = try await etcd.put("/bench/raw/\(count)/\(w)/\(i)", value)
+            }
+            let applies = try await phase(workers: count) { w, i in
+                let manifest = """
+                    application:
+                      name: b\(count)-\(w)-\(i)
+                      pods:
+                        - name: api
+                          path: /api
+                          image: myorg/chat-backend:v1
+                          servicePorts: [8000]
+                          gpu: {enabled: true, model: llama-3.1-8b, priority: inference}
+                          vars: {DATABASE_URL: "postgresql://app@db:5432/chat"}
+                    """
+                let (status, _) = try await Self.call(session, "POST", base + "/v1/applications", token: token, body: manifest)
+                guard status == 201 else { throw ValidationError("apply answered \(status)") }
+            }
+            print(String(
+                format: "%7d  %15.0f  %9.0f  %5.2f  %12.2f  %12.2f", count, raw.rate, applies.rate, applies.rate / raw.rate,
+                applies.p50 * 1000, applies.p99 * 1000))
+        }
+    }
+
+    struct Result {
+        var rate: Double
+        var p50: Double
+        var p99: Double
+    }
+
+    func phase(workers: Int, _ op: @escaping @Sendable (Int, Int) async throws -> Void) async throws -> Result {
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        let start = ContinuousClock.now
+        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+            for w in 0..<workers {
+                group.addTask {
+                    var samples: [Double] = []
+                    var i = 0
+                    while ContinuousClock.now < deadline {
+                        let t0 = ContinuousClock.now
+                        try await op(w, i)
+                        let d = ContinuousClock.now - t0
+                        samples.append(Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
+                        i += 1
+                    }
+                    return samples
+                }
+            }
+            return try await group.reduce(into: [Double]()) { $0 += $1 }
+        }
+        let elapsed = ContinuousClock.now - start
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let sorted = latencies.sorted()
+        func pct(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+        return Result(rate: Double(sorted.count) / seconds, p50: pct(0.5), p99: pct(0.99))
+    }
+
+    static func call(_ session: URLSession, _ method: String, _ url: String, token: String? = nil, body: String? = nil) async throws -> (Int, Data) {
+        guard let url = URL(string: url) else { throw ValidationError("bad url") }
+        var request = URLRequest(url: url)
+        request.httpMethod = method
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        if let body { request.httpBody = Data(body.utf8) }
+        let (data, response) = try await session.data(for: request)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+    }
+}
