@@ -90,20 +90,17 @@ public final class PodmanFixture: @unchecked Sendable {
         guard isAvailable, let busybox else {
             throw PodmanFixtureError(message: "podman, runc and busybox-static are needed, as root (see scripts/test)")
         }
+        sweepStaleFixtures()
         let directory = try TestEnvironment.temporaryDirectory(prefix: "podman")
         let runID = String(UUID().uuidString.lowercased().filter { $0 != "-" }.prefix(8))
         let config = directory.appendingPathComponent("containers.conf")
-        let globals = [
-            "--root", directory.appendingPathComponent("root").path,
-            "--runroot", directory.appendingPathComponent("runroot").path,
-            "--tmpdir", directory.appendingPathComponent("tmp").path,
-        ]
-        let environment = ["CONTAINERS_CONF": config.path]
         let cdiKind = "gpuplane-\(runID).test/gpu"
         let cdiSpecPath = "/var/run/cdi/gpuplane-fake-\(runID).yaml"
-        let cleanup = PodmanCleanup(
-            executable: executable, globals: globals, environment: environment, directory: directory,
-            cdiSpecPath: cdiSpecPath)
+        try "\(getpid())\n\(cdiSpecPath)\n".write(
+            to: directory.appendingPathComponent("owner"), atomically: true, encoding: .utf8)
+        let cleanup = PodmanCleanup(executable: executable, directory: directory, cdiSpecPath: cdiSpecPath)
+        let globals = cleanup.globals
+        let environment = cleanup.environment
         PodmanCleanup.register(cleanup)
 
         try """
@@ -132,6 +129,8 @@ public final class PodmanFixture: @unchecked Sendable {
         let service = try ChildProcess(
             executable: executable, arguments: globals + ["system", "service", "--time=0", "unix://\(socketPath)"],
             environment: environment, logFile: directory.appendingPathComponent("service.log"))
+        try "\(service.pid)\n".write(
+            to: directory.appendingPathComponent("service.pid"), atomically: true, encoding: .utf8)
         do {
             try await eventually("podman service answering /_ping on \(socketPath)", timeout: timeout, every: 0.1) {
                 unixHTTPGet(socketPath: socketPath, path: "/_ping")?.hasSuffix("OK") ?? false
@@ -212,6 +211,30 @@ public final class PodmanFixture: @unchecked Sendable {
         return tarball
     }
 
+    /// Cleans up after fixtures whose test process died without its exit handlers (SIGKILL,
+    /// a crash): their containers, storage, CDI spec and folder. A fixture's folder names its
+    /// owner's pid in `owner`.
+    static func sweepStaleFixtures() {
+        let temporary = FileManager.default.temporaryDirectory
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: temporary.path) else { return }
+        for entry in entries where entry.hasPrefix("gpuplane-podman-") {
+            let directory = temporary.appendingPathComponent(entry)
+            guard let owner = try? String(contentsOf: directory.appendingPathComponent("owner"), encoding: .utf8)
+            else { continue }
+            let lines = owner.split(separator: "\n").map(String.init)
+            guard lines.count == 2, let pid = Int32(lines[0]), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            // Its service outlived it; the pid is checked against the folder, in case it was reused.
+            if let text = try? String(contentsOf: directory.appendingPathComponent("service.pid"), encoding: .utf8),
+                let service = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+                let commandLine = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(service)/cmdline")),
+                String(decoding: commandLine, as: UTF8.self).contains(directory.path)
+            {
+                kill(service, SIGKILL)
+            }
+            PodmanCleanup(executable: executable, directory: directory, cdiSpecPath: lines[1]).run()
+        }
+    }
+
     /// Runs a command to its end and returns its output; throws when it exits non-zero.
     static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> String {
         let process = Process()
@@ -251,10 +274,16 @@ final class PodmanCleanup: @unchecked Sendable {
     private let lock = NSLock()
     private var done = false
 
-    init(executable: String, globals: [String], environment: [String: String], directory: URL, cdiSpecPath: String) {
+    /// The podman flags and environment of the fixture in `directory`: its storage and
+    /// configuration live there.
+    init(executable: String, directory: URL, cdiSpecPath: String) {
         self.executable = executable
-        self.globals = globals
-        self.environment = environment
+        self.globals = [
+            "--root", directory.appendingPathComponent("root").path,
+            "--runroot", directory.appendingPathComponent("runroot").path,
+            "--tmpdir", directory.appendingPathComponent("tmp").path,
+        ]
+        self.environment = ["CONTAINERS_CONF": directory.appendingPathComponent("containers.conf").path]
         self.directory = directory
         self.cdiSpecPath = cdiSpecPath
     }
