@@ -147,11 +147,6 @@ extension Etcd {
             }
         }
 
-        static func milliseconds(_ d: Duration) -> Int {
-            let (s, atto) = d.components
-            return Int(s) * 1000 + Int(atto / 1_000_000_000_000_000)
-        }
-
         func makeRequest(
             endpoint: String, path: String, body: Data, stream: Bool, timeout: Duration? = nil,
             authenticated: Bool = true
