@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "gpuplane-api-server", targets: ["gpuplane-api-server"]),
         .library(name: "GPUPlaneCore", targets: ["GPUPlaneCore"]),
         .library(name: "GPUPlaneManifest", targets: ["GPUPlaneManifest"]),
+        .library(name: "CurlHTTP", targets: ["CurlHTTP"]),
         .library(name: "EtcdClient", targets: ["EtcdClient"]),
         .library(name: "GPUPlaneStore", targets: ["GPUPlaneStore"]),
         .library(name: "GPUPlaneService", targets: ["GPUPlaneService"]),
@@ -35,6 +36,11 @@ let package = Package(
             name: "CCurl", pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]),
         .target(name: "CCurlShim", dependencies: ["CCurl"]),
+        // HTTP over libcurl on a dedicated thread (TCP or unix socket), unary and streaming.
+        // The only module that touches CCurl/CCurlShim.
+        .target(
+            name: "CurlHTTP",
+            dependencies: ["CCurlShim", .product(name: "Logging", package: "swift-log")]),
         .systemLibrary(
             name: "CYAML", pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]),
@@ -49,7 +55,7 @@ let package = Package(
         // etcd v3 HTTP/JSON gateway over libcurl: KV, txn, lease, watch, election.
         .target(
             name: "EtcdClient",
-            dependencies: ["CCurlShim", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["CurlHTTP", .product(name: "Logging", package: "swift-log")]),
         // Typed resources on etcd: CAS on resourceVersion, transactions, informers.
         .target(
             name: "GPUPlaneStore",
@@ -97,7 +103,9 @@ let package = Package(
         // The node-agent: NVML through dlopen, the container engine, the reconciler.
         .target(
             name: "GPUPlaneAgent",
-            dependencies: ["GPUPlaneCore", "CNVML", .product(name: "Logging", package: "swift-log")]),
+            dependencies: [
+                "GPUPlaneCore", "CNVML", "CurlHTTP", .product(name: "Logging", package: "swift-log"),
+            ]),
         // A C shared library exporting NVML's symbols, with GPUs from a file and injectable events.
         .target(name: "FakeNVML", dependencies: ["CNVML"]),
         // Starts real etcd and journald processes on loopback for tests and benchmarks.
@@ -139,6 +147,6 @@ let package = Package(
             dependencies: ["GPUPlaneScheduling", "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneTestSupport"]),
         .testTarget(
             name: "GPUPlaneAgentTests",
-            dependencies: ["GPUPlaneAgent", "GPUPlaneCore", "GPUPlaneTestSupport", "FakeNVML"]),
+            dependencies: ["GPUPlaneAgent", "GPUPlaneCore", "GPUPlaneTestSupport", "FakeNVML", "CurlHTTP"]),
     ]
 )

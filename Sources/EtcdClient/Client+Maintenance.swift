@@ -72,7 +72,7 @@ extension Etcd.Client {
         let request = makeRequest(endpoint: endpoint, path: "/v3/maintenance/status", body: Data("{}".utf8), stream: false)
         switch await perform(request) {
         case .cancelled: throw EtcdError.cancelled
-        case .failed(_, let message, _, let timedOut):
+        case .failed(let message, _, let timedOut):
             throw timedOut ? EtcdError.timeout(message, endpoint: endpoint) : EtcdError.unavailable(message, endpoint: endpoint)
         case .completed(let response):
             guard response.status == 200 else { throw Self.gatewayError(response) }

@@ -1,3 +1,4 @@
+import CurlHTTP
 import Foundation
 
 /// Splits a byte stream into newline-delimited lines, whatever the chunking.
@@ -58,35 +59,32 @@ extension Etcd.Client {
         let (stream, continuation) = AsyncThrowingStream<Data, any Error>.makeStream()
         let splitter = Locked(LineSplitter())
         let request = makeRequest(endpoint: endpoint, path: path, body: body, stream: true)
-        let transfer = CurlTransfer(
-            request: request,
+        let cancel = http.stream(
+            request,
             onData: { bytes in
                 for line in splitter.withLock({ $0.append(bytes) }) { continuation.yield(line) }
             },
-            completion: { outcome in
-                switch outcome {
-                case .completed(let response):
-                    if response.status == 200 {
-                        if let rest = splitter.withLock({ $0.flush() }) { continuation.yield(rest) }
-                        continuation.finish()
-                    } else {
+            completion: { result in
+                switch result {
+                case .success:
+                    if let rest = splitter.withLock({ $0.flush() }) { continuation.yield(rest) }
+                    continuation.finish()
+                case .failure(let failure):
+                    if failure.code == .httpStatus, let response = failure.response {
                         var error = Self.gatewayError(response)
                         error.endpoint = endpoint
                         continuation.finish(throwing: error)
+                    } else if failure.code == .cancelled {
+                        continuation.finish(throwing: EtcdError.cancelled)
+                    } else if failure.code == .timeout {
+                        continuation.finish(throwing: EtcdError.timeout(failure.message, endpoint: endpoint))
+                    } else {
+                        continuation.finish(throwing: EtcdError.unavailable(failure.message, endpoint: endpoint))
                     }
-                case .failed(_, let message, _, let timedOut):
-                    continuation.finish(
-                        throwing: timedOut
-                            ? EtcdError.timeout(message, endpoint: endpoint)
-                            : EtcdError.unavailable(message, endpoint: endpoint))
-                case .cancelled:
-                    continuation.finish(throwing: EtcdError.cancelled)
                 }
             })
-        let loop = self.loop
-        continuation.onTermination = { _ in loop.cancel(transfer) }
-        loop.submit(transfer)
-        return LineStream(lines: stream, cancel: { loop.cancel(transfer) })
+        continuation.onTermination = { _ in cancel() }
+        return LineStream(lines: stream, cancel: cancel)
     }
 
     /// Reads `stream` until it ends, calling `handle` for each line, while probing the member

@@ -1,3 +1,4 @@
+import CurlHTTP
 import Foundation
 import Logging
 
@@ -80,7 +81,7 @@ extension Etcd {
     public final class Client: Sendable {
         /// The configuration this client was made with.
         public let configuration: Configuration
-        let loop: CurlLoop
+        let http: CurlHTTP.Client
         let logger: Logger
         private let state: Locked<State>
 
@@ -100,7 +101,7 @@ extension Etcd {
             }
             self.configuration = configuration
             self.logger = configuration.logger
-            self.loop = CurlLoop(name: "etcd-curl")
+            self.http = CurlHTTP.Client(name: "etcd-curl")
             self.state = Locked(State())
         }
 
@@ -109,11 +110,14 @@ extension Etcd {
             try self.init(Configuration(endpoints: endpoints))
         }
 
-        deinit { loop.shutdown() }
+        deinit { http.shutdown() }
 
         /// Transfers and new connections so far; `connectionsOpened` far below `transfers`
         /// shows connection reuse.
-        public var transportStatistics: TransportStatistics { loop.statistics }
+        public var transportStatistics: TransportStatistics {
+            let s = http.statistics
+            return TransportStatistics(transfers: s.transfers, connectionsOpened: s.connectionsOpened)
+        }
 
         /// The endpoint requests go to now.
         public var currentEndpoint: String { configuration.endpoints[currentEndpointIndex] }
@@ -143,36 +147,25 @@ extension Etcd {
             }
         }
 
-        static func milliseconds(_ d: Duration) -> Int {
-            let (s, atto) = d.components
-            return Int(s) * 1000 + Int(atto / 1_000_000_000_000_000)
-        }
-
-        func makeRequest(endpoint: String, path: String, body: Data, stream: Bool, timeout: Duration? = nil)
-            -> HTTPRequest
-        {
-            var headers: [String] = []
-            if let token = state.withLock({ $0.token }) { headers.append("Authorization: \(token)") }
-            if stream { headers.append("Grpc-Metadata-hasleader: true") }
-            return HTTPRequest(
-                url: endpoint + path, body: body, headers: headers,
-                timeoutMs: stream ? 0 : Self.milliseconds(timeout ?? configuration.requestTimeout),
-                connectTimeoutMs: Self.milliseconds(configuration.dialTimeout), tls: configuration.tls)
-        }
-
-        /// Runs one transfer, bridging the loop's callback to the calling task.
-        func perform(_ request: HTTPRequest) async -> TransferOutcome {
-            let box = Locked<CurlTransfer?>(nil)
-            return await withTaskCancellationHandler {
-                await withCheckedContinuation { (cont: CheckedContinuation<TransferOutcome, Never>) in
-                    let transfer = CurlTransfer(request: request) { cont.resume(returning: $0) }
-                    box.withLock { $0 = transfer }
-                    loop.submit(transfer)
-                    if Task.isCancelled { loop.cancel(transfer) }
-                }
-            } onCancel: {
-                if let t = box.withLock({ $0 }) { loop.cancel(t) }
+        func makeRequest(
+            endpoint: String, path: String, body: Data, stream: Bool, timeout: Duration? = nil,
+            authenticated: Bool = true
+        ) -> HTTPRequest {
+            var headers = [CurlHTTP.Header("Content-Type", "application/json")]
+            if authenticated, let token = state.withLock({ $0.token }) {
+                headers.append(CurlHTTP.Header("Authorization", token))
             }
+            if stream { headers.append(CurlHTTP.Header("Grpc-Metadata-hasleader", "true")) }
+            return HTTPRequest(
+                method: .post, url: endpoint + path, headers: headers, body: body,
+                timeout: stream ? nil : (timeout ?? configuration.requestTimeout),
+                connectTimeout: configuration.dialTimeout,
+                tls: configuration.tls.map { CurlHTTP.TLS(caFile: $0.caFile, certFile: $0.certFile, keyFile: $0.keyFile) })
+        }
+
+        /// Runs one transfer on the client's libcurl thread; cancelling the task aborts it.
+        func perform(_ request: HTTPRequest) async -> TransferOutcome {
+            TransferOutcome(await http.performResult(request))
         }
 
         /// Sends `body` to `path`, moving to the next member and retrying as `retry` allows, and
@@ -218,7 +211,7 @@ extension Etcd {
                 switch await perform(request) {
                 case .cancelled:
                     throw EtcdError.cancelled
-                case .failed(_, let message, let reachedServer, let timedOut):
+                case .failed(let message, let reachedServer, let timedOut):
                     var error =
                         timedOut ? EtcdError.timeout(message, endpoint: endpoint)
                         : EtcdError.unavailable(message, endpoint: endpoint)
@@ -282,12 +275,12 @@ extension Etcd {
             for attempt in 0..<maxAttempts {
                 let index = currentEndpointIndex
                 let endpoint = configuration.endpoints[index]
-                var request = makeRequest(endpoint: endpoint, path: "/v3/auth/authenticate", body: body, stream: false)
-                request.headers = []
+                let request = makeRequest(
+                    endpoint: endpoint, path: "/v3/auth/authenticate", body: body, stream: false, authenticated: false)
                 switch await perform(request) {
                 case .cancelled:
                     throw EtcdError.cancelled
-                case .failed(_, let message, _, let timedOut):
+                case .failed(let message, _, let timedOut):
                     lastError = timedOut ? .timeout(message, endpoint: endpoint) : .unavailable(message, endpoint: endpoint)
                     endpointFailed(index)
                 case .completed(let response):
@@ -314,6 +307,37 @@ extension Etcd {
             throw lastError
         }
     }
+}
+
+typealias HTTPRequest = CurlHTTP.Request
+typealias HTTPResponse = CurlHTTP.Response
+
+/// How a transfer ended, as the retry loops see it.
+enum TransferOutcome: Sendable {
+    case completed(HTTPResponse)
+    /// No answer. `reachedServer` is false only when the request provably never left (no
+    /// connection could be made), so even a non-idempotent request may be sent again.
+    case failed(message: String, reachedServer: Bool, timedOut: Bool)
+    case cancelled
+
+    init(_ result: Result<HTTPResponse, CurlHTTPError>) {
+        switch result {
+        case .success(let response):
+            self = .completed(response)
+        case .failure(let error) where error.code == .cancelled:
+            self = .cancelled
+        case .failure(let error):
+            self = .failed(message: error.message, reachedServer: error.reachedServer, timedOut: error.code == .timeout)
+        }
+    }
+}
+
+/// Counters of a client's transport, for tests and benchmarks.
+public struct TransportStatistics: Sendable, Hashable {
+    /// Transfers that finished (successfully or not).
+    public var transfers: Int
+    /// New TCP connections libcurl had to open (the rest reused a pooled connection).
+    public var connectionsOpened: Int
 }
 
 /// The gateway's error body.

@@ -3,7 +3,7 @@
 #include <curl/curl.h>
 
 /// Typed, non-variadic wrappers for libcurl's variadic option and info calls, so Swift can call
-/// them. Only the EtcdClient module uses these.
+/// them. Only the CurlHTTP module uses these.
 
 typedef size_t (*gp_curl_write_callback)(char *ptr, size_t size, size_t nmemb, void *userdata);
 typedef int (*gp_curl_xferinfo_callback)(void *clientp, curl_off_t dltotal, curl_off_t dlnow,

@@ -2,50 +2,26 @@ import CCurl
 import CCurlShim
 import Foundation
 
-/// What one HTTP exchange asks of the loop.
-struct HTTPRequest: Sendable {
-    var url: String
-    var body: Data
-    var headers: [String]
-    /// Total deadline in milliseconds; 0 for none (streams).
-    var timeoutMs: Int
-    var connectTimeoutMs: Int
-    var tls: Etcd.Configuration.TLS?
-}
-
-/// A finished exchange.
-struct HTTPResponse: Sendable {
-    var status: Int
-    var body: Data
-}
-
-/// How a transfer ended.
-enum TransferOutcome: Sendable {
-    case completed(HTTPResponse)
-    /// libcurl failed. `reachedServer` is false only when the request provably never left
-    /// (no connection could be made), so even a non-idempotent request may be sent again.
-    case failed(code: Int, message: String, reachedServer: Bool, timedOut: Bool)
-    case cancelled
-}
-
 /// One easy handle and what it reports to. Touched only on the loop thread, except
-/// `cancelRequested`, which the lock guards.
+/// `cancelRequested`, which the loop's lock guards.
 final class CurlTransfer: @unchecked Sendable {
-    let request: HTTPRequest
-    /// For streams: called on the loop thread with each chunk of a 200 answer's body.
+    let request: CurlHTTP.Request
+    /// For streams: called on the loop thread with each chunk of a 2xx answer's body.
     let onData: (@Sendable (UnsafeRawBufferPointer) -> Void)?
-    let completion: @Sendable (TransferOutcome) -> Void
+    /// Called exactly once, on the loop thread.
+    let completion: @Sendable (Result<CurlHTTP.Response, CurlHTTPError>) -> Void
 
     fileprivate var easy: UnsafeMutableRawPointer?
     fileprivate var headerList: UnsafeMutablePointer<curl_slist>?
     fileprivate var buffer = Data()
     fileprivate var status = 0
+    fileprivate var headers: [CurlHTTP.Header] = []
     fileprivate var finished = false
     fileprivate var cancelRequested = false  // guarded by CurlLoop.lock
 
     init(
-        request: HTTPRequest, onData: (@Sendable (UnsafeRawBufferPointer) -> Void)? = nil,
-        completion: @escaping @Sendable (TransferOutcome) -> Void
+        request: CurlHTTP.Request, onData: (@Sendable (UnsafeRawBufferPointer) -> Void)? = nil,
+        completion: @escaping @Sendable (Result<CurlHTTP.Response, CurlHTTPError>) -> Void
     ) {
         self.request = request
         self.onData = onData
@@ -53,25 +29,28 @@ final class CurlTransfer: @unchecked Sendable {
     }
 
     fileprivate func received(_ bytes: UnsafeRawBufferPointer) {
-        guard let onData else {
+        if let onData, (200..<300).contains(status) {
+            onData(bytes)
+        } else {
             buffer.append(contentsOf: bytes)
-            return
         }
-        if status == 0, let easy {
-            var code = 0
-            _ = gp_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &code)
-            status = code
-        }
-        if status == 200 { onData(bytes) } else { buffer.append(contentsOf: bytes) }
     }
-}
 
-/// Counters of a loop, for tests and benchmarks.
-public struct TransportStatistics: Sendable, Hashable {
-    /// Transfers that finished (successfully or not).
-    public var transfers: Int
-    /// New TCP connections libcurl had to open (the rest reused a pooled connection).
-    public var connectionsOpened: Int
+    /// One header line as libcurl hands it over: a status line starts a new answer (after
+    /// `100 Continue` or a redirect), the rest are fields.
+    fileprivate func receivedHeader(_ bytes: UnsafeRawBufferPointer) {
+        let line = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !line.isEmpty else { return }
+        if line.hasPrefix("HTTP/") {
+            let parts = line.split(separator: " ", maxSplits: 2)
+            if parts.count >= 2, let code = Int(parts[1]) { status = code }
+            headers.removeAll()
+        } else if let colon = line.firstIndex(of: ":") {
+            let name = String(line[..<colon])
+            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            headers.append(CurlHTTP.Header(name, value))
+        }
+    }
 }
 
 private let curlGlobalInit: Void = {
@@ -88,7 +67,7 @@ final class CurlLoop: @unchecked Sendable {
     private let lock = NSLock()
     private var incoming: [Command] = []  // guarded by lock
     private var stopping = false  // guarded by lock
-    private var stats = TransportStatistics(transfers: 0, connectionsOpened: 0)  // guarded by lock
+    private var stats = CurlHTTP.Statistics()  // guarded by lock
     private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]  // loop thread only
 
     private enum Command {
@@ -96,17 +75,17 @@ final class CurlLoop: @unchecked Sendable {
         case cancel(CurlTransfer)
     }
 
-    init(name: String) {
+    init(name: String, maxConnections: Int) {
         _ = curlGlobalInit
         guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed") }
         self.multi = multi
-        _ = gp_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, 64)
+        _ = gp_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, maxConnections)
         let thread = Thread { [self] in self.run() }
         thread.name = name
         thread.start()
     }
 
-    var statistics: TransportStatistics { lock.withLock { stats } }
+    var statistics: CurlHTTP.Statistics { lock.withLock { stats } }
 
     /// Hands a transfer to the loop. Its completion is called exactly once, on the loop thread.
     func submit(_ transfer: CurlTransfer) {
@@ -118,9 +97,7 @@ final class CurlLoop: @unchecked Sendable {
             curl_multi_wakeup(multi)
             return true
         }
-        if !accepted {
-            transfer.completion(.failed(code: -1, message: "client shut down", reachedServer: false, timedOut: false))
-        }
+        if !accepted { transfer.completion(.failure(.shutDown)) }
     }
 
     /// Aborts a transfer; its completion reports `.cancelled` unless it already finished.
@@ -133,7 +110,7 @@ final class CurlLoop: @unchecked Sendable {
         }
     }
 
-    /// Stops the thread; transfers still running end as cancelled.
+    /// Stops the thread; transfers still running end as shut down.
     func shutdown() {
         lock.withLock {
             guard !stopping else { return }
@@ -152,17 +129,19 @@ final class CurlLoop: @unchecked Sendable {
             for command in commands {
                 switch command {
                 case .add(let t):
-                    if lock.withLock({ t.cancelRequested }) || stop {
-                        finish(t, .cancelled)
+                    if stop {
+                        finish(t, .failure(.shutDown))
+                    } else if lock.withLock({ t.cancelRequested }) {
+                        finish(t, .failure(.cancelled))
                     } else {
                         start(t)
                     }
                 case .cancel(let t):
-                    if let easy = t.easy, active[easy] != nil { finish(t, .cancelled) }
+                    if let easy = t.easy, active[easy] != nil { finish(t, .failure(.cancelled)) }
                 }
             }
             if stop {
-                for t in Array(active.values) { finish(t, .cancelled) }
+                for t in Array(active.values) { finish(t, .failure(.shutDown)) }
                 break
             }
             _ = curl_multi_perform(multi, &running)
@@ -181,34 +160,53 @@ final class CurlLoop: @unchecked Sendable {
 
     private func start(_ t: CurlTransfer) {
         guard let easy = curl_easy_init() else {
-            finish(t, .failed(code: -1, message: "curl_easy_init failed", reachedServer: false, timedOut: false))
+            finish(t, .failure(CurlHTTPError(code: .transfer, message: "curl_easy_init failed", reachedServer: false)))
             return
         }
         t.easy = easy
         let r = t.request
         r.url.withCString { _ = gp_easy_setopt_ptr(easy, CURLOPT_URL, $0) }
         _ = gp_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
-        _ = gp_easy_setopt_long(easy, CURLOPT_POST, 1)
-        _ = gp_easy_setopt_off_t(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(r.body.count))
-        r.body.withUnsafeBytes { _ = gp_easy_setopt_ptr(easy, CURLOPT_COPYPOSTFIELDS, $0.baseAddress) }
-        _ = gp_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, r.connectTimeoutMs)
-        if r.timeoutMs > 0 { _ = gp_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, r.timeoutMs) }
-        _ = gp_easy_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1)
-        _ = gp_easy_setopt_long(easy, CURLOPT_TCP_KEEPIDLE, 10)
-        _ = gp_easy_setopt_long(easy, CURLOPT_TCP_KEEPINTVL, 5)
-        _ = gp_easy_setopt_long(easy, CURLOPT_TCP_NODELAY, 1)
+        if let socket = r.unixSocketPath {
+            socket.withCString { _ = gp_easy_setopt_ptr(easy, CURLOPT_UNIX_SOCKET_PATH, $0) }
+        }
+        switch r.method {
+        case .get:
+            _ = gp_easy_setopt_long(easy, CURLOPT_HTTPGET, 1)
+        case .head:
+            _ = gp_easy_setopt_long(easy, CURLOPT_NOBODY, 1)
+        case .post:
+            _ = gp_easy_setopt_long(easy, CURLOPT_POST, 1)
+        default:
+            r.method.rawValue.withCString { _ = gp_easy_setopt_ptr(easy, CURLOPT_CUSTOMREQUEST, $0) }
+        }
+        if r.method == .post || r.body != nil {
+            let body = r.body ?? Data()
+            _ = gp_easy_setopt_off_t(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
+            body.withUnsafeBytes { _ = gp_easy_setopt_ptr(easy, CURLOPT_COPYPOSTFIELDS, $0.baseAddress) }
+        }
+        _ = gp_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, r.connectTimeout.curlMilliseconds)
+        if let timeout = r.timeout, timeout > .zero {
+            _ = gp_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, timeout.curlMilliseconds)
+        }
+        if r.unixSocketPath == nil {
+            _ = gp_easy_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1)
+            _ = gp_easy_setopt_long(easy, CURLOPT_TCP_KEEPIDLE, 10)
+            _ = gp_easy_setopt_long(easy, CURLOPT_TCP_KEEPINTVL, 5)
+            _ = gp_easy_setopt_long(easy, CURLOPT_TCP_NODELAY, 1)
+        }
         if let tls = r.tls {
             if let ca = tls.caFile { ca.withCString { _ = gp_easy_setopt_ptr(easy, CURLOPT_CAINFO, $0) } }
             if let cert = tls.certFile { cert.withCString { _ = gp_easy_setopt_ptr(easy, CURLOPT_SSLCERT, $0) } }
             if let key = tls.keyFile { key.withCString { _ = gp_easy_setopt_ptr(easy, CURLOPT_SSLKEY, $0) } }
         }
         var list: UnsafeMutablePointer<curl_slist>? = nil
-        for header in ["Content-Type: application/json", "Expect:"] + r.headers {
-            list = curl_slist_append(list, header)
-        }
+        for header in r.headers { list = curl_slist_append(list, "\(header.name): \(header.value)") }
+        list = curl_slist_append(list, "Expect:")
         t.headerList = list
         _ = gp_easy_setopt_ptr(easy, CURLOPT_HTTPHEADER, list)
-        _ = gp_easy_setopt_ptr(easy, CURLOPT_WRITEDATA, Unmanaged.passUnretained(t).toOpaque())
+        let me = Unmanaged.passUnretained(t).toOpaque()
+        _ = gp_easy_setopt_ptr(easy, CURLOPT_WRITEDATA, me)
         _ = gp_easy_setopt_write_function(easy, CURLOPT_WRITEFUNCTION) { ptr, size, count, userdata in
             guard let userdata else { return 0 }
             let transfer = Unmanaged<CurlTransfer>.fromOpaque(userdata).takeUnretainedValue()
@@ -216,18 +214,34 @@ final class CurlLoop: @unchecked Sendable {
             transfer.received(UnsafeRawBufferPointer(start: ptr, count: n))
             return n
         }
+        _ = gp_easy_setopt_ptr(easy, CURLOPT_HEADERDATA, me)
+        _ = gp_easy_setopt_write_function(easy, CURLOPT_HEADERFUNCTION) { ptr, size, count, userdata in
+            guard let userdata else { return 0 }
+            let transfer = Unmanaged<CurlTransfer>.fromOpaque(userdata).takeUnretainedValue()
+            let n = size * count
+            transfer.receivedHeader(UnsafeRawBufferPointer(start: ptr, count: n))
+            return n
+        }
         active[easy] = t
         let rc = curl_multi_add_handle(multi, easy)
         if rc != CURLM_OK {
-            finish(t, .failed(code: -1, message: "curl_multi_add_handle: \(rc)", reachedServer: false, timedOut: false))
+            finish(t, .failure(CurlHTTPError(code: .transfer, message: "curl_multi_add_handle: \(rc)", reachedServer: false)))
         }
     }
 
-    private func outcome(of t: CurlTransfer, easy: UnsafeMutableRawPointer, code: CURLcode) -> TransferOutcome {
+    private func outcome(
+        of t: CurlTransfer, easy: UnsafeMutableRawPointer, code: CURLcode
+    ) -> Result<CurlHTTP.Response, CurlHTTPError> {
         if code == CURLE_OK {
             var status = 0
             _ = gp_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
-            return .completed(HTTPResponse(status: status, body: t.buffer))
+            let response = CurlHTTP.Response(status: status, headers: t.headers, body: t.buffer)
+            if t.onData != nil, !response.isSuccess {
+                return .failure(
+                    CurlHTTPError(
+                        code: .httpStatus, message: "HTTP \(status)", reachedServer: true, response: response))
+            }
+            return .success(response)
         }
         var sent = 0
         _ = gp_easy_getinfo_long(easy, CURLINFO_REQUEST_SIZE, &sent)
@@ -235,12 +249,15 @@ final class CurlLoop: @unchecked Sendable {
             code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST
             || code == CURLE_COULDNT_RESOLVE_PROXY || code == CURLE_SSL_CONNECT_ERROR
         let message = String(cString: curl_easy_strerror(code))
-        return .failed(
-            code: Int(code.rawValue), message: message, reachedServer: !neverConnected && sent > 0,
-            timedOut: code == CURLE_OPERATION_TIMEDOUT)
+        let kind: CurlHTTPError.Code =
+            code == CURLE_OPERATION_TIMEDOUT ? .timeout : neverConnected ? .couldNotConnect : .transfer
+        return .failure(
+            CurlHTTPError(
+                code: kind, message: message, curlCode: Int(code.rawValue),
+                reachedServer: !neverConnected && sent > 0))
     }
 
-    private func finish(_ t: CurlTransfer, _ outcome: TransferOutcome) {
+    private func finish(_ t: CurlTransfer, _ outcome: Result<CurlHTTP.Response, CurlHTTPError>) {
         guard !t.finished else { return }
         t.finished = true
         var connects = 0

@@ -1,0 +1,289 @@
+import CurlHTTP
+import Foundation
+
+extension ContainerEngine.Client {
+    /// Creates a container from `spec` (validated first) and returns its id. Nothing is pulled.
+    ///
+    /// On Docker it maps to `POST /v1.41/containers/create?name=…`, GPUs given as
+    /// `HostConfig.DeviceRequests` (driver `nvidia`, device ids = indices). On Podman it maps to
+    /// `POST /v4.0.0/libpod/containers/create`, GPUs given as CDI devices
+    /// `<cdiGPUKind>=<index>`: Podman's Docker-compatible create ignores `DeviceRequests`.
+    /// Either way the container is unprivileged, in its own network (bridge or none), PID and
+    /// IPC namespaces, mounts no host path, has no device but its GPUs, and gets
+    /// `NVIDIA_VISIBLE_DEVICES` set by the client, so an image's own value cannot widen it.
+    /// - Throws: ``EngineError/Code/invalidSpec``, ``EngineError/Code/imageMissing``,
+    ///   ``EngineError/Code/nameConflict``, or a transport code.
+    @discardableResult
+    public func create(_ spec: ContainerEngine.ContainerSpec) async throws(EngineError) -> String {
+        try spec.validate()
+        let info = try await engine()
+        var labels = spec.labels
+        labels[ContainerEngine.managedLabel.key] = ContainerEngine.managedLabel.value
+        let path: String
+        let query: [(String, String)]
+        let body: Data
+        switch info.kind {
+        case .podman:
+            path = ContainerEngine.libpodPrefix + "/containers/create"
+            query = []
+            body = try Self.encode(LibpodCreate(spec, labels: labels, cdiKind: configuration.cdiGPUKind))
+        case .docker:
+            path = ContainerEngine.compatPrefix + "/containers/create"
+            query = [("name", spec.name)]
+            body = try Self.encode(DockerCreate(spec, labels: labels))
+        }
+        let response = try await send(.post, path, query: query, body: body, retry: .onlyIfNotSent)
+        if response.status == 201 || response.status == 200 {
+            return try Self.decode(WireCreated.self, from: response).Id
+        }
+        throw await createFailure(response, spec: spec, kind: info.kind)
+    }
+
+    /// Names the failure of a create. Docker answers 404 for a missing image and 409 for a
+    /// taken name; Podman answers 500 for both, so the client asks the engine which it was
+    /// instead of reading its message.
+    private func createFailure(
+        _ response: CurlHTTP.Response, spec: ContainerEngine.ContainerSpec, kind: ContainerEngine.Kind
+    ) async -> EngineError {
+        let message = Self.engineMessage(response)
+        let missing = EngineError(
+            code: .imageMissing, message: "image \(spec.image) is not in the engine's store: \(message)",
+            httpStatus: response.status, subject: spec.image)
+        let conflict = EngineError(
+            code: .nameConflict, message: "a container named \(spec.name) exists: \(message)",
+            httpStatus: response.status, subject: spec.name)
+        if kind == .docker, response.status == 404 { return missing }
+        if kind == .docker, response.status == 409 { return conflict }
+        if let exists = try? await imageExists(spec.image), !exists { return missing }
+        if (try? await inspect(spec.name)) != nil { return conflict }
+        return Self.refused(response, subject: spec.name)
+    }
+
+    /// Starts a created or exited container; starting a running one does nothing.
+    /// Maps to `POST /v1.41/containers/{id}/start`.
+    /// - Throws: ``EngineError/Code/notFound``, ``EngineError/Code/startFailed`` (the engine
+    ///   could not run it: bad command, a GPU the host lacks), or a transport code.
+    public func start(_ container: String) async throws(EngineError) {
+        let path = ContainerEngine.compatPrefix + "/containers/" + Self.segment(container) + "/start"
+        let response = try await send(.post, path, retry: .idempotent)
+        switch response.status {
+        case 204, 304: return
+        case 404: throw notFound(container, response)
+        default:
+            throw EngineError(
+                code: .startFailed, message: Self.engineMessage(response), httpStatus: response.status,
+                body: Self.bodyText(response), subject: container)
+        }
+    }
+
+    /// Stops a container: SIGTERM (or the image's stop signal), then SIGKILL after
+    /// `gracePeriod`. Stopping a stopped container does nothing. The call's deadline is the
+    /// grace period plus the configured request timeout.
+    /// Maps to `POST /v1.41/containers/{id}/stop?t=…`.
+    public func stop(_ container: String, gracePeriod: Duration = .seconds(10)) async throws(EngineError) {
+        let seconds = max(0, Int(gracePeriod.components.seconds) + (gracePeriod.components.attoseconds > 0 ? 1 : 0))
+        let path = ContainerEngine.compatPrefix + "/containers/" + Self.segment(container) + "/stop"
+        let response = try await send(
+            .post, path, query: [("t", "\(seconds)")], timeout: gracePeriod + configuration.requestTimeout,
+            retry: .idempotent)
+        switch response.status {
+        case 204, 304: return
+        case 404: throw notFound(container, response)
+        default: throw Self.refused(response, subject: container)
+        }
+    }
+
+    /// Removes a container, killing it (SIGKILL, no grace) first if it runs, with its
+    /// anonymous volumes. Returns false when there was no such container (removing is
+    /// idempotent). Maps to `DELETE /v1.41/containers/{id}?force=true&v=true` on Docker and to
+    /// `DELETE /v4.0.0/libpod/containers/{id}?force=true&v=true&timeout=0` on Podman, whose
+    /// compat remove would first wait out a 10-second stop.
+    @discardableResult
+    public func remove(_ container: String) async throws(EngineError) -> Bool {
+        let kind = try await engine().kind
+        let path: String
+        var query = [("force", "true"), ("v", "true")]
+        switch kind {
+        case .docker:
+            path = ContainerEngine.compatPrefix + "/containers/" + Self.segment(container)
+        case .podman:
+            path = ContainerEngine.libpodPrefix + "/containers/" + Self.segment(container)
+            query.append(("timeout", "0"))
+        }
+        let response = try await send(.delete, path, query: query, retry: .idempotent)
+        switch response.status {
+        case 200, 204:
+            if kind == .podman, let reports = try? JSONDecoder().decode([WireRemoveReport].self, from: response.body),
+                let failure = reports.compactMap(\.Err).first(where: { !$0.isEmpty })
+            {
+                throw EngineError(
+                    code: .engineRefused, message: failure, httpStatus: response.status, body: Self.bodyText(response),
+                    subject: container)
+            }
+            return true
+        case 404: return false
+        default: throw Self.refused(response, subject: container)
+        }
+    }
+
+    /// What a container is and does. Maps to `GET /v1.41/containers/{id}/json`.
+    /// - Throws: ``EngineError/Code/notFound`` when there is no such container.
+    public func inspect(_ container: String) async throws(EngineError) -> ContainerEngine.ContainerDetails {
+        let path = ContainerEngine.compatPrefix + "/containers/" + Self.segment(container) + "/json"
+        let wire = try await call(.get, path, retry: .idempotent, subject: container, as: WireInspect.self)
+        return ContainerEngine.ContainerDetails(wire)
+    }
+
+    /// The containers, running or not, that carry every one of `labels` (by default: every
+    /// container this client manages). Maps to
+    /// `GET /v1.41/containers/json?all=true&filters={"label":["k=v",…]}`.
+    public func list(
+        labels: [String: String] = [ContainerEngine.managedLabel.key: ContainerEngine.managedLabel.value]
+    ) async throws(EngineError) -> [ContainerEngine.ContainerSummary] {
+        let filters = try Self.labelFilters(labels)
+        let rows = try await call(
+            .get, ContainerEngine.compatPrefix + "/containers/json", query: [("all", "true"), ("filters", filters)],
+            retry: .idempotent, as: [WireSummary].self)
+        return rows.map { row in
+            ContainerEngine.ContainerSummary(
+                id: row.Id,
+                name: ContainerEngine.ContainerDetails.trimName(row.Names?.first ?? ""),
+                image: row.Image ?? "",
+                labels: row.Labels ?? [:],
+                status: row.State.map(ContainerEngine.ContainerState.Status.init(engineWord:)) ?? .unknown,
+                createdAt: row.Created.map { Date(timeIntervalSince1970: TimeInterval($0)) })
+        }
+    }
+
+    func notFound(_ container: String, _ response: CurlHTTP.Response) -> EngineError {
+        EngineError(
+            code: .notFound, message: "no container \(container)", httpStatus: response.status,
+            body: Self.bodyText(response), subject: container)
+    }
+}
+
+/// `NVIDIA_VISIBLE_DEVICES` for a container: its GPU indices, or `void` (no GPU, and the
+/// NVIDIA hook, if any, does nothing).
+func nvidiaVisibleDevices(_ indices: [Int], cdi: Bool) -> String {
+    cdi || indices.isEmpty ? "void" : indices.map(String.init).joined(separator: ",")
+}
+
+/// Docker's `POST /containers/create` body, as far as the spec can fill it.
+struct DockerCreate: Encodable {
+    struct Empty: Encodable {}
+    struct PortBinding: Encodable {
+        var HostIp: String
+        var HostPort: String
+    }
+    struct DeviceRequest: Encodable {
+        var Driver: String
+        var DeviceIDs: [String]
+        var Capabilities: [[String]]
+    }
+    struct RestartPolicyBody: Encodable {
+        var Name: String
+    }
+    struct HostConfigBody: Encodable {
+        var Privileged = false
+        var NetworkMode: String
+        var PidMode = ""
+        var IpcMode = "private"
+        var PortBindings: [String: [PortBinding]]
+        var Memory: Int64?
+        var MemorySwap: Int64?
+        var DeviceRequests: [DeviceRequest]
+        var Devices: [String] = []
+        var Binds: [String] = []
+        var CapAdd: [String] = []
+        var RestartPolicy = RestartPolicyBody(Name: "no")
+    }
+    var Image: String
+    var Cmd: [String]?
+    var Entrypoint: [String]?
+    var Env: [String]
+    var Labels: [String: String]
+    var ExposedPorts: [String: Empty]
+    var HostConfig: HostConfigBody
+
+    init(_ spec: ContainerEngine.ContainerSpec, labels: [String: String]) {
+        Image = spec.image
+        Cmd = spec.command
+        Entrypoint = spec.entrypoint
+        var env = spec.environment
+        env["NVIDIA_VISIBLE_DEVICES"] = nvidiaVisibleDevices(spec.gpuIndices, cdi: false)
+        Env = env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        Labels = labels
+        var exposed: [String: Empty] = [:]
+        var bindings: [String: [PortBinding]] = [:]
+        for port in spec.ports {
+            let key = "\(port.containerPort)/\(port.protocol.rawValue)"
+            exposed[key] = Empty()
+            bindings[key, default: []].append(PortBinding(HostIp: port.hostIP, HostPort: "\(port.hostPort)"))
+        }
+        ExposedPorts = exposed
+        HostConfig = HostConfigBody(
+            NetworkMode: spec.network.rawValue, PortBindings: bindings, Memory: spec.memoryLimitBytes,
+            MemorySwap: spec.memoryLimitBytes,
+            DeviceRequests: spec.gpuIndices.isEmpty
+                ? []
+                : [DeviceRequest(Driver: "nvidia", DeviceIDs: spec.gpuIndices.map(String.init), Capabilities: [["gpu"]])])
+    }
+}
+
+/// Podman's `POST /libpod/containers/create` body (a SpecGenerator), as far as the spec can
+/// fill it.
+struct LibpodCreate: Encodable {
+    struct Namespace: Encodable {
+        var nsmode: String
+    }
+    struct PortMapping: Encodable {
+        var container_port: Int
+        var host_port: Int
+        var host_ip: String
+        var `protocol`: String
+    }
+    struct Device: Encodable {
+        var path: String
+    }
+    struct Memory: Encodable {
+        var limit: Int64
+        var swap: Int64
+    }
+    struct Resources: Encodable {
+        var memory: Memory?
+    }
+    var name: String
+    var image: String
+    var command: [String]?
+    var entrypoint: [String]?
+    var env: [String: String]
+    var labels: [String: String]
+    var portmappings: [PortMapping]
+    var devices: [Device]
+    var resource_limits: Resources?
+    var privileged = false
+    var netns: Namespace
+    var pidns = Namespace(nsmode: "private")
+    var ipcns = Namespace(nsmode: "private")
+    var mounts: [String] = []
+    var cap_add: [String] = []
+
+    init(_ spec: ContainerEngine.ContainerSpec, labels: [String: String], cdiKind: String) {
+        name = spec.name
+        image = spec.image
+        command = spec.command
+        entrypoint = spec.entrypoint
+        var env = spec.environment
+        env["NVIDIA_VISIBLE_DEVICES"] = nvidiaVisibleDevices(spec.gpuIndices, cdi: true)
+        self.env = env
+        self.labels = labels
+        portmappings = spec.ports.map {
+            PortMapping(
+                container_port: $0.containerPort, host_port: $0.hostPort, host_ip: $0.hostIP,
+                protocol: $0.protocol.rawValue)
+        }
+        devices = spec.gpuIndices.map { Device(path: "\(cdiKind)=\($0)") }
+        resource_limits = spec.memoryLimitBytes.map { Resources(memory: Memory(limit: $0, swap: $0)) }
+        netns = Namespace(nsmode: spec.network.rawValue)
+    }
+}

@@ -1,0 +1,241 @@
+import CurlHTTP
+import Foundation
+import Logging
+
+/// A client for the container engine on a GPU host: Docker's Engine API or Podman's libpod
+/// API, over the engine's unix socket.
+///
+/// ```swift
+/// let engine = ContainerEngine.Client(.init(socketPath: "/run/podman/podman.sock"))
+/// let id = try await engine.create(spec)
+/// try await engine.start(id)
+/// ```
+public enum ContainerEngine {
+    /// The label on every container this client creates.
+    public static let managedLabel = (key: "gpuplane.io/managed", value: "true")
+    /// The label naming the replica a container runs.
+    public static let replicaLabelKey = "gpuplane.io/replica"
+
+    /// The path prefix of Docker's API (1.41: Docker 20.10 and later, Podman 3 and later).
+    static let compatPrefix = "/v1.41"
+    /// The path prefix of Podman's libpod API.
+    static let libpodPrefix = "/v4.0.0/libpod"
+}
+
+extension ContainerEngine {
+    /// How to reach the engine.
+    public struct Configuration: Sendable {
+        /// The engine's unix socket, e.g. `/run/podman/podman.sock` or `/var/run/docker.sock`.
+        public var socketPath: String
+        /// The deadline of one call (a stop adds its grace period to it).
+        public var requestTimeout: Duration
+        /// The deadline of connecting to the socket.
+        public var connectTimeout: Duration
+        /// How many times an idempotent call is retried after the engine could not be reached
+        /// or answered 502/503/504.
+        public var maxRetries: Int
+        /// The first pause between retries; it doubles each time.
+        public var retryBackoff: Duration
+        /// The CDI kind of GPUs on Podman: a GPU of index `i` is the CDI device `<kind>=<i>`.
+        public var cdiGPUKind: String
+        /// Where the client logs.
+        public var logger: Logger
+
+        /// Makes a configuration.
+        public init(
+            socketPath: String, requestTimeout: Duration = .seconds(30), connectTimeout: Duration = .seconds(2),
+            maxRetries: Int = 3, retryBackoff: Duration = .milliseconds(100), cdiGPUKind: String = "nvidia.com/gpu",
+            logger: Logger = Logger(label: "gpuplane.engine")
+        ) {
+            self.socketPath = socketPath
+            self.requestTimeout = requestTimeout
+            self.connectTimeout = connectTimeout
+            self.maxRetries = maxRetries
+            self.retryBackoff = retryBackoff
+            self.cdiGPUKind = cdiGPUKind
+            self.logger = logger
+        }
+    }
+
+    /// Whether a call may be sent again after it failed without an answer.
+    enum Retry {
+        /// Safe to repeat: reads, and writes that converge (start, stop, remove).
+        case idempotent
+        /// Repeated only when it provably never reached the engine (create).
+        case onlyIfNotSent
+    }
+
+    /// A container engine client. Thread-safe; share one per process.
+    ///
+    /// Every call has a deadline and runs on the client's own libcurl thread. The engine's
+    /// kind is detected on first use (``engine()``) and remembered. Every method throws
+    /// ``EngineError``.
+    public final class Client: Sendable {
+        /// The configuration this client was made with.
+        public let configuration: Configuration
+        let http: CurlHTTP.Client
+        let logger: Logger
+        private let detected = EngineLock<EngineInfo?>(nil)
+
+        /// Makes a client. Nothing is sent until the first call.
+        public init(_ configuration: Configuration) {
+            self.configuration = configuration
+            self.logger = configuration.logger
+            self.http = CurlHTTP.Client(name: "engine-curl", maxConnections: 8)
+        }
+
+        /// Makes a client for the engine on `socketPath` with default settings.
+        public convenience init(socketPath: String) {
+            self.init(Configuration(socketPath: socketPath))
+        }
+
+        deinit { http.shutdown() }
+
+        /// The engine on the socket, detected with `GET /version` on first use.
+        public func engine() async throws(EngineError) -> EngineInfo {
+            if let info = detected.withLock({ $0 }) { return info }
+            let info = try await detectEngine()
+            detected.withLock { $0 = info }
+            return info
+        }
+
+        // MARK: Requests
+
+        /// Sends one request to the engine, retrying as `retry` allows, and returns the
+        /// answer whatever its status.
+        func send(
+            _ method: CurlHTTP.Method, _ path: String, query: [(String, String)] = [], body: Data? = nil,
+            timeout: Duration? = nil, retry: Retry
+        ) async throws(EngineError) -> CurlHTTP.Response {
+            var headers: [CurlHTTP.Header] = []
+            if body != nil { headers.append(CurlHTTP.Header("Content-Type", "application/json")) }
+            let request = CurlHTTP.Request(
+                method: method, url: "http://localhost" + path + Self.queryString(query), headers: headers,
+                body: body, timeout: timeout ?? configuration.requestTimeout,
+                connectTimeout: configuration.connectTimeout, unixSocketPath: configuration.socketPath)
+            var attempt = 0
+            while true {
+                let failure: EngineError
+                switch await http.performResult(request) {
+                case .success(let response):
+                    guard retry == .idempotent, [502, 503, 504].contains(response.status), attempt < configuration.maxRetries
+                    else { return response }
+                    failure = Self.refused(response, subject: path)
+                case .failure(let error):
+                    failure = Self.transportError(error, path: path)
+                    let mayRetry =
+                        error.code != .cancelled && error.code != .shutDown
+                        && (retry == .idempotent || !error.reachedServer)
+                    guard mayRetry, attempt < configuration.maxRetries else { throw failure }
+                }
+                logger.debug(
+                    "engine request failed; retrying",
+                    metadata: ["path": "\(path)", "attempt": "\(attempt + 1)", "error": "\(failure)"])
+                do {
+                    try await Task.sleep(for: configuration.retryBackoff * (1 << min(attempt, 5)))
+                } catch {
+                    throw EngineError(code: .cancelled, message: "cancelled", subject: path)
+                }
+                attempt += 1
+            }
+        }
+
+        /// `send` for calls that answer JSON on success (`expecting`), decoding it.
+        func call<Response: Decodable>(
+            _ method: CurlHTTP.Method, _ path: String, query: [(String, String)] = [], body: Data? = nil,
+            timeout: Duration? = nil, retry: Retry, expecting: Set<Int> = [200], subject: String? = nil,
+            as type: Response.Type = Response.self
+        ) async throws(EngineError) -> Response {
+            let response = try await send(method, path, query: query, body: body, timeout: timeout, retry: retry)
+            if response.status == 404 {
+                throw EngineError(
+                    code: .notFound, message: Self.engineMessage(response), httpStatus: 404,
+                    body: Self.bodyText(response), subject: subject ?? path)
+            }
+            guard expecting.contains(response.status) else { throw Self.refused(response, subject: subject ?? path) }
+            return try Self.decode(type, from: response)
+        }
+
+        static func decode<T: Decodable>(_ type: T.Type, from response: CurlHTTP.Response) throws(EngineError) -> T {
+            do {
+                return try JSONDecoder().decode(type, from: response.body)
+            } catch {
+                throw EngineError(
+                    code: .decoding, message: "\(error)", httpStatus: response.status, body: bodyText(response))
+            }
+        }
+
+        static func encode<T: Encodable>(_ value: T) throws(EngineError) -> Data {
+            do {
+                return try JSONEncoder().encode(value)
+            } catch {
+                throw EngineError(code: .invalidSpec, message: "cannot encode request: \(error)")
+            }
+        }
+
+        /// An unexpected status, with the engine's message.
+        static func refused(_ response: CurlHTTP.Response, subject: String?) -> EngineError {
+            EngineError(
+                code: .engineRefused, message: "HTTP \(response.status): \(engineMessage(response))",
+                httpStatus: response.status, body: bodyText(response), subject: subject)
+        }
+
+        /// The `message` of an engine's error body (both engines send one), or the body.
+        static func engineMessage(_ response: CurlHTTP.Response) -> String {
+            if let wire = try? JSONDecoder().decode(WireMessage.self, from: response.body), let message = wire.message {
+                return message
+            }
+            return bodyText(response)
+        }
+
+        static func bodyText(_ response: CurlHTTP.Response) -> String {
+            String(decoding: response.body.prefix(4000), as: UTF8.self)
+        }
+
+        static func transportError(_ error: CurlHTTPError, path: String) -> EngineError {
+            let code: EngineError.Code =
+                error.code == .cancelled ? .cancelled : error.code == .timeout ? .timeout : .unavailable
+            return EngineError(code: code, message: error.message, subject: path)
+        }
+
+        /// A query string with every value percent-encoded.
+        static func queryString(_ items: [(String, String)]) -> String {
+            guard !items.isEmpty else { return "" }
+            return "?" + items.map { "\(escape($0.0))=\(escape($0.1))" }.joined(separator: "&")
+        }
+
+        /// A path segment (container name or id, image reference) made safe for a URL.
+        static func segment(_ text: String) -> String {
+            var allowed = CharacterSet.alphanumerics
+            allowed.insert(charactersIn: "-._~:@/")
+            return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+        }
+
+        static func escape(_ text: String) -> String {
+            var allowed = CharacterSet.alphanumerics
+            allowed.insert(charactersIn: "-._~")
+            return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+        }
+
+        /// A `filters` query value: `{"label":["k=v",…]}`.
+        static func labelFilters(_ labels: [String: String], extra: [String: [String]] = [:]) throws(EngineError) -> String {
+            var filters = extra
+            if !labels.isEmpty {
+                filters["label"] = labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+            }
+            return String(decoding: try encode(filters), as: UTF8.self)
+        }
+    }
+}
+
+/// A value behind a lock.
+final class EngineLock<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Value
+    init(_ value: Value) { self.value = value }
+    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&value)
+    }
+}

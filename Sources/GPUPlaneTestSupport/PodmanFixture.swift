@@ -1,0 +1,377 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A rootful `podman system service` on a unix socket in a temporary folder, with its own
+/// storage, a local busybox test image and fake GPUs described by a CDI spec.
+///
+/// ```swift
+/// let podman = try await PodmanFixture.start()
+/// // speak the Docker/libpod API to podman.socketPath; create from podman.testImage;
+/// // give GPUs as CDI devices "\(podman.cdiKind)=<index>".
+/// ```
+///
+/// Podman reads a test-owned `containers.conf` (runc, the cgroupfs manager, file events,
+/// explicit ulimits) through `CONTAINERS_CONF`, keeps images and containers under its own
+/// `--root`/`--runroot`, so the machine's storage is never touched, and networks under its own
+/// folder. The fake GPUs' CDI spec goes to `/var/run/cdi` (podman 4.3 reads no other folder)
+/// under a vendor kind unique to the fixture, so it can never clash with a real
+/// `nvidia.com/gpu` spec or another test run. ``shutdown()``, or the process's exit, removes
+/// every container, the storage, the spec and the folder.
+public final class PodmanFixture: @unchecked Sendable {
+    /// One fake GPU: a CDI device whose only edit is the environment
+    /// `GPUPLANE_FAKE_GPU_INDEX=<index>`, `GPUPLANE_FAKE_GPU_UUID=<uuid>` and
+    /// `GPUPLANE_FAKE_GPU_<index>_UUID=<uuid>` (the last one tells every GPU of a multi-GPU
+    /// container apart; of the first two, the last device applied wins).
+    public struct FakeGPU: Sendable, Hashable {
+        /// The index, which is also the CDI device name.
+        public let index: Int
+        /// An NVML-style UUID.
+        public let uuid: String
+    }
+
+    /// The fixture's folder.
+    public let directory: URL
+    /// The API socket.
+    public let socketPath: String
+    /// A local image with a static busybox (`sh`, `env`, `sleep`, `cat`, … on `/bin`),
+    /// imported once per fixture.
+    public let testImage: String
+    /// The CDI kind of the fake GPUs, e.g. `gpuplane-1a2b3c4d.test/gpu`.
+    public let cdiKind: String
+    /// The fake GPUs, indices 0 to 7.
+    public let fakeGPUs: [FakeGPU]
+    /// The CDI spec file.
+    public let cdiSpecPath: String
+    /// A word unique to this fixture, for container names.
+    public let runID: String
+    private let service: ChildProcess
+    private let cleanup: PodmanCleanup
+
+    /// The podman binary (`$PODMAN_BINARY`, else `/usr/bin/podman`).
+    public static var executable: String {
+        ProcessInfo.processInfo.environment["PODMAN_BINARY"] ?? "/usr/bin/podman"
+    }
+
+    /// Whether podman, runc and a static busybox are installed and this process is root
+    /// (rootful podman, and `/var/run/cdi`, need it).
+    public static var isAvailable: Bool {
+        getuid() == 0 && TestEnvironment.hasExecutable(executable) && runc != nil && busybox != nil
+    }
+
+    static var runc: String? {
+        ["/usr/sbin/runc", "/usr/bin/runc", "/sbin/runc"].first(where: TestEnvironment.hasExecutable)
+    }
+
+    static var busybox: String? {
+        ["/bin/busybox", "/usr/bin/busybox"].first(where: TestEnvironment.hasExecutable)
+    }
+
+    private init(
+        directory: URL, socketPath: String, testImage: String, cdiKind: String, fakeGPUs: [FakeGPU],
+        cdiSpecPath: String, runID: String, service: ChildProcess, cleanup: PodmanCleanup
+    ) {
+        self.directory = directory
+        self.socketPath = socketPath
+        self.testImage = testImage
+        self.cdiKind = cdiKind
+        self.fakeGPUs = fakeGPUs
+        self.cdiSpecPath = cdiSpecPath
+        self.runID = runID
+        self.service = service
+        self.cleanup = cleanup
+    }
+
+    /// Writes the configuration and the CDI spec, imports the test image, starts the service
+    /// and waits until `GET /_ping` answers.
+    public static func start(timeout: Double = 60) async throws -> PodmanFixture {
+        guard isAvailable, let busybox else {
+            throw PodmanFixtureError(message: "podman, runc and busybox-static are needed, as root (see scripts/test)")
+        }
+        sweepStaleFixtures()
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "podman")
+        let runID = String(UUID().uuidString.lowercased().filter { $0 != "-" }.prefix(8))
+        let config = directory.appendingPathComponent("containers.conf")
+        let cdiKind = "gpuplane-\(runID).test/gpu"
+        let cdiSpecPath = "/var/run/cdi/gpuplane-fake-\(runID).yaml"
+        try "\(getpid())\n\(cdiSpecPath)\n".write(
+            to: directory.appendingPathComponent("owner"), atomically: true, encoding: .utf8)
+        let cleanup = PodmanCleanup(executable: executable, directory: directory, cdiSpecPath: cdiSpecPath)
+        let globals = cleanup.globals
+        let environment = cleanup.environment
+        PodmanCleanup.register(cleanup)
+
+        try """
+        # Written by gpuplane's PodmanFixture for one test run; the machine's files are untouched.
+        [containers]
+        default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+
+        [engine]
+        runtime = "runc"
+        cgroup_manager = "cgroupfs"
+        events_logger = "file"
+
+        [network]
+        network_config_dir = "\(directory.appendingPathComponent("networks").path)"
+
+        """.write(to: config, atomically: true, encoding: .utf8)
+
+        let gpus = (0..<8).map { FakeGPU(index: $0, uuid: String(format: "GPU-fa4e%04x-0000-4000-8000-%012x", $0, $0)) }
+        try writeCDISpec(kind: cdiKind, gpus: gpus, to: cdiSpecPath)
+
+        let testImage = "localhost/gpuplane-test-busybox:latest"
+        let tarball = try makeRootfsTarball(busybox: busybox, in: directory)
+        try cleanup.podman(["import", "--change", "CMD [\"/bin/sh\"]", tarball.path, testImage])
+
+        let socketPath = directory.appendingPathComponent("podman.sock").path
+        let service = try ChildProcess(
+            executable: executable, arguments: globals + ["system", "service", "--time=0", "unix://\(socketPath)"],
+            environment: environment, logFile: directory.appendingPathComponent("service.log"))
+        try "\(service.pid)\n".write(
+            to: directory.appendingPathComponent("service.pid"), atomically: true, encoding: .utf8)
+        do {
+            try await eventually("podman service answering /_ping on \(socketPath)", timeout: timeout, every: 0.1) {
+                unixHTTPGet(socketPath: socketPath, path: "/_ping")?.hasSuffix("OK") ?? false
+            }
+        } catch {
+            service.stop()
+            throw PodmanFixtureError(message: "\(error)\n--- podman log ---\n\(service.logTail())")
+        }
+        return PodmanFixture(
+            directory: directory, socketPath: socketPath, testImage: testImage, cdiKind: cdiKind, fakeGPUs: gpus,
+            cdiSpecPath: cdiSpecPath, runID: runID, service: service, cleanup: cleanup)
+    }
+
+    /// Runs the podman command line on the fixture's storage and configuration (`podman ps -a`,
+    /// `podman rm -f NAME`…) and returns its output; throws when it exits non-zero.
+    @discardableResult
+    public func podman(_ arguments: [String]) throws -> String {
+        try cleanup.podman(arguments)
+    }
+
+    /// A container name unique to this fixture: `gpuplane-test-<base>-<runID>-<n>`.
+    public func uniqueName(_ base: String) -> String {
+        "gpuplane-test-\(base)-\(runID)-\(PodmanFixture.counter.next())"
+    }
+
+    /// The last lines of the service's log, for failure messages.
+    public func logTail() -> String { service.logTail() }
+
+    /// Stops the service, removes every container and the storage, the CDI spec and the
+    /// folder. Called at the process's exit too.
+    public func shutdown() {
+        service.stop(timeout: 5)
+        cleanup.run()
+    }
+
+    deinit { shutdown() }
+
+    private static let counter = Counter()
+
+    static func writeCDISpec(kind: String, gpus: [FakeGPU], to path: String) throws {
+        var yaml = "cdiVersion: \"0.5.0\"\nkind: \"\(kind)\"\ndevices:\n"
+        for gpu in gpus {
+            yaml += """
+                  - name: "\(gpu.index)"
+                    containerEdits:
+                      env:
+                        - "GPUPLANE_FAKE_GPU_INDEX=\(gpu.index)"
+                        - "GPUPLANE_FAKE_GPU_UUID=\(gpu.uuid)"
+                        - "GPUPLANE_FAKE_GPU_\(gpu.index)_UUID=\(gpu.uuid)"
+
+                """
+        }
+        yaml += "containerEdits: {}\n"
+        let folder = (path as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    /// A rootfs tarball: `/bin/busybox` (static) with a symlink per applet, and the folders
+    /// a container expects.
+    static func makeRootfsTarball(busybox: String, in directory: URL) throws -> URL {
+        let rootfs = directory.appendingPathComponent("rootfs")
+        let fm = FileManager.default
+        for folder in ["bin", "etc", "tmp", "proc", "sys", "dev", "root"] {
+            try fm.createDirectory(at: rootfs.appendingPathComponent(folder), withIntermediateDirectories: true)
+        }
+        try fm.copyItem(atPath: busybox, toPath: rootfs.appendingPathComponent("bin/busybox").path)
+        let applets = try run(busybox, ["--list"]).split(separator: "\n").map(String.init)
+        for applet in applets where !applet.isEmpty && applet != "busybox" {
+            try? fm.createSymbolicLink(atPath: rootfs.appendingPathComponent("bin/\(applet)").path, withDestinationPath: "busybox")
+        }
+        try "root:x:0:0:root:/root:/bin/sh\n".write(
+            to: rootfs.appendingPathComponent("etc/passwd"), atomically: true, encoding: .utf8)
+        try "root:x:0:\n".write(to: rootfs.appendingPathComponent("etc/group"), atomically: true, encoding: .utf8)
+        let tarball = directory.appendingPathComponent("rootfs.tar")
+        _ = try run("/bin/tar", ["-C", rootfs.path, "-cf", tarball.path, "."])
+        try? fm.removeItem(at: rootfs)
+        return tarball
+    }
+
+    /// Cleans up after fixtures whose test process died without its exit handlers (SIGKILL,
+    /// a crash): their containers, storage, CDI spec and folder. A fixture's folder names its
+    /// owner's pid in `owner`.
+    static func sweepStaleFixtures() {
+        let temporary = FileManager.default.temporaryDirectory
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: temporary.path) else { return }
+        for entry in entries where entry.hasPrefix("gpuplane-podman-") {
+            let directory = temporary.appendingPathComponent(entry)
+            guard let owner = try? String(contentsOf: directory.appendingPathComponent("owner"), encoding: .utf8)
+            else { continue }
+            let lines = owner.split(separator: "\n").map(String.init)
+            guard lines.count == 2, let pid = Int32(lines[0]), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            // Its service outlived it; the pid is checked against the folder, in case it was reused.
+            if let text = try? String(contentsOf: directory.appendingPathComponent("service.pid"), encoding: .utf8),
+                let service = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+                let commandLine = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(service)/cmdline")),
+                String(decoding: commandLine, as: UTF8.self).contains(directory.path)
+            {
+                kill(service, SIGKILL)
+            }
+            PodmanCleanup(executable: executable, directory: directory, cdiSpecPath: lines[1]).run()
+        }
+    }
+
+    /// Runs a command to its end and returns its output; throws when it exits non-zero.
+    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw PodmanFixtureError(
+                message: "\(executable) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(output)")
+        }
+        return output
+    }
+}
+
+/// Raised when the podman fixture cannot start or a podman command fails.
+public struct PodmanFixtureError: Error, CustomStringConvertible {
+    /// What went wrong.
+    public let message: String
+    public var description: String { message }
+}
+
+/// What undoes a fixture: its containers, storage, CDI spec and folder. Runs once, from
+/// `shutdown()` or at the process's exit.
+final class PodmanCleanup: @unchecked Sendable {
+    let executable: String
+    let globals: [String]
+    let environment: [String: String]
+    let directory: URL
+    let cdiSpecPath: String
+    private let lock = NSLock()
+    private var done = false
+
+    /// The podman flags and environment of the fixture in `directory`: its storage and
+    /// configuration live there.
+    init(executable: String, directory: URL, cdiSpecPath: String) {
+        self.executable = executable
+        self.globals = [
+            "--root", directory.appendingPathComponent("root").path,
+            "--runroot", directory.appendingPathComponent("runroot").path,
+            "--tmpdir", directory.appendingPathComponent("tmp").path,
+        ]
+        self.environment = ["CONTAINERS_CONF": directory.appendingPathComponent("containers.conf").path]
+        self.directory = directory
+        self.cdiSpecPath = cdiSpecPath
+    }
+
+    @discardableResult
+    func podman(_ arguments: [String]) throws -> String {
+        try PodmanFixture.run(executable, globals + arguments, environment: environment)
+    }
+
+    func run() {
+        let first = lock.withLock { () -> Bool in
+            defer { done = true }
+            return !done
+        }
+        guard first else { return }
+        _ = try? podman(["rm", "--all", "--force", "--time", "0"])
+        // Unmounts the storage (overlay mounts its own folder) and deletes it.
+        _ = try? podman(["system", "reset", "--force"])
+        unlink(cdiSpecPath)
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// At exit, `system()` is safer than Foundation: the same steps as `run()`, by the shell.
+    func runAtExit() {
+        let first = lock.withLock { () -> Bool in
+            defer { done = true }
+            return !done
+        }
+        guard first else { return }
+        let conf = environment["CONTAINERS_CONF"] ?? ""
+        let flags = globals.map { "'\($0)'" }.joined(separator: " ")
+        let command =
+            "CONTAINERS_CONF='\(conf)' '\(executable)' \(flags) rm --all --force --time 0 >/dev/null 2>&1; "
+            + "CONTAINERS_CONF='\(conf)' '\(executable)' \(flags) system reset --force >/dev/null 2>&1; "
+            + "rm -f '\(cdiSpecPath)'; rm -rf '\(directory.path)'"
+        _ = system(command)
+    }
+
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var live: [PodmanCleanup] = []
+    nonisolated(unsafe) private static var installed = false
+
+    static func register(_ cleanup: PodmanCleanup) {
+        lock.withLock {
+            live.append(cleanup)
+            guard !installed else { return }
+            installed = true
+            atexit {
+                for cleanup in PodmanCleanup.lock.withLock({ PodmanCleanup.live }) { cleanup.runAtExit() }
+            }
+        }
+    }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    func next() -> Int { lock.withLock { value += 1; return value } }
+}
+
+/// `GET path` over a unix socket with HTTP/1.0; the whole answer, or nil when nothing answered.
+func unixHTTPGet(socketPath: String, path: String) -> String? {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var timeout = timeval(tv_sec: 2, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var addr = sockaddr_un()
+    addr.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(socketPath.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return nil }
+    withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+        for (i, b) in bytes.enumerated() { raw[i] = b }
+    }
+    let connected = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
+        }
+    }
+    guard connected else { return nil }
+    let request = Array("GET \(path) HTTP/1.0\r\nHost: localhost\r\n\r\n".utf8)
+    guard write(fd, request, request.count) == request.count else { return nil }
+    var answer: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n <= 0 { break }
+        answer.append(contentsOf: buffer[0..<n])
+    }
+    return answer.isEmpty ? nil : String(decoding: answer, as: UTF8.self)
+}

@@ -1,0 +1,170 @@
+import Foundation
+import Testing
+
+@testable import GPUPlaneAgent
+
+/// What the engine client decides without an engine: admission of specs, log framing, times.
+struct EngineSpecTests {
+    func spec(_ change: (inout ContainerEngine.ContainerSpec) -> Void = { _ in }) -> ContainerEngine.ContainerSpec {
+        var spec = ContainerEngine.ContainerSpec(name: "ok-name_1.2", image: "localhost/busybox:1", command: ["true"])
+        change(&spec)
+        return spec
+    }
+
+    func field(_ spec: ContainerEngine.ContainerSpec) -> String? {
+        do {
+            try spec.validate()
+            return nil
+        } catch {
+            return error.code == .invalidSpec ? (error.field ?? "?") : "wrong code \(error.code)"
+        }
+    }
+
+    @Test func aPlainSpecIsValid() throws {
+        try spec().validate()
+        try spec {
+            $0.gpuIndices = [0, 3]
+            $0.ports = [.init(containerPort: 80, hostPort: 8080), .init(containerPort: 53, hostPort: 5353, hostIP: "::1", protocol: .udp)]
+            $0.memoryLimitBytes = ContainerEngine.ContainerSpec.minimumMemoryBytes
+            $0.environment = ["CUDA_VISIBLE_DEVICES": "0", "EMPTY": ""]
+        }.validate()
+    }
+
+    @Test func refusals() {
+        #expect(field(spec { $0.name = "" }) == "name")
+        #expect(field(spec { $0.name = "-leading" }) == "name")
+        #expect(field(spec { $0.name = "has/slash" }) == "name")
+        #expect(field(spec { $0.name = String(repeating: "a", count: 129) }) == "name")
+        #expect(field(spec { $0.image = "" }) == "image")
+        #expect(field(spec { $0.image = "two words" }) == "image")
+        #expect(field(spec { $0.command = ["a\0b"] }) == "command")
+        #expect(field(spec { $0.environment = ["A=B": "x"] }) == "environment.A=B")
+        #expect(field(spec { $0.environment = ["": "x"] }) == "environment.")
+        // GPU visibility cannot be widened through the environment.
+        #expect(field(spec { $0.environment = ["NVIDIA_VISIBLE_DEVICES": "all"] }) == "environment.NVIDIA_VISIBLE_DEVICES")
+        #expect(field(spec { $0.environment = ["nvidia_driver_capabilities": "all"] }) == "environment.nvidia_driver_capabilities")
+        #expect(field(spec { $0.gpuIndices = [1, 1] }) == "gpuIndices")
+        #expect(field(spec { $0.gpuIndices = [-1] }) == "gpuIndices")
+        #expect(field(spec { $0.memoryLimitBytes = 1024 }) == "memoryLimitBytes")
+        #expect(field(spec { $0.ports = [.init(containerPort: 0, hostPort: 80)] }) == "ports[0]")
+        #expect(field(spec { $0.ports = [.init(containerPort: 80, hostPort: 70000)] }) == "ports[0]")
+        #expect(field(spec { $0.ports = [.init(containerPort: 80, hostPort: 80, hostIP: "localhost")] }) == "ports[0].hostIP")
+        #expect(
+            field(spec { $0.ports = [.init(containerPort: 80, hostPort: 80), .init(containerPort: 81, hostPort: 80)] })
+                == "ports[1]")
+        #expect(field(spec { $0.network = .none; $0.ports = [.init(containerPort: 80, hostPort: 80)] }) == "ports")
+    }
+
+    /// The spec's shape is the admission policy: it has no field for privileges, host
+    /// namespaces, host mounts, capabilities or devices. A new field must be argued for here.
+    @Test func theSpecCannotExpressForbiddenOptions() {
+        let fields = Set(Mirror(reflecting: spec()).children.compactMap(\.label))
+        #expect(
+            fields == [
+                "name", "image", "command", "entrypoint", "environment", "labels", "ports", "memoryLimitBytes",
+                "gpuIndices", "network",
+            ])
+        #expect(Set(["bridge", "none"]) == Set([ContainerEngine.ContainerSpec.Network.bridge, .none].map(\.rawValue)))
+    }
+
+    @Test func createBodiesAreConfined() throws {
+        let s = spec {
+            $0.gpuIndices = [2, 3]
+            $0.environment = ["A": "1"]
+            $0.memoryLimitBytes = 64 << 20
+            $0.ports = [.init(containerPort: 80, hostPort: 8080)]
+        }
+        let docker = try JSONSerialization.jsonObject(with: JSONEncoder().encode(DockerCreate(s, labels: ["l": "v"]))) as? [String: Any]
+        let host = docker?["HostConfig"] as? [String: Any]
+        #expect(host?["Privileged"] as? Bool == false)
+        #expect(host?["NetworkMode"] as? String == "bridge")
+        #expect(host?["IpcMode"] as? String == "private")
+        #expect((host?["Binds"] as? [Any])?.isEmpty == true)
+        #expect((host?["Devices"] as? [Any])?.isEmpty == true)
+        let request = (host?["DeviceRequests"] as? [[String: Any]])?.first
+        #expect(request?["Driver"] as? String == "nvidia")
+        #expect(request?["DeviceIDs"] as? [String] == ["2", "3"])
+        #expect((docker?["Env"] as? [String])?.contains("NVIDIA_VISIBLE_DEVICES=2,3") == true)
+
+        let libpod = try JSONSerialization.jsonObject(
+            with: JSONEncoder().encode(LibpodCreate(s, labels: [:], cdiKind: "nvidia.com/gpu"))) as? [String: Any]
+        #expect(libpod?["privileged"] as? Bool == false)
+        #expect((libpod?["netns"] as? [String: String])?["nsmode"] == "bridge")
+        #expect((libpod?["pidns"] as? [String: String])?["nsmode"] == "private")
+        #expect((libpod?["mounts"] as? [Any])?.isEmpty == true)
+        #expect((libpod?["devices"] as? [[String: String]])?.map { $0["path"] } == ["nvidia.com/gpu=2", "nvidia.com/gpu=3"])
+        #expect((libpod?["env"] as? [String: String])?["NVIDIA_VISIBLE_DEVICES"] == "void")
+        #expect(ContainerEngine.Configuration(socketPath: "/x").cdiGPUKind == "nvidia.com/gpu")
+    }
+
+    @Test func violationsOfAnAdoptedContainer() {
+        let profile = ContainerEngine.SecurityProfile(
+            privileged: true, networkMode: "host", pidMode: "host", ipcMode: "host", hostMounts: ["/etc"],
+            hostDevices: ["/dev/nvidia0"], addedCapabilities: ["SYS_ADMIN"], gpuDeviceRequests: [])
+        #expect(
+            profile.violations == [
+                .privileged, .hostNetwork, .hostPID, .hostIPC, .hostMount("/etc"), .hostDevice("/dev/nvidia0"),
+                .addedCapability("SYS_ADMIN"),
+            ])
+    }
+}
+
+struct EngineWireTests {
+    func frame(_ stream: UInt8, _ text: String) -> [UInt8] {
+        let payload = Array(text.utf8)
+        let n = payload.count
+        return [stream, 0, 0, 0, UInt8(n >> 24 & 0xff), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)] + payload
+    }
+
+    @Test func demultiplexesWhateverTheChunking() {
+        let bytes = frame(1, "one\ntw") + frame(2, "oops\n") + frame(1, "o\nthree") + frame(1, "\n") + frame(2, "tail")
+        let expected: [ContainerEngine.LogLine] = [
+            .init(stream: .stdout, text: "one"), .init(stream: .stderr, text: "oops"), .init(stream: .stdout, text: "two"),
+            .init(stream: .stdout, text: "three"), .init(stream: .stderr, text: "tail"),
+        ]
+        for chunk in [1, 3, 7, 8, 9, bytes.count] {
+            var demuxer = LogDemuxer()
+            var lines: [ContainerEngine.LogLine] = []
+            var i = 0
+            while i < bytes.count {
+                let piece = Array(bytes[i..<min(i + chunk, bytes.count)])
+                lines += piece.withUnsafeBytes { demuxer.append($0) }
+                i += chunk
+            }
+            lines += demuxer.finish()
+            #expect(lines == expected, "chunk \(chunk)")
+        }
+    }
+
+    @Test func rawStreamsFromTTYContainers() {
+        var demuxer = LogDemuxer()
+        let lines = Array("hello\r\nworld\nend".utf8).withUnsafeBytes { demuxer.append($0) } + demuxer.finish()
+        #expect(lines.map(\.text) == ["hello", "world", "end"])
+    }
+
+    @Test func rfc3339() {
+        let base = Date(timeIntervalSince1970: 1_795_377_086)  // 2026-11-22T19:51:26Z
+        #expect(RFC3339.parse("2026-11-22T19:51:26Z") == base)
+        #expect(abs((RFC3339.parse("2026-11-22T19:51:26.179133997Z")?.timeIntervalSince(base) ?? 0) - 0.179133997) < 1e-6)
+        #expect(RFC3339.parse("2026-11-22T20:51:26+01:00") == base)
+        #expect(RFC3339.parse("2026-11-22T18:51:26.5-01:00") == base.addingTimeInterval(0.5))
+        #expect(RFC3339.parse("0001-01-01T00:00:00Z") == nil)
+        #expect(RFC3339.parse("yesterday") == nil)
+    }
+
+    @Test func statusWords() {
+        #expect(ContainerEngine.ContainerState.Status(engineWord: "configured") == .created)
+        #expect(ContainerEngine.ContainerState.Status(engineWord: "stopped") == .exited)
+        #expect(ContainerEngine.ContainerState.Status(engineWord: "Running") == .running)
+        #expect(ContainerEngine.ContainerState.Status(engineWord: "weird") == .unknown)
+    }
+
+    @Test func anAbsentSocketIsUnavailable() async throws {
+        let engine = ContainerEngine.Client(
+            ContainerEngine.Configuration(
+                socketPath: "/nonexistent/\(UUID()).sock", maxRetries: 1, retryBackoff: .milliseconds(1)))
+        await #expect {
+            try await engine.ping()
+        } throws: { ($0 as? EngineError)?.code == .unavailable }
+    }
+}
