@@ -115,9 +115,10 @@ let package = Package(
         .executableTarget(
             name: "gpuplane-bench",
             dependencies: [
-                "EtcdClient", "GPUPlaneStore", "GPUPlaneCore", "GPUPlaneTestSupport", "GPUPlaneAPI",
+                "EtcdClient", "GPUPlaneStore", "GPUPlaneCore", "GPUPlaneTestSupport", "GPUPlaneAPI", "CurlHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
 
         .testTarget(name: "GPUPlaneCoreTests", dependencies: ["GPUPlaneCore"]),

@@ -30,6 +30,8 @@ public struct APIDependencies: Sendable {
     public var bookmarkInterval: Double
     /// The logger for requests and audit lines.
     public var logger: Logger
+    /// A watch-backed cache of tenants, so admission needs no etcd read for the plan.
+    public let tenants: Informer<Tenant>
 
     /// Makes dependencies over `etcd`.
     public init(
@@ -48,6 +50,7 @@ public struct APIDependencies: Sendable {
         self.heartbeatTTL = heartbeatTTL
         self.bookmarkInterval = bookmarkInterval
         self.logger = logger
+        self.tenants = Informer<Tenant>(store: store, tenant: ObjectMeta.clusterTenant, logger: logger)
     }
 
     var planner: ReplicaPlanner {
@@ -102,6 +105,7 @@ public func buildApplication(
     _ deps: APIDependencies, host: String = "127.0.0.1", port: Int = 8080, services: [any Service] = []
 ) -> some ApplicationProtocol {
     let (router, _) = buildRouter(deps)
+    deps.tenants.start()
     return Hummingbird.Application(
         router: router,
         configuration: .init(address: .hostname(host, port: port), serverName: "gpuplane-api-server"),

@@ -9,6 +9,11 @@ struct Admission: Sendable {
     /// The tenant's record.
     /// - Throws: 403 when the tenant was never provisioned.
     func tenant(_ name: String) async throws -> Tenant {
+        // The cache answers once synced; a tenant it hasn't seen yet (created a moment ago
+        // through another replica) is read from etcd.
+        if deps.tenants.hasSynced, let cached = deps.tenants.get(tenant: ObjectMeta.clusterTenant, name: name) {
+            return cached
+        }
         do {
             return try await deps.store.get(Tenant.self, tenant: ObjectMeta.clusterTenant, name: name)
         } catch let error as StoreError where error.code == .notFound {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CurlHTTP
 import EtcdClient
 import Foundation
 import GPUPlaneAPI
@@ -6,9 +7,7 @@ import GPUPlaneCore
 import GPUPlaneStore
 import GPUPlaneTestSupport
 import Hummingbird
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import Logging
 
 /// `gpuplane-bench api`: applies per second and their latency through a live api-server, next
 /// to raw etcd gateway puts per second at the same concurrency, in one run.
@@ -28,16 +27,17 @@ struct APIBench: AsyncParsableCommand {
         defer { fixture.shutdown() }
         let etcd = try Etcd.Client(Etcd.Configuration(endpoints: fixture.endpoints, requestTimeout: .seconds(10)))
         let admin = Tokens.generate()
-        let deps = APIDependencies(etcd: etcd, catalog: try Catalog.standard(), adminTokens: [admin])
+        var logger = Logger(label: "gpuplane.api")
+        logger.logLevel = .warning
+        let deps = APIDependencies(etcd: etcd, catalog: try Catalog.standard(), adminTokens: [admin], logger: logger)
         let port = TestEnvironment.freePort()
         let app = buildApplication(deps, port: port)
         let server = Task { try await app.runService(gracefulShutdownSignals: []) }
         defer { server.cancel() }
         let base = "http://127.0.0.1:\(port)"
-        let configuration = URLSessionConfiguration.default
-        configuration.httpMaximumConnectionsPerHost = 256
-        configuration.timeoutIntervalForRequest = 30
-        let session = URLSession(configuration: configuration)
+        // The same libcurl transport the etcd baseline uses, so both sides pay the same client cost.
+        let session = CurlHTTP.Client(name: "bench", maxConnections: 128)
+        defer { session.shutdown() }
         try await eventually("api-server answers") { try await Self.call(session, "GET", base + "/healthz").0 == 200 }
         _ = try await deps.store.create(Tenant(metadata: ObjectMeta(name: "bench"), spec: .init(plan: .pro)))
         let (status, body) = try await Self.call(session, "POST", base + "/v1/tokens", token: admin, body: #"{"tenant": "bench", "role": "user"}"#)
@@ -105,13 +105,11 @@ struct APIBench: AsyncParsableCommand {
         return Result(rate: Double(sorted.count) / seconds, p50: pct(0.5), p99: pct(0.99))
     }
 
-    static func call(_ session: URLSession, _ method: String, _ url: String, token: String? = nil, body: String? = nil) async throws -> (Int, Data) {
-        guard let url = URL(string: url) else { throw ValidationError("bad url") }
-        var request = URLRequest(url: url)
-        request.httpMethod = method
-        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        if let body { request.httpBody = Data(body.utf8) }
-        let (data, response) = try await session.data(for: request)
-        return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+    static func call(_ session: CurlHTTP.Client, _ method: String, _ url: String, token: String? = nil, body: String? = nil) async throws -> (Int, Data) {
+        var headers: [CurlHTTP.Header] = []
+        if let token { headers.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
+        let response = try await session.perform(
+            CurlHTTP.Request(method: CurlHTTP.Method(method), url: url, headers: headers, body: body.map { Data($0.utf8) }))
+        return (response.status, response.body)
     }
 }

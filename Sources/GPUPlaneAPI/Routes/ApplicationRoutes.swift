@@ -37,6 +37,8 @@ struct ApplicationRoutes: Sendable {
                     ? "send one application per request (this body has \(manifest.objects.count) documents)"
                     : "this body is a deployment; send it to POST /v1/deployments")
         }
+        // The application and its replicas are read at once; they are independent reads.
+        async let ownReplicas = admission.replicas(of: tenantName, namePrefix: ReplicaPlanner.replicaPrefix(application: name))
         let current: GPUPlaneCore.Application?
         do {
             current = try await deps.store.get(GPUPlaneCore.Application.self, tenant: tenantName, name: name)
@@ -58,8 +60,7 @@ struct ApplicationRoutes: Sendable {
         let wanted = deps.planner.replicas(for: app)
         try await admission.checkGPULimit(
             tenant: tenant, replacing: owner, adding: ReplicaPlanner.wholeGPUs(wanted), field: "application.pods")
-        let old = try await admission.replicas(of: tenantName, namePrefix: ReplicaPlanner.replicaPrefix(application: name))
-            .filter { $0.spec.owner.kind == .application && $0.spec.owner.name == name }
+        let old = try await ownReplicas.filter { $0.spec.owner.kind == .application && $0.spec.owner.name == name }
         let oldByName = Dictionary(old.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
         let changedReplicas = wanted.filter { oldByName[$0.metadata.name]?.spec != $0.spec }
         let removed = old.filter { r in !wanted.contains { $0.metadata.name == r.metadata.name } }
