@@ -127,9 +127,14 @@ struct GPUHealthMonitorTests {
             try await eventually("GPU 4 unhealthy") { monitor.current.health(ofUUID: host.uuids[4])?.healthy == false }
             try await eventually("GPU 4 back in service") { monitor.current.allHealthy }
 
-            // The stream saw it go and come back: healthy, unhealthy (Xid79), healthy.
-            let states = seen.all.compactMap { $0.health(ofUUID: host.uuids[4]) }.map { $0.reason ?? "ok" }
-            let transitions = states.reduce(into: [String]()) { if $1 != $0.last { $0.append($1) } }
+            // The stream saw it go and come back: healthy, unhealthy (Xid79), healthy. The
+            // collector runs on its own task, so wait for it to have the last snapshot too.
+            var transitions: [String] = []
+            try await eventually("the stream shows the GPU back in service") {
+                let states = seen.all.compactMap { $0.health(ofUUID: host.uuids[4]) }.map { $0.reason ?? "ok" }
+                transitions = states.reduce(into: [String]()) { if $1 != $0.last { $0.append($1) } }
+                return transitions.count >= 3
+            }
             #expect(transitions == ["ok", "Xid79", "ok"])
         }
     }

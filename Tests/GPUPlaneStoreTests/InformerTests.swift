@@ -90,6 +90,8 @@ struct InformerTests {
             informer.list().map(\.metadata.name) == ["keep", "new"]
                 && informer.get(tenant: t, name: "keep")?.size == 2
         }
+        // Subscribers get events on their own task: wait until the three changes reached it.
+        try await eventually("subscriber got the changes") { log.values.count >= 5 }
         let after = Array(log.values.dropFirst(2))
         #expect(Set(after) == Set(["add new 5", "upd keep 1->2", "del gone"]))
         #expect(after.count == 3)
