@@ -127,6 +127,9 @@ public final class LeaderSession: Sendable {
         var reportedInvalid: [String: String] = [:]
         /// Unhealthy GPUs already reported (node/uuid).
         var unhealthyReported: Set<String> = []
+        /// Replicas preempted this term, with the words saying by whom (kept in their message
+        /// while they wait).
+        var preempted: [String: String] = [:]
     }
 
     /// Makes a session for `leader`.
@@ -419,6 +422,7 @@ public final class LeaderSession: Sendable {
                     v.status.phase = .pending
                     v.status.message = plan.message(for: victim)
                     unit.ops.append(.update(v))
+                    state.withLock { $0.preempted[victim.key] = plan.message(for: victim) }
                     unit.events.append(.init(
                         involved: Self.reference(v), tenant: v.metadata.tenant, severity: .warning,
                         reason: EventRecorder.Reason.preempted, message: plan.message(for: victim), aggregate: false))
@@ -431,7 +435,8 @@ public final class LeaderSession: Sendable {
                     reason: EventRecorder.Reason.preempting, message: plan.preemptorMessage, aggregate: false))
                 units.append(unit)
             case .refused(let refusal):
-                let summary = refusal.summary
+                var summary = refusal.summary
+                if let preempted = state.withLock({ $0.preempted[key] }) { summary = "\(preempted); waiting: \(summary)" }
                 events.record(.init(
                     involved: Self.reference(replica), tenant: replica.metadata.tenant, severity: .warning,
                     reason: EventRecorder.Reason.failedScheduling, message: summary, aggregate: true))
@@ -457,6 +462,7 @@ public final class LeaderSession: Sendable {
     }
 
     private func bindUnit(_ replica: Replica, _ placement: Placement) -> WriteUnit {
+        state.withLock { _ = $0.preempted.removeValue(forKey: "\(replica.metadata.tenant)/\(replica.metadata.name)") }
         var updated = replica
         var binding = placement.binding
         binding.leaderRevision = leader.revision
