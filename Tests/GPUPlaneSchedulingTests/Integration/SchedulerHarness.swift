@@ -131,6 +131,19 @@ final class SchedulerHarness: @unchecked Sendable {
         return (String(decoding: kv.value, as: UTF8.self), kv.createRevision)
     }
 
+    /// The revision at which the leader key created at `revision` was deleted (its lease
+    /// expired or it resigned), read from etcd's history.
+    func leadershipEnd(createdAt revision: Int64) async throws -> Int64 {
+        let keys = try await client.range(.prefix(Scheduler.defaultElectionName + "/"), revision: revision).kvs
+        guard let key = keys.first(where: { $0.createRevision == revision })?.key else {
+            throw HarnessError("no leader key created at \(revision)")
+        }
+        for try await batch in client.watch(.key(key), startRevision: revision + 1) {
+            if let delete = batch.events.first(where: { $0.type == .delete }) { return delete.revision }
+        }
+        throw HarnessError("watch ended")
+    }
+
     // MARK: Objects, as the api-server writes them
 
     /// Writes a node and, unless told otherwise, its heartbeat key on the shared long lease.
