@@ -9,7 +9,7 @@ import GPUPlaneTestSupport
 @main
 struct GPUPlaneBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "gpuplane-bench", abstract: "Benchmarks of gpuplane's layers.", subcommands: [StoreBench.self])
+        commandName: "gpuplane-bench", abstract: "Benchmarks of gpuplane's layers.", subcommands: [StoreBench.self, SchedulerBench.self])
 }
 
 /// The object the store phases write.
