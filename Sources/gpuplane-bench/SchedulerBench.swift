@@ -128,6 +128,10 @@ struct SchedulerBench: AsyncParsableCommand {
         func pct(_ p: Double) -> Double { latencies.isEmpty ? .nan : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
         let stats = scheduler.currentSession?.statistics
         let boundCount = bound.withLock { $0.count }
+        print(String(
+            format: "# %d nodes: %d bound in %.2f s (%.0f/s), p50 %.0f ms, p99 %.0f ms, etcd txn %.0f/s, %d bind txns, %d passes",
+            nodeCount, boundCount, elapsed, Double(boundCount) / elapsed, pct(0.5), pct(0.99), txnRate,
+            stats?.transactions ?? 0, stats?.passes ?? 0))
 
         // Hand over to the real executable for the failover phases.
         scheduler.shutdown()
@@ -168,10 +172,15 @@ struct SchedulerBench: AsyncParsableCommand {
         func leader() async throws -> String? {
             try await client.leader(Scheduler.defaultElectionName).map { String(decoding: $0.value, as: UTF8.self) }
         }
-        // Free two GPUs so there is room to place after each handover.
-        let victims = try await store.list(Replica.self).items.filter { $0.binding != nil }.prefix(2)
-        for victim in victims {
-            try await store.delete(Replica.self, tenant: victim.metadata.tenant, name: victim.metadata.name)
+        // Drop the replicas left pending (no room) and free three GPUs, so each probe has a place.
+        let all = try await store.list(Replica.self).items
+        let drop = all.filter { $0.binding == nil } + all.filter { $0.binding != nil }.prefix(3)
+        for start in stride(from: 0, to: drop.count, by: 100) {
+            var txn = StoreTransaction()
+            for r in drop[start..<min(start + 100, drop.count)] {
+                txn.delete(Replica.self, tenant: r.metadata.tenant, name: r.metadata.name)
+            }
+            _ = try await store.commit(txn)
         }
         let a = try start("a")
         try await waitFor("a leads", seconds: 60) { try await leader() == "a" }
