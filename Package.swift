@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "gpuplane", targets: ["gpuplane"]),
         .executable(name: "gpuplane-bench", targets: ["gpuplane-bench"]),
         .executable(name: "gpuplane-api-server", targets: ["gpuplane-api-server"]),
+        .executable(name: "gpuplane-scheduler", targets: ["gpuplane-scheduler"]),
         .library(name: "GPUPlaneCore", targets: ["GPUPlaneCore"]),
         .library(name: "GPUPlaneManifest", targets: ["GPUPlaneManifest"]),
         .library(name: "CurlHTTP", targets: ["CurlHTTP"]),
@@ -97,6 +98,15 @@ let package = Package(
             dependencies: [
                 "GPUPlaneCore", "GPUPlaneStore", "EtcdClient",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
+        // The scheduler daemon: flags/env/file configuration, journald, sd_notify, SIGTERM.
+        .executableTarget(
+            name: "gpuplane-scheduler",
+            dependencies: [
+                "GPUPlaneScheduling", "GPUPlaneService", "GPUPlaneStore", "GPUPlaneCore", "EtcdClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         // NVML's published C types (no NVIDIA headers needed to build).
         .target(name: "CNVML"),
@@ -115,10 +125,12 @@ let package = Package(
         .executableTarget(
             name: "gpuplane-bench",
             dependencies: [
-                "EtcdClient", "GPUPlaneStore", "GPUPlaneCore", "GPUPlaneTestSupport", "GPUPlaneAPI", "CurlHTTP",
+                "EtcdClient", "GPUPlaneStore", "GPUPlaneCore", "GPUPlaneScheduling", "GPUPlaneTestSupport",
+                "GPUPlaneAPI", "CurlHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
 
         .testTarget(name: "GPUPlaneCoreTests", dependencies: ["GPUPlaneCore"]),
@@ -145,7 +157,11 @@ let package = Package(
             ]),
         .testTarget(
             name: "GPUPlaneSchedulingTests",
-            dependencies: ["GPUPlaneScheduling", "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneTestSupport"]),
+            dependencies: [
+                "GPUPlaneScheduling", "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
         .testTarget(
             name: "GPUPlaneAgentTests",
             dependencies: ["GPUPlaneAgent", "GPUPlaneCore", "GPUPlaneTestSupport", "FakeNVML", "CurlHTTP"]),

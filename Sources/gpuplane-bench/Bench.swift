@@ -9,7 +9,8 @@ import GPUPlaneTestSupport
 @main
 struct GPUPlaneBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "gpuplane-bench", abstract: "Benchmarks of gpuplane's layers.", subcommands: [StoreBench.self, APIBench.self])
+        commandName: "gpuplane-bench", abstract: "Benchmarks of gpuplane's layers.",
+        subcommands: [StoreBench.self, APIBench.self, SchedulerBench.self])
 }
 
 /// The object the store phases write.

@@ -1,0 +1,324 @@
+import EtcdClient
+import Foundation
+import GPUPlaneCore
+import GPUPlaneStore
+import Logging
+import ServiceLifecycle
+
+/// The scheduler daemon's service: campaigns for leadership over etcd and, while it leads,
+/// runs a ``LeaderSession`` (placement, preemption, node lifecycle, usage meter, warm pool).
+/// Replicas that don't lead stand by in the campaign.
+///
+/// - Every replica holds its own lease (``Configuration/leaseTTL``, 3 s by default) kept alive
+///   while it runs; the leader's election key is attached to it.
+/// - On graceful shutdown (SIGTERM) the leader resigns at once (its key is deleted and its
+///   lease revoked), so a standby takes over without waiting for the lease to expire.
+/// - When the lease is lost (a renewal is refused, or none succeeded within the TTL) the
+///   session is cancelled at once and the replica campaigns again with a new lease.
+/// - Every write of the session carries the leader key's fence, so a deposed leader that
+///   still believes it leads (paused, partitioned) can never commit.
+public final class Scheduler: Service, Sendable {
+    /// Settings of one scheduler replica.
+    public struct Configuration: Sendable {
+        /// This replica's name, proclaimed as the election's value (host name and pid by default).
+        public var identity: String
+        /// The election's name in etcd.
+        public var electionName: String
+        /// The lease's time to live, seconds (etcd rounds very small values up).
+        public var leaseTTL: Int64
+        /// What the session does while leading.
+        public var session: LeaderSession.Configuration
+        /// The pause before campaigning again after a lost lease or a failed session.
+        public var retryDelay: Duration
+
+        /// Makes a configuration.
+        public init(
+            identity: String = Scheduler.defaultIdentity(), electionName: String = Scheduler.defaultElectionName,
+            leaseTTL: Int64 = 3, session: LeaderSession.Configuration = .init(),
+            retryDelay: Duration = .milliseconds(200)
+        ) {
+            self.identity = identity
+            self.electionName = electionName
+            self.leaseTTL = leaseTTL
+            self.session = session
+            self.retryDelay = retryDelay
+        }
+    }
+
+    /// Where this replica stands.
+    public enum Role: Sendable, Hashable, CustomStringConvertible {
+        /// Not yet campaigning.
+        case starting
+        /// Campaigning; another replica leads (or none yet).
+        case standby
+        /// Leading; `revision` is the leader key's create revision, written into every binding.
+        case leader(revision: Int64)
+        /// Stopped after graceful shutdown.
+        case stopped
+
+        public var description: String {
+            switch self {
+            case .starting: return "starting"
+            case .standby: return "standby"
+            case .leader(let revision): return "leader (revision \(revision))"
+            case .stopped: return "stopped"
+            }
+        }
+    }
+
+    /// The election every scheduler replica campaigns in.
+    public static let defaultElectionName = "/gpuplane/election/scheduler"
+
+    /// `<host>-<pid>`.
+    public static func defaultIdentity() -> String {
+        "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+    }
+
+    /// The settings.
+    public let configuration: Configuration
+    /// The store the session writes through.
+    public let store: ResourceStore
+    /// The pipeline the session places with.
+    public let pipeline: Pipeline
+    private let logger: Logger
+    private let onStatus: @Sendable (String) -> Void
+    private let state = Locked(State())
+
+    private struct State {
+        var role: Role = .starting
+        var terms = 0
+        var shutdown = false
+        var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
+        var session: LeaderSession?
+    }
+
+    /// Makes a scheduler replica.
+    ///
+    /// - Parameters:
+    ///   - onStatus: called with a line for `sd_notify` `STATUS=` whenever the role changes
+    ///     ("leader (revision 42)", "standby").
+    public init(
+        store: ResourceStore, pipeline: Pipeline, configuration: Configuration = .init(),
+        logger: Logger = Logger(label: "gpuplane.scheduler"), onStatus: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
+        self.store = store
+        self.pipeline = pipeline
+        self.configuration = configuration
+        self.logger = logger
+        self.onStatus = onStatus
+    }
+
+    /// Where this replica stands now.
+    public var role: Role { state.withLock { $0.role } }
+
+    /// Whether this replica leads now.
+    public var isLeader: Bool {
+        if case .leader = role { return true }
+        return false
+    }
+
+    /// Leadership terms won so far.
+    public var termsWon: Int { state.withLock { $0.terms } }
+
+    /// The session of the current term, while leading (tests read its counters).
+    public var currentSession: LeaderSession? { state.withLock { $0.session } }
+
+    /// Starts graceful shutdown as SIGTERM would: resign at once and return from ``run()``.
+    public func shutdown() {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.shutdown = true
+            defer { s.shutdownWaiters.removeAll() }
+            return s.shutdownWaiters
+        }
+        for w in waiters { w.resume() }
+    }
+
+    /// Campaigns and leads until graceful shutdown (or cancellation).
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await self.campaignLoop()
+        } onGracefulShutdown: {
+            self.shutdown()
+        }
+    }
+
+    // MARK: Terms
+
+    private enum TermEnd: Sendable {
+        case shutdown
+        case leaseLost(String)
+        case failed(String)
+    }
+
+    private func campaignLoop() async throws {
+        defer { setRole(.stopped) }
+        while !isShuttingDown, !Task.isCancelled {
+            let lease: Etcd.LeaseGrant
+            do {
+                lease = try await store.client.grantLease(ttl: configuration.leaseTTL)
+            } catch {
+                logger.warning("cannot grant a lease; retrying", metadata: ["error": "\(error)"])
+                try? await sleepUnlessShutdown(configuration.retryDelay * 5)
+                continue
+            }
+            let leader = Locked<Etcd.LeaderKey?>(nil)
+            let end = await term(lease: lease, leader: leader)
+            // Resign at once: deleting the key hands over now; revoking the lease cleans up.
+            if let key = leader.withLock({ $0 }) {
+                do { try await store.client.resign(key) } catch {
+                    logger.warning("resign failed; the lease will expire", metadata: ["error": "\(error)"])
+                }
+            }
+            try? await store.client.revokeLease(lease.id)
+            state.withLock { $0.session = nil }
+            switch end {
+            case .shutdown:
+                logger.info("stopped; resigned", metadata: ["lease": "\(lease.id)"])
+                return
+            case .leaseLost(let why):
+                logger.warning("leadership or lease lost; campaigning again", metadata: ["why": "\(why)"])
+            case .failed(let why):
+                logger.error("session failed; campaigning again", metadata: ["error": "\(why)"])
+            }
+            setRole(.standby)
+            try? await sleepUnlessShutdown(configuration.retryDelay)
+        }
+    }
+
+    /// One lease: keep it alive, campaign, lead; returns at the first of shutdown, lease loss
+    /// or session failure, with every child task cancelled.
+    private func term(lease: Etcd.LeaseGrant, leader: Locked<Etcd.LeaderKey?>) async -> TermEnd {
+        let lastRenewal = Locked(ContinuousClock.now)
+        let ttl = Duration.seconds(max(lease.ttl, 1))
+        return await withTaskGroup(of: TermEnd.self) { group in
+            group.addTask {
+                await self.waitForShutdown()
+                return .shutdown
+            }
+            group.addTask {
+                // Renewals; the stream throws when etcd says the lease is gone.
+                do {
+                    for try await _ in self.store.client.keepAlive(lease.id, ttl: lease.ttl) {
+                        lastRenewal.withLock { $0 = ContinuousClock.now }
+                    }
+                    return Task.isCancelled ? .shutdown : .leaseLost("keep-alive ended")
+                } catch {
+                    return .leaseLost("keep-alive failed: \(error)")
+                }
+            }
+            group.addTask {
+                // A local deadline: no renewal within the TTL (less a margin) means the lease
+                // may be gone in etcd already; stop leading before anyone else can lead.
+                let margin = min(ttl / 4, .milliseconds(500))
+                while !Task.isCancelled {
+                    let since = ContinuousClock.now - lastRenewal.withLock { $0 }
+                    if since >= ttl - margin { return .leaseLost("no renewal for \(since)") }
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+                return .shutdown
+            }
+            group.addTask {
+                do {
+                    self.setRole(.standby)
+                    let key = try await self.store.client.campaign(
+                        self.configuration.electionName, lease: lease.id, value: self.configuration.identity)
+                    leader.withLock { $0 = key }
+                    let session = LeaderSession(
+                        store: self.store, pipeline: self.pipeline, leader: key,
+                        configuration: self.configuration.session, logger: self.logger)
+                    self.state.withLock {
+                        $0.session = session
+                        $0.terms += 1
+                    }
+                    self.setRole(.leader(revision: key.revision))
+                    self.logger.info(
+                        "leading", metadata: ["revision": "\(key.revision)", "identity": "\(self.configuration.identity)"])
+                    try await session.run()
+                    return Task.isCancelled ? .shutdown : .failed("session returned")
+                } catch let error as SchedulerError where error.code == .leadershipLost {
+                    return .leaseLost(error.message)
+                } catch {
+                    if Task.isCancelled { return .shutdown }
+                    return .failed("\(error)")
+                }
+            }
+            let first = await group.next() ?? .shutdown
+            group.cancelAll()
+            // Children end promptly on cancellation; wait so no write outlives the term.
+            while await group.next() != nil {}
+            return isShuttingDown ? .shutdown : first
+        }
+    }
+
+    // MARK: Pieces
+
+    private var isShuttingDown: Bool { state.withLock { $0.shutdown } }
+
+    private func setRole(_ role: Role) {
+        let changed = state.withLock { s -> Bool in
+            guard s.role != role, s.role != .stopped else { return false }
+            s.role = role
+            return true
+        }
+        if changed { onStatus(role.description) }
+    }
+
+    private func waitForShutdown() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { s -> Bool in
+                    if s.shutdown { return true }
+                    s.shutdownWaiters.append(c)
+                    return false
+                }
+                if now { c.resume() }
+            }
+        } onCancel: {
+            // Wake every waiter; those whose task goes on check `shutdown` themselves.
+            let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+                defer { s.shutdownWaiters.removeAll() }
+                return s.shutdownWaiters
+            }
+            for w in waiters { w.resume() }
+        }
+    }
+
+    private func sleepUnlessShutdown(_ duration: Duration) async throws {
+        let deadline = ContinuousClock.now + duration
+        while ContinuousClock.now < deadline, !isShuttingDown {
+            try await Task.sleep(for: min(.milliseconds(50), deadline - ContinuousClock.now))
+        }
+    }
+}
+
+/// A value behind a lock.
+final class Locked<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Value
+    init(_ value: Value) { self.value = value }
+    func withLock<T>(_ body: (inout Value) throws -> T) rethrows -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&value)
+    }
+}
+
+extension Scheduler {
+    /// Parses warm-pool entries `slug=count` (as the `warm-pool` setting lists them) against
+    /// the catalog: only Mode 2 and Mode 3 slugs have model servers.
+    /// - Throws: ``SchedulerError/Code/invalidConfiguration`` naming the bad entry.
+    public static func parseWarmPool(_ entries: [String], catalog: Catalog) throws(SchedulerError) -> [String: Int] {
+        var pool: [String: Int] = [:]
+        for entry in entries {
+            let parts = entry.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2, let count = Int(parts[1]), count >= 0 else {
+                throw SchedulerError(.invalidConfiguration, "warm-pool entry '\(entry)' is not slug=count")
+            }
+            guard let model = catalog.model(parts[0]), model.mode != .dedicated else {
+                throw SchedulerError(.invalidConfiguration, "warm-pool slug '\(parts[0])' is not a Mode 2 or Mode 3 catalog model")
+            }
+            pool[model.slug] = count
+        }
+        return pool
+    }
+}

@@ -1,0 +1,47 @@
+import Foundation
+import GPUPlaneCore
+import GPUPlaneStore
+
+/// One write of the leader: committed only inside a fenced transaction.
+enum WriteOp: Sendable {
+    /// Create; fails the transaction when the object exists.
+    case create(any Resource)
+    /// Replace, if still at the object's resourceVersion.
+    case update(any Resource)
+    /// Delete, if still at the object's resourceVersion.
+    case delete(any Resource)
+
+    var object: any Resource {
+        switch self {
+        case .create(let o), .update(let o), .delete(let o): return o
+        }
+    }
+
+    var kind: ResourceKind { type(of: object).kind }
+}
+
+/// Writes that must commit together (a preemption and its preemptor's binding; a node and
+/// the replicas it loses), and the events to record once they did.
+struct WriteUnit: Sendable {
+    var ops: [WriteOp]
+    var events: [EventRecorder.Occurrence] = []
+    /// Bindings in the unit (for counters).
+    var bindings: [Binding] = []
+}
+
+extension StoreTransaction {
+    mutating func add(_ op: WriteOp) throws {
+        switch op {
+        case .create(let o): try addCreate(o)
+        case .update(let o): try addUpdate(o)
+        case .delete(let o): addDelete(o)
+        }
+    }
+
+    private mutating func addCreate<R: Resource>(_ object: R) throws { try create(object) }
+    private mutating func addUpdate<R: Resource>(_ object: R) throws { try update(object) }
+    private mutating func addDelete<R: Resource>(_ object: R) {
+        delete(R.self, tenant: object.metadata.tenant, name: object.metadata.name,
+               expectedVersion: object.metadata.resourceVersion)
+    }
+}
