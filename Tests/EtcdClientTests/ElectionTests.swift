@@ -9,7 +9,8 @@ struct ElectionTests {
         let client = try await SharedEtcd.client()
         let name = uniquePrefix("election") + "leader"
         let leaseA = try await client.grantLease(ttl: 30)
-        let leaseB = try await client.grantLease(ttl: 2)
+        // Long enough that a loaded machine renews it in time (keep-alive every TTL/3).
+        let leaseB = try await client.grantLease(ttl: 6)
         let leaseC = try await client.grantLease(ttl: 30)
 
         let a = try await client.campaign(name, lease: leaseA.id, value: "a")
