@@ -12,7 +12,7 @@ public enum APIServerMain {
     public static let keys: [ConfigurationKey] = [
         ConfigurationKey("listen", .string, default: "127.0.0.1", help: "address to listen on"),
         ConfigurationKey("port", .int, default: "8080", help: "port to listen on"),
-        ConfigurationKey("etcd-endpoints", .list, default: "http://127.0.0.1:2379", help: "etcd client URLs, comma-separated"),
+        ConfigurationKey("etcd.endpoints", .list, default: "http://127.0.0.1:2379", help: "etcd client URLs, comma-separated"),
         ConfigurationKey("admin-token-file", .string, help: "file holding bootstrap admin tokens, one per line"),
         ConfigurationKey("catalog-file", .string, help: "operator catalog (JSON) overriding the bundled one"),
         ConfigurationKey("max-gpu-memory", .int, default: "96", help: "largest gpu.memoryGB the fleet can give"),
@@ -40,7 +40,7 @@ public enum APIServerMain {
                     .filter { !$0.isEmpty && !$0.hasPrefix("#") }
             }
             if adminTokens.isEmpty { logger.warning("no admin token configured (--admin-token-file): only issued tokens will work") }
-            let etcd = try Etcd.Client(Etcd.Configuration(endpoints: try config.list("etcd-endpoints") ?? ["http://127.0.0.1:2379"]))
+            let etcd = try Etcd.Client(Etcd.Configuration(endpoints: try config.list("etcd.endpoints") ?? ["http://127.0.0.1:2379"]))
             let deps = APIDependencies(
                 etcd: etcd, catalog: catalog, adminTokens: adminTokens,
                 maxGPUMemoryGB: try config.int("max-gpu-memory") ?? 96,

@@ -1,0 +1,163 @@
+import CurlHTTP
+import Foundation
+
+/// A whole gpuplane on one machine, for the README's first command and the end-to-end test:
+/// etcd, a podman service with fake GPUs (CDI) and a locally built image, the fake NVML, and the
+/// real `gpuplane-api-server`, `gpuplane-scheduler` and `gpuplane-node-agent` executables.
+public final class LocalCluster: @unchecked Sendable {
+    /// The api-server's base URL.
+    public let apiURL: String
+    /// The admin token.
+    public let adminToken: String
+    /// The node's name.
+    public let nodeName: String
+    /// The podman service and its fake GPUs.
+    public let podman: PodmanFixture
+    /// Where configuration and the daemons' logs are.
+    public let directory: URL
+    private let etcd: EtcdFixture
+    private let daemons: [(name: String, process: ChildProcess)]
+    private let http = CurlHTTP.Client(name: "local-cluster", maxConnections: 8)
+
+    /// Why the cluster could not start or a call failed.
+    public struct Failure: Error, CustomStringConvertible {
+        /// What went wrong, with the tail of the logs that tell why.
+        public let description: String
+
+        /// Makes a failure.
+        public init(description: String) { self.description = description }
+    }
+
+    private init(
+        apiURL: String, adminToken: String, nodeName: String, podman: PodmanFixture, directory: URL,
+        etcd: EtcdFixture, daemons: [(name: String, process: ChildProcess)]
+    ) {
+        self.apiURL = apiURL
+        self.adminToken = adminToken
+        self.nodeName = nodeName
+        self.podman = podman
+        self.directory = directory
+        self.etcd = etcd
+        self.daemons = daemons
+    }
+
+    /// Starts everything with `binaries` holding the built executables and `libFakeNVML.so`,
+    /// and waits until the node is registered.
+    public static func start(binaries: URL, gpus: Int = 8, log: (String) -> Void = { _ in }) async throws -> LocalCluster {
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "local-cluster")
+        log("etcd…")
+        let etcd = try await EtcdFixture.start()
+        log("podman with \(gpus) fake GPUs…")
+        let podman = try await PodmanFixture.start()
+        var daemons: [(String, ChildProcess)] = []
+        func launch(_ name: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+            let process = try ChildProcess(
+                executable: binaries.appendingPathComponent(name).path, arguments: arguments,
+                environment: environment.merging(["GPUPLANE_CONFIG": "/dev/null"]) { a, _ in a },
+                logFile: directory.appendingPathComponent("\(name).log"))
+            daemons.append((name, process))
+        }
+        do {
+            let admin = "gp_local_admin_" + UUID().uuidString.lowercased().filter { $0 != "-" }
+            let adminFile = directory.appendingPathComponent("admin-token")
+            try admin.write(to: adminFile, atomically: true, encoding: .utf8)
+            let port = TestEnvironment.freePort()
+            let apiURL = "http://127.0.0.1:\(port)"
+            log("gpuplane-api-server on \(apiURL)…")
+            try launch("gpuplane-api-server", [
+                "--port", "\(port)", "--etcd.endpoints", etcd.endpoints.joined(separator: ","),
+                "--admin-token-file", adminFile.path, "--heartbeat-ttl", "5", "--log-level", "notice",
+            ])
+            log("gpuplane-scheduler…")
+            try launch("gpuplane-scheduler", [
+                "--etcd.endpoints", etcd.endpoints.joined(separator: ","), "--meter-interval", "60s",
+                "--log-destination", "stderr", "--log-level", "notice",
+            ])
+            let cluster = LocalCluster(
+                apiURL: apiURL, adminToken: admin, nodeName: "local-gpu-0", podman: podman, directory: directory,
+                etcd: etcd, daemons: [])
+            try await eventually("the api-server answers", timeout: 60) { try await cluster.call("GET", "/readyz").status == 200 }
+            let token = try await cluster.json("POST", "/v1/tokens", token: admin, body: #"{"role": "node", "node": "local-gpu-0"}"#)["token"] as? String
+            guard let token else { throw Failure(description: "the api-server issued no node token") }
+            let tokenFile = directory.appendingPathComponent("node-token")
+            try token.write(to: tokenFile, atomically: true, encoding: .utf8)
+            let nvmlConfig = directory.appendingPathComponent("fake-nvml.conf")
+            let lines = ["driver 550.54.15"] + podman.fakeGPUs.prefix(gpus).map {
+                "gpu index=\($0.index) uuid=\($0.uuid) name=\"NVIDIA H100 80GB HBM3\" memory_mib=81559 temp=35 power_mw=70000 pci=0000:\(String(format: "%02x", 0x18 + $0.index)):00.0"
+            }
+            try (lines.joined(separator: "\n") + "\n").write(to: nvmlConfig, atomically: true, encoding: .utf8)
+            _ = FileManager.default.createFile(atPath: directory.appendingPathComponent("fake-nvml.events").path, contents: nil)
+            log("gpuplane-node-agent with the fake NVML…")
+            try launch(
+                "gpuplane-node-agent",
+                [
+                    "--api-server", apiURL, "--node-token-file", tokenFile.path, "--node-name", "local-gpu-0",
+                    "--gpu-mode", "dedicated", "--engine-socket", podman.socketPath, "--cdi-gpu-kind", podman.cdiKind,
+                    "--nvml-library", binaries.appendingPathComponent("libFakeNVML.so").path, "--stop-grace-period", "2s",
+                    "--log-level", "notice",
+                ],
+                environment: [
+                    "GPUPLANE_FAKE_NVML_CONFIG": nvmlConfig.path,
+                    "GPUPLANE_FAKE_NVML_EVENTS": directory.appendingPathComponent("fake-nvml.events").path,
+                ])
+            let running = LocalCluster(
+                apiURL: apiURL, adminToken: admin, nodeName: "local-gpu-0", podman: podman, directory: directory,
+                etcd: etcd, daemons: daemons)
+            try await eventually("the node registers and is Ready", timeout: 90) {
+                let node = try await running.json("GET", "/v1/nodes/local-gpu-0", token: admin)
+                let conditions = (node["status"] as? [String: Any])?["conditions"] as? [[String: Any]] ?? []
+                return conditions.contains { $0["type"] as? String == "Ready" && $0["status"] as? Bool == true }
+            }
+            return running
+        } catch {
+            let logs = daemons.map { "--- \($0.0) ---\n\($0.1.logTail(bytes: 2000))" }.joined(separator: "\n")
+            for (_, process) in daemons.reversed() { process.stop(timeout: 5) }
+            podman.shutdown()
+            etcd.shutdown()
+            throw Failure(description: "\(error)\n\(logs)")
+        }
+    }
+
+    /// One HTTP call to the api-server.
+    public func call(_ method: String, _ path: String, token: String? = nil, body: String? = nil) async throws -> (status: Int, body: Data) {
+        var headers: [CurlHTTP.Header] = []
+        if let token { headers.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
+        let response = try await http.perform(
+            CurlHTTP.Request(method: CurlHTTP.Method(method), url: apiURL + path, headers: headers, body: body.map { Data($0.utf8) }, timeout: .seconds(10)))
+        return (response.status, response.body)
+    }
+
+    /// One call whose answer is a JSON object.
+    public func json(_ method: String, _ path: String, token: String? = nil, body: String? = nil) async throws -> [String: Any] {
+        let (status, data) = try await call(method, path, token: token, body: body)
+        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw Failure(description: "\(method) \(path): \(status) \(String(decoding: data, as: UTF8.self))")
+        }
+        return object
+    }
+
+    /// A tenant on `plan` and a user token for it.
+    public func tenant(_ name: String, plan: String) async throws -> String {
+        let created = try await call("POST", "/v1/tenants", token: adminToken, body: #"{"name": "\#(name)", "plan": "\#(plan)"}"#)
+        guard created.status == 201 || created.status == 409 else {
+            throw Failure(description: "creating tenant \(name): \(created.status) \(String(decoding: created.body, as: UTF8.self))")
+        }
+        guard let token = try await json("POST", "/v1/tokens", token: adminToken, body: #"{"tenant": "\#(name)", "role": "user"}"#)["token"] as? String else {
+            throw Failure(description: "no token for tenant \(name)")
+        }
+        return token
+    }
+
+    /// The last lines each daemon wrote, for failure reports.
+    public func logTails(bytes: Int = 3000) -> String {
+        daemons.map { "--- \($0.name) ---\n\($0.process.logTail(bytes: bytes))" }.joined(separator: "\n")
+    }
+
+    /// Stops the daemons (agent first, so it stops its containers), podman and etcd.
+    public func shutdown() {
+        for (_, process) in daemons.reversed() { process.stop(timeout: 15) }
+        http.shutdown()
+        podman.shutdown()
+        etcd.shutdown()
+    }
+}

@@ -1,0 +1,59 @@
+import Foundation
+import GPUPlaneTestSupport
+
+/// `gpuplane-local [--example FILE] [--keep-running]`: starts etcd, podman with fake GPUs and
+/// the three daemons, applies the example as an Enterprise tenant, and shows it placed and
+/// running, with what the container sees of its GPU.
+let arguments = CommandLine.arguments.dropFirst()
+let keepRunning = arguments.contains("--keep-running")
+let example = arguments.firstIndex(of: "--example").flatMap { arguments.index(after: $0) < arguments.endIndex ? arguments[arguments.index(after: $0)] : nil }
+    ?? "examples/local-gpu-app.yaml"
+let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+
+func say(_ line: String) { print("==> \(line)") }
+
+do {
+    guard let manifest = try? String(contentsOfFile: example, encoding: .utf8) else {
+        throw LocalCluster.Failure(description: "cannot read \(example)")
+    }
+    let cluster = try await LocalCluster.start(binaries: binaries, log: say)
+    defer { cluster.shutdown() }
+    say("cluster up: api-server \(cluster.apiURL), node \(cluster.nodeName) with 8 fake H100s; logs in \(cluster.directory.path)")
+    let token = try await cluster.tenant("demo", plan: "enterprise")
+    say("applying \(example) as tenant demo (enterprise)")
+    let applied = try await cluster.call("POST", "/v1/applications", token: token, body: manifest)
+    print(String(decoding: applied.body, as: UTF8.self))
+    guard applied.status == 201 || applied.status == 200 else {
+        throw LocalCluster.Failure(description: "apply answered \(applied.status)")
+    }
+    var replica: [String: Any] = [:]
+    try await eventually("the replica is placed and running", timeout: 120, every: 0.5) {
+        let items = try await cluster.json("GET", "/v1/replicas", token: token)["items"] as? [[String: Any]] ?? []
+        replica = items.first ?? [:]
+        return (replica["status"] as? [String: Any])?["phase"] as? String == "running"
+    }
+    let name = (replica["metadata"] as? [String: Any])?["name"] as? String ?? "?"
+    let binding = replica["binding"] as? [String: Any] ?? [:]
+    let status = replica["status"] as? [String: Any] ?? [:]
+    say("REPLICA \(name)  NODE \(binding["node"] ?? "-")  GPUS \(binding["gpuIndices"] ?? "-")  PHASE \(status["phase"] ?? "-")  CONTAINER \(String(describing: status["containerID"] ?? "-").prefix(12))")
+    let containers = try cluster.podman.podman(["ps", "--format", "{{.Names}}"]).split(separator: "\n")
+    for container in containers {
+        say("inside \(container):")
+        print(try cluster.podman.podman(["logs", String(container)]))
+    }
+    if keepRunning {
+        say("running; press Ctrl-C to stop (api-server \(cluster.apiURL), admin token \(cluster.adminToken))")
+        let stop = DispatchSemaphore(value: 0)
+        signal(SIGINT) { _ in }
+        let source = DispatchSource.makeSignalSource(signal: SIGINT)
+        source.setEventHandler { stop.signal() }
+        source.resume()
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async { stop.wait(); c.resume() }
+        }
+    }
+    say("stopping")
+} catch {
+    FileHandle.standardError.write(Data("gpuplane-local: \(error)\n".utf8))
+    exit(1)
+}
