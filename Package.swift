@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "gpuplane", targets: ["gpuplane"]),
         .executable(name: "gpuplane-bench", targets: ["gpuplane-bench"]),
         .executable(name: "gpuplane-api-server", targets: ["gpuplane-api-server"]),
+        .executable(name: "gpuplane-node-agent", targets: ["gpuplane-node-agent"]),
         .library(name: "GPUPlaneCore", targets: ["GPUPlaneCore"]),
         .library(name: "GPUPlaneManifest", targets: ["GPUPlaneManifest"]),
         .library(name: "CurlHTTP", targets: ["CurlHTTP"]),
@@ -104,8 +105,10 @@ let package = Package(
         .target(
             name: "GPUPlaneAgent",
             dependencies: [
-                "GPUPlaneCore", "CNVML", "CurlHTTP", .product(name: "Logging", package: "swift-log"),
+                "GPUPlaneCore", "CNVML", "CurlHTTP", "GPUPlaneService", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
+        .executableTarget(name: "gpuplane-node-agent", dependencies: ["GPUPlaneAgent"]),
         // A C shared library exporting NVML's symbols, with GPUs from a file and injectable events.
         .target(name: "FakeNVML", dependencies: ["CNVML"]),
         // Starts real etcd and journald processes on loopback for tests and benchmarks.
@@ -147,6 +150,10 @@ let package = Package(
             dependencies: ["GPUPlaneScheduling", "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneTestSupport"]),
         .testTarget(
             name: "GPUPlaneAgentTests",
-            dependencies: ["GPUPlaneAgent", "GPUPlaneCore", "GPUPlaneTestSupport", "FakeNVML", "CurlHTTP"]),
+            dependencies: [
+                "GPUPlaneAgent", "GPUPlaneCore", "GPUPlaneTestSupport", "FakeNVML", "CurlHTTP", "GPUPlaneAPI",
+                "GPUPlaneStore", "EtcdClient", "GPUPlaneService", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
     ]
 )
