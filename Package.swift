@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "gpuplane-bench", targets: ["gpuplane-bench"]),
         .executable(name: "gpuplane-api-server", targets: ["gpuplane-api-server"]),
         .executable(name: "gpuplane-scheduler", targets: ["gpuplane-scheduler"]),
+        .executable(name: "gpuplane-node-agent", targets: ["gpuplane-node-agent"]),
         .library(name: "GPUPlaneCore", targets: ["GPUPlaneCore"]),
         .library(name: "GPUPlaneManifest", targets: ["GPUPlaneManifest"]),
         .library(name: "CurlHTTP", targets: ["CurlHTTP"]),
@@ -114,8 +115,10 @@ let package = Package(
         .target(
             name: "GPUPlaneAgent",
             dependencies: [
-                "GPUPlaneCore", "CNVML", "CurlHTTP", .product(name: "Logging", package: "swift-log"),
+                "GPUPlaneCore", "CNVML", "CurlHTTP", "GPUPlaneService", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
+        .executableTarget(name: "gpuplane-node-agent", dependencies: ["GPUPlaneAgent"]),
         // A C shared library exporting NVML's symbols, with GPUs from a file and injectable events.
         .target(name: "FakeNVML", dependencies: ["CNVML"]),
         // Starts real etcd and journald processes on loopback for tests and benchmarks.
@@ -166,6 +169,10 @@ let package = Package(
             ]),
         .testTarget(
             name: "GPUPlaneAgentTests",
-            dependencies: ["GPUPlaneAgent", "GPUPlaneCore", "GPUPlaneTestSupport", "FakeNVML", "CurlHTTP"]),
+            dependencies: [
+                "GPUPlaneAgent", "GPUPlaneCore", "GPUPlaneTestSupport", "FakeNVML", "CurlHTTP", "GPUPlaneAPI",
+                "GPUPlaneStore", "EtcdClient", "GPUPlaneService", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
     ]
 )

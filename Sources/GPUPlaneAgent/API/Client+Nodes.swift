@@ -1,0 +1,57 @@
+import Foundation
+import GPUPlaneCore
+
+/// What a node-agent registers: its name, labels, machine type and GPUs.
+public struct NodeRegistration: Codable, Sendable, Hashable {
+    /// The node's name (a DNS label); the node token must speak for it.
+    public var name: String
+    /// Labels, among them `gpu-mode=dedicated|large|shared`.
+    public var labels: [String: String]
+    /// The machine type, when the agent matched one; the api-server matches one from the GPUs
+    /// otherwise.
+    public var machineType: String?
+    /// The GPUs.
+    public var gpus: [GPUDevice]
+    /// The address the gateway reaches this node's containers on.
+    public var address: String?
+
+    /// Makes a registration.
+    public init(name: String, labels: [String: String], machineType: String? = nil, gpus: [GPUDevice], address: String? = nil) {
+        self.name = name
+        self.labels = labels
+        self.machineType = machineType
+        self.gpus = gpus
+        self.address = address
+    }
+}
+
+extension NodeAPI.Client {
+    /// Registers (or refreshes) the node, marks it Ready and starts its heartbeat lease.
+    /// Maps to `POST /v1/nodes`.
+    @discardableResult
+    public func register(_ registration: NodeRegistration) async throws(NodeAPIError) -> Node {
+        let path = "/v1/nodes"
+        return try await call(.post, path, body: try Self.encode(registration, path: path), as: Node.self)
+    }
+
+    /// Renews the node's heartbeat lease and returns its TTL in seconds.
+    /// Maps to `POST /v1/nodes/{name}/heartbeat`.
+    @discardableResult
+    public func heartbeat(node: String) async throws(NodeAPIError) -> Int {
+        struct Answer: Decodable { var ttlSeconds: Int }
+        return try await call(.post, "/v1/nodes/\(Self.segment(node))/heartbeat", as: Answer.self).ttlSeconds
+    }
+
+    /// Replaces the node's reported status (GPU health, containers, conditions; the api-server
+    /// keeps its own `Ready`). Maps to `PUT /v1/nodes/{name}/status`.
+    @discardableResult
+    public func reportStatus(node: String, _ status: NodeStatus) async throws(NodeAPIError) -> Node {
+        let path = "/v1/nodes/\(Self.segment(node))/status"
+        return try await call(.put, path, body: try Self.encode(status, path: path), as: Node.self)
+    }
+
+    /// The node as stored. Maps to `GET /v1/nodes/{name}`.
+    public func node(_ name: String) async throws(NodeAPIError) -> Node {
+        try await call(.get, "/v1/nodes/\(Self.segment(name))", as: Node.self)
+    }
+}

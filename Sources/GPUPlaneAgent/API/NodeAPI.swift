@@ -1,0 +1,197 @@
+import CurlHTTP
+import Foundation
+import GPUPlaneCore
+import Logging
+
+/// The node-agent's client of the api-server: the only service the agent speaks to, always
+/// with its node token.
+///
+/// ```swift
+/// let api = NodeAPI.Client(.init(baseURL: "http://10.0.0.1:8080", token: token))
+/// try await api.register(NodeRegistration(name: "gpu-7", labels: ["gpu-mode": "dedicated"], gpus: gpus))
+/// for await change in api.replicaChanges() { … }
+/// ```
+public enum NodeAPI {}
+
+extension NodeAPI {
+    /// How to reach the api-server.
+    public struct Configuration: Sendable {
+        /// The api-server's base URL, e.g. `http://10.0.0.1:8080` (no trailing path).
+        public var baseURL: String
+        /// The node token, sent as `Authorization: Bearer …`.
+        public var token: String
+        /// The deadline of one unary call.
+        public var requestTimeout: Duration
+        /// The deadline of connecting.
+        public var connectTimeout: Duration
+        /// How many times an idempotent call is sent again after no answer or 502/503/504.
+        public var maxRetries: Int
+        /// The first pause between retries; it doubles each time.
+        public var retryBackoff: Duration
+        /// A watch that sends nothing (not even a bookmark) for this long is dropped and
+        /// resumed from its last resourceVersion.
+        public var watchIdleTimeout: Duration
+        /// The longest pause before a watch reconnects (the pause doubles from
+        /// ``retryBackoff`` while reconnects fail).
+        public var watchMaxBackoff: Duration
+        /// TLS files, for an `https` base URL.
+        public var tls: CurlHTTP.TLS?
+        /// Where the client logs.
+        public var logger: Logger
+
+        /// Makes a configuration.
+        public init(
+            baseURL: String, token: String, requestTimeout: Duration = .seconds(5),
+            connectTimeout: Duration = .seconds(2), maxRetries: Int = 3, retryBackoff: Duration = .milliseconds(200),
+            watchIdleTimeout: Duration = .seconds(45), watchMaxBackoff: Duration = .seconds(5),
+            tls: CurlHTTP.TLS? = nil, logger: Logger = Logger(label: "gpuplane.agent.api")
+        ) {
+            var base = baseURL
+            while base.hasSuffix("/") { base.removeLast() }
+            self.baseURL = base
+            self.token = token
+            self.requestTimeout = requestTimeout
+            self.connectTimeout = connectTimeout
+            self.maxRetries = maxRetries
+            self.retryBackoff = retryBackoff
+            self.watchIdleTimeout = watchIdleTimeout
+            self.watchMaxBackoff = watchMaxBackoff
+            self.tls = tls
+            self.logger = logger
+        }
+    }
+
+    /// An api-server client. Thread-safe; share one per process.
+    ///
+    /// Every unary call has a deadline (``Configuration/requestTimeout``) and runs on the
+    /// client's own libcurl thread, never blocking Swift's cooperative pool. Idempotent calls
+    /// (every call of this client: registration refreshes, heartbeats renew, statuses replace)
+    /// are retried with doubling pauses. Every method throws ``NodeAPIError``.
+    public final class Client: Sendable {
+        /// The configuration this client was made with.
+        public let configuration: Configuration
+        let http: CurlHTTP.Client
+        let logger: Logger
+
+        /// Makes a client. Nothing is sent until the first call.
+        public init(_ configuration: Configuration) {
+            self.configuration = configuration
+            self.logger = configuration.logger
+            self.http = CurlHTTP.Client(name: "agent-api-curl", maxConnections: 4)
+        }
+
+        deinit { http.shutdown() }
+
+        /// Stops the client's thread; later calls fail with ``NodeAPIError/Code/cancelled``.
+        public func shutdown() { http.shutdown() }
+
+        // MARK: Requests
+
+        func request(_ method: CurlHTTP.Method, _ pathAndQuery: String, body: Data?, timeout: Duration?) -> CurlHTTP.Request {
+            var headers = [CurlHTTP.Header("Authorization", "Bearer \(configuration.token)"), CurlHTTP.Header("Accept", "application/json")]
+            if body != nil { headers.append(CurlHTTP.Header("Content-Type", "application/json")) }
+            return CurlHTTP.Request(
+                method: method, url: configuration.baseURL + pathAndQuery, headers: headers, body: body, timeout: timeout,
+                connectTimeout: configuration.connectTimeout, tls: configuration.tls)
+        }
+
+        /// Sends one idempotent call, retrying after no answer or 502/503/504, and returns a
+        /// 2xx answer; any other answer throws.
+        func send(_ method: CurlHTTP.Method, _ path: String, body: Data? = nil) async throws(NodeAPIError) -> CurlHTTP.Response {
+            let request = request(method, path, body: body, timeout: configuration.requestTimeout)
+            var attempt = 0
+            while true {
+                let failure: NodeAPIError
+                switch await http.performResult(request) {
+                case .success(let response) where response.isSuccess:
+                    return response
+                case .success(let response):
+                    let error = Self.failure(response, path: path)
+                    guard [502, 503, 504].contains(response.status) else { throw error }
+                    failure = error
+                case .failure(let error):
+                    failure = Self.transportError(error, path: path)
+                    guard error.code != .cancelled && error.code != .shutDown else { throw failure }
+                }
+                guard attempt < configuration.maxRetries else { throw failure }
+                logger.debug(
+                    "api-server call failed; retrying",
+                    metadata: ["path": "\(path)", "attempt": "\(attempt + 1)", "error": "\(failure)"])
+                do {
+                    try await Task.sleep(for: configuration.retryBackoff * (1 << min(attempt, 5)))
+                } catch {
+                    throw NodeAPIError(code: .cancelled, message: "cancelled", path: path)
+                }
+                attempt += 1
+            }
+        }
+
+        /// ``send(_:_:body:)`` decoding the answer as `type`.
+        func call<T: Decodable>(_ method: CurlHTTP.Method, _ path: String, body: Data? = nil, as type: T.Type) async throws(NodeAPIError) -> T {
+            let response = try await send(method, path, body: body)
+            return try Self.decode(type, response.body, status: response.status, path: path)
+        }
+
+        static func decode<T: Decodable>(_ type: T.Type, _ data: Data, status: Int?, path: String) throws(NodeAPIError) -> T {
+            do {
+                return try GPUPlaneJSON.decoder().decode(type, from: data)
+            } catch {
+                throw NodeAPIError(
+                    code: .decoding, message: "\(error)", httpStatus: status, body: String(decoding: data.prefix(2000), as: UTF8.self),
+                    path: path)
+            }
+        }
+
+        static func encode<T: Encodable>(_ value: T, path: String) throws(NodeAPIError) -> Data {
+            do {
+                return try GPUPlaneJSON.encoder().encode(value)
+            } catch {
+                throw NodeAPIError(code: .encoding, message: "\(error)", path: path)
+            }
+        }
+
+        /// The error for a non-2xx answer, with the api-server's message.
+        static func failure(_ response: CurlHTTP.Response, path: String) -> NodeAPIError {
+            let code: NodeAPIError.Code =
+                switch response.status {
+                case 401: .unauthorized
+                case 403: .forbidden
+                case 404: .notFound
+                case 409: .conflict
+                case 410: .gone
+                case 502, 503, 504: .unavailable
+                default: .rejected
+                }
+            let wire = try? JSONDecoder().decode(WireAPIError.self, from: response.body)
+            return NodeAPIError(
+                code: code, message: wire?.error.message ?? "HTTP \(response.status)", httpStatus: response.status,
+                body: String(decoding: response.body.prefix(2000), as: UTF8.self), path: path)
+        }
+
+        static func transportError(_ error: CurlHTTPError, path: String) -> NodeAPIError {
+            let code: NodeAPIError.Code =
+                switch error.code {
+                case .cancelled, .shutDown: .cancelled
+                case .timeout: .timeout
+                default: .unavailable
+                }
+            return NodeAPIError(code: code, message: error.message, path: path)
+        }
+
+        /// A path segment made safe for a URL.
+        static func segment(_ text: String) -> String {
+            var allowed = CharacterSet.alphanumerics
+            allowed.insert(charactersIn: "-._~")
+            return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+        }
+    }
+}
+
+/// The api-server's error body: `{"error": {"code", "message", …}}`.
+struct WireAPIError: Decodable {
+    struct Body: Decodable {
+        var code: String?
+        var message: String?
+    }
+    var error: Body
+}

@@ -1,0 +1,62 @@
+import Foundation
+import GPUPlaneCore
+import Logging
+
+/// Everything a ``NodeAgent`` is told: who it is and how often to do what.
+public struct NodeAgentConfiguration: Sendable {
+    /// The node's name (a DNS label); the node token must speak for it.
+    public var nodeName: String
+    /// The `gpu-mode` label: `dedicated`, `large` or `shared`.
+    public var gpuMode: String
+    /// The address the gateway reaches this node's containers on, when known.
+    public var address: String?
+    /// The gateway's base URL, for `NXL_INFERENCE_URL`.
+    public var gatewayBaseURL: String
+    /// The NVML library to load; nil: ``NVMLLibrary/configuredPath(environment:)``.
+    public var nvmlLibraryPath: String?
+    /// How often the heartbeat lease is renewed.
+    public var heartbeatInterval: Duration
+    /// How often a reconcile pass runs with nothing to wake it.
+    public var resyncInterval: Duration
+    /// Container stop grace and restart backoff.
+    public var stopGracePeriod: Duration
+    /// The first pause before restarting a crashed container; it doubles per restart.
+    public var restartBackoff: Duration
+    /// The cap of that pause.
+    public var restartBackoffMax: Duration
+    /// How XID and ECC events turn into GPU health (its ``HealthPolicy/quietPeriod`` is the
+    /// time an unhealthy GPU must stay clean to return to service).
+    public var healthPolicy: HealthPolicy
+    /// The machine types a host's GPUs are matched against.
+    public var machineTypes: MachineTypeTable
+    /// How long a reconcile pass may be missing before the watchdog pings stop; nil: three
+    /// resync intervals (at least 30 s).
+    public var healthyPassWindow: Duration?
+    /// The agent's logger; `node` metadata is added.
+    public var logger: Logger
+
+    /// Makes a configuration.
+    public init(
+        nodeName: String, gpuMode: String, address: String? = nil, gatewayBaseURL: String,
+        nvmlLibraryPath: String? = nil, heartbeatInterval: Duration = .seconds(1), resyncInterval: Duration = .seconds(10),
+        stopGracePeriod: Duration = .seconds(10), restartBackoff: Duration = .seconds(1),
+        restartBackoffMax: Duration = .seconds(60), healthPolicy: HealthPolicy = HealthPolicy(),
+        machineTypes: MachineTypeTable = .standard, healthyPassWindow: Duration? = nil,
+        logger: Logger = Logger(label: "gpuplane.agent")
+    ) {
+        self.nodeName = nodeName
+        self.gpuMode = gpuMode
+        self.address = address
+        self.gatewayBaseURL = gatewayBaseURL
+        self.nvmlLibraryPath = nvmlLibraryPath
+        self.heartbeatInterval = heartbeatInterval
+        self.resyncInterval = resyncInterval
+        self.stopGracePeriod = stopGracePeriod
+        self.restartBackoff = restartBackoff
+        self.restartBackoffMax = restartBackoffMax
+        self.healthPolicy = healthPolicy
+        self.machineTypes = machineTypes
+        self.healthyPassWindow = healthyPassWindow
+        self.logger = logger
+    }
+}

@@ -1,0 +1,105 @@
+import Foundation
+import GPUPlaneCore
+import GPUPlaneService
+import Logging
+import ServiceLifecycle
+
+/// The `gpuplane-node-agent` process: configuration, logging, the agent, the systemd watchdog.
+public enum NodeAgentMain {
+    /// The default configuration file.
+    public static let defaultConfigFile = "/etc/gpuplane/node-agent.conf"
+
+    /// The configuration keys (file `key = value`, env `GPUPLANE_<KEY>`, flags `--key`).
+    public static let keys: [ConfigurationKey] = [
+        ConfigurationKey("api-server", .string, default: "http://127.0.0.1:8080", help: "the api-server's base URL"),
+        ConfigurationKey("node-token-file", .string, required: true, help: "file holding this node's token"),
+        ConfigurationKey("node-name", .string, help: "this node's name (a DNS label); default: the host name"),
+        ConfigurationKey("gpu-mode", .string, default: "dedicated", help: "the gpu-mode label: dedicated, large or shared"),
+        ConfigurationKey("address", .string, help: "the address the gateway reaches this node's containers on"),
+        ConfigurationKey("engine-socket", .string, default: "/run/podman/podman.sock", help: "the container engine's API socket (podman or docker)"),
+        ConfigurationKey("cdi-gpu-kind", .string, default: "nvidia.com/gpu", help: "the CDI kind of GPUs on podman"),
+        ConfigurationKey("nvml-library", .string, default: NVMLLibrary.defaultPath, help: "the NVML library to dlopen"),
+        ConfigurationKey("gateway-url", .string, help: "the inference gateway's base URL for NXL_INFERENCE_URL; default: api-server"),
+        ConfigurationKey("heartbeat-interval", .duration, default: "1s", help: "how often the heartbeat lease is renewed"),
+        ConfigurationKey("resync-interval", .duration, default: "10s", help: "the longest time between reconcile passes"),
+        ConfigurationKey("stop-grace-period", .duration, default: "10s", help: "SIGTERM to SIGKILL when a container must stop"),
+        ConfigurationKey("restart-backoff", .duration, default: "1s", help: "first pause before restarting a crashed container (doubles)"),
+        ConfigurationKey("restart-backoff-max", .duration, default: "60s", help: "cap of the restart pause"),
+        ConfigurationKey("quiet-time", .duration, default: "5m", help: "how long an unhealthy GPU must stay clean to return to service"),
+        ConfigurationKey("request-timeout", .duration, default: "5s", help: "deadline of one api-server call"),
+        ConfigurationKey("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error"),
+    ]
+
+    /// Why the agent cannot start.
+    public struct StartError: Error, CustomStringConvertible {
+        /// Words.
+        public let description: String
+    }
+
+    /// Builds the agent's configuration and clients from loaded configuration.
+    public static func makeAgent(
+        _ config: Configuration, notifier: SystemdNotifier, readiness: ReadinessTracker?, logger: Logger
+    ) throws -> NodeAgent {
+        guard let tokenFile = try config.string("node-token-file") else {
+            throw StartError(description: "node-token-file is required")
+        }
+        let token: String
+        do {
+            token = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        } catch {
+            throw StartError(description: "cannot read node-token-file \(tokenFile): \(error.localizedDescription)")
+        }
+        guard !token.isEmpty else { throw StartError(description: "node-token-file \(tokenFile) is empty") }
+        let nodeName = try config.string("node-name") ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? ""
+        guard Syntax.isDNSLabel(nodeName) else {
+            throw StartError(description: "node-name '\(nodeName)' is not a DNS label; set node-name")
+        }
+        let mode = try config.string("gpu-mode") ?? "dedicated"
+        guard ["dedicated", "large", "shared"].contains(mode) else {
+            throw StartError(description: "gpu-mode must be dedicated, large or shared, not '\(mode)'")
+        }
+        let apiServer = try config.string("api-server") ?? "http://127.0.0.1:8080"
+        let api = NodeAPI.Client(
+            NodeAPI.Configuration(
+                baseURL: apiServer, token: token, requestTimeout: try config.duration("request-timeout") ?? .seconds(5),
+                logger: logger))
+        let engine = ContainerEngine.Client(
+            ContainerEngine.Configuration(
+                socketPath: try config.string("engine-socket") ?? "/run/podman/podman.sock",
+                cdiGPUKind: try config.string("cdi-gpu-kind") ?? "nvidia.com/gpu", logger: logger))
+        let configuration = NodeAgentConfiguration(
+            nodeName: nodeName, gpuMode: mode, address: try config.string("address"),
+            gatewayBaseURL: try config.string("gateway-url") ?? apiServer,
+            nvmlLibraryPath: try config.string("nvml-library"),
+            heartbeatInterval: try config.duration("heartbeat-interval") ?? .seconds(1),
+            resyncInterval: try config.duration("resync-interval") ?? .seconds(10),
+            stopGracePeriod: try config.duration("stop-grace-period") ?? .seconds(10),
+            restartBackoff: try config.duration("restart-backoff") ?? .seconds(1),
+            restartBackoffMax: try config.duration("restart-backoff-max") ?? .seconds(60),
+            healthPolicy: HealthPolicy(quietPeriod: try config.duration("quiet-time") ?? .seconds(300)),
+            logger: logger)
+        return NodeAgent(configuration: configuration, api: api, engine: engine, notifier: notifier, readiness: readiness)
+    }
+
+    /// Runs the agent until SIGTERM; returns the exit status.
+    public static func run() async -> Int32 {
+        do {
+            let config = try Configuration.load(keys: keys, defaultConfigFile: defaultConfigFile)
+            let level = Logger.Level(rawValue: try config.string("log-level") ?? "info") ?? .info
+            GPUPlaneLogging.bootstrap(identifier: "gpuplane-node-agent", level: level)
+            let logger = Logger(label: "gpuplane.agent")
+            let notifier = SystemdNotifier()
+            let readiness = ReadinessTracker(components: [NodeAgent.readinessComponent])
+            let agent = try makeAgent(config, notifier: notifier, readiness: readiness, logger: logger)
+            let watchdog = WatchdogService(notifier: notifier, logger: logger) { agent.isHealthy }
+            let daemon = Daemon(
+                services: [agent, watchdog], readiness: readiness, notifier: notifier, readyStatus: "registered",
+                logger: logger)
+            try await daemon.run()
+            return 0
+        } catch {
+            FileHandle.standardError.write(Data("gpuplane-node-agent: \(error)\n".utf8))
+            return 1
+        }
+    }
+}

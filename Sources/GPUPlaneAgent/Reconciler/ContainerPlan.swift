@@ -1,0 +1,102 @@
+import Foundation
+import GPUPlaneCore
+
+/// The container a bound replica runs: its engine spec, the env contract, and the labels that
+/// let a restarted agent find and adopt it.
+public struct ContainerPlan: Sendable, Hashable {
+    /// The label carrying `<tenant>/<name>` of the replica (``ContainerEngine/replicaLabelKey``).
+    public static let replicaLabel = ContainerEngine.replicaLabelKey
+    /// The label naming the node whose agent made the container.
+    public static let nodeLabel = "gpuplane.io/node"
+    /// The label carrying ``specHash``.
+    public static let specHashLabel = "gpuplane.io/spec-hash"
+    /// The env var listing a Mode 1 container's GPU indices.
+    public static let gpuIndexVariable = "NXL_GPU_INDEX"
+    /// The env var with a Mode 2/3 container's owner-scoped inference URL.
+    public static let inferenceURLVariable = "NXL_INFERENCE_URL"
+
+    /// `<tenant>/<name>`: the replica's key and label value.
+    public let replicaKey: String
+    /// What the engine is asked for.
+    public let spec: ContainerEngine.ContainerSpec
+    /// A stable hash (FNV-1a 64, hex) of everything the container is made from; a container
+    /// whose label differs is replaced.
+    public let specHash: String
+
+    /// The key of a replica: `<tenant>/<name>`.
+    public static func key(tenant: String, name: String) -> String { "\(tenant)/\(name)" }
+
+    /// The key of `replica`.
+    public static func key(_ replica: Replica) -> String { key(tenant: replica.metadata.tenant, name: replica.metadata.name) }
+
+    /// The plan for `replica`, bound to `node`.
+    ///
+    /// The environment is the pod's vars, then the contract, which wins over them:
+    /// `NXL_GPU_INDEX` (the bound indices, comma-separated) for Mode 1, and
+    /// `NXL_INFERENCE_URL` (`<gatewayBaseURL>/v1/tenants/<tenant>/models/<slug>/`) for
+    /// Mode 2/3. The container gets exactly the bound GPUs and no other device. It joins the
+    /// engine's bridge network and publishes no host port (the gateway reaches it later).
+    public init(replica: Replica, node: String, gatewayBaseURL: String) {
+        let tenant = replica.metadata.tenant
+        let name = replica.metadata.name
+        let key = Self.key(tenant: tenant, name: name)
+        let indices = (replica.binding?.gpuIndices ?? []).sorted()
+        var environment = replica.spec.env
+        switch replica.spec.mode {
+        case .dedicated:
+            environment[Self.gpuIndexVariable] = indices.map(String.init).joined(separator: ",")
+        case .largePinned, .sharedPinned:
+            if let slug = replica.spec.modelSlug {
+                environment[Self.inferenceURLVariable] = Self.inferenceURL(gatewayBaseURL: gatewayBaseURL, tenant: tenant, slug: slug)
+            }
+        case nil:
+            break
+        }
+        var spec = ContainerEngine.ContainerSpec(
+            name: Self.containerName(tenant: tenant, name: name), image: replica.spec.image, command: replica.spec.command,
+            entrypoint: replica.spec.entrypoint, environment: environment, labels: [:], ports: [], gpuIndices: indices,
+            network: .bridge)
+        let hash = Self.hash(spec: spec, uid: replica.metadata.uid, ports: replica.spec.ports)
+        spec.labels = [Self.replicaLabel: key, Self.nodeLabel: node, Self.specHashLabel: hash]
+        self.replicaKey = key
+        self.spec = spec
+        self.specHash = hash
+    }
+
+    /// `<base>/v1/tenants/<tenant>/models/<slug>/`.
+    public static func inferenceURL(gatewayBaseURL: String, tenant: String, slug: String) -> String {
+        var base = gatewayBaseURL
+        while base.hasSuffix("/") { base.removeLast() }
+        return "\(base)/v1/tenants/\(tenant)/models/\(slug)/"
+    }
+
+    /// `gpuplane_<tenant>_<name>`, shortened with a hash when over the engines' 128 characters.
+    /// Tenants and replica names never contain `_`, so the name is unique per replica.
+    public static func containerName(tenant: String, name: String) -> String {
+        let raw = "gpuplane_\(tenant)_\(name)"
+        let cleaned = String(raw.map { $0.isASCII && ($0.isLetter || $0.isNumber || "_.-".contains($0)) ? $0 : "-" })
+        guard cleaned.count > 128 else { return cleaned }
+        return String(cleaned.prefix(110)) + "_" + fnv1a(Data(raw.utf8))
+    }
+
+    static func hash(spec: ContainerEngine.ContainerSpec, uid: String, ports: [Int]) -> String {
+        var text = "v1\n\(uid)\n\(spec.image)\n"
+        text += "cmd:" + (spec.command.map { $0.joined(separator: "\u{1}") } ?? "-") + "\n"
+        text += "ep:" + (spec.entrypoint.map { $0.joined(separator: "\u{1}") } ?? "-") + "\n"
+        for (key, value) in spec.environment.sorted(by: { $0.key < $1.key }) { text += "env:\(key)=\(value)\u{1}" }
+        text += "\ngpus:" + spec.gpuIndices.map(String.init).joined(separator: ",")
+        text += "\nports:" + ports.map(String.init).joined(separator: ",")
+        return fnv1a(Data(text.utf8))
+    }
+
+    /// FNV-1a 64 as 16 hex digits: stable across processes, unlike `Hasher`.
+    static func fnv1a(_ data: Data) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in data {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x100_0000_01b3
+        }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}

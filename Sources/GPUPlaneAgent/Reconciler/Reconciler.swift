@@ -1,0 +1,380 @@
+import Foundation
+import GPUPlaneCore
+import Logging
+
+/// What the reconciler needs to know about its node.
+public struct ReconcilerSettings: Sendable {
+    /// The node's name.
+    public var node: String
+    /// The gateway's base URL, for `NXL_INFERENCE_URL`.
+    public var gatewayBaseURL: String
+    /// How long a container gets between SIGTERM and SIGKILL when it must stop.
+    public var stopGracePeriod: Duration
+    /// The first pause before a crashed container is restarted; it doubles per restart.
+    public var restartBackoff: Duration
+    /// The longest pause between restarts; a container that ran this long without crashing
+    /// gets ``restartBackoff`` again.
+    public var restartBackoffMax: Duration
+
+    /// Makes settings.
+    public init(
+        node: String, gatewayBaseURL: String, stopGracePeriod: Duration = .seconds(10),
+        restartBackoff: Duration = .seconds(1), restartBackoffMax: Duration = .seconds(60)
+    ) {
+        self.node = node
+        self.gatewayBaseURL = gatewayBaseURL
+        self.stopGracePeriod = stopGracePeriod
+        self.restartBackoff = restartBackoff
+        self.restartBackoffMax = restartBackoffMax
+    }
+}
+
+/// What one reconcile pass found.
+public struct ReconcileSummary: Sendable, Hashable {
+    /// Replicas that should run here.
+    public var wanted: Int
+    /// Their containers that run.
+    public var running: Int
+    /// When the next pass must run at the latest (a restart or retry is due).
+    public var nextDue: ContinuousClock.Instant?
+}
+
+/// Makes the node's containers match the replicas bound to it.
+///
+/// Fed by the replica watch (``apply(_:)``) and GPU health (``setHealth(_:)``), each
+/// ``pass()`` lists this node's managed containers and then: stops (with the grace period) and
+/// removes what nothing wants — unbound, deleted, preempted; adopts running containers whose
+/// replica and spec hash match, without restarting them; replaces containers whose spec hash
+/// differs; creates and starts what is missing; restarts exited containers after an
+/// exponential backoff; and reports each replica's status to the api-server when it changed.
+actor Reconciler {
+    let settings: ReconcilerSettings
+    let engine: ContainerEngine.Client
+    let api: NodeAPI.Client
+    let logger: Logger
+    private let clock = ContinuousClock()
+
+    private var desired: [String: Replica] = [:]
+    private var listed = false
+    private var gpus: [GPUDevice] = []
+    private var health = GPUHealthSnapshot(gpus: [])
+    private var tracked: [String: Tracked] = [:]
+    private var retiring: Set<String> = []
+
+    /// What the reconciler remembers of one wanted replica.
+    private struct Tracked {
+        var containerID: String?
+        var restarts: Int
+        var backoff: Duration
+        /// When the next create/start/restart may be tried; nil: at once.
+        var nextAttempt: ContinuousClock.Instant?
+        var runningSince: ContinuousClock.Instant?
+        /// The status last reported (or read from the api-server).
+        var reported: ReplicaStatus
+        /// The status computed by the last pass.
+        var current: ReplicaStatus
+    }
+
+    init(settings: ReconcilerSettings, engine: ContainerEngine.Client, api: NodeAPI.Client, logger: Logger) {
+        self.settings = settings
+        self.engine = engine
+        self.api = api
+        self.logger = logger
+    }
+
+    /// The labels of every container this reconciler manages.
+    var ownLabels: [String: String] {
+        [ContainerEngine.managedLabel.key: ContainerEngine.managedLabel.value, ContainerPlan.nodeLabel: settings.node]
+    }
+
+    /// Whether a replica bound here should run.
+    func shouldRun(_ replica: Replica) -> Bool {
+        replica.binding?.node == settings.node && replica.status.phase != .preempted && replica.status.phase != .terminating
+    }
+
+    /// Takes a change from the replica watch.
+    func apply(_ change: ReplicaChange) {
+        switch change {
+        case .listed(let replicas):
+            desired = Dictionary(replicas.map { (ContainerPlan.key($0), $0) }, uniquingKeysWith: { $1 })
+            listed = true
+        case .upserted(let replica):
+            desired[ContainerPlan.key(replica)] = replica
+        case .deleted(let replica):
+            desired[ContainerPlan.key(replica)] = nil
+        }
+    }
+
+    /// Takes the node's GPUs and their latest health.
+    func setHealth(_ snapshot: GPUHealthSnapshot, gpus: [GPUDevice]) {
+        health = snapshot
+        self.gpus = gpus
+    }
+
+    /// Whether the first list of replicas has arrived (nothing is removed before it).
+    var hasListed: Bool { listed }
+
+    /// One pass. Throws when the engine cannot list containers (an unhealthy pass); before the
+    /// first list of replicas it only checks that the engine answers.
+    func pass() async throws(EngineError) -> ReconcileSummary {
+        let containers = try await engine.list(labels: ownLabels)
+        // Nothing is stopped, started or adopted before the first list of replicas arrived.
+        guard listed else { return ReconcileSummary(wanted: 0, running: 0, nextDue: nil) }
+        var mine: [String: [ContainerEngine.ContainerSummary]] = [:]
+        for container in containers where !retiring.contains(container.id) {
+            let key = container.labels[ContainerPlan.replicaLabel] ?? ""
+            if let replica = desired[key], shouldRun(replica) {
+                mine[key, default: []].append(container)
+            } else {
+                retire(container, key: key, why: desired[key] == nil ? "no replica bound here wants it" : "replica is \(desired[key]?.status.phase.rawValue ?? "gone")")
+            }
+        }
+        let wanted = desired.filter { shouldRun($0.value) }
+        tracked = tracked.filter { wanted[$0.key] != nil }
+
+        var summary = ReconcileSummary(wanted: wanted.count, running: 0, nextDue: nil)
+        for (key, replica) in wanted.sorted(by: { $0.key < $1.key }) {
+            let plan = ContainerPlan(replica: replica, node: settings.node, gatewayBaseURL: settings.gatewayBaseURL)
+            var candidates = mine[key] ?? []
+            for stale in candidates where stale.labels[ContainerPlan.specHashLabel] != plan.specHash {
+                replicaLogger(key).info(
+                    "replacing container whose spec changed",
+                    metadata: ["container": "\(stale.id.prefix(12))", "old": "\(stale.labels[ContainerPlan.specHashLabel] ?? "")", "new": "\(plan.specHash)"])
+                await stopAndRemove(stale.id, key: key)
+            }
+            candidates.removeAll { $0.labels[ContainerPlan.specHashLabel] != plan.specHash }
+            candidates.sort { ($0.status == .running ? 0 : 1, $0.createdAt ?? .distantPast) < ($1.status == .running ? 0 : 1, $1.createdAt ?? .distantPast) }
+            for extra in candidates.dropFirst() {
+                retire(extra, key: key, why: "a second container for one replica")
+            }
+            var entry = tracked[key] ?? Tracked(
+                containerID: nil, restarts: replica.status.restarts, backoff: settings.restartBackoff, nextAttempt: nil,
+                runningSince: nil, reported: replica.status, current: replica.status)
+            let status = await ensure(&entry, key: key, replica: replica, plan: plan, container: candidates.first)
+            entry.current = status
+            if status.phase == .running { summary.running += 1 }
+            if let next = entry.nextAttempt { summary.nextDue = min(summary.nextDue ?? next, next) }
+            entry = await report(entry, key: key, replica: replica)
+            tracked[key] = entry
+        }
+        return summary
+    }
+
+    // MARK: One replica
+
+    private func ensure(
+        _ entry: inout Tracked, key: String, replica: Replica, plan: ContainerPlan,
+        container: ContainerEngine.ContainerSummary?
+    ) async -> ReplicaStatus {
+        let log = replicaLogger(key)
+        let now = clock.now
+        let sick = unhealthyGPUs(plan.spec.gpuIndices)
+        let gpuMessage = sick.isEmpty ? nil : Self.gpuMessage(sick)
+        var status = ReplicaStatus(phase: .starting, containerID: container?.id ?? entry.containerID, restarts: entry.restarts)
+
+        if let container, container.status == .running {
+            if entry.containerID != container.id && entry.runningSince == nil && tracked[key] == nil {
+                log.info("adopted running container", metadata: ["container": "\(container.id.prefix(12))"])
+            }
+            entry.containerID = container.id
+            if entry.runningSince == nil { entry.runningSince = now }
+            if let since = entry.runningSince, now - since >= settings.restartBackoffMax { entry.backoff = settings.restartBackoff }
+            entry.nextAttempt = nil
+            status.containerID = container.id
+            status.phase = .running
+            if let gpuMessage {
+                status.phase = .failed
+                status.message = gpuMessage
+            }
+            return status
+        }
+        entry.runningSince = nil
+        if let gpuMessage {
+            status.phase = .failed
+            status.message = gpuMessage + "; not starting its container"
+            return status
+        }
+
+        if let container {
+            // Created but never started, or exited: start it again once its backoff passed.
+            entry.containerID = container.id
+            let details: ContainerEngine.ContainerDetails
+            do {
+                details = try await engine.inspect(container.id)
+            } catch {
+                log.warning("cannot inspect container", metadata: ["container": "\(container.id.prefix(12))", "error": "\(error)"])
+                return entry.current
+            }
+            let exited = details.state.status != .created
+            let exitText: String
+            if details.state.oomKilled {
+                exitText = "container was killed for running out of memory (OOMKilled, exit code \(details.state.exitCode))"
+            } else if let error = details.state.error, details.state.startedAt == nil {
+                exitText = "container could not start: \(error)"
+            } else {
+                exitText = "container exited with code \(details.state.exitCode)"
+            }
+            if exited, entry.nextAttempt == nil {
+                entry.nextAttempt = now + entry.backoff
+                log.warning(
+                    "container exited; restarting after backoff",
+                    metadata: ["container": "\(container.id.prefix(12))", "exitCode": "\(details.state.exitCode)",
+                               "oomKilled": "\(details.state.oomKilled)", "backoff": "\(entry.backoff)"])
+            }
+            if let next = entry.nextAttempt, now < next {
+                status.phase = .failed
+                status.exitCode = exited ? details.state.exitCode : nil
+                status.message = exited
+                    ? "\(exitText); restart \(entry.restarts + 1) after a \(Self.text(entry.backoff)) backoff"
+                    : entry.current.message
+                return status
+            }
+            do {
+                try await engine.start(container.id)
+            } catch {
+                return failedAttempt(&entry, status, "container could not start: \(error.message)", log: log)
+            }
+            if exited { entry.restarts += 1 }
+            entry.backoff = min(entry.backoff * 2, settings.restartBackoffMax)
+            entry.nextAttempt = nil
+            entry.runningSince = now
+            log.info("container started", metadata: ["container": "\(container.id.prefix(12))", "restarts": "\(entry.restarts)"])
+            status.phase = .running
+            status.restarts = entry.restarts
+            return status
+        }
+
+        // No container: create and start one, unless a failed attempt's backoff still runs.
+        if let next = entry.nextAttempt, now < next { return entry.current }
+        let id: String
+        do {
+            id = try await engine.create(plan.spec)
+        } catch {
+            switch error.code {
+            case .imageMissing:
+                return failedAttempt(
+                    &entry, status,
+                    "image \(plan.spec.image) is not present on node \(settings.node); the agent pulls nothing: load it into the engine or fix the image name",
+                    log: log)
+            case .nameConflict:
+                // A container of that name that this node's labels do not cover: take the name back.
+                log.warning("container name taken; removing the old container", metadata: ["name": "\(plan.spec.name)"])
+                _ = try? await engine.remove(plan.spec.name)
+                return failedAttempt(&entry, status, "container name \(plan.spec.name) was taken; retrying", log: log)
+            case .invalidSpec:
+                return failedAttempt(&entry, status, "invalid container spec: \(error.message)", log: log)
+            default:
+                return failedAttempt(&entry, status, "cannot create container: \(error.message)", log: log)
+            }
+        }
+        entry.containerID = id
+        status.containerID = id
+        do {
+            try await engine.start(id)
+        } catch {
+            return failedAttempt(&entry, status, "container could not start: \(error.message)", log: log)
+        }
+        entry.nextAttempt = nil
+        entry.runningSince = now
+        log.info(
+            "container started",
+            metadata: ["container": "\(id.prefix(12))", "image": "\(plan.spec.image)",
+                       "gpus": "\(plan.spec.gpuIndices.map(String.init).joined(separator: ","))"])
+        status.phase = .running
+        return status
+    }
+
+    /// Records a failed create or start: phase failed with `message`, retried after the backoff.
+    private func failedAttempt(_ entry: inout Tracked, _ status: ReplicaStatus, _ message: String, log: Logger) -> ReplicaStatus {
+        var status = status
+        status.phase = .failed
+        status.message = message
+        status.exitCode = nil
+        if entry.current.message != message {
+            log.error("replica failed", metadata: ["reason": "\(message)"])
+        }
+        entry.nextAttempt = clock.now + entry.backoff
+        entry.backoff = min(entry.backoff * 2, settings.restartBackoffMax)
+        return status
+    }
+
+    /// Reports `entry.current` when it differs from what was last reported.
+    private func report(_ entry: Tracked, key: String, replica: Replica) async -> Tracked {
+        var entry = entry
+        guard entry.current != entry.reported else { return entry }
+        do {
+            try await api.reportStatus(replica: replica.metadata.tenant, replica.metadata.name, entry.current)
+            entry.reported = entry.current
+            replicaLogger(key).debug("status reported", metadata: ["phase": "\(entry.current.phase.rawValue)"])
+        } catch where error.code == .notFound {
+            // No longer bound here; the watch will say so.
+            entry.reported = entry.current
+        } catch {
+            replicaLogger(key).warning("cannot report status; will retry", metadata: ["error": "\(error)"])
+        }
+        return entry
+    }
+
+    // MARK: Stopping
+
+    /// Stops (with the grace period) and removes a container in the background.
+    private func retire(_ container: ContainerEngine.ContainerSummary, key: String, why: String) {
+        guard retiring.insert(container.id).inserted else { return }
+        replicaLogger(key).info(
+            "stopping container", metadata: ["container": "\(container.id.prefix(12))", "reason": "\(why)"])
+        let id = container.id
+        Task { [self] in
+            await self.stopAndRemove(id, key: key)
+            self.retired(id)
+        }
+    }
+
+    private func retired(_ id: String) { retiring.remove(id) }
+
+    private func stopAndRemove(_ id: String, key: String) async {
+        do {
+            try await engine.stop(id, gracePeriod: settings.stopGracePeriod)
+        } catch where error.code == .notFound {
+            return
+        } catch {
+            replicaLogger(key).warning("stop failed; removing anyway", metadata: ["container": "\(id.prefix(12))", "error": "\(error)"])
+        }
+        do {
+            try await engine.remove(id)
+            replicaLogger(key).info("container removed", metadata: ["container": "\(id.prefix(12))"])
+        } catch {
+            replicaLogger(key).warning("remove failed", metadata: ["container": "\(id.prefix(12))", "error": "\(error)"])
+        }
+    }
+
+    /// Whether containers are still being stopped.
+    var isRetiring: Bool { !retiring.isEmpty }
+
+    // MARK: Helpers
+
+    private func replicaLogger(_ key: String) -> Logger {
+        var log = logger
+        log[metadataKey: "replica"] = "\(key)"
+        return log
+    }
+
+    /// The bound GPUs (by index) that are out of service, with their health.
+    private func unhealthyGPUs(_ indices: [Int]) -> [(GPUDevice, GPUHealth)] {
+        indices.compactMap { index in
+            guard let device = gpus.first(where: { $0.index == index }),
+                let record = health.health(ofUUID: device.uuid), !record.healthy
+            else { return nil }
+            return (device, record)
+        }
+    }
+
+    static func gpuMessage(_ sick: [(GPUDevice, GPUHealth)]) -> String {
+        let parts = sick.map { device, record in "GPU \(device.index) (\(device.uuid)) is unhealthy: \(record.reason ?? "unknown")" }
+        return parts.joined(separator: "; ")
+    }
+
+    static func text(_ duration: Duration) -> String {
+        let seconds = duration.seconds
+        return seconds == seconds.rounded() ? "\(Int(seconds))s" : String(format: "%.1fs", seconds)
+    }
+}

@@ -1,0 +1,4 @@
+import Foundation
+import GPUPlaneAgent
+
+exit(await NodeAgentMain.run())
