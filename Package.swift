@@ -154,6 +154,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         .testTarget(name: "GPUPlaneCLITests", dependencies: ["GPUPlaneCLI", "GPUPlaneCore"]),
+        // The whole system with the real executables (built by `swift build --build-tests`).
+        .testTarget(name: "EndToEndTests", dependencies: ["GPUPlaneTestSupport"]),
         .testTarget(
             name: "GPUPlaneAPITests",
             dependencies: [

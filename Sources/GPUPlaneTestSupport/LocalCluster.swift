@@ -50,10 +50,13 @@ public final class LocalCluster: @unchecked Sendable {
         log("podman with \(gpus) fake GPUs…")
         let podman = try await PodmanFixture.start()
         var daemons: [(String, ChildProcess)] = []
+        // An empty configuration file, so no /etc/gpuplane/*.conf of this machine is read.
+        let emptyConfig = directory.appendingPathComponent("empty.conf")
+        try "".write(to: emptyConfig, atomically: true, encoding: .utf8)
         func launch(_ name: String, _ arguments: [String], environment: [String: String] = [:]) throws {
             let process = try ChildProcess(
                 executable: binaries.appendingPathComponent(name).path, arguments: arguments,
-                environment: environment.merging(["GPUPLANE_CONFIG": "/dev/null"]) { a, _ in a },
+                environment: environment.merging(["GPUPLANE_CONFIG": emptyConfig.path]) { a, _ in a },
                 logFile: directory.appendingPathComponent("\(name).log"))
             daemons.append((name, process))
         }
@@ -153,9 +156,11 @@ public final class LocalCluster: @unchecked Sendable {
         daemons.map { "--- \($0.name) ---\n\($0.process.logTail(bytes: bytes))" }.joined(separator: "\n")
     }
 
-    /// Stops the daemons (agent first, so it stops its containers), podman and etcd.
+    /// Stops the daemons (the agent first), the containers they left (an agent leaves its
+    /// containers running on shutdown, to adopt them when it comes back), podman and etcd.
     public func shutdown() {
         for (_, process) in daemons.reversed() { process.stop(timeout: 15) }
+        _ = try? podman.podman(["rm", "--force", "--time", "0", "--all"])
         http.shutdown()
         podman.shutdown()
         etcd.shutdown()

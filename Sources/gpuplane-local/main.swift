@@ -10,19 +10,28 @@ let example = arguments.firstIndex(of: "--example").flatMap { arguments.index(af
     ?? "examples/local-gpu-app.yaml"
 let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
 
-func say(_ line: String) { print("==> \(line)") }
+/// Writes a line at once (no buffering, so a pipe or a file sees progress as it happens).
+func out(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+func say(_ line: String) { out("==> \(line)") }
+
+/// Stops everything off the main thread: Foundation learns of its children's exits on the main
+/// queue, which a blocked main thread would never drain.
+func stop(_ cluster: LocalCluster) async {
+    say("stopping")
+    await Task.detached { cluster.shutdown() }.value
+}
 
 do {
     guard let manifest = try? String(contentsOfFile: example, encoding: .utf8) else {
         throw LocalCluster.Failure(description: "cannot read \(example)")
     }
     let cluster = try await LocalCluster.start(binaries: binaries, log: say)
-    defer { cluster.shutdown() }
+    do {
     say("cluster up: api-server \(cluster.apiURL), node \(cluster.nodeName) with 8 fake H100s; logs in \(cluster.directory.path)")
     let token = try await cluster.tenant("demo", plan: "enterprise")
     say("applying \(example) as tenant demo (enterprise)")
     let applied = try await cluster.call("POST", "/v1/applications", token: token, body: manifest)
-    print(String(decoding: applied.body, as: UTF8.self))
+    out(String(decoding: applied.body, as: UTF8.self))
     guard applied.status == 201 || applied.status == 200 else {
         throw LocalCluster.Failure(description: "apply answered \(applied.status)")
     }
@@ -39,7 +48,7 @@ do {
     let containers = try cluster.podman.podman(["ps", "--format", "{{.Names}}"]).split(separator: "\n")
     for container in containers {
         say("inside \(container):")
-        print(try cluster.podman.podman(["logs", String(container)]))
+        out(try cluster.podman.podman(["logs", String(container)]))
     }
     if keepRunning {
         say("running; press Ctrl-C to stop (api-server \(cluster.apiURL), admin token \(cluster.adminToken))")
@@ -52,7 +61,12 @@ do {
             DispatchQueue.global().async { stop.wait(); c.resume() }
         }
     }
-    say("stopping")
+    await stop(cluster)
+    } catch {
+        FileHandle.standardError.write(Data("gpuplane-local: \(error)\n--- logs ---\n\(cluster.logTails())\n".utf8))
+        await stop(cluster)
+        exit(1)
+    }
 } catch {
     FileHandle.standardError.write(Data("gpuplane-local: \(error)\n".utf8))
     exit(1)

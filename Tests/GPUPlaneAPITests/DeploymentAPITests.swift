@@ -248,6 +248,10 @@ import Testing
         let h = try await SharedServer.shared.get()
         let (name, token) = try await h.tenant(.free)
         #expect(try await h.call("GET", "/v1/tenants/\(name)", token: token).status == 200)
+        // gpu_limit is optional: 4 by default, as the reference says.
+        let plain = try await h.call("POST", "/v1/tenants", token: h.admin, body: #"{"name": "\#(name)-b", "plan": "pro"}"#)
+        #expect(plain.status == 201)
+        #expect(plain.json["gpu_limit"] as? Int == 4)
         #expect(try await h.call("PATCH", "/v1/tenants/\(name)", token: token, body: #"{"plan": "enterprise"}"#).status == 403)
         #expect(try await h.call("POST", "/v1/tokens", token: token, body: #"{"role": "admin"}"#).status == 403)
         let patched = try await h.call("PATCH", "/v1/tenants/\(name)", token: h.admin, body: #"{"plan": "pro", "gpu_limit": 8}"#)

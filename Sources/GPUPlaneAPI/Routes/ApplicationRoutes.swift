@@ -91,7 +91,7 @@ struct ApplicationRoutes: Sendable {
         } catch let error as StoreError {
             throw APIError.from(error, what: "application \(name)")
         }
-        return try HTTPJSON.response(stored, status: current == nil ? .created : .ok)
+        return try HTTPJSON.response(withStatus(stored, wanted), status: current == nil ? .created : .ok)
     }
 
     /// Maps to `GET /v1/applications` (and `?watch=true&resourceVersion=N`).

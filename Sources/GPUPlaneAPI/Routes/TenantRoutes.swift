@@ -45,11 +45,23 @@ struct TenantRoutes: Sendable {
         try context.requireAdmin()
         let data = try await HTTPJSON.body(request)
         try HTTPJSON.rejectUnknownKeys(data, known: TenantRoutes.fields)
-        let body = try HTTPJSON.decode(TenantView.self, from: data)
+        struct CreateBody: Decodable {
+            var name: String
+            var plan: Plan
+            var gpuLimit: Int?
+            var spendingLimitUSD: Double?
+            enum CodingKeys: String, CodingKey {
+                case name, plan, gpuLimit = "gpu_limit", spendingLimitUSD = "spending_limit_usd"
+            }
+        }
+        let body = try HTTPJSON.decode(CreateBody.self, from: data)
         guard Syntax.isDNSLabel(body.name), body.name != ObjectMeta.clusterTenant else {
             throw APIError(.unprocessableContent, .invalid, "tenant name '\(body.name)' must be a DNS label", field: "name")
         }
-        let tenant = Tenant(metadata: ObjectMeta(name: body.name), spec: try spec(body))
+        var view = TenantView(Tenant(metadata: ObjectMeta(name: body.name), spec: .init(plan: body.plan)))
+        view.gpuLimit = body.gpuLimit ?? Tenant.defaultGPULimit
+        view.spendingLimitUSD = body.spendingLimitUSD
+        let tenant = Tenant(metadata: ObjectMeta(name: body.name), spec: try spec(view))
         do {
             return try HTTPJSON.response(TenantView(try await deps.store.create(tenant)), status: .created)
         } catch let error as StoreError {
