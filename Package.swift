@@ -131,7 +131,7 @@ let package = Package(
             name: "gpuplane-bench",
             dependencies: [
                 "EtcdClient", "GPUPlaneStore", "GPUPlaneCore", "GPUPlaneScheduling", "GPUPlaneTestSupport",
-                "GPUPlaneAPI", "CurlHTTP",
+                "GPUPlaneAPI", "CurlHTTP", "GPUPlaneManifest",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -4,6 +4,7 @@ import EtcdClient
 import Foundation
 import GPUPlaneAPI
 import GPUPlaneCore
+import GPUPlaneManifest
 import GPUPlaneStore
 import GPUPlaneTestSupport
 import Hummingbird
@@ -21,6 +22,9 @@ struct APIBench: AsyncParsableCommand {
 
     @Option(help: "Seconds per phase.")
     var seconds = 3.0
+
+    @Flag(help: "Also time the parts of one apply, one after another, in this process.")
+    var breakdown = false
 
     func run() async throws {
         let fixture = try await EtcdFixture.start()
@@ -45,6 +49,7 @@ struct APIBench: AsyncParsableCommand {
             throw ValidationError("could not issue a token: \(status)")
         }
         print("etcd 1 member on loopback; api-server in-process; \(seconds)s per phase")
+        if breakdown { try await parts(deps: deps) }
         print("clients  raw etcd puts/s  applies/s  ratio  apply p50 ms  apply p99 ms")
         let value = String(repeating: "x", count: 600)
         for count in clients.split(separator: ",").compactMap({ Int($0) }) {
@@ -70,6 +75,56 @@ struct APIBench: AsyncParsableCommand {
                 format: "%7d  %15.0f  %9.0f  %5.2f  %12.2f  %12.2f", count, raw.rate, applies.rate, applies.rate / raw.rate,
                 applies.p50 * 1000, applies.p99 * 1000))
         }
+    }
+
+    /// Microseconds per call of each part of an apply, measured one after another.
+    func parts(deps: APIDependencies) async throws {
+        let manifest = Data("""
+            application:
+              name: parts
+              pods:
+                - name: api
+                  path: /api
+                  image: myorg/chat-backend:v1
+                  servicePorts: [8000]
+                  gpu: {enabled: true, model: llama-3.1-8b, priority: inference}
+                  vars: {DATABASE_URL: "postgresql://app@db:5432/chat"}
+            """.utf8)
+        let rounds = 2000
+        func time(_ label: String, _ body: () async throws -> Void) async rethrows {
+            let start = ContinuousClock.now
+            for _ in 0..<rounds { try await body() }
+            let d = ContinuousClock.now - start
+            let us = (Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12) / Double(rounds)
+            print(String(format: "  %-44@ %8.1f µs", label as NSString, us))
+        }
+        print("parts of one apply (\(rounds) rounds each, sequential):")
+        let reader = ManifestReader(context: ValidationContext(catalog: deps.catalog, plan: .pro))
+        await time("read + validate the YAML manifest") { _ = reader.read(manifest) }
+        guard case .application(let name, let spec)? = reader.read(manifest).objects.first else { return }
+        let app = GPUPlaneCore.Application(metadata: ObjectMeta(name: name, tenant: "bench", uid: UUID().uuidString), spec: spec)
+        let replicas = ReplicaPlanner(catalog: deps.catalog).replicas(for: app)
+        try await time("encode application + replica as JSON") {
+            _ = try GPUPlaneJSON.encoder().encode(app)
+            _ = try GPUPlaneJSON.encoder().encode(replicas[0])
+        }
+        let encoded = try GPUPlaneJSON.encoder().encode(app)
+        try await time("decode application JSON") { _ = try GPUPlaneJSON.decoder().decode(GPUPlaneCore.Application.self, from: encoded) }
+        _ = try await deps.store.create(GPUPlaneCore.Application(metadata: ObjectMeta(name: "parts-read", tenant: "bench"), spec: spec))
+        try await time("store get (etcd range + decode)") { _ = try await deps.store.get(GPUPlaneCore.Application.self, tenant: "bench", name: "parts-read") }
+        var i = 0
+        try await time("store txn: create application + replica") {
+            i += 1
+            var a = app
+            a.metadata.name = "parts-\(i)"
+            var r = replicas[0]
+            r.metadata.name = "parts-\(i).api"
+            _ = try await deps.store.transaction { txn in
+                try txn.create(a)
+                try txn.create(r)
+            }
+        }
+        try await time("raw etcd put") { _ = try await deps.etcd.put("/bench/parts/\(i)", "x") }
     }
 
     struct Result {

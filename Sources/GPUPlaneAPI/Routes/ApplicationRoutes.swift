@@ -37,7 +37,12 @@ struct ApplicationRoutes: Sendable {
                     ? "send one application per request (this body has \(manifest.objects.count) documents)"
                     : "this body is a deployment; send it to POST /v1/deployments")
         }
-        // The application and its replicas are read at once; they are independent reads.
+        let expectedVersion = request.headers[.ifMatch] ?? request.query("resourceVersion")
+        if expectedVersion == nil, let created = try await createIfAbsent(name: name, spec: spec, tenant: tenant) {
+            return try HTTPJSON.response(created, status: .created)
+        }
+        // It exists (or a version was asked for): read the application and its replicas at
+        // once (independent reads), then update what changed.
         async let ownReplicas = admission.replicas(of: tenantName, namePrefix: ReplicaPlanner.replicaPrefix(application: name))
         let current: GPUPlaneCore.Application?
         do {
@@ -47,8 +52,7 @@ struct ApplicationRoutes: Sendable {
         } catch let error as StoreError {
             throw APIError.from(error, what: "application \(name)")
         }
-        if let expected = request.headers[.ifMatch] ?? request.query("resourceVersion"),
-            expected != (current?.metadata.resourceVersion ?? "0")
+        if let expected = expectedVersion, expected != (current?.metadata.resourceVersion ?? "0")
         {
             throw APIError(
                 .conflict, .conflict,
@@ -92,6 +96,37 @@ struct ApplicationRoutes: Sendable {
             throw APIError.from(error, what: "application \(name)")
         }
         return try HTTPJSON.response(withStatus(stored, wanted), status: current == nil ? .created : .ok)
+    }
+
+    /// The first apply of a name, in one round trip: the Application and its Replicas created
+    /// together, on condition that none of them exists. Nil when something does (an update, or
+    /// leftovers), so the caller reads and diffs instead.
+    private func createIfAbsent(name: String, spec: ApplicationSpec, tenant: Tenant) async throws -> GPUPlaneCore.Application? {
+        let app = GPUPlaneCore.Application(
+            metadata: ObjectMeta(name: name, tenant: tenant.metadata.name, uid: UUID().uuidString.lowercased()), spec: spec)
+        let replicas = deps.planner.replicas(for: app)
+        try await admission.checkGPULimit(
+            tenant: tenant, replacing: OwnerReference(kind: .application, name: name, uid: app.metadata.uid),
+            adding: ReplicaPlanner.wholeGPUs(replicas), field: "application.pods")
+        // Over the spending limit, an unchanged re-apply must still answer 200: let the read
+        // path decide.
+        do {
+            try await admission.checkSpendingLimit(tenant: tenant, wantsGPU: replicas.contains { $0.spec.mode != nil })
+        } catch {
+            return nil
+        }
+        do {
+            let (handle, result) = try await deps.store.transaction { txn -> StoreTransaction.Handle<GPUPlaneCore.Application> in
+                let handle = try txn.create(app)
+                for replica in replicas { try txn.create(replica) }
+                return handle
+            }
+            return withStatus(try result.object(handle), replicas)
+        } catch let error as StoreError where error.code == .alreadyExists {
+            return nil
+        } catch let error as StoreError {
+            throw APIError.from(error, what: "application \(name)")
+        }
     }
 
     /// Maps to `GET /v1/applications` (and `?watch=true&resourceVersion=N`).
