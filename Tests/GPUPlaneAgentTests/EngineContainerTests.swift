@@ -95,13 +95,13 @@ struct EngineContainerTests {
                 return a.contains("ready") && b.contains("ready")
             }
             let clock = ContinuousClock()
-            let politeTime = try await clock.measure { try await scope.engine.stop(polite, gracePeriod: .seconds(20)) }
+            // The polite one exits 0 on SIGTERM (a SIGKILL after the grace period would be 137).
+            try await scope.engine.stop(polite, gracePeriod: .seconds(20))
             let stubbornTime = try await clock.measure { try await scope.engine.stop(stubborn, gracePeriod: .seconds(1)) }
 
             let politeState = try await scope.engine.inspect(polite).state
             #expect(politeState.status == .exited)
             #expect(politeState.exitCode == 0)
-            #expect(politeTime < .seconds(10))
             #expect(try await output(scope.engine, polite).contains("bye"))
 
             let stubbornState = try await scope.engine.inspect(stubborn).state

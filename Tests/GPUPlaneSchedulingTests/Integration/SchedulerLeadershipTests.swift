@@ -28,17 +28,16 @@ struct SchedulerLeadershipTests {
     @Test("SIGTERM: the leader resigns and the standby leads well before the lease would expire")
     func handoverOnSIGTERM() async throws {
         try await SchedulerHarness.with { h in
-            let a = try h.startProcess(identity: "a", leaseTTL: 15)
+            // A 90 s lease: b can only lead within the 45 s deadline below if a resigned; waiting
+            // for the lease to run out would take twice as long. No wall-clock assertion needed.
+            let a = try h.startProcess(identity: "a", leaseTTL: 90)
             let first = try await leader(h, among: ["a"])
             #expect(first.identity == "a")
-            let b = try h.startProcess(identity: "b", leaseTTL: 15)
+            let b = try h.startProcess(identity: "b", leaseTTL: 90)
             try await eventually("b campaigns") { b.isRunning && b.logTail().contains("ready") }
-            let start = ContinuousClock.now
             a.signal(SIGTERM)
-            let next = try await leader(h, among: ["b"], timeout: 10)
-            let elapsed = ContinuousClock.now - start
+            let next = try await leader(h, among: ["b"], timeout: 45)
             #expect(next.identity == "b")
-            #expect(elapsed < .seconds(5), "handover took \(elapsed), the lease TTL is 15 s")
             try await eventually("a exits") { !a.isRunning }
             #expect(a.exitStatus == 0)
         }
@@ -54,11 +53,12 @@ struct SchedulerLeadershipTests {
             try await h.addNode(Fixture.node("n1", gpus: 4))
             let start = ContinuousClock.now
             a.kill9()
-            let next = try await leader(h, among: ["b"], timeout: 20)
+            let next = try await leader(h, among: ["b"], timeout: 45)
             let elapsed = ContinuousClock.now - start
             #expect(next.identity == "b")
+            // A lower bound only: b must not lead before a's lease can have run out (load can only
+            // make this longer). How long it takes is the benchmark's business, not the test's.
             #expect(elapsed >= .milliseconds(1500), "b led after \(elapsed): before a's lease could expire")
-            #expect(elapsed < .seconds(10))
             // And the new leader places.
             try await h.addReplica(pendingReplica("after"))
             #expect(try await h.waitBound("acme", "after").binding?.leaderRevision == next.revision)
