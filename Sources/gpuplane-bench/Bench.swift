@@ -9,7 +9,7 @@ import GPUPlaneTestSupport
 @main
 struct GPUPlaneBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "gpuplane-bench", abstract: "Benchmarks of gpuplane's layers.", subcommands: [StoreBench.self, APIBench.self])
+        commandName: "gpuplane-bench", abstract: "Benchmarks of gpuplane's layers.", subcommands: [StoreBench.self, APIBench.self, AgentBench.self])
 }
 
 /// The object the store phases write.
