@@ -10,7 +10,7 @@ import GPUPlaneTestSupport
 struct GPUPlaneBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gpuplane-bench", abstract: "Benchmarks of gpuplane's layers.",
-        subcommands: [StoreBench.self, APIBench.self, SchedulerBench.self])
+        subcommands: [StoreBench.self, APIBench.self, SchedulerBench.self, AgentBench.self])
 }
 
 /// The object the store phases write.

@@ -1,0 +1,156 @@
+import ArgumentParser
+import CurlHTTP
+import EtcdClient
+import Foundation
+import GPUPlaneAPI
+import GPUPlaneCore
+import GPUPlaneStore
+import GPUPlaneTestSupport
+
+
+/// `gpuplane-bench agent`: the node-agent's idle footprint with 8 fake GPUs and 20 containers.
+struct AgentBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Starts etcd, an api-server, podman and gpuplane-node-agent (8 fake GPUs, 20 containers); measures the agent's idle RSS and CPU.")
+
+    @Option(help: "Containers bound to the node.")
+    var containers = 20
+
+    @Option(help: "Fake GPUs.")
+    var gpus = 8
+
+    @Option(help: "Seconds of idle CPU measurement.")
+    var seconds = 10.0
+
+    @Option(help: "Seconds to let the agent settle after every container runs.")
+    var settle = 5.0
+
+    func run() async throws {
+        let binDirectory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        let agentPath = binDirectory.appendingPathComponent("gpuplane-node-agent").path
+        let fakeNVML = binDirectory.appendingPathComponent("libFakeNVML.so").path
+        for path in [agentPath, fakeNVML] where !FileManager.default.fileExists(atPath: path) {
+            throw ValidationError("\(path) is missing; swift build the gpuplane-node-agent and FakeNVML products in the same configuration")
+        }
+
+        let etcdFixture = try await EtcdFixture.start()
+        defer { etcdFixture.shutdown() }
+        let etcd = try Etcd.Client(Etcd.Configuration(endpoints: etcdFixture.endpoints, requestTimeout: .seconds(10)))
+        let admin = Tokens.generate()
+        let deps = APIDependencies(etcd: etcd, catalog: try Catalog.standard(), adminTokens: [admin])
+        let port = TestEnvironment.freePort()
+        let app = buildApplication(deps, port: port)
+        let server = Task { try await app.runService(gracefulShutdownSignals: []) }
+        defer { server.cancel() }
+        let base = "http://127.0.0.1:\(port)"
+        let session = CurlHTTP.Client(name: "agent-bench", maxConnections: 4)
+        defer { session.shutdown() }
+        try await eventually("api-server answers") { try await APIBench.call(session, "GET", base + "/healthz").0 == 200 }
+        let podman = try await PodmanFixture.start()
+        defer { podman.shutdown() }
+
+        let node = "bench-node"
+        let (status, body) = try await APIBench.call(
+            session, "POST", base + "/v1/tokens", token: admin, body: #"{"role": "node", "node": "\#(node)"}"#)
+        guard status == 201, let token = (try JSONSerialization.jsonObject(with: body) as? [String: Any])?["token"] as? String else {
+            throw ValidationError("could not issue a node token: \(status)")
+        }
+        let folder = try TestEnvironment.temporaryDirectory(prefix: "agent-bench")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let tokenFile = folder.appendingPathComponent("node.token")
+        try token.write(to: tokenFile, atomically: true, encoding: .utf8)
+        let gpuConfig = folder.appendingPathComponent("gpus.conf")
+        let events = folder.appendingPathComponent("events")
+        try ((["driver 550.54.15"] + (0..<gpus).map { index in
+            "gpu index=\(index) uuid=GPU-bench-\(index) name=\"NVIDIA H100 80GB HBM3\" memory_mib=81559 temp=40 power_mw=70000"
+        }).joined(separator: "\n") + "\n").write(to: gpuConfig, atomically: true, encoding: .utf8)
+        try Data().write(to: events)
+        let configFile = folder.appendingPathComponent("node-agent.conf")
+        try """
+            api-server = \(base)
+            node-token-file = \(tokenFile.path)
+            node-name = \(node)
+            gpu-mode = dedicated
+            engine-socket = \(podman.socketPath)
+            cdi-gpu-kind = \(podman.cdiKind)
+            nvml-library = \(fakeNVML)
+            gateway-url = http://gateway.bench:8081
+            log-level = warning
+
+            """.write(to: configFile, atomically: true, encoding: .utf8)
+        let agent = try ChildProcess(
+            executable: agentPath, arguments: ["--config", configFile.path],
+            environment: [
+                "GPUPLANE_FAKE_NVML_CONFIG": gpuConfig.path, "GPUPLANE_FAKE_NVML_EVENTS": events.path, "NOTIFY_SOCKET": "",
+            ],
+            logFile: folder.appendingPathComponent("agent.log"))
+        defer { agent.stop() }
+        try await eventually("node registered", timeout: 60) {
+            (try? await deps.store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: node)) != nil
+        }
+
+        for index in 0..<containers {
+            let spec = ReplicaSpec(
+                owner: OwnerReference(kind: .application, name: "bench", uid: "bench"), role: "r\(index)", mode: .dedicated,
+                modelSlug: nil, gpus: 1, vramGB: 0, machineTypes: [], priority: .inference, image: podman.testImage,
+                command: ["sleep", "1000000"])
+            _ = try await deps.store.create(
+                Replica(
+                    metadata: ObjectMeta(name: "bench.r\(index)", tenant: "bench"), spec: spec,
+                    binding: Binding(node: node, gpuIndices: [index % gpus])))
+        }
+        let clock = ContinuousClock()
+        let startedAt = clock.now
+        try await eventually("\(containers) containers running", timeout: 300, every: 0.2) {
+            let replicas = try await deps.store.list(Replica.self, tenant: "bench").items
+            return replicas.filter { $0.status.phase == .running }.count == containers
+        }
+        let startup = clock.now - startedAt
+        try await Task.sleep(for: .seconds(settle))
+        guard agent.isRunning else { throw ValidationError("the agent exited: \(agent.logTail())") }
+
+        let pid = agent.pid
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let cpu0 = try Self.cpuTicks(pid)
+        let t0 = clock.now
+        var rssSamples: [Double] = []
+        while clock.now - t0 < .seconds(seconds) {
+            rssSamples.append(try Self.rssMiB(pid))
+            try await Task.sleep(for: .seconds(1))
+        }
+        let cpu1 = try Self.cpuTicks(pid)
+        let elapsed = (clock.now - t0).components
+        let wall = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+        let cpuPercent = (cpu1 - cpu0) / ticks / wall * 100
+        let rss = rssSamples.max() ?? 0
+        let hwm = try Self.statusField(pid, "VmHWM:") / 1024
+        print("node-agent (pid \(pid)): \(gpus) fake GPUs, \(containers) containers, all running after \(startup)")
+        print(String(format: "idle RSS      %6.1f MB  (VmRSS max over %.0f s; peak VmHWM %.1f MB)   goal < 25 MB   %@", rss, wall, hwm, rss < 25 ? "met" : "NOT met"))
+        print(String(format: "idle CPU      %6.2f %% of a core over %.1f s                        goal < 1 %%     %@", cpuPercent, wall, cpuPercent < 1 ? "met" : "NOT met"))
+    }
+
+    /// utime + stime of `pid`, in clock ticks.
+    static func cpuTicks(_ pid: Int32) throws -> Double {
+        let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+        // Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
+        guard let close = stat.lastIndex(of: ")") else { throw ValidationError("unreadable /proc/\(pid)/stat") }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let utime = Double(fields[11]), let stime = Double(fields[12]) else {
+            throw ValidationError("unreadable /proc/\(pid)/stat")
+        }
+        return utime + stime
+    }
+
+    /// VmRSS of `pid` in MiB.
+    static func rssMiB(_ pid: Int32) throws -> Double { try statusField(pid, "VmRSS:") / 1024 }
+
+    /// A `kB` field of `/proc/<pid>/status`.
+    static func statusField(_ pid: Int32, _ name: String) throws -> Double {
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name) }),
+            let value = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap({ Double($0) })
+        else { throw ValidationError("no \(name) in /proc/\(pid)/status") }
+        return value
+    }
+}

@@ -1,0 +1,245 @@
+import CurlHTTP
+import EtcdClient
+import Foundation
+import GPUPlaneAPI
+import GPUPlaneAgent
+import GPUPlaneCore
+import GPUPlaneService
+import GPUPlaneStore
+import GPUPlaneTestSupport
+import Logging
+import Testing
+
+/// A step of the agent harness that could not be done.
+struct AgentHarnessError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Whether the agent's integration tests can run: etcd, and podman as root.
+let agentTestsAvailable = EtcdFixture.isAvailable && PodmanFixture.isAvailable
+
+/// One real etcd and one in-process api-server for every agent test of this process, built
+/// exactly as the api-server's own tests build theirs.
+actor ControlPlane {
+    static let shared = ControlPlane()
+
+    struct Handle: Sendable {
+        let etcd: EtcdFixture
+        let client: Etcd.Client
+        let deps: APIDependencies
+        let base: String
+        let admin: String
+        var store: ResourceStore { deps.store }
+    }
+
+    private var starting: Task<Handle, any Error>?
+
+    /// The one control plane (started by the first caller; later callers wait for it).
+    func get() async throws -> Handle {
+        if let starting { return try await starting.value }
+        let task = Task { try await Self.start() }
+        starting = task
+        return try await task.value
+    }
+
+    private static func start() async throws -> Handle {
+        let etcd = try await EtcdFixture.start()
+        let client = try Etcd.Client(Etcd.Configuration(endpoints: etcd.endpoints))
+        let admin = Tokens.generate()
+        let quiet = Logger(label: "gpuplane.api") { _ in SwiftLogNoOpLogHandler() }
+        let deps = APIDependencies(
+            etcd: client, catalog: try Catalog.standard(), adminTokens: [admin], heartbeatTTL: 5, bookmarkInterval: 0.5,
+            logger: quiet)
+        return try await serve(deps, etcd: etcd, client: client, admin: admin)
+    }
+
+    /// Starts one more api-server on the same etcd (other bookmark interval…).
+    func secondServer(bookmarkInterval: Double) async throws -> Handle {
+        let first = try await get()
+        let quiet = Logger(label: "gpuplane.api") { _ in SwiftLogNoOpLogHandler() }
+        let deps = APIDependencies(
+            etcd: first.client, catalog: try Catalog.standard(), adminTokens: [first.admin], heartbeatTTL: 5,
+            bookmarkInterval: bookmarkInterval, logger: quiet)
+        return try await Self.serve(deps, etcd: first.etcd, client: first.client, admin: first.admin)
+    }
+
+    private static func serve(_ deps: APIDependencies, etcd: EtcdFixture, client: Etcd.Client, admin: String) async throws -> Handle {
+        let port = TestEnvironment.freePort()
+        let app = buildApplication(deps, port: port)
+        Task { try await app.runService(gracefulShutdownSignals: []) }
+        let handle = Handle(etcd: etcd, client: client, deps: deps, base: "http://127.0.0.1:\(port)", admin: admin)
+        try await eventually("api-server answers /healthz") {
+            try await Self.call(handle, .get, "/healthz", token: nil).status == 200
+        }
+        return handle
+    }
+
+    static let http = CurlHTTP.Client(name: "agent-test-curl")
+
+    static func call(_ handle: Handle, _ method: CurlHTTP.Method, _ path: String, token: String?, body: String? = nil) async throws -> CurlHTTP.Response {
+        var headers: [CurlHTTP.Header] = [CurlHTTP.Header("Content-Type", "application/json")]
+        if let token { headers.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
+        return try await http.perform(
+            CurlHTTP.Request(method: method, url: handle.base + path, headers: headers, body: body.map { Data($0.utf8) }, timeout: .seconds(10)))
+    }
+
+    /// A token for `node`.
+    static func nodeToken(_ handle: Handle, node: String) async throws -> String {
+        let reply = try await call(handle, .post, "/v1/tokens", token: handle.admin, body: #"{"role": "node", "node": "\#(node)"}"#)
+        guard let object = try JSONSerialization.jsonObject(with: reply.body) as? [String: Any], let token = object["token"] as? String else {
+            throw AgentHarnessError(description: "node token: HTTP \(reply.status) \(String(decoding: reply.body, as: UTF8.self))")
+        }
+        return token
+    }
+}
+
+/// One test's world: a node name, its token, a tenant, fake GPUs, podman, and agents to run.
+final class AgentWorld: @unchecked Sendable {
+    let plane: ControlPlane.Handle
+    let podman: PodmanFixture
+    let engine: ContainerEngine.Client
+    let node: String
+    let tenant: String
+    let token: String
+    let nvml: FakeNVMLHost
+    let gateway = "http://gateway.test:8081"
+    private let lock = NSLock()
+    private var running: [(NodeAgent, Task<Void, any Error>)] = []
+
+    init(gpus: Int = 8) async throws {
+        plane = try await ControlPlane.shared.get()
+        (podman, engine) = try await SharedPodman.engine()
+        let word = UUID().uuidString.lowercased().prefix(8)
+        node = "node-\(word)"
+        tenant = "t-\(word)"
+        token = try await ControlPlane.nodeToken(plane, node: node)
+        nvml = try FakeNVMLHost(gpus: gpus)
+    }
+
+    var store: ResourceStore { plane.store }
+
+    func apiClient(base: String? = nil, watchIdleTimeout: Duration = .seconds(45)) -> NodeAPI.Client {
+        NodeAPI.Client(NodeAPI.Configuration(baseURL: base ?? plane.base, token: token, watchIdleTimeout: watchIdleTimeout))
+    }
+
+    /// Starts an agent for this world's node.
+    @discardableResult
+    func startAgent(
+        nvmlPath: String? = nil, logger: Logger = Logger(label: "gpuplane.agent"), restartBackoff: Duration = .milliseconds(300),
+        notifier: SystemdNotifier = .disabled
+    ) -> NodeAgent {
+        let configuration = NodeAgentConfiguration(
+            nodeName: node, gpuMode: "dedicated", gatewayBaseURL: gateway, nvmlLibraryPath: nvmlPath ?? nvml.libraryPath,
+            heartbeatInterval: .seconds(1), resyncInterval: .seconds(2), stopGracePeriod: .seconds(1),
+            restartBackoff: restartBackoff, restartBackoffMax: .seconds(2), healthPolicy: HealthPolicy(quietPeriod: .seconds(600)),
+            logger: logger)
+        let engine = ContainerEngine.Client(
+            ContainerEngine.Configuration(socketPath: podman.socketPath, cdiGPUKind: podman.cdiKind, logger: logger))
+        let agent = NodeAgent(configuration: configuration, api: apiClient(), engine: engine, notifier: notifier)
+        let task = Task { try await agent.run() }
+        lock.withLock { running.append((agent, task)) }
+        return agent
+    }
+
+    /// Stops every agent this world started (their containers keep running).
+    func stopAgents() async {
+        let all = lock.withLock { () -> [(NodeAgent, Task<Void, any Error>)] in
+            defer { running = [] }
+            return running
+        }
+        for (_, task) in all {
+            task.cancel()
+            _ = try? await task.value
+        }
+    }
+
+    /// A replica of this world's tenant, bound to this node on `gpus` unless `bound` is false.
+    @discardableResult
+    func createReplica(
+        _ name: String, mode: GPUMode? = .dedicated, slug: String? = nil, gpus: [Int] = [], image: String? = nil,
+        command: [String] = ["sh", "-c", "env; sleep 1000"], env: [String: String] = [:], bound: Bool = true
+    ) async throws -> Replica {
+        let spec = ReplicaSpec(
+            owner: OwnerReference(kind: .application, name: "app", uid: "uid-app"), role: name, mode: mode, modelSlug: slug,
+            gpus: gpus.count, vramGB: 0, machineTypes: [], priority: .inference, image: image ?? podman.testImage, env: env,
+            command: command)
+        let replica = Replica(
+            metadata: ObjectMeta(name: "app.\(name)", tenant: tenant), spec: spec,
+            binding: bound ? Binding(node: node, gpuIndices: gpus) : nil, status: ReplicaStatus(phase: bound ? .bound : .pending))
+        return try await store.create(replica)
+    }
+
+    /// Changes a stored replica (retrying on conflicts), as the scheduler would.
+    @discardableResult
+    func updateReplica(_ name: String, _ change: (inout Replica) -> Void) async throws -> Replica {
+        for _ in 0..<10 {
+            var replica = try await store.get(Replica.self, tenant: tenant, name: "app.\(name)")
+            change(&replica)
+            do {
+                return try await store.update(replica)
+            } catch let error as StoreError where error.code == .conflict {
+                continue
+            }
+        }
+        throw AgentHarnessError(description: "replica \(name) kept changing")
+    }
+
+    func replica(_ name: String) async throws -> Replica {
+        try await store.get(Replica.self, tenant: tenant, name: "app.\(name)")
+    }
+
+    func node() async throws -> Node {
+        try await store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: node)
+    }
+
+    /// Waits until the replica's status satisfies `condition` and returns it.
+    @discardableResult
+    func waitForReplica(_ name: String, _ what: String, timeout: Double = 60, _ condition: @escaping (Replica) -> Bool) async throws -> Replica {
+        var last: Replica?
+        do {
+            try await eventually("\(name): \(what)", timeout: timeout) {
+                last = try await self.replica(name)
+                return last.map(condition) ?? false
+            }
+        } catch {
+            throw AgentHarnessError(description: "\(error); last status: \(String(describing: last?.status))")
+        }
+        return try await replica(name)
+    }
+
+    /// This node's containers, running or not.
+    func containers() async throws -> [ContainerEngine.ContainerSummary] {
+        try await engine.list(labels: [ContainerEngine.managedLabel.key: "true", ContainerPlan.nodeLabel: node])
+    }
+
+    /// The containers of one replica.
+    func containers(of name: String) async throws -> [ContainerEngine.ContainerSummary] {
+        try await containers().filter { $0.labels[ContainerPlan.replicaLabel] == "\(tenant)/app.\(name)" }
+    }
+
+    func output(_ id: String) async throws -> [String] {
+        try await engine.logs(id, tail: nil).map(\.text)
+    }
+
+    /// Stops the agents and removes every container of this node.
+    func tearDown() async {
+        await stopAgents()
+        for container in (try? await containers()) ?? [] {
+            if (try? await engine.remove(container.id)) == nil {
+                _ = try? podman.podman(["rm", "--force", "--time", "0", container.id])
+            }
+        }
+    }
+}
+
+/// Runs `body` in a fresh world, tearing it down afterwards even when the body throws.
+func withAgentWorld(gpus: Int = 8, _ body: (AgentWorld) async throws -> Void) async throws {
+    let world = try await AgentWorld(gpus: gpus)
+    do {
+        try await body(world)
+    } catch {
+        await world.tearDown()
+        throw error
+    }
+    await world.tearDown()
+}

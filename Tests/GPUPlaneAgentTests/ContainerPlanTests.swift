@@ -1,0 +1,54 @@
+import Foundation
+import GPUPlaneAgent
+import GPUPlaneCore
+import Testing
+
+/// The container a replica becomes: names, labels, the env contract, the spec hash.
+struct ContainerPlanTests {
+    func replica(mode: GPUMode?, slug: String? = nil, gpus: [Int], env: [String: String] = [:], uid: String = "u1") -> Replica {
+        Replica(
+            metadata: ObjectMeta(name: "app.api", tenant: "acme", uid: uid),
+            spec: ReplicaSpec(
+                owner: OwnerReference(kind: .application, name: "app", uid: "a"), role: "api", mode: mode, modelSlug: slug,
+                gpus: gpus.count, vramGB: 0, machineTypes: [], priority: .inference, image: "myorg/api:v1", env: env),
+            binding: Binding(node: "gpu-1", gpuIndices: gpus))
+    }
+
+    @Test func modeOneGetsItsGPUIndicesAndNoInferenceURL() {
+        let plan = ContainerPlan(replica: replica(mode: .dedicated, gpus: [5, 1], env: ["NXL_GPU_INDEX": "7", "A": "b"]), node: "gpu-1", gatewayBaseURL: "http://gw")
+        #expect(plan.spec.gpuIndices == [1, 5])
+        #expect(plan.spec.environment == ["NXL_GPU_INDEX": "1,5", "A": "b"])
+        #expect(plan.spec.name == "gpuplane_acme_app.api")
+        #expect(plan.spec.labels[ContainerPlan.replicaLabel] == "acme/app.api")
+        #expect(plan.spec.labels[ContainerPlan.nodeLabel] == "gpu-1")
+        #expect(plan.spec.labels[ContainerPlan.specHashLabel] == plan.specHash)
+        #expect(throws: Never.self) { try plan.spec.validate() }
+    }
+
+    @Test func modesTwoAndThreeGetTheOwnerScopedInferenceURL() {
+        for mode in [GPUMode.sharedPinned, .largePinned] {
+            let plan = ContainerPlan(replica: replica(mode: mode, slug: "llama-3.3-70b", gpus: []), node: "n", gatewayBaseURL: "https://gw.example/")
+            #expect(plan.spec.environment["NXL_INFERENCE_URL"] == "https://gw.example/v1/tenants/acme/models/llama-3.3-70b/")
+            #expect(plan.spec.environment["NXL_GPU_INDEX"] == nil)
+        }
+        let cpu = ContainerPlan(replica: replica(mode: nil, gpus: []), node: "n", gatewayBaseURL: "http://gw")
+        #expect(cpu.spec.environment.isEmpty)
+    }
+
+    @Test func specHashIsStableAndFollowsWhatMatters() {
+        let a = ContainerPlan(replica: replica(mode: .dedicated, gpus: [1]), node: "n", gatewayBaseURL: "http://gw")
+        let same = ContainerPlan(replica: replica(mode: .dedicated, gpus: [1]), node: "n", gatewayBaseURL: "http://gw")
+        #expect(a.specHash == same.specHash)
+        #expect(a.specHash.count == 16)
+        #expect(ContainerPlan(replica: replica(mode: .dedicated, gpus: [2]), node: "n", gatewayBaseURL: "http://gw").specHash != a.specHash)
+        #expect(ContainerPlan(replica: replica(mode: .dedicated, gpus: [1], env: ["X": "1"]), node: "n", gatewayBaseURL: "http://gw").specHash != a.specHash)
+        #expect(ContainerPlan(replica: replica(mode: .dedicated, gpus: [1], uid: "u2"), node: "n", gatewayBaseURL: "http://gw").specHash != a.specHash)
+    }
+
+    @Test func longNamesStayValid() {
+        let name = String(repeating: "a", count: 60) + "." + String(repeating: "b", count: 60)
+        let container = ContainerPlan.containerName(tenant: String(repeating: "t", count: 40), name: name)
+        #expect(container.count <= 128)
+        #expect(container != ContainerPlan.containerName(tenant: String(repeating: "t", count: 40), name: name + "c"))
+    }
+}

@@ -1,0 +1,127 @@
+import Foundation
+import GPUPlaneAgent
+import GPUPlaneCore
+import GPUPlaneTestSupport
+import Testing
+
+/// The agent's api-server client against a real api-server on a real etcd.
+@Suite(.enabled(if: EtcdFixture.isAvailable, "needs etcd"))
+struct NodeAPIClientTests {
+    /// A world without podman: only the control plane is used.
+    struct Plane {
+        let handle: ControlPlane.Handle
+        let node: String
+        let tenant: String
+        let token: String
+
+        init() async throws {
+            handle = try await ControlPlane.shared.get()
+            let word = UUID().uuidString.lowercased().prefix(8)
+            node = "node-\(word)"
+            tenant = "t-\(word)"
+            token = try await ControlPlane.nodeToken(handle, node: node)
+        }
+
+        func replica(_ name: String, bound: Bool = true) -> Replica {
+            Replica(
+                metadata: ObjectMeta(name: name, tenant: tenant),
+                spec: ReplicaSpec(
+                    owner: OwnerReference(kind: .application, name: "app", uid: "u"), role: name, mode: nil, modelSlug: nil,
+                    gpus: 0, vramGB: 0, machineTypes: [], priority: .inference, image: "busybox"),
+                binding: bound ? Binding(node: node, gpuIndices: []) : nil)
+        }
+    }
+
+    @Test func registersHeartbeatsAndReportsStatus() async throws {
+        let plane = try await Plane()
+        let api = NodeAPI.Client(NodeAPI.Configuration(baseURL: plane.handle.base + "/", token: plane.token))
+        let gpu = GPUDevice(index: 0, uuid: "GPU-test-0", product: "NVIDIA H100 80GB HBM3", memoryMiB: 81559)
+        let node = try await api.register(NodeRegistration(name: plane.node, labels: ["gpu-mode": "shared"], gpus: [gpu]))
+        #expect(node.metadata.labels["gpu-mode"] == "shared")
+        #expect(try await api.heartbeat(node: plane.node) == 5)
+        let status = NodeStatus(gpuHealth: [GPUHealth(uuid: "GPU-test-0", healthy: false, reason: "Xid79")], containers: 3)
+        let stored = try await api.reportStatus(node: plane.node, status)
+        #expect(stored.status.containers == 3)
+        #expect(stored.status.gpuHealth.first?.reason == "Xid79")
+        #expect(stored.status.isReady)
+
+        // A token speaks for its own node only, and the error says so by its code.
+        await #expect { try await api.heartbeat(node: "someone-else") } throws: { ($0 as? NodeAPIError)?.code == .forbidden }
+        let stranger = NodeAPI.Client(NodeAPI.Configuration(baseURL: plane.handle.base, token: "not-a-token"))
+        await #expect { try await stranger.heartbeat(node: plane.node) } throws: { ($0 as? NodeAPIError)?.code == .unauthorized }
+    }
+
+    @Test func replicaStatusOnlyForReplicasBoundHere() async throws {
+        let plane = try await Plane()
+        let api = NodeAPI.Client(NodeAPI.Configuration(baseURL: plane.handle.base, token: plane.token))
+        _ = try await plane.handle.store.create(plane.replica("mine"))
+        _ = try await plane.handle.store.create(plane.replica("other", bound: false))
+        let updated = try await api.reportStatus(replica: plane.tenant, "mine", ReplicaStatus(phase: .running, containerID: "abc"))
+        #expect(updated.status.phase == .running)
+        await #expect { try await api.reportStatus(replica: plane.tenant, "other", ReplicaStatus(phase: .running)) } throws: {
+            ($0 as? NodeAPIError)?.code == .notFound
+        }
+        let list = try await api.listReplicas()
+        #expect(list.items.map(\.metadata.name) == ["mine"])
+    }
+
+    @Test func unreachableServerTimesOutOrFailsFastWithATypedError() async throws {
+        let port = TestEnvironment.freePort()
+        let api = NodeAPI.Client(
+            NodeAPI.Configuration(baseURL: "http://127.0.0.1:\(port)", token: "t", requestTimeout: .seconds(1), maxRetries: 2, retryBackoff: .milliseconds(10)))
+        let clock = ContinuousClock()
+        let elapsed = await clock.measure {
+            await #expect { try await api.heartbeat(node: "n") } throws: { ($0 as? NodeAPIError)?.code == .unavailable }
+        }
+        #expect(elapsed < .seconds(5))
+    }
+
+    /// Against a server whose bookmarks come rarely and a client that drops a silent watch after
+    /// one second: the watch is dropped and resumed many times, and every change arrives exactly
+    /// once, with one list only.
+    @Test func droppedWatchResumesFromItsLastResourceVersion() async throws {
+        let plane = try await Plane()
+        let quiet = try await ControlPlane.shared.secondServer(bookmarkInterval: 60)
+        let api = NodeAPI.Client(
+            NodeAPI.Configuration(baseURL: quiet.base, token: plane.token, retryBackoff: .milliseconds(50), watchIdleTimeout: .milliseconds(800)))
+        let seen = Collected<String>()
+        let task = Task {
+            for await change in api.replicaChanges() {
+                switch change {
+                case .listed(let items): seen.append("listed:\(items.count)")
+                case .upserted(let replica): seen.append("up:\(replica.metadata.name):\(replica.status.phase.rawValue)")
+                case .deleted(let replica): seen.append("del:\(replica.metadata.name)")
+                }
+            }
+        }
+        defer { task.cancel() }
+        try await eventually("listed") { seen.all == ["listed:0"] }
+        for index in 0..<4 {
+            _ = try await plane.handle.store.create(plane.replica("r\(index)"))
+            // Longer than the idle timeout: the watch is dropped and resumed in between.
+            try await eventually("r\(index) seen") { seen.all.contains("up:r\(index):pending") }
+            let drops = seen.all.count
+            try await Task.sleep(for: .milliseconds(1200))
+            #expect(seen.all.count == drops)
+        }
+        try await plane.handle.store.delete(Replica.self, tenant: plane.tenant, name: "r0")
+        try await eventually("r0 deleted") { seen.all.contains("del:r0") }
+        #expect(seen.all == ["listed:0", "up:r0:pending", "up:r1:pending", "up:r2:pending", "up:r3:pending", "del:r0"])
+    }
+
+    @Test func compactedResourceVersionListsAgain() async throws {
+        let plane = try await Plane()
+        let api = NodeAPI.Client(NodeAPI.Configuration(baseURL: plane.handle.base, token: plane.token))
+        let old = try await api.listReplicas().resourceVersion
+        _ = try await plane.handle.store.create(plane.replica("a"))
+        let revision = try await plane.handle.client.status().header.revision
+        _ = try await plane.handle.client.compact(revision: revision)
+        var lines: [ReplicaWatchLine] = []
+        for try await line in api.watchReplicas(from: old) {
+            lines.append(line)
+            if line.type == .error { break }
+        }
+        #expect(lines.last?.type == .error)
+        #expect(lines.last?.error?.code == 410)
+    }
+}
