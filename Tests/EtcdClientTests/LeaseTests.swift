@@ -48,7 +48,8 @@ struct LeaseTests {
     @Test func keepAliveKeepsAKeyPastItsTTL() async throws {
         let client = try await SharedEtcd.client()
         let p = uniquePrefix("keepalive")
-        let lease = try await client.grantLease(ttl: 2)
+        // 5 s: renewals every TTL/3 must land even while the whole suite loads both cores.
+        let lease = try await client.grantLease(ttl: 5)
         try await client.put(p + "k", "v", lease: lease.id)
         let renewals = Collected<Int64>()
         let keeper = Task {
@@ -58,7 +59,7 @@ struct LeaseTests {
             } catch { renewals.finish(error) }
         }
         // Stay well past three TTLs, checking the key at every poll.
-        let until = Date().addingTimeInterval(6.5)
+        let until = Date().addingTimeInterval(16)
         var alive = true
         try await eventually("three TTLs passed with the key alive", timeout: 30, every: 0.2) {
             if try await client.get(p + "k") == nil { alive = false }
