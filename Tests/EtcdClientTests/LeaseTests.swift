@@ -48,8 +48,9 @@ struct LeaseTests {
     @Test func keepAliveKeepsAKeyPastItsTTL() async throws {
         let client = try await SharedEtcd.client()
         let p = uniquePrefix("keepalive")
-        // 5 s: renewals every TTL/3 must land even while the whole suite loads both cores.
-        let lease = try await client.grantLease(ttl: 5)
+        // 10 s: renewals every TTL/3 must land even while the whole suite starts its etcd
+        // clusters, podman services and images at once on two cores (a 5 s lease once lapsed).
+        let lease = try await client.grantLease(ttl: 10)
         try await client.put(p + "k", "v", lease: lease.id)
         let renewals = Collected<Int64>()
         let keeper = Task {
@@ -59,7 +60,7 @@ struct LeaseTests {
             } catch { renewals.finish(error) }
         }
         // Stay well past three TTLs, checking the key at every poll.
-        let until = Date().addingTimeInterval(16)
+        let until = Date().addingTimeInterval(25)
         var alive = true
         try await eventually("three TTLs passed with the key alive", timeout: 30, every: 0.2) {
             if try await client.get(p + "k") == nil { alive = false }
