@@ -120,6 +120,7 @@ let package = Package(
             dependencies: [
                 "EtcdClient", "GPUPlaneStore", "GPUPlaneCore", "GPUPlaneTestSupport", "GPUPlaneAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
             ]),
 
