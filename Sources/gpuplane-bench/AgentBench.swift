@@ -6,6 +6,7 @@ import GPUPlaneAPI
 import GPUPlaneCore
 import GPUPlaneStore
 import GPUPlaneTestSupport
+import Logging
 
 
 /// `gpuplane-bench agent`: the node-agent's idle footprint with 8 fake GPUs and 20 containers.
@@ -13,6 +14,9 @@ struct AgentBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent",
         abstract: "Starts etcd, an api-server, podman and gpuplane-node-agent (8 fake GPUs, 20 containers); measures the agent's idle RSS and CPU.")
+
+    /// The podman fixture, kept until the process exits.
+    static let keepAlive = Locked<PodmanFixture?>(nil)
 
     @Option(help: "Containers bound to the node.")
     var containers = 20
@@ -38,7 +42,8 @@ struct AgentBench: AsyncParsableCommand {
         defer { etcdFixture.shutdown() }
         let etcd = try Etcd.Client(Etcd.Configuration(endpoints: etcdFixture.endpoints, requestTimeout: .seconds(10)))
         let admin = Tokens.generate()
-        let deps = APIDependencies(etcd: etcd, catalog: try Catalog.standard(), adminTokens: [admin])
+        let quiet = Logger(label: "gpuplane.api") { _ in SwiftLogNoOpLogHandler() }
+        let deps = APIDependencies(etcd: etcd, catalog: try Catalog.standard(), adminTokens: [admin], logger: quiet)
         let port = TestEnvironment.freePort()
         let app = buildApplication(deps, port: port)
         let server = Task { try await app.runService(gracefulShutdownSignals: []) }
@@ -48,7 +53,10 @@ struct AgentBench: AsyncParsableCommand {
         defer { session.shutdown() }
         try await eventually("api-server answers") { try await APIBench.call(session, "GET", base + "/healthz").0 == 200 }
         let podman = try await PodmanFixture.start()
-        defer { podman.shutdown() }
+        // Cleaned up by the fixture's exit handler (containers, storage, service): its
+        // shutdown(), which waits on the service with Foundation's Process.waitUntilExit, can
+        // spin forever when called from a task, so the fixture is kept alive until exit.
+        AgentBench.keepAlive.withLock { $0 = podman }
 
         let node = "bench-node"
         let (status, body) = try await APIBench.call(
@@ -86,6 +94,7 @@ struct AgentBench: AsyncParsableCommand {
             ],
             logFile: folder.appendingPathComponent("agent.log"))
         defer { agent.stop() }
+        say("agent pid \(agent.pid), log \(folder.appendingPathComponent("agent.log").path)")
         try await eventually("node registered", timeout: 60) {
             (try? await deps.store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: node)) != nil
         }
@@ -113,6 +122,7 @@ struct AgentBench: AsyncParsableCommand {
         let pid = agent.pid
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
         let cpu0 = try Self.cpuTicks(pid)
+        let threads0 = Self.threadTicks(pid)
         let t0 = clock.now
         var rssSamples: [Double] = []
         while clock.now - t0 < .seconds(seconds) {
@@ -120,14 +130,45 @@ struct AgentBench: AsyncParsableCommand {
             try await Task.sleep(for: .seconds(1))
         }
         let cpu1 = try Self.cpuTicks(pid)
+        let threads1 = Self.threadTicks(pid)
         let elapsed = (clock.now - t0).components
         let wall = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
         let cpuPercent = (cpu1 - cpu0) / ticks / wall * 100
         let rss = rssSamples.max() ?? 0
         let hwm = try Self.statusField(pid, "VmHWM:") / 1024
-        print("node-agent (pid \(pid)): \(gpus) fake GPUs, \(containers) containers, all running after \(startup)")
-        print(String(format: "idle RSS      %6.1f MB  (VmRSS max over %.0f s; peak VmHWM %.1f MB)   goal < 25 MB   %@", rss, wall, hwm, rss < 25 ? "met" : "NOT met"))
-        print(String(format: "idle CPU      %6.2f %% of a core over %.1f s                        goal < 1 %%     %@", cpuPercent, wall, cpuPercent < 1 ? "met" : "NOT met"))
+        let anon = try Self.statusField(pid, "RssAnon:") / 1024
+        let file = try Self.statusField(pid, "RssFile:") / 1024
+        say("node-agent (pid \(pid)): \(gpus) fake GPUs, \(containers) containers, all running after \(startup)")
+        say(String(format: "idle RSS      %6.1f MB  (VmRSS max over %.0f s; peak VmHWM %.1f MB)   goal < 25 MB   ", rss, wall, hwm) + (rss < 25 ? "met" : "NOT met"))
+        say(String(format: "  of which     %6.1f MB anonymous (heap, stacks) and %.1f MB file-backed (binary and shared libraries)", anon, file))
+        say(String(format: "idle CPU      %6.2f %% of a core over %.1f s                        goal < 1 %%     ", cpuPercent, wall) + (cpuPercent < 1 ? "met" : "NOT met"))
+        // Where the CPU went, by thread name (the fake NVML polls its events file every 10 ms
+        // inside nvmlEventSetWait_v2, which real NVML does in the kernel).
+        var byName: [String: Double] = [:]
+        for (tid, (name, ticks)) in threads1 {
+            byName[name, default: 0] += ticks - (threads0[tid]?.1 ?? 0)
+        }
+        for (name, ticks) in byName.sorted(by: { $0.value > $1.value }).prefix(6) where ticks > 0 {
+            say("  thread \(name.padding(toLength: 16, withPad: " ", startingAt: 0))" + String(format: "%5.2f %% of a core", ticks / self.ticks / wall * 100))
+        }
+    }
+
+    var ticks: Double { Double(sysconf(Int32(_SC_CLK_TCK))) }
+
+    /// Each thread's name and utime + stime, by thread id.
+    static func threadTicks(_ pid: Int32) -> [String: (String, Double)] {
+        let directory = "/proc/\(pid)/task"
+        var result: [String: (String, Double)] = [:]
+        for tid in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+            guard let stat = try? String(contentsOfFile: "\(directory)/\(tid)/stat", encoding: .utf8),
+                let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")")
+            else { continue }
+            let name = String(stat[stat.index(after: open)..<close])
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 12, let utime = Double(fields[11]), let stime = Double(fields[12]) else { continue }
+            result[tid] = (name, utime + stime)
+        }
+        return result
     }
 
     /// utime + stime of `pid`, in clock ticks.
@@ -153,4 +194,9 @@ struct AgentBench: AsyncParsableCommand {
         else { throw ValidationError("no \(name) in /proc/\(pid)/status") }
         return value
     }
+}
+
+/// Writes a line to stdout at once (print buffers when stdout is a file).
+private func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }
