@@ -133,7 +133,6 @@ let package = Package(
                 "EtcdClient", "GPUPlaneStore", "GPUPlaneCore", "GPUPlaneScheduling", "GPUPlaneTestSupport",
                 "GPUPlaneAPI", "CurlHTTP", "GPUPlaneManifest",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
