@@ -38,36 +38,53 @@ public final class ChildProcess: @unchecked Sendable {
         ChildRegistry.shared.add(pid)
     }
 
-    /// Whether the process has not exited yet.
-    public var isRunning: Bool { process.isRunning }
+    /// Whether the process has not exited yet. A zombie (exited, not yet reaped by
+    /// Foundation, which reaps on the main queue) counts as exited.
+    public var isRunning: Bool {
+        guard process.isRunning else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return false }
+        let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
+        return state != "Z" && state != "X"
+    }
 
     /// Sends `signal` (SIGTERM by default).
     public func signal(_ signal: Int32 = SIGTERM) {
-        if process.isRunning { kill(pid, signal) }
+        if isRunning { kill(pid, signal) }
     }
 
-    /// Kills the process with SIGKILL and waits for it.
+    /// Kills the process with SIGKILL and waits (up to 10 s) for it to be gone.
     public func kill9() {
         signal(SIGKILL)
-        process.waitUntilExit()
+        waitGone(timeout: 10)
         ChildRegistry.shared.remove(pid)
     }
 
     /// Sends SIGTERM and waits up to `timeout` seconds, then SIGKILL.
+    ///
+    /// Never calls Foundation's `waitUntilExit`, which spins forever when the main queue (where
+    /// Foundation notices child exits) is not being drained.
     public func stop(timeout: TimeInterval = 10) {
-        guard process.isRunning else {
+        guard isRunning else {
             ChildRegistry.shared.remove(pid)
             return
         }
         signal(SIGTERM)
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { signal(SIGKILL) }
-        process.waitUntilExit()
+        waitGone(timeout: timeout)
+        if isRunning {
+            kill(pid, SIGKILL)
+            waitGone(timeout: 10)
+        }
         ChildRegistry.shared.remove(pid)
     }
 
-    /// The exit status, once exited.
+    private func waitGone(timeout: TimeInterval) {
+        let deadline = Date().addingTimeInterval(timeout)
+        while isRunning && Date() < deadline { usleep(20_000) }
+    }
+
+    /// The exit status, once Foundation has seen the exit.
     public var exitStatus: Int32? { process.isRunning ? nil : process.terminationStatus }
 
     /// The last `bytes` of the log, for failure messages.

@@ -38,7 +38,8 @@ struct SchedulerLeadershipTests {
             a.signal(SIGTERM)
             let next = try await leader(h, among: ["b"], timeout: 45)
             #expect(next.identity == "b")
-            try await eventually("a exits") { !a.isRunning }
+            // Foundation records the exit status once it reaps the child: wait for that too.
+            try await eventually("a exits and is reaped") { a.exitStatus != nil }
             #expect(a.exitStatus == 0)
         }
     }
