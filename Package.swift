@@ -122,7 +122,7 @@ let package = Package(
         // A C shared library exporting NVML's symbols, with GPUs from a file and injectable events.
         .target(name: "FakeNVML", dependencies: ["CNVML"]),
         // Starts real etcd and journald processes on loopback for tests and benchmarks.
-        .target(name: "GPUPlaneTestSupport", dependencies: ["CurlHTTP"]),
+        .target(name: "GPUPlaneTestSupport", dependencies: ["CurlHTTP", "GPUPlaneCore"]),
         // `gpuplane-local`: the whole control plane on one machine with fake GPUs.
         .executableTarget(name: "gpuplane-local", dependencies: ["GPUPlaneTestSupport"]),
 

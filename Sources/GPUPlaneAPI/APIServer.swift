@@ -95,6 +95,7 @@ public func buildRouter(_ deps: APIDependencies) -> (Router<APIContext>, RouteTa
     DeploymentRoutes(deps: deps).register(table)
     NodeRoutes(deps: deps).register(table)
     ReplicaRoutes(deps: deps).register(table)
+    ModelServerRoutes(deps: deps).register(table)
     TenantRoutes(deps: deps).register(table)
     InfoRoutes(deps: deps).register(table)
     return (router, table)

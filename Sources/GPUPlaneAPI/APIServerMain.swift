@@ -29,10 +29,7 @@ public enum APIServerMain {
             GPUPlaneLogging.bootstrap(identifier: "gpuplane-api-server", level: level)
             _ = MetricsExporter.bootstrap()
             let logger = Logger(label: "gpuplane.api")
-            var catalog = try Catalog.standard()
-            if let path = try config.string("catalog-file") {
-                catalog = try catalog.overridden(by: try Catalog(json: try Data(contentsOf: URL(fileURLWithPath: path))))
-            }
+            let catalog = try Catalog.load(overrideFile: try config.string("catalog-file"))
             var adminTokens: [String] = []
             if let path = try config.string("admin-token-file") {
                 adminTokens = try String(contentsOfFile: path, encoding: .utf8)

@@ -162,6 +162,20 @@ public struct Catalog: Sendable {
         return try Catalog(json: try Data(contentsOf: url))
     }
 
+    /// The bundled catalog, overridden by the operator's file at `path` when one is given (the
+    /// `catalog-file` setting of the api-server and the scheduler, which must agree).
+    public static func load(overrideFile path: String?) throws -> Catalog {
+        let standard = try standard()
+        guard let path else { return standard }
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw CatalogError(message: "catalog-file \(path): \(error.localizedDescription)")
+        }
+        return try standard.overridden(by: try Catalog(json: data))
+    }
+
     /// This catalog with `overrides` replacing models of the same slug and adding new ones.
     public func overridden(by overrides: Catalog) throws -> Catalog {
         var merged = bySlug

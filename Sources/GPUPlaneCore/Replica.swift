@@ -153,13 +153,39 @@ public struct ModelServer: Resource, Hashable {
         public var vramGB: Int
         /// Kept running with no tenant attached (warm pool).
         public var warm: Bool
+        /// How the node-agent runs it: the catalog's serving image, arguments and port, copied
+        /// when the server is created so a later catalog change does not restart it.
+        public var serving: Serving?
 
         /// Makes a spec.
-        public init(slug: String, mode: GPUMode, vramGB: Int, warm: Bool = false) {
+        public init(slug: String, mode: GPUMode, vramGB: Int, warm: Bool = false, serving: Serving? = nil) {
             self.slug = slug
             self.mode = mode
             self.vramGB = vramGB
             self.warm = warm
+            self.serving = serving
+        }
+    }
+
+    /// The container a model server runs.
+    public struct Serving: Codable, Sendable, Hashable {
+        /// The serving image (vLLM or compatible), already on the node.
+        public var image: String
+        /// Arguments to the image's entrypoint.
+        public var args: [String]
+        /// The port its OpenAI-protocol API listens on inside the container.
+        public var port: Int
+
+        /// Makes a serving description.
+        public init(image: String, args: [String] = [], port: Int = 8000) {
+            self.image = image
+            self.args = args
+            self.port = port
+        }
+
+        /// What the catalog says of `model`.
+        public init(_ model: CatalogModel) {
+            self.init(image: model.image, args: model.args, port: model.port)
         }
     }
 
@@ -171,12 +197,35 @@ public struct ModelServer: Resource, Hashable {
         public var endpoint: String?
         /// Tenants attached, by replica name.
         public var attachedReplicas: [String]
+        /// The server's container as its node-agent last reported it (phase, reason, restarts).
+        public var container: ReplicaStatus?
 
         /// Makes a status.
-        public init(ready: Bool = false, endpoint: String? = nil, attachedReplicas: [String] = []) {
+        public init(
+            ready: Bool = false, endpoint: String? = nil, attachedReplicas: [String] = [], container: ReplicaStatus? = nil
+        ) {
             self.ready = ready
             self.endpoint = endpoint
             self.attachedReplicas = attachedReplicas
+            self.container = container
+        }
+    }
+
+    /// What a node-agent reports of a model server it runs (`PUT /v1/modelservers/{name}/status`):
+    /// everything of ``Status`` but the attachments, which are the scheduler's.
+    public struct Report: Codable, Sendable, Hashable {
+        /// Whether `/v1/models` answered.
+        public var ready: Bool
+        /// The URL of its OpenAI-protocol API on the node (`http://<address>:<port>`), once published.
+        public var endpoint: String?
+        /// The container's state.
+        public var container: ReplicaStatus
+
+        /// Makes a report.
+        public init(ready: Bool, endpoint: String?, container: ReplicaStatus) {
+            self.ready = ready
+            self.endpoint = endpoint
+            self.container = container
         }
     }
 

@@ -132,11 +132,12 @@ public struct ModelServerPlan: Sendable, Hashable {
     /// The GPU's NVML index.
     public var gpuIndex: Int
 
-    /// The resource to store (uid, tenant and version are the store's business).
-    public func modelServer() -> ModelServer {
+    /// The resource to store (uid, tenant and version are the store's business), with the
+    /// serving image, arguments and port `catalog` gives its slug.
+    public func modelServer(catalog: Catalog) -> ModelServer {
         ModelServer(
             metadata: ObjectMeta(name: name),
-            spec: .init(slug: slug, mode: mode, vramGB: vramGB),
+            spec: .init(slug: slug, mode: mode, vramGB: vramGB, serving: catalog.model(slug).map(ModelServer.Serving.init)),
             binding: Binding(node: node, gpuIndices: [gpuIndex]))
     }
 }

@@ -1,10 +1,18 @@
 import CurlHTTP
 import Foundation
+import GPUPlaneCore
 
 /// A whole gpuplane on one machine, for the README's first command and the end-to-end test:
 /// etcd, a podman service with fake GPUs (CDI) and a locally built image, the fake NVML, and the
 /// real `gpuplane-api-server`, `gpuplane-scheduler` and `gpuplane-node-agent` executables.
+///
+/// Two nodes: `local-gpu-0` (`gpu-mode=dedicated`, 8 fake H100s) for Mode 1, and
+/// `local-gpu-1` (`gpu-mode=shared`, 2 fake H100s) for Mode 3 model servers. The catalog is
+/// overridden so every model is served by the stand-in model server image (not vLLM).
 public final class LocalCluster: @unchecked Sendable {
+    /// The shared node's name.
+    public static let sharedNodeName = "local-gpu-1"
+
     /// The api-server's base URL.
     public let apiURL: String
     /// The admin token.
@@ -61,6 +69,9 @@ public final class LocalCluster: @unchecked Sendable {
             daemons.append((name, process))
         }
         do {
+            // Every catalog model served by the stand-in (same arguments and port as the real one).
+            let catalogFile = directory.appendingPathComponent("catalog.json")
+            try standInCatalog(image: podman.standInModelServerImage).write(to: catalogFile)
             let admin = "gp_local_admin_" + UUID().uuidString.lowercased().filter { $0 != "-" }
             let adminFile = directory.appendingPathComponent("admin-token")
             try admin.write(to: adminFile, atomically: true, encoding: .utf8)
@@ -70,46 +81,54 @@ public final class LocalCluster: @unchecked Sendable {
             try launch("gpuplane-api-server", [
                 "--port", "\(port)", "--etcd.endpoints", etcd.endpoints.joined(separator: ","),
                 "--admin-token-file", adminFile.path, "--heartbeat-ttl", "5", "--log-level", "notice",
+                "--catalog-file", catalogFile.path,
             ])
             log("gpuplane-scheduler…")
             try launch("gpuplane-scheduler", [
                 "--etcd.endpoints", etcd.endpoints.joined(separator: ","), "--meter-interval", "60s",
-                "--log-destination", "stderr", "--log-level", "notice",
+                "--log-destination", "stderr", "--log-level", "notice", "--catalog-file", catalogFile.path,
             ])
             let cluster = LocalCluster(
                 apiURL: apiURL, adminToken: admin, nodeName: "local-gpu-0", podman: podman, directory: directory,
                 etcd: etcd, daemons: [])
             try await eventually("the api-server answers", timeout: 60) { try await cluster.call("GET", "/readyz").status == 200 }
-            let token = try await cluster.json("POST", "/v1/tokens", token: admin, body: #"{"role": "node", "node": "local-gpu-0"}"#)["token"] as? String
-            guard let token else { throw Failure(description: "the api-server issued no node token") }
-            let tokenFile = directory.appendingPathComponent("node-token")
-            try token.write(to: tokenFile, atomically: true, encoding: .utf8)
-            let nvmlConfig = directory.appendingPathComponent("fake-nvml.conf")
-            let lines = ["driver 550.54.15"] + podman.fakeGPUs.prefix(gpus).map {
-                "gpu index=\($0.index) uuid=\($0.uuid) name=\"NVIDIA H100 80GB HBM3\" memory_mib=81559 temp=35 power_mw=70000 pci=0000:\(String(format: "%02x", 0x18 + $0.index)):00.0"
+            func launchAgent(_ node: String, mode: String, gpus: [PodmanFixture.FakeGPU]) async throws {
+                let token = try await cluster.json("POST", "/v1/tokens", token: admin, body: #"{"role": "node", "node": "\#(node)"}"#)["token"] as? String
+                guard let token else { throw Failure(description: "the api-server issued no node token") }
+                let tokenFile = directory.appendingPathComponent("\(node).token")
+                try token.write(to: tokenFile, atomically: true, encoding: .utf8)
+                let nvmlConfig = directory.appendingPathComponent("\(node).fake-nvml.conf")
+                let events = directory.appendingPathComponent("\(node).fake-nvml.events")
+                let lines = ["driver 550.54.15"] + gpus.map {
+                    "gpu index=\($0.index) uuid=\($0.uuid) name=\"NVIDIA H100 80GB HBM3\" memory_mib=81559 temp=35 power_mw=70000 pci=0000:\(String(format: "%02x", 0x18 + $0.index)):00.0"
+                }
+                try (lines.joined(separator: "\n") + "\n").write(to: nvmlConfig, atomically: true, encoding: .utf8)
+                _ = FileManager.default.createFile(atPath: events.path, contents: nil)
+                log("gpuplane-node-agent \(node) (gpu-mode=\(mode), \(gpus.count) fake GPUs)…")
+                try launch(
+                    "gpuplane-node-agent",
+                    [
+                        "--api-server", apiURL, "--node-token-file", tokenFile.path, "--node-name", node,
+                        "--gpu-mode", mode, "--engine-socket", podman.socketPath, "--cdi-gpu-kind", podman.cdiKind,
+                        "--nvml-library", binaries.appendingPathComponent("libFakeNVML.so").path, "--stop-grace-period", "2s",
+                        "--log-level", "notice",
+                    ],
+                    environment: ["GPUPLANE_FAKE_NVML_CONFIG": nvmlConfig.path, "GPUPLANE_FAKE_NVML_EVENTS": events.path])
             }
-            try (lines.joined(separator: "\n") + "\n").write(to: nvmlConfig, atomically: true, encoding: .utf8)
-            _ = FileManager.default.createFile(atPath: directory.appendingPathComponent("fake-nvml.events").path, contents: nil)
-            log("gpuplane-node-agent with the fake NVML…")
-            try launch(
-                "gpuplane-node-agent",
-                [
-                    "--api-server", apiURL, "--node-token-file", tokenFile.path, "--node-name", "local-gpu-0",
-                    "--gpu-mode", "dedicated", "--engine-socket", podman.socketPath, "--cdi-gpu-kind", podman.cdiKind,
-                    "--nvml-library", binaries.appendingPathComponent("libFakeNVML.so").path, "--stop-grace-period", "2s",
-                    "--log-level", "notice",
-                ],
-                environment: [
-                    "GPUPLANE_FAKE_NVML_CONFIG": nvmlConfig.path,
-                    "GPUPLANE_FAKE_NVML_EVENTS": directory.appendingPathComponent("fake-nvml.events").path,
-                ])
+            try await launchAgent("local-gpu-0", mode: "dedicated", gpus: Array(podman.fakeGPUs.prefix(gpus)))
+            let shared = (0..<2).map {
+                PodmanFixture.FakeGPU(index: $0, uuid: String(format: "GPU-5ba4ed%02x-0000-4000-8000-%012x", $0, $0))
+            }
+            try await launchAgent(sharedNodeName, mode: "shared", gpus: shared)
             let running = LocalCluster(
                 apiURL: apiURL, adminToken: admin, nodeName: "local-gpu-0", podman: podman, directory: directory,
                 etcd: etcd, daemons: daemons)
-            try await eventually("the node registers and is Ready", timeout: 90) {
-                let node = try await running.json("GET", "/v1/nodes/local-gpu-0", token: admin)
-                let conditions = (node["status"] as? [String: Any])?["conditions"] as? [[String: Any]] ?? []
-                return conditions.contains { $0["type"] as? String == "Ready" && $0["status"] as? Bool == true }
+            for node in ["local-gpu-0", sharedNodeName] {
+                try await eventually("node \(node) registers and is Ready", timeout: 90) {
+                    let object = try await running.json("GET", "/v1/nodes/\(node)", token: admin)
+                    let conditions = (object["status"] as? [String: Any])?["conditions"] as? [[String: Any]] ?? []
+                    return conditions.contains { $0["type"] as? String == "Ready" && $0["status"] as? Bool == true }
+                }
             }
             return running
         } catch {
@@ -121,6 +140,17 @@ public final class LocalCluster: @unchecked Sendable {
         }
     }
 
+    /// The bundled catalog with every model's image replaced by `image`, as catalog-file JSON.
+    static func standInCatalog(image: String) throws -> Data {
+        struct File: Encodable { var models: [CatalogModel] }
+        let models = try Catalog.standard().models.map { model -> CatalogModel in
+            var model = model
+            model.image = image
+            return model
+        }
+        return try JSONEncoder().encode(File(models: models))
+    }
+
     /// One HTTP call to the api-server.
     public func call(_ method: String, _ path: String, token: String? = nil, body: String? = nil) async throws -> (status: Int, body: Data) {
         var headers: [CurlHTTP.Header] = []
@@ -128,6 +158,12 @@ public final class LocalCluster: @unchecked Sendable {
         let response = try await http.perform(
             CurlHTTP.Request(method: CurlHTTP.Method(method), url: apiURL + path, headers: headers, body: body.map { Data($0.utf8) }, timeout: .seconds(10)))
         return (response.status, response.body)
+    }
+
+    /// A plain GET of any URL (a model server's endpoint), as text.
+    public func get(_ url: String) async throws -> String {
+        let response = try await http.perform(CurlHTTP.Request(url: url, timeout: .seconds(10)))
+        return String(decoding: response.body, as: UTF8.self)
     }
 
     /// One call whose answer is a JSON object.

@@ -3,11 +3,13 @@ import GPUPlaneTestSupport
 
 /// `gpuplane-local [--example FILE] [--keep-running]`: starts etcd, podman with fake GPUs and
 /// the three daemons, applies the example as an Enterprise tenant, and shows it placed and
-/// running, with what the container sees of its GPU.
+/// running, with what the container sees of its GPU; then applies the Mode 3 example and shows
+/// its model server (the stand-in) ready and the pod running with NXL_INFERENCE_URL.
 let arguments = CommandLine.arguments.dropFirst()
 let keepRunning = arguments.contains("--keep-running")
 let example = arguments.firstIndex(of: "--example").flatMap { arguments.index(after: $0) < arguments.endIndex ? arguments[arguments.index(after: $0)] : nil }
     ?? "examples/local-gpu-app.yaml"
+let sharedExample = "examples/local-shared-model.yaml"
 let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
 
 /// Writes a line at once (no buffering, so a pipe or a file sees progress as it happens).
@@ -27,7 +29,7 @@ do {
     }
     let cluster = try await LocalCluster.start(binaries: binaries, log: say)
     do {
-    say("cluster up: api-server \(cluster.apiURL), node \(cluster.nodeName) with 8 fake H100s; logs in \(cluster.directory.path)")
+    say("cluster up: api-server \(cluster.apiURL), node \(cluster.nodeName) with 8 fake H100s (dedicated), node \(LocalCluster.sharedNodeName) with 2 (shared); logs in \(cluster.directory.path)")
     let token = try await cluster.tenant("demo", plan: "enterprise")
     say("applying \(example) as tenant demo (enterprise)")
     let applied = try await cluster.call("POST", "/v1/applications", token: token, body: manifest)
@@ -45,10 +47,37 @@ do {
     let binding = replica["binding"] as? [String: Any] ?? [:]
     let status = replica["status"] as? [String: Any] ?? [:]
     say("REPLICA \(name)  NODE \(binding["node"] ?? "-")  GPUS \(binding["gpuIndices"] ?? "-")  PHASE \(status["phase"] ?? "-")  CONTAINER \(String(describing: status["containerID"] ?? "-").prefix(12))")
-    let containers = try cluster.podman.podman(["ps", "--format", "{{.Names}}"]).split(separator: "\n")
+    let containers = try cluster.podman.podman(["ps", "--format", "{{.Names}}", "--filter", "name=gpuplane_demo_"]).split(separator: "\n")
     for container in containers {
         say("inside \(container):")
         out(try cluster.podman.podman(["logs", String(container)]))
+    }
+    if let shared = try? String(contentsOfFile: sharedExample, encoding: .utf8) {
+        say("applying \(sharedExample) (Mode 3: a shared pinned model) as tenant demo")
+        let applied = try await cluster.call("POST", "/v1/applications", token: token, body: shared)
+        guard applied.status == 201 || applied.status == 200 else {
+            throw LocalCluster.Failure(description: "apply answered \(applied.status): \(String(decoding: applied.body, as: UTF8.self))")
+        }
+        var server: [String: Any] = [:]
+        try await eventually("a model server is ready", timeout: 120, every: 0.5) {
+            server = (try await cluster.json("GET", "/v1/modelservers", token: cluster.adminToken)["items"] as? [[String: Any]])?.first ?? [:]
+            return (server["status"] as? [String: Any])?["ready"] as? Bool == true
+        }
+        let serverName = (server["metadata"] as? [String: Any])?["name"] as? String ?? "?"
+        let serverBinding = server["binding"] as? [String: Any] ?? [:]
+        let endpoint = (server["status"] as? [String: Any])?["endpoint"] as? String ?? ""
+        say("MODELSERVER \(serverName)  NODE \(serverBinding["node"] ?? "-")  GPUS \(serverBinding["gpuIndices"] ?? "-")  READY true  ENDPOINT \(endpoint)")
+        say("GET \(endpoint)/v1/models (the stand-in model server, not vLLM):")
+        out(try await cluster.get(endpoint + "/v1/models"))
+        try await eventually("the Mode 3 pod runs", timeout: 120, every: 0.5) {
+            let items = try await cluster.json("GET", "/v1/replicas", token: token)["items"] as? [[String: Any]] ?? []
+            return items.contains {
+                ($0["metadata"] as? [String: Any])?["name"] as? String == "hello-model.client"
+                    && ($0["status"] as? [String: Any])?["phase"] as? String == "running"
+            }
+        }
+        say("inside gpuplane_demo_hello-model.client:")
+        out(try cluster.podman.podman(["logs", "gpuplane_demo_hello-model.client"]))
     }
     if keepRunning {
         say("running; press Ctrl-C to stop (api-server \(cluster.apiURL), admin token \(cluster.adminToken))")

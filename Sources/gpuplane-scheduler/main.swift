@@ -17,6 +17,7 @@ let keys: [ConfigurationKey] = [
     .init("warm-pool", .list, default: "", help: "slug=count model servers kept running with no tenant"),
     .init("resync-interval", .duration, default: "1s", help: "pending replicas are looked at again this often"),
     .init("idle-server-grace", .duration, default: "60s", help: "idle model servers stop after this long"),
+    .init("catalog-file", .string, help: "operator catalog (JSON) overriding the bundled one; give the api-server the same"),
     .init("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error, critical"),
     .init("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
 ]
@@ -28,7 +29,7 @@ do {
     GPUPlaneLogging.bootstrap(identifier: "gpuplane-scheduler", level: level, destination: destination)
     let logger = Logger(label: "gpuplane.scheduler")
 
-    let catalog = try Catalog.standard()
+    let catalog = try Catalog.load(overrideFile: try config.string("catalog-file"))
     let client = try Etcd.Client(Etcd.Configuration(endpoints: try config.list("etcd.endpoints") ?? [], logger: logger))
     let store = ResourceStore(client: client)
     var session = LeaderSession.Configuration()

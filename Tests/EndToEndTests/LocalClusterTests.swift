@@ -48,6 +48,35 @@ import Testing
             #expect(logs.contains("GPUPLANE_FAKE_GPU_UUID=\(cluster.podman.fakeGPUs[index].uuid)\n"))
             #expect(logs.components(separatedBy: "_UUID=").count == 3, "exactly one GPU's CDI edits: \(logs)")
 
+            // Mode 3: a shared pinned model. The scheduler starts a model server on the shared
+            // node; its agent runs the serving image (the stand-in) and reports it ready once
+            // /v1/models answers; the pod runs with NXL_INFERENCE_URL.
+            let shared = try String(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+                .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("examples/local-shared-model.yaml"), encoding: .utf8)
+            #expect(try await cluster.call("POST", "/v1/applications", token: token, body: shared).status == 201)
+            var server: [String: Any] = [:]
+            try await eventually("a model server ready on the shared node", timeout: 120, every: 0.25) {
+                server = (try await cluster.json("GET", "/v1/modelservers", token: cluster.adminToken)["items"] as? [[String: Any]])?.first ?? [:]
+                return (server["status"] as? [String: Any])?["ready"] as? Bool == true
+            }
+            #expect((server["binding"] as? [String: Any])?["node"] as? String == LocalCluster.sharedNodeName)
+            #expect((server["spec"] as? [String: Any])?["slug"] as? String == "phi-3.5-mini")
+            let endpoint = try #require((server["status"] as? [String: Any])?["endpoint"] as? String)
+            let models = try await cluster.get(endpoint + "/v1/models")
+            #expect(models.contains("\"id\":\"microsoft/Phi-3.5-mini-instruct\""), "\(models)")
+            try await eventually("the Mode 3 pod runs", timeout: 120, every: 0.25) {
+                let items = try await cluster.json("GET", "/v1/replicas", token: token)["items"] as? [[String: Any]] ?? []
+                return items.contains {
+                    ($0["metadata"] as? [String: Any])?["name"] as? String == "hello-model.client"
+                        && ($0["status"] as? [String: Any])?["phase"] as? String == "running"
+                }
+            }
+            let client = "gpuplane_e2e_hello-model.client"
+            try await eventually("the pod printed its inference URL") {
+                ((try? cluster.podman.podman(["logs", client])) ?? "").contains("NXL_INFERENCE_URL=http")
+            }
+            #expect(try cluster.podman.podman(["logs", client]).contains("/v1/tenants/e2e/models/phi-3.5-mini/"))
+
             // Deleting the application stops the container.
             #expect(try await cluster.call("DELETE", "/v1/applications/hello-gpu", token: token).status == 204)
             try await eventually("the container is gone", timeout: 60) {

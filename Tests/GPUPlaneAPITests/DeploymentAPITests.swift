@@ -154,6 +154,48 @@ import Testing
         #expect(try await h.deps.store.get(Replica.self, tenant: tenant, name: "a.p").binding == nil)
     }
 
+    @Test func modelServersAreNodeScopedAndReportsKeepAttachments() async throws {
+        let h = try await SharedServer.shared.get()
+        let node = "n-" + UUID().uuidString.prefix(6).lowercased()
+        let other = "n-" + UUID().uuidString.prefix(6).lowercased()
+        let token = try await h.nodeToken(node)
+        func server(_ name: String, on node: String) -> ModelServer {
+            ModelServer(
+                metadata: ObjectMeta(name: name),
+                spec: .init(slug: "phi-3.5-mini", mode: .sharedPinned, vramGB: 10, serving: .init(image: "m:1", args: ["--model", "x"])),
+                binding: Binding(node: node, gpuIndices: [0]), status: .init(attachedReplicas: ["t/a.p"]))
+        }
+        _ = try await h.deps.store.create(server("ms-\(node)", on: node))
+        _ = try await h.deps.store.create(server("ms-\(other)", on: other))
+
+        let seen = try await h.call("GET", "/v1/modelservers", token: token)
+        #expect(seen.status == 200)
+        #expect(seen.items.compactMap { ($0["metadata"] as? [String: Any])?["name"] as? String } == ["ms-\(node)"])
+        #expect(try await h.call("GET", "/v1/modelservers/ms-\(node)", token: token).status == 200)
+        #expect(try await h.call("GET", "/v1/modelservers/ms-\(other)", token: token).status == 404)
+        let all = try await h.call("GET", "/v1/modelservers?node=\(other)", token: h.admin)
+        #expect(all.items.count == 1)
+        let (_, user) = try await h.tenant(.enterprise)
+        #expect(try await h.call("GET", "/v1/modelservers", token: user).status == 403)
+
+        let report = #"{"ready": true, "endpoint": "http://10.0.0.7:20000", "container": {"phase": "running", "restarts": 0}}"#
+        let stored = try await h.call("PUT", "/v1/modelservers/ms-\(node)/status", token: token, body: report)
+        #expect(stored.status == 200, "\(stored.text)")
+        let status = try #require(stored.json["status"] as? [String: Any])
+        #expect(status["ready"] as? Bool == true)
+        #expect(status["endpoint"] as? String == "http://10.0.0.7:20000")
+        #expect(status["attachedReplicas"] as? [String] == ["t/a.p"])
+        #expect(try await h.call("PUT", "/v1/modelservers/ms-\(other)/status", token: token, body: report).status == 404)
+        let bad = try await h.call(
+            "PUT", "/v1/modelservers/ms-\(node)/status", token: token,
+            body: #"{"ready": true, "endpoint": "not a url", "container": {"phase": "running", "restarts": 0}}"#)
+        #expect(bad.status == 422)
+        #expect(bad.error["field"] as? String == "endpoint")
+        let unknown = try await h.call("PUT", "/v1/modelservers/ms-\(node)/status", token: token, body: #"{"ready": true, "attachedReplicas": []}"#)
+        #expect(unknown.status == 400 || unknown.status == 422)
+        #expect(try await h.deps.store.get(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: "ms-\(node)").status.attachedReplicas == ["t/a.p"])
+    }
+
     @Test func heartbeatLeaseExpires() async throws {
         let h = try await SharedServer.shared.get()
         let node = "n-" + UUID().uuidString.prefix(6).lowercased()

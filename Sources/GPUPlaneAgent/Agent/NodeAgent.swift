@@ -12,7 +12,7 @@ import ServiceLifecycle
 /// - the heartbeat, every ``NodeAgentConfiguration/heartbeatInterval`` (re-registering when
 ///   the api-server forgot the node);
 /// - GPU health from ``GPUHealthMonitor``, logged per GPU (`gpu.uuid`) as it changes;
-/// - the resumable watch of the replicas bound to this node;
+/// - the resumable watches of the replicas and the model servers bound to this node;
 /// - the container engine's events, so an exit is acted on at once;
 /// - the reconcile loop: a ``Reconciler`` pass on every change and at least every
 ///   ``NodeAgentConfiguration/resyncInterval``, then the Node status (per-GPU health,
@@ -70,7 +70,8 @@ public final class NodeAgent: Service, Sendable {
             settings: ReconcilerSettings(
                 node: configuration.nodeName, gatewayBaseURL: configuration.gatewayBaseURL,
                 stopGracePeriod: configuration.stopGracePeriod, restartBackoff: configuration.restartBackoff,
-                restartBackoffMax: configuration.restartBackoffMax),
+                restartBackoffMax: configuration.restartBackoffMax, address: configuration.address,
+                modelServerPorts: configuration.modelServerPorts, readinessProbeInterval: configuration.readinessProbeInterval),
             engine: engine, api: api, logger: logger)
     }
 
@@ -113,6 +114,7 @@ public final class NodeAgent: Service, Sendable {
                 group.addTask { await self.heartbeatLoop(inventory) }
                 if let monitor { group.addTask { await self.healthLoop(monitor, gpus: gpus) } }
                 group.addTask { await self.watchLoop() }
+                group.addTask { await self.modelServerWatchLoop() }
                 group.addTask { await self.engineEventsLoop() }
                 group.addTask { await self.reconcileLoop() }
                 await group.waitForAll()
@@ -236,6 +238,13 @@ public final class NodeAgent: Service, Sendable {
 
     private func watchLoop() async {
         for await change in api.replicaChanges() {
+            await reconciler.apply(change)
+            wakeup.signal()
+        }
+    }
+
+    private func modelServerWatchLoop() async {
+        for await change in api.modelServerChanges() {
             await reconciler.apply(change)
             wakeup.signal()
         }

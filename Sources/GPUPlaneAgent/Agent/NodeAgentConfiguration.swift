@@ -32,6 +32,10 @@ public struct NodeAgentConfiguration: Sendable {
     /// How long a reconcile pass may be missing before the watchdog pings stop; nil: three
     /// resync intervals (at least 30 s).
     public var healthyPassWindow: Duration?
+    /// The host ports model servers are published on, one each, on ``address`` (or loopback).
+    public var modelServerPorts: ClosedRange<Int>
+    /// How often a model server that is not ready yet has its `/v1/models` probed.
+    public var readinessProbeInterval: Duration
     /// The agent's logger; `node` metadata is added.
     public var logger: Logger
 
@@ -42,8 +46,11 @@ public struct NodeAgentConfiguration: Sendable {
         stopGracePeriod: Duration = .seconds(10), restartBackoff: Duration = .seconds(1),
         restartBackoffMax: Duration = .seconds(60), healthPolicy: HealthPolicy = HealthPolicy(),
         machineTypes: MachineTypeTable = .standard, healthyPassWindow: Duration? = nil,
+        modelServerPorts: ClosedRange<Int> = 20000...20999, readinessProbeInterval: Duration = .seconds(1),
         logger: Logger = Logger(label: "gpuplane.agent")
     ) {
+        self.modelServerPorts = modelServerPorts
+        self.readinessProbeInterval = readinessProbeInterval
         self.nodeName = nodeName
         self.gpuMode = gpuMode
         self.address = address

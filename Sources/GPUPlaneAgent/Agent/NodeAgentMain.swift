@@ -26,6 +26,7 @@ public enum NodeAgentMain {
         ConfigurationKey("restart-backoff", .duration, default: "1s", help: "first pause before restarting a crashed container (doubles)"),
         ConfigurationKey("restart-backoff-max", .duration, default: "60s", help: "cap of the restart pause"),
         ConfigurationKey("quiet-time", .duration, default: "5m", help: "how long an unhealthy GPU must stay clean to return to service"),
+        ConfigurationKey("model-server-ports", .string, default: "20000-20999", help: "host ports model servers are published on (FIRST-LAST)"),
         ConfigurationKey("request-timeout", .duration, default: "5s", help: "deadline of one api-server call"),
         ConfigurationKey("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error"),
     ]
@@ -77,8 +78,20 @@ public enum NodeAgentMain {
             restartBackoff: try config.duration("restart-backoff") ?? .seconds(1),
             restartBackoffMax: try config.duration("restart-backoff-max") ?? .seconds(60),
             healthPolicy: HealthPolicy(quietPeriod: try config.duration("quiet-time") ?? .seconds(300)),
+            modelServerPorts: try portRange(try config.string("model-server-ports") ?? "20000-20999"),
             logger: logger)
         return NodeAgent(configuration: configuration, api: api, engine: engine, notifier: notifier, readiness: readiness)
+    }
+
+    /// Parses `FIRST-LAST` (or one port) into a range of valid TCP ports.
+    static func portRange(_ text: String) throws -> ClosedRange<Int> {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard (1...2).contains(parts.count), let first = parts.first ?? nil, let last = parts.last ?? nil,
+            (1...65535).contains(first), (first...65535).contains(last)
+        else {
+            throw StartError(description: "model-server-ports must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535, not '\(text)'")
+        }
+        return first...last
     }
 
     /// Runs the agent until SIGTERM; returns the exit status.

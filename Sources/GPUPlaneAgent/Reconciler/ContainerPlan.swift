@@ -14,6 +14,10 @@ public struct ContainerPlan: Sendable, Hashable {
     public static let gpuIndexVariable = "NXL_GPU_INDEX"
     /// The env var with a Mode 2/3 container's owner-scoped inference URL.
     public static let inferenceURLVariable = "NXL_INFERENCE_URL"
+    /// The label naming the model server a container serves (model servers only).
+    public static let modelServerLabel = "gpuplane.io/modelserver"
+    /// The label carrying the host port a model server is published on.
+    public static let hostPortLabel = "gpuplane.io/host-port"
 
     /// `<tenant>/<name>`: the replica's key and label value.
     public let replicaKey: String
@@ -22,6 +26,9 @@ public struct ContainerPlan: Sendable, Hashable {
     /// A stable hash (FNV-1a 64, hex) of everything the container is made from; a container
     /// whose label differs is replaced.
     public let specHash: String
+    /// For a model server, the container port its API listens on: published on a host port
+    /// the reconciler picks when it creates the container (kept out of ``specHash``).
+    public let servingPort: Int?
 
     /// The key of a replica: `<tenant>/<name>`.
     public static func key(tenant: String, name: String) -> String { "\(tenant)/\(name)" }
@@ -61,7 +68,34 @@ public struct ContainerPlan: Sendable, Hashable {
         self.replicaKey = key
         self.spec = spec
         self.specHash = hash
+        self.servingPort = nil
     }
+
+    /// The plan for a model server bound to `node`, or nil when it says nothing of how to serve
+    /// (no ``ModelServer/Spec/serving``).
+    ///
+    /// Its key is `_cluster/<name>` (tenants are DNS labels, so no replica's key can match). It
+    /// runs the serving image with the catalog's arguments on exactly its GPU, with
+    /// `GPUPLANE_MODEL_SLUG` and `GPUPLANE_MODEL_SERVER` set, on the bridge network.
+    public init?(server: ModelServer, node: String) {
+        guard let serving = server.spec.serving else { return nil }
+        let name = server.metadata.name
+        let key = Self.key(server)
+        var spec = ContainerEngine.ContainerSpec(
+            name: Self.containerName(tenant: ObjectMeta.clusterTenant, name: name), image: serving.image,
+            command: serving.args.isEmpty ? nil : serving.args,
+            environment: ["GPUPLANE_MODEL_SLUG": server.spec.slug, "GPUPLANE_MODEL_SERVER": name], labels: [:], ports: [],
+            gpuIndices: (server.binding?.gpuIndices ?? []).sorted(), network: .bridge)
+        let hash = Self.hash(spec: spec, uid: server.metadata.uid, ports: [serving.port])
+        spec.labels = [Self.replicaLabel: key, Self.nodeLabel: node, Self.specHashLabel: hash, Self.modelServerLabel: name]
+        self.replicaKey = key
+        self.spec = spec
+        self.specHash = hash
+        self.servingPort = serving.port
+    }
+
+    /// The key of a model server: `_cluster/<name>`.
+    public static func key(_ server: ModelServer) -> String { key(tenant: ObjectMeta.clusterTenant, name: server.metadata.name) }
 
     /// `<base>/v1/tenants/<tenant>/models/<slug>/`.
     public static func inferenceURL(gatewayBaseURL: String, tenant: String, slug: String) -> String {

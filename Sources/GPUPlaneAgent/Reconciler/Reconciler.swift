@@ -1,3 +1,4 @@
+import CurlHTTP
 import Foundation
 import GPUPlaneCore
 import Logging
@@ -15,12 +16,22 @@ public struct ReconcilerSettings: Sendable {
     /// The longest pause between restarts; a container that ran this long without crashing
     /// gets ``restartBackoff`` again.
     public var restartBackoffMax: Duration
+    /// The node's address: model servers are published on it (loopback when nil).
+    public var address: String?
+    /// The host ports model servers are published on.
+    public var modelServerPorts: ClosedRange<Int>
+    /// How often a model server that is not ready has its `/v1/models` probed.
+    public var readinessProbeInterval: Duration
 
     /// Makes settings.
     public init(
         node: String, gatewayBaseURL: String, stopGracePeriod: Duration = .seconds(10),
-        restartBackoff: Duration = .seconds(1), restartBackoffMax: Duration = .seconds(60)
+        restartBackoff: Duration = .seconds(1), restartBackoffMax: Duration = .seconds(60), address: String? = nil,
+        modelServerPorts: ClosedRange<Int> = 20000...20999, readinessProbeInterval: Duration = .seconds(1)
     ) {
+        self.address = address
+        self.modelServerPorts = modelServerPorts
+        self.readinessProbeInterval = readinessProbeInterval
         self.node = node
         self.gatewayBaseURL = gatewayBaseURL
         self.stopGracePeriod = stopGracePeriod
@@ -39,14 +50,19 @@ public struct ReconcileSummary: Sendable, Hashable {
     public var nextDue: ContinuousClock.Instant?
 }
 
-/// Makes the node's containers match the replicas bound to it.
+/// Makes the node's containers match the replicas and model servers bound to it.
 ///
-/// Fed by the replica watch (``apply(_:)``) and GPU health (``setHealth(_:)``), each
+/// Fed by the replica and model-server watches (``apply(_:)``) and GPU health (``setHealth(_:)``), each
 /// ``pass()`` lists this node's managed containers and then: stops (with the grace period) and
 /// removes what nothing wants — unbound, deleted, preempted; adopts running containers whose
 /// replica and spec hash match, without restarting them; replaces containers whose spec hash
 /// differs; creates and starts what is missing; restarts exited containers after an
 /// exponential backoff; and reports each replica's status to the api-server when it changed.
+///
+/// A model server is one more container: the serving image on its GPU, published on a host
+/// port of ``ReconcilerSettings/modelServerPorts``. It is reported ready only once its
+/// `/v1/models` answers (probed every ``ReconcilerSettings/readinessProbeInterval`` until then,
+/// and on every pass after; three failures in a row make it not ready again).
 actor Reconciler {
     let settings: ReconcilerSettings
     let engine: ContainerEngine.Client
@@ -56,6 +72,10 @@ actor Reconciler {
 
     private var desired: [String: Replica] = [:]
     private var listed = false
+    private var servers: [String: ModelServer] = [:]
+    private var serversListed = false
+    private let serving: ServingEndpoint
+    private let http: CurlHTTP.Client
     private var gpus: [GPUDevice] = []
     private var health = GPUHealthSnapshot(gpus: [])
     private var tracked: [String: Tracked] = [:]
@@ -73,6 +93,27 @@ actor Reconciler {
         var reported: ReplicaStatus
         /// The status computed by the last pass.
         var current: ReplicaStatus
+        /// A model server's host port, once its container exists.
+        var hostPort: Int?
+        /// Whether a model server's `/v1/models` answered (and has not failed three times since).
+        var ready = false
+        var probeFailures = 0
+        var lastProbe: ContinuousClock.Instant?
+        /// The model-server report last sent (or read from the api-server).
+        var reportedServer: ModelServer.Report?
+    }
+
+    /// What runs in one container here.
+    private enum Workload {
+        case replica(Replica)
+        case server(ModelServer)
+
+        var status: ReplicaStatus {
+            switch self {
+            case .replica(let replica): return replica.status
+            case .server(let server): return server.status.container ?? ReplicaStatus()
+            }
+        }
     }
 
     init(settings: ReconcilerSettings, engine: ContainerEngine.Client, api: NodeAPI.Client, logger: Logger) {
@@ -80,6 +121,8 @@ actor Reconciler {
         self.engine = engine
         self.api = api
         self.logger = logger
+        self.serving = ServingEndpoint(address: settings.address, ports: settings.modelServerPorts)
+        self.http = api.http
     }
 
     /// The labels of every container this reconciler manages.
@@ -90,6 +133,29 @@ actor Reconciler {
     /// Whether a replica bound here should run.
     func shouldRun(_ replica: Replica) -> Bool {
         replica.binding?.node == settings.node && replica.status.phase != .preempted && replica.status.phase != .terminating
+    }
+
+    private func shouldRun(_ workload: Workload) -> Bool {
+        switch workload {
+        case .replica(let replica): return shouldRun(replica)
+        case .server(let server): return server.binding?.node == settings.node
+        }
+    }
+
+    /// Everything bound here, by key.
+    private var workloads: [String: Workload] {
+        var all = desired.mapValues { Workload.replica($0) }
+        for (key, server) in servers { all[key] = .server(server) }
+        return all
+    }
+
+    /// Why a container of ours must go.
+    private func retireReason(_ workload: Workload?) -> String {
+        switch workload {
+        case nil: return "nothing bound here wants it"
+        case .replica(let replica): return "replica is \(replica.status.phase.rawValue)"
+        case .server: return "model server is no longer bound here"
+        }
     }
 
     /// Takes a change from the replica watch.
@@ -105,36 +171,66 @@ actor Reconciler {
         }
     }
 
+    /// Takes a change from the model-server watch.
+    func apply(_ change: ModelServerChange) {
+        switch change {
+        case .listed(let list):
+            servers = Dictionary(list.map { (ContainerPlan.key($0), $0) }, uniquingKeysWith: { $1 })
+            serversListed = true
+        case .upserted(let server):
+            servers[ContainerPlan.key(server)] = server
+        case .deleted(let server):
+            servers[ContainerPlan.key(server)] = nil
+        }
+    }
+
     /// Takes the node's GPUs and their latest health.
     func setHealth(_ snapshot: GPUHealthSnapshot, gpus: [GPUDevice]) {
         health = snapshot
         self.gpus = gpus
     }
 
-    /// Whether the first list of replicas has arrived (nothing is removed before it).
-    var hasListed: Bool { listed }
+    /// Whether the first lists of replicas and model servers have arrived (nothing is removed before).
+    var hasListed: Bool { listed && serversListed }
 
     /// One pass. Throws when the engine cannot list containers (an unhealthy pass); before the
     /// first list of replicas it only checks that the engine answers.
     func pass() async throws(EngineError) -> ReconcileSummary {
         let containers = try await engine.list(labels: ownLabels)
-        // Nothing is stopped, started or adopted before the first list of replicas arrived.
-        guard listed else { return ReconcileSummary(wanted: 0, running: 0, nextDue: nil) }
+        // Nothing is stopped, started or adopted before the first lists arrived.
+        guard hasListed else { return ReconcileSummary(wanted: 0, running: 0, nextDue: nil) }
+        let all = workloads
         var mine: [String: [ContainerEngine.ContainerSummary]] = [:]
-        for container in containers where !retiring.contains(container.id) {
+        var usedPorts = Set<Int>()
+        for container in containers {
+            if let port = container.labels[ContainerPlan.hostPortLabel].flatMap(Int.init) { usedPorts.insert(port) }
+            guard !retiring.contains(container.id) else { continue }
             let key = container.labels[ContainerPlan.replicaLabel] ?? ""
-            if let replica = desired[key], shouldRun(replica) {
+            if let workload = all[key], shouldRun(workload) {
                 mine[key, default: []].append(container)
             } else {
-                retire(container, key: key, why: desired[key] == nil ? "no replica bound here wants it" : "replica is \(desired[key]?.status.phase.rawValue ?? "gone")")
+                retire(container, key: key, why: retireReason(all[key]))
             }
         }
-        let wanted = desired.filter { shouldRun($0.value) }
+        let wanted = all.filter { shouldRun($0.value) }
         tracked = tracked.filter { wanted[$0.key] != nil }
 
         var summary = ReconcileSummary(wanted: wanted.count, running: 0, nextDue: nil)
-        for (key, replica) in wanted.sorted(by: { $0.key < $1.key }) {
-            let plan = ContainerPlan(replica: replica, node: settings.node, gatewayBaseURL: settings.gatewayBaseURL)
+        for (key, workload) in wanted.sorted(by: { $0.key < $1.key }) {
+            let plan: ContainerPlan
+            switch workload {
+            case .replica(let replica):
+                plan = ContainerPlan(replica: replica, node: settings.node, gatewayBaseURL: settings.gatewayBaseURL)
+            case .server(let server):
+                guard let made = ContainerPlan(server: server, node: settings.node) else {
+                    var entry = tracked[key] ?? Self.fresh(workload, backoff: settings.restartBackoff)
+                    entry.current = ReplicaStatus(
+                        phase: .failed, message: "model server \(server.metadata.name) names no serving image (spec.serving); the scheduler's catalog has no entry for \(server.spec.slug)")
+                    tracked[key] = await report(entry, key: key, workload: workload)
+                    continue
+                }
+                plan = made
+            }
             var candidates = mine[key] ?? []
             for stale in candidates where stale.labels[ContainerPlan.specHashLabel] != plan.specHash {
                 replicaLogger(key).info(
@@ -147,30 +243,85 @@ actor Reconciler {
             for extra in candidates.dropFirst() {
                 retire(extra, key: key, why: "a second container for one replica")
             }
-            var entry = tracked[key] ?? Tracked(
-                containerID: nil, restarts: replica.status.restarts, backoff: settings.restartBackoff, nextAttempt: nil,
-                runningSince: nil, reported: replica.status, current: replica.status)
-            let status = await ensure(&entry, key: key, replica: replica, plan: plan, container: candidates.first)
-            entry.current = status
+            var entry = tracked[key] ?? Self.fresh(workload, backoff: settings.restartBackoff)
+            var status = await ensure(&entry, key: key, plan: plan, container: candidates.first, usedPorts: &usedPorts)
             if status.phase == .running { summary.running += 1 }
+            if plan.servingPort != nil {
+                if let due = await probe(&entry, &status, key: key) { summary.nextDue = min(summary.nextDue ?? due, due) }
+            }
+            entry.current = status
             if let next = entry.nextAttempt { summary.nextDue = min(summary.nextDue ?? next, next) }
-            entry = await report(entry, key: key, replica: replica)
+            entry = await report(entry, key: key, workload: workload)
             tracked[key] = entry
         }
         return summary
     }
 
+    private static func fresh(_ workload: Workload, backoff: Duration) -> Tracked {
+        var entry = Tracked(
+            containerID: nil, restarts: workload.status.restarts, backoff: backoff, nextAttempt: nil, runningSince: nil,
+            reported: workload.status, current: workload.status)
+        if case .server(let server) = workload {
+            entry.reportedServer = ModelServer.Report(
+                ready: server.status.ready, endpoint: server.status.endpoint, container: workload.status)
+        }
+        return entry
+    }
+
+    // MARK: Model server readiness
+
+    /// Probes a running model server's `/v1/models` when due; returns when the next probe is
+    /// due while it is not ready. A server that is not running is not ready.
+    private func probe(_ entry: inout Tracked, _ status: inout ReplicaStatus, key: String) async -> ContinuousClock.Instant? {
+        guard status.phase == .running, let port = entry.hostPort else {
+            entry.ready = false
+            entry.probeFailures = 0
+            return nil
+        }
+        let now = clock.now
+        let interval = settings.readinessProbeInterval
+        if !entry.ready, let last = entry.lastProbe, now - last < interval {
+            status.message = entry.current.message
+            return last + interval
+        }
+        entry.lastProbe = now
+        let url = serving.url(port: port) + "/v1/models"
+        let answered: Bool
+        switch await http.performResult(CurlHTTP.Request(url: url, timeout: .seconds(2), connectTimeout: .seconds(1))) {
+        case .success(let response): answered = response.isSuccess
+        case .failure: answered = false
+        }
+        let log = replicaLogger(key)
+        if answered {
+            if !entry.ready { log.notice("model server ready", metadata: ["endpoint": "\(serving.url(port: port))"]) }
+            entry.ready = true
+            entry.probeFailures = 0
+        } else {
+            entry.probeFailures += 1
+            if entry.ready && entry.probeFailures >= 3 {
+                entry.ready = false
+                log.warning("model server stopped answering /v1/models", metadata: ["endpoint": "\(serving.url(port: port))"])
+            }
+        }
+        if !entry.ready {
+            status.message = "waiting for \(url) to answer"
+            return now + interval
+        }
+        return nil
+    }
+
     // MARK: One replica
 
     private func ensure(
-        _ entry: inout Tracked, key: String, replica: Replica, plan: ContainerPlan,
-        container: ContainerEngine.ContainerSummary?
+        _ entry: inout Tracked, key: String, plan: ContainerPlan, container: ContainerEngine.ContainerSummary?,
+        usedPorts: inout Set<Int>
     ) async -> ReplicaStatus {
         let log = replicaLogger(key)
         let now = clock.now
         let sick = unhealthyGPUs(plan.spec.gpuIndices)
         let gpuMessage = sick.isEmpty ? nil : Self.gpuMessage(sick)
         var status = ReplicaStatus(phase: .starting, containerID: container?.id ?? entry.containerID, restarts: entry.restarts)
+        if let container { entry.hostPort = container.labels[ContainerPlan.hostPortLabel].flatMap(Int.init) }
 
         if let container, container.status == .running {
             if entry.containerID != container.id && entry.runningSince == nil && tracked[key] == nil {
@@ -246,9 +397,22 @@ actor Reconciler {
 
         // No container: create and start one, unless a failed attempt's backoff still runs.
         if let next = entry.nextAttempt, now < next { return entry.current }
+        var spec = plan.spec
+        if let containerPort = plan.servingPort {
+            guard let port = serving.pick(excluding: usedPorts) else {
+                return failedAttempt(
+                    &entry, status,
+                    "no free host port in \(settings.modelServerPorts.lowerBound)-\(settings.modelServerPorts.upperBound) on \(serving.hostIP) to publish the model server on",
+                    log: log)
+            }
+            usedPorts.insert(port)
+            spec.ports = [ContainerEngine.PortMapping(containerPort: containerPort, hostPort: port, hostIP: serving.hostIP)]
+            spec.labels[ContainerPlan.hostPortLabel] = String(port)
+            entry.hostPort = port
+        }
         let id: String
         do {
-            id = try await engine.create(plan.spec)
+            id = try await engine.create(spec)
         } catch {
             switch error.code {
             case .imageMissing:
@@ -272,6 +436,12 @@ actor Reconciler {
         do {
             try await engine.start(id)
         } catch {
+            if plan.servingPort != nil {
+                // Most likely its host port was taken meanwhile: the next attempt picks another.
+                _ = try? await engine.remove(id)
+                entry.containerID = nil
+                status.containerID = nil
+            }
             return failedAttempt(&entry, status, "container could not start: \(error.message)", log: log)
         }
         entry.nextAttempt = nil
@@ -298,10 +468,26 @@ actor Reconciler {
         return status
     }
 
-    /// Reports `entry.current` when it differs from what was last reported.
-    private func report(_ entry: Tracked, key: String, replica: Replica) async -> Tracked {
+    /// Reports `entry.current` (and a model server's readiness) when it differs from what was
+    /// last reported.
+    private func report(_ entry: Tracked, key: String, workload: Workload) async -> Tracked {
         var entry = entry
-        guard entry.current != entry.reported else { return entry }
+        if case .server(let server) = workload {
+            let report = ModelServer.Report(
+                ready: entry.ready, endpoint: entry.hostPort.map { serving.url(port: $0) }, container: entry.current)
+            guard report != entry.reportedServer else { return entry }
+            do {
+                try await api.reportStatus(modelServer: server.metadata.name, report)
+                entry.reportedServer = report
+                entry.reported = entry.current
+            } catch where error.code == .notFound {
+                entry.reportedServer = report
+            } catch {
+                replicaLogger(key).warning("cannot report model server status; will retry", metadata: ["error": "\(error)"])
+            }
+            return entry
+        }
+        guard case .replica(let replica) = workload, entry.current != entry.reported else { return entry }
         do {
             try await api.reportStatus(replica: replica.metadata.tenant, replica.metadata.name, entry.current)
             entry.reported = entry.current

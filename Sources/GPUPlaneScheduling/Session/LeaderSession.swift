@@ -471,7 +471,7 @@ public final class LeaderSession: Sendable {
         updated.status.message = nil
         var ops: [WriteOp] = []
         if let plan = placement.newModelServer {
-            var server = plan.modelServer()
+            var server = plan.modelServer(catalog: pipeline.catalog)
             server.binding?.leaderRevision = leader.revision
             server.status.attachedReplicas = ["\(replica.metadata.tenant)/\(replica.metadata.name)"]
             ops.append(.create(server))
@@ -568,7 +568,7 @@ public final class LeaderSession: Sendable {
                     break
                 }
                 snapshot.commit(placement)
-                var server = plan.modelServer()
+                var server = plan.modelServer(catalog: pipeline.catalog)
                 server.spec.warm = true
                 server.binding?.leaderRevision = leader.revision
                 units.append(WriteUnit(ops: [.create(server)], events: [

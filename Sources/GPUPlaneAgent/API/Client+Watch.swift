@@ -2,27 +2,30 @@ import CurlHTTP
 import Foundation
 import GPUPlaneCore
 
-/// A list of replicas and the resourceVersion to watch from.
-public struct ReplicaList: Decodable, Sendable {
-    /// The replicas bound to this node.
-    public var items: [Replica]
+/// A list of one kind and the resourceVersion to watch from.
+public struct WatchableList<R: Resource>: Decodable, Sendable {
+    /// The objects this node may see.
+    public var items: [R]
     /// The store revision the list was read at.
     public var resourceVersion: String
 }
 
-/// One line of a replica watch.
-public struct ReplicaWatchLine: Decodable, Sendable {
+/// The replicas bound to this node.
+public typealias ReplicaList = WatchableList<Replica>
+
+/// One line of a watch.
+public struct ResourceWatchLine<R: Resource>: Decodable, Sendable {
     /// The kinds of line.
     public enum Kind: String, Decodable, Sendable {
-        /// A replica became bound to this node (or was listed).
+        /// An object became visible to this node (or was listed).
         case added = "ADDED"
-        /// A replica bound here changed.
+        /// An object visible here changed.
         case modified = "MODIFIED"
-        /// A replica was deleted or is no longer bound here.
+        /// An object was deleted or is no longer visible here.
         case deleted = "DELETED"
-        /// Nothing changed up to ``ReplicaWatchLine/resourceVersion``.
+        /// Nothing changed up to ``ResourceWatchLine/resourceVersion``.
         case bookmark = "BOOKMARK"
-        /// The stream failed; see ``ReplicaWatchLine/error``.
+        /// The stream failed; see ``ResourceWatchLine/error``.
         case error = "ERROR"
     }
     /// The api-server's error on an `ERROR` line.
@@ -34,28 +37,51 @@ public struct ReplicaWatchLine: Decodable, Sendable {
     }
     /// What the line says.
     public var type: Kind
-    /// The replica, for ADDED, MODIFIED and DELETED.
-    public var object: Replica?
+    /// The object, for ADDED, MODIFIED and DELETED.
+    public var object: R?
     /// The revision this line brings the watcher to.
     public var resourceVersion: String?
     /// The failure, for ERROR.
     public var error: Failure?
 }
 
-/// What the resumable watch tells: a full list (at start, and after a 410), then changes.
-public enum ReplicaChange: Sendable {
-    /// Every replica bound to this node now; replaces whatever was known.
-    case listed([Replica])
-    /// A replica bound to this node was added or changed.
-    case upserted(Replica)
-    /// A replica is deleted or no longer bound to this node.
-    case deleted(Replica)
+/// One line of a replica watch.
+public typealias ReplicaWatchLine = ResourceWatchLine<Replica>
+
+/// What a resumable watch tells: a full list (at start, and after a 410), then changes.
+public enum ResourceChange<R: Resource>: Sendable {
+    /// Every object this node may see now; replaces whatever was known.
+    case listed([R])
+    /// An object was added or changed.
+    case upserted(R)
+    /// An object is deleted or no longer visible to this node.
+    case deleted(R)
 }
+
+/// What the replica watch tells.
+public typealias ReplicaChange = ResourceChange<Replica>
+
+/// What the model-server watch tells.
+public typealias ModelServerChange = ResourceChange<ModelServer>
 
 extension NodeAPI.Client {
     /// The replicas bound to this node, across tenants. Maps to `GET /v1/replicas`.
     public func listReplicas() async throws(NodeAPIError) -> ReplicaList {
         try await call(.get, "/v1/replicas", as: ReplicaList.self)
+    }
+
+    /// The model servers bound to this node. Maps to `GET /v1/modelservers`.
+    public func listModelServers() async throws(NodeAPIError) -> WatchableList<ModelServer> {
+        try await call(.get, "/v1/modelservers", as: WatchableList<ModelServer>.self)
+    }
+
+    /// Reports a model server's container and readiness. Maps to
+    /// `PUT /v1/modelservers/{name}/status`.
+    /// - Throws: ``NodeAPIError/Code/notFound`` when the server is gone or no longer bound here.
+    @discardableResult
+    public func reportStatus(modelServer name: String, _ report: ModelServer.Report) async throws(NodeAPIError) -> ModelServer {
+        let path = "/v1/modelservers/\(Self.segment(name))/status"
+        return try await call(.put, path, body: try Self.encode(report, path: path), as: ModelServer.self)
     }
 
     /// Reports a replica's status. Maps to `PUT /v1/replicas/{tenant}/{name}/status`.
@@ -72,12 +98,20 @@ extension NodeAPI.Client {
     /// ``NodeAPI/Configuration/watchIdleTimeout``). Ending the iteration aborts the request.
     /// Maps to `GET /v1/replicas?watch=true&resourceVersion=N`.
     public func watchReplicas(from resourceVersion: String) -> AsyncThrowingStream<ReplicaWatchLine, any Error> {
-        let path = "/v1/replicas?watch=true&resourceVersion=\(Self.segment(resourceVersion))"
-        let (lines, continuation) = AsyncThrowingStream<ReplicaWatchLine, any Error>.makeStream()
+        watch(Replica.self, "/v1/replicas", from: resourceVersion)
+    }
+
+    /// One watch connection of `collection` (`/v1/replicas`, `/v1/modelservers`) from
+    /// `resourceVersion` (exclusive); see ``watchReplicas(from:)``.
+    public func watch<R: Resource>(
+        _ type: R.Type, _ collection: String, from resourceVersion: String
+    ) -> AsyncThrowingStream<ResourceWatchLine<R>, any Error> {
+        let path = "\(collection)?watch=true&resourceVersion=\(Self.segment(resourceVersion))"
+        let (lines, continuation) = AsyncThrowingStream<ResourceWatchLine<R>, any Error>.makeStream()
         let state = EngineLock(WatchConnectionState())
         let decode: @Sendable (Data) -> Void = { line in
             do {
-                continuation.yield(try GPUPlaneJSON.decoder().decode(ReplicaWatchLine.self, from: line))
+                continuation.yield(try GPUPlaneJSON.decoder().decode(ResourceWatchLine<R>.self, from: line))
             } catch {
                 continuation.finish(throwing: NodeAPIError(
                     code: .decoding, message: "\(error)", body: String(decoding: line.prefix(2000), as: UTF8.self), path: path))
@@ -138,13 +172,25 @@ extension NodeAPI.Client {
     /// 410 (compacted) lists again; failures are retried with doubling pauses up to
     /// ``NodeAPI/Configuration/watchMaxBackoff``. Ends only when iteration ends.
     public func replicaChanges() -> AsyncStream<ReplicaChange> {
-        let (changes, continuation) = AsyncStream<ReplicaChange>.makeStream()
-        let task = Task { [self] in await self.followReplicas(continuation) }
+        changes(Replica.self, "/v1/replicas")
+    }
+
+    /// The model servers bound to this node, kept current like ``replicaChanges()``.
+    public func modelServerChanges() -> AsyncStream<ModelServerChange> {
+        changes(ModelServer.self, "/v1/modelservers")
+    }
+
+    /// The objects of `collection` this node may see, kept current; see ``replicaChanges()``.
+    public func changes<R: Resource>(_ type: R.Type, _ collection: String) -> AsyncStream<ResourceChange<R>> {
+        let (changes, continuation) = AsyncStream<ResourceChange<R>>.makeStream()
+        let task = Task { [self] in await self.follow(R.self, collection, continuation) }
         continuation.onTermination = { _ in task.cancel() }
         return changes
     }
 
-    private func followReplicas(_ continuation: AsyncStream<ReplicaChange>.Continuation) async {
+    private func follow<R: Resource>(
+        _ type: R.Type, _ collection: String, _ continuation: AsyncStream<ResourceChange<R>>.Continuation
+    ) async {
         var resourceVersion: String?
         var backoff = configuration.retryBackoff
         let maxBackoff = configuration.watchMaxBackoff
@@ -155,43 +201,43 @@ extension NodeAPI.Client {
         while !Task.isCancelled {
             guard let from = resourceVersion else {
                 do {
-                    let list = try await listReplicas()
+                    let list = try await call(.get, collection, as: WatchableList<R>.self)
                     continuation.yield(.listed(list.items))
                     resourceVersion = list.resourceVersion
                     backoff = configuration.retryBackoff
                 } catch {
                     if error.code == .cancelled { break }
-                    logger.warning("cannot list replicas; retrying", metadata: ["error": "\(error)"])
+                    logger.warning("cannot list \(R.kind.rawValue); retrying", metadata: ["error": "\(error)"])
                     await pause()
                 }
                 continue
             }
             do {
-                for try await line in watchReplicas(from: from) {
+                for try await line in watch(R.self, collection, from: from) {
                     backoff = configuration.retryBackoff
                     switch line.type {
                     case .bookmark:
                         if let version = line.resourceVersion { resourceVersion = version }
                     case .added, .modified:
-                        if let replica = line.object { continuation.yield(.upserted(replica)) }
+                        if let object = line.object { continuation.yield(.upserted(object)) }
                         if let version = line.resourceVersion { resourceVersion = version }
                     case .deleted:
-                        if let replica = line.object { continuation.yield(.deleted(replica)) }
+                        if let object = line.object { continuation.yield(.deleted(object)) }
                         if let version = line.resourceVersion { resourceVersion = version }
                     case .error:
                         let failure = line.error
                         throw NodeAPIError(
                             code: failure?.code == 410 ? .gone : .unavailable, message: failure?.message ?? "watch error",
-                            httpStatus: failure?.code, path: "/v1/replicas")
+                            httpStatus: failure?.code, path: collection)
                     }
                 }
-                logger.debug("replica watch ended; resuming", metadata: ["resourceVersion": "\(resourceVersion ?? "")"])
+                logger.debug("\(R.kind.rawValue) watch ended; resuming", metadata: ["resourceVersion": "\(resourceVersion ?? "")"])
             } catch let error as NodeAPIError where error.code == .gone {
-                logger.notice("replica watch is too old; listing again", metadata: ["resourceVersion": "\(from)"])
+                logger.notice("\(R.kind.rawValue) watch is too old; listing again", metadata: ["resourceVersion": "\(from)"])
                 resourceVersion = nil
             } catch {
                 if Task.isCancelled { break }
-                logger.info("replica watch dropped; resuming", metadata: ["error": "\(error)", "resourceVersion": "\(resourceVersion ?? "")"])
+                logger.info("\(R.kind.rawValue) watch dropped; resuming", metadata: ["error": "\(error)", "resourceVersion": "\(resourceVersion ?? "")"])
                 await pause()
             }
         }
