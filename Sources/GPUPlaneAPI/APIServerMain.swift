@@ -19,6 +19,7 @@ public enum APIServerMain {
         ConfigurationKey("heartbeat-ttl", .int, default: "10", help: "seconds a node stays Ready without a heartbeat"),
         ConfigurationKey("deployment-image", .string, default: "gpuplane/model-server:latest", help: "image custom LLM deployments run"),
         ConfigurationKey("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error"),
+        ConfigurationKey("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
     ]
 
     /// Runs the server until SIGTERM.
@@ -26,7 +27,8 @@ public enum APIServerMain {
         do {
             let config = try Configuration.load(keys: keys, defaultConfigFile: "/etc/gpuplane/api-server.conf")
             let level = Logger.Level(rawValue: try config.string("log-level") ?? "info") ?? .info
-            GPUPlaneLogging.bootstrap(identifier: "gpuplane-api-server", level: level)
+            let destination = GPUPlaneLogging.Destination(rawValue: try config.string("log-destination") ?? "automatic") ?? .automatic
+            GPUPlaneLogging.bootstrap(identifier: "gpuplane-api-server", level: level, destination: destination)
             _ = MetricsExporter.bootstrap()
             let logger = Logger(label: "gpuplane.api")
             let catalog = try Catalog.load(overrideFile: try config.string("catalog-file"))

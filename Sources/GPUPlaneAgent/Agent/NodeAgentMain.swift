@@ -29,6 +29,7 @@ public enum NodeAgentMain {
         ConfigurationKey("model-server-ports", .string, default: "20000-20999", help: "host ports model servers are published on (FIRST-LAST)"),
         ConfigurationKey("request-timeout", .duration, default: "5s", help: "deadline of one api-server call"),
         ConfigurationKey("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error"),
+        ConfigurationKey("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
     ]
 
     /// Why the agent cannot start.
@@ -84,7 +85,7 @@ public enum NodeAgentMain {
     }
 
     /// Parses `FIRST-LAST` (or one port) into a range of valid TCP ports.
-    static func portRange(_ text: String) throws -> ClosedRange<Int> {
+    public static func portRange(_ text: String) throws -> ClosedRange<Int> {
         let parts = text.split(separator: "-", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard (1...2).contains(parts.count), let first = parts.first ?? nil, let last = parts.last ?? nil,
             (1...65535).contains(first), (first...65535).contains(last)
@@ -99,7 +100,8 @@ public enum NodeAgentMain {
         do {
             let config = try Configuration.load(keys: keys, defaultConfigFile: defaultConfigFile)
             let level = Logger.Level(rawValue: try config.string("log-level") ?? "info") ?? .info
-            GPUPlaneLogging.bootstrap(identifier: "gpuplane-node-agent", level: level)
+            let destination = GPUPlaneLogging.Destination(rawValue: try config.string("log-destination") ?? "automatic") ?? .automatic
+            GPUPlaneLogging.bootstrap(identifier: "gpuplane-node-agent", level: level, destination: destination)
             let logger = Logger(label: "gpuplane.agent")
             let notifier = SystemdNotifier()
             let readiness = ReadinessTracker(components: [NodeAgent.readinessComponent])
