@@ -55,6 +55,19 @@ extension CurlHTTP {
             }
         }
 
+        /// The callback form of ``perform(_:)``, for callers that must not wait on Swift's
+        /// cooperative pool (lease keep-alives on their own thread): `completion` is called once,
+        /// on the client's thread, with the whole answer, and must not block. Returns the
+        /// function that aborts the transfer.
+        public func perform(
+            _ request: Request, completion: @escaping @Sendable (Result<Response, CurlHTTPError>) -> Void
+        ) -> @Sendable () -> Void {
+            let transfer = CurlTransfer(request: request, completion: completion)
+            let loop = self.loop
+            loop.submit(transfer)
+            return { loop.cancel(transfer) }
+        }
+
         /// Starts a streaming exchange (logs, events, watches): the body of a 2xx answer
         /// arrives in ``BodyStream/chunks`` as the server sends it, split wherever the network
         /// split it.
