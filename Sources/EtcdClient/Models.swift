@@ -421,9 +421,12 @@ extension Etcd {
         case put(PutRequest)
         /// A deletion.
         case deleteRange(DeleteRangeRequest)
+        /// A nested transaction (etcd 3.3 and later): its compares are evaluated against the
+        /// state before the outer transaction, and it succeeds or fails on its own.
+        indirect case txn(TxnRequest)
 
         enum CodingKeys: String, CodingKey {
-            case range = "request_range", put = "request_put", deleteRange = "request_delete_range"
+            case range = "request_range", put = "request_put", deleteRange = "request_delete_range", txn = "request_txn"
         }
         /// Encodes the gateway's JSON.
         public func encode(to encoder: any Encoder) throws {
@@ -432,6 +435,7 @@ extension Etcd {
             case .range(let r): try c.encode(r, forKey: .range)
             case .put(let r): try c.encode(r, forKey: .put)
             case .deleteRange(let r): try c.encode(r, forKey: .deleteRange)
+            case .txn(let r): try c.encode(r, forKey: .txn)
             }
         }
     }
@@ -444,9 +448,11 @@ extension Etcd {
         case put(PutResponse)
         /// The answer to a deletion.
         case deleteRange(DeleteRangeResponse)
+        /// The answer to a nested transaction (its header is empty: the outer one's counts).
+        indirect case txn(TxnResponse)
 
         enum CodingKeys: String, CodingKey {
-            case range = "response_range", put = "response_put", deleteRange = "response_delete_range"
+            case range = "response_range", put = "response_put", deleteRange = "response_delete_range", txn = "response_txn"
         }
         /// Decodes the gateway's JSON.
         public init(from decoder: any Decoder) throws {
@@ -457,6 +463,8 @@ extension Etcd {
                 self = .put(r)
             } else if let r = try c.decodeIfPresent(DeleteRangeResponse.self, forKey: .deleteRange) {
                 self = .deleteRange(r)
+            } else if let r = try c.decodeIfPresent(TxnResponse.self, forKey: .txn) {
+                self = .txn(r)
             } else {
                 throw DecodingError.dataCorrupted(
                     .init(codingPath: decoder.codingPath, debugDescription: "unknown response op"))
@@ -466,6 +474,12 @@ extension Etcd {
         /// The read's answer, when this is one.
         public var rangeResponse: RangeResponse? {
             if case .range(let r) = self { return r }
+            return nil
+        }
+
+        /// The nested transaction's answer, when this is one.
+        public var txnResponse: TxnResponse? {
+            if case .txn(let r) = self { return r }
             return nil
         }
     }
