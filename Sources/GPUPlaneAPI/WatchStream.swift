@@ -97,9 +97,18 @@ struct WatchStreamer: Sendable {
                     try await writer.finish(nil)
                     return
                 case .batch(let batch):
-                    for event in batch.events {
+                    // One transaction writes several objects at one revision (an apply, a
+                    // scheduler pass, a batched commit), and etcd sends a revision's events in one
+                    // batch. A line whose revision continues in the next event says revision - 1,
+                    // so a client that resumes from it gets the rest of that revision again
+                    // rather than never.
+                    for (index, event) in batch.events.enumerated() {
                         lastRevision = max(lastRevision, event.revision)
-                        guard let line = WatchStreamer.line(R.self, event, filter: filter) else { continue }
+                        guard var line = WatchStreamer.line(R.self, event, filter: filter) else { continue }
+                        let next = batch.events.index(after: index)
+                        if next < batch.events.endIndex, batch.events[next].revision == event.revision {
+                            line.resourceVersion = String(event.revision - 1)
+                        }
                         try await send(line)
                     }
                     lastRevision = max(lastRevision, batch.header.revision)

@@ -258,6 +258,50 @@ import Testing
         #expect(again.filter { $0 != "BOOKMARK" } == ["DELETED"])
     }
 
+    /// Two objects written by one transaction share a revision; a stream cut between them must
+    /// not lose the second: the first line says revision - 1.
+    @Test func watchResumedInsideOneTransactionLosesNothing() async throws {
+        let h = try await SharedServer.shared.get()
+        let (tenant, _) = try await h.tenant(.scale)
+        func replica(_ name: String) -> Replica {
+            Replica(
+                metadata: ObjectMeta(name: name, tenant: tenant),
+                spec: ReplicaSpec(
+                    owner: OwnerReference(kind: .application, name: "g", uid: "u"), role: name, mode: nil, modelSlug: nil, gpus: 0,
+                    vramGB: 0, machineTypes: [], priority: .inference, image: "x:1"))
+        }
+        let before = try await h.deps.store.list(Replica.self, tenant: tenant).revision
+        let (_, result) = try await h.deps.store.transaction { txn in
+            try txn.create(replica("g.a"))
+            try txn.create(replica("g.b"))
+        }
+        let dir = try TestEnvironment.temporaryDirectory(prefix: "watch-group")
+        func watch(from version: String, _ file: String) throws -> (ChildProcess, URL) {
+            let out = dir.appendingPathComponent(file)
+            let curl = try ChildProcess(
+                executable: "/usr/bin/curl",
+                arguments: ["-sN", "-H", "Authorization: Bearer \(h.admin)", "\(h.base)/v1/replicas?watch=true&tenant=\(tenant)&resourceVersion=\(version)"],
+                logFile: out)
+            return (curl, out)
+        }
+        func lines(_ out: URL) -> [[String: Any]] {
+            let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
+            return text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+                .filter { $0["type"] as? String == "ADDED" }
+        }
+        let (first, out) = try watch(from: String(before), "all.ndjson")
+        defer { first.stop() }
+        try await eventually("both ADDED lines") { lines(out).count == 2 }
+        let versions = lines(out).compactMap { $0["resourceVersion"] as? String }
+        #expect(versions == [String(result.revision - 1), String(result.revision)])
+        // A client cut after the first line resumes from its version and still gets g.b.
+        let (second, resumedOut) = try watch(from: versions[0], "resumed.ndjson")
+        defer { second.stop() }
+        try await eventually("the resumed watch delivers g.b") {
+            lines(resumedOut).contains { ($0["object"] as? [String: Any]).flatMap { ($0["metadata"] as? [String: Any])?["name"] as? String } == "g.b" }
+        }
+    }
+
     @Test func unknownEventKindIsABadRequest() async throws {
         let h = try await SharedServer.shared.get()
         let (_, token) = try await h.tenant(.scale)
