@@ -113,11 +113,21 @@ extension Etcd.Client {
     /// - Throws: ``EtcdError/Code/leaseNotFound`` when it does not exist (etcd answers TTL 0).
     public func keepAliveOnce(_ id: Int64) async throws -> Etcd.LeaseKeepAliveResponse {
         let response = try await send("/v3/lease/keepalive", try encode(LeaseID(id: id)), retry: .idempotent)
+        return try Self.keepAliveAnswer(response.body, id: id)
+    }
+
+    /// The renewal in a keep-alive stream's body (its first line).
+    static func keepAliveAnswer(_ body: Data, id: Int64) throws -> Etcd.LeaseKeepAliveResponse {
         var splitter = LineSplitter()
-        var lines = response.body.withUnsafeBytes { splitter.append($0) }
+        var lines = body.withUnsafeBytes { splitter.append($0) }
         if let rest = splitter.flush() { lines.append(rest) }
         guard let first = lines.first else { throw EtcdError.decoding("empty keepalive answer", body: "") }
-        let line = try decode(StreamLine<Etcd.LeaseKeepAliveResponse>.self, from: first)
+        let line: StreamLine<Etcd.LeaseKeepAliveResponse>
+        do {
+            line = try JSONDecoder().decode(StreamLine<Etcd.LeaseKeepAliveResponse>.self, from: first)
+        } catch {
+            throw EtcdError.decoding("\(error)", body: String(decoding: first.prefix(2000), as: UTF8.self))
+        }
         if let e = line.error {
             throw Self.gatewayError(
                 grpcCode: e.grpcCode ?? GRPCStatus.unknown, message: e.message ?? "", status: e.httpCode,
@@ -127,44 +137,175 @@ extension Etcd.Client {
         return result
     }
 
-    /// Keeps a lease alive until the consumer stops iterating or its task is cancelled,
+    /// Keeps a lease alive until the consumer stops iterating (or drops the sequence),
     /// renewing every `ttl / 3` seconds (`POST /v3/lease/keepalive`) and yielding each renewal.
+    ///
+    /// The renewals run on a thread of their own and go through the HTTP client's own thread,
+    /// never waiting for Swift's cooperative pool: CPU-bound or blocking work there cannot
+    /// delay them past the lease's TTL (a leader's lease lapsing under load). Only handing
+    /// renewals to the consumer needs the pool.
     ///
     /// Failed renewals are retried (on other members) every `ttl / 6`; the sequence throws
     /// ``EtcdError/Code/leaseNotFound`` when etcd says the lease is gone, or when no renewal
     /// succeeded before the last granted TTL ran out: either way the lease must be taken as lost.
     public func keepAlive(_ id: Int64, ttl: Int64) -> AsyncThrowingStream<Etcd.LeaseKeepAliveResponse, any Error> {
         let (stream, continuation) = AsyncThrowingStream<Etcd.LeaseKeepAliveResponse, any Error>.makeStream()
-        let task = Task { [self] in
-            var expiresAt = ContinuousClock.now + .seconds(ttl)
-            var currentTTL = ttl
-            while !Task.isCancelled {
-                do {
-                    let renewed = try await keepAliveOnce(id)
-                    currentTTL = renewed.ttl
-                    expiresAt = ContinuousClock.now + .seconds(renewed.ttl)
-                    if case .terminated = continuation.yield(renewed) { return }
-                    try await Task.sleep(for: .milliseconds(max(100, currentTTL * 1000 / 3)))
-                } catch let error as EtcdError where error.code == .leaseNotFound {
-                    continuation.finish(throwing: error)
-                    return
-                } catch let error as EtcdError where error.code == .cancelled {
-                    break
-                } catch is CancellationError {
-                    break
-                } catch {
-                    if ContinuousClock.now >= expiresAt {
-                        var lost = EtcdError.leaseNotFound(id)
-                        lost.endpoint = (error as? EtcdError)?.endpoint
-                        continuation.finish(throwing: lost)
-                        return
-                    }
-                    try? await Task.sleep(for: .milliseconds(max(50, currentTTL * 1000 / 6)))
-                }
-            }
-            continuation.finish()
-        }
-        continuation.onTermination = { _ in task.cancel() }
+        let keeper = LeaseKeeper(client: self, id: id, ttl: ttl, continuation: continuation)
+        continuation.onTermination = { _ in keeper.stop() }
+        keeper.start()
         return stream
     }
+}
+
+/// The thread behind ``Etcd/Client/keepAlive(_:ttl:)``.
+final class LeaseKeeper: @unchecked Sendable {
+    private let client: Etcd.Client
+    private let id: Int64
+    private let ttl: Int64
+    private let continuation: AsyncThrowingStream<Etcd.LeaseKeepAliveResponse, any Error>.Continuation
+    private let condition = NSCondition()
+    private var stopped = false  // guarded by condition
+    private var abort: (@Sendable () -> Void)?  // guarded by condition
+
+    init(client: Etcd.Client, id: Int64, ttl: Int64, continuation: AsyncThrowingStream<Etcd.LeaseKeepAliveResponse, any Error>.Continuation) {
+        self.client = client
+        self.id = id
+        self.ttl = ttl
+        self.continuation = continuation
+    }
+
+    func start() {
+        let thread = Thread { [self] in self.run() }
+        thread.name = "etcd-keepalive"
+        thread.start()
+    }
+
+    /// Ends the loop: aborts a renewal in flight and wakes a pause.
+    func stop() {
+        condition.lock()
+        stopped = true
+        let abort = self.abort
+        condition.broadcast()
+        condition.unlock()
+        abort?()
+    }
+
+    private var isStopped: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return stopped
+    }
+
+    /// Sleeps `duration` unless stopped first; false when stopped.
+    private func pause(_ duration: Duration) -> Bool {
+        let deadline = Date().addingTimeInterval(Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18)
+        condition.lock()
+        defer { condition.unlock() }
+        while !stopped {
+            if !condition.wait(until: deadline) { break }
+        }
+        return !stopped
+    }
+
+    private func run() {
+        var expiresAt = ContinuousClock.now + .seconds(ttl)
+        var currentTTL = ttl
+        while !isStopped {
+            switch renewOnce(currentTTL: currentTTL) {
+            case .success(let renewed):
+                currentTTL = renewed.ttl
+                expiresAt = ContinuousClock.now + .seconds(renewed.ttl)
+                if case .terminated = continuation.yield(renewed) { return }
+                if !pause(.milliseconds(max(100, currentTTL * 1000 / 3))) { continuation.finish(); return }
+            case .failure(let error) where error.code == .leaseNotFound:
+                continuation.finish(throwing: error)
+                return
+            case .failure(let error) where error.code == .cancelled:
+                continuation.finish()
+                return
+            case .failure(let error):
+                if ContinuousClock.now >= expiresAt {
+                    var lost = EtcdError.leaseNotFound(id)
+                    lost.endpoint = error.endpoint
+                    continuation.finish(throwing: lost)
+                    return
+                }
+                client.logger.debug("lease renewal failed; retrying", metadata: ["lease": "\(id)", "error": "\(error)"])
+                if !pause(.milliseconds(max(50, currentTTL * 1000 / 6))) { continuation.finish(); return }
+            }
+        }
+        continuation.finish()
+    }
+
+    /// One renewal on the member the client prefers, waiting on this thread for the HTTP
+    /// client's callback. A member that fails is left for the next one.
+    private func renewOnce(currentTTL: Int64) -> Result<Etcd.LeaseKeepAliveResponse, EtcdError> {
+        let index = client.currentEndpointIndex
+        let endpoint = client.configuration.endpoints[index]
+        let body: Data
+        do {
+            body = try JSONEncoder().encode(LeaseID(id: id))
+        } catch {
+            return .failure(EtcdError(code: .invalidConfiguration, message: "cannot encode request: \(error)"))
+        }
+        // A renewal may not outlast a third of the TTL: the next try must come before expiry.
+        let limit = Duration.milliseconds(max(500, currentTTL * 1000 / 3))
+        let timeout = min(client.configuration.requestTimeout, limit)
+        let request = client.makeRequest(endpoint: endpoint, path: "/v3/lease/keepalive", body: body, stream: false, timeout: timeout)
+        let done = DispatchSemaphore(value: 0)
+        let outcome = OutcomeBox()
+        let abort = client.http.perform(request) { result in
+            outcome.set(TransferOutcome(result))
+            done.signal()
+        }
+        condition.lock()
+        if stopped {
+            condition.unlock()
+            abort()
+        } else {
+            self.abort = abort
+            condition.unlock()
+        }
+        done.wait()
+        condition.lock()
+        self.abort = nil
+        condition.unlock()
+        switch outcome.get() {
+        case .cancelled, nil:
+            return .failure(.cancelled)
+        case .failed(let message, _, let timedOut):
+            client.endpointFailed(index)
+            var error = timedOut ? EtcdError.timeout(message, endpoint: endpoint) : EtcdError.unavailable(message, endpoint: endpoint)
+            error.endpoint = endpoint
+            return .failure(error)
+        case .completed(let response):
+            guard response.status == 200 else {
+                var error = Etcd.Client.gatewayError(response)
+                error.endpoint = endpoint
+                if error.code == .unauthenticated {
+                    // Token expired: fetch a new one in the background; the next try uses it.
+                    let client = self.client
+                    Task { try? await client.refreshToken() }
+                } else if error.code == .unavailable {
+                    client.endpointFailed(index)
+                }
+                return .failure(error)
+            }
+            do {
+                return .success(try Etcd.Client.keepAliveAnswer(response.body, id: id))
+            } catch let error as EtcdError {
+                return .failure(error)
+            } catch {
+                return .failure(EtcdError.decoding("\(error)", body: ""))
+            }
+        }
+    }
+}
+
+/// A transfer's outcome handed from the HTTP client's thread to a waiting thread.
+private final class OutcomeBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: TransferOutcome?
+    func set(_ outcome: TransferOutcome) { lock.withLock { value = outcome } }
+    func get() -> TransferOutcome? { lock.withLock { value } }
 }

@@ -266,6 +266,13 @@ extension Etcd {
             return EtcdError(code: mapped, message: message, httpStatus: status, body: body, grpcCode: code)
         }
 
+        /// Drops the auth token and fetches a new one (after the gateway said it expired).
+        func refreshToken() async throws {
+            guard configuration.credentials != nil else { return }
+            state.withLock { $0.token = nil }
+            try await authenticate()
+        }
+
         private func authenticate() async throws {
             guard let credentials = configuration.credentials else { return }
             struct Request: Encodable { var name: String; var password: String }
