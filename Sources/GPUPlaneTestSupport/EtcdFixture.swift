@@ -46,6 +46,9 @@ public final class EtcdMember: @unchecked Sendable {
     /// Whether the process runs.
     public var isRunning: Bool { lock.withLock { process?.isRunning ?? false } }
 
+    /// The process id while it runs (for CPU accounting in benchmarks).
+    public var pid: Int32? { lock.withLock { process.flatMap { $0.isRunning ? $0.pid : nil } } }
+
     /// The last lines of the member's log, for failure messages.
     public func logTail() -> String { lock.withLock { process?.logTail() ?? "" } }
 

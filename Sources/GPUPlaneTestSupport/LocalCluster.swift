@@ -61,12 +61,13 @@ public final class LocalCluster: @unchecked Sendable {
         // An empty configuration file, so no /etc/gpuplane/*.conf of this machine is read.
         let emptyConfig = directory.appendingPathComponent("empty.conf")
         try "".write(to: emptyConfig, atomically: true, encoding: .utf8)
-        func launch(_ name: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        func launch(_ name: String, _ arguments: [String], environment: [String: String] = [:], label: String? = nil) throws {
+            let label = label ?? name
             let process = try ChildProcess(
                 executable: binaries.appendingPathComponent(name).path, arguments: arguments,
                 environment: environment.merging(["GPUPLANE_CONFIG": emptyConfig.path]) { a, _ in a },
-                logFile: directory.appendingPathComponent("\(name).log"))
-            daemons.append((name, process))
+                logFile: directory.appendingPathComponent("\(label).log"))
+            daemons.append((label, process))
         }
         do {
             // Every catalog model served by the stand-in (same arguments and port as the real one).
@@ -80,7 +81,7 @@ public final class LocalCluster: @unchecked Sendable {
             log("gpuplane-api-server on \(apiURL)…")
             try launch("gpuplane-api-server", [
                 "--port", "\(port)", "--etcd.endpoints", etcd.endpoints.joined(separator: ","),
-                "--admin-token-file", adminFile.path, "--heartbeat-ttl", "5", "--log-level", "notice",
+                "--admin-token-file", adminFile.path, "--heartbeat-ttl", "5", "--log-level", "notice", "--log-destination", "stderr",
                 "--catalog-file", catalogFile.path,
             ])
             log("gpuplane-scheduler…")
@@ -111,9 +112,10 @@ public final class LocalCluster: @unchecked Sendable {
                         "--api-server", apiURL, "--node-token-file", tokenFile.path, "--node-name", node,
                         "--gpu-mode", mode, "--engine-socket", podman.socketPath, "--cdi-gpu-kind", podman.cdiKind,
                         "--nvml-library", binaries.appendingPathComponent("libFakeNVML.so").path, "--stop-grace-period", "2s",
-                        "--log-level", "notice",
+                        "--log-level", "info", "--log-destination", "stderr",
                     ],
-                    environment: ["GPUPLANE_FAKE_NVML_CONFIG": nvmlConfig.path, "GPUPLANE_FAKE_NVML_EVENTS": events.path])
+                    environment: ["GPUPLANE_FAKE_NVML_CONFIG": nvmlConfig.path, "GPUPLANE_FAKE_NVML_EVENTS": events.path],
+                    label: "gpuplane-node-agent-\(node)")
             }
             try await launchAgent("local-gpu-0", mode: "dedicated", gpus: Array(podman.fakeGPUs.prefix(gpus)))
             let shared = (0..<2).map {

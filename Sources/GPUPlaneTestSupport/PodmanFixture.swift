@@ -122,8 +122,13 @@ public final class PodmanFixture: @unchecked Sendable {
 
         [network]
         network_config_dir = "\(directory.appendingPathComponent("networks").path)"
+        default_network = "gpuplane-\(runID)"
 
         """.write(to: config, atomically: true, encoding: .utf8)
+        // Its own bridge and subnet: podman's default network is the same bridge (podman0) and
+        // subnet for every podman on the host, so two fixtures' containers could get one IP
+        // and a published port could lead into the other fixture's container.
+        try Self.createNetwork(runID: runID, directory: directory)
 
         let gpus = (0..<8).map { FakeGPU(index: $0, uuid: String(format: "GPU-fa4e%04x-0000-4000-8000-%012x", $0, $0)) }
         try writeCDISpec(kind: cdiKind, gpus: gpus, to: cdiSpecPath)
@@ -182,6 +187,43 @@ public final class PodmanFixture: @unchecked Sendable {
     deinit { shutdown() }
 
     private static let counter = Counter()
+    private static let networkLock = NSLock()
+
+    /// Writes the fixture's default network (`gpuplane-<runID>`, so its iptables chains are its
+    /// own too): a bridge `gp<runID>` of its own
+    /// with a /24 of 10.89/16 that no interface of the host uses. podman 4.3 has no flag for a
+    /// bridge's name and synthesizes its default network unless a file defines it, so the file
+    /// is written here; left to podman, every podman on the host would share `podman0`.
+    static func createNetwork(runID: String, directory: URL) throws {
+        try networkLock.withLock {
+            // Taken: the host's addresses, and the subnet of every fixture alive on this host
+            // (their network files, which exist before any of their containers does).
+            var used = (try? run("/usr/sbin/ip", ["-4", "-o", "addr", "show"])) ?? ""
+            let temporary = FileManager.default.temporaryDirectory
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: temporary.path)) ?? []
+            where entry.hasPrefix("gpuplane-podman-") {
+                let folder = temporary.appendingPathComponent(entry).appendingPathComponent("networks")
+                for file in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [] where file.hasSuffix(".json") {
+                    used += (try? String(contentsOf: folder.appendingPathComponent(file), encoding: .utf8)) ?? ""
+                }
+            }
+            let start = Int(getpid() % 250)
+            guard let third = (0..<250).map({ (start + $0) % 250 + 1 }).first(where: { !used.contains("10.89.\($0).") }) else {
+                throw PodmanFixtureError(message: "no free 10.89.x.0/24 subnet for the fixture's network")
+            }
+            let id = (runID + runID + runID + runID + runID + runID + runID + runID).prefix(64)
+            let network: [String: Any] = [
+                "name": "gpuplane-\(runID)", "id": String(id), "driver": "bridge", "network_interface": "gp\(runID)",
+                "created": ISO8601DateFormatter().string(from: Date()),
+                "subnets": [["subnet": "10.89.\(third).0/24", "gateway": "10.89.\(third).1"]],
+                "ipv6_enabled": false, "internal": false, "dns_enabled": false, "ipam_options": ["driver": "host-local"],
+            ]
+            let folder = directory.appendingPathComponent("networks")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            try JSONSerialization.data(withJSONObject: network, options: [.prettyPrinted, .sortedKeys])
+                .write(to: folder.appendingPathComponent("gpuplane-\(runID).json"))
+        }
+    }
 
     static func writeCDISpec(kind: String, gpus: [FakeGPU], to path: String) throws {
         var yaml = "cdiVersion: \"0.5.0\"\nkind: \"\(kind)\"\ndevices:\n"

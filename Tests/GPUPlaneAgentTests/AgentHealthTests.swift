@@ -95,7 +95,7 @@ struct AgentHealthTests {
         try await withAgentWorld { world in
             world.startAgent(notifier: SystemdNotifier(socketPath: listener.path))
             try await world.createReplica("one", gpus: [0])
-            try await eventually("STATUS line") { listener.received.contains("STATUS=8 GPUs, 8 healthy, 1 containers") }
+            try await eventually("STATUS line", timeout: 90) { listener.received.contains("STATUS=8 GPUs, 8 healthy, 1 containers") }
         }
     }
 }

@@ -287,11 +287,19 @@ actor Reconciler {
         entry.lastProbe = now
         let url = serving.url(port: port) + "/v1/models"
         let answered: Bool
+        let why: String
         switch await http.performResult(CurlHTTP.Request(url: url, timeout: .seconds(2), connectTimeout: .seconds(1))) {
-        case .success(let response): answered = response.isSuccess
-        case .failure: answered = false
+        case .success(let response):
+            answered = response.isSuccess
+            why = "HTTP \(response.status)"
+        case .failure(let error):
+            answered = false
+            why = error.message
         }
         let log = replicaLogger(key)
+        if !answered {
+            log.debug("model server probe failed", metadata: ["url": "\(url)", "error": "\(why)", "failures": "\(entry.probeFailures + 1)"])
+        }
         if answered {
             if !entry.ready { log.notice("model server ready", metadata: ["endpoint": "\(serving.url(port: port))"]) }
             entry.ready = true
