@@ -26,6 +26,9 @@ struct APIBench: AsyncParsableCommand {
     @Flag(help: "Also time the parts of one apply, one after another, in this process.")
     var breakdown = false
 
+    @Flag(help: "Also measure cheaper requests at each concurrency (GET /healthz, GET /v1/models) to split HTTP cost from apply cost.")
+    var layers = false
+
     func run() async throws {
         let fixture = try await EtcdFixture.start()
         defer { fixture.shutdown() }
@@ -49,14 +52,15 @@ struct APIBench: AsyncParsableCommand {
             throw ValidationError("could not issue a token: \(status)")
         }
         print("etcd 1 member on loopback; api-server in-process; \(seconds)s per phase")
-        if breakdown { try await parts(deps: deps) }
-        print("clients  raw etcd puts/s  applies/s  ratio  apply p50 ms  apply p99 ms")
+        if breakdown { try await parts(deps: deps, session: session, base: base, token: token) }
+        print("clients  raw etcd puts/s  applies/s  ratio  apply p50 ms  apply p99 ms  CPU µs/put etcd+bench  CPU µs/apply etcd+bench")
         let value = String(repeating: "x", count: 600)
+        let etcdPID = fixture.member.pid
         for count in clients.split(separator: ",").compactMap({ Int($0) }) {
-            let raw = try await phase(workers: count) { w, i in
+            let raw = try await phase(workers: count, etcdPID: etcdPID) { w, i in
                 _ = try await etcd.put("/bench/raw/\(count)/\(w)/\(i)", value)
             }
-            let applies = try await phase(workers: count) { w, i in
+            let applies = try await phase(workers: count, etcdPID: etcdPID) { w, i in
                 let manifest = """
                     application:
                       name: b\(count)-\(w)-\(i)
@@ -71,14 +75,26 @@ struct APIBench: AsyncParsableCommand {
                 let (status, _) = try await Self.call(session, "POST", base + "/v1/applications", token: token, body: manifest)
                 guard status == 201 else { throw ValidationError("apply answered \(status)") }
             }
+            if layers {
+                let health = try await phase(workers: count, etcdPID: etcdPID) { _, _ in
+                    guard try await Self.call(session, "GET", base + "/healthz").0 == 200 else { throw ValidationError("healthz") }
+                }
+                let models = try await phase(workers: count, etcdPID: etcdPID) { _, _ in
+                    guard try await Self.call(session, "GET", base + "/v1/models", token: token).0 == 200 else { throw ValidationError("models") }
+                }
+                for (label, r) in [("GET /healthz", health), ("GET /v1/models (auth)", models)] {
+                    print(String(format: "  %7d clients %-24@ %8.0f/s  p50 %6.2f ms  CPU µs etcd %5.0f + bench %5.0f", count, label as NSString, r.rate, r.p50 * 1000, r.etcdCPU, r.selfCPU))
+                }
+            }
             print(String(
-                format: "%7d  %15.0f  %9.0f  %5.2f  %12.2f  %12.2f", count, raw.rate, applies.rate, applies.rate / raw.rate,
-                applies.p50 * 1000, applies.p99 * 1000))
+                format: "%7d  %15.0f  %9.0f  %5.2f  %12.2f  %12.2f  %10.0f + %-10.0f  %10.0f + %-10.0f", count, raw.rate, applies.rate,
+                applies.rate / raw.rate, applies.p50 * 1000, applies.p99 * 1000, raw.etcdCPU, raw.selfCPU, applies.etcdCPU,
+                applies.selfCPU))
         }
     }
 
     /// Microseconds per call of each part of an apply, measured one after another.
-    func parts(deps: APIDependencies) async throws {
+    func parts(deps: APIDependencies, session: CurlHTTP.Client, base: String, token: String) async throws {
         let manifest = Data("""
             application:
               name: parts
@@ -92,11 +108,13 @@ struct APIBench: AsyncParsableCommand {
             """.utf8)
         let rounds = 2000
         func time(_ label: String, _ body: () async throws -> Void) async rethrows {
+            let cpu0 = Self.cpuTicks("self")
             let start = ContinuousClock.now
             for _ in 0..<rounds { try await body() }
             let d = ContinuousClock.now - start
             let us = (Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12) / Double(rounds)
-            print(String(format: "  %-44@ %8.1f µs", label as NSString, us))
+            let cpu = (Self.cpuTicks("self") - cpu0) / Double(sysconf(Int32(_SC_CLK_TCK))) * 1e6 / Double(rounds)
+            print(String(format: "  %-44@ %8.1f µs wall %8.1f µs CPU of this process", label as NSString, us, cpu))
         }
         print("parts of one apply (\(rounds) rounds each, sequential):")
         let reader = ManifestReader(context: ValidationContext(catalog: deps.catalog, plan: .pro))
@@ -109,6 +127,7 @@ struct APIBench: AsyncParsableCommand {
             _ = try GPUPlaneJSON.encoder().encode(replicas[0])
         }
         let encoded = try GPUPlaneJSON.encoder().encode(app)
+        print("  (stored sizes: application \(encoded.count) B, replica \(try GPUPlaneJSON.encoder().encode(replicas[0]).count) B)")
         try await time("decode application JSON") { _ = try GPUPlaneJSON.decoder().decode(GPUPlaneCore.Application.self, from: encoded) }
         _ = try await deps.store.create(GPUPlaneCore.Application(metadata: ObjectMeta(name: "parts-read", tenant: "bench"), spec: spec))
         try await time("store get (etcd range + decode)") { _ = try await deps.store.get(GPUPlaneCore.Application.self, tenant: "bench", name: "parts-read") }
@@ -125,15 +144,57 @@ struct APIBench: AsyncParsableCommand {
             }
         }
         try await time("raw etcd put") { _ = try await deps.etcd.put("/bench/parts/\(i)", "x") }
+        let value = Data(String(repeating: "x", count: 600).utf8)
+        var j = 0
+        try await time("raw etcd txn: two creates of 600 B") {
+            j += 1
+            let keys = [Data("/bench/txn/\(j)/a".utf8), Data("/bench/txn/\(j)/b".utf8)]
+            _ = try await deps.etcd.txn(
+                compare: keys.map { Etcd.Compare(.key($0), .equal, .createRevision(0)) },
+                success: keys.map { .put(Etcd.PutRequest(key: $0, value: value)) })
+        }
+        let sampleKeys = [Data("/gpuplane/applications/bench/b64-12-345".utf8), Data("/gpuplane/replicas/bench/b64-12-345.api".utf8)]
+        let sampleTxn = Etcd.TxnRequest(
+            compare: sampleKeys.map { Etcd.Compare(.key($0), .equal, .createRevision(0)) },
+            success: sampleKeys.map { .put(Etcd.PutRequest(key: $0, value: Data(repeating: 0x61, count: 450))) },
+            failure: sampleKeys.map { .range(Etcd.RangeRequest(.key($0), keysOnly: true)) })
+        try await time("JSON-encode an etcd txn request (2 puts)") { _ = try JSONEncoder().encode(sampleTxn) }
+        let sampleAnswer = Data(#"{"header":{"cluster_id":"14841639068965178418","member_id":"10276657743932975437","revision":"1234","raft_term":"2"},"succeeded":true,"responses":[{"response_put":{"header":{"revision":"1234"}}},{"response_put":{"header":{"revision":"1234"}}}]}"#.utf8)
+        try await time("JSON-decode an etcd txn response") { _ = try JSONDecoder().decode(Etcd.TxnResponse.self, from: sampleAnswer) }
+        try await time("raw etcd put of 600 B") { _ = try await deps.etcd.put("/bench/parts/\(i)", value) }
+        try await time("HTTP GET /healthz (client + server)") { _ = try await Self.call(session, "GET", base + "/healthz") }
+        var k = 0
+        try await time("HTTP apply, first of a name (client + server)") {
+            k += 1
+            let body = String(decoding: manifest, as: UTF8.self).replacingOccurrences(of: "name: parts", with: "name: parts-http-\(k)")
+            guard try await Self.call(session, "POST", base + "/v1/applications", token: token, body: body).0 == 201 else {
+                throw ValidationError("apply")
+            }
+        }
     }
 
     struct Result {
         var rate: Double
         var p50: Double
         var p99: Double
+        /// CPU µs per operation spent by etcd, and by this process (load generator and api-server).
+        var etcdCPU: Double = 0
+        var selfCPU: Double = 0
     }
 
-    func phase(workers: Int, _ op: @escaping @Sendable (Int, Int) async throws -> Void) async throws -> Result {
+    /// utime + stime of a process, in clock ticks (`/proc/<pid>/stat` fields 14 and 15).
+    static func cpuTicks(_ pid: String) -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return user + system
+    }
+
+    func phase(workers: Int, etcdPID: Int32? = nil, _ op: @escaping @Sendable (Int, Int) async throws -> Void) async throws -> Result {
+        let etcdBefore = etcdPID.map { Self.cpuTicks(String($0)) } ?? 0
+        let selfBefore = Self.cpuTicks("self")
         let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
         let start = ContinuousClock.now
         let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
@@ -157,7 +218,11 @@ struct APIBench: AsyncParsableCommand {
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let sorted = latencies.sorted()
         func pct(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
-        return Result(rate: Double(sorted.count) / seconds, p50: pct(0.5), p99: pct(0.99))
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let operations = Double(max(sorted.count, 1))
+        let etcdCPU = etcdPID.map { (Self.cpuTicks(String($0)) - etcdBefore) / ticks * 1e6 / operations } ?? 0
+        let selfCPU = (Self.cpuTicks("self") - selfBefore) / ticks * 1e6 / operations
+        return Result(rate: Double(sorted.count) / seconds, p50: pct(0.5), p99: pct(0.99), etcdCPU: etcdCPU, selfCPU: selfCPU)
     }
 
     static func call(_ session: CurlHTTP.Client, _ method: String, _ url: String, token: String? = nil, body: String? = nil) async throws -> (Int, Data) {
