@@ -94,6 +94,27 @@ public final class ResourceStore: Sendable {
         return try await commit(txn).object(handle)
     }
 
+    /// Reads an object, applies `change` and writes it back with compare-and-swap on the version
+    /// it read; when another writer got in between, it reads again and retries, up to
+    /// `attempts` times. `change` may throw to abort; its error passes through.
+    /// - Throws: ``StoreError/Code/notFound``; ``StoreError/Code/conflict`` when every attempt
+    ///   met a newer version.
+    public func modify<R: Resource>(
+        _ type: R.Type, tenant: String, name: String, attempts: Int = 5, _ change: (inout R) throws -> Void
+    ) async throws -> R {
+        var attempt = 0
+        while true {
+            attempt += 1
+            var object = try await get(R.self, tenant: tenant, name: name)
+            try change(&object)
+            do {
+                return try await update(object)
+            } catch let error as StoreError where error.code == .conflict && attempt < attempts {
+                continue
+            }
+        }
+    }
+
     /// Deletes an object, only if it is at `expectedVersion` when one is given.
     /// - Throws: ``StoreError/Code/notFound``; ``StoreError/Code/conflict`` on a version mismatch.
     public func delete<R: Resource>(_ type: R.Type, tenant: String, name: String, expectedVersion: String? = nil)

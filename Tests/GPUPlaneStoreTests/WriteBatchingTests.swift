@@ -43,32 +43,27 @@ struct WriteBatchingTests {
     @Test func sameKeyWritesStillConflict() async throws {
         let store = try await SharedStoreEtcd.store()
         let t = uniqueTenant("same")
-        let outcomes = await withTaskGroup(of: StoreError.Code?.self) { group in
-            for i in 0..<40 {
-                group.addTask {
-                    do {
-                        _ = try await store.create(Gadget(tenant: t, name: "one", size: i))
-                        return nil
-                    } catch let error as StoreError {
-                        return error.code
-                    } catch {
-                        return .invalid
-                    }
-                }
-            }
-            return await group.reduce(into: [StoreError.Code?]()) { $0.append($1) }
-        }
+        let outcomes = await Self.outcomes(40) { i in _ = try await store.create(Gadget(tenant: t, name: "one", size: i)) }
         #expect(outcomes.filter { $0 == nil }.count == 1)
         #expect(outcomes.filter { $0 == .alreadyExists }.count == 39)
 
         let base = try await store.get(Gadget.self, tenant: t, name: "one")
-        let updates = await withTaskGroup(of: StoreError.Code?.self) { group in
-            for i in 0..<40 {
+        let updates = await Self.outcomes(40) { i in
+            var changed = base
+            changed.color = "c\(i)"
+            _ = try await store.update(changed)
+        }
+        #expect(updates.filter { $0 == nil }.count == 1)
+        #expect(updates.filter { $0 == .conflict }.count == 39)
+    }
+
+    /// Runs `count` writes at once: nil for each success, the store's error code otherwise.
+    static func outcomes(_ count: Int, _ write: @escaping @Sendable (Int) async throws -> Void) async -> [StoreError.Code?] {
+        await withTaskGroup(of: StoreError.Code?.self) { group in
+            for i in 0..<count {
                 group.addTask {
-                    var changed = base
-                    changed.color = "c\(i)"
                     do {
-                        _ = try await store.update(changed)
+                        try await write(i)
                         return nil
                     } catch let error as StoreError {
                         return error.code
@@ -79,8 +74,6 @@ struct WriteBatchingTests {
             }
             return await group.reduce(into: [StoreError.Code?]()) { $0.append($1) }
         }
-        #expect(updates.filter { $0 == nil }.count == 1)
-        #expect(updates.filter { $0 == .conflict }.count == 39)
     }
 
     /// A transaction etcd refuses (larger than its request limit) fails alone; the small ones

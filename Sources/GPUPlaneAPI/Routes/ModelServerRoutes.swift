@@ -68,22 +68,18 @@ struct ModelServerRoutes: Sendable {
                 throw APIError(.unprocessableContent, .invalid, "'\(endpoint)' is not an http(s) URL", field: "endpoint")
             }
         }
-        for attempt in 0..<5 {
-            do {
-                var server = try await deps.store.get(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name)
+        do {
+            let stored = try await deps.store.modify(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name) { server in
                 if let node, server.binding?.node != node {
                     throw APIError(.notFound, .notFound, "model server \(name) is not bound to \(node)")
                 }
                 server.status.ready = report.ready
                 server.status.endpoint = report.endpoint
                 server.status.container = report.container
-                return try HTTPJSON.response(try await deps.store.update(server))
-            } catch let error as StoreError where error.code == .conflict && attempt < 4 {
-                continue
-            } catch let error as StoreError {
-                throw APIError.from(error, what: "model server \(name)")
             }
+            return try HTTPJSON.response(stored)
+        } catch let error as StoreError {
+            throw APIError.from(error, what: "model server \(name)")
         }
-        throw APIError(.conflict, .conflict, "model server \(name) kept changing; retry")
     }
 }

@@ -129,22 +129,18 @@ struct NodeRoutes: Sendable {
         try authorize(context, node: name)
         let data = try await HTTPJSON.body(request)
         let report = try HTTPJSON.decode(NodeStatus.self, from: data)
-        for attempt in 0..<5 {
-            do {
-                var node = try await deps.store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: name)
+        do {
+            let stored = try await deps.store.modify(Node.self, tenant: ObjectMeta.clusterTenant, name: name) { node in
                 // Ready is the scheduler's to say (from the heartbeat lease); keep it.
                 let ready = node.status.conditions.filter { $0.type == NodeHeartbeat.readyCondition }
                 node.status = report
                 node.status.conditions = ready + report.conditions.filter { $0.type != NodeHeartbeat.readyCondition }
                 node.status.heartbeat = Date()
-                return try HTTPJSON.response(try await deps.store.update(node))
-            } catch let error as StoreError where error.code == .conflict && attempt < 4 {
-                continue
-            } catch let error as StoreError {
-                throw APIError.from(error, what: "node \(name)")
             }
+            return try HTTPJSON.response(stored)
+        } catch let error as StoreError {
+            throw APIError.from(error, what: "node \(name)")
         }
-        throw APIError(.conflict, .conflict, "node \(name) kept changing; retry")
     }
 
     /// Maps to `GET /v1/nodes` (admins: all; node tokens: their own).

@@ -46,21 +46,17 @@ struct ReplicaRoutes: Sendable {
         }
         let data = try await HTTPJSON.body(request)
         let report = try HTTPJSON.decode(ReplicaStatus.self, from: data)
-        for attempt in 0..<5 {
-            do {
-                var replica = try await deps.store.get(Replica.self, tenant: tenant, name: name)
+        do {
+            let stored = try await deps.store.modify(Replica.self, tenant: tenant, name: name) { replica in
                 if caller.role == .node, replica.binding?.node != caller.node {
                     // Not bound here: to this node the replica does not exist.
                     throw APIError(.notFound, .notFound, "replica \(tenant)/\(name) is not bound to \(caller.node ?? "this node")")
                 }
                 replica.status = report
-                return try HTTPJSON.response(try await deps.store.update(replica))
-            } catch let error as StoreError where error.code == .conflict && attempt < 4 {
-                continue
-            } catch let error as StoreError {
-                throw APIError.from(error, what: "replica \(tenant)/\(name)")
             }
+            return try HTTPJSON.response(stored)
+        } catch let error as StoreError {
+            throw APIError.from(error, what: "replica \(tenant)/\(name)")
         }
-        throw APIError(.conflict, .conflict, "replica \(tenant)/\(name) kept changing; retry")
     }
 }
