@@ -33,23 +33,74 @@ struct Admission: Sendable {
         }
     }
 
+    /// What a GPU-limit decision was made on: commit it with ``guardDecision(_:)`` so two
+    /// applies that each fit the limit alone cannot both commit.
+    struct GPUDecision: Sendable {
+        /// The tenant's admission marker key.
+        let key: String
+        /// The revision the tenant's replicas were read at.
+        let revision: Int64
+    }
+
+    /// Why a transaction guarded by a ``GPUDecision`` failed: another GPU admission of the same
+    /// tenant committed after the decision's read.
+    static let gpuDecisionReason = "another apply of this tenant took GPUs meanwhile"
+
+    /// Thrown when the guard failed; the caller reads and decides again.
+    struct Race: Error {}
+
+    /// `/gpuplane/admission/<tenant>/gpus`: written by every admission that adds whole GPUs.
+    static func gpuMarker(tenant: String) -> String { "/gpuplane/admission/\(tenant)/gpus" }
+
     /// Refuses when `adding` whole GPUs on top of what the tenant's other replicas hold passes
     /// its limit. `replacing` are replicas the write removes (the object's own, on update).
-    func checkGPULimit(tenant: Tenant, replacing owner: OwnerReference?, adding: Int, field: String) async throws {
+    /// Returns the decision to guard the write with (nil when no whole GPU is added).
+    func checkGPULimit(tenant: Tenant, replacing owner: OwnerReference?, adding: Int, field: String) async throws -> GPUDecision? {
         // Only whole GPUs count; shared attachments and CPU pods never need the tenant-wide read.
-        guard adding > 0 else { return }
-        let existing = try await replicas(of: tenant.metadata.name)
-        let held = ReplicaPlanner.wholeGPUs(existing.filter { replica in
+        guard adding > 0 else { return nil }
+        let list: ResourceList<Replica>
+        do {
+            list = try await deps.store.list(Replica.self, tenant: tenant.metadata.name)
+        } catch let error as StoreError {
+            throw APIError.from(error, what: "replicas")
+        }
+        let held = ReplicaPlanner.wholeGPUs(list.items.filter { replica in
             guard let owner else { return true }
             return !(replica.spec.owner.kind == owner.kind && replica.spec.owner.name == owner.name)
         })
         let limit = tenant.spec.gpuLimit
-        if adding > 0, held + adding > limit {
+        if held + adding > limit {
             throw APIError(
                 .forbidden, .forbidden,
                 "this needs \(adding) whole GPU\(adding == 1 ? "" : "s") but \(held) of your limit of \(limit) are already held; free some or ask an operator to raise the limit (e.g. 4 instances × 1 GPU or 1 instance × 4 GPUs)",
                 field: field)
         }
+        return GPUDecision(key: Self.gpuMarker(tenant: tenant.metadata.name), revision: list.revision)
+    }
+
+    /// Adds `decision`'s guard to a transaction: it commits only if no other GPU admission of
+    /// the tenant committed since the decision's read.
+    static func guardDecision(_ decision: GPUDecision?, in txn: inout StoreTransaction) {
+        guard let decision else { return }
+        txn.bump(decision.key, unchangedSince: decision.revision, reason: gpuDecisionReason)
+    }
+
+    /// Runs an admission (read, decide, write guarded) again while it loses the race to another
+    /// GPU admission of the same tenant; after `attempts`, answers 409.
+    static func retryingRaces<T>(attempts: Int = 8, _ body: () async throws -> T) async throws -> T {
+        for _ in 1..<attempts {
+            do { return try await body() } catch is Race { continue }
+        }
+        do {
+            return try await body()
+        } catch is Race {
+            throw APIError(.conflict, .conflict, "other applies of this tenant kept taking GPUs while this one was admitted; retry")
+        }
+    }
+
+    /// Turns a store failure of a guarded write into ``Race`` when the guard is what failed.
+    static func race(_ error: StoreError) -> (any Error)? {
+        error.code == .preconditionFailed && error.failedCondition == gpuDecisionReason ? Race() : nil
     }
 
     /// Refuses new GPU work when the month's metered spend has reached the tenant's limit.

@@ -154,6 +154,7 @@ public final class ResourceStore: Sendable {
             success.append(op.write)
         }
         for condition in txn.conditions { compares.append(condition.compare) }
+        for marker in txn.markers { success.append(.put(Etcd.PutRequest(key: marker, value: Data()))) }
         let answer: Etcd.TxnResponse
         do {
             let request = Etcd.TxnRequest(compare: compares, success: success)
@@ -164,7 +165,8 @@ public final class ResourceStore: Sendable {
                     return total + op.key.count
                 }
                 answer = try await batcher.submit(
-                    request, writes: Set(txn.operations.map(\.key)), reads: Set(reads.map(\.key)), bytes: bytes)
+                    request, writes: Set(txn.operations.map(\.key) + txn.markers), reads: Set(reads.map(\.key)),
+                    bytes: bytes + txn.markers.reduce(0) { $0 + $1.count })
             } else {
                 answer = try await client.txn(request)
             }
@@ -307,6 +309,8 @@ public struct StoreTransaction: Sendable {
 
     var operations: [Operation] = []
     var conditions: [Condition] = []
+    /// Raw keys the transaction writes besides its objects (``bump(_:unchangedSince:reason:)``).
+    var markers: [Data] = []
 
     /// Makes an empty transaction.
     public init() {}
@@ -374,6 +378,17 @@ public struct StoreTransaction: Sendable {
     /// fails with ``StoreError/Code/preconditionFailed`` and `failedCondition = reason`.
     public mutating func require(_ compare: Etcd.Compare, reason: String) {
         conditions.append(Condition(compare: compare, reason: reason))
+    }
+
+    /// Serializes writers that decide on one read: the transaction holds only if `key` was not
+    /// written after `revision` (the revision the decision read at), and writes `key` itself,
+    /// so of two such transactions deciding on the same read only the first commits. The other
+    /// fails with ``StoreError/Code/preconditionFailed`` and `failedCondition = reason`, and
+    /// should read again and decide again.
+    public mutating func bump(_ key: String, unchangedSince revision: Int64, reason: String) {
+        let data = Data(key.utf8)
+        conditions.append(Condition(compare: Etcd.Compare(.key(data), .less, .modRevision(revision + 1)), reason: reason))
+        markers.append(data)
     }
 
     /// Now, to whole seconds: what the ISO-8601 encoding keeps, so a created object equals

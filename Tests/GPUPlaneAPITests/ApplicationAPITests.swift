@@ -95,6 +95,26 @@ import Testing
         #expect(try await h.call("POST", "/v1/applications", token: token, body: three.replacingOccurrences(of: "image: x", with: "image: y")).status == 200)
     }
 
+    /// Eight concurrent applies of one GPU each against a limit of 4: each fits alone, so only
+    /// the guard on the tenant's admission marker keeps the fifth from committing.
+    @Test func concurrentAppliesNeverPassTheGPULimit() async throws {
+        let h = try await SharedServer.shared.get()
+        let (tenant, token) = try await h.tenant(.enterprise, gpuLimit: 4)
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for i in 0..<8 {
+                group.addTask {
+                    let one = app("race\(i)", pods: "  - {name: a, image: x, gpu: {enabled: true, model: custom, memoryGB: 80}}\n")
+                    return try await h.call("POST", "/v1/applications", token: token, body: one).status
+                }
+            }
+            return try await group.reduce(into: [Int]()) { $0.append($1) }
+        }
+        #expect(statuses.filter { $0 == 201 }.count == 4, "\(statuses)")
+        #expect(statuses.filter { $0 == 403 }.count == 4, "\(statuses)")
+        let held = ReplicaPlanner.wholeGPUs(try await h.deps.store.list(Replica.self, tenant: tenant).items)
+        #expect(held == 4)
+    }
+
     @Test func badInputGetsAClearErrorAndWritesNothing() async throws {
         let h = try await SharedServer.shared.get()
         let (_, token) = try await h.tenant(.scale)

@@ -38,6 +38,15 @@ struct ApplicationRoutes: Sendable {
                     : "this body is a deployment; send it to POST /v1/deployments")
         }
         let expectedVersion = request.headers[.ifMatch] ?? request.query("resourceVersion")
+        return try await Admission.retryingRaces {
+            try await admit(name: name, spec: spec, tenant: tenant, expectedVersion: expectedVersion)
+        }
+    }
+
+    /// One admission of an apply: create-if-absent, or read, diff and update. Throws
+    /// ``Admission/Race`` when another GPU admission of the tenant committed in between.
+    private func admit(name: String, spec: ApplicationSpec, tenant: Tenant, expectedVersion: String?) async throws -> Response {
+        let tenantName = tenant.metadata.name
         if expectedVersion == nil, let created = try await createIfAbsent(name: name, spec: spec, tenant: tenant) {
             return try HTTPJSON.response(created, status: .created)
         }
@@ -62,7 +71,7 @@ struct ApplicationRoutes: Sendable {
         app.spec = spec
         let owner = OwnerReference(kind: .application, name: name, uid: app.metadata.uid)
         let wanted = deps.planner.replicas(for: app)
-        try await admission.checkGPULimit(
+        let decision = try await admission.checkGPULimit(
             tenant: tenant, replacing: owner, adding: ReplicaPlanner.wholeGPUs(wanted), field: "application.pods")
         let old = try await ownReplicas.filter { $0.spec.owner.kind == .application && $0.spec.owner.name == name }
         let oldByName = Dictionary(old.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -75,6 +84,7 @@ struct ApplicationRoutes: Sendable {
         let stored: GPUPlaneCore.Application
         do {
             let (handle, result) = try await deps.store.transaction { txn -> StoreTransaction.Handle<GPUPlaneCore.Application> in
+                Admission.guardDecision(decision, in: &txn)
                 let handle = current == nil ? try txn.create(app) : try txn.update(app)
                 for replica in changedReplicas {
                     if var previous = oldByName[replica.metadata.name] {
@@ -93,7 +103,7 @@ struct ApplicationRoutes: Sendable {
             }
             stored = try result.object(handle)
         } catch let error as StoreError {
-            throw APIError.from(error, what: "application \(name)")
+            throw Admission.race(error) ?? APIError.from(error, what: "application \(name)")
         }
         return try HTTPJSON.response(withStatus(stored, wanted), status: current == nil ? .created : .ok)
     }
@@ -105,7 +115,7 @@ struct ApplicationRoutes: Sendable {
         let app = GPUPlaneCore.Application(
             metadata: ObjectMeta(name: name, tenant: tenant.metadata.name, uid: UUID().uuidString.lowercased()), spec: spec)
         let replicas = deps.planner.replicas(for: app)
-        try await admission.checkGPULimit(
+        let decision = try await admission.checkGPULimit(
             tenant: tenant, replacing: OwnerReference(kind: .application, name: name, uid: app.metadata.uid),
             adding: ReplicaPlanner.wholeGPUs(replicas), field: "application.pods")
         // Over the spending limit, an unchanged re-apply must still answer 200: let the read
@@ -117,6 +127,7 @@ struct ApplicationRoutes: Sendable {
         }
         do {
             let (handle, result) = try await deps.store.transaction { txn -> StoreTransaction.Handle<GPUPlaneCore.Application> in
+                Admission.guardDecision(decision, in: &txn)
                 let handle = try txn.create(app)
                 for replica in replicas { try txn.create(replica) }
                 return handle
@@ -125,7 +136,7 @@ struct ApplicationRoutes: Sendable {
         } catch let error as StoreError where error.code == .alreadyExists {
             return nil
         } catch let error as StoreError {
-            throw APIError.from(error, what: "application \(name)")
+            throw Admission.race(error) ?? APIError.from(error, what: "application \(name)")
         }
     }
 

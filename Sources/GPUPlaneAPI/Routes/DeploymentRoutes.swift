@@ -84,19 +84,22 @@ struct DeploymentRoutes: Sendable {
             metadata: ObjectMeta(name: spec.modelName, tenant: tenantName, uid: UUID().uuidString.lowercased()), spec: spec)
         let wanted = spec.settings.minInstances
         deployment.status = DeploymentStatus(state: wanted == 0 ? .stopped : .deploying, instancesRunning: 0, instancesWanted: wanted)
-        try await admission.checkGPULimit(
-            tenant: tenant, replacing: nil, adding: spec.numGPUs * wanted, field: "settings.min_instances")
-        try await admission.checkSpendingLimit(tenant: tenant, wantsGPU: wanted > 0)
         let replicas = (0..<wanted).map { deps.planner.replica(for: deployment, index: $0) }
-        do {
-            _ = try await deps.store.transaction { txn in
-                try txn.create(deployment)
-                for replica in replicas { try txn.create(replica) }
+        try await Admission.retryingRaces {
+            let decision = try await admission.checkGPULimit(
+                tenant: tenant, replacing: nil, adding: spec.numGPUs * wanted, field: "settings.min_instances")
+            try await admission.checkSpendingLimit(tenant: tenant, wantsGPU: wanted > 0)
+            do {
+                _ = try await deps.store.transaction { txn in
+                    Admission.guardDecision(decision, in: &txn)
+                    try txn.create(deployment)
+                    for replica in replicas { try txn.create(replica) }
+                }
+            } catch let error as StoreError where error.code == .alreadyExists {
+                throw APIError(.conflict, .conflict, "a deployment named \(tenantName)/\(spec.modelName) exists; pick another model_name or update it", field: "model_name")
+            } catch let error as StoreError {
+                throw Admission.race(error) ?? APIError.from(error, what: "deployment \(spec.modelName)")
             }
-        } catch let error as StoreError where error.code == .alreadyExists {
-            throw APIError(.conflict, .conflict, "a deployment named \(tenantName)/\(spec.modelName) exists; pick another model_name or update it", field: "model_name")
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "deployment \(spec.modelName)")
         }
         let stored = try await find(tenant: tenantName, idOrName: spec.modelName)
         return try HTTPJSON.response(DeploymentView(stored, replicas: replicas), status: .created)
@@ -154,7 +157,7 @@ struct DeploymentRoutes: Sendable {
             .filter { $0.spec.owner.kind == .deployment && $0.spec.owner.name == deployment.metadata.name }
         // Wanted stays where the autoscaler put it, within the new bounds.
         let wanted = min(max(deployment.status.instancesWanted, body.settings.minInstances), body.settings.maxInstances)
-        try await admission.checkGPULimit(
+        let decision = try await admission.checkGPULimit(
             tenant: tenant, replacing: OwnerReference(kind: .deployment, name: deployment.metadata.name, uid: deployment.metadata.uid),
             adding: spec.numGPUs * wanted, field: "settings.min_instances")
         if wanted > mine.count { try await admission.checkSpendingLimit(tenant: tenant, wantsGPU: true) }
@@ -165,6 +168,7 @@ struct DeploymentRoutes: Sendable {
         let toDelete = mine.filter { (Int($0.spec.role) ?? Int.max) >= wanted }
         do {
             _ = try await deps.store.transaction { txn in
+                Admission.guardDecision(decision, in: &txn)
                 try txn.update(deployment)
                 for replica in toCreate { try txn.create(replica) }
                 for replica in toDelete {
