@@ -99,15 +99,20 @@ struct WatchStreamer: Sendable {
                 case .batch(let batch):
                     // One transaction writes several objects at one revision (an apply, a
                     // scheduler pass, a batched commit), and etcd sends a revision's events in one
-                    // batch. A line whose revision continues in the next event says revision - 1,
+                    // batch. A line whose revision continues in the next line says revision - 1,
                     // so a client that resumes from it gets the rest of that revision again
                     // rather than never.
-                    for (index, event) in batch.events.enumerated() {
+                    // Only lines this caller gets count: events it may not see are never sent,
+                    // so they are not waited for either.
+                    var lines: [(revision: Int64, line: WatchLine<R>)] = []
+                    for event in batch.events {
                         lastRevision = max(lastRevision, event.revision)
-                        guard var line = WatchStreamer.line(R.self, event, filter: filter) else { continue }
-                        let next = batch.events.index(after: index)
-                        if next < batch.events.endIndex, batch.events[next].revision == event.revision {
-                            line.resourceVersion = String(event.revision - 1)
+                        if let line = WatchStreamer.line(R.self, event, filter: filter) { lines.append((event.revision, line)) }
+                    }
+                    for (index, item) in lines.enumerated() {
+                        var line = item.line
+                        if index + 1 < lines.count, lines[index + 1].revision == item.revision {
+                            line.resourceVersion = String(item.revision - 1)
                         }
                         try await send(line)
                     }

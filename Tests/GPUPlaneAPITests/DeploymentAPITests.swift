@@ -300,6 +300,25 @@ import Testing
         try await eventually("the resumed watch delivers g.b") {
             lines(resumedOut).contains { ($0["object"] as? [String: Any]).flatMap { ($0["metadata"] as? [String: Any])?["name"] as? String } == "g.b" }
         }
+
+        // Objects of that revision the caller may not see are never waited for: a node-scoped
+        // watch that gets only one of two replicas bound in one transaction gets the full revision.
+        var bound = replica("h.a")
+        bound.binding = Binding(node: "n-\(tenant)", gpuIndices: [])
+        var elsewhere = replica("h.b")
+        elsewhere.binding = Binding(node: "m-\(tenant)", gpuIndices: [])
+        let (_, both) = try await h.deps.store.transaction { txn in
+            try txn.create(bound)
+            try txn.create(elsewhere)
+        }
+        let scopedOut = dir.appendingPathComponent("scoped.ndjson")
+        let scoped = try ChildProcess(
+            executable: "/usr/bin/curl",
+            arguments: ["-sN", "-H", "Authorization: Bearer \(h.admin)", "\(h.base)/v1/replicas?watch=true&node=n-\(tenant)&resourceVersion=\(result.revision)"],
+            logFile: scopedOut)
+        defer { scoped.stop() }
+        try await eventually("the node-scoped watch delivers h.a") { lines(scopedOut).count == 1 }
+        #expect(lines(scopedOut).first?["resourceVersion"] as? String == String(both.revision))
     }
 
     @Test func unknownEventKindIsABadRequest() async throws {
