@@ -63,6 +63,10 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// Sends SIGTERM and waits up to `timeout` seconds, then SIGKILL.
     ///
+    /// Blocks the calling thread: from async code prefer ``TestEnvironment/offPool(_:_:)``. A
+    /// child that is not ours to shut down gracefully (`curl`, which inherits the test runner's
+    /// ignored SIGTERM) should get ``kill9()``.
+    ///
     /// Never calls Foundation's `waitUntilExit`, which spins forever when the main queue (where
     /// Foundation notices child exits) is not being drained.
     public func stop(timeout: TimeInterval = 10) {
@@ -115,6 +119,27 @@ final class ChildRegistry: @unchecked Sendable {
 
 /// Free TCP ports and scratch folders on this machine.
 public enum TestEnvironment {
+    /// Runs blocking work (process launches and waits, `podman` commands, file trees) on a
+    /// thread of its own, so it never holds one of Swift's cooperative threads: with two of them
+    /// on a 2-core machine, two blocking calls at once stall every test of the process (watches
+    /// miss their idle deadlines, leases their renewals).
+    public static func offPool<T: Sendable>(_ name: String = "gpuplane-test-blocking", _ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread { continuation.resume(with: Result { try body() }) }
+            thread.name = name
+            thread.start()
+        }
+    }
+
+    /// ``offPool(_:_:)`` for work that cannot fail.
+    public static func offPool<T: Sendable>(_ name: String = "gpuplane-test-blocking", _ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            let thread = Thread { continuation.resume(returning: body()) }
+            thread.name = name
+            thread.start()
+        }
+    }
+
     /// A TCP port on 127.0.0.1 that nothing listens on right now.
     ///
     /// Binds port 0, reads the port the kernel chose, and closes the socket. Ports handed out in

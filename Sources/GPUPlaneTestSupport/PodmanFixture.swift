@@ -97,6 +97,40 @@ public final class PodmanFixture: @unchecked Sendable {
         guard isAvailable, let busybox else {
             throw PodmanFixtureError(message: "podman, runc and busybox-static are needed, as root (see scripts/test)")
         }
+        // Everything up to the service's start blocks (podman imports, files): off the pool.
+        let prepared = try await TestEnvironment.offPool("gpuplane-podman-start") { try prepare(busybox: busybox) }
+        let (directory, socketPath, service) = (prepared.directory, prepared.socketPath, prepared.service)
+        do {
+            try await eventually("podman service answering /_ping on \(socketPath)", timeout: timeout, every: 0.1) {
+                unixHTTPGet(socketPath: socketPath, path: "/_ping")?.hasSuffix("OK") ?? false
+            }
+        } catch {
+            service.stop()
+            throw PodmanFixtureError(message: "\(error)\n--- podman log ---\n\(service.logTail())")
+        }
+        return PodmanFixture(
+            directory: directory, socketPath: socketPath, testImage: prepared.testImage,
+            standInModelServerImage: prepared.standInImage, cdiKind: prepared.cdiKind, fakeGPUs: prepared.gpus,
+            cdiSpecPath: prepared.cdiSpecPath, runID: prepared.runID, service: service, cleanup: prepared.cleanup)
+    }
+
+    /// What ``start(timeout:)`` prepares on a thread of its own.
+    private struct Prepared: @unchecked Sendable {
+        let directory: URL
+        let runID: String
+        let cdiKind: String
+        let cdiSpecPath: String
+        let cleanup: PodmanCleanup
+        let gpus: [FakeGPU]
+        let testImage: String
+        let standInImage: String
+        let socketPath: String
+        let service: ChildProcess
+    }
+
+    /// Writes the configuration, network and CDI spec, imports the images and launches the
+    /// service (blocking work).
+    private static func prepare(busybox: String) throws -> Prepared {
         sweepStaleFixtures()
         let directory = try TestEnvironment.temporaryDirectory(prefix: "podman")
         let runID = String(UUID().uuidString.lowercased().filter { $0 != "-" }.prefix(8))
@@ -148,18 +182,9 @@ public final class PodmanFixture: @unchecked Sendable {
             environment: environment, logFile: directory.appendingPathComponent("service.log"))
         try "\(service.pid)\n".write(
             to: directory.appendingPathComponent("service.pid"), atomically: true, encoding: .utf8)
-        do {
-            try await eventually("podman service answering /_ping on \(socketPath)", timeout: timeout, every: 0.1) {
-                unixHTTPGet(socketPath: socketPath, path: "/_ping")?.hasSuffix("OK") ?? false
-            }
-        } catch {
-            service.stop()
-            throw PodmanFixtureError(message: "\(error)\n--- podman log ---\n\(service.logTail())")
-        }
-        return PodmanFixture(
-            directory: directory, socketPath: socketPath, testImage: testImage, standInModelServerImage: standInImage,
-            cdiKind: cdiKind, fakeGPUs: gpus,
-            cdiSpecPath: cdiSpecPath, runID: runID, service: service, cleanup: cleanup)
+        return Prepared(
+            directory: directory, runID: runID, cdiKind: cdiKind, cdiSpecPath: cdiSpecPath, cleanup: cleanup, gpus: gpus,
+            testImage: testImage, standInImage: standInImage, socketPath: socketPath, service: service)
     }
 
     /// Runs the podman command line on the fixture's storage and configuration (`podman ps -a`,

@@ -20,7 +20,7 @@ func say(_ line: String) { out("==> \(line)") }
 /// queue, which a blocked main thread would never drain.
 func stop(_ cluster: LocalCluster) async {
     say("stopping")
-    await Task.detached { cluster.shutdown() }.value
+    await TestEnvironment.offPool { cluster.shutdown() }
 }
 
 do {

@@ -85,6 +85,6 @@ import Testing
         } catch {
             Issue.record("\(error)\n\(cluster.logTails())")
         }
-        await Task.detached { cluster.shutdown() }.value
+        await TestEnvironment.offPool { cluster.shutdown() }
     }
 }

@@ -8,10 +8,11 @@ struct ElectionTests {
     @Test func secondCampaignerLeadsOnlyAfterResignThenAfterLeaseExpiry() async throws {
         let client = try await SharedEtcd.client()
         let name = uniquePrefix("election") + "leader"
-        let leaseA = try await client.grantLease(ttl: 30)
+        let leaseA = try await client.grantLease(ttl: 120)
         // Long enough that a loaded machine renews it in time (keep-alive every TTL/3).
         let leaseB = try await client.grantLease(ttl: 6)
-        let leaseC = try await client.grantLease(ttl: 30)
+        // Nobody keeps C's lease alive: it must outlast the whole test on a loaded machine.
+        let leaseC = try await client.grantLease(ttl: 120)
 
         let a = try await client.campaign(name, lease: leaseA.id, value: "a")
         #expect(try await client.leader(name)?.valueString == "a")

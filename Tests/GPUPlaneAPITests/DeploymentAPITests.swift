@@ -225,7 +225,7 @@ import Testing
             executable: "/usr/bin/curl",
             arguments: ["-sN", "-H", "Authorization: Bearer \(token)", "\(h.base)/v1/applications?watch=true&resourceVersion=\(start)"],
             logFile: out)
-        defer { curl.stop() }
+        defer { curl.kill9() }  // curl inherits an ignored SIGTERM from the test runner
         // ...and after the watch started.
         #expect(try await h.call("DELETE", "/v1/applications/w", token: token).status == 204)
         var events: [[String: Any]] = []
@@ -248,7 +248,7 @@ import Testing
             executable: "/usr/bin/curl",
             arguments: ["-sN", "-H", "Authorization: Bearer \(token)", "\(h.base)/v1/applications?watch=true&resourceVersion=\(modified)"],
             logFile: resumedOut)
-        defer { resumed.stop() }
+        defer { resumed.kill9() }  // curl inherits an ignored SIGTERM from the test runner
         var again: [String] = []
         try await eventually("the resumed watch delivers a BOOKMARK after its events") {
             let text = (try? String(contentsOf: resumedOut, encoding: .utf8)) ?? ""
@@ -290,13 +290,13 @@ import Testing
                 .filter { $0["type"] as? String == "ADDED" }
         }
         let (first, out) = try watch(from: String(before), "all.ndjson")
-        defer { first.stop() }
+        defer { first.kill9() }  // curl inherits an ignored SIGTERM from the test runner
         try await eventually("both ADDED lines") { lines(out).count == 2 }
         let versions = lines(out).compactMap { $0["resourceVersion"] as? String }
         #expect(versions == [String(result.revision - 1), String(result.revision)])
         // A client cut after the first line resumes from its version and still gets g.b.
         let (second, resumedOut) = try watch(from: versions[0], "resumed.ndjson")
-        defer { second.stop() }
+        defer { second.kill9() }  // curl inherits an ignored SIGTERM from the test runner
         try await eventually("the resumed watch delivers g.b") {
             lines(resumedOut).contains { ($0["object"] as? [String: Any]).flatMap { ($0["metadata"] as? [String: Any])?["name"] as? String } == "g.b" }
         }
@@ -316,7 +316,7 @@ import Testing
             executable: "/usr/bin/curl",
             arguments: ["-sN", "-H", "Authorization: Bearer \(h.admin)", "\(h.base)/v1/replicas?watch=true&node=n-\(tenant)&resourceVersion=\(result.revision)"],
             logFile: scopedOut)
-        defer { scoped.stop() }
+        defer { scoped.kill9() }  // curl inherits an ignored SIGTERM from the test runner
         try await eventually("the node-scoped watch delivers h.a") { lines(scopedOut).count == 1 }
         #expect(lines(scopedOut).first?["resourceVersion"] as? String == String(both.revision))
     }
@@ -343,7 +343,7 @@ import Testing
             executable: "/usr/bin/curl",
             arguments: ["-sN", "-H", "Authorization: Bearer \(token)", "\(h.base)/v1/applications?watch=true&resourceVersion=\(Int64(old)! - 1)"],
             logFile: out)
-        defer { curl.stop() }
+        defer { curl.kill9() }  // curl inherits an ignored SIGTERM from the test runner
         try await eventually("an ERROR 410 line") {
             ((try? String(contentsOf: out, encoding: .utf8)) ?? "").contains(#""code":410"#)
         }

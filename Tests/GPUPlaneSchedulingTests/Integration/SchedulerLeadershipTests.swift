@@ -85,7 +85,7 @@ struct SchedulerLeadershipTests {
             }
             a.signal(SIGCONT)
             // Give the resumed process time to try whatever it had in flight.
-            try await eventually("a notices it lost", timeout: 20) {
+            try await eventually("a notices it lost", timeout: 60) {
                 a.logTail(bytes: 20000).contains("lost") || !a.isRunning
             }
             // a's key is deleted when its lease expires: a can commit nothing after that, and b
