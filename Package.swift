@@ -1,6 +1,13 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+/// The package's directory: linker inputs must be absolute paths.
+let packageDirectory: String = {
+    let path = #filePath
+    guard let slash = path.lastIndex(of: "/") else { return "." }
+    return String(path[..<slash])
+}()
+
 /// gpuplane: a self-hosted GPU control plane. Executables are thin; every
 /// concern lives in one library with one owner. See docs/architecture.md.
 let package = Package(
@@ -38,11 +45,15 @@ let package = Package(
             name: "CCurl", pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]),
         .target(name: "CCurlShim", dependencies: ["CCurl"]),
+        // Threads, locks and text helpers over libc, without Foundation: the node-agent's
+        // modules use FoundationEssentials only, which keeps ICU out of its resident set.
+        .target(name: "CSystemShim"),
+        .target(name: "GPUPlaneSystem", dependencies: ["CSystemShim"]),
         // HTTP over libcurl on a dedicated thread (TCP or unix socket), unary and streaming.
         // The only module that touches CCurl/CCurlShim.
         .target(
             name: "CurlHTTP",
-            dependencies: ["CCurlShim", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["CCurlShim", "GPUPlaneSystem", .product(name: "Logging", package: "swift-log")]),
         .systemLibrary(
             name: "CYAML", pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]),
@@ -51,24 +62,24 @@ let package = Package(
             providers: [.apt(["libsystemd-dev"])]),
 
         // Resources, validation, catalog, plans, machine types, pricing. No I/O.
-        .target(name: "GPUPlaneCore", resources: [.copy("Resources/catalog.json")]),
+        .target(name: "GPUPlaneCore", dependencies: ["GPUPlaneSystem"]),
         // YAML/JSON manifests → resources, with file:line:column on every error.
         .target(name: "GPUPlaneManifest", dependencies: ["GPUPlaneCore", "CYAML"]),
         // etcd v3 HTTP/JSON gateway over libcurl: KV, txn, lease, watch, election.
         .target(
             name: "EtcdClient",
-            dependencies: ["CurlHTTP", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["CurlHTTP", "GPUPlaneSystem", .product(name: "Logging", package: "swift-log")]),
         // Typed resources on etcd: CAS on resourceVersion, transactions, informers.
         .target(
             name: "GPUPlaneStore",
             dependencies: [
-                "EtcdClient", "GPUPlaneCore", .product(name: "Logging", package: "swift-log"),
+                "EtcdClient", "GPUPlaneCore", "GPUPlaneSystem", .product(name: "Logging", package: "swift-log"),
             ]),
         // What every daemon needs: journald logging, sd_notify, config, metrics, lifecycle.
         .target(
             name: "GPUPlaneService",
             dependencies: [
-                "CSystemd",
+                "CSystemd", "GPUPlaneSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -97,7 +108,7 @@ let package = Package(
         .target(
             name: "GPUPlaneScheduling",
             dependencies: [
-                "GPUPlaneCore", "GPUPlaneStore", "EtcdClient",
+                "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
@@ -115,12 +126,29 @@ let package = Package(
         .target(
             name: "GPUPlaneAgent",
             dependencies: [
-                "GPUPlaneCore", "CNVML", "CurlHTTP", "GPUPlaneService", .product(name: "Logging", package: "swift-log"),
+                "GPUPlaneCore", "GPUPlaneSystem", "CNVML", "CurlHTTP", "GPUPlaneService", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
-        .executableTarget(name: "gpuplane-node-agent", dependencies: ["GPUPlaneAgent"]),
+        // The node-agent's idle footprint is a goal (docs/benchmarks.md). lld links it with
+        // packed relative relocations (DT_RELR, glibc >= 2.36: ~2 MB of RELA entries become
+        // ~20 KB), no exported symbols, and the functions it runs placed first
+        // (symbol-order.txt, made by scripts/agent-symbol-order), so the code pages it touches
+        // are few and adjacent.
+        .executableTarget(
+            name: "gpuplane-node-agent", dependencies: ["GPUPlaneAgent"], exclude: ["symbol-order.txt"],
+            linkerSettings: [
+                .unsafeFlags([
+                    "-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic",
+                    "-Xlinker", "--symbol-ordering-file=\(packageDirectory)/Sources/gpuplane-node-agent/symbol-order.txt",
+                    "-Xlinker", "--no-warn-symbol-ordering",
+                ])
+            ]),
         // A C shared library exporting NVML's symbols, with GPUs from a file and injectable events.
-        .target(name: "FakeNVML", dependencies: ["CNVML"]),
+        // Linked --as-needed: it is C only, and like the real library it must not load the Swift
+        // runtime into the agent (a static agent would carry two runtimes).
+        .target(
+            name: "FakeNVML", dependencies: ["CNVML"],
+            linkerSettings: [.unsafeFlags(["-Xlinker", "--as-needed"])]),
         // Starts real etcd and journald processes on loopback for tests and benchmarks.
         .target(name: "GPUPlaneTestSupport", dependencies: ["CurlHTTP", "GPUPlaneCore"]),
         // `gpuplane-local`: the whole control plane on one machine with fake GPUs.
@@ -131,13 +159,14 @@ let package = Package(
             name: "gpuplane-bench",
             dependencies: [
                 "EtcdClient", "GPUPlaneStore", "GPUPlaneCore", "GPUPlaneScheduling", "GPUPlaneTestSupport",
-                "GPUPlaneAPI", "CurlHTTP", "GPUPlaneManifest",
+                "GPUPlaneAPI", "CurlHTTP", "GPUPlaneManifest", "GPUPlaneSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
 
+        .testTarget(name: "GPUPlaneSystemTests", dependencies: ["GPUPlaneSystem"]),
         .testTarget(name: "GPUPlaneCoreTests", dependencies: ["GPUPlaneCore"]),
         .testTarget(
             name: "GPUPlaneManifestTests", dependencies: ["GPUPlaneManifest", "GPUPlaneCore"]),

@@ -1,4 +1,9 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+import GPUPlaneSystem
 
 extension CurlHTTP {
     /// An HTTP client with its own libcurl thread and connection pool. Thread-safe; share one
@@ -123,7 +128,7 @@ extension CurlHTTP {
 
 /// The transfer of one `perform`, handed from the continuation to the cancellation handler.
 final class TransferBox: @unchecked Sendable {
-    private let lock = NSLock()
+    private let lock = Lock()
     private var transfer: CurlTransfer?
     func set(_ t: CurlTransfer) { lock.withLock { transfer = t } }
     func get() -> CurlTransfer? { lock.withLock { transfer } }

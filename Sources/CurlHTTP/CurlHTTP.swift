@@ -1,4 +1,9 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+import GPUPlaneSystem
 
 /// A small HTTP/1.1 client over libcurl for the daemons' own transports: etcd's gateway over
 /// TCP and the container engine's API over a unix socket.
@@ -118,7 +123,8 @@ extension CurlHTTP {
 
         /// The value of the first header called `name` (case-insensitive).
         public func header(_ name: String) -> String? {
-            headers.first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
+            let wanted = name.lowercased()
+            return headers.first { $0.name.lowercased() == wanted }?.value
         }
 
         /// Whether the status is 2xx.

@@ -1,6 +1,11 @@
 import CCurl
 import CCurlShim
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+import GPUPlaneSystem
 
 /// One easy handle and what it reports to. Touched only on the loop thread, except
 /// `cancelRequested`, which the loop's lock guards.
@@ -88,7 +93,7 @@ private let curlGlobalInit: Void = {
 /// a callback made on this thread. The multi handle's connection cache gives connection reuse.
 final class CurlLoop: @unchecked Sendable {
     private let multi: UnsafeMutableRawPointer
-    private let lock = NSLock()
+    private let lock = Lock()
     private var incoming: [Command] = []  // guarded by lock
     private var stopping = false  // guarded by lock
     private var stats = CurlHTTP.Statistics()  // guarded by lock
@@ -104,9 +109,7 @@ final class CurlLoop: @unchecked Sendable {
         guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed") }
         self.multi = multi
         _ = gp_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, maxConnections)
-        let thread = Thread { [self] in self.run() }
-        thread.name = name
-        thread.start()
+        SystemThread.start(name: name) { [self] in self.run() }
     }
 
     var statistics: CurlHTTP.Statistics { lock.withLock { stats } }

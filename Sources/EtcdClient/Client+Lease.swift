@@ -1,4 +1,5 @@
 import Foundation
+import GPUPlaneSystem
 
 extension Etcd {
     /// A granted lease.
@@ -175,9 +176,7 @@ final class LeaseKeeper: @unchecked Sendable {
     }
 
     func start() {
-        let thread = Thread { [self] in self.run() }
-        thread.name = "etcd-keepalive"
-        thread.start()
+        SystemThread.start(name: "etcd-keepalive") { [self] in self.run() }
     }
 
     /// Ends the loop: aborts a renewal in flight and wakes a pause.

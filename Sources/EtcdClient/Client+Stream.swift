@@ -1,5 +1,6 @@
 import CurlHTTP
 import Foundation
+import GPUPlaneSystem
 
 /// Splits a byte stream into newline-delimited lines, whatever the chunking.
 struct LineSplitter {

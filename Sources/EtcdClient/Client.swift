@@ -1,6 +1,7 @@
 import CurlHTTP
 import Foundation
 import Logging
+import GPUPlaneSystem
 
 /// The etcd v3 client: KV, transactions, leases, watches, elections and maintenance over
 /// etcd's HTTP/JSON gateway, driven by libcurl.
@@ -354,14 +355,3 @@ struct GatewayError: Decodable {
     var code: Int?
 }
 
-/// A value behind a lock.
-final class Locked<Value>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Value
-    init(_ value: Value) { self.value = value }
-    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&value)
-    }
-}

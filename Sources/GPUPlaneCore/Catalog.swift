@@ -1,4 +1,9 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+import GPUPlaneSystem
 
 /// How a GPU workload is served (see `reference/gpu-block-and-modes.txt`).
 public enum GPUMode: Int, Codable, Sendable, CaseIterable, Comparable {
@@ -156,10 +161,7 @@ public struct Catalog: Sendable {
 
     /// The catalog shipped with gpuplane.
     public static func standard() throws -> Catalog {
-        guard let url = Bundle.module.url(forResource: "catalog", withExtension: "json") else {
-            throw CatalogError(message: "catalog: the bundled catalog.json is missing")
-        }
-        return try Catalog(json: try Data(contentsOf: url))
+        try Catalog(json: Data(StandardCatalog.json.utf8))
     }
 
     /// The bundled catalog, overridden by the operator's file at `path` when one is given (the
@@ -169,9 +171,9 @@ public struct Catalog: Sendable {
         guard let path else { return standard }
         let data: Data
         do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
+            data = Data(try SystemFile.read(path))
         } catch {
-            throw CatalogError(message: "catalog-file \(path): \(error.localizedDescription)")
+            throw CatalogError(message: "catalog-file \(path): \(error.reason)")
         }
         return try standard.overridden(by: try Catalog(json: data))
     }

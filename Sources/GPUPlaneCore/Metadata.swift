@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// The kinds of object gpuplane stores. The raw value is the path segment in
 /// etcd (`/gpuplane/<kind>/<tenant>/<name>`) and in the REST API.

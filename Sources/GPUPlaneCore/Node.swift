@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// One GPU of a node, as NVML reports it.
 public struct GPUDevice: Codable, Sendable, Hashable {

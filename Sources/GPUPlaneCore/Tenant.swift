@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// What a token may do.
 public enum Role: String, Codable, Sendable, CaseIterable {

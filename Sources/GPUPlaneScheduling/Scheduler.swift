@@ -4,6 +4,7 @@ import GPUPlaneCore
 import GPUPlaneStore
 import Logging
 import ServiceLifecycle
+import GPUPlaneSystem
 
 /// The scheduler daemon's service: campaigns for leadership over etcd and, while it leads,
 /// runs a ``LeaderSession`` (placement, preemption, node lifecycle, usage meter, warm pool).
@@ -291,17 +292,6 @@ public final class Scheduler: Service, Sendable {
     }
 }
 
-/// A value behind a lock.
-final class Locked<Value>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Value
-    init(_ value: Value) { self.value = value }
-    func withLock<T>(_ body: (inout Value) throws -> T) rethrows -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&value)
-    }
-}
 
 extension Scheduler {
     /// Parses warm-pool entries `slug=count` (as the `warm-pool` setting lists them) against

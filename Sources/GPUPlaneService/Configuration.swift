@@ -1,4 +1,9 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+import GPUPlaneSystem
 
 /// One setting a daemon understands, declared by the daemon.
 ///
@@ -52,8 +57,8 @@ public struct ConfigurationKey: Sendable, Hashable {
     /// `GPUPLANE_` and the name uppercased with `-` and `.` as `_`: `GPUPLANE_ETCD_ENDPOINTS`.
     public var environmentVariable: String {
         Configuration.environmentPrefix
-            + name.uppercased().replacingOccurrences(of: "-", with: "_")
-            .replacingOccurrences(of: ".", with: "_")
+            + name.uppercased().replacingAll("-", with: "_")
+            .replacingAll(".", with: "_")
     }
 
     /// `--` and the name: `--etcd.endpoints`.
@@ -216,13 +221,12 @@ public struct Configuration: Sendable {
         var contents: String?
         if let path {
             do {
-                contents = try String(contentsOfFile: path, encoding: .utf8)
+                contents = try SystemFile.readText(path)
             } catch {
-                let missing = !FileManager.default.fileExists(atPath: path)
-                if required || !missing {
+                if required || !error.isMissing {
                     throw ConfigurationError(
                         code: .unreadableFile, key: nil, source: nil,
-                        detail: "cannot read configuration file \(path): \(error.localizedDescription)")
+                        detail: "cannot read configuration file \(path): \(error.reason)")
                 }
             }
         }
@@ -353,14 +357,14 @@ enum ValueParser {
     }
 
     static func int(_ entry: Configuration.Entry, key: String) throws(ConfigurationError) -> Int {
-        guard let value = Int(entry.text.trimmingCharacters(in: .whitespaces)) else {
+        guard let value = Int(entry.text.trimmingWhitespace()) else {
             throw invalid(entry, key: key, expected: "an integer")
         }
         return value
     }
 
     static func bool(_ entry: Configuration.Entry, key: String) throws(ConfigurationError) -> Bool {
-        switch entry.text.trimmingCharacters(in: .whitespaces).lowercased() {
+        switch entry.text.trimmingWhitespace().lowercased() {
         case "true", "yes", "on", "1": return true
         case "false", "no", "off", "0": return false
         default: throw invalid(entry, key: key, expected: "true or false")
@@ -368,7 +372,7 @@ enum ValueParser {
     }
 
     static func duration(_ entry: Configuration.Entry, key: String) throws(ConfigurationError) -> Duration {
-        let text = entry.text.trimmingCharacters(in: .whitespaces).lowercased()
+        let text = entry.text.trimmingWhitespace().lowercased()
         let units: [(suffix: String, seconds: Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
         var number = Substring(text)
         var scale = 1.0
@@ -390,7 +394,7 @@ enum ValueParser {
     }
 
     static func list(_ text: String) -> [String] {
-        text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        text.split(separator: ",").map { $0.trimmingWhitespace() }.filter { !$0.isEmpty }
     }
 }
 
@@ -402,7 +406,7 @@ enum FileParser {
         var lineNumber = 0
         for rawLine in contents.split(separator: "\n", omittingEmptySubsequences: false) {
             lineNumber += 1
-            let line = rawLine.trimmingCharacters(in: .whitespacesAndNewlines)
+            let line = rawLine.trimmingWhitespace()
             if line.isEmpty || line.hasPrefix("#") { continue }
             let source = ConfigurationSource.file(path: path, line: lineNumber)
             guard let equals = line.firstIndex(of: "=") else {
@@ -410,8 +414,8 @@ enum FileParser {
                     code: .malformedLine, key: nil, source: source,
                     detail: "expected key = value, got \"\(line)\"")
             }
-            let name = line[..<equals].trimmingCharacters(in: .whitespaces)
-            var value = line[line.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+            let name = line[..<equals].trimmingWhitespace()
+            var value = line[line.index(after: equals)...].trimmingWhitespace()
             if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") {
                 value = String(value.dropFirst().dropLast())
             }

@@ -1,5 +1,6 @@
 import Logging
 import ServiceLifecycle
+import GPUPlaneSystem
 
 /// Tracks which components of a daemon have finished starting, so that `READY=1` is sent only
 /// when all have.

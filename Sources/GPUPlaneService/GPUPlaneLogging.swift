@@ -1,4 +1,5 @@
 import Logging
+import GPUPlaneSystem
 
 /// Process-wide logging setup for the gpuplane daemons.
 public enum GPUPlaneLogging {

@@ -1,5 +1,6 @@
 import Metrics
 import Prometheus
+import GPUPlaneSystem
 
 /// The process's metrics: swift-metrics backed by one Prometheus registry, rendered for
 /// `GET /metrics`.

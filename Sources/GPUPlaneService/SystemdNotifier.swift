@@ -1,9 +1,14 @@
 import CSystemd
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 #if canImport(Glibc)
 import Glibc
 #endif
+import GPUPlaneSystem
 
 /// Tells systemd about the daemon's state through the `sd_notify` protocol: `READY=1`,
 /// `STATUS=…`, `WATCHDOG=1`, `STOPPING=1` (see `sd_notify(3)`).
@@ -79,7 +84,7 @@ public struct SystemdNotifier: Sendable {
             case .stopping: return "STOPPING=1"
             case .watchdog: return "WATCHDOG=1"
             case .status(let text):
-                return "STATUS=" + text.replacingOccurrences(of: "\n", with: " ")
+                return "STATUS=" + text.replacingAll("\n", with: " ")
             }
         }
     }

@@ -2,6 +2,7 @@ import EtcdClient
 import Foundation
 import GPUPlaneCore
 import Logging
+import GPUPlaneSystem
 
 /// A change an informer saw, in etcd revision order.
 public enum InformerEvent<R: Resource>: Sendable {
@@ -271,14 +272,3 @@ public final class Informer<R: Resource>: Sendable {
     }
 }
 
-/// A value behind a lock.
-final class Locked<Value>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Value
-    init(_ value: Value) { self.value = value }
-    func withLock<T>(_ body: (inout Value) throws -> T) rethrows -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&value)
-    }
-}

@@ -7,6 +7,7 @@ import GPUPlaneCore
 import GPUPlaneStore
 import GPUPlaneTestSupport
 import Logging
+import GPUPlaneSystem
 
 
 /// `gpuplane-bench agent`: the node-agent's idle footprint with 8 fake GPUs and 20 containers.
@@ -30,12 +31,14 @@ struct AgentBench: AsyncParsableCommand {
     @Option(help: "Seconds to let the agent settle after every container runs.")
     var settle = 5.0
 
+    @Option(help: "A program to start the agent through, given the agent's path and arguments (scripts/agent-symbol-order runs it under valgrind).")
+    var wrapper: String?
+
     func run() async throws {
         let binDirectory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
         let agentPath = binDirectory.appendingPathComponent("gpuplane-node-agent").path
-        let fakeNVML = binDirectory.appendingPathComponent("libFakeNVML.so").path
-        for path in [agentPath, fakeNVML] where !FileManager.default.fileExists(atPath: path) {
-            throw ValidationError("\(path) is missing; swift build the gpuplane-node-agent and FakeNVML products in the same configuration")
+        guard FileManager.default.fileExists(atPath: agentPath) else {
+            throw ValidationError("\(agentPath) is missing; swift build the gpuplane-node-agent product in the same configuration")
         }
 
         let etcdFixture = try await EtcdFixture.start()
@@ -66,6 +69,7 @@ struct AgentBench: AsyncParsableCommand {
         }
         let folder = try TestEnvironment.temporaryDirectory(prefix: "agent-bench")
         defer { try? FileManager.default.removeItem(at: folder) }
+        let fakeNVML = try Self.buildFakeNVML(into: folder)
         let tokenFile = folder.appendingPathComponent("node.token")
         try token.write(to: tokenFile, atomically: true, encoding: .utf8)
         let gpuConfig = folder.appendingPathComponent("gpus.conf")
@@ -88,7 +92,7 @@ struct AgentBench: AsyncParsableCommand {
 
             """.write(to: configFile, atomically: true, encoding: .utf8)
         let agent = try ChildProcess(
-            executable: agentPath, arguments: ["--config", configFile.path],
+            executable: wrapper ?? agentPath, arguments: (wrapper == nil ? [] : [agentPath]) + ["--config", configFile.path],
             environment: [
                 "GPUPLANE_FAKE_NVML_CONFIG": gpuConfig.path, "GPUPLANE_FAKE_NVML_EVENTS": events.path, "NOTIFY_SOCKET": "",
             ],
@@ -151,9 +155,60 @@ struct AgentBench: AsyncParsableCommand {
         for (name, ticks) in byName.sorted(by: { $0.value > $1.value }).prefix(6) where ticks > 0 {
             say("  thread \(name.padding(toLength: 16, withPad: " ", startingAt: 0))" + String(format: "%5.2f %% of a core", ticks / self.ticks / wall * 100))
         }
+        // Where the resident pages are, by mapping (binary, each shared library, heap, stacks).
+        say("resident by mapping (Rss, of which anonymous):")
+        for (name, rss, anon) in Self.residentByMapping(pid).prefix(40) where rss >= 0.1 * 1024 {
+            say(String(format: "  %7.2f MB %7.2f MB  ", rss / 1024, anon / 1024) + name)
+        }
+    }
+
+    /// Rss and Anonymous kB per mapped file (or `[heap]`, `[anon]`, …) from `/proc/<pid>/smaps`,
+    /// largest first.
+    static func residentByMapping(_ pid: Int32) -> [(String, Double, Double)] {
+        // Read to the end: /proc files report size 0, and a sized read stops after one chunk.
+        guard let handle = FileHandle(forReadingAtPath: "/proc/\(pid)/smaps"),
+            let smaps = try? handle.readToEnd().map({ String(decoding: $0, as: UTF8.self) })
+        else { return [] }
+        var totals: [String: (Double, Double)] = [:]
+        var current = "[anon]"
+        for line in smaps.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard let first = fields.first else { continue }
+            if first.contains("-"), fields.count >= 5 {
+                current = fields.count >= 6 ? String(fields[5]).split(separator: "/").last.map(String.init) ?? "[anon]" : "[anon]"
+            } else if first == "Rss:", fields.count >= 2, let kB = Double(fields[1]) {
+                totals[current, default: (0, 0)].0 += kB
+            } else if first == "Anonymous:", fields.count >= 2, let kB = Double(fields[1]) {
+                totals[current, default: (0, 0)].1 += kB
+            }
+        }
+        return totals.map { ($0.key, $0.value.0, $0.value.1) }.sorted { $0.1 > $1.1 }
     }
 
     var ticks: Double { Double(sysconf(Int32(_SC_CLK_TCK))) }
+
+    /// Compiles the fake NVML from this package's C source with `cc`, as a plain C library like
+    /// the real `libnvidia-ml.so.1`. SwiftPM links every dynamic product with the Swift runtime
+    /// (its `swiftrt.o` needs `libswiftCore.so`), which would add some 2 MB of another runtime's
+    /// pages to the agent's RSS that no GPU host has.
+    static func buildFakeNVML(into folder: URL) throws -> String {
+        let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        let output = folder.appendingPathComponent("libFakeNVML.so").path
+        let compiler = Process()
+        compiler.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        compiler.arguments = [
+            "cc", "-shared", "-fPIC", "-O2",
+            "-I", sources.appendingPathComponent("CNVML/include").path,
+            "-I", sources.appendingPathComponent("FakeNVML/include").path,
+            sources.appendingPathComponent("FakeNVML/fakenvml.c").path, "-o", output, "-lpthread",
+        ]
+        try compiler.run()
+        compiler.waitUntilExit()
+        guard compiler.terminationStatus == 0 else {
+            throw ValidationError("cc could not build the fake NVML from \(sources.path)/FakeNVML (exit \(compiler.terminationStatus))")
+        }
+        return output
+    }
 
     /// Each thread's name and utime + stime, by thread id.
     static func threadTicks(_ pid: Int32) -> [String: (String, Double)] {

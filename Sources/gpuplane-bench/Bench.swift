@@ -4,6 +4,7 @@ import Foundation
 import GPUPlaneCore
 import GPUPlaneStore
 import GPUPlaneTestSupport
+import GPUPlaneSystem
 
 /// Benchmarks of gpuplane's own layers, each against real servers it starts itself.
 @main
@@ -158,14 +159,3 @@ struct StoreBench: AsyncParsableCommand {
     }
 }
 
-/// A value behind a lock.
-final class Locked<Value>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Value
-    init(_ value: Value) { self.value = value }
-    func withLock<T>(_ body: (inout Value) throws -> T) rethrows -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&value)
-    }
-}

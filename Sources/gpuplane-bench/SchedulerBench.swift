@@ -6,6 +6,7 @@ import GPUPlaneScheduling
 import GPUPlaneStore
 import GPUPlaneTestSupport
 import Logging
+import GPUPlaneSystem
 
 /// `gpuplane-bench scheduler`: hollow nodes written straight to etcd, pending replicas written
 /// as the api-server would, the scheduler binding them; placements per second end to end

@@ -1,6 +1,11 @@
 import CurlHTTP
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import GPUPlaneCore
+import GPUPlaneSystem
 
 /// A list of one kind and the resourceVersion to watch from.
 public struct WatchableList<R: Resource>: Decodable, Sendable {
@@ -108,7 +113,7 @@ extension NodeAPI.Client {
     ) -> AsyncThrowingStream<ResourceWatchLine<R>, any Error> {
         let path = "\(collection)?watch=true&resourceVersion=\(Self.segment(resourceVersion))"
         let (lines, continuation) = AsyncThrowingStream<ResourceWatchLine<R>, any Error>.makeStream()
-        let state = EngineLock(WatchConnectionState())
+        let state = Locked(WatchConnectionState())
         let decode: @Sendable (Data) -> Void = { line in
             do {
                 continuation.yield(try GPUPlaneJSON.decoder().decode(ResourceWatchLine<R>.self, from: line))

@@ -1,7 +1,12 @@
 import CurlHTTP
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import GPUPlaneCore
 import Logging
+import GPUPlaneSystem
 
 /// The node-agent's client of the api-server: the only service the agent speaks to, always
 /// with its node token.
@@ -72,18 +77,23 @@ extension NodeAPI {
         public let configuration: Configuration
         let http: CurlHTTP.Client
         let logger: Logger
+        private let ownsHTTP: Bool
 
-        /// Makes a client. Nothing is sent until the first call.
-        public init(_ configuration: Configuration) {
+        /// Makes a client. Nothing is sent until the first call. Requests go through `http`
+        /// when given (the caller keeps it and shuts it down), else through a transport of the
+        /// client's own.
+        public init(_ configuration: Configuration, http: CurlHTTP.Client? = nil) {
             self.configuration = configuration
             self.logger = configuration.logger
-            self.http = CurlHTTP.Client(name: "agent-api-curl", maxConnections: 4)
+            self.http = http ?? CurlHTTP.Client(name: "agent-api-curl", maxConnections: 4)
+            self.ownsHTTP = http == nil
         }
 
-        deinit { http.shutdown() }
+        deinit { if ownsHTTP { http.shutdown() } }
 
-        /// Stops the client's thread; later calls fail with ``NodeAPIError/Code/cancelled``.
-        public func shutdown() { http.shutdown() }
+        /// Stops the client's own transport; later calls fail with
+        /// ``NodeAPIError/Code/cancelled``. A shared transport is left to its owner.
+        public func shutdown() { if ownsHTTP { http.shutdown() } }
 
         // MARK: Requests
 
@@ -180,9 +190,7 @@ extension NodeAPI {
 
         /// A path segment made safe for a URL.
         static func segment(_ text: String) -> String {
-            var allowed = CharacterSet.alphanumerics
-            allowed.insert(charactersIn: "-._~")
-            return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+            text.percentEncoded()
         }
     }
 }

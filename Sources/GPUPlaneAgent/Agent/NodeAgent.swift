@@ -1,8 +1,13 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import GPUPlaneCore
 import GPUPlaneService
 import Logging
 import ServiceLifecycle
+import GPUPlaneSystem
 
 /// The node-agent of one GPU host, as a service.
 ///
@@ -33,7 +38,7 @@ public final class NodeAgent: Service, Sendable {
     let logger: Logger
     let reconciler: Reconciler
     private let wakeup = Wakeup()
-    private let state = EngineLock(State())
+    private let state = Locked(State())
     private let clock = ContinuousClock()
 
     private struct State {

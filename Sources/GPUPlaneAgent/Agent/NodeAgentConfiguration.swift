@@ -1,6 +1,11 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import GPUPlaneCore
 import Logging
+import GPUPlaneSystem
 
 /// Everything a ``NodeAgent`` is told: who it is and how often to do what.
 public struct NodeAgentConfiguration: Sendable {

@@ -1,8 +1,17 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+import CurlHTTP
 import GPUPlaneCore
 import GPUPlaneService
 import Logging
 import ServiceLifecycle
+import GPUPlaneSystem
 
 /// The `gpuplane-node-agent` process: configuration, logging, the agent, the systemd watchdog.
 public enum NodeAgentMain {
@@ -47,9 +56,9 @@ public enum NodeAgentMain {
         }
         let token: String
         do {
-            token = try String(contentsOfFile: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            token = try SystemFile.readText(tokenFile).trimmingWhitespace()
         } catch {
-            throw StartError(description: "cannot read node-token-file \(tokenFile): \(error.localizedDescription)")
+            throw StartError(description: "cannot read node-token-file \(tokenFile): \(error.reason)")
         }
         guard !token.isEmpty else { throw StartError(description: "node-token-file \(tokenFile) is empty") }
         let nodeName = try config.string("node-name") ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? ""
@@ -61,14 +70,19 @@ public enum NodeAgentMain {
             throw StartError(description: "gpu-mode must be dedicated, large or shared, not '\(mode)'")
         }
         let apiServer = try config.string("api-server") ?? "http://127.0.0.1:8080"
+        // One curl thread for both peers: the api-server over TCP and the engine's unix socket.
+        // The process owns it until exit.
+        let http = CurlHTTP.Client(name: "agent-curl", maxConnections: 12)
         let api = NodeAPI.Client(
             NodeAPI.Configuration(
                 baseURL: apiServer, token: token, requestTimeout: try config.duration("request-timeout") ?? .seconds(5),
-                logger: logger))
+                logger: logger),
+            http: http)
         let engine = ContainerEngine.Client(
             ContainerEngine.Configuration(
                 socketPath: try config.string("engine-socket") ?? "/run/podman/podman.sock",
-                cdiGPUKind: try config.string("cdi-gpu-kind") ?? "nvidia.com/gpu", logger: logger))
+                cdiGPUKind: try config.string("cdi-gpu-kind") ?? "nvidia.com/gpu", logger: logger),
+            http: http)
         let configuration = NodeAgentConfiguration(
             nodeName: nodeName, gpuMode: mode, address: try config.string("address"),
             gatewayBaseURL: try config.string("gateway-url") ?? apiServer,
@@ -86,7 +100,7 @@ public enum NodeAgentMain {
 
     /// Parses `FIRST-LAST` (or one port) into a range of valid TCP ports.
     public static func portRange(_ text: String) throws -> ClosedRange<Int> {
-        let parts = text.split(separator: "-", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false).map { Int($0.trimmingWhitespace()) }
         guard (1...2).contains(parts.count), let first = parts.first ?? nil, let last = parts.last ?? nil,
             (1...65535).contains(first), (first...65535).contains(last)
         else {
@@ -97,6 +111,9 @@ public enum NodeAgentMain {
 
     /// Runs the agent until SIGTERM; returns the exit status.
     public static func run() async -> Int32 {
+        // One malloc arena for all threads: the agent allocates little, and glibc's default of
+        // an arena per thread (up to 8 per core) costs resident pages for nothing.
+        SystemThread.limitMallocArenas(1)
         do {
             let config = try Configuration.load(keys: keys, defaultConfigFile: defaultConfigFile)
             let level = Logger.Level(rawValue: try config.string("log-level") ?? "info") ?? .info
@@ -113,7 +130,8 @@ public enum NodeAgentMain {
             try await daemon.run()
             return 0
         } catch {
-            FileHandle.standardError.write(Data("gpuplane-node-agent: \(error)\n".utf8))
+            let line = Array("gpuplane-node-agent: \(error)\n".utf8)
+            _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
             return 1
         }
     }

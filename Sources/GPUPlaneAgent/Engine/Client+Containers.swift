@@ -1,5 +1,9 @@
 import CurlHTTP
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 extension ContainerEngine.Client {
     /// Creates a container from `spec` (validated first) and returns its id. Nothing is pulled.

@@ -1,5 +1,10 @@
 import CurlHTTP
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+import GPUPlaneSystem
 
 extension ContainerEngine.Client {
     /// Container events as they happen (`create`, `start`, `die`, `oom`, `stop`, `remove`…)
@@ -11,7 +16,7 @@ extension ContainerEngine.Client {
     ) throws(EngineError) -> AsyncThrowingStream<ContainerEngine.ContainerEvent, any Error> {
         let filters = try Self.labelFilters(labels, extra: ["type": ["container"]])
         let (events, continuation) = AsyncThrowingStream<ContainerEngine.ContainerEvent, any Error>.makeStream()
-        let splitter = EngineLock(JSONLineSplitter())
+        let splitter = Locked(JSONLineSplitter())
         let decode: @Sendable (Data) -> Void = { line in
             guard let wire = try? JSONDecoder().decode(WireEvent.self, from: line), let event = ContainerEngine.ContainerEvent(wire)
             else { return }

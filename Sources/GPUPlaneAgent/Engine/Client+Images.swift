@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 extension ContainerEngine.Client {
     /// Whether the engine's store holds `image` (a name, `name:tag`, `name@digest` or id).

@@ -1,5 +1,10 @@
 import CurlHTTP
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+import GPUPlaneSystem
 
 extension ContainerEngine.Client {
     /// The last `tail` lines the container wrote (all of them when nil), stdout and stderr
@@ -23,7 +28,7 @@ extension ContainerEngine.Client {
     /// iteration aborts the request. Maps to `GET /v1.41/containers/{id}/logs?follow=true&…`.
     public func followLogs(_ container: String, tail: Int? = 0) -> AsyncThrowingStream<ContainerEngine.LogLine, any Error> {
         let (lines, continuation) = AsyncThrowingStream<ContainerEngine.LogLine, any Error>.makeStream()
-        let demuxer = EngineLock(LogDemuxer())
+        let demuxer = Locked(LogDemuxer())
         let cancel = http.stream(
             streamRequest(logsPath(container), query: logsQuery(tail: tail, follow: true)),
             onData: { bytes in

@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 extension ContainerEngine.Client {
     /// Whether the engine answers. Maps to `GET /_ping`.

@@ -1,6 +1,11 @@
 import CurlHTTP
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import Logging
+import GPUPlaneSystem
 
 /// A client for the container engine on a GPU host: Docker's Engine API or Podman's libpod
 /// API, over the engine's unix socket.
@@ -75,13 +80,17 @@ extension ContainerEngine {
         public let configuration: Configuration
         let http: CurlHTTP.Client
         let logger: Logger
-        private let detected = EngineLock<EngineInfo?>(nil)
+        private let detected = Locked<EngineInfo?>(nil)
+        private let ownsHTTP: Bool
 
-        /// Makes a client. Nothing is sent until the first call.
-        public init(_ configuration: Configuration) {
+        /// Makes a client. Nothing is sent until the first call. Requests go through `http`
+        /// when given (the caller keeps it and shuts it down), else through a transport of the
+        /// client's own.
+        public init(_ configuration: Configuration, http: CurlHTTP.Client? = nil) {
             self.configuration = configuration
             self.logger = configuration.logger
-            self.http = CurlHTTP.Client(name: "engine-curl", maxConnections: 8)
+            self.http = http ?? CurlHTTP.Client(name: "engine-curl", maxConnections: 8)
+            self.ownsHTTP = http == nil
         }
 
         /// Makes a client for the engine on `socketPath` with default settings.
@@ -89,7 +98,7 @@ extension ContainerEngine {
             self.init(Configuration(socketPath: socketPath))
         }
 
-        deinit { http.shutdown() }
+        deinit { if ownsHTTP { http.shutdown() } }
 
         /// The engine on the socket, detected with `GET /version` on first use.
         public func engine() async throws(EngineError) -> EngineInfo {
@@ -206,15 +215,11 @@ extension ContainerEngine {
 
         /// A path segment (container name or id, image reference) made safe for a URL.
         static func segment(_ text: String) -> String {
-            var allowed = CharacterSet.alphanumerics
-            allowed.insert(charactersIn: "-._~:@/")
-            return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+            text.percentEncoded(keeping: "-._~:@/")
         }
 
         static func escape(_ text: String) -> String {
-            var allowed = CharacterSet.alphanumerics
-            allowed.insert(charactersIn: "-._~")
-            return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+            text.percentEncoded()
         }
 
         /// A `filters` query value: `{"label":["k=v",…]}`.
@@ -228,14 +233,3 @@ extension ContainerEngine {
     }
 }
 
-/// A value behind a lock.
-final class EngineLock<Value>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Value
-    init(_ value: Value) { self.value = value }
-    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&value)
-    }
-}

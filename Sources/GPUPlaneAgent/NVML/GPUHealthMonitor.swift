@@ -1,6 +1,11 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import GPUPlaneCore
 import Logging
+import GPUPlaneSystem
 
 /// How XID and ECC events turn into GPU health.
 public struct HealthPolicy: Sendable, Hashable {
@@ -146,7 +151,7 @@ private final class Engine: @unchecked Sendable {
     let logger: Logger
     let clock = ContinuousClock()
 
-    private let condition = NSCondition()
+    private let condition = ConditionLock()
     private var phase = Phase.idle
     private var stopRequested = false
     private var snapshot = GPUHealthSnapshot(gpus: [])
@@ -176,9 +181,7 @@ private final class Engine: @unchecked Sendable {
             phase = .starting
             startWaiters.append(done)
             condition.unlock()
-            let thread = Thread { [self] in run() }
-            thread.name = "gpuplane-nvml-health"
-            thread.start()
+            SystemThread.start(name: "gpuplane-nvml-health") { [self] in run() }
         case .starting:
             startWaiters.append(done)
             condition.unlock()
@@ -251,10 +254,10 @@ private final class Engine: @unchecked Sendable {
 
     /// Sleeps up to `duration`, waking early when a stop is requested.
     private func pause(_ duration: Duration) {
-        let deadline = Date().addingTimeInterval(duration.seconds)
+        let deadline = clock.now.advanced(by: duration)
         condition.lock()
-        while !stopRequested && Date() < deadline {
-            _ = condition.wait(until: deadline)
+        while !stopRequested && clock.now < deadline {
+            condition.wait(timeout: clock.now.duration(to: deadline))
         }
         condition.unlock()
     }

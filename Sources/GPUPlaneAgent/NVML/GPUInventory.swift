@@ -1,5 +1,10 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import GPUPlaneCore
+import GPUPlaneSystem
 
 /// The GPUs of this host as NVML reports them, or why there are none.
 public struct GPUInventory: Sendable, Hashable {
@@ -94,9 +99,7 @@ enum BlockingCall {
     /// thread while it blocks.
     static func run<T: Sendable>(name: String, _ body: @escaping @Sendable () -> T) async -> T {
         await withCheckedContinuation { continuation in
-            let thread = Thread { continuation.resume(returning: body()) }
-            thread.name = name
-            thread.start()
+            SystemThread.start(name: name) { continuation.resume(returning: body()) }
         }
     }
 }

@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import GPUPlaneCore
 
 /// The container a bound replica runs: its engine spec, the env contract, and the labels that

@@ -1,4 +1,9 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+import GPUPlaneSystem
 
 /// A level-triggered wake-up: ``signal()`` any number of times, and the next ``wait(upTo:)``
 /// returns once (at once when a signal is already pending), or after its timeout, or when the
@@ -9,7 +14,7 @@ final class Wakeup: Sendable {
         var waiter: CheckedContinuation<Void, Never>?
         var generation = 0
     }
-    private let state = EngineLock(State())
+    private let state = Locked(State())
 
     /// Wakes the waiter, or the next one.
     func signal() {

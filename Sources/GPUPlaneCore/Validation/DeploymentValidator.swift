@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// The rules of `reference/custom-llm-deployments.txt` for a deployment request.
 public struct DeploymentValidator: Sendable {

@@ -1,4 +1,5 @@
 /// Rules for names, image references, ports and variables.
+import GPUPlaneSystem
 public enum Syntax {
     /// Whether `name` is an RFC 1123 DNS label: 1–63 of `a-z`, `0-9`, `-`, starting and ending
     /// with a letter or digit.
@@ -16,8 +17,8 @@ public enum Syntax {
         for ch in name.lowercased() {
             if ch.isASCII && (ch.isLetter || ch.isNumber) { out.append(ch) } else if !out.hasSuffix("-") { out.append("-") }
         }
-        let trimmed = out.trimmingCharacters(in: ["-"])
-        return String(trimmed.prefix(63)).trimmingCharacters(in: ["-"])
+        let trimmed = out.trimming("-")
+        return String(trimmed.prefix(63)).trimming("-")
     }
 
     /// Whether `name` is a usable environment variable name.

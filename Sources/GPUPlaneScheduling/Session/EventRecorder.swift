@@ -1,6 +1,7 @@
 import Foundation
 import GPUPlaneCore
 import GPUPlaneStore
+import GPUPlaneSystem
 
 /// Events the scheduler records, de-duplicated in memory.
 ///

@@ -2,6 +2,7 @@ import EtcdClient
 import Foundation
 import GPUPlaneCore
 import Logging
+import GPUPlaneSystem
 
 /// Which nodes have a live heartbeat key (`/gpuplane/heartbeats/<node>`): list, then watch,
 /// listing again after compaction. The keys sit on leases the api-server renews; when a node

@@ -3,6 +3,7 @@ import Foundation
 import GPUPlaneCore
 import GPUPlaneStore
 import Logging
+import GPUPlaneSystem
 
 /// What the scheduler does while it leads, one term long. Read ``pass()`` top to bottom:
 ///

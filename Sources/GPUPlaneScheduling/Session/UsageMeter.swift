@@ -3,6 +3,7 @@ import Foundation
 import GPUPlaneCore
 import GPUPlaneStore
 import Logging
+import GPUPlaneSystem
 
 /// The usage meter: at the end of every interval (5 minutes by default), one `UsageRecord` per
 /// running allocation (a bound replica in phase `running`), exactly once.

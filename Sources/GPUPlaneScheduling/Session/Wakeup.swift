@@ -1,4 +1,5 @@
 /// A doorbell: informers ring it on every change, the session's loop waits on it with a
+import GPUPlaneSystem
 /// deadline. Rings while nobody waits are remembered (once).
 final class Wakeup: Sendable {
     private struct State {

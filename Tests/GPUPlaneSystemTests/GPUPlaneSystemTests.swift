@@ -1,0 +1,116 @@
+import Foundation
+import GPUPlaneSystem
+import Testing
+
+@Suite struct TextTests {
+    @Test func trimmingWhitespace() {
+        #expect("  a b \t\r\n".trimmingWhitespace() == "a b")
+        #expect(" \n\t ".trimmingWhitespace() == "")
+        #expect("x".trimmingWhitespace() == "x")
+        #expect("k = v"[...].split(separator: "=").map { $0.trimmingWhitespace() } == ["k", "v"])
+    }
+
+    @Test func trimmingACharacter() {
+        #expect("--a-b--".trimming("-") == "a-b")
+        #expect("---".trimming("-") == "")
+    }
+
+    @Test func replacingAll() {
+        #expect("log-level.x".replacingAll("-", with: "_").replacingAll(".", with: "_") == "log_level_x")
+        #expect("a\nb\n".replacingAll("\n", with: " ") == "a b ")
+    }
+
+    @Test func percentEncoding() {
+        #expect("gpu-node_1.a~b".percentEncoded() == "gpu-node_1.a~b")
+        #expect("a b/c?d".percentEncoded() == "a%20b%2Fc%3Fd")
+        #expect("é".percentEncoded() == "%C3%A9")
+        #expect("localhost/img:1@x".percentEncoded(keeping: "-._~:@/") == "localhost/img:1@x")
+        // What Foundation would produce for the same unreserved set.
+        let sample = "owner/model name+1%"
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        #expect(sample.percentEncoded() == sample.addingPercentEncoding(withAllowedCharacters: allowed))
+    }
+}
+
+@Suite struct FileTests {
+    @Test func readsAFile() throws {
+        let path = NSTemporaryDirectory() + "gpuplane-system-\(UUID().uuidString)"
+        try "token\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect(try SystemFile.readText(path) == "token\n")
+        #expect(try SystemFile.read(path) == Array("token\n".utf8))
+    }
+
+    @Test func missingAndUnreadableFilesSayWhy() {
+        do {
+            _ = try SystemFile.read("/nonexistent/gpuplane")
+            Issue.record("read a missing file")
+        } catch {
+            #expect(error.isMissing)
+            #expect(error.description == "/nonexistent/gpuplane: No such file or directory")
+        }
+        do {
+            _ = try SystemFile.read("/")
+            Issue.record("read a directory")
+        } catch {
+            #expect(!error.isMissing)
+            #expect(error.reason == "Is a directory")
+        }
+    }
+}
+
+@Suite struct ThreadAndLockTests {
+    @Test func lockedSerializesIncrements() async {
+        let counter = Locked(0)
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<8 {
+                group.addTask { for _ in 0..<1000 { counter.withLock { $0 += 1 } } }
+            }
+        }
+        #expect(counter.withLock { $0 } == 8000)
+    }
+
+    @Test func systemThreadRunsNamed() async {
+        let name: String = await withCheckedContinuation { continuation in
+            SystemThread.start(name: "gpuplane-test-thread-long-name") {
+                let comm = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? ""
+                continuation.resume(returning: comm.trimmingWhitespace())
+            }
+        }
+        // The kernel keeps 15 bytes of a thread's name.
+        #expect(name == "gpuplane-test-t")
+    }
+
+    @Test func conditionWaitTimesOutAndWakes() async {
+        let condition = ConditionLock()
+        // Times out: nobody broadcasts.
+        condition.lock()
+        let woken = condition.wait(timeout: .milliseconds(20))
+        condition.unlock()
+        #expect(!woken)
+
+        // Wakes: a thread sets the flag and broadcasts; the waiter sees it long before its
+        // generous deadline.
+        let flag = Locked(false)
+        let seen: Bool = await withCheckedContinuation { continuation in
+            SystemThread.start(name: "waiter") {
+                let clock = ContinuousClock()
+                let deadline = clock.now.advanced(by: .seconds(30))
+                condition.lock()
+                while !flag.withLock({ $0 }) && clock.now < deadline {
+                    condition.wait(timeout: clock.now.duration(to: deadline))
+                }
+                condition.unlock()
+                continuation.resume(returning: flag.withLock { $0 })
+            }
+            SystemThread.start(name: "waker") {
+                condition.withLock {
+                    flag.withLock { $0 = true }
+                    condition.broadcast()
+                }
+            }
+        }
+        #expect(seen)
+    }
+}
