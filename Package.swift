@@ -48,6 +48,9 @@ let package = Package(
         // Threads, locks and text helpers over libc, without Foundation: the node-agent's
         // modules use FoundationEssentials only, which keeps ICU out of its resident set.
         .target(name: "CSystemShim"),
+        // JSON written as the value is walked (no intermediate tree), byte-identical to
+        // JSONEncoder with sorted keys: the api-server's and etcd client's hot encoding path.
+        .target(name: "StreamingJSON"),
         .target(name: "GPUPlaneSystem", dependencies: ["CSystemShim"]),
         // HTTP over libcurl on a dedicated thread (TCP or unix socket), unary and streaming.
         // The only module that touches CCurl/CCurlShim.
@@ -62,13 +65,13 @@ let package = Package(
             providers: [.apt(["libsystemd-dev"])]),
 
         // Resources, validation, catalog, plans, machine types, pricing. No I/O.
-        .target(name: "GPUPlaneCore", dependencies: ["GPUPlaneSystem"]),
+        .target(name: "GPUPlaneCore", dependencies: ["GPUPlaneSystem", "StreamingJSON"]),
         // YAML/JSON manifests → resources, with file:line:column on every error.
         .target(name: "GPUPlaneManifest", dependencies: ["GPUPlaneCore", "CYAML"]),
         // etcd v3 HTTP/JSON gateway over libcurl: KV, txn, lease, watch, election.
         .target(
             name: "EtcdClient",
-            dependencies: ["CurlHTTP", "GPUPlaneSystem", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["CurlHTTP", "GPUPlaneSystem", "StreamingJSON", .product(name: "Logging", package: "swift-log")]),
         // Typed resources on etcd: CAS on resourceVersion, transactions, informers.
         .target(
             name: "GPUPlaneStore",
@@ -159,7 +162,7 @@ let package = Package(
             name: "gpuplane-bench",
             dependencies: [
                 "EtcdClient", "GPUPlaneStore", "GPUPlaneCore", "GPUPlaneScheduling", "GPUPlaneTestSupport",
-                "GPUPlaneAPI", "CurlHTTP", "GPUPlaneManifest", "GPUPlaneSystem",
+                "GPUPlaneAPI", "CurlHTTP", "GPUPlaneManifest", "GPUPlaneSystem", "StreamingJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -167,6 +170,8 @@ let package = Package(
             ]),
 
         .testTarget(name: "GPUPlaneSystemTests", dependencies: ["GPUPlaneSystem"]),
+        .testTarget(
+            name: "StreamingJSONTests", dependencies: ["StreamingJSON", "GPUPlaneCore", "GPUPlaneManifest", "EtcdClient"]),
         .testTarget(name: "GPUPlaneCoreTests", dependencies: ["GPUPlaneCore"]),
         .testTarget(
             name: "GPUPlaneManifestTests", dependencies: ["GPUPlaneManifest", "GPUPlaneCore"]),

@@ -1,6 +1,7 @@
 import CurlHTTP
 import Foundation
 import Logging
+import StreamingJSON
 import GPUPlaneSystem
 
 /// The etcd v3 client: KV, transactions, leases, watches, elections and maintenance over
@@ -182,7 +183,7 @@ extension Etcd {
 
         func encode<Body: Encodable>(_ body: Body) throws -> Data {
             do {
-                return try JSONEncoder().encode(body)
+                return try StreamingJSONEncoder.encode(body)
             } catch {
                 throw EtcdError(code: .invalidConfiguration, message: "cannot encode request: \(error)")
             }

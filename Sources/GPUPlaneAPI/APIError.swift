@@ -121,7 +121,7 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         let body = Body(
             error: .init(code: code.rawValue, message: message, field: field, line: line, column: column),
             details: details.isEmpty ? nil : details)
-        return (try? GPUPlaneJSON.encoder().encode(body)) ?? Data(#"{"error":{"code":"internal","message":"encoding failed"}}"#.utf8)
+        return (try? GPUPlaneJSON.encode(body)) ?? Data(#"{"error":{"code":"internal","message":"encoding failed"}}"#.utf8)
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {

@@ -6,7 +6,7 @@ import Hummingbird
 enum HTTPJSON {
     /// A JSON response of `value` with sorted keys.
     static func response<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
-        let data = try GPUPlaneJSON.encoder().encode(value)
+        let data = try GPUPlaneJSON.encode(value)
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))

@@ -52,9 +52,8 @@ struct WatchStreamer: Sendable {
         headers[.contentType] = "application/x-ndjson"
         headers[.cacheControl] = "no-cache"
         let body = ResponseBody { writer in
-            let encoder = GPUPlaneJSON.encoder()
             func send(_ line: WatchLine<R>) async throws {
-                var data = try encoder.encode(line)
+                var data = try GPUPlaneJSON.encode(line)
                 data.append(0x0A)
                 try await writer.write(ByteBuffer(bytes: data))
             }

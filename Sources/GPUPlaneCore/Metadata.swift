@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import StreamingJSON
 
 /// The kinds of object gpuplane stores. The raw value is the path segment in
 /// etcd (`/gpuplane/<kind>/<tenant>/<name>`) and in the REST API.
@@ -89,7 +90,13 @@ extension Resource {
 /// The JSON coders gpuplane uses everywhere, so stored and served bytes are stable:
 /// sorted keys, ISO-8601 dates.
 public enum GPUPlaneJSON {
-    /// An encoder with sorted keys and ISO-8601 dates.
+    /// The JSON of `value`: sorted keys, unescaped slashes, ISO-8601 dates, written as the
+    /// value is walked (`StreamingJSONEncoder`), byte-for-byte what `encoder()` produces.
+    public static func encode<T: Encodable>(_ value: T) throws -> Data {
+        try StreamingJSONEncoder.encode(value)
+    }
+
+    /// A `JSONEncoder` with sorted keys and ISO-8601 dates (the format `encode(_:)` writes faster).
     public static func encoder() -> JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

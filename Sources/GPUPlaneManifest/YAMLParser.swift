@@ -94,6 +94,10 @@ public struct YAMLParser: Sendable {
 
     /// The first byte that is not valid UTF-8, with its position.
     static func firstInvalidUTF8(_ data: Data) -> (byte: UInt8, mark: Mark)? {
+        // Almost every manifest is valid: the standard library's validation answers that in one
+        // fast pass; only a bad one is walked byte by byte to find the position.
+        let valid = data.withUnsafeBytes { String(validating: $0, as: UTF8.self) != nil }
+        if valid { return nil }
         var line = 1, column = 1
         var i = data.startIndex
         while i < data.endIndex {

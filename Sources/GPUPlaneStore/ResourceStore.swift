@@ -256,7 +256,7 @@ public final class ResourceStore: Sendable {
         var stored = object
         stored.metadata.resourceVersion = ""
         do {
-            return try GPUPlaneJSON.encoder().encode(stored)
+            return try GPUPlaneJSON.encode(stored)
         } catch {
             throw StoreError(code: .invalid, message: "cannot encode \(object.storageKey): \(error)", kind: R.kind)
         }

@@ -9,6 +9,7 @@ import GPUPlaneStore
 import GPUPlaneTestSupport
 import Hummingbird
 import Logging
+import StreamingJSON
 
 /// `gpuplane-bench api`: applies per second and their latency through a live api-server, next
 /// to raw etcd gateway puts per second at the same concurrency, in one run.
@@ -122,9 +123,13 @@ struct APIBench: AsyncParsableCommand {
         guard case .application(let name, let spec)? = reader.read(manifest).objects.first else { return }
         let app = GPUPlaneCore.Application(metadata: ObjectMeta(name: name, tenant: "bench", uid: UUID().uuidString), spec: spec)
         let replicas = ReplicaPlanner(catalog: deps.catalog).replicas(for: app)
-        try await time("encode application + replica as JSON") {
+        try await time("encode application + replica (JSONEncoder)") {
             _ = try GPUPlaneJSON.encoder().encode(app)
             _ = try GPUPlaneJSON.encoder().encode(replicas[0])
+        }
+        try await time("encode application + replica (streaming)") {
+            _ = try GPUPlaneJSON.encode(app)
+            _ = try GPUPlaneJSON.encode(replicas[0])
         }
         let encoded = try GPUPlaneJSON.encoder().encode(app)
         print("  (stored sizes: application \(encoded.count) B, replica \(try GPUPlaneJSON.encoder().encode(replicas[0]).count) B)")
@@ -158,7 +163,8 @@ struct APIBench: AsyncParsableCommand {
             compare: sampleKeys.map { Etcd.Compare(.key($0), .equal, .createRevision(0)) },
             success: sampleKeys.map { .put(Etcd.PutRequest(key: $0, value: Data(repeating: 0x61, count: 450))) },
             failure: sampleKeys.map { .range(Etcd.RangeRequest(.key($0), keysOnly: true)) })
-        try await time("JSON-encode an etcd txn request (2 puts)") { _ = try JSONEncoder().encode(sampleTxn) }
+        try await time("JSON-encode an etcd txn request (JSONEncoder)") { _ = try JSONEncoder().encode(sampleTxn) }
+        try await time("JSON-encode an etcd txn request (streaming)") { _ = try StreamingJSONEncoder.encode(sampleTxn) }
         let sampleAnswer = Data(#"{"header":{"cluster_id":"14841639068965178418","member_id":"10276657743932975437","revision":"1234","raft_term":"2"},"succeeded":true,"responses":[{"response_put":{"header":{"revision":"1234"}}},{"response_put":{"header":{"revision":"1234"}}}]}"#.utf8)
         try await time("JSON-decode an etcd txn response") { _ = try JSONDecoder().decode(Etcd.TxnResponse.self, from: sampleAnswer) }
         try await time("raw etcd put of 600 B") { _ = try await deps.etcd.put("/bench/parts/\(i)", value) }

@@ -170,7 +170,7 @@ struct TenantRoutes: Sendable {
         let hash = Tokens.hash(secret)
         let record = TokenRecord(id: Tokens.publicID(hash: hash), sha256: hash, tenant: tenant, role: body.role, node: body.role == .node ? body.node : nil, created: Date())
         do {
-            _ = try await deps.etcd.put(Tokens.indexPrefix + hash, try GPUPlaneJSON.encoder().encode(record))
+            _ = try await deps.etcd.put(Tokens.indexPrefix + hash, try GPUPlaneJSON.encode(record))
         } catch {
             throw APIError(.serviceUnavailable, .unavailable, "cannot store the token; retry")
         }

@@ -154,7 +154,7 @@ extension NodeAPI {
 
         static func encode<T: Encodable>(_ value: T, path: String) throws(NodeAPIError) -> Data {
             do {
-                return try GPUPlaneJSON.encoder().encode(value)
+                return try GPUPlaneJSON.encode(value)
             } catch {
                 throw NodeAPIError(code: .encoding, message: "\(error)", path: path)
             }
