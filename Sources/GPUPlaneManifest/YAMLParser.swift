@@ -125,7 +125,28 @@ private struct TreeBuilder {
         let anchor: String?
         var pairs: [(key: YAMLNode, value: YAMLNode)] = []
         var items: [YAMLNode] = []
-        var keys: [String: Mark] = [:]
+        /// Keys seen so far, for duplicate detection: a short list searched in order (mappings in
+        /// manifests are small, and hashing each key showed in the apply profile), moved into a
+        /// dictionary once a mapping grows past 16 keys.
+        var keyList: [(String, Mark)] = []
+        var keyIndex: [String: Mark]?
+
+        /// Where `key` was first seen in this mapping, recording it if it is new.
+        func firstMark(of key: String, at mark: Mark) -> Mark? {
+            if var index = keyIndex {
+                if let first = index[key] { return first }
+                index[key] = mark
+                keyIndex = index
+                return nil
+            }
+            if let first = keyList.first(where: { $0.0 == key }) { return first.1 }
+            keyList.append((key, mark))
+            if keyList.count > 16 {
+                keyIndex = Dictionary(keyList, uniquingKeysWith: { first, _ in first })
+                keyList = []
+            }
+            return nil
+        }
         var pendingKey: YAMLNode?
         var size = 1
 
@@ -220,13 +241,12 @@ private struct TreeBuilder {
             return
         }
         if case .scalar(let text, _, let keyMark) = node {
-            if let first = top.keys[text] {
+            if let first = top.firstMark(of: text, at: keyMark) {
                 throw YAMLError(
                     code: .syntax,
                     message: "key '\(text)' appears twice in one mapping (first at line \(first.line)); keep one",
                     mark: keyMark)
             }
-            top.keys[text] = keyMark
         }
         top.pendingKey = node
     }

@@ -18,7 +18,10 @@ import Testing
         #expect(try ImageReference(parsing: reference).description == reference)
     }
 
-    @Test(arguments: ["", "My/App", "app:", "app:-bad", "a b", "app@sha256:xyz", "//app", "app//x"])
+    @Test(arguments: [
+        "", "My/App", "app:", "app:-bad", "a b", "app@sha256:xyz", "//app", "app//x", "a\tb", "app\u{00A0}x",
+        "app@sha256:" + String(repeating: "A", count: 64), "ünï/app", "app:vé", "my_host.io/app", "app:" + String(repeating: "1", count: 129),
+    ])
     func imageReferencesRejected(reference: String) {
         #expect(throws: ImageReference.ParseError.self) { try ImageReference(parsing: reference) }
     }

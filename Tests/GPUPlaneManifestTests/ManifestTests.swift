@@ -177,6 +177,20 @@ import Testing
         #expect(d.line == 3)
     }
 
+    /// Past 16 keys a mapping's duplicate check moves to a dictionary; both stages refuse.
+    @Test func duplicateKeysAreRefusedInLargeMappings() throws {
+        for duplicateAt in [5, 17, 30] {
+            let vars = (0..<40).map { "      K\($0): v" }
+            var lines = vars
+            lines.insert("      K2: again", at: duplicateAt)
+            let yaml = "application:\n  name: a\n  pods:\n  - name: p\n    image: busybox\n    vars:\n" + lines.joined(separator: "\n") + "\n"
+            let d = try #require(read(yaml).diagnostics.first)
+            #expect(d.message.contains("'K2' appears twice"))
+            #expect(d.line == 7 + duplicateAt)
+        }
+        #expect(read("application:\n  name: a\n  pods:\n  - name: p\n    image: busybox\n    vars:\n" + (0..<40).map { "      K\($0): v" }.joined(separator: "\n") + "\n").diagnostics.allSatisfy { !$0.message.contains("twice") })
+    }
+
     @Test func unknownTopLevelKey() throws {
         let manifest = read("aplication:\n  name: x\n")
         #expect(try #require(manifest.first(.unknownDocument)).message.contains("did you mean 'application'"))

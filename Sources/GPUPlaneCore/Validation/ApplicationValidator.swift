@@ -64,7 +64,7 @@ public struct ApplicationValidator: Sendable {
                 .invalidImage, path: path["image"].description,
                 "'\(pod.image)' is not an image reference: \(error); write e.g. myorg/chat-backend:v1"))
         }
-        if let podPath = pod.path, !podPath.hasPrefix("/") || podPath.contains(where: { $0.isWhitespace }) {
+        if let podPath = pod.path, !podPath.hasPrefix("/") || Syntax.containsWhitespace(podPath) {
             out.append(Diagnostic(
                 .invalidPath, path: path["path"].description,
                 "'\(podPath)' must be a URL path starting with '/' and without spaces, e.g. /api"))

@@ -55,6 +55,15 @@ public enum Syntax {
 }
 
 /// A parsed container image reference: `[registry[:port]/]repository[:tag][@digest]`.
+extension Syntax {
+    /// Whether `text` has whitespace anywhere: bytes for ASCII text, Unicode's definition
+    /// otherwise (a `Character` property lookup per character is slow on a hot path).
+    static func containsWhitespace(_ text: String) -> Bool {
+        if text.utf8.contains(where: { $0 >= 0x80 }) { return text.contains(where: { $0.isWhitespace }) }
+        return text.utf8.contains { $0 == 0x20 || (0x09...0x0D).contains($0) }
+    }
+}
+
 public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
     /// The registry host (with port), when the reference names one.
     public var registry: String?
@@ -75,7 +84,9 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
     public init(parsing reference: String) throws {
         guard !reference.isEmpty else { throw ParseError(description: "the image reference is empty") }
         guard reference.utf8.count <= 512 else { throw ParseError(description: "the image reference is longer than 512 characters") }
-        guard !reference.contains(where: { $0.isWhitespace }) else {
+        // Byte checks throughout: the grammar is ASCII, and `Character` properties cost a Unicode
+        // table lookup each (they showed in the api-server's apply profile).
+        guard !Syntax.containsWhitespace(reference) else {
             throw ParseError(description: "an image reference has no spaces")
         }
         var rest = Substring(reference)
@@ -83,7 +94,7 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
             let digest = String(rest[rest.index(after: at)...])
             let parts = digest.split(separator: ":", maxSplits: 1)
             guard parts.count == 2, !parts[0].isEmpty,
-                parts[1].count >= 32, parts[1].allSatisfy({ $0.isHexDigit && !$0.isUppercase })
+                parts[1].utf8.count >= 32, parts[1].utf8.allSatisfy({ isDigit($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) })
             else { throw ParseError(description: "digest '\(digest)' is not of the form sha256:<hex>") }
             self.digest = digest
             rest = rest[..<at]
@@ -127,27 +138,30 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
     }
 
     private static func isTag(_ tag: String) -> Bool {
-        guard (1...128).contains(tag.count), let first = tag.first, first != ".", first != "-" else { return false }
-        return tag.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "." || $0 == "-") }
+        let bytes = tag.utf8
+        guard (1...128).contains(bytes.count), let first = bytes.first, first != UInt8(ascii: "."), first != UInt8(ascii: "-")
+        else { return false }
+        return bytes.allSatisfy { isLetter($0) || isDigit($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }
     }
 
     private static func isHost(_ host: String) -> Bool {
         let parts = host.split(separator: ":", omittingEmptySubsequences: false)
         guard (1...2).contains(parts.count), !parts[0].isEmpty else { return false }
         if parts.count == 2 { guard let port = Int(parts[1]), (1...65535).contains(port) else { return false } }
-        return parts[0].allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "-") }
+        return parts[0].utf8.allSatisfy { isLetter($0) || isDigit($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }
     }
 
     private static func isPathComponent(_ component: String) -> Bool {
-        guard let first = component.first, let last = component.last else { return false }
-        func alnum(_ c: Character) -> Bool { c.isASCII && (c.isLowercase || c.isNumber) }
+        let bytes = component.utf8
+        guard let first = bytes.first, let last = bytes.last else { return false }
+        func alnum(_ c: UInt8) -> Bool { (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(c) || isDigit(c) }
         guard alnum(first), alnum(last) else { return false }
         var previousSeparator = false
-        for c in component {
+        for c in bytes {
             if alnum(c) {
                 previousSeparator = false
-            } else if c == "." || c == "_" || c == "-" {
-                if previousSeparator && !(c == "_" || c == "-") { return false }
+            } else if c == UInt8(ascii: ".") || c == UInt8(ascii: "_") || c == UInt8(ascii: "-") {
+                if previousSeparator && !(c == UInt8(ascii: "_") || c == UInt8(ascii: "-")) { return false }
                 previousSeparator = true
             } else {
                 return false
@@ -156,3 +170,11 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
         return true
     }
 }
+
+/// An ASCII letter.
+private func isLetter(_ byte: UInt8) -> Bool {
+    (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+}
+
+/// An ASCII digit.
+private func isDigit(_ byte: UInt8) -> Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
