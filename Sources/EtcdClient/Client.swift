@@ -191,7 +191,7 @@ extension Etcd {
 
         func decode<Response: Decodable>(_ type: Response.Type, from data: Data) throws -> Response {
             do {
-                return try JSONDecoder().decode(type, from: data)
+                return try StreamingJSONDecoder.decode(type, from: data)
             } catch {
                 throw EtcdError.decoding("\(error)", body: String(decoding: data.prefix(2000), as: UTF8.self))
             }

@@ -95,7 +95,7 @@ public final class TokenAuthenticator: Sendable {
         } catch {
             throw APIError(.serviceUnavailable, .unavailable, "cannot check the token: the store is unavailable")
         }
-        guard let kv, let entry = try? GPUPlaneJSON.decoder().decode(TokenRecord.self, from: kv.value) else {
+        guard let kv, let entry = try? GPUPlaneJSON.decode(TokenRecord.self, from: kv.value) else {
             throw APIError(.unauthorized, .unauthorized, "the bearer token is not known (revoked or mistyped)")
         }
         let principal = Principal(tenant: entry.tenant, role: entry.role, node: entry.node, tokenID: entry.id)

@@ -104,6 +104,13 @@ public enum GPUPlaneJSON {
         return encoder
     }
 
+    /// Decodes what gpuplane wrote (stored objects, its own API's answers) with
+    /// `StreamingJSONDecoder`: the results `decoder()` gives, faster, but with errors that carry
+    /// no coding path. User input goes through `decoder()`, whose errors name the field.
+    public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
+        try StreamingJSONDecoder.decode(type, from: data)
+    }
+
     /// A decoder matching `encoder()`.
     public static func decoder() -> JSONDecoder {
         let decoder = JSONDecoder()

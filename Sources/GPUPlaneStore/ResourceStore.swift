@@ -243,7 +243,7 @@ public final class ResourceStore: Sendable {
     /// Decodes a stored object from its key-value, setting resourceVersion from its mod revision.
     public static func decode<R: Resource>(_ type: R.Type, _ kv: Etcd.KeyValue) throws -> R {
         do {
-            var object = try GPUPlaneJSON.decoder().decode(R.self, from: kv.value)
+            var object = try GPUPlaneJSON.decode(R.self, from: kv.value)
             object.metadata.resourceVersion = String(kv.modRevision)
             return object
         } catch {

@@ -133,7 +133,8 @@ struct APIBench: AsyncParsableCommand {
         }
         let encoded = try GPUPlaneJSON.encoder().encode(app)
         print("  (stored sizes: application \(encoded.count) B, replica \(try GPUPlaneJSON.encoder().encode(replicas[0]).count) B)")
-        try await time("decode application JSON") { _ = try GPUPlaneJSON.decoder().decode(GPUPlaneCore.Application.self, from: encoded) }
+        try await time("decode application (JSONDecoder)") { _ = try GPUPlaneJSON.decoder().decode(GPUPlaneCore.Application.self, from: encoded) }
+        try await time("decode application (streaming)") { _ = try GPUPlaneJSON.decode(GPUPlaneCore.Application.self, from: encoded) }
         _ = try await deps.store.create(GPUPlaneCore.Application(metadata: ObjectMeta(name: "parts-read", tenant: "bench"), spec: spec))
         try await time("store get (etcd range + decode)") { _ = try await deps.store.get(GPUPlaneCore.Application.self, tenant: "bench", name: "parts-read") }
         var i = 0
@@ -166,7 +167,8 @@ struct APIBench: AsyncParsableCommand {
         try await time("JSON-encode an etcd txn request (JSONEncoder)") { _ = try JSONEncoder().encode(sampleTxn) }
         try await time("JSON-encode an etcd txn request (streaming)") { _ = try StreamingJSONEncoder.encode(sampleTxn) }
         let sampleAnswer = Data(#"{"header":{"cluster_id":"14841639068965178418","member_id":"10276657743932975437","revision":"1234","raft_term":"2"},"succeeded":true,"responses":[{"response_put":{"header":{"revision":"1234"}}},{"response_put":{"header":{"revision":"1234"}}}]}"#.utf8)
-        try await time("JSON-decode an etcd txn response") { _ = try JSONDecoder().decode(Etcd.TxnResponse.self, from: sampleAnswer) }
+        try await time("JSON-decode an etcd txn response (JSONDecoder)") { _ = try JSONDecoder().decode(Etcd.TxnResponse.self, from: sampleAnswer) }
+        try await time("JSON-decode an etcd txn response (streaming)") { _ = try StreamingJSONDecoder.decode(Etcd.TxnResponse.self, from: sampleAnswer) }
         try await time("raw etcd put of 600 B") { _ = try await deps.etcd.put("/bench/parts/\(i)", value) }
         try await time("HTTP GET /healthz (client + server)") { _ = try await Self.call(session, "GET", base + "/healthz") }
         var k = 0

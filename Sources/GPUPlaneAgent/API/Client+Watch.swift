@@ -116,7 +116,7 @@ extension NodeAPI.Client {
         let state = Locked(WatchConnectionState())
         let decode: @Sendable (Data) -> Void = { line in
             do {
-                continuation.yield(try GPUPlaneJSON.decoder().decode(ResourceWatchLine<R>.self, from: line))
+                continuation.yield(try GPUPlaneJSON.decode(ResourceWatchLine<R>.self, from: line))
             } catch {
                 continuation.finish(throwing: NodeAPIError(
                     code: .decoding, message: "\(error)", body: String(decoding: line.prefix(2000), as: UTF8.self), path: path))

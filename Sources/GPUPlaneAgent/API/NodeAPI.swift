@@ -144,7 +144,7 @@ extension NodeAPI {
 
         static func decode<T: Decodable>(_ type: T.Type, _ data: Data, status: Int?, path: String) throws(NodeAPIError) -> T {
             do {
-                return try GPUPlaneJSON.decoder().decode(type, from: data)
+                return try GPUPlaneJSON.decode(type, from: data)
             } catch {
                 throw NodeAPIError(
                     code: .decoding, message: "\(error)", httpStatus: status, body: String(decoding: data.prefix(2000), as: UTF8.self),
