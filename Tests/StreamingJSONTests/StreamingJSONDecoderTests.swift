@@ -116,6 +116,35 @@ private struct Sample: Codable, Equatable {
         try expectRoundTrip(Tenant(metadata: ObjectMeta(name: "acme"), spec: .init(plan: .pro, gpuLimit: 3)))
     }
 
+    /// Damaged input only ever throws: every byte of a stored object flipped, dropped or cut
+    /// off in turn, through both decoders, which must agree whenever both succeed.
+    @Test func damagedInputThrowsAndNeverTraps() throws {
+        let catalog = try Catalog.standard()
+        let app = Application(
+            metadata: ObjectMeta(name: "chat", tenant: "acme", uid: "u", labels: ["a": "b\"c"], created: Date(timeIntervalSince1970: 1_795_000_000)),
+            spec: ApplicationSpec(pods: [Pod(name: "api", image: "busybox", vars: ["K": "v\u{1F680}\n"])]))
+        let replica = try #require(ReplicaPlanner(catalog: catalog).replicas(for: app).first)
+        let original = Array(try StreamingJSONEncoder.encode(replica))
+        let replacements: [UInt8] = [0x00, 0x22, 0x5C, 0x7B, 0x7D, 0x5B, 0x5D, 0x2C, 0x3A, 0x30, 0x2D, 0x65, 0x75, 0xFF, 0x20]
+        var variants: [[UInt8]] = []
+        for position in original.indices {
+            var flipped = original
+            flipped[position] = replacements[position % replacements.count]
+            variants.append(flipped)
+            var dropped = original
+            dropped.remove(at: position)
+            variants.append(dropped)
+            variants.append(Array(original[..<position]))
+        }
+        for bytes in variants {
+            let data = Data(bytes)
+            let ours = try? StreamingJSONDecoder.decode(Replica.self, from: data)
+            if let ours, let reference = try? referenceDecoder().decode(Replica.self, from: data) {
+                #expect(ours == reference)
+            }
+        }
+    }
+
     /// The etcd gateway's answers, as it writes them (int64s as strings, base64 bytes, zero
     /// values left out).
     @Test func etcdAnswers() {
