@@ -77,6 +77,7 @@ let package = Package(
             name: "GPUPlaneStore",
             dependencies: [
                 "EtcdClient", "GPUPlaneCore", "GPUPlaneSystem", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]),
         // What every daemon needs: journald logging, sd_notify, config, metrics, lifecycle.
         .target(
@@ -92,7 +93,7 @@ let package = Package(
         .target(
             name: "GPUPlaneAPI",
             dependencies: [
-                "GPUPlaneCore", "GPUPlaneManifest", "GPUPlaneStore", "EtcdClient", "GPUPlaneService",
+                "GPUPlaneCore", "GPUPlaneManifest", "GPUPlaneStore", "EtcdClient", "GPUPlaneService", "GPUPlaneSystem",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),

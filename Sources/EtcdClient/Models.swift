@@ -511,6 +511,13 @@ extension Etcd {
         /// The answers of the operations that ran.
         public var responses: [ResponseOp]
 
+        /// Makes an answer (e.g. one transaction's share of a batch's answer).
+        public init(header: ResponseHeader, succeeded: Bool, responses: [ResponseOp]) {
+            self.header = header
+            self.succeeded = succeeded
+            self.responses = responses
+        }
+
         enum CodingKeys: String, CodingKey { case header, succeeded, responses }
         /// Decodes the gateway's JSON.
         public init(from decoder: any Decoder) throws {

@@ -1,18 +1,30 @@
 import EtcdClient
 import Foundation
+import Metrics
 import Synchronization
 
 /// Group commit for store transactions: while a write is in flight, the ones that arrive queue
-/// up and go to etcd together as one transaction of nested transactions (etcd 3.3+), each of
-/// which keeps its own compares and succeeds or fails on its own.
+/// up and go to etcd together in one request, each keeping its own compares and succeeding or
+/// failing on its own.
 ///
 /// Why: etcd's cost per request (gateway JSON, gRPC, a raft proposal, an fsync batch) dwarfs
 /// its cost per key, so under concurrent writes N transactions in one request cost a fraction
 /// of N requests. An idle store sends a write at once, alone, exactly as before: batching only
 /// forms behind writes already in flight, so it adds no latency.
 ///
-/// Correctness: etcd evaluates every nested compare against the state before the outer
-/// transaction, so two nested transactions must not touch each other's keys. A batch never
+/// Flat first: a batch goes to etcd as one flat transaction (every write's compares, then every
+/// write's operations), and as a transaction of nested transactions (etcd 3.3+) only when
+/// that flat one fails. etcd's gateway decodes JSON by re-scanning each nesting level
+/// (jsonpb), so a value two levels deeper is read about twice as often: in profiles, that
+/// decoding was over half of etcd's CPU for nested batches. A flat transaction succeeds exactly
+/// when every write's own compares hold, and then each write's share of the answer is its own
+/// operations' responses, in order. When a compare fails nothing is written; the batch goes
+/// again nested, so each write learns its own outcome, and the next
+/// ``nestedAfterConflict`` batches go nested straight away (conflicts come in runs, e.g.
+/// re-applies of existing objects).
+///
+/// Correctness: etcd evaluates every compare of a request, flat or nested, against the state
+/// before it, so two writes of a batch must not touch each other's keys. A batch never
 /// holds two writes where one writes a key the other writes or compares; the later one waits
 /// for the next batch. Writes with range compares are never batched. Every write of a batch
 /// lands at the same revision. When etcd refuses a whole batch as invalid (too large, too many
@@ -24,27 +36,51 @@ final class WriteBatcher: Sendable {
         let writes: Set<Data>
         let reads: Set<Data>
         let bytes: Int
+        /// Compares and operations it adds to a flat batch.
+        var compares: Int { request.compare.count }
+        var operations: Int { request.success.count }
         let continuation: CheckedContinuation<Etcd.TxnResponse, any Error>
     }
 
     private struct State {
         var queue: [Item] = []
         var inFlight = 0
+        /// Batches still to send nested (not flat) after a flat one failed.
+        var nestedAhead = 0
+        var statistics = Statistics()
     }
+
+    /// What this batcher sent so far (the same counts as its `/metrics` counters, per instance).
+    struct Statistics: Sendable, Equatable {
+        var alone = 0
+        var flat = 0
+        var nested = 0
+        var flatConflicts = 0
+    }
+
+    /// A snapshot of ``Statistics``.
+    var statistics: Statistics { state.withLock { $0.statistics } }
 
     let client: Etcd.Client
     /// Most nested transactions per request (etcd's `--max-txn-ops` defaults to 128 per level).
     let maxBatch: Int
     /// Most key and value bytes per request (etcd's request limit defaults to 1.5 MiB).
     let maxBytes: Int
+    /// Most compares, and most operations, in one flat batch (etcd's `--max-txn-ops`, 128 by
+    /// default).
+    let maxOperations: Int
+    /// Batches sent nested after a flat batch failed, before flat is tried again.
+    static let nestedAfterConflict = 16
     /// Requests in flight at once.
     let maxInFlight: Int
     private let state = Mutex(State())
+    private let metrics = BatchMetrics()
 
-    init(client: Etcd.Client, maxBatch: Int = 64, maxBytes: Int = 512 * 1024, maxInFlight: Int = 1) {
+    init(client: Etcd.Client, maxBatch: Int = 64, maxBytes: Int = 512 * 1024, maxOperations: Int = 128, maxInFlight: Int = 1) {
         self.client = client
         self.maxBatch = max(1, maxBatch)
         self.maxBytes = maxBytes
+        self.maxOperations = max(1, maxOperations)
         self.maxInFlight = max(1, maxInFlight)
     }
 
@@ -84,8 +120,14 @@ final class WriteBatcher: Sendable {
         var written = Set<Data>()
         var read = Set<Data>()
         var bytes = 0
+        var compares = 0
+        var operations = 0
         for item in queue {
-            let full = taken.count >= maxBatch || (!taken.isEmpty && bytes + item.bytes > maxBytes)
+            let full =
+                taken.count >= maxBatch
+                || (!taken.isEmpty
+                    && (bytes + item.bytes > maxBytes || compares + item.compares > maxOperations
+                        || operations + item.operations > maxOperations))
             if full || !item.writes.isDisjoint(with: written) || !item.writes.isDisjoint(with: read)
                 || !item.reads.isDisjoint(with: written)
             {
@@ -96,6 +138,8 @@ final class WriteBatcher: Sendable {
             written.formUnion(item.writes)
             read.formUnion(item.reads)
             bytes += item.bytes
+            compares += item.compares
+            operations += item.operations
         }
         queue = kept
         return taken
@@ -106,6 +150,62 @@ final class WriteBatcher: Sendable {
             for item in batch { await sendAlone(item) }
             return
         }
+        let flat = state.withLock { state -> Bool in
+            guard state.nestedAhead == 0 else {
+                state.nestedAhead -= 1
+                return false
+            }
+            return true
+        }
+        if flat, batch.allSatisfy({ $0.request.failure.isEmpty }), await sendFlat(batch) { return }
+        await sendNested(batch)
+    }
+
+    /// Sends `batch` as one flat transaction. True when that settled every write (it committed,
+    /// or etcd could not be reached); false when a compare failed or etcd refused the request,
+    /// and nothing was written.
+    private func sendFlat(_ batch: [Item]) async -> Bool {
+        count(.flat, carrying: batch.count)
+        let answer: Etcd.TxnResponse
+        do {
+            answer = try await client.txn(
+                Etcd.TxnRequest(compare: batch.flatMap(\.request.compare), success: batch.flatMap(\.request.success)))
+        } catch let error as EtcdError where error.code == .grpc && error.grpcCode == 3 {
+            return false
+        } catch {
+            for item in batch { item.continuation.resume(throwing: error) }
+            return true
+        }
+        guard answer.succeeded else {
+            metrics.flatConflicts.increment()
+            state.withLock { state in
+                state.nestedAhead = Self.nestedAfterConflict
+                state.statistics.flatConflicts += 1
+            }
+            return false
+        }
+        guard answer.responses.count == batch.reduce(0, { $0 + $1.operations }) else {
+            for item in batch {
+                item.continuation.resume(
+                    throwing: EtcdError(
+                        code: .decoding,
+                        message: "a batched transaction's answer has \(answer.responses.count) responses, not one per operation"))
+            }
+            return true
+        }
+        var start = 0
+        for item in batch {
+            let end = start + item.operations
+            item.continuation.resume(
+                returning: Etcd.TxnResponse(header: answer.header, succeeded: true, responses: Array(answer.responses[start..<end])))
+            start = end
+        }
+        return true
+    }
+
+    /// Sends `batch` as nested transactions of one request, each succeeding or failing alone.
+    private func sendNested(_ batch: [Item]) async {
+        count(.nested, carrying: batch.count)
         let answer: Etcd.TxnResponse
         do {
             answer = try await client.txn(Etcd.TxnRequest(success: batch.map { .txn($0.request) }))
@@ -128,11 +228,50 @@ final class WriteBatcher: Sendable {
         }
     }
 
+    private func count(_ shape: BatchMetrics.Shape, carrying transactions: Int) {
+        metrics.requests(shape, carrying: transactions)
+        state.withLock { state in
+            switch shape {
+            case .alone: state.statistics.alone += 1
+            case .flat: state.statistics.flat += 1
+            case .nested: state.statistics.nested += 1
+            }
+        }
+    }
+
     private func sendAlone(_ item: Item) async {
+        count(.alone, carrying: 1)
         do {
             item.continuation.resume(returning: try await client.txn(item.request))
         } catch {
             item.continuation.resume(throwing: error)
         }
+    }
+}
+
+/// The batcher's counters on `/metrics`: etcd transaction requests by shape, the store
+/// transactions they carried (their ratio is the mean batch size), and flat batches refused
+/// because a compare failed (each then resent nested).
+struct BatchMetrics: Sendable {
+    enum Shape: String { case alone, flat, nested }
+
+    private let requests: [Shape: Counter]
+    private let carried: [Shape: Counter]
+    let flatConflicts = Counter(label: "gpuplane_store_flat_batch_conflicts_total")
+
+    init() {
+        let shapes: [Shape] = [.alone, .flat, .nested]
+        requests = Dictionary(uniqueKeysWithValues: shapes.map {
+            ($0, Counter(label: "gpuplane_store_txn_requests_total", dimensions: [("shape", $0.rawValue)]))
+        })
+        carried = Dictionary(uniqueKeysWithValues: shapes.map {
+            ($0, Counter(label: "gpuplane_store_txn_batched_total", dimensions: [("shape", $0.rawValue)]))
+        })
+    }
+
+    /// Counts one request of `shape` carrying `count` store transactions.
+    func requests(_ shape: Shape, carrying count: Int) {
+        requests[shape]?.increment()
+        carried[shape]?.increment(by: count)
     }
 }

@@ -1,7 +1,7 @@
 import EtcdClient
 import Foundation
 import GPUPlaneCore
-import GPUPlaneStore
+@testable import GPUPlaneStore
 import GPUPlaneTestSupport
 import Testing
 
@@ -36,6 +36,61 @@ struct WriteBatchingTests {
             #expect(sprocket.metadata.resourceVersion == String(revision))
         }
         #expect(Set(revisions.values).count < 200, "200 concurrent transactions all went alone")
+        let statistics = try #require(store.batcher?.statistics)
+        #expect(statistics.flat > 0 && statistics.nested == 0 && statistics.flatConflicts == 0, "\(statistics)")
+    }
+
+    /// A batch where one write's compare fails: the flat transaction writes nothing, the batch
+    /// goes again nested, and every write gets its own outcome. Creates of names that exist
+    /// fail with alreadyExists and leave those objects as they were; the others land. Writes of
+    /// one, two and three objects share batches. Rounds repeat (fresh names) until one of
+    /// them had a failed flat batch, so the fallback is known to have run.
+    @Test func flatBatchWithAFailingCompareFallsBackToNested() async throws {
+        let store = try await SharedStoreEtcd.store()
+        let t = uniqueTenant("flat")
+        var round = 0
+        while (store.batcher?.statistics.flatConflicts ?? 0) == 0 {
+            round += 1
+            try #require(round <= 10, "no batch with a failing compare formed in 10 rounds: \(String(describing: store.batcher?.statistics))")
+            let prefix = "r\(round)"
+            // Every fourth name exists already, with size -1.
+            for i in stride(from: 0, to: 200, by: 4) {
+                _ = try await store.create(Gadget(tenant: t, name: "\(prefix)-g\(i)", size: -1))
+            }
+            let outcomes = await withTaskGroup(of: (Int, StoreError.Code?).self) { group in
+                for i in 0..<200 {
+                    group.addTask {
+                        do {
+                            _ = try await store.transaction { txn in
+                                try txn.create(Gadget(tenant: t, name: "\(prefix)-g\(i)", size: i))
+                                for k in 0..<(i % 3) {
+                                    try txn.create(Sprocket(metadata: ObjectMeta(name: "\(prefix)-s\(i)-\(k)", tenant: t), teeth: k))
+                                }
+                            }
+                            return (i, nil)
+                        } catch let error as StoreError {
+                            return (i, error.code)
+                        } catch {
+                            return (i, .invalid)
+                        }
+                    }
+                }
+                return await group.reduce(into: [Int: StoreError.Code?]()) { $0[$1.0] = $1.1 }
+            }
+            for i in 0..<200 {
+                let gadget = try await store.get(Gadget.self, tenant: t, name: "\(prefix)-g\(i)")
+                let sprockets = try await store.list(Sprocket.self, tenant: t, namePrefix: "\(prefix)-s\(i)-").items
+                if i % 4 == 0 {
+                    #expect(outcomes[i] == .some(.alreadyExists), "write \(i): \(String(describing: outcomes[i]))")
+                    #expect(gadget.size == -1 && sprockets.isEmpty, "write \(i) changed an object that existed")
+                } else {
+                    #expect(outcomes[i] == .some(nil), "write \(i): \(String(describing: outcomes[i]))")
+                    #expect(gadget.size == i && sprockets.count == i % 3, "write \(i) did not land whole")
+                }
+            }
+        }
+        let statistics = try #require(store.batcher?.statistics)
+        #expect(statistics.nested > 0, "\(statistics)")
     }
 
     /// Concurrent creates of one name: exactly one wins, the rest get alreadyExists; concurrent
