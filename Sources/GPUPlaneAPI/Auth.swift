@@ -2,6 +2,7 @@ import Crypto
 import EtcdClient
 import Foundation
 import GPUPlaneCore
+import GPUPlaneSystem
 import Hummingbird
 import Synchronization
 
@@ -77,7 +78,7 @@ public final class TokenAuthenticator: Sendable {
         guard let header, header.hasPrefix("Bearer ") else {
             throw APIError(.unauthorized, .unauthorized, "send 'Authorization: Bearer <token>'; ask an admin for a token")
         }
-        let token = String(header.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
+        let token = header.dropFirst("Bearer ".count).trimmingWhitespace()
         guard !token.isEmpty, token.utf8.count <= 256 else {
             throw APIError(.unauthorized, .unauthorized, "the bearer token is malformed")
         }

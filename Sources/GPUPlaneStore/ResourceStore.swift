@@ -323,7 +323,7 @@ public struct StoreTransaction: Sendable {
     @discardableResult
     public mutating func create<R: Resource>(_ object: R) throws -> Handle<R> {
         var object = object
-        if object.metadata.uid.isEmpty { object.metadata.uid = UUID().uuidString.lowercased() }
+        if object.metadata.uid.isEmpty { object.metadata.uid = ObjectMeta.newUID() }
         if object.metadata.created == nil { object.metadata.created = Self.now() }
         let key = Data(object.storageKey.utf8)
         let value = try ResourceStore.encode(object)

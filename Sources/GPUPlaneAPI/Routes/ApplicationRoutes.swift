@@ -67,7 +67,7 @@ struct ApplicationRoutes: Sendable {
                 .conflict, .conflict,
                 "application \(name) is at resourceVersion \(current?.metadata.resourceVersion ?? "none"), not \(expected); read it again and retry")
         }
-        var app = current ?? GPUPlaneCore.Application(metadata: ObjectMeta(name: name, tenant: tenantName, uid: UUID().uuidString.lowercased()), spec: spec)
+        var app = current ?? GPUPlaneCore.Application(metadata: ObjectMeta(name: name, tenant: tenantName, uid: ObjectMeta.newUID()), spec: spec)
         app.spec = spec
         let owner = OwnerReference(kind: .application, name: name, uid: app.metadata.uid)
         let wanted = deps.planner.replicas(for: app)
@@ -113,7 +113,7 @@ struct ApplicationRoutes: Sendable {
     /// leftovers), so the caller reads and diffs instead.
     private func createIfAbsent(name: String, spec: ApplicationSpec, tenant: Tenant) async throws -> GPUPlaneCore.Application? {
         let app = GPUPlaneCore.Application(
-            metadata: ObjectMeta(name: name, tenant: tenant.metadata.name, uid: UUID().uuidString.lowercased()), spec: spec)
+            metadata: ObjectMeta(name: name, tenant: tenant.metadata.name, uid: ObjectMeta.newUID()), spec: spec)
         let replicas = deps.planner.replicas(for: app)
         let decision = try await admission.checkGPULimit(
             tenant: tenant, replacing: OwnerReference(kind: .application, name: name, uid: app.metadata.uid),

@@ -81,7 +81,7 @@ struct DeploymentRoutes: Sendable {
         let (parsed, diagnostics) = ManifestReader(context: deps.validationContext(for: tenant)).readDeploymentBody(data)
         guard let spec = parsed, !diagnostics.hasErrors else { throw APIError.rejected(diagnostics) }
         var deployment = Deployment(
-            metadata: ObjectMeta(name: spec.modelName, tenant: tenantName, uid: UUID().uuidString.lowercased()), spec: spec)
+            metadata: ObjectMeta(name: spec.modelName, tenant: tenantName, uid: ObjectMeta.newUID()), spec: spec)
         let wanted = spec.settings.minInstances
         deployment.status = DeploymentStatus(state: wanted == 0 ? .stopped : .deploying, instancesRunning: 0, instancesWanted: wanted)
         let replicas = (0..<wanted).map { deps.planner.replica(for: deployment, index: $0) }
