@@ -163,7 +163,7 @@ let package = Package(
             name: "gpuplane-bench",
             dependencies: [
                 "EtcdClient", "GPUPlaneStore", "GPUPlaneCore", "GPUPlaneScheduling", "GPUPlaneTestSupport",
-                "GPUPlaneAPI", "CurlHTTP", "GPUPlaneManifest", "GPUPlaneSystem", "StreamingJSON",
+                "GPUPlaneAPI", "CurlHTTP", "GPUPlaneManifest", "GPUPlaneService", "GPUPlaneSystem", "StreamingJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -5,6 +5,7 @@ import Foundation
 import GPUPlaneAPI
 import GPUPlaneCore
 import GPUPlaneManifest
+import GPUPlaneService
 import GPUPlaneStore
 import GPUPlaneTestSupport
 import Hummingbird
@@ -30,8 +31,51 @@ struct APIBench: AsyncParsableCommand {
     @Flag(help: "Also measure cheaper requests at each concurrency (GET /healthz, GET /v1/models) to split HTTP cost from apply cost.")
     var layers = false
 
+    @Flag(help: "Also print each phase's latency tail (p90, p99.9, max) and how its slow operations cluster in time.")
+    var tail = false
+
+    enum ServerMode: String, ExpressibleByArgument {
+        /// The `gpuplane-api-server` executable (built next to this one), as deployed.
+        case process
+        /// The server in this process, sharing its threads with the load generator.
+        case inProcess = "in-process"
+    }
+
+    @Option(help: "Where the api-server runs: 'process' (the gpuplane-api-server executable next to this one) or 'in-process'.")
+    var server: ServerMode = .process
+
+    /// Extra etcd flags from `GPUPLANE_BENCH_ETCD_ARGS` (space-separated), e.g. `--enable-pprof`
+    /// to profile etcd during a run.
+    var etcdArguments: [String] {
+        (ProcessInfo.processInfo.environment["GPUPLANE_BENCH_ETCD_ARGS"] ?? "").split(separator: " ").map(String.init)
+    }
+
+    /// Starts `gpuplane-api-server` from this executable's folder with a bootstrap admin token.
+    static func launchServer(port: Int, etcd endpoints: [String], adminToken: String) throws -> ChildProcess {
+        let folder = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        let executable = folder.appendingPathComponent("gpuplane-api-server")
+        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
+            throw ValidationError(
+                "\(executable.path) is missing: build it first (swift build -c release --product gpuplane-api-server), or pass --server in-process")
+        }
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "bench-api")
+        let tokenFile = directory.appendingPathComponent("admin-token")
+        let config = directory.appendingPathComponent("empty.conf")
+        try adminToken.write(to: tokenFile, atomically: true, encoding: .utf8)
+        try "".write(to: config, atomically: true, encoding: .utf8)
+        return try ChildProcess(
+            executable: executable.path,
+            arguments: [
+                "--port", "\(port)", "--etcd.endpoints", endpoints.joined(separator: ","), "--admin-token-file", tokenFile.path,
+                "--log-level", "warning", "--log-destination", "stderr",
+            ],
+            environment: ["GPUPLANE_CONFIG": config.path], logFile: directory.appendingPathComponent("api-server.log"))
+    }
+
     func run() async throws {
-        let fixture = try await EtcdFixture.start()
+        // Before any store exists, so an in-process server's counters reach its /metrics.
+        MetricsExporter.bootstrap()
+        let fixture = try await EtcdFixture.start(extraArguments: etcdArguments)
         defer { fixture.shutdown() }
         let etcd = try Etcd.Client(Etcd.Configuration(endpoints: fixture.endpoints, requestTimeout: .seconds(10)))
         let admin = Tokens.generate()
@@ -39,29 +83,43 @@ struct APIBench: AsyncParsableCommand {
         logger.logLevel = .warning
         let deps = APIDependencies(etcd: etcd, catalog: try Catalog.standard(), adminTokens: [admin], logger: logger)
         let port = TestEnvironment.freePort()
-        let app = buildApplication(deps, port: port)
-        let server = Task { try await app.runService(gracefulShutdownSignals: []) }
-        defer { server.cancel() }
+        var serverTask: Task<Void, any Error>?
+        var serverProcess: ChildProcess?
+        defer {
+            serverTask?.cancel()
+            serverProcess?.stop()
+        }
+        switch server {
+        case .inProcess:
+            let app = buildApplication(deps, port: port)
+            serverTask = Task { try await app.runService(gracefulShutdownSignals: []) }
+        case .process:
+            serverProcess = try Self.launchServer(port: port, etcd: fixture.endpoints, adminToken: admin)
+        }
         let base = "http://127.0.0.1:\(port)"
         // The same libcurl transport the etcd baseline uses, so both sides pay the same client cost.
         let session = CurlHTTP.Client(name: "bench", maxConnections: 128)
         defer { session.shutdown() }
-        try await eventually("api-server answers") { try await Self.call(session, "GET", base + "/healthz").0 == 200 }
+        try await eventually("api-server answers", timeout: 60) { try await Self.call(session, "GET", base + "/readyz").0 == 200 }
         _ = try await deps.store.create(Tenant(metadata: ObjectMeta(name: "bench"), spec: .init(plan: .pro)))
         let (status, body) = try await Self.call(session, "POST", base + "/v1/tokens", token: admin, body: #"{"tenant": "bench", "role": "user"}"#)
         guard status == 201, let token = (try JSONSerialization.jsonObject(with: body) as? [String: Any])?["token"] as? String else {
             throw ValidationError("could not issue a token: \(status)")
         }
-        print("etcd 1 member on loopback; api-server in-process; \(seconds)s per phase")
+        print("etcd 1 member on loopback; api-server \(server == .process ? "as its own process" : "in this process"); \(seconds)s per phase")
         if breakdown { try await parts(deps: deps, session: session, base: base, token: token) }
-        print("clients  raw etcd puts/s  applies/s  ratio  apply p50 ms  apply p99 ms  CPU µs/put etcd+bench  CPU µs/apply etcd+bench")
+        // CPU columns: µs per operation of etcd, the api-server process and this one (the load
+        // generator; with --server in-process, the api-server's share is in it).
+        print("clients  raw puts/s  put p50/p99 ms  applies/s  ratio  apply p50/p99 ms  CPU µs/put etcd+bench  CPU µs/apply etcd+server+bench")
         let value = String(repeating: "x", count: 600)
         let etcdPID = fixture.member.pid
+        let serverPID = serverProcess?.pid
         for count in clients.split(separator: ",").compactMap({ Int($0) }) {
-            let raw = try await phase(workers: count, etcdPID: etcdPID) { w, i in
+            let raw = try await phase(workers: count, etcdPID: etcdPID, serverPID: serverPID) { w, i in
                 _ = try await etcd.put("/bench/raw/\(count)/\(w)/\(i)", value)
             }
-            let applies = try await phase(workers: count, etcdPID: etcdPID) { w, i in
+            let countersBefore = try await Self.batchCounters(session, base)
+            let applies = try await phase(workers: count, etcdPID: etcdPID, serverPID: serverPID) { w, i in
                 let manifest = """
                     application:
                       name: b\(count)-\(w)-\(i)
@@ -76,21 +134,25 @@ struct APIBench: AsyncParsableCommand {
                 let (status, _) = try await Self.call(session, "POST", base + "/v1/applications", token: token, body: manifest)
                 guard status == 201 else { throw ValidationError("apply answered \(status)") }
             }
+            let batching = Self.describeBatching(before: countersBefore, after: try await Self.batchCounters(session, base))
             if layers {
-                let health = try await phase(workers: count, etcdPID: etcdPID) { _, _ in
+                let health = try await phase(workers: count, etcdPID: etcdPID, serverPID: serverPID) { _, _ in
                     guard try await Self.call(session, "GET", base + "/healthz").0 == 200 else { throw ValidationError("healthz") }
                 }
-                let models = try await phase(workers: count, etcdPID: etcdPID) { _, _ in
+                let models = try await phase(workers: count, etcdPID: etcdPID, serverPID: serverPID) { _, _ in
                     guard try await Self.call(session, "GET", base + "/v1/models", token: token).0 == 200 else { throw ValidationError("models") }
                 }
                 for (label, r) in [("GET /healthz", health), ("GET /v1/models (auth)", models)] {
-                    print(String(format: "  %7d clients %-24@ %8.0f/s  p50 %6.2f ms  CPU µs etcd %5.0f + bench %5.0f", count, label as NSString, r.rate, r.p50 * 1000, r.etcdCPU, r.selfCPU))
+                    print(String(
+                        format: "  %7d clients %-24@ %8.0f/s  p50 %6.2f ms  CPU µs etcd %5.0f + server %5.0f + bench %5.0f", count,
+                        label as NSString, r.rate, r.p50 * 1000, r.etcdCPU, r.serverCPU, r.selfCPU))
                 }
             }
             print(String(
-                format: "%7d  %15.0f  %9.0f  %5.2f  %12.2f  %12.2f  %10.0f + %-10.0f  %10.0f + %-10.0f", count, raw.rate, applies.rate,
-                applies.rate / raw.rate, applies.p50 * 1000, applies.p99 * 1000, raw.etcdCPU, raw.selfCPU, applies.etcdCPU,
-                applies.selfCPU))
+                format: "%7d  %10.0f  %6.2f / %-6.2f  %9.0f  %5.2f  %6.2f / %-6.2f  %6.0f + %-6.0f         %6.0f + %4.0f + %-4.0f", count,
+                raw.rate, raw.p50 * 1000, raw.p99 * 1000, applies.rate, applies.rate / raw.rate, applies.p50 * 1000,
+                applies.p99 * 1000, raw.etcdCPU, raw.selfCPU, applies.etcdCPU, applies.serverCPU, applies.selfCPU))
+            print("    \(batching)")
         }
     }
 
@@ -118,6 +180,7 @@ struct APIBench: AsyncParsableCommand {
             print(String(format: "  %-44@ %8.1f µs wall %8.1f µs CPU of this process", label as NSString, us, cpu))
         }
         print("parts of one apply (\(rounds) rounds each, sequential):")
+        if server == .process { print("  (the api-server is another process: the HTTP lines' CPU is the client's only)") }
         let reader = ManifestReader(context: ValidationContext(catalog: deps.catalog, plan: .pro))
         await time("read + validate the YAML manifest") { _ = reader.read(manifest) }
         guard case .application(let name, let spec)? = reader.read(manifest).objects.first else { return }
@@ -188,6 +251,8 @@ struct APIBench: AsyncParsableCommand {
         /// CPU µs per operation spent by etcd, and by this process (load generator and api-server).
         var etcdCPU: Double = 0
         var selfCPU: Double = 0
+        /// CPU µs per operation of the api-server process (0 when it runs in this one).
+        var serverCPU: Double = 0
     }
 
     /// utime + stime of a process, in clock ticks (`/proc/<pid>/stat` fields 14 and 15).
@@ -200,37 +265,85 @@ struct APIBench: AsyncParsableCommand {
         return user + system
     }
 
-    func phase(workers: Int, etcdPID: Int32? = nil, _ op: @escaping @Sendable (Int, Int) async throws -> Void) async throws -> Result {
+    func phase(workers: Int, etcdPID: Int32? = nil, serverPID: Int32? = nil, _ op: @escaping @Sendable (Int, Int) async throws -> Void) async throws -> Result {
         let etcdBefore = etcdPID.map { Self.cpuTicks(String($0)) } ?? 0
+        let serverBefore = serverPID.map { Self.cpuTicks(String($0)) } ?? 0
         let selfBefore = Self.cpuTicks("self")
         let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
         let start = ContinuousClock.now
-        let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
+        func secs(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+        // (seconds since the phase began, latency) per operation.
+        let samples = try await withThrowingTaskGroup(of: [(Double, Double)].self) { group in
             for w in 0..<workers {
                 group.addTask {
-                    var samples: [Double] = []
+                    var samples: [(Double, Double)] = []
                     var i = 0
                     while ContinuousClock.now < deadline {
                         let t0 = ContinuousClock.now
                         try await op(w, i)
-                        let d = ContinuousClock.now - t0
-                        samples.append(Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
+                        samples.append((secs(t0 - start), secs(ContinuousClock.now - t0)))
                         i += 1
                     }
                     return samples
                 }
             }
-            return try await group.reduce(into: [Double]()) { $0 += $1 }
+            return try await group.reduce(into: [(Double, Double)]()) { $0 += $1 }
         }
-        let elapsed = ContinuousClock.now - start
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        let sorted = latencies.sorted()
+        let elapsed = secs(ContinuousClock.now - start)
+        let sorted = samples.map(\.1).sorted()
         func pct(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
         let operations = Double(max(sorted.count, 1))
         let etcdCPU = etcdPID.map { (Self.cpuTicks(String($0)) - etcdBefore) / ticks * 1e6 / operations } ?? 0
         let selfCPU = (Self.cpuTicks("self") - selfBefore) / ticks * 1e6 / operations
-        return Result(rate: Double(sorted.count) / seconds, p50: pct(0.5), p99: pct(0.99), etcdCPU: etcdCPU, selfCPU: selfCPU)
+        let serverCPU = serverPID.map { (Self.cpuTicks(String($0)) - serverBefore) / ticks * 1e6 / operations } ?? 0
+        if tail { Self.printTail(samples, sorted: sorted, workers: workers) }
+        return Result(rate: Double(sorted.count) / elapsed, p50: pct(0.5), p99: pct(0.99), etcdCPU: etcdCPU, selfCPU: selfCPU, serverCPU: serverCPU)
+    }
+
+    /// Prints p90, p99, p99.9 and max, and how the operations slower than p99 spread over the
+    /// phase's 100 ms windows: evenly (queueing) or in a few windows (stalls).
+    static func printTail(_ samples: [(Double, Double)], sorted: [Double], workers: Int) {
+        guard !sorted.isEmpty else { return }
+        func pct(_ p: Double) -> Double { sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+        let p99 = pct(0.99)
+        var windows: [Int: Int] = [:]
+        for (start, latency) in samples where latency >= p99 { windows[Int(start * 10), default: 0] += 1 }
+        let counts = windows.values.sorted(by: >)
+        let slow = counts.reduce(0, +)
+        let top = counts.prefix(max(1, counts.count / 10)).reduce(0, +)
+        print(String(
+            format: "    %d clients: p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f ms; %d ops ≥ p99 in %d windows of 100 ms, %.0f%% of them in the busiest tenth",
+            workers, pct(0.9) * 1000, p99 * 1000, pct(0.999) * 1000, sorted[sorted.count - 1] * 1000, slow, counts.count,
+            Double(top) / Double(max(slow, 1)) * 100))
+    }
+
+    /// The api-server's store batching counters (`gpuplane_store_*` on `/metrics`).
+    static func batchCounters(_ session: CurlHTTP.Client, _ base: String) async throws -> [String: Double] {
+        let (status, body) = try await call(session, "GET", base + "/metrics")
+        guard status == 200 else { return [:] }
+        var counters: [String: Double] = [:]
+        for line in String(decoding: body, as: UTF8.self).split(separator: "\n") where line.hasPrefix("gpuplane_store_") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2, let value = Double(parts[1]) { counters[String(parts[0])] = value }
+        }
+        return counters
+    }
+
+    /// How the applies of a phase reached etcd: requests by shape, mean batch, flat conflicts.
+    static func describeBatching(before: [String: Double], after: [String: Double]) -> String {
+        func delta(_ name: String, _ shape: String? = nil) -> Double {
+            let key = shape.map { "\(name){shape=\"\($0)\"}" } ?? name
+            return (after[key] ?? 0) - (before[key] ?? 0)
+        }
+        let shapes = ["alone", "flat", "nested"]
+        let requests = shapes.map { delta("gpuplane_store_txn_requests_total", $0) }
+        let carried = shapes.map { delta("gpuplane_store_txn_batched_total", $0) }
+        let total = requests.reduce(0, +)
+        guard total > 0 else { return "store batching: no counters (metrics not bootstrapped)" }
+        return String(
+            format: "etcd txn requests: %.0f alone, %.0f flat, %.0f nested; mean transactions per request %.1f; flat conflicts %.0f",
+            requests[0], requests[1], requests[2], carried.reduce(0, +) / total, delta("gpuplane_store_flat_batch_conflicts_total"))
     }
 
     static func call(_ session: CurlHTTP.Client, _ method: String, _ url: String, token: String? = nil, body: String? = nil) async throws -> (Int, Data) {
