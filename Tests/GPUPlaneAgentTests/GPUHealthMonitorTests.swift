@@ -142,15 +142,35 @@ struct GPUHealthMonitorTests {
 
     @Test func aNewFaultRestartsTheQuietPeriod() async throws {
         let host = try FakeNVMLHost(gpus: 2)
-        try await withMonitor(host, policy: .testing(quietPeriod: .seconds(2))) { monitor in
+        let quiet = Duration.seconds(4)
+        try await withMonitor(host, policy: .testing(quietPeriod: quiet)) { monitor in
+            // Watched through the stream, stamped on arrival: polling `current` could miss the
+            // first outage on a loaded machine. Arrival stamps are never early, so the bound
+            // checked below can only be loosened by load, never broken by it.
+            let seen = Collected<(ContinuousClock.Instant, String)>()
+            let updates = monitor.updates()
+            let collector = Task {
+                for await snapshot in updates {
+                    if let health = snapshot.health(ofUUID: host.uuids[0]) { seen.append((.now, health.reason ?? "ok")) }
+                }
+            }
+            defer { collector.cancel() }
+            func transitions() -> [(ContinuousClock.Instant, String)] {
+                seen.all.reduce(into: []) { if $1.1 != $0.last?.1 { $0.append($1) } }
+            }
+
             let start = ContinuousClock.now
             try host.inject("xid 0 79")
-            try await eventually("GPU 0 unhealthy") { !monitor.current.allHealthy }
+            try await eventually("GPU 0 unhealthy") { transitions().last?.1 == "Xid79" }
             try await eventually("one second gone") { ContinuousClock.now - start >= .seconds(1) }
+            let second = ContinuousClock.now
             try host.inject("xid 0 94")
-            try await eventually("reason Xid94") { monitor.current.unhealthy.map(\.reason) == ["Xid94"] }
-            try await eventually("GPU 0 back in service") { monitor.current.allHealthy }
-            #expect(ContinuousClock.now - start >= .seconds(3))
+            try await eventually("GPU 0 back in service") { transitions().count >= 4 }
+            let states = transitions()
+            #expect(states.map(\.1) == ["ok", "Xid79", "Xid94", "ok"])
+            // Back a whole quiet period after the second fault, not after the first.
+            if let back = states.last, back.1 == "ok" { #expect(back.0 - second >= quiet) }
+            #expect(monitor.current.allHealthy)
         }
     }
 
