@@ -50,15 +50,15 @@ struct APIBench: AsyncParsableCommand {
         (ProcessInfo.processInfo.environment["GPUPLANE_BENCH_ETCD_ARGS"] ?? "").split(separator: " ").map(String.init)
     }
 
-    /// Starts `gpuplane-api-server` from this executable's folder with a bootstrap admin token.
-    static func launchServer(port: Int, etcd endpoints: [String], adminToken: String) throws -> ChildProcess {
+    /// Starts `gpuplane-api-server` from this executable's folder with a bootstrap admin token,
+    /// at its default log level (so audit lines are written, to a log file in `directory`).
+    static func launchServer(port: Int, etcd endpoints: [String], adminToken: String, directory: URL) throws -> ChildProcess {
         let folder = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
         let executable = folder.appendingPathComponent("gpuplane-api-server")
         guard FileManager.default.isExecutableFile(atPath: executable.path) else {
             throw ValidationError(
                 "\(executable.path) is missing: build it first (swift build -c release --product gpuplane-api-server), or pass --server in-process")
         }
-        let directory = try TestEnvironment.temporaryDirectory(prefix: "bench-api")
         let tokenFile = directory.appendingPathComponent("admin-token")
         let config = directory.appendingPathComponent("empty.conf")
         try adminToken.write(to: tokenFile, atomically: true, encoding: .utf8)
@@ -67,7 +67,7 @@ struct APIBench: AsyncParsableCommand {
             executable: executable.path,
             arguments: [
                 "--port", "\(port)", "--etcd.endpoints", endpoints.joined(separator: ","), "--admin-token-file", tokenFile.path,
-                "--log-level", "warning", "--log-destination", "stderr",
+                "--log-level", "info", "--log-destination", "stderr",
             ],
             environment: ["GPUPLANE_CONFIG": config.path], logFile: directory.appendingPathComponent("api-server.log"))
     }
@@ -85,16 +85,18 @@ struct APIBench: AsyncParsableCommand {
         let port = TestEnvironment.freePort()
         var serverTask: Task<Void, any Error>?
         var serverProcess: ChildProcess?
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "bench-api")
         defer {
             serverTask?.cancel()
             serverProcess?.stop()
+            try? FileManager.default.removeItem(at: directory)
         }
         switch server {
         case .inProcess:
             let app = buildApplication(deps, port: port)
             serverTask = Task { try await app.runService(gracefulShutdownSignals: []) }
         case .process:
-            serverProcess = try Self.launchServer(port: port, etcd: fixture.endpoints, adminToken: admin)
+            serverProcess = try Self.launchServer(port: port, etcd: fixture.endpoints, adminToken: admin, directory: directory)
         }
         let base = "http://127.0.0.1:\(port)"
         // The same libcurl transport the etcd baseline uses, so both sides pay the same client cost.
