@@ -59,13 +59,14 @@ public struct ManifestReader: Sendable {
             return Manifest(objects: [], diagnostics: [diagnostic])
         }
         for document in nonEmpty {
-            let context = ReadContext()
-            let object = decodeDocument(document, context: context)
-            var found = context.diagnostics
-            if let object {
-                // Rules run on what decoded; a field already reported is not reported again.
-                let reported = Set(found.map(\.path))
-                found += validate(object).filter { !reported.contains($0.path) }
+            // Read first without keeping field positions: a clean document (the usual case)
+            // never needs them. One with findings is read again keeping them, to place each
+            // finding at its line and column; reading is deterministic, so both reads agree.
+            var context = ReadContext(recordsMarks: false)
+            var (object, found) = decodeAndValidate(document, context: context)
+            if !found.isEmpty {
+                context = ReadContext(recordsMarks: true)
+                (object, found) = decodeAndValidate(document, context: context)
             }
             var located: [Diagnostic] = []
             for var diagnostic in found {
@@ -80,6 +81,18 @@ public struct ManifestReader: Sendable {
             if let object, !located.hasErrors { objects.append(object) }
         }
         return Manifest(objects: objects, diagnostics: diagnostics)
+    }
+
+    /// Decodes one document and runs the rules on what decoded; a field already reported while
+    /// decoding is not reported again.
+    private func decodeAndValidate(_ document: YAMLNode, context: ReadContext) -> (ManifestObject?, [Diagnostic]) {
+        let object = decodeDocument(document, context: context)
+        var found = context.diagnostics
+        if let object {
+            let reported = Set(found.map(\.path))
+            found += validate(object).filter { !reported.contains($0.path) }
+        }
+        return (object, found)
     }
 
     /// Reads a bare deployment body (`{"model_name": …}`), as the REST API receives it.

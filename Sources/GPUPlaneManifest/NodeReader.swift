@@ -5,8 +5,16 @@ import GPUPlaneCore
 final class ReadContext {
     var diagnostics: [Diagnostic] = []
     var marks: [String: Mark] = [:]
+    /// Whether ``record(_:_:)`` keeps positions. A first read of a manifest keeps none (they
+    /// are only needed to place findings); one with findings is read again keeping them.
+    let recordsMarks: Bool
 
-    func record(_ path: FieldPath, _ mark: Mark) { marks[path.description] = mark }
+    init(recordsMarks: Bool = true) { self.recordsMarks = recordsMarks }
+
+    /// Remembers where `path` is in the source (the path is only built when kept).
+    func record(_ path: @autoclosure () -> FieldPath, _ mark: Mark) {
+        if recordsMarks { marks[path().description] = mark }
+    }
 
     func error(_ code: DiagnosticCode, _ path: FieldPath, _ mark: Mark, _ message: String) {
         var diagnostic = Diagnostic(code, path: path.description, message)
@@ -33,7 +41,9 @@ struct MappingReader {
     let path: FieldPath
     let mark: Mark
     let context: ReadContext
-    private var consumed: Set<String> = []
+    /// The pairs read so far, by index: bits for the first 64, a set beyond.
+    private var consumedMask: UInt64 = 0
+    private var consumedBeyond: Set<Int> = []
 
     /// A reader for `node`, or nil after reporting that it is not a mapping.
     init?(_ node: YAMLNode, at path: FieldPath, context: ReadContext, what: String) {
@@ -53,10 +63,11 @@ struct MappingReader {
 
     /// The value of `key`, marking it consumed.
     mutating func value(_ key: String) -> YAMLNode? {
-        guard let pair = pairs.first(where: { if case .scalar(let k, _, _) = $0.key { return k == key }; return false }) else {
+        guard let index = pairs.firstIndex(where: { if case .scalar(let k, _, _) = $0.key { return k == key }; return false }) else {
             return nil
         }
-        consumed.insert(key)
+        if index < 64 { consumedMask |= 1 << UInt64(index) } else { consumedBeyond.insert(index) }
+        let pair = pairs[index]
         context.record(path[key], pair.value.mark)
         if case .scalar(let text, let plain, _) = pair.value, plain, YAMLNode.isNull(text) { return nil }
         return pair.value
@@ -113,12 +124,13 @@ struct MappingReader {
     /// Reports every key not consumed: antipatterns with their own message, the rest as unknown
     /// fields with a "did you mean".
     func finish(known: [String], antipatterns: (String, YAMLNode) -> Diagnostic? = { _, _ in nil }) {
-        for pair in pairs {
+        for (index, pair) in pairs.enumerated() {
             guard case .scalar(let key, _, let keyMark) = pair.key else {
                 context.error(.typeMismatch, path, pair.key.mark, "keys must be plain strings, got \(pair.key.typeName)")
                 continue
             }
-            guard !consumed.contains(key) else { continue }
+            let consumed = index < 64 ? consumedMask & (1 << UInt64(index)) != 0 : consumedBeyond.contains(index)
+            guard !consumed else { continue }
             if var diagnostic = antipatterns(key, pair.value) {
                 diagnostic.line = keyMark.line
                 diagnostic.column = keyMark.column
@@ -140,22 +152,22 @@ enum Scalars {
     }
 
     /// Any scalar as text (numbers and booleans keep their spelling).
-    static func string(_ node: YAMLNode, at path: FieldPath, context: ReadContext) -> String? {
-        context.record(path, node.mark)
+    static func string(_ node: YAMLNode, at path: @autoclosure () -> FieldPath, context: ReadContext) -> String? {
+        context.record(path(), node.mark)
         guard case .scalar(let text, _, _) = node else {
-            context.error(.typeMismatch, path, node.mark, "expected a string, got \(node.typeName)")
+            context.error(.typeMismatch, path(), node.mark, "expected a string, got \(node.typeName)")
             return nil
         }
         return text
     }
 
-    static func int(_ node: YAMLNode, at path: FieldPath, context: ReadContext) -> Int? {
-        context.record(path, node.mark)
+    static func int(_ node: YAMLNode, at path: @autoclosure () -> FieldPath, context: ReadContext) -> Int? {
+        context.record(path(), node.mark)
         guard case .scalar(let text, let plain, _) = node, plain, let value = Int(text) else {
             let got = describe(node)
             var message = "expected a whole number, got \(got)"
             if case .scalar(let text, false, _) = node, Int(text) != nil { message += "; remove the quotes" }
-            context.error(.typeMismatch, path, node.mark, message)
+            context.error(.typeMismatch, path(), node.mark, message)
             return nil
         }
         return value
