@@ -8,6 +8,8 @@ import Testing
         #expect(" \n\t ".trimmingWhitespace() == "")
         #expect("x".trimmingWhitespace() == "x")
         #expect("k = v"[...].split(separator: "=").map { $0.trimmingWhitespace() } == ["k", "v"])
+        #expect("\r\n  grüße, 東京 \r\n".trimmingWhitespace() == "grüße, 東京")
+        #expect(" gp_abc ".utf8.count == 8 && " gp_abc ".trimmingWhitespace().utf8.count == 6)
     }
 
     @Test func trimmingACharacter() {
