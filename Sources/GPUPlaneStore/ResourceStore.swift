@@ -319,9 +319,10 @@ public struct StoreTransaction: Sendable {
     public var isEmpty: Bool { operations.isEmpty && conditions.isEmpty }
 
     /// Adds a create: fails the transaction with ``StoreError/Code/alreadyExists`` if the object
-    /// exists. Sets `uid` (when empty) and `created` (when nil).
+    /// exists. Sets `uid` (when empty) and `created` (when nil). With a `lease`, etcd deletes the
+    /// object when that lease expires (e.g. events; 0 is none).
     @discardableResult
-    public mutating func create<R: Resource>(_ object: R) throws -> Handle<R> {
+    public mutating func create<R: Resource>(_ object: R, lease: Int64 = 0) throws -> Handle<R> {
         var object = object
         if object.metadata.uid.isEmpty { object.metadata.uid = ObjectMeta.newUID() }
         if object.metadata.created == nil { object.metadata.created = Self.now() }
@@ -330,14 +331,15 @@ public struct StoreTransaction: Sendable {
         operations.append(
             Operation(
                 kind: R.kind, key: key, compare: Etcd.Compare(.key(key), .equal, .createRevision(0)),
-                write: .put(Etcd.PutRequest(key: key, value: value)), expectation: .absent, object: object))
+                write: .put(Etcd.PutRequest(key: key, value: value, lease: lease)), expectation: .absent, object: object))
         return Handle(index: operations.count - 1)
     }
 
     /// Adds an update: fails the transaction with ``StoreError/Code/conflict`` unless the
-    /// object is still at `object.metadata.resourceVersion`.
+    /// object is still at `object.metadata.resourceVersion`. The object is put under `lease`
+    /// (0: none), replacing any lease it had.
     @discardableResult
-    public mutating func update<R: Resource>(_ object: R) throws -> Handle<R> {
+    public mutating func update<R: Resource>(_ object: R, lease: Int64 = 0) throws -> Handle<R> {
         let version = object.metadata.revision
         guard version > 0 else {
             throw StoreError(
@@ -349,7 +351,7 @@ public struct StoreTransaction: Sendable {
         operations.append(
             Operation(
                 kind: R.kind, key: key, compare: Etcd.Compare(.key(key), .equal, .modRevision(version)),
-                write: .put(Etcd.PutRequest(key: key, value: value)), expectation: .version, object: object))
+                write: .put(Etcd.PutRequest(key: key, value: value, lease: lease)), expectation: .version, object: object))
         return Handle(index: operations.count - 1)
     }
 

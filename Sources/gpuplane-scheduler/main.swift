@@ -17,6 +17,7 @@ let keys: [ConfigurationKey] = [
     .init("warm-pool", .list, default: "", help: "slug=count model servers kept running with no tenant"),
     .init("resync-interval", .duration, default: "1s", help: "pending replicas are looked at again this often"),
     .init("idle-server-grace", .duration, default: "60s", help: "idle model servers stop after this long"),
+    .init("event-ttl", .duration, default: "1h", help: "etcd deletes an event this long after its last write (at least 1s)"),
     .init("catalog-file", .string, help: "operator catalog (JSON) overriding the bundled one; give the api-server the same"),
     .init("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error, critical"),
     .init("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
@@ -38,6 +39,10 @@ do {
     session.warmPool = try Scheduler.parseWarmPool(try config.list("warm-pool") ?? [], catalog: catalog)
     session.meter.interval = try config.duration("meter-interval") ?? .seconds(300)
     session.meter.backfillLimit = try config.int("meter-backfill") ?? 12
+    session.eventTTL = try config.duration("event-ttl") ?? .seconds(3600)
+    guard session.eventTTL >= .seconds(1) else {
+        throw ConfigurationError(code: .invalidValue, key: "event-ttl", source: nil, detail: "must be at least 1s, e.g. 1h")
+    }
     let scheduler = Scheduler(
         store: store, pipeline: Pipeline(catalog: catalog),
         configuration: .init(

@@ -37,6 +37,8 @@ public final class LeaderSession: Sendable {
         public var preemption: Bool
         /// Repeats of an event are written at most this often.
         public var eventFlushInterval: Duration
+        /// How long etcd keeps an event after its last write (see ``EventLease``).
+        public var eventTTL: Duration
         /// Whether each bind is recorded as an `Event` (`Scheduled`).
         public var recordBindEvents: Bool
         /// The usage meter.
@@ -55,8 +57,10 @@ public final class LeaderSession: Sendable {
             maxOperationsPerTransaction: Int = 100, preemption: Bool = true,
             eventFlushInterval: Duration = .seconds(10), recordBindEvents: Bool = true,
             meter: UsageMeter.Configuration = .init(), warmPool: [String: Int] = [:],
-            idleServerGrace: Duration = .seconds(60), catchUpTimeout: Duration = .seconds(10)
+            idleServerGrace: Duration = .seconds(60), catchUpTimeout: Duration = .seconds(10),
+            eventTTL: Duration = .seconds(3600)
         ) {
+            self.eventTTL = eventTTL
             self.resyncInterval = resyncInterval
             self.batchWindow = batchWindow
             self.maxOperationsPerTransaction = maxOperationsPerTransaction
@@ -116,6 +120,7 @@ public final class LeaderSession: Sendable {
     let deployments: Informer<Deployment>
     let heartbeats: HeartbeatWatcher
     let events = EventRecorder()
+    let eventLease: EventLease
     let meter: UsageMeter
     let wakeup = Wakeup()
     private let state = Locked(State())
@@ -151,6 +156,7 @@ public final class LeaderSession: Sendable {
         let wakeup = self.wakeup
         self.heartbeats = HeartbeatWatcher(client: store.client, logger: logger) { wakeup.ring() }
         self.meter = UsageMeter(configuration: configuration.meter, logger: logger)
+        self.eventLease = EventLease(ttl: configuration.eventTTL)
     }
 
     /// The counters so far.
@@ -659,8 +665,10 @@ public final class LeaderSession: Sendable {
     func flushEvents(now: Date = Date()) async throws {
         let interval = Double(configuration.eventFlushInterval.components.seconds)
             + Double(configuration.eventFlushInterval.components.attoseconds) / 1e18
-        let due = events.due(now: now, interval: interval)
+        let ttl = Double(configuration.eventTTL.components.seconds) + Double(configuration.eventTTL.components.attoseconds) / 1e18
+        let due = events.due(now: now, interval: interval, forgetAfter: ttl)
         guard !due.isEmpty else { return }
+        let lease = try await eventLease.lease(etcd: store.client)
         let limit = max(1, configuration.maxOperationsPerTransaction)
         var start = 0
         while start < due.count {
@@ -668,7 +676,7 @@ public final class LeaderSession: Sendable {
             start += chunk.count
             var txn = StoreTransaction()
             txn.require(leader.fence, reason: Self.fenceReason)
-            for (_, op) in chunk { try txn.add(op) }
+            for (_, op) in chunk { try txn.add(op, lease: lease) }
             do {
                 let result = try await store.commit(txn)
                 events.committed(chunk.map(\.0), revision: result.revision, now: now)

@@ -30,16 +30,17 @@ struct WriteUnit: Sendable {
 }
 
 extension StoreTransaction {
-    mutating func add(_ op: WriteOp) throws {
+    /// Adds `op`; creates and updates go under `lease` (0: none).
+    mutating func add(_ op: WriteOp, lease: Int64 = 0) throws {
         switch op {
-        case .create(let o): try addCreate(o)
-        case .update(let o): try addUpdate(o)
+        case .create(let o): try addCreate(o, lease: lease)
+        case .update(let o): try addUpdate(o, lease: lease)
         case .delete(let o): addDelete(o)
         }
     }
 
-    private mutating func addCreate<R: Resource>(_ object: R) throws { try create(object) }
-    private mutating func addUpdate<R: Resource>(_ object: R) throws { try update(object) }
+    private mutating func addCreate<R: Resource>(_ object: R, lease: Int64) throws { try create(object, lease: lease) }
+    private mutating func addUpdate<R: Resource>(_ object: R, lease: Int64) throws { try update(object, lease: lease) }
     private mutating func addDelete<R: Resource>(_ object: R) {
         delete(R.self, tenant: object.metadata.tenant, name: object.metadata.name,
                expectedVersion: object.metadata.resourceVersion)
