@@ -16,8 +16,9 @@ import GPUPlaneSystem
 /// 4. **Placement**: every pending replica through ``Pipeline/placeBatch(_:in:preempt:)`` on
 ///    a snapshot built from the informers' caches; the bindings (with new model servers and
 ///    preemptions) commit in fenced transactions, each replica compared on its resourceVersion.
-/// 5. **Deployments**: `status` says how many instances are placed ("2/3 running, waiting for
-///    capacity"), written only when it changes.
+/// 5. **Status upkeep**: a deployment's `status` says how many instances are placed ("2/3
+///    running, waiting for capacity"); a model server's `status.attachedReplicas` lists the
+///    replicas bound to it. Each is written only when it changes.
 /// 6. **Warm pool** and idle model servers.
 ///
 /// A step that wrote ends the pass; the next one starts once the informers have seen those
@@ -278,8 +279,8 @@ public final class LeaderSession: Sendable {
             return true
         }
 
-        // 5. Deployment status.
-        _ = try await commit(deploymentStatus(replicaList))
+        // 5. Deployment status and model server attachments.
+        _ = try await commit(deploymentStatus(replicaList) + serverAttachments(serverList, replicaList))
 
         // 6. Warm pool and idle servers.
         _ = try await commit(warmPool(serverList, replicaList, &snapshot, now: now))
@@ -522,6 +523,26 @@ public final class LeaderSession: Sendable {
             guard status != deployment.status else { continue }
             var updated = deployment
             updated.status = status
+            units.append(WriteUnit(ops: [.update(updated)]))
+        }
+        return units
+    }
+
+    /// Model servers whose `attachedReplicas` (`tenant/name` of each replica bound to them,
+    /// sorted) differ from what the replicas say: one update each.
+    func serverAttachments(_ serverList: [ModelServer], _ replicaList: [Replica]) -> [WriteUnit] {
+        var attached: [String: [String]] = [:]
+        for replica in replicaList {
+            guard let server = replica.binding?.modelServer, replica.status.phase != .failed, replica.status.phase != .preempted
+            else { continue }
+            attached[server, default: []].append("\(replica.metadata.tenant)/\(replica.metadata.name)")
+        }
+        var units: [WriteUnit] = []
+        for server in serverList {
+            let now = (attached[server.metadata.name] ?? []).sorted()
+            guard now != server.status.attachedReplicas else { continue }
+            var updated = server
+            updated.status.attachedReplicas = now
             units.append(WriteUnit(ops: [.update(updated)]))
         }
         return units

@@ -59,6 +59,16 @@ struct SchedulerPlacementTests {
             #expect(sharedA.binding?.node == "shr")
             // The second tenant attaches to the running server instead of packing a new one.
             #expect(sharedB.binding?.modelServer == sharedA.binding?.modelServer)
+            // The server's status lists both attachments, and only the one left after the
+            // other replica is deleted.
+            let sharedName = try #require(sharedA.binding?.modelServer)
+            try await eventually("the shared server lists both replicas") {
+                try await h.store.get(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: sharedName).status.attachedReplicas == ["acme/small-a", "other/small-b"]
+            }
+            try await h.store.delete(Replica.self, tenant: "acme", name: "small-a")
+            try await eventually("the shared server lists the replica left") {
+                try await h.store.get(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: sharedName).status.attachedReplicas == ["other/small-b"]
+            }
             let servers = try await h.store.list(ModelServer.self).items
             #expect(servers.count == 2)
             let largeServer = servers.first { $0.metadata.name == large.binding?.modelServer }
