@@ -195,6 +195,14 @@ final class JSONSink {
             writeISO8601(date)
         } else if T.self == URL.self, let url = value as? URL {
             writeString(url.absoluteString)
+        } else if T.self == [String: String].self, let dictionary = value as? [String: String],
+            writeStringDictionary(dictionary)
+        {
+            return
+        } else if T.self == [String].self, let strings = value as? [String] {
+            writeArray(strings) { writeString($0) }
+        } else if T.self == [Int].self, let integers = value as? [Int] {
+            writeArray(integers) { writeInteger($0) }
         } else {
             let start = bytes.count
             try value.encode(to: StreamingEncoder(sink: self, depth: depth))
@@ -203,6 +211,37 @@ final class JSONSink {
                 bytes.append(contentsOf: [UInt8(ascii: "{"), UInt8(ascii: "}")])
             }
         }
+    }
+
+    /// Writes a string-to-string dictionary as an object with its keys in byte order, as the
+    /// generic path would after re-ordering, without going through `Encodable`'s keyed
+    /// containers. False (and nothing written) when a key needs escaping, whose escaped bytes
+    /// could order differently: the generic path handles those.
+    func writeStringDictionary(_ dictionary: [String: String]) -> Bool {
+        for key in dictionary.keys where key.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            return false
+        }
+        bytes.append(UInt8(ascii: "{"))
+        var first = true
+        for (key, value) in dictionary.sorted(by: { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }) {
+            if !first { bytes.append(UInt8(ascii: ",")) }
+            first = false
+            writeString(key)
+            bytes.append(UInt8(ascii: ":"))
+            writeString(value)
+        }
+        bytes.append(UInt8(ascii: "}"))
+        return true
+    }
+
+    /// Writes an array, each element with `element`.
+    func writeArray<Element>(_ elements: [Element], _ element: (Element) -> Void) {
+        bytes.append(UInt8(ascii: "["))
+        for (index, value) in elements.enumerated() {
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            element(value)
+        }
+        bytes.append(UInt8(ascii: "]"))
     }
 
     func writeNull() { bytes.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C]) }
@@ -274,37 +313,43 @@ final class JSONSink {
     private static let base64: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
     func writeBase64(_ data: Data) {
-        bytes.append(UInt8(ascii: "\""))
         let table = Self.base64
-        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-            var index = 0
-            let count = raw.count
-            bytes.reserveCapacity(bytes.count + (count + 2) / 3 * 4 + 2)
-            while index + 3 <= count {
-                let chunk = UInt32(raw[index]) << 16 | UInt32(raw[index + 1]) << 8 | UInt32(raw[index + 2])
-                bytes.append(table[Int(chunk >> 18 & 63)])
-                bytes.append(table[Int(chunk >> 12 & 63)])
-                bytes.append(table[Int(chunk >> 6 & 63)])
-                bytes.append(table[Int(chunk & 63)])
-                index += 3
-            }
-            switch count - index {
-            case 1:
-                let chunk = UInt32(raw[index]) << 16
-                bytes.append(table[Int(chunk >> 18 & 63)])
-                bytes.append(table[Int(chunk >> 12 & 63)])
-                bytes.append(contentsOf: [UInt8(ascii: "="), UInt8(ascii: "=")])
-            case 2:
-                let chunk = UInt32(raw[index]) << 16 | UInt32(raw[index + 1]) << 8
-                bytes.append(table[Int(chunk >> 18 & 63)])
-                bytes.append(table[Int(chunk >> 12 & 63)])
-                bytes.append(table[Int(chunk >> 6 & 63)])
-                bytes.append(UInt8(ascii: "="))
-            default:
-                break
+        let count = data.count
+        let encoded = (count + 2) / 3 * 4
+        let start = bytes.count
+        // Grow once, then fill in place: appending byte by byte checked capacity per byte.
+        bytes.append(contentsOf: repeatElement(UInt8(ascii: "="), count: encoded + 2))
+        bytes.withUnsafeMutableBufferPointer { out in
+            out[start] = UInt8(ascii: "\"")
+            out[start + encoded + 1] = UInt8(ascii: "\"")
+            var o = start + 1
+            data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+                var index = 0
+                while index + 3 <= count {
+                    let chunk = UInt32(raw[index]) << 16 | UInt32(raw[index + 1]) << 8 | UInt32(raw[index + 2])
+                    out[o] = table[Int(chunk >> 18 & 63)]
+                    out[o + 1] = table[Int(chunk >> 12 & 63)]
+                    out[o + 2] = table[Int(chunk >> 6 & 63)]
+                    out[o + 3] = table[Int(chunk & 63)]
+                    o += 4
+                    index += 3
+                }
+                // The padding '=' are already in place.
+                switch count - index {
+                case 1:
+                    let chunk = UInt32(raw[index]) << 16
+                    out[o] = table[Int(chunk >> 18 & 63)]
+                    out[o + 1] = table[Int(chunk >> 12 & 63)]
+                case 2:
+                    let chunk = UInt32(raw[index]) << 16 | UInt32(raw[index + 1]) << 8
+                    out[o] = table[Int(chunk >> 18 & 63)]
+                    out[o + 1] = table[Int(chunk >> 12 & 63)]
+                    out[o + 2] = table[Int(chunk >> 6 & 63)]
+                default:
+                    break
+                }
             }
         }
-        bytes.append(UInt8(ascii: "\""))
     }
 
     /// `yyyy-MM-ddTHH:mm:ssZ` in UTC, seconds rounded down, as `JSONEncoder`'s `.iso8601`.

@@ -102,6 +102,28 @@ private struct Manual: Encodable {
         try expectSame([[String: [String: Bool]]](repeating: ["z": ["y": true, "x": false]], count: 3))
     }
 
+    /// `[String: String]`, `[String]` and `[Int]` take a direct path; it must write what the
+    /// generic one (and `JSONEncoder`) does, keys needing escapes included (those fall back).
+    @Test func directPathsForStringDictionariesAndArrays() throws {
+        try expectSame([String: String]())
+        try expectSame(["B": "1", "a": "two", "_": "", "é": "ü", "aa": "x\"y", "gpuplane.io/pod": "api", "Z9": "\n"])
+        try expectSame(Dictionary(uniqueKeysWithValues: (0..<40).map { ("VAR_\($0 * 7919 % 97)", "value \($0)") }))
+        try expectSame(["a\"b": "1", "a": "2", "a\\": "3", "tab\t": "4"])
+        try expectSame(["outer": ["b": "1", "a": "2"]])
+        try expectSame([String]())
+        try expectSame(["b", "a", "\u{1}", "東京"])
+        try expectSame([Int]())
+        try expectSame([0, -1, 8000, Int.max, Int.min])
+        try expectSame([[Int]](repeating: [1, 2], count: 3))
+    }
+
+    @Test func base64OfEveryLengthUpToTwenty() throws {
+        for length in 0...20 {
+            try expectSame(Data((0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }))
+            try expectSame(["v": Data(repeating: 0xFF, count: length)])
+        }
+    }
+
     @Test func enumsAndNestedContainers() throws {
         try expectSame([Shape.circle(radius: 2.5), .square(3, label: "s"), .none])
         try expectSame(Manual())
