@@ -9,17 +9,32 @@ struct ElectionTests {
         let client = try await SharedEtcd.client()
         let name = uniquePrefix("election") + "leader"
         let leaseA = try await client.grantLease(ttl: 120)
-        // Long enough that a loaded machine renews it in time (keep-alive every TTL/3).
-        let leaseB = try await client.grantLease(ttl: 6)
         // Nobody keeps C's lease alive: it must outlast the whole test on a loaded machine.
         let leaseC = try await client.grantLease(ttl: 120)
 
         let a = try await client.campaign(name, lease: leaseA.id, value: "a")
         #expect(try await client.leader(name)?.valueString == "a")
 
+        // Granted just before its keep-alive starts (a loaded full-suite run once spent B's
+        // whole TTL between an earlier grant and the first renewal, so B's campaign found no
+        // lease), and long enough that a loaded machine renews it in time (every TTL/3).
+        let leaseB = try await client.grantLease(ttl: 8)
         let keepB = Task { for try await _ in client.keepAlive(leaseB.id, ttl: leaseB.ttl) {} }
-        let campaignB = Task { try await client.campaign(name, lease: leaseB.id, value: "b") }
-        try await eventually("b queued") { try await client.range(.prefix(name + "/")).count == 2 }
+        let campaignFailure = Collected<Never>()
+        let campaignB = Task {
+            do {
+                return try await client.campaign(name, lease: leaseB.id, value: "b")
+            } catch {
+                campaignFailure.finish(error)
+                throw error
+            }
+        }
+        // A campaign that failed (its lease gone) would never queue: stop waiting, say why.
+        try await eventually("b queued") {
+            if campaignFailure.isFinished { return true }
+            return try await client.range(.prefix(name + "/")).count == 2
+        }
+        if let error = campaignFailure.error { throw error }
         #expect(try await client.leader(name)?.valueString == "a")
 
         // A's fence holds while A leads.
