@@ -171,6 +171,9 @@ final class WriteBatcher: Sendable {
             answer = try await client.txn(
                 Etcd.TxnRequest(compare: batch.flatMap(\.request.compare), success: batch.flatMap(\.request.success)))
         } catch let error as EtcdError where error.code == .grpc && error.grpcCode == 3 {
+            // InvalidArgument, nothing applied: e.g. an etcd run with a lower --max-txn-ops.
+            // Nested batches keep each write's operations apart; use them for a while.
+            state.withLock { $0.nestedAhead = Self.nestedAfterConflict }
             return false
         } catch {
             for item in batch { item.continuation.resume(throwing: error) }

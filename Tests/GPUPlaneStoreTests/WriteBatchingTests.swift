@@ -112,6 +112,24 @@ struct WriteBatchingTests {
         #expect(updates.filter { $0 == .conflict }.count == 39)
     }
 
+    /// Against an etcd with a lower `--max-txn-ops` than the store assumes, batches that etcd
+    /// refuses flat (and nested) fall back until each write goes alone, and every write lands.
+    @Test func aLowerMaxTxnOpsStillLandsEveryWrite() async throws {
+        let etcd = try await EtcdFixture.start(extraArguments: ["--max-txn-ops", "8"])
+        defer { etcd.shutdown() }
+        let store = ResourceStore(client: try Etcd.Client(endpoints: etcd.endpoints))
+        let t = uniqueTenant("ops")
+        let outcomes = await Self.outcomes(60) { i in
+            _ = try await store.transaction { txn in
+                try txn.create(Gadget(tenant: t, name: "g\(i)", size: i))
+                try txn.create(Sprocket(metadata: ObjectMeta(name: "s\(i)", tenant: t), teeth: i))
+            }
+        }
+        #expect(outcomes.allSatisfy { $0 == nil }, "\(outcomes.compactMap { $0 })")
+        #expect(try await store.list(Gadget.self, tenant: t).items.count == 60)
+        #expect(try await store.list(Sprocket.self, tenant: t).items.count == 60)
+    }
+
     /// Runs `count` writes at once: nil for each success, the store's error code otherwise.
     static func outcomes(_ count: Int, _ write: @escaping @Sendable (Int) async throws -> Void) async -> [StoreError.Code?] {
         await withTaskGroup(of: StoreError.Code?.self) { group in
