@@ -191,12 +191,16 @@ public final class Scheduler: Service, Sendable {
     private func term(lease: Etcd.LeaseGrant, leader: Locked<Etcd.LeaderKey?>) async -> TermEnd {
         let lastRenewal = Locked(ContinuousClock.now)
         let ttl = Duration.seconds(max(lease.ttl, 1))
+        // The children still running, by name: logged if the term's end waits on them long.
+        let running = Locked(Set(["shutdown-wait", "keep-alive", "lease-deadline", "campaign-and-session"]))
         return await withTaskGroup(of: TermEnd.self) { group in
             group.addTask {
+                defer { running.withLock { _ = $0.remove("shutdown-wait") } }
                 await self.waitForShutdown()
                 return .shutdown
             }
             group.addTask {
+                defer { running.withLock { _ = $0.remove("keep-alive") } }
                 // Renewals; the stream throws when etcd says the lease is gone.
                 do {
                     for try await _ in self.store.client.keepAlive(lease.id, ttl: lease.ttl) {
@@ -208,6 +212,7 @@ public final class Scheduler: Service, Sendable {
                 }
             }
             group.addTask {
+                defer { running.withLock { _ = $0.remove("lease-deadline") } }
                 // A local deadline: no renewal within the TTL (less a margin) means the lease
                 // may be gone in etcd already; stop leading before anyone else can lead.
                 let margin = min(ttl / 4, .milliseconds(500))
@@ -219,6 +224,7 @@ public final class Scheduler: Service, Sendable {
                 return .shutdown
             }
             group.addTask {
+                defer { running.withLock { _ = $0.remove("campaign-and-session") } }
                 do {
                     self.setRole(.standby)
                     let key = try await self.store.client.campaign(
@@ -245,8 +251,18 @@ public final class Scheduler: Service, Sendable {
             }
             let first = await group.next() ?? .shutdown
             group.cancelAll()
-            // Children end promptly on cancellation; wait so no write outlives the term.
+            // Children end promptly on cancellation; wait so no write outlives the term. One
+            // that does not is named in the log (every 5 s), so a stuck term can be traced.
+            let logger = self.logger
+            let watchdog = Task {
+                while true {
+                    try await Task.sleep(for: .seconds(5))
+                    let left = running.withLock { $0 }.sorted()
+                    logger.warning("term ended but children still run", metadata: ["children": "\(left.joined(separator: ","))"])
+                }
+            }
             while await group.next() != nil {}
+            watchdog.cancel()
             return isShuttingDown ? .shutdown : first
         }
     }
