@@ -32,6 +32,9 @@ public struct APIDependencies: Sendable {
     public var logger: Logger
     /// A watch-backed cache of tenants, so admission needs no etcd read for the plan.
     public let tenants: Informer<Tenant>
+    /// Per tenant, whether its applies mostly name applications that exist (see
+    /// ``ApplyHistory``).
+    let applyHistory = ApplyHistory()
 
     /// Makes dependencies over `etcd`.
     public init(

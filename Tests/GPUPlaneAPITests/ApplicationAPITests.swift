@@ -49,6 +49,36 @@ import Testing
         #expect(try await h.call("POST", "/v1/applications", token: token, body: json, headers: ["Content-Type": "application/json"]).status == 201)
     }
 
+    /// A tenant that mostly re-applies switches to reading first (``ApplyHistory``); the
+    /// answers stay those of create-first: 200 and the same version when unchanged, a new
+    /// version when changed, 201 for a name deleted meanwhile, one winner among concurrent
+    /// first applies of a new name and 200 for the rest.
+    @Test func manyReappliesReadFirstWithTheSameAnswers() async throws {
+        let h = try await SharedServer.shared.get()
+        let (_, token) = try await h.tenant(.scale)
+        let first = try await h.call("POST", "/v1/applications", token: token, body: chatBackend)
+        #expect(first.status == 201)
+        for _ in 0..<8 {
+            let again = try await h.call("POST", "/v1/applications", token: token, body: chatBackend)
+            #expect(again.status == 200 && again.resourceVersion == first.resourceVersion)
+        }
+        let changed = chatBackend.replacingOccurrences(of: "priority: inference", with: "priority: interactive")
+        let updated = try await h.call("POST", "/v1/applications", token: token, body: changed)
+        #expect(updated.status == 200 && updated.resourceVersion != first.resourceVersion)
+        #expect(try await h.call("DELETE", "/v1/applications/my-chat-backend", token: token).status == 204)
+        let recreated = try await h.call("POST", "/v1/applications", token: token, body: chatBackend)
+        #expect(recreated.status == 201)
+        let replicas = try await h.call("GET", "/v1/replicas", token: token).items
+        #expect(replicas.count == 1)
+        // Concurrent first applies of a new name, while the tenant still reads first.
+        let fresh = chatBackend.replacingOccurrences(of: "name: my-chat-backend", with: "name: fresh")
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<6 { group.addTask { try await h.call("POST", "/v1/applications", token: token, body: fresh).status } }
+            return try await group.reduce(into: [Int]()) { $0.append($1) }
+        }
+        #expect(statuses.sorted() == [200, 200, 200, 200, 200, 201], "\(statuses)")
+    }
+
     @Test func staleVersionsAreConflicts() async throws {
         let h = try await SharedServer.shared.get()
         let (_, token) = try await h.tenant(.scale)

@@ -43,12 +43,20 @@ struct ApplicationRoutes: Sendable {
         }
     }
 
-    /// One admission of an apply: create-if-absent, or read, diff and update. Throws
-    /// ``Admission/Race`` when another GPU admission of the tenant committed in between.
+    /// One admission of an apply: create-if-absent, or read, diff and update (read first at
+    /// once for tenants whose applies are mostly re-applies, see ``ApplyHistory``). Throws
+    /// ``Admission/Race`` when another GPU admission of the tenant, or another create of the
+    /// same name, committed in between.
     private func admit(name: String, spec: ApplicationSpec, tenant: Tenant, expectedVersion: String?) async throws -> Response {
         let tenantName = tenant.metadata.name
-        if expectedVersion == nil, let created = try await createIfAbsent(name: name, spec: spec, tenant: tenant) {
-            return try HTTPJSON.response(created, status: .created)
+        let history = deps.applyHistory
+        let readFirst = expectedVersion == nil && history.readsFirst(tenant: tenantName)
+        if expectedVersion == nil, !readFirst {
+            if let created = try await createIfAbsent(name: name, spec: spec, tenant: tenant) {
+                history.record(tenant: tenantName, existed: false)
+                return try HTTPJSON.response(created, status: .created)
+            }
+            history.record(tenant: tenantName, existed: true)
         }
         // It exists (or a version was asked for): read the application and its replicas at
         // once (independent reads), then update what changed.
@@ -61,6 +69,7 @@ struct ApplicationRoutes: Sendable {
         } catch let error as StoreError {
             throw APIError.from(error, what: "application \(name)")
         }
+        if readFirst { history.record(tenant: tenantName, existed: current != nil) }
         if let expected = expectedVersion, expected != (current?.metadata.resourceVersion ?? "0")
         {
             throw APIError(
@@ -103,6 +112,8 @@ struct ApplicationRoutes: Sendable {
             }
             stored = try result.object(handle)
         } catch let error as StoreError {
+            // Created meanwhile by another apply of the same name: read it and decide again.
+            if current == nil, error.code == .alreadyExists { throw Admission.Race() }
             throw Admission.race(error) ?? APIError.from(error, what: "application \(name)")
         }
         return try HTTPJSON.response(withStatus(stored, wanted), status: current == nil ? .created : .ok)
