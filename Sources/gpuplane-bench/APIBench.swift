@@ -34,6 +34,9 @@ struct APIBench: AsyncParsableCommand {
     @Flag(help: "Also print each phase's latency tail (p90, p99.9, max) and how its slow operations cluster in time.")
     var tail = false
 
+    @Flag(help: "Also measure unchanged re-applies: each client re-applies the first application it created.")
+    var reapply = false
+
     enum ServerMode: String, ExpressibleByArgument {
         /// The `gpuplane-api-server` executable (built next to this one), as deployed.
         case process
@@ -137,6 +140,27 @@ struct APIBench: AsyncParsableCommand {
                 guard status == 201 else { throw ValidationError("apply answered \(status)") }
             }
             let batching = Self.describeBatching(before: countersBefore, after: try await Self.batchCounters(session, base))
+            if reapply {
+                let again = try await phase(workers: count, etcdPID: etcdPID, serverPID: serverPID) { w, _ in
+                    let manifest = """
+                        application:
+                          name: b\(count)-\(w)-0
+                          pods:
+                            - name: api
+                              path: /api
+                              image: myorg/chat-backend:v1
+                              servicePorts: [8000]
+                              gpu: {enabled: true, model: llama-3.1-8b, priority: inference}
+                              vars: {DATABASE_URL: "postgresql://app@db:5432/chat"}
+                        """
+                    let (status, _) = try await Self.call(session, "POST", base + "/v1/applications", token: token, body: manifest)
+                    guard status == 200 else { throw ValidationError("re-apply answered \(status)") }
+                }
+                print(String(
+                    format: "  %7d clients %-24@ %8.0f/s  p50 %6.2f ms  p99 %6.2f ms  CPU µs etcd %5.0f + server %5.0f + bench %5.0f", count,
+                    "unchanged re-apply" as NSString, again.rate, again.p50 * 1000, again.p99 * 1000, again.etcdCPU, again.serverCPU,
+                    again.selfCPU))
+            }
             if layers {
                 let health = try await phase(workers: count, etcdPID: etcdPID, serverPID: serverPID) { _, _ in
                     guard try await Self.call(session, "GET", base + "/healthz").0 == 200 else { throw ValidationError("healthz") }
