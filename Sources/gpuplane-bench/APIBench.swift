@@ -125,35 +125,15 @@ struct APIBench: AsyncParsableCommand {
             }
             let countersBefore = try await Self.batchCounters(session, base)
             let applies = try await phase(workers: count, etcdPID: etcdPID, serverPID: serverPID) { w, i in
-                let manifest = """
-                    application:
-                      name: b\(count)-\(w)-\(i)
-                      pods:
-                        - name: api
-                          path: /api
-                          image: myorg/chat-backend:v1
-                          servicePorts: [8000]
-                          gpu: {enabled: true, model: llama-3.1-8b, priority: inference}
-                          vars: {DATABASE_URL: "postgresql://app@db:5432/chat"}
-                    """
-                let (status, _) = try await Self.call(session, "POST", base + "/v1/applications", token: token, body: manifest)
+                let (status, _) = try await Self.call(
+                    session, "POST", base + "/v1/applications", token: token, body: Self.manifest(name: "b\(count)-\(w)-\(i)"))
                 guard status == 201 else { throw ValidationError("apply answered \(status)") }
             }
             let batching = Self.describeBatching(before: countersBefore, after: try await Self.batchCounters(session, base))
             if reapply {
                 let again = try await phase(workers: count, etcdPID: etcdPID, serverPID: serverPID) { w, _ in
-                    let manifest = """
-                        application:
-                          name: b\(count)-\(w)-0
-                          pods:
-                            - name: api
-                              path: /api
-                              image: myorg/chat-backend:v1
-                              servicePorts: [8000]
-                              gpu: {enabled: true, model: llama-3.1-8b, priority: inference}
-                              vars: {DATABASE_URL: "postgresql://app@db:5432/chat"}
-                        """
-                    let (status, _) = try await Self.call(session, "POST", base + "/v1/applications", token: token, body: manifest)
+                    let (status, _) = try await Self.call(
+                        session, "POST", base + "/v1/applications", token: token, body: Self.manifest(name: "b\(count)-\(w)-0"))
                     guard status == 200 else { throw ValidationError("re-apply answered \(status)") }
                 }
                 print(String(
@@ -182,19 +162,24 @@ struct APIBench: AsyncParsableCommand {
         }
     }
 
+    /// The one-pod Mode 3 manifest every apply of the benchmark sends, named `name`.
+    static func manifest(name: String) -> String {
+        """
+        application:
+          name: \(name)
+          pods:
+            - name: api
+              path: /api
+              image: myorg/chat-backend:v1
+              servicePorts: [8000]
+              gpu: {enabled: true, model: llama-3.1-8b, priority: inference}
+              vars: {DATABASE_URL: "postgresql://app@db:5432/chat"}
+        """
+    }
+
     /// Microseconds per call of each part of an apply, measured one after another.
     func parts(deps: APIDependencies, session: CurlHTTP.Client, base: String, token: String) async throws {
-        let manifest = Data("""
-            application:
-              name: parts
-              pods:
-                - name: api
-                  path: /api
-                  image: myorg/chat-backend:v1
-                  servicePorts: [8000]
-                  gpu: {enabled: true, model: llama-3.1-8b, priority: inference}
-                  vars: {DATABASE_URL: "postgresql://app@db:5432/chat"}
-            """.utf8)
+        let manifest = Data(Self.manifest(name: "parts").utf8)
         let rounds = 2000
         func time(_ label: String, _ body: () async throws -> Void) async rethrows {
             let cpu0 = Self.cpuTicks("self")
@@ -263,7 +248,7 @@ struct APIBench: AsyncParsableCommand {
         var k = 0
         try await time("HTTP apply, first of a name (client + server)") {
             k += 1
-            let body = String(decoding: manifest, as: UTF8.self).replacingOccurrences(of: "name: parts", with: "name: parts-http-\(k)")
+            let body = Self.manifest(name: "parts-http-\(k)")
             guard try await Self.call(session, "POST", base + "/v1/applications", token: token, body: body).0 == 201 else {
                 throw ValidationError("apply")
             }
