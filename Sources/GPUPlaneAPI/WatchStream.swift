@@ -115,7 +115,10 @@ struct WatchStreamer: Sendable {
                         }
                         try await send(line)
                     }
-                    lastRevision = max(lastRevision, batch.header.revision)
+                    // An empty batch is etcd's progress notification: everything up to its
+                    // header revision was sent. A batch of replayed events carries etcd's
+                    // current revision even when more replay follows, so only its events count.
+                    if batch.events.isEmpty { lastRevision = max(lastRevision, batch.header.revision) }
                 }
             }
             try await writer.finish(nil)
