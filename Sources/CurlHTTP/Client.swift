@@ -100,6 +100,60 @@ extension CurlHTTP {
             return BodyStream(chunks: chunks, cancelAction: { loop.cancel(transfer) })
         }
 
+        /// Starts an exchange and returns as soon as the answer's status and headers are in,
+        /// with its body to read as it arrives: what a proxy needs. Unlike
+        /// ``stream(_:)-(Request)``, any status is an answer, and its body streams too.
+        ///
+        /// Cancelling the calling task while it waits for the head aborts the transfer; after
+        /// that, ending the body's iteration early or ``StreamedResponse/cancel()`` does.
+        /// - Throws: ``CurlHTTPError`` when no answer came (``CurlHTTPError/Code/couldNotConnect``,
+        ///   ``CurlHTTPError/Code/timeout``, ``CurlHTTPError/Code/cancelled``…).
+        public func exchange(_ request: Request) async throws(CurlHTTPError) -> StreamedResponse {
+            let (chunks, continuation) = AsyncThrowingStream<Data, any Error>.makeStream()
+            let box = TransferBox()
+            let loop = self.loop
+            let result = await withTaskCancellationHandler {
+                await withCheckedContinuation { (head: CheckedContinuation<Result<StreamedResponse, CurlHTTPError>, Never>) in
+                    // The head, the chunks and the completion all come on the loop thread, in order.
+                    let answered = Locked(false)
+                    let cancel: @Sendable () -> Void = { if let t = box.get() { loop.cancel(t) } }
+                    let transfer = CurlTransfer(
+                        request: request,
+                        onData: { bytes in continuation.yield(Data(bytes)) },
+                        onHead: { status, headers in
+                            answered.withLock { $0 = true }
+                            head.resume(returning: .success(
+                                StreamedResponse(status: status, headers: headers, body: chunks, cancelAction: cancel)))
+                        },
+                        completion: { result in
+                            let early = answered.withLock { done -> Bool in
+                                defer { done = true }
+                                return !done
+                            }
+                            switch result {
+                            case .success(let response):
+                                if early {
+                                    if !response.body.isEmpty { continuation.yield(response.body) }
+                                    head.resume(returning: .success(
+                                        StreamedResponse(status: response.status, headers: response.headers, body: chunks, cancelAction: cancel)))
+                                }
+                                continuation.finish()
+                            case .failure(let error):
+                                if early { head.resume(returning: .failure(error)) }
+                                continuation.finish(throwing: error)
+                            }
+                        })
+                    box.set(transfer)
+                    continuation.onTermination = { _ in loop.cancel(transfer) }
+                    loop.submit(transfer)
+                    if Task.isCancelled { loop.cancel(transfer) }
+                }
+            } onCancel: {
+                if let transfer = box.get() { loop.cancel(transfer) }
+            }
+            return try result.get()
+        }
+
         /// The callback form of ``stream(_:)``, for callers that split the body themselves on
         /// the client's thread: `onData` gets each chunk of a 2xx answer, `completion` is
         /// called once when the transfer ends. Both run on the client's thread and must not
@@ -113,6 +167,28 @@ extension CurlHTTP {
             loop.submit(transfer)
             return { loop.cancel(transfer) }
         }
+    }
+
+    /// An answer whose status and headers are in and whose body is still coming; see
+    /// ``Client/exchange(_:)``.
+    public struct StreamedResponse: Sendable {
+        /// The HTTP status code.
+        public let status: Int
+        /// The headers, in the order received.
+        public let headers: [Header]
+        /// The body's chunks as the server sends them, whatever the status; the sequence throws
+        /// ``CurlHTTPError`` when the transfer fails midway.
+        public let body: AsyncThrowingStream<Data, any Error>
+        let cancelAction: @Sendable () -> Void
+
+        /// The value of the first header called `name` (case-insensitive).
+        public func header(_ name: String) -> String? {
+            let wanted = name.lowercased()
+            return headers.first { $0.name.lowercased() == wanted }?.value
+        }
+
+        /// Aborts the transfer; ``body`` then ends with ``CurlHTTPError/Code/cancelled``.
+        public func cancel() { cancelAction() }
     }
 
     /// The body of a streaming answer; see ``Client/stream(_:)-(Request)``.

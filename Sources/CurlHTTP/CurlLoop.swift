@@ -11,8 +11,12 @@ import GPUPlaneSystem
 /// `cancelRequested`, which the loop's lock guards.
 final class CurlTransfer: @unchecked Sendable {
     let request: CurlHTTP.Request
-    /// For streams: called on the loop thread with each chunk of a 2xx answer's body.
+    /// For streams: called on the loop thread with each chunk of a 2xx answer's body (of any
+    /// answer's body when ``onHead`` is set).
     let onData: (@Sendable (UnsafeRawBufferPointer) -> Void)?
+    /// For exchanges: called on the loop thread once the final answer's status and headers are
+    /// in, before its first body byte.
+    let onHead: (@Sendable (Int, [CurlHTTP.Header]) -> Void)?
     /// Called exactly once, on the loop thread.
     let completion: @Sendable (Result<CurlHTTP.Response, CurlHTTPError>) -> Void
 
@@ -22,19 +26,23 @@ final class CurlTransfer: @unchecked Sendable {
     fileprivate var status = 0
     fileprivate var headers: [CurlHTTP.Header] = []
     fileprivate var finished = false
+    fileprivate var headDelivered = false
     fileprivate var cancelRequested = false  // guarded by CurlLoop.lock
 
     init(
         request: CurlHTTP.Request, onData: (@Sendable (UnsafeRawBufferPointer) -> Void)? = nil,
+        onHead: (@Sendable (Int, [CurlHTTP.Header]) -> Void)? = nil,
         completion: @escaping @Sendable (Result<CurlHTTP.Response, CurlHTTPError>) -> Void
     ) {
         self.request = request
         self.onData = onData
+        self.onHead = onHead
         self.completion = completion
     }
 
     fileprivate func received(_ bytes: UnsafeRawBufferPointer) {
-        if let onData, (200..<300).contains(status) {
+        if let onData, onHead != nil || (200..<300).contains(status) {
+            deliverHead()
             onData(bytes)
         } else {
             buffer.append(contentsOf: bytes)
@@ -47,7 +55,11 @@ final class CurlTransfer: @unchecked Sendable {
         // Byte-level: this runs for every header line of every response, and Foundation's
         // trimming (NSString bridging on Linux) was a measurable share of the api-server's CPU.
         let (start, end) = Self.trimmed(bytes, 0, bytes.count)
-        guard start < end else { return }
+        guard start < end else {
+            // The blank line ending a header block: the head of a final (not 1xx) answer is in.
+            if status >= 200 { deliverHead() }
+            return
+        }
         let line = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
         if line.starts(with: Self.httpPrefix) {
             // "HTTP/1.1 200 OK": the status is the second word.
@@ -67,6 +79,13 @@ final class CurlTransfer: @unchecked Sendable {
                 String(decoding: UnsafeRawBufferPointer(rebasing: line[..<colon]), as: UTF8.self),
                 String(decoding: UnsafeRawBufferPointer(rebasing: line[valueStart..<valueEnd]), as: UTF8.self)))
         }
+    }
+
+    /// Hands the final answer's status and headers to ``onHead``, once.
+    fileprivate func deliverHead() {
+        guard let onHead, !headDelivered else { return }
+        headDelivered = true
+        onHead(status, headers)
     }
 
     private static let httpPrefix: [UInt8] = Array("HTTP/".utf8)
@@ -263,7 +282,7 @@ final class CurlLoop: @unchecked Sendable {
             var status = 0
             _ = gp_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
             let response = CurlHTTP.Response(status: status, headers: t.headers, body: t.buffer)
-            if t.onData != nil, !response.isSuccess {
+            if t.onData != nil, t.onHead == nil, !response.isSuccess {
                 return .failure(
                     CurlHTTPError(
                         code: .httpStatus, message: "HTTP \(status)", reachedServer: true, response: response))

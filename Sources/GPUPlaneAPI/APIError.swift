@@ -31,6 +31,12 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         public static let unavailable = Code(rawValue: "unavailable")
         /// A bug on our side.
         public static let internalError = Code(rawValue: "internal")
+        /// The model server behind the inference gateway failed (502).
+        public static let upstream = Code(rawValue: "upstream")
+        /// The model server behind the inference gateway took too long (504).
+        public static let upstreamTimeout = Code(rawValue: "upstream_timeout")
+        /// Too many requests wait for the model already; retry later (429).
+        public static let overloaded = Code(rawValue: "overloaded")
     }
 
     /// The HTTP status.
@@ -47,6 +53,8 @@ public struct APIError: Error, HTTPResponseError, Sendable {
     public var column: Int?
     /// Every finding, when there are several.
     public var details: [Diagnostic]
+    /// Seconds after which a retry may succeed (`Retry-After`), for 429 and 503.
+    public var retryAfter: Int?
 
     /// Makes an error.
     public init(
@@ -128,6 +136,7 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         if status == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
+        if let retryAfter { headers[.retryAfter] = String(retryAfter) }
         return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
     }
 }

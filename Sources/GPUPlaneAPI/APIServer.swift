@@ -35,13 +35,18 @@ public struct APIDependencies: Sendable {
     /// Per tenant, whether its applies mostly name applications that exist (see
     /// ``ApplyHistory``).
     let applyHistory = ApplyHistory()
+    /// The keys of inference URLs.
+    public let inferenceKeys: InferenceKeys
+    /// The inference gateway.
+    public let gateway: InferenceGateway
 
     /// Makes dependencies over `etcd`.
     public init(
         etcd: Etcd.Client, catalog: Catalog, adminTokens: [String], machineTypes: MachineTypeTable = .standard,
         maxGPUMemoryGB: Int = ValidationContext.defaultMaxGPUMemoryGB,
         deploymentImage: String = "gpuplane/model-server:latest", heartbeatTTL: Int64 = 10,
-        bookmarkInterval: Double = 10, logger: Logger = Logger(label: "gpuplane.api")
+        bookmarkInterval: Double = 10, inferenceTimeout: Duration = .seconds(600),
+        logger: Logger = Logger(label: "gpuplane.api")
     ) {
         self.etcd = etcd
         self.store = ResourceStore(client: etcd)
@@ -54,6 +59,8 @@ public struct APIDependencies: Sendable {
         self.bookmarkInterval = bookmarkInterval
         self.logger = logger
         self.tenants = Informer<Tenant>(store: store, tenant: ObjectMeta.clusterTenant, logger: logger)
+        self.inferenceKeys = InferenceKeys(etcd: etcd)
+        self.gateway = InferenceGateway(store: store, keys: inferenceKeys, timeout: inferenceTimeout, logger: logger)
     }
 
     var planner: ReplicaPlanner {
@@ -81,7 +88,9 @@ public final class RouteTable: @unchecked Sendable {
         _ method: HTTPRequest.Method, _ path: String,
         _ handler: @escaping @Sendable (Request, APIContext) async throws -> Response
     ) {
-        let openAPIPath = path.split(separator: "/").map { $0.hasPrefix(":") ? "{\($0.dropFirst())}" : String($0) }
+        let openAPIPath = path.split(separator: "/").map {
+            $0 == "**" ? "{path}" : $0.hasPrefix(":") ? "{\($0.dropFirst())}" : String($0)
+        }
         routes.append((method.rawValue, "/" + openAPIPath.joined(separator: "/")))
         router.on(RouterPath(path), method: method, use: handler)
     }
@@ -101,6 +110,7 @@ public func buildRouter(_ deps: APIDependencies) -> (Router<APIContext>, RouteTa
     ModelServerRoutes(deps: deps).register(table)
     TenantRoutes(deps: deps).register(table)
     InfoRoutes(deps: deps).register(table)
+    GatewayRoutes(deps: deps).register(table)
     return (router, table)
 }
 
@@ -110,6 +120,7 @@ public func buildApplication(
 ) -> some ApplicationProtocol {
     let (router, _) = buildRouter(deps)
     deps.tenants.start()
+    deps.gateway.start()
     return Hummingbird.Application(
         router: router,
         configuration: .init(address: .hostname(host, port: port), serverName: "gpuplane-api-server"),

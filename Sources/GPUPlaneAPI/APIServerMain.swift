@@ -18,6 +18,8 @@ public enum APIServerMain {
         ConfigurationKey("max-gpu-memory", .int, default: "96", help: "largest gpu.memoryGB the fleet can give"),
         ConfigurationKey("heartbeat-ttl", .int, default: "10", help: "seconds a node stays Ready without a heartbeat"),
         ConfigurationKey("deployment-image", .string, default: "gpuplane/model-server:latest", help: "image custom LLM deployments run"),
+        ConfigurationKey(
+            "inference-timeout", .int, default: "600", help: "seconds one inference request may take through the gateway, streaming included"),
         ConfigurationKey("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error"),
         ConfigurationKey("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
     ]
@@ -39,12 +41,17 @@ public enum APIServerMain {
                     .filter { !$0.isEmpty && !$0.hasPrefix("#") }
             }
             if adminTokens.isEmpty { logger.warning("no admin token configured (--admin-token-file): only issued tokens will work") }
+            let inferenceTimeout = try config.int("inference-timeout") ?? 600
+            guard inferenceTimeout >= 1 else {
+                throw ConfigurationError(code: .invalidValue, key: "inference-timeout", source: nil, detail: "must be at least 1 second, not \(inferenceTimeout)")
+            }
             let etcd = try Etcd.Client(Etcd.Configuration(endpoints: try config.list("etcd.endpoints") ?? ["http://127.0.0.1:2379"]))
             let deps = APIDependencies(
                 etcd: etcd, catalog: catalog, adminTokens: adminTokens,
                 maxGPUMemoryGB: try config.int("max-gpu-memory") ?? 96,
                 deploymentImage: try config.string("deployment-image") ?? "gpuplane/model-server:latest",
-                heartbeatTTL: Int64(try config.int("heartbeat-ttl") ?? 10), logger: logger)
+                heartbeatTTL: Int64(try config.int("heartbeat-ttl") ?? 10), inferenceTimeout: .seconds(inferenceTimeout),
+                logger: logger)
             let readiness = ReadinessTracker(components: ["etcd"])
             let app = buildApplication(
                 deps, host: try config.string("listen") ?? "127.0.0.1", port: try config.int("port") ?? 8080)

@@ -43,13 +43,16 @@ public struct ReplicaSpec: Codable, Sendable, Hashable {
     public var entrypoint: [String]?
     /// Command override.
     public var command: [String]?
+    /// For Mode 2/3: the key that scopes the inference URL to this replica's tenant and model
+    /// (set by the api-server at admission; see `NXL_INFERENCE_URL`).
+    public var inferenceKey: String?
 
     /// Makes a spec.
     public init(
         owner: OwnerReference, role: String, mode: GPUMode?, modelSlug: String?, gpus: Int,
         vramGB: Int, machineTypes: [String], priority: GPUPriority, image: String,
         env: [String: String] = [:], ports: [Int] = [], entrypoint: [String]? = nil,
-        command: [String]? = nil
+        command: [String]? = nil, inferenceKey: String? = nil
     ) {
         self.owner = owner
         self.role = role
@@ -64,6 +67,7 @@ public struct ReplicaSpec: Codable, Sendable, Hashable {
         self.ports = ports
         self.entrypoint = entrypoint
         self.command = command
+        self.inferenceKey = inferenceKey
     }
 }
 

@@ -168,6 +168,15 @@ public final class LocalCluster: @unchecked Sendable {
         return String(decoding: response.body, as: UTF8.self)
     }
 
+    /// A JSON POST to any URL (an inference URL, as a pod would call it: no token).
+    public func post(_ url: String, json: String) async throws -> (status: Int, body: Data) {
+        let response = try await http.perform(
+            CurlHTTP.Request(
+                method: .post, url: url, headers: [CurlHTTP.Header("Content-Type", "application/json")], body: Data(json.utf8),
+                timeout: .seconds(30)))
+        return (response.status, response.body)
+    }
+
     /// One call whose answer is a JSON object.
     public func json(_ method: String, _ path: String, token: String? = nil, body: String? = nil) async throws -> [String: Any] {
         let (status, data) = try await call(method, path, token: token, body: body)

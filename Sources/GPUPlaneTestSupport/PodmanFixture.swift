@@ -40,10 +40,7 @@ public final class PodmanFixture: @unchecked Sendable {
     /// imported once per fixture.
     public let testImage: String
     /// The same rootfs with `/bin/gpuplane-stand-in-model-server` as its entrypoint: a plainly
-    /// named stand-in for vLLM that serves no model. It takes vLLM-style arguments (`--model ID`,
-    /// `--port N`, others ignored) plus `--hold-until PATH` (answer nothing until PATH exists in
-    /// the container), then answers `GET /v1/models` with `{"object":"list","data":[{"id":ID,…}]}`
-    /// through busybox httpd.
+    /// named stand-in for vLLM that serves no model (see ``StandInModelServer``).
     public let standInModelServerImage: String
     /// The CDI kind of the fake GPUs, e.g. `gpuplane-1a2b3c4d.test/gpu`.
     public let cdiKind: String
@@ -286,41 +283,13 @@ public final class PodmanFixture: @unchecked Sendable {
             to: rootfs.appendingPathComponent("etc/passwd"), atomically: true, encoding: .utf8)
         try "root:x:0:\n".write(to: rootfs.appendingPathComponent("etc/group"), atomically: true, encoding: .utf8)
         let standIn = rootfs.appendingPathComponent("bin/gpuplane-stand-in-model-server")
-        try standInModelServerScript.write(to: standIn, atomically: true, encoding: .utf8)
+        try StandInModelServer.script.write(to: standIn, atomically: true, encoding: .utf8)
         try fm.setAttributes([.posixPermissions: 0o755], ofItemAtPath: standIn.path)
         let tarball = directory.appendingPathComponent("rootfs.tar")
         _ = try run("/bin/tar", ["-C", rootfs.path, "-cf", tarball.path, "."])
         try? fm.removeItem(at: rootfs)
         return tarball
     }
-
-    /// The stand-in model server: not vLLM, it serves no model; see ``standInModelServerImage``.
-    static let standInModelServerScript = #"""
-        #!/bin/sh
-        # gpuplane's stand-in model server: NOT vLLM, it serves no model. It answers
-        # GET /v1/models like an OpenAI-protocol server so tests can watch a model server be
-        # started on its GPU and reported ready.
-        model=stand-in
-        port=8000
-        hold=
-        while [ $# -gt 0 ]; do
-            case "$1" in
-                --model) model=$2; shift ;;
-                --port) port=$2; shift ;;
-                --hold-until) hold=$2; shift ;;
-            esac
-            shift
-        done
-        gpus=$(env | sed -n 's/^GPUPLANE_FAKE_GPU_\([0-9]*\)_UUID=.*/\1/p' | sort -n | tr '\n' ',')
-        echo "gpuplane stand-in model server (not vLLM): model=$model port=$port gpus=$gpus slug=${GPUPLANE_MODEL_SLUG:-}"
-        if [ -n "$hold" ]; then
-            echo "holding until $hold exists"
-            while [ ! -e "$hold" ]; do sleep 0.2; done
-        fi
-        mkdir -p /srv/v1
-        printf '{"object":"list","data":[{"id":"%s","object":"model","owned_by":"gpuplane-stand-in"}]}' "$model" > /srv/v1/models
-        exec httpd -f -p "$port" -h /srv
-        """#
 
     /// Cleans up after fixtures whose test process died without its exit handlers (SIGKILL,
     /// a crash): their containers, storage, CDI spec and folder. A fixture's folder names its

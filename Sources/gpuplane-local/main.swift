@@ -4,7 +4,8 @@ import GPUPlaneTestSupport
 /// `gpuplane-local [--example FILE] [--keep-running]`: starts etcd, podman with fake GPUs and
 /// the three daemons, applies the example as an Enterprise tenant, and shows it placed and
 /// running, with what the container sees of its GPU; then applies the Mode 3 example and shows
-/// its model server (the stand-in) ready and the pod running with NXL_INFERENCE_URL.
+/// its model server (the stand-in) ready, the pod running with NXL_INFERENCE_URL, and one chat
+/// completion through that URL.
 let arguments = CommandLine.arguments.dropFirst()
 let keepRunning = arguments.contains("--keep-running")
 let example = arguments.firstIndex(of: "--example").flatMap { arguments.index(after: $0) < arguments.endIndex ? arguments[arguments.index(after: $0)] : nil }
@@ -77,7 +78,18 @@ do {
             }
         }
         say("inside gpuplane_demo_hello-model.client:")
-        out(try cluster.podman.podman(["logs", "gpuplane_demo_hello-model.client"]))
+        let podLogs = try cluster.podman.podman(["logs", "gpuplane_demo_hello-model.client"])
+        out(podLogs)
+        if let line = podLogs.split(separator: "\n").first(where: { $0.hasPrefix("NXL_INFERENCE_URL=") }) {
+            let url = String(line.dropFirst("NXL_INFERENCE_URL=".count))
+            say("POST \(url)/chat/completions, as the pod would (no API key; the URL is owner-scoped):")
+            var answer = (status: 0, body: Data())
+            try await eventually("the inference gateway answers", timeout: 60, every: 0.5) {
+                answer = try await cluster.post(url + "/chat/completions", json: #"{"model": "auto", "messages": [{"role": "user", "content": "Hello!"}]}"#)
+                return answer.status == 200
+            }
+            out(String(decoding: answer.body, as: UTF8.self))
+        }
     }
     if keepRunning {
         say("running; press Ctrl-C to stop (api-server \(cluster.apiURL), admin token \(cluster.adminToken))")

@@ -75,7 +75,19 @@ import Testing
             try await eventually("the pod printed its inference URL") {
                 ((try? cluster.podman.podman(["logs", client])) ?? "").contains("NXL_INFERENCE_URL=http")
             }
-            #expect(try cluster.podman.podman(["logs", client]).contains("/v1/tenants/e2e/models/phi-3.5-mini/"))
+            // The pod's URL, called as the pod would (no token, any model name), reaches the
+            // model server on its GPU through the api-server's inference gateway.
+            let line = try cluster.podman.podman(["logs", client]).split(separator: "\n").first { $0.hasPrefix("NXL_INFERENCE_URL=") }
+            let url = String(try #require(line).dropFirst("NXL_INFERENCE_URL=".count))
+            #expect(url.hasPrefix(cluster.apiURL + "/v1/inference/e2e/phi-3.5-mini/"), "\(url)")
+            let serverGPU = try #require(((server["binding"] as? [String: Any])?["gpuIndices"] as? [Int])?.first)
+            var answer = (status: 0, body: Data())
+            try await eventually("a chat completion through the pod's URL", timeout: 60, every: 0.25) {
+                answer = try await cluster.post(url + "/chat/completions", json: #"{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}"#)
+                return answer.status == 200
+            }
+            let reply = String(decoding: answer.body, as: UTF8.self)
+            #expect(reply.contains("stand-in reply (not a model) from microsoft/Phi-3.5-mini-instruct on gpus \(serverGPU),"), "\(reply)")
 
             // Deleting the application stops the container.
             #expect(try await cluster.call("DELETE", "/v1/applications/hello-gpu", token: token).status == 204)

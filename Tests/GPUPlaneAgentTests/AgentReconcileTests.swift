@@ -32,7 +32,7 @@ struct AgentReconcileTests {
             let chatID = try #require(chat.status.containerID)
             try await eventually("chat env printed") { try await world.output(chatID).contains { $0.hasPrefix("NXL_INFERENCE_URL=") } }
             let chatLines = try await world.output(chatID)
-            #expect(chatLines.contains("NXL_INFERENCE_URL=\(world.gateway)/v1/tenants/\(world.tenant)/models/llama-3.1-8b/"))
+            #expect(chatLines.contains("NXL_INFERENCE_URL=\(world.gateway)/v1/inference/\(world.tenant)/llama-3.1-8b/no-key/v1"))
             #expect(!chatLines.contains { $0.hasPrefix("GPUPLANE_FAKE_GPU_") || $0.hasPrefix("NXL_GPU_INDEX=") })
 
             try await eventually("node reports 2 containers") { try await world.node().status.containers == 2 }

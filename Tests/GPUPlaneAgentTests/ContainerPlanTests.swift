@@ -27,10 +27,15 @@ struct ContainerPlanTests {
 
     @Test func modesTwoAndThreeGetTheOwnerScopedInferenceURL() {
         for mode in [GPUMode.sharedPinned, .largePinned] {
-            let plan = ContainerPlan(replica: replica(mode: mode, slug: "llama-3.3-70b", gpus: []), node: "n", gatewayBaseURL: "https://gw.example/")
-            #expect(plan.spec.environment["NXL_INFERENCE_URL"] == "https://gw.example/v1/tenants/acme/models/llama-3.3-70b/")
+            var keyed = replica(mode: mode, slug: "llama-3.3-70b", gpus: [])
+            keyed.spec.inferenceKey = "k3y"
+            let plan = ContainerPlan(replica: keyed, node: "n", gatewayBaseURL: "https://gw.example/")
+            #expect(plan.spec.environment["NXL_INFERENCE_URL"] == "https://gw.example/v1/inference/acme/llama-3.3-70b/k3y/v1")
             #expect(plan.spec.environment["NXL_GPU_INDEX"] == nil)
         }
+        // A replica admitted before keys existed gets a URL the gateway refuses with the fix.
+        let old = ContainerPlan(replica: replica(mode: .sharedPinned, slug: "phi-3.5-mini", gpus: []), node: "n", gatewayBaseURL: "http://gw")
+        #expect(old.spec.environment["NXL_INFERENCE_URL"] == "http://gw/v1/inference/acme/phi-3.5-mini/no-key/v1")
         let cpu = ContainerPlan(replica: replica(mode: nil, gpus: []), node: "n", gatewayBaseURL: "http://gw")
         #expect(cpu.spec.environment.isEmpty)
     }

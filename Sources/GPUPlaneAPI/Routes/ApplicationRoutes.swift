@@ -79,7 +79,7 @@ struct ApplicationRoutes: Sendable {
         var app = current ?? GPUPlaneCore.Application(metadata: ObjectMeta(name: name, tenant: tenantName, uid: ObjectMeta.newUID()), spec: spec)
         app.spec = spec
         let owner = OwnerReference(kind: .application, name: name, uid: app.metadata.uid)
-        let wanted = deps.planner.replicas(for: app)
+        let wanted = try await deps.inferenceKeys.stamp(deps.planner.replicas(for: app))
         let decision = try await admission.checkGPULimit(
             tenant: tenant, replacing: owner, adding: ReplicaPlanner.wholeGPUs(wanted), field: "application.pods")
         let old = try await ownReplicas.filter { $0.spec.owner.kind == .application && $0.spec.owner.name == name }
@@ -125,7 +125,7 @@ struct ApplicationRoutes: Sendable {
     private func createIfAbsent(name: String, spec: ApplicationSpec, tenant: Tenant) async throws -> GPUPlaneCore.Application? {
         let app = GPUPlaneCore.Application(
             metadata: ObjectMeta(name: name, tenant: tenant.metadata.name, uid: ObjectMeta.newUID()), spec: spec)
-        let replicas = deps.planner.replicas(for: app)
+        let replicas = try await deps.inferenceKeys.stamp(deps.planner.replicas(for: app))
         let decision = try await admission.checkGPULimit(
             tenant: tenant, replacing: OwnerReference(kind: .application, name: name, uid: app.metadata.uid),
             adding: ReplicaPlanner.wholeGPUs(replicas), field: "application.pods")

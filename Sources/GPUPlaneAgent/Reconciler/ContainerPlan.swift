@@ -44,7 +44,7 @@ public struct ContainerPlan: Sendable, Hashable {
     ///
     /// The environment is the pod's vars, then the contract, which wins over them:
     /// `NXL_GPU_INDEX` (the bound indices, comma-separated) for Mode 1, and
-    /// `NXL_INFERENCE_URL` (`<gatewayBaseURL>/v1/tenants/<tenant>/models/<slug>/`) for
+    /// `NXL_INFERENCE_URL` (``InferenceEndpoint/url(gatewayBaseURL:tenant:slug:key:)``) for
     /// Mode 2/3. The container gets exactly the bound GPUs and no other device. It joins the
     /// engine's bridge network and publishes no host port (the gateway reaches it later).
     public init(replica: Replica, node: String, gatewayBaseURL: String) {
@@ -58,7 +58,8 @@ public struct ContainerPlan: Sendable, Hashable {
             environment[Self.gpuIndexVariable] = indices.map(String.init).joined(separator: ",")
         case .largePinned, .sharedPinned:
             if let slug = replica.spec.modelSlug {
-                environment[Self.inferenceURLVariable] = Self.inferenceURL(gatewayBaseURL: gatewayBaseURL, tenant: tenant, slug: slug)
+                environment[Self.inferenceURLVariable] = Self.inferenceURL(
+                    gatewayBaseURL: gatewayBaseURL, tenant: tenant, slug: slug, key: replica.spec.inferenceKey)
             }
         case nil:
             break
@@ -101,11 +102,9 @@ public struct ContainerPlan: Sendable, Hashable {
     /// The key of a model server: `_cluster/<name>`.
     public static func key(_ server: ModelServer) -> String { key(tenant: ObjectMeta.clusterTenant, name: server.metadata.name) }
 
-    /// `<base>/v1/tenants/<tenant>/models/<slug>/`.
-    public static func inferenceURL(gatewayBaseURL: String, tenant: String, slug: String) -> String {
-        var base = gatewayBaseURL
-        while base.hasSuffix("/") { base.removeLast() }
-        return "\(base)/v1/tenants/\(tenant)/models/\(slug)/"
+    /// `NXL_INFERENCE_URL` for a tenant's model: see ``InferenceEndpoint``.
+    public static func inferenceURL(gatewayBaseURL: String, tenant: String, slug: String, key: String?) -> String {
+        InferenceEndpoint.url(gatewayBaseURL: gatewayBaseURL, tenant: tenant, slug: slug, key: key)
     }
 
     /// `gpuplane_<tenant>_<name>`, shortened with a hash when over the engines' 128 characters.

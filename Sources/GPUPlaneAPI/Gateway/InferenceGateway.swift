@@ -1,0 +1,289 @@
+import CurlHTTP
+import Foundation
+import GPUPlaneCore
+import GPUPlaneStore
+import Hummingbird
+import Logging
+import Metrics
+import Synchronization
+
+/// The inference gateway: OpenAI-protocol requests from a tenant's pods, through their
+/// owner-scoped `NXL_INFERENCE_URL`, to the model server their replica is attached to.
+///
+/// It holds no state of its own beyond watch-backed caches (the model servers, and an index of
+/// which tenant's replicas use which slug on which server) and the count of requests in flight
+/// per server, so any api-server replica routes alike. A request is sent to the ready server
+/// with the fewest requests in flight; one that could not even connect is tried on the next.
+/// Bodies stream both ways, so a `"stream": true` completion reaches the pod chunk by chunk.
+public final class InferenceGateway: Sendable {
+    /// The most bytes a request body may have.
+    public static let maxBodyBytes = 16 << 20
+
+    let keys: InferenceKeys
+    private let servers: Informer<ModelServer>
+    private let replicas: Informer<Replica>
+    private let http: CurlHTTP.Client
+    private let timeout: Duration
+    private let logger: Logger
+    private let attachments = Mutex(Attachments())
+    private let inFlight = Mutex<[String: Int]>([:])
+    private let indexTask = Mutex<Task<Void, Never>?>(nil)
+
+    /// Which replicas use which slug, and the server each is bound to, per tenant.
+    struct Attachments {
+        /// `<tenant>/<slug>` → replica name → the model server it is bound to (nil: not yet).
+        var bySlug: [String: [String: String?]] = [:]
+        /// replica key → `<tenant>/<slug>`, to undo an entry when its replica changes.
+        var slugOf: [ObjectKey: String] = [:]
+
+        mutating func apply(_ event: InformerEvent<Replica>) {
+            let replica = event.object
+            let key = ObjectKey(tenant: replica.metadata.tenant, name: replica.metadata.name)
+            if let previous = slugOf.removeValue(forKey: key) {
+                bySlug[previous]?[key.name] = nil
+                if bySlug[previous]?.isEmpty == true { bySlug[previous] = nil }
+            }
+            if case .deleted = event { return }
+            guard let slug = replica.spec.modelSlug else { return }
+            let entry = "\(key.tenant)/\(slug)"
+            bySlug[entry, default: [:]][key.name] = .some(replica.binding?.modelServer)
+            slugOf[key] = entry
+        }
+    }
+
+    /// Makes a gateway over `store`; nothing is watched until ``start()``.
+    public init(store: ResourceStore, keys: InferenceKeys, timeout: Duration = .seconds(600), logger: Logger) {
+        self.keys = keys
+        self.servers = Informer<ModelServer>(store: store, tenant: ObjectMeta.clusterTenant, logger: logger)
+        self.replicas = Informer<Replica>(store: store, logger: logger)
+        self.http = CurlHTTP.Client(name: "gateway-curl", maxConnections: 256)
+        self.timeout = timeout
+        self.logger = logger
+    }
+
+    /// Starts watching model servers and replicas.
+    public func start() {
+        indexTask.withLock { task in
+            guard task == nil else { return }
+            servers.start()
+            replicas.start()
+            let events = replicas.events()
+            task = Task { [self] in
+                for await event in events { attachments.withLock { $0.apply(event) } }
+            }
+        }
+    }
+
+    /// Stops watching.
+    public func stop() {
+        indexTask.withLock { $0?.cancel() }
+        servers.stop()
+        replicas.stop()
+    }
+
+    /// Answers a request to `/v1/inference/<tenant>/<slug>/<key>/v1/<rest>` by forwarding it to
+    /// `/v1/<rest>` on one of the tenant's ready model servers for `slug`.
+    func forward(_ request: Request, tenant: String, slug: String, key: Substring, rest: String) async throws -> Response {
+        do {
+            let response = try await route(request, tenant: tenant, slug: slug, key: key, rest: rest)
+            GatewayMetrics.requests(.forwarded).increment()
+            return response
+        } catch let error as APIError {
+            GatewayMetrics.requests(GatewayMetrics.Outcome(error)).increment()
+            throw error
+        }
+    }
+
+    private func route(_ request: Request, tenant: String, slug: String, key: Substring, rest: String) async throws -> Response {
+        if key == InferenceEndpoint.missingKey {
+            throw GatewayFailure.unauthorized(
+                "this inference URL has no key: the replica was admitted before keys existed; apply the application again")
+        }
+        guard try await keys.verify(key, tenant: tenant, slug: slug) else {
+            throw GatewayFailure.unauthorized(
+                "the key in this inference URL is not \(tenant)'s key for \(slug); use NXL_INFERENCE_URL exactly as injected")
+        }
+        let candidates = try readyServers(tenant: tenant, slug: slug)
+        let body = try await Self.body(request)
+        var lastFailure: CurlHTTPError?
+        for server in candidates {
+            let upstream = CurlHTTP.Request(
+                method: request.method == .get ? .get : .post,
+                url: server.endpoint + "/v1/" + rest + (request.uri.query.map { "?" + $0 } ?? ""),
+                headers: Self.forwardedHeaders(request),
+                body: request.method == .get ? nil : Self.pinned(body, to: server.servedName),
+                timeout: timeout, connectTimeout: .seconds(5))
+            let release = enter(server.name)
+            do {
+                let answer = try await http.exchange(upstream)
+                return Self.response(answer, release: release)
+            } catch {
+                release()
+                if error.code == .couldNotConnect, !error.reachedServer {
+                    logger.warning("model server does not answer; trying the next", metadata: [
+                        "gateway.server": "\(server.name)", "gateway.endpoint": "\(server.endpoint)", "error": "\(error.message)",
+                    ])
+                    lastFailure = error
+                    continue
+                }
+                throw GatewayFailure.upstream(error, server: server.name)
+            }
+        }
+        throw GatewayFailure.upstream(lastFailure ?? CurlHTTPError(code: .couldNotConnect, message: "no server", reachedServer: false), server: candidates.last?.name ?? "-")
+    }
+
+    /// A server a request may go to.
+    struct Target {
+        var name: String
+        var endpoint: String
+        var servedName: String
+    }
+
+    /// The tenant's ready servers for `slug`, fewest requests in flight first.
+    private func readyServers(tenant: String, slug: String) throws -> [Target] {
+        guard let attached = attachments.withLock({ $0.bySlug["\(tenant)/\(slug)"] }) else {
+            throw GatewayFailure.notFound("tenant \(tenant) has no pod using model \(slug); the URL serves only the slug its pod is pinned to")
+        }
+        let names = Set(attached.values.compactMap { $0 })
+        let ready: [Target] = names.sorted().compactMap { name in
+            guard let server = servers.get(tenant: ObjectMeta.clusterTenant, name: name), server.status.ready,
+                let endpoint = server.status.endpoint, !endpoint.isEmpty
+            else { return nil }
+            var base = endpoint
+            while base.hasSuffix("/") { base.removeLast() }
+            return Target(name: name, endpoint: base, servedName: Self.servedName(server))
+        }
+        guard !ready.isEmpty else {
+            throw GatewayFailure.notReady("the model server for \(slug) is not ready yet (placing, starting or loading); retry shortly")
+        }
+        let load = inFlight.withLock { counts in ready.map { counts[$0.name] ?? 0 } }
+        return zip(ready, load).sorted { $0.1 < $1.1 }.map(\.0)
+    }
+
+    /// Counts a request in flight on `server`; the returned function ends it (once).
+    private func enter(_ server: String) -> @Sendable () -> Void {
+        inFlight.withLock { $0[server, default: 0] += 1 }
+        GatewayMetrics.inFlight.increment(by: 1)
+        let done = Atomic<Bool>(false)
+        return { [self] in
+            guard !done.exchange(true, ordering: .relaxed) else { return }
+            GatewayMetrics.inFlight.decrement(by: 1)
+            inFlight.withLock { counts in
+                counts[server, default: 1] -= 1
+                if counts[server] == 0 { counts[server] = nil }
+            }
+        }
+    }
+
+    /// The name the server answers to: its `--served-model-name`, else its `--model`, else
+    /// its slug (vLLM's rule).
+    static func servedName(_ server: ModelServer) -> String {
+        let args = server.spec.serving?.args ?? []
+        for flag in ["--served-model-name", "--model"] {
+            if let index = args.firstIndex(of: flag), index + 1 < args.count { return args[index + 1] }
+        }
+        return server.spec.slug
+    }
+
+    /// The body with its `model` set to `served`: the pod's URL is pinned to one model, so
+    /// whatever it asked for (`auto`, the slug, anything) is ignored. Bodies that are not a
+    /// JSON object go as they are.
+    static func pinned(_ body: Data, to served: String) -> Data {
+        guard !body.isEmpty, var object = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] else { return body }
+        object["model"] = served
+        return (try? JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes])) ?? body
+    }
+
+    static func body(_ request: Request) async throws -> Data {
+        guard request.method != .get else { return Data() }
+        var request = request
+        do {
+            return Data(try await request.collectBody(upTo: maxBodyBytes).readableBytesView)
+        } catch let error as HTTPResponseError where error.status == .contentTooLarge {
+            throw APIError(.contentTooLarge, .tooLarge, "the request body is larger than \(maxBodyBytes) bytes")
+        }
+    }
+
+    static func forwardedHeaders(_ request: Request) -> [CurlHTTP.Header] {
+        var headers: [CurlHTTP.Header] = []
+        headers.append(CurlHTTP.Header("Content-Type", request.headers[.contentType] ?? "application/json"))
+        if let accept = request.headers[.accept] { headers.append(CurlHTTP.Header("Accept", accept)) }
+        return headers
+    }
+
+    /// The pod's answer: the server's status, content type and body, streamed.
+    static func response(_ answer: CurlHTTP.StreamedResponse, release: @escaping @Sendable () -> Void) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = answer.header("Content-Type") ?? "application/json"
+        if let cache = answer.header("Cache-Control") { headers[.cacheControl] = cache }
+        let body = ResponseBody { writer in
+            defer { release() }
+            do {
+                for try await chunk in answer.body { try await writer.write(ByteBuffer(bytes: chunk)) }
+            } catch {
+                answer.cancel()
+                throw error
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .init(code: answer.status), headers: headers, body: body)
+    }
+}
+
+/// Why the gateway could not forward a request, as the pod sees it.
+enum GatewayFailure {
+    static func unauthorized(_ message: String) -> APIError { APIError(.unauthorized, .unauthorized, message) }
+    static func notFound(_ message: String) -> APIError { APIError(.notFound, .notFound, message) }
+    static func notReady(_ message: String) -> APIError {
+        var error = APIError(.serviceUnavailable, .unavailable, message)
+        error.retryAfter = 2
+        return error
+    }
+    static func upstream(_ error: CurlHTTPError, server: String) -> APIError {
+        if error.code == .timeout {
+            return APIError(.gatewayTimeout, .upstreamTimeout, "model server \(server) did not finish in time: \(error.message)")
+        }
+        return APIError(.badGateway, .upstream, "model server \(server) failed: \(error.message)")
+    }
+}
+
+/// The gateway's counters on `/metrics`.
+enum GatewayMetrics {
+    /// How a request to the gateway ended.
+    enum Outcome: String, CaseIterable {
+        /// Handed to a model server, whose answer (any status) went back.
+        case forwarded
+        /// 401: a bad or missing key.
+        case unauthorized
+        /// 404: no pod of the tenant uses the slug.
+        case notFound = "not_found"
+        /// 503: no ready server.
+        case notReady = "not_ready"
+        /// 502/504: the server failed or took too long.
+        case upstreamFailed = "upstream_failed"
+        /// 400/413 and the rest.
+        case rejected
+
+        init(_ error: APIError) {
+            switch error.status {
+            case .unauthorized: self = .unauthorized
+            case .notFound: self = .notFound
+            case .serviceUnavailable: self = .notReady
+            case .badGateway, .gatewayTimeout: self = .upstreamFailed
+            default: self = .rejected
+            }
+        }
+    }
+
+    private static let counters: [Outcome: Counter] = Dictionary(
+        uniqueKeysWithValues: Outcome.allCases.map {
+            ($0, Counter(label: "gpuplane_gateway_requests_total", dimensions: [("outcome", $0.rawValue)]))
+        })
+
+    static func requests(_ outcome: Outcome) -> Counter {
+        counters[outcome] ?? Counter(label: "gpuplane_gateway_requests_total", dimensions: [("outcome", outcome.rawValue)])
+    }
+
+    /// Requests being answered by model servers right now.
+    static let inFlight = Meter(label: "gpuplane_gateway_in_flight")
+}

@@ -1,0 +1,85 @@
+import Crypto
+import EtcdClient
+import Foundation
+import GPUPlaneCore
+import Synchronization
+
+/// The keys in inference URLs (see ``InferenceEndpoint``): HMAC-SHA256 of `<tenant>/<slug>`
+/// under one cluster secret, as 22 base64url characters (128 bits).
+///
+/// The secret lives in etcd (``secretKey``): the first api-server that needs it creates it
+/// (create-if-absent, so replicas racing agree on one), every replica reads it once and keeps
+/// it. Only api-servers read it; nodes and users only ever see keys.
+public final class InferenceKeys: Sendable {
+    /// Where the secret is kept.
+    public static let secretKey = "/gpuplane/system/inference-secret"
+    private let etcd: Etcd.Client
+    private let secret = Mutex<Data?>(nil)
+
+    /// Keys over the secret in `etcd`.
+    public init(etcd: Etcd.Client) { self.etcd = etcd }
+
+    /// The key for `tenant`'s URL of `slug`.
+    /// - Throws: ``APIError`` 503 when the secret cannot be read or made.
+    public func key(tenant: String, slug: String) async throws -> String {
+        Self.key(tenant: tenant, slug: slug, secret: try await loadSecret())
+    }
+
+    /// Whether `key` is `tenant`'s key for `slug` (compared in constant time).
+    public func verify(_ key: Substring, tenant: String, slug: String) async throws -> Bool {
+        let expected = Self.key(tenant: tenant, slug: slug, secret: try await loadSecret())
+        guard key.utf8.count == expected.utf8.count else { return false }
+        var difference: UInt8 = 0
+        for (a, b) in zip(key.utf8, expected.utf8) { difference |= a ^ b }
+        return difference == 0
+    }
+
+    /// Stamps each Mode 2/3 replica's spec with its key.
+    public func stamp(_ replicas: [Replica]) async throws -> [Replica] {
+        guard replicas.contains(where: { $0.spec.modelSlug != nil }) else { return replicas }
+        let secret = try await loadSecret()
+        return replicas.map { replica in
+            guard let slug = replica.spec.modelSlug else { return replica }
+            var stamped = replica
+            stamped.spec.inferenceKey = Self.key(tenant: replica.metadata.tenant, slug: slug, secret: secret)
+            return stamped
+        }
+    }
+
+    static func key(tenant: String, slug: String, secret: SymmetricKey) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: Data("\(tenant)/\(slug)".utf8), using: secret)
+        let text = Data(mac.prefix(16)).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+        return text
+    }
+
+    private func loadSecret() async throws -> SymmetricKey {
+        if let known = secret.withLock({ $0 }) { return SymmetricKey(data: known) }
+        let loaded: Data
+        do {
+            if let stored = try await etcd.get(Self.secretKey) {
+                loaded = stored.value
+            } else {
+                let fresh = Data(SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) })
+                let response = try await etcd.txn(
+                    compare: [.createRevision(Self.secretKey, .equal, 0)],
+                    success: [.put(Etcd.PutRequest(key: Data(Self.secretKey.utf8), value: fresh))],
+                    failure: [.range(Etcd.RangeRequest(.key(Self.secretKey)))])
+                if response.succeeded {
+                    loaded = fresh
+                } else if case .range(let range)? = response.responses.first, let kv = range.kvs.first {
+                    loaded = kv.value  // another api-server made it first
+                } else {
+                    throw APIError(.serviceUnavailable, .unavailable, "the inference secret vanished while being made; retry")
+                }
+            }
+        } catch let error as APIError {
+            throw error
+        } catch {
+            throw APIError(.serviceUnavailable, .unavailable, "cannot read the inference secret: the store is unavailable")
+        }
+        secret.withLock { $0 = loaded }
+        return SymmetricKey(data: loaded)
+    }
+}

@@ -1,0 +1,169 @@
+import EtcdClient
+import Foundation
+import GPUPlaneAPI
+import GPUPlaneCore
+import GPUPlaneTestSupport
+import Testing
+
+/// The inference gateway against a live api-server, real etcd and the stand-in model server
+/// (run on this machine, not in a container: the agent's part is covered end to end in
+/// LocalClusterTests).
+@Suite struct GatewayAPITests {
+    static let served = "microsoft/Phi-3.5-mini-instruct"
+
+    /// One tenant's Mode 3 pod, its replica bound to a model server whose endpoint is a
+    /// stand-in listening here.
+    struct Scene {
+        let h: Harness
+        let tenant: String
+        let token: String
+        let replica: Replica
+        let path: String
+        let directory: URL
+
+        func chat(_ body: String = #"{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}"#, path: String? = nil) async throws -> Reply {
+            try await h.call("POST", (path ?? self.path) + "/chat/completions", body: body, headers: ["Content-Type": "application/json"])
+        }
+
+        /// Makes a ready model server at `endpoint` and binds the pod's replica to it.
+        func serve(_ server: String, endpoint: String) async throws {
+            var object = ModelServer(
+                metadata: ObjectMeta(name: server, tenant: ObjectMeta.clusterTenant),
+                spec: .init(slug: "phi-3.5-mini", mode: .sharedPinned, vramGB: 10, serving: .init(image: "x", args: ["--model", GatewayAPITests.served])),
+                binding: Binding(node: "n-gw", gpuIndices: [0]),
+                status: .init(ready: true, endpoint: endpoint, attachedReplicas: ["\(tenant)/\(replica.metadata.name)"]))
+            object = try await h.deps.store.create(object)
+            var bound = try await h.deps.store.get(Replica.self, tenant: tenant, name: replica.metadata.name)
+            bound.binding = Binding(node: "n-gw", gpuIndices: [], modelServer: server)
+            _ = try await h.deps.store.update(bound)
+        }
+    }
+
+    func scene() async throws -> Scene {
+        let h = try await SharedServer.shared.get()
+        let (tenant, token) = try await h.tenant(.scale)
+        let manifest = app("chat", pods: "  - name: client\n    image: x:1\n    gpu: {enabled: true, model: phi-3.5-mini}\n")
+        let applied = try await h.call("POST", "/v1/applications", token: token, body: manifest)
+        #expect(applied.status == 201, "\(applied.text)")
+        let replica = try await h.deps.store.get(Replica.self, tenant: tenant, name: "chat.client")
+        let key = try #require(replica.spec.inferenceKey)
+        return Scene(
+            h: h, tenant: tenant, token: token, replica: replica,
+            path: InferenceEndpoint.path(tenant: tenant, slug: "phi-3.5-mini", key: key),
+            directory: try TestEnvironment.temporaryDirectory(prefix: "gateway"))
+    }
+
+    @Test func aPodReachesItsModelThroughItsURLWithNoToken() async throws {
+        let s = try await scene()
+        // Admitted, not placed: the URL is right but nothing serves it yet.
+        let early = try await s.chat()
+        #expect(early.status == 503, "\(early.text)")
+        #expect(early.headers["retry-after"] == "2")
+        #expect(early.errorMessage.contains("not ready"))
+
+        let port = TestEnvironment.freePort()
+        let standIn = try StandInModelServer.start(in: s.directory, port: port, arguments: ["--model", Self.served])
+        defer { standIn.kill9() }
+        try await s.serve("ms-gw-\(s.tenant)", endpoint: "http://127.0.0.1:\(port)/")
+        // The body asks for "auto"; the server only answers to its own name, so a 200 shows the
+        // gateway pinned the model.
+        var answer = try await s.chat()
+        try await eventually("the gateway routes to the stand-in") {
+            answer = try await s.chat()
+            return answer.status == 200
+        }
+        let choices = try #require(answer.json["choices"] as? [[String: Any]])
+        let content = (choices.first?["message"] as? [String: Any])?["content"] as? String
+        #expect(content?.contains("stand-in reply (not a model) from \(Self.served)") == true, "\(answer.text)")
+        #expect(answer.headers["content-type"]?.hasPrefix("application/json") == true)
+        // The slug itself works too, and so does anything else: there is no cross-routing.
+        #expect(try await s.chat(#"{"model": "phi-3.5-mini", "messages": []}"#).status == 200)
+        #expect(try await s.chat(#"{"model": "llama-3.3-70b", "messages": []}"#).status == 200)
+        let models = try await s.h.call("GET", s.path + "/models")
+        #expect(models.status == 200)
+        #expect(models.text.contains(Self.served))
+
+        // A re-apply keeps the key, and another api-server (its own InferenceKeys over the same
+        // etcd) agrees on it.
+        #expect(try await s.h.call("POST", "/v1/applications", token: s.token, body: app("chat", pods: "  - name: client\n    image: x:1\n    gpu: {enabled: true, model: phi-3.5-mini}\n")).status == 200)
+        let again = try await s.h.deps.store.get(Replica.self, tenant: s.tenant, name: "chat.client")
+        #expect(again.spec.inferenceKey == s.replica.spec.inferenceKey)
+        #expect(try await InferenceKeys(etcd: s.h.client).key(tenant: s.tenant, slug: "phi-3.5-mini") == s.replica.spec.inferenceKey)
+    }
+
+    @Test func theURLIsTheCredential() async throws {
+        let s = try await scene()
+        let other = try await scene()
+        let key = try #require(s.replica.spec.inferenceKey)
+        func status(_ path: String) async throws -> Reply { try await s.chat(path: path) }
+
+        let mangled = try await status(InferenceEndpoint.path(tenant: s.tenant, slug: "phi-3.5-mini", key: String(key.dropLast()) + (key.hasSuffix("A") ? "B" : "A")))
+        #expect(mangled.status == 401)
+        #expect(mangled.errorMessage.contains("NXL_INFERENCE_URL"))
+        // One tenant's key opens nothing of another's, nor another slug.
+        #expect(try await status(InferenceEndpoint.path(tenant: other.tenant, slug: "phi-3.5-mini", key: key)).status == 401)
+        #expect(try await status(InferenceEndpoint.path(tenant: s.tenant, slug: "llama-3.1-8b", key: key)).status == 401)
+        // A replica from before keys says how to get one.
+        let keyless = try await status(InferenceEndpoint.path(tenant: s.tenant, slug: "phi-3.5-mini", key: nil))
+        #expect(keyless.status == 401)
+        #expect(keyless.errorMessage.contains("apply the application again"))
+        // A valid key for a slug the tenant runs no pod of: 404, not somebody else's server.
+        let otherSlug = try await s.h.deps.inferenceKeys.key(tenant: s.tenant, slug: "llama-3.1-8b")
+        let none = try await status(InferenceEndpoint.path(tenant: s.tenant, slug: "llama-3.1-8b", key: otherSlug))
+        #expect(none.status == 404)
+        #expect(none.errorMessage.contains("no pod using model llama-3.1-8b"))
+        // Only the inference routes skip tokens.
+        #expect(try await s.h.call("GET", "/v1/applications").status == 401)
+    }
+
+    @Test func streamedCompletionsArriveChunkByChunk() async throws {
+        let s = try await scene()
+        let port = TestEnvironment.freePort()
+        let release = s.directory.appendingPathComponent("release-stream")
+        let standIn = try StandInModelServer.start(
+            in: s.directory, port: port, arguments: ["--model", Self.served, "--stand-in-hold-stream", release.path])
+        defer { standIn.kill9() }
+        try await s.serve("ms-stream-\(s.tenant)", endpoint: "http://127.0.0.1:\(port)")
+        try await eventually("the gateway routes to the stand-in") {
+            try await s.h.call("GET", s.path + "/models").status == 200
+        }
+        let out = s.directory.appendingPathComponent("stream.txt")
+        let curl = try ChildProcess(
+            executable: "/usr/bin/curl",
+            arguments: ["-sN", "-H", "Content-Type: application/json", "-d", #"{"model":"auto","stream":true,"messages":[]}"#, s.h.base + s.path + "/chat/completions"],
+            logFile: out)
+        defer { curl.kill9() }
+        func text() -> String { (try? String(contentsOf: out, encoding: .utf8)) ?? "" }
+        // The server holds the rest of its answer until told: the first chunk must already be here.
+        try await eventually("the first chunk arrives while the server holds the rest") { text().contains("part 1 of") }
+        #expect(!text().contains("part 2 of"))
+        FileManager.default.createFile(atPath: release.path, contents: nil)
+        try await eventually("the rest follows") { text().contains("data: [DONE]") }
+        #expect(text().contains("part 3 of"))
+    }
+
+    @Test func serversThatAreNotReadyOrDownAreClearErrors() async throws {
+        let s = try await scene()
+        let port = TestEnvironment.freePort()
+        let name = "ms-down-\(s.tenant)"
+        // Bound to a server that is ready on paper but has nothing listening: 502 naming it.
+        try await s.serve(name, endpoint: "http://127.0.0.1:\(port)")
+        var reply = try await s.chat()
+        try await eventually("the gateway sees the server") {
+            reply = try await s.chat()
+            return reply.status != 503
+        }
+        #expect(reply.status == 502, "\(reply.text)")
+        #expect(reply.errorCode == "upstream")
+        #expect(reply.errorMessage.contains(name))
+        // Not ready: 503 with Retry-After.
+        var server = try await s.h.deps.store.get(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name)
+        server.status.ready = false
+        _ = try await s.h.deps.store.update(server)
+        try await eventually("not ready is 503") {
+            reply = try await s.chat()
+            return reply.status == 503
+        }
+        #expect(reply.headers["retry-after"] == "2")
+    }
+}
