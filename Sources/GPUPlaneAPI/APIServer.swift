@@ -46,7 +46,7 @@ public struct APIDependencies: Sendable {
         maxGPUMemoryGB: Int = ValidationContext.defaultMaxGPUMemoryGB,
         deploymentImage: String = "gpuplane/model-server:latest", heartbeatTTL: Int64 = 10,
         bookmarkInterval: Double = 10, inferenceTimeout: Duration = .seconds(600),
-        logger: Logger = Logger(label: "gpuplane.api")
+        inferenceQueueTimeout: Duration = .seconds(60), logger: Logger = Logger(label: "gpuplane.api")
     ) {
         self.etcd = etcd
         self.store = ResourceStore(client: etcd)
@@ -60,7 +60,8 @@ public struct APIDependencies: Sendable {
         self.logger = logger
         self.tenants = Informer<Tenant>(store: store, tenant: ObjectMeta.clusterTenant, logger: logger)
         self.inferenceKeys = InferenceKeys(etcd: etcd)
-        self.gateway = InferenceGateway(store: store, keys: inferenceKeys, timeout: inferenceTimeout, logger: logger)
+        self.gateway = InferenceGateway(
+            store: store, keys: inferenceKeys, timeout: inferenceTimeout, queueTimeout: inferenceQueueTimeout, logger: logger)
     }
 
     var planner: ReplicaPlanner {

@@ -20,6 +20,9 @@ public enum APIServerMain {
         ConfigurationKey("deployment-image", .string, default: "gpuplane/model-server:latest", help: "image custom LLM deployments run"),
         ConfigurationKey(
             "inference-timeout", .int, default: "600", help: "seconds one inference request may take through the gateway, streaming included"),
+        ConfigurationKey(
+            "inference-queue-timeout", .int, default: "60",
+            help: "seconds a deployment request may wait for a free slot (max_batch_size per instance) before 429"),
         ConfigurationKey("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error"),
         ConfigurationKey("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
     ]
@@ -45,13 +48,18 @@ public enum APIServerMain {
             guard inferenceTimeout >= 1 else {
                 throw ConfigurationError(code: .invalidValue, key: "inference-timeout", source: nil, detail: "must be at least 1 second, not \(inferenceTimeout)")
             }
+            let queueTimeout = try config.int("inference-queue-timeout") ?? 60
+            guard queueTimeout >= 1 else {
+                throw ConfigurationError(
+                    code: .invalidValue, key: "inference-queue-timeout", source: nil, detail: "must be at least 1 second, not \(queueTimeout)")
+            }
             let etcd = try Etcd.Client(Etcd.Configuration(endpoints: try config.list("etcd.endpoints") ?? ["http://127.0.0.1:2379"]))
             let deps = APIDependencies(
                 etcd: etcd, catalog: catalog, adminTokens: adminTokens,
                 maxGPUMemoryGB: try config.int("max-gpu-memory") ?? 96,
                 deploymentImage: try config.string("deployment-image") ?? "gpuplane/model-server:latest",
                 heartbeatTTL: Int64(try config.int("heartbeat-ttl") ?? 10), inferenceTimeout: .seconds(inferenceTimeout),
-                logger: logger)
+                inferenceQueueTimeout: .seconds(queueTimeout), logger: logger)
             let readiness = ReadinessTracker(components: ["etcd"])
             let app = buildApplication(
                 deps, host: try config.string("listen") ?? "127.0.0.1", port: try config.int("port") ?? 8080)

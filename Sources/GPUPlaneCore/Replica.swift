@@ -46,13 +46,17 @@ public struct ReplicaSpec: Codable, Sendable, Hashable {
     /// For Mode 2/3: the key that scopes the inference URL to this replica's tenant and model
     /// (set by the api-server at admission; see `NXL_INFERENCE_URL`).
     public var inferenceKey: String?
+    /// For replicas that serve the OpenAI protocol themselves (deployment instances): the
+    /// container port it listens on. The node-agent publishes it on a host port and reports the
+    /// replica ready once `/v1/models` answers there.
+    public var servingPort: Int?
 
     /// Makes a spec.
     public init(
         owner: OwnerReference, role: String, mode: GPUMode?, modelSlug: String?, gpus: Int,
         vramGB: Int, machineTypes: [String], priority: GPUPriority, image: String,
         env: [String: String] = [:], ports: [Int] = [], entrypoint: [String]? = nil,
-        command: [String]? = nil, inferenceKey: String? = nil
+        command: [String]? = nil, inferenceKey: String? = nil, servingPort: Int? = nil
     ) {
         self.owner = owner
         self.role = role
@@ -68,6 +72,7 @@ public struct ReplicaSpec: Codable, Sendable, Hashable {
         self.entrypoint = entrypoint
         self.command = command
         self.inferenceKey = inferenceKey
+        self.servingPort = servingPort
     }
 }
 
@@ -108,17 +113,24 @@ public struct ReplicaStatus: Codable, Sendable, Hashable {
     public var exitCode: Int?
     /// Restarts so far.
     public var restarts: Int
+    /// For replicas with a ``ReplicaSpec/servingPort``: whether its `/v1/models` answers.
+    public var ready: Bool?
+    /// For replicas with a ``ReplicaSpec/servingPort``: the URL it is published on
+    /// (`http://<node address>:<host port>`), once its container exists.
+    public var endpoint: String?
 
     /// Makes a status.
     public init(
         phase: Phase = .pending, message: String? = nil, containerID: String? = nil,
-        exitCode: Int? = nil, restarts: Int = 0
+        exitCode: Int? = nil, restarts: Int = 0, ready: Bool? = nil, endpoint: String? = nil
     ) {
         self.phase = phase
         self.message = message
         self.containerID = containerID
         self.exitCode = exitCode
         self.restarts = restarts
+        self.ready = ready
+        self.endpoint = endpoint
     }
 }
 

@@ -81,7 +81,8 @@ public struct ReplicaPlanner: Sendable {
         let replicaSpec = ReplicaSpec(
             owner: owner, role: "\(index)", mode: .dedicated, modelSlug: nil, gpus: spec.numGPUs,
             vramGB: type?.vramGB ?? 0, machineTypes: [type?.name ?? spec.gpu], priority: .inference,
-            image: deploymentImage, env: [:], ports: [8000], entrypoint: nil, command: args)
+            image: deploymentImage, env: [:], ports: [8000], entrypoint: nil, command: args,
+            servingPort: 8000)
         let meta = ObjectMeta(
             name: ReplicaPlanner.replicaName(deployment: deployment.metadata.name, index: index),
             tenant: deployment.metadata.tenant,

@@ -70,7 +70,8 @@ public final class LocalCluster: @unchecked Sendable {
             daemons.append((label, process))
         }
         do {
-            // Every catalog model served by the stand-in (same arguments and port as the real one).
+            // Every catalog model, and every deployment, served by the stand-in (same arguments and
+            // port as the real one).
             let catalogFile = directory.appendingPathComponent("catalog.json")
             try standInCatalog(image: podman.standInModelServerImage).write(to: catalogFile)
             let admin = "gp_local_admin_" + UUID().uuidString.lowercased().filter { $0 != "-" }
@@ -82,7 +83,7 @@ public final class LocalCluster: @unchecked Sendable {
             try launch("gpuplane-api-server", [
                 "--port", "\(port)", "--etcd.endpoints", etcd.endpoints.joined(separator: ","),
                 "--admin-token-file", adminFile.path, "--heartbeat-ttl", "5", "--log-level", "notice", "--log-destination", "stderr",
-                "--catalog-file", catalogFile.path,
+                "--catalog-file", catalogFile.path, "--deployment-image", podman.standInModelServerImage,
             ])
             log("gpuplane-scheduler…")
             try launch("gpuplane-scheduler", [

@@ -1,7 +1,8 @@
 import EtcdClient
 import Foundation
-import GPUPlaneAPI
+@testable import GPUPlaneAPI
 import GPUPlaneCore
+import GPUPlaneSystem
 import GPUPlaneTestSupport
 import Testing
 
@@ -165,5 +166,125 @@ import Testing
             return reply.status == 503
         }
         #expect(reply.headers["retry-after"] == "2")
+    }
+}
+
+/// Deployments behind `/v1/openai/…`: the tenant's token, `model: owner/name`, at most
+/// `max_batch_size` in flight on each instance and the rest queued.
+@Suite struct DeploymentGatewayTests {
+    @Test func requestsQueueForFreeSlotsAndNeverExceedTheBatchSize() async throws {
+        let h = try await SharedServer.shared.get()
+        let (tenant, token) = try await h.tenant(.pro)
+        let model = "\(tenant)/chat-x"
+        let body = #"{"model_name": "chat-x", "gpu": "A100-80GB", "num_gpus": 1, "max_batch_size": 2, "hf": {"repo": "org/chat-x"}, "settings": {"min_instances": 2, "max_instances": 2}}"#
+        #expect(try await h.call("POST", "/v1/deployments", token: token, body: body).status == 201)
+        func chat(_ model: String, token: String? = nil) async throws -> Reply {
+            try await h.call(
+                "POST", "/v1/openai/chat/completions", token: token,
+                body: #"{"model": "\#(model)", "messages": [{"role": "user", "content": "hi"}]}"#, headers: ["Content-Type": "application/json"])
+        }
+        // Created, not running: a clear 503.
+        var early = try await chat(model, token: token)
+        try await eventually("the gateway knows the deployment") {
+            early = try await chat(model, token: token)
+            return early.status == 503
+        }
+        #expect(early.errorMessage.contains("no ready instance"), "\(early.text)")
+        #expect(early.headers["retry-after"] == "5")
+
+        // Two instances, each a stand-in that takes a second per answer.
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "deploy-gateway")
+        var ports: [Int] = []
+        var standIns: [ChildProcess] = []
+        defer { for s in standIns { s.kill9() } }
+        for index in 0..<2 {
+            let port = TestEnvironment.freePort()
+            ports.append(port)
+            standIns.append(try StandInModelServer.start(
+                in: directory, port: port, arguments: ["--model", "org/chat-x", "--served-model-name", model, "--stand-in-delay", "1"]))
+            var replica = try await h.deps.store.get(Replica.self, tenant: tenant, name: ReplicaPlanner.replicaName(deployment: "chat-x", index: index))
+            #expect(replica.spec.servingPort == 8000)
+            replica.binding = Binding(node: "n-\(index)", gpuIndices: [0])
+            replica.status = ReplicaStatus(phase: .running, ready: true, endpoint: "http://127.0.0.1:\(port)")
+            _ = try await h.deps.store.update(replica)
+        }
+        try await eventually("an instance answers") { try await chat(model, token: token).status == 200 }
+
+        // Twelve at once on four slots: all answered, never more than two on one instance.
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<12 { group.addTask { try await chat(model, token: token).status } }
+            return try await group.reduce(into: [Int]()) { $0.append($1) }
+        }
+        #expect(statuses == Array(repeating: 200, count: 12))
+        var answered = 0
+        for port in ports {
+            let stats = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(string: "http://127.0.0.1:\(port)/stand-in/stats")!)) as? [String: Int]
+            #expect((stats?["maxInFlight"] ?? 99) <= 2, "instance on \(port): \(stats ?? [:])")
+            answered += stats?["requests"] ?? 0
+        }
+        #expect(answered == 13)
+
+        // The caller's own deployments only; the model is required.
+        let (_, stranger) = try await h.tenant(.pro)
+        let foreign = try await chat(model, token: stranger)
+        #expect(foreign.status == 404)
+        #expect(foreign.error["field"] as? String == "model")
+        let missing = try await h.call("POST", "/v1/openai/chat/completions", token: token, body: #"{"messages": []}"#)
+        #expect(missing.status == 400)
+        #expect(missing.error["field"] as? String == "model")
+        #expect(try await chat(model).status == 401)
+        let models = try await h.call("GET", "/v1/openai/models", token: token)
+        let listed = try #require(models.json["data"] as? [[String: Any]])
+        #expect(listed.map { $0["id"] as? String } == [model])
+        #expect(listed.first?["ready"] as? Bool == true)
+    }
+}
+
+/// The queue itself: first come first served, bounded in time, and a caller that goes away
+/// leaves it.
+@Suite struct BatchAdmissionTests {
+    @Test func slotsGoToWaitersInArrivalOrder() async throws {
+        let admission = BatchAdmission(timeout: .seconds(600))
+        let held = try await admission.acquire(deployment: "t/d", instances: ["a"], limit: 1)
+        #expect(held.instance == "a")
+        let order = Locked<[Int]>([])
+        var waiters: [Task<Void, any Error>] = []
+        for n in 1...3 {
+            waiters.append(Task {
+                let slot = try await admission.acquire(deployment: "t/d", instances: ["a"], limit: 1)
+                order.withLock { $0.append(n) }
+                slot.release()
+            })
+            try await eventually("waiter \(n) queued") { admission.waiting == n }
+        }
+        held.release()
+        for waiter in waiters { try await waiter.value }
+        #expect(order.withLock { $0 } == [1, 2, 3])
+        #expect(admission.waiting == 0)
+        // Released twice counts once: a fresh caller still gets the one slot at once.
+        held.release()
+        let again = try await admission.acquire(deployment: "t/d", instances: ["a"], limit: 1)
+        again.release()
+    }
+
+    @Test func aWaitThatRunsOutIs429AndACancelledWaiterLeaves() async throws {
+        let admission = BatchAdmission(timeout: .milliseconds(300))
+        let held = try await admission.acquire(deployment: "t/d", instances: ["a"], limit: 1)
+        do {
+            _ = try await admission.acquire(deployment: "t/d", instances: ["a"], limit: 1)
+            Issue.record("a second caller got a slot past max_batch_size 1")
+        } catch let error as APIError {
+            #expect(error.status == .tooManyRequests)
+            #expect(error.retryAfter == 1)
+        }
+        let patient = BatchAdmission(timeout: .seconds(600))
+        let first = try await patient.acquire(deployment: "t/d", instances: ["a"], limit: 1)
+        let waiter = Task { try await patient.acquire(deployment: "t/d", instances: ["a"], limit: 1) }
+        try await eventually("queued") { patient.waiting == 1 }
+        waiter.cancel()
+        try await eventually("gone when cancelled") { patient.waiting == 0 }
+        #expect(await (try? waiter.value) == nil)
+        first.release()
+        held.release()
     }
 }

@@ -90,6 +90,50 @@ struct AgentModelServerTests {
         }
     }
 
+    /// A deployment instance serves the OpenAI protocol itself: its port is published like a
+    /// model server's, and the replica's own status says when it is ready and where, which is
+    /// what the gateway routes on.
+    @Test func aDeploymentInstanceIsPublishedAndReportsReadyAndWhere() async throws {
+        try await withAgentWorld { world in
+            world.startAgent()
+            let deployment = Deployment(
+                metadata: ObjectMeta(name: "chat-x", tenant: world.tenant, uid: "uid-deploy"),
+                spec: DeploymentSpec(
+                    modelName: "chat-x", gpu: "H100-80GB", numGPUs: 2, maxBatchSize: 4, hf: HuggingFaceWeights(repo: "org/chat-x"),
+                    settings: DeploymentSettings(minInstances: 1, maxInstances: 1)))
+            let planner = ReplicaPlanner(catalog: try Catalog.standard(), deploymentImage: world.podman.standInModelServerImage)
+            var replica = planner.replica(for: deployment, index: 0)
+            replica.binding = Binding(node: world.node, gpuIndices: [2, 3])
+            replica.status = ReplicaStatus(phase: .bound)
+            _ = try await world.store.create(replica)
+            var last: Replica?
+            do {
+                try await eventually("the instance is ready", timeout: 60) {
+                    last = try await world.store.get(Replica.self, tenant: world.tenant, name: replica.metadata.name)
+                    return last?.status.ready == true
+                }
+            } catch {
+                throw AgentHarnessError(description: "\(error); last status: \(String(describing: last?.status))")
+            }
+            let ready = try #require(last)
+            #expect(ready.status.phase == .running)
+            let endpoint = try #require(ready.status.endpoint)
+            #expect(endpoint.hasPrefix("http://127.0.0.1:"))
+            // It answers to the deployment's full name, on exactly its two GPUs.
+            let answer = try await ControlPlane.http.perform(
+                CurlHTTP.Request(
+                    method: .post, url: endpoint + "/v1/chat/completions", headers: [CurlHTTP.Header("Content-Type", "application/json")],
+                    body: Data(#"{"model": "\#(deployment.fullName)", "messages": []}"#.utf8), timeout: .seconds(10)))
+            #expect(answer.status == 200)
+            #expect(String(decoding: answer.body, as: UTF8.self).contains("from \(deployment.fullName) on gpus 2,3,"))
+
+            try await world.store.delete(Replica.self, tenant: world.tenant, name: replica.metadata.name)
+            try await eventually("instance container removed") {
+                try await world.containers().allSatisfy { $0.labels[ContainerPlan.replicaLabel] != ContainerPlan.key(replica) }
+            }
+        }
+    }
+
     @Test func serverWithoutServingImageFailsWithAReason() async throws {
         try await withAgentWorld { world in
             world.startAgent()

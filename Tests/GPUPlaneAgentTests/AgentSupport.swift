@@ -1,3 +1,4 @@
+import Synchronization
 import CurlHTTP
 import EtcdClient
 import Foundation
@@ -105,6 +106,8 @@ final class AgentWorld: @unchecked Sendable {
     let gateway = "http://gateway.test:8081"
     private let lock = NSLock()
     private var running: [(NodeAgent, Task<Void, any Error>)] = []
+    private let worldIndex = AgentWorld.worlds.add(1, ordering: .relaxed).oldValue
+    private static let worlds = Atomic<Int>(0)
 
     init(gpus: Int = 8) async throws {
         plane = try await ControlPlane.shared.get()
@@ -122,6 +125,15 @@ final class AgentWorld: @unchecked Sendable {
         NodeAPI.Client(NodeAPI.Configuration(baseURL: base ?? plane.base, token: token, watchIdleTimeout: watchIdleTimeout))
     }
 
+    /// This world's host ports for model servers and deployment instances: a block of its own,
+    /// because every world's agent publishes on 127.0.0.1 of this one machine, and two agents
+    /// probing the same free port at once would both pick it (a real host has one agent).
+    /// Above the local cluster's 20000-20999, which its end-to-end test uses meanwhile.
+    var servingPorts: ClosedRange<Int> {
+        let first = 21_000 + (worldIndex % 400) * 20
+        return first...(first + 19)
+    }
+
     /// Starts an agent for this world's node.
     @discardableResult
     func startAgent(
@@ -132,7 +144,7 @@ final class AgentWorld: @unchecked Sendable {
             nodeName: node, gpuMode: "dedicated", gatewayBaseURL: gateway, nvmlLibraryPath: nvmlPath ?? nvml.libraryPath,
             heartbeatInterval: .seconds(1), resyncInterval: .seconds(2), stopGracePeriod: .seconds(1),
             restartBackoff: restartBackoff, restartBackoffMax: .seconds(2), healthPolicy: HealthPolicy(quietPeriod: .seconds(600)),
-            logger: logger)
+            modelServerPorts: servingPorts, logger: logger)
         let engine = ContainerEngine.Client(
             ContainerEngine.Configuration(socketPath: podman.socketPath, cdiGPUKind: podman.cdiKind, logger: logger))
         let agent = NodeAgent(configuration: configuration, api: apiClient(), engine: engine, notifier: notifier)

@@ -7,55 +7,88 @@ import Logging
 import Metrics
 import Synchronization
 
-/// The inference gateway: OpenAI-protocol requests from a tenant's pods, through their
-/// owner-scoped `NXL_INFERENCE_URL`, to the model server their replica is attached to.
+/// The inference gateway, two doors onto OpenAI-protocol servers:
+/// - a tenant's pods, through their owner-scoped `NXL_INFERENCE_URL`, reach the model server
+///   their replica is attached to (this file);
+/// - a tenant's token, at `/v1/openai/…` with `model: "<owner>/<model_name>"`, reaches the
+///   instances of its deployment, at most `max_batch_size` requests in flight on each and the
+///   rest queued (`InferenceGateway+Deployments.swift`, ``BatchAdmission``).
 ///
-/// It holds no state of its own beyond watch-backed caches (the model servers, and an index of
-/// which tenant's replicas use which slug on which server) and the count of requests in flight
-/// per server, so any api-server replica routes alike. A request is sent to the ready server
-/// with the fewest requests in flight; one that could not even connect is tried on the next.
-/// Bodies stream both ways, so a `"stream": true` completion reaches the pod chunk by chunk.
+/// It holds no state of its own beyond watch-backed caches (model servers, deployments, and an
+/// index of replicas by slug and by deployment) and the count of requests in flight, so any
+/// api-server replica routes alike. Bodies stream both ways, so a `"stream": true` completion
+/// arrives chunk by chunk.
 public final class InferenceGateway: Sendable {
     /// The most bytes a request body may have.
     public static let maxBodyBytes = 16 << 20
 
     let keys: InferenceKeys
-    private let servers: Informer<ModelServer>
-    private let replicas: Informer<Replica>
-    private let http: CurlHTTP.Client
-    private let timeout: Duration
-    private let logger: Logger
-    private let attachments = Mutex(Attachments())
+    let servers: Informer<ModelServer>
+    let replicas: Informer<Replica>
+    let deployments: Informer<Deployment>
+    let http: CurlHTTP.Client
+    let timeout: Duration
+    let logger: Logger
+    let admission: BatchAdmission
+    let attachments = Mutex(Attachments())
     private let inFlight = Mutex<[String: Int]>([:])
     private let indexTask = Mutex<Task<Void, Never>?>(nil)
 
-    /// Which replicas use which slug, and the server each is bound to, per tenant.
+    /// Which replicas use which slug (and the server each is bound to), and which are whose
+    /// deployment's instances, per tenant.
     struct Attachments {
         /// `<tenant>/<slug>` → replica name → the model server it is bound to (nil: not yet).
         var bySlug: [String: [String: String?]] = [:]
-        /// replica key → `<tenant>/<slug>`, to undo an entry when its replica changes.
-        var slugOf: [ObjectKey: String] = [:]
+        /// `<tenant>/<deployment>` → its instances' replica names.
+        var byDeployment: [String: Set<String>] = [:]
+        /// replica key → its entry in ``bySlug`` or ``byDeployment``, to undo it when the
+        /// replica changes.
+        var entryOf: [ObjectKey: Entry] = [:]
+
+        enum Entry {
+            case slug(String)
+            case deployment(String)
+        }
 
         mutating func apply(_ event: InformerEvent<Replica>) {
             let replica = event.object
             let key = ObjectKey(tenant: replica.metadata.tenant, name: replica.metadata.name)
-            if let previous = slugOf.removeValue(forKey: key) {
+            switch entryOf.removeValue(forKey: key) {
+            case .slug(let previous)?:
                 bySlug[previous]?[key.name] = nil
                 if bySlug[previous]?.isEmpty == true { bySlug[previous] = nil }
+            case .deployment(let previous)?:
+                byDeployment[previous]?.remove(key.name)
+                if byDeployment[previous]?.isEmpty == true { byDeployment[previous] = nil }
+            case nil:
+                break
             }
             if case .deleted = event { return }
-            guard let slug = replica.spec.modelSlug else { return }
-            let entry = "\(key.tenant)/\(slug)"
-            bySlug[entry, default: [:]][key.name] = .some(replica.binding?.modelServer)
-            slugOf[key] = entry
+            if let slug = replica.spec.modelSlug {
+                let entry = "\(key.tenant)/\(slug)"
+                bySlug[entry, default: [:]][key.name] = .some(replica.binding?.modelServer)
+                entryOf[key] = .slug(entry)
+            } else if replica.spec.owner.kind == .deployment {
+                let entry = "\(key.tenant)/\(replica.spec.owner.name)"
+                byDeployment[entry, default: []].insert(key.name)
+                entryOf[key] = .deployment(entry)
+            }
         }
     }
 
     /// Makes a gateway over `store`; nothing is watched until ``start()``.
-    public init(store: ResourceStore, keys: InferenceKeys, timeout: Duration = .seconds(600), logger: Logger) {
+    ///
+    /// `timeout` bounds one request, streaming included; `queueTimeout` bounds a deployment
+    /// request's wait for a free slot.
+    public init(
+        store: ResourceStore, keys: InferenceKeys, timeout: Duration = .seconds(600), queueTimeout: Duration = .seconds(60),
+        logger: Logger
+    ) {
         self.keys = keys
         self.servers = Informer<ModelServer>(store: store, tenant: ObjectMeta.clusterTenant, logger: logger)
         self.replicas = Informer<Replica>(store: store, logger: logger)
+        self.deployments = Informer<Deployment>(store: store, logger: logger)
+        self.admission = BatchAdmission(timeout: queueTimeout)
         self.http = CurlHTTP.Client(name: "gateway-curl", maxConnections: 256)
         self.timeout = timeout
         self.logger = logger
@@ -67,6 +100,7 @@ public final class InferenceGateway: Sendable {
             guard task == nil else { return }
             servers.start()
             replicas.start()
+            deployments.start()
             let events = replicas.events()
             task = Task { [self] in
                 for await event in events { attachments.withLock { $0.apply(event) } }
@@ -79,6 +113,7 @@ public final class InferenceGateway: Sendable {
         indexTask.withLock { $0?.cancel() }
         servers.stop()
         replicas.stop()
+        deployments.stop()
     }
 
     /// Answers a request to `/v1/inference/<tenant>/<slug>/<key>/v1/<rest>` by forwarding it to
@@ -107,15 +142,10 @@ public final class InferenceGateway: Sendable {
         let body = try await Self.body(request)
         var lastFailure: CurlHTTPError?
         for server in candidates {
-            let upstream = CurlHTTP.Request(
-                method: request.method == .get ? .get : .post,
-                url: server.endpoint + "/v1/" + rest + (request.uri.query.map { "?" + $0 } ?? ""),
-                headers: Self.forwardedHeaders(request),
-                body: request.method == .get ? nil : Self.pinned(body, to: server.servedName),
-                timeout: timeout, connectTimeout: .seconds(5))
             let release = enter(server.name)
             do {
-                let answer = try await http.exchange(upstream)
+                let answer = try await send(
+                    request, body: request.method == .get ? nil : Self.pinned(body, to: server.servedName), to: server.endpoint, rest: rest)
                 return Self.response(answer, release: release)
             } catch {
                 release()
@@ -130,6 +160,16 @@ public final class InferenceGateway: Sendable {
             }
         }
         throw GatewayFailure.upstream(lastFailure ?? CurlHTTPError(code: .couldNotConnect, message: "no server", reachedServer: false), server: candidates.last?.name ?? "-")
+    }
+
+    /// Sends `request` (with `body`) to `<endpoint>/v1/<rest>` and returns once the answer's
+    /// head is in.
+    func send(_ request: Request, body: Data?, to endpoint: String, rest: String) async throws(CurlHTTPError) -> CurlHTTP.StreamedResponse {
+        try await http.exchange(
+            CurlHTTP.Request(
+                method: request.method == .get ? .get : .post,
+                url: endpoint + "/v1/" + rest + (request.uri.query.map { "?" + $0 } ?? ""),
+                headers: Self.forwardedHeaders(request), body: body, timeout: timeout, connectTimeout: .seconds(5)))
     }
 
     /// A server a request may go to.
@@ -261,6 +301,9 @@ enum GatewayMetrics {
         case notReady = "not_ready"
         /// 502/504: the server failed or took too long.
         case upstreamFailed = "upstream_failed"
+        /// 429: every instance of a deployment is at `max_batch_size` and the queue is full or
+        /// the wait ran out.
+        case overloaded
         /// 400/413 and the rest.
         case rejected
 
@@ -270,6 +313,7 @@ enum GatewayMetrics {
             case .notFound: self = .notFound
             case .serviceUnavailable: self = .notReady
             case .badGateway, .gatewayTimeout: self = .upstreamFailed
+            case .tooManyRequests: self = .overloaded
             default: self = .rejected
             }
         }
@@ -286,4 +330,6 @@ enum GatewayMetrics {
 
     /// Requests being answered by model servers right now.
     static let inFlight = Meter(label: "gpuplane_gateway_in_flight")
+    /// Deployment requests waiting for a free slot (`max_batch_size`) right now.
+    static let queued = Meter(label: "gpuplane_gateway_queued")
 }

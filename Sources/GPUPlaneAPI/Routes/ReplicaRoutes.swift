@@ -36,7 +36,8 @@ struct ReplicaRoutes: Sendable {
     }
 
     /// Maps to `PUT /v1/replicas/{tenant}/{name}/status`: the node-agent's report (Running,
-    /// Exited with code, OOMKilled, image missing). Only for replicas bound to the caller's node.
+    /// Exited with code, OOMKilled, image missing; for a serving replica, whether it is ready
+    /// and where). Only for replicas bound to the caller's node.
     func status(_ request: Request, _ context: APIContext) async throws -> Response {
         let caller = try context.caller()
         let tenant = try context.parameter("tenant")
@@ -46,6 +47,11 @@ struct ReplicaRoutes: Sendable {
         }
         let data = try await HTTPJSON.body(request)
         let report = try HTTPJSON.decode(ReplicaStatus.self, from: data)
+        if let endpoint = report.endpoint {
+            guard let url = URL(string: endpoint), url.scheme == "http" || url.scheme == "https", url.host != nil else {
+                throw APIError(.unprocessableContent, .invalid, "'\(endpoint)' is not an http(s) URL", field: "endpoint")
+            }
+        }
         do {
             let stored = try await deps.store.modify(Replica.self, tenant: tenant, name: name) { replica in
                 if caller.role == .node, replica.binding?.node != caller.node {

@@ -46,7 +46,8 @@ public struct ContainerPlan: Sendable, Hashable {
     /// `NXL_GPU_INDEX` (the bound indices, comma-separated) for Mode 1, and
     /// `NXL_INFERENCE_URL` (``InferenceEndpoint/url(gatewayBaseURL:tenant:slug:key:)``) for
     /// Mode 2/3. The container gets exactly the bound GPUs and no other device. It joins the
-    /// engine's bridge network and publishes no host port (the gateway reaches it later).
+    /// engine's bridge network and publishes no host port, except a serving replica's
+    /// (``ReplicaSpec/servingPort``: a deployment instance, which the gateway reaches there).
     public init(replica: Replica, node: String, gatewayBaseURL: String) {
         let tenant = replica.metadata.tenant
         let name = replica.metadata.name
@@ -73,7 +74,7 @@ public struct ContainerPlan: Sendable, Hashable {
         self.replicaKey = key
         self.spec = spec
         self.specHash = hash
-        self.servingPort = nil
+        self.servingPort = replica.spec.servingPort
     }
 
     /// The plan for a model server bound to `node`, or nil when it says nothing of how to serve

@@ -252,6 +252,11 @@ actor Reconciler {
             if status.phase == .running { summary.running += 1 }
             if plan.servingPort != nil {
                 if let due = await probe(&entry, &status, key: key) { summary.nextDue = min(summary.nextDue ?? due, due) }
+                if case .replica = workload {
+                    // A serving replica (a deployment instance) carries its readiness itself.
+                    status.ready = entry.ready
+                    status.endpoint = entry.hostPort.map { serving.url(port: $0) }
+                }
             }
             entry.current = status
             if let next = entry.nextAttempt { summary.nextDue = min(summary.nextDue ?? next, next) }

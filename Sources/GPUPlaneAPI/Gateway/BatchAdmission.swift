@@ -1,0 +1,134 @@
+import Foundation
+import Synchronization
+
+/// `max_batch_size` admission for deployments: at most that many requests in flight on each
+/// instance (counted by this api-server); the rest wait their turn, first come first served,
+/// and take the first slot that frees on any instance.
+///
+/// A wait is bounded twice: at most ``maxWaitingPerSlot`` waiters per free-able slot
+/// (`instances × max_batch_size`), and at most `timeout` each. Either bound answers 429 with
+/// `Retry-After`, so a client backs off instead of piling up.
+final class BatchAdmission: Sendable {
+    /// Waiters allowed per slot (per instance and unit of `max_batch_size`).
+    static let maxWaitingPerSlot = 16
+
+    /// A granted slot: the instance to send to, and the function that gives the slot back (once).
+    struct Slot: Sendable {
+        let instance: String
+        let release: @Sendable () -> Void
+    }
+
+    private struct Waiter {
+        let id: UInt64
+        let continuation: CheckedContinuation<String, any Error>
+    }
+
+    private struct Queue {
+        var inFlight: [String: Int] = [:]
+        var instances: [String] = []
+        var limit = 1
+        var waiters: [Waiter] = []
+
+        /// The instance with a free slot and the fewest in flight, if any.
+        func free() -> String? {
+            instances.filter { (inFlight[$0] ?? 0) < limit }.min { (inFlight[$0] ?? 0) < (inFlight[$1] ?? 0) }
+        }
+
+        /// Hands free slots to waiters in arrival order; returns who gets which instance.
+        mutating func dispatch() -> [(Waiter, String)] {
+            var granted: [(Waiter, String)] = []
+            while !waiters.isEmpty, let instance = free() {
+                inFlight[instance, default: 0] += 1
+                granted.append((waiters.removeFirst(), instance))
+            }
+            return granted
+        }
+    }
+
+    private let queues = Mutex<[String: Queue]>([:])
+    private let nextID = Atomic<UInt64>(0)
+    let timeout: Duration
+
+    init(timeout: Duration) { self.timeout = timeout }
+
+    /// Requests waiting, over every deployment.
+    var waiting: Int { queues.withLock { $0.values.reduce(0) { $0 + $1.waiters.count } } }
+
+    /// A slot on one of `instances` of `deployment`, at most `limit` in flight on each; waits
+    /// for one when all are busy.
+    /// - Throws: ``APIError`` 429 when too many wait or the wait runs out;
+    ///   `CancellationError` when the caller goes away while waiting.
+    func acquire(deployment: String, instances: [String], limit: Int) async throws -> Slot {
+        let id = nextID.add(1, ordering: .relaxed).newValue
+        let instance: String = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<String, any Error>) in
+                if Task.isCancelled {
+                    continuation.resume(throwing: CancellationError())
+                    return
+                }
+                let (granted, refused) = queues.withLock { all -> ([(Waiter, String)], APIError?) in
+                    var queue = all[deployment] ?? Queue()
+                    queue.instances = instances
+                    queue.limit = max(1, limit)
+                    let capacity = Self.maxWaitingPerSlot * queue.limit * max(1, instances.count)
+                    var refused: APIError?
+                    if queue.waiters.count >= capacity {
+                        refused = Self.overloaded("\(queue.waiters.count) requests already wait for \(deployment) (at most \(capacity): \(Self.maxWaitingPerSlot) per slot of max_batch_size \(queue.limit) on \(instances.count) instance(s))")
+                    } else {
+                        queue.waiters.append(Waiter(id: id, continuation: continuation))
+                    }
+                    let granted = queue.dispatch()
+                    all[deployment] = queue
+                    return (granted, refused)
+                }
+                if let refused { continuation.resume(throwing: refused) }
+                for (waiter, instance) in granted { waiter.continuation.resume(returning: instance) }
+                if refused == nil, !granted.contains(where: { $0.0.id == id }) { scheduleTimeout(id: id, deployment: deployment) }
+            }
+        } onCancel: {
+            giveUp(id: id, deployment: deployment, with: CancellationError())
+        }
+        let released = Atomic<Bool>(false)
+        return Slot(instance: instance) { [self] in
+            guard !released.exchange(true, ordering: .relaxed) else { return }
+            release(instance, deployment: deployment)
+        }
+    }
+
+    private func release(_ instance: String, deployment: String) {
+        let granted = queues.withLock { all -> [(Waiter, String)] in
+            guard var queue = all[deployment] else { return [] }
+            queue.inFlight[instance, default: 1] -= 1
+            if queue.inFlight[instance] == 0 { queue.inFlight[instance] = nil }
+            let granted = queue.dispatch()
+            all[deployment] = queue.inFlight.isEmpty && queue.waiters.isEmpty ? nil : queue
+            return granted
+        }
+        for (waiter, instance) in granted { waiter.continuation.resume(returning: instance) }
+    }
+
+    private func scheduleTimeout(id: UInt64, deployment: String) {
+        let timeout = self.timeout
+        Task { [self] in
+            try? await Task.sleep(for: timeout)
+            giveUp(id: id, deployment: deployment, with: Self.overloaded("waited \(timeout) for a free slot of \(deployment); every instance is at max_batch_size"))
+        }
+    }
+
+    /// Removes a waiter that is still waiting and fails it with `error`.
+    private func giveUp(id: UInt64, deployment: String, with error: any Error) {
+        let waiter = queues.withLock { all -> Waiter? in
+            guard var queue = all[deployment], let index = queue.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            let waiter = queue.waiters.remove(at: index)
+            all[deployment] = queue.inFlight.isEmpty && queue.waiters.isEmpty ? nil : queue
+            return waiter
+        }
+        waiter?.continuation.resume(throwing: error)
+    }
+
+    static func overloaded(_ message: String) -> APIError {
+        var error = APIError(.tooManyRequests, .overloaded, message)
+        error.retryAfter = 1
+        return error
+    }
+}
