@@ -47,6 +47,8 @@ struct APIBench: AsyncParsableCommand {
     @Option(help: "Where the api-server runs: 'process' (the gpuplane-api-server executable next to this one) or 'in-process'.")
     var server: ServerMode = .process
 
+    var load: LoadPhases { LoadPhases(seconds: seconds, tail: tail) }
+
     /// Extra etcd flags from `GPUPLANE_BENCH_ETCD_ARGS` (space-separated), e.g. `--enable-pprof`
     /// to profile etcd during a run.
     var etcdArguments: [String] {
@@ -120,18 +122,18 @@ struct APIBench: AsyncParsableCommand {
         let etcdPID = fixture.member.pid
         let serverPID = serverProcess?.pid
         for count in clients.split(separator: ",").compactMap({ Int($0) }) {
-            let raw = try await phase(workers: count, etcdPID: etcdPID, serverPID: serverPID) { w, i in
+            let raw = try await load.run(workers: count, etcdPID: etcdPID, serverPID: serverPID) { w, i in
                 _ = try await etcd.put("/bench/raw/\(count)/\(w)/\(i)", value)
             }
             let countersBefore = try await Self.batchCounters(session, base)
-            let applies = try await phase(workers: count, etcdPID: etcdPID, serverPID: serverPID) { w, i in
+            let applies = try await load.run(workers: count, etcdPID: etcdPID, serverPID: serverPID) { w, i in
                 let (status, _) = try await Self.call(
                     session, "POST", base + "/v1/applications", token: token, body: Self.manifest(name: "b\(count)-\(w)-\(i)"))
                 guard status == 201 else { throw ValidationError("apply answered \(status)") }
             }
             let batching = Self.describeBatching(before: countersBefore, after: try await Self.batchCounters(session, base))
             if reapply {
-                let again = try await phase(workers: count, etcdPID: etcdPID, serverPID: serverPID) { w, _ in
+                let again = try await load.run(workers: count, etcdPID: etcdPID, serverPID: serverPID) { w, _ in
                     let (status, _) = try await Self.call(
                         session, "POST", base + "/v1/applications", token: token, body: Self.manifest(name: "b\(count)-\(w)-0"))
                     guard status == 200 else { throw ValidationError("re-apply answered \(status)") }
@@ -142,10 +144,10 @@ struct APIBench: AsyncParsableCommand {
                     again.selfCPU))
             }
             if layers {
-                let health = try await phase(workers: count, etcdPID: etcdPID, serverPID: serverPID) { _, _ in
+                let health = try await load.run(workers: count, etcdPID: etcdPID, serverPID: serverPID) { _, _ in
                     guard try await Self.call(session, "GET", base + "/healthz").0 == 200 else { throw ValidationError("healthz") }
                 }
-                let models = try await phase(workers: count, etcdPID: etcdPID, serverPID: serverPID) { _, _ in
+                let models = try await load.run(workers: count, etcdPID: etcdPID, serverPID: serverPID) { _, _ in
                     guard try await Self.call(session, "GET", base + "/v1/models", token: token).0 == 200 else { throw ValidationError("models") }
                 }
                 for (label, r) in [("GET /healthz", health), ("GET /v1/models (auth)", models)] {
@@ -182,12 +184,12 @@ struct APIBench: AsyncParsableCommand {
         let manifest = Data(Self.manifest(name: "parts").utf8)
         let rounds = 2000
         func time(_ label: String, _ body: () async throws -> Void) async rethrows {
-            let cpu0 = Self.cpuTicks("self")
+            let cpu0 = LoadPhases.cpuTicks("self")
             let start = ContinuousClock.now
             for _ in 0..<rounds { try await body() }
             let d = ContinuousClock.now - start
             let us = (Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12) / Double(rounds)
-            let cpu = (Self.cpuTicks("self") - cpu0) / Double(sysconf(Int32(_SC_CLK_TCK))) * 1e6 / Double(rounds)
+            let cpu = (LoadPhases.cpuTicks("self") - cpu0) / Double(sysconf(Int32(_SC_CLK_TCK))) * 1e6 / Double(rounds)
             print(String(format: "  %-44@ %8.1f µs wall %8.1f µs CPU of this process", label as NSString, us, cpu))
         }
         print("parts of one apply (\(rounds) rounds each, sequential):")
@@ -253,80 +255,6 @@ struct APIBench: AsyncParsableCommand {
                 throw ValidationError("apply")
             }
         }
-    }
-
-    struct Result {
-        var rate: Double
-        var p50: Double
-        var p99: Double
-        /// CPU µs per operation spent by etcd, and by this process (load generator and api-server).
-        var etcdCPU: Double = 0
-        var selfCPU: Double = 0
-        /// CPU µs per operation of the api-server process (0 when it runs in this one).
-        var serverCPU: Double = 0
-    }
-
-    /// utime + stime of a process, in clock ticks (`/proc/<pid>/stat` fields 14 and 15).
-    static func cpuTicks(_ pid: String) -> Double {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return 0 }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
-        return user + system
-    }
-
-    func phase(workers: Int, etcdPID: Int32? = nil, serverPID: Int32? = nil, _ op: @escaping @Sendable (Int, Int) async throws -> Void) async throws -> Result {
-        let etcdBefore = etcdPID.map { Self.cpuTicks(String($0)) } ?? 0
-        let serverBefore = serverPID.map { Self.cpuTicks(String($0)) } ?? 0
-        let selfBefore = Self.cpuTicks("self")
-        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-        let start = ContinuousClock.now
-        func secs(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
-        // (seconds since the phase began, latency) per operation.
-        let samples = try await withThrowingTaskGroup(of: [(Double, Double)].self) { group in
-            for w in 0..<workers {
-                group.addTask {
-                    var samples: [(Double, Double)] = []
-                    var i = 0
-                    while ContinuousClock.now < deadline {
-                        let t0 = ContinuousClock.now
-                        try await op(w, i)
-                        samples.append((secs(t0 - start), secs(ContinuousClock.now - t0)))
-                        i += 1
-                    }
-                    return samples
-                }
-            }
-            return try await group.reduce(into: [(Double, Double)]()) { $0 += $1 }
-        }
-        let elapsed = secs(ContinuousClock.now - start)
-        let sorted = samples.map(\.1).sorted()
-        func pct(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
-        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-        let operations = Double(max(sorted.count, 1))
-        let etcdCPU = etcdPID.map { (Self.cpuTicks(String($0)) - etcdBefore) / ticks * 1e6 / operations } ?? 0
-        let selfCPU = (Self.cpuTicks("self") - selfBefore) / ticks * 1e6 / operations
-        let serverCPU = serverPID.map { (Self.cpuTicks(String($0)) - serverBefore) / ticks * 1e6 / operations } ?? 0
-        if tail { Self.printTail(samples, sorted: sorted, workers: workers) }
-        return Result(rate: Double(sorted.count) / elapsed, p50: pct(0.5), p99: pct(0.99), etcdCPU: etcdCPU, selfCPU: selfCPU, serverCPU: serverCPU)
-    }
-
-    /// Prints p90, p99, p99.9 and max, and how the operations slower than p99 spread over the
-    /// phase's 100 ms windows: evenly (queueing) or in a few windows (stalls).
-    static func printTail(_ samples: [(Double, Double)], sorted: [Double], workers: Int) {
-        guard !sorted.isEmpty else { return }
-        func pct(_ p: Double) -> Double { sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
-        let p99 = pct(0.99)
-        var windows: [Int: Int] = [:]
-        for (start, latency) in samples where latency >= p99 { windows[Int(start * 10), default: 0] += 1 }
-        let counts = windows.values.sorted(by: >)
-        let slow = counts.reduce(0, +)
-        let top = counts.prefix(max(1, counts.count / 10)).reduce(0, +)
-        print(String(
-            format: "    %d clients: p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f ms; %d ops ≥ p99 in %d windows of 100 ms, %.0f%% of them in the busiest tenth",
-            workers, pct(0.9) * 1000, p99 * 1000, pct(0.999) * 1000, sorted[sorted.count - 1] * 1000, slow, counts.count,
-            Double(top) / Double(max(slow, 1)) * 100))
     }
 
     /// The api-server's store batching counters (`gpuplane_store_*` on `/metrics`).

@@ -288,3 +288,47 @@ import Testing
         held.release()
     }
 }
+
+/// The gateway's one-scan reading and pinning of a body's top-level `model`.
+@Suite struct ModelFieldTests {
+    func pinned(_ body: String, _ name: String = "org/m") -> String? {
+        ModelField.pinned(Array(body.utf8), to: name).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    @Test func replacesOnlyTheTopLevelModel() throws {
+        #expect(pinned(#"{"model": "auto", "messages": [{"role": "user", "content": "hi"}]}"#) == #"{"model": "org/m", "messages": [{"role": "user", "content": "hi"}]}"#)
+        // A "model" inside a nested object or a string is not the field.
+        let nested = #"{"messages": [{"model": "x", "content": "say \"model\": \"y\""}], "stream": true, "model": null}"#
+        let out = try #require(pinned(nested))
+        #expect(out == #"{"messages": [{"model": "x", "content": "say \"model\": \"y\""}], "stream": true, "model": "org/m"}"#)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any])
+        #expect(object["model"] as? String == "org/m")
+        #expect(object["stream"] as? Bool == true)
+        // Numbers, nested objects, odd spacing.
+        #expect(pinned("{ \"n\" : 1.5e3 ,\n\t\"model\"\t:\t{\"a\": [1, {\"b\": \"}\"}]} , \"z\": false }") == "{ \"n\" : 1.5e3 ,\n\t\"model\"\t:\t\"org/m\" , \"z\": false }")
+    }
+
+    @Test func addsAMissingModelAndRefusesWhatIsNotAnObject() throws {
+        #expect(pinned("{}") == #"{"model":"org/m"}"#)
+        #expect(pinned(" { } ") == #" {"model":"org/m" } "#)
+        let added = try #require(pinned(#"{"messages": []}"#))
+        #expect(added == #"{"model":"org/m","messages": []}"#)
+        #expect((try JSONSerialization.jsonObject(with: Data(added.utf8)) as? [String: Any])?["model"] as? String == "org/m")
+        for bad in ["", "[]", "\"model\"", "{\"model\" \"x\"}", "{\"model\": \"x\"", "{\"a\": 1,", "{model: 1}"] {
+            #expect(pinned(bad) == nil, "\(bad)")
+        }
+        // Names are written as JSON strings.
+        #expect(pinned(#"{"model": 1}"#, "a\"b\\c") == #"{"model": "a\"b\\c"}"#)
+    }
+
+    @Test func readsTheModelName() {
+        func model(_ body: String) -> String? {
+            if case .found(let location) = ModelField.scan(Array(body.utf8)) { return location.string }
+            return nil
+        }
+        #expect(model(#"{"messages": [{"model": "no"}], "model": "acme/llm"}"#) == "acme/llm")
+        #expect(model(#"{"model": "acme\/llm\u0021"}"#) == "acme/llm!")
+        #expect(model(#"{"model": 7}"#) == nil)
+        #expect(model(#"{"messages": []}"#) == nil)
+    }
+}

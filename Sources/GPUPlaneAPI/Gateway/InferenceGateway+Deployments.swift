@@ -30,10 +30,13 @@ extension InferenceGateway {
             throw APIError(.forbidden, .forbidden, "a \(caller.role.rawValue) token can't call models")
         }
         let body = try await Self.body(request)
-        guard let object = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] else {
+        let model: String
+        switch ModelField.scan(Array(body)) {
+        case .notAnObject:
             throw APIError(.badRequest, .badRequest, "the body must be a JSON object (an OpenAI-protocol request)")
-        }
-        guard let model = object["model"] as? String, !model.isEmpty else {
+        case .found(let location) where location.string?.isEmpty == false:
+            model = location.string ?? ""
+        case .found, .absent:
             throw APIError(
                 .badRequest, .badRequest, "'model' is required: the deployment's full name, <owner>/<model_name>", field: "model")
         }
@@ -68,13 +71,14 @@ extension InferenceGateway {
             GatewayMetrics.inFlight.decrement(by: 1)
             slot.release()
         }
+        let answer: CurlHTTP.StreamedResponse
         do {
-            let answer = try await send(request, body: body, to: instance.endpoint, rest: rest)
-            return Self.response(answer, release: release)
+            answer = try await send(request, body: body, to: instance.endpoint, rest: rest)
         } catch {
             release()
             throw GatewayFailure.upstream(error, server: "\(model) instance \(instance.name)")
         }
+        return try await Self.response(answer, release: release)
     }
 
     /// The deployment `model` names, if the caller may use it.

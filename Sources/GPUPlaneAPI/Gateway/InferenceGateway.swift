@@ -143,10 +143,10 @@ public final class InferenceGateway: Sendable {
         var lastFailure: CurlHTTPError?
         for server in candidates {
             let release = enter(server.name)
+            let answer: CurlHTTP.StreamedResponse
             do {
-                let answer = try await send(
+                answer = try await send(
                     request, body: request.method == .get ? nil : Self.pinned(body, to: server.servedName), to: server.endpoint, rest: rest)
-                return Self.response(answer, release: release)
             } catch {
                 release()
                 if error.code == .couldNotConnect, !error.reachedServer {
@@ -158,6 +158,7 @@ public final class InferenceGateway: Sendable {
                 }
                 throw GatewayFailure.upstream(error, server: server.name)
             }
+            return try await Self.response(answer, release: release)
         }
         throw GatewayFailure.upstream(lastFailure ?? CurlHTTPError(code: .couldNotConnect, message: "no server", reachedServer: false), server: candidates.last?.name ?? "-")
     }
@@ -229,9 +230,8 @@ public final class InferenceGateway: Sendable {
     /// whatever it asked for (`auto`, the slug, anything) is ignored. Bodies that are not a
     /// JSON object go as they are.
     static func pinned(_ body: Data, to served: String) -> Data {
-        guard !body.isEmpty, var object = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] else { return body }
-        object["model"] = served
-        return (try? JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes])) ?? body
+        guard !body.isEmpty, let pinned = ModelField.pinned(Array(body), to: served) else { return body }
+        return Data(pinned)
     }
 
     static func body(_ request: Request) async throws -> Data {
@@ -251,11 +251,35 @@ public final class InferenceGateway: Sendable {
         return headers
     }
 
-    /// The pod's answer: the server's status, content type and body, streamed.
-    static func response(_ answer: CurlHTTP.StreamedResponse, release: @escaping @Sendable () -> Void) -> Response {
+    /// Answers up to this size with a stated length are passed on whole, in one write.
+    static let wholeAnswerLimit = 4 << 20
+
+    /// The caller's answer: the server's status, content type and body. An answer of known
+    /// length that is not an event stream (a plain completion, embeddings, the model list) is
+    /// read whole and sent in one piece; anything else streams chunk by chunk as it comes.
+    static func response(_ answer: CurlHTTP.StreamedResponse, release: @escaping @Sendable () -> Void) async throws -> Response {
+        // Released when the body is written, or when the response is dropped unwritten (the
+        // caller went away first): a deployment's slot must never leak.
+        let release = ReleaseOnce(release)
         var headers = HTTPFields()
-        headers[.contentType] = answer.header("Content-Type") ?? "application/json"
+        let contentType = answer.header("Content-Type") ?? "application/json"
+        headers[.contentType] = contentType
         if let cache = answer.header("Cache-Control") { headers[.cacheControl] = cache }
+        if !contentType.hasPrefix("text/event-stream"), let length = answer.header("Content-Length").flatMap(Int.init),
+            length <= wholeAnswerLimit
+        {
+            defer { release() }
+            var whole = ByteBuffer()
+            whole.reserveCapacity(length)
+            do {
+                for try await chunk in answer.body { whole.writeBytes(chunk) }
+            } catch {
+                answer.cancel()
+                throw GatewayFailure.upstream(
+                    error as? CurlHTTPError ?? CurlHTTPError(code: .transfer, message: "\(error)", reachedServer: true), server: "the model server")
+            }
+            return Response(status: .init(code: answer.status), headers: headers, body: ResponseBody(byteBuffer: whole))
+        }
         let body = ResponseBody { writer in
             defer { release() }
             do {
@@ -268,6 +292,21 @@ public final class InferenceGateway: Sendable {
         }
         return Response(status: .init(code: answer.status), headers: headers, body: body)
     }
+}
+
+/// A release run exactly once: when called, or at the latest when the last reference goes.
+final class ReleaseOnce: Sendable {
+    private let action: @Sendable () -> Void
+    private let done = Atomic<Bool>(false)
+
+    init(_ action: @escaping @Sendable () -> Void) { self.action = action }
+
+    func callAsFunction() {
+        guard !done.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        action()
+    }
+
+    deinit { self() }
 }
 
 /// Why the gateway could not forward a request, as the pod sees it.
