@@ -50,8 +50,8 @@ struct Admission: Sendable {
     /// Thrown when the guard failed; the caller reads and decides again.
     struct Race: Error {}
 
-    /// `/gpuplane/admission/<tenant>/gpus`: written by every admission that adds whole GPUs.
-    static func gpuMarker(tenant: String) -> String { "/gpuplane/admission/\(tenant)/gpus" }
+    /// `/gpuplane/admission/<tenant>/gpus` (``Tenant/gpuAdmissionKey(_:)``).
+    static func gpuMarker(tenant: String) -> String { Tenant.gpuAdmissionKey(tenant) }
 
     /// Refuses when `adding` whole GPUs on top of what the tenant's other replicas hold passes
     /// its limit. `replacing` are replicas the write removes (the object's own, on update).

@@ -56,12 +56,17 @@ public struct DeploymentSpec: Codable, Sendable, Hashable {
     public var weightsGB: Double?
     /// Scaling settings.
     public var settings: DeploymentSettings
+    /// The image its instances run, fixed by the api-server at creation (its
+    /// `deployment-image`), so every instance the autoscaler adds later runs the same one.
+    /// Not part of the request body.
+    public var servingImage: String?
 
     /// Makes a spec.
     public init(
         modelName: String, gpu: String, numGPUs: Int, maxBatchSize: Int, hf: HuggingFaceWeights,
-        weightsGB: Double? = nil, settings: DeploymentSettings
+        weightsGB: Double? = nil, settings: DeploymentSettings, servingImage: String? = nil
     ) {
+        self.servingImage = servingImage
         self.modelName = modelName
         self.gpu = gpu
         self.numGPUs = numGPUs
@@ -79,6 +84,7 @@ public struct DeploymentSpec: Codable, Sendable, Hashable {
         case hf
         case weightsGB = "weights_gb"
         case settings
+        case servingImage = "serving_image"
     }
 }
 

@@ -70,7 +70,7 @@ public struct ReplicaPlanner: Sendable {
     }
 
     /// The replica of instance `index` of `deployment`: whole GPUs of the deployment's type on a
-    /// dedicated node, serving the weights with the deployment image.
+    /// dedicated node, serving the weights with the deployment's image (else ``deploymentImage``).
     public func replica(for deployment: Deployment, index: Int) -> Replica {
         let spec = deployment.spec
         let type = machineTypes.named(spec.gpu)
@@ -81,7 +81,7 @@ public struct ReplicaPlanner: Sendable {
         let replicaSpec = ReplicaSpec(
             owner: owner, role: "\(index)", mode: .dedicated, modelSlug: nil, gpus: spec.numGPUs,
             vramGB: type?.vramGB ?? 0, machineTypes: [type?.name ?? spec.gpu], priority: .inference,
-            image: deploymentImage, env: [:], ports: [8000], entrypoint: nil, command: args,
+            image: spec.servingImage ?? deploymentImage, env: [:], ports: [8000], entrypoint: nil, command: args,
             servingPort: 8000)
         let meta = ObjectMeta(
             name: ReplicaPlanner.replicaName(deployment: deployment.metadata.name, index: index),

@@ -18,6 +18,8 @@ let keys: [ConfigurationKey] = [
     .init("resync-interval", .duration, default: "1s", help: "pending replicas are looked at again this often"),
     .init("idle-server-grace", .duration, default: "60s", help: "idle model servers stop after this long"),
     .init("event-ttl", .duration, default: "1h", help: "etcd deletes an event this long after its last write (at least 1s)"),
+    .init("autoscale-interval", .duration, default: "2s", help: "how often deployments are sized for the gateways' load (at least 1s)"),
+    .init("scale-down-delay", .duration, default: "5m", help: "how long fewer instances must be wanted before a deployment scales down"),
     .init("catalog-file", .string, help: "operator catalog (JSON) overriding the bundled one; give the api-server the same"),
     .init("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error, critical"),
     .init("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
@@ -43,6 +45,11 @@ do {
     guard session.eventTTL >= .seconds(1) else {
         throw ConfigurationError(code: .invalidValue, key: "event-ttl", source: nil, detail: "must be at least 1s, e.g. 1h")
     }
+    session.autoscaleInterval = try config.duration("autoscale-interval") ?? .seconds(2)
+    guard session.autoscaleInterval >= .seconds(1) else {
+        throw ConfigurationError(code: .invalidValue, key: "autoscale-interval", source: nil, detail: "must be at least 1s, e.g. 2s")
+    }
+    session.scaleDownDelay = try config.duration("scale-down-delay") ?? .seconds(300)
     let scheduler = Scheduler(
         store: store, pipeline: Pipeline(catalog: catalog),
         configuration: .init(

@@ -89,26 +89,26 @@ import Testing
             let reply = String(decoding: answer.body, as: UTF8.self)
             #expect(reply.contains("stand-in reply (not a model) from microsoft/Phi-3.5-mini-instruct on gpus \(serverGPU),"), "\(reply)")
 
-            // A custom LLM deployment, DeepInfra-style: created with the tenant's token, placed on
-            // a whole H100 of the dedicated node, its instance published and probed by the agent,
-            // and called through /v1/openai with model "<owner>/<model_name>".
-            let deployment = #"{"model_name": "e2e-llm", "gpu": "H100-80GB", "num_gpus": 1, "max_batch_size": 4, "hf": {"repo": "org/e2e-llm"}, "settings": {"min_instances": 1, "max_instances": 1}}"#
+            // A custom LLM deployment, DeepInfra-style, scaled to zero (min_instances 0): the
+            // first call is turned away cold, the gateway reports it, the scheduler's autoscaler
+            // adds an instance, the scheduler places it on a whole H100 of the dedicated node, its
+            // agent publishes and probes it, and a later call through /v1/openai (the tenant's
+            // token, model "<owner>/<model_name>") is answered by it.
+            let deployment = #"{"model_name": "e2e-llm", "gpu": "H100-80GB", "num_gpus": 1, "max_batch_size": 4, "hf": {"repo": "org/e2e-llm"}, "settings": {"min_instances": 0, "max_instances": 1}}"#
             let created = try await cluster.call("POST", "/v1/deployments", token: token, body: deployment)
             #expect(created.status == 201, "\(String(decoding: created.body, as: UTF8.self))")
-            var instance: [String: Any] = [:]
-            try await eventually("the deployment's instance is ready", timeout: 120, every: 0.25) {
-                let items = try await cluster.json("GET", "/v1/replicas", token: token)["items"] as? [[String: Any]] ?? []
-                instance = items.first { ($0["metadata"] as? [String: Any])?["name"] as? String == "deploy.e2e-llm.0" } ?? [:]
-                return (instance["status"] as? [String: Any])?["ready"] as? Bool == true
-            }
-            #expect((instance["binding"] as? [String: Any])?["node"] as? String == cluster.nodeName)
-            let instanceGPU = try #require(((instance["binding"] as? [String: Any])?["gpuIndices"] as? [Int])?.first)
+            let call = #"{"model": "e2e/e2e-llm", "messages": [{"role": "user", "content": "hi"}]}"#
+            let cold = try await cluster.call("POST", "/v1/openai/chat/completions", token: token, body: call)
+            #expect(cold.status == 503, "\(String(decoding: cold.body, as: UTF8.self))")
             var completion = (status: 0, body: Data())
-            try await eventually("a completion from the deployment", timeout: 60, every: 0.25) {
-                completion = try await cluster.call(
-                    "POST", "/v1/openai/chat/completions", token: token, body: #"{"model": "e2e/e2e-llm", "messages": [{"role": "user", "content": "hi"}]}"#)
+            try await eventually("a completion from the deployment, started from zero", timeout: 120, every: 0.5) {
+                completion = try await cluster.call("POST", "/v1/openai/chat/completions", token: token, body: call)
                 return completion.status == 200
             }
+            let items = try await cluster.json("GET", "/v1/replicas", token: token)["items"] as? [[String: Any]] ?? []
+            let instance = try #require(items.first { ($0["metadata"] as? [String: Any])?["name"] as? String == "deploy.e2e-llm.0" })
+            #expect((instance["binding"] as? [String: Any])?["node"] as? String == cluster.nodeName)
+            let instanceGPU = try #require(((instance["binding"] as? [String: Any])?["gpuIndices"] as? [Int])?.first)
             #expect(String(decoding: completion.body, as: UTF8.self).contains("from e2e/e2e-llm on gpus \(instanceGPU),"))
             #expect(try await cluster.call("DELETE", "/v1/deployments/e2e-llm", token: token).status == 204)
 

@@ -2,6 +2,7 @@ import EtcdClient
 import Foundation
 @testable import GPUPlaneAPI
 import GPUPlaneCore
+import GPUPlaneStore
 import GPUPlaneSystem
 import GPUPlaneTestSupport
 import Testing
@@ -191,6 +192,10 @@ import Testing
         }
         #expect(early.errorMessage.contains("no ready instance"), "\(early.text)")
         #expect(early.headers["retry-after"] == "5")
+        // ...and the gateway tells the autoscaler: a cold report for this deployment.
+        let reports = DeploymentLoad.prefix + "\(tenant)/chat-x/"
+        #expect(try await Self.sawReport(h, prefix: reports, from: 1) { $0.cold }, "no cold load report under \(reports)")
+        let beforeBurst = try await h.client.status().header.revision
 
         // Two instances, each a stand-in that takes a second per answer.
         let directory = try TestEnvironment.temporaryDirectory(prefix: "deploy-gateway")
@@ -216,6 +221,8 @@ import Testing
             return try await group.reduce(into: [Int]()) { $0.append($1) }
         }
         #expect(statuses == Array(repeating: 200, count: 12))
+        // Four in flight and the rest waiting at the peak: reported as such.
+        #expect(try await Self.sawReport(h, prefix: reports, from: beforeBurst) { $0.peak >= 4 }, "no load report of the burst")
         var answered = 0
         for port in ports {
             let stats = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(string: "http://127.0.0.1:\(port)/stand-in/stats")!)) as? [String: Int]
@@ -237,6 +244,32 @@ import Testing
         let listed = try #require(models.json["data"] as? [[String: Any]])
         #expect(listed.map { $0["id"] as? String } == [model])
         #expect(listed.first?["ready"] as? Bool == true)
+    }
+}
+
+extension DeploymentGatewayTests {
+    /// Whether a load report matching `condition` was written under `prefix` since `revision`
+    /// (etcd's history is replayed, so a report since overwritten still counts).
+    static func sawReport(
+        _ h: Harness, prefix: String, from revision: Int64, _ condition: @escaping @Sendable (DeploymentLoad) -> Bool
+    ) async throws -> Bool {
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for try await batch in h.client.watch(.prefix(prefix), startRevision: revision) {
+                    for event in batch.events where event.type == .put {
+                        if let load = try? GPUPlaneJSON.decode(DeploymentLoad.self, from: event.kv.value), condition(load) { return true }
+                    }
+                }
+                return false
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(30))
+                return false
+            }
+            let seen = try await group.next() ?? false
+            group.cancelAll()
+            return seen
+        }
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import GPUPlaneCore
 import Synchronization
 
 /// `max_batch_size` admission for deployments: at most that many requests in flight on each
@@ -45,14 +46,48 @@ final class BatchAdmission: Sendable {
         }
     }
 
-    private let queues = Mutex<[String: Queue]>([:])
+    /// The queues, and the load seen since the last ``drainLoad()``.
+    private struct State {
+        var queues: [String: Queue] = [:]
+        /// deployment → the most requests in flight or waiting at once since the last drain.
+        var peaks: [String: Int] = [:]
+        /// Deployments that turned requests away for want of a ready instance since the last drain.
+        var cold: Set<String> = []
+
+        mutating func notePeak(_ deployment: String) {
+            guard let queue = queues[deployment] else { return }
+            let load = queue.inFlight.values.reduce(0, +) + queue.waiters.count
+            peaks[deployment] = max(peaks[deployment] ?? 0, load)
+        }
+    }
+
+    private let state = Mutex(State())
     private let nextID = Atomic<UInt64>(0)
     let timeout: Duration
 
     init(timeout: Duration) { self.timeout = timeout }
 
     /// Requests waiting, over every deployment.
-    var waiting: Int { queues.withLock { $0.values.reduce(0) { $0 + $1.waiters.count } } }
+    var waiting: Int { state.withLock { $0.queues.values.reduce(0) { $0 + $1.waiters.count } } }
+
+    /// Notes a request turned away because `deployment` had no ready instance: demand the
+    /// autoscaler should meet with at least one.
+    func recordCold(_ deployment: String) { _ = state.withLock { $0.cold.insert(deployment) } }
+
+    /// The load of each deployment seen since the last call (the most requests in flight or
+    /// waiting at once, and whether any was turned away cold); starts the next window at each
+    /// deployment's load now, so a long request keeps counting.
+    func drainLoad() -> [String: DeploymentLoad] {
+        state.withLock { s in
+            var loads: [String: DeploymentLoad] = [:]
+            for (deployment, peak) in s.peaks { loads[deployment] = DeploymentLoad(peak: peak) }
+            for deployment in s.cold { loads[deployment, default: DeploymentLoad(peak: 0)].cold = true }
+            s.peaks = [:]
+            s.cold = []
+            for deployment in s.queues.keys { s.notePeak(deployment) }
+            return loads
+        }
+    }
 
     /// A slot on one of `instances` of `deployment`, at most `limit` in flight on each; waits
     /// for one when all are busy.
@@ -66,8 +101,8 @@ final class BatchAdmission: Sendable {
                     continuation.resume(throwing: CancellationError())
                     return
                 }
-                let (granted, refused) = queues.withLock { all -> ([(Waiter, String)], APIError?) in
-                    var queue = all[deployment] ?? Queue()
+                let (granted, refused) = state.withLock { s -> ([(Waiter, String)], APIError?) in
+                    var queue = s.queues[deployment] ?? Queue()
                     queue.instances = instances
                     queue.limit = max(1, limit)
                     let capacity = Self.maxWaitingPerSlot * queue.limit * max(1, instances.count)
@@ -78,7 +113,8 @@ final class BatchAdmission: Sendable {
                         queue.waiters.append(Waiter(id: id, continuation: continuation))
                     }
                     let granted = queue.dispatch()
-                    all[deployment] = queue
+                    s.queues[deployment] = queue
+                    s.notePeak(deployment)
                     return (granted, refused)
                 }
                 if let refused { continuation.resume(throwing: refused) }
@@ -96,12 +132,12 @@ final class BatchAdmission: Sendable {
     }
 
     private func release(_ instance: String, deployment: String) {
-        let granted = queues.withLock { all -> [(Waiter, String)] in
-            guard var queue = all[deployment] else { return [] }
+        let granted = state.withLock { s -> [(Waiter, String)] in
+            guard var queue = s.queues[deployment] else { return [] }
             queue.inFlight[instance, default: 1] -= 1
             if queue.inFlight[instance] == 0 { queue.inFlight[instance] = nil }
             let granted = queue.dispatch()
-            all[deployment] = queue.inFlight.isEmpty && queue.waiters.isEmpty ? nil : queue
+            s.queues[deployment] = queue.inFlight.isEmpty && queue.waiters.isEmpty ? nil : queue
             return granted
         }
         for (waiter, instance) in granted { waiter.continuation.resume(returning: instance) }
@@ -117,10 +153,10 @@ final class BatchAdmission: Sendable {
 
     /// Removes a waiter that is still waiting and fails it with `error`.
     private func giveUp(id: UInt64, deployment: String, with error: any Error) {
-        let waiter = queues.withLock { all -> Waiter? in
-            guard var queue = all[deployment], let index = queue.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+        let waiter = state.withLock { s -> Waiter? in
+            guard var queue = s.queues[deployment], let index = queue.waiters.firstIndex(where: { $0.id == id }) else { return nil }
             let waiter = queue.waiters.remove(at: index)
-            all[deployment] = queue.inFlight.isEmpty && queue.waiters.isEmpty ? nil : queue
+            s.queues[deployment] = queue.inFlight.isEmpty && queue.waiters.isEmpty ? nil : queue
             return waiter
         }
         waiter?.continuation.resume(throwing: error)

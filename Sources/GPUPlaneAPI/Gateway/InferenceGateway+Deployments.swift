@@ -44,11 +44,12 @@ extension InferenceGateway {
         let key = "\(deployment.metadata.tenant)/\(deployment.metadata.name)"
         let instances = readyInstances(of: deployment)
         guard !instances.isEmpty else {
+            admission.recordCold(key)
             let names = attachments.withLock { $0.byDeployment[key] } ?? []
             let running = names.filter { replicas.get(tenant: deployment.metadata.tenant, name: $0)?.status.phase == .running }.count
             var error = APIError(
                 .serviceUnavailable, .unavailable,
-                "deployment \(model) has no ready instance (\(running) running of \(names.count) wanted, min_instances \(deployment.spec.settings.minInstances)); retry shortly, or raise min_instances")
+                "deployment \(model) has no ready instance (\(running) running of \(names.count) wanted, min_instances \(deployment.spec.settings.minInstances)); retry shortly: the autoscaler starts one when max_instances allows")
             error.retryAfter = 5
             throw error
         }

@@ -30,9 +30,10 @@ public final class InferenceGateway: Sendable {
     let timeout: Duration
     let logger: Logger
     let admission: BatchAdmission
+    let loadReporter: LoadReporter
     let attachments = Mutex(Attachments())
     private let inFlight = Mutex<[String: Int]>([:])
-    private let indexTask = Mutex<Task<Void, Never>?>(nil)
+    private let tasks = Mutex<[Task<Void, Never>]>([])
 
     /// Which replicas use which slug (and the server each is bound to), and which are whose
     /// deployment's instances, per tenant.
@@ -79,16 +80,17 @@ public final class InferenceGateway: Sendable {
     /// Makes a gateway over `store`; nothing is watched until ``start()``.
     ///
     /// `timeout` bounds one request, streaming included; `queueTimeout` bounds a deployment
-    /// request's wait for a free slot.
+    /// request's wait for a free slot; deployments' load goes to etcd every `loadReportInterval`.
     public init(
         store: ResourceStore, keys: InferenceKeys, timeout: Duration = .seconds(600), queueTimeout: Duration = .seconds(60),
-        logger: Logger
+        loadReportInterval: Duration = .seconds(2), logger: Logger
     ) {
         self.keys = keys
         self.servers = Informer<ModelServer>(store: store, tenant: ObjectMeta.clusterTenant, logger: logger)
         self.replicas = Informer<Replica>(store: store, logger: logger)
         self.deployments = Informer<Deployment>(store: store, logger: logger)
         self.admission = BatchAdmission(timeout: queueTimeout)
+        self.loadReporter = LoadReporter(etcd: store.client, admission: admission, interval: loadReportInterval, logger: logger)
         self.http = CurlHTTP.Client(name: "gateway-curl", maxConnections: 256)
         self.timeout = timeout
         self.logger = logger
@@ -96,21 +98,22 @@ public final class InferenceGateway: Sendable {
 
     /// Starts watching model servers and replicas.
     public func start() {
-        indexTask.withLock { task in
-            guard task == nil else { return }
+        tasks.withLock { tasks in
+            guard tasks.isEmpty else { return }
             servers.start()
             replicas.start()
             deployments.start()
             let events = replicas.events()
-            task = Task { [self] in
+            tasks.append(Task { [self] in
                 for await event in events { attachments.withLock { $0.apply(event) } }
-            }
+            })
+            tasks.append(Task { [loadReporter] in await loadReporter.run() })
         }
     }
 
     /// Stops watching.
     public func stop() {
-        indexTask.withLock { $0?.cancel() }
+        tasks.withLock { for task in $0 { task.cancel() } }
         servers.stop()
         replicas.stop()
         deployments.stop()

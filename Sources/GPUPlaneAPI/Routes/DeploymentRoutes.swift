@@ -79,7 +79,8 @@ struct DeploymentRoutes: Sendable {
         let tenant = try await admission.tenant(tenantName)
         let data = try await HTTPJSON.body(request)
         let (parsed, diagnostics) = ManifestReader(context: deps.validationContext(for: tenant)).readDeploymentBody(data)
-        guard let spec = parsed, !diagnostics.hasErrors else { throw APIError.rejected(diagnostics) }
+        guard var spec = parsed, !diagnostics.hasErrors else { throw APIError.rejected(diagnostics) }
+        spec.servingImage = deps.deploymentImage
         var deployment = Deployment(
             metadata: ObjectMeta(name: spec.modelName, tenant: tenantName, uid: ObjectMeta.newUID()), spec: spec)
         let wanted = spec.settings.minInstances

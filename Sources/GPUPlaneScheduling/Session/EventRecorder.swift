@@ -150,31 +150,3 @@ final class EventRecorder: Sendable {
     /// The event object of `key` as the recorder holds it.
     func event(_ key: Key) -> Event? { state.withLock { $0[key]?.event } }
 }
-
-/// The etcd lease events are written under, so that etcd itself deletes an event between
-/// `ttl` and `ttl + ttl / 4` after its last write, even with no scheduler running: like
-/// Kubernetes' `--event-ttl`, this keeps one-shot events (a bind, a preemption) from filling
-/// etcd. One lease serves every event written in a quarter of the time to live; each later
-/// write of an aggregated event moves it to the newest lease, so an event that keeps
-/// happening stays.
-final class EventLease: Sendable {
-    /// Time to live of an event after its last write.
-    let ttl: Duration
-    private let current = Locked<(id: Int64, granted: ContinuousClock.Instant)?>(nil)
-
-    init(ttl: Duration) { self.ttl = ttl }
-
-    /// How long one lease takes new events: a quarter of the time to live, at least a second.
-    var rotation: Duration { max(.seconds(1), ttl / 4) }
-
-    /// The lease to write events under now, granting a new one when the current one has taken
-    /// events for ``rotation``. Its time to live is `ttl + rotation`, in whole seconds, so an
-    /// event written just before the next rotation still lives `ttl`.
-    func lease(etcd: Etcd.Client, now: ContinuousClock.Instant = .now) async throws -> Int64 {
-        if let lease = current.withLock({ $0 }), now - lease.granted < rotation { return lease.id }
-        let seconds = (ttl + rotation).components.seconds + ((ttl + rotation).components.attoseconds > 0 ? 1 : 0)
-        let granted = try await etcd.grantLease(ttl: max(1, seconds))
-        current.withLock { $0 = (granted.id, now) }
-        return granted.id
-    }
-}

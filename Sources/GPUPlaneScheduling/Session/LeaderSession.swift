@@ -16,10 +16,12 @@ import GPUPlaneSystem
 /// 4. **Placement**: every pending replica through ``Pipeline/placeBatch(_:in:preempt:)`` on
 ///    a snapshot built from the informers' caches; the bindings (with new model servers and
 ///    preemptions) commit in fenced transactions, each replica compared on its resourceVersion.
-/// 5. **Status upkeep**: a deployment's `status` says how many instances are placed ("2/3
+/// 5. **Autoscaling**: every deployment sized between `min_instances` and `max_instances` for
+///    the load the gateways report (``Autoscaler``).
+/// 6. **Status upkeep**: a deployment's `status` says how many instances are placed ("2/3
 ///    running, waiting for capacity"); a model server's `status.attachedReplicas` lists the
 ///    replicas bound to it. Each is written only when it changes.
-/// 6. **Warm pool** and idle model servers.
+/// 7. **Warm pool** and idle model servers.
 ///
 /// A step that wrote ends the pass; the next one starts once the informers have seen those
 /// writes, so no decision is ever made on a cache older than the leader's own writes.
@@ -38,7 +40,7 @@ public final class LeaderSession: Sendable {
         public var preemption: Bool
         /// Repeats of an event are written at most this often.
         public var eventFlushInterval: Duration
-        /// How long etcd keeps an event after its last write (see ``EventLease``).
+        /// How long etcd keeps an event after its last write (see `RotatingLease`).
         public var eventTTL: Duration
         /// Whether each bind is recorded as an `Event` (`Scheduled`).
         public var recordBindEvents: Bool
@@ -51,6 +53,10 @@ public final class LeaderSession: Sendable {
         public var idleServerGrace: Duration
         /// How long to wait for the informers to see the session's own writes.
         public var catchUpTimeout: Duration
+        /// How often deployments are sized for the gateways' load reports.
+        public var autoscaleInterval: Duration
+        /// How long fewer instances must be wanted than run before a deployment scales down.
+        public var scaleDownDelay: Duration
 
         /// Makes a configuration.
         public init(
@@ -59,9 +65,12 @@ public final class LeaderSession: Sendable {
             eventFlushInterval: Duration = .seconds(10), recordBindEvents: Bool = true,
             meter: UsageMeter.Configuration = .init(), warmPool: [String: Int] = [:],
             idleServerGrace: Duration = .seconds(60), catchUpTimeout: Duration = .seconds(10),
-            eventTTL: Duration = .seconds(3600)
+            eventTTL: Duration = .seconds(3600), autoscaleInterval: Duration = .seconds(2),
+            scaleDownDelay: Duration = .seconds(300)
         ) {
             self.eventTTL = eventTTL
+            self.autoscaleInterval = autoscaleInterval
+            self.scaleDownDelay = scaleDownDelay
             self.resyncInterval = resyncInterval
             self.batchWindow = batchWindow
             self.maxOperationsPerTransaction = maxOperationsPerTransaction
@@ -93,10 +102,15 @@ public final class LeaderSession: Sendable {
         public var usageRecords = 0
         /// Meter intervals completed.
         public var meterIntervals = 0
+        /// Autoscaler rounds run (load reports read, deployments sized).
+        public var autoscaleRounds = 0
     }
 
     /// The reason given with the fence in every transaction.
     static let fenceReason = "scheduler leadership"
+    /// Why a transaction that adds whole GPUs to a tenant failed: another such write committed
+    /// after the read its GPU-limit check was made on.
+    static let gpuGuardReason = "another write took GPUs of this tenant meanwhile"
     /// A node's `Ready` reasons written by the node-lifecycle controller.
     public enum ReadyReason {
         /// The heartbeat key is gone: the node stopped calling.
@@ -121,8 +135,9 @@ public final class LeaderSession: Sendable {
     let deployments: Informer<Deployment>
     let heartbeats: HeartbeatWatcher
     let events = EventRecorder()
-    let eventLease: EventLease
+    let eventLease: RotatingLease
     let meter: UsageMeter
+    let autoscaler: Autoscaler
     let wakeup = Wakeup()
     private let state = Locked(State())
 
@@ -157,7 +172,9 @@ public final class LeaderSession: Sendable {
         let wakeup = self.wakeup
         self.heartbeats = HeartbeatWatcher(client: store.client, logger: logger) { wakeup.ring() }
         self.meter = UsageMeter(configuration: configuration.meter, logger: logger)
-        self.eventLease = EventLease(ttl: configuration.eventTTL)
+        self.autoscaler = Autoscaler(
+            configuration: .init(interval: configuration.autoscaleInterval, scaleDownDelay: configuration.scaleDownDelay))
+        self.eventLease = RotatingLease(ttl: configuration.eventTTL)
     }
 
     /// The counters so far.
@@ -279,10 +296,17 @@ public final class LeaderSession: Sendable {
             return true
         }
 
-        // 5. Deployment status and model server attachments.
+        // 5. Autoscaling, when a round is due.
+        let clock = ContinuousClock.now
+        if autoscaler.isDue(now: clock), try await autoscaler.run(session: self, replicas: replicaList, now: clock) {
+            try await flushEvents()
+            return true
+        }
+
+        // 6. Deployment status and model server attachments.
         _ = try await commit(deploymentStatus(replicaList) + serverAttachments(serverList, replicaList))
 
-        // 6. Warm pool and idle servers.
+        // 7. Warm pool and idle servers.
         _ = try await commit(warmPool(serverList, replicaList, &snapshot, now: now))
 
         try await flushEvents()
@@ -622,23 +646,31 @@ public final class LeaderSession: Sendable {
         var chunks: [[WriteUnit]] = [[]]
         var size = 0
         for unit in units {
-            if size + unit.ops.count > limit, !(chunks.last?.isEmpty ?? true) {
+            let ops = unit.ops.count + unit.guards.count
+            if size + ops > limit, !(chunks.last?.isEmpty ?? true) {
                 chunks.append([])
                 size = 0
             }
             chunks[chunks.count - 1].append(unit)
-            size += unit.ops.count
+            size += ops
         }
         var wrote = false
         for chunk in chunks {
             var txn = StoreTransaction()
             txn.require(leader.fence, reason: Self.fenceReason)
             var kinds = Set<ResourceKind>()
+            // One bump per key (etcd refuses a key written twice in one transaction), on the
+            // oldest revision any of the chunk's decisions read it at.
+            var guards: [String: Int64] = [:]
             for unit in chunk {
                 for op in unit.ops {
                     try txn.add(op)
                     kinds.insert(op.kind)
                 }
+                for guarded in unit.guards { guards[guarded.key] = min(guards[guarded.key] ?? .max, guarded.revision) }
+            }
+            for (key, revision) in guards.sorted(by: { $0.key < $1.key }) {
+                txn.bump(key, unchangedSince: revision, reason: Self.gpuGuardReason)
             }
             do {
                 let result = try await store.commit(txn)
@@ -666,6 +698,9 @@ public final class LeaderSession: Sendable {
     /// the informer to catch up and is retried by a later pass.
     func handleFailure(_ error: StoreError, txnKinds: [ResourceKind]) throws {
         switch error.code {
+        case .preconditionFailed where error.failedCondition == Self.gpuGuardReason:
+            state.withLock { $0.stats.conflicts += 1 }
+            logger.debug("a GPU admission of the tenant committed meanwhile; deciding again on the next pass")
         case .preconditionFailed:
             throw SchedulerError(.leadershipLost, "a fenced write was refused: \(leader.keyString) no longer leads")
         case .conflict, .notFound, .alreadyExists:

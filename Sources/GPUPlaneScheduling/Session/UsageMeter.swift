@@ -244,6 +244,12 @@ public final class UsageMeter: Sendable {
 
     // MARK: Spending limits
 
+    /// Whether `tenant`'s metered spend this month has reached its spending limit.
+    func isOverSpendingLimit(_ tenant: Tenant) -> Bool {
+        guard let limit = tenant.spec.spendingLimitMicroDollars else { return false }
+        return (state.withLock { $0.spend[tenant.metadata.name] } ?? 0) >= limit
+    }
+
     /// Scales the deployments of tenants at or over their spending limit to `min_instances`.
     private func enforceSpendingLimits(session: LeaderSession, replicas: [Replica]) async throws -> Bool {
         let spend = state.withLock { $0.spend }

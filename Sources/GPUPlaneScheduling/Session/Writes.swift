@@ -27,6 +27,16 @@ struct WriteUnit: Sendable {
     var events: [EventRecorder.Occurrence] = []
     /// Bindings in the unit (for counters).
     var bindings: [Binding] = []
+    /// Keys the transaction bumps, each on condition that it was not written after the
+    /// revision a decision read at (``StoreTransaction/bump(_:unchangedSince:reason:)``): the
+    /// tenants' GPU admission keys, for writes that add whole GPUs.
+    var guards: [Guard] = []
+
+    /// One guarded key.
+    struct Guard: Sendable, Hashable {
+        var key: String
+        var revision: Int64
+    }
 }
 
 extension StoreTransaction {

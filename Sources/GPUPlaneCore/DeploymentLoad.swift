@@ -1,0 +1,47 @@
+/// What one api-server saw of a deployment's load over its last report interval: the signal
+/// the scheduler's autoscaler sizes deployments by, between `min_instances` and
+/// `max_instances`.
+///
+/// Each api-server writes its own report under
+/// `/gpuplane/load/deployments/<tenant>/<deployment>/<reporter>`, under a lease, so the reports
+/// of an api-server that stops vanish with it.
+public struct DeploymentLoad: Codable, Sendable, Hashable {
+    /// The prefix every report is under.
+    public static let prefix = "/gpuplane/load/deployments/"
+
+    /// The most requests in flight or waiting for a slot at once during the interval.
+    public var peak: Int
+    /// Whether requests were turned away because no instance was ready (a deployment at zero
+    /// instances, or one still starting): demand for at least one.
+    public var cold: Bool
+
+    /// Makes a report.
+    public init(peak: Int, cold: Bool = false) {
+        self.peak = peak
+        self.cold = cold
+    }
+
+    /// What this report asks for in requests at once: `peak`, or 1 for a cold start.
+    public var demand: Int { max(peak, cold ? 1 : 0) }
+
+    /// The key of `reporter`'s report on `tenant`'s `deployment`.
+    public static func key(tenant: String, deployment: String, reporter: String) -> String {
+        "\(prefix)\(tenant)/\(deployment)/\(reporter)"
+    }
+
+    /// The tenant and deployment a report key is about, or nil for a key of another shape.
+    public static func deployment(ofKey key: String) -> (tenant: String, name: String)? {
+        guard key.hasPrefix(prefix) else { return nil }
+        let parts = key.dropFirst(prefix.count).split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty else { return nil }
+        return (String(parts[0]), String(parts[1]))
+    }
+
+    /// Instances wanted for `demand` requests at once, `maxBatchSize` each, within
+    /// `minInstances...maxInstances`.
+    public static func instances(forDemand demand: Int, maxBatchSize: Int, minInstances: Int, maxInstances: Int) -> Int {
+        let batch = max(1, maxBatchSize)
+        let wanted = (max(0, demand) + batch - 1) / batch
+        return min(max(wanted, minInstances), max(minInstances, maxInstances))
+    }
+}
