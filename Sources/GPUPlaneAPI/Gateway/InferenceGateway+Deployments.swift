@@ -40,7 +40,7 @@ extension InferenceGateway {
             throw APIError(
                 .badRequest, .badRequest, "'model' is required: the deployment's full name, <owner>/<model_name>", field: "model")
         }
-        let deployment = try self.deployment(named: model, caller: caller)
+        let deployment = try await self.deployment(named: model, caller: caller)
         let key = "\(deployment.metadata.tenant)/\(deployment.metadata.name)"
         let instances = readyInstances(of: deployment)
         guard !instances.isEmpty else {
@@ -82,13 +82,17 @@ extension InferenceGateway {
         return try await Self.response(answer, release: release)
     }
 
-    /// The deployment `model` names, if the caller may use it.
-    private func deployment(named model: String, caller: Principal) throws -> Deployment {
+    /// The deployment `model` names, if the caller may use it: from the cache, or from etcd
+    /// for one created a moment ago (through another api-server) that the cache has not seen.
+    private func deployment(named model: String, caller: Principal) async throws -> Deployment {
         let parts = model.split(separator: "/", maxSplits: 1).map(String.init)
         let mine = caller.role == .admin ? nil : caller.tenant
-        guard parts.count == 2, let deployment = deployments.get(tenant: parts[0], name: parts[1]),
-            mine == nil || mine == parts[0]
-        else {
+        var found: Deployment?
+        if parts.count == 2, mine == nil || mine == parts[0] {
+            found = deployments.get(tenant: parts[0], name: parts[1])
+            if found == nil { found = try? await deployments.store.get(Deployment.self, tenant: parts[0], name: parts[1]) }
+        }
+        guard let deployment = found else {
             let hint = mine.map { " (this token can use \($0)'s deployments: \($0)/<model_name>; GET /v1/openai/models lists them)" } ?? ""
             throw APIError(.notFound, .notFound, "no deployment named \(model)\(hint)", field: "model")
         }
