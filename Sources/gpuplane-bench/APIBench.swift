@@ -19,20 +19,11 @@ struct APIBench: AsyncParsableCommand {
         commandName: "api",
         abstract: "Starts etcd and an api-server; measures applies/s and p50/p99 at several concurrencies vs raw etcd puts/s.")
 
-    @Option(help: "Concurrent clients, comma-separated.")
-    var clients = "1,16,64"
-
-    @Option(help: "Seconds per phase.")
-    var seconds = 3.0
-
     @Flag(help: "Also time the parts of one apply, one after another, in this process.")
     var breakdown = false
 
     @Flag(help: "Also measure cheaper requests at each concurrency (GET /healthz, GET /v1/models) to split HTTP cost from apply cost.")
     var layers = false
-
-    @Flag(help: "Also print each phase's latency tail (p90, p99.9, max) and how its slow operations cluster in time.")
-    var tail = false
 
     @Flag(help: "Also measure unchanged re-applies: each client re-applies the first application it created.")
     var reapply = false
@@ -44,10 +35,10 @@ struct APIBench: AsyncParsableCommand {
         case inProcess = "in-process"
     }
 
-    @Option(help: "Where the api-server runs: 'process' (the gpuplane-api-server executable next to this one) or 'in-process'.")
-    var server: ServerMode = .process
+    @OptionGroup var options: LoadOptions
 
-    var load: LoadPhases { LoadPhases(seconds: seconds, tail: tail) }
+    var load: LoadPhases { options.phases }
+    var server: ServerMode { options.server }
 
     /// Extra etcd flags from `GPUPLANE_BENCH_ETCD_ARGS` (space-separated), e.g. `--enable-pprof`
     /// to profile etcd during a run.
@@ -113,7 +104,7 @@ struct APIBench: AsyncParsableCommand {
         guard status == 201, let token = (try JSONSerialization.jsonObject(with: body) as? [String: Any])?["token"] as? String else {
             throw ValidationError("could not issue a token: \(status)")
         }
-        print("etcd 1 member on loopback; api-server \(server == .process ? "as its own process" : "in this process"); \(seconds)s per phase")
+        print("etcd 1 member on loopback; api-server \(server == .process ? "as its own process" : "in this process"); \(options.seconds)s per phase")
         if breakdown { try await parts(deps: deps, session: session, base: base, token: token) }
         // CPU columns: µs per operation of etcd, the api-server process and this one (the load
         // generator; with --server in-process, the api-server's share is in it).
@@ -121,7 +112,7 @@ struct APIBench: AsyncParsableCommand {
         let value = String(repeating: "x", count: 600)
         let etcdPID = fixture.member.pid
         let serverPID = serverProcess?.pid
-        for count in clients.split(separator: ",").compactMap({ Int($0) }) {
+        for count in options.clientCounts {
             let raw = try await load.run(workers: count, etcdPID: etcdPID, serverPID: serverPID) { w, i in
                 _ = try await etcd.put("/bench/raw/\(count)/\(w)/\(i)", value)
             }

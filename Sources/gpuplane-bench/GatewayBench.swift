@@ -21,17 +21,7 @@ struct GatewayBench: AsyncParsableCommand {
         commandName: "gateway",
         abstract: "Starts etcd, an api-server and a bench upstream; measures completions/s and p50/p99 through the gateway vs straight to the upstream.")
 
-    @Option(help: "Concurrent clients, comma-separated.")
-    var clients = "1,16,64"
-
-    @Option(help: "Seconds per phase.")
-    var seconds = 3.0
-
-    @Flag(help: "Also print each phase's latency tail (p90, p99.9, max) and how its slow requests cluster in time.")
-    var tail = false
-
-    @Option(help: "Where the api-server runs: 'process' (the gpuplane-api-server executable next to this one) or 'in-process'.")
-    var server: APIBench.ServerMode = .process
+    @OptionGroup var options: LoadOptions
 
     static let body = #"{"model": "auto", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16}"#
 
@@ -57,7 +47,7 @@ struct GatewayBench: AsyncParsableCommand {
             serverProcess?.stop()
             try? FileManager.default.removeItem(at: directory)
         }
-        switch server {
+        switch options.server {
         case .inProcess:
             let app = buildApplication(deps, port: port)
             tasks.append(Task { try await app.runService(gracefulShutdownSignals: []) })
@@ -83,11 +73,11 @@ struct GatewayBench: AsyncParsableCommand {
             return pod == 200 && openAI == 200
         }
 
-        print("etcd 1 member on loopback; api-server \(server == .process ? "as its own process" : "in this process"); bench upstream in this process; \(seconds)s per phase")
+        print("etcd 1 member on loopback; api-server \(options.server == .process ? "as its own process" : "in this process"); bench upstream in this process; \(options.seconds)s per phase")
         print("clients  direct/s  p50/p99 ms     pod URL/s  ratio  p50/p99 ms     /v1/openai/s  ratio  p50/p99 ms     server CPU µs/req pod+openai")
-        let load = LoadPhases(seconds: seconds, tail: tail)
+        let load = options.phases
         let serverPID = serverProcess?.pid
-        for count in clients.split(separator: ",").compactMap({ Int($0) }) {
+        for count in options.clientCounts {
             let direct = try await load.run(workers: count, serverPID: serverPID) { _, _ in
                 guard try await Self.post(session, upstreamURL + "/v1/chat/completions") == 200 else { throw ValidationError("upstream") }
             }

@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 
 /// Closed-loop load for the benchmarks: `workers` tasks each repeat one operation for
@@ -82,4 +83,25 @@ struct LoadPhases {
             workers, pct(0.9) * 1000, p99 * 1000, pct(0.999) * 1000, sorted[sorted.count - 1] * 1000, slow, counts.count,
             Double(top) / Double(max(slow, 1)) * 100))
     }
+}
+
+/// The options every load benchmark takes.
+struct LoadOptions: ParsableArguments {
+    @Option(help: "Concurrent clients, comma-separated.")
+    var clients = "1,16,64"
+
+    @Option(help: "Seconds per phase.")
+    var seconds = 3.0
+
+    @Flag(help: "Also print each phase's latency tail (p90, p99.9, max) and how its slow operations cluster in time.")
+    var tail = false
+
+    @Option(help: "Where the api-server runs: 'process' (the gpuplane-api-server executable next to this one) or 'in-process'.")
+    var server: APIBench.ServerMode = .process
+
+    /// The client counts, in order.
+    var clientCounts: [Int] { clients.split(separator: ",").compactMap { Int($0) } }
+
+    /// The phases these options describe.
+    var phases: LoadPhases { LoadPhases(seconds: seconds, tail: tail) }
 }
