@@ -69,32 +69,10 @@ struct APIBench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        // Before any store exists, so an in-process server's counters reach its /metrics.
-        MetricsExporter.bootstrap()
-        let fixture = try await EtcdFixture.start(extraArguments: etcdArguments)
-        defer { fixture.shutdown() }
-        let etcd = try Etcd.Client(Etcd.Configuration(endpoints: fixture.endpoints, requestTimeout: .seconds(10)))
-        let admin = Tokens.generate()
-        var logger = Logger(label: "gpuplane.api")
-        logger.logLevel = .warning
-        let deps = APIDependencies(etcd: etcd, catalog: try Catalog.standard(), adminTokens: [admin], logger: logger)
-        let port = TestEnvironment.freePort()
-        var serverTask: Task<Void, any Error>?
-        var serverProcess: ChildProcess?
-        let directory = try TestEnvironment.temporaryDirectory(prefix: "bench-api")
-        defer {
-            serverTask?.cancel()
-            serverProcess?.stop()
-            try? FileManager.default.removeItem(at: directory)
-        }
-        switch server {
-        case .inProcess:
-            let app = buildApplication(deps, port: port)
-            serverTask = Task { try await app.runService(gracefulShutdownSignals: []) }
-        case .process:
-            serverProcess = try Self.launchServer(port: port, etcd: fixture.endpoints, adminToken: admin, directory: directory)
-        }
-        let base = "http://127.0.0.1:\(port)"
+        let bench = try await BenchServer(mode: server, etcdArguments: etcdArguments, name: "bench-api")
+        defer { bench.stop() }
+        let (fixture, etcd, admin, deps, base) = (bench.fixture, bench.etcd, bench.admin, bench.deps, bench.base)
+        let serverProcess = bench.process
         // The same libcurl transport the etcd baseline uses, so both sides pay the same client cost.
         let session = CurlHTTP.Client(name: "bench", maxConnections: 128)
         defer { session.shutdown() }

@@ -30,35 +30,15 @@ struct GatewayBench: AsyncParsableCommand {
         #"{"id":"bench-1","object":"chat.completion","created":1763870000,"model":"bench-upstream","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today? (bench upstream, not a model)"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":16,"total_tokens":25}}"#.utf8)
 
     func run() async throws {
-        MetricsExporter.bootstrap()
-        let fixture = try await EtcdFixture.start()
-        defer { fixture.shutdown() }
-        let etcd = try Etcd.Client(Etcd.Configuration(endpoints: fixture.endpoints, requestTimeout: .seconds(10)))
-        let admin = Tokens.generate()
-        var logger = Logger(label: "gpuplane.api")
-        logger.logLevel = .warning
-        let deps = APIDependencies(etcd: etcd, catalog: try Catalog.standard(), adminTokens: [admin], logger: logger)
-        let port = TestEnvironment.freePort()
-        let directory = try TestEnvironment.temporaryDirectory(prefix: "bench-gateway")
+        let bench = try await BenchServer(mode: options.server, name: "bench-gateway")
+        defer { bench.stop() }
+        let (deps, admin, logger, base, serverProcess) = (bench.deps, bench.admin, bench.logger, bench.base, bench.process)
         var tasks: [Task<Void, any Error>] = []
-        var serverProcess: ChildProcess?
-        defer {
-            for task in tasks { task.cancel() }
-            serverProcess?.stop()
-            try? FileManager.default.removeItem(at: directory)
-        }
-        switch options.server {
-        case .inProcess:
-            let app = buildApplication(deps, port: port)
-            tasks.append(Task { try await app.runService(gracefulShutdownSignals: []) })
-        case .process:
-            serverProcess = try APIBench.launchServer(port: port, etcd: fixture.endpoints, adminToken: admin, directory: directory)
-        }
+        defer { for task in tasks { task.cancel() } }
         let upstreamPort = TestEnvironment.freePort()
         let upstreamURL = "http://127.0.0.1:\(upstreamPort)"
         tasks.append(Task { try await Self.upstream(port: upstreamPort, logger: logger).runService(gracefulShutdownSignals: []) })
 
-        let base = "http://127.0.0.1:\(port)"
         let session = CurlHTTP.Client(name: "bench", maxConnections: 128)
         defer { session.shutdown() }
         try await eventually("api-server answers", timeout: 60) { try await APIBench.call(session, "GET", base + "/readyz").0 == 200 }

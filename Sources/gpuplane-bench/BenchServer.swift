@@ -1,0 +1,55 @@
+import EtcdClient
+import Foundation
+import GPUPlaneAPI
+import GPUPlaneCore
+import GPUPlaneService
+import GPUPlaneTestSupport
+import Hummingbird
+import Logging
+
+/// One etcd member and one api-server (its own process, or in this one) for a benchmark, with
+/// a bootstrap admin token; ``stop()`` takes them down.
+final class BenchServer {
+    let fixture: EtcdFixture
+    let etcd: Etcd.Client
+    let admin: String
+    let deps: APIDependencies
+    /// `http://127.0.0.1:<port>`.
+    let base: String
+    /// The api-server's process, when it runs as one.
+    let process: ChildProcess?
+    let logger: Logger
+    private let task: Task<Void, any Error>?
+    private let directory: URL
+
+    init(mode: APIBench.ServerMode, etcdArguments: [String] = [], name: String) async throws {
+        // Before any store exists, so an in-process server's counters reach its /metrics.
+        MetricsExporter.bootstrap()
+        fixture = try await EtcdFixture.start(extraArguments: etcdArguments)
+        etcd = try Etcd.Client(Etcd.Configuration(endpoints: fixture.endpoints, requestTimeout: .seconds(10)))
+        admin = Tokens.generate()
+        var logger = Logger(label: "gpuplane.api")
+        logger.logLevel = .warning
+        self.logger = logger
+        deps = APIDependencies(etcd: etcd, catalog: try Catalog.standard(), adminTokens: [admin], logger: logger)
+        let port = TestEnvironment.freePort()
+        base = "http://127.0.0.1:\(port)"
+        directory = try TestEnvironment.temporaryDirectory(prefix: name)
+        switch mode {
+        case .inProcess:
+            let app = buildApplication(deps, port: port)
+            task = Task { try await app.runService(gracefulShutdownSignals: []) }
+            process = nil
+        case .process:
+            task = nil
+            process = try APIBench.launchServer(port: port, etcd: fixture.endpoints, adminToken: admin, directory: directory)
+        }
+    }
+
+    func stop() {
+        task?.cancel()
+        process?.stop()
+        fixture.shutdown()
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
