@@ -106,7 +106,7 @@ let package = Package(
         .target(
             name: "GPUPlaneCLI",
             dependencies: [
-                "GPUPlaneCore", "GPUPlaneManifest",
+                "GPUPlaneCore", "GPUPlaneManifest", "CurlHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // Placement pipeline, preemption, leader election and the controllers.
@@ -189,7 +189,12 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
-        .testTarget(name: "GPUPlaneCLITests", dependencies: ["GPUPlaneCLI", "GPUPlaneCore"]),
+        .testTarget(
+            name: "GPUPlaneCLITests",
+            dependencies: [
+                "GPUPlaneCLI", "GPUPlaneCore", "GPUPlaneAPI", "EtcdClient", "GPUPlaneTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // The whole system with the real executables (built by `swift build --build-tests`).
         .testTarget(name: "EndToEndTests", dependencies: ["GPUPlaneTestSupport"]),
         .testTarget(

@@ -4,13 +4,32 @@ import GPUPlaneCore
 import GPUPlaneManifest
 
 /// The `gpuplane` command line.
-public struct GPUPlaneCommand: ParsableCommand {
+public struct GPUPlaneCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "gpuplane",
         abstract: "Deploy models and GPU apps on gpuplane.",
-        subcommands: [ValidateCommand.self, ModelsCommand.self])
+        discussion: "apply, get, delete and usage speak to an api-server: --server (or $GPUPLANE_SERVER) and a token (--token-file, $GPUPLANE_TOKEN_FILE or $GPUPLANE_TOKEN). validate and models work offline.",
+        subcommands: [
+            ApplyCommand.self, GetCommand.self, DeleteCommand.self, UsageCommand.self, ValidateCommand.self, ModelsCommand.self,
+        ])
 
     public init() {}
+
+    /// Parses the process's arguments and runs the command they name, async or not; exits with
+    /// ArgumentParser's message and code on an error. (`main()` resolves to the synchronous
+    /// entry point from top-level code, which refuses an async root.)
+    public static func runMain() async {
+        do {
+            var command = try parseAsRoot()
+            if var asynchronous = command as? any AsyncParsableCommand {
+                try await asynchronous.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Options that say what validation checks against.

@@ -1,3 +1,3 @@
 import GPUPlaneCLI
 
-GPUPlaneCommand.main()
+await GPUPlaneCommand.runMain()

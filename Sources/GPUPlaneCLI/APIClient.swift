@@ -1,0 +1,113 @@
+import ArgumentParser
+import CurlHTTP
+import Foundation
+
+/// Where the api-server is and who is asking: `--server`/`GPUPLANE_SERVER`, and the token from
+/// `--token`, `--token-file`, `GPUPLANE_TOKEN` or `GPUPLANE_TOKEN_FILE`.
+public struct ConnectionOptions: ParsableArguments {
+    /// The api-server's base URL.
+    @Option(help: "The api-server's URL (default: $GPUPLANE_SERVER, else http://127.0.0.1:8080).")
+    public var server: String?
+
+    /// A bearer token.
+    @Option(help: "A bearer token (default: $GPUPLANE_TOKEN). Prefer --token-file: arguments show in ps.")
+    public var token: String?
+
+    /// A file holding the token.
+    @Option(help: "A file whose first line is the bearer token (default: $GPUPLANE_TOKEN_FILE).")
+    public var tokenFile: String?
+
+    public init() {}
+
+    /// The client these options describe.
+    /// - Throws: `ValidationError` naming the option when the token file cannot be read.
+    public func client(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> APIClient {
+        var base = server ?? environment["GPUPLANE_SERVER"] ?? "http://127.0.0.1:8080"
+        while base.hasSuffix("/") { base.removeLast() }
+        var secret = token ?? environment["GPUPLANE_TOKEN"]
+        if secret == nil, let path = tokenFile ?? environment["GPUPLANE_TOKEN_FILE"] {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw ValidationError("--token-file: cannot read '\(path)'")
+            }
+            secret = text.split(whereSeparator: \.isNewline).first.map { $0.trimmingCharacters(in: .whitespaces) }
+        }
+        return APIClient(base: base, token: secret)
+    }
+}
+
+/// The api-server over HTTP, for the CLI: every call has a timeout; reads are retried when
+/// the server could not be reached, writes never (they may have landed).
+public struct APIClient: Sendable {
+    /// The base URL.
+    public let base: String
+    /// The bearer token, if any.
+    public let token: String?
+    private static let http = CurlHTTP.Client(name: "gpuplane-cli", maxConnections: 4)
+
+    /// One answer: status and body.
+    public struct Answer: Sendable {
+        /// The HTTP status.
+        public var status: Int
+        /// The body.
+        public var body: Data
+
+        /// The body as JSON (`.null` when it is not JSON).
+        public var value: JSONValue { JSONValue.parse(body) ?? .null }
+        /// The API's error (`{"error": {...}}`; `.null` when the body is not one).
+        public var error: JSONValue { value["error"] }
+    }
+
+    /// Makes a client of `base` with `token`.
+    public init(base: String, token: String?) {
+        self.base = base
+        self.token = token
+    }
+
+    /// Sends one request; `contentType` goes with a body.
+    /// - Throws: ``CLIError`` when no answer came.
+    public func call(_ method: CurlHTTP.Method, _ path: String, body: Data? = nil, contentType: String = "application/json") async throws -> Answer {
+        var headers: [CurlHTTP.Header] = []
+        if let token { headers.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
+        if body != nil { headers.append(CurlHTTP.Header("Content-Type", contentType)) }
+        let request = CurlHTTP.Request(method: method, url: base + path, headers: headers, body: body, timeout: .seconds(30))
+        var attempt = 0
+        while true {
+            attempt += 1
+            switch await Self.http.performResult(request) {
+            case .success(let response):
+                return Answer(status: response.status, body: response.body)
+            case .failure(let error) where method == .get && !error.reachedServer && attempt < 3:
+                try await Task.sleep(for: .milliseconds(200 * attempt))
+            case .failure(let error):
+                throw CLIError("cannot reach the api-server at \(base): \(error.message); check --server or $GPUPLANE_SERVER")
+            }
+        }
+    }
+
+    /// Sends one request and returns its JSON.
+    /// - Throws: ``CLIError`` with the API's message when the status is not 2xx.
+    public func json(_ method: CurlHTTP.Method, _ path: String, body: Data? = nil) async throws -> JSONValue {
+        let answer = try await call(method, path, body: body)
+        guard (200..<300).contains(answer.status) else { throw CLIError(answer: answer) }
+        return answer.value
+    }
+}
+
+/// A failure the CLI reports in one line and exits 1 on.
+public struct CLIError: Error, CustomStringConvertible {
+    /// The line printed.
+    public let description: String
+
+    /// An error saying `description`.
+    public init(_ description: String) { self.description = description }
+
+    /// The API's error for an answer: `error: <message> (HTTP <status>, field <field>)`.
+    public init(answer: APIClient.Answer) {
+        let error = answer.error
+        let message = error["message"].string ?? String(decoding: answer.body.prefix(300), as: UTF8.self)
+        var detail = "HTTP \(answer.status)"
+        if let field = error["field"].string { detail += ", field \(field)" }
+        if answer.status == 401 { detail += "; set --token, --token-file or $GPUPLANE_TOKEN" }
+        description = "error: \(message) (\(detail))"
+    }
+}
