@@ -117,6 +117,23 @@ final class ChildRegistry: @unchecked Sendable {
     func snapshot() -> [Int32] { lock.withLock { Array(pids) } }
 }
 
+/// Removes the scratch folders of ``TestEnvironment/temporaryDirectory(prefix:keep:)`` when the
+/// process exits (after ``ChildRegistry`` has killed the children writing into them).
+final class ScratchRegistry: @unchecked Sendable {
+    static let shared = ScratchRegistry()
+    private let lock = NSLock()
+    private var folders: [URL] = []
+
+    private init() {
+        atexit {
+            for folder in ScratchRegistry.shared.snapshot() { try? FileManager.default.removeItem(at: folder) }
+        }
+    }
+
+    func add(_ folder: URL) { lock.withLock { folders.append(folder) } }
+    func snapshot() -> [URL] { lock.withLock { folders } }
+}
+
 /// Free TCP ports and scratch folders on this machine.
 public enum TestEnvironment {
     /// Runs blocking work (process launches and waits, `podman` commands, file trees) on a
@@ -165,11 +182,13 @@ public enum TestEnvironment {
         }
     }
 
-    /// A new empty folder under the system's temporary folder.
-    public static func temporaryDirectory(prefix: String) throws -> URL {
+    /// A new empty folder under the system's temporary folder, removed when the process exits
+    /// unless `keep` (a local cluster's logs, which its user may want to read afterwards).
+    public static func temporaryDirectory(prefix: String, keep: Bool = false) throws -> URL {
         let url = FileManager.default.temporaryDirectory
             .appendingPathComponent("gpuplane-\(prefix)-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        if !keep { ScratchRegistry.shared.add(url) }
         return url
     }
 

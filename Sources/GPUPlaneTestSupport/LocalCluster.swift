@@ -52,7 +52,7 @@ public final class LocalCluster: @unchecked Sendable {
     /// Starts everything with `binaries` holding the built executables and `libFakeNVML.so`,
     /// and waits until the node is registered.
     public static func start(binaries: URL, gpus: Int = 8, log: (String) -> Void = { _ in }) async throws -> LocalCluster {
-        let directory = try TestEnvironment.temporaryDirectory(prefix: "local-cluster")
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "local-cluster", keep: true)
         log("etcd…")
         let etcd = try await EtcdFixture.start()
         log("podman with \(gpus) fake GPUs…")

@@ -118,8 +118,12 @@ import Testing
                 !((try? cluster.podman.podman(["ps", "--format", "{{.Names}}"])) ?? name).contains(name)
             }
         } catch {
-            Issue.record("\(error)\n\(cluster.logTails())")
+            Issue.record("\(error)\n\(cluster.logTails())\n(all logs in \(cluster.directory.path))")
+            await TestEnvironment.offPool { cluster.shutdown() }
+            return
         }
         await TestEnvironment.offPool { cluster.shutdown() }
+        // Passed: its logs are of no more use (a failed run keeps them, and says where).
+        try? FileManager.default.removeItem(at: cluster.directory)
     }
 }
