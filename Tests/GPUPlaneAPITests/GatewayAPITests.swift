@@ -248,6 +248,36 @@ import Testing
 }
 
 extension DeploymentGatewayTests {
+    /// An instance that cannot be connected to is skipped for another; the call is answered.
+    @Test func anInstanceThatDoesNotAnswerIsSkipped() async throws {
+        let h = try await SharedServer.shared.get()
+        let (tenant, token) = try await h.tenant(.pro)
+        let model = "\(tenant)/skip-x"
+        let body = #"{"model_name": "skip-x", "gpu": "A100-80GB", "num_gpus": 1, "max_batch_size": 1, "hf": {"repo": "org/skip-x"}, "settings": {"min_instances": 2, "max_instances": 2}}"#
+        #expect(try await h.call("POST", "/v1/deployments", token: token, body: body).status == 201)
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "skip-gateway")
+        let live = TestEnvironment.freePort()
+        let standIn = try StandInModelServer.start(in: directory, port: live, arguments: ["--served-model-name", model])
+        defer { standIn.kill9() }
+        // Instance 0 (tried first: the fewest in flight, then by name) has nothing listening.
+        for (index, port) in [(0, TestEnvironment.freePort()), (1, live)] {
+            var replica = try await h.deps.store.get(Replica.self, tenant: tenant, name: ReplicaPlanner.replicaName(deployment: "skip-x", index: index))
+            replica.binding = Binding(node: "n-\(index)", gpuIndices: [0])
+            replica.status = ReplicaStatus(phase: .running, ready: true, endpoint: "http://127.0.0.1:\(port)")
+            _ = try await h.deps.store.update(replica)
+        }
+        let call = #"{"model": "\#(model)", "messages": []}"#
+        try await eventually("both instances known to the gateway") {
+            let listed = try await h.call("GET", "/v1/openai/models", token: token)
+            return (listed.json["data"] as? [[String: Any]])?.first?["ready"] as? Bool == true
+                && h.deps.gateway.deployments.get(tenant: tenant, name: "skip-x").map { h.deps.gateway.readyInstances(of: $0).count } == 2
+        }
+        for _ in 0..<3 {
+            let answer = try await h.call("POST", "/v1/openai/chat/completions", token: token, body: call)
+            #expect(answer.status == 200, "\(answer.text)")
+        }
+    }
+
     /// Whether a load report matching `condition` was written under `prefix` since `revision`
     /// (etcd's history is replayed, so a report since overwritten still counts).
     static func sawReport(

@@ -54,32 +54,45 @@ extension InferenceGateway {
             throw error
         }
         let byName = Dictionary(instances.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        GatewayMetrics.queued.increment(by: 1)
-        let slot: BatchAdmission.Slot
-        do {
-            slot = try await admission.acquire(deployment: key, instances: instances.map(\.name), limit: deployment.spec.maxBatchSize)
-            GatewayMetrics.queued.decrement(by: 1)
-        } catch {
-            GatewayMetrics.queued.decrement(by: 1)
-            throw error
+        // An instance that cannot even be connected to is left out and the request tried on
+        // another; one that took the request and failed is the caller's answer (a completion is
+        // not safe to send twice).
+        var candidates = instances.map(\.name)
+        while true {
+            GatewayMetrics.queued.increment(by: 1)
+            let slot: BatchAdmission.Slot
+            do {
+                slot = try await admission.acquire(deployment: key, instances: candidates, limit: deployment.spec.maxBatchSize)
+                GatewayMetrics.queued.decrement(by: 1)
+            } catch {
+                GatewayMetrics.queued.decrement(by: 1)
+                throw error
+            }
+            guard let instance = byName[slot.instance] else {
+                slot.release()
+                throw APIError(.serviceUnavailable, .unavailable, "the instance picked for \(model) went away; retry")
+            }
+            GatewayMetrics.inFlight.increment(by: 1)
+            let release: @Sendable () -> Void = {
+                GatewayMetrics.inFlight.decrement(by: 1)
+                slot.release()
+            }
+            let answer: CurlHTTP.StreamedResponse
+            do {
+                answer = try await send(request, body: body, to: instance.endpoint, rest: rest)
+            } catch {
+                release()
+                candidates.removeAll { $0 == instance.name }
+                if error.code == .couldNotConnect, !error.reachedServer, !candidates.isEmpty {
+                    logger.warning("deployment instance does not answer; trying another", metadata: [
+                        "gateway.deployment": "\(model)", "gateway.instance": "\(instance.name)", "error": "\(error.message)",
+                    ])
+                    continue
+                }
+                throw GatewayFailure.upstream(error, server: "\(model) instance \(instance.name)")
+            }
+            return try await Self.response(answer, release: release)
         }
-        guard let instance = byName[slot.instance] else {
-            slot.release()
-            throw APIError(.serviceUnavailable, .unavailable, "the instance picked for \(model) went away; retry")
-        }
-        GatewayMetrics.inFlight.increment(by: 1)
-        let release: @Sendable () -> Void = {
-            GatewayMetrics.inFlight.decrement(by: 1)
-            slot.release()
-        }
-        let answer: CurlHTTP.StreamedResponse
-        do {
-            answer = try await send(request, body: body, to: instance.endpoint, rest: rest)
-        } catch {
-            release()
-            throw GatewayFailure.upstream(error, server: "\(model) instance \(instance.name)")
-        }
-        return try await Self.response(answer, release: release)
     }
 
     /// The deployment `model` names, if the caller may use it: from the cache, or from etcd
