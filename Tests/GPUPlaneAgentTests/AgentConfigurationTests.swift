@@ -24,4 +24,13 @@ import Testing
             #expect(throws: NodeAgentMain.StartError.self, "\(bad)") { try NodeAgentMain.portRange(bad) }
         }
     }
+
+    @Test func loopbackGatewayURLsAreRecognised() {
+        for url in ["http://127.0.0.1:8080", "http://localhost:8080/", "https://[::1]:443", "http://user@127.0.0.2", "http://api.localhost"] {
+            #expect(NodeAgentMain.isLoopback(url), "\(url)")
+        }
+        for url in ["https://gpuplane-api.internal:8080", "http://10.0.0.7:8080", "http://[fd00::1]:80", "not a url"] {
+            #expect(!NodeAgentMain.isLoopback(url), "\(url)")
+        }
+    }
 }

@@ -83,9 +83,15 @@ public enum NodeAgentMain {
                 socketPath: try config.string("engine-socket") ?? "/run/podman/podman.sock",
                 cdiGPUKind: try config.string("cdi-gpu-kind") ?? "nvidia.com/gpu", logger: logger),
             http: http)
+        let gateway = try config.string("gateway-url") ?? apiServer
+        if NodeAgentMain.isLoopback(gateway) {
+            logger.warning(
+                "gateway-url is a loopback address: pods on the engine's bridge network cannot reach NXL_INFERENCE_URL there; set gateway-url to an address containers reach",
+                metadata: ["gateway": "\(gateway)"])
+        }
         let configuration = NodeAgentConfiguration(
             nodeName: nodeName, gpuMode: mode, address: try config.string("address"),
-            gatewayBaseURL: try config.string("gateway-url") ?? apiServer,
+            gatewayBaseURL: gateway,
             nvmlLibraryPath: try config.string("nvml-library"),
             heartbeatInterval: try config.duration("heartbeat-interval") ?? .seconds(1),
             resyncInterval: try config.duration("resync-interval") ?? .seconds(10),
@@ -99,6 +105,20 @@ public enum NodeAgentMain {
     }
 
     /// Parses `FIRST-LAST` (or one port) into a range of valid TCP ports.
+    /// Whether `url`'s host is a loopback name or address (`localhost`, `127.x.x.x`, `::1`).
+    public static func isLoopback(_ url: String) -> Bool {
+        guard let schemeEnd = url.firstRange(of: "://") else { return false }
+        var host = url[schemeEnd.upperBound...].prefix { $0 != "/" }
+        if let at = host.lastIndex(of: "@") { host = host[host.index(after: at)...] }
+        if host.hasPrefix("[") {
+            host = host.dropFirst().prefix { $0 != "]" }
+        } else if let colon = host.lastIndex(of: ":") {
+            host = host[..<colon]
+        }
+        let name = host.lowercased()
+        return name == "localhost" || name.hasSuffix(".localhost") || name.hasPrefix("127.") || name == "::1"
+    }
+
     public static func portRange(_ text: String) throws -> ClosedRange<Int> {
         let parts = text.split(separator: "-", omittingEmptySubsequences: false).map { Int($0.trimmingWhitespace()) }
         guard (1...2).contains(parts.count), let first = parts.first ?? nil, let last = parts.last ?? nil,
