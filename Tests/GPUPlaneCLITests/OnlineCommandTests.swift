@@ -79,6 +79,13 @@ import Testing
         #expect(yaml.contains("  name: web\n") && yaml.contains("image: \"myorg/api:v1\""), "\(yaml)")
         let json = try await GetCommand.render(kind: .applications, name: "web", output: .json, client: client)
         #expect(JSONValue.parse(Data(json.utf8))?.at("metadata.tenant").string == tenant)
+
+        let app = try await DescribeCommand.render(kind: .applications, name: "web", client: client)
+        #expect(app.contains("Application: web") && app.contains("api: myorg/api:v1, gpu llama-3.1-8b"), "\(app)")
+        #expect(app.contains("  NAME") && app.contains("web.api") && !app.contains("deploy.chat-x.0"), "\(app)")
+        let deployment = try await DescribeCommand.render(kind: .deployments, name: "chat-x", client: client)
+        #expect(deployment.contains("Deployment:  \(tenant)/chat-x") && deployment.contains("1 × A100-80GB, max_batch_size 8"), "\(deployment)")
+        #expect(deployment.contains("(min 1, max 2)") && deployment.contains("deploy.chat-x.0") && !deployment.contains("web.api"), "\(deployment)")
     }
 
     @Test func refusalsPointAtTheFilesLines() async throws {
