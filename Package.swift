@@ -100,7 +100,7 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            resources: [.copy("openapi.json")]),
+            resources: [.copy("openapi.json"), .copy("Dashboard")]),
         .executableTarget(name: "gpuplane-api-server", dependencies: ["GPUPlaneAPI"]),
         // The `gpuplane` command line, as a library so tests can drive it.
         .target(

@@ -50,7 +50,7 @@ struct AuthMiddleware: RouterMiddleware {
     static let publicPaths: Set<String> = ["/healthz", "/readyz", "/metrics", "/openapi.json"]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if AuthMiddleware.publicPaths.contains(request.uri.path) {
+        if AuthMiddleware.publicPaths.contains(request.uri.path) || DashboardRoutes.publicPaths.contains(request.uri.path) {
             return try await next(request, context)
         }
         // Inference URLs carry their own key (pods send no token), and are data, not changes

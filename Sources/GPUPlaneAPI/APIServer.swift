@@ -112,6 +112,7 @@ public func buildRouter(_ deps: APIDependencies) -> (Router<APIContext>, RouteTa
     TenantRoutes(deps: deps).register(table)
     InfoRoutes(deps: deps).register(table)
     GatewayRoutes(deps: deps).register(table)
+    DashboardRoutes().register(table)
     return (router, table)
 }
 

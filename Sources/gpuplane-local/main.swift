@@ -92,7 +92,7 @@ do {
         }
     }
     if keepRunning {
-        say("running; press Ctrl-C to stop (api-server \(cluster.apiURL), admin token \(cluster.adminToken))")
+        say("running; press Ctrl-C to stop (api-server \(cluster.apiURL), dashboard \(cluster.apiURL)/ui, admin token \(cluster.adminToken))")
         let stop = DispatchSemaphore(value: 0)
         signal(SIGINT) { _ in }
         let source = DispatchSource.makeSignalSource(signal: SIGINT)
