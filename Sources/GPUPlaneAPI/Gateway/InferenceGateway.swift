@@ -185,6 +185,9 @@ public final class InferenceGateway: Sendable {
 
     /// The tenant's ready servers for `slug`, fewest requests in flight first.
     private func readyServers(tenant: String, slug: String) throws -> [Target] {
+        guard replicas.hasSynced, servers.hasSynced else {
+            throw GatewayFailure.notReady("the gateway is still reading the cluster (this api-server just started); retry shortly")
+        }
         guard let attached = attachments.withLock({ $0.bySlug["\(tenant)/\(slug)"] }) else {
             throw GatewayFailure.notFound("tenant \(tenant) has no pod using model \(slug); the URL serves only the slug its pod is pinned to")
         }

@@ -97,12 +97,12 @@ final class Autoscaler: Sendable {
             let settings = deployment.spec.settings
             let mine = (instances[key] ?? []).filter { $0.spec.owner.uid == deployment.metadata.uid }
             let current = mine.count
-            // Below min or above max is the api-server's business (it applies the bounds on update).
-            guard current >= settings.minInstances, current <= settings.maxInstances else { continue }
             var wanted = DeploymentLoad.instances(
                 forDemand: demand[key] ?? 0, maxBatchSize: deployment.spec.maxBatchSize, minInstances: settings.minInstances,
                 maxInstances: settings.maxInstances)
-            if wanted > current, overSpendingLimit(tenant) { wanted = current }
+            // Over its spending limit a tenant keeps what runs, down to min_instances (the meter
+            // enforces that).
+            if wanted > current, overSpendingLimit(tenant) { wanted = max(current, settings.minInstances) }
             if wanted > current {
                 state.withLock { _ = $0.low.removeValue(forKey: key) }
                 let perInstance = max(1, deployment.spec.numGPUs)
@@ -131,6 +131,10 @@ final class Autoscaler: Sendable {
                     reason: Reason.scaled, message: "scaled up from \(current) to \(target) instances for \(demand[key] ?? 0) requests at once",
                     aggregate: true))
                 units.append(unit)
+            } else if current > settings.maxInstances {
+                // Above the bounds (max_instances lowered): down to max at once.
+                state.withLock { _ = $0.low.removeValue(forKey: key) }
+                units.append(scaleDown(deployment, tenant: tenant.metadata.name, mine, to: settings.maxInstances, why: "max_instances is \(settings.maxInstances)"))
             } else if wanted < current {
                 let (since, highest) = state.withLock { s -> (ContinuousClock.Instant, Int) in
                     let entry = s.low[key].map { ($0.since, max($0.highest, wanted)) } ?? (now, wanted)
@@ -141,20 +145,25 @@ final class Autoscaler: Sendable {
                 state.withLock { _ = $0.low.removeValue(forKey: key) }
                 let target = max(highest, settings.minInstances)
                 guard target < current else { continue }
-                let removed = mine.sorted { (Int($0.spec.role) ?? 0) > (Int($1.spec.role) ?? 0) }.prefix(current - target)
-                var unit = WriteUnit(ops: removed.map { .delete($0) } + [.update(scaled(deployment, to: target))])
-                unit.events.append(.init(
-                    involved: LeaderSession.reference(deployment), tenant: tenant.metadata.name, severity: .normal,
-                    reason: Reason.scaled,
-                    message: "scaled down from \(current) to \(target) instances: at most \(highest) wanted for \(configuration.scaleDownDelay)",
-                    aggregate: true))
-                units.append(unit)
+                units.append(scaleDown(
+                    deployment, tenant: tenant.metadata.name, mine, to: target,
+                    why: "at most \(highest) wanted for \(configuration.scaleDownDelay)"))
             } else {
                 state.withLock { _ = $0.low.removeValue(forKey: key) }
             }
         }
         state.withLock { s in s.low = s.low.filter { seen.contains($0.key) } }
         return units
+    }
+
+    /// Removes the instances with the highest indices down to `target`.
+    private func scaleDown(_ deployment: Deployment, tenant: String, _ mine: [Replica], to target: Int, why: String) -> WriteUnit {
+        let removed = mine.sorted { (Int($0.spec.role) ?? 0) > (Int($1.spec.role) ?? 0) }.prefix(max(0, mine.count - target))
+        var unit = WriteUnit(ops: removed.map { .delete($0) } + [.update(scaled(deployment, to: target))])
+        unit.events.append(.init(
+            involved: LeaderSession.reference(deployment), tenant: tenant, severity: .normal, reason: Reason.scaled,
+            message: "scaled down from \(mine.count) to \(target) instances: \(why)", aggregate: true))
+        return unit
     }
 
     private func scaled(_ deployment: Deployment, to count: Int) -> Deployment {

@@ -107,3 +107,26 @@ struct AutoscalerTests {
         }
     }
 }
+
+extension AutoscalerTests {
+    @Test("outside its bounds: below min_instances is filled, above max_instances is cut at once")
+    func boundsAreKept() async throws {
+        try await SchedulerHarness.with { h in
+            try await h.addNode(Fixture.node("n1", type: "GPU-H100", gpus: 8))
+            _ = try await h.store.create(Tenant(metadata: ObjectMeta(name: "acme"), spec: .init(plan: .pro)))
+            // min 2 with no instance at all (say, deleted by hand): two are made.
+            _ = try await deployment(h, "low", tenant: "acme", min: 2, max: 3, batch: 8)
+            // max 1 with three running (max lowered by hand): cut to one without waiting.
+            let high = try await deployment(h, "high", tenant: "acme", min: 0, max: 1, batch: 8)
+            let planner = ReplicaPlanner(catalog: Fixture.catalog)
+            for index in 0..<3 { try await h.addReplica(planner.replica(for: high, index: index)) }
+            let scheduler = h.startScheduler(session: Self.session(scaleDownDelay: .seconds(3600)))
+            try await h.waitUntilLeading(scheduler)
+            try await eventually("low filled to min, high cut to max") {
+                let low = try await instances(h, "acme", "low").map(\.metadata.name)
+                let cut = try await instances(h, "acme", "high").map(\.metadata.name)
+                return low == ["deploy.low.0", "deploy.low.1"] && cut == ["deploy.high.0"]
+            }
+        }
+    }
+}
