@@ -179,6 +179,14 @@ struct GPUHealthMonitorTests {
         // A quiet period long enough that a loaded machine's scheduling delays can't make
         // GPU 0's outage below shorter than the polls that look for it.
         try await withMonitor(host, policy: .testing(quietPeriod: .seconds(3))) { monitor in
+            // GPU 0's outage is watched through the stream: on a loaded machine, polling
+            // `current` could miss it between two looks (it ends a quiet period after the fault).
+            let seen = Collected<[String]>()
+            let updates = monitor.updates()
+            let collector = Task {
+                for await snapshot in updates { seen.append(snapshot.unhealthy.map(\.uuid).sorted()) }
+            }
+            defer { collector.cancel() }
             try host.inject("lost 2")
             try await eventually("GPU 2 lost") { monitor.current.unhealthy.map(\.uuid) == [host.uuids[2]] }
             #expect(monitor.current.unhealthy.map(\.reason) == ["GPULost"])
@@ -188,7 +196,8 @@ struct GPUHealthMonitorTests {
             #expect(monitor.current.unhealthy.map(\.uuid) == [host.uuids[2]])
             // Other GPUs' events still arrive while one is lost.
             try host.inject("xid 0 79")
-            try await eventually("GPU 0 unhealthy too") { monitor.current.unhealthy.count == 2 }
+            let both = [host.uuids[0], host.uuids[2]].sorted()
+            try await eventually("GPU 0 unhealthy too") { seen.all.contains(both) }
 
             try host.inject("found 2")
             try await eventually("GPU 2 back in service") { monitor.current.health(ofUUID: host.uuids[2])?.healthy == true }
