@@ -12,7 +12,8 @@ struct EventExpiryTests {
     @Test("etcd deletes a one-shot event its time to live after it was written; one that keeps happening stays")
     func eventsExpire() async throws {
         try await SchedulerHarness.with { h in
-            _ = try await h.store.create(Tenant(metadata: ObjectMeta(name: "acme"), spec: .init(plan: .enterprise, gpuLimit: 1)))
+            let start = try await h.store.create(Tenant(metadata: ObjectMeta(name: "acme"), spec: .init(plan: .enterprise, gpuLimit: 1)))
+            let from = Int64(start.metadata.resourceVersion) ?? 1
             try await h.addNode(Fixture.node("n1", gpus: 8))
             var session = SchedulerHarness.sessionConfiguration()
             session.eventTTL = .seconds(2)
@@ -24,11 +25,11 @@ struct EventExpiryTests {
             // Over the tenant's limit of one GPU: refused again on every pass, one aggregated event.
             try await h.addReplica(pendingReplica("refused"))
 
-            // The lease is read in the same look that finds the event: with a 2 s time to live,
-            // a second read on a loaded machine could find it expired already.
-            let lease = try await Self.waitForEvent(h, about: "bound", reason: EventRecorder.Reason.scheduled)
+            // Found in etcd's history, with the lease it was written under: with a 2 s time to
+            // live, a loaded machine's reads could come after it expired.
+            let lease = try await Self.waitForEvent(h, about: "bound", reason: EventRecorder.Reason.scheduled, from: from)
             #expect(lease != 0, "the event was written without a lease")
-            _ = try await Self.waitForEvent(h, about: "refused", reason: EventRecorder.Reason.failedScheduling)
+            _ = try await Self.waitForEvent(h, about: "refused", reason: EventRecorder.Reason.failedScheduling, from: from)
 
             try await eventually("the Scheduled event expired", timeout: 30) { try await h.events(about: "bound").isEmpty }
             // Written again and again under newer leases, the FailedScheduling event is still there.
@@ -38,18 +39,30 @@ struct EventExpiryTests {
         }
     }
 
-    /// Waits for the event about `name` with `reason`, and returns the lease it is stored under.
-    static func waitForEvent(_ h: SchedulerHarness, about name: String, reason: String) async throws -> Int64 {
-        var lease: Int64?
-        try await eventually("a \(reason) event about \(name)") {
-            for kv in try await h.client.range(.prefix(Event.storagePrefix(tenant: "acme"))).kvs {
-                guard let event = try? ResourceStore.decode(Event.self, kv), event.spec.involved.name == name, event.spec.reason == reason
-                else { continue }
-                lease = kv.lease
-                return true
+    /// Waits for a write of the event about `name` with `reason` since revision `from` (replayed
+    /// from etcd's history, so one that has expired since still counts), and returns the lease
+    /// it was written under.
+    static func waitForEvent(_ h: SchedulerHarness, about name: String, reason: String, from: Int64) async throws -> Int64 {
+        try await withThrowingTaskGroup(of: Int64?.self) { group in
+            group.addTask {
+                for try await batch in h.client.watch(.prefix(Event.storagePrefix(tenant: "acme")), startRevision: from) {
+                    for change in batch.events where change.type == .put {
+                        guard let event = try? ResourceStore.decode(Event.self, change.kv), event.spec.involved.name == name,
+                            event.spec.reason == reason
+                        else { continue }
+                        return change.kv.lease
+                    }
+                }
+                return nil
             }
-            return false
+            group.addTask {
+                try await Task.sleep(for: .seconds(60))
+                return nil
+            }
+            let lease = try await group.next() ?? nil
+            group.cancelAll()
+            guard let lease else { throw HarnessError("no \(reason) event about \(name) was written within 60 s") }
+            return lease
         }
-        return try #require(lease)
     }
 }
