@@ -47,7 +47,11 @@ import Testing
         try await Self.script.write(to: file, atomically: false, encoding: .utf8)
         let log = directory.appendingPathComponent("node.log")
         let node = try ChildProcess(executable: "/usr/bin/node", arguments: ["--check", file.path], logFile: log)
-        try await eventually("node --check finished") { !node.isRunning }
-        #expect(node.exitStatus == 0, "\((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+        var status: Int32?
+        try await eventually("node --check finished") {
+            status = node.exitStatus
+            return status != nil
+        }
+        #expect(status == 0, "\((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
     }
 }

@@ -57,7 +57,14 @@ final class Autoscaler: Sendable {
     /// Reads the load reports and commits what the deployments need; true when it wrote.
     func run(session: LeaderSession, replicas: [Replica], now: ContinuousClock.Instant) async throws -> Bool {
         state.withLock { $0.lastRun = now }
-        let reports = try await session.store.client.range(.prefix(DeploymentLoad.prefix)).kvs
+        // A read that fails (etcd slow or failing over) skips this round; it must not end the term.
+        let reports: [Etcd.KeyValue]
+        do {
+            reports = try await session.store.client.range(.prefix(DeploymentLoad.prefix)).kvs
+        } catch {
+            session.logger.warning("cannot read the deployments' load reports; sizing them on a later round", metadata: ["error": "\(error)"])
+            return false
+        }
         var demand: [String: Int] = [:]
         for kv in reports {
             guard let (tenant, name) = DeploymentLoad.deployment(ofKey: kv.keyString),

@@ -74,10 +74,12 @@ final class SchedulerHarness: @unchecked Sendable {
             meter: .init(interval: meterInterval), warmPool: warmPool, idleServerGrace: .seconds(3600))
     }
 
-    /// Starts a scheduler in this process.
+    /// Starts a scheduler in this process. Its leader lease is long (10 s) so that a loaded
+    /// machine's scheduling stalls do not end its term in tests that are not about failover
+    /// (a 3 s lease went unrenewed for 6 s in a full run beside two busy loops).
     @discardableResult
     func startScheduler(
-        identity: String = "s1", leaseTTL: Int64 = 3, session: LeaderSession.Configuration = sessionConfiguration()
+        identity: String = "s1", leaseTTL: Int64 = 10, session: LeaderSession.Configuration = sessionConfiguration()
     ) -> Scheduler {
         let scheduler = Scheduler(
             store: store, pipeline: Fixture.pipeline,
