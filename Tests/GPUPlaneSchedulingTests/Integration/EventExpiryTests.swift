@@ -16,7 +16,9 @@ struct EventExpiryTests {
             let from = Int64(start.metadata.resourceVersion) ?? 1
             try await h.addNode(Fixture.node("n1", gpus: 8))
             var session = SchedulerHarness.sessionConfiguration()
-            session.eventTTL = .seconds(2)
+            // Long enough that a loaded machine's stalls between rewrites cannot let the repeating
+            // event lapse (2 s did once, beside two busy loops).
+            session.eventTTL = .seconds(5)
             session.eventFlushInterval = .milliseconds(300)
             let scheduler = h.startScheduler(session: session)
             try await h.waitUntilLeading(scheduler)
@@ -25,7 +27,7 @@ struct EventExpiryTests {
             // Over the tenant's limit of one GPU: refused again on every pass, one aggregated event.
             try await h.addReplica(pendingReplica("refused"))
 
-            // Found in etcd's history, with the lease it was written under: with a 2 s time to
+            // Found in etcd's history, with the lease it was written under: with a short time to
             // live, a loaded machine's reads could come after it expired.
             let lease = try await Self.waitForEvent(h, about: "bound", reason: EventRecorder.Reason.scheduled, from: from)
             #expect(lease != 0, "the event was written without a lease")
