@@ -170,6 +170,11 @@ public enum ResourceKindName: String, ExpressibleByArgument, CaseIterable, Senda
     /// The collection's path.
     var path: String { "/v1/\(rawValue)" }
 
+    /// `items` as this kind's table, header first.
+    func table(_ items: [JSONValue]) -> [String] {
+        Output.table([columns.map(\.header)] + items.map { item in columns.map { $0.cell(item) } })
+    }
+
     /// The table columns: header and the value's path in each item.
     var columns: [(header: String, cell: (JSONValue) -> String)] {
         func at(_ path: String) -> (JSONValue) -> String { { $0.at(path).cell } }
@@ -272,8 +277,7 @@ public struct GetCommand: AsyncParsableCommand {
         case .yaml: return Output.yaml(value)
         case .table:
             guard !items.isEmpty else { return "No \(kind.rawValue) found." }
-            let columns = kind.columns
-            return Output.table([columns.map(\.header)] + items.map { item in columns.map { $0.cell(item) } }).joined(separator: "\n")
+            return kind.table(items).joined(separator: "\n")
         }
     }
 }
@@ -335,18 +339,9 @@ public struct DescribeCommand: AsyncParsableCommand {
                 lines.append("  \(pod["name"].cell): \(pod["image"].cell), \(what)")
             }
         }
-        lines.append("")
-        lines.append("Replicas:")
-        let columns = ResourceKindName.replicas.columns
-        lines += replicas.isEmpty
-            ? ["  none"]
-            : Output.table([columns.map(\.header)] + replicas.map { r in columns.map { $0.cell(r) } }).map { "  " + $0 }
-        lines.append("")
-        lines.append("Events:")
-        let eventColumns = ResourceKindName.events.columns
-        lines += events.isEmpty
-            ? ["  none"]
-            : Output.table([eventColumns.map(\.header)] + events.map { e in eventColumns.map { $0.cell(e) } }).map { "  " + $0 }
+        for (title, kind, items) in [("Replicas", ResourceKindName.replicas, replicas), ("Events", .events, events)] {
+            lines += ["", "\(title):"] + (items.isEmpty ? ["  none"] : kind.table(items).map { "  " + $0 })
+        }
         return lines.joined(separator: "\n")
     }
 }

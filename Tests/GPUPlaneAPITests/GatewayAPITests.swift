@@ -176,9 +176,7 @@ import Testing
     @Test func requestsQueueForFreeSlotsAndNeverExceedTheBatchSize() async throws {
         let h = try await SharedServer.shared.get()
         let (tenant, token) = try await h.tenant(.pro)
-        let model = "\(tenant)/chat-x"
-        let body = #"{"model_name": "chat-x", "gpu": "A100-80GB", "num_gpus": 1, "max_batch_size": 2, "hf": {"repo": "org/chat-x"}, "settings": {"min_instances": 2, "max_instances": 2}}"#
-        #expect(try await h.call("POST", "/v1/deployments", token: token, body: body).status == 201)
+        let model = try await Self.twoInstanceDeployment(h, token: token, tenant: tenant, name: "chat-x", batch: 2)
         func chat(_ model: String, token: String? = nil) async throws -> Reply {
             try await h.call(
                 "POST", "/v1/openai/chat/completions", token: token,
@@ -248,13 +246,19 @@ import Testing
 }
 
 extension DeploymentGatewayTests {
+    /// Creates a deployment of two one-GPU instances through the API; returns its full name.
+    static func twoInstanceDeployment(_ h: Harness, token: String, tenant: String, name: String, batch: Int) async throws -> String {
+        let body = #"{"model_name": "\#(name)", "gpu": "A100-80GB", "num_gpus": 1, "max_batch_size": \#(batch), "hf": {"repo": "org/\#(name)"}, "settings": {"min_instances": 2, "max_instances": 2}}"#
+        let created = try await h.call("POST", "/v1/deployments", token: token, body: body)
+        #expect(created.status == 201, "\(created.text)")
+        return "\(tenant)/\(name)"
+    }
+
     /// An instance that cannot be connected to is skipped for another; the call is answered.
     @Test func anInstanceThatDoesNotAnswerIsSkipped() async throws {
         let h = try await SharedServer.shared.get()
         let (tenant, token) = try await h.tenant(.pro)
-        let model = "\(tenant)/skip-x"
-        let body = #"{"model_name": "skip-x", "gpu": "A100-80GB", "num_gpus": 1, "max_batch_size": 1, "hf": {"repo": "org/skip-x"}, "settings": {"min_instances": 2, "max_instances": 2}}"#
-        #expect(try await h.call("POST", "/v1/deployments", token: token, body: body).status == 201)
+        let model = try await Self.twoInstanceDeployment(h, token: token, tenant: tenant, name: "skip-x", batch: 1)
         let directory = try TestEnvironment.temporaryDirectory(prefix: "skip-gateway")
         let live = TestEnvironment.freePort()
         let standIn = try StandInModelServer.start(in: directory, port: live, arguments: ["--served-model-name", model])

@@ -33,6 +33,12 @@ struct AutoscalerTests {
             status: DeploymentStatus(state: min == 0 ? .stopped : .deploying, instancesWanted: min)))
     }
 
+    /// An 8-GPU H100 node and the Pro tenant `acme` (GPU limit 4).
+    func oneNodeAndTenant(_ h: SchedulerHarness, gpuLimit: Int = 4) async throws {
+        try await h.addNode(Fixture.node("n1", type: "GPU-H100", gpus: 8))
+        _ = try await h.store.create(Tenant(metadata: ObjectMeta(name: "acme"), spec: .init(plan: .pro, gpuLimit: gpuLimit)))
+    }
+
     func instances(_ h: SchedulerHarness, _ tenant: String, _ name: String) async throws -> [Replica] {
         try await h.store.list(Replica.self, tenant: tenant).items
             .filter { $0.spec.owner.kind == .deployment && $0.spec.owner.name == name }
@@ -42,8 +48,7 @@ struct AutoscalerTests {
     @Test("up for the reported load within the GPU limit, then down to min_instances after the delay")
     func scalesUpWithinTheLimitAndDownAfterTheDelay() async throws {
         try await SchedulerHarness.with { h in
-            try await h.addNode(Fixture.node("n1", type: "GPU-H100", gpus: 8))
-            _ = try await h.store.create(Tenant(metadata: ObjectMeta(name: "acme"), spec: .init(plan: .pro, gpuLimit: 3)))
+            try await oneNodeAndTenant(h, gpuLimit: 3)
             let chat = try await deployment(h, "chat", tenant: "acme", min: 1, max: 4, batch: 4)
             try await h.addReplica(ReplicaPlanner(catalog: Fixture.catalog).replica(for: chat, index: 0))
             let scheduler = h.startScheduler(session: Self.session(scaleDownDelay: .seconds(2)))
@@ -81,8 +86,7 @@ struct AutoscalerTests {
     @Test("from zero: a request turned away cold starts one instance; quiet, it goes back to zero")
     func scalesFromZeroAndBack() async throws {
         try await SchedulerHarness.with { h in
-            try await h.addNode(Fixture.node("n1", type: "GPU-H100", gpus: 8))
-            _ = try await h.store.create(Tenant(metadata: ObjectMeta(name: "acme"), spec: .init(plan: .pro)))
+            try await oneNodeAndTenant(h)
             _ = try await deployment(h, "cold", tenant: "acme", min: 0, max: 2, batch: 8)
             let scheduler = h.startScheduler(session: Self.session(scaleDownDelay: .seconds(1)))
             try await h.waitUntilLeading(scheduler)
@@ -112,8 +116,7 @@ extension AutoscalerTests {
     @Test("outside its bounds: below min_instances is filled, above max_instances is cut at once")
     func boundsAreKept() async throws {
         try await SchedulerHarness.with { h in
-            try await h.addNode(Fixture.node("n1", type: "GPU-H100", gpus: 8))
-            _ = try await h.store.create(Tenant(metadata: ObjectMeta(name: "acme"), spec: .init(plan: .pro)))
+            try await oneNodeAndTenant(h)
             // min 2 with no instance at all (say, deleted by hand): two are made.
             _ = try await deployment(h, "low", tenant: "acme", min: 2, max: 3, batch: 8)
             // max 1 with three running (max lowered by hand): cut to one without waiting.
