@@ -97,16 +97,83 @@ public struct Binding: Codable, Sendable, Hashable {
 }
 
 /// Where a replica stands.
+///
+/// The lifecycle (see "Replica lifecycle" in docs/architecture.md) is decided here and only
+/// here: ``Phase/holdsCapacity`` and ``Replica/holdsCapacity`` say whether a replica's GPUs are
+/// taken, ``Phase/isReportedByNodeAgents`` which phases a node-agent may report.
 public struct ReplicaStatus: Codable, Sendable, Hashable {
-    /// Phases of a replica's life.
-    public enum Phase: String, Codable, Sendable {
+    /// Phases of a replica's life, and who moves a replica into each:
+    ///
+    /// - ``pending``: no binding. Written by the api-server (admission, a re-apply that changed
+    ///   the spec, drain, node deletion) and by the scheduler (eviction, preemption).
+    /// - ``bound``: the scheduler bound it to a node and GPUs; its node-agent has not reported yet.
+    /// - ``starting``, ``running``, ``failed``: reported by the node-agent of the bound node
+    ///   (`failed` covers a crashed container waiting out its restart backoff, a missing image,
+    ///   an unhealthy GPU: see ``ReplicaStatus/reason``). The agent keeps trying, so a failed
+    ///   replica still holds its GPUs.
+    /// - ``preempted``, ``terminating``: kept for JSON compatibility; gpuplane writes neither
+    ///   today. A node-agent stops such a replica's container, and neither holds capacity.
+    public enum Phase: String, Codable, Sendable, CaseIterable {
         case pending, bound, starting, running, failed, preempted, terminating
+
+        /// Whether a replica in this phase holds the GPUs (or model-server attachment) of its
+        /// binding: a container may be running on them or be started on them again. Every
+        /// decision about free capacity (scheduler snapshot, attachments) goes through this.
+        public var holdsCapacity: Bool {
+            switch self {
+            case .bound, .starting, .running, .failed: return true
+            case .pending, .preempted, .terminating: return false
+            }
+        }
+
+        /// Whether a node-agent may report this phase for a replica bound to its node (the
+        /// others are written by the api-server and the scheduler).
+        public var isReportedByNodeAgents: Bool {
+            switch self {
+            case .starting, .running, .failed: return true
+            case .pending, .bound, .preempted, .terminating: return false
+            }
+        }
+    }
+
+    /// A machine-readable cause of the phase, next to the words of ``message`` (a string, so
+    /// readers of an older version decode a newer reason).
+    public struct Reason: RawRepresentable, Codable, Sendable, Hashable {
+        /// The cause's name (`CrashLoopBackOff`).
+        public var rawValue: String
+
+        /// Makes a reason.
+        public init(rawValue: String) { self.rawValue = rawValue }
+
+        /// Decodes a bare string.
+        public init(from decoder: any Decoder) throws {
+            rawValue = try decoder.singleValueContainer().decode(String.self)
+        }
+
+        /// Encodes a bare string.
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            try container.encode(rawValue)
+        }
+
+        /// `failed`: the container exited (or was OOM-killed) and is started again after a backoff.
+        public static let crashLoopBackOff = Reason(rawValue: "CrashLoopBackOff")
+        /// `failed`: creating or starting the container failed (image missing, engine error); retried after a backoff.
+        public static let startFailed = Reason(rawValue: "StartFailed")
+        /// `failed`: a bound GPU is unhealthy; the container is not started on it.
+        public static let gpuUnhealthy = Reason(rawValue: "GPUUnhealthy")
+        /// `starting`: another container on the node still uses a bound GPU; the agent waits for it.
+        public static let waitingForGPU = Reason(rawValue: "WaitingForGPU")
+        /// `starting`: this replica's previous container on the node is still being stopped.
+        public static let waitingForPreviousContainer = Reason(rawValue: "WaitingForPreviousContainer")
     }
 
     /// The phase.
     public var phase: Phase
     /// Why, in words ("0/12 nodes: 8 insufficient VRAM, 4 gpu-mode is shared").
     public var message: String?
+    /// Why, as a name a program can match (``Reason/crashLoopBackOff``); nil when there is none.
+    public var reason: Reason?
     /// The container engine's id, once created.
     public var containerID: String?
     /// The exit code of the last run, when it exited.
@@ -118,14 +185,21 @@ public struct ReplicaStatus: Codable, Sendable, Hashable {
     /// For replicas with a ``ReplicaSpec/servingPort``: the URL it is published on
     /// (`http://<node address>:<host port>`), once its container exists.
     public var endpoint: String?
+    /// The binding a node-agent's report was made for. The api-server refuses a report whose
+    /// binding is no longer the replica's, so a late report cannot overwrite the status of a
+    /// newer binding; nil in statuses written by the api-server and the scheduler.
+    public var observedBinding: Binding?
 
     /// Makes a status.
     public init(
-        phase: Phase = .pending, message: String? = nil, containerID: String? = nil,
-        exitCode: Int? = nil, restarts: Int = 0, ready: Bool? = nil, endpoint: String? = nil
+        phase: Phase = .pending, message: String? = nil, reason: Reason? = nil, containerID: String? = nil,
+        exitCode: Int? = nil, restarts: Int = 0, ready: Bool? = nil, endpoint: String? = nil,
+        observedBinding: Binding? = nil
     ) {
         self.phase = phase
         self.message = message
+        self.reason = reason
+        self.observedBinding = observedBinding
         self.containerID = containerID
         self.exitCode = exitCode
         self.restarts = restarts
@@ -152,6 +226,26 @@ public struct Replica: Resource, Hashable {
         self.spec = spec
         self.binding = binding
         self.status = status
+    }
+
+    /// Whether the replica holds the GPUs (or the model-server attachment) of its binding: it
+    /// is bound and its phase ``ReplicaStatus/Phase/holdsCapacity``. A GPU is free only when no
+    /// replica holding capacity is bound to it.
+    public var holdsCapacity: Bool { binding != nil && status.phase.holdsCapacity }
+
+    /// Takes the binding away (eviction, preemption, drain): the replica goes back to
+    /// `pending` with `message` saying why, and its node-agent stops its container. The restart
+    /// count is kept.
+    public mutating func unbind(message: String) {
+        binding = nil
+        status.phase = .pending
+        status.message = message
+        status.reason = nil
+        status.containerID = nil
+        status.exitCode = nil
+        status.ready = nil
+        status.endpoint = nil
+        status.observedBinding = nil
     }
 }
 

@@ -137,9 +137,10 @@ public struct ClusterSnapshot: Sendable {
     /// owner key → node position → replicas of that owner on it.
     var ownerNodeCounts: [String: [Int: Int]]
 
-    /// Builds a snapshot. Replicas with a binding (and not failed or preempted) hold what they
-    /// are bound to; pending ones are ignored here and placed by the pipeline. Tenants not
-    /// listed get `Tenant.defaultGPULimit`.
+    /// Builds a snapshot. Replicas that ``Replica/holdsCapacity`` (bound, and not preempted or
+    /// terminating: a `failed` one waiting out its restart backoff still holds its GPUs) hold
+    /// what they are bound to; pending ones are ignored here and placed by the pipeline.
+    /// Tenants not listed get `Tenant.defaultGPULimit`.
     public init(
         nodes: [Node], replicas: [Replica], modelServers: [ModelServer], tenants: [Tenant],
         machineTypes table: MachineTypeTable = .standard, maxAttachmentsPerServer: Int = 8,
@@ -231,9 +232,7 @@ public struct ClusterSnapshot: Sendable {
 
         // Bound replicas hold their GPUs, count against their tenant and their owner's spread.
         for replica in replicas.sorted(by: { $0.metadata.name < $1.metadata.name }) {
-            guard let binding = replica.binding,
-                replica.status.phase != .failed, replica.status.phase != .preempted
-            else { continue }
+            guard replica.holdsCapacity, let binding = replica.binding else { continue }
             let tenant = replica.metadata.tenant
             let key = "\(tenant)/\(replica.metadata.name)"
             let attaches = replica.spec.mode == .sharedPinned && replica.spec.owner.kind != .deployment

@@ -138,11 +138,11 @@ final class AgentWorld: @unchecked Sendable {
     @discardableResult
     func startAgent(
         nvmlPath: String? = nil, logger: Logger = Logger(label: "gpuplane.agent"), restartBackoff: Duration = .milliseconds(300),
-        notifier: SystemdNotifier = .disabled
+        stopGracePeriod: Duration = .seconds(1), notifier: SystemdNotifier = .disabled
     ) -> NodeAgent {
         let configuration = NodeAgentConfiguration(
             nodeName: node, gpuMode: "dedicated", gatewayBaseURL: gateway, nvmlLibraryPath: nvmlPath ?? nvml.libraryPath,
-            heartbeatInterval: .seconds(1), resyncInterval: .seconds(2), stopGracePeriod: .seconds(1),
+            heartbeatInterval: .seconds(1), resyncInterval: .seconds(2), stopGracePeriod: stopGracePeriod,
             restartBackoff: restartBackoff, restartBackoffMax: .seconds(2), healthPolicy: HealthPolicy(quietPeriod: .seconds(600)),
             modelServerPorts: servingPorts, logger: logger)
         let engine = ContainerEngine.Client(

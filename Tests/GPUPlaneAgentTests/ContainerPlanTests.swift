@@ -56,4 +56,33 @@ struct ContainerPlanTests {
         #expect(container.count <= 128)
         #expect(container != ContainerPlan.containerName(tenant: String(repeating: "t", count: 40), name: name + "c"))
     }
+
+    /// The labels the reconciler reads to know which GPUs a container uses and with whom it may
+    /// share them (issue 12, item 4).
+    @Test func gpuLabelsSayWhichGPUsAndWhoMayShareThem() throws {
+        let raw = ContainerPlan(replica: replica(mode: .dedicated, gpus: [5, 1]), node: "n", gatewayBaseURL: "http://gw")
+        #expect(raw.spec.labels[ContainerPlan.gpusLabel] == "1,5")
+        #expect(raw.gpuSharingGroup == nil)
+        #expect(ContainerPlan.gpus(fromLabel: "1,5") == [1, 5])
+        #expect(ContainerPlan.gpus(fromLabel: "") == [])
+        #expect(ContainerPlan.gpus(fromLabel: "1,x") == nil)
+
+        var attached = replica(mode: .sharedPinned, slug: "phi-3.5-mini", gpus: [0])
+        attached.binding?.modelServer = "phi-a"
+        #expect(ContainerPlan(replica: attached, node: "n", gatewayBaseURL: "http://gw").gpuSharingGroup == "shared")
+        var large = replica(mode: .largePinned, slug: "llama-3.3-70b", gpus: [2])
+        large.binding?.modelServer = "big"
+        #expect(ContainerPlan(replica: large, node: "n", gatewayBaseURL: "http://gw").gpuSharingGroup == "server:big")
+
+        let serving = ModelServer.Serving(image: "vllm", args: [], port: 8000)
+        let shared = try #require(ContainerPlan(
+            server: ModelServer(metadata: ObjectMeta(name: "phi-a"), spec: .init(slug: "phi-3.5-mini", mode: .sharedPinned, vramGB: 8, serving: serving),
+                                binding: Binding(node: "n", gpuIndices: [0])), node: "n"))
+        #expect(shared.gpuSharingGroup == "shared")
+        #expect(shared.spec.labels[ContainerPlan.gpusLabel] == "0")
+        let dedicatedServer = try #require(ContainerPlan(
+            server: ModelServer(metadata: ObjectMeta(name: "big"), spec: .init(slug: "llama-3.3-70b", mode: .largePinned, vramGB: 96, serving: serving),
+                                binding: Binding(node: "n", gpuIndices: [2])), node: "n"))
+        #expect(dedicatedServer.gpuSharingGroup == "server:big")
+    }
 }

@@ -8,7 +8,7 @@ import Testing
             [Fixture.node("d"), Fixture.node("s", mode: "shared", type: "GPU-L40", gpus: 1)],
             replicas: [
                 Fixture.replica("m1", gpus: 2, binding: Binding(node: "d", gpuIndices: [3, 5]), phase: .running),
-                Fixture.replica("gone", gpus: 1, binding: Binding(node: "d", gpuIndices: [0]), phase: .failed),
+                Fixture.replica("gone", gpus: 1, binding: Binding(node: "d", gpuIndices: [0]), phase: .preempted),
                 Fixture.shared("m3", binding: Binding(node: "s", gpuIndices: [0], modelServer: "llama")),
             ],
             servers: [Fixture.server("llama", slug: "llama-3.1-8b", node: "s", gpu: 0, vramGB: 20)])
@@ -20,6 +20,37 @@ import Testing
         #expect(s.gpus[0].vramAllocatedGB == 20 && s.gpus[0].sharedServers == ["llama"])
         #expect(snapshot.modelServer(named: "llama")?.attached == ["acme/m3"])
         #expect(snapshot.wholeGPUsHeld(by: "acme") == 2)
+    }
+
+    /// Issue 12, item 4: a crashed pod waiting out its restart backoff is `failed`, and its
+    /// node-agent starts it again on the same GPU, so the GPU is not free.
+    @Test func failedReplicaInRestartBackoffHoldsItsGPU() throws {
+        let crashed = Fixture.replica(
+            "crashy", tenant: "tenant-a", gpus: 1, binding: Binding(node: "d", gpuIndices: [0]), phase: .failed)
+        var snapshot = Fixture.snapshot([Fixture.node("d", gpus: 2)], replicas: [crashed])
+        #expect(snapshot.holds(replica: "tenant-a/crashy"))
+        #expect(snapshot.nodes[0].gpus[0].owner == "tenant-a/crashy")
+        #expect(snapshot.wholeGPUsHeld(by: "tenant-a") == 1)
+        let first = try #require(
+            Fixture.pipeline.place(Fixture.request(Fixture.replica("b1", tenant: "tenant-b")), in: &snapshot).placement)
+        #expect(first.binding.gpuIndices == [1])
+        #expect(Fixture.pipeline.place(Fixture.request(Fixture.replica("b2", tenant: "tenant-b")), in: &snapshot).placement == nil)
+    }
+
+    /// Which phases hold the GPUs of a binding: decided in one place.
+    @Test func phasesThatHoldCapacity() {
+        let holding = ReplicaStatus.Phase.allCases.filter(\.holdsCapacity)
+        #expect(holding == [.bound, .starting, .running, .failed])
+        for phase in ReplicaStatus.Phase.allCases {
+            let bound = Fixture.replica("r", binding: Binding(node: "d", gpuIndices: [0]), phase: phase)
+            #expect(bound.holdsCapacity == phase.holdsCapacity)
+            #expect(!Fixture.replica("r", phase: phase).holdsCapacity)
+        }
+        var evicted = Fixture.replica("r", binding: Binding(node: "d", gpuIndices: [0]), phase: .failed)
+        evicted.status.observedBinding = evicted.binding
+        evicted.unbind(message: "node d is not ready; rescheduling")
+        #expect(evicted.binding == nil && evicted.status.phase == .pending && evicted.status.observedBinding == nil)
+        #expect(!evicted.holdsCapacity)
     }
 
     @Test func releaseGivesCapacityBack() throws {

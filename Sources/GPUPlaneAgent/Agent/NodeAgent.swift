@@ -19,7 +19,8 @@ import GPUPlaneSystem
 /// - GPU health from ``GPUHealthMonitor``, logged per GPU (`gpu.uuid`) as it changes;
 /// - the resumable watches of the replicas and the model servers bound to this node;
 /// - the container engine's events, so an exit is acted on at once;
-/// - the reconcile loop: a ``Reconciler`` pass on every change and at least every
+/// - the reconcile loop: a ``Reconciler`` pass on every change (a watch event, a GPU health
+///   change, a container's exit or removal, the end of a container's stop) and at least every
 ///   ``NodeAgentConfiguration/resyncInterval``, then the Node status (per-GPU health,
 ///   `GPUHealthy` condition, containers) when it changed, and a systemd `STATUS=` line
 ///   ("8 GPUs, 8 healthy, 3 containers").
@@ -37,7 +38,7 @@ public final class NodeAgent: Service, Sendable {
     let readiness: ReadinessTracker?
     let logger: Logger
     let reconciler: Reconciler
-    private let wakeup = Wakeup()
+    private let wakeup: Wakeup
     private let state = Locked(State())
     private let clock = ContinuousClock()
 
@@ -71,13 +72,17 @@ public final class NodeAgent: Service, Sendable {
         self.notifier = notifier
         self.readiness = readiness
         self.logger = logger
+        let wakeup = Wakeup()
+        self.wakeup = wakeup
         self.reconciler = Reconciler(
             settings: ReconcilerSettings(
                 node: configuration.nodeName, gatewayBaseURL: configuration.gatewayBaseURL,
                 stopGracePeriod: configuration.stopGracePeriod, restartBackoff: configuration.restartBackoff,
                 restartBackoffMax: configuration.restartBackoffMax, address: configuration.address,
                 modelServerPorts: configuration.modelServerPorts, readinessProbeInterval: configuration.readinessProbeInterval),
-            engine: engine, api: api, logger: logger)
+            engine: engine, api: api, logger: logger,
+            // A container finished stopping: whoever waited for its name or GPUs goes on now.
+            retired: { wakeup.signal() })
     }
 
     /// The GPUs the node registered with (empty before registration or without NVML).

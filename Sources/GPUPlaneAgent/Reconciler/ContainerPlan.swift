@@ -22,6 +22,11 @@ public struct ContainerPlan: Sendable, Hashable {
     public static let modelServerLabel = "gpuplane.io/modelserver"
     /// The label carrying the host port a model server is published on.
     public static let hostPortLabel = "gpuplane.io/host-port"
+    /// The label listing the GPU indices a container was given (`0,3`; empty for none), so the
+    /// reconciler knows which GPUs a container it is stopping still uses.
+    public static let gpusLabel = "gpuplane.io/gpus"
+    /// The label naming the group of containers that may share their GPU (``gpuSharingGroup``).
+    public static let gpuSharingLabel = "gpuplane.io/gpu-sharing"
 
     /// `<tenant>/<name>`: the replica's key and label value.
     public let replicaKey: String
@@ -70,7 +75,14 @@ public struct ContainerPlan: Sendable, Hashable {
             entrypoint: replica.spec.entrypoint, environment: environment, labels: [:], ports: [], gpuIndices: indices,
             network: .bridge)
         let hash = Self.hash(spec: spec, uid: replica.metadata.uid, ports: replica.spec.ports)
-        spec.labels = [Self.replicaLabel: key, Self.nodeLabel: node, Self.specHashLabel: hash]
+        spec.labels = [
+            Self.replicaLabel: key, Self.nodeLabel: node, Self.specHashLabel: hash, Self.gpusLabel: Self.gpusLabelValue(indices),
+        ]
+        if replica.spec.owner.kind != .deployment,
+            let group = Self.group(mode: replica.spec.mode, server: replica.binding?.modelServer)
+        {
+            spec.labels[Self.gpuSharingLabel] = group
+        }
         self.replicaKey = key
         self.spec = spec
         self.specHash = hash
@@ -93,7 +105,11 @@ public struct ContainerPlan: Sendable, Hashable {
             environment: ["GPUPLANE_MODEL_SLUG": server.spec.slug, "GPUPLANE_MODEL_SERVER": name], labels: [:], ports: [],
             gpuIndices: (server.binding?.gpuIndices ?? []).sorted(), network: .bridge)
         let hash = Self.hash(spec: spec, uid: server.metadata.uid, ports: [serving.port])
-        spec.labels = [Self.replicaLabel: key, Self.nodeLabel: node, Self.specHashLabel: hash, Self.modelServerLabel: name]
+        spec.labels = [
+            Self.replicaLabel: key, Self.nodeLabel: node, Self.specHashLabel: hash, Self.modelServerLabel: name,
+            Self.gpusLabel: Self.gpusLabelValue(spec.gpuIndices),
+        ]
+        if let group = Self.group(mode: server.spec.mode, server: name) { spec.labels[Self.gpuSharingLabel] = group }
         self.replicaKey = key
         self.spec = spec
         self.specHash = hash
@@ -102,6 +118,39 @@ public struct ContainerPlan: Sendable, Hashable {
 
     /// The key of a model server: `_cluster/<name>`.
     public static func key(_ server: ModelServer) -> String { key(tenant: ObjectMeta.clusterTenant, name: server.metadata.name) }
+
+    /// The containers this one may share its GPUs with: those of the same group. `shared` for
+    /// Mode 3 model servers (packed on one GPU by VRAM) and the replicas attached to them;
+    /// `server:<name>` for a Mode 2 model server and the replicas bound to it. Nil for every
+    /// other container: it needs its GPUs to itself.
+    public var gpuSharingGroup: String? { spec.labels[Self.gpuSharingLabel] }
+
+    static let sharedGroup = "shared"
+
+    static func group(mode: GPUMode?, server: String?) -> String? {
+        guard let server else { return nil }
+        switch mode {
+        case .sharedPinned: return sharedGroup
+        case .largePinned: return "server:\(server)"
+        case .dedicated, nil: return nil
+        }
+    }
+
+    /// The value of ``gpusLabel`` for `indices`.
+    public static func gpusLabelValue(_ indices: [Int]) -> String {
+        indices.sorted().map(String.init).joined(separator: ",")
+    }
+
+    /// The GPU indices a ``gpusLabel`` value lists; nil when it is not such a list.
+    public static func gpus(fromLabel value: String) -> Set<Int>? {
+        guard !value.isEmpty else { return [] }
+        var indices = Set<Int>()
+        for part in value.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let index = Int(part), index >= 0 else { return nil }
+            indices.insert(index)
+        }
+        return indices
+    }
 
     /// `NXL_INFERENCE_URL` for a tenant's model: see ``InferenceEndpoint``.
     public static func inferenceURL(gatewayBaseURL: String, tenant: String, slug: String, key: String?) -> String {

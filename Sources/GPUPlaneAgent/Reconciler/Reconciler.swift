@@ -61,7 +61,19 @@ public struct ReconcileSummary: Sendable, Hashable {
 /// removes what nothing wants — unbound, deleted, preempted; adopts running containers whose
 /// replica and spec hash match, without restarting them; replaces containers whose spec hash
 /// differs; creates and starts what is missing; restarts exited containers after an
-/// exponential backoff; and reports each replica's status to the api-server when it changed.
+/// exponential backoff; and reports each replica's status to the api-server when it changed,
+/// naming the binding it observed (``ReplicaStatus/observedBinding``).
+///
+/// A GPU is used by one container at a time, whatever the bindings say (a late watch, or a
+/// scheduler that thought a GPU free): no container is created on GPUs that another container
+/// of this node claims (one that exists for another replica, or is still being stopped), nor
+/// started while another container runs on them or is still being stopped there; the replica
+/// waits in `starting` (``ReplicaStatus/Reason/waitingForGPU``) instead. Only containers of one
+/// ``ContainerPlan/gpuSharingGroup`` share a GPU (Mode 3 servers and their replicas; a Mode 2
+/// server and its replica). A replica moved away and back
+/// (drained, evicted and placed here again) waits likewise for its previous container to be
+/// stopped and removed (``ReplicaStatus/Reason/waitingForPreviousContainer``) rather than
+/// colliding with its name; the end of every stop runs a pass (the `retired` hook).
 ///
 /// A model server is one more container: the serving image on its GPU, published on a host
 /// port of ``ReconcilerSettings/modelServerPorts``. It is reported ready only once its
@@ -83,7 +95,46 @@ actor Reconciler {
     private var gpus: [GPUDevice] = []
     private var health = GPUHealthSnapshot(gpus: [])
     private var tracked: [String: Tracked] = [:]
-    private var retiring: Set<String> = []
+    /// Containers being stopped and removed in the background, by id.
+    private var retiring: [String: Retiring] = [:]
+    /// Called when a background stop ends, so that a pass runs for whoever waited on it.
+    private let retiredHook: @Sendable () -> Void
+
+    /// A container being stopped: whose it was and the GPUs it still uses until it is gone.
+    private struct Retiring {
+        var key: String
+        var gpus: GPUClaim
+    }
+
+    /// The GPUs a container uses.
+    private struct GPUClaim {
+        /// The indices; nil when unknown (a container from before ``ContainerPlan/gpusLabel``
+        /// that no plan explains): then it is taken to use every GPU.
+        var gpus: Set<Int>?
+        /// The containers it may share them with (``ContainerPlan/gpuSharingGroup``).
+        var group: String?
+
+        /// Whether this and `other` cannot run on the GPUs they have at once.
+        func collides(with other: GPUClaim) -> Bool {
+            if let group, group == other.group { return false }
+            switch (gpus, other.gpus) {
+            case let (mine?, theirs?): return !mine.isDisjoint(with: theirs)
+            case let (mine?, nil): return !mine.isEmpty
+            case let (nil, theirs?): return !theirs.isEmpty
+            case (nil, nil): return true
+            }
+        }
+    }
+
+    /// Another container of this node, as one that could keep a GPU from a replica.
+    private struct GPUUser {
+        var key: String
+        var claim: GPUClaim
+        /// Running, paused or restarting (not merely created or exited).
+        var running: Bool
+        /// Being stopped and removed.
+        var retiring: Bool
+    }
 
     /// What the reconciler remembers of one wanted replica.
     private struct Tracked {
@@ -120,7 +171,12 @@ actor Reconciler {
         }
     }
 
-    init(settings: ReconcilerSettings, engine: ContainerEngine.Client, api: NodeAPI.Client, logger: Logger) {
+    /// Makes a reconciler; `retired` is called each time a background stop and removal ends.
+    init(
+        settings: ReconcilerSettings, engine: ContainerEngine.Client, api: NodeAPI.Client, logger: Logger,
+        retired: @escaping @Sendable () -> Void = {}
+    ) {
+        self.retiredHook = retired
         self.settings = settings
         self.engine = engine
         self.api = api
@@ -204,51 +260,72 @@ actor Reconciler {
         // Nothing is stopped, started or adopted before the first lists arrived.
         guard hasListed else { return ReconcileSummary(wanted: 0, running: 0, nextDue: nil) }
         let all = workloads
+        let wanted = all.filter { shouldRun($0.value) }
+        tracked = tracked.filter { wanted[$0.key] != nil }
+        // The plans first: they tell the GPUs of containers made before the GPU label.
+        var plans: [String: ContainerPlan] = [:]
+        var unplannable: [String: ModelServer] = [:]
+        for (key, workload) in wanted {
+            switch workload {
+            case .replica(let replica):
+                plans[key] = ContainerPlan(replica: replica, node: settings.node, gatewayBaseURL: settings.gatewayBaseURL)
+            case .server(let server):
+                if let plan = ContainerPlan(server: server, node: settings.node) { plans[key] = plan } else { unplannable[key] = server }
+            }
+        }
         var mine: [String: [ContainerEngine.ContainerSummary]] = [:]
         var usedPorts = Set<Int>()
         for container in containers {
             if let port = container.labels[ContainerPlan.hostPortLabel].flatMap(Int.init) { usedPorts.insert(port) }
-            guard !retiring.contains(container.id) else { continue }
+            guard retiring[container.id] == nil else { continue }
             let key = container.labels[ContainerPlan.replicaLabel] ?? ""
             if let workload = all[key], shouldRun(workload) {
                 mine[key, default: []].append(container)
             } else {
-                retire(container, key: key, why: retireReason(all[key]))
+                retire(container, key: key, claim: claim(of: container, plans: plans), why: retireReason(all[key]))
             }
         }
-        let wanted = all.filter { shouldRun($0.value) }
-        tracked = tracked.filter { wanted[$0.key] != nil }
+        // Every container of this node and the GPUs it claims, by id: kept up to date through the pass.
+        var users: [String: GPUUser] = [:]
+        for container in containers {
+            let running = Self.usesDevices(container.status)
+            let stopping = retiring[container.id] != nil
+            users[container.id] = GPUUser(
+                key: container.labels[ContainerPlan.replicaLabel] ?? "", claim: retiring[container.id]?.gpus ?? claim(of: container, plans: plans),
+                running: running, retiring: stopping)
+        }
 
         var summary = ReconcileSummary(wanted: wanted.count, running: 0, nextDue: nil)
         for (key, workload) in wanted.sorted(by: { $0.key < $1.key }) {
-            let plan: ContainerPlan
-            switch workload {
-            case .replica(let replica):
-                plan = ContainerPlan(replica: replica, node: settings.node, gatewayBaseURL: settings.gatewayBaseURL)
-            case .server(let server):
-                guard let made = ContainerPlan(server: server, node: settings.node) else {
-                    var entry = tracked[key] ?? Self.fresh(workload, backoff: settings.restartBackoff)
-                    entry.current = ReplicaStatus(
-                        phase: .failed, message: "model server \(server.metadata.name) names no serving image (spec.serving); the scheduler's catalog has no entry for \(server.spec.slug)")
-                    tracked[key] = await report(entry, key: key, workload: workload)
-                    continue
-                }
-                plan = made
+            if case .server(let server) = workload, unplannable[key] != nil {
+                var entry = tracked[key] ?? Self.fresh(workload, backoff: settings.restartBackoff)
+                entry.current = ReplicaStatus(
+                    phase: .failed, message: "model server \(server.metadata.name) names no serving image (spec.serving); the scheduler's catalog has no entry for \(server.spec.slug)")
+                tracked[key] = await report(entry, key: key, workload: workload)
+                continue
             }
+            guard let plan = plans[key] else { continue }
             var candidates = mine[key] ?? []
             for stale in candidates where stale.labels[ContainerPlan.specHashLabel] != plan.specHash {
                 replicaLogger(key).info(
                     "replacing container whose spec changed",
                     metadata: ["container": "\(stale.id.prefix(12))", "old": "\(stale.labels[ContainerPlan.specHashLabel] ?? "")", "new": "\(plan.specHash)"])
                 await stopAndRemove(stale.id, key: key)
+                users[stale.id] = nil
             }
             candidates.removeAll { $0.labels[ContainerPlan.specHashLabel] != plan.specHash }
             candidates.sort { ($0.status == .running ? 0 : 1, $0.createdAt ?? .distantPast) < ($1.status == .running ? 0 : 1, $1.createdAt ?? .distantPast) }
             for extra in candidates.dropFirst() {
-                retire(extra, key: key, why: "a second container for one replica")
+                retire(extra, key: key, claim: claim(of: extra, plans: plans), why: "a second container for one replica")
+                users[extra.id]?.retiring = true
             }
+            let candidate = candidates.first
+            let wait = waitReason(key: key, plan: plan, container: candidate, users: users)
             var entry = tracked[key] ?? Self.fresh(workload, backoff: settings.restartBackoff)
-            var status = await ensure(&entry, key: key, plan: plan, container: candidates.first, usedPorts: &usedPorts)
+            var status = await ensure(&entry, key: key, plan: plan, container: candidate, wait: wait, usedPorts: &usedPorts)
+            if let id = status.containerID, status.phase == .running {
+                users[id] = GPUUser(key: key, claim: GPUClaim(gpus: Set(plan.spec.gpuIndices), group: plan.gpuSharingGroup), running: true, retiring: false)
+            }
             if status.phase == .running { summary.running += 1 }
             if plan.servingPort != nil {
                 if let due = await probe(&entry, &status, key: key) { summary.nextDue = min(summary.nextDue ?? due, due) }
@@ -258,8 +335,17 @@ actor Reconciler {
                     status.endpoint = entry.hostPort.map { serving.url(port: $0) }
                 }
             }
+            if case .replica(let replica) = workload {
+                // Only the agent's own phases are reported, for the binding this pass acted on.
+                if !status.phase.isReportedByNodeAgents { status.phase = .starting }
+                status.observedBinding = replica.binding
+            }
             entry.current = status
-            if let next = entry.nextAttempt { summary.nextDue = min(summary.nextDue ?? next, next) }
+            // A waiting replica is woken by what it waits for (a stop ending, an exit, a watch
+            // change), not by its past-due retry time.
+            if let next = entry.nextAttempt, wait == nil || status.reason != wait?.reason {
+                summary.nextDue = min(summary.nextDue ?? next, next)
+            }
             entry = await report(entry, key: key, workload: workload)
             tracked[key] = entry
         }
@@ -329,9 +415,49 @@ actor Reconciler {
 
     // MARK: One replica
 
+    /// Why `plan` may not get a container now (created, or started again): its previous
+    /// container is still being stopped, or another container claims one of its GPUs. Nil when
+    /// nothing stands in the way.
+    ///
+    /// A new container waits for any other that exists on its GPUs (an exited one is started
+    /// again by its own replica); an existing one waits only for others that run or are being
+    /// stopped there, so two exited containers never wait on each other.
+    private func waitReason(
+        key: String, plan: ContainerPlan, container: ContainerEngine.ContainerSummary?, users: [String: GPUUser]
+    ) -> Wait? {
+        if container == nil, let previous = retiring.first(where: { $0.value.key == key }) {
+            return Wait(
+                reason: .waitingForPreviousContainer,
+                message: "waiting for its previous container \(previous.key.prefix(12)) on node \(settings.node) to be stopped and removed",
+                blocker: key)
+        }
+        let mine = GPUClaim(gpus: Set(plan.spec.gpuIndices), group: plan.gpuSharingGroup)
+        guard mine.gpus?.isEmpty == false else { return nil }
+        let blockers = users.filter { id, user in
+            id != container?.id && (container == nil || user.running || user.retiring)
+                && (user.key != key || user.retiring) && mine.collides(with: user.claim)
+        }
+        guard let (_, blocker) = blockers.sorted(by: { $0.key < $1.key }).first else { return nil }
+        let gpus = (blocker.claim.gpus.map { mine.gpus?.intersection($0) ?? $0 } ?? mine.gpus ?? []).sorted()
+        let which = gpus.count == 1 ? "GPU \(gpus[0])" : "GPUs \(gpus.map(String.init).joined(separator: ","))"
+        let how = blocker.retiring ? "is still being stopped" : blocker.running ? "is running" : "exists"
+        return Wait(
+            reason: .waitingForGPU,
+            message: "\(which) on node \(settings.node) is still in use: another container there \(how); waiting for it to be released",
+            blocker: blocker.key)
+    }
+
+    /// What keeps a replica's container from being created or started.
+    private struct Wait {
+        var reason: ReplicaStatus.Reason
+        var message: String
+        /// The key of the container waited for (logged, never reported: it may be another tenant's).
+        var blocker: String
+    }
+
     private func ensure(
         _ entry: inout Tracked, key: String, plan: ContainerPlan, container: ContainerEngine.ContainerSummary?,
-        usedPorts: inout Set<Int>
+        wait: Wait?, usedPorts: inout Set<Int>
     ) async -> ReplicaStatus {
         let log = replicaLogger(key)
         let now = clock.now
@@ -353,6 +479,7 @@ actor Reconciler {
             if let gpuMessage {
                 status.phase = .failed
                 status.message = gpuMessage
+                status.reason = .gpuUnhealthy
             }
             return status
         }
@@ -360,6 +487,7 @@ actor Reconciler {
         if let gpuMessage {
             status.phase = .failed
             status.message = gpuMessage + "; not starting its container"
+            status.reason = .gpuUnhealthy
             return status
         }
 
@@ -395,7 +523,12 @@ actor Reconciler {
                 status.message = exited
                     ? "\(exitText); restart \(entry.restarts + 1) after a \(Self.text(entry.backoff)) backoff"
                     : entry.current.message
+                status.reason = exited ? .crashLoopBackOff : entry.current.reason
                 return status
+            }
+            if let wait {
+                status.exitCode = exited ? details.state.exitCode : nil
+                return waiting(entry, status, wait, log: log)
             }
             do {
                 try await engine.start(container.id)
@@ -412,8 +545,10 @@ actor Reconciler {
             return status
         }
 
-        // No container: create and start one, unless a failed attempt's backoff still runs.
+        // No container: create and start one, unless a failed attempt's backoff still runs, or
+        // its GPUs (or its name) are not free yet.
         if let next = entry.nextAttempt, now < next { return entry.current }
+        if let wait { return waiting(entry, status, wait, log: log) }
         var spec = plan.spec
         if let containerPort = plan.servingPort {
             guard let port = serving.pick(excluding: usedPorts) else {
@@ -471,11 +606,25 @@ actor Reconciler {
         return status
     }
 
+    /// A replica whose container waits (``waitReason(key:plan:container:users:)``): `starting`
+    /// with the reason; logged when it starts waiting on something new.
+    private func waiting(_ entry: Tracked, _ status: ReplicaStatus, _ wait: Wait, log: Logger) -> ReplicaStatus {
+        var status = status
+        status.phase = .starting
+        status.reason = wait.reason
+        status.message = wait.message
+        if entry.current.message != wait.message || entry.current.reason != wait.reason {
+            log.notice("container waits", metadata: ["reason": "\(wait.message)", "for": "\(wait.blocker)"])
+        }
+        return status
+    }
+
     /// Records a failed create or start: phase failed with `message`, retried after the backoff.
     private func failedAttempt(_ entry: inout Tracked, _ status: ReplicaStatus, _ message: String, log: Logger) -> ReplicaStatus {
         var status = status
         status.phase = .failed
         status.message = message
+        status.reason = .startFailed
         status.exitCode = nil
         if entry.current.message != message {
             log.error("replica failed", metadata: ["reason": "\(message)"])
@@ -520,9 +669,11 @@ actor Reconciler {
 
     // MARK: Stopping
 
-    /// Stops (with the grace period) and removes a container in the background.
-    private func retire(_ container: ContainerEngine.ContainerSummary, key: String, why: String) {
-        guard retiring.insert(container.id).inserted else { return }
+    /// Stops (with the grace period) and removes a container in the background; its GPUs
+    /// (`claim`) stay taken until it is gone.
+    private func retire(_ container: ContainerEngine.ContainerSummary, key: String, claim: GPUClaim, why: String) {
+        guard retiring[container.id] == nil else { return }
+        retiring[container.id] = Retiring(key: key, gpus: claim)
         replicaLogger(key).info(
             "stopping container", metadata: ["container": "\(container.id.prefix(12))", "reason": "\(why)"])
         let id = container.id
@@ -532,7 +683,10 @@ actor Reconciler {
         }
     }
 
-    private func retired(_ id: String) { retiring.remove(id) }
+    private func retired(_ id: String) {
+        retiring[id] = nil
+        retiredHook()
+    }
 
     private func stopAndRemove(_ id: String, key: String) async {
         do {
@@ -552,6 +706,29 @@ actor Reconciler {
 
     /// Whether containers are still being stopped.
     var isRetiring: Bool { !retiring.isEmpty }
+
+    /// Whether a container in `status` holds its devices: it runs, or may run again at any moment.
+    private static func usesDevices(_ status: ContainerEngine.ContainerState.Status) -> Bool {
+        switch status {
+        case .running, .paused, .restarting, .removing, .unknown: return true
+        case .created, .exited, .dead: return false
+        }
+    }
+
+    /// The GPUs `container` uses: from its ``ContainerPlan/gpusLabel``; for a container made
+    /// before that label, from the plan of its replica when its spec hash matches (the hash
+    /// covers the GPUs); unknown otherwise.
+    private func claim(of container: ContainerEngine.ContainerSummary, plans: [String: ContainerPlan]) -> GPUClaim {
+        if let value = container.labels[ContainerPlan.gpusLabel], let gpus = ContainerPlan.gpus(fromLabel: value) {
+            return GPUClaim(gpus: gpus, group: container.labels[ContainerPlan.gpuSharingLabel])
+        }
+        if let key = container.labels[ContainerPlan.replicaLabel], let plan = plans[key],
+            container.labels[ContainerPlan.specHashLabel] == plan.specHash
+        {
+            return GPUClaim(gpus: Set(plan.spec.gpuIndices), group: plan.gpuSharingGroup)
+        }
+        return GPUClaim(gpus: nil, group: nil)
+    }
 
     // MARK: Helpers
 

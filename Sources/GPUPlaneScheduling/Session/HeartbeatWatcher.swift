@@ -15,6 +15,8 @@ final class HeartbeatWatcher: Sendable {
 
     private struct State {
         var live: Set<String> = []
+        /// Nodes whose key this watcher saw deleted (its lease expired) and not put again.
+        var expired: Set<String> = []
         var synced = false
     }
 
@@ -27,6 +29,18 @@ final class HeartbeatWatcher: Sendable {
     /// Nodes whose heartbeat key exists.
     var liveNodes: Set<String> { state.withLock { $0.live } }
 
+    /// What is known of the nodes' heartbeats at one moment.
+    struct Liveness: Sendable {
+        /// Nodes whose heartbeat key exists.
+        var live: Set<String>
+        /// Nodes whose key was seen to go (its lease expired, or it was deleted): silent for
+        /// a whole lease, not merely not yet seen.
+        var expired: Set<String>
+    }
+
+    /// The live and expired nodes, read together.
+    var liveness: Liveness { state.withLock { Liveness(live: $0.live, expired: $0.expired) } }
+
     /// Whether the first list is in.
     var hasSynced: Bool { state.withLock { $0.synced } }
 
@@ -38,6 +52,8 @@ final class HeartbeatWatcher: Sendable {
                 let listed = try await client.range(.prefix(NodeHeartbeat.prefix), keysOnly: true)
                 let live = Set(listed.kvs.compactMap { NodeHeartbeat.node(fromKey: $0.keyString) })
                 state.withLock {
+                    // A key gone while no watch ran: the lifecycle's grace decides, not this.
+                    $0.expired.subtract(live)
                     $0.live = live
                     $0.synced = true
                 }
@@ -50,8 +66,12 @@ final class HeartbeatWatcher: Sendable {
                         for event in batch.events {
                             guard let node = NodeHeartbeat.node(fromKey: event.kv.keyString) else { continue }
                             switch event.type {
-                            case .put: s.live.insert(node)
-                            case .delete: s.live.remove(node)
+                            case .put:
+                                s.live.insert(node)
+                                s.expired.remove(node)
+                            case .delete:
+                                s.live.remove(node)
+                                s.expired.insert(node)
                             }
                         }
                     }

@@ -7,8 +7,11 @@ import GPUPlaneSystem
 
 /// What the scheduler does while it leads, one term long. Read ``pass()`` top to bottom:
 ///
-/// 1. **Node lifecycle**: a heartbeat key gone → the node's `Ready` condition turns false
-///    (`HeartbeatExpired`); a key back → true.
+/// 1. **Node lifecycle**: a heartbeat key seen to expire → the node's `Ready` condition turns
+///    false (`HeartbeatExpired`); a key back → true. A Ready node whose key was never seen
+///    (it registered a moment ago, or this term began after its key went) gets
+///    ``Configuration/heartbeatGrace`` first, so two watches a moment apart never make a node
+///    that never stopped NotReady.
 /// 2. **Evictions**: replicas bound to a node that is not ready, to an unhealthy GPU, or to a
 ///    model server that is gone go back to pending with a message saying why; model servers
 ///    on such nodes or GPUs are deleted (the node-agent stops what is no longer bound to it).
@@ -57,6 +60,9 @@ public final class LeaderSession: Sendable {
         public var autoscaleInterval: Duration
         /// How long fewer instances must be wanted than run before a deployment scales down.
         public var scaleDownDelay: Duration
+        /// How long a Ready node may show no heartbeat key, without its key having been seen
+        /// to expire, before it is NotReady.
+        public var heartbeatGrace: Duration
 
         /// Makes a configuration.
         public init(
@@ -66,8 +72,9 @@ public final class LeaderSession: Sendable {
             meter: UsageMeter.Configuration = .init(), warmPool: [String: Int] = [:],
             idleServerGrace: Duration = .seconds(60), catchUpTimeout: Duration = .seconds(10),
             eventTTL: Duration = .seconds(3600), autoscaleInterval: Duration = .seconds(2),
-            scaleDownDelay: Duration = .seconds(300)
+            scaleDownDelay: Duration = .seconds(300), heartbeatGrace: Duration = .seconds(5)
         ) {
+            self.heartbeatGrace = heartbeatGrace
             self.eventTTL = eventTTL
             self.autoscaleInterval = autoscaleInterval
             self.scaleDownDelay = scaleDownDelay
@@ -152,6 +159,8 @@ public final class LeaderSession: Sendable {
         /// Replicas preempted this term, with the words saying by whom (kept in their message
         /// while they wait).
         var preempted: [String: String] = [:]
+        /// Ready nodes without a heartbeat key whose expiry was not seen, since when.
+        var missingSince: [String: ContinuousClock.Instant] = [:]
     }
 
     /// Makes a session for `leader`.
@@ -274,10 +283,10 @@ public final class LeaderSession: Sendable {
         let nodeList = nodes.list()
         let replicaList = replicas.list()
         let serverList = servers.list()
-        let live = heartbeats.liveNodes
+        let liveness = heartbeats.liveness
 
         // 1. Node lifecycle.
-        if try await commit(nodeLifecycle(nodeList, live: live, now: now)) { return true }
+        if try await commit(nodeLifecycle(nodeList, liveness, now: now, clock: .now)) { return true }
 
         // 2. Evictions from nodes not ready, unhealthy GPUs, vanished servers.
         if try await commit(evictions(nodeList, replicaList, serverList)) { return true }
@@ -323,11 +332,27 @@ public final class LeaderSession: Sendable {
 
     // MARK: 1. Node lifecycle
 
-    func nodeLifecycle(_ nodeList: [Node], live: Set<String>, now: Date) -> [WriteUnit] {
+    func nodeLifecycle(
+        _ nodeList: [Node], _ liveness: HeartbeatWatcher.Liveness, now: Date, clock: ContinuousClock.Instant
+    ) -> [WriteUnit] {
         var units: [WriteUnit] = []
+        // A Ready node whose key is absent but was never seen to expire is silent only once
+        // the grace has passed on this scheduler's own clock.
+        let grace = configuration.heartbeatGrace
+        let silent: Set<String> = state.withLock { s in
+            var silent = liveness.expired
+            var missing: [String: ContinuousClock.Instant] = [:]
+            for node in nodeList where !liveness.live.contains(node.metadata.name) && !liveness.expired.contains(node.metadata.name) {
+                let since = s.missingSince[node.metadata.name] ?? clock
+                missing[node.metadata.name] = since
+                if clock - since >= grace { silent.insert(node.metadata.name) }
+            }
+            s.missingSince = missing
+            return silent
+        }
         for node in nodeList {
             let current = node.status.conditions.first { $0.type == NodeHeartbeat.readyCondition }
-            let alive = live.contains(node.metadata.name)
+            let alive = liveness.live.contains(node.metadata.name)
             let ready = current?.status ?? false
             var updated = node
             let involved = OwnerReference(kind: .node, name: node.metadata.name, uid: node.metadata.uid)
@@ -340,7 +365,7 @@ public final class LeaderSession: Sendable {
                     .init(involved: involved, tenant: ObjectMeta.clusterTenant, severity: .normal,
                           reason: EventRecorder.Reason.nodeReady, message: "node \(node.metadata.name) is ready", aggregate: false)
                 ]))
-            } else if !alive, ready {
+            } else if !alive, ready, silent.contains(node.metadata.name) {
                 updated.status.conditions.removeAll { $0.type == NodeHeartbeat.readyCondition }
                 updated.status.conditions.append(Condition(
                     type: NodeHeartbeat.readyCondition, status: false, reason: ReadyReason.heartbeatExpired,
@@ -414,9 +439,7 @@ public final class LeaderSession: Sendable {
             }
             guard let why else { continue }
             var updated = replica
-            updated.binding = nil
-            updated.status.phase = .pending
-            updated.status.message = "\(why); rescheduling"
+            updated.unbind(message: "\(why); rescheduling")
             units.append(WriteUnit(ops: [.update(updated)], events: [
                 .init(involved: Self.reference(replica), tenant: replica.metadata.tenant, severity: .warning,
                       reason: EventRecorder.Reason.rescheduled, message: "\(why); rescheduling", aggregate: false)
@@ -450,9 +473,7 @@ public final class LeaderSession: Sendable {
                 var unit = bindUnit(replica, placement)
                 for victim in plan.victims {
                     guard var v = byKey[victim.key], v.binding != nil else { continue }
-                    v.binding = nil
-                    v.status.phase = .pending
-                    v.status.message = plan.message(for: victim)
+                    v.unbind(message: plan.message(for: victim))
                     unit.ops.append(.update(v))
                     state.withLock { $0.preempted[victim.key] = plan.message(for: victim) }
                     unit.events.append(.init(
@@ -537,7 +558,7 @@ public final class LeaderSession: Sendable {
             let mine = owned["\(deployment.metadata.tenant)/\(deployment.metadata.name)"] ?? []
             let wanted = deployment.status.instancesWanted > 0 ? deployment.status.instancesWanted : mine.count
             guard wanted > 0 else { continue }
-            let placed = mine.filter { $0.binding != nil }.count
+            let placed = mine.filter(\.holdsCapacity).count
             let summary = InstancePlacement(placements: [], refusal: nil, running: placed, wanted: wanted)
             var status = deployment.status
             status.state = summary.state
@@ -557,8 +578,7 @@ public final class LeaderSession: Sendable {
     func serverAttachments(_ serverList: [ModelServer], _ replicaList: [Replica]) -> [WriteUnit] {
         var attached: [String: [String]] = [:]
         for replica in replicaList {
-            guard let server = replica.binding?.modelServer, replica.status.phase != .failed, replica.status.phase != .preempted
-            else { continue }
+            guard replica.holdsCapacity, let server = replica.binding?.modelServer else { continue }
             attached[server, default: []].append("\(replica.metadata.tenant)/\(replica.metadata.name)")
         }
         var units: [WriteUnit] = []

@@ -200,6 +200,45 @@ struct SchedulerPlacementTests {
         }
     }
 
+    @Test("a node that registers while the scheduler runs is never NotReady; one whose key never comes is, after the grace")
+    func registrationIsNeverNotReady() async throws {
+        try await SchedulerHarness.with { h in
+            var session = SchedulerHarness.sessionConfiguration()
+            session.heartbeatGrace = .seconds(2)
+            let scheduler = h.startScheduler(session: session)
+            try await h.waitUntilLeading(scheduler)
+            func registered(_ name: String) -> Node {
+                var node = Fixture.node(name, gpus: 1)
+                node.status.conditions = [Condition(type: NodeHeartbeat.readyCondition, status: true, reason: "Registered")]
+                return node
+            }
+            for i in 0..<3 {
+                // The Node Ready first and its key a moment later: the worst order in which the
+                // scheduler's two watches can show a registration. The gap is the scenario,
+                // several passes long (resync 200 ms), not a wait for a result.
+                _ = try await h.store.create(registered("fresh\(i)"))
+                try await Task.sleep(for: .milliseconds(600))
+                _ = try await h.client.put(NodeHeartbeat.key("fresh\(i)"), "alive", lease: h.heartbeatLease)
+            }
+            // A node whose key never comes is NotReady once the grace is over.
+            _ = try await h.store.create(registered("silent"))
+            try await eventually("silent NotReady", timeout: 20) {
+                try await !h.store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: "silent").status.isReady
+            }
+            try await eventually("silent's NodeNotReady event") {
+                try await h.events(about: "silent").contains { $0.spec.reason == EventRecorder.Reason.nodeNotReady }
+            }
+            // Its grace began after theirs: none of the fresh nodes was ever declared NotReady.
+            for i in 0..<3 {
+                let events = try await h.events(about: "fresh\(i)")
+                #expect(!events.contains { $0.spec.reason == EventRecorder.Reason.nodeNotReady }, "fresh\(i): \(events.map(\.spec.message))")
+                let node = try await h.store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: "fresh\(i)")
+                #expect(node.status.isReady)
+                #expect(node.status.conditions.first { $0.type == NodeHeartbeat.readyCondition }?.reason == "Registered")
+            }
+        }
+    }
+
     @Test("an unhealthy GPU takes no work and its replica moves")
     func unhealthyGPU() async throws {
         try await SchedulerHarness.with { h in
