@@ -49,6 +49,34 @@ import Testing
         #expect(DeploymentValidator.estimatedWeightsGB(repo: "org/my-finetune") == nil)
     }
 
+    /// Names that Double's parser reads as numbers but are no parameter counts: exponents,
+    /// infinities, NaN, hex, signs, and products beyond any model.
+    @Test func weightsFromHostileRepositoryNames() {
+        for repo in [
+            "org/m-1e30x1b", "org/m-infx1b", "org/m-1e19x1b", "org/m-nanx1b", "org/m-nanb", "org/m-infb", "org/m-1e400b",
+            "org/m-0x10b", "org/m-+5b", "org/m-5e3b", "org/m-5000x5000b", "org/m-99999999999999999999b", "org/m-.5b", "org/m-0b",
+        ] {
+            #expect(DeploymentValidator.estimatedWeightsGB(repo: repo) == nil, "\(repo)")
+        }
+        #expect(DeploymentValidator.estimatedWeightsGB(repo: "org/m-0.5b") == 1)
+    }
+
+    /// `num_gpus × instances` saturates instead of trapping, whatever a client sends.
+    @Test func gpuLimitArithmeticSaturates() throws {
+        let validator = DeploymentValidator(context: ValidationContext(catalog: try Catalog.standard(), gpuLimit: 4))
+        for (gpus, minimum, maximum) in [(2, 0, Int.max), (2, 1 << 62, 1 << 62), (Int.max, 2, 2), (Int.min, 2, 3), (2, Int.min, Int.max)] {
+            let spec = DeploymentSpec(
+                modelName: "m", gpu: "H100", numGPUs: gpus, maxBatchSize: 8, hf: .init(repo: "org/m"),
+                settings: .init(minInstances: minimum, maxInstances: maximum))
+            let findings = validator.validate(spec) + validator.gpuLimit(spec, inUse: Int.max)
+            #expect(!findings.isEmpty)
+        }
+        #expect(Int.max.saturatingMultiplied(by: 2) == .max)
+        #expect(Int.max.saturatingMultiplied(by: -2) == .min)
+        #expect(Int.max.saturatingAdding(1) == .max)
+        #expect((3).saturatingMultiplied(by: 4) == 12)
+    }
+
     @Test func stableJSON() throws {
         let meta = ObjectMeta(name: "a", tenant: "t", labels: ["b": "1", "a": "2"], created: Date(timeIntervalSince1970: 0))
         let json = String(decoding: try GPUPlaneJSON.encoder().encode(meta), as: UTF8.self)

@@ -14,6 +14,10 @@ public struct DeploymentValidator: Sendable {
     public static let maxInstances = 64
     /// The largest `max_batch_size`.
     public static let maxBatchSize = 4096
+    /// The sizes of weights, in GB, that `weights_gb` may give (NaN and infinities are outside).
+    static let weightsRange = 0.001..<10_000.0
+    /// The largest parameter count, in billions, read off a repository name.
+    static let maxBillions = 5000.0
 
     /// Makes a validator.
     public init(context: ValidationContext) { self.context = context }
@@ -50,14 +54,15 @@ public struct DeploymentValidator: Sendable {
                 .invalidWeights, path: root["hf"]["repo"].description,
                 "'\(spec.hf.repo)' is not a Hugging Face repository; write owner/name, e.g. meta-llama/Llama-2-7b-chat-hf"))
         }
-        if let weights = spec.weightsGB, !(weights > 0 && weights < 10_000) {
+        if let weights = spec.weightsGB, !DeploymentValidator.weightsRange.contains(weights) {
             out.append(Diagnostic(
                 .invalidWeights, path: root["weights_gb"].description,
-                "weights_gb \(weights) is out of range; give the size of the weights in GB"))
+                "weights_gb \(weights) is out of range; give the size of the weights in GB (more than 0, less than 10000)"))
         }
-        if let gpuType, gpuType.family == .gpu, (1...8).contains(spec.numGPUs),
-            let weights = spec.weightsGB ?? DeploymentValidator.estimatedWeightsGB(repo: spec.hf.repo)
-        {
+        // A weights_gb out of range was reported above and is never used for the fit.
+        let weights = spec.weightsGB.map { DeploymentValidator.weightsRange.contains($0) ? $0 : nil }
+            ?? DeploymentValidator.estimatedWeightsGB(repo: spec.hf.repo)
+        if let gpuType, gpuType.family == .gpu, (1...8).contains(spec.numGPUs), let weights {
             let needed = weights * (1 + DeploymentValidator.kvCacheHeadroom)
             let have = Double(gpuType.vramGB * spec.numGPUs)
             if have < needed {
@@ -90,28 +95,36 @@ public struct DeploymentValidator: Sendable {
     }
 
     /// The per-user GPU limit: `num_gpus × min_instances` must fit it; scaling beyond it warns.
+    /// Products saturate at `Int.max` instead of trapping, so any count a client sends is safe.
     public func gpuLimit(_ spec: DeploymentSpec, root: FieldPath = FieldPath(""), inUse: Int = 0) -> [Diagnostic] {
         let limit = context.gpuLimit
         let settingsPath = root["settings"]
-        let minimum = spec.numGPUs * max(spec.settings.minInstances, 0) + inUse
-        if spec.numGPUs + inUse > limit {
+        let gpus = max(spec.numGPUs, 0)
+        let inUse = max(inUse, 0)
+        let perInstance = gpus.saturatingAdding(inUse)
+        let minimumGPUs = gpus.saturatingMultiplied(by: max(spec.settings.minInstances, 0))
+        let maximumGPUs = gpus.saturatingMultiplied(by: max(spec.settings.maxInstances, 0))
+        if perInstance > limit {
             return [Diagnostic(
                 .gpuLimitExceeded, path: root["num_gpus"].description,
                 "\(spec.numGPUs) GPUs per instance\(inUse > 0 ? " plus \(inUse) already in use" : "") exceeds the limit of \(limit) GPUs per user; use fewer GPUs or ask an operator to raise the limit")]
         }
-        if minimum > limit {
+        if minimumGPUs.saturatingAdding(inUse) > limit {
             return [Diagnostic(
                 .gpuLimitExceeded, path: settingsPath["min_instances"].description,
-                "min_instances \(spec.settings.minInstances) × num_gpus \(spec.numGPUs) = \(spec.numGPUs * spec.settings.minInstances) GPUs\(inUse > 0 ? " plus \(inUse) already in use" : "") exceeds the limit of \(limit) GPUs per user (e.g. 4 instances × 1 GPU or 1 instance × 4 GPUs); lower min_instances")]
+                "min_instances \(spec.settings.minInstances) × num_gpus \(spec.numGPUs) = \(Self.count(minimumGPUs)) GPUs\(inUse > 0 ? " plus \(inUse) already in use" : "") exceeds the limit of \(limit) GPUs per user (e.g. 4 instances × 1 GPU or 1 instance × 4 GPUs); lower min_instances")]
         }
-        if spec.numGPUs * spec.settings.maxInstances + inUse > limit {
-            let reachable = (limit - inUse) / max(spec.numGPUs, 1)
+        if maximumGPUs.saturatingAdding(inUse) > limit {
+            let reachable = max(limit - inUse, 0) / max(gpus, 1)
             return [Diagnostic(
                 .warning, .gpuLimitExceeded, path: settingsPath["max_instances"].description,
                 "max_instances \(spec.settings.maxInstances) × num_gpus \(spec.numGPUs) exceeds the limit of \(limit) GPUs per user; scaling will stop at \(reachable) instances")]
         }
         return []
     }
+
+    /// A saturated count in words.
+    private static func count(_ value: Int) -> String { value == .max ? "more than \(Int.max)" : "\(value)" }
 
     /// The size of a model's weights in GB, read off its repository name when it states the
     /// parameter count (`Llama-2-7b`, `Mixtral-8x7B`, `…-70B-…-FP8`): 2 bytes a parameter, 1 for
@@ -121,14 +134,15 @@ public struct DeploymentValidator: Sendable {
         let tokens = name.split(whereSeparator: { $0 == "-" || $0 == "_" })
         var billions: Double?
         for token in tokens {
-            let t = String(token)
-            guard t.hasSuffix("b") else { continue }
-            let body = t.dropLast()
-            if let x = body.firstIndex(of: "x"), let experts = Double(body[..<x]),
-                let each = Double(body[body.index(after: x)...])
-            {
-                billions = experts * each
-            } else if let value = Double(body), value > 0, value < 5000 {
+            guard token.hasSuffix("b") else { continue }
+            let body = token.dropLast()
+            if let x = body.firstIndex(of: "x") {
+                if let experts = Self.decimal(body[..<x]), let each = Self.decimal(body[body.index(after: x)...]),
+                    experts * each <= Self.maxBillions
+                {
+                    billions = experts * each
+                }
+            } else if let value = Self.decimal(body), value <= Self.maxBillions {
                 billions = value
             }
         }
@@ -142,5 +156,29 @@ public struct DeploymentValidator: Sendable {
             bytesPerParameter = 2
         }
         return billions * bytesPerParameter
+    }
+
+    /// A positive plain decimal (`7`, `1.5`) of at most 12 characters, or nil: exponents,
+    /// `inf`, `nan`, signs and hex are not parameter counts.
+    static func decimal(_ text: Substring) -> Double? {
+        guard !text.isEmpty, text.count <= 12, text.first != ".", text.last != ".",
+            text.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }), text.filter({ $0 == "." }).count <= 1,
+            let value = Double(text), value.isFinite, value > 0
+        else { return nil }
+        return value
+    }
+}
+
+extension Int {
+    /// `self + other`, or `Int.max`/`Int.min` where that overflows.
+    public func saturatingAdding(_ other: Int) -> Int {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? (other > 0 ? .max : .min) : sum
+    }
+
+    /// `self × other`, or `Int.max`/`Int.min` where that overflows.
+    public func saturatingMultiplied(by other: Int) -> Int {
+        let (product, overflow) = multipliedReportingOverflow(by: other)
+        return overflow ? ((self < 0) == (other < 0) ? .max : .min) : product
     }
 }
