@@ -31,8 +31,13 @@ struct WatchStreamer: Sendable {
         var start: Int64
         var initial: [R] = []
         if let text = request.query("resourceVersion"), !text.isEmpty, text != "0" {
-            guard let version = Int64(text), version > 0 else {
-                throw APIError(.badRequest, .badRequest, "resourceVersion must be a positive whole number", field: "resourceVersion")
+            // etcd's revisions are positive Int64s; the largest cannot be resumed after (its
+            // successor does not exist), so it is refused with the rest rather than overflowing.
+            guard let version = Int64(text), version > 0, version < Int64.max else {
+                throw APIError(
+                    .badRequest, .badRequest,
+                    "resourceVersion must be a whole number from 1 to \(Int64.max - 1) (the resourceVersion of a list or of the last line seen)",
+                    field: "resourceVersion")
             }
             start = version + 1
         } else {

@@ -5,7 +5,7 @@ import GPUPlaneStore
 import Hummingbird
 
 /// `/v1/nodes`: registration, status and heartbeat (node tokens, their own node only), and
-/// list/get/cordon/uncordon/drain (admins).
+/// list/get/cordon/uncordon/drain/delete (admins).
 struct NodeRoutes: Sendable {
     let deps: APIDependencies
 
@@ -18,6 +18,7 @@ struct NodeRoutes: Sendable {
         routes.add(.post, "/v1/nodes/:name/cordon") { try await setCordon($0, $1, true, drain: false) }
         routes.add(.post, "/v1/nodes/:name/uncordon") { try await setCordon($0, $1, false, drain: false) }
         routes.add(.post, "/v1/nodes/:name/drain") { try await setCordon($0, $1, true, drain: true) }
+        routes.add(.delete, "/v1/nodes/:name") { try await delete($0, $1) }
     }
 
     /// What a node-agent registers.
@@ -64,6 +65,9 @@ struct NodeRoutes: Sendable {
         if let product = body.gpus.first?.product { labels[Node.gpuProductLabel] = product }
         let now = Date()
         let ready = Condition(type: NodeHeartbeat.readyCondition, status: true, reason: "Registered", message: "node-agent registered", lastTransition: now)
+        // The heartbeat key first: a scheduler that sees the Ready node sees a live key with it,
+        // or will within the moment its two watches differ by.
+        try await renewHeartbeat(body.name, registering: true)
         var stored: Node
         for attempt in 0..<5 {
             do {
@@ -83,7 +87,6 @@ struct NodeRoutes: Sendable {
                         status: NodeStatus(conditions: [ready], heartbeat: now))
                     stored = try await deps.store.create(node)
                 }
-                try await renewHeartbeat(body.name)
                 return try HTTPJSON.response(stored, status: .created)
             } catch let error as StoreError where (error.code == .conflict || error.code == .alreadyExists) && attempt < 4 {
                 continue
@@ -95,15 +98,25 @@ struct NodeRoutes: Sendable {
     }
 
     /// Maps to `POST /v1/nodes/{name}/heartbeat`: renews the node's lease (re-creating it when it
-    /// expired). Answers the TTL the agent must beat.
+    /// expired). Answers the TTL the agent must beat. Only the node's own agent beats for it: an
+    /// admin's beat would keep a node without an agent Ready. A node that is not registered
+    /// (or was deleted) gets 404, so its agent registers again.
     func heartbeat(_ request: Request, _ context: APIContext) async throws -> Response {
         let name = try context.parameter("name")
+        let caller = try context.caller()
+        if caller.role == .admin {
+            throw APIError(
+                .forbidden, .forbidden,
+                "heartbeats come from node \(name)'s own agent, with its node token; an admin beat would keep a node with no agent Ready")
+        }
         try authorize(context, node: name)
-        try await renewHeartbeat(name)
+        try await renewHeartbeat(name, registering: false)
         return try HTTPJSON.response(["ttlSeconds": deps.heartbeatTTL])
     }
 
-    private func renewHeartbeat(_ node: String) async throws {
+    /// Renews `node`'s heartbeat lease, or starts a new one when it expired. Outside
+    /// registration, a new lease is only started for a node that exists.
+    private func renewHeartbeat(_ node: String, registering: Bool) async throws {
         let key = NodeHeartbeat.key(node)
         do {
             if let kv = try await deps.etcd.get(key), kv.lease != 0 {
@@ -114,6 +127,17 @@ struct NodeRoutes: Sendable {
             // Expired between the read and the renewal: start a new lease below.
         } catch {
             throw APIError(.serviceUnavailable, .unavailable, "cannot renew the heartbeat: the store is unavailable")
+        }
+        if !registering {
+            do {
+                _ = try await deps.store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: node)
+            } catch let error as StoreError where error.code == .notFound {
+                throw APIError(
+                    .notFound, .notFound,
+                    "node \(node) is not registered; its agent registers it with POST /v1/nodes before it beats")
+            } catch let error as StoreError {
+                throw APIError.from(error, what: "node \(node)")
+            }
         }
         do {
             let lease = try await deps.etcd.grantLease(ttl: deps.heartbeatTTL)
@@ -193,6 +217,51 @@ struct NodeRoutes: Sendable {
                 }
                 return try HTTPJSON.response(try result.object(handle))
             } catch let error as StoreError where error.code == .conflict && attempt < 4 {
+                continue
+            } catch let error as StoreError {
+                throw APIError.from(error, what: "node \(name)")
+            }
+        }
+        throw APIError(.conflict, .conflict, "node \(name) kept changing; retry")
+    }
+
+    /// Maps to `DELETE /v1/nodes/{name}` (admins): drains the node and removes it, in one
+    /// transaction: its replicas go back to pending (to be placed elsewhere), its model servers
+    /// are deleted, and the Node goes; then its heartbeat key. An agent still running there
+    /// stops what was bound to it and, on its next beat, is told to register again.
+    func delete(_ request: Request, _ context: APIContext) async throws -> Response {
+        try context.requireAdmin()
+        let name = try context.parameter("name")
+        for attempt in 0..<5 {
+            do {
+                let node = try await deps.store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: name)
+                async let replicaList = deps.store.list(Replica.self)
+                async let serverList = deps.store.list(ModelServer.self, tenant: nil)
+                let bound = try await replicaList.items.filter { $0.binding?.node == name }
+                let servers = try await serverList.items.filter { $0.binding?.node == name }
+                _ = try await deps.store.transaction { txn in
+                    txn.delete(Node.self, tenant: ObjectMeta.clusterTenant, name: name, expectedVersion: node.metadata.resourceVersion)
+                    for var replica in bound {
+                        replica.binding = nil
+                        replica.status = ReplicaStatus(phase: .pending, message: "node \(name) was deleted")
+                        try txn.update(replica)
+                    }
+                    for server in servers {
+                        txn.delete(
+                            ModelServer.self, tenant: server.metadata.tenant, name: server.metadata.name,
+                            expectedVersion: server.metadata.resourceVersion)
+                    }
+                }
+                do {
+                    _ = try await deps.etcd.delete(.key(NodeHeartbeat.key(name)))
+                } catch {
+                    // The lease expires on its own within the TTL; the node is gone already.
+                    deps.logger.warning("cannot delete a deleted node's heartbeat key", metadata: ["node": "\(name)", "error": "\(error)"])
+                }
+                return Response(status: .noContent)
+            } catch let error as StoreError where (error.code == .conflict || error.code == .notFound) && attempt < 4 {
+                // A replica or server changed (or went) between the reads and the write: again.
+                if error.code == .notFound, error.kind == .node { throw APIError.from(error, what: "node \(name)") }
                 continue
             } catch let error as StoreError {
                 throw APIError.from(error, what: "node \(name)")

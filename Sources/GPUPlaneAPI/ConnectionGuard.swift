@@ -1,0 +1,181 @@
+import GPUPlaneSystem
+import HTTPTypes
+import NIOCore
+import NIOHTTPTypes
+
+/// How long a client may take, and how many connections one address may hold, before the
+/// api-server closes on it. Without these, sockets that send a request line and never the
+/// blank line after the headers (slowloris) would pile up until the process ran out of file
+/// descriptors and answered no one, `/healthz` included.
+public struct ConnectionLimits: Sendable, Hashable {
+    /// From a new connection to its first complete request head.
+    public var headerTimeout: Duration
+    /// The longest pause between two parts of a request body.
+    public var bodyTimeout: Duration
+    /// From the end of a response to the next complete request head on a kept-alive
+    /// connection.
+    public var keepAliveTimeout: Duration
+    /// Open connections one remote address may hold at once; 0 for no limit. Long watches
+    /// count, so this sits well above what one node-agent or CLI opens.
+    public var maxConnectionsPerSource: Int
+
+    /// Makes limits.
+    public init(
+        headerTimeout: Duration = .seconds(10), bodyTimeout: Duration = .seconds(30),
+        keepAliveTimeout: Duration = .seconds(60), maxConnectionsPerSource: Int = 512
+    ) {
+        self.headerTimeout = headerTimeout
+        self.bodyTimeout = bodyTimeout
+        self.keepAliveTimeout = keepAliveTimeout
+        self.maxConnectionsPerSource = maxConnectionsPerSource
+    }
+}
+
+/// Open connections per remote address, shared by every connection of one server.
+final class SourceConnectionCounter: Sendable {
+    private let counts = Locked([String: Int]())
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Counts a new connection from `source`; false (and not counted) when the source holds
+    /// its limit already.
+    func admit(_ source: String) -> Bool {
+        counts.withLock { counts in
+            let current = counts[source, default: 0]
+            if limit > 0 && current >= limit { return false }
+            counts[source] = current + 1
+            return true
+        }
+    }
+
+    /// Forgets a connection ``admit(_:)`` counted.
+    func release(_ source: String) {
+        counts.withLock { counts in
+            let left = (counts[source] ?? 1) - 1
+            counts[source] = left > 0 ? left : nil
+        }
+    }
+
+    /// Connections held by `source` now.
+    func count(_ source: String) -> Int { counts.withLock { $0[source] ?? 0 } }
+}
+
+/// Sits after the HTTP decoder of every connection: closes a connection whose request head
+/// (or body, or next request) does not arrive in time, and one from an address that holds
+/// too many already. A response being written (a watch, a streamed completion) has no limit.
+final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private let limits: ConnectionLimits
+    private let counter: SourceConnectionCounter
+    private var source: String?
+    private var started = false
+    /// Whether this connection was refused (its address holds its limit): closed as soon as
+    /// the channel can be, which inside the pipeline's set-up it may not be yet.
+    private var refused = false
+    private var timer: Scheduled<Void>?
+    /// A request whose head arrived and whose end has not.
+    private var readingRequest = false
+    /// Requests read whose response has not ended.
+    private var responsesOwed = 0
+
+    init(limits: ConnectionLimits, counter: SourceConnectionCounter) {
+        self.limits = limits
+        self.counter = counter
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { start(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        start(context)
+        if refused {
+            // Closed on the event loop's next turn: a close requested while the connection is
+            // being accepted is carried out only when the loop next wakes, which for an idle
+            // loop may be seconds away.
+            context.eventLoop.assumeIsolated().execute { context.close(promise: nil) }
+            return
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        finish()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if refused {
+            context.close(promise: nil)
+            return
+        }
+        switch unwrapInboundIn(data) {
+        case .head:
+            readingRequest = true
+            arm(context, after: limits.bodyTimeout)
+        case .body:
+            arm(context, after: limits.bodyTimeout)
+        case .end:
+            readingRequest = false
+            responsesOwed += 1
+            disarm()
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) {
+            responsesOwed = max(responsesOwed - 1, 0)
+            if responsesOwed == 0 && !readingRequest { arm(context, after: limits.keepAliveTimeout) }
+        }
+        context.write(data, promise: promise)
+    }
+
+    private func start(_ context: ChannelHandlerContext) {
+        guard !started else { return }
+        started = true
+        if counter.limit > 0 {
+            let address = context.channel.remoteAddress?.ipAddress ?? "unknown"
+            guard counter.admit(address) else {
+                // Inside the pipeline's set-up the channel cannot be closed yet: it is closed
+                // when it becomes active.
+                refused = true
+                return
+            }
+            source = address
+        }
+        arm(context, after: limits.headerTimeout)
+    }
+
+    private func finish() {
+        disarm()
+        if let source {
+            counter.release(source)
+            self.source = nil
+        }
+    }
+
+    private func arm(_ context: ChannelHandlerContext, after delay: Duration) {
+        disarm()
+        let nanoseconds = Int64(delay.components.seconds) * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in
+            self.timer = nil
+            context.close(promise: nil)
+        }
+    }
+
+    private func disarm() {
+        timer?.cancel()
+        timer = nil
+    }
+}
+
