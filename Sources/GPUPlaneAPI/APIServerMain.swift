@@ -2,6 +2,7 @@ import EtcdClient
 import Foundation
 import GPUPlaneCore
 import GPUPlaneService
+import GPUPlaneSystem
 import Hummingbird
 import Logging
 import ServiceLifecycle
@@ -23,6 +24,14 @@ public enum APIServerMain {
         ConfigurationKey(
             "inference-queue-timeout", .int, default: "60",
             help: "seconds a deployment request may wait for a free slot (max_batch_size per instance) before 429"),
+        ConfigurationKey(
+            "header-timeout", .int, default: "10", help: "seconds a new connection may take to send its first complete request head"),
+        ConfigurationKey("body-timeout", .int, default: "30", help: "seconds a request body may pause between two reads"),
+        ConfigurationKey(
+            "keep-alive-timeout", .int, default: "60", help: "seconds a kept-alive connection may wait for its next request head"),
+        ConfigurationKey(
+            "max-connections-per-source", .int, default: "512",
+            help: "open connections one client address may hold (watches included); 0 for no limit"),
         ConfigurationKey("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error"),
         ConfigurationKey("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
     ]
@@ -61,8 +70,10 @@ public enum APIServerMain {
                 heartbeatTTL: Int64(try config.int("heartbeat-ttl") ?? 10), inferenceTimeout: .seconds(inferenceTimeout),
                 inferenceQueueTimeout: .seconds(queueTimeout), logger: logger)
             let readiness = ReadinessTracker(components: ["etcd"])
+            let limits = try connectionLimits(config)
+            FileLimit.raiseToHardLimit()
             let app = buildApplication(
-                deps, host: try config.string("listen") ?? "127.0.0.1", port: try config.int("port") ?? 8080)
+                deps, host: try config.string("listen") ?? "127.0.0.1", port: try config.int("port") ?? 8080, limits: limits)
             let daemon = Daemon(
                 services: [EtcdReadiness(etcd: etcd, readiness: readiness, logger: logger), app],
                 readiness: readiness, readyStatus: "serving", logger: logger)
@@ -72,6 +83,27 @@ public enum APIServerMain {
             FileHandle.standardError.write(Data("gpuplane-api-server: \(error)\n".utf8))
             return 1
         }
+    }
+}
+
+extension APIServerMain {
+    /// The connection limits of `config`, each checked.
+    static func connectionLimits(_ config: Configuration) throws -> ConnectionLimits {
+        func seconds(_ key: String, _ fallback: Int) throws -> Duration {
+            let value = try config.int(key) ?? fallback
+            guard (1...86_400).contains(value) else {
+                throw ConfigurationError(code: .invalidValue, key: key, source: nil, detail: "must be 1–86400 seconds, not \(value)")
+            }
+            return .seconds(value)
+        }
+        let perSource = try config.int("max-connections-per-source") ?? 512
+        guard perSource >= 0 else {
+            throw ConfigurationError(
+                code: .invalidValue, key: "max-connections-per-source", source: nil, detail: "must be 0 (no limit) or more, not \(perSource)")
+        }
+        return ConnectionLimits(
+            headerTimeout: try seconds("header-timeout", 10), bodyTimeout: try seconds("body-timeout", 30),
+            keepAliveTimeout: try seconds("keep-alive-timeout", 60), maxConnectionsPerSource: perSource)
     }
 }
 
