@@ -19,6 +19,8 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         public static let forbidden = Code(rawValue: "forbidden")
         /// No such object (or one the caller may not see).
         public static let notFound = Code(rawValue: "not_found")
+        /// The path exists but not with this method (405, with `Allow`).
+        public static let methodNotAllowed = Code(rawValue: "method_not_allowed")
         /// The object changed since the version given, or already exists.
         public static let conflict = Code(rawValue: "conflict")
         /// The body is larger than allowed.
@@ -55,6 +57,8 @@ public struct APIError: Error, HTTPResponseError, Sendable {
     public var details: [Diagnostic]
     /// Seconds after which a retry may succeed (`Retry-After`), for 429 and 503.
     public var retryAfter: Int?
+    /// The methods the path has (`Allow`), for 405.
+    public var allow: String?
 
     /// Makes an error.
     public init(
@@ -108,6 +112,11 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         case .preconditionFailed:
             return APIError(.conflict, .conflict, "\(what) changed while the request ran; retry")
         case .unavailable: return APIError(.serviceUnavailable, .unavailable, "the store is unavailable; retry")
+        // The store refuses a request it cannot serve as given (a malformed version, say): the
+        // routes check what clients send first, so this is a backstop, but the client's all
+        // the same, never a 500.
+        case .invalid:
+            return APIError(.badRequest, .badRequest, "the request on \(what) cannot be served as given; check its resourceVersion and fields")
         default: return APIError(.internalServerError, .internalError, "store error: \(error.code)")
         }
     }
@@ -137,6 +146,7 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         headers[.contentType] = "application/json"
         if status == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
+        if let allow { headers[.allow] = allow }
         return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
     }
 }

@@ -81,6 +81,10 @@ public struct APIDependencies: Sendable {
 public final class RouteTable: @unchecked Sendable {
     /// The routes, in registration order.
     public private(set) var routes: [(method: String, path: String)] = []
+    /// The methods of each router path (`/v1/tenants/:name`), paths in registration order.
+    private var methodsByPath: [(path: String, methods: [HTTPRequest.Method])] = []
+    /// Each path's `Allow`, for ``MethodNotAllowedMiddleware``; filled by ``answerOtherMethods()``.
+    let allows = AllowLookup()
     let router: Router<APIContext>
 
     init(router: Router<APIContext>) { self.router = router }
@@ -93,7 +97,75 @@ public final class RouteTable: @unchecked Sendable {
             $0 == "**" ? "{path}" : $0.hasPrefix(":") ? "{\($0.dropFirst())}" : String($0)
         }
         routes.append((method.rawValue, "/" + openAPIPath.joined(separator: "/")))
+        if let index = methodsByPath.firstIndex(where: { $0.path == path }) {
+            methodsByPath[index].methods.append(method)
+        } else {
+            methodsByPath.append((path, [method]))
+        }
         router.on(RouterPath(path), method: method, use: handler)
+    }
+
+    /// Makes every path added so far answer the methods it does not take as HTTP says: 405
+    /// `method_not_allowed` with `Allow` naming the methods it has, whatever the method (GET,
+    /// HEAD, TRACE, QUERY, ...), and `OPTIONS` with 204 and the same `Allow` (the router alone
+    /// answers 404 to both, as if the path did not exist). Done by
+    /// ``MethodNotAllowedMiddleware`` when the router finds no route; call once, after every
+    /// route is added. ``routes`` keeps listing the real routes only.
+    func answerOtherMethods() {
+        let probe = Router(context: APIContext.self)
+        for (path, methods) in methodsByPath {
+            let allow = methods.map(\.rawValue).joined(separator: ", ")
+            probe.on(RouterPath(path), method: .options) { _, _ -> Response in
+                var headers = HTTPFields()
+                headers[.allow] = allow
+                return Response(status: .noContent, headers: headers)
+            }
+        }
+        allows.responder = probe.buildResponder()
+    }
+
+    /// A router of its own over the table's paths, each answering `OPTIONS` with its `Allow`:
+    /// it matches a path exactly as the real router does (parameters, wildcards, precedence).
+    final class AllowLookup: @unchecked Sendable {
+        /// Set once, before the server starts.
+        var responder: RouterResponder<APIContext>?
+
+        /// The `Allow` of the route path that `path` matches, or nil when it matches none.
+        func allow(path: String, context: APIContext) async -> String? {
+            guard let responder else { return nil }
+            let head = HTTPRequest(method: .options, scheme: nil, authority: nil, path: path)
+            guard let response = try? await responder.respond(to: Request(head: head, body: .init(buffer: ByteBuffer())), context: context),
+                response.status == .noContent
+            else { return nil }
+            return response.headers[.allow]
+        }
+    }
+
+    /// Turns the router's 404 for a path that exists under other methods into 405 with
+    /// `Allow` (204 with `Allow` for `OPTIONS`).
+    struct MethodNotAllowedMiddleware: RouterMiddleware {
+        typealias Context = APIContext
+        let allows: AllowLookup
+
+        func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+            do {
+                return try await next(request, context)
+            } catch let error as HTTPError where error.status == .notFound {
+                // Only the router's own "no route": a path it knows under other methods.
+                guard let allow = await allows.allow(path: request.uri.path, context: context),
+                    !allow.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == request.method.rawValue })
+                else { throw error }
+                if request.method == .options {
+                    var headers = HTTPFields()
+                    headers[.allow] = allow
+                    return Response(status: .noContent, headers: headers)
+                }
+                var refusal = APIError(
+                    .methodNotAllowed, .methodNotAllowed, "\(request.uri.path) does not take \(request.method.rawValue); it takes \(allow)")
+                refusal.allow = allow
+                throw refusal
+            }
+        }
     }
 }
 
@@ -103,6 +175,8 @@ public func buildRouter(_ deps: APIDependencies) -> (Router<APIContext>, RouteTa
     router.add(middleware: ErrorMiddleware(logger: deps.logger))
     router.add(middleware: AuthMiddleware(authenticator: deps.authenticator, audit: deps.logger))
     let table = RouteTable(router: router)
+    router.add(middleware: RouteTable.MethodNotAllowedMiddleware(allows: table.allows))
+    router.add(middleware: QueryCheckMiddleware())
     HealthRoutes(deps: deps).register(table)
     ApplicationRoutes(deps: deps).register(table)
     DeploymentRoutes(deps: deps).register(table)
@@ -113,18 +187,23 @@ public func buildRouter(_ deps: APIDependencies) -> (Router<APIContext>, RouteTa
     InfoRoutes(deps: deps).register(table)
     GatewayRoutes(deps: deps).register(table)
     DashboardRoutes().register(table)
+    table.answerOtherMethods()
     return (router, table)
 }
 
-/// Builds the server application.
+/// Builds the server application. Every connection runs under `limits` (header, body and
+/// keep-alive timeouts, connections per source address).
 public func buildApplication(
-    _ deps: APIDependencies, host: String = "127.0.0.1", port: Int = 8080, services: [any Service] = []
+    _ deps: APIDependencies, host: String = "127.0.0.1", port: Int = 8080, services: [any Service] = [],
+    limits: ConnectionLimits = ConnectionLimits()
 ) -> some ApplicationProtocol {
     let (router, _) = buildRouter(deps)
     deps.tenants.start()
     deps.gateway.start()
+    let counter = SourceConnectionCounter(limit: limits.maxConnectionsPerSource)
     return Hummingbird.Application(
         router: router,
+        server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionGuardHandler(limits: limits, counter: counter)])),
         configuration: .init(address: .hostname(host, port: port), serverName: "gpuplane-api-server"),
         services: services, logger: deps.logger)
 }

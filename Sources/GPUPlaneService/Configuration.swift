@@ -3,6 +3,11 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import GPUPlaneSystem
 
 /// One setting a daemon understands, declared by the daemon.
@@ -167,7 +172,8 @@ public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvert
 /// ## Command line
 /// `--key value` or `--key=value`; a bool key also takes bare `--key` (true) and `--no-key`
 /// (false). `--config PATH` names the file. Arguments that are not flags, and everything after
-/// `--`, are kept in ``positionalArguments``.
+/// `--`, are kept in ``positionalArguments``. `--help` (or `-h`) prints ``usage(program:keys:defaultConfigFile:)``
+/// (every key, its default and its environment variable) and exits 0: see ``load(keys:arguments:environment:defaultConfigFile:)``.
 ///
 /// Every value is checked against its key's ``ConfigurationKey/Kind`` while loading, so a bad
 /// value stops the daemon at start-up with the key and where it was set.
@@ -202,11 +208,27 @@ public struct Configuration: Sendable {
     ///   - environment: the process environment.
     ///   - defaultConfigFile: read when neither `--config` nor `GPUPLANE_CONFIG` names a file;
     ///     a missing default file is not an error, a missing named one is.
+    ///
+    /// When `arguments` ask for help (``helpRequested(_:)``), prints the usage to standard
+    /// output and exits the process with status 0 before anything else is read: every daemon
+    /// loads its configuration first, so `gpuplane-<daemon> --help` does nothing else.
     public static func load(
         keys: [ConfigurationKey], arguments: [String] = Array(CommandLine.arguments.dropFirst()),
         environment: [String: String] = ProcessInfo.processInfo.environment,
         defaultConfigFile: String? = nil
     ) throws(ConfigurationError) -> Configuration {
+        if helpRequested(arguments) {
+            let program = CommandLine.arguments.first.map { $0.split(separator: "/").last.map(String.init) ?? $0 } ?? "gpuplane"
+            let text = usage(program: program, keys: keys, defaultConfigFile: defaultConfigFile)
+            var bytes = Array(text.utf8)[...]
+            while !bytes.isEmpty {
+                let written = bytes.withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+                if written < 0, errno == EINTR { continue }
+                guard written > 0 else { break }
+                bytes = bytes.dropFirst(written)
+            }
+            exit(0)
+        }
         let parsed = try CommandLineParser.parse(arguments, keys: declare(keys))
         var path: String?
         var required = true
@@ -233,6 +255,46 @@ public struct Configuration: Sendable {
         return try Configuration(
             keys: keys, file: contents.map { (path ?? "", $0) }, environment: environment,
             parsedArguments: parsed)
+    }
+
+    /// Whether `arguments` ask for help: `--help` or `-h` before any `--`.
+    public static func helpRequested(_ arguments: [String]) -> Bool {
+        for argument in arguments {
+            if argument == "--" { return false }
+            if argument == "--help" || argument == "-h" { return true }
+        }
+        return false
+    }
+
+    /// What `--help` prints: how settings are given, then every key with its kind, what it
+    /// does, its default and its environment variable.
+    public static func usage(program: String, keys: [ConfigurationKey], defaultConfigFile: String?) -> String {
+        let placeholders: [ConfigurationKey.Kind: String] = [
+            .string: "TEXT", .int: "N", .duration: "DURATION", .bool: "[true|false]", .list: "A,B,…",
+        ]
+        var text = "usage: \(program) [--config PATH] [--KEY VALUE | --KEY=VALUE]...\n\n"
+        text += "Each setting is taken, later winning, from its default, the configuration file\n"
+        text += "(--config PATH, else $\(configFileVariable)"
+        text += defaultConfigFile.map { ", else \($0) when it exists" } ?? ""
+        text += "; one `key = value` a line),\n"
+        text += "the environment (\(environmentPrefix)KEY, with - and . as _) and the command line.\n"
+        text += "Durations: 30, 30s, 500ms, 5m, 1h. A bool flag alone means true; --no-KEY means false.\n\n"
+        text += "settings:\n"
+        for key in keys {
+            var line = "  \(key.flag) \(placeholders[key.kind] ?? "VALUE")"
+            if !key.help.isEmpty { line += "\n      \(key.help)" }
+            let fallback: String
+            if let value = key.defaultValue {
+                fallback = "default: \(value.isEmpty ? "\"\" (empty)" : value)"
+            } else {
+                fallback = key.isRequired ? "required" : "optional"
+            }
+            line += "\n      (\(fallback); \(key.environmentVariable))"
+            text += line + "\n"
+        }
+        text += "  --config PATH\n      the configuration file (\(defaultConfigFile.map { "default: \($0)" } ?? "no default"); \(configFileVariable))\n"
+        text += "  --help, -h\n      print this and exit\n"
+        return text
     }
 
     /// Builds configuration from already-read sources, for tests and embedders.

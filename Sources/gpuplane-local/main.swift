@@ -6,7 +6,35 @@ import GPUPlaneTestSupport
 /// running, with what the container sees of its GPU; then applies the Mode 3 example and shows
 /// its model server (the stand-in) ready, the pod running with NXL_INFERENCE_URL, and one chat
 /// completion through that URL.
+let usage = """
+    usage: gpuplane-local [--example FILE] [--keep-running]
+
+    Starts a whole gpuplane here (etcd, podman with 8 + 2 fake GPUs, the api-server, the
+    scheduler and two node-agents), applies FILE as an Enterprise tenant and shows it placed
+    and running, then applies examples/local-shared-model.yaml (Mode 3) and calls its model
+    through the inference gateway; then stops everything.
+
+      --example FILE   the application to apply first (default: examples/local-gpu-app.yaml)
+      --keep-running   leave the cluster up (prints the api-server URL and an admin token)
+                       until Ctrl-C
+      --help, -h       print this and exit
+
+    """
 let arguments = CommandLine.arguments.dropFirst()
+if arguments.contains("--help") || arguments.contains("-h") {
+    FileHandle.standardOutput.write(Data(usage.utf8))
+    exit(0)
+}
+// Anything else is a mistake worth stopping for, not a reason to run the demo regardless.
+do {
+    var rest = arguments[...]
+    while let argument = rest.popFirst() {
+        if argument == "--keep-running" { continue }
+        if argument == "--example", rest.popFirst() != nil { continue }
+        FileHandle.standardError.write(Data("gpuplane-local: unexpected argument '\(argument)'\n\n\(usage)".utf8))
+        exit(2)
+    }
+}
 let keepRunning = arguments.contains("--keep-running")
 let example = arguments.firstIndex(of: "--example").flatMap { arguments.index(after: $0) < arguments.endIndex ? arguments[arguments.index(after: $0)] : nil }
     ?? "examples/local-gpu-app.yaml"

@@ -1,3 +1,4 @@
+import EtcdClient
 import Foundation
 import GPUPlaneCore
 import GPUPlaneManifest
@@ -21,7 +22,8 @@ struct ApplicationRoutes: Sendable {
     /// Maps to `POST /v1/applications`: validates, admits and writes the Application and its
     /// Replicas in one transaction. 201 when created, 200 when updated or unchanged.
     func apply(_ request: Request, _ context: APIContext) async throws -> Response {
-        let tenantName = try context.tenant(request)
+        let tenantName = try context.planTenant(request)
+        let expectedVersion = try request.expectedVersion()
         let tenant = try await admission.tenant(tenantName)
         let data = try await HTTPJSON.body(request)
         let manifest = ManifestReader(context: deps.validationContext(for: tenant)).read(data, file: nil)
@@ -37,7 +39,6 @@ struct ApplicationRoutes: Sendable {
                     ? "send one application per request (this body has \(manifest.objects.count) documents)"
                     : "this body is a deployment; send it to POST /v1/deployments")
         }
-        let expectedVersion = request.headers[.ifMatch] ?? request.query("resourceVersion")
         return try await Admission.retryingRaces {
             try await admit(name: name, spec: spec, tenant: tenant, expectedVersion: expectedVersion)
         }
@@ -112,8 +113,11 @@ struct ApplicationRoutes: Sendable {
             }
             stored = try result.object(handle)
         } catch let error as StoreError {
-            // Created meanwhile by another apply of the same name: read it and decide again.
-            if current == nil, error.code == .alreadyExists { throw Admission.Race() }
+            // What was read changed before the write: another apply of the same name created
+            // the application or its replicas, a delete removed them, or the scheduler moved a
+            // replica. Without a version asked for, an apply means "make it so": read it again
+            // and decide again. With one, the caller asked for a compare-and-swap: 409.
+            if expectedVersion == nil, [.alreadyExists, .notFound, .conflict].contains(error.code) { throw Admission.Race() }
             throw Admission.race(error) ?? APIError.from(error, what: "application \(name)")
         }
         return try HTTPJSON.response(withStatus(stored, wanted), status: current == nil ? .created : .ok)
@@ -144,7 +148,9 @@ struct ApplicationRoutes: Sendable {
                 return handle
             }
             return withStatus(try result.object(handle), replicas)
-        } catch let error as StoreError where error.code == .alreadyExists {
+        } catch let error as StoreError where error.code == .alreadyExists || error.code == .conflict {
+            // Something of it exists, or existed when the transaction ran and was deleted
+            // before its failure was read (a conflict naming nothing): read and decide.
             return nil
         } catch let error as StoreError {
             throw Admission.race(error) ?? APIError.from(error, what: "application \(name)")
@@ -178,24 +184,43 @@ struct ApplicationRoutes: Sendable {
         }
     }
 
-    /// Maps to `DELETE /v1/applications/{name}` (`?resourceVersion=` makes it conditional):
-    /// the application and its replicas go in one transaction.
+    /// Maps to `DELETE /v1/applications/{name}` (`If-Match` or `?resourceVersion=` makes it
+    /// conditional): the application and its replicas go in one transaction.
     func delete(_ request: Request, _ context: APIContext) async throws -> Response {
         let tenant = try context.tenant(request)
+        let expectedVersion = try request.expectedVersion()
         let name = try context.parameter("name")
-        let replicas = try await admission.replicas(of: tenant, namePrefix: ReplicaPlanner.replicaPrefix(application: name))
-            .filter { $0.spec.owner.kind == .application && $0.spec.owner.name == name }
-        do {
-            _ = try await deps.store.transaction { txn in
-                txn.delete(GPUPlaneCore.Application.self, tenant: tenant, name: name, expectedVersion: request.query("resourceVersion"))
-                for replica in replicas {
-                    txn.delete(Replica.self, tenant: tenant, name: replica.metadata.name, expectedVersion: replica.metadata.resourceVersion)
-                }
+        let prefix = ReplicaPlanner.replicaPrefix(application: name)
+        let replicaKeys = Etcd.KeyRange.prefix(Replica.storageKey(tenant: tenant, name: prefix))
+        // An apply or the scheduler may change the replicas between the read and the write:
+        // the write holds only if none of them changed since the read, and is tried again
+        // (on a fresh read) when one did, so no replica is ever left behind.
+        for attempt in 1...8 {
+            let list: ResourceList<Replica>
+            do {
+                list = try await deps.store.list(Replica.self, tenant: tenant, namePrefix: prefix)
+            } catch let error as StoreError {
+                throw APIError.from(error, what: "replicas")
             }
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "application \(name)")
+            let replicas = list.items.filter { $0.spec.owner.kind == .application && $0.spec.owner.name == name }
+            do {
+                _ = try await deps.store.transaction { txn in
+                    txn.delete(GPUPlaneCore.Application.self, tenant: tenant, name: name, expectedVersion: expectedVersion)
+                    for replica in replicas {
+                        txn.delete(Replica.self, tenant: tenant, name: replica.metadata.name, expectedVersion: replica.metadata.resourceVersion)
+                    }
+                    txn.require(
+                        Etcd.Compare(replicaKeys, .less, .modRevision(list.revision + 1)),
+                        reason: "the application's replicas changed while it was deleted")
+                }
+                return HTTPJSON.noContent()
+            } catch let error as StoreError {
+                let replicasMoved = error.kind == .replica || error.code == .preconditionFailed || (error.code == .conflict && error.kind == nil)
+                if replicasMoved && attempt < 8 { continue }
+                throw APIError.from(error, what: "application \(name)")
+            }
         }
-        return HTTPJSON.noContent()
+        throw APIError(.conflict, .conflict, "the replicas of application \(name) kept changing while it was deleted; retry")
     }
 
     /// Maps to `POST /v1/validate`: what `gpuplane validate` prints, for the caller's plan.
@@ -203,6 +228,9 @@ struct ApplicationRoutes: Sendable {
         let tenantName = try context.tenant(request)
         let tenant = try? await admission.tenant(tenantName)
         let data = try await HTTPJSON.body(request)
+        guard data.contains(where: { !($0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D) }) else {
+            throw APIError(.badRequest, .badRequest, "the body is empty; send the manifest (YAML or JSON) to check")
+        }
         let file = request.query("file") ?? "manifest"
         let manifest = ManifestReader(context: deps.validationContext(for: tenant)).read(data, file: file)
         return try HTTPJSON.response(ValidationBody(valid: manifest.isValid, diagnostics: manifest.diagnostics, lines: manifest.diagnostics.map(\.description)))

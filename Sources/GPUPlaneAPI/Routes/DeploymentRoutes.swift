@@ -74,8 +74,9 @@ struct DeploymentRoutes: Sendable {
     }
 
     /// Maps to `POST /v1/deployments`: returns 201 with `deploy_id`; the full name is `owner/model_name`.
+    /// An admin names the tenant with `?tenant=`.
     func create(_ request: Request, _ context: APIContext) async throws -> Response {
-        let tenantName = try context.tenant(request)
+        let tenantName = try context.planTenant(request)
         let tenant = try await admission.tenant(tenantName)
         let data = try await HTTPJSON.body(request)
         let (parsed, diagnostics) = ManifestReader(context: deps.validationContext(for: tenant)).readDeploymentBody(data)
@@ -135,7 +136,8 @@ struct DeploymentRoutes: Sendable {
     /// Maps to `PUT /v1/deployments/{deploy_id}` with `{"settings": {"min_instances", "max_instances"}}`:
     /// scales at run time, adding or removing instances in the same transaction.
     func update(_ request: Request, _ context: APIContext) async throws -> Response {
-        let tenantName = try context.tenant(request)
+        let tenantName = try context.planTenant(request)
+        let expectedVersion = try request.expectedVersion()
         let tenant = try await admission.tenant(tenantName)
         var deployment = try await find(tenant: tenantName, idOrName: try context.parameter("id"))
         let data = try await HTTPJSON.body(request)
@@ -146,7 +148,7 @@ struct DeploymentRoutes: Sendable {
             }
         }
         let body = try HTTPJSON.decode(UpdateBody.self, from: data)
-        if let expected = request.headers[.ifMatch] ?? request.query("resourceVersion"), expected != deployment.metadata.resourceVersion {
+        if let expected = expectedVersion, expected != deployment.metadata.resourceVersion {
             throw APIError(.conflict, .conflict, "deployment \(deployment.spec.modelName) is at resourceVersion \(deployment.metadata.resourceVersion), not \(expected); read it again and retry")
         }
         var spec = deployment.spec
@@ -183,15 +185,17 @@ struct DeploymentRoutes: Sendable {
         return try HTTPJSON.response(DeploymentView(stored, replicas: try await admission.replicas(of: tenantName)))
     }
 
-    /// Maps to `DELETE /v1/deployments/{deploy_id}`: the deployment and its instances, in one transaction.
+    /// Maps to `DELETE /v1/deployments/{deploy_id}`: the deployment and its instances, in one transaction
+    /// (`If-Match` or `?resourceVersion=` makes it conditional).
     func delete(_ request: Request, _ context: APIContext) async throws -> Response {
         let tenant = try context.tenant(request)
+        let expectedVersion = try request.expectedVersion()
         let deployment = try await find(tenant: tenant, idOrName: try context.parameter("id"))
         let replicas = try await admission.replicas(of: tenant, namePrefix: ReplicaPlanner.replicaPrefix(deployment: deployment.metadata.name))
             .filter { $0.spec.owner.kind == .deployment && $0.spec.owner.name == deployment.metadata.name }
         do {
             _ = try await deps.store.transaction { txn in
-                txn.delete(Deployment.self, tenant: tenant, name: deployment.metadata.name, expectedVersion: request.query("resourceVersion"))
+                txn.delete(Deployment.self, tenant: tenant, name: deployment.metadata.name, expectedVersion: expectedVersion)
                 for replica in replicas {
                     txn.delete(Replica.self, tenant: tenant, name: replica.metadata.name, expectedVersion: replica.metadata.resourceVersion)
                 }

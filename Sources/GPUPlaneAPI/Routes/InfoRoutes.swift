@@ -65,7 +65,7 @@ struct InfoRoutes: Sendable {
 
     /// Maps to `GET /v1/usage`: this month's metered intervals, credits, included hours left.
     func usage(_ request: Request, _ context: APIContext) async throws -> Response {
-        let tenantName = try context.tenant(request)
+        let tenantName = try context.planTenant(request)
         let tenant = try await Admission(deps: deps).tenant(tenantName)
         let start = Admission.monthStart(Date())
         let records: [UsageRecord]

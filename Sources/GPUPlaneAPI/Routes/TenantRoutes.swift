@@ -106,7 +106,9 @@ struct TenantRoutes: Sendable {
         }
     }
 
-    /// Maps to `PATCH /v1/tenants/{name}`: plan, GPU limit, spending limit; CAS on `resourceVersion` when given.
+    /// Maps to `PATCH /v1/tenants/{name}`: plan, GPU limit, spending limit; CAS on `resourceVersion` when given
+    /// (in the body, or as `If-Match`/`?resourceVersion=`). The name is the path's: a tenant is
+    /// never renamed, so `name` is not a field of the body (an unknown field, 400).
     func update(_ request: Request, _ context: APIContext) async throws -> Response {
         try context.requireAdmin()
         let name = try context.parameter("name")
@@ -122,9 +124,18 @@ struct TenantRoutes: Sendable {
             }
         }
         let patch = try HTTPJSON.decode(Patch.self, from: data)
+        var expected = try patch.resourceVersion.map { try ResourceVersionParameter.parse($0) }
+        if let asked = try request.expectedVersion() {
+            if let expected, expected != asked {
+                throw APIError(
+                    .badRequest, .badRequest, "the body's resourceVersion (\(expected)) and the request's (\(asked)) disagree; send one",
+                    field: "resourceVersion")
+            }
+            expected = asked
+        }
         do {
             var tenant = try await deps.store.get(Tenant.self, tenant: ObjectMeta.clusterTenant, name: name)
-            if let version = patch.resourceVersion { tenant.metadata.resourceVersion = version }
+            if let expected { tenant.metadata.resourceVersion = expected }
             var view = TenantView(tenant)
             if let plan = patch.plan { view.plan = plan }
             if let limit = patch.gpuLimit { view.gpuLimit = limit }

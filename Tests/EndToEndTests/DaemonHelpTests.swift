@@ -1,0 +1,108 @@
+import Foundation
+import GPUPlaneTestSupport
+import Testing
+
+/// `--help` on the built executables, as an operator types it: usage on standard output and
+/// exit status 0, with nothing else done (no configuration read, no etcd dialled, no demo run).
+/// Once, the daemons answered "--help: expects a value" with status 1 and `gpuplane-local`
+/// ran its whole demo.
+@Suite(.timeLimit(.minutes(2))) struct DaemonHelpTests {
+    /// Per daemon: its configuration file, and keys that must be listed with their defaults.
+    static let daemons: [(name: String, configFile: String, expected: [(flag: String, fallback: String)])] = [
+        ("gpuplane-api-server", "/etc/gpuplane/api-server.conf",
+         [("--port N", "default: 8080"), ("--listen TEXT", "default: 127.0.0.1"), ("--etcd.endpoints A,B,…", "default: http://127.0.0.1:2379"),
+          ("--admin-token-file TEXT", "optional"), ("--log-level TEXT", "default: info")]),
+        ("gpuplane-scheduler", "/etc/gpuplane/scheduler.conf",
+         [("--meter-interval DURATION", "default: 5m"), ("--lease-ttl DURATION", "default: 3s"), ("--warm-pool A,B,…", "default: \"\" (empty)"),
+          ("--identity TEXT", "optional")]),
+        ("gpuplane-node-agent", "/etc/gpuplane/node-agent.conf",
+         [("--node-token-file TEXT", "required"), ("--api-server TEXT", "default: http://127.0.0.1:8080"),
+          ("--heartbeat-interval DURATION", "default: 1s"), ("--model-server-ports TEXT", "default: 20000-20999")]),
+    ]
+
+    @Test func theDaemonsPrintUsageAndExitZero() async throws {
+        for daemon in Self.daemons {
+            for flag in ["--help", "-h"] {
+                // A bad setting in the environment and a bad flag before it change nothing.
+                let result = try await Self.run(daemon.name, ["--port", "x", flag], environment: ["GPUPLANE_LOG_LEVEL": "x", "GPUPLANE_CONFIG": "/nonexistent"])
+                #expect(result.status == 0, "\(daemon.name) \(flag): exit \(result.status)\n\(result.stderr)\(result.stdout)")
+                #expect(result.stderr.isEmpty, "\(daemon.name) \(flag): \(result.stderr)")
+                let usage = result.stdout
+                #expect(usage.hasPrefix("usage: \(daemon.name) "), "\(usage)")
+                #expect(usage.contains(daemon.configFile) && usage.contains("--config PATH") && usage.contains("--help"), "\(usage)")
+                let lines = usage.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+                for (key, fallback) in daemon.expected {
+                    guard let index = lines.firstIndex(of: "  " + key) else {
+                        Issue.record("\(daemon.name): no line '  \(key)' in\n\(usage)")
+                        continue
+                    }
+                    let block = lines[index...].prefix(3).joined(separator: "\n")
+                    #expect(block.contains("(\(fallback); GPUPLANE_"), "\(daemon.name) \(key): \(block)")
+                }
+                // Every key, not just these: each flag line has its default (or says there is none) and its variable.
+                let keyLines = lines.indices.filter { lines[$0].hasPrefix("  --") && !lines[$0].hasPrefix("  --config") && !lines[$0].hasPrefix("  --help") }
+                #expect(keyLines.count >= daemon.expected.count)
+                for index in keyLines {
+                    let block = lines[index...].prefix(3).joined(separator: "\n")
+                    #expect(block.contains("(default: ") || block.contains("(optional;") || block.contains("(required;"), "\(block)")
+                    #expect(block.contains("; GPUPLANE_"), "\(block)")
+                }
+            }
+        }
+    }
+
+    @Test func gpuplaneLocalPrintsUsageWithoutRunningTheDemo() async throws {
+        let started = Date()
+        let help = try await Self.run("gpuplane-local", ["--help"])
+        #expect(help.status == 0, "exit \(help.status)\n\(help.stderr)\(help.stdout)")
+        #expect(help.stdout.hasPrefix("usage: gpuplane-local"), "\(help.stdout)")
+        #expect(help.stdout.contains("--example FILE") && help.stdout.contains("--keep-running"), "\(help.stdout)")
+        #expect(!help.stdout.contains("==>"), "the demo ran:\n\(help.stdout)")
+        #expect(Date().timeIntervalSince(started) < 10)
+        #expect(try await Self.run("gpuplane-local", ["-h"]).status == 0)
+        // A flag it does not know is a mistake to stop at, not one to run the demo past.
+        let unknown = try await Self.run("gpuplane-local", ["--keep-runing"])
+        #expect(unknown.status == 2, "exit \(unknown.status)\n\(unknown.stderr)\(unknown.stdout)")
+        #expect(unknown.stderr.contains("--keep-runing") && unknown.stderr.contains("usage:"), "\(unknown.stderr)")
+        #expect(!unknown.stdout.contains("==>"))
+    }
+
+    /// Runs a built executable (next to the test bundle) with a 30 s limit.
+    static func run(_ name: String, _ arguments: [String], environment: [String: String] = [:]) async throws
+        -> (status: Int32, stdout: String, stderr: String)
+    {
+        let executable = LocalClusterTests.binaries.appendingPathComponent(name)
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "help")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        return try await TestEnvironment.offPool {
+            let process = Process()
+            process.executableURL = executable
+            process.arguments = arguments
+            var env = ProcessInfo.processInfo.environment
+            env.merge(environment) { _, new in new }
+            process.environment = env
+            // Files, not pipes: nothing to drain while waiting, whatever the child writes.
+            let outFile = directory.appendingPathComponent("stdout")
+            let errFile = directory.appendingPathComponent("stderr")
+            _ = FileManager.default.createFile(atPath: outFile.path, contents: nil)
+            _ = FileManager.default.createFile(atPath: errFile.path, contents: nil)
+            let out = try FileHandle(forWritingTo: outFile)
+            let err = try FileHandle(forWritingTo: errFile)
+            defer {
+                try? out.close()
+                try? err.close()
+            }
+            process.standardOutput = out
+            process.standardError = err
+            process.standardInput = FileHandle.nullDevice
+            try process.run()
+            let deadline = Date().addingTimeInterval(30)
+            while process.isRunning, Date() < deadline { usleep(20_000) }
+            if process.isRunning { process.terminate() }
+            process.waitUntilExit()
+            let stdout = (try? String(contentsOf: outFile, encoding: .utf8)) ?? ""
+            let stderr = (try? String(contentsOf: errFile, encoding: .utf8)) ?? ""
+            return (process.terminationStatus, stdout, stderr)
+        }
+    }
+}
