@@ -32,6 +32,11 @@ import Testing
             }
             let binding = try #require(replica["binding"] as? [String: Any])
             #expect(binding["node"] as? String == cluster.nodeName)
+            // Both nodes registered moments ago and never stopped: neither was ever NotReady.
+            let nodeEvents = try await cluster.json("GET", "/v1/events?kind=nodes", token: cluster.adminToken)["items"] as? [[String: Any]] ?? []
+            #expect(
+                !nodeEvents.contains { ($0["spec"] as? [String: Any])?["reason"] as? String == "NodeNotReady" },
+                "\(nodeEvents.map { ($0["spec"] as? [String: Any])?["message"] ?? "" })")
             let gpus = try #require(binding["gpuIndices"] as? [Int])
             #expect(gpus.count == 1)
             let index = try #require(gpus.first)
