@@ -53,6 +53,21 @@ public final class ResourceStore: Sendable {
         return try Self.decode(R.self, kv)
     }
 
+    /// Which of `objects` exist in the store now (by kind, tenant and name; their versions
+    /// are not compared), as storage keys, read at one revision in one read-only transaction.
+    /// Give at most as many as etcd allows operations in one transaction (`--max-txn-ops`).
+    /// - Throws: ``StoreError/Code/unavailable``.
+    public func existingKeys<R: Resource>(of objects: [R]) async throws -> Set<String> {
+        guard !objects.isEmpty else { return [] }
+        let reads: [Etcd.RequestOp] = objects.map { .range(Etcd.RangeRequest(.key($0.storageKey), keysOnly: true)) }
+        do {
+            let answer = try await client.txn(compare: [], success: reads)
+            return Set(answer.responses.compactMap { $0.rangeResponse?.kvs.first?.keyString })
+        } catch let e as EtcdError {
+            throw StoreError.etcd(e)
+        }
+    }
+
     /// Lists the objects of one kind, of one tenant or (nil) of all, at one revision.
     ///
     /// With a tenant, `namePrefix` narrows the list to names starting with it (e.g. the replicas
@@ -154,7 +169,7 @@ public final class ResourceStore: Sendable {
             success.append(op.write)
         }
         for condition in txn.conditions { compares.append(condition.compare) }
-        for marker in txn.markers { success.append(.put(Etcd.PutRequest(key: marker, value: Data()))) }
+        for marker in txn.markers { success.append(.put(Etcd.PutRequest(key: marker.key, value: marker.value))) }
         let answer: Etcd.TxnResponse
         do {
             let request = Etcd.TxnRequest(compare: compares, success: success)
@@ -165,8 +180,8 @@ public final class ResourceStore: Sendable {
                     return total + op.key.count
                 }
                 answer = try await batcher.submit(
-                    request, writes: Set(txn.operations.map(\.key) + txn.markers), reads: Set(reads.map(\.key)),
-                    bytes: bytes + txn.markers.reduce(0) { $0 + $1.count })
+                    request, writes: Set(txn.operations.map(\.key) + txn.markers.map(\.key)), reads: Set(reads.map(\.key)),
+                    bytes: bytes + txn.markers.reduce(0) { $0 + $1.key.count + $1.value.count })
             } else {
                 answer = try await client.txn(request)
             }
@@ -209,6 +224,7 @@ public final class ResourceStore: Sendable {
             error.key = String(decoding: condition.compare.range.key, as: UTF8.self)
             error.failedIndex = j
             error.failedCondition = condition.reason
+            error.failedConditionTag = condition.tag
             throw error
         }
         // Every condition holds now: something changed between the txn and our reading of it.
@@ -305,12 +321,39 @@ public struct StoreTransaction: Sendable {
     struct Condition: Sendable {
         var compare: Etcd.Compare
         var reason: String
+        var tag: ConditionTag?
+    }
+
+    /// A raw key the transaction writes besides its objects.
+    struct RawWrite: Sendable {
+        var key: Data
+        var value: Data
+    }
+
+    /// Names an extra condition so that code can tell which one failed: a failure carries it as
+    /// ``StoreError/failedConditionTag``. Decide by the tag, never by the reason's text (that is
+    /// for people). Callers declare their tags as constants:
+    ///
+    /// ```swift
+    /// extension StoreTransaction.ConditionTag {
+    ///     static let leaderFence = Self("scheduler.leader-fence")
+    /// }
+    /// ```
+    public struct ConditionTag: Hashable, Sendable, CustomStringConvertible {
+        /// A short, stable name, safe as a metric label.
+        public let name: String
+
+        /// A tag named `name`; give each condition that is told apart its own name.
+        public init(_ name: String) { self.name = name }
+
+        public var description: String { name }
     }
 
     var operations: [Operation] = []
     var conditions: [Condition] = []
-    /// Raw keys the transaction writes besides its objects (``bump(_:unchangedSince:reason:)``).
-    var markers: [Data] = []
+    /// Raw keys the transaction writes besides its objects (``bump(_:unchangedSince:reason:tag:)``,
+    /// ``set(_:to:ifModRevision:reason:tag:)``).
+    var markers: [RawWrite] = []
 
     /// Makes an empty transaction.
     public init() {}
@@ -377,20 +420,33 @@ public struct StoreTransaction: Sendable {
     }
 
     /// Adds a raw condition, such as `leader.fence`; when it does not hold, the transaction
-    /// fails with ``StoreError/Code/preconditionFailed`` and `failedCondition = reason`.
-    public mutating func require(_ compare: Etcd.Compare, reason: String) {
-        conditions.append(Condition(compare: compare, reason: reason))
+    /// fails with ``StoreError/Code/preconditionFailed``, `failedCondition = reason` and
+    /// `failedConditionTag = tag`.
+    public mutating func require(_ compare: Etcd.Compare, reason: String, tag: ConditionTag? = nil) {
+        conditions.append(Condition(compare: compare, reason: reason, tag: tag))
     }
 
     /// Serializes writers that decide on one read: the transaction holds only if `key` was not
     /// written after `revision` (the revision the decision read at), and writes `key` itself,
     /// so of two such transactions deciding on the same read only the first commits. The other
-    /// fails with ``StoreError/Code/preconditionFailed`` and `failedCondition = reason`, and
-    /// should read again and decide again.
-    public mutating func bump(_ key: String, unchangedSince revision: Int64, reason: String) {
+    /// fails with ``StoreError/Code/preconditionFailed``, `failedCondition = reason` and
+    /// `failedConditionTag = tag`, and should read again and decide again.
+    public mutating func bump(_ key: String, unchangedSince revision: Int64, reason: String, tag: ConditionTag? = nil) {
         let data = Data(key.utf8)
-        conditions.append(Condition(compare: Etcd.Compare(.key(data), .less, .modRevision(revision + 1)), reason: reason))
-        markers.append(data)
+        conditions.append(
+            Condition(compare: Etcd.Compare(.key(data), .less, .modRevision(revision + 1)), reason: reason, tag: tag))
+        markers.append(RawWrite(key: data, value: Data()))
+    }
+
+    /// Compare-and-swaps a raw key that is not an object (a cursor, a counter): the
+    /// transaction holds only if `key`'s mod revision is still `revision` (0: the key does not
+    /// exist), and then writes `value` there. Otherwise it fails with
+    /// ``StoreError/Code/preconditionFailed``, `failedCondition = reason` and
+    /// `failedConditionTag = tag`. The key's new mod revision is ``TransactionResult/revision``.
+    public mutating func set(_ key: String, to value: Data, ifModRevision revision: Int64, reason: String, tag: ConditionTag? = nil) {
+        let data = Data(key.utf8)
+        conditions.append(Condition(compare: Etcd.Compare(.key(data), .equal, .modRevision(revision)), reason: reason, tag: tag))
+        markers.append(RawWrite(key: data, value: value))
     }
 
     /// Now, to whole seconds: what the ISO-8601 encoding keeps, so a created object equals

@@ -43,8 +43,11 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
     /// For transactions: the index of the operation (in the order they were added) whose
     /// condition failed; for ``Code/preconditionFailed``, the index of the extra condition.
     public var failedIndex: Int?
-    /// For ``Code/preconditionFailed``: the reason given with the condition.
+    /// For ``Code/preconditionFailed``: the reason given with the condition, for logs.
     public var failedCondition: String?
+    /// For ``Code/preconditionFailed``: the tag given with the condition, if any; decide on
+    /// this, not on ``failedCondition``.
+    public var failedConditionTag: StoreTransaction.ConditionTag?
     /// The etcd error underneath, for ``Code/unavailable``.
     public var etcd: EtcdError?
 
