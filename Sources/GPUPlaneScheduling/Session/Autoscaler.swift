@@ -3,6 +3,7 @@ import Foundation
 import GPUPlaneCore
 import GPUPlaneStore
 import GPUPlaneSystem
+import Logging
 
 /// Step 5 of the pass: sizes every deployment between `min_instances` and `max_instances` from
 /// the load the api-servers' gateways report (``DeploymentLoad``).
@@ -19,6 +20,9 @@ import GPUPlaneSystem
 ///
 /// The new count is the deployment's `status.instancesWanted`, written with the instances it
 /// adds or removes in one fenced transaction.
+///
+/// When the last round ran, since when each deployment wanted fewer instances than it has
+/// (and the most it wanted since), and the rounds run are this step's state across passes.
 final class Autoscaler: Sendable {
     /// Knobs.
     struct Configuration: Sendable {
@@ -37,16 +41,28 @@ final class Autoscaler: Sendable {
     }
 
     let configuration: Configuration
+    /// Makes the replicas of the instances it adds.
+    let planner: ReplicaPlanner
+    let logger: Logger
     private let state = Locked(State())
 
     private struct State {
         var lastRun: ContinuousClock.Instant?
+        /// Rounds run: load reports read, deployments sized.
+        var rounds = 0
         /// deployment key → since when fewer instances were wanted than run, and the most
         /// wanted since.
         var low: [String: (since: ContinuousClock.Instant, highest: Int)] = [:]
     }
 
-    init(configuration: Configuration) { self.configuration = configuration }
+    init(configuration: Configuration, planner: ReplicaPlanner, logger: Logger) {
+        self.configuration = configuration
+        self.planner = planner
+        self.logger = logger
+    }
+
+    /// Rounds run so far.
+    var rounds: Int { state.withLock { $0.rounds } }
 
     /// Whether a run is due.
     func isDue(now: ContinuousClock.Instant) -> Bool {
@@ -54,16 +70,17 @@ final class Autoscaler: Sendable {
         return now - last >= configuration.interval
     }
 
-    /// Reads the load reports and commits what the deployments need; true when it wrote.
-    func run(session: LeaderSession, replicas: [Replica], now: ContinuousClock.Instant) async throws -> Bool {
+    /// Starts a round at `now`: the gateways' load reports summed per `<tenant>/<deployment>`
+    /// (requests at once), or nil when they cannot be read (etcd slow or failing over): that
+    /// skips the round, it must not end the term.
+    func readDemand(from store: ResourceStore, now: ContinuousClock.Instant) async -> [String: Int]? {
         state.withLock { $0.lastRun = now }
-        // A read that fails (etcd slow or failing over) skips this round; it must not end the term.
         let reports: [Etcd.KeyValue]
         do {
-            reports = try await session.store.client.range(.prefix(DeploymentLoad.prefix)).kvs
+            reports = try await store.client.range(.prefix(DeploymentLoad.prefix)).kvs
         } catch {
-            session.logger.warning("cannot read the deployments' load reports; sizing them on a later round", metadata: ["error": "\(error)"])
-            return false
+            logger.warning("cannot read the deployments' load reports; sizing them on a later round", metadata: ["error": "\(error)"])
+            return nil
         }
         var demand: [String: Int] = [:]
         for kv in reports {
@@ -72,20 +89,14 @@ final class Autoscaler: Sendable {
             else { continue }
             demand["\(tenant)/\(name)", default: 0] += load.demand
         }
-        session.statisticsUpdate { $0.autoscaleRounds += 1 }
-        let units = plan(
-            deployments: session.deployments.list(), replicas: replicas, tenants: session.tenants.list(), demand: demand,
-            replicaRevision: session.replicas.lastSeenRevision, planner: ReplicaPlanner(catalog: session.pipeline.catalog, machineTypes: session.pipeline.machineTypes),
-            overSpendingLimit: { session.meter.isOverSpendingLimit($0) }, now: now)
-        return try await session.commit(units)
+        state.withLock { $0.rounds += 1 }
+        return demand
     }
 
-    /// The writes for `demand` (requests at once, per `<tenant>/<deployment>`): a decision on
-    /// the caches alone, for tests.
-    func plan(
-        deployments: [Deployment], replicas: [Replica], tenants: [Tenant], demand: [String: Int], replicaRevision: Int64,
-        planner: ReplicaPlanner, overSpendingLimit: (Tenant) -> Bool, now: ContinuousClock.Instant
-    ) -> [WriteUnit] {
+    /// The writes for `demand` (requests at once, per `<tenant>/<deployment>`) on the pass's
+    /// lists; a scale-up is guarded on the revision the replicas were read at.
+    func writes(_ input: PassInput, demand: [String: Int], overSpendingLimit: (Tenant) -> Bool) -> [WriteUnit] {
+        let (replicas, now) = (input.replicas, input.clock)
         var instances: [String: [Replica]] = [:]
         var heldGPUs: [String: Int] = [:]
         for replica in replicas {
@@ -94,10 +105,10 @@ final class Autoscaler: Sendable {
                 instances["\(replica.metadata.tenant)/\(replica.spec.owner.name)", default: []].append(replica)
             }
         }
-        let tenantsByName = Dictionary(tenants.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let tenantsByName = Dictionary(input.tenants.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
         var units: [WriteUnit] = []
         var seen = Set<String>()
-        for deployment in deployments {
+        for deployment in input.deployments {
             let key = "\(deployment.metadata.tenant)/\(deployment.metadata.name)"
             seen.insert(key)
             guard deployment.status.state != .deleting, let tenant = tenantsByName[deployment.metadata.tenant] else { continue }
@@ -118,7 +129,7 @@ final class Autoscaler: Sendable {
                 var unit = WriteUnit(ops: [])
                 if target < wanted {
                     unit.events.append(.init(
-                        involved: LeaderSession.reference(deployment), tenant: tenant.metadata.name, severity: .warning,
+                        involved: EventRecorder.reference(deployment), tenant: tenant.metadata.name, severity: .warning,
                         reason: Reason.scaleLimited,
                         message: "the load wants \(wanted) instances of \(deployment.fullName) but the GPU limit of \(tenant.spec.gpuLimit) allows \(target)",
                         aggregate: true))
@@ -132,9 +143,9 @@ final class Autoscaler: Sendable {
                 let added = (0..<settings.maxInstances).filter { !taken.contains($0) }.prefix(target - current)
                 unit.ops += added.map { .create(planner.replica(for: deployment, index: $0)) }
                 unit.ops.append(.update(scaled(deployment, to: target)))
-                unit.guards.append(.init(key: Tenant.gpuAdmissionKey(tenant.metadata.name), revision: replicaRevision))
+                unit.guards.append(.init(key: Tenant.gpuAdmissionKey(tenant.metadata.name), revision: input.replicaRevision))
                 unit.events.append(.init(
-                    involved: LeaderSession.reference(deployment), tenant: tenant.metadata.name, severity: .normal,
+                    involved: EventRecorder.reference(deployment), tenant: tenant.metadata.name, severity: .normal,
                     reason: Reason.scaled, message: "scaled up from \(current) to \(target) instances for \(demand[key] ?? 0) requests at once",
                     aggregate: true))
                 units.append(unit)
@@ -168,7 +179,7 @@ final class Autoscaler: Sendable {
         let removed = mine.sorted { (Int($0.spec.role) ?? 0) > (Int($1.spec.role) ?? 0) }.prefix(max(0, mine.count - target))
         var unit = WriteUnit(ops: removed.map { .delete($0) } + [.update(scaled(deployment, to: target))])
         unit.events.append(.init(
-            involved: LeaderSession.reference(deployment), tenant: tenant, severity: .normal, reason: Reason.scaled,
+            involved: EventRecorder.reference(deployment), tenant: tenant, severity: .normal, reason: Reason.scaled,
             message: "scaled down from \(mine.count) to \(target) instances: \(why)", aggregate: true))
         return unit
     }

@@ -9,7 +9,7 @@ import GPUPlaneSystem
 /// A repeated event (a replica refused pass after pass) is one `Event` object whose `count`
 /// and `lastSeen` grow; its first occurrence is written at the end of the pass, repeats at
 /// most once per flush interval. One-shot events (a bind, a preemption) are one object each.
-/// Writes go through the session's fenced transactions like every other write.
+/// Writes go through the ``Committer``'s fenced transactions like every other write.
 final class EventRecorder: Sendable {
     /// Reasons the scheduler records, as constants.
     enum Reason {
@@ -149,4 +149,9 @@ final class EventRecorder: Sendable {
 
     /// The event object of `key` as the recorder holds it.
     func event(_ key: Key) -> Event? { state.withLock { $0[key]?.event } }
+
+    /// The object an event is about.
+    static func reference<R: Resource>(_ object: R) -> OwnerReference {
+        OwnerReference(kind: R.kind, name: object.metadata.name, uid: object.metadata.uid)
+    }
 }

@@ -21,6 +21,12 @@ import GPUPlaneSystem
 /// then ``Pricing``. A tenant whose month-to-date spend reaches its spending limit gets its
 /// deployments scaled to `min_instances` (status `instances_wanted` = min, extra replicas
 /// deleted) and an Event.
+///
+/// Step 3 of the leader's pass. It reads the cursor and the month's records from the store and
+/// writes records and cursor through the ``Committer`` (create-if-absent, compare-and-swap);
+/// what it decides on is the pass's lists, and what it returns, the spending-limit writes, the
+/// pass commits like any step's. The cursor, the month-to-date tally and its counters are its
+/// state across passes.
 public final class UsageMeter: Sendable {
     /// Meter settings.
     public struct Configuration: Sendable {
@@ -60,12 +66,18 @@ public final class UsageMeter: Sendable {
         var tallyMonth: String?
         var seconds: [String: Int] = [:]
         var spend: [String: Int64] = [:]
+        /// Intervals metered and records written, this term.
+        var intervals = 0
+        var records = 0
     }
 
     init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
     }
+
+    /// Intervals metered and usage records written so far.
+    var counters: (intervals: Int, records: Int) { state.withLock { ($0.intervals, $0.records) } }
 
     /// The interval in whole seconds.
     var intervalSeconds: Int64 { max(1, configuration.interval.components.seconds) }
@@ -87,25 +99,27 @@ public final class UsageMeter: Sendable {
         return .milliseconds(Int64(max(0, next) * 1000) + 20)
     }
 
-    /// Meters every complete interval after the cursor. True when it scaled deployments down
-    /// (replicas changed: the session's caches are stale).
-    func run(session: LeaderSession, replicas: [Replica], now: Date) async throws -> Bool {
-        let client = session.store.client
-        let fence = session.leader.fence
+    /// Meters every complete interval after the cursor (reads from `store`, writes through
+    /// `committer`) and returns the writes that scale the deployments of tenants over their
+    /// spending limit to `min_instances`.
+    func run(_ input: PassInput, store: ResourceStore, committer: Committer) async throws -> [WriteUnit] {
+        let now = input.now
         let current = start(of: now)
         if state.withLock({ $0.cursor }) == nil {
-            if let kv = try await client.get(configuration.cursorKey), let value = Int64(String(decoding: kv.value, as: UTF8.self)) {
+            let kv: Etcd.KeyValue?
+            do { kv = try await store.client.get(configuration.cursorKey) } catch let e as EtcdError { throw StoreError.etcd(e) }
+            if let kv, let value = Int64(String(decoding: kv.value, as: UTF8.self)) {
                 state.withLock {
                     $0.cursor = value
                     $0.cursorRevision = kv.modRevision
                 }
             } else {
                 // A new cluster: the interval under way is the first one metered.
-                try await advanceCursor(to: current - intervalSeconds, client: client, fence: fence)
-                return false
+                try await advanceCursor(to: current - intervalSeconds, committer: committer)
+                return []
             }
         }
-        guard var cursor = state.withLock({ $0.cursor }) else { return false }
+        guard var cursor = state.withLock({ $0.cursor }) else { return [] }
         let oldest = current - Int64(max(1, configuration.backfillLimit)) * intervalSeconds
         if cursor + intervalSeconds < oldest {
             logger.warning("meter backfill limit reached; skipping intervals", metadata: [
@@ -113,17 +127,26 @@ public final class UsageMeter: Sendable {
             ])
             cursor = oldest - intervalSeconds
         }
-        try await loadTally(session: session, now: now)
-        let running = replicas.filter { $0.binding != nil && $0.status.phase == .running }
+        try await loadTally(store: store, now: now)
+        let running = input.replicas.filter { $0.binding != nil && $0.status.phase == .running }
         var intervalStart = cursor + intervalSeconds
         while intervalStart + intervalSeconds <= current {
-            let records = self.records(for: running, intervalStart: intervalStart, session: session)
-            let written = try await createIfAbsent(records, session: session)
-            try await advanceCursor(to: intervalStart, client: client, fence: fence)
-            session.recordMeterInterval(records: written)
+            let records = self.records(for: running, tenants: input.tenants, intervalStart: intervalStart)
+            let written = try await committer.createIfAbsent(records)
+            state.withLock { s in
+                for record in written {
+                    s.seconds["\(record.metadata.tenant)/\(record.spec.mode.rawValue)", default: 0] += record.spec.seconds
+                    s.spend[record.metadata.tenant, default: 0] += record.spec.costMicroDollars
+                }
+            }
+            try await advanceCursor(to: intervalStart, committer: committer)
+            state.withLock { s in
+                s.intervals += 1
+                s.records += written.count
+            }
             intervalStart += intervalSeconds
         }
-        return try await enforceSpendingLimits(session: session, replicas: replicas)
+        return spendingLimitWrites(input)
     }
 
     // MARK: Records
@@ -136,10 +159,10 @@ public final class UsageMeter: Sendable {
     }
 
     /// Month-to-date seconds per tenant and mode, and spend per tenant, from the stored records.
-    private func loadTally(session: LeaderSession, now: Date) async throws {
+    private func loadTally(store: ResourceStore, now: Date) async throws {
         let month = monthKey(now)
         guard state.withLock({ $0.tallyMonth }) != month else { return }
-        let listed = try await session.store.list(UsageRecord.self)
+        let listed = try await store.list(UsageRecord.self)
         var seconds: [String: Int] = [:]
         var spend: [String: Int64] = [:]
         for record in listed.items where monthKey(record.spec.intervalStart) == month {
@@ -154,8 +177,8 @@ public final class UsageMeter: Sendable {
     }
 
     /// One record per running allocation, priced in order (included hours first).
-    private func records(for running: [Replica], intervalStart: Int64, session: LeaderSession) -> [UsageRecord] {
-        let tenants = Dictionary(session.tenants.list().map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
+    func records(for running: [Replica], tenants: [Tenant], intervalStart: Int64) -> [UsageRecord] {
+        let tenants = Dictionary(tenants.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
         let start = Date(timeIntervalSince1970: Double(intervalStart))
         let end = intervalStart + intervalSeconds
         var seconds = state.withLock { $0.seconds }
@@ -188,57 +211,14 @@ public final class UsageMeter: Sendable {
         return result
     }
 
-    /// Creates the records that don't exist yet, in fenced transactions; returns how many it wrote.
-    private func createIfAbsent(_ records: [UsageRecord], session: LeaderSession) async throws -> Int {
-        let limit = max(1, session.configuration.maxOperationsPerTransaction)
-        var remaining = records[...]
-        var written = 0
-        while !remaining.isEmpty {
-            var chunk = Array(remaining.prefix(limit))
-            var committed = false
-            while !committed, !chunk.isEmpty {
-                var txn = StoreTransaction()
-                txn.require(session.leader.fence, reason: LeaderSession.fenceReason)
-                for record in chunk { try txn.create(record) }
-                do {
-                    _ = try await session.store.commit(txn)
-                    committed = true
-                } catch let error as StoreError where error.code == .alreadyExists {
-                    // Some were written before (by an earlier leader): keep only the absent ones.
-                    let answer = try await session.store.client.txn(
-                        compare: [], success: chunk.map { .range(Etcd.RangeRequest(.key($0.storageKey), keysOnly: true)) })
-                    let present = Set(answer.responses.compactMap { $0.rangeResponse?.kvs.first?.keyString })
-                    chunk.removeAll { present.contains($0.storageKey) }
-                } catch let error as StoreError where error.code == .preconditionFailed {
-                    throw SchedulerError(.leadershipLost, "a fenced meter write was refused")
-                }
-            }
-            state.withLock { s in
-                for record in chunk {
-                    s.seconds["\(record.metadata.tenant)/\(record.spec.mode.rawValue)", default: 0] += record.spec.seconds
-                    s.spend[record.metadata.tenant, default: 0] += record.spec.costMicroDollars
-                }
-            }
-            written += chunk.count
-            remaining = remaining.dropFirst(min(limit, remaining.count))
-        }
-        return written
-    }
-
-    /// Moves the cursor to `intervalStart`, compared on its revision and fenced.
-    private func advanceCursor(to intervalStart: Int64, client: Etcd.Client, fence: Etcd.Compare) async throws {
+    /// Moves the cursor to `intervalStart`, compared on its revision and fenced; either
+    /// moved under us means another leader (``SchedulerError/Code/leadershipLost``).
+    private func advanceCursor(to intervalStart: Int64, committer: Committer) async throws {
         let revision = state.withLock { $0.cursorRevision }
-        let key = configuration.cursorKey
-        let answer = try await client.txn(
-            compare: [fence, Etcd.Compare.modRevision(key, .equal, revision)],
-            success: [.put(Etcd.PutRequest(key, String(intervalStart)))])
-        guard answer.succeeded else {
-            // Either the fence or the cursor moved under us: only another leader does either.
-            throw SchedulerError(.leadershipLost, "the meter cursor or the fence changed under this leader")
-        }
+        let moved = try await committer.set(configuration.cursorKey, to: String(intervalStart), ifModRevision: revision)
         state.withLock {
             $0.cursor = intervalStart
-            $0.cursorRevision = answer.header.revision
+            $0.cursorRevision = moved
         }
     }
 
@@ -251,11 +231,11 @@ public final class UsageMeter: Sendable {
     }
 
     /// Scales the deployments of tenants at or over their spending limit to `min_instances`.
-    private func enforceSpendingLimits(session: LeaderSession, replicas: [Replica]) async throws -> Bool {
+    func spendingLimitWrites(_ input: PassInput) -> [WriteUnit] {
         let spend = state.withLock { $0.spend }
+        let (deployments, replicas) = (input.deployments, input.replicas)
         var units: [WriteUnit] = []
-        let deployments = session.deployments.list()
-        for tenant in session.tenants.list() {
+        for tenant in input.tenants {
             guard let limit = tenant.spec.spendingLimitMicroDollars, let spent = spend[tenant.metadata.name], spent >= limit
             else { continue }
             for deployment in deployments where deployment.metadata.tenant == tenant.metadata.name {
@@ -271,20 +251,11 @@ public final class UsageMeter: Sendable {
                 updated.status.message = message
                 var unit = WriteUnit(ops: [.update(updated)] + extra.map { .delete($0) })
                 unit.events.append(.init(
-                    involved: LeaderSession.reference(deployment), tenant: tenant.metadata.name, severity: .warning,
+                    involved: EventRecorder.reference(deployment), tenant: tenant.metadata.name, severity: .warning,
                     reason: EventRecorder.Reason.spendingLimitReached, message: message, aggregate: false))
                 units.append(unit)
             }
         }
-        return try await session.commit(units)
-    }
-}
-
-extension LeaderSession {
-    func recordMeterInterval(records: Int) {
-        statisticsUpdate { s in
-            s.meterIntervals += 1
-            s.usageRecords += records
-        }
+        return units
     }
 }

@@ -21,10 +21,14 @@ enum WriteOp: Sendable {
 }
 
 /// Writes that must commit together (a preemption and its preemptor's binding; a node and
-/// the replicas it loses), and the events to record once they did.
+/// the replicas it loses), and the events to record once they did. What every step of the
+/// pass returns; the ``Committer`` commits them.
 struct WriteUnit: Sendable {
     var ops: [WriteOp]
     var events: [EventRecorder.Occurrence] = []
+    /// Events recorded when the unit is handed to the committer, whether or not anything
+    /// commits (a replica refused, a GPU unhealthy). A unit of notes alone writes nothing.
+    var notes: [EventRecorder.Occurrence] = []
     /// Bindings in the unit (for counters).
     var bindings: [Binding] = []
     /// Keys the transaction bumps, each on condition that it was not written after the
@@ -37,6 +41,12 @@ struct WriteUnit: Sendable {
         var key: String
         var revision: Int64
     }
+
+    /// A unit that only records `occurrence`.
+    static func note(_ occurrence: EventRecorder.Occurrence) -> WriteUnit { WriteUnit(ops: [], notes: [occurrence]) }
+
+    /// Whether the unit has nothing to commit, only notes.
+    var isNotesOnly: Bool { ops.isEmpty && events.isEmpty && guards.isEmpty && bindings.isEmpty }
 }
 
 extension StoreTransaction {

@@ -1,0 +1,298 @@
+import EtcdClient
+import Foundation
+import GPUPlaneCore
+import GPUPlaneStore
+import GPUPlaneSystem
+import Logging
+
+/// The one way the leader writes. Every step of the pass hands it ``WriteUnit``s; it
+///
+/// - records their notes at once (``WriteUnit/notes``: events that happen whether or not
+///   anything commits);
+/// - splits the units into transactions of at most ``Configuration/maxOperationsPerTransaction``
+///   writes, never splitting a unit, and commits them in order, stopping at the first that
+///   fails (a later unit may build on an earlier one: a replica attaching to a server created
+///   before it);
+/// - fences every transaction on the leader key (``Tag/leaderFence``), so once the term is
+///   over nothing commits, and bumps each guarded key once (``Tag/gpuGuard``);
+/// - classifies a failure by its code and condition tag, never by its text (``Failure``);
+/// - records the units' events once they committed, and writes the events that are due
+///   (``flushEvents(now:)``) under the events' rotating lease;
+/// - remembers, per kind, the revision the informers must reach before the next pass.
+final class Committer: Sendable {
+    /// Knobs.
+    struct Configuration: Sendable {
+        /// Writes in one transaction at most (etcd's `--max-txn-ops` is 128 by default; the
+        /// fence and the guards count too).
+        var maxOperationsPerTransaction = 100
+        /// Repeats of an event are written at most this often.
+        var eventFlushInterval: Duration = .seconds(10)
+        /// How long etcd keeps an event after its last write.
+        var eventTTL: Duration = .seconds(3600)
+    }
+
+    /// The tags of the conditions the leader's transactions carry.
+    enum Tag {
+        /// The leader key's fence: fails once another scheduler leads.
+        static let leaderFence = StoreTransaction.ConditionTag("scheduler.leader-fence")
+        /// A tenant's GPU admission key moved after the read a decision was made on.
+        static let gpuGuard = StoreTransaction.ConditionTag("scheduler.gpu-admission-guard")
+        /// The meter's cursor moved under this leader.
+        static let meterCursor = StoreTransaction.ConditionTag("scheduler.meter-cursor")
+    }
+
+    /// The reasons given with those conditions, for logs.
+    enum Reason {
+        static let leaderFence = "scheduler leadership"
+        static let gpuGuard = "another write took GPUs of this tenant meanwhile"
+        static let meterCursor = "the meter cursor is where this leader left it"
+    }
+
+    /// What a failed transaction means for the pass.
+    enum Failure: Equatable {
+        /// The fence (or another condition only a new leader changes) did not hold: this
+        /// term is over.
+        case leadershipLost
+        /// A guarded key moved: a GPU admission of the tenant committed meanwhile; decide
+        /// again on the next pass.
+        case raced
+        /// An object was not as the decision read it: the informer of `kind` must reach
+        /// `revision` (when known) before the next pass decides again.
+        case stale(ResourceKind?, revision: Int64?)
+        /// Anything else (etcd unavailable, a value refused): try again on a later pass.
+        case other
+    }
+
+    /// Counters, for ``LeaderSession/Statistics``.
+    struct Counters: Sendable, Hashable {
+        var transactions = 0
+        var bindings = 0
+        var conflicts = 0
+        var preemptions = 0
+    }
+
+    let store: ResourceStore
+    let leader: Etcd.LeaderKey
+    let configuration: Configuration
+    let events = EventRecorder()
+    let logger: Logger
+    private let eventLease: RotatingLease
+    private let state = Locked(State())
+
+    private struct State {
+        var counters = Counters()
+        /// kind → the revision its informer must reach before the next pass.
+        var awaited: [ResourceKind: Int64] = [:]
+    }
+
+    init(store: ResourceStore, leader: Etcd.LeaderKey, configuration: Configuration, logger: Logger) {
+        self.store = store
+        self.leader = leader
+        self.configuration = configuration
+        self.logger = logger
+        self.eventLease = RotatingLease(ttl: configuration.eventTTL)
+    }
+
+    /// The counters so far.
+    var counters: Counters { state.withLock { $0.counters } }
+
+    /// kind → the revision its informer must reach before the next pass.
+    var awaited: [ResourceKind: Int64] { state.withLock { $0.awaited } }
+
+    /// Forgets the revisions of `reached` that are still the ones awaited.
+    func reached(_ reached: [ResourceKind: Int64]) {
+        state.withLock { s in
+            for (kind, revision) in reached where s.awaited[kind] == revision { s.awaited.removeValue(forKey: kind) }
+        }
+    }
+
+    private var limit: Int { max(1, configuration.maxOperationsPerTransaction) }
+
+    // MARK: Units
+
+    /// Commits `units` (see the type's description). True when anything committed.
+    /// - Throws: ``SchedulerError/Code/leadershipLost`` when the fence no longer holds.
+    @discardableResult
+    func commit(_ units: [WriteUnit]) async throws -> Bool {
+        for unit in units {
+            for note in unit.notes { events.record(note) }
+        }
+        let units = units.filter { !$0.isNotesOnly }
+        guard !units.isEmpty else { return false }
+        var wrote = false
+        for chunk in Self.chunks(units, limit: limit) {
+            var txn = StoreTransaction()
+            txn.require(leader.fence, reason: Reason.leaderFence, tag: Tag.leaderFence)
+            var kinds = Set<ResourceKind>()
+            // One bump per key (etcd refuses a key written twice in one transaction), on the
+            // oldest revision any of the chunk's decisions read it at.
+            var guards: [String: Int64] = [:]
+            for unit in chunk {
+                for op in unit.ops {
+                    try txn.add(op)
+                    kinds.insert(op.kind)
+                }
+                for guarded in unit.guards { guards[guarded.key] = min(guards[guarded.key] ?? .max, guarded.revision) }
+            }
+            for (key, revision) in guards.sorted(by: { $0.key < $1.key }) {
+                txn.bump(key, unchangedSince: revision, reason: Reason.gpuGuard, tag: Tag.gpuGuard)
+            }
+            do {
+                let result = try await store.commit(txn)
+                wrote = true
+                let bound = chunk.reduce(0) { $0 + $1.bindings.count }
+                let preempting = chunk.filter { $0.events.contains { $0.reason == EventRecorder.Reason.preempting } }.count
+                state.withLock { s in
+                    s.counters.transactions += 1
+                    s.counters.bindings += bound
+                    s.counters.preemptions += preempting
+                    for kind in kinds { s.awaited[kind] = max(s.awaited[kind] ?? 0, result.revision) }
+                }
+                for unit in chunk {
+                    for occurrence in unit.events { events.record(occurrence) }
+                }
+            } catch let error as StoreError {
+                try handle(Self.classify(error, kinds: chunk.flatMap { $0.ops.map(\.kind) }), error)
+                return wrote
+            }
+        }
+        return wrote
+    }
+
+    /// `units` in transactions of at most `limit` writes (operations and guards), in order; a
+    /// unit larger than `limit` goes alone.
+    static func chunks(_ units: [WriteUnit], limit: Int) -> [[WriteUnit]] {
+        let limit = max(1, limit)
+        var chunks: [[WriteUnit]] = [[]]
+        var size = 0
+        for unit in units {
+            let ops = unit.ops.count + unit.guards.count
+            if size + ops > limit, !(chunks.last?.isEmpty ?? true) {
+                chunks.append([])
+                size = 0
+            }
+            chunks[chunks.count - 1].append(unit)
+            size += ops
+        }
+        return chunks.filter { !$0.isEmpty }
+    }
+
+    /// What `error` of a transaction whose operations are of `kinds` (in order) means.
+    static func classify(_ error: StoreError, kinds: [ResourceKind]) -> Failure {
+        switch error.code {
+        case .preconditionFailed where error.failedConditionTag == Tag.gpuGuard:
+            return .raced
+        case .preconditionFailed:
+            return .leadershipLost
+        case .conflict, .notFound, .alreadyExists:
+            let kind = error.failedIndex.flatMap { $0 < kinds.count ? kinds[$0] : nil }
+            return .stale(kind, revision: error.currentVersion.flatMap(Int64.init))
+        default:
+            return .other
+        }
+    }
+
+    /// Acts on a failed transaction: the end of the term, or a retry on a later pass.
+    private func handle(_ failure: Failure, _ error: StoreError) throws {
+        switch failure {
+        case .leadershipLost:
+            throw SchedulerError(.leadershipLost, "a fenced write was refused: \(leader.keyString) no longer leads")
+        case .raced:
+            state.withLock { $0.counters.conflicts += 1 }
+            logger.debug("a GPU admission of the tenant committed meanwhile; deciding again on the next pass")
+        case .stale(let kind, let revision):
+            state.withLock { s in
+                s.counters.conflicts += 1
+                if let kind, let revision { s.awaited[kind] = max(s.awaited[kind] ?? 0, revision) }
+            }
+            logger.debug("transaction conflict; retrying on the next pass", metadata: ["error": "\(error)"])
+        case .other:
+            logger.warning("transaction failed; retrying on the next pass", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: Create-if-absent and raw keys
+
+    /// Creates those of `objects` that do not exist yet, in fenced transactions of at most
+    /// ``Configuration/maxOperationsPerTransaction``; returns the ones it created. Existing
+    /// ones (an earlier leader wrote them) are left as they are.
+    /// - Throws: ``SchedulerError/Code/leadershipLost`` when the fence no longer holds; other
+    ///   store failures as they are.
+    func createIfAbsent<R: Resource>(_ objects: [R]) async throws -> [R] {
+        var remaining = objects[...]
+        var created: [R] = []
+        while !remaining.isEmpty {
+            var chunk = Array(remaining.prefix(limit))
+            remaining = remaining.dropFirst(chunk.count)
+            var committed = false
+            while !committed, !chunk.isEmpty {
+                var txn = StoreTransaction()
+                txn.require(leader.fence, reason: Reason.leaderFence, tag: Tag.leaderFence)
+                for object in chunk { try txn.create(object) }
+                do {
+                    _ = try await store.commit(txn)
+                    committed = true
+                } catch let error as StoreError where error.code == .alreadyExists {
+                    // Some were written before (by an earlier leader): keep only the absent ones.
+                    let present = try await store.existingKeys(of: chunk)
+                    chunk.removeAll { present.contains($0.storageKey) }
+                } catch let error as StoreError where Self.classify(error, kinds: []) == .leadershipLost {
+                    throw SchedulerError(.leadershipLost, "a fenced write was refused: \(leader.keyString) no longer leads")
+                }
+            }
+            created += chunk
+        }
+        return created
+    }
+
+    /// Sets the raw key `key` to `value` if its mod revision is still `revision` (0: absent),
+    /// fenced; returns its new mod revision.
+    /// - Throws: ``SchedulerError/Code/leadershipLost`` when the fence or the key moved: only
+    ///   another leader moves either.
+    func set(_ key: String, to value: String, ifModRevision revision: Int64) async throws -> Int64 {
+        var txn = StoreTransaction()
+        txn.require(leader.fence, reason: Reason.leaderFence, tag: Tag.leaderFence)
+        txn.set(key, to: Data(value.utf8), ifModRevision: revision, reason: Reason.meterCursor, tag: Tag.meterCursor)
+        do {
+            return try await store.commit(txn).revision
+        } catch let error as StoreError where error.code == .preconditionFailed || error.code == .conflict {
+            throw SchedulerError(.leadershipLost, "\(key) or the fence changed under this leader")
+        }
+    }
+
+    // MARK: Events
+
+    /// Writes the events that are due, in fenced transactions.
+    /// - Throws: ``SchedulerError/Code/leadershipLost`` when the fence no longer holds.
+    func flushEvents(now: Date = Date()) async throws {
+        let due = events.due(now: now, interval: Self.seconds(configuration.eventFlushInterval), forgetAfter: Self.seconds(configuration.eventTTL))
+        guard !due.isEmpty else { return }
+        let lease = try await eventLease.lease(etcd: store.client)
+        var start = 0
+        while start < due.count {
+            let chunk = Array(due[start..<min(start + limit, due.count)])
+            start += chunk.count
+            var txn = StoreTransaction()
+            txn.require(leader.fence, reason: Reason.leaderFence, tag: Tag.leaderFence)
+            for (_, op) in chunk { try txn.add(op, lease: lease) }
+            do {
+                let result = try await store.commit(txn)
+                events.committed(chunk.map(\.0), revision: result.revision, now: now)
+            } catch let error as StoreError {
+                if Self.classify(error, kinds: []) == .leadershipLost {
+                    throw SchedulerError(.leadershipLost, "a fenced event write was refused")
+                }
+                // Adopt what the store holds for the one that failed; the rest go next time.
+                if let index = error.failedIndex, index < chunk.count, let event = events.event(chunk[index].0) {
+                    let stored = try? await store.get(Event.self, tenant: event.metadata.tenant, name: event.metadata.name)
+                    events.reconcile(chunk[index].0, stored: stored)
+                }
+                return
+            }
+        }
+    }
+
+    private static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+}

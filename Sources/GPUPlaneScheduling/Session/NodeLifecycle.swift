@@ -1,0 +1,79 @@
+import Foundation
+import GPUPlaneCore
+import GPUPlaneSystem
+
+extension LeaderSession {
+    /// A node's `Ready` reasons written by the node-lifecycle step (``NodeLifecycle``).
+    public enum ReadyReason {
+        /// The heartbeat key is gone: the node stopped calling.
+        public static let heartbeatExpired = "HeartbeatExpired"
+        /// The heartbeat key is there.
+        public static let heartbeatReceived = "HeartbeatReceived"
+    }
+}
+
+/// Step 1 of the pass: a node's `Ready` condition follows its heartbeat key.
+///
+/// A key seen to expire → `Ready` false (`HeartbeatExpired`); a key back → true
+/// (`HeartbeatReceived`). A Ready node whose key was never seen (it registered a moment ago, or
+/// this term began after its key went) gets ``heartbeatGrace`` on this scheduler's own clock
+/// first, so two watches a moment apart never make a node that never stopped NotReady. Since
+/// when each such node is missing its key is this step's state across passes.
+final class NodeLifecycle: Sendable {
+    /// How long a Ready node may show no heartbeat key, without its key having been seen to
+    /// expire, before it is NotReady.
+    let heartbeatGrace: Duration
+    /// Ready nodes without a heartbeat key whose expiry was not seen, since when.
+    private let missingSince = Locked([String: ContinuousClock.Instant]())
+
+    init(heartbeatGrace: Duration) { self.heartbeatGrace = heartbeatGrace }
+
+    /// The nodes whose `Ready` condition changes, one unit each with its event.
+    func writes(_ input: PassInput) -> [WriteUnit] {
+        let liveness = input.liveness
+        let clock = input.clock
+        var units: [WriteUnit] = []
+        // A Ready node whose key is absent but was never seen to expire is silent only once
+        // the grace has passed on this scheduler's own clock.
+        let silent: Set<String> = missingSince.withLock { missingSince in
+            var silent = liveness.expired
+            var missing: [String: ContinuousClock.Instant] = [:]
+            for node in input.nodes
+            where !liveness.live.contains(node.metadata.name) && !liveness.expired.contains(node.metadata.name) {
+                let since = missingSince[node.metadata.name] ?? clock
+                missing[node.metadata.name] = since
+                if clock - since >= heartbeatGrace { silent.insert(node.metadata.name) }
+            }
+            missingSince = missing
+            return silent
+        }
+        for node in input.nodes {
+            let current = node.status.conditions.first { $0.type == NodeHeartbeat.readyCondition }
+            let alive = liveness.live.contains(node.metadata.name)
+            let ready = current?.status ?? false
+            var updated = node
+            let involved = OwnerReference(kind: .node, name: node.metadata.name, uid: node.metadata.uid)
+            if alive, !ready, current == nil || current?.reason == LeaderSession.ReadyReason.heartbeatExpired {
+                updated.status.conditions.removeAll { $0.type == NodeHeartbeat.readyCondition }
+                updated.status.conditions.append(Condition(
+                    type: NodeHeartbeat.readyCondition, status: true, reason: LeaderSession.ReadyReason.heartbeatReceived,
+                    message: "heartbeat key present", lastTransition: input.now))
+                units.append(WriteUnit(ops: [.update(updated)], events: [
+                    .init(involved: involved, tenant: ObjectMeta.clusterTenant, severity: .normal,
+                          reason: EventRecorder.Reason.nodeReady, message: "node \(node.metadata.name) is ready", aggregate: false)
+                ]))
+            } else if !alive, ready, silent.contains(node.metadata.name) {
+                updated.status.conditions.removeAll { $0.type == NodeHeartbeat.readyCondition }
+                updated.status.conditions.append(Condition(
+                    type: NodeHeartbeat.readyCondition, status: false, reason: LeaderSession.ReadyReason.heartbeatExpired,
+                    message: "heartbeat lease expired", lastTransition: input.now))
+                units.append(WriteUnit(ops: [.update(updated)], events: [
+                    .init(involved: involved, tenant: ObjectMeta.clusterTenant, severity: .warning,
+                          reason: EventRecorder.Reason.nodeNotReady,
+                          message: "node \(node.metadata.name) heartbeat expired; its replicas are rescheduled", aggregate: false)
+                ]))
+            }
+        }
+        return units
+    }
+}
