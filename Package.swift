@@ -119,7 +119,7 @@ let package = Package(
         .target(
             name: "GPUPlaneScheduling",
             dependencies: [
-                "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneSystem",
+                "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneSystem", "GPUPlaneService",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
@@ -212,7 +212,7 @@ let package = Package(
         .testTarget(
             name: "GPUPlaneSchedulingTests",
             dependencies: [
-                "GPUPlaneScheduling", "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneTestSupport",
+                "GPUPlaneScheduling", "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneTestSupport", "GPUPlaneService",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
