@@ -1,1 +1,0 @@
-// GPUPlaneAgent: under construction in this session.
