@@ -197,7 +197,7 @@ final class LeaseKeeper: @unchecked Sendable {
 
     /// Sleeps `duration` unless stopped first; false when stopped.
     private func pause(_ duration: Duration) -> Bool {
-        let deadline = Date().addingTimeInterval(Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18)
+        let deadline = Date().addingTimeInterval(duration.seconds)
         condition.lock()
         defer { condition.unlock() }
         while !stopped {

@@ -26,7 +26,7 @@ public final class RotatingLease: Sendable {
     /// just before the next rotation still lives `ttl`.
     public func lease(etcd: Etcd.Client, now: ContinuousClock.Instant = .now) async throws -> Int64 {
         if let lease = current.withLock({ $0 }), now - lease.granted < rotation { return lease.id }
-        let seconds = (ttl + rotation).components.seconds + ((ttl + rotation).components.attoseconds > 0 ? 1 : 0)
+        let seconds = (ttl + rotation).wholeSecondsRoundedUp
         let granted = try await etcd.grantLease(ttl: max(1, seconds))
         current.withLock { $0 = (granted.id, now) }
         return granted.id

@@ -7,6 +7,7 @@ import GPUPlaneCore
 import GPUPlaneManifest
 import GPUPlaneService
 import GPUPlaneStore
+import GPUPlaneSystem
 import GPUPlaneTestSupport
 import Hummingbird
 import Logging
@@ -157,7 +158,7 @@ struct APIBench: AsyncParsableCommand {
             let start = ContinuousClock.now
             for _ in 0..<rounds { try await body() }
             let d = ContinuousClock.now - start
-            let us = (Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12) / Double(rounds)
+            let us = d.seconds * 1e6 / Double(rounds)
             let cpu = (LoadPhases.cpuTicks("self") - cpu0) / Double(sysconf(Int32(_SC_CLK_TCK))) * 1e6 / Double(rounds)
             print(String(format: "  %-44@ %8.1f µs wall %8.1f µs CPU of this process", label as NSString, us, cpu))
         }

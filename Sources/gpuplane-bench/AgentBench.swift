@@ -135,8 +135,7 @@ struct AgentBench: AsyncParsableCommand {
         }
         let cpu1 = try Self.cpuTicks(pid)
         let threads1 = Self.threadTicks(pid)
-        let elapsed = (clock.now - t0).components
-        let wall = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+        let wall = (clock.now - t0).seconds
         let cpuPercent = (cpu1 - cpu0) / ticks / wall * 100
         let rss = rssSamples.max() ?? 0
         let hwm = try Self.statusField(pid, "VmHWM:") / 1024

@@ -117,7 +117,7 @@ struct StoreBench: AsyncParsableCommand {
             return try await group.reduce(0, +)
         }
         let elapsed = ContinuousClock.now - start
-        return Double(total) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        return Double(total) / elapsed.seconds
     }
 
     /// Puts `samples` keys one after another and times each from just before the put until its
@@ -132,7 +132,7 @@ struct StoreBench: AsyncParsableCommand {
                 for event in batch.events {
                     if let t0 = sent.withLock({ $0[event.kv.keyString] }) {
                         let d = now - t0
-                        let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+                        let ms = d.seconds * 1000
                         latencies.withLock { $0.append(ms) }
                     }
                 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GPUPlaneSystem
 
 /// Closed-loop load for the benchmarks: `workers` tasks each repeat one operation for
 /// `seconds`; the result is the rate, the latency percentiles, and the CPU each process spent per
@@ -37,7 +38,6 @@ struct LoadPhases {
         let selfBefore = Self.cpuTicks("self")
         let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
         let start = ContinuousClock.now
-        func secs(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
         // (seconds since the phase began, latency) per operation.
         let samples = try await withThrowingTaskGroup(of: [(Double, Double)].self) { group in
             for w in 0..<workers {
@@ -47,7 +47,7 @@ struct LoadPhases {
                     while ContinuousClock.now < deadline {
                         let t0 = ContinuousClock.now
                         try await op(w, i)
-                        samples.append((secs(t0 - start), secs(ContinuousClock.now - t0)))
+                        samples.append(((t0 - start).seconds, (ContinuousClock.now - t0).seconds))
                         i += 1
                     }
                     return samples
@@ -55,7 +55,7 @@ struct LoadPhases {
             }
             return try await group.reduce(into: [(Double, Double)]()) { $0 += $1 }
         }
-        let elapsed = secs(ContinuousClock.now - start)
+        let elapsed = (ContinuousClock.now - start).seconds
         let sorted = samples.map(\.1).sorted()
         func pct(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))

@@ -124,8 +124,8 @@ struct SchedulerBench: AsyncParsableCommand {
         let expected = min(replicas, nodeCount * gpus)
         try await waitFor("\(expected) bound", seconds: timeout) { bound.withLock { $0.count } >= expected }
         let lastBound = bound.withLock { $0.values.max() } ?? .now
-        let elapsed = seconds(lastBound - start)
-        let latencies = bound.withLock { b in created.withLock { c in b.compactMap { k, t in c[k].map { seconds(t - $0) * 1000 } } } }.sorted()
+        let elapsed = (lastBound - start).seconds
+        let latencies = bound.withLock { b in created.withLock { c in b.compactMap { k, t in c[k].map { (t - $0).seconds * 1000 } } } }.sorted()
         func pct(_ p: Double) -> Double { latencies.isEmpty ? .nan : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
         let stats = scheduler.currentSession?.statistics
         let boundCount = bound.withLock { $0.count }
@@ -215,7 +215,7 @@ struct SchedulerBench: AsyncParsableCommand {
                 owner: OwnerReference(kind: .application, name: name, uid: name), role: "main", mode: .dedicated,
                 modelSlug: nil, gpus: 1, vramGB: 80, machineTypes: [], priority: .inference, image: "bench")))
         try await waitFor("\(name) bound", seconds: limit) { bound.withLock { $0["failover/\(name)"] != nil } }
-        return seconds((bound.withLock { $0["failover/\(name)"] } ?? .now) - t0)
+        return ((bound.withLock { $0["failover/\(name)"] } ?? .now) - t0).seconds
     }
 
     private func etcdTxnRate(_ client: Etcd.Client) async throws -> Double {
@@ -239,7 +239,7 @@ struct SchedulerBench: AsyncParsableCommand {
             return try await group.reduce(0, +)
         }
         _ = try await client.delete(.prefix("/bench/txn/"))
-        return Double(total) / seconds(ContinuousClock.now - start)
+        return Double(total) / (ContinuousClock.now - start).seconds
     }
 
     private func hollowNode(_ i: Int) -> Node {
@@ -259,9 +259,5 @@ struct SchedulerBench: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(5))
         }
         throw ValidationError("timed out after \(limit) s waiting for \(what)")
-    }
-
-    private func seconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
 }

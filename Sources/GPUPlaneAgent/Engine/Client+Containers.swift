@@ -4,6 +4,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import GPUPlaneSystem
 
 extension ContainerEngine.Client {
     /// Creates a container from `spec` (validated first) and returns its id. Nothing is pulled.
@@ -85,7 +86,7 @@ extension ContainerEngine.Client {
     /// grace period plus the configured request timeout.
     /// Maps to `POST /v1.41/containers/{id}/stop?t=…`.
     public func stop(_ container: String, gracePeriod: Duration = .seconds(10)) async throws(EngineError) {
-        let seconds = max(0, Int(gracePeriod.components.seconds) + (gracePeriod.components.attoseconds > 0 ? 1 : 0))
+        let seconds = max(0, Int(gracePeriod.wholeSecondsRoundedUp))
         let path = ContainerEngine.compatPrefix + "/containers/" + Self.segment(container) + "/stop"
         let response = try await send(
             .post, path, query: [("t", "\(seconds)")], timeout: gracePeriod + configuration.requestTimeout,

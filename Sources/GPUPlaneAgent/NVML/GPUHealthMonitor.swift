@@ -564,12 +564,6 @@ private final class Engine: @unchecked Sendable {
 }
 
 extension Duration {
-    /// In seconds, as a `TimeInterval`.
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
-    }
-
     /// In whole milliseconds, clamped to `0...UInt32.max`.
     var milliseconds: UInt32 {
         let value = (seconds * 1000).rounded(.up)
