@@ -11,21 +11,9 @@ public enum Etcd {}
 extension Etcd {
     /// How to reach an etcd cluster.
     public struct Configuration: Sendable {
-        /// Client certificates and the CA to trust, for `https://` endpoints.
-        public struct TLS: Sendable, Hashable {
-            /// PEM file of the CA that signed the members' certificates.
-            public var caFile: String?
-            /// PEM client certificate.
-            public var certFile: String?
-            /// PEM client key.
-            public var keyFile: String?
-            /// Makes a TLS configuration.
-            public init(caFile: String? = nil, certFile: String? = nil, keyFile: String? = nil) {
-                self.caFile = caFile
-                self.certFile = certFile
-                self.keyFile = keyFile
-            }
-        }
+        /// Client certificates and the CA to trust (the CA that signed the members'
+        /// certificates), for `https://` endpoints: ``CurlHTTP``'s one TLS configuration.
+        public typealias TLS = CurlHTTP.TLS
 
         /// The members' client URLs, e.g. `http://127.0.0.1:2379`. Requests go to one member
         /// and move to the next when it fails.
@@ -65,14 +53,6 @@ extension Etcd {
             self.streamIdleTimeout = streamIdleTimeout
             self.logger = logger
         }
-    }
-
-    /// Whether a request may be sent again after an ambiguous failure.
-    enum Retry {
-        /// Safe to repeat (reads, and writes whose repetition changes nothing).
-        case idempotent
-        /// Repeated only when it provably never reached a member.
-        case onlyIfNotSent
     }
 
     /// An etcd client. Thread-safe; share one per process and cluster.
@@ -134,16 +114,18 @@ extension Etcd {
             }
         }
 
-        var maxAttempts: Int {
-            1 + (configuration.maxRetries > 0 ? configuration.maxRetries : configuration.endpoints.count * 2)
+        /// ``Configuration/maxRetries`` and ``Configuration/retryBackoff`` as ``CurlHTTP``'s
+        /// retry policy: the pause doubles at most five times and up to one second, times a
+        /// random 0.5…1.
+        var retryPolicy: CurlHTTP.RetryPolicy {
+            let retries = configuration.maxRetries > 0 ? configuration.maxRetries : configuration.endpoints.count * 2
+            return .doubling(retries: retries, firstDelay: configuration.retryBackoff, maxDelay: .seconds(1), jitter: 0.5...1.0)
         }
 
-        func backoff(_ attempt: Int) async throws {
-            let base = configuration.retryBackoff * (1 << min(attempt, 5))
-            let capped = min(base, .seconds(1))
-            let jitter = Double.random(in: 0.5...1.0)
+        /// The pause after `failures` failures (streams reconnecting).
+        func backoff(_ failures: Int) async throws {
             do {
-                try await Task.sleep(for: capped * jitter)
+                try await retryPolicy.sleep(after: failures)
             } catch {
                 throw EtcdError.cancelled
             }
@@ -162,7 +144,7 @@ extension Etcd {
                 method: .post, url: endpoint + path, headers: headers, body: body,
                 timeout: stream ? nil : (timeout ?? configuration.requestTimeout),
                 connectTimeout: configuration.dialTimeout,
-                tls: configuration.tls.map { CurlHTTP.TLS(caFile: $0.caFile, certFile: $0.certFile, keyFile: $0.keyFile) })
+                tls: configuration.tls)
         }
 
         /// Runs one transfer on the client's libcurl thread; cancelling the task aborts it.
@@ -173,7 +155,7 @@ extension Etcd {
         /// Sends `body` to `path`, moving to the next member and retrying as `retry` allows, and
         /// decodes the answer.
         func call<Body: Encodable, Response: Decodable>(
-            _ path: String, _ body: Body, retry: Retry, timeout: Duration? = nil,
+            _ path: String, _ body: Body, retry: CurlHTTP.Idempotence, timeout: Duration? = nil,
             as type: Response.Type = Response.self
         ) async throws -> Response {
             let data = try encode(body)
@@ -197,48 +179,52 @@ extension Etcd {
             }
         }
 
-        /// The retry loop of every unary call.
-        func send(_ path: String, _ body: Data, retry: Retry, timeout: Duration? = nil) async throws -> HTTPResponse {
-            var lastError = EtcdError.unavailable("no attempt made")
+        /// Every unary call: sent to the preferred member and, as ``retryPolicy`` allows for
+        /// `retry`, again to the next one after a failure without an answer or an answer that
+        /// another member might not give (``isRetriable(_:)``). An expired auth token is
+        /// renewed once, within the attempt.
+        func send(_ path: String, _ body: Data, retry: CurlHTTP.Idempotence, timeout: Duration? = nil) async throws -> HTTPResponse {
+            let policy = retryPolicy
             var reauthenticated = false
-            var attempt = 0
-            while attempt < maxAttempts {
-                if Task.isCancelled { throw EtcdError.cancelled }
-                if configuration.credentials != nil, state.withLock({ $0.token }) == nil {
-                    try await authenticate()
-                }
-                let index = currentEndpointIndex
-                let endpoint = configuration.endpoints[index]
-                let request = makeRequest(endpoint: endpoint, path: path, body: body, stream: false, timeout: timeout)
-                switch await perform(request) {
-                case .cancelled:
-                    throw EtcdError.cancelled
-                case .failed(let message, let reachedServer, let timedOut):
-                    var error =
-                        timedOut ? EtcdError.timeout(message, endpoint: endpoint)
-                        : EtcdError.unavailable(message, endpoint: endpoint)
-                    error.endpoint = endpoint
-                    lastError = error
-                    endpointFailed(index)
-                    guard retry == .idempotent || !reachedServer else { throw error }
-                    logger.debug("etcd request failed, trying next member", metadata: ["path": "\(path)", "endpoint": "\(endpoint)", "error": "\(message)"])
-                case .completed(let response):
-                    if response.status == 200 { return response }
-                    var error = Self.gatewayError(response)
-                    error.endpoint = endpoint
-                    if error.code == .unauthenticated, configuration.credentials != nil, !reauthenticated {
-                        reauthenticated = true
-                        state.withLock { $0.token = nil }
-                        continue
+            return try await policy.run(cancelled: { EtcdError.cancelled }) {
+                (_: Int) async throws -> CurlHTTP.RetryPolicy.Outcome<HTTPResponse, any Error> in
+                while true {
+                    if Task.isCancelled { throw EtcdError.cancelled }
+                    if configuration.credentials != nil, state.withLock({ $0.token }) == nil {
+                        try await authenticate()
                     }
-                    guard Self.isRetriable(error), retry == .idempotent else { throw error }
-                    lastError = error
-                    endpointFailed(index)
+                    let index = currentEndpointIndex
+                    let endpoint = configuration.endpoints[index]
+                    let request = makeRequest(endpoint: endpoint, path: path, body: body, stream: false, timeout: timeout)
+                    switch await http.performResult(request) {
+                    case .failure(let failure) where failure.code == .cancelled:
+                        throw EtcdError.cancelled
+                    case .failure(let failure):
+                        var error =
+                            failure.code == .timeout ? EtcdError.timeout(failure.message, endpoint: endpoint)
+                            : EtcdError.unavailable(failure.message, endpoint: endpoint)
+                        error.endpoint = endpoint
+                        endpointFailed(index)
+                        guard policy.mayRetry(failure, retry) else { return .final(.failure(error)) }
+                        logger.debug(
+                            "etcd request failed, trying next member",
+                            metadata: ["path": "\(path)", "endpoint": "\(endpoint)", "error": "\(failure.message)"])
+                        return .retryable(.failure(error))
+                    case .success(let response):
+                        if response.status == 200 { return .final(.success(response)) }
+                        var error = Self.gatewayError(response)
+                        error.endpoint = endpoint
+                        if error.code == .unauthenticated, configuration.credentials != nil, !reauthenticated {
+                            reauthenticated = true
+                            state.withLock { $0.token = nil }
+                            continue
+                        }
+                        guard Self.isRetriable(error), retry == .idempotent else { return .final(.failure(error)) }
+                        endpointFailed(index)
+                        return .retryable(.failure(error))
+                    }
                 }
-                attempt += 1
-                if attempt < maxAttempts { try await backoff(attempt - 1) }
             }
-            throw lastError
         }
 
         /// Whether another member might serve what this one refused.
@@ -280,8 +266,9 @@ extension Etcd {
             struct Request: Encodable { var name: String; var password: String }
             struct Response: Decodable { var token: String? }
             let body = try encode(Request(name: credentials.user, password: credentials.password))
-            var lastError = EtcdError.unavailable("no attempt made")
-            for attempt in 0..<maxAttempts {
+            // Every failure without an answer is retried: authenticating changes nothing.
+            try await retryPolicy.run(cancelled: { EtcdError.cancelled }) {
+                (_: Int) async throws -> CurlHTTP.RetryPolicy.Outcome<Void, any Error> in
                 let index = currentEndpointIndex
                 let endpoint = configuration.endpoints[index]
                 let request = makeRequest(
@@ -290,8 +277,9 @@ extension Etcd {
                 case .cancelled:
                     throw EtcdError.cancelled
                 case .failed(let message, _, let timedOut):
-                    lastError = timedOut ? .timeout(message, endpoint: endpoint) : .unavailable(message, endpoint: endpoint)
                     endpointFailed(index)
+                    let error: EtcdError = timedOut ? .timeout(message, endpoint: endpoint) : .unavailable(message, endpoint: endpoint)
+                    return .retryable(.failure(error))
                 case .completed(let response):
                     if response.status == 200 {
                         let token = try decode(Response.self, from: response.body).token
@@ -299,7 +287,7 @@ extension Etcd {
                             throw EtcdError(code: .unauthenticated, message: "auth is not enabled on the cluster")
                         }
                         state.withLock { $0.token = token }
-                        return
+                        return .final(.success(()))
                     }
                     var error = Self.gatewayError(response)
                     guard Self.isRetriable(error) else {
@@ -308,12 +296,10 @@ extension Etcd {
                             body: error.body, grpcCode: error.grpcCode, endpoint: endpoint)
                         throw error
                     }
-                    lastError = error
                     endpointFailed(index)
+                    return .retryable(.failure(error))
                 }
-                try await backoff(attempt)
             }
-            throw lastError
         }
     }
 }

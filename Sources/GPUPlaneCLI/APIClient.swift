@@ -43,6 +43,9 @@ public struct APIClient: Sendable {
     /// The bearer token, if any.
     public let token: String?
     private static let http = CurlHTTP.Client(name: "gpuplane-cli", maxConnections: 4)
+    /// Three attempts, 200 ms then 400 ms apart; which requests may be sent again is decided
+    /// per call (reads only when the server was not reached, writes never).
+    static let retryPolicy = CurlHTTP.RetryPolicy.doubling(retries: 2, firstDelay: .milliseconds(200))
 
     /// One answer: status and body.
     public struct Answer: Sendable {
@@ -70,18 +73,20 @@ public struct APIClient: Sendable {
         if let token { headers.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
         if body != nil { headers.append(CurlHTTP.Header("Content-Type", contentType)) }
         let request = CurlHTTP.Request(method: method, url: base + path, headers: headers, body: body, timeout: .seconds(30))
-        var attempt = 0
-        while true {
-            attempt += 1
+        let idempotence: CurlHTTP.Idempotence = method == .get ? .onlyIfNotSent : .never
+        let policy = Self.retryPolicy
+        let response = try await policy.run(cancelled: { CancellationError() }) {
+            (_: Int) async throws -> CurlHTTP.RetryPolicy.Outcome<CurlHTTP.Response, any Error> in
             switch await Self.http.performResult(request) {
             case .success(let response):
-                return Answer(status: response.status, body: response.body)
-            case .failure(let error) where method == .get && !error.reachedServer && attempt < 3:
-                try await Task.sleep(for: .milliseconds(200 * attempt))
+                return .final(.success(response))
             case .failure(let error):
-                throw CLIError("cannot reach the api-server at \(base): \(error.message); check --server or $GPUPLANE_SERVER")
+                let failure = CLIError(
+                    "cannot reach the api-server at \(base): \(error.message); check --server or $GPUPLANE_SERVER")
+                return policy.mayRetry(error, idempotence) ? .retryable(.failure(failure)) : .final(.failure(failure))
             }
         }
+        return Answer(status: response.status, body: response.body)
     }
 
     /// Sends one request and returns its JSON.

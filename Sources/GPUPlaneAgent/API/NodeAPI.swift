@@ -33,6 +33,9 @@ extension NodeAPI {
         public var maxRetries: Int
         /// The first pause between retries; it doubles each time.
         public var retryBackoff: Duration
+        /// ``maxRetries`` and ``retryBackoff`` as ``CurlHTTP``'s retry policy: the pause
+        /// doubles at most five times, without jitter; 502, 503 and 504 are retried.
+        public var retryPolicy: CurlHTTP.RetryPolicy { .doubling(retries: maxRetries, firstDelay: retryBackoff) }
         /// A watch that sends nothing (not even a bookmark) for this long is dropped and
         /// resumed from its last resourceVersion.
         public var watchIdleTimeout: Duration
@@ -105,35 +108,18 @@ extension NodeAPI {
                 connectTimeout: configuration.connectTimeout, tls: configuration.tls)
         }
 
-        /// Sends one idempotent call, retrying after no answer or 502/503/504, and returns a
-        /// 2xx answer; any other answer throws.
+        /// Sends one idempotent call, again as ``Configuration/retryPolicy`` allows (after no
+        /// answer or 502/503/504), and returns a 2xx answer; any other answer throws.
         func send(_ method: CurlHTTP.Method, _ path: String, body: Data? = nil) async throws(NodeAPIError) -> CurlHTTP.Response {
             let request = request(method, path, body: body, timeout: configuration.requestTimeout)
-            var attempt = 0
-            while true {
-                let failure: NodeAPIError
-                switch await http.performResult(request) {
-                case .success(let response) where response.isSuccess:
-                    return response
-                case .success(let response):
-                    let error = Self.failure(response, path: path)
-                    guard [502, 503, 504].contains(response.status) else { throw error }
-                    failure = error
-                case .failure(let error):
-                    failure = Self.transportError(error, path: path)
-                    guard error.code != .cancelled && error.code != .shutDown else { throw failure }
-                }
-                guard attempt < configuration.maxRetries else { throw failure }
+            let result = await http.performResult(request, retrying: configuration.retryPolicy, idempotence: .idempotent) {
+                attempt, outcome in
+                let failure = Self.failure(outcome, path: path)
                 logger.debug(
-                    "api-server call failed; retrying",
-                    metadata: ["path": "\(path)", "attempt": "\(attempt + 1)", "error": "\(failure)"])
-                do {
-                    try await Task.sleep(for: configuration.retryBackoff * (1 << min(attempt, 5)))
-                } catch {
-                    throw NodeAPIError(code: .cancelled, message: "cancelled", path: path)
-                }
-                attempt += 1
+                    "api-server call failed; retrying", metadata: ["path": "\(path)", "attempt": "\(attempt + 1)", "error": "\(failure)"])
             }
+            if case .success(let response) = result, response.isSuccess { return response }
+            throw Self.failure(result, path: path)
         }
 
         /// ``send(_:_:body:)`` decoding the answer as `type`.
@@ -176,6 +162,14 @@ extension NodeAPI {
             return NodeAPIError(
                 code: code, message: wire?.error.message ?? "HTTP \(response.status)", httpStatus: response.status,
                 body: String(decoding: response.body.prefix(2000), as: UTF8.self), path: path)
+        }
+
+        /// The error for an exchange that did not succeed: a non-2xx answer or none.
+        static func failure(_ outcome: Result<CurlHTTP.Response, CurlHTTPError>, path: String) -> NodeAPIError {
+            switch outcome {
+            case .success(let response): failure(response, path: path)
+            case .failure(let error): transportError(error, path: path)
+            }
         }
 
         static func transportError(_ error: CurlHTTPError, path: String) -> NodeAPIError {

@@ -41,6 +41,9 @@ extension ContainerEngine {
         public var maxRetries: Int
         /// The first pause between retries; it doubles each time.
         public var retryBackoff: Duration
+        /// ``maxRetries`` and ``retryBackoff`` as ``CurlHTTP``'s retry policy: the pause
+        /// doubles at most five times, without jitter; 502, 503 and 504 are retried.
+        public var retryPolicy: CurlHTTP.RetryPolicy { .doubling(retries: maxRetries, firstDelay: retryBackoff) }
         /// The CDI kind of GPUs on Podman: a GPU of index `i` is the CDI device `<kind>=<i>`.
         public var cdiGPUKind: String
         /// Where the client logs.
@@ -60,14 +63,6 @@ extension ContainerEngine {
             self.cdiGPUKind = cdiGPUKind
             self.logger = logger
         }
-    }
-
-    /// Whether a call may be sent again after it failed without an answer.
-    enum Retry {
-        /// Safe to repeat: reads, and writes that converge (start, stop, remove).
-        case idempotent
-        /// Repeated only when it provably never reached the engine (create).
-        case onlyIfNotSent
     }
 
     /// A container engine client. Thread-safe; share one per process.
@@ -110,11 +105,12 @@ extension ContainerEngine {
 
         // MARK: Requests
 
-        /// Sends one request to the engine, retrying as `retry` allows, and returns the
-        /// answer whatever its status.
+        /// Sends one request to the engine, again as ``Configuration/retryPolicy`` allows for
+        /// `retry` (idempotent: reads, and writes that converge such as start, stop, remove;
+        /// only if not sent: create), and returns the answer whatever its status.
         func send(
             _ method: CurlHTTP.Method, _ path: String, query: [(String, String)] = [], body: Data? = nil,
-            timeout: Duration? = nil, retry: Retry
+            timeout: Duration? = nil, retry: CurlHTTP.Idempotence
         ) async throws(EngineError) -> CurlHTTP.Response {
             var headers: [CurlHTTP.Header] = []
             if body != nil { headers.append(CurlHTTP.Header("Content-Type", "application/json")) }
@@ -122,37 +118,26 @@ extension ContainerEngine {
                 method: method, url: "http://localhost" + path + Self.queryString(query), headers: headers,
                 body: body, timeout: timeout ?? configuration.requestTimeout,
                 connectTimeout: configuration.connectTimeout, unixSocketPath: configuration.socketPath)
-            var attempt = 0
-            while true {
-                let failure: EngineError
-                switch await http.performResult(request) {
-                case .success(let response):
-                    guard retry == .idempotent, [502, 503, 504].contains(response.status), attempt < configuration.maxRetries
-                    else { return response }
-                    failure = Self.refused(response, subject: path)
-                case .failure(let error):
-                    failure = Self.transportError(error, path: path)
-                    let mayRetry =
-                        error.code != .cancelled && error.code != .shutDown
-                        && (retry == .idempotent || !error.reachedServer)
-                    guard mayRetry, attempt < configuration.maxRetries else { throw failure }
-                }
+            let result = await http.performResult(request, retrying: configuration.retryPolicy, idempotence: retry) {
+                attempt, outcome in
+                let failure: EngineError =
+                    switch outcome {
+                    case .success(let response): Self.refused(response, subject: path)
+                    case .failure(let error): Self.transportError(error, path: path)
+                    }
                 logger.debug(
-                    "engine request failed; retrying",
-                    metadata: ["path": "\(path)", "attempt": "\(attempt + 1)", "error": "\(failure)"])
-                do {
-                    try await Task.sleep(for: configuration.retryBackoff * (1 << min(attempt, 5)))
-                } catch {
-                    throw EngineError(code: .cancelled, message: "cancelled", subject: path)
-                }
-                attempt += 1
+                    "engine request failed; retrying", metadata: ["path": "\(path)", "attempt": "\(attempt + 1)", "error": "\(failure)"])
+            }
+            switch result {
+            case .success(let response): return response
+            case .failure(let error): throw Self.transportError(error, path: path)
             }
         }
 
         /// `send` for calls that answer JSON on success (`expecting`), decoding it.
         func call<Response: Decodable>(
             _ method: CurlHTTP.Method, _ path: String, query: [(String, String)] = [], body: Data? = nil,
-            timeout: Duration? = nil, retry: Retry, expecting: Set<Int> = [200], subject: String? = nil,
+            timeout: Duration? = nil, retry: CurlHTTP.Idempotence, expecting: Set<Int> = [200], subject: String? = nil,
             as type: Response.Type = Response.self
         ) async throws(EngineError) -> Response {
             let response = try await send(method, path, query: query, body: body, timeout: timeout, retry: retry)
