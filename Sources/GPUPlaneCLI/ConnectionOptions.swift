@@ -1,0 +1,35 @@
+import ArgumentParser
+import Foundation
+
+/// Where the api-server is and who is asking: `--server`/`GPUPLANE_SERVER`, and the token from
+/// `--token`, `--token-file`, `GPUPLANE_TOKEN` or `GPUPLANE_TOKEN_FILE`.
+public struct ConnectionOptions: ParsableArguments {
+    /// The api-server's base URL.
+    @Option(help: "The api-server's URL (default: $GPUPLANE_SERVER, else http://127.0.0.1:8080).")
+    public var server: String?
+
+    /// A bearer token.
+    @Option(help: "A bearer token (default: $GPUPLANE_TOKEN). Prefer --token-file: arguments show in ps.")
+    public var token: String?
+
+    /// A file holding the token.
+    @Option(help: "A file whose first line is the bearer token (default: $GPUPLANE_TOKEN_FILE).")
+    public var tokenFile: String?
+
+    public init() {}
+
+    /// The client these options describe.
+    /// - Throws: `ValidationError` naming the option when the token file cannot be read.
+    public func client(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> APIClient {
+        var base = server ?? environment["GPUPLANE_SERVER"] ?? "http://127.0.0.1:8080"
+        while base.hasSuffix("/") { base.removeLast() }
+        var secret = token ?? environment["GPUPLANE_TOKEN"]
+        if secret == nil, let path = tokenFile ?? environment["GPUPLANE_TOKEN_FILE"] {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw ValidationError("--token-file: cannot read '\(path)'")
+            }
+            secret = text.split(whereSeparator: \.isNewline).first.map { $0.trimmingCharacters(in: .whitespaces) }
+        }
+        return APIClient(base: base, token: secret)
+    }
+}

@@ -1,0 +1,66 @@
+import ArgumentParser
+import Foundation
+
+/// `gpuplane describe KIND NAME`: one application or deployment in words, with its replicas
+/// (where each runs, or why it waits) and the events about it and them.
+public struct DescribeCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "describe", abstract: "Show an application or deployment with its replicas and events.")
+
+    @Argument(help: "application or deployment.")
+    public var kind: ResourceKindName
+
+    @Argument(help: "Its name.")
+    public var name: String
+
+    @OptionGroup public var connection: ConnectionOptions
+
+    public init() {}
+
+    public func run() async throws {
+        do {
+            print(try await Self.render(kind: kind, name: name, client: try connection.client()))
+        } catch let error as CLIError {
+            FileHandle.standardError.write(Data((error.description + "\n").utf8))
+            throw ExitCode(1)
+        }
+    }
+
+    /// What `describe` prints.
+    public static func render(kind: ResourceKindName, name: String, client: APIClient) async throws -> String {
+        guard kind == .applications || kind == .deployments else {
+            throw CLIError("error: describe shows applications and deployments, not \(kind.rawValue)")
+        }
+        let escaped = name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name
+        let object = try await client.json(.get, "\(kind.path)/\(escaped)")
+        // A deployment's instances are `deploy.<model_name>.<n>`; an application's `<name>.<pod>`.
+        let objectName = kind == .deployments ? (object["model_name"].string ?? name) : name
+        let prefix = kind == .deployments ? "deploy.\(objectName)." : "\(objectName)."
+        let replicas = try await client.json(.get, ResourceKindName.replicas.path)["items"].elements
+            .filter { $0.at("metadata.name").string?.hasPrefix(prefix) == true }
+        let names = Set([objectName] + replicas.compactMap { $0.at("metadata.name").string })
+        let events = try await client.json(.get, ResourceKindName.events.path)["items"].elements
+            .filter { names.contains($0.at("spec.involved.name").string ?? "") }
+        var lines: [String] = []
+        switch kind {
+        case .deployments:
+            lines.append("Deployment:  \(object["full_name"].cell)   (deploy id \(object["deploy_id"].cell))")
+            lines.append("GPU:         \(object["num_gpus"].cell) × \(object["gpu"].cell), max_batch_size \(object["max_batch_size"].cell)")
+            lines.append("Weights:     \(object.at("hf.repo").cell)")
+            lines.append("Instances:   \(object.at("status.instances_running").cell) running of \(object.at("status.instances_wanted").cell) wanted (min \(object.at("settings.min_instances").cell), max \(object.at("settings.max_instances").cell))")
+            lines.append("State:       \(object.at("status.state").cell)\(object.at("status.message").string.map { ": \($0)" } ?? "")")
+        default:
+            lines.append("Application: \(object.at("metadata.name").cell)   (tenant \(object.at("metadata.tenant").cell), resourceVersion \(object.at("metadata.resourceVersion").cell))")
+            lines.append("Pods:        \(object.at("status.podsRunning").cell) running of \(object.at("status.podsWanted").cell)")
+            for pod in object.at("spec.pods").elements {
+                let gpu = pod["gpu"]
+                let what = gpu == .null ? "no GPU" : "gpu \(gpu["model"].cell)\(gpu["memoryGB"] == .null ? "" : " \(gpu["memoryGB"].cell) GB"), priority \(gpu["priority"].cell)"
+                lines.append("  \(pod["name"].cell): \(pod["image"].cell), \(what)")
+            }
+        }
+        for (title, kind, items) in [("Replicas", ResourceKindName.replicas, replicas), ("Events", .events, events)] {
+            lines += ["", "\(title):"] + (items.isEmpty ? ["  none"] : kind.table(items).map { "  " + $0 })
+        }
+        return lines.joined(separator: "\n")
+    }
+}
