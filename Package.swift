@@ -160,10 +160,14 @@ let package = Package(
         .target(
             name: "FakeNVML", dependencies: ["CNVML"],
             linkerSettings: [.unsafeFlags(["-Xlinker", "--as-needed"])]),
-        // Starts real etcd and journald processes on loopback for tests and benchmarks.
-        .target(name: "GPUPlaneTestSupport", dependencies: ["CurlHTTP", "GPUPlaneCore"]),
+        // The local cluster of `gpuplane-local` (the README's first command): supervised child
+        // processes, etcd, a podman service with fake CDI GPUs, the stand-in model server and the
+        // three daemons on loopback. The tests' etcd and podman fixtures are these too.
+        .target(name: "GPUPlaneLocal", dependencies: ["CurlHTTP", "GPUPlaneCore"]),
+        // For tests and benchmarks: journald, and GPUPlaneLocal's fixtures re-exported.
+        .target(name: "GPUPlaneTestSupport", dependencies: ["GPUPlaneLocal"]),
         // `gpuplane-local`: the whole control plane on one machine with fake GPUs.
-        .executableTarget(name: "gpuplane-local", dependencies: ["GPUPlaneTestSupport"]),
+        .executableTarget(name: "gpuplane-local", dependencies: ["GPUPlaneLocal"]),
 
         .executableTarget(name: "gpuplane", dependencies: ["GPUPlaneCLI"]),
         .executableTarget(

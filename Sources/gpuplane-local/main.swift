@@ -1,5 +1,5 @@
 import Foundation
-import GPUPlaneTestSupport
+import GPUPlaneLocal
 
 /// `gpuplane-local [--example FILE] [--keep-running]`: starts etcd, podman with fake GPUs and
 /// the three daemons, applies the example as an Enterprise tenant, and shows it placed and

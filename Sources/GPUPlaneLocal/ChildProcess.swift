@@ -4,7 +4,8 @@ import Foundation
 import Glibc
 #endif
 
-/// A real child process (etcd, journald, podman…) started by a test or benchmark.
+/// A real child process (etcd, journald, podman, the daemons…) started by a test, a benchmark
+/// or the local cluster.
 ///
 /// Every live child is remembered and killed when the test process exits, even when a
 /// test fails part-way, so no server outlives its run.
