@@ -265,7 +265,7 @@ final class Committer: Sendable {
     /// Writes the events that are due, in fenced transactions.
     /// - Throws: ``SchedulerError/Code/leadershipLost`` when the fence no longer holds.
     func flushEvents(now: Date = Date()) async throws {
-        let due = events.due(now: now, interval: Self.seconds(configuration.eventFlushInterval), forgetAfter: Self.seconds(configuration.eventTTL))
+        let due = events.due(now: now, interval: configuration.eventFlushInterval.seconds, forgetAfter: configuration.eventTTL.seconds)
         guard !due.isEmpty else { return }
         let lease = try await eventLease.lease(etcd: store.client)
         var start = 0
@@ -290,9 +290,5 @@ final class Committer: Sendable {
                 return
             }
         }
-    }
-
-    private static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }
