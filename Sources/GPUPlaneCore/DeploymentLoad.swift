@@ -6,8 +6,8 @@
 /// `/gpuplane/load/deployments/<tenant>/<deployment>/<reporter>`, under a lease, so the reports
 /// of an api-server that stops vanish with it.
 public struct DeploymentLoad: Codable, Sendable, Hashable {
-    /// The prefix every report is under.
-    public static let prefix = "/gpuplane/load/deployments/"
+    /// The prefix every report is under: ``KeySpace/deploymentLoads``.
+    public static var prefix: String { KeySpace.deploymentLoads }
 
     /// The most requests in flight or waiting for a slot at once during the interval.
     public var peak: Int
@@ -24,17 +24,16 @@ public struct DeploymentLoad: Codable, Sendable, Hashable {
     /// What this report asks for in requests at once: `peak`, or 1 for a cold start.
     public var demand: Int { max(peak, cold ? 1 : 0) }
 
-    /// The key of `reporter`'s report on `tenant`'s `deployment`.
+    /// The key of `reporter`'s report on `tenant`'s `deployment`:
+    /// ``KeySpace/deploymentLoad(tenant:deployment:reporter:)``.
     public static func key(tenant: String, deployment: String, reporter: String) -> String {
-        "\(prefix)\(tenant)/\(deployment)/\(reporter)"
+        KeySpace.deploymentLoad(tenant: tenant, deployment: deployment, reporter: reporter)
     }
 
-    /// The tenant and deployment a report key is about, or nil for a key of another shape.
+    /// The tenant and deployment a report key is about, or nil for a key of another shape:
+    /// ``KeySpace/deployment(ofLoadKey:)``.
     public static func deployment(ofKey key: String) -> (tenant: String, name: String)? {
-        guard key.hasPrefix(prefix) else { return nil }
-        let parts = key.dropFirst(prefix.count).split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty else { return nil }
-        return (String(parts[0]), String(parts[1]))
+        KeySpace.deployment(ofLoadKey: key)
     }
 
     /// Instances wanted for `demand` requests at once, `maxBatchSize` each, within

@@ -109,8 +109,8 @@ extension Resource {
 
     /// The key prefix of every object of this kind of one tenant, or of all tenants when `tenant` is nil.
     public static func storagePrefix(tenant: String?) -> String {
-        if let tenant { return "/gpuplane/\(kind.rawValue)/\(tenant)/" }
-        return "/gpuplane/\(kind.rawValue)/"
+        if let tenant { return KeySpace.resources(kind, tenant: tenant) }
+        return KeySpace.resources(kind)
     }
 }
 

@@ -47,11 +47,8 @@ public struct Tenant: Resource, Hashable {
     /// The GPU limit when none is set (`reference/custom-llm-deployments.txt`).
     public static let defaultGPULimit = 4
 
-    /// `/gpuplane/admission/<tenant>/gpus`: bumped by every write that adds whole GPUs to a
-    /// tenant (an api-server's admission, the autoscaler's scale-up), each guarded on it being
-    /// unchanged since the read its limit check was made on, so two such writes that each fit
-    /// the limit alone cannot both commit.
-    public static func gpuAdmissionKey(_ tenant: String) -> String { "/gpuplane/admission/\(tenant)/gpus" }
+    /// The tenant's GPU admission marker: ``KeySpace/gpuAdmission(tenant:)``.
+    public static func gpuAdmissionKey(_ tenant: String) -> String { KeySpace.gpuAdmission(tenant: tenant) }
 
     /// The tenant's settings.
     public struct Spec: Codable, Sendable, Hashable {
