@@ -218,8 +218,10 @@ public final class ResourceStore: Sendable {
         }
         for (j, condition) in txn.conditions.enumerated() {
             let index = txn.operations.count + j
-            let kv = index < reads.count ? reads[index].first : nil
-            if Self.holds(condition.compare, kv) { continue }
+            let kvs = index < reads.count ? reads[index] : []
+            // A condition on a range holds when it holds for every key there (for none: as
+            // for a missing key), as etcd decides it.
+            if kvs.isEmpty ? Self.holds(condition.compare, nil) : kvs.allSatisfy({ Self.holds(condition.compare, $0) }) { continue }
             var error = StoreError(code: .preconditionFailed, message: "condition failed: \(condition.reason)")
             error.key = String(decoding: condition.compare.range.key, as: UTF8.self)
             error.failedIndex = j
@@ -436,6 +438,19 @@ public struct StoreTransaction: Sendable {
         conditions.append(
             Condition(compare: Etcd.Compare(.key(data), .less, .modRevision(revision + 1)), reason: reason, tag: tag))
         markers.append(RawWrite(key: data, value: Data()))
+    }
+
+    /// Holds only if no key under `prefix` was written after `revision` (the revision a
+    /// decision read at): every key there that exists is last written at or before it. A key
+    /// deleted since is not seen (etcd compares the keys that exist), so pair it with deletes
+    /// of what was read, which fail when their object is gone. Otherwise the transaction fails
+    /// with ``StoreError/Code/preconditionFailed``, `failedCondition = reason` and
+    /// `failedConditionTag = tag`.
+    ///
+    /// A transaction with such a condition is committed alone, never batched with others.
+    public mutating func requireUnchanged(under prefix: String, since revision: Int64, reason: String, tag: ConditionTag? = nil) {
+        conditions.append(
+            Condition(compare: Etcd.Compare(.prefix(prefix), .less, .modRevision(revision + 1)), reason: reason, tag: tag))
     }
 
     /// Compare-and-swaps a raw key that is not an object (a cursor, a counter): the

@@ -6,7 +6,7 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
     /// What went wrong.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Value: String, Sendable {
-            case alreadyExists, notFound, conflict, preconditionFailed, invalid, corrupt, unavailable
+            case alreadyExists, notFound, conflict, preconditionFailed, invalid, corrupt, unavailable, compacted
         }
         private let value: Value
         private init(_ value: Value) { self.value = value }
@@ -25,6 +25,9 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         public static let corrupt = Code(.corrupt)
         /// etcd failed; see ``StoreError/etcd``.
         public static let unavailable = Code(.unavailable)
+        /// A watch asked for changes from a revision etcd has compacted away: list again and
+        /// watch from the list's revision.
+        public static let compacted = Code(.compacted)
 
         /// A short, stable name, safe as a metric label.
         public var description: String { value.rawValue }
@@ -75,9 +78,10 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         e.currentVersion = currentVersion
         return e
     }
-    /// Wraps an etcd failure.
+    /// Wraps an etcd failure: ``Code/compacted`` for a watch from a compacted revision,
+    /// ``Code/unavailable`` for anything else.
     public static func etcd(_ error: EtcdError) -> StoreError {
-        var e = StoreError(code: .unavailable, message: error.description)
+        var e = StoreError(code: error.code == .compacted ? .compacted : .unavailable, message: error.description)
         e.etcd = error
         return e
     }
