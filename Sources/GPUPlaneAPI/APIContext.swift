@@ -1,5 +1,6 @@
 import Foundation
 import GPUPlaneCore
+import GPUPlaneStore
 import Hummingbird
 import Logging
 
@@ -72,6 +73,9 @@ struct AuthMiddleware: RouterMiddleware {
         } catch let error as APIError {
             if mutating { record(request, context.principal, status: error.status.code) }
             throw error
+        } catch let error as StoreError {
+            if mutating { record(request, context.principal, status: APIError.from(error).status.code) }
+            throw error
         } catch let error as HTTPResponseError {
             if mutating { record(request, context.principal, status: error.status.code) }
             throw error
@@ -103,7 +107,8 @@ struct AuthMiddleware: RouterMiddleware {
 }
 
 /// Turns any error a route throws into our JSON error body, so clients never see a bare 500
-/// page or an HTML error: store errors map to 404/409/503, oversize bodies to 413.
+/// page or an HTML error: store errors map to 404/409/503 naming their object
+/// (``APIError/from(_:)``), so routes let them through; oversize bodies map to 413.
 struct ErrorMiddleware: RouterMiddleware {
     typealias Context = APIContext
     let logger: Logger
@@ -113,6 +118,12 @@ struct ErrorMiddleware: RouterMiddleware {
             return try await next(request, context)
         } catch let error as APIError {
             return try error.response(from: request, context: context)
+        } catch let error as StoreError {
+            let answer = APIError.from(error)
+            if answer.status == .internalServerError {
+                logger.error("request failed in the store", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            }
+            return try answer.response(from: request, context: context)
         } catch let error as HTTPError {
             let code: APIError.Code =
                 error.status == .notFound ? .notFound : error.status == .contentTooLarge ? .tooLarge

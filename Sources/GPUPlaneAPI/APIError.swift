@@ -100,7 +100,43 @@ public struct APIError: Error, HTTPResponseError, Sendable {
             column: first.column, details: diagnostics)
     }
 
-    /// The answer to a store failure.
+    /// The answer to a store failure, naming the object it is about from the error's key and
+    /// kind ("application web not found"): what ``ErrorMiddleware`` answers to a
+    /// ``StoreError`` a route lets through.
+    public static func from(_ error: StoreError) -> APIError {
+        from(error, what: subject(of: error))
+    }
+
+    /// What a store failure is about, in words: `<kind> <name>` from its object's key
+    /// (replicas as `<tenant>/<name>`, as their routes name them), the kind alone without a
+    /// key, and "an object of this request" when it names no object (a condition of the
+    /// transaction, which has a key but no kind).
+    static func subject(of error: StoreError) -> String {
+        if let kind = error.kind, let key = error.key, let object = KeySpace.object(ofKey: key), object.kind == kind {
+            let noun = noun(object.kind)
+            return object.kind == .replica ? "\(noun) \(object.tenant)/\(object.name)" : "\(noun) \(object.name)"
+        }
+        if let kind = error.kind { return noun(kind) }
+        return "an object of this request"
+    }
+
+    /// A kind's name in messages, singular.
+    static func noun(_ kind: ResourceKind) -> String {
+        switch kind {
+        case .application: return "application"
+        case .deployment: return "deployment"
+        case .replica: return "replica"
+        case .modelServer: return "model server"
+        case .node: return "node"
+        case .catalogModel: return "catalog model"
+        case .machineType: return "machine type"
+        case .tenant: return "tenant"
+        case .usageRecord: return "usage record"
+        case .event: return "event"
+        }
+    }
+
+    /// The answer to a store failure, naming the object concerned as `what`.
     public static func from(_ error: StoreError, what: String) -> APIError {
         switch error.code {
         case .notFound: return APIError(.notFound, .notFound, "\(what) not found")
@@ -110,8 +146,11 @@ public struct APIError: Error, HTTPResponseError, Sendable {
                 .conflict, .conflict,
                 "\(what) was changed by someone else (now at resourceVersion \(error.currentVersion ?? "?")); read it again and retry")
         case .preconditionFailed:
-            return APIError(.conflict, .conflict, "\(what) changed while the request ran; retry")
+            let why = error.failedCondition.map { " (\($0))" } ?? ""
+            return APIError(.conflict, .conflict, "\(what) changed while the request ran\(why); retry")
         case .unavailable: return APIError(.serviceUnavailable, .unavailable, "the store is unavailable; retry")
+        case .compacted:
+            return APIError(.gone, .gone, "the changes of \(what) asked for are compacted away; list again and watch from the list's resourceVersion")
         // The store refuses a request it cannot serve as given (a malformed version, say): the
         // routes check what clients send first, so this is a backstop, but the client's all
         // the same, never a 500.

@@ -1,4 +1,3 @@
-import EtcdClient
 import Foundation
 import GPUPlaneCore
 import GPUPlaneManifest
@@ -10,9 +9,8 @@ import ServiceLifecycle
 
 /// Everything the routes need; built once per process (or per test against a test etcd).
 public struct APIDependencies: Sendable {
-    /// The etcd client.
-    public var etcd: Etcd.Client
-    /// Typed objects in etcd.
+    /// Typed objects in etcd, and through it the other key families (tokens, heartbeats, load
+    /// reports, the inference secret): the api-server's only way to etcd.
     public var store: ResourceStore
     /// The model catalog.
     public var catalog: Catalog
@@ -40,26 +38,26 @@ public struct APIDependencies: Sendable {
     /// The inference gateway.
     public let gateway: InferenceGateway
 
-    /// Makes dependencies over `etcd`.
+    /// Makes dependencies over `store` (``ResourceStore/connect(endpoints:tls:requestTimeout:batchWrites:logger:)``
+    /// in the daemon).
     public init(
-        etcd: Etcd.Client, catalog: Catalog, adminTokens: [String], machineTypes: MachineTypeTable = .standard,
+        store: ResourceStore, catalog: Catalog, adminTokens: [String], machineTypes: MachineTypeTable = .standard,
         maxGPUMemoryGB: Int = ValidationContext.defaultMaxGPUMemoryGB,
         deploymentImage: String = "gpuplane/model-server:latest", heartbeatTTL: Int64 = 10,
         bookmarkInterval: Double = 10, inferenceTimeout: Duration = .seconds(600),
         inferenceQueueTimeout: Duration = .seconds(60), logger: Logger = Logger(label: "gpuplane.api")
     ) {
-        self.etcd = etcd
-        self.store = ResourceStore(client: etcd)
+        self.store = store
         self.catalog = catalog
         self.machineTypes = machineTypes
         self.maxGPUMemoryGB = maxGPUMemoryGB
-        self.authenticator = TokenAuthenticator(etcd: etcd, adminTokens: adminTokens)
+        self.authenticator = TokenAuthenticator(index: TokenIndex(store: store), adminTokens: adminTokens)
         self.deploymentImage = deploymentImage
         self.heartbeatTTL = heartbeatTTL
         self.bookmarkInterval = bookmarkInterval
         self.logger = logger
         self.tenants = Informer<Tenant>(store: store, tenant: ObjectMeta.clusterTenant, logger: logger)
-        self.inferenceKeys = InferenceKeys(etcd: etcd)
+        self.inferenceKeys = InferenceKeys(store: store)
         self.gateway = InferenceGateway(
             store: store, keys: inferenceKeys, timeout: inferenceTimeout, queueTimeout: inferenceQueueTimeout, logger: logger)
     }

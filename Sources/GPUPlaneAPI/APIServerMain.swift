@@ -1,7 +1,7 @@
-import EtcdClient
 import Foundation
 import GPUPlaneCore
 import GPUPlaneService
+import GPUPlaneStore
 import GPUPlaneSystem
 import Hummingbird
 import Logging
@@ -62,9 +62,9 @@ public enum APIServerMain {
                 throw ConfigurationError(
                     code: .invalidValue, key: "inference-queue-timeout", source: nil, detail: "must be at least 1 second, not \(queueTimeout)")
             }
-            let etcd = try Etcd.Client(Etcd.Configuration(endpoints: try config.list("etcd.endpoints") ?? ["http://127.0.0.1:2379"]))
+            let store = try ResourceStore.connect(endpoints: try config.list("etcd.endpoints") ?? ["http://127.0.0.1:2379"])
             let deps = APIDependencies(
-                etcd: etcd, catalog: catalog, adminTokens: adminTokens,
+                store: store, catalog: catalog, adminTokens: adminTokens,
                 maxGPUMemoryGB: try config.int("max-gpu-memory") ?? 96,
                 deploymentImage: try config.string("deployment-image") ?? "gpuplane/model-server:latest",
                 heartbeatTTL: Int64(try config.int("heartbeat-ttl") ?? 10), inferenceTimeout: .seconds(inferenceTimeout),
@@ -75,7 +75,7 @@ public enum APIServerMain {
             let app = buildApplication(
                 deps, host: try config.string("listen") ?? "127.0.0.1", port: try config.int("port") ?? 8080, limits: limits)
             let daemon = Daemon(
-                services: [EtcdReadiness(etcd: etcd, readiness: readiness, logger: logger), app],
+                services: [EtcdReadiness(store: store, readiness: readiness, logger: logger), app],
                 readiness: readiness, readyStatus: "serving", logger: logger)
             try await daemon.run()
             return 0
@@ -109,7 +109,7 @@ extension APIServerMain {
 
 /// Marks the daemon ready once etcd answers, retrying with backoff until then.
 struct EtcdReadiness: Service {
-    let etcd: Etcd.Client
+    let store: ResourceStore
     let readiness: ReadinessTracker
     let logger: Logger
 
@@ -117,7 +117,7 @@ struct EtcdReadiness: Service {
         var delay: UInt64 = 100_000_000
         while !Task.isCancelled {
             do {
-                _ = try await etcd.status()
+                try await store.ping()
                 readiness.markReady("etcd")
                 logger.info("etcd answers; ready")
                 break

@@ -1,7 +1,7 @@
 import Crypto
-import EtcdClient
 import Foundation
 import GPUPlaneCore
+import GPUPlaneStore
 import GPUPlaneSystem
 import Hummingbird
 import Synchronization
@@ -26,11 +26,8 @@ public struct Principal: Sendable, Hashable {
     }
 }
 
-/// Tokens: random secrets shown once, stored only as SHA-256 hashes.
+/// Tokens: random secrets shown once, stored only as SHA-256 hashes (in ``TokenIndex``).
 public enum Tokens {
-    /// The etcd prefix of the token index: `/gpuplane/tokens/<sha256>` → `TokenRecord`.
-    public static let indexPrefix = "/gpuplane/tokens/"
-
     /// A new secret: `gp_` and 43 base64url characters (256 random bits).
     public static func generate() -> String {
         var generator = SystemRandomNumberGenerator()
@@ -58,16 +55,17 @@ public enum Tokens {
 }
 
 /// Resolves bearer tokens to principals: the bootstrap admin token from configuration, then the
-/// token index in etcd, with a short cache of hits so a busy client costs no etcd read per call.
+/// token index in etcd (``TokenIndex``), with a short cache of hits so a busy client costs no
+/// etcd read per call.
 public final class TokenAuthenticator: Sendable {
-    private let etcd: Etcd.Client
+    private let index: TokenIndex
     private let adminHashes: Set<String>
     private let cache = Mutex<[String: (Principal, Date)]>([:])
     private let cacheSeconds: Double
 
     /// Makes an authenticator; `adminTokens` are bootstrap admin secrets (from a file).
-    public init(etcd: Etcd.Client, adminTokens: [String], cacheSeconds: Double = 5) {
-        self.etcd = etcd
+    public init(index: TokenIndex, adminTokens: [String], cacheSeconds: Double = 5) {
+        self.index = index
         self.adminHashes = Set(adminTokens.map(Tokens.hash))
         self.cacheSeconds = cacheSeconds
     }
@@ -90,13 +88,13 @@ public final class TokenAuthenticator: Sendable {
         if let (principal, at) = cache.withLock({ $0[hash] }), now.timeIntervalSince(at) < cacheSeconds {
             return principal
         }
-        let kv: Etcd.KeyValue?
+        let record: TokenRecord?
         do {
-            kv = try await etcd.get(Tokens.indexPrefix + hash)
+            record = try await index.record(sha256: hash)
         } catch {
             throw APIError(.serviceUnavailable, .unavailable, "cannot check the token: the store is unavailable")
         }
-        guard let kv, let entry = try? GPUPlaneJSON.decode(TokenRecord.self, from: kv.value) else {
+        guard let entry = record else {
             throw APIError(.unauthorized, .unauthorized, "the bearer token is not known (revoked or mistyped)")
         }
         let principal = Principal(tenant: entry.tenant, role: entry.role, node: entry.node, tokenID: entry.id)

@@ -1,4 +1,3 @@
-import EtcdClient
 import Foundation
 import GPUPlaneCore
 import GPUPlaneStore
@@ -41,15 +40,11 @@ struct WatchStreamer: Sendable {
             }
             start = version + 1
         } else {
-            let list: ResourceList<R>
-            do { list = try await deps.store.list(R.self, tenant: tenant) } catch let error as StoreError {
-                throw APIError.from(error, what: R.kind.rawValue)
-            }
+            let list = try await deps.store.list(R.self, tenant: tenant)
             initial = list.items.filter(filter)
             start = list.revision + 1
         }
-        let etcd = deps.etcd
-        let prefix = R.storagePrefix(tenant: tenant)
+        let store = deps.store
         let bookmarkEvery = deps.bookmarkInterval
         let startRevision = start
         let first = initial
@@ -66,10 +61,10 @@ struct WatchStreamer: Sendable {
                 try await send(WatchLine(type: "ADDED", object: object, resourceVersion: object.metadata.resourceVersion))
             }
             var lastRevision = startRevision - 1
-            let merged = AsyncStream<Item>.makeStream()
+            let merged = AsyncStream<Item<R>>.makeStream()
             let pump = Task {
                 do {
-                    for try await batch in etcd.watch(.prefix(prefix), startRevision: startRevision, prevKV: true, progressNotify: true) {
+                    for try await batch in store.watch(R.self, tenant: tenant, from: startRevision) {
                         merged.continuation.yield(.batch(batch))
                     }
                     merged.continuation.yield(.ended(nil))
@@ -93,7 +88,7 @@ struct WatchStreamer: Sendable {
                 case .tick:
                     try await send(WatchLine(type: "BOOKMARK", resourceVersion: String(lastRevision)))
                 case .ended(let error):
-                    if let error = error as? EtcdError, error.code == .compacted {
+                    if let error = error as? StoreError, error.code == .compacted {
                         try await send(WatchLine(type: "ERROR", error: .init(code: 410, message: "resourceVersion \(startRevision - 1) is too old (compacted); list again and watch from the list's resourceVersion")))
                     } else if error != nil {
                         try await send(WatchLine(type: "ERROR", error: .init(code: 503, message: "the store stream ended; reconnect with resourceVersion \(lastRevision)")))
@@ -123,7 +118,7 @@ struct WatchStreamer: Sendable {
                     // An empty batch is etcd's progress notification: everything up to its
                     // header revision was sent. A batch of replayed events carries etcd's
                     // current revision even when more replay follows, so only its events count.
-                    if batch.events.isEmpty { lastRevision = max(lastRevision, batch.header.revision) }
+                    if batch.isProgress { lastRevision = max(lastRevision, batch.revision) }
                 }
             }
             try await writer.finish(nil)
@@ -131,22 +126,22 @@ struct WatchStreamer: Sendable {
         return Response(status: .ok, headers: headers, body: body)
     }
 
-    enum Item: Sendable {
-        case batch(Etcd.WatchResponse)
+    enum Item<R: Resource>: Sendable {
+        case batch(StoreWatchBatch<R>)
         case tick
         case ended((any Error)?)
     }
 
-    static func line<R: Resource>(_ type: R.Type, _ event: Etcd.WatchEvent, filter: (R) -> Bool) -> WatchLine<R>? {
-        let old = event.prevKV.flatMap { try? ResourceStore.decode(R.self, $0) }
+    static func line<R: Resource>(_ type: R.Type, _ event: StoreWatchEvent<R>, filter: (R) -> Bool) -> WatchLine<R>? {
+        let old = event.previous
         let version = String(event.revision)
-        switch event.type {
+        switch event.change {
         case .delete:
             guard var object = old, filter(object) else { return nil }
             object.metadata.resourceVersion = version
             return WatchLine(type: "DELETED", object: object, resourceVersion: version)
         case .put:
-            guard let new = try? ResourceStore.decode(R.self, event.kv) else { return nil }
+            guard let new = event.object else { return nil }
             let wasIn = old.map(filter) ?? false
             let isIn = filter(new)
             switch (wasIn, isIn) {

@@ -195,13 +195,13 @@ struct APIBench: AsyncParsableCommand {
                 try txn.create(r)
             }
         }
-        try await time("raw etcd put") { _ = try await deps.etcd.put("/bench/parts/\(i)", "x") }
+        try await time("raw etcd put") { _ = try await deps.store.client.put("/bench/parts/\(i)", "x") }
         let value = Data(String(repeating: "x", count: 600).utf8)
         var j = 0
         try await time("raw etcd txn: two creates of 600 B") {
             j += 1
             let keys = [Data("/bench/txn/\(j)/a".utf8), Data("/bench/txn/\(j)/b".utf8)]
-            _ = try await deps.etcd.txn(
+            _ = try await deps.store.client.txn(
                 compare: keys.map { Etcd.Compare(.key($0), .equal, .createRevision(0)) },
                 success: keys.map { .put(Etcd.PutRequest(key: $0, value: value)) })
         }
@@ -215,7 +215,7 @@ struct APIBench: AsyncParsableCommand {
         let sampleAnswer = Data(#"{"header":{"cluster_id":"14841639068965178418","member_id":"10276657743932975437","revision":"1234","raft_term":"2"},"succeeded":true,"responses":[{"response_put":{"header":{"revision":"1234"}}},{"response_put":{"header":{"revision":"1234"}}}]}"#.utf8)
         try await time("JSON-decode an etcd txn response (JSONDecoder)") { _ = try JSONDecoder().decode(Etcd.TxnResponse.self, from: sampleAnswer) }
         try await time("JSON-decode an etcd txn response (streaming)") { _ = try StreamingJSONDecoder.decode(Etcd.TxnResponse.self, from: sampleAnswer) }
-        try await time("raw etcd put of 600 B") { _ = try await deps.etcd.put("/bench/parts/\(i)", value) }
+        try await time("raw etcd put of 600 B") { _ = try await deps.store.client.put("/bench/parts/\(i)", value) }
         try await time("HTTP GET /healthz (client + server)") { _ = try await Self.call(session, "GET", base + "/healthz") }
         var k = 0
         try await time("HTTP apply, first of a name (client + server)") {

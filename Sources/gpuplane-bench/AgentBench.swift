@@ -46,7 +46,7 @@ struct AgentBench: AsyncParsableCommand {
         let etcd = try Etcd.Client(Etcd.Configuration(endpoints: etcdFixture.endpoints, requestTimeout: .seconds(10)))
         let admin = Tokens.generate()
         let quiet = Logger(label: "gpuplane.api") { _ in SwiftLogNoOpLogHandler() }
-        let deps = APIDependencies(etcd: etcd, catalog: try Catalog.standard(), adminTokens: [admin], logger: quiet)
+        let deps = APIDependencies(store: ResourceStore(client: etcd), catalog: try Catalog.standard(), adminTokens: [admin], logger: quiet)
         let port = TestEnvironment.freePort()
         let app = buildApplication(deps, port: port)
         let server = Task { try await app.runService(gracefulShutdownSignals: []) }

@@ -3,6 +3,7 @@ import Foundation
 import GPUPlaneAPI
 import GPUPlaneCore
 import GPUPlaneService
+import GPUPlaneStore
 import GPUPlaneTestSupport
 import Hummingbird
 import Logging
@@ -31,7 +32,7 @@ final class BenchServer {
         var logger = Logger(label: "gpuplane.api")
         logger.logLevel = .warning
         self.logger = logger
-        deps = APIDependencies(etcd: etcd, catalog: try Catalog.standard(), adminTokens: [admin], logger: logger)
+        deps = APIDependencies(store: ResourceStore(client: etcd), catalog: try Catalog.standard(), adminTokens: [admin], logger: logger)
         let port = TestEnvironment.freePort()
         base = "http://127.0.0.1:\(port)"
         directory = try TestEnvironment.temporaryDirectory(prefix: name)

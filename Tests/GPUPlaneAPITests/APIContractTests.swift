@@ -105,6 +105,29 @@ import Testing
         #expect(!error.message.contains("update without"), "store internals stay out of answers: \(error.message)")
     }
 
+    /// Routes let store failures through; the answer names the object from the error's key.
+    @Test func aStoreFailureNamesItsObject() async throws {
+        let missing = APIError.from(StoreError.notFound(.application, key: GPUPlaneCore.Application.storageKey(tenant: "t", name: "web")))
+        #expect(missing.status.code == 404 && missing.message == "application web not found", "\(missing.message)")
+        let replica = APIError.from(StoreError.conflict("9", kind: .replica, key: Replica.storageKey(tenant: "t", name: "web.api")))
+        #expect(replica.status.code == 409 && replica.message.hasPrefix("replica t/web.api was changed"), "\(replica.message)")
+        var fence = StoreError(code: .preconditionFailed, message: "condition failed: leadership")
+        fence.key = KeySpace.gpuAdmission(tenant: "t")
+        fence.failedCondition = "another apply took GPUs"
+        let guarded = APIError.from(fence)
+        #expect(guarded.status.code == 409 && guarded.message.contains("(another apply took GPUs)"), "\(guarded.message)")
+        #expect(!guarded.message.contains("/gpuplane/"), "keys stay out of answers: \(guarded.message)")
+
+        // Through the server: a 404 from the store, in the JSON error body.
+        let h = try await SharedServer.shared.get()
+        let (_, token) = try await h.tenant(.scale)
+        let reply = try await h.call("GET", "/v1/applications/no-such-app", token: token)
+        #expect(reply.status == 404 && reply.errorCode == "not_found", "\(reply.text)")
+        #expect(reply.errorMessage == "application no-such-app not found", "\(reply.text)")
+        let node = try await h.call("GET", "/v1/nodes/no-such-node", token: h.admin)
+        #expect(node.status == 404 && node.errorMessage == "node no-such-node not found", "\(node.text)")
+    }
+
     /// A path that exists, asked with a method it does not take, is 405 with `Allow` and the
     /// usual JSON error, not a 404 that says the route does not exist; for every route.
     @Test func otherMethodsOnEveryRouteAre405WithAllow() async throws {

@@ -90,7 +90,7 @@ import Testing
         #expect(try await s.h.call("POST", "/v1/applications", token: s.token, body: app("chat", pods: "  - name: client\n    image: x:1\n    gpu: {enabled: true, model: phi-3.5-mini}\n")).status == 200)
         let again = try await s.h.deps.store.get(Replica.self, tenant: s.tenant, name: "chat.client")
         #expect(again.spec.inferenceKey == s.replica.spec.inferenceKey)
-        #expect(try await InferenceKeys(etcd: s.h.client).key(tenant: s.tenant, slug: "phi-3.5-mini") == s.replica.spec.inferenceKey)
+        #expect(try await InferenceKeys(store: s.h.deps.store).key(tenant: s.tenant, slug: "phi-3.5-mini") == s.replica.spec.inferenceKey)
     }
 
     @Test func theURLIsTheCredential() async throws {

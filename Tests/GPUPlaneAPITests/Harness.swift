@@ -3,6 +3,7 @@ import Foundation
 import GPUPlaneAPI
 import GPUPlaneCore
 import GPUPlaneService
+import GPUPlaneStore
 import GPUPlaneTestSupport
 import Logging
 
@@ -30,7 +31,7 @@ actor SharedServer {
             JournaldLogHandler(label: label, identifier: auditIdentifier, level: .notice, fallback: LogLineSink { _ in })
         }
         let deps = APIDependencies(
-            etcd: client, catalog: try Catalog.standard(), adminTokens: [admin], heartbeatTTL: 3,
+            store: ResourceStore(client: client), catalog: try Catalog.standard(), adminTokens: [admin], heartbeatTTL: 3,
             bookmarkInterval: 0.5, logger: logger)
         let port = TestEnvironment.freePort()
         let app = buildApplication(deps, port: port)

@@ -2,6 +2,7 @@ import EtcdClient
 import Foundation
 import GPUPlaneAPI
 import GPUPlaneCore
+import GPUPlaneStore
 import GPUPlaneTestSupport
 import Logging
 import Testing
@@ -206,7 +207,7 @@ import Glibc
         var logger = Logger(label: "gpuplane.api.limits")
         logger.logLevel = .critical
         let deps = APIDependencies(
-            etcd: try Etcd.Client(Etcd.Configuration(endpoints: h.etcd.endpoints)), catalog: try Catalog.standard(),
+            store: try ResourceStore.connect(endpoints: h.etcd.endpoints), catalog: try Catalog.standard(),
             adminTokens: [h.admin], logger: logger)
         let port = TestEnvironment.freePort()
         let app = buildApplication(deps, port: port, limits: limits)

@@ -2,6 +2,7 @@ import EtcdClient
 import Foundation
 import GPUPlaneAPI
 import GPUPlaneCore
+import GPUPlaneStore
 import GPUPlaneTestSupport
 import Logging
 import Testing
@@ -14,7 +15,7 @@ import Testing
         var logger = Logger(label: "gpuplane.api.second")
         logger.logLevel = .warning
         let deps = APIDependencies(
-            etcd: try Etcd.Client(Etcd.Configuration(endpoints: h.etcd.endpoints)), catalog: try Catalog.standard(),
+            store: try ResourceStore.connect(endpoints: h.etcd.endpoints), catalog: try Catalog.standard(),
             adminTokens: [h.admin], logger: logger)
         let port = TestEnvironment.freePort()
         let app = buildApplication(deps, port: port)

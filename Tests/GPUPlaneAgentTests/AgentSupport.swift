@@ -49,7 +49,7 @@ actor ControlPlane {
         let admin = Tokens.generate()
         let quiet = Logger(label: "gpuplane.api") { _ in SwiftLogNoOpLogHandler() }
         let deps = APIDependencies(
-            etcd: client, catalog: try Catalog.standard(), adminTokens: [admin], heartbeatTTL: 5, bookmarkInterval: 0.5,
+            store: ResourceStore(client: client), catalog: try Catalog.standard(), adminTokens: [admin], heartbeatTTL: 5, bookmarkInterval: 0.5,
             logger: quiet)
         return try await serve(deps, etcd: etcd, client: client, admin: admin)
     }
@@ -59,7 +59,7 @@ actor ControlPlane {
         let first = try await get()
         let quiet = Logger(label: "gpuplane.api") { _ in SwiftLogNoOpLogHandler() }
         let deps = APIDependencies(
-            etcd: first.client, catalog: try Catalog.standard(), adminTokens: [first.admin], heartbeatTTL: 5,
+            store: ResourceStore(client: first.client), catalog: try Catalog.standard(), adminTokens: [first.admin], heartbeatTTL: 5,
             bookmarkInterval: bookmarkInterval, logger: quiet)
         return try await Self.serve(deps, etcd: first.etcd, client: first.client, admin: first.admin)
     }

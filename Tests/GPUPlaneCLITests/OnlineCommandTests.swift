@@ -3,6 +3,7 @@ import Foundation
 import GPUPlaneAPI
 import GPUPlaneCLI
 import GPUPlaneCore
+import GPUPlaneStore
 import GPUPlaneTestSupport
 import Logging
 import Testing
@@ -23,7 +24,7 @@ import Testing
             let admin = Tokens.generate()
             var logger = Logger(label: "gpuplane.api")
             logger.logLevel = .critical
-            let deps = APIDependencies(etcd: client, catalog: try Catalog.standard(), adminTokens: [admin], logger: logger)
+            let deps = APIDependencies(store: ResourceStore(client: client), catalog: try Catalog.standard(), adminTokens: [admin], logger: logger)
             let port = TestEnvironment.freePort()
             let app = buildApplication(deps, port: port)
             Task { try await app.runService(gracefulShutdownSignals: []) }

@@ -90,7 +90,7 @@ public final class InferenceGateway: Sendable {
         self.replicas = Informer<Replica>(store: store, logger: logger)
         self.deployments = Informer<Deployment>(store: store, logger: logger)
         self.admission = BatchAdmission(timeout: queueTimeout)
-        self.loadReporter = LoadReporter(etcd: store.client, admission: admission, interval: loadReportInterval, logger: logger)
+        self.loadReporter = LoadReporter(reports: LoadReports(store: store), admission: admission, interval: loadReportInterval, logger: logger)
         self.http = CurlHTTP.Client(name: "gateway-curl", maxConnections: 256)
         self.timeout = timeout
         self.logger = logger

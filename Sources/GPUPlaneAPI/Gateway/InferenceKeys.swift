@@ -1,24 +1,23 @@
 import Crypto
-import EtcdClient
 import Foundation
 import GPUPlaneCore
+import GPUPlaneStore
 import Synchronization
 
 /// The keys in inference URLs (see ``InferenceEndpoint``): HMAC-SHA256 of `<tenant>/<slug>`
 /// under one cluster secret, as 22 base64url characters (128 bits).
 ///
-/// The secret lives in etcd (``secretKey``): the first api-server that needs it creates it
-/// (create-if-absent, so replicas racing agree on one), every replica reads it once and keeps
-/// it. Only api-servers read it; nodes and users only ever see keys.
+/// The secret lives in etcd (``InferenceSecret``, at ``KeySpace/inferenceSecret``): the first
+/// api-server that needs it creates it (create-if-absent, so replicas racing agree on one),
+/// every replica reads it once and keeps it. Only api-servers read it; nodes and users only
+/// ever see keys.
 public final class InferenceKeys: Sendable {
-    /// Where the secret is kept.
-    public static let secretKey = "/gpuplane/system/inference-secret"
-    private let etcd: Etcd.Client
+    private let stored: InferenceSecret
     private let secret = Mutex<Data?>(nil)
     private let verified = Mutex<Set<String>>([])
 
-    /// Keys over the secret in `etcd`.
-    public init(etcd: Etcd.Client) { self.etcd = etcd }
+    /// Keys over the secret in `store`.
+    public init(store: ResourceStore) { stored = InferenceSecret(store: store) }
 
     /// The key for `tenant`'s URL of `slug`.
     /// - Throws: ``APIError`` 503 when the secret cannot be read or made.
@@ -67,24 +66,9 @@ public final class InferenceKeys: Sendable {
         if let known = secret.withLock({ $0 }) { return SymmetricKey(data: known) }
         let loaded: Data
         do {
-            if let stored = try await etcd.get(Self.secretKey) {
-                loaded = stored.value
-            } else {
-                let fresh = Data(SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) })
-                let response = try await etcd.txn(
-                    compare: [.createRevision(Self.secretKey, .equal, 0)],
-                    success: [.put(Etcd.PutRequest(key: Data(Self.secretKey.utf8), value: fresh))],
-                    failure: [.range(Etcd.RangeRequest(.key(Self.secretKey)))])
-                if response.succeeded {
-                    loaded = fresh
-                } else if case .range(let range)? = response.responses.first, let kv = range.kvs.first {
-                    loaded = kv.value  // another api-server made it first
-                } else {
-                    throw APIError(.serviceUnavailable, .unavailable, "the inference secret vanished while being made; retry")
-                }
-            }
-        } catch let error as APIError {
-            throw error
+            loaded = try await stored.value { Data(SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }) }
+        } catch let error as StoreError where error.code == .conflict {
+            throw APIError(.serviceUnavailable, .unavailable, "the inference secret vanished while being made; retry")
         } catch {
             throw APIError(.serviceUnavailable, .unavailable, "cannot read the inference secret: the store is unavailable")
         }

@@ -1,4 +1,3 @@
-import EtcdClient
 import Foundation
 import GPUPlaneCore
 import GPUPlaneStore
@@ -16,14 +15,14 @@ final class LoadReporter: Sendable {
     /// This api-server's name among reporters: random per process.
     let reporter = String(ObjectMeta.newUID().prefix(8))
     let interval: Duration
-    private let etcd: Etcd.Client
+    private let reports: LoadReports
     private let admission: BatchAdmission
     private let lease: RotatingLease
     private let logger: Logger
     private let reported = Mutex<[String: DeploymentLoad]>([:])
 
-    init(etcd: Etcd.Client, admission: BatchAdmission, interval: Duration, logger: Logger) {
-        self.etcd = etcd
+    init(reports: LoadReports, admission: BatchAdmission, interval: Duration, logger: Logger) {
+        self.reports = reports
         self.admission = admission
         self.interval = interval
         self.lease = RotatingLease(ttl: interval * 4)
@@ -51,18 +50,13 @@ final class LoadReporter: Sendable {
             return due
         }
         guard !due.isEmpty else { return }
+        let written = due.compactMap { deployment, load -> LoadReports.Report? in
+            let parts = deployment.split(separator: "/", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { return nil }
+            return LoadReports.Report(tenant: parts[0], deployment: parts[1], load: load)
+        }
         do {
-            let leaseID = try await lease.lease(etcd: etcd)
-            for chunk in stride(from: 0, to: due.count, by: 100).map({ Array(due[$0..<min($0 + 100, due.count)]) }) {
-                var puts: [Etcd.RequestOp] = []
-                for (deployment, load) in chunk {
-                    let parts = deployment.split(separator: "/", maxSplits: 1).map(String.init)
-                    guard parts.count == 2 else { continue }
-                    let key = DeploymentLoad.key(tenant: parts[0], deployment: parts[1], reporter: reporter)
-                    puts.append(.put(Etcd.PutRequest(key: Data(key.utf8), value: try GPUPlaneJSON.encode(load), lease: leaseID)))
-                }
-                _ = try await etcd.txn(compare: [], success: puts)
-            }
+            try await reports.write(written, reporter: reporter, lease: lease)
             reported.withLock { last in
                 for (deployment, load) in due {
                     if load.demand > 0 { last[deployment] = load } else { last[deployment] = nil }

@@ -82,28 +82,7 @@ struct DeploymentRoutes: Sendable {
         let (parsed, diagnostics) = ManifestReader(context: deps.validationContext(for: tenant)).readDeploymentBody(data)
         guard var spec = parsed, !diagnostics.hasErrors else { throw APIError.rejected(diagnostics) }
         spec.servingImage = deps.deploymentImage
-        var deployment = Deployment(
-            metadata: ObjectMeta(name: spec.modelName, tenant: tenantName, uid: ObjectMeta.newUID()), spec: spec)
-        let wanted = spec.settings.minInstances
-        deployment.status = DeploymentStatus(state: wanted == 0 ? .stopped : .deploying, instancesRunning: 0, instancesWanted: wanted)
-        let replicas = (0..<wanted).map { deps.planner.replica(for: deployment, index: $0) }
-        try await Admission.retryingRaces {
-            let decision = try await admission.checkGPULimit(
-                tenant: tenant, replacing: nil, adding: spec.numGPUs * wanted, field: "settings.min_instances")
-            try await admission.checkSpendingLimit(tenant: tenant, wantsGPU: wanted > 0)
-            do {
-                _ = try await deps.store.transaction { txn in
-                    Admission.guardDecision(decision, in: &txn)
-                    try txn.create(deployment)
-                    for replica in replicas { try txn.create(replica) }
-                }
-            } catch let error as StoreError where error.code == .alreadyExists {
-                throw APIError(.conflict, .conflict, "a deployment named \(tenantName)/\(spec.modelName) exists; pick another model_name or update it", field: "model_name")
-            } catch let error as StoreError {
-                throw Admission.race(error) ?? APIError.from(error, what: "deployment \(spec.modelName)")
-            }
-        }
-        let stored = try await find(tenant: tenantName, idOrName: spec.modelName)
+        let (stored, replicas) = try await DeploymentAdmission(deps: deps).create(spec, tenant: tenant)
         return try HTTPJSON.response(DeploymentView(stored, replicas: replicas), status: .created)
     }
 
@@ -113,13 +92,9 @@ struct DeploymentRoutes: Sendable {
         if request.wantsWatch {
             return try await WatchStreamer(deps: deps).response(Deployment.self, tenant: tenant, request: request)
         }
-        do {
-            let list = try await deps.store.list(Deployment.self, tenant: tenant)
-            let replicas = try await admission.replicas(of: tenant)
-            return try HTTPJSON.response(ListBody(items: list.items.map { DeploymentView($0, replicas: replicas) }, resourceVersion: String(list.revision)))
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "deployments")
-        }
+        let list = try await deps.store.list(Deployment.self, tenant: tenant)
+        let replicas = try await admission.replicas(of: tenant)
+        return try HTTPJSON.response(ListBody(items: list.items.map { DeploymentView($0, replicas: replicas) }, resourceVersion: String(list.revision)))
     }
 
     /// Maps to `GET /v1/deployments/{deploy_id or model_name}`.
@@ -134,12 +109,13 @@ struct DeploymentRoutes: Sendable {
     }
 
     /// Maps to `PUT /v1/deployments/{deploy_id}` with `{"settings": {"min_instances", "max_instances"}}`:
-    /// scales at run time, adding or removing instances in the same transaction.
+    /// scales at run time, adding or removing instances in the same transaction
+    /// (``DeploymentAdmission/scale(_:to:tenant:expectedVersion:)``).
     func update(_ request: Request, _ context: APIContext) async throws -> Response {
         let tenantName = try context.planTenant(request)
         let expectedVersion = try request.expectedVersion()
         let tenant = try await admission.tenant(tenantName)
-        var deployment = try await find(tenant: tenantName, idOrName: try context.parameter("id"))
+        let deployment = try await find(tenant: tenantName, idOrName: try context.parameter("id"))
         let data = try await HTTPJSON.body(request)
         try HTTPJSON.rejectUnknownKeys(data, known: ["settings"])
         if let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let settings = object["settings"] as? [String: Any] {
@@ -148,40 +124,8 @@ struct DeploymentRoutes: Sendable {
             }
         }
         let body = try HTTPJSON.decode(UpdateBody.self, from: data)
-        if let expected = expectedVersion, expected != deployment.metadata.resourceVersion {
-            throw APIError(.conflict, .conflict, "deployment \(deployment.spec.modelName) is at resourceVersion \(deployment.metadata.resourceVersion), not \(expected); read it again and retry")
-        }
-        var spec = deployment.spec
-        spec.settings = body.settings
-        let diagnostics = DeploymentValidator(context: deps.validationContext(for: tenant)).validate(spec)
-            .filter { $0.path.hasPrefix("settings") || $0.code == .gpuLimitExceeded }
-        if diagnostics.hasErrors { throw APIError.rejected(diagnostics) }
-        let mine = try await admission.replicas(of: tenantName, namePrefix: ReplicaPlanner.replicaPrefix(deployment: deployment.metadata.name))
-            .filter { $0.spec.owner.kind == .deployment && $0.spec.owner.name == deployment.metadata.name }
-        // Wanted stays where the autoscaler put it, within the new bounds.
-        let wanted = min(max(deployment.status.instancesWanted, body.settings.minInstances), body.settings.maxInstances)
-        let decision = try await admission.checkGPULimit(
-            tenant: tenant, replacing: OwnerReference(kind: .deployment, name: deployment.metadata.name, uid: deployment.metadata.uid),
-            adding: spec.numGPUs * wanted, field: "settings.min_instances")
-        if wanted > mine.count { try await admission.checkSpendingLimit(tenant: tenant, wantsGPU: true) }
-        deployment.spec = spec
-        deployment.status.instancesWanted = wanted
-        let indices = Set(mine.compactMap { Int($0.spec.role) })
-        let toCreate = (0..<wanted).filter { !indices.contains($0) }.map { deps.planner.replica(for: deployment, index: $0) }
-        let toDelete = mine.filter { (Int($0.spec.role) ?? Int.max) >= wanted }
-        do {
-            _ = try await deps.store.transaction { txn in
-                Admission.guardDecision(decision, in: &txn)
-                try txn.update(deployment)
-                for replica in toCreate { try txn.create(replica) }
-                for replica in toDelete {
-                    txn.delete(Replica.self, tenant: tenantName, name: replica.metadata.name, expectedVersion: replica.metadata.resourceVersion)
-                }
-            }
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "deployment \(deployment.spec.modelName)")
-        }
-        let stored = try await find(tenant: tenantName, idOrName: deployment.metadata.name)
+        let stored = try await DeploymentAdmission(deps: deps).scale(
+            deployment, to: body.settings, tenant: tenant, expectedVersion: expectedVersion)
         return try HTTPJSON.response(DeploymentView(stored, replicas: try await admission.replicas(of: tenantName)))
     }
 
@@ -191,30 +135,15 @@ struct DeploymentRoutes: Sendable {
         let tenant = try context.tenant(request)
         let expectedVersion = try request.expectedVersion()
         let deployment = try await find(tenant: tenant, idOrName: try context.parameter("id"))
-        let replicas = try await admission.replicas(of: tenant, namePrefix: ReplicaPlanner.replicaPrefix(deployment: deployment.metadata.name))
-            .filter { $0.spec.owner.kind == .deployment && $0.spec.owner.name == deployment.metadata.name }
-        do {
-            _ = try await deps.store.transaction { txn in
-                txn.delete(Deployment.self, tenant: tenant, name: deployment.metadata.name, expectedVersion: expectedVersion)
-                for replica in replicas {
-                    txn.delete(Replica.self, tenant: tenant, name: replica.metadata.name, expectedVersion: replica.metadata.resourceVersion)
-                }
-            }
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "deployment \(deployment.spec.modelName)")
-        }
+        try await DeploymentAdmission(deps: deps).delete(deployment, expectedVersion: expectedVersion)
         return HTTPJSON.noContent()
     }
 
     /// A tenant's deployment by deploy id or model name.
     func find(tenant: String, idOrName: String) async throws -> Deployment {
-        do {
-            if let byName = try? await deps.store.get(Deployment.self, tenant: tenant, name: idOrName) { return byName }
-            if let byID = try await deps.store.list(Deployment.self, tenant: tenant).items.first(where: { $0.deployID == idOrName }) {
-                return byID
-            }
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "deployment \(idOrName)")
+        if let byName = try? await deps.store.get(Deployment.self, tenant: tenant, name: idOrName) { return byName }
+        if let byID = try await deps.store.list(Deployment.self, tenant: tenant).items.first(where: { $0.deployID == idOrName }) {
+            return byID
         }
         throw APIError(.notFound, .notFound, "deployment \(idOrName) not found")
     }

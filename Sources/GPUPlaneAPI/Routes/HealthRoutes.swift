@@ -27,7 +27,7 @@ struct HealthRoutes: Sendable {
     /// Ready when etcd answers.
     func ready() async throws -> Response {
         do {
-            _ = try await deps.etcd.status()
+            try await deps.store.ping()
             return try HTTPJSON.response(["status": "ready"])
         } catch {
             throw APIError(.serviceUnavailable, .unavailable, "etcd does not answer")

@@ -69,11 +69,7 @@ struct InfoRoutes: Sendable {
         let tenant = try await Admission(deps: deps).tenant(tenantName)
         let start = Admission.monthStart(Date())
         let records: [UsageRecord]
-        do {
-            records = try await deps.store.list(UsageRecord.self, tenant: tenantName).items.filter { $0.spec.intervalStart >= start }
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "usage")
-        }
+        records = try await deps.store.list(UsageRecord.self, tenant: tenantName).items.filter { $0.spec.intervalStart >= start }
         let cost = records.reduce(Int64(0)) { $0 + $1.spec.costMicroDollars }
         let modes = GPUMode.allCases.map { mode -> UsageView.ModeUsage in
             let mine = records.filter { $0.spec.mode == mode }
@@ -104,12 +100,8 @@ struct InfoRoutes: Sendable {
         if request.wantsWatch {
             return try await WatchStreamer(deps: deps).response(Event.self, tenant: tenant, request: request, filter: filter)
         }
-        do {
-            let list = try await deps.store.list(Event.self, tenant: tenant)
-            let items = list.items.filter(filter).sorted { $0.spec.lastSeen < $1.spec.lastSeen }
-            return try HTTPJSON.response(ListBody(items: items, resourceVersion: String(list.revision)))
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "events")
-        }
+        let list = try await deps.store.list(Event.self, tenant: tenant)
+        let items = list.items.filter(filter).sorted { $0.spec.lastSeen < $1.spec.lastSeen }
+        return try HTTPJSON.response(ListBody(items: items, resourceVersion: String(list.revision)))
     }
 }

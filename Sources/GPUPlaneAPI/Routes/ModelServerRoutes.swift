@@ -32,27 +32,19 @@ struct ModelServerRoutes: Sendable {
         if request.wantsWatch {
             return try await WatchStreamer(deps: deps).response(ModelServer.self, tenant: nil, request: request, filter: filter)
         }
-        do {
-            let list = try await deps.store.list(ModelServer.self, tenant: nil)
-            return try HTTPJSON.response(ListBody(items: list.items.filter(filter), resourceVersion: String(list.revision)))
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "model servers")
-        }
+        let list = try await deps.store.list(ModelServer.self, tenant: nil)
+        return try HTTPJSON.response(ListBody(items: list.items.filter(filter), resourceVersion: String(list.revision)))
     }
 
     /// Maps to `GET /v1/modelservers/{name}`; a node token gets 404 for servers bound elsewhere.
     func get(_ request: Request, _ context: APIContext) async throws -> Response {
         let node = try scope(context)
         let name = try context.parameter("name")
-        do {
-            let server = try await deps.store.get(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name)
-            if let node, server.binding?.node != node {
-                throw APIError(.notFound, .notFound, "model server \(name) is not bound to \(node)")
-            }
-            return try HTTPJSON.response(server)
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "model server \(name)")
+        let server = try await deps.store.get(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name)
+        if let node, server.binding?.node != node {
+            throw APIError(.notFound, .notFound, "model server \(name) is not bound to \(node)")
         }
+        return try HTTPJSON.response(server)
     }
 
     /// Maps to `PUT /v1/modelservers/{name}/status`: the node-agent's report (container phase,
@@ -68,18 +60,14 @@ struct ModelServerRoutes: Sendable {
                 throw APIError(.unprocessableContent, .invalid, "'\(endpoint)' is not an http(s) URL", field: "endpoint")
             }
         }
-        do {
-            let stored = try await deps.store.modify(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name) { server in
-                if let node, server.binding?.node != node {
-                    throw APIError(.notFound, .notFound, "model server \(name) is not bound to \(node)")
-                }
-                server.status.ready = report.ready
-                server.status.endpoint = report.endpoint
-                server.status.container = report.container
+        let stored = try await deps.store.modify(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name) { server in
+            if let node, server.binding?.node != node {
+                throw APIError(.notFound, .notFound, "model server \(name) is not bound to \(node)")
             }
-            return try HTTPJSON.response(stored)
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "model server \(name)")
+            server.status.ready = report.ready
+            server.status.endpoint = report.endpoint
+            server.status.container = report.container
         }
+        return try HTTPJSON.response(stored)
     }
 }

@@ -1,4 +1,3 @@
-import EtcdClient
 import Foundation
 import GPUPlaneCore
 import GPUPlaneStore
@@ -90,8 +89,6 @@ struct NodeRoutes: Sendable {
                 return try HTTPJSON.response(stored, status: .created)
             } catch let error as StoreError where (error.code == .conflict || error.code == .alreadyExists) && attempt < 4 {
                 continue
-            } catch let error as StoreError {
-                throw APIError.from(error, what: "node \(body.name)")
             }
         }
         throw APIError(.conflict, .conflict, "node \(body.name) kept changing; retry")
@@ -117,14 +114,9 @@ struct NodeRoutes: Sendable {
     /// Renews `node`'s heartbeat lease, or starts a new one when it expired. Outside
     /// registration, a new lease is only started for a node that exists.
     private func renewHeartbeat(_ node: String, registering: Bool) async throws {
-        let key = NodeHeartbeat.key(node)
+        let heartbeats = NodeHeartbeats(store: deps.store)
         do {
-            if let kv = try await deps.etcd.get(key), kv.lease != 0 {
-                let answer = try await deps.etcd.keepAliveOnce(kv.lease)
-                if answer.ttl > 0 { return }
-            }
-        } catch let error as EtcdError where error.code == .leaseNotFound {
-            // Expired between the read and the renewal: start a new lease below.
+            if try await heartbeats.renew(node: node) { return }
         } catch {
             throw APIError(.serviceUnavailable, .unavailable, "cannot renew the heartbeat: the store is unavailable")
         }
@@ -135,13 +127,10 @@ struct NodeRoutes: Sendable {
                 throw APIError(
                     .notFound, .notFound,
                     "node \(node) is not registered; its agent registers it with POST /v1/nodes before it beats")
-            } catch let error as StoreError {
-                throw APIError.from(error, what: "node \(node)")
             }
         }
         do {
-            let lease = try await deps.etcd.grantLease(ttl: deps.heartbeatTTL)
-            _ = try await deps.etcd.put(key, ISO8601DateFormatter().string(from: Date()), lease: lease.id)
+            try await heartbeats.start(node: node, ttl: deps.heartbeatTTL)
         } catch {
             throw APIError(.serviceUnavailable, .unavailable, "cannot start the heartbeat: the store is unavailable")
         }
@@ -153,18 +142,14 @@ struct NodeRoutes: Sendable {
         try authorize(context, node: name)
         let data = try await HTTPJSON.body(request)
         let report = try HTTPJSON.decode(NodeStatus.self, from: data)
-        do {
-            let stored = try await deps.store.modify(Node.self, tenant: ObjectMeta.clusterTenant, name: name) { node in
-                // Ready is the scheduler's to say (from the heartbeat lease); keep it.
-                let ready = node.status.conditions.filter { $0.type == NodeHeartbeat.readyCondition }
-                node.status = report
-                node.status.conditions = ready + report.conditions.filter { $0.type != NodeHeartbeat.readyCondition }
-                node.status.heartbeat = Date()
-            }
-            return try HTTPJSON.response(stored)
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "node \(name)")
+        let stored = try await deps.store.modify(Node.self, tenant: ObjectMeta.clusterTenant, name: name) { node in
+            // Ready is the scheduler's to say (from the heartbeat lease); keep it.
+            let ready = node.status.conditions.filter { $0.type == NodeHeartbeat.readyCondition }
+            node.status = report
+            node.status.conditions = ready + report.conditions.filter { $0.type != NodeHeartbeat.readyCondition }
+            node.status.heartbeat = Date()
         }
+        return try HTTPJSON.response(stored)
     }
 
     /// Maps to `GET /v1/nodes` (admins: all; node tokens: their own).
@@ -177,23 +162,15 @@ struct NodeRoutes: Sendable {
                 own == nil || $0.metadata.name == own
             }
         }
-        do {
-            let list = try await deps.store.list(Node.self, tenant: ObjectMeta.clusterTenant)
-            return try HTTPJSON.response(ListBody(items: list.items.filter { own == nil || $0.metadata.name == own }, resourceVersion: String(list.revision)))
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "nodes")
-        }
+        let list = try await deps.store.list(Node.self, tenant: ObjectMeta.clusterTenant)
+        return try HTTPJSON.response(ListBody(items: list.items.filter { own == nil || $0.metadata.name == own }, resourceVersion: String(list.revision)))
     }
 
     /// Maps to `GET /v1/nodes/{name}`.
     func get(_ request: Request, _ context: APIContext) async throws -> Response {
         let name = try context.parameter("name")
         try authorize(context, node: name)
-        do {
-            return try HTTPJSON.response(try await deps.store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: name))
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "node \(name)")
-        }
+        return try HTTPJSON.response(try await deps.store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: name))
     }
 
     /// Maps to `POST /v1/nodes/{name}/cordon`, `/uncordon` and `/drain` (admins). Drain also
@@ -218,8 +195,6 @@ struct NodeRoutes: Sendable {
                 return try HTTPJSON.response(try result.object(handle))
             } catch let error as StoreError where error.code == .conflict && attempt < 4 {
                 continue
-            } catch let error as StoreError {
-                throw APIError.from(error, what: "node \(name)")
             }
         }
         throw APIError(.conflict, .conflict, "node \(name) kept changing; retry")
@@ -253,7 +228,7 @@ struct NodeRoutes: Sendable {
                     }
                 }
                 do {
-                    _ = try await deps.etcd.delete(.key(NodeHeartbeat.key(name)))
+                    try await NodeHeartbeats(store: deps.store).remove(node: name)
                 } catch {
                     // The lease expires on its own within the TTL; the node is gone already.
                     deps.logger.warning("cannot delete a deleted node's heartbeat key", metadata: ["node": "\(name)", "error": "\(error)"])
@@ -261,10 +236,8 @@ struct NodeRoutes: Sendable {
                 return Response(status: .noContent)
             } catch let error as StoreError where (error.code == .conflict || error.code == .notFound) && attempt < 4 {
                 // A replica or server changed (or went) between the reads and the write: again.
-                if error.code == .notFound, error.kind == .node { throw APIError.from(error, what: "node \(name)") }
+                if error.code == .notFound, error.kind == .node { throw error }
                 continue
-            } catch let error as StoreError {
-                throw APIError.from(error, what: "node \(name)")
             }
         }
         throw APIError(.conflict, .conflict, "node \(name) kept changing; retry")

@@ -27,12 +27,8 @@ struct ReplicaRoutes: Sendable {
         if request.wantsWatch {
             return try await WatchStreamer(deps: deps).response(Replica.self, tenant: tenant, request: request, filter: filter)
         }
-        do {
-            let list = try await deps.store.list(Replica.self, tenant: tenant)
-            return try HTTPJSON.response(ListBody(items: list.items.filter(filter), resourceVersion: String(list.revision)))
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "replicas")
-        }
+        let list = try await deps.store.list(Replica.self, tenant: tenant)
+        return try HTTPJSON.response(ListBody(items: list.items.filter(filter), resourceVersion: String(list.revision)))
     }
 
     /// Maps to `PUT /v1/replicas/{tenant}/{name}/status`: the node-agent's report (Running,
@@ -66,30 +62,26 @@ struct ReplicaRoutes: Sendable {
                 throw APIError(.unprocessableContent, .invalid, "'\(endpoint)' is not an http(s) URL", field: "endpoint")
             }
         }
-        do {
-            let stored = try await deps.store.modify(Replica.self, tenant: tenant, name: name) { replica in
-                if caller.role == .node, replica.binding?.node != caller.node {
-                    // Not bound here: to this node the replica does not exist.
-                    throw APIError(.notFound, .notFound, "replica \(tenant)/\(name) is not bound to \(caller.node ?? "this node")")
-                }
-                guard let binding = replica.binding else {
-                    throw APIError(
-                        .conflict, .conflict,
-                        "replica \(tenant)/\(name) is not bound; it stays pending until the scheduler binds it")
-                }
-                if let observed = report.observedBinding, observed != binding {
-                    // A late report about an earlier binding (the replica was unbound and bound
-                    // again meanwhile): to its sender that binding no longer exists.
-                    throw APIError(
-                        .notFound, .notFound,
-                        "replica \(tenant)/\(name) is no longer bound to \(observed.node) GPU \(Self.gpuText(observed)); the report is about an earlier binding")
-                }
-                replica.status = report
+        let stored = try await deps.store.modify(Replica.self, tenant: tenant, name: name) { replica in
+            if caller.role == .node, replica.binding?.node != caller.node {
+                // Not bound here: to this node the replica does not exist.
+                throw APIError(.notFound, .notFound, "replica \(tenant)/\(name) is not bound to \(caller.node ?? "this node")")
             }
-            return try HTTPJSON.response(stored)
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "replica \(tenant)/\(name)")
+            guard let binding = replica.binding else {
+                throw APIError(
+                    .conflict, .conflict,
+                    "replica \(tenant)/\(name) is not bound; it stays pending until the scheduler binds it")
+            }
+            if let observed = report.observedBinding, observed != binding {
+                // A late report about an earlier binding (the replica was unbound and bound
+                // again meanwhile): to its sender that binding no longer exists.
+                throw APIError(
+                    .notFound, .notFound,
+                    "replica \(tenant)/\(name) is no longer bound to \(observed.node) GPU \(Self.gpuText(observed)); the report is about an earlier binding")
+            }
+            replica.status = report
         }
+        return try HTTPJSON.response(stored)
     }
 
     private static func gpuText(_ binding: Binding) -> String {

@@ -1,4 +1,3 @@
-import EtcdClient
 import Foundation
 import GPUPlaneCore
 import GPUPlaneStore
@@ -62,11 +61,7 @@ struct TenantRoutes: Sendable {
         view.gpuLimit = body.gpuLimit ?? Tenant.defaultGPULimit
         view.spendingLimitUSD = body.spendingLimitUSD
         let tenant = Tenant(metadata: ObjectMeta(name: body.name), spec: try spec(view))
-        do {
-            return try HTTPJSON.response(TenantView(try await deps.store.create(tenant)), status: .created)
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "tenant \(body.name)")
-        }
+        return try HTTPJSON.response(TenantView(try await deps.store.create(tenant)), status: .created)
     }
 
     private func spec(_ body: TenantView) throws -> Tenant.Spec {
@@ -84,12 +79,8 @@ struct TenantRoutes: Sendable {
     /// Maps to `GET /v1/tenants`.
     func list(_ request: Request, _ context: APIContext) async throws -> Response {
         try context.requireAdmin()
-        do {
-            let list = try await deps.store.list(Tenant.self, tenant: ObjectMeta.clusterTenant)
-            return try HTTPJSON.response(ListBody(items: list.items.map(TenantView.init), resourceVersion: String(list.revision)))
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "tenants")
-        }
+        let list = try await deps.store.list(Tenant.self, tenant: ObjectMeta.clusterTenant)
+        return try HTTPJSON.response(ListBody(items: list.items.map(TenantView.init), resourceVersion: String(list.revision)))
     }
 
     /// Maps to `GET /v1/tenants/{name}` (admins, or the tenant itself).
@@ -99,11 +90,7 @@ struct TenantRoutes: Sendable {
         guard caller.role == .admin || (caller.role == .user && caller.tenant == name) else {
             throw APIError(.notFound, .notFound, "tenant \(name) not found")
         }
-        do {
-            return try HTTPJSON.response(TenantView(try await deps.store.get(Tenant.self, tenant: ObjectMeta.clusterTenant, name: name)))
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "tenant \(name)")
-        }
+        return try HTTPJSON.response(TenantView(try await deps.store.get(Tenant.self, tenant: ObjectMeta.clusterTenant, name: name)))
     }
 
     /// Maps to `PATCH /v1/tenants/{name}`: plan, GPU limit, spending limit; CAS on `resourceVersion` when given
@@ -133,18 +120,14 @@ struct TenantRoutes: Sendable {
             }
             expected = asked
         }
-        do {
-            var tenant = try await deps.store.get(Tenant.self, tenant: ObjectMeta.clusterTenant, name: name)
-            if let expected { tenant.metadata.resourceVersion = expected }
-            var view = TenantView(tenant)
-            if let plan = patch.plan { view.plan = plan }
-            if let limit = patch.gpuLimit { view.gpuLimit = limit }
-            if let usd = patch.spendingLimitUSD { view.spendingLimitUSD = usd }
-            tenant.spec = try spec(view)
-            return try HTTPJSON.response(TenantView(try await deps.store.update(tenant)))
-        } catch let error as StoreError {
-            throw APIError.from(error, what: "tenant \(name)")
-        }
+        var tenant = try await deps.store.get(Tenant.self, tenant: ObjectMeta.clusterTenant, name: name)
+        if let expected { tenant.metadata.resourceVersion = expected }
+        var view = TenantView(tenant)
+        if let plan = patch.plan { view.plan = plan }
+        if let limit = patch.gpuLimit { view.gpuLimit = limit }
+        if let usd = patch.spendingLimitUSD { view.spendingLimitUSD = usd }
+        tenant.spec = try spec(view)
+        return try HTTPJSON.response(TenantView(try await deps.store.update(tenant)))
     }
 
     struct IssueBody: Codable {
@@ -164,11 +147,7 @@ struct TenantRoutes: Sendable {
         switch body.role {
         case .user:
             guard let name = body.tenant else { throw APIError(.unprocessableContent, .invalid, "a user token needs a tenant", field: "tenant") }
-            do {
-                _ = try await deps.store.get(Tenant.self, tenant: ObjectMeta.clusterTenant, name: name)
-            } catch let error as StoreError {
-                throw APIError.from(error, what: "tenant \(name)")
-            }
+            _ = try await deps.store.get(Tenant.self, tenant: ObjectMeta.clusterTenant, name: name)
             tenant = name
         case .node:
             guard let node = body.node, Syntax.isDNSLabel(node) else {
@@ -181,7 +160,7 @@ struct TenantRoutes: Sendable {
         let hash = Tokens.hash(secret)
         let record = TokenRecord(id: Tokens.publicID(hash: hash), sha256: hash, tenant: tenant, role: body.role, node: body.role == .node ? body.node : nil, created: Date())
         do {
-            _ = try await deps.etcd.put(Tokens.indexPrefix + hash, try GPUPlaneJSON.encode(record))
+            try await TokenIndex(store: deps.store).add(record)
         } catch {
             throw APIError(.serviceUnavailable, .unavailable, "cannot store the token; retry")
         }
@@ -201,15 +180,13 @@ struct TenantRoutes: Sendable {
         let id = try context.parameter("id")
         guard id.hasPrefix("tok-"), id.count == 16 else { throw APIError(.notFound, .notFound, "token \(id) not found") }
         let hashPrefix = String(id.dropFirst(4))
+        let removed: Bool
         do {
-            let matches = try await deps.etcd.range(.prefix(Tokens.indexPrefix + hashPrefix))
-            guard let kv = matches.kvs.first else { throw APIError(.notFound, .notFound, "token \(id) not found") }
-            _ = try await deps.etcd.delete(.key(kv.key))
-        } catch let error as APIError {
-            throw error
+            removed = try await TokenIndex(store: deps.store).remove(hashPrefix: hashPrefix)
         } catch {
             throw APIError(.serviceUnavailable, .unavailable, "cannot revoke the token; retry")
         }
+        guard removed else { throw APIError(.notFound, .notFound, "token \(id) not found") }
         deps.authenticator.invalidate()
         return HTTPJSON.noContent()
     }
