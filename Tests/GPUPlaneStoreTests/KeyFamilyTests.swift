@@ -9,6 +9,7 @@ import Testing
 extension StoreTransaction.ConditionTag {
     fileprivate static let cursorMoved = Self("test.cursor-moved")
     fileprivate static let gadgetsMoved = Self("test.gadgets-moved")
+    fileprivate static let fenced = Self("test.fenced")
 }
 
 /// The keys that are not resources, each through its typed interface, and the typed watch of
@@ -121,6 +122,31 @@ struct KeyFamilyTests {
         let failed = await expectStoreError(.preconditionFailed) { _ = try await store.commit(stale) }
         #expect(failed?.failedConditionTag == .cursorMoved)
         #expect(try await cursor.read()?.intervalStart == 300)
+    }
+
+    @Test func aLeaderFenceHoldsWhileTheLeadershipLasts() async throws {
+        let store = try await SharedStoreEtcd.store()
+        let t = uniqueTenant("fence")
+        let lease = try await store.client.grantLease(ttl: 30)
+        let leader = try await store.client.campaign("/test/\(t)/election", lease: lease.id, value: "me")
+        let fence = LeaderFence(leader)
+        #expect(fence.key == leader.keyString && fence.revision == leader.revision)
+        _ = try await store.transaction { txn in
+            txn.require(fence, reason: "leadership", tag: .fenced)
+            try txn.create(Gadget(tenant: t, name: "while-leading"))
+        }
+        try await store.client.resign(leader)
+        let refused = await expectStoreError(.preconditionFailed) {
+            _ = try await store.transaction { txn in
+                txn.require(fence, reason: "leadership", tag: .fenced)
+                try txn.create(Gadget(tenant: t, name: "after"))
+            }
+        }
+        #expect(refused?.failedConditionTag == .fenced)
+        // Events and load reports are written under a rotating lease taken from the store.
+        let rotating = RotatingLease(ttl: .seconds(30))
+        let granted = try await rotating.lease(in: store)
+        #expect(try await rotating.lease(in: store) == granted, "one lease within a rotation")
     }
 
     @Test func aPrefixConditionFailsWhenAKeyUnderItChanged() async throws {
