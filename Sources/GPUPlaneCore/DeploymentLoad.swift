@@ -6,7 +6,7 @@
 /// `/gpuplane/load/deployments/<tenant>/<deployment>/<reporter>`, under a lease, so the reports
 /// of an api-server that stops vanish with it.
 public struct DeploymentLoad: Codable, Sendable, Hashable {
-    /// The prefix every report is under: ``KeySpace/deploymentLoads``.
+    /// The prefix every report is under: ``KeySpace/deploymentLoads`` (kept for tests).
     public static var prefix: String { KeySpace.deploymentLoads }
 
     /// The most requests in flight or waiting for a slot at once during the interval.
@@ -25,15 +25,9 @@ public struct DeploymentLoad: Codable, Sendable, Hashable {
     public var demand: Int { max(peak, cold ? 1 : 0) }
 
     /// The key of `reporter`'s report on `tenant`'s `deployment`:
-    /// ``KeySpace/deploymentLoad(tenant:deployment:reporter:)``.
+    /// ``KeySpace/deploymentLoad(tenant:deployment:reporter:)`` (kept for tests).
     public static func key(tenant: String, deployment: String, reporter: String) -> String {
         KeySpace.deploymentLoad(tenant: tenant, deployment: deployment, reporter: reporter)
-    }
-
-    /// The tenant and deployment a report key is about, or nil for a key of another shape:
-    /// ``KeySpace/deployment(ofLoadKey:)``.
-    public static func deployment(ofKey key: String) -> (tenant: String, name: String)? {
-        KeySpace.deployment(ofLoadKey: key)
     }
 
     /// Instances wanted for `demand` requests at once, `maxBatchSize` each, within

@@ -47,9 +47,6 @@ public struct Tenant: Resource, Hashable {
     /// The GPU limit when none is set (`reference/custom-llm-deployments.txt`).
     public static let defaultGPULimit = 4
 
-    /// The tenant's GPU admission marker: ``KeySpace/gpuAdmission(tenant:)``.
-    public static func gpuAdmissionKey(_ tenant: String) -> String { KeySpace.gpuAdmission(tenant: tenant) }
-
     /// The tenant's settings.
     public struct Spec: Codable, Sendable, Hashable {
         /// The plan.

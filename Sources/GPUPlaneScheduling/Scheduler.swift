@@ -68,7 +68,7 @@ public final class Scheduler: Service, Sendable {
     }
 
     /// The election every scheduler replica campaigns in.
-    public static let defaultElectionName = "/gpuplane/election/scheduler"
+    public static let defaultElectionName = KeySpace.schedulerElection
 
     /// `<host>-<pid>`.
     public static func defaultIdentity() -> String {
@@ -231,7 +231,7 @@ public final class Scheduler: Service, Sendable {
                         self.configuration.electionName, lease: lease.id, value: self.configuration.identity)
                     leader.withLock { $0 = key }
                     let session = LeaderSession(
-                        store: self.store, pipeline: self.pipeline, leader: key,
+                        store: self.store, pipeline: self.pipeline, fence: LeaderFence(key),
                         configuration: self.configuration.session, logger: self.logger)
                     self.state.withLock {
                         $0.session = session
@@ -326,5 +326,12 @@ extension Scheduler {
             pool[model.slug] = count
         }
         return pool
+    }
+}
+
+extension Committer {
+    /// A committer fenced on the leadership held with `leader` (the election's key).
+    convenience init(store: ResourceStore, leader: Etcd.LeaderKey, configuration: Configuration, logger: Logger) {
+        self.init(store: store, fence: LeaderFence(leader), configuration: configuration, logger: logger)
     }
 }

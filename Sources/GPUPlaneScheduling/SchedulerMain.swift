@@ -1,4 +1,3 @@
-import EtcdClient
 import Foundation
 import GPUPlaneCore
 import GPUPlaneService
@@ -39,9 +38,9 @@ public enum SchedulerMain {
             let logger = Logger(label: "gpuplane.scheduler")
 
             let catalog = try Catalog.load(overrideFile: try config.string("catalog-file"))
-            let client = try Etcd.Client(Etcd.Configuration(endpoints: try config.list("etcd.endpoints") ?? [], logger: logger))
+            let store = try ResourceStore.connect(endpoints: try config.list("etcd.endpoints") ?? [], logger: logger)
             let scheduler = Scheduler(
-                store: ResourceStore(client: client), pipeline: Pipeline(catalog: catalog),
+                store: store, pipeline: Pipeline(catalog: catalog),
                 configuration: try schedulerConfiguration(config, catalog: catalog), logger: logger,
                 onStatus: { status in try? SystemdNotifier().status(status) })
             let notifier = SystemdNotifier()

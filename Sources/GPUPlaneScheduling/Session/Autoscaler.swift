@@ -1,4 +1,3 @@
-import EtcdClient
 import Foundation
 import GPUPlaneCore
 import GPUPlaneStore
@@ -73,22 +72,17 @@ final class Autoscaler: Sendable {
     /// Starts a round at `now`: the gateways' load reports summed per `<tenant>/<deployment>`
     /// (requests at once), or nil when they cannot be read (etcd slow or failing over): that
     /// skips the round, it must not end the term.
-    func readDemand(from store: ResourceStore, now: ContinuousClock.Instant) async -> [String: Int]? {
+    func readDemand(from loads: LoadReports, now: ContinuousClock.Instant) async -> [String: Int]? {
         state.withLock { $0.lastRun = now }
-        let reports: [Etcd.KeyValue]
+        let reports: [LoadReports.Report]
         do {
-            reports = try await store.client.range(.prefix(DeploymentLoad.prefix)).kvs
+            reports = try await loads.all()
         } catch {
             logger.warning("cannot read the deployments' load reports; sizing them on a later round", metadata: ["error": "\(error)"])
             return nil
         }
         var demand: [String: Int] = [:]
-        for kv in reports {
-            guard let (tenant, name) = DeploymentLoad.deployment(ofKey: kv.keyString),
-                let load = try? GPUPlaneJSON.decode(DeploymentLoad.self, from: kv.value)
-            else { continue }
-            demand["\(tenant)/\(name)", default: 0] += load.demand
-        }
+        for report in reports { demand["\(report.tenant)/\(report.deployment)", default: 0] += report.load.demand }
         state.withLock { $0.rounds += 1 }
         return demand
     }
@@ -143,7 +137,7 @@ final class Autoscaler: Sendable {
                 let added = (0..<settings.maxInstances).filter { !taken.contains($0) }.prefix(target - current)
                 unit.ops += added.map { .create(planner.replica(for: deployment, index: $0)) }
                 unit.ops.append(.update(scaled(deployment, to: target)))
-                unit.guards.append(.init(key: Tenant.gpuAdmissionKey(tenant.metadata.name), revision: input.replicaRevision))
+                unit.guards.append(.init(key: KeySpace.gpuAdmission(tenant: tenant.metadata.name), revision: input.replicaRevision))
                 unit.events.append(.init(
                     involved: EventRecorder.reference(deployment), tenant: tenant.metadata.name, severity: .normal,
                     reason: Reason.scaled, message: "scaled up from \(current) to \(target) instances for \(demand[key] ?? 0) requests at once",

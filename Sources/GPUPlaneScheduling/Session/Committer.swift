@@ -1,4 +1,3 @@
-import EtcdClient
 import Foundation
 import GPUPlaneCore
 import GPUPlaneStore
@@ -72,7 +71,8 @@ final class Committer: Sendable {
     }
 
     let store: ResourceStore
-    let leader: Etcd.LeaderKey
+    /// The leadership every write is fenced on.
+    let fence: LeaderFence
     let configuration: Configuration
     let events = EventRecorder()
     let logger: Logger
@@ -85,9 +85,9 @@ final class Committer: Sendable {
         var awaited: [ResourceKind: Int64] = [:]
     }
 
-    init(store: ResourceStore, leader: Etcd.LeaderKey, configuration: Configuration, logger: Logger) {
+    init(store: ResourceStore, fence: LeaderFence, configuration: Configuration, logger: Logger) {
         self.store = store
-        self.leader = leader
+        self.fence = fence
         self.configuration = configuration
         self.logger = logger
         self.eventLease = RotatingLease(ttl: configuration.eventTTL)
@@ -122,7 +122,7 @@ final class Committer: Sendable {
         var wrote = false
         for chunk in Self.chunks(units, limit: limit) {
             var txn = StoreTransaction()
-            txn.require(leader.fence, reason: Reason.leaderFence, tag: Tag.leaderFence)
+            txn.require(fence, reason: Reason.leaderFence, tag: Tag.leaderFence)
             var kinds = Set<ResourceKind>()
             // One bump per key (etcd refuses a key written twice in one transaction), on the
             // oldest revision any of the chunk's decisions read it at.
@@ -196,7 +196,7 @@ final class Committer: Sendable {
     private func handle(_ failure: Failure, _ error: StoreError) throws {
         switch failure {
         case .leadershipLost:
-            throw SchedulerError(.leadershipLost, "a fenced write was refused: \(leader.keyString) no longer leads")
+            throw SchedulerError(.leadershipLost, "a fenced write was refused: \(fence.key) no longer leads")
         case .raced:
             state.withLock { $0.counters.conflicts += 1 }
             logger.debug("a GPU admission of the tenant committed meanwhile; deciding again on the next pass")
@@ -227,7 +227,7 @@ final class Committer: Sendable {
             var committed = false
             while !committed, !chunk.isEmpty {
                 var txn = StoreTransaction()
-                txn.require(leader.fence, reason: Reason.leaderFence, tag: Tag.leaderFence)
+                txn.require(fence, reason: Reason.leaderFence, tag: Tag.leaderFence)
                 for object in chunk { try txn.create(object) }
                 do {
                     _ = try await store.commit(txn)
@@ -237,7 +237,7 @@ final class Committer: Sendable {
                     let present = try await store.existingKeys(of: chunk)
                     chunk.removeAll { present.contains($0.storageKey) }
                 } catch let error as StoreError where Self.classify(error, kinds: []) == .leadershipLost {
-                    throw SchedulerError(.leadershipLost, "a fenced write was refused: \(leader.keyString) no longer leads")
+                    throw SchedulerError(.leadershipLost, "a fenced write was refused: \(fence.key) no longer leads")
                 }
             }
             created += chunk
@@ -245,18 +245,18 @@ final class Committer: Sendable {
         return created
     }
 
-    /// Sets the raw key `key` to `value` if its mod revision is still `revision` (0: absent),
-    /// fenced; returns its new mod revision.
-    /// - Throws: ``SchedulerError/Code/leadershipLost`` when the fence or the key moved: only
+    /// Moves the meter's `cursor` to `intervalStart` if its mod revision is still `revision`
+    /// (0: never written), fenced; returns its new mod revision.
+    /// - Throws: ``SchedulerError/Code/leadershipLost`` when the fence or the cursor moved: only
     ///   another leader moves either.
-    func set(_ key: String, to value: String, ifModRevision revision: Int64) async throws -> Int64 {
+    func move(_ cursor: MeterCursor, to intervalStart: Int64, ifAt revision: Int64) async throws -> Int64 {
         var txn = StoreTransaction()
-        txn.require(leader.fence, reason: Reason.leaderFence, tag: Tag.leaderFence)
-        txn.set(key, to: Data(value.utf8), ifModRevision: revision, reason: Reason.meterCursor, tag: Tag.meterCursor)
+        txn.require(fence, reason: Reason.leaderFence, tag: Tag.leaderFence)
+        cursor.move(to: intervalStart, ifAt: revision, in: &txn, reason: Reason.meterCursor, tag: Tag.meterCursor)
         do {
             return try await store.commit(txn).revision
         } catch let error as StoreError where error.code == .preconditionFailed || error.code == .conflict {
-            throw SchedulerError(.leadershipLost, "\(key) or the fence changed under this leader")
+            throw SchedulerError(.leadershipLost, "\(cursor.key) or the fence changed under this leader")
         }
     }
 
@@ -267,13 +267,13 @@ final class Committer: Sendable {
     func flushEvents(now: Date = Date()) async throws {
         let due = events.due(now: now, interval: configuration.eventFlushInterval.seconds, forgetAfter: configuration.eventTTL.seconds)
         guard !due.isEmpty else { return }
-        let lease = try await eventLease.lease(etcd: store.client)
+        let lease = try await eventLease.lease(in: store)
         var start = 0
         while start < due.count {
             let chunk = Array(due[start..<min(start + limit, due.count)])
             start += chunk.count
             var txn = StoreTransaction()
-            txn.require(leader.fence, reason: Reason.leaderFence, tag: Tag.leaderFence)
+            txn.require(fence, reason: Reason.leaderFence, tag: Tag.leaderFence)
             for (_, op) in chunk { try txn.add(op, lease: lease) }
             do {
                 let result = try await store.commit(txn)

@@ -1,4 +1,3 @@
-import EtcdClient
 import Foundation
 import GPUPlaneCore
 import GPUPlaneStore

@@ -1,14 +1,14 @@
-import EtcdClient
 import Foundation
 import GPUPlaneCore
+import GPUPlaneStore
 import Logging
 import GPUPlaneSystem
 
-/// Which nodes have a live heartbeat key (`/gpuplane/heartbeats/<node>`): list, then watch,
-/// listing again after compaction. The keys sit on leases the api-server renews; when a node
+/// Which nodes have a live heartbeat key (``NodeHeartbeats``): list, then watch, listing again
+/// after compaction. The keys sit on leases the api-server renews; when a node
 /// stops calling, etcd deletes its key and the watch says so.
 final class HeartbeatWatcher: Sendable {
-    private let client: Etcd.Client
+    private let heartbeats: NodeHeartbeats
     private let logger: Logger
     private let onChange: @Sendable () -> Void
     private let state = Locked(State())
@@ -20,8 +20,8 @@ final class HeartbeatWatcher: Sendable {
         var synced = false
     }
 
-    init(client: Etcd.Client, logger: Logger, onChange: @escaping @Sendable () -> Void) {
-        self.client = client
+    init(heartbeats: NodeHeartbeats, logger: Logger, onChange: @escaping @Sendable () -> Void) {
+        self.heartbeats = heartbeats
         self.logger = logger
         self.onChange = onChange
     }
@@ -49,8 +49,7 @@ final class HeartbeatWatcher: Sendable {
         var failures = 0
         while !Task.isCancelled {
             do {
-                let listed = try await client.range(.prefix(NodeHeartbeat.prefix), keysOnly: true)
-                let live = Set(listed.kvs.compactMap { NodeHeartbeat.node(fromKey: $0.keyString) })
+                let (live, revision) = try await heartbeats.list()
                 state.withLock {
                     // A key gone while no watch ran: the lifecycle's grace decides, not this.
                     $0.expired.subtract(live)
@@ -59,25 +58,22 @@ final class HeartbeatWatcher: Sendable {
                 }
                 onChange()
                 failures = 0
-                let watch = client.watch(.prefix(NodeHeartbeat.prefix), startRevision: listed.header.revision + 1)
-                for try await batch in watch {
-                    guard !batch.events.isEmpty else { continue }
+                for try await changes in heartbeats.watch(from: revision + 1) {
+                    guard !changes.isEmpty else { continue }
                     state.withLock { s in
-                        for event in batch.events {
-                            guard let node = NodeHeartbeat.node(fromKey: event.kv.keyString) else { continue }
-                            switch event.type {
-                            case .put:
-                                s.live.insert(node)
-                                s.expired.remove(node)
-                            case .delete:
-                                s.live.remove(node)
-                                s.expired.insert(node)
+                        for change in changes {
+                            if change.live {
+                                s.live.insert(change.node)
+                                s.expired.remove(change.node)
+                            } else {
+                                s.live.remove(change.node)
+                                s.expired.insert(change.node)
                             }
                         }
                     }
                     onChange()
                 }
-            } catch let e as EtcdError where e.code == .compacted {
+            } catch let e as StoreError where e.code == .compacted {
                 continue
             } catch {
                 if Task.isCancelled { return }

@@ -1,4 +1,3 @@
-import EtcdClient
 import Foundation
 import GPUPlaneCore
 import GPUPlaneStore
@@ -30,8 +29,8 @@ import Logging
 /// those writes, so no decision is ever made on a cache older than the leader's own writes.
 /// Every transaction carries the leader key's fence: once this term is over, nothing commits.
 public final class LeaderSession: Sendable {
-    /// The leadership this session serves.
-    public let leader: Etcd.LeaderKey
+    /// The leadership this session serves: every write is fenced on it.
+    public let fence: LeaderFence
     let store: ResourceStore
     let configuration: Configuration
     let logger: Logger
@@ -53,13 +52,13 @@ public final class LeaderSession: Sendable {
     let warmPool: WarmPool
     private let passes = Locked(0)
 
-    /// Makes a session for `leader`.
+    /// Makes a session for the leadership `fence` stands for.
     public init(
-        store: ResourceStore, pipeline: Pipeline, leader: Etcd.LeaderKey, configuration: Configuration,
+        store: ResourceStore, pipeline: Pipeline, fence: LeaderFence, configuration: Configuration,
         logger: Logger
     ) {
         self.store = store
-        self.leader = leader
+        self.fence = fence
         self.configuration = configuration
         self.logger = logger
         self.nodes = Informer(store: store, logger: logger)
@@ -68,24 +67,24 @@ public final class LeaderSession: Sendable {
         self.tenants = Informer(store: store, logger: logger)
         self.deployments = Informer(store: store, logger: logger)
         let wakeup = self.wakeup
-        self.heartbeats = HeartbeatWatcher(client: store.client, logger: logger) { wakeup.ring() }
+        self.heartbeats = HeartbeatWatcher(heartbeats: NodeHeartbeats(store: store), logger: logger) { wakeup.ring() }
         self.committer = Committer(
-            store: store, leader: leader,
+            store: store, fence: fence,
             configuration: .init(
                 maxOperationsPerTransaction: configuration.maxOperationsPerTransaction,
                 eventFlushInterval: configuration.eventFlushInterval, eventTTL: configuration.eventTTL),
             logger: logger)
         self.nodeLifecycle = NodeLifecycle(heartbeatGrace: configuration.heartbeatGrace)
-        self.meter = UsageMeter(configuration: configuration.meter, logger: logger)
+        self.meter = UsageMeter(configuration: configuration.meter, cursor: MeterCursor(store: store, key: configuration.meter.cursorKey), logger: logger)
         self.placement = PlacementStep(
-            pipeline: pipeline, leaderRevision: leader.revision, preemption: configuration.preemption,
+            pipeline: pipeline, leaderRevision: fence.revision, preemption: configuration.preemption,
             recordBindEvents: configuration.recordBindEvents)
         self.autoscaler = Autoscaler(
             configuration: .init(interval: configuration.autoscaleInterval, scaleDownDelay: configuration.scaleDownDelay),
             planner: ReplicaPlanner(catalog: pipeline.catalog, machineTypes: pipeline.machineTypes), logger: logger)
         self.warmPool = WarmPool(
             pool: configuration.warmPool, idleServerGrace: configuration.idleServerGrace, pipeline: pipeline,
-            leaderRevision: leader.revision, logger: logger)
+            leaderRevision: fence.revision, logger: logger)
     }
 
     /// The counters so far.
@@ -132,7 +131,7 @@ public final class LeaderSession: Sendable {
         }
 
         // 5. Autoscaling, when a round is due.
-        if autoscaler.isDue(now: input.clock), let demand = await autoscaler.readDemand(from: store, now: input.clock),
+        if autoscaler.isDue(now: input.clock), let demand = await autoscaler.readDemand(from: LoadReports(store: store), now: input.clock),
             try await committer.commit(autoscaler.writes(input, demand: demand, overSpendingLimit: meter.isOverSpendingLimit))
         {
             try await committer.flushEvents()

@@ -1,4 +1,3 @@
-import EtcdClient
 import Foundation
 import GPUPlaneCore
 import GPUPlaneStore
@@ -12,7 +11,7 @@ import GPUPlaneSystem
 /// - a record's name is fixed by its replica and interval (`UsageRecord.name(replica:intervalStart:)`)
 ///   and it is written create-if-absent, so metering an interval twice writes nothing new;
 /// - every write carries the leader's fence, so a deposed leader writes nothing at all;
-/// - a cursor key (`/gpuplane/meter/cursor`, the start of the last interval fully metered)
+/// - a cursor (``MeterCursor``, the start of the last interval fully metered)
 ///   moves forward, compare-and-swapped, only once all of an interval's records are in. A new
 ///   leader starts from the cursor and backfills the intervals the old one missed, at most
 ///   ``Configuration/backfillLimit`` of them.
@@ -36,13 +35,13 @@ public final class UsageMeter: Sendable {
         public var backfillLimit: Int
         /// Prices.
         public var pricing: Pricing
-        /// The cursor key.
+        /// The cursor's key (``KeySpace/meterCursor``; tests choose another).
         public var cursorKey: String
 
         /// Makes a configuration.
         public init(
             interval: Duration = .seconds(Pricing.defaultIntervalSeconds), backfillLimit: Int = 12,
-            pricing: Pricing = .standard, cursorKey: String = UsageMeter.defaultCursorKey
+            pricing: Pricing = .standard, cursorKey: String = KeySpace.meterCursor
         ) {
             self.interval = interval
             self.backfillLimit = backfillLimit
@@ -51,10 +50,9 @@ public final class UsageMeter: Sendable {
         }
     }
 
-    /// Where the cursor lives by default.
-    public static let defaultCursorKey = "/gpuplane/meter/cursor"
-
     let configuration: Configuration
+    /// Where the cursor is kept.
+    let cursor: MeterCursor
     let logger: Logger
     private let state = Locked(State())
 
@@ -71,8 +69,9 @@ public final class UsageMeter: Sendable {
         var records = 0
     }
 
-    init(configuration: Configuration, logger: Logger) {
+    init(configuration: Configuration, cursor: MeterCursor, logger: Logger) {
         self.configuration = configuration
+        self.cursor = cursor
         self.logger = logger
     }
 
@@ -106,12 +105,10 @@ public final class UsageMeter: Sendable {
         let now = input.now
         let current = start(of: now)
         if state.withLock({ $0.cursor }) == nil {
-            let kv: Etcd.KeyValue?
-            do { kv = try await store.client.get(configuration.cursorKey) } catch let e as EtcdError { throw StoreError.etcd(e) }
-            if let kv, let value = Int64(String(decoding: kv.value, as: UTF8.self)) {
+            if let position = try await cursor.read() {
                 state.withLock {
-                    $0.cursor = value
-                    $0.cursorRevision = kv.modRevision
+                    $0.cursor = position.intervalStart
+                    $0.cursorRevision = position.revision
                 }
             } else {
                 // A new cluster: the interval under way is the first one metered.
@@ -215,7 +212,7 @@ public final class UsageMeter: Sendable {
     /// moved under us means another leader (``SchedulerError/Code/leadershipLost``).
     private func advanceCursor(to intervalStart: Int64, committer: Committer) async throws {
         let revision = state.withLock { $0.cursorRevision }
-        let moved = try await committer.set(configuration.cursorKey, to: String(intervalStart), ifModRevision: revision)
+        let moved = try await committer.move(cursor, to: intervalStart, ifAt: revision)
         state.withLock {
             $0.cursor = intervalStart
             $0.cursorRevision = moved
