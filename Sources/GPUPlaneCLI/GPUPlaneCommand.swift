@@ -151,7 +151,11 @@ public struct ModelsCommand: ParsableCommand {
             let plans = Plan.allCases.filter { $0.allows(model) }.map(\.rawValue).joined(separator: ",")
             rows.append([model.slug, "\(model.mode.rawValue)", model.size.rawValue, "\(model.vramGB) GB", plans, model.useCase])
         }
-        rows.append([Catalog.auto, "3", "small", "-", Plan.allCases.map(\.rawValue).joined(separator: ","), "the scheduler picks a small shared model"])
+        rows.append([
+            Catalog.auto, "3", "small", catalog.autoModel.map { "\($0.vramGB) GB" } ?? "-",
+            Plan.allCases.filter(\.allowsAuto).map(\.rawValue).joined(separator: ","),
+            "the scheduler picks a small shared chat model" + (catalog.autoModel.map { " (\($0.slug))" } ?? ""),
+        ])
         rows.append([Catalog.custom, "1", "-", "memoryGB", "enterprise", "raw GPUs for your own server"])
         let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         return rows.map { row in

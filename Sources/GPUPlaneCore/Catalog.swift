@@ -52,6 +52,27 @@ public struct CatalogModel: Resource, Hashable {
         public static func < (lhs: SizeClass, rhs: SizeClass) -> Bool { lhs.order < rhs.order }
     }
 
+    /// What a model answers: chat (and text) completions, or embeddings.
+    public enum ModelTask: String, Codable, Sendable, Hashable {
+        /// Chat and text completions (`/v1/chat/completions`): what `auto` may pick.
+        case chat
+        /// Embeddings only (`/v1/embeddings`).
+        case embedding
+
+        /// The task a catalog entry that names none serves: `embedding` when its arguments ask
+        /// the server for embeddings (`--task embed`/`embedding`), `chat` otherwise.
+        public static func inferred(fromArgs args: [String]) -> ModelTask {
+            for (i, arg) in args.enumerated() {
+                let value: Substring?
+                if arg == "--task" { value = i + 1 < args.count ? Substring(args[i + 1]) : nil }
+                else if arg.hasPrefix("--task=") { value = arg.dropFirst("--task=".count) }
+                else { value = nil }
+                if let value, value.hasPrefix("embed") { return .embedding }
+            }
+            return .chat
+        }
+    }
+
     public var metadata: ObjectMeta
     /// The slug users write, e.g. `llama-3.1-8b`.
     public var slug: String
@@ -69,11 +90,14 @@ public struct CatalogModel: Resource, Hashable {
     public var port: Int
     /// What the model is for, shown by `gpuplane models`.
     public var useCase: String
+    /// Chat or embeddings (a catalog file that names none: inferred from `args`, see
+    /// ``ModelTask/inferred(fromArgs:)``).
+    public var task: ModelTask
 
-    /// Makes a catalog entry.
+    /// Makes a catalog entry; `task` nil is inferred from `args`.
     public init(
         slug: String, mode: GPUMode, size: SizeClass, vramGB: Int, image: String,
-        args: [String] = [], port: Int = 8000, useCase: String = ""
+        args: [String] = [], port: Int = 8000, useCase: String = "", task: ModelTask? = nil
     ) {
         self.metadata = ObjectMeta(name: slug)
         self.slug = slug
@@ -84,10 +108,11 @@ public struct CatalogModel: Resource, Hashable {
         self.args = args
         self.port = port
         self.useCase = useCase
+        self.task = task ?? .inferred(fromArgs: args)
     }
 
     private enum CodingKeys: String, CodingKey {
-        case metadata, slug, mode, size, vramGB, image, args, port, useCase
+        case metadata, slug, mode, size, vramGB, image, args, port, useCase, task
     }
 
     public init(from decoder: any Decoder) throws {
@@ -101,6 +126,7 @@ public struct CatalogModel: Resource, Hashable {
         args = try c.decodeIfPresent([String].self, forKey: .args) ?? []
         port = try c.decodeIfPresent(Int.self, forKey: .port) ?? 8000
         useCase = try c.decodeIfPresent(String.self, forKey: .useCase) ?? ""
+        task = try c.decodeIfPresent(ModelTask.self, forKey: .task) ?? .inferred(fromArgs: args)
     }
 }
 
@@ -116,7 +142,8 @@ public struct CatalogError: Error, CustomStringConvertible, Sendable {
 /// gpuplane ships `catalog.json`; operators override it with their own file of the same shape
 /// (`{"models": [...]}`), which replaces entries by slug and adds new ones.
 public struct Catalog: Sendable {
-    /// The literal that lets the scheduler pick a small shared model.
+    /// The literal that lets the scheduler pick a small shared chat model (Free plan only:
+    /// ``Plan/allowsAuto``; ``autoModel`` is the one it picks).
     public static let auto = "auto"
     /// The literal for Mode 1 bring-your-own.
     public static let custom = "custom"
@@ -188,9 +215,10 @@ public struct Catalog: Sendable {
     /// The model with this slug.
     public func model(_ slug: String) -> CatalogModel? { bySlug[slug] }
 
-    /// The model `auto` resolves to: the smallest small shared model.
+    /// The model `auto` resolves to: the smallest small shared chat model (never an embedding
+    /// model: a Free pod's `NXL_INFERENCE_URL` is called for chat completions), then by slug.
     public var autoModel: CatalogModel? {
-        models.filter { $0.mode == .sharedPinned && $0.size == .small }
+        models.filter { $0.mode == .sharedPinned && $0.size == .small && $0.task == .chat }
             .min { ($0.vramGB, $0.slug) < ($1.vramGB, $1.slug) }
     }
 

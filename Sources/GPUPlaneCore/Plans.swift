@@ -27,8 +27,9 @@ public enum Plan: String, Codable, Sendable, CaseIterable, Comparable {
         }
     }
 
-    /// Whether this plan may use `model: auto`. Every plan may: higher plans include all of lower ones.
-    public var allowsAuto: Bool { true }
+    /// Whether this plan may use `model: auto`: the Free plan only ("literal auto (Free plan
+    /// only, scheduler picks a small shared model)"); Pro and above name a catalog slug.
+    public var allowsAuto: Bool { self == .free }
 
     /// Whether this plan may use `model: custom` (Mode 1).
     public var allowsCustom: Bool { self == .enterprise }

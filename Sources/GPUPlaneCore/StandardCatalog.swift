@@ -16,7 +16,7 @@ enum StandardCatalog {
              "port": 8000, "useCase": "code completion and review"},
             {"slug": "nomic-embed", "mode": 3, "size": "small", "vramGB": 2,
              "image": "gpuplane/model-server:latest", "args": ["--model", "nomic-ai/nomic-embed-text-v1.5", "--task", "embed"],
-             "port": 8000, "useCase": "text embeddings for search and RAG"},
+             "port": 8000, "useCase": "text embeddings for search and RAG", "task": "embedding"},
             {"slug": "qwen-2.5-14b", "mode": 3, "size": "mid", "vramGB": 36,
              "image": "gpuplane/model-server:latest", "args": ["--model", "Qwen/Qwen2.5-14B-Instruct", "--max-model-len", "16384"],
              "port": 8000, "useCase": "stronger reasoning that still shares a GPU"},

@@ -193,7 +193,7 @@ import Testing
             #expect(reply.errorCode == "bad_request")
             #expect(reply.errorMessage.contains("empty"), "\(reply.text)")
         }
-        let valid = try await h.call("POST", "/v1/validate", token: token, body: chatBackend.replacingOccurrences(of: "llama-3.3-70b", with: "auto"))
+        let valid = try await h.call("POST", "/v1/validate", token: token, body: chatBackend.replacingOccurrences(of: "llama-3.3-70b", with: "phi-3.5-mini"))
         #expect(valid.status == 200, "\(valid.text)")
     }
 

@@ -52,7 +52,9 @@ import Testing
         #expect(rows[0].hasPrefix("SLUG"))
         let llama70 = try #require(rows.first { $0.hasPrefix("llama-3.3-70b ") })
         #expect(llama70.contains("scale,enterprise"))
+        // `auto` is the Free plan's alone, and picks a chat model (never the embedding one).
         let auto = try #require(rows.first { $0.hasPrefix("auto ") })
-        #expect(auto.contains("free,pro,scale,enterprise"))
+        #expect(auto.contains(" free ") && !auto.contains("pro"), "\(auto)")
+        #expect(auto.contains("(phi-3.5-mini)"), "\(auto)")
     }
 }

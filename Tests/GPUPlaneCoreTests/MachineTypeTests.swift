@@ -87,10 +87,30 @@ import Testing
         #expect(try #require(catalog.model(slug)).mode == .largePinned)
     }
 
-    @Test func autoPicksTheSmallestSmallSharedModel() {
-        #expect(catalog.autoModel?.mode == .sharedPinned)
-        #expect(catalog.autoModel?.size == .small)
-        #expect(catalog.autoModel?.vramGB == catalog.models.filter { $0.mode == .sharedPinned }.map(\.vramGB).min())
+    /// "scheduler picks a small shared model": the smallest small chat model, never the
+    /// embedding one (nomic-embed is smaller, but a Free pod calls chat completions).
+    @Test func autoPicksTheSmallestSmallSharedChatModel() throws {
+        let auto = try #require(catalog.autoModel)
+        #expect(auto.mode == .sharedPinned)
+        #expect(auto.size == .small)
+        #expect(auto.task == .chat)
+        #expect(auto.slug == "phi-3.5-mini")
+        #expect(catalog.model("nomic-embed")?.task == .embedding)
+        #expect(auto.vramGB == catalog.models.filter { $0.mode == .sharedPinned && $0.task == .chat }.map(\.vramGB).min())
+    }
+
+    /// A catalog file that names no task: embeddings when the arguments ask for them.
+    @Test func anOperatorsEmbeddingModelIsNeverAuto() throws {
+        let json = #"{"models": [{"slug": "tiny-embed", "mode": 3, "size": "small", "vramGB": 1, "image": "ops/vllm:1", "args": ["--model", "x/e", "--task", "embed"]}, {"slug": "tiny-chat", "mode": 3, "size": "small", "vramGB": 3, "image": "ops/vllm:1", "args": ["--task=generate"]}, {"slug": "tagged", "mode": 3, "size": "small", "vramGB": 2, "image": "ops/vllm:1", "task": "embedding"}]}"#
+        let merged = try catalog.overridden(by: try Catalog(json: Data(json.utf8)))
+        #expect(merged.model("tiny-embed")?.task == .embedding)
+        #expect(merged.model("tagged")?.task == .embedding)
+        #expect(merged.model("tiny-chat")?.task == .chat)
+        #expect(merged.autoModel?.slug == "tiny-chat")
+    }
+
+    @Test func autoIsTheFreePlansOnly() {
+        #expect(Plan.allCases.filter(\.allowsAuto) == [.free])
     }
 
     @Test func operatorOverridesReplaceAndAdd() throws {

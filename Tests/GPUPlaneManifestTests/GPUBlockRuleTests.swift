@@ -177,9 +177,28 @@ import Testing
         #expect(try #require(custom.first(.planEntitlement)).message.contains("needs the Enterprise plan"))
     }
 
-    @Test(arguments: ["auto", "llama-3.1-8b", "llama-3.3-70b", "qwen-2.5-coder-32b-fp8"])
-    func enterpriseMayUseEverything(model: String) {
-        #expect(read(app(pod: "gpu: {enabled: true, model: \(model)}"), plan: .enterprise).isValid)
+    @Test(arguments: ["llama-3.1-8b", "llama-3.3-70b", "qwen-2.5-coder-32b-fp8", "custom"])
+    func enterpriseMayUseEverySlugAndCustom(model: String) {
+        let memory = model == "custom" ? ", memoryGB: 96" : ""
+        #expect(read(app(pod: "gpu: {enabled: true, model: \(model)\(memory)}"), plan: .enterprise).isValid)
+    }
+
+    /// "literal auto (Free plan only, scheduler picks a small shared model)": Pro and above
+    /// name a slug, told so at gpu.model's line and column, with a slug they may use.
+    @Test(arguments: [Plan.pro, .scale, .enterprise])
+    func autoIsForTheFreePlanOnly(plan: Plan) throws {
+        let yaml = "application:\n  name: my-app\n  pods:\n    - name: api\n      image: myorg/app:v1\n      gpu:\n        enabled: true\n        model: auto\n"
+        let manifest = read(yaml, plan: plan)
+        #expect(!manifest.isValid)
+        #expect(manifest.codes == [.planEntitlement], "\(manifest.diagnostics)")
+        let d = try #require(manifest.first(.planEntitlement))
+        #expect(d.path == "application.pods[0].gpu.model")
+        #expect((d.line, d.column) == (8, 16))
+        #expect(d.message.contains("auto is for the Free plan only"), "\(d.message)")
+        #expect(d.message.contains("name a catalog slug in gpu.model"), "\(d.message)")
+        #expect(d.message.contains("\(plan.displayName) plan"), "\(d.message)")
+        #expect(d.message.contains("e.g. model: phi-3.5-mini"), "\(d.message)")
+        #expect(read(yaml.replacingOccurrences(of: "model: auto", with: "model: phi-3.5-mini"), plan: plan).isValid)
     }
 
     @Test func noPlanMeansNoEntitlementCheck() {

@@ -24,6 +24,8 @@ import Testing
         let auto = try #require(Fixture.catalog.autoModel)
         #expect(request.demand == .shared(slug: auto.slug, vramGB: auto.vramGB))
         #expect(request.wholeGPUs == 0)
+        // A small chat model, never the (smaller) embedding model.
+        #expect(request.slug == "phi-3.5-mini")
     }
 
     @Test func deploymentsAreDedicated() throws {

@@ -36,7 +36,7 @@ struct InfoRoutes: Sendable {
         }
         items.append(ModelView(
             slug: Catalog.auto, mode: GPUMode.sharedPinned.rawValue, size: "small", vramGB: deps.catalog.autoModel?.vramGB,
-            useCase: "the scheduler picks a small shared model", plans: Plan.allCases, available: plan.map { _ in true }))
+            useCase: "the scheduler picks a small shared model", plans: Plan.allCases.filter(\.allowsAuto), available: plan.map(\.allowsAuto)))
         items.append(ModelView(
             slug: Catalog.custom, mode: GPUMode.dedicated.rawValue, size: "raw", vramGB: nil,
             useCase: "whole GPUs for your own server (memoryGB up to \(deps.maxGPUMemoryGB))",

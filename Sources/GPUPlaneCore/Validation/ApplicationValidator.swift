@@ -170,7 +170,11 @@ public struct ApplicationValidator: Sendable {
 
     /// Why `plan` may not use `model`, naming the plan that would allow it; nil when it may.
     public func entitlement(model: String, plan: Plan) -> String? {
-        if model == Catalog.auto { return nil }
+        if model == Catalog.auto {
+            guard !plan.allowsAuto else { return nil }
+            let example = context.catalog.autoModel.map { ", e.g. model: \($0.slug)" } ?? ""
+            return "model: auto is for the Free plan only (the scheduler picks a small shared model there); on the \(plan.displayName) plan, name a catalog slug in gpu.model instead\(example) (`gpuplane models` lists the slugs and the plans that may use each)"
+        }
         if model == Catalog.custom {
             return plan.allowsCustom
                 ? nil
