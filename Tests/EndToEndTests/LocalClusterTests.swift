@@ -48,7 +48,10 @@ import Testing
                 logs = (try? cluster.podman.podman(["logs", name])) ?? ""
                 return logs.contains("GPUPLANE_FAKE_GPU_INDEX=")
             }
-            #expect(logs.contains("NXL_GPU_INDEX=\(index)\n"))
+            // The host's GPU `index` is the container's GPU 0 ("Your container gets
+            // NXL_GPU_INDEX=0"); the fake NVML's variable names the host's index.
+            #expect(logs.contains("NXL_GPU_INDEX=0\n"), "\(logs)")
+            #expect(logs.contains("NXL_GPU_INDICES=0\n"), "\(logs)")
             #expect(logs.contains("GPUPLANE_FAKE_GPU_INDEX=\(index)\n"))
             #expect(logs.contains("GPUPLANE_FAKE_GPU_UUID=\(cluster.podman.fakeGPUs[index].uuid)\n"))
             #expect(logs.components(separatedBy: "_UUID=").count == 3, "exactly one GPU's CDI edits: \(logs)")

@@ -18,7 +18,9 @@ struct AgentReconcileTests {
             try await eventually("env printed") { try await world.output(id).contains { $0.hasPrefix("NXL_GPU_INDEX=") } }
             let lines = try await world.output(id)
             #expect(lines.contains("FOO=bar"))
-            #expect(lines.contains("NXL_GPU_INDEX=1,5"))
+            // Host GPUs 1 and 5 are the container's 0 and 1.
+            #expect(lines.contains("NXL_GPU_INDEX=0"))
+            #expect(lines.contains("NXL_GPU_INDICES=0,1"))
             #expect(!lines.contains { $0.hasPrefix("NXL_INFERENCE_URL=") })
             let gpus = world.podman.fakeGPUs
             let perGPU = Set(lines.filter { $0.hasPrefix("GPUPLANE_FAKE_GPU_") && $0.contains("_UUID=") && !$0.hasPrefix("GPUPLANE_FAKE_GPU_UUID=") })
@@ -140,7 +142,8 @@ struct AgentReconcileTests {
                 $0.status.phase == .running && $0.status.containerID != nil && $0.status.containerID != before.status.containerID
             }
             let id = try #require(after.status.containerID)
-            try await eventually("env printed") { try await world.output(id).contains("NXL_GPU_INDEX=6") }
+            try await eventually("env printed") { try await world.output(id).contains("GPUPLANE_FAKE_GPU_6_UUID=\(world.podman.fakeGPUs[6].uuid)") }
+            #expect(try await world.output(id).contains("NXL_GPU_INDEX=0"))
             try await eventually("one container") { try await world.containers(of: "moved").map(\.id) == [id] }
         }
     }

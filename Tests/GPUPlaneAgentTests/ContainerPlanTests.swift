@@ -16,13 +16,27 @@ struct ContainerPlanTests {
 
     @Test func modeOneGetsItsGPUIndicesAndNoInferenceURL() {
         let plan = ContainerPlan(replica: replica(mode: .dedicated, gpus: [5, 1], env: ["NXL_GPU_INDEX": "7", "A": "b"]), node: "gpu-1", gatewayBaseURL: "http://gw")
+        // The engine is given the host's GPUs; the container numbers them from 0.
         #expect(plan.spec.gpuIndices == [1, 5])
-        #expect(plan.spec.environment == ["NXL_GPU_INDEX": "1,5", "A": "b"])
+        #expect(plan.spec.environment == ["NXL_GPU_INDEX": "0", "NXL_GPU_INDICES": "0,1", "A": "b"])
         #expect(plan.spec.name == "gpuplane_acme_app.api")
         #expect(plan.spec.labels[ContainerPlan.replicaLabel] == "acme/app.api")
         #expect(plan.spec.labels[ContainerPlan.nodeLabel] == "gpu-1")
         #expect(plan.spec.labels[ContainerPlan.specHashLabel] == plan.specHash)
         #expect(throws: Never.self) { try plan.spec.validate() }
+    }
+
+    /// "Your container gets NXL_GPU_INDEX=0": the index inside the container, whatever the
+    /// host's index of the GPU (CUDA there sees only its own GPUs, from 0); no
+    /// CUDA_VISIBLE_DEVICES with a host index that would hide them.
+    @Test(arguments: [[0], [3], [7], [2, 6], [4, 5, 6, 7]])
+    func modeOneSeesItsGPUsNumberedFromZero(gpus: [Int]) {
+        let plan = ContainerPlan(replica: replica(mode: .dedicated, gpus: gpus), node: "gpu-1", gatewayBaseURL: "http://gw")
+        #expect(plan.spec.gpuIndices == gpus)
+        #expect(plan.spec.environment["NXL_GPU_INDEX"] == "0")
+        #expect(plan.spec.environment["NXL_GPU_INDICES"] == (0..<gpus.count).map(String.init).joined(separator: ","))
+        #expect(plan.spec.environment["CUDA_VISIBLE_DEVICES"] == nil)
+        #expect(ContainerPlan.gpuEnvironment(count: 0).isEmpty)
     }
 
     @Test func modesTwoAndThreeGetTheOwnerScopedInferenceURL() {

@@ -14,8 +14,12 @@ public struct ContainerPlan: Sendable, Hashable {
     public static let nodeLabel = "gpuplane.io/node"
     /// The label carrying ``specHash``.
     public static let specHashLabel = "gpuplane.io/spec-hash"
-    /// The env var listing a Mode 1 container's GPU indices.
+    /// The env var with a Mode 1 container's first GPU, as the container numbers its GPUs:
+    /// always `0` ("Your container gets NXL_GPU_INDEX=0"), whatever the host calls it.
     public static let gpuIndexVariable = "NXL_GPU_INDEX"
+    /// The env var listing every GPU of a Mode 1 container as the container numbers them:
+    /// `0,1,…,n-1`, in the order of the host's indices.
+    public static let gpuIndicesVariable = "NXL_GPU_INDICES"
     /// The env var with a Mode 2/3 container's owner-scoped inference URL.
     public static let inferenceURLVariable = "NXL_INFERENCE_URL"
     /// The label naming the model server a container serves (model servers only).
@@ -48,9 +52,10 @@ public struct ContainerPlan: Sendable, Hashable {
     /// The plan for `replica`, bound to `node`.
     ///
     /// The environment is the pod's vars, then the contract, which wins over them:
-    /// `NXL_GPU_INDEX` (the bound indices, comma-separated) for Mode 1, and
-    /// `NXL_INFERENCE_URL` (``InferenceEndpoint/url(gatewayBaseURL:tenant:slug:key:)``) for
-    /// Mode 2/3. The container gets exactly the bound GPUs and no other device. It joins the
+    /// for Mode 1, `NXL_GPU_INDEX` and `NXL_GPU_INDICES` (``containerGPUIndices(count:)``:
+    /// the container's own numbering, never the host's), and for Mode 2/3 `NXL_INFERENCE_URL`
+    /// (``InferenceEndpoint/url(gatewayBaseURL:tenant:slug:key:)``). The container gets exactly
+    /// the bound GPUs (by host index) and no other device. It joins the
     /// engine's bridge network and publishes no host port, except a serving replica's
     /// (``ReplicaSpec/servingPort``: a deployment instance, which the gateway reaches there).
     public init(replica: Replica, node: String, gatewayBaseURL: String) {
@@ -61,7 +66,7 @@ public struct ContainerPlan: Sendable, Hashable {
         var environment = replica.spec.env
         switch replica.spec.mode {
         case .dedicated:
-            environment[Self.gpuIndexVariable] = indices.map(String.init).joined(separator: ",")
+            for (variable, value) in Self.gpuEnvironment(count: indices.count) { environment[variable] = value }
         case .largePinned, .sharedPinned:
             if let slug = replica.spec.modelSlug {
                 environment[Self.inferenceURLVariable] = Self.inferenceURL(
@@ -150,6 +155,25 @@ public struct ContainerPlan: Sendable, Hashable {
             indices.insert(index)
         }
         return indices
+    }
+
+    /// The indices a container given `count` GPUs sees them at: `0…count-1`, its GPUs in the
+    /// order of their host indices. Both engines inject only the bound GPUs (Docker's device
+    /// request, Podman's CDI devices), and CUDA and NVML inside the container number what they
+    /// see from 0, so a host index such as 5 would name no device there. For the same reason
+    /// `CUDA_VISIBLE_DEVICES` is left unset: every GPU the container sees is its own, and a
+    /// value a pod sets itself is read in this numbering.
+    public static func containerGPUIndices(count: Int) -> [Int] { Array(0..<max(0, count)) }
+
+    /// The GPU variables of a Mode 1 container given `count` GPUs: `NXL_GPU_INDEX` (its first
+    /// GPU, `0`) and `NXL_GPU_INDICES` (all of them, `0,1,…`); none without a GPU.
+    public static func gpuEnvironment(count: Int) -> [String: String] {
+        let indices = containerGPUIndices(count: count)
+        guard let first = indices.first else { return [:] }
+        return [
+            gpuIndexVariable: String(first),
+            gpuIndicesVariable: indices.map(String.init).joined(separator: ","),
+        ]
     }
 
     /// `NXL_INFERENCE_URL` for a tenant's model: see ``InferenceEndpoint``.

@@ -89,7 +89,7 @@ public struct ApplicationValidator: Sendable {
             } else if key.hasPrefix("NXL_") {
                 out.append(Diagnostic(
                     .reservedVar, path: varPath.description,
-                    "NXL_* variables are set by gpuplane (NXL_INFERENCE_URL, NXL_GPU_INDEX); remove '\(key)'"))
+                    "NXL_* variables are set by gpuplane (NXL_INFERENCE_URL, NXL_GPU_INDEX, NXL_GPU_INDICES); remove '\(key)'"))
             } else if key == "MODEL_NAME" {
                 // The antipattern row: the scheduler can't see env at admit time.
                 out.append(Diagnostic(
