@@ -76,15 +76,21 @@ public struct ModelServerState: Sendable, Hashable {
     public let node: Int
     /// Its GPU's NVML index.
     public let gpuIndex: Int
-    /// Replica keys attached to it (bound by the scheduler).
+    /// Replica keys attached to it (bound by the scheduler): Mode 3 tenants, or the one
+    /// replica holding a Mode 2 server's slot.
     public internal(set) var attached: [String]
     /// Attachments its status reports, which may include ones the snapshot hasn't seen.
     public internal(set) var reportedAttachments: Int
     /// Stopped in this snapshot (preempted).
     public internal(set) var stopped: Bool
+    /// Its status says it answers (`/v1/models`); preferred when attaching to an idle Mode 2 server.
+    public internal(set) var ready: Bool
 
     /// Tenants attached.
     public var attachments: Int { max(attached.count, reportedAttachments) }
+
+    /// The GPU owner a Mode 2 server stands for while no replica holds its slot.
+    var slotOwner: String { "modelserver/\(name)" }
 }
 
 /// A replica holding capacity in the snapshot.
@@ -129,6 +135,10 @@ public struct ClusterSnapshot: Sendable {
     var serverIndex: [String: Int]
     /// slug → servers with room for another attachment.
     var openServers: [String: [Int]]
+    /// slug → Mode 2 servers no replica holds (a warm pool's, or one whose replica left):
+    /// candidates a Mode 2 replica of the slug takes over before a new slot is started,
+    /// re-checked when used (``GPUFit/attachLarge(_:server:serverID:node:)``).
+    var idleLargeServers: [String: [Int]]
     /// slug → every server of the slug.
     var serversBySlug: [String: [Int]]
     var held: [String: HeldReplica]
@@ -152,6 +162,7 @@ public struct ClusterSnapshot: Sendable {
         self.modelServers = []
         self.serverIndex = [:]
         self.openServers = [:]
+        self.idleLargeServers = [:]
         self.serversBySlug = [:]
         self.held = [:]
         self.tenantGPUs = [:]
@@ -228,6 +239,7 @@ public struct ClusterSnapshot: Sendable {
                 name: server.metadata.name, slug: server.spec.slug, mode: server.spec.mode,
                 vramGB: server.spec.vramGB, node: n, gpuPosition: p, gpuIndex: gpuIndex)
             self.modelServers[id].reportedAttachments = server.status.attachedReplicas.count
+            self.modelServers[id].ready = server.status.ready
         }
 
         // Bound replicas hold their GPUs, count against their tenant and their owner's spread.
@@ -253,6 +265,13 @@ public struct ClusterSnapshot: Sendable {
                     self.nodes[n].gpus[p].owner = key
                     self.nodes[n].gpus[p].vramAllocatedGB = self.nodes[n].gpus[p].vramTotalGB
                 }
+                // A Mode 2 replica holds its server's slot.
+                if replica.spec.mode == .largePinned, replica.spec.owner.kind != .deployment,
+                    let name = binding.modelServer, let id = serverIndex[name]
+                {
+                    record.server = id
+                    self.modelServers[id].attached.append(key)
+                }
             }
             tenantGPUs[tenant, default: 0] += record.wholeGPUs
             if let n { ownerNodeCounts[record.ownerKey, default: [:]][n, default: 0] += 1 }
@@ -263,6 +282,8 @@ public struct ClusterSnapshot: Sendable {
                 self.modelServers[$0].mode == .sharedPinned
                     && self.modelServers[$0].attachments < self.maxAttachmentsPerServer
             }
+            let idle = ids.filter { self.modelServers[$0].mode == .largePinned && self.modelServers[$0].attached.isEmpty }
+            if !idle.isEmpty { idleLargeServers[slug] = idle }
         }
     }
 
@@ -322,6 +343,18 @@ public struct ClusterSnapshot: Sendable {
                 record.server = id
                 attach(request.key, to: id)
             }
+        case .attachLarge:
+            // The replica takes over an idle Mode 2 server's slot: its GPU, whole.
+            if let name = placement.binding.modelServer, let id = serverIndex[name] {
+                for index in placement.binding.gpuIndices {
+                    guard let p = nodes[n].position(ofGPU: index) else { continue }
+                    nodes[n].gpus[p].owner = request.key
+                    nodes[n].gpus[p].vramAllocatedGB = nodes[n].gpus[p].vramTotalGB
+                }
+                record.server = id
+                modelServers[id].attached.append(request.key)
+                idleLargeServers[modelServers[id].slug]?.removeAll { $0 == id }
+            }
         case .newSharedServer:
             if let server = placement.newModelServer, let index = placement.binding.gpuIndices.first,
                 let p = nodes[n].position(ofGPU: index)
@@ -365,6 +398,13 @@ public struct ClusterSnapshot: Sendable {
             {
                 openServers[server.slug, default: []].append(id)
             }
+            // A Mode 2 server its replica left is idle again: the next replica of its slug may
+            // take it over (its GPU is free whole meanwhile, as before, for whoever fits first).
+            if server.mode == .largePinned, !server.stopped, server.attached.isEmpty,
+                !(idleLargeServers[server.slug]?.contains(id) ?? false)
+            {
+                idleLargeServers[server.slug, default: []].append(id)
+            }
         }
     }
 
@@ -374,6 +414,7 @@ public struct ClusterSnapshot: Sendable {
         modelServers[id].stopped = true
         let server = modelServers[id]
         openServers[server.slug]?.removeAll { $0 == id }
+        idleLargeServers[server.slug]?.removeAll { $0 == id }
         guard server.mode == .sharedPinned, let p = nodes[server.node].position(ofGPU: server.gpuIndex)
         else { return }
         nodes[server.node].gpus[p].vramAllocatedGB -= server.vramGB
@@ -396,7 +437,7 @@ public struct ClusterSnapshot: Sendable {
         let id = modelServers.count
         modelServers.append(ModelServerState(
             name: name, slug: slug, mode: mode, vramGB: vramGB, node: n, gpuIndex: gpuIndex,
-            attached: [], reportedAttachments: 0, stopped: false))
+            attached: [], reportedAttachments: 0, stopped: false, ready: false))
         serverIndex[name] = id
         serversBySlug[slug, default: []].append(id)
         if mode == .sharedPinned, packs {
@@ -404,7 +445,7 @@ public struct ClusterSnapshot: Sendable {
             nodes[n].gpus[p].vramAllocatedGB += vramGB
         } else if nodes[n].gpus[p].owner == nil {
             // A Mode 2 server holds its GPU whole, even before its replica is seen.
-            nodes[n].gpus[p].owner = "modelserver/\(name)"
+            nodes[n].gpus[p].owner = modelServers[id].slotOwner
             nodes[n].gpus[p].vramAllocatedGB = nodes[n].gpus[p].vramTotalGB
         }
         return id

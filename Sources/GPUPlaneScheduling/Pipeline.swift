@@ -7,8 +7,12 @@ import GPUPlaneCore
 ///
 /// 1. **Request filters** look at the request alone (tenant GPU limit): one check, and a refusal
 ///    that names the numbers.
-/// 2. **Attach** (Mode 3 only): a running server of the slug with room for one more tenant wins
-///    before any new VRAM is spent.
+/// 2. **Attach**, before any new VRAM is spent. Mode 3: a running server of the slug with room
+///    for one more tenant. Mode 2: an idle server of the slug (the warm pool's, or one its
+///    replica left), taken over whole as the replica's dedicated slot, ready ones first; one
+///    replica per Mode 2 server. The node filters (ready, cordon, mode, machine type, health)
+///    and the server's GPU health apply as anywhere; the batch order (priority, then age)
+///    decides who gets an idle server first.
 /// 3. **Node filters**, cheapest and most selective first, then **fit**, which chooses GPUs.
 ///    Nodes are visited group by group, a group being the nodes of one `gpu-mode` and machine
 ///    type: the pod's ordered machine types in its order, or else the smallest GPUs first.
@@ -119,7 +123,21 @@ public struct Pipeline: Sendable {
         let context = scoringContext(for: request, in: snapshot)
         var best = Best()
 
-        // 2. Attach to a running Mode 3 server of the slug with room.
+        // 2. Attach: a running Mode 3 server of the slug with room, or an idle Mode 2 server of
+        //    the slug, ready ones before those still starting.
+        if case .largeSlot(let slug, _) = request.demand, let idle = snapshot.idleLargeServers[slug], !idle.isEmpty {
+            for ready in [true, false] {
+                for id in idle where snapshot.modelServers[id].ready == ready {
+                    let server = snapshot.modelServers[id]
+                    let node = snapshot.nodes[server.node]
+                    guard passesNodeFilters(request, node),
+                        let assignment = fit.attachLarge(request, server: server, serverID: id, node: node)
+                    else { continue }
+                    best.consider(assignment, node: server.node, score: score(assignment, node, server.node, context))
+                }
+                if let placement = best.placement(request, in: snapshot) { return .bound(placement) }
+            }
+        }
         if case .shared(let slug, _) = request.demand {
             for id in snapshot.openServers[slug] ?? [] {
                 let server = snapshot.modelServers[id]
@@ -253,7 +271,7 @@ public struct Pipeline: Sendable {
             switch assignment.kind {
             case .wholeGPUs:
                 break
-            case .attach:
+            case .attach, .attachLarge:
                 serverName = assignment.server.map { snapshot.modelServers[$0].name }
             case .largeSlot, .newSharedServer:
                 if let slug = request.slug, let gpu = assignment.gpuIndices.first {

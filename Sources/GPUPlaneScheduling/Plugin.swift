@@ -65,6 +65,9 @@ public struct Assignment: Sendable, Hashable {
         case largeSlot
         /// Attach to a running Mode 3 server.
         case attach
+        /// Take over an idle Mode 2 server of the slug (a warm one, or one whose replica left):
+        /// its GPU, whole, as the replica's dedicated slot; no new server is started.
+        case attachLarge
         /// A new Mode 3 server packed on a shared GPU.
         case newSharedServer
     }
@@ -73,7 +76,7 @@ public struct Assignment: Sendable, Hashable {
     public var kind: Kind
     /// NVML indices of the GPUs used (the server's GPU when attaching).
     public var gpuIndices: [Int]
-    /// The server attached to (`attach` only), by position in `ClusterSnapshot.modelServers`.
+    /// The server attached to (`attach`, `attachLarge`), by position in `ClusterSnapshot.modelServers`.
     public var server: Int?
     /// VRAM of the largest GPU chosen, GB.
     public var gpuVRAMGB: Int
@@ -150,7 +153,8 @@ public struct Placement: Sendable, Hashable {
     public let binding: Binding
     /// How the node is used.
     public let assignment: Assignment
-    /// A model server to create with the binding (Mode 2, or Mode 3 when none could be attached to).
+    /// A model server to create with the binding (Mode 2 when no idle one of the slug could be
+    /// taken over, Mode 3 when none could be attached to).
     public let newModelServer: ModelServerPlan?
     /// The winning weighted score.
     public let score: Int

@@ -9,6 +9,10 @@ import Logging
 ///   ``idleServerGrace`` old; warm ones are kept first.
 /// - **Missing** warm servers are placed like a replica would be, always on a new server, on
 ///   the snapshot the placement step left (so they never take what a binding just took).
+///
+/// A replica of the slug takes a warm server before any new one is started (Mode 3 attaches
+/// to it; Mode 2 takes an idle one over as its dedicated slot, see ``Pipeline``): the server
+/// is then used, no longer idle, and a new warm one replaces it.
 struct WarmPool: Sendable {
     /// The tenant the warm pool's placement requests use (no GPU limit).
     static let tenant = "_warm"
@@ -63,6 +67,7 @@ struct WarmPool: Sendable {
                     name: "warm-\(slug)-\(i)", tenant: Self.tenant, demand: demand, priority: .batch)
                 var trial = snapshot
                 trial.openServers[slug] = []
+                trial.idleLargeServers[slug] = []
                 guard case .bound(let placement) = pipeline.evaluate(request, in: trial),
                     let plan = placement.newModelServer
                 else {

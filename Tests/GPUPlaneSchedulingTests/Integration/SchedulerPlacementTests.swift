@@ -286,4 +286,45 @@ struct SchedulerPlacementTests {
             }
         }
     }
+
+    @Test("warm pool, Mode 2: a replica takes the ready warm server of its slug as its slot; a new warm one replaces it")
+    func warmLargeServerIsTakenOver() async throws {
+        try await SchedulerHarness.with { h in
+            try await h.addNode(Fixture.node("lrg", mode: "large", type: "GPU-RTXPRO6000", gpus: 2))
+            let scheduler = h.startScheduler(session: SchedulerHarness.sessionConfiguration(warmPool: ["llama-3.3-70b": 1]))
+            try await h.waitUntilLeading(scheduler)
+            var warm: ModelServer?
+            try await eventually("a warm Mode 2 server") {
+                warm = try await h.store.list(ModelServer.self).items.first { $0.spec.warm && $0.spec.slug == "llama-3.3-70b" }
+                return warm != nil
+            }
+            let server = try #require(warm)
+            // Its node-agent reports it ready (the weights are loaded).
+            try await h.modify(ModelServer.self, name: server.metadata.name) { $0.status.ready = true }
+            try await h.addReplica(pendingReplica("big", mode: .largePinned, slug: "llama-3.3-70b", gpus: 1, vramGB: 96))
+            let big = try await h.waitBound("acme", "big")
+            #expect(big.binding?.modelServer == server.metadata.name)
+            #expect(big.binding?.gpuIndices == server.binding?.gpuIndices)
+            #expect(big.binding?.node == "lrg")
+            // The pool is one short again: a new warm server on the other GPU; nothing else.
+            try await eventually("a new warm server replaces the one taken") {
+                try await h.store.list(ModelServer.self).items.count == 2
+            }
+            let servers = try await h.store.list(ModelServer.self).items
+            #expect(Set(servers.compactMap { $0.binding?.gpuIndices.first }) == [0, 1])
+            try await eventually("the taken server lists its replica") {
+                try await h.store.get(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: server.metadata.name)
+                    .status.attachedReplicas == ["acme/big"]
+            }
+            // A second Mode 2 replica takes the new warm server; a third waits for a GPU.
+            try await h.addReplica(pendingReplica("big2", mode: .largePinned, slug: "llama-3.3-70b", gpus: 1, vramGB: 96))
+            let big2 = try await h.waitBound("acme", "big2")
+            #expect(big2.binding?.modelServer != nil && big2.binding?.modelServer != server.metadata.name)
+            #expect(try await h.store.list(ModelServer.self).items.count == 2)
+            try await h.addReplica(pendingReplica("big3", mode: .largePinned, slug: "llama-3.3-70b", gpus: 1, vramGB: 96))
+            try await eventually("big3 refused") {
+                try await h.replica("acme", "big3").status.message?.contains("0/1 nodes") == true
+            }
+        }
+    }
 }

@@ -5,7 +5,8 @@ import GPUPlaneCore
 ///
 /// - Mode 1 and deployments: N whole free GPUs, each ≥ the VRAM asked for; the smallest such
 ///   GPUs of the node are chosen.
-/// - Mode 2: one whole free GPU of ≥ 96 GB.
+/// - Mode 2: one whole free GPU of ≥ 96 GB (taking over an idle server of the slug is
+///   `attachLarge(_:server:serverID:node:)`).
 /// - Mode 3: a shared GPU with enough free VRAM for a new server, the fullest one that still
 ///   fits (attaching to a running server is `attach(_:server:node:maxAttachments:)`).
 public struct GPUFit: Sendable {
@@ -50,6 +51,24 @@ public struct GPUFit: Sendable {
         return Assignment(
             kind: .attach, gpuIndices: [gpu.index], server: serverID, gpuVRAMGB: gpu.vramTotalGB,
             sharedAllocatedAfterGB: gpu.vramAllocatedGB, nodeFreeWholeAfter: node.freeWholeGPUs)
+    }
+
+    /// The slot of `server`, an idle Mode 2 server of the request's slug on `node`, when its
+    /// GPU works and nothing else holds it: one replica per Mode 2 server, as a dedicated slot.
+    public func attachLarge(
+        _ request: PlacementRequest, server: ModelServerState, serverID: Int, node: NodeState
+    ) -> Assignment? {
+        guard case .largeSlot(let slug, let vramGB) = request.demand, !server.stopped,
+            server.mode == .largePinned, server.slug == slug, server.attached.isEmpty,
+            let p = node.position(ofGPU: server.gpuIndex)
+        else { return nil }
+        let gpu = node.gpus[p]
+        guard gpu.healthy, gpu.sharedServers.isEmpty, gpu.vramTotalGB >= vramGB,
+            gpu.owner == nil || gpu.owner == server.slotOwner
+        else { return nil }
+        return Assignment(
+            kind: .attachLarge, gpuIndices: [gpu.index], server: serverID, gpuVRAMGB: gpu.vramTotalGB,
+            sharedAllocatedAfterGB: 0, nodeFreeWholeAfter: node.freeWholeGPUs - (gpu.isFreeWhole ? 1 : 0))
     }
 
     private func whole(count: Int, vramGB: Int, kind: Assignment.Kind, node: NodeState) -> Outcome {

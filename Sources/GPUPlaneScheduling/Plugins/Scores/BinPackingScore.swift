@@ -14,7 +14,7 @@ public struct BinPackingScore: ScorePlugin {
         case .attach, .newSharedServer:
             guard assignment.gpuVRAMGB > 0 else { return 0 }
             return min(100, max(0, 100 * assignment.sharedAllocatedAfterGB / assignment.gpuVRAMGB))
-        case .wholeGPUs, .largeSlot:
+        case .wholeGPUs, .largeSlot, .attachLarge:
             guard !node.gpus.isEmpty else { return 0 }
             let used = node.gpus.count - assignment.nodeFreeWholeAfter
             return min(100, max(0, 100 * used / node.gpus.count))
