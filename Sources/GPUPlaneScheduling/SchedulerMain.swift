@@ -17,6 +17,7 @@ public enum SchedulerMain {
         .init("lease-ttl", .duration, default: "3s", help: "leader lease time to live (whole seconds)"),
         .init("meter-interval", .duration, default: "5m", help: "usage meter interval (whole seconds, at least 1s)"),
         .init("meter-backfill", .int, default: "12", help: "missed meter intervals a new leader backfills at most"),
+        .init("usage-retention", .duration, default: "400d", help: "usage records of a month that ended longer ago than this become monthly totals (at least 1s)"),
         .init("warm-pool", .list, default: "", help: "slug=count model servers kept running with no tenant"),
         .init("resync-interval", .duration, default: "1s", help: "pending replicas are looked at again this often"),
         .init("idle-server-grace", .duration, default: "60s", help: "idle model servers stop after this long"),
@@ -69,6 +70,7 @@ public enum SchedulerMain {
         }
         session.meter.interval = try config.duration("meter-interval") ?? .seconds(300)
         session.meter.backfillLimit = try config.int("meter-backfill") ?? 12
+        session.usageRetention = try atLeastOneSecond(config, "usage-retention", fallback: UsageRetention.defaultRetention, example: "400d")
         session.eventTTL = try atLeastOneSecond(config, "event-ttl", fallback: .seconds(3600), example: "1h")
         session.autoscaleInterval = try atLeastOneSecond(config, "autoscale-interval", fallback: .seconds(2), example: "2s")
         session.scaleDownDelay = try config.duration("scale-down-delay") ?? .seconds(300)

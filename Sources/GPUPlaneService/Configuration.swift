@@ -435,7 +435,7 @@ enum ValueParser {
 
     static func duration(_ entry: Configuration.Entry, key: String) throws(ConfigurationError) -> Duration {
         let text = entry.text.trimmingWhitespace().lowercased()
-        let units: [(suffix: String, seconds: Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        let units: [(suffix: String, seconds: Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)]
         var number = Substring(text)
         var scale = 1.0
         for unit in units where text.hasSuffix(unit.suffix) {
@@ -446,7 +446,7 @@ enum ValueParser {
         guard let value = Double(number), value.isFinite, value >= 0,
             number.allSatisfy({ $0.isNumber || $0 == "." })
         else {
-            throw invalid(entry, key: key, expected: "a duration such as 30, 30s, 500ms, 5m or 1h")
+            throw invalid(entry, key: key, expected: "a duration such as 30, 30s, 500ms, 5m, 1h or 400d")
         }
         let nanoseconds = (value * scale * 1e9).rounded()
         guard nanoseconds < Double(Int64.max) else {

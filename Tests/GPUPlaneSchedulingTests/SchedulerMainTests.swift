@@ -28,19 +28,21 @@ import Testing
         #expect(session.eventTTL == .seconds(3600))
         #expect(session.autoscaleInterval == .seconds(2))
         #expect(session.scaleDownDelay == .seconds(300))
-        #expect(SchedulerMain.keys.count == 15)
+        #expect(session.usageRetention == .seconds(400 * 86_400))
+        #expect(SchedulerMain.keys.count == 16)
     }
 
     @Test func valuesFromFlagsAndEnvironment() throws {
         let configuration = try Self.configuration(
             environment: ["GPUPLANE_EVENT_TTL": "10m", "GPUPLANE_IDENTITY": "s-7"],
-            arguments: ["--warm-pool", "llama-3.1-8b=2", "--lease-ttl", "5s", "--meter-interval=1m", "--autoscale-interval", "3s"])
+            arguments: ["--warm-pool", "llama-3.1-8b=2", "--lease-ttl", "5s", "--meter-interval=1m", "--autoscale-interval", "3s", "--usage-retention", "90d"])
         #expect(configuration.identity == "s-7")
         #expect(configuration.leaseTTL == 5)
         #expect(configuration.session.warmPool == ["llama-3.1-8b": 2])
         #expect(configuration.session.meter.interval == .seconds(60))
         #expect(configuration.session.eventTTL == .seconds(600))
         #expect(configuration.session.autoscaleInterval == .seconds(3))
+        #expect(configuration.session.usageRetention == .seconds(90 * 86_400))
     }
 
     @Test func aBadValueNamesItsKey() {
@@ -49,6 +51,8 @@ import Testing
             ("autoscale-interval", ["GPUPLANE_AUTOSCALE_INTERVAL": "0s"], []),
             ("lease-ttl", [:], ["--lease-ttl", "soon"]),
             ("meter-backfill", ["GPUPLANE_METER_BACKFILL": "a dozen"], []),
+            ("usage-retention", [:], ["--usage-retention", "0"]),
+            ("usage-retention", ["GPUPLANE_USAGE_RETENTION": "a year"], []),
             ("warm-pool", [:], ["--warm-pool", "llama-3.1-8b"]),
             ("warm-pool", [:], ["--warm-pool", "no-such-model=1"]),
         ]

@@ -58,7 +58,7 @@ struct ConfigurationTests {
         #expect(try config.bool("verbose") == false)
         #expect(try config.string("node-name") == "  padded  ")
 
-        let units = ["250ms": Duration.milliseconds(250), "30": .seconds(30), "30s": .seconds(30), "5m": .seconds(300), "1h": .seconds(3600)]
+        let units = ["250ms": Duration.milliseconds(250), "30": .seconds(30), "30s": .seconds(30), "5m": .seconds(300), "1h": .seconds(3600), "400d": .seconds(400 * 86_400), "1.5d": .seconds(129_600)]
         for (text, expected) in units {
             let parsed = try Configuration(keys: keys, arguments: ["--leader-lease", text])
             #expect(try parsed.duration("leader-lease") == expected, "\(text)")

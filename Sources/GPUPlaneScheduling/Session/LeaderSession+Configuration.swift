@@ -35,6 +35,14 @@ extension LeaderSession {
         /// How long a Ready node may show no heartbeat key, without its key having been seen
         /// to expire, before it is NotReady.
         public var heartbeatGrace: Duration
+        /// Usage records whose month ended longer ago than this become monthly totals
+        /// (`usage-retention`, 400 days by default; see `UsageRetention`).
+        public var usageRetention: Duration {
+            get { usageRetentionSettings.retention }
+            set { usageRetentionSettings.retention = newValue }
+        }
+        /// The retention step's settings (scan interval and page size too).
+        var usageRetentionSettings = UsageRetention.Configuration()
 
         /// Makes a configuration.
         public init(
@@ -80,6 +88,8 @@ extension LeaderSession {
         public var evictions = 0
         /// Usage records written.
         public var usageRecords = 0
+        /// Usage records compacted into monthly totals.
+        public var usageRecordsCompacted = 0
         /// Meter intervals completed.
         public var meterIntervals = 0
         /// Autoscaler rounds run (load reports read, deployments sized).

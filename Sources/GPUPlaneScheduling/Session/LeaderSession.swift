@@ -23,7 +23,10 @@ import Logging
 /// 6. **Status upkeep** (`StatusUpkeep.swift`): deployments' instance counts, model servers'
 ///    attached replicas.
 /// 7. **Warm pool** (`WarmPool.swift`): idle model servers stopped, warm ones started.
-/// 8. **Events** due are written (`Committer.swift`).
+/// 8. **Usage retention** (`UsageRetention.swift`), while a scan is due or under way: one
+///    page of usage records whose month ended longer ago than the retention compacted into
+///    monthly totals (the totals and the records' deletion in one fenced transaction).
+/// 9. **Events** due are written (`Committer.swift`).
 ///
 /// Steps 1 to 5 end the pass when they wrote; the next one starts once the informers have seen
 /// those writes, so no decision is ever made on a cache older than the leader's own writes.
@@ -50,6 +53,7 @@ public final class LeaderSession: Sendable {
     let placement: PlacementStep
     let autoscaler: Autoscaler
     let warmPool: WarmPool
+    let usageRetention: UsageRetention
     private let passes = Locked(0)
 
     /// Makes a session for the leadership `fence` stands for.
@@ -85,6 +89,7 @@ public final class LeaderSession: Sendable {
         self.warmPool = WarmPool(
             pool: configuration.warmPool, idleServerGrace: configuration.idleServerGrace, pipeline: pipeline,
             leaderRevision: fence.revision, logger: logger)
+        self.usageRetention = UsageRetention(configuration: configuration.usageRetentionSettings, logger: logger)
     }
 
     /// The counters so far.
@@ -101,6 +106,7 @@ public final class LeaderSession: Sendable {
         s.usageRecords = metered.records
         s.meterIntervals = metered.intervals
         s.autoscaleRounds = autoscaler.rounds
+        s.usageRecordsCompacted = usageRetention.compacted
         return s
     }
 
@@ -144,7 +150,12 @@ public final class LeaderSession: Sendable {
         // 7. Warm pool.
         try await committer.commit(warmPool.writes(input, &snapshot))
 
-        // 8. Events.
+        // 8. Usage retention, while a scan is due or under way.
+        if usageRetention.isDue(now: input.clock) {
+            _ = try await usageRetention.run(input, store: store, committer: committer)
+        }
+
+        // 9. Events.
         try await committer.flushEvents()
         return false
     }
