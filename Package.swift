@@ -96,7 +96,7 @@ let package = Package(
         .target(
             name: "GPUPlaneAPI",
             dependencies: [
-                "GPUPlaneCore", "GPUPlaneManifest", "GPUPlaneStore", "EtcdClient", "CurlHTTP", "GPUPlaneService", "GPUPlaneSystem",
+                "GPUPlaneCore", "GPUPlaneManifest", "GPUPlaneStore", "CurlHTTP", "GPUPlaneService", "GPUPlaneSystem",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
@@ -127,7 +127,7 @@ let package = Package(
         .executableTarget(
             name: "gpuplane-scheduler",
             dependencies: [
-                "GPUPlaneScheduling", "GPUPlaneService", "GPUPlaneStore", "GPUPlaneCore", "EtcdClient",
+                "GPUPlaneScheduling", "GPUPlaneService", "GPUPlaneStore", "GPUPlaneCore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
@@ -202,7 +202,7 @@ let package = Package(
         .testTarget(
             name: "GPUPlaneCLITests",
             dependencies: [
-                "GPUPlaneCLI", "GPUPlaneCore", "GPUPlaneAPI", "EtcdClient", "GPUPlaneTestSupport",
+                "GPUPlaneCLI", "GPUPlaneCore", "GPUPlaneAPI", "GPUPlaneStore", "EtcdClient", "GPUPlaneTestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // The whole system with the real executables (built by `swift build --build-tests`).
