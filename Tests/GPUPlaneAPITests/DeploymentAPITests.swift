@@ -1,3 +1,4 @@
+import EtcdClient
 import Foundation
 import GPUPlaneAPI
 import GPUPlaneCore
@@ -196,17 +197,34 @@ import Testing
         #expect(try await h.deps.store.get(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: "ms-\(node)").status.attachedReplicas == ["t/a.p"])
     }
 
+    /// Registration writes the heartbeat key under a 3 s lease; without heartbeats etcd deletes
+    /// it; a heartbeat writes it again. Followed through a watch rather than by reading the key,
+    /// so a loaded machine that takes longer than the lease between two calls cannot fail it.
     @Test func heartbeatLeaseExpires() async throws {
         let h = try await SharedServer.shared.get()
         let node = "n-" + UUID().uuidString.prefix(6).lowercased()
         let token = try await h.nodeToken(node)
+        let key = NodeHeartbeat.key(node)
+        let from = try await h.client.range(.key(key)).header.revision + 1
+        let seen = EventLog()
+        let watch = Task {
+            for try await response in h.client.watch(.key(key), startRevision: from) {
+                await seen.append(response.events.map(\.type))
+            }
+        }
+        defer { watch.cancel() }
         #expect(try await register(h, node, token: token).status == 201)
-        #expect(try await h.client.get(NodeHeartbeat.key(node)) != nil)
         // No more heartbeats: the 3 s lease runs out and etcd deletes the key.
-        try await eventually("heartbeat key expires", timeout: 30) { try await h.client.get(NodeHeartbeat.key(node)) == nil }
+        try await eventually("heartbeat key expires", timeout: 30) { try await h.client.get(key) == nil }
         // A heartbeat brings it back.
         #expect(try await h.call("POST", "/v1/nodes/\(node)/heartbeat", token: token).status == 200)
-        #expect(try await h.client.get(NodeHeartbeat.key(node)) != nil)
+        try await eventually("the watch sees put, delete, put", timeout: 30) { await seen.types.count >= 3 }
+        #expect(await seen.types == [.put, .delete, .put])
+    }
+
+    private actor EventLog {
+        var types: [Etcd.WatchEvent.EventType] = []
+        func append(_ more: [Etcd.WatchEvent.EventType]) { types += more }
     }
 
     /// A watch resumed from a resourceVersion misses nothing and repeats nothing.
