@@ -9,6 +9,7 @@ public struct EngineError: Error, Sendable, CustomStringConvertible {
         private enum Value: String, Sendable {
             case unavailable, timeout, cancelled, notFound, imageMissing, nameConflict
             case invalidSpec, startFailed, engineRefused, decoding, unsupportedEngine
+            case imageNotFound, registryUnauthorized, pullFailed
         }
         private let value: Value
         private init(_ value: Value) { self.value = value }
@@ -23,6 +24,14 @@ public struct EngineError: Error, Sendable, CustomStringConvertible {
         public static let notFound = Code(.notFound)
         /// The image is not in the engine's store (nothing is pulled implicitly).
         public static let imageMissing = Code(.imageMissing)
+        /// A pull found no such image: the registry has no such repository, tag or digest.
+        public static let imageNotFound = Code(.imageNotFound)
+        /// A pull was refused by the registry: the credential was wrong, or it wants one and
+        /// none was given (a registry cannot tell an unknown private repository from a refusal).
+        public static let registryUnauthorized = Code(.registryUnauthorized)
+        /// A pull failed otherwise (the registry unreachable, TLS, a broken layer); see
+        /// ``EngineError/message`` for the engine's words.
+        public static let pullFailed = Code(.pullFailed)
         /// A container with that name exists already.
         public static let nameConflict = Code(.nameConflict)
         /// The spec was refused before anything was sent; see ``EngineError/field``.
