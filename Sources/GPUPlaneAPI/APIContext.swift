@@ -9,10 +9,13 @@ public struct APIContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// The caller, set by ``AuthMiddleware`` on every route but health, metrics and the spec.
     public var principal: Principal?
+    /// The client's IP address, when the connection has one (for `X-Forwarded-For`).
+    public var remoteAddress: String?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         principal = nil
+        remoteAddress = source.channel.remoteAddress?.ipAddress
     }
 
     /// The largest body accepted (a 1 MiB manifest plus slack for JSON escaping).
@@ -57,6 +60,10 @@ struct AuthMiddleware: RouterMiddleware {
         // Inference URLs carry their own key (pods send no token), and are data, not changes
         // to the cluster: no audit line either.
         if request.uri.path.hasPrefix(InferenceEndpoint.pathPrefix) {
+            return try await next(request, context)
+        }
+        // Application URLs are public, like any web application's (see ``AppIngress``).
+        if request.uri.path.hasPrefix(AppIngress.pathPrefix) {
             return try await next(request, context)
         }
         var context = context

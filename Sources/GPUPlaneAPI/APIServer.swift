@@ -37,6 +37,11 @@ public struct APIDependencies: Sendable {
     public let inferenceKeys: InferenceKeys
     /// The inference gateway.
     public let gateway: InferenceGateway
+    /// The `path` ingress: application URLs, `/apps/<tenant>/<app>/…`.
+    public let ingress: AppIngress
+    /// The api-server's URL as clients reach it (`https://gpu.example.com`), which application
+    /// URLs start with; nil: `http://` and the `Host` the caller used.
+    public var publicURL: String?
 
     /// Makes dependencies over `store` (``ResourceStore/connect(endpoints:tls:requestTimeout:batchWrites:logger:)``
     /// in the daemon).
@@ -45,7 +50,8 @@ public struct APIDependencies: Sendable {
         maxGPUMemoryGB: Int = ValidationContext.defaultMaxGPUMemoryGB,
         deploymentImage: String = "gpuplane/model-server:latest", heartbeatTTL: Int64 = 10,
         bookmarkInterval: Double = 10, inferenceTimeout: Duration = .seconds(600),
-        inferenceQueueTimeout: Duration = .seconds(60), logger: Logger = Logger(label: "gpuplane.api")
+        inferenceQueueTimeout: Duration = .seconds(60), logger: Logger = Logger(label: "gpuplane.api"),
+        ingressTimeout: Duration = .seconds(3600), publicURL: String? = nil
     ) {
         self.store = store
         self.catalog = catalog
@@ -60,6 +66,8 @@ public struct APIDependencies: Sendable {
         self.inferenceKeys = InferenceKeys(store: store)
         self.gateway = InferenceGateway(
             store: store, keys: inferenceKeys, timeout: inferenceTimeout, queueTimeout: inferenceQueueTimeout, logger: logger)
+        self.ingress = AppIngress(store: store, replicas: gateway.replicas, timeout: ingressTimeout, logger: logger)
+        self.publicURL = publicURL
     }
 
     var planner: ReplicaPlanner {
@@ -184,6 +192,7 @@ public func buildRouter(_ deps: APIDependencies) -> (Router<APIContext>, RouteTa
     TenantRoutes(deps: deps).register(table)
     InfoRoutes(deps: deps).register(table)
     GatewayRoutes(deps: deps).register(table)
+    AppRoutes(deps: deps).register(table)
     DashboardRoutes().register(table)
     table.answerOtherMethods()
     return (router, table)
@@ -198,6 +207,7 @@ public func buildApplication(
     let (router, _) = buildRouter(deps)
     deps.tenants.start()
     deps.gateway.start()
+    deps.ingress.start()
     let counter = SourceConnectionCounter(limit: limits.maxConnectionsPerSource)
     return Hummingbird.Application(
         router: router,

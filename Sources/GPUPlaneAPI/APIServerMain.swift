@@ -22,6 +22,12 @@ public enum APIServerMain {
         ConfigurationKey(
             "inference-timeout", .int, default: "600", help: "seconds one inference request may take through the gateway, streaming included"),
         ConfigurationKey(
+            "app-timeout", .int, default: "3600",
+            help: "seconds one request to an application URL (/apps/<tenant>/<app>/...) may take, streaming included"),
+        ConfigurationKey(
+            "public-url", .string,
+            help: "the api-server's URL as clients reach it (e.g. https://gpu.example.com); application URLs start with it (default: http:// and the Host the client used)"),
+        ConfigurationKey(
             "inference-queue-timeout", .int, default: "60",
             help: "seconds a deployment request may wait for a free slot (max_batch_size per instance) before 429"),
         ConfigurationKey(
@@ -62,13 +68,18 @@ public enum APIServerMain {
                 throw ConfigurationError(
                     code: .invalidValue, key: "inference-queue-timeout", source: nil, detail: "must be at least 1 second, not \(queueTimeout)")
             }
+            let appTimeout = try config.int("app-timeout") ?? 3600
+            guard appTimeout >= 1 else {
+                throw ConfigurationError(code: .invalidValue, key: "app-timeout", source: nil, detail: "must be at least 1 second, not \(appTimeout)")
+            }
             let store = try ResourceStore.connect(endpoints: try config.list("etcd.endpoints") ?? ["http://127.0.0.1:2379"])
             let deps = APIDependencies(
                 store: store, catalog: catalog, adminTokens: adminTokens,
                 maxGPUMemoryGB: try config.int("max-gpu-memory") ?? 96,
                 deploymentImage: try config.string("deployment-image") ?? "gpuplane/model-server:latest",
                 heartbeatTTL: Int64(try config.int("heartbeat-ttl") ?? 10), inferenceTimeout: .seconds(inferenceTimeout),
-                inferenceQueueTimeout: .seconds(queueTimeout), logger: logger)
+                inferenceQueueTimeout: .seconds(queueTimeout), logger: logger, ingressTimeout: .seconds(appTimeout),
+                publicURL: try config.string("public-url"))
             let readiness = ReadinessTracker(components: ["etcd"])
             let limits = try connectionLimits(config)
             FileLimit.raiseToHardLimit()

@@ -284,7 +284,7 @@ struct QueryCheckMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
-        if !path.hasPrefix(InferenceEndpoint.pathPrefix), !path.hasPrefix("/v1/openai/") {
+        if !path.hasPrefix(InferenceEndpoint.pathPrefix), !path.hasPrefix("/v1/openai/"), !path.hasPrefix(AppIngress.pathPrefix) {
             for value in request.uri.queryParameters[values: "watch"] where !Self.watchValues.contains(String(value)) {
                 throw APIError(
                     .badRequest, .badRequest, "watch must be true or false (or 1 or 0), not '\(value)'", field: "watch")

@@ -95,6 +95,30 @@ public struct ApplicationSpec: Codable, Sendable, Hashable {
     public init(pods: [Pod]) { self.pods = pods }
 }
 
+/// One `path` of an application as reachable from outside: the pod that serves it, and where.
+public struct ApplicationRoute: Codable, Sendable, Hashable {
+    /// The pod with the path.
+    public var pod: String
+    /// The pod's `path` (`/api`).
+    public var path: String
+    /// The container port the path is proxied to (the pod's first servicePort); nil when the
+    /// pod lists none, and then the path serves nothing.
+    public var port: Int?
+    /// The application's URL plus the path: `<api-server>/apps/<tenant>/<app>/api`.
+    public var url: String
+    /// Whether a replica of the pod is ready to take requests there.
+    public var ready: Bool
+
+    /// Makes a route.
+    public init(pod: String, path: String, port: Int?, url: String, ready: Bool) {
+        self.pod = pod
+        self.path = path
+        self.port = port
+        self.url = url
+        self.ready = ready
+    }
+}
+
 /// Where an application stands.
 public struct ApplicationStatus: Codable, Sendable, Hashable {
     /// Pods running out of pods wanted.
@@ -103,12 +127,21 @@ public struct ApplicationStatus: Codable, Sendable, Hashable {
     public var podsWanted: Int
     /// Why the rest wait, when some do.
     public var message: String?
+    /// The application's URL, `<api-server>/apps/<tenant>/<app>`: each pod's `path` is served
+    /// below it (see ``routes``). Set in API answers; nil in what is stored.
+    public var url: String?
+    /// One entry per pod with a `path`, in manifest order. Set in API answers.
+    public var routes: [ApplicationRoute]?
 
     /// Makes a status.
-    public init(podsRunning: Int = 0, podsWanted: Int = 0, message: String? = nil) {
+    public init(
+        podsRunning: Int = 0, podsWanted: Int = 0, message: String? = nil, url: String? = nil, routes: [ApplicationRoute]? = nil
+    ) {
         self.podsRunning = podsRunning
         self.podsWanted = podsWanted
         self.message = message
+        self.url = url
+        self.routes = routes
     }
 }
 

@@ -50,13 +50,19 @@ public struct ReplicaSpec: Codable, Sendable, Hashable {
     /// container port it listens on. The node-agent publishes it on a host port and reports the
     /// replica ready once `/v1/models` answers there.
     public var servingPort: Int?
+    /// For an application's pod with a `path`: the container port its path serves (the pod's
+    /// first servicePort). The node-agent publishes this port, and no other servicePort, on a
+    /// host port, reports it as ``ReplicaStatus/endpoint`` and ``ReplicaStatus/ready`` once a
+    /// TCP connection to it succeeds, and the api-server's ingress proxies
+    /// `/apps/<tenant>/<app>/<path>/…` to it. Nil (the default) publishes nothing.
+    public var ingressPort: Int?
 
     /// Makes a spec.
     public init(
         owner: OwnerReference, role: String, mode: GPUMode?, modelSlug: String?, gpus: Int,
         vramGB: Int, machineTypes: [String], priority: GPUPriority, image: String,
         env: [String: String] = [:], ports: [Int] = [], entrypoint: [String]? = nil,
-        command: [String]? = nil, inferenceKey: String? = nil, servingPort: Int? = nil
+        command: [String]? = nil, inferenceKey: String? = nil, servingPort: Int? = nil, ingressPort: Int? = nil
     ) {
         self.owner = owner
         self.role = role
@@ -73,6 +79,7 @@ public struct ReplicaSpec: Codable, Sendable, Hashable {
         self.command = command
         self.inferenceKey = inferenceKey
         self.servingPort = servingPort
+        self.ingressPort = ingressPort
     }
 }
 
@@ -180,10 +187,11 @@ public struct ReplicaStatus: Codable, Sendable, Hashable {
     public var exitCode: Int?
     /// Restarts so far.
     public var restarts: Int
-    /// For replicas with a ``ReplicaSpec/servingPort``: whether its `/v1/models` answers.
+    /// For replicas with a ``ReplicaSpec/servingPort``: whether its `/v1/models` answers; with
+    /// an ``ReplicaSpec/ingressPort``: whether a TCP connection to its published port succeeds.
     public var ready: Bool?
-    /// For replicas with a ``ReplicaSpec/servingPort``: the URL it is published on
-    /// (`http://<node address>:<host port>`), once its container exists.
+    /// For replicas with a ``ReplicaSpec/servingPort`` or ``ReplicaSpec/ingressPort``: the URL
+    /// it is published on (`http://<node address>:<host port>`), once its container exists.
     public var endpoint: String?
     /// The binding a node-agent's report was made for. The api-server refuses a report whose
     /// binding is no longer the replica's, so a late report cannot overwrite the status of a

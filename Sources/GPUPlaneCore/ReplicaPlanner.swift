@@ -66,7 +66,14 @@ public struct ReplicaPlanner: Sendable {
         return ReplicaSpec(
             owner: owner, role: pod.name, mode: mode, modelSlug: slug, gpus: gpus, vramGB: vram,
             machineTypes: pod.machineTypes, priority: pod.gpu?.effectivePriority ?? .default, image: pod.image,
-            env: pod.vars, ports: pod.servicePorts, entrypoint: pod.entrypoint, command: pod.command)
+            env: pod.vars, ports: pod.servicePorts, entrypoint: pod.entrypoint, command: pod.command,
+            ingressPort: Self.ingressPort(of: pod))
+    }
+
+    /// The container port a pod's `path` serves: its first servicePort; nil for a pod without
+    /// a path (its servicePorts stay private to the application).
+    public static func ingressPort(of pod: Pod) -> Int? {
+        pod.path == nil ? nil : pod.servicePorts.first
     }
 
     /// The replica of instance `index` of `deployment`: whole GPUs of the deployment's type on a

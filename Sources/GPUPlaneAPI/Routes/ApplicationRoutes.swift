@@ -41,7 +41,7 @@ struct ApplicationRoutes: Sendable {
         }
         switch try await ApplicationAdmission(deps: deps).apply(name: name, spec: spec, tenant: tenant, expectedVersion: expectedVersion) {
         case .written(let app, let replicas, let created):
-            return try HTTPJSON.response(withStatus(app, replicas), status: created ? .created : .ok)
+            return try HTTPJSON.response(withStatus(app, replicas, request), status: created ? .created : .ok)
         case .unchanged(let app):
             return try HTTPJSON.response(app)
         }
@@ -55,7 +55,7 @@ struct ApplicationRoutes: Sendable {
         }
         let list = try await deps.store.list(GPUPlaneCore.Application.self, tenant: tenant)
         let replicas = try await admission.replicas(of: tenant)
-        return try HTTPJSON.response(ListBody(items: list.items.map { withStatus($0, replicas) }, resourceVersion: String(list.revision)))
+        return try HTTPJSON.response(ListBody(items: list.items.map { withStatus($0, replicas, request) }, resourceVersion: String(list.revision)))
     }
 
     /// Maps to `GET /v1/applications/{name}`.
@@ -63,7 +63,7 @@ struct ApplicationRoutes: Sendable {
         let tenant = try context.tenant(request)
         let name = try context.parameter("name")
         let app = try await deps.store.get(GPUPlaneCore.Application.self, tenant: tenant, name: name)
-        return try HTTPJSON.response(withStatus(app, try await admission.replicas(of: tenant, namePrefix: ReplicaPlanner.replicaPrefix(application: name))))
+        return try HTTPJSON.response(withStatus(app, try await admission.replicas(of: tenant, namePrefix: ReplicaPlanner.replicaPrefix(application: name)), request))
     }
 
     /// Maps to `DELETE /v1/applications/{name}` (`If-Match` or `?resourceVersion=` makes it
@@ -90,7 +90,13 @@ struct ApplicationRoutes: Sendable {
         return try HTTPJSON.response(ValidationBody(valid: manifest.isValid, diagnostics: manifest.diagnostics, lines: manifest.diagnostics.map(\.description)))
     }
 
-    private func withStatus(_ app: GPUPlaneCore.Application, _ replicas: [Replica]) -> GPUPlaneCore.Application {
+    /// The base of application URLs for an answer to `request`: ``APIDependencies/publicURL``,
+    /// else `http://` and the host the caller reached this server at.
+    private func publicBase(_ request: Request) -> String {
+        deps.publicURL ?? "http://\(request.head.authority ?? "127.0.0.1")"
+    }
+
+    private func withStatus(_ app: GPUPlaneCore.Application, _ replicas: [Replica], _ request: Request) -> GPUPlaneCore.Application {
         var app = app
         let mine = replicas.filter { $0.spec.owner.kind == .application && $0.spec.owner.name == app.metadata.name }
         let running = mine.filter { $0.status.phase == .running }.count
@@ -98,6 +104,9 @@ struct ApplicationRoutes: Sendable {
         app.status = ApplicationStatus(
             podsRunning: running, podsWanted: app.spec.pods.count,
             message: running < app.spec.pods.count ? waiting.map { "\(running)/\(app.spec.pods.count) running: \($0)" } : nil)
+        let url = AppIngress.url(base: publicBase(request), tenant: app.metadata.tenant, application: app.metadata.name)
+        app.status.url = url
+        app.status.routes = AppIngress.routes(of: app, appURL: url, replicas: mine)
         return app
     }
 }

@@ -42,6 +42,14 @@ public struct ContainerPlan: Sendable, Hashable {
     /// For a model server, the container port its API listens on: published on a host port
     /// the reconciler picks when it creates the container (kept out of ``specHash``).
     public let servingPort: Int?
+    /// For an application's pod with a `path`: the container port the api-server's ingress
+    /// proxies to (``ReplicaSpec/ingressPort``), published on a host port like
+    /// ``servingPort`` (kept out of ``specHash``'s port list); readiness is a TCP connect.
+    public let ingressPort: Int?
+
+    /// The container port published on a host port, if any: the serving port, else the
+    /// ingress port. The pod's other servicePorts are never published.
+    public var publishedPort: Int? { servingPort ?? ingressPort }
 
     /// The key of a replica: `<tenant>/<name>`.
     public static func key(tenant: String, name: String) -> String { "\(tenant)/\(name)" }
@@ -79,7 +87,11 @@ public struct ContainerPlan: Sendable, Hashable {
             name: Self.containerName(tenant: tenant, name: name), image: replica.spec.image, command: replica.spec.command,
             entrypoint: replica.spec.entrypoint, environment: environment, labels: [:], ports: [], gpuIndices: indices,
             network: .bridge)
-        let hash = Self.hash(spec: spec, uid: replica.metadata.uid, ports: replica.spec.ports)
+        var hash = Self.hash(spec: spec, uid: replica.metadata.uid, ports: replica.spec.ports)
+        if let ingress = replica.spec.ingressPort {
+            // Only when there is one, so the hashes of containers without stay as they were.
+            hash = Self.fnv1a(Data("\(hash)\ningress:\(ingress)".utf8))
+        }
         spec.labels = [
             Self.replicaLabel: key, Self.nodeLabel: node, Self.specHashLabel: hash, Self.gpusLabel: Self.gpusLabelValue(indices),
         ]
@@ -92,6 +104,7 @@ public struct ContainerPlan: Sendable, Hashable {
         self.spec = spec
         self.specHash = hash
         self.servingPort = replica.spec.servingPort
+        self.ingressPort = replica.spec.servingPort == nil ? replica.spec.ingressPort : nil
     }
 
     /// The plan for a model server bound to `node`, or nil when it says nothing of how to serve
@@ -119,6 +132,7 @@ public struct ContainerPlan: Sendable, Hashable {
         self.spec = spec
         self.specHash = hash
         self.servingPort = serving.port
+        self.ingressPort = nil
     }
 
     /// The key of a model server: `_cluster/<name>`.

@@ -327,10 +327,13 @@ actor Reconciler {
                 users[id] = GPUUser(key: key, claim: GPUClaim(gpus: Set(plan.spec.gpuIndices), group: plan.gpuSharingGroup), running: true, retiring: false)
             }
             if status.phase == .running { summary.running += 1 }
-            if plan.servingPort != nil {
-                if let due = await probe(&entry, &status, key: key) { summary.nextDue = min(summary.nextDue ?? due, due) }
+            if plan.publishedPort != nil {
+                if let due = await probe(&entry, &status, key: key, tcpOnly: plan.servingPort == nil) {
+                    summary.nextDue = min(summary.nextDue ?? due, due)
+                }
                 if case .replica = workload {
-                    // A serving replica (a deployment instance) carries its readiness itself.
+                    // A serving replica (a deployment instance) and a pod with a path (its
+                    // ingress port) carry their readiness themselves.
                     status.ready = entry.ready
                     status.endpoint = entry.hostPort.map { serving.url(port: $0) }
                 }
@@ -365,9 +368,12 @@ actor Reconciler {
 
     // MARK: Model server readiness
 
-    /// Probes a running model server's `/v1/models` when due; returns when the next probe is
-    /// due while it is not ready. A server that is not running is not ready.
-    private func probe(_ entry: inout Tracked, _ status: inout ReplicaStatus, key: String) async -> ContinuousClock.Instant? {
+    /// Probes a running model server's `/v1/models` when due (with `tcpOnly`, a pod's ingress
+    /// port: a TCP connect, ``TCPProbe``); returns when the next probe is due while it is not
+    /// ready. A server that is not running is not ready.
+    private func probe(
+        _ entry: inout Tracked, _ status: inout ReplicaStatus, key: String, tcpOnly: Bool = false
+    ) async -> ContinuousClock.Instant? {
         guard status.phase == .running, let port = entry.hostPort else {
             entry.ready = false
             entry.probeFailures = 0
@@ -380,16 +386,20 @@ actor Reconciler {
             return last + interval
         }
         entry.lastProbe = now
-        let url = serving.url(port: port) + "/v1/models"
-        let answered: Bool
-        let why: String
-        switch await http.performResult(CurlHTTP.Request(url: url, timeout: .seconds(2), connectTimeout: .seconds(1))) {
-        case .success(let response):
-            answered = response.isSuccess
-            why = "HTTP \(response.status)"
-        case .failure(let error):
-            answered = false
-            why = error.message
+        let url = tcpOnly ? "tcp://\(serving.probeHost):\(port)" : serving.url(port: port) + "/v1/models"
+        var answered: Bool
+        var why: String
+        if tcpOnly {
+            (answered, why) = await TCPProbe.connect(host: serving.probeHost, port: port, timeout: .seconds(1))
+        } else {
+            switch await http.performResult(CurlHTTP.Request(url: url, timeout: .seconds(2), connectTimeout: .seconds(1))) {
+            case .success(let response):
+                answered = response.isSuccess
+                why = "HTTP \(response.status)"
+            case .failure(let error):
+                answered = false
+                why = error.message
+            }
         }
         let log = replicaLogger(key)
         if !answered {
@@ -403,11 +413,11 @@ actor Reconciler {
             entry.probeFailures += 1
             if entry.ready && entry.probeFailures >= 3 {
                 entry.ready = false
-                log.warning("model server stopped answering /v1/models", metadata: ["endpoint": "\(serving.url(port: port))"])
+                log.warning("stopped answering \(url)", metadata: ["endpoint": "\(serving.url(port: port))"])
             }
         }
         if !entry.ready {
-            status.message = "waiting for \(url) to answer"
+            status.message = tcpOnly ? "waiting for \(url) to accept connections" : "waiting for \(url) to answer"
             return now + interval
         }
         return nil
@@ -550,11 +560,11 @@ actor Reconciler {
         if let next = entry.nextAttempt, now < next { return entry.current }
         if let wait { return waiting(entry, status, wait, log: log) }
         var spec = plan.spec
-        if let containerPort = plan.servingPort {
+        if let containerPort = plan.publishedPort {
             guard let port = serving.pick(excluding: usedPorts) else {
                 return failedAttempt(
                     &entry, status,
-                    "no free host port in \(settings.modelServerPorts.lowerBound)-\(settings.modelServerPorts.upperBound) on \(serving.hostIP) to publish the model server on",
+                    "no free host port in \(settings.modelServerPorts.lowerBound)-\(settings.modelServerPorts.upperBound) on \(serving.hostIP) to publish \(plan.servingPort == nil ? "the path's servicePort" : "the model server") on",
                     log: log)
             }
             usedPorts.insert(port)
@@ -588,7 +598,7 @@ actor Reconciler {
         do {
             try await engine.start(id)
         } catch {
-            if plan.servingPort != nil {
+            if plan.publishedPort != nil {
                 // Most likely its host port was taken meanwhile: the next attempt picks another.
                 _ = try? await engine.remove(id)
                 entry.containerID = nil

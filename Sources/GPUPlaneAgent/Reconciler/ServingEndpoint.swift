@@ -37,6 +37,16 @@ struct ServingEndpoint: Sendable {
     /// `http://<host>:<port>`.
     func url(port: Int) -> String { "http://\(advertisedHost):\(port)" }
 
+    /// The address a probe on this host connects to: the bound IP, or loopback when every
+    /// interface is bound.
+    var probeHost: String {
+        switch hostIP {
+        case "0.0.0.0": return "127.0.0.1"
+        case "::": return "::1"
+        default: return hostIP
+        }
+    }
+
     /// The lowest port of the range that no container of ours holds and that nothing else on
     /// the host has bound; nil when the range is used up.
     func pick(excluding used: Set<Int>) -> Int? {

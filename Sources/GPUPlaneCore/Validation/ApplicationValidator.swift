@@ -19,9 +19,19 @@ public struct ApplicationValidator: Sendable {
             out.append(Diagnostic(.noPods, path: root["pods"].description, "an application needs at least one pod"))
         }
         var seenNames: [String: Int] = [:]
+        var seenPaths: [String: Int] = [:]
         var gpusWanted = 0
         for (index, pod) in spec.pods.enumerated() {
             let path = root["pods"][index]
+            if let podPath = pod.path.map(Self.normalizedIngressPath) {
+                if let first = seenPaths[podPath] {
+                    out.append(Diagnostic(
+                        .invalidPath, path: path["path"].description,
+                        "path \(podPath) is already served by pods[\(first)]; each pod needs a path of its own"))
+                } else {
+                    seenPaths[podPath] = index
+                }
+            }
             if let first = seenNames[pod.name] {
                 out.append(Diagnostic(
                     .duplicateName, path: path["name"].description,
@@ -40,6 +50,31 @@ public struct ApplicationValidator: Sendable {
                 "the pods ask for \(gpusWanted) whole GPUs but the limit is \(context.gpuLimit) per user; ask for fewer, or ask an operator to raise your limit"))
         }
         return out
+    }
+
+    /// A pod's `path` as the ingress matches it: without trailing slashes (`/api/` is `/api`),
+    /// `/` for the root.
+    public static func normalizedIngressPath(_ path: String) -> String {
+        var trimmed = Substring(path)
+        while trimmed.count > 1, trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
+        return String(trimmed)
+    }
+
+    /// What is wrong with a `path` that starts with `/` for the ingress, or nil: it is matched
+    /// by whole segments, so segments must be plain (letters, digits, `-._~` and the like, not
+    /// `.` or `..`, no `?`, `#`, `%` or empty segments in the middle).
+    static func ingressPathProblem(_ path: String) -> String? {
+        let normalized = normalizedIngressPath(path)
+        guard normalized != "/" else { return nil }
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@")
+        for segment in normalized.dropFirst().split(separator: "/", omittingEmptySubsequences: false) {
+            if segment.isEmpty { return "has an empty segment ('//'); write e.g. /api/v1" }
+            if segment == "." || segment == ".." { return "has a '\(segment)' segment; write the path it stands for" }
+            if let bad = segment.first(where: { !allowed.contains($0) }) {
+                return "has '\(bad)', which a path segment may not hold here (no '?', '#' or '%'); write e.g. /api"
+            }
+        }
+        return nil
     }
 
     /// Whole GPUs a gpu block holds: Mode 1 its count, Mode 2 one slot, Mode 3 none (shared).
@@ -68,6 +103,12 @@ public struct ApplicationValidator: Sendable {
             out.append(Diagnostic(
                 .invalidPath, path: path["path"].description,
                 "'\(podPath)' must be a URL path starting with '/' and without spaces, e.g. /api"))
+        } else if let podPath = pod.path, let problem = Self.ingressPathProblem(podPath) {
+            out.append(Diagnostic(.invalidPath, path: path["path"].description, "'\(podPath)' \(problem)"))
+        } else if let podPath = pod.path, pod.servicePorts.isEmpty {
+            out.append(Diagnostic(
+                .invalidPath, path: path["path"].description,
+                "path \(podPath) is served on the pod's first servicePort, and this pod lists none; add e.g. servicePorts: [8000], or remove the path"))
         }
         var seenPorts: Set<Int> = []
         for (i, port) in pod.servicePorts.enumerated() {
