@@ -136,6 +136,7 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         case .tenant: return "tenant"
         case .usageRecord: return "usage record"
         case .event: return "event"
+        case .secret: return "secret"
         }
     }
 

@@ -42,6 +42,9 @@ public struct APIDependencies: Sendable {
     /// The api-server's URL as clients reach it (`https://gpu.example.com`), which application
     /// URLs start with; nil: `http://` and the `Host` the caller used.
     public var publicURL: String?
+    /// The keys secrets are sealed with at rest (the `secret-key-file`); nil: the secret routes
+    /// answer 503 and replicas with secret vars cannot start.
+    public var secretKeys: SecretKeyring? = nil
 
     /// Makes dependencies over `store` (``ResourceStore/connect(endpoints:tls:requestTimeout:batchWrites:logger:)``
     /// in the daemon).
@@ -193,6 +196,7 @@ public func buildRouter(_ deps: APIDependencies) -> (Router<APIContext>, RouteTa
     InfoRoutes(deps: deps).register(table)
     GatewayRoutes(deps: deps).register(table)
     AppRoutes(deps: deps).register(table)
+    SecretRoutes(deps: deps).register(table)
     DashboardRoutes().register(table)
     table.answerOtherMethods()
     return (router, table)

@@ -28,6 +28,9 @@ public enum APIServerMain {
             "public-url", .string,
             help: "the api-server's URL as clients reach it (e.g. https://gpu.example.com); application URLs start with it (default: http:// and the Host the client used)"),
         ConfigurationKey(
+            "secret-key-file", .string,
+            help: "file of the keys tenants' secrets are sealed with at rest, '<id> <base64 of 32 bytes>' a line, the first sealing, mode 0600 (without it, /v1/secrets answers 503)"),
+        ConfigurationKey(
             "inference-queue-timeout", .int, default: "60",
             help: "seconds a deployment request may wait for a free slot (max_batch_size per instance) before 429"),
         ConfigurationKey(
@@ -73,13 +76,18 @@ public enum APIServerMain {
                 throw ConfigurationError(code: .invalidValue, key: "app-timeout", source: nil, detail: "must be at least 1 second, not \(appTimeout)")
             }
             let store = try ResourceStore.connect(endpoints: try config.list("etcd.endpoints") ?? ["http://127.0.0.1:2379"])
-            let deps = APIDependencies(
+            var deps = APIDependencies(
                 store: store, catalog: catalog, adminTokens: adminTokens,
                 maxGPUMemoryGB: try config.int("max-gpu-memory") ?? 96,
                 deploymentImage: try config.string("deployment-image") ?? "gpuplane/model-server:latest",
                 heartbeatTTL: Int64(try config.int("heartbeat-ttl") ?? 10), inferenceTimeout: .seconds(inferenceTimeout),
                 inferenceQueueTimeout: .seconds(queueTimeout), logger: logger, ingressTimeout: .seconds(appTimeout),
                 publicURL: try config.string("public-url"))
+            if let path = try config.string("secret-key-file") {
+                deps.secretKeys = try SecretKeyring.load(path: path)
+            } else {
+                logger.warning("no secret-key-file configured: /v1/secrets answers 503 and pods with secret vars cannot start")
+            }
             let readiness = ReadinessTracker(components: ["etcd"])
             let limits = try connectionLimits(config)
             FileLimit.raiseToHardLimit()

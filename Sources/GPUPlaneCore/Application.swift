@@ -67,6 +67,10 @@ public struct Pod: Codable, Sendable, Hashable {
     public var entrypoint: [String]?
     /// Overrides the image's command.
     public var command: [String]?
+    /// Environment variables whose values come from the tenant's secrets
+    /// (`vars: {NAME: {secret: name, key: k}}` in a manifest); nil or empty when none. A name
+    /// is in ``vars`` or here, never both. The values reach only the container's environment.
+    public var secretVars: [String: SecretReference]?
 
     /// Makes a pod.
     public init(

@@ -18,6 +18,8 @@ public enum ResourceKind: String, Codable, Sendable, CaseIterable {
     case tenant = "tenants"
     case usageRecord = "usagerecords"
     case event = "events"
+    /// A tenant's secret (``Secret``): values encrypted at rest, never served.
+    case secret = "secrets"
 
     /// Cluster-scoped kinds live under the `_cluster` tenant.
     public var isClusterScoped: Bool {

@@ -56,6 +56,11 @@ public struct ReplicaSpec: Codable, Sendable, Hashable {
     /// TCP connection to it succeeds, and the api-server's ingress proxies
     /// `/apps/<tenant>/<app>/<path>/…` to it. Nil (the default) publishes nothing.
     public var ingressPort: Int?
+    /// Environment variables whose values come from the tenant's secrets (the pod's
+    /// ``Pod/secretVars``): references only, never values. The node-agent gets the values from
+    /// `GET /v1/replicas/{tenant}/{name}/runtime` (``ReplicaRuntime/env``) when it creates the
+    /// container. Nil or empty when none.
+    public var secretEnv: [String: SecretReference]?
 
     /// Makes a spec.
     public init(
@@ -115,9 +120,11 @@ public struct ReplicaStatus: Codable, Sendable, Hashable {
     ///   the spec, drain, node deletion) and by the scheduler (eviction, preemption).
     /// - ``bound``: the scheduler bound it to a node and GPUs; its node-agent has not reported yet.
     /// - ``starting``, ``running``, ``failed``: reported by the node-agent of the bound node
-    ///   (`failed` covers a crashed container waiting out its restart backoff, a missing image,
-    ///   an unhealthy GPU: see ``ReplicaStatus/reason``). The agent keeps trying, so a failed
-    ///   replica still holds its GPUs.
+    ///   (`failed` covers a crashed container waiting out its restart backoff, an image that
+    ///   cannot be pulled, an unhealthy GPU: see ``ReplicaStatus/reason``). The agent keeps
+    ///   trying, so a failed replica still holds its GPUs: an image missing from its registry
+    ///   (``Reason/imagePullBackOff``) too, since the agent would start the container on them
+    ///   the moment the image appears; a re-apply with another image unbinds it.
     /// - ``preempted``, ``terminating``: kept for JSON compatibility; gpuplane writes neither
     ///   today. A node-agent stops such a replica's container, and neither holds capacity.
     public enum Phase: String, Codable, Sendable, CaseIterable {
@@ -173,6 +180,20 @@ public struct ReplicaStatus: Codable, Sendable, Hashable {
         public static let waitingForGPU = Reason(rawValue: "WaitingForGPU")
         /// `starting`: this replica's previous container on the node is still being stopped.
         public static let waitingForPreviousContainer = Reason(rawValue: "WaitingForPreviousContainer")
+        /// `starting`: the node-agent pulls the image (the message tells how far: layers and MB).
+        public static let pullingImage = Reason(rawValue: "PullingImage")
+        /// `failed`: the last pull of the image failed; the message says why ("image X not found
+        /// in registry R", "registry R refused the credentials of secret S", "no credentials
+        /// for registry R"). Shown once per failure, then ``imagePullBackOff``.
+        public static let errImagePull = Reason(rawValue: "ErrImagePull")
+        /// `failed`: waiting out the backoff after a failed pull (it doubles per failure, up to
+        /// the agent's cap) before pulling again; the message says why the last pull failed.
+        public static let imagePullBackOff = Reason(rawValue: "ImagePullBackOff")
+        /// `failed`: the container cannot be made because a secret (or a key of one) a var
+        /// references does not exist, or the api-server could not give the values; the message
+        /// names the var and the secret, never a value. The agent asks again after its restart
+        /// backoff (Kubernetes' CreateContainerConfigError).
+        public static let createContainerConfigError = Reason(rawValue: "CreateContainerConfigError")
     }
 
     /// The phase.
@@ -197,6 +218,9 @@ public struct ReplicaStatus: Codable, Sendable, Hashable {
     /// binding is no longer the replica's, so a late report cannot overwrite the status of a
     /// newer binding; nil in statuses written by the api-server and the scheduler.
     public var observedBinding: Binding?
+    /// The container's address on its node's pod network (``NodeSpec/podSubnet``), which the
+    /// application's other pods reach it on as `<pod>.pod`; nil without a pod network.
+    public var podIP: String? = nil
 
     /// Makes a status.
     public init(
@@ -224,6 +248,12 @@ public struct Replica: Resource, Hashable {
     /// Set once the scheduler binds the replica.
     public var binding: Binding?
     public var status: ReplicaStatus
+    /// For a replica with ``ReplicaSpec/secretEnv``: the ``Secret/Spec/version`` of each secret
+    /// it references, written by the api-server in the same transaction as each create or
+    /// replace of such a secret (absent until the first). The node-agent puts them in the
+    /// container's spec hash, so a changed value replaces the running container. Kept out of
+    /// ``spec`` so a re-apply of the application does not see a change.
+    public var secretVersions: [String: String]?
 
     /// Makes a replica.
     public init(

@@ -63,11 +63,13 @@ public struct ReplicaPlanner: Sendable {
                 }
             }
         }
-        return ReplicaSpec(
+        var spec = ReplicaSpec(
             owner: owner, role: pod.name, mode: mode, modelSlug: slug, gpus: gpus, vramGB: vram,
             machineTypes: pod.machineTypes, priority: pod.gpu?.effectivePriority ?? .default, image: pod.image,
             env: pod.vars, ports: pod.servicePorts, entrypoint: pod.entrypoint, command: pod.command,
             ingressPort: Self.ingressPort(of: pod))
+        if let secretVars = pod.secretVars, !secretVars.isEmpty { spec.secretEnv = secretVars }
+        return spec
     }
 
     /// The container port a pod's `path` serves: its first servicePort; nil for a pod without
