@@ -90,12 +90,17 @@ public final class PodmanFixture: @unchecked Sendable {
 
     /// Writes the configuration and the CDI spec, imports the test image, starts the service
     /// and waits until `GET /_ping` answers.
-    public static func start(timeout: Double = 60) async throws -> PodmanFixture {
+    ///
+    /// Podman reads a registries.conf of the fixture's own (`CONTAINERS_REGISTRIES_CONF`): no
+    /// search registries (a short name never reaches the internet), and each of
+    /// `insecureRegistries` (`127.0.0.1:5000`, a ``RegistryFixture``'s ``RegistryFixture/locations``)
+    /// spoken to over plain HTTP; every other registry keeps TLS verification.
+    public static func start(timeout: Double = 60, insecureRegistries: [String] = []) async throws -> PodmanFixture {
         guard isAvailable, let busybox else {
             throw PodmanFixtureError(message: "podman, runc and busybox-static are needed, as root (see scripts/test)")
         }
         // Everything up to the service's start blocks (podman imports, files): off the pool.
-        let prepared = try await TestEnvironment.offPool("gpuplane-podman-start") { try prepare(busybox: busybox) }
+        let prepared = try await TestEnvironment.offPool("gpuplane-podman-start") { try prepare(busybox: busybox, insecureRegistries: insecureRegistries) }
         let (directory, socketPath, service) = (prepared.directory, prepared.socketPath, prepared.service)
         do {
             try await eventually("podman service answering /_ping on \(socketPath)", timeout: timeout, every: 0.1) {
@@ -127,9 +132,14 @@ public final class PodmanFixture: @unchecked Sendable {
 
     /// Writes the configuration, network and CDI spec, imports the images and launches the
     /// service (blocking work).
-    private static func prepare(busybox: String) throws -> Prepared {
+    private static func prepare(busybox: String, insecureRegistries: [String]) throws -> Prepared {
         sweepStaleFixtures()
         let directory = try TestEnvironment.temporaryDirectory(prefix: "podman")
+        var registries = "# Written by gpuplane's PodmanFixture for one test run.\nunqualified-search-registries = []\n"
+        for location in insecureRegistries {
+            registries += "\n[[registry]]\nlocation = \"\(location)\"\ninsecure = true\n"
+        }
+        try registries.write(to: directory.appendingPathComponent("registries.conf"), atomically: true, encoding: .utf8)
         let runID = String(UUID().uuidString.lowercased().filter { $0 != "-" }.prefix(8))
         let config = directory.appendingPathComponent("containers.conf")
         let cdiKind = "gpuplane-\(runID).test/gpu"
@@ -189,6 +199,30 @@ public final class PodmanFixture: @unchecked Sendable {
     @discardableResult
     public func podman(_ arguments: [String]) throws -> String {
         try cleanup.podman(arguments)
+    }
+
+    /// Imports the test image's rootfs plus `/payload`, `payloadBytes` random (so
+    /// incompressible) bytes, as the local image `name`: an image big enough for a pull to
+    /// take a while.
+    public func importImage(_ name: String, payloadBytes: Int) throws {
+        let folder = directory.appendingPathComponent("payload-\(PodmanFixture.counter.next())")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let random = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/dev/urandom"))
+        defer { try? random.close() }
+        _ = FileManager.default.createFile(atPath: folder.appendingPathComponent("payload").path, contents: nil)
+        let out = try FileHandle(forWritingTo: folder.appendingPathComponent("payload"))
+        var left = payloadBytes
+        while left > 0 {
+            let chunk = random.readData(ofLength: min(left, 1 << 20))
+            out.write(chunk)
+            left -= chunk.count
+        }
+        try out.close()
+        let tarball = folder.appendingPathComponent("image.tar")
+        try FileManager.default.copyItem(at: directory.appendingPathComponent("rootfs.tar"), to: tarball)
+        _ = try Self.run("/bin/tar", ["-C", folder.path, "-rf", tarball.path, "./payload"])
+        try podman(["import", "--change", "CMD [\"/bin/sh\"]", tarball.path, name])
     }
 
     /// A container name unique to this fixture: `gpuplane-test-<base>-<runID>-<n>`.
@@ -363,7 +397,10 @@ final class PodmanCleanup: @unchecked Sendable {
             "--runroot", directory.appendingPathComponent("runroot").path,
             "--tmpdir", directory.appendingPathComponent("tmp").path,
         ]
-        self.environment = ["CONTAINERS_CONF": directory.appendingPathComponent("containers.conf").path]
+        var environment = ["CONTAINERS_CONF": directory.appendingPathComponent("containers.conf").path]
+        let registries = directory.appendingPathComponent("registries.conf").path
+        if FileManager.default.fileExists(atPath: registries) { environment["CONTAINERS_REGISTRIES_CONF"] = registries }
+        self.environment = environment
         self.directory = directory
         self.cdiSpecPath = cdiSpecPath
     }
@@ -394,10 +431,11 @@ final class PodmanCleanup: @unchecked Sendable {
         }
         guard first else { return }
         let conf = environment["CONTAINERS_CONF"] ?? ""
+        let registries = environment["CONTAINERS_REGISTRIES_CONF"].map { "CONTAINERS_REGISTRIES_CONF='\($0)' " } ?? ""
         let flags = globals.map { "'\($0)'" }.joined(separator: " ")
         let command =
-            "CONTAINERS_CONF='\(conf)' '\(executable)' \(flags) rm --all --force --time 0 >/dev/null 2>&1; "
-            + "CONTAINERS_CONF='\(conf)' '\(executable)' \(flags) system reset --force >/dev/null 2>&1; "
+            "\(registries)CONTAINERS_CONF='\(conf)' '\(executable)' \(flags) rm --all --force --time 0 >/dev/null 2>&1; "
+            + "\(registries)CONTAINERS_CONF='\(conf)' '\(executable)' \(flags) system reset --force >/dev/null 2>&1; "
             + "rm -f '\(cdiSpecPath)'; rm -rf '\(directory.path)'"
         _ = system(command)
     }
