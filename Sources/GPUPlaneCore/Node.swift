@@ -63,6 +63,10 @@ public struct NodeSpec: Codable, Sendable, Hashable {
     public var unschedulable: Bool
     /// The address the gateway reaches its containers on.
     public var address: String?
+    /// The node's pod subnet (IPv4 CIDR, e.g. `10.251.3.0/24`): its pods' addresses, routed to
+    /// ``address`` by the other nodes' agents (see docs/architecture.md, "Pod network"); nil
+    /// when the node-agent runs no pod network.
+    public var podSubnet: String? = nil
 
     /// Makes a spec.
     public init(machineType: String, gpus: [GPUDevice], unschedulable: Bool = false, address: String? = nil) {

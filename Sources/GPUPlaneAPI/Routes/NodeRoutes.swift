@@ -18,6 +18,7 @@ struct NodeRoutes: Sendable {
         routes.add(.post, "/v1/nodes/:name/uncordon") { try await setCordon($0, $1, false, drain: false) }
         routes.add(.post, "/v1/nodes/:name/drain") { try await setCordon($0, $1, true, drain: true) }
         routes.add(.delete, "/v1/nodes/:name") { try await delete($0, $1) }
+        routes.add(.get, "/v1/nodes/:name/podnetwork") { try await podNetwork($0, $1) }
     }
 
     /// What a node-agent registers.
@@ -27,6 +28,7 @@ struct NodeRoutes: Sendable {
         var machineType: String?
         var gpus: [GPUDevice]
         var address: String?
+        var podSubnet: String?
     }
 
     /// A node-agent may only speak for its own node; admins for any.
@@ -44,8 +46,9 @@ struct NodeRoutes: Sendable {
     /// it Ready, and starts its heartbeat lease.
     func registerNode(_ request: Request, _ context: APIContext) async throws -> Response {
         let data = try await HTTPJSON.body(request)
-        try HTTPJSON.rejectUnknownKeys(data, known: ["name", "labels", "machineType", "gpus", "address"])
+        try HTTPJSON.rejectUnknownKeys(data, known: ["name", "labels", "machineType", "gpus", "address", "podSubnet"])
         let body = try HTTPJSON.decode(Registration.self, from: data)
+        try await checkPodSubnet(body)
         guard Syntax.isDNSLabel(body.name) else {
             throw APIError(.unprocessableContent, .invalid, "'\(body.name)' is not a DNS label", field: "name")
         }
@@ -75,6 +78,7 @@ struct NodeRoutes: Sendable {
                     node.spec.machineType = typeName
                     node.spec.gpus = body.gpus
                     node.spec.address = body.address
+                    node.spec.podSubnet = body.podSubnet
                     node.status.conditions.removeAll { $0.type == NodeHeartbeat.readyCondition }
                     node.status.conditions.append(ready)
                     node.status.heartbeat = now
@@ -82,7 +86,7 @@ struct NodeRoutes: Sendable {
                 } else {
                     let node = Node(
                         metadata: ObjectMeta(name: body.name, labels: labels),
-                        spec: NodeSpec(machineType: typeName, gpus: body.gpus, address: body.address),
+                        spec: { var spec = NodeSpec(machineType: typeName, gpus: body.gpus, address: body.address); spec.podSubnet = body.podSubnet; return spec }(),
                         status: NodeStatus(conditions: [ready], heartbeat: now))
                     stored = try await deps.store.create(node)
                 }

@@ -18,9 +18,15 @@ public struct NodeRegistration: Codable, Sendable, Hashable {
     public var gpus: [GPUDevice]
     /// The address the gateway reaches this node's containers on.
     public var address: String?
+    /// The node's pod subnet (``NodeSpec/podSubnet``), when it runs a pod network.
+    public var podSubnet: String?
 
     /// Makes a registration.
-    public init(name: String, labels: [String: String], machineType: String? = nil, gpus: [GPUDevice], address: String? = nil) {
+    public init(
+        name: String, labels: [String: String], machineType: String? = nil, gpus: [GPUDevice], address: String? = nil,
+        podSubnet: String? = nil
+    ) {
+        self.podSubnet = podSubnet
         self.name = name
         self.labels = labels
         self.machineType = machineType
@@ -52,6 +58,12 @@ extension NodeAPI.Client {
     public func reportStatus(node: String, _ status: NodeStatus) async throws(NodeAPIError) -> Node {
         let path = "/v1/nodes/\(Self.segment(node))/status"
         return try await call(.put, path, body: try Self.encode(status, path: path), as: Node.self)
+    }
+
+    /// What the node routes and names on its pod network (``PodNetworkView``).
+    /// Maps to `GET /v1/nodes/{name}/podnetwork`.
+    public func podNetwork(node: String) async throws(NodeAPIError) -> PodNetworkView {
+        try await call(.get, "/v1/nodes/\(Self.segment(node))/podnetwork", as: PodNetworkView.self)
     }
 
     /// The node as stored. Maps to `GET /v1/nodes/{name}`.

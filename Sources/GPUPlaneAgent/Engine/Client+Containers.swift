@@ -227,7 +227,7 @@ struct DockerCreate: Encodable {
         }
         ExposedPorts = exposed
         HostConfig = HostConfigBody(
-            NetworkMode: spec.network.rawValue, PortBindings: bindings, Memory: spec.memoryLimitBytes,
+            NetworkMode: spec.network == .bridge ? spec.networkName ?? spec.network.rawValue : spec.network.rawValue, PortBindings: bindings, Memory: spec.memoryLimitBytes,
             MemorySwap: spec.memoryLimitBytes,
             DeviceRequests: spec.gpuIndices.isEmpty
                 ? []
@@ -272,6 +272,8 @@ struct LibpodCreate: Encodable {
     var ipcns = Namespace(nsmode: "private")
     var mounts: [String] = []
     var cap_add: [String] = []
+    /// The named network to join (``ContainerEngine/ContainerSpec/networkName``).
+    var Networks: [String: [String: String]]?
 
     init(_ spec: ContainerEngine.ContainerSpec, labels: [String: String], cdiKind: String) {
         name = spec.name
@@ -290,5 +292,6 @@ struct LibpodCreate: Encodable {
         devices = spec.gpuIndices.map { Device(path: "\(cdiKind)=\($0)") }
         resource_limits = spec.memoryLimitBytes.map { Resources(memory: Memory(limit: $0, swap: $0)) }
         netns = Namespace(nsmode: spec.network.rawValue)
+        if spec.network == .bridge, let network = spec.networkName { Networks = [network: [:]] }
     }
 }

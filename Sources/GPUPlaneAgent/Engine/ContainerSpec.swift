@@ -44,6 +44,9 @@ extension ContainerEngine {
         public var gpuIndices: [Int]
         /// The network.
         public var network: Network
+        /// With ``Network/bridge``: the engine network to join instead of the engine's default
+        /// bridge (the node's pod network, ``PodNetwork``); nil for the default.
+        public var networkName: String? = nil
 
         /// Makes a spec.
         public init(
@@ -91,6 +94,9 @@ extension ContainerEngine {
             }
             for (key, value) in labels where key.isEmpty || key.contains("\0") || value.contains("\0") {
                 throw .invalidSpec("labels.\(key)", "a label key must be non-empty, without NUL")
+            }
+            if let networkName, !Self.isValidName(networkName) || networkName == "host" || networkName == "none" {
+                throw .invalidSpec("networkName", "\"\(networkName)\" is not the name of a bridge network")
             }
             if !ports.isEmpty, network == .none {
                 throw .invalidSpec("ports", "a container without network publishes no port")

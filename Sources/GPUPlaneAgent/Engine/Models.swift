@@ -148,6 +148,10 @@ extension ContainerEngine {
         public var ports: [PortMapping]
         /// When it was created.
         public var createdAt: Date?
+        /// Its address on each network it joined, by network name (bridge networks only).
+        public var networkAddresses: [String: String] = [:]
+        /// The host file the engine bind-mounts as the container's `/etc/hosts`.
+        public var hostsPath: String? = nil
     }
 
     /// One row of `list`.
@@ -295,6 +299,14 @@ struct WireInspect: Decodable {
     var Config: Config?
     var HostConfig: HostConfig?
     var Mounts: [Mount]?
+    struct NetworkSettings: Decodable {
+        struct Endpoint: Decodable {
+            var IPAddress: String?
+        }
+        var Networks: [String: Endpoint]?
+    }
+    var NetworkSettings: NetworkSettings?
+    var HostsPath: String?
 }
 
 struct WireSummary: Decodable {
@@ -371,6 +383,10 @@ extension ContainerEngine.ContainerDetails {
             memoryLimitBytes: host?.Memory.flatMap { $0 > 0 ? $0 : nil },
             ports: ports.sorted { ($0.containerPort, $0.hostPort) < ($1.containerPort, $1.hostPort) },
             createdAt: w.Created.flatMap(RFC3339.parse))
+        for (network, endpoint) in w.NetworkSettings?.Networks ?? [:] {
+            if let address = endpoint.IPAddress, !address.isEmpty { networkAddresses[network] = address }
+        }
+        hostsPath = w.HostsPath.flatMap { $0.isEmpty ? nil : $0 }
     }
 
     static func trimName(_ name: String) -> String {

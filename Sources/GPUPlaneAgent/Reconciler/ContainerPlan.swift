@@ -66,7 +66,10 @@ public struct ContainerPlan: Sendable, Hashable {
     /// the bound GPUs (by host index) and no other device. It joins the
     /// engine's bridge network and publishes no host port, except a serving replica's
     /// (``ReplicaSpec/servingPort``: a deployment instance, which the gateway reaches there).
-    public init(replica: Replica, node: String, gatewayBaseURL: String) {
+    ///
+    /// With `podNetwork` (the node's pod network, ``PodNetwork``), an application's pod joins
+    /// that engine network instead of the default bridge.
+    public init(replica: Replica, node: String, gatewayBaseURL: String, podNetwork: String? = nil) {
         let tenant = replica.metadata.tenant
         let name = replica.metadata.name
         let key = Self.key(tenant: tenant, name: name)
@@ -91,6 +94,15 @@ public struct ContainerPlan: Sendable, Hashable {
         if let ingress = replica.spec.ingressPort {
             // Only when there is one, so the hashes of containers without stay as they were.
             hash = Self.fnv1a(Data("\(hash)\ningress:\(ingress)".utf8))
+        }
+        if SecretEnvironment.needed(replica) {
+            // The secret references and versions, never the values (see SecretEnvironment);
+            // only when there are some, so the hashes of other containers stay as they were.
+            hash = Self.fnv1a(Data("\(hash)\nsecrets:\(SecretEnvironment.hashText(replica))".utf8))
+        }
+        if let podNetwork, replica.spec.owner.kind == .application {
+            spec.networkName = podNetwork
+            hash = Self.fnv1a(Data("\(hash)\nnetwork:\(podNetwork)".utf8))
         }
         spec.labels = [
             Self.replicaLabel: key, Self.nodeLabel: node, Self.specHashLabel: hash, Self.gpusLabel: Self.gpusLabelValue(indices),
