@@ -80,8 +80,10 @@ public final class LocalCluster: @unchecked Sendable {
             let port = TestEnvironment.freePort()
             let apiURL = "http://127.0.0.1:\(port)"
             log("gpuplane-api-server on \(apiURL)…")
+            let secretKeyFile = try SecretKeyFile.create(in: directory)
             try launch("gpuplane-api-server", [
                 "--port", "\(port)", "--etcd.endpoints", etcd.endpoints.joined(separator: ","),
+                "--secret-key-file", secretKeyFile.path,
                 "--admin-token-file", adminFile.path, "--heartbeat-ttl", "5", "--log-level", "notice", "--log-destination", "stderr",
                 "--catalog-file", catalogFile.path, "--deployment-image", podman.standInModelServerImage,
             ])

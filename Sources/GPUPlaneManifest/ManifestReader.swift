@@ -197,14 +197,20 @@ public struct ManifestReader: Sendable {
             }
         }
         var vars: [String: String] = [:]
+        var secretVars: [String: SecretReference] = [:]
         if let varsNode = pod.value("vars"), let reader = MappingReader(varsNode, at: path["vars"], context: context, what: "vars (NAME: value)") {
             for pair in reader.pairs {
                 guard case .scalar(let key, _, _) = pair.key else { continue }
                 context.record(path["vars"][key], pair.value.mark)
                 if case .scalar(let text, let plain, _) = pair.value {
                     vars[key] = plain && YAMLNode.isNull(text) ? "" : text
+                } else if case .mapping = pair.value {
+                    // {secret: name} or {secret: name, key: k}: the value comes from a secret.
+                    if let reference = decodeSecretReference(pair.value, at: path["vars"][key], context: context) {
+                        secretVars[key] = reference
+                    }
                 } else {
-                    context.error(.typeMismatch, path["vars"][key], pair.value.mark, "expected a string value, got \(pair.value.typeName); quote it or serialise it as JSON text")
+                    context.error(.typeMismatch, path["vars"][key], pair.value.mark, "expected a string value or {secret: name}, got \(pair.value.typeName); quote it or serialise it as JSON text")
                 }
             }
         }
@@ -227,9 +233,21 @@ public struct ManifestReader: Sendable {
             return Antipattern.forMisplacedKey(key, value: text, inPodAt: path)
         }
         guard let name, let image else { return nil }
-        return Pod(
+        var decoded = Pod(
             name: name, path: podPath, image: image, servicePorts: ports, vars: vars, gpu: gpu,
             machineTypes: machineTypes, entrypoint: entrypoint, command: command)
+        if !secretVars.isEmpty { decoded.secretVars = secretVars }
+        return decoded
+    }
+
+    /// A var's `{secret: name}` or `{secret: name, key: k}`.
+    private func decodeSecretReference(_ node: YAMLNode, at path: FieldPath, context: ReadContext) -> SecretReference? {
+        guard var reader = MappingReader(node, at: path, context: context, what: "a secret reference ({secret: name, key: k})") else { return nil }
+        let secret = reader.string("secret", required: "name the tenant's secret the value comes from, e.g. {secret: db-url}")
+        let key = reader.string("key")
+        reader.finish(known: ["secret", "key"])
+        guard let secret else { return nil }
+        return SecretReference(secret: secret, key: key)
     }
 
     private func decodeGPU(_ node: YAMLNode, at path: FieldPath, context: ReadContext) -> GPUBlock? {

@@ -30,9 +30,11 @@ actor SharedServer {
         let logger = Logger(label: "gpuplane.api") { label in
             JournaldLogHandler(label: label, identifier: auditIdentifier, level: .notice, fallback: LogLineSink { _ in })
         }
-        let deps = APIDependencies(
+        var deps = APIDependencies(
             store: ResourceStore(client: client), catalog: try Catalog.standard(), adminTokens: [admin], heartbeatTTL: 3,
             bookmarkInterval: 0.5, logger: logger)
+        // Secrets are sealed with a key file as the daemon reads it (secret-key-file).
+        deps.secretKeys = try SecretKeyring.load(path: try TestEnvironment.secretKeyFile().path)
         let port = TestEnvironment.freePort()
         let app = buildApplication(deps, port: port)
         Task { try await app.runService(gracefulShutdownSignals: []) }

@@ -121,7 +121,20 @@ public struct ApplicationValidator: Sendable {
                     .duplicatePort, path: path["servicePorts"][i].description, "port \(port) is listed twice"))
             }
         }
-        for key in pod.vars.keys.sorted() {
+        for (key, reference) in (pod.secretVars ?? [:]).sorted(by: { $0.key < $1.key }) {
+            let varPath = path["vars"][key]
+            if !Syntax.isDNSLabel(reference.secret) {
+                out.append(Diagnostic(
+                    .invalidVar, path: varPath["secret"].description,
+                    "'\(reference.secret)' is not a secret name; secrets are named with DNS labels (a-z, 0-9, '-'), e.g. {secret: db-url}"))
+            }
+            if let key = reference.key, !Secret.isKeyName(key) {
+                out.append(Diagnostic(
+                    .invalidVar, path: varPath["key"].description,
+                    "'\(key)' is not a secret key; keys are 1-253 letters, digits, '.', '_' or '-'"))
+            }
+        }
+        for key in (Array(pod.vars.keys) + Array((pod.secretVars ?? [:]).keys)).sorted() {
             let varPath = path["vars"][key]
             if !Syntax.isEnvName(key) {
                 out.append(Diagnostic(
