@@ -52,6 +52,11 @@ public struct DescribeCommand: AsyncParsableCommand {
         default:
             lines.append("Application: \(object.at("metadata.name").cell)   (tenant \(object.at("metadata.tenant").cell), resourceVersion \(object.at("metadata.resourceVersion").cell))")
             lines.append("Pods:        \(object.at("status.podsRunning").cell) running of \(object.at("status.podsWanted").cell)")
+            if object.at("status.url") != .null { lines.append("URL:         \(object.at("status.url").cell)") }
+            for route in object.at("status.routes").elements {
+                let state = route["ready"] == .bool(true) ? "ready" : "not ready"
+                lines.append("  \(route["path"].cell) → pod \(route["pod"].cell) port \(route["port"].cell): \(route["url"].cell) (\(state))")
+            }
             for pod in object.at("spec.pods").elements {
                 let gpu = pod["gpu"]
                 let what = gpu == .null ? "no GPU" : "gpu \(gpu["model"].cell)\(gpu["memoryGB"] == .null ? "" : " \(gpu["memoryGB"].cell) GB"), priority \(gpu["priority"].cell)"

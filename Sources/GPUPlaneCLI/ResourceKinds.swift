@@ -34,6 +34,7 @@ public enum ResourceKindName: String, ExpressibleByArgument, CaseIterable, Senda
             return [
                 ("NAME", at("metadata.name")),
                 ("PODS", { "\($0.at("status.podsRunning").cell)/\($0.at("status.podsWanted").cell)" }),
+                ("URL", { $0.at("status.routes").elements.isEmpty ? "-" : $0.at("status.url").cell }),
                 ("VERSION", at("metadata.resourceVersion")), ("CREATED", at("metadata.created")),
             ]
         case .deployments:

@@ -119,6 +119,12 @@ do {
             out(String(decoding: answer.body, as: UTF8.self))
         }
     }
+    if let appURLExample = try? String(contentsOfFile: "examples/local-app-url.yaml", encoding: .utf8) {
+        say("applying examples/local-app-url.yaml (an api pod with path /api) as tenant demo; calling its URL")
+        let answer = try await cluster.showApplicationURL(manifest: appURLExample, token: token, request: "/hello")
+        say("application URL \(answer.url); GET \(answer.requested) (no token, through the api-server's ingress):")
+        out(answer.body)
+    }
     if keepRunning {
         say("running; press Ctrl-C to stop (api-server \(cluster.apiURL), dashboard \(cluster.apiURL)/ui, admin token \(cluster.adminToken))")
         let stop = DispatchSemaphore(value: 0)

@@ -1,0 +1,240 @@
+import CurlHTTP
+import Foundation
+import GPUPlaneAgent
+import GPUPlaneCore
+import GPUPlaneTestSupport
+import Testing
+
+/// The `path` ingress against real etcd, the api-server, a node-agent and podman: an
+/// application's pod with `path: /api` and `servicePorts: [8000, 9000]` runs busybox httpd on
+/// 8000 (static files, and `*.sh` run as CGI so a script can echo what reached it or answer
+/// slowly); requests to `/apps/<tenant>/<app>/api/...` reach it.
+@Suite(.enabled(if: agentTestsAvailable, "needs etcd, and root with podman, runc and busybox-static"))
+struct AppIngressTests {
+    /// Echoes the request: its environment (the headers as HTTP_*, REQUEST_URI) and body.
+    static let echoScript = """
+        #!/bin/sh
+        printf 'Content-Type: text/plain\\r\\n\\r\\n'
+        env | sort
+        if [ -n "$CONTENT_LENGTH" ]; then printf 'BODY='; head -c "$CONTENT_LENGTH"; echo; fi
+        """
+
+    /// Answers in two parts two seconds apart.
+    static let slowScript = """
+        #!/bin/sh
+        printf 'Content-Type: text/plain\\r\\n\\r\\n'
+        echo first
+        sleep 2
+        echo second
+        """
+
+    /// httpd starts once /tmp/go exists, so the replica runs a while without accepting connections.
+    static let command = [
+        "sh", "-c",
+        #"mkdir -p /www/api && echo hello-from-api > /www/api/hello && printf '%s\n' "$ECHO_SH" > /www/api/echo.sh && printf '%s\n' "$SLOW_SH" > /www/api/slow.sh && chmod +x /www/api/*.sh && echo '*.sh:/bin/sh' > /etc/httpd.conf && while [ ! -e /tmp/go ]; do sleep 0.2; done; exec httpd -f -p 8000 -h /www -c /etc/httpd.conf"#,
+    ]
+
+    static func pod() -> Pod {
+        Pod(
+            name: "api", path: "/api", image: "", servicePorts: [8000, 9000], vars: ["ECHO_SH": echoScript, "SLOW_SH": slowScript],
+            gpu: GPUBlock(enabled: true, model: Catalog.custom, memoryGB: 24), command: command)
+    }
+
+    /// Stores application `name` of `tenant` with the api pod; with `bindTo`, its replica too,
+    /// bound to that node's GPU 0 (as the scheduler would).
+    static func apply(_ world: AgentWorld, tenant: String, name: String, bindTo node: String?) async throws -> GPUPlaneCore.Application {
+        var pod = pod()
+        pod.image = world.podman.testImage
+        let app = try await world.store.create(
+            GPUPlaneCore.Application(metadata: ObjectMeta(name: name, tenant: tenant), spec: ApplicationSpec(pods: [pod])))
+        for var replica in ReplicaPlanner(catalog: try Catalog.standard()).replicas(for: app) {
+            #expect(replica.spec.ingressPort == 8000)
+            if let node {
+                replica.binding = Binding(node: node, gpuIndices: [0])
+                replica.status = ReplicaStatus(phase: .bound)
+            }
+            _ = try await world.store.create(replica)
+        }
+        return app
+    }
+
+    static func get(_ url: String, headers: [CurlHTTP.Header] = [], method: CurlHTTP.Method = .get, body: String? = nil) async throws
+        -> CurlHTTP.Response
+    {
+        try await ControlPlane.http.perform(
+            CurlHTTP.Request(method: method, url: url, headers: headers, body: body.map { Data($0.utf8) }, timeout: .seconds(20)))
+    }
+
+    static func text(_ response: CurlHTTP.Response) -> String { String(decoding: response.body, as: UTF8.self) }
+
+    @Test func aPathReachesItsPodOnlyItsPortIsPublishedAndOtherTenantsNeverReachIt() async throws {
+        try await withAgentWorld { world in
+            world.startAgent()
+            let base = world.plane.base
+            let app = try await Self.apply(world, tenant: world.tenant, name: "shop", bindTo: world.node)
+            let replicaName = ReplicaPlanner.replicaName(application: "shop", pod: "api")
+            let shop = "\(base)/apps/\(world.tenant)/shop"
+
+            // Running and published, but httpd is not listening yet: not ready, and the URL says 503.
+            var replica = try await world.waitForReplicaNamed(replicaName, "running and published") {
+                $0.status.phase == .running && $0.status.endpoint != nil
+            }
+            #expect(replica.status.ready != true)
+            #expect(replica.status.message?.contains("accept connections") == true, "\(String(describing: replica.status.message))")
+            let early = try await Self.get(shop + "/api/hello")
+            #expect(early.status == 503, "\(Self.text(early))")
+            #expect(early.header("Retry-After") != nil)
+            #expect(Self.text(early).contains("\"code\":\"unavailable\""))
+
+            // Only the path's port (the first servicePort) is published; 9000 stays private.
+            let containerID = try #require(replica.status.containerID)
+            let ports = try await world.engine.inspect(containerID).ports
+            let endpoint = try #require(replica.status.endpoint)
+            #expect(ports.map(\.containerPort) == [8000], "\(ports)")
+            #expect(ports.first.map { endpoint.hasSuffix(":\($0.hostPort)") } == true, "\(endpoint) \(ports)")
+
+            // httpd starts: the agent's TCP probe makes the replica ready, and the URL reaches it.
+            try world.podman.podman(["exec", containerID, "touch", "/tmp/go"])
+            replica = try await world.waitForReplicaNamed(replicaName, "ready") { $0.status.ready == true }
+            var hello = try await Self.get(shop + "/api/hello")
+            try await eventually("the ingress's cache sees the ready replica") {
+                hello = try await Self.get(shop + "/api/hello")
+                return hello.status == 200
+            }
+            #expect(Self.text(hello) == "hello-from-api\n")
+
+            // The path is kept, the query goes along, hop-by-hop headers and gpuplane tokens stay
+            // behind, a client's X-Forwarded-For is replaced, the X-Forwarded-* are set.
+            let echoed = try await Self.get(
+                shop + "/api/echo.sh?a=b",
+                headers: [
+                    CurlHTTP.Header("Authorization", "Bearer gp_not-for-the-app"), CurlHTTP.Header("X-Forwarded-For", "6.6.6.6"),
+                    CurlHTTP.Header("Connection", "keep-alive, X-Drop-Me"), CurlHTTP.Header("X-Drop-Me", "1"),
+                    CurlHTTP.Header("X-Keep-Me", "yes"),
+                ])
+            let env = Self.text(echoed)
+            #expect(echoed.status == 200, "\(env)")
+            #expect(env.contains("REQUEST_URI=/api/echo.sh?a=b\n"), "\(env)")
+            #expect(env.contains("HTTP_X_FORWARDED_PREFIX=/apps/\(world.tenant)/shop\n"), "\(env)")
+            #expect(env.contains("HTTP_X_FORWARDED_FOR=127.0.0.1\n"), "\(env)")
+            #expect(env.contains("HTTP_X_FORWARDED_PROTO=http\n"), "\(env)")
+            #expect(env.contains("HTTP_X_KEEP_ME=yes\n"), "\(env)")
+            #expect(!env.contains("HTTP_X_DROP_ME"), "\(env)")
+            #expect(!env.contains("HTTP_AUTHORIZATION"), "\(env)")
+            #expect(!env.contains("6.6.6.6"), "\(env)")
+            // The application's own credentials and bodies do go through.
+            let posted = try await Self.get(
+                shop + "/api/echo.sh", headers: [CurlHTTP.Header("Authorization", "Bearer the-apps-own-token"), CurlHTTP.Header("Content-Type", "text/plain")],
+                method: .post, body: "x=1&y=2")
+            #expect(Self.text(posted).contains("HTTP_AUTHORIZATION=Bearer the-apps-own-token\n"), "\(Self.text(posted))")
+            #expect(Self.text(posted).contains("REQUEST_METHOD=POST\n"), "\(Self.text(posted))")
+            #expect(Self.text(posted).contains("BODY=x=1&y=2\n"), "\(Self.text(posted))")
+
+            // A slow answer arrives as it is written, not at its end.
+            let answer = try await ControlPlane.http.exchange(CurlHTTP.Request(url: shop + "/api/slow.sh", timeout: .seconds(20)))
+            #expect(answer.status == 200)
+            let clock = ContinuousClock()
+            let started = clock.now
+            var received = ""
+            var firstAt: ContinuousClock.Instant?
+            for try await chunk in answer.body {
+                received += String(decoding: chunk, as: UTF8.self)
+                if firstAt == nil, received.contains("first") { firstAt = clock.now }
+            }
+            let endedAt = clock.now
+            #expect(received == "first\nsecond\n")
+            let first = try #require(firstAt)
+            #expect(endedAt - first >= .milliseconds(1500), "first part at \(first - started), end at \(endedAt - started)")
+
+            // Nothing but this tenant's own pod answers: no path, a path that only starts alike,
+            // another tenant, another tenant's application of the same name.
+            #expect(try await Self.get(shop + "/other").status == 404)
+            #expect(try await Self.get(shop + "/apix/hello").status == 404)
+            #expect(try await Self.get(shop + "/api/%2e%2e/api/hello").status == 400)
+            #expect(try await Self.get("\(base)/apps/t-nobody/shop/api/hello").status == 404)
+            let other = "t2-\(UUID().uuidString.lowercased().prefix(8))"
+            _ = try await Self.apply(world, tenant: other, name: "shop", bindTo: nil)
+            var theirs = try await Self.get("\(base)/apps/\(other)/shop/api/hello")
+            try await eventually("the other tenant's application is seen") {
+                theirs = try await Self.get("\(base)/apps/\(other)/shop/api/hello")
+                return theirs.status != 404
+            }
+            #expect(theirs.status == 503, "\(Self.text(theirs))")
+            #expect(!Self.text(theirs).contains("hello-from-api"))
+
+            // The API shows the application's URL and its path's, ready.
+            let created = try await ControlPlane.call(
+                world.plane, .post, "/v1/tenants", token: world.plane.admin, body: #"{"name": "\#(world.tenant)", "plan": "enterprise"}"#)
+            #expect(created.status == 201 || created.status == 409)
+            let tokenReply = try await ControlPlane.call(
+                world.plane, .post, "/v1/tokens", token: world.plane.admin, body: #"{"tenant": "\#(world.tenant)", "role": "user"}"#)
+            let token = try #require((try JSONSerialization.jsonObject(with: tokenReply.body) as? [String: Any])?["token"] as? String)
+            let got = try await ControlPlane.call(world.plane, .get, "/v1/applications/shop", token: token)
+            let status = try #require((try JSONSerialization.jsonObject(with: got.body) as? [String: Any])?["status"] as? [String: Any])
+            #expect(status["url"] as? String == shop, "\(status)")
+            let routes = try #require(status["routes"] as? [[String: Any]])
+            #expect(routes.count == 1)
+            #expect(routes.first?["url"] as? String == shop + "/api")
+            #expect(routes.first?["ready"] as? Bool == true)
+            #expect(routes.first?["port"] as? Int == 8000)
+            _ = app
+        }
+    }
+
+    /// The application URLs are routes of the api-server, so its connection limits hold there:
+    /// a request head over the decoder's limit is refused, and one that never ends is cut off.
+    @Test func hostileRequestsToAnApplicationURLMeetTheAPIsLimits() async throws {
+        let plane = try await ControlPlane.shared.get()
+        let url = plane.base + "/apps/t-any/app/api/x"
+        let huge = String(repeating: "a", count: 128 * 1024)
+        let refused = try? await ControlPlane.http.perform(
+            CurlHTTP.Request(url: url, headers: [CurlHTTP.Header("X-Huge", huge)], timeout: .seconds(10)))
+        let apiRefused = try? await ControlPlane.http.perform(
+            CurlHTTP.Request(url: plane.base + "/v1/applications", headers: [CurlHTTP.Header("X-Huge", huge)], timeout: .seconds(10)))
+        #expect(refused?.status != 404 && refused?.status != 200, "an oversized head must not reach the route")
+        #expect(refused?.status == apiRefused?.status)
+
+        // Slowloris: a head that never ends is closed after the header timeout (10 s by default).
+        let port = try #require(Int(plane.base.split(separator: ":").last ?? ""))
+        let closedAfter = try await TestEnvironment.offPool("slowloris") { () -> Double in
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard connected == 0 else { return -1 }
+            let head = "GET /apps/t-any/app/api/x HTTP/1.1\r\nHost: x\r\n"
+            _ = head.withCString { send(fd, $0, strlen($0), 0) }
+            var timeout = timeval(tv_sec: 30, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            let start = Date()
+            var buffer = [UInt8](repeating: 0, count: 1024)
+            while recv(fd, &buffer, buffer.count, 0) > 0 {}
+            return Date().timeIntervalSince(start)
+        }
+        #expect(closedAfter > 5 && closedAfter < 25, "closed after \(closedAfter) s")
+    }
+}
+
+extension AgentWorld {
+    /// Waits until the replica called `name` (any name, not only `app.<name>`) satisfies `condition`.
+    @discardableResult
+    func waitForReplicaNamed(_ name: String, _ what: String, timeout: Double = 60, _ condition: @escaping (Replica) -> Bool) async throws
+        -> Replica
+    {
+        var last: Replica?
+        do {
+            try await eventually("\(name): \(what)", timeout: timeout) {
+                last = try? await self.store.get(Replica.self, tenant: self.tenant, name: name)
+                return last.map(condition) ?? false
+            }
+        } catch {
+            throw AgentHarnessError(description: "\(error); last status: \(String(describing: last?.status))")
+        }
+        return try #require(last)
+    }
+}
