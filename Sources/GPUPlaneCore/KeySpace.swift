@@ -5,6 +5,7 @@
 /// | family | key | owner in GPUPlaneStore |
 /// | --- | --- | --- |
 /// | resources | `/gpuplane/<kind>/<tenant>/<name>` | `ResourceStore` |
+/// | tenants' secrets (a resource, values sealed) | `/gpuplane/secrets/<tenant>/<name>` | `ResourceStore` |
 /// | bearer tokens | `/gpuplane/tokens/<sha256>` | `TokenIndex` |
 /// | node heartbeats | `/gpuplane/heartbeats/<node>` (under a lease) | `NodeHeartbeats` |
 /// | deployment load | `/gpuplane/load/deployments/<tenant>/<deployment>/<reporter>` (under a lease) | `LoadReports` |
