@@ -207,6 +207,12 @@ let package = Package(
             ]),
         // The whole system with the real executables (built by `swift build --build-tests`).
         .testTarget(name: "EndToEndTests", dependencies: ["GPUPlaneTestSupport"]),
+        // charts/gpuplane rendered by Helm (chart_check.py, in the tools venv) and its daemon
+        // configuration read by the daemons' own code.
+        .testTarget(
+            name: "GPUPlaneChartTests",
+            dependencies: ["GPUPlaneAPI", "GPUPlaneScheduling", "GPUPlaneService", "GPUPlaneCore"],
+            exclude: ["chart_check.py"]),
         .testTarget(
             name: "GPUPlaneAPITests",
             dependencies: [
