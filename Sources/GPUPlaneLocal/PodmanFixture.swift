@@ -95,12 +95,21 @@ public final class PodmanFixture: @unchecked Sendable {
     /// search registries (a short name never reaches the internet), and each of
     /// `insecureRegistries` (`127.0.0.1:5000`, a ``RegistryFixture``'s ``RegistryFixture/locations``)
     /// spoken to over plain HTTP; every other registry keeps TLS verification.
-    public static func start(timeout: Double = 60, insecureRegistries: [String] = []) async throws -> PodmanFixture {
+    ///
+    /// With `networkNamespace` (a name under `/var/run/netns`, e.g. a ``NetnsHost``'s), the
+    /// service and every podman command of the fixture run in that network namespace (through
+    /// `nsenter --net`, which, unlike `ip netns exec`, keeps the host's `/sys` and its cgroups),
+    /// so its containers' networks, routes and iptables rules are that namespace's.
+    public static func start(
+        timeout: Double = 60, insecureRegistries: [String] = [], networkNamespace: String? = nil
+    ) async throws -> PodmanFixture {
         guard isAvailable, let busybox else {
             throw PodmanFixtureError(message: "podman, runc and busybox-static are needed, as root (see scripts/test)")
         }
         // Everything up to the service's start blocks (podman imports, files): off the pool.
-        let prepared = try await TestEnvironment.offPool("gpuplane-podman-start") { try prepare(busybox: busybox, insecureRegistries: insecureRegistries) }
+        let prepared = try await TestEnvironment.offPool("gpuplane-podman-start") { 
+            try prepare(busybox: busybox, insecureRegistries: insecureRegistries, networkNamespace: networkNamespace)
+        }
         let (directory, socketPath, service) = (prepared.directory, prepared.socketPath, prepared.service)
         do {
             try await eventually("podman service answering /_ping on \(socketPath)", timeout: timeout, every: 0.1) {
@@ -132,7 +141,7 @@ public final class PodmanFixture: @unchecked Sendable {
 
     /// Writes the configuration, network and CDI spec, imports the images and launches the
     /// service (blocking work).
-    private static func prepare(busybox: String, insecureRegistries: [String]) throws -> Prepared {
+    private static func prepare(busybox: String, insecureRegistries: [String], networkNamespace: String?) throws -> Prepared {
         sweepStaleFixtures()
         let directory = try TestEnvironment.temporaryDirectory(prefix: "podman")
         var registries = "# Written by gpuplane's PodmanFixture for one test run.\nunqualified-search-registries = []\n"
@@ -146,6 +155,9 @@ public final class PodmanFixture: @unchecked Sendable {
         let cdiSpecPath = "/var/run/cdi/gpuplane-fake-\(runID).yaml"
         try "\(getpid())\n\(cdiSpecPath)\n".write(
             to: directory.appendingPathComponent("owner"), atomically: true, encoding: .utf8)
+        if let networkNamespace {
+            try networkNamespace.write(to: directory.appendingPathComponent("netns"), atomically: true, encoding: .utf8)
+        }
         let cleanup = PodmanCleanup(executable: executable, directory: directory, cdiSpecPath: cdiSpecPath)
         let globals = cleanup.globals
         let environment = cleanup.environment
@@ -185,7 +197,7 @@ public final class PodmanFixture: @unchecked Sendable {
 
         let socketPath = directory.appendingPathComponent("podman.sock").path
         let service = try ChildProcess(
-            executable: executable, arguments: globals + ["system", "service", "--time=0", "unix://\(socketPath)"],
+            executable: cleanup.executable, arguments: globals + ["system", "service", "--time=0", "unix://\(socketPath)"],
             environment: environment, logFile: directory.appendingPathComponent("service.log"))
         try "\(service.pid)\n".write(
             to: directory.appendingPathComponent("service.pid"), atomically: true, encoding: .utf8)
@@ -391,8 +403,12 @@ final class PodmanCleanup: @unchecked Sendable {
     /// The podman flags and environment of the fixture in `directory`: its storage and
     /// configuration live there.
     init(executable: String, directory: URL, cdiSpecPath: String) {
-        self.executable = executable
-        self.globals = [
+        // A fixture in a network namespace (its `netns` file) runs podman there, while it exists.
+        let namespace = (try? String(contentsOf: directory.appendingPathComponent("netns"), encoding: .utf8))
+            .map { "/var/run/netns/" + $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        let wrapper = namespace.flatMap { FileManager.default.fileExists(atPath: $0) ? ["--net=\($0)", executable] : nil }
+        self.executable = wrapper == nil ? executable : "/usr/bin/nsenter"
+        self.globals = (wrapper ?? []) + [
             "--root", directory.appendingPathComponent("root").path,
             "--runroot", directory.appendingPathComponent("runroot").path,
             "--tmpdir", directory.appendingPathComponent("tmp").path,

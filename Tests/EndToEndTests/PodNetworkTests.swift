@@ -1,0 +1,143 @@
+import Foundation
+import GPUPlaneTestSupport
+import Testing
+
+/// The seed's example across hosts: an application whose `api` pod reaches its `db` pod as
+/// `db.pod:5432` (its `DATABASE_URL`) from another node, each node a network namespace with its
+/// own podman and the real node-agent; another tenant's pod can neither resolve `db.pod` nor
+/// connect to the db pod's address.
+@Suite(.serialized, .timeLimit(.minutes(10))) struct PodNetworkTests {
+    /// T1's application: the seed's `api` pod (its `DATABASE_URL` names `db.pod:5432`) and a `db`
+    /// pod that echoes on 5432 (busybox `nc`), each on a whole fake GPU (Mode 1), so they cannot
+    /// share a one-GPU node.
+    static let application = """
+        application:
+          name: my-chat-backend
+          pods:
+            - name: db
+              image: localhost/gpuplane-test-busybox:latest
+              command: ["nc", "-ll", "-p", "5432", "-e", "/bin/cat"]
+              servicePorts: [5432]
+              gpu: {enabled: true, model: custom, memoryGB: 80, priority: training}
+            - name: api
+              image: localhost/gpuplane-test-busybox:latest
+              command: ["sh", "-c", "host=${DATABASE_URL#*@}; host=${host%%/*}; while true; do if echo ping-$$ | nc -w 2 ${host%:*} ${host#*:} | grep -q ping-$$; then echo CONNECTED $host; else echo FAILED $host; fi; sleep 1; done"]
+              servicePorts: [8000]
+              gpu: {enabled: true, model: custom, memoryGB: 80, priority: training}
+              vars:
+                DATABASE_URL: postgresql://app:pass@db.pod:5432/chat
+        """
+
+    /// T2's pod, which tries to reach T1's db.
+    static let intruder = """
+        application:
+          name: prober
+          pods:
+            - name: probe
+              image: localhost/gpuplane-test-busybox:latest
+              command: ["sleep", "100000"]
+              gpu: {enabled: true, model: custom, memoryGB: 80, priority: training}
+        """
+
+    @Test(.enabled(if: NetnsCluster.isAvailable))
+    func apiReachesDbAcrossHostsAndNoOtherTenantDoes() async throws {
+        // Host 1 has one GPU, host 2 two: with host 2 cordoned, one of T1's pods lands on host 1
+        // and the other waits until host 2 is uncordoned; T2's pod then takes host 2's second GPU.
+        let started = ContinuousClock.now
+        let cluster = try await NetnsCluster.start(binaries: LocalClusterTests.binaries, gpus: [1, 2]) { print("netns cluster: \($0)") }
+        print("netns cluster up in \(ContinuousClock.now - started)")
+        do {
+            let admin = cluster.adminToken
+            let t1 = try await cluster.tenant("t1", plan: "enterprise")
+            let t2 = try await cluster.tenant("t2", plan: "enterprise")
+            #expect(try await cluster.call("POST", "/v1/nodes/net-2/cordon", token: admin).status == 200)
+            let applied = try await cluster.call("POST", "/v1/applications", token: t1, body: Self.application)
+            #expect(applied.status == 201, "\(String(decoding: applied.body, as: UTF8.self))")
+            try await eventually("one of T1's pods runs on net-1", timeout: 120, every: 0.25) {
+                try await Self.replicas(cluster, t1).contains { $0.node == "net-1" && $0.phase == "running" }
+            }
+            #expect(try await cluster.call("POST", "/v1/nodes/net-2/uncordon", token: admin).status == 200)
+            let podsRunning = ContinuousClock.now
+            var t1Pods: [Placed] = []
+            try await eventually("both of T1's pods run, with pod addresses", timeout: 120, every: 0.25) {
+                t1Pods = try await Self.replicas(cluster, t1)
+                return t1Pods.count == 2 && t1Pods.allSatisfy { $0.phase == "running" && $0.podIP != nil }
+            }
+            let db = try #require(t1Pods.first { $0.pod == "db" })
+            let api = try #require(t1Pods.first { $0.pod == "api" })
+            #expect(db.node != api.node, "db and api on different hosts")
+            let dbIP = try #require(db.podIP)
+            #expect(dbIP.hasPrefix(db.node == "net-1" ? "10.251.1." : "10.251.2."), "the db's address is in its node's pod subnet")
+
+            // The api pod connects to db.pod:5432 across hosts.
+            let apiHost = try #require(cluster.host(ofNode: api.node ?? ""))
+            let apiContainer = "gpuplane_t1_\(api.replica)"
+            var logs = ""
+            try await eventually("the api pod reached db.pod:5432", timeout: 60, every: 0.25) {
+                logs = (try? apiHost.podman.podman(["logs", apiContainer])) ?? ""
+                return logs.contains("CONNECTED db.pod:5432")
+            }
+            print("api reached db.pod \(ContinuousClock.now - podsRunning) after the second pod was released")
+            let hosts = try apiHost.podman.podman(["exec", apiContainer, "cat", "/etc/hosts"])
+            #expect(hosts.contains("\(dbIP)\tdb.pod"), "\(hosts)")
+
+            // Tenant 2's pod, on host 2 (the only free GPU): no name, no connection.
+            #expect(try await cluster.call("POST", "/v1/applications", token: t2, body: Self.intruder).status == 201)
+            var probe: Placed?
+            try await eventually("T2's pod runs", timeout: 120, every: 0.25) {
+                probe = try await Self.replicas(cluster, t2).first { $0.phase == "running" && $0.podIP != nil }
+                return probe != nil
+            }
+            let intruder = try #require(probe)
+            let intruderHost = try #require(cluster.host(ofNode: intruder.node ?? ""))
+            let intruderContainer = "gpuplane_t2_\(intruder.replica)"
+            let theirHosts = try intruderHost.podman.podman(["exec", intruderContainer, "cat", "/etc/hosts"])
+            #expect(!theirHosts.contains("db.pod") && !theirHosts.contains("api.pod"), "\(theirHosts)")
+            let byName = try intruderHost.podman.podman([
+                "exec", intruderContainer, "sh", "-c", "echo x | nc -w 2 db.pod 5432 && echo REACHED || echo UNREACHED",
+            ])
+            #expect(Self.lines(byName).contains("UNREACHED") && !Self.lines(byName).contains("REACHED"), "\(byName)")
+            let byAddress = try intruderHost.podman.podman([
+                "exec", intruderContainer, "sh", "-c", "echo hello-\(dbIP) | nc -w 2 \(dbIP) 5432 | grep -q hello && echo REACHED || echo UNREACHED",
+            ])
+            #expect(Self.lines(byAddress).contains("UNREACHED") && !Self.lines(byAddress).contains("REACHED"), "T2's pod on \(intruder.node) connected to T1's db at \(dbIP): \(byAddress)")
+            // The same connection from T1's api pod works: the refusal is the tenant's, not the path's.
+            let fromApi = try apiHost.podman.podman([
+                "exec", apiContainer, "sh", "-c", "echo hello | nc -w 2 \(dbIP) 5432 | grep -q hello && echo REACHED || echo UNREACHED",
+            ])
+            #expect(Self.lines(fromApi).contains("REACHED"), "\(fromApi)")
+            // The api-server tells T2's node nothing of T1's pods unless it runs one of them.
+            let rules = try cluster.lan.run(in: cluster.host(ofNode: db.node ?? "") ?? intruderHost, ["iptables", "-S", "GPUPLANE-PODS"])
+            print("GPUPLANE-PODS on \(db.node ?? ""):\n\(rules)")
+            #expect(rules.contains("-d \(dbIP)/32"), "\(rules)")
+        } catch {
+            print(cluster.logTails())
+            cluster.shutdown()
+            throw error
+        }
+        cluster.shutdown()
+    }
+
+    static func lines(_ text: String) -> [String] { text.split(separator: "\n").map(String.init) }
+
+    struct Placed {
+        var replica: String
+        var pod: String
+        var node: String?
+        var phase: String?
+        var podIP: String?
+    }
+
+    static func replicas(_ cluster: NetnsCluster, _ token: String) async throws -> [Placed] {
+        let items = try await cluster.json("GET", "/v1/replicas", token: token)["items"] as? [[String: Any]] ?? []
+        return items.map { item in
+            let metadata = item["metadata"] as? [String: Any] ?? [:]
+            let spec = item["spec"] as? [String: Any] ?? [:]
+            let status = item["status"] as? [String: Any] ?? [:]
+            return Placed(
+                replica: metadata["name"] as? String ?? "", pod: spec["role"] as? String ?? "",
+                node: (item["binding"] as? [String: Any])?["node"] as? String, phase: status["phase"] as? String,
+                podIP: status["podIP"] as? String)
+        }
+    }
+}
