@@ -91,6 +91,12 @@ BAD_VALUES = {
     "a header timeout over a day": {"apiServer": {"headerTimeout": 86401}},
     "an admin token with a blank": {"adminTokens": {"tokens": ["two words-0123456789"]}},
     "an empty image repository": {"image": {"repository": ""}},
+    "a scheduler budget that blocks every eviction": {"scheduler": {"podDisruptionBudget": {"maxUnavailable": 0}}},
+}
+
+# Values the schema cannot judge alone (they compare two keys) that the templates refuse.
+REFUSED_BY_TEMPLATES = {
+    "an api-server budget as large as its replicas": {"apiServer": {"replicas": 1}},
 }
 
 
@@ -500,7 +506,13 @@ def main() -> int:
             fail(where, "Helm renders them")
         except helm.HelmValuesError:
             pass
-    print(f"{len(BAD_VALUES)} bad values files refused" if not any(f.startswith("bad values") for f in failures) else "bad values: FAILED")
+    for why, overrides in REFUSED_BY_TEMPLATES.items():
+        try:
+            chart.render(values=overrides, name=RELEASE, namespace=NAMESPACE)
+            fail(f"bad values ({why})", "Helm renders them")
+        except helm.HelmRenderError:
+            pass
+    print(f"{len(BAD_VALUES) + len(REFUSED_BY_TEMPLATES)} bad values files refused" if not any(f.startswith("bad values") for f in failures) else "bad values: FAILED")
 
     arguments.out.mkdir(parents=True, exist_ok=True)
     (arguments.out / "daemons.json").write_text(json.dumps(results, indent=2))
