@@ -8,10 +8,10 @@ public struct GPUPlaneCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "gpuplane",
         abstract: "Deploy models and GPU apps on gpuplane.",
-        discussion: "apply, get, describe, delete and usage speak to an api-server: --server (or $GPUPLANE_SERVER) and a token (--token-file, $GPUPLANE_TOKEN_FILE or $GPUPLANE_TOKEN). validate and models work offline.",
+        discussion: "apply, get, describe, delete, usage and secret speak to an api-server: --server (or $GPUPLANE_SERVER) and a token (--token-file, $GPUPLANE_TOKEN_FILE or $GPUPLANE_TOKEN). validate and models work offline.",
         subcommands: [
             ApplyCommand.self, GetCommand.self, DescribeCommand.self, DeleteCommand.self, UsageCommand.self, ValidateCommand.self,
-            ModelsCommand.self,
+            ModelsCommand.self, SecretCommand.self,
         ])
 
     public init() {}

@@ -24,7 +24,8 @@ import Testing
             let admin = Tokens.generate()
             var logger = Logger(label: "gpuplane.api")
             logger.logLevel = .critical
-            let deps = APIDependencies(store: ResourceStore(client: client), catalog: try Catalog.standard(), adminTokens: [admin], logger: logger)
+            var deps = APIDependencies(store: ResourceStore(client: client), catalog: try Catalog.standard(), adminTokens: [admin], logger: logger)
+            deps.secretKeys = try SecretKeyring.load(path: try TestEnvironment.secretKeyFile().path)
             let port = TestEnvironment.freePort()
             let app = buildApplication(deps, port: port)
             Task { try await app.runService(gracefulShutdownSignals: []) }

@@ -129,6 +129,7 @@ struct SecretRoutes: Sendable {
     /// Replicas of the tenant that reference it record its version in the same transaction.
     func create(_ request: Request, _ context: APIContext) async throws -> Response {
         let tenant = try context.planTenant(request)
+        _ = try await Admission(deps: deps).tenant(tenant)  // 403 for a tenant that does not exist
         let keyring = try keyring()
         let body = try await readBody(request)
         guard let name = body.name else { throw APIError(.unprocessableContent, .invalid, "'name' is required", field: "name") }

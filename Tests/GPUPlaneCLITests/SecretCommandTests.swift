@@ -1,0 +1,66 @@
+import Foundation
+import GPUPlaneCLI
+import GPUPlaneCore
+import GPUPlaneTestSupport
+import Testing
+
+/// `gpuplane secret create|list|delete`, the real executable against a live api-server: values
+/// go in through standard input and files, and never come back out.
+@Suite(.timeLimit(.minutes(3))) struct SecretCommandTests {
+    @Test func createListReplaceAndDeleteWithValuesFromStdinAndFiles() async throws {
+        let (base, admin) = try await OnlineCommandTests.Server.shared.get()
+        let name = "cli-" + UUID().uuidString.prefix(8).lowercased()
+        let asAdmin = APIClient(base: base, token: admin)
+        _ = try await asAdmin.json(.post, "/v1/tenants", body: Data(#"{"name": "\#(name)", "plan": "pro"}"#.utf8))
+        let token = try #require(try await asAdmin.json(.post, "/v1/tokens", body: Data(#"{"tenant": "\#(name)", "role": "user"}"#.utf8))["token"].string)
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "cli-secret")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let tokenFile = directory.appendingPathComponent("token")
+        try token.write(to: tokenFile, atomically: true, encoding: .utf8)
+        func gpuplane(_ arguments: [String], stdin: String = "") async throws -> (status: Int32, output: String) {
+            try await TestEnvironment.offPool {
+                let process = Process()
+                process.executableURL = OnlineCommandTests.executable
+                process.arguments = arguments
+                process.environment = ["GPUPLANE_SERVER": base, "GPUPLANE_TOKEN_FILE": tokenFile.path]
+                let output = Pipe()
+                let input = Pipe()
+                process.standardOutput = output
+                process.standardError = output
+                process.standardInput = input
+                try process.run()
+                input.fileHandleForWriting.write(Data(stdin.utf8))
+                try input.fileHandleForWriting.close()
+                let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                process.waitUntilExit()
+                return (process.terminationStatus, text)
+            }
+        }
+        let value = "v-" + UUID().uuidString
+        let password = "p-" + UUID().uuidString
+        let created = try await gpuplane(["secret", "create", "db-url"], stdin: value + "\n")
+        #expect(created.status == 0 && created.output == "secret/db-url created (value)\n", "\(created.output)")
+        let userFile = directory.appendingPathComponent("user")
+        try "app\n".write(to: userFile, atomically: true, encoding: .utf8)
+        let pwFile = directory.appendingPathComponent("pw")
+        try password.write(to: pwFile, atomically: true, encoding: .utf8)
+        let fromFiles = try await gpuplane(["secret", "create", "db", "--from-file", "user=\(userFile.path)", "--from-file", "password=\(pwFile.path)"])
+        #expect(fromFiles.status == 0 && fromFiles.output == "secret/db created (password, user)\n", "\(fromFiles.output)")
+        let registry = try await gpuplane(["secret", "create", "hub", "--registry", "127.0.0.1:5000", "--username", "bot"], stdin: password)
+        #expect(registry.status == 0, "\(registry.output)")
+        let listed = try await gpuplane(["secret", "list"])
+        #expect(listed.status == 0)
+        #expect(listed.output.contains("db-url") && listed.output.contains("generic") && listed.output.contains("127.0.0.1:5000"), "\(listed.output)")
+        #expect(!listed.output.contains(value) && !listed.output.contains(password))
+        // Taken; then replaced.
+        #expect(try await gpuplane(["secret", "create", "db-url"], stdin: "x").status == 1)
+        let replaced = try await gpuplane(["secret", "create", "db-url", "--replace", "--key", "url"], stdin: "y")
+        #expect(replaced.status == 0 && replaced.output == "secret/db-url replaced (url)\n", "\(replaced.output)")
+        // Usage errors before anything is sent.
+        #expect(try await gpuplane(["secret", "create", "x", "--username", "bot"]).status != 0)
+        #expect(try await gpuplane(["secret", "create", "x", "--from-file", "nokey"]).status != 0)
+        #expect(try await gpuplane(["secret", "delete", "db-url"]).output == "secret/db-url deleted\n")
+        let gone = try await gpuplane(["secret", "delete", "db-url"])
+        #expect(gone.status == 1 && gone.output.contains("HTTP 404"), "\(gone.output)")
+    }
+}
