@@ -67,6 +67,14 @@ public struct NodeSpec: Codable, Sendable, Hashable {
     /// ``address`` by the other nodes' agents (see docs/architecture.md, "Pod network"); nil
     /// when the node-agent runs no pod network.
     public var podSubnet: String? = nil
+    /// CPU the node offers to replicas, in thousandths of a core: what its node-agent read from
+    /// the host (online CPUs or the cgroup's quota, minus a reserve) or was configured with
+    /// (`allocatable-cpu`). Nil (old agents, hollow nodes of benchmarks) means the node's CPU is
+    /// not accounted: the scheduler's CPU check passes there (docs/architecture.md, "CPU and memory").
+    public var allocatableCPUMilli: Int? = nil
+    /// Memory the node offers to replicas, in MB (`MemTotal` or the cgroup's limit, minus a
+    /// reserve, or `allocatable-memory`); nil means not accounted, like ``allocatableCPUMilli``.
+    public var allocatableMemoryMB: Int? = nil
 
     /// Makes a spec.
     public init(machineType: String, gpus: [GPUDevice], unschedulable: Bool = false, address: String? = nil) {
@@ -142,6 +150,11 @@ public struct Node: Resource, Hashable {
     public static let machineTypeLabel = "gpuplane.io/machine-type"
     /// The label naming the GPU product.
     public static let gpuProductLabel = "gpuplane.io/gpu-product"
+    /// The label the node-agent sets on a host without GPUs (NVML missing or no GPU):
+    /// `gpuplane.io/node-kind=cpu`. Such a node takes CPU pods only.
+    public static let nodeKindLabel = "gpuplane.io/node-kind"
+    /// The value of ``nodeKindLabel`` on a CPU-only node.
+    public static let cpuNodeKind = "cpu"
 
     public var metadata: ObjectMeta
     public var spec: NodeSpec

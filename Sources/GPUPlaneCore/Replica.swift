@@ -61,6 +61,14 @@ public struct ReplicaSpec: Codable, Sendable, Hashable {
     /// `GET /v1/replicas/{tenant}/{name}/runtime` (``ReplicaRuntime/env``) when it creates the
     /// container. Nil or empty when none.
     public var secretEnv: [String: SecretReference]?
+    /// CPU the container gets and holds on its node, in thousandths of a core: its CPU machine
+    /// type's (CPU pods: the first CPU type the pod names, XS by default; Mode 2/3 pods: XS).
+    /// Nil for whole-GPU replicas (Mode 1, deployments), which get their node's GPU machine
+    /// type's CPU per GPU held; see ``resources(onNodeOf:in:)`` and docs/architecture.md
+    /// ("CPU and memory"). Nil in replicas written before this field existed.
+    public var cpuMilli: Int? = nil
+    /// Memory the container gets and holds on its node, in MB (the same rules as ``cpuMilli``).
+    public var memoryMB: Int? = nil
 
     /// Makes a spec.
     public init(

@@ -69,6 +69,13 @@ public struct ReplicaPlanner: Sendable {
             env: pod.vars, ports: pod.servicePorts, entrypoint: pod.entrypoint, command: pod.command,
             ingressPort: Self.ingressPort(of: pod))
         if let secretVars = pod.secretVars, !secretVars.isEmpty { spec.secretEnv = secretVars }
+        // CPU and memory: a CPU pod's first CPU type (XS by default); a Mode 2/3 pod's own
+        // container (the model server holds the GPU) is XS; whole-GPU pods take their node's
+        // GPU type per GPU, resolved where they land (ReplicaSpec.resources(onNodeOf:in:)).
+        if !spec.holdsWholeGPUs, let size = machineTypes.cpuType(named: mode == nil ? pod.machineTypes : []) {
+            spec.cpuMilli = size.cpuMilli
+            spec.memoryMB = size.ramMB
+        }
         return spec
     }
 

@@ -47,12 +47,34 @@ public struct NodeState: Sendable {
     public let healthyGPUs: Int
     /// Interned machine type, for cheap comparisons.
     let typeID: Int
+    /// CPU and memory the node offers (``NodeSpec/allocatableCPUMilli``/``NodeSpec/allocatableMemoryMB``);
+    /// nil when it reports none: then CPU and memory are not accounted there and always fit.
+    public let allocatable: ComputeResources?
+    /// CPU and memory held by the replicas bound to it.
+    public internal(set) var allocated: ComputeResources
+    /// One GPU's share of CPU and memory: its GPU machine type's (zero when the type is no GPU type).
+    public let gpuShare: ComputeResources
+    /// A CPU-only node (`gpuplane.io/node-kind=cpu`, or no GPUs): it takes CPU pods only.
+    public let isCPUOnly: Bool
 
     /// GPUs free to be given whole.
     public var freeWholeGPUs: Int {
         var n = 0
         for gpu in gpus where gpu.isFreeWhole { n += 1 }
         return n
+    }
+
+    /// CPU and memory still free for work of a GPU (allocatable minus allocated); nil when not accounted.
+    public var free: ComputeResources? {
+        allocatable.map { ComputeResources(cpuMilli: $0.cpuMilli - allocated.cpuMilli, memoryMB: $0.memoryMB - allocated.memoryMB) }
+    }
+
+    /// CPU and memory free for a CPU pod: on a GPU host, only what is left once each GPU free
+    /// to be given whole keeps its share, so CPU pods never stand in the way of GPU work.
+    public var freeForCPUPods: ComputeResources? {
+        guard let free else { return nil }
+        let kept = gpuShare.times(freeWholeGPUs)
+        return ComputeResources(cpuMilli: free.cpuMilli - kept.cpuMilli, memoryMB: free.memoryMB - kept.memoryMB)
     }
 
     /// The position in `gpus` of the GPU with NVML index `index`.
@@ -104,6 +126,8 @@ struct HeldReplica: Sendable {
     var gpuIndices: [Int]
     var wholeGPUs: Int
     var server: Int?
+    /// CPU and memory it holds on `node`.
+    var resources: ComputeResources = .zero
 }
 
 /// Nodes sharing a `gpu-mode` and a machine type, visited together.
@@ -132,6 +156,9 @@ public struct ClusterSnapshot: Sendable {
     var nodeIndex: [String: Int]
     var typeNames: [String]
     var groupsByMode: [GPUMode: [NodeGroup]]
+    /// The order CPU pods visit nodes in: CPU-only nodes first, then the others, each part in
+    /// a seeded shuffled order.
+    var cpuVisitOrder: [Int]
     var serverIndex: [String: Int]
     /// slug → servers with room for another attachment.
     var openServers: [String: [Int]]
@@ -198,12 +225,23 @@ public struct ClusterSnapshot: Sendable {
                     healthy: health[device.uuid] ?? true)
             }
             let label = node.metadata.labels[Node.gpuModeLabel]
+            var allocatable: ComputeResources?
+            if node.spec.allocatableCPUMilli != nil || node.spec.allocatableMemoryMB != nil {
+                // One of the two reported: the other is not accounted (no limit from it).
+                allocatable = ComputeResources(
+                    cpuMilli: node.spec.allocatableCPUMilli ?? Int.max / 4,
+                    memoryMB: node.spec.allocatableMemoryMB ?? Int.max / 4)
+            }
+            let gpuType = table.named(typeName).flatMap { $0.family == .gpu ? $0 : nil }
             states.append(NodeState(
                 name: node.metadata.name, gpuModeLabel: label,
                 gpuMode: GPUMode.allCases.first { $0.nodeLabel == label },
                 machineType: typeName, ready: node.status.isReady,
                 cordoned: node.spec.unschedulable, gpus: gpus,
-                healthyGPUs: gpus.reduce(0) { $0 + ($1.healthy ? 1 : 0) }, typeID: typeID))
+                healthyGPUs: gpus.reduce(0) { $0 + ($1.healthy ? 1 : 0) }, typeID: typeID,
+                allocatable: allocatable, allocated: .zero,
+                gpuShare: gpuType.map(ComputeResources.init) ?? .zero,
+                isCPUOnly: node.metadata.labels[Node.nodeKindLabel] == Node.cpuNodeKind || gpus.isEmpty))
         }
         self.nodes = states
         self.typeNames = typeNames
@@ -229,6 +267,11 @@ public struct ClusterSnapshot: Sendable {
             }
         }
         self.groupsByMode = byMode
+        var cpuOnly = states.indices.filter { states[$0].isCPUOnly }
+        var others = states.indices.filter { !states[$0].isCPUOnly }
+        cpuOnly.shuffle(using: &generator)
+        others.shuffle(using: &generator)
+        self.cpuVisitOrder = cpuOnly + others
 
         // Model servers first, so replicas can attach to them.
         for server in modelServers.sorted(by: { $0.metadata.name < $1.metadata.name }) {
@@ -254,6 +297,11 @@ public struct ClusterSnapshot: Sendable {
                 ownerKey: PlacementRequest.ownerKey(tenant: tenant, owner: replica.spec.owner),
                 priority: replica.spec.priority, node: n, gpuIndices: binding.gpuIndices,
                 wholeGPUs: attaches ? 0 : binding.gpuIndices.count, server: nil)
+            if let n {
+                // CPU and memory, sized as the node-agent sizes the container.
+                record.resources = replica.spec.resources(onNodeOf: self.nodes[n].machineType, in: table)
+                self.nodes[n].allocated.add(record.resources)
+            }
             if attaches {
                 if let name = binding.modelServer, let id = serverIndex[name] {
                     record.server = id
@@ -320,8 +368,11 @@ public struct ClusterSnapshot: Sendable {
         var record = HeldReplica(
             key: request.key, name: request.name, tenant: request.tenant, ownerKey: request.ownerKey,
             priority: request.priority, node: n, gpuIndices: placement.binding.gpuIndices,
-            wholeGPUs: request.wholeGPUs, server: nil)
+            wholeGPUs: request.wholeGPUs, server: nil, resources: request.resources(on: nodes[n]))
+        nodes[n].allocated.add(record.resources)
         switch placement.assignment.kind {
+        case .cpu:
+            break
         case .wholeGPUs, .largeSlot:
             for index in placement.binding.gpuIndices {
                 guard let p = nodes[n].position(ofGPU: index) else { continue }
@@ -379,6 +430,7 @@ public struct ClusterSnapshot: Sendable {
         tenantGPUs[record.tenant, default: 0] -= record.wholeGPUs
         if let n = record.node {
             ownerNodeCounts[record.ownerKey]?[n, default: 1] -= 1
+            nodes[n].allocated.subtract(record.resources)
             if record.wholeGPUs > 0 {
                 for index in record.gpuIndices {
                     guard let p = nodes[n].position(ofGPU: index), nodes[n].gpus[p].owner == key else { continue }
@@ -456,6 +508,18 @@ public struct ClusterSnapshot: Sendable {
         if modelServers[id].attachments >= maxAttachmentsPerServer {
             openServers[modelServers[id].slug]?.removeAll { $0 == id }
         }
+    }
+}
+
+extension ComputeResources {
+    mutating func add(_ other: ComputeResources) {
+        cpuMilli += other.cpuMilli
+        memoryMB += other.memoryMB
+    }
+
+    mutating func subtract(_ other: ComputeResources) {
+        cpuMilli -= other.cpuMilli
+        memoryMB -= other.memoryMB
     }
 }
 

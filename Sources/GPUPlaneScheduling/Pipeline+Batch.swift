@@ -182,8 +182,10 @@ extension Pipeline {
         var machineTypes: [String]
         var tenant: String
         var priority: GPUPriority
+        var fixedResources: ComputeResources?
 
         init(_ request: PlacementRequest) {
+            fixedResources = request.fixedResources
             demand = request.demand
             machineTypes = request.machineTypes
             tenant = request.wholeGPUs > 0 ? request.tenant : ""

@@ -55,6 +55,9 @@ extension Pipeline {
     /// a tenant's limit), or no node can be freed.
     public func preemption(for request: PlacementRequest, in snapshot: ClusterSnapshot) -> PreemptionPlan? {
         for filter in requestFilters where filter.filter(request, in: snapshot) != nil { return nil }
+        // CPU pods don't preempt: they never need a GPU, and GPU hosts keep their free GPUs'
+        // share of CPU and memory from them anyway.
+        if request.isCPU { return nil }
         var best: (cost: Cost, node: Int, units: [Unit])?
         for (position, node) in snapshot.nodes.enumerated() {
             guard nodeFilters.allSatisfy({ $0.filter(request, node: node) == nil }) else { continue }
@@ -66,6 +69,8 @@ extension Pipeline {
                 options = [wholeOption(count: 1, vramGB: vramGB, request, node, snapshot)].compactMap { $0 }
             case .shared(_, let vramGB):
                 options = sharedOptions(vramGB: vramGB, request, node, snapshot)
+            case .cpu:
+                options = []
             }
             for option in options {
                 guard let (cost, units) = Self.cheapest(option.units, covering: option.deficit) else { continue }

@@ -14,14 +14,17 @@ import GPUPlaneCore
 ///    and the server's GPU health apply as anywhere; the batch order (priority, then age)
 ///    decides who gets an idle server first.
 /// 3. **Node filters**, cheapest and most selective first, then **fit**, which chooses GPUs.
-///    Nodes are visited group by group, a group being the nodes of one `gpu-mode` and machine
+///    CPU and memory are a node filter (`CPUMemoryFilter`) for every request: allocatable minus
+///    what bound replicas hold, never overcommitted. CPU pods visit every node, CPU-only nodes
+///    first, each part in a seeded shuffle. GPU requests' nodes are visited group by group, a group being the nodes of one `gpu-mode` and machine
 ///    type: the pod's ordered machine types in its order, or else the smallest GPUs first.
 ///    Within a group the order is a seeded shuffle with a seeded starting point, so the same
 ///    snapshot and seed place the same way. Visiting stops once enough feasible nodes were
 ///    found (kube-scheduler's percentageOfNodesToScore).
 /// 4. **Scores**, weighted, 0…100 each; the highest sum wins, the first visited on a tie.
 /// 5. **Refusal**: when no node fits, every node is run through the same chain and the first
-///    reason that refused it is counted: `0/12 nodes: 8 insufficient VRAM, 4 gpu-mode is shared`.
+///    reason that refused it is counted: `0/12 nodes: 8 insufficient VRAM, 4 gpu-mode is shared`,
+///    `0/3 nodes: 2 insufficient memory, 1 node cordoned`.
 ///
 /// Preemption (`Pipeline+Preemption.swift`) and batches and deployments
 /// (`Pipeline+Batch.swift`) are built on `evaluate(_:in:)`.
@@ -52,17 +55,21 @@ public struct Pipeline: Sendable {
     public static let defaultNodeFilters: [any NodeFilterPlugin] = [
         NodeReadyFilter(),    // no heartbeat, no work: cheapest and decisive
         NodeCordonFilter(),   // operators drain a node by cordoning it
-        GPUModeFilter(),      // gpu-mode label: dedicated (Mode 1, deployments), large (2), shared (3)
+        CPUOnlyNodeFilter(),  // a node without GPUs takes CPU pods only
+        GPUModeFilter(),      // gpu-mode label: dedicated (Mode 1, deployments), large (2), shared (3); CPU pods any
         MachineTypeFilter(),  // in the pod's ordered machine-type list, when it gives one
         GPUHealthFilter(),    // enough healthy GPUs (no XID/ECC faults) for what is asked
+        CPUMemoryFilter(),    // CPU and memory free (CPU pods: what GPU hosts' free GPUs leave)
     ]
     // …then GPUFit: GPU count and VRAM, choosing the GPUs (see `GPUFit`).
 
     // 4. Scores and their weights: the pod's own machine-type order outweighs everything,
-    //    then the smallest GPU that fits, then packing and spreading.
+    //    then the smallest GPU that fits, then packing and spreading. CPU pods: CPU-only
+    //    nodes first, then packing and spreading.
     /// The default scorers.
     public static let defaultScores: [WeightedScore] = [
         WeightedScore(MachineTypeOrderScore(), weight: 5),  // earlier types in the pod's list
+        WeightedScore(CPUNodePreferenceScore(), weight: 5), // CPU pods on CPU-only nodes, GPU hosts keep room
         WeightedScore(SmallestFitScore(), weight: 3),       // 20 GB lands on an RTX 4090, not an H100
         WeightedScore(BinPackingScore(), weight: 2),        // fuller shared GPUs, fuller nodes
         WeightedScore(OwnerSpreadScore(), weight: 2),       // one owner's replicas over many nodes
@@ -153,8 +160,18 @@ public struct Pipeline: Sendable {
             if let placement = best.placement(request, in: snapshot) { return .bound(placement) }
         }
 
-        // 3. Node filters and fit over a bounded sample, group by group.
+        // 3. Node filters and fit over a bounded sample: CPU pods over every node, CPU-only
+        //    ones first; GPU requests group by group.
         let target = feasibleNodesToFind(snapshot.nodes.count)
+        if request.isCPU {
+            for position in snapshot.cpuVisitOrder {
+                let node = snapshot.nodes[position]
+                guard passesNodeFilters(request, node), case .fits(let assignment) = fit.fit(request, node: node)
+                else { continue }
+                best.consider(assignment, node: position, score: score(assignment, node, position, context))
+                if best.found >= target { break }
+            }
+        }
         visiting: for (g, group) in groups(for: request, in: snapshot).enumerated() {
             let count = group.nodes.count
             let start = Int(SplitMix64.draw(
@@ -180,7 +197,7 @@ public struct Pipeline: Sendable {
     public func scoringContext(for request: PlacementRequest, in snapshot: ClusterSnapshot) -> ScoringContext {
         var rank: [Int: Int] = [:]
         for (r, name) in request.machineTypes.enumerated() {
-            for group in snapshot.groupsByMode[request.mode] ?? [] where group.typeName == name && rank[group.typeID] == nil {
+            for group in request.mode.flatMap({ snapshot.groupsByMode[$0] }) ?? [] where group.typeName == name && rank[group.typeID] == nil {
                 rank[group.typeID] = r
             }
         }
@@ -236,7 +253,8 @@ public struct Pipeline: Sendable {
     /// The groups of the request's mode to visit, in order: the pod's machine types in its
     /// order, or all of them smallest GPUs first; groups whose GPUs are all too small are skipped.
     private func groups(for request: PlacementRequest, in snapshot: ClusterSnapshot) -> [NodeGroup] {
-        let all = (snapshot.groupsByMode[request.mode] ?? []).filter {
+        guard let mode = request.mode else { return [] }  // CPU pods: `cpuVisitOrder`
+        let all = (snapshot.groupsByMode[mode] ?? []).filter {
             $0.vramGB >= request.vramGB && !$0.nodes.isEmpty
         }
         guard !request.machineTypes.isEmpty else { return all }
@@ -269,16 +287,16 @@ public struct Pipeline: Sendable {
             var serverName: String?
             var plan: ModelServerPlan?
             switch assignment.kind {
-            case .wholeGPUs:
+            case .wholeGPUs, .cpu:
                 break
             case .attach, .attachLarge:
                 serverName = assignment.server.map { snapshot.modelServers[$0].name }
             case .largeSlot, .newSharedServer:
-                if let slug = request.slug, let gpu = assignment.gpuIndices.first {
+                if let slug = request.slug, let mode = request.mode, let gpu = assignment.gpuIndices.first {
                     let name = snapshot.newServerName(slug: slug, node: node, gpuIndex: gpu)
                     serverName = name
                     plan = ModelServerPlan(
-                        name: name, slug: slug, mode: request.mode,
+                        name: name, slug: slug, mode: mode,
                         vramGB: assignment.kind == .largeSlot ? assignment.gpuVRAMGB : request.vramGB,
                         node: nodeName, gpuIndex: gpu)
                 }

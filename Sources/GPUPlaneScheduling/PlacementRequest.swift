@@ -14,8 +14,6 @@ public struct PlacementError: Error, Hashable, Sendable, CustomStringConvertible
         public static let unknownModel = Code("UnknownModel")
         /// `auto` was asked for but the catalog has no small shared model.
         public static let noAutoModel = Code("NoAutoModel")
-        /// The replica has no GPU mode: CPU pods are not placed by this pipeline.
-        public static let notAGPUReplica = Code("NotAGPUReplica")
         /// The replica's numbers can't be satisfied by any fleet (zero GPUs for Mode 1, …).
         public static let invalidRequest = Code("InvalidRequest")
     }
@@ -45,6 +43,9 @@ public struct PlacementRequest: Sendable, Hashable {
         case largeSlot(slug: String, vramGB: Int)
         /// Mode 3: attach to a running server of `slug`, or pack a new one using `vramGB` on a shared GPU.
         case shared(slug: String, vramGB: Int)
+        /// A CPU pod: `cpuMilli` thousandths of a core and `memoryMB` of memory on any node with
+        /// them free (CPU-only nodes preferred), no GPU.
+        case cpu(cpuMilli: Int, memoryMB: Int)
     }
 
     /// VRAM every Mode 2 slot has at least (the 96 GB RTX PRO 6000 class).
@@ -64,11 +65,16 @@ public struct PlacementRequest: Sendable, Hashable {
     public var priority: GPUPriority
     /// When the replica was created (older first within a tier).
     public var created: Date?
+    /// CPU and memory of a GPU request whose size doesn't depend on the node (Mode 2/3 pods'
+    /// own containers); nil for whole-GPU requests, which hold their node's GPU machine type's
+    /// share per GPU (``resources(on:)``). CPU requests carry theirs in ``demand``.
+    public var fixedResources: ComputeResources?
 
     /// Makes a request directly (tests, benchmarks); `machineTypes` must be canonical names.
     public init(
         name: String, tenant: String, ownerKey: String? = nil, demand: Demand,
-        machineTypes: [String] = [], priority: GPUPriority = .default, created: Date? = nil
+        machineTypes: [String] = [], priority: GPUPriority = .default, created: Date? = nil,
+        fixedResources: ComputeResources? = nil
     ) {
         self.name = name
         self.tenant = tenant
@@ -77,6 +83,7 @@ public struct PlacementRequest: Sendable, Hashable {
         self.machineTypes = machineTypes
         self.priority = priority
         self.created = created
+        self.fixedResources = fixedResources
     }
 
     /// Resolves a pending replica: the mode comes from the catalog (never the user), `auto`
@@ -118,14 +125,23 @@ public struct PlacementRequest: Sendable, Hashable {
                 throw PlacementError(.invalidRequest, "catalog model '\(model.slug)' claims Mode 1")
             }
         } else {
-            throw PlacementError(.notAGPUReplica, "\(replica.metadata.name) has no gpu block; CPU pods are not placed on GPUs")
+            // A CPU pod: its size is its CPU machine type (set by the planner; XS when absent).
+            // The CPU types it names are sizes, not kinds of host: no machine-type filter.
+            let size = spec.resources(onNodeOf: nil, in: table)
+            demand = .cpu(cpuMilli: size.cpuMilli, memoryMB: size.memoryMB)
+        }
+        var fixed: ComputeResources?
+        if case .cpu = demand {
+            fixed = nil
+        } else if !spec.holdsWholeGPUs || (spec.cpuMilli != nil && spec.memoryMB != nil) {
+            fixed = spec.resources(onNodeOf: nil, in: table)
         }
         self.init(
             name: replica.metadata.name, tenant: replica.metadata.tenant,
             ownerKey: Self.ownerKey(tenant: replica.metadata.tenant, owner: spec.owner),
             demand: demand,
-            machineTypes: spec.machineTypes.map { table.named($0)?.name ?? $0 },
-            priority: spec.priority, created: replica.metadata.created)
+            machineTypes: demand.isCPU ? [] : spec.machineTypes.map { table.named($0)?.name ?? $0 },
+            priority: spec.priority, created: replica.metadata.created, fixedResources: fixed)
     }
 
     /// The spread key of an owner: `tenant/kind/name`.
@@ -138,11 +154,26 @@ public struct PlacementRequest: Sendable, Hashable {
 
     /// The `gpu-mode` label value a node must carry: Mode 1 and deployments `dedicated`,
     /// Mode 2 `large`, Mode 3 `shared`.
-    public var mode: GPUMode {
+    /// Nil for a CPU pod, which any mode's node (or a CPU-only one) may take.
+    public var mode: GPUMode? {
         switch demand {
         case .wholeGPUs: return .dedicated
         case .largeSlot: return .largePinned
         case .shared: return .sharedPinned
+        case .cpu: return nil
+        }
+    }
+
+    /// Whether this is a CPU pod (no GPU at all).
+    public var isCPU: Bool { demand.isCPU }
+
+    /// The CPU and memory the replica holds on `node`: a CPU pod's size, a Mode 2/3 pod's
+    /// ``fixedResources``, or the node's GPU machine type's share per whole GPU.
+    public func resources(on node: NodeState) -> ComputeResources {
+        switch demand {
+        case .cpu(let cpuMilli, let memoryMB): return ComputeResources(cpuMilli: cpuMilli, memoryMB: memoryMB)
+        case .wholeGPUs(let count, _): return fixedResources ?? node.gpuShare.times(count)
+        case .largeSlot, .shared: return fixedResources ?? .zero
         }
     }
 
@@ -151,25 +182,34 @@ public struct PlacementRequest: Sendable, Hashable {
         switch demand {
         case .wholeGPUs(let count, _): return count
         case .largeSlot: return 1
-        case .shared: return 0
+        case .shared, .cpu: return 0
         }
     }
 
-    /// GPUs that must be healthy on a node for it to be worth a look.
-    public var gpusNeeded: Int { max(wholeGPUs, 1) }
+    /// GPUs that must be healthy on a node for it to be worth a look (none for a CPU pod).
+    public var gpusNeeded: Int { isCPU ? 0 : max(wholeGPUs, 1) }
 
     /// VRAM needed per GPU (whole) or on the shared GPU, in GB.
     public var vramGB: Int {
         switch demand {
         case .wholeGPUs(_, let gb), .largeSlot(_, let gb), .shared(_, let gb): return gb
+        case .cpu: return 0
         }
     }
 
     /// The catalog slug for Mode 2 and Mode 3.
     public var slug: String? {
         switch demand {
-        case .wholeGPUs: return nil
+        case .wholeGPUs, .cpu: return nil
         case .largeSlot(let slug, _), .shared(let slug, _): return slug
         }
+    }
+}
+
+extension PlacementRequest.Demand {
+    /// Whether this is a CPU pod's demand.
+    public var isCPU: Bool {
+        if case .cpu = self { return true }
+        return false
     }
 }

@@ -70,6 +70,8 @@ public struct Assignment: Sendable, Hashable {
         case attachLarge
         /// A new Mode 3 server packed on a shared GPU.
         case newSharedServer
+        /// A CPU pod: CPU and memory of the node, no GPU.
+        case cpu
     }
 
     /// How.

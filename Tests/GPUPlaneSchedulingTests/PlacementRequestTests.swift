@@ -36,18 +36,17 @@ import Testing
         #expect(request.ownerKey == "acme/deployments/d-0")
     }
 
-    @Test func unresolvableRequestsThrowTypedErrors() {
+    @Test func unresolvableRequestsThrowTypedErrors() throws {
         #expect(throws: PlacementError.self) { try Fixture.pipeline.request(for: Fixture.shared("r", slug: "gpt-9")) }
         do {
             _ = try Fixture.pipeline.request(for: Fixture.shared("r", slug: "gpt-9"))
         } catch {
             #expect(error.code == .unknownModel)
         }
-        do {
-            _ = try Fixture.pipeline.request(for: Fixture.replica("cpu", mode: nil, gpus: 0))
-        } catch {
-            #expect(error.code == .notAGPUReplica)
-        }
+        // A replica without a GPU mode is a CPU pod (XS when its spec carries no size).
+        let cpu = try Fixture.pipeline.request(for: Fixture.replica("cpu", mode: nil, gpus: 0))
+        #expect(cpu.demand == .cpu(cpuMilli: 500, memoryMB: 512))
+        #expect(cpu.mode == nil)
         do {
             _ = try Fixture.pipeline.request(for: Fixture.replica("zero", gpus: 0))
         } catch {

@@ -29,6 +29,10 @@ struct NodeRoutes: Sendable {
         var gpus: [GPUDevice]
         var address: String?
         var podSubnet: String?
+        /// CPU the node offers, thousandths of a core (``NodeSpec/allocatableCPUMilli``).
+        var allocatableCPUMilli: Int?
+        /// Memory the node offers, MB (``NodeSpec/allocatableMemoryMB``).
+        var allocatableMemoryMB: Int?
     }
 
     /// A node-agent may only speak for its own node; admins for any.
@@ -46,9 +50,14 @@ struct NodeRoutes: Sendable {
     /// it Ready, and starts its heartbeat lease.
     func registerNode(_ request: Request, _ context: APIContext) async throws -> Response {
         let data = try await HTTPJSON.body(request)
-        try HTTPJSON.rejectUnknownKeys(data, known: ["name", "labels", "machineType", "gpus", "address", "podSubnet"])
+        try HTTPJSON.rejectUnknownKeys(data, known: ["name", "labels", "machineType", "gpus", "address", "podSubnet", "allocatableCPUMilli", "allocatableMemoryMB"])
         let body = try HTTPJSON.decode(Registration.self, from: data)
         try await checkPodSubnet(body)
+        for (field, value) in [("allocatableCPUMilli", body.allocatableCPUMilli), ("allocatableMemoryMB", body.allocatableMemoryMB)] {
+            if let value, value < 0 || value > 1 << 40 {
+                throw APIError(.unprocessableContent, .invalid, "\(field) must be 0 or more (omit it to leave the node unaccounted)", field: field)
+            }
+        }
         guard Syntax.isDNSLabel(body.name) else {
             throw APIError(.unprocessableContent, .invalid, "'\(body.name)' is not a DNS label", field: "name")
         }
@@ -79,6 +88,8 @@ struct NodeRoutes: Sendable {
                     node.spec.gpus = body.gpus
                     node.spec.address = body.address
                     node.spec.podSubnet = body.podSubnet
+                    node.spec.allocatableCPUMilli = body.allocatableCPUMilli
+                    node.spec.allocatableMemoryMB = body.allocatableMemoryMB
                     node.status.conditions.removeAll { $0.type == NodeHeartbeat.readyCondition }
                     node.status.conditions.append(ready)
                     node.status.heartbeat = now
@@ -86,7 +97,7 @@ struct NodeRoutes: Sendable {
                 } else {
                     let node = Node(
                         metadata: ObjectMeta(name: body.name, labels: labels),
-                        spec: { var spec = NodeSpec(machineType: typeName, gpus: body.gpus, address: body.address); spec.podSubnet = body.podSubnet; return spec }(),
+                        spec: { var spec = NodeSpec(machineType: typeName, gpus: body.gpus, address: body.address); spec.podSubnet = body.podSubnet; spec.allocatableCPUMilli = body.allocatableCPUMilli; spec.allocatableMemoryMB = body.allocatableMemoryMB; return spec }(),
                         status: NodeStatus(conditions: [ready], heartbeat: now))
                     stored = try await deps.store.create(node)
                 }

@@ -91,7 +91,7 @@ final class PlacementStep: Sendable {
                 messages.append(contentsOf: waiting(replica, summary))
             case .invalid(let error):
                 let seen = state.withLock { $0.reportedInvalid.updateValue(error.message, forKey: key) }
-                guard error.code != .notAGPUReplica, seen != error.message else { continue }
+                guard seen != error.message else { continue }
                 messages.append(contentsOf: waiting(replica, error.message))
             }
         }
@@ -131,10 +131,11 @@ final class PlacementStep: Sendable {
         if recordBindEvents {
             let gpus = binding.gpuIndices.map(String.init).joined(separator: ",")
             let server = binding.modelServer.map { " (model server \($0))" } ?? ""
+            let what = binding.gpuIndices.isEmpty ? " (CPU)" : " GPU \(gpus)"
             unit.events.append(.init(
                 involved: EventRecorder.reference(replica), tenant: replica.metadata.tenant, severity: .normal,
                 reason: EventRecorder.Reason.scheduled,
-                message: "bound to \(binding.node) GPU \(gpus)\(server)", aggregate: false))
+                message: "bound to \(binding.node)\(what)\(server)", aggregate: false))
         }
         return unit
     }

@@ -35,6 +35,11 @@ public struct GPUFit: Sendable {
             return whole(count: 1, vramGB: vramGB, kind: .largeSlot, node: node)
         case .shared(_, let vramGB):
             return shared(vramGB: vramGB, node: node)
+        case .cpu:
+            // No GPU: CPU and memory were checked by `CPUMemoryFilter`.
+            return .fits(Assignment(
+                kind: .cpu, gpuIndices: [], server: nil, gpuVRAMGB: 0, sharedAllocatedAfterGB: 0,
+                nodeFreeWholeAfter: node.freeWholeGPUs))
         }
     }
 

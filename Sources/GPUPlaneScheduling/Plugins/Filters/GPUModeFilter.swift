@@ -20,10 +20,12 @@ public struct GPUModeFilter: NodeFilterPlugin {
     public init() {}
 
     public func filter(_ request: PlacementRequest, node: NodeState) -> RefusalReason? {
+        // A CPU pod uses no GPU: any node's mode (or none) admits it.
+        guard let wanted = request.mode else { return nil }
         guard let mode = node.gpuMode else {
             return node.gpuModeLabel == nil ? Self.noModeLabel : Self.unknownMode
         }
-        if mode == request.mode { return nil }
+        if mode == wanted { return nil }
         return Self.reason(for: mode)
     }
 

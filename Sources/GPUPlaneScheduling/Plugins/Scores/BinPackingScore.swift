@@ -14,6 +14,11 @@ public struct BinPackingScore: ScorePlugin {
         case .attach, .newSharedServer:
             guard assignment.gpuVRAMGB > 0 else { return 0 }
             return min(100, max(0, 100 * assignment.sharedAllocatedAfterGB / assignment.gpuVRAMGB))
+        case .cpu:
+            // CPU pods: the fuller node by CPU once placed (unaccounted nodes score 0).
+            guard let allocatable = node.allocatable, allocatable.cpuMilli > 0 else { return 0 }
+            let after = node.allocated.cpuMilli + context.request.resources(on: node).cpuMilli
+            return min(100, max(0, 100 * after / allocatable.cpuMilli))
         case .wholeGPUs, .largeSlot, .attachLarge:
             guard !node.gpus.isEmpty else { return 0 }
             let used = node.gpus.count - assignment.nodeFreeWholeAfter
