@@ -21,7 +21,7 @@ import Testing
               gpu: {enabled: true, model: custom, memoryGB: 80, priority: training}
             - name: api
               image: localhost/gpuplane-test-busybox:latest
-              command: ["sh", "-c", "host=${DATABASE_URL#*@}; host=${host%%/*}; while true; do if echo ping-$$ | nc -w 2 ${host%:*} ${host#*:} | grep -q ping-$$; then echo CONNECTED $host; else echo FAILED $host; fi; sleep 1; done"]
+              command: ["sh", "-c", "nc -ll -p 8000 -e /bin/cat & host=${DATABASE_URL#*@}; host=${host%%/*}; while true; do if echo ping-$$ | timeout 3 nc ${host%:*} ${host#*:} | grep -q ping-$$; then echo CONNECTED $host; else echo FAILED $host; fi; sleep 1; done"]
               servicePorts: [8000]
               gpu: {enabled: true, model: custom, memoryGB: 80, priority: training}
               vars:
@@ -46,6 +46,7 @@ import Testing
         let started = ContinuousClock.now
         let cluster = try await NetnsCluster.start(binaries: LocalClusterTests.binaries, gpus: [1, 2]) { print("netns cluster: \($0)") }
         print("netns cluster up in \(ContinuousClock.now - started)")
+        func step(_ what: String) { print("[\(ContinuousClock.now - started)] \(what)") }
         do {
             let admin = cluster.adminToken
             let t1 = try await cluster.tenant("t1", plan: "enterprise")
@@ -56,6 +57,7 @@ import Testing
             try await eventually("one of T1's pods runs on net-1", timeout: 120, every: 0.25) {
                 try await Self.replicas(cluster, t1).contains { $0.node == "net-1" && $0.phase == "running" }
             }
+            step("one T1 pod runs on net-1")
             #expect(try await cluster.call("POST", "/v1/nodes/net-2/uncordon", token: admin).status == 200)
             let podsRunning = ContinuousClock.now
             var t1Pods: [Placed] = []
@@ -63,6 +65,7 @@ import Testing
                 t1Pods = try await Self.replicas(cluster, t1)
                 return t1Pods.count == 2 && t1Pods.allSatisfy { $0.phase == "running" && $0.podIP != nil }
             }
+            step("both T1 pods run with addresses")
             let db = try #require(t1Pods.first { $0.pod == "db" })
             let api = try #require(t1Pods.first { $0.pod == "api" })
             #expect(db.node != api.node, "db and api on different hosts")
@@ -78,6 +81,7 @@ import Testing
                 return logs.contains("CONNECTED db.pod:5432")
             }
             print("api reached db.pod \(ContinuousClock.now - podsRunning) after the second pod was released")
+            step("api connected to db.pod")
             let hosts = try apiHost.podman.podman(["exec", apiContainer, "cat", "/etc/hosts"])
             #expect(hosts.contains("\(dbIP)\tdb.pod"), "\(hosts)")
 
@@ -88,25 +92,40 @@ import Testing
                 probe = try await Self.replicas(cluster, t2).first { $0.phase == "running" && $0.podIP != nil }
                 return probe != nil
             }
+            step("T2 pod runs")
             let intruder = try #require(probe)
             let intruderHost = try #require(cluster.host(ofNode: intruder.node ?? ""))
             let intruderContainer = "gpuplane_t2_\(intruder.replica)"
             let theirHosts = try intruderHost.podman.podman(["exec", intruderContainer, "cat", "/etc/hosts"])
             #expect(!theirHosts.contains("db.pod") && !theirHosts.contains("api.pod"), "\(theirHosts)")
             let byName = try intruderHost.podman.podman([
-                "exec", intruderContainer, "sh", "-c", "echo x | nc -w 2 db.pod 5432 && echo REACHED || echo UNREACHED",
+                "exec", intruderContainer, "sh", "-c", "echo x | timeout 3 nc db.pod 5432 && echo REACHED || echo UNREACHED",
             ])
             #expect(Self.lines(byName).contains("UNREACHED") && !Self.lines(byName).contains("REACHED"), "\(byName)")
             let byAddress = try intruderHost.podman.podman([
-                "exec", intruderContainer, "sh", "-c", "echo hello-\(dbIP) | nc -w 2 \(dbIP) 5432 | grep -q hello && echo REACHED || echo UNREACHED",
+                "exec", intruderContainer, "sh", "-c", "echo hello | timeout 3 nc \(dbIP) 5432 | grep -q hello && echo REACHED || echo UNREACHED",
             ])
             #expect(Self.lines(byAddress).contains("UNREACHED") && !Self.lines(byAddress).contains("REACHED"), "T2's pod on \(intruder.node) connected to T1's db at \(dbIP): \(byAddress)")
+            // And to T1's api pod (listening on 8000), on the other host of the two: both the
+            // same-node and the cross-node path refuse T2.
+            let apiIP = try #require(api.podIP)
+            let toApi = try intruderHost.podman.podman([
+                "exec", intruderContainer, "sh", "-c", "echo hello | timeout 3 nc \(apiIP) 8000 | grep -q hello && echo REACHED || echo UNREACHED",
+            ])
+            #expect(Self.lines(toApi).contains("UNREACHED") && !Self.lines(toApi).contains("REACHED"), "T2's pod on \(intruder.node ?? "") connected to T1's api at \(apiIP): \(toApi)")
+            // T1's db reaches api.pod the other way.
+            let dbHost = try #require(cluster.host(ofNode: db.node ?? ""))
+            let fromDb = try dbHost.podman.podman([
+                "exec", "gpuplane_t1_\(db.replica)", "sh", "-c", "echo hello | timeout 3 nc api.pod 8000 | grep -q hello && echo REACHED || echo UNREACHED",
+            ])
+            #expect(Self.lines(fromDb).contains("REACHED"), "\(fromDb)")
             // The same connection from T1's api pod works: the refusal is the tenant's, not the path's.
             let fromApi = try apiHost.podman.podman([
-                "exec", apiContainer, "sh", "-c", "echo hello | nc -w 2 \(dbIP) 5432 | grep -q hello && echo REACHED || echo UNREACHED",
+                "exec", apiContainer, "sh", "-c", "echo hello | timeout 3 nc \(dbIP) 5432 | grep -q hello && echo REACHED || echo UNREACHED",
             ])
             #expect(Self.lines(fromApi).contains("REACHED"), "\(fromApi)")
             // The api-server tells T2's node nothing of T1's pods unless it runs one of them.
+            step("T2 probes done")
             let rules = try cluster.lan.run(in: cluster.host(ofNode: db.node ?? "") ?? intruderHost, ["iptables", "-S", "GPUPLANE-PODS"])
             print("GPUPLANE-PODS on \(db.node ?? ""):\n\(rules)")
             #expect(rules.contains("-d \(dbIP)/32"), "\(rules)")
@@ -115,7 +134,9 @@ import Testing
             cluster.shutdown()
             throw error
         }
+        step("test body done")
         cluster.shutdown()
+        step("cluster shut down")
     }
 
     static func lines(_ text: String) -> [String] { text.split(separator: "\n").map(String.init) }
