@@ -49,44 +49,67 @@ import Testing
         let secretKey: String?
     }
 
-    /// Runs the checker; its exit status and output.
-    static func runChecker(output: URL) throws -> (status: Int32, text: String) {
-        let log = output.appendingPathComponent("checker.log")
+    /// The directory of the built executables: the test bundle sits beside them in .build/<configuration>/.
+    static var binaries: URL {
+        var url = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        while url.pathComponents.count > 1, !FileManager.default.fileExists(atPath: url.appendingPathComponent("gpuplane-api-server").path) {
+            url.deleteLastPathComponent()
+        }
+        return url
+    }
+
+    /// Whether the pods can be started here: root (namespaces, mounts, setpriv) and etcd.
+    static var canStartPods: Bool {
+        getuid() == 0 && ["/usr/bin/etcd", "/usr/local/bin/etcd"].contains { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    /// Runs a script of this folder with the tools venv's Python; its exit status and output.
+    static func runScript(_ name: String, _ arguments: [String], log: URL, timeout: Duration) throws -> (status: Int32, text: String) {
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
         defer { try? handle.close() }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [
-            root.appendingPathComponent("Tests/GPUPlaneChartTests/chart_check.py").path,
-            "--chart", root.appendingPathComponent("charts/gpuplane").path, "--out", output.path,
-        ]
+        process.arguments = [root.appendingPathComponent("Tests/GPUPlaneChartTests/\(name)").path] + arguments
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
-        let deadline = ContinuousClock.now + .seconds(150)
+        let deadline = ContinuousClock.now + timeout
         while process.isRunning, ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.05) }
         if process.isRunning {
             process.terminate()
             process.waitUntilExit()
-            return (-1, "chart_check.py did not finish in 150 s\n" + ((try? String(contentsOf: log, encoding: .utf8)) ?? ""))
+            return (-1, "\(name) did not finish in \(timeout)\n" + ((try? String(contentsOf: log, encoding: .utf8)) ?? ""))
         }
         return (process.terminationStatus, (try? String(contentsOf: log, encoding: .utf8)) ?? "")
     }
 
-    @Test func chartRendersValidManifestsAndTheDaemonsAcceptTheirConfiguration() throws {
-        guard FileManager.default.isExecutableFile(atPath: Self.python) else {
-            Issue.record("no \(Self.python): run scripts/install-deps (it installs helm-python-sdk, kubernetes-validate and jsonschema there)")
-            return
+    /// Renders and checks the chart into `output`; what each values file starts the daemons with,
+    /// or nil when the checker failed (recorded as an issue).
+    static func render(into output: URL) throws -> [Rendered]? {
+        guard FileManager.default.isExecutableFile(atPath: python) else {
+            Issue.record("no \(python): run scripts/install-deps (it installs helm-python-sdk, kubernetes-validate and jsonschema there)")
+            return nil
         }
+        let (status, text) = try runScript(
+            "chart_check.py", ["--chart", root.appendingPathComponent("charts/gpuplane").path, "--out", output.path],
+            log: output.appendingPathComponent("chart_check.log"), timeout: .seconds(150))
+        #expect(status == 0, "chart_check.py failed:\n\(text)")
+        guard status == 0 else { return nil }
+        return try JSONDecoder().decode([Rendered].self, from: Data(contentsOf: output.appendingPathComponent("daemons.json")))
+    }
+
+    /// A fresh scratch directory.
+    static func scratchDirectory() throws -> URL {
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("gpuplane-chart-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: output) }
+        return output
+    }
 
-        let (status, text) = try Self.runChecker(output: output)
-        #expect(status == 0, "chart_check.py failed:\n\(text)")
-        guard status == 0 else { return }
-        let rendered = try JSONDecoder().decode([Rendered].self, from: Data(contentsOf: output.appendingPathComponent("daemons.json")))
+    @Test func chartRendersValidManifestsAndTheDaemonsAcceptTheirConfiguration() throws {
+        let output = try Self.scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: output) }
+        guard let rendered = try Self.render(into: output) else { return }
         #expect(rendered.map(\.values).first == "values.yaml")
         #expect(rendered.count >= 4, "the default values and at least three example values files")
 
@@ -94,6 +117,21 @@ import Testing
             try checkAPIServer(daemons, scratch: output)
             try checkScheduler(daemons)
         }
+    }
+
+    /// The rendered pods started here by `pod_check.py` as a kubelet lays them out (Secret and
+    /// ConfigMap volumes of symbolic links, fsGroup, the pods' user, the init container first)
+    /// with the built daemons and a real etcd, in namespaces of their own: the api-server's
+    /// probes answer, its admin token works and it seals a secret with the copied key; the two
+    /// scheduler replicas elect a leader under their pod names and fail over on SIGTERM.
+    @Test(.enabled(if: canStartPods)) func renderedPodsStartTheDaemons() throws {
+        let output = try Self.scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: output) }
+        guard try Self.render(into: output) != nil else { return }
+        let (status, text) = try Self.runScript(
+            "pod_check.py", ["--daemons", output.appendingPathComponent("daemons.json").path, "--binaries", Self.binaries.path],
+            log: output.appendingPathComponent("pod_check.log"), timeout: .seconds(150))
+        #expect(status == 0, "pod_check.py failed:\n\(text)")
     }
 
     /// The catalog both daemons load: the built-in one, overridden by the chart's when it has one.

@@ -457,6 +457,45 @@ def check_values_file(
     def started(container: dict, extra_env: dict) -> dict:
         return {"command": container["command"], "args": container["args"], "environment": extra_env}
 
+    def pod(workload: dict) -> dict:
+        """The pod as a kubelet would make it: its containers and each volume's files."""
+        spec = workload["spec"]["template"]["spec"]
+        volumes = {}
+        for volume in spec.get("volumes", []):
+            if "emptyDir" in volume:
+                volumes[volume["name"]] = {"emptyDir": volume["emptyDir"]}
+                continue
+            kind, field, name_field = ("ConfigMap", "configMap", "name") if "configMap" in volume else ("Secret", "secret", "secretName")
+            source = volume[field]
+            name = source[name_field]
+            if name in existing:
+                data = None
+            elif kind == "ConfigMap":
+                data = named(docs, "ConfigMap", name)["data"]
+            else:
+                data = secret_data(docs, name)
+            items = source.get("items") or [{"key": key, "path": key} for key in (data or {})]
+            volumes[volume["name"]] = {
+                "kind": kind, "name": name, "defaultMode": source.get("defaultMode", 0o644),
+                "files": [{"path": item["path"], "key": item["key"], "content": None if data is None else data[item["key"]]} for item in items],
+            }
+
+        def container(c: dict) -> dict:
+            env = {}
+            for variable in c.get("env", []):
+                if "value" in variable:
+                    env[variable["name"]] = variable["value"]
+                else:
+                    env[variable["name"]] = {"fieldRef": variable["valueFrom"]["fieldRef"]["fieldPath"]}
+            probes = {k: c[k]["httpGet"] for k in ("startupProbe", "livenessProbe", "readinessProbe") if "httpGet" in c.get(k, {})}
+            return {"name": c["name"], "command": c["command"], "args": c.get("args", []), "env": env,
+                    "mounts": [{"name": m["name"], "path": m["mountPath"], "readOnly": m.get("readOnly", False)} for m in c.get("volumeMounts", [])],
+                    "ports": {p["name"]: p["containerPort"] for p in c.get("ports", [])}, "probes": probes}
+
+        return {"name": workload["metadata"]["name"], "securityContext": spec.get("securityContext", {}),
+                "initContainers": [container(c) for c in spec.get("initContainers", [])],
+                "containers": [container(c) for c in spec["containers"]], "volumes": volumes}
+
     return {
         "values": label,
         "apiServer": {**started(api_container, {}), "configFile": api_conf_text, "configPath": api_conf_path},
@@ -464,6 +503,8 @@ def check_values_file(
         "catalog": catalog_text,
         "adminTokens": admin_tokens_text,
         "secretKey": secret_key_text,
+        "pods": {"apiServer": pod(api), "scheduler": pod(scheduler)},
+        "etcdEndpoints": endpoints,
     }
 
 

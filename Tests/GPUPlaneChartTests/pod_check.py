@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""Starts the chart's rendered pods here, as a kubelet would lay them out, with the real daemons.
+
+Run by ChartTests.swift as root after chart_check.py, with the OUT/daemons.json it wrote:
+
+    python pod_check.py --daemons OUT/daemons.json --binaries .build/debug
+
+For each values file it renders, in a network and mount namespace of its own (nothing of the
+host changes: /etc and /usr/local/bin are overlays, /run a tmpfs, only loopback):
+- one etcd on 127.0.0.1, every host the daemons' etcd.endpoints name mapped to it in /etc/hosts;
+- every volume of the api-server and scheduler pods made as the kubelet makes them: ConfigMaps
+  and Secrets as atomic-writer directories (`..data` and each file a symbolic link into it), files
+  of defaultMode with fsGroup's group and read bit, emptyDirs setgid for fsGroup; Secrets the
+  values say exist are made here as an operator would (a token, a key);
+- each container in a mount namespace of its own with its volumeMounts bound, its command and
+  arguments as rendered (/usr/local/bin/gpuplane-* are the built executables), its environment
+  (fieldRef metadata.name is the pod's name), as runAsUser/runAsGroup with fsGroup as a
+  supplementary group; init containers first, each to exit 0.
+Then it checks the api-server's probes answer 200 on its port, that an admin token from the
+admin-token-file Secret creates a tenant and a secret (so the key the init container copied was
+accepted), that two scheduler replicas elect one leader under their pod names and the other takes
+over when it gets SIGTERM, and that every daemon exits 0 on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+failures: list[str] = []
+
+
+def fail(where: str, message: str) -> None:
+    failures.append(f"{where}: {message}")
+    print(f"FAIL {where}: {message}", file=sys.stderr, flush=True)
+
+
+def wait_for(condition, timeout: float, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    return condition()
+
+
+def run(*command: str) -> None:
+    subprocess.run(command, check=True)
+
+
+# ---------------------------------------------------------------- inside one container's namespace
+
+
+def container_main(spec_path: str) -> None:
+    """Binds the container's mounts in this (new) mount namespace and execs its command."""
+    spec = json.loads(Path(spec_path).read_text())
+    for mount in spec["mounts"]:
+        target = mount["path"]
+        os.makedirs(target, exist_ok=True)
+        run("mount", "--bind", mount["source"], target)
+        if mount["readOnly"]:
+            run("mount", "-o", "remount,bind,ro", target)
+    os.chdir("/")
+    command = ["setpriv", f"--reuid={spec['uid']}", f"--regid={spec['gid']}", f"--groups={','.join(map(str, spec['groups']))}",
+               "--no-new-privs", "--"] + spec["command"] + spec["args"]
+    os.execvpe("setpriv", command, spec["env"])
+
+
+# ---------------------------------------------------------------- the kubelet's part
+
+
+class Pod:
+    """One pod: its volumes made under `root`, its containers started in their own namespaces."""
+
+    def __init__(self, spec: dict, name: str, root: Path, logs: Path):
+        self.spec = spec
+        self.name = name
+        self.root = root / name
+        self.logs = logs
+        security = spec["securityContext"]
+        self.uid = security.get("runAsUser", 0)
+        self.gid = security.get("runAsGroup", self.uid)
+        self.fs_group = security.get("fsGroup")
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.made: dict[str, dict[str, str]] = {}
+        self.make_volumes()
+
+    def make_volumes(self) -> None:
+        for name, volume in self.spec["volumes"].items():
+            path = self.root / name
+            path.mkdir(parents=True)
+            if "emptyDir" in volume:
+                os.chmod(path, 0o777)
+                if self.fs_group is not None:
+                    os.chown(path, 0, self.fs_group)
+                    os.chmod(path, 0o2777)
+                continue
+            # The atomic writer: files in a timestamped directory, ..data pointing at it, and
+            # each file's name a symbolic link through ..data.
+            stamp = path / "..2026_12_04_00_00_00.000000001"
+            stamp.mkdir()
+            contents = {}
+            for item in volume["files"]:
+                content = item["content"]
+                if content is None:  # a Secret the values say exists: made as an operator would
+                    content = {"admin-tokens": f"gpa_{secrets.token_urlsafe(32)}\n",
+                               "secret.key": f"k1 {base64.b64encode(secrets.token_bytes(32)).decode()}\n"}[item["key"]]
+                contents[item["path"]] = content
+                file = stamp / item["path"]
+                file.write_text(content)
+                mode = volume["defaultMode"]
+                if self.fs_group is not None:
+                    os.chown(file, 0, self.fs_group)
+                    mode |= 0o440  # the kubelet's read-only mask for fsGroup
+                os.chmod(file, mode)
+                (path / item["path"]).symlink_to(Path("..data") / item["path"])
+            (path / "..data").symlink_to(stamp.name)
+            for directory in (path, stamp):
+                if self.fs_group is not None:
+                    os.chown(directory, 0, self.fs_group)
+                os.chmod(directory, 0o2755 if self.fs_group is not None else 0o755)
+            self.made[name] = contents
+
+    def start(self, container: dict, pod_name: str) -> subprocess.Popen:
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
+        for key, value in container["env"].items():
+            if isinstance(value, dict):
+                if value.get("fieldRef") != "metadata.name":
+                    raise SystemExit(f"{container['name']}: {key} from {value}, which this check does not follow")
+                value = pod_name
+            env[key] = value
+        groups = [self.gid] + ([self.fs_group] if self.fs_group is not None else [])
+        spec = {"mounts": [{"source": str(self.root / m["name"]), "path": m["path"], "readOnly": m["readOnly"]} for m in container["mounts"]],
+                "uid": self.uid, "gid": self.gid, "groups": groups, "command": container["command"], "args": container["args"], "env": env}
+        spec_path = self.root / f"{pod_name}-{container['name']}.json"
+        spec_path.write_text(json.dumps(spec))
+        log = open(self.logs / f"{pod_name}-{container['name']}.log", "w")
+        process = subprocess.Popen(["unshare", "-m", "--propagation", "private", sys.executable, __file__, "--container", str(spec_path)],
+                                   stdout=log, stderr=subprocess.STDOUT)
+        self.processes[f"{pod_name}/{container['name']}"] = process
+        return process
+
+    def run_init(self, pod_name: str, where: str) -> bool:
+        for init in self.spec["initContainers"]:
+            status = self.start(init, pod_name).wait(timeout=30)
+            if status != 0:
+                fail(where, f"init container {init['name']} exited {status}: {self.log(pod_name, init['name'])}")
+                return False
+        return True
+
+    def log(self, pod_name: str, container: str) -> str:
+        path = self.logs / f"{pod_name}-{container}.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+def stop(process: subprocess.Popen, where: str, what: str) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        status = process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        fail(where, f"{what} did not stop within 30 s of SIGTERM")
+        return
+    if status != 0:
+        fail(where, f"{what} exited {status} on SIGTERM")
+
+
+def http(method: str, url: str, token: str | None = None, body: dict | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode())
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+    except OSError as error:
+        return 0, str(error)
+
+
+def check_values_set(daemons: dict, work: Path) -> None:
+    where = daemons["values"]
+    root = work / where.replace("/", "_")
+    logs = root / "logs"
+    logs.mkdir(parents=True)
+
+    # etcd on loopback; every endpoint's host is this machine.
+    endpoints = [urlparse(e) for e in daemons["etcdEndpoints"]]
+    ports = sorted({e.port or 2379 for e in endpoints})
+    with open("/etc/hosts", "a") as hosts:
+        for host in sorted({e.hostname for e in endpoints}):
+            hosts.write(f"127.0.0.1 {host}\n")
+    clients = ",".join(f"http://127.0.0.1:{p}" for p in ports)
+    etcd_log = open(logs / "etcd.log", "w")
+    etcd = subprocess.Popen(["etcd", "--name", "e", "--data-dir", str(root / "etcd"), "--listen-client-urls", clients,
+                             "--advertise-client-urls", clients, "--listen-peer-urls", "http://127.0.0.1:2380",
+                             "--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--initial-cluster", "e=http://127.0.0.1:2380"],
+                            stdout=etcd_log, stderr=subprocess.STDOUT)
+    try:
+        if not wait_for(lambda: http("GET", f"http://127.0.0.1:{ports[0]}/health")[0] == 200, 20):
+            fail(where, "etcd did not start")
+            return
+        check_api_server(daemons, root, logs, where)
+        check_schedulers(daemons, root, logs, where)
+    finally:
+        etcd.terminate()
+        etcd.wait()
+
+
+def check_api_server(daemons: dict, root: Path, logs: Path, where: str) -> None:
+    pod = Pod(daemons["pods"]["apiServer"], "api-server", root, logs)
+    pod_name = pod.spec["name"] + "-7c9d5b6f4-k2x9z"
+    if not pod.run_init(pod_name, where):
+        return
+    container = pod.spec["containers"][0]
+    process = pod.start(container, pod_name)
+    try:
+        port = container["ports"]["http"]
+        for probe, get in container["probes"].items():
+            target = container["ports"].get(get["port"], get["port"])
+            url = f"http://127.0.0.1:{target}{get['path']}"
+            if not wait_for(lambda: process.poll() is not None or http("GET", url)[0] == 200, 30):
+                fail(where, f"the api-server's {probe} GET {get['path']} does not answer 200")
+            if process.poll() is not None:
+                fail(where, f"the api-server exited {process.returncode}: {pod.log(pod_name, 'api-server')}")
+                return
+        # The admin token the chart's Secret (or the operator's) holds, and the sealing key.
+        token_volume = next(m["name"] for m in container["mounts"] if m["path"].endswith("admin-tokens"))
+        token = next(iter(pod.made[token_volume].values())).split()[0]
+        base = f"http://127.0.0.1:{port}"
+        status, body = http("POST", f"{base}/v1/tenants", token, {"name": "acme", "plan": "scale"})
+        if status != 201:
+            fail(where, f"POST /v1/tenants with the admin token: {status} {body[:300]}")
+        status, body = http("POST", f"{base}/v1/secrets?tenant=acme", token, {"name": "db", "data": {"PASSWORD": "hunter2-chart"}})
+        if status != 201:
+            fail(where, f"POST /v1/secrets (sealing with secret-key-file): {status} {body[:300]}")
+        status, body = http("GET", f"{base}/v1/secrets/db?tenant=acme", token)
+        if status != 200 or "hunter2-chart" in body:
+            fail(where, f"GET /v1/secrets/db: {status} {body[:300]}")
+        if "hunter2-chart" in pod.log(pod_name, "api-server"):
+            fail(where, "a secret's value reached the api-server's log")
+    finally:
+        stop(process, where, "the api-server")
+
+
+def check_schedulers(daemons: dict, root: Path, logs: Path, where: str) -> None:
+    pod = Pod(daemons["pods"]["scheduler"], "scheduler", root, logs)
+    container = pod.spec["containers"][0]
+    names = [pod.spec["name"] + suffix for suffix in ("-6f7d8c9b5-a1b2c", "-6f7d8c9b5-d3e4f")]
+    processes = {}
+    for name in names:
+        if not pod.run_init(name, where):
+            return
+        processes[name] = pod.start(container, name)
+    try:
+        def leader() -> str | None:
+            for name in names:
+                if f"identity={name}" in pod.log(name, container["name"]) and "leading" in pod.log(name, container["name"]):
+                    return name
+            return None
+        first = wait_for(leader, 30)
+        if not first:
+            fail(where, "no scheduler replica leads: " + " | ".join(pod.log(n, container["name"])[-600:] for n in names))
+            return
+        for name, process in processes.items():
+            if process.poll() is not None:
+                fail(where, f"scheduler {name} exited {process.returncode}: {pod.log(name, container['name'])}")
+        stop(processes[first], where, f"the leading scheduler {first}")
+        second = next(n for n in names if n != first)
+        if not wait_for(lambda: f"identity={second}" in pod.log(second, container["name"]), 30):
+            fail(where, f"scheduler {second} did not take over when {first} stopped")
+    finally:
+        for name, process in processes.items():
+            stop(process, where, f"scheduler {name}")
+
+
+def namespace_main(arguments: argparse.Namespace) -> int:
+    """In new network and mount namespaces: loopback up, /etc and /usr/local/bin overlays, /run a tmpfs."""
+    run("ip", "link", "set", "lo", "up")
+    work = Path(arguments.work)
+    for target, name in (("/etc", "etc"), ("/usr/local/bin", "bin")):
+        upper, scratch = work / "overlay" / name / "upper", work / "overlay" / name / "work"
+        upper.mkdir(parents=True)
+        scratch.mkdir(parents=True)
+        run("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={target},upperdir={upper},workdir={scratch}", target)
+    run("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run")
+    binaries = Path(arguments.binaries).resolve()
+    for executable in ("gpuplane-api-server", "gpuplane-scheduler"):
+        link = Path("/usr/local/bin") / executable
+        if link.exists() or link.is_symlink():
+            link.unlink()
+        link.symlink_to(binaries / executable)
+    original_hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
+    for daemons in json.loads(Path(arguments.daemons).read_text()):
+        Path("/etc/hosts").write_text(original_hosts)
+        before = len(failures)
+        check_values_set(daemons, work)
+        print(f"{daemons['values']}: {'ok' if len(failures) == before else 'FAILED'}", flush=True)
+    return 1 if failures else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--daemons")
+    parser.add_argument("--binaries")
+    parser.add_argument("--container")
+    parser.add_argument("--work")
+    arguments = parser.parse_args()
+    if arguments.container:
+        container_main(arguments.container)
+        return 1
+    if arguments.work:
+        return namespace_main(arguments)
+    if os.geteuid() != 0:
+        print("pod_check.py needs root (namespaces, mounts, setpriv)", file=sys.stderr)
+        return 2
+    for tool in ("unshare", "setpriv", "etcd", "ip", "mount"):
+        if shutil.which(tool) is None:
+            print(f"pod_check.py needs {tool}", file=sys.stderr)
+            return 2
+    # The work directory is outside /tmp (a pod's /tmp is an emptyDir mounted over it) and must
+    # be reachable by the pods' user.
+    work = Path(tempfile.mkdtemp(prefix="gpuplane-pods-", dir="/var/tmp"))
+    os.chmod(work, 0o755)
+    try:
+        return subprocess.run(["unshare", "-m", "-n", "--propagation", "private", sys.executable, __file__,
+                               "--daemons", arguments.daemons, "--binaries", arguments.binaries, "--work", str(work)]).returncode
+    finally:
+        if os.environ.get("GPUPLANE_POD_CHECK_KEEP"):
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
