@@ -20,6 +20,10 @@ public struct NodeRegistration: Codable, Sendable, Hashable {
     public var address: String?
     /// The node's pod subnet (``NodeSpec/podSubnet``), when it runs a pod network.
     public var podSubnet: String?
+    /// CPU the node offers to replicas, thousandths of a core (``NodeSpec/allocatableCPUMilli``).
+    public var allocatableCPUMilli: Int? = nil
+    /// Memory the node offers to replicas, MB (``NodeSpec/allocatableMemoryMB``).
+    public var allocatableMemoryMB: Int? = nil
 
     /// Makes a registration.
     public init(

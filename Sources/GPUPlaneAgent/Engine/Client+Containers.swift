@@ -196,6 +196,8 @@ struct DockerCreate: Encodable {
         var PortBindings: [String: [PortBinding]]
         var Memory: Int64?
         var MemorySwap: Int64?
+        /// CPU limit in billionths of a CPU (``ContainerEngine/ContainerSpec/cpuLimitMilli``).
+        var NanoCpus: Int64?
         var DeviceRequests: [DeviceRequest]
         var Devices: [String] = []
         var Binds: [String] = []
@@ -229,6 +231,7 @@ struct DockerCreate: Encodable {
         HostConfig = HostConfigBody(
             NetworkMode: spec.network == .bridge ? spec.networkName ?? spec.network.rawValue : spec.network.rawValue, PortBindings: bindings, Memory: spec.memoryLimitBytes,
             MemorySwap: spec.memoryLimitBytes,
+            NanoCpus: spec.cpuLimitMilli.map { Int64($0) * 1_000_000 },
             DeviceRequests: spec.gpuIndices.isEmpty
                 ? []
                 : [DeviceRequest(Driver: "nvidia", DeviceIDs: spec.gpuIndices.map(String.init), Capabilities: [["gpu"]])])
@@ -254,8 +257,13 @@ struct LibpodCreate: Encodable {
         var limit: Int64
         var swap: Int64
     }
+    struct CPU: Encodable {
+        var quota: Int64
+        var period: UInt64
+    }
     struct Resources: Encodable {
         var memory: Memory?
+        var cpu: CPU?
     }
     var name: String
     var image: String
@@ -290,7 +298,12 @@ struct LibpodCreate: Encodable {
                 protocol: $0.protocol.rawValue)
         }
         devices = spec.gpuIndices.map { Device(path: "\(cdiKind)=\($0)") }
-        resource_limits = spec.memoryLimitBytes.map { Resources(memory: Memory(limit: $0, swap: $0)) }
+        let cpu = spec.cpuLimitMilli.map {
+            CPU(quota: Int64($0) * Int64(ContainerEngine.ContainerSpec.cpuPeriodMicroseconds) / 1000,
+                period: UInt64(ContainerEngine.ContainerSpec.cpuPeriodMicroseconds))
+        }
+        let memory = spec.memoryLimitBytes.map { Memory(limit: $0, swap: $0) }
+        resource_limits = cpu == nil && memory == nil ? nil : Resources(memory: memory, cpu: cpu)
         netns = Namespace(nsmode: spec.network.rawValue)
         if spec.network == .bridge, let network = spec.networkName { Networks = [network: [:]] }
     }

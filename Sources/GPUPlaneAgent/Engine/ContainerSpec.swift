@@ -47,6 +47,10 @@ extension ContainerEngine {
         /// With ``Network/bridge``: the engine network to join instead of the engine's default
         /// bridge (the node's pod network, ``PodNetwork``); nil for the default.
         public var networkName: String? = nil
+        /// The CPU limit in thousandths of a core (a CFS quota over a 100 ms period); nil for
+        /// none. The node-agent sets it from the replica's machine type, capped at the host's CPUs
+        /// (engines refuse more CPUs than the host has).
+        public var cpuLimitMilli: Int? = nil
 
         /// Makes a spec.
         public init(
@@ -65,6 +69,11 @@ extension ContainerEngine {
             self.gpuIndices = gpuIndices
             self.network = network
         }
+
+        /// The smallest CPU limit engines accept, 0.01 CPU.
+        public static let minimumCPUMilli = 10
+        /// The CFS period CPU limits are expressed over, microseconds (engines' default, 100 ms).
+        public static let cpuPeriodMicroseconds = 100_000
 
         /// The smallest memory limit engines accept (Docker's), 6 MiB.
         public static let minimumMemoryBytes: Int64 = 6 * 1024 * 1024
@@ -112,6 +121,9 @@ extension ContainerEngine {
                 guard seen.insert("\(port.hostIP)|\(port.hostPort)|\(port.protocol.rawValue)").inserted else {
                     throw .invalidSpec("ports[\(i)]", "host port \(port.hostPort)/\(port.protocol.rawValue) is published twice")
                 }
+            }
+            if let cpuLimitMilli, cpuLimitMilli < Self.minimumCPUMilli {
+                throw .invalidSpec("cpuLimitMilli", "at least \(Self.minimumCPUMilli) (0.01 CPU)")
             }
             if let memoryLimitBytes, memoryLimitBytes < Self.minimumMemoryBytes {
                 throw .invalidSpec("memoryLimitBytes", "at least \(Self.minimumMemoryBytes) bytes")

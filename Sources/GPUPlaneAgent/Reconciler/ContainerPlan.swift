@@ -69,7 +69,13 @@ public struct ContainerPlan: Sendable, Hashable {
     ///
     /// With `podNetwork` (the node's pod network, ``PodNetwork``), an application's pod joins
     /// that engine network instead of the default bridge.
-    public init(replica: Replica, node: String, gatewayBaseURL: String, podNetwork: String? = nil) {
+    ///
+    /// With `limits` (``ContainerSizing/limits(for:)``: the replica's machine type's CPU and
+    /// memory, CPU capped at the host's), the container gets them as engine limits.
+    public init(
+        replica: Replica, node: String, gatewayBaseURL: String, podNetwork: String? = nil,
+        limits: ComputeResources? = nil
+    ) {
         let tenant = replica.metadata.tenant
         let name = replica.metadata.name
         let key = Self.key(tenant: tenant, name: name)
@@ -99,6 +105,12 @@ public struct ContainerPlan: Sendable, Hashable {
             // The secret references and versions, never the values (see SecretEnvironment);
             // only when there are some, so the hashes of other containers stay as they were.
             hash = Self.fnv1a(Data("\(hash)\nsecrets:\(SecretEnvironment.hashText(replica))".utf8))
+        }
+        if let limits {
+            // Only when there are some, so the hashes of containers without stay as they were.
+            if limits.cpuMilli > 0 { spec.cpuLimitMilli = max(limits.cpuMilli, ContainerEngine.ContainerSpec.minimumCPUMilli) }
+            if limits.memoryMB > 0 { spec.memoryLimitBytes = max(limits.memoryBytes, ContainerEngine.ContainerSpec.minimumMemoryBytes) }
+            hash = Self.fnv1a(Data("\(hash)\nlimits:\(spec.cpuLimitMilli ?? 0)/\(spec.memoryLimitBytes ?? 0)".utf8))
         }
         if let podNetwork, replica.spec.owner.kind == .application {
             spec.networkName = podNetwork
