@@ -48,9 +48,11 @@ actor ControlPlane {
         let client = try Etcd.Client(Etcd.Configuration(endpoints: etcd.endpoints))
         let admin = Tokens.generate()
         let quiet = Logger(label: "gpuplane.api") { _ in SwiftLogNoOpLogHandler() }
-        let deps = APIDependencies(
+        var deps = APIDependencies(
             store: ResourceStore(client: client), catalog: try Catalog.standard(), adminTokens: [admin], heartbeatTTL: 5, bookmarkInterval: 0.5,
             logger: quiet)
+        // Secrets (registry logins for image pulls) are sealed with a key of this run.
+        deps.secretKeys = try SecretKeyring(keys: [(id: "agent-tests", key: Data((0..<32).map { _ in UInt8.random(in: 0...255) }))])
         return try await serve(deps, etcd: etcd, client: client, admin: admin)
     }
 
@@ -84,6 +86,19 @@ actor ControlPlane {
             CurlHTTP.Request(method: method, url: handle.base + path, headers: headers, body: body.map { Data($0.utf8) }, timeout: .seconds(10)))
     }
 
+    /// A user token of `tenant`, creating the tenant (plan pro) when it does not exist.
+    static func userToken(_ handle: Handle, tenant: String) async throws -> String {
+        let created = try await call(handle, .post, "/v1/tenants", token: handle.admin, body: #"{"name": "\#(tenant)", "plan": "pro"}"#)
+        guard created.status == 201 || created.status == 409 else {
+            throw AgentHarnessError(description: "tenant: HTTP \(created.status) \(String(decoding: created.body, as: UTF8.self))")
+        }
+        let reply = try await call(handle, .post, "/v1/tokens", token: handle.admin, body: #"{"role": "user", "tenant": "\#(tenant)"}"#)
+        guard let object = try JSONSerialization.jsonObject(with: reply.body) as? [String: Any], let token = object["token"] as? String else {
+            throw AgentHarnessError(description: "user token: HTTP \(reply.status) \(String(decoding: reply.body, as: UTF8.self))")
+        }
+        return token
+    }
+
     /// A token for `node`.
     static func nodeToken(_ handle: Handle, node: String) async throws -> String {
         let reply = try await call(handle, .post, "/v1/tokens", token: handle.admin, body: #"{"role": "node", "node": "\#(node)"}"#)
@@ -109,9 +124,15 @@ final class AgentWorld: @unchecked Sendable {
     private let worldIndex = AgentWorld.worlds.add(1, ordering: .relaxed).oldValue
     private static let worlds = Atomic<Int>(0)
 
-    init(gpus: Int = 8) async throws {
+    /// A world on the shared podman, or on `podman` when given (one with a registry of its own).
+    init(gpus: Int = 8, podman: PodmanFixture? = nil) async throws {
         plane = try await ControlPlane.shared.get()
-        (podman, engine) = try await SharedPodman.engine()
+        if let podman {
+            self.podman = podman
+            engine = ContainerEngine.Client(ContainerEngine.Configuration(socketPath: podman.socketPath, cdiGPUKind: podman.cdiKind))
+        } else {
+            (self.podman, engine) = try await SharedPodman.engine()
+        }
         let word = UUID().uuidString.lowercased().prefix(8)
         node = "node-\(word)"
         tenant = "t-\(word)"
@@ -138,16 +159,19 @@ final class AgentWorld: @unchecked Sendable {
     @discardableResult
     func startAgent(
         nvmlPath: String? = nil, logger: Logger = Logger(label: "gpuplane.agent"), restartBackoff: Duration = .milliseconds(300),
-        stopGracePeriod: Duration = .seconds(1), notifier: SystemdNotifier = .disabled
+        stopGracePeriod: Duration = .seconds(1), notifier: SystemdNotifier = .disabled,
+        configure: (inout NodeAgentConfiguration) -> Void = { _ in }, registryLogins: RegistryLoginSource? = nil
     ) -> NodeAgent {
-        let configuration = NodeAgentConfiguration(
+        var configuration = NodeAgentConfiguration(
             nodeName: node, gpuMode: "dedicated", gatewayBaseURL: gateway, nvmlLibraryPath: nvmlPath ?? nvml.libraryPath,
             heartbeatInterval: .seconds(1), resyncInterval: .seconds(2), stopGracePeriod: stopGracePeriod,
             restartBackoff: restartBackoff, restartBackoffMax: .seconds(2), healthPolicy: HealthPolicy(quietPeriod: .seconds(600)),
             modelServerPorts: servingPorts, logger: logger)
+        configure(&configuration)
         let engine = ContainerEngine.Client(
             ContainerEngine.Configuration(socketPath: podman.socketPath, cdiGPUKind: podman.cdiKind, logger: logger))
-        let agent = NodeAgent(configuration: configuration, api: apiClient(), engine: engine, notifier: notifier)
+        let agent = NodeAgent(
+            configuration: configuration, api: apiClient(), engine: engine, notifier: notifier, registryLogins: registryLogins)
         let task = Task { try await agent.run() }
         lock.withLock { running.append((agent, task)) }
         return agent
@@ -245,8 +269,8 @@ final class AgentWorld: @unchecked Sendable {
 }
 
 /// Runs `body` in a fresh world, tearing it down afterwards even when the body throws.
-func withAgentWorld(gpus: Int = 8, _ body: (AgentWorld) async throws -> Void) async throws {
-    let world = try await AgentWorld(gpus: gpus)
+func withAgentWorld(gpus: Int = 8, podman: PodmanFixture? = nil, _ body: (AgentWorld) async throws -> Void) async throws {
+    let world = try await AgentWorld(gpus: gpus, podman: podman)
     do {
         try await body(world)
     } catch {

@@ -60,9 +60,13 @@ public final class NodeAgent: Service, Sendable {
     ///   - notifier: where `STATUS=` lines go (`READY=1` comes from the ``Daemon`` through
     ///     `readiness`).
     ///   - readiness: marked ``readinessComponent`` once registered.
+    ///   - registryLogins: where the registry credentials of a replica whose image must be
+    ///     pulled come from; nil (the default): the api-server's
+    ///     `GET /v1/replicas/{tenant}/{name}/runtime` (``NodeAPI/Client/runtime(of:)``).
     public init(
         configuration: NodeAgentConfiguration, api: NodeAPI.Client, engine: ContainerEngine.Client,
-        notifier: SystemdNotifier = .disabled, readiness: ReadinessTracker? = nil
+        notifier: SystemdNotifier = .disabled, readiness: ReadinessTracker? = nil,
+        registryLogins: RegistryLoginSource? = nil
     ) {
         var logger = configuration.logger
         logger[metadataKey: "node"] = "\(configuration.nodeName)"
@@ -79,8 +83,12 @@ public final class NodeAgent: Service, Sendable {
                 node: configuration.nodeName, gatewayBaseURL: configuration.gatewayBaseURL,
                 stopGracePeriod: configuration.stopGracePeriod, restartBackoff: configuration.restartBackoff,
                 restartBackoffMax: configuration.restartBackoffMax, address: configuration.address,
-                modelServerPorts: configuration.modelServerPorts, readinessProbeInterval: configuration.readinessProbeInterval),
+                modelServerPorts: configuration.modelServerPorts, readinessProbeInterval: configuration.readinessProbeInterval,
+                imagePullBackoff: configuration.imagePullBackoff, imagePullBackoffMax: configuration.imagePullBackoffMax,
+                imagePullTimeout: configuration.imagePullTimeout,
+                imagePullProgressInterval: configuration.imagePullProgressInterval),
             engine: engine, api: api, logger: logger,
+            registryLogins: registryLogins ?? { replica in try await api.runtime(of: replica).registryCredentials },
             // A container finished stopping: whoever waited for its name or GPUs goes on now.
             retired: { wakeup.signal() })
     }

@@ -41,6 +41,14 @@ public struct NodeAgentConfiguration: Sendable {
     public var modelServerPorts: ClosedRange<Int>
     /// How often a model server that is not ready yet has its `/v1/models` probed.
     public var readinessProbeInterval: Duration
+    /// The pause after a failed image pull; it doubles per failure.
+    public var imagePullBackoff: Duration = .seconds(10)
+    /// The cap of that pause.
+    public var imagePullBackoffMax: Duration = .seconds(300)
+    /// The deadline of one image pull.
+    public var imagePullTimeout: Duration = .seconds(3600)
+    /// How often a pull's progress is reported in the replica's status at most.
+    public var imagePullProgressInterval: Duration = .seconds(2)
     /// The agent's logger; `node` metadata is added.
     public var logger: Logger
 

@@ -34,6 +34,9 @@ public enum NodeAgentMain {
         ConfigurationKey("stop-grace-period", .duration, default: "10s", help: "SIGTERM to SIGKILL when a container must stop"),
         ConfigurationKey("restart-backoff", .duration, default: "1s", help: "first pause before restarting a crashed container (doubles)"),
         ConfigurationKey("restart-backoff-max", .duration, default: "60s", help: "cap of the restart pause"),
+        ConfigurationKey("image-pull-backoff", .duration, default: "10s", help: "pause after a failed image pull (doubles)"),
+        ConfigurationKey("image-pull-backoff-max", .duration, default: "5m", help: "cap of the image pull pause"),
+        ConfigurationKey("image-pull-timeout", .duration, default: "1h", help: "deadline of one image pull"),
         ConfigurationKey("quiet-time", .duration, default: "5m", help: "how long an unhealthy GPU must stay clean to return to service"),
         ConfigurationKey("model-server-ports", .string, default: "20000-20999", help: "host ports model servers are published on (FIRST-LAST)"),
         ConfigurationKey("request-timeout", .duration, default: "5s", help: "deadline of one api-server call"),
@@ -89,7 +92,7 @@ public enum NodeAgentMain {
                 "gateway-url is a loopback address: pods on the engine's bridge network cannot reach NXL_INFERENCE_URL there; set gateway-url to an address containers reach",
                 metadata: ["gateway": "\(gateway)"])
         }
-        let configuration = NodeAgentConfiguration(
+        var configuration = NodeAgentConfiguration(
             nodeName: nodeName, gpuMode: mode, address: try config.string("address"),
             gatewayBaseURL: gateway,
             nvmlLibraryPath: try config.string("nvml-library"),
@@ -101,6 +104,9 @@ public enum NodeAgentMain {
             healthPolicy: HealthPolicy(quietPeriod: try config.duration("quiet-time") ?? .seconds(300)),
             modelServerPorts: try portRange(try config.string("model-server-ports") ?? "20000-20999"),
             logger: logger)
+        configuration.imagePullBackoff = try config.duration("image-pull-backoff") ?? .seconds(10)
+        configuration.imagePullBackoffMax = try config.duration("image-pull-backoff-max") ?? .seconds(300)
+        configuration.imagePullTimeout = try config.duration("image-pull-timeout") ?? .seconds(3600)
         return NodeAgent(configuration: configuration, api: api, engine: engine, notifier: notifier, readiness: readiness)
     }
 

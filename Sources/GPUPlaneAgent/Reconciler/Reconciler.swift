@@ -26,13 +26,27 @@ public struct ReconcilerSettings: Sendable {
     public var modelServerPorts: ClosedRange<Int>
     /// How often a model server that is not ready has its `/v1/models` probed.
     public var readinessProbeInterval: Duration
+    /// The pause after a failed image pull before the next; it doubles per failure.
+    public var imagePullBackoff: Duration
+    /// The cap of that pause.
+    public var imagePullBackoffMax: Duration
+    /// The deadline of one image pull, from its start to the image in the store.
+    public var imagePullTimeout: Duration
+    /// How often a pull's progress is reported in the replica's status at most.
+    public var imagePullProgressInterval: Duration
 
     /// Makes settings.
     public init(
         node: String, gatewayBaseURL: String, stopGracePeriod: Duration = .seconds(10),
         restartBackoff: Duration = .seconds(1), restartBackoffMax: Duration = .seconds(60), address: String? = nil,
-        modelServerPorts: ClosedRange<Int> = 20000...20999, readinessProbeInterval: Duration = .seconds(1)
+        modelServerPorts: ClosedRange<Int> = 20000...20999, readinessProbeInterval: Duration = .seconds(1),
+        imagePullBackoff: Duration = .seconds(10), imagePullBackoffMax: Duration = .seconds(300),
+        imagePullTimeout: Duration = .seconds(3600), imagePullProgressInterval: Duration = .seconds(2)
     ) {
+        self.imagePullBackoff = imagePullBackoff
+        self.imagePullBackoffMax = imagePullBackoffMax
+        self.imagePullTimeout = imagePullTimeout
+        self.imagePullProgressInterval = imagePullProgressInterval
         self.address = address
         self.modelServerPorts = modelServerPorts
         self.readinessProbeInterval = readinessProbeInterval
@@ -97,8 +111,13 @@ actor Reconciler {
     private var tracked: [String: Tracked] = [:]
     /// Containers being stopped and removed in the background, by id.
     private var retiring: [String: Retiring] = [:]
-    /// Called when a background stop ends, so that a pass runs for whoever waited on it.
+    /// Called when a background stop ends, so that a pass runs for whoever waited on it; and
+    /// when an image pull progressed or ended.
     private let retiredHook: @Sendable () -> Void
+    /// Where a replica's registry credentials come from, when its image must be pulled.
+    private let registryLogins: RegistryLoginSource?
+    /// The image pulls under way, by image and tenant.
+    private var pulls: [String: ImagePullJob] = [:]
 
     /// A container being stopped: whose it was and the GPUs it still uses until it is gone.
     private struct Retiring {
@@ -156,6 +175,8 @@ actor Reconciler {
         var lastProbe: ContinuousClock.Instant?
         /// The model-server report last sent (or read from the api-server).
         var reportedServer: ModelServer.Report?
+        /// Its image's pull and pull failures.
+        var pull = ImagePullState()
     }
 
     /// What runs in one container here.
@@ -171,12 +192,15 @@ actor Reconciler {
         }
     }
 
-    /// Makes a reconciler; `retired` is called each time a background stop and removal ends.
+    /// Makes a reconciler; `retired` is called each time a background stop and removal ends,
+    /// and when an image pull progressed or ended. `registryLogins` gives a replica's registry
+    /// credentials when its image must be pulled (none: pulls go without credentials).
     init(
         settings: ReconcilerSettings, engine: ContainerEngine.Client, api: NodeAPI.Client, logger: Logger,
-        retired: @escaping @Sendable () -> Void = {}
+        registryLogins: RegistryLoginSource? = nil, retired: @escaping @Sendable () -> Void = {}
     ) {
         self.retiredHook = retired
+        self.registryLogins = registryLogins
         self.settings = settings
         self.engine = engine
         self.api = api
@@ -322,7 +346,8 @@ actor Reconciler {
             let candidate = candidates.first
             let wait = waitReason(key: key, plan: plan, container: candidate, users: users)
             var entry = tracked[key] ?? Self.fresh(workload, backoff: settings.restartBackoff)
-            var status = await ensure(&entry, key: key, plan: plan, container: candidate, wait: wait, usedPorts: &usedPorts)
+            var status = await ensure(
+                &entry, key: key, plan: plan, container: candidate, wait: wait, workload: workload, usedPorts: &usedPorts)
             if let id = status.containerID, status.phase == .running {
                 users[id] = GPUUser(key: key, claim: GPUClaim(gpus: Set(plan.spec.gpuIndices), group: plan.gpuSharingGroup), running: true, retiring: false)
             }
@@ -467,7 +492,7 @@ actor Reconciler {
 
     private func ensure(
         _ entry: inout Tracked, key: String, plan: ContainerPlan, container: ContainerEngine.ContainerSummary?,
-        wait: Wait?, usedPorts: inout Set<Int>
+        wait: Wait?, workload: Workload, usedPorts: inout Set<Int>
     ) async -> ReplicaStatus {
         let log = replicaLogger(key)
         let now = clock.now
@@ -555,8 +580,10 @@ actor Reconciler {
             return status
         }
 
-        // No container: create and start one, unless a failed attempt's backoff still runs, or
-        // its GPUs (or its name) are not free yet.
+        // No container: create and start one, unless its image is being pulled or a failed
+        // pull's backoff runs, a failed attempt's backoff still runs, or its GPUs (or its
+        // name) are not free yet.
+        if let pulling = imagePull(&entry, status, image: plan.spec.image, log: log) { return pulling }
         if let next = entry.nextAttempt, now < next { return entry.current }
         if let wait { return waiting(entry, status, wait, log: log) }
         var spec = plan.spec
@@ -578,10 +605,9 @@ actor Reconciler {
         } catch {
             switch error.code {
             case .imageMissing:
-                return failedAttempt(
-                    &entry, status,
-                    "image \(plan.spec.image) is not present on node \(settings.node); the agent pulls nothing: load it into the engine or fix the image name",
-                    log: log)
+                // Nothing is published until a container exists.
+                if plan.publishedPort != nil { entry.hostPort = nil }
+                return startPull(&entry, status, image: plan.spec.image, workload: workload, log: log)
             case .nameConflict:
                 // A container of that name that this node's labels do not cover: take the name back.
                 log.warning("container name taken; removing the old container", metadata: ["name": "\(plan.spec.name)"])
@@ -642,6 +668,124 @@ actor Reconciler {
         entry.nextAttempt = clock.now + entry.backoff
         entry.backoff = min(entry.backoff * 2, settings.restartBackoffMax)
         return status
+    }
+
+    // MARK: Image pulls
+
+    /// Where the replica stands with its image, when that keeps its container from being
+    /// created: `starting` (``ReplicaStatus/Reason/pullingImage``, with the progress) while a
+    /// pull runs; `failed` with ``ReplicaStatus/Reason/errImagePull`` on the pass that sees a
+    /// pull fail, then ``ReplicaStatus/Reason/imagePullBackOff`` until its backoff passed. Nil
+    /// when the container may be created (no pull ever needed, the pull succeeded, or the
+    /// backoff passed: the create then pulls again if the image is still missing).
+    private func imagePull(_ entry: inout Tracked, _ status: ReplicaStatus, image: String, log: Logger) -> ReplicaStatus? {
+        var status = status
+        let now = clock.now
+        if let job = entry.pull.job, job.image != image {
+            // Its spec changed meanwhile: the old image's pull no longer matters.
+            entry.pull = ImagePullState()
+        }
+        if let job = entry.pull.job {
+            switch job.outcome {
+            case nil:
+                entry.nextAttempt = nil
+                status.phase = .starting
+                status.reason = .pullingImage
+                status.message = job.runningMessage
+                return status
+            case .success:
+                log.info("image pulled", metadata: ["image": "\(image)", "progress": "\(job.progress)"])
+                entry.pull = ImagePullState()
+                entry.nextAttempt = nil
+                return nil
+            case .failure(let error):
+                let pause = entry.pull.backoff ?? settings.imagePullBackoff
+                let words = job.failureMessage(error)
+                entry.pull.job = nil
+                entry.pull.failures += 1
+                entry.pull.failure = words
+                entry.pull.failureShown = false
+                entry.pull.pause = pause
+                entry.pull.retryAt = now + pause
+                entry.pull.backoff = min(pause * 2, settings.imagePullBackoffMax)
+                log.error(
+                    "image pull failed",
+                    metadata: ["image": "\(image)", "registry": "\(job.registry)", "secret": "\(job.secret ?? "")",
+                               "code": "\(error.code)", "failures": "\(entry.pull.failures)", "backoff": "\(pause)",
+                               "reason": "\(words)"])
+            }
+        }
+        guard let retryAt = entry.pull.retryAt, let failure = entry.pull.failure, now < retryAt else { return nil }
+        status.phase = .failed
+        status.exitCode = nil
+        if !entry.pull.failureShown {
+            // Reported once as it happened; the next pass, at once, shows the backoff.
+            entry.pull.failureShown = true
+            status.reason = .errImagePull
+            status.message = failure
+            entry.nextAttempt = now
+        } else {
+            status.reason = .imagePullBackOff
+            let count = entry.pull.failures == 1 ? "1 failed pull" : "\(entry.pull.failures) failed pulls"
+            status.message = "\(failure); back-off \(Self.text(entry.pull.pause)) after \(count) before pulling again"
+            entry.nextAttempt = retryAt
+        }
+        return status
+    }
+
+    /// Starts pulling `image` for a workload whose create found it missing (or joins the pull of
+    /// the same image for the same tenant under way): in the background, with the tenant's
+    /// credential for the image's registry when it has one; a pass runs as it progresses
+    /// (at most every ``ReconcilerSettings/imagePullProgressInterval``) and when it ends.
+    private func startPull(_ entry: inout Tracked, _ status: ReplicaStatus, image: String, workload: Workload, log: Logger) -> ReplicaStatus {
+        var replica: Replica?
+        if case .replica(let value) = workload { replica = value }
+        let pullKey = image + "\u{0}" + (replica?.metadata.tenant ?? "")
+        let job: ImagePullJob
+        if let running = pulls[pullKey] {
+            job = running
+        } else {
+            job = ImagePullJob(image: image)
+            pulls[pullKey] = job
+            log.info("pulling image", metadata: ["image": "\(image)", "registry": "\(job.registry)"])
+            let (engine, source, settings, hook, clock) = (engine, registryLogins, settings, retiredHook, clock)
+            Task { [self] in
+                var login: ContainerEngine.RegistryCredential?
+                do {
+                    if let replica, let source {
+                        let runtime = ReplicaRuntime(registryCredentials: try await source(replica))
+                        if let found = runtime.credential(forImage: image) {
+                            job.secret = found.secret
+                            login = ContainerEngine.RegistryCredential(
+                                server: found.registry, username: found.username, password: found.password)
+                        }
+                    }
+                    try await engine.pull(image, credential: login, timeout: settings.imagePullTimeout) { progress in
+                        if job.record(progress, interval: settings.imagePullProgressInterval, now: clock.now) { hook() }
+                    }
+                    job.finish(.success(()))
+                } catch let error as EngineError {
+                    job.finish(.failure(error))
+                } catch {
+                    job.finish(.failure(EngineError(
+                        code: .pullFailed, message: "cannot get the tenant's registry credentials from the api-server: \(error)",
+                        subject: image)))
+                }
+                self.pullEnded(pullKey, job)
+                hook()
+            }
+        }
+        entry.pull.job = job
+        entry.nextAttempt = nil
+        var status = status
+        status.phase = .starting
+        status.reason = .pullingImage
+        status.message = job.runningMessage
+        return status
+    }
+
+    private func pullEnded(_ key: String, _ job: ImagePullJob) {
+        if pulls[key] === job { pulls[key] = nil }
     }
 
     /// Reports `entry.current` (and a model server's readiness) when it differs from what was
