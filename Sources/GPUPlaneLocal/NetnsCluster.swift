@@ -187,11 +187,13 @@ public final class NetnsCluster: @unchecked Sendable {
         daemons.map { "--- \($0.name) ---\n\($0.process.logTail(bytes: bytes))" }.joined(separator: "\n")
     }
 
-    /// Stops the daemons (the agents first), the hosts (their podman and namespaces) and etcd.
+    /// Stops the daemons (the agents first), the hosts (their podman and namespaces) and etcd,
+    /// and removes the folder (print ``logTails(bytes:)`` first to keep what they said).
     public func shutdown() {
         for (_, process) in daemons.reversed() { process.stop(timeout: 15) }
         http.shutdown()
         lan.shutdown()
         etcd.shutdown()
+        try? FileManager.default.removeItem(at: directory)
     }
 }

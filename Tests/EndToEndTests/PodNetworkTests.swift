@@ -20,8 +20,9 @@ import Testing
               servicePorts: [5432]
               gpu: {enabled: true, model: custom, memoryGB: 80, priority: training}
             - name: api
+              path: /api
               image: localhost/gpuplane-test-busybox:latest
-              command: ["sh", "-c", "nc -ll -p 8000 -e /bin/cat & host=${DATABASE_URL#*@}; host=${host%%/*}; while true; do if echo ping-$$ | timeout 3 nc ${host%:*} ${host#*:} | grep -q ping-$$; then echo CONNECTED $host; else echo FAILED $host; fi; sleep 1; done"]
+              command: ["sh", "-c", "mkdir -p /tmp/www/api && echo hello from api > /tmp/www/api/index.html && httpd -p 8000 -h /tmp/www; host=${DATABASE_URL#*@}; host=${host%%/*}; while true; do if echo ping-$$ | timeout 3 nc ${host%:*} ${host#*:} | grep -q ping-$$; then echo CONNECTED $host; else echo FAILED $host; fi; sleep 1; done"]
               servicePorts: [8000]
               gpu: {enabled: true, model: custom, memoryGB: 80, priority: training}
               vars:
@@ -110,13 +111,13 @@ import Testing
             // same-node and the cross-node path refuse T2.
             let apiIP = try #require(api.podIP)
             let toApi = try intruderHost.podman.podman([
-                "exec", intruderContainer, "sh", "-c", "echo hello | timeout 3 nc \(apiIP) 8000 | grep -q hello && echo REACHED || echo UNREACHED",
+                "exec", intruderContainer, "sh", "-c", "printf 'GET /api/ HTTP/1.0\\r\\n\\r\\n' | timeout 3 nc \(apiIP) 8000 | grep -q HTTP && echo REACHED || echo UNREACHED",
             ])
             #expect(Self.lines(toApi).contains("UNREACHED") && !Self.lines(toApi).contains("REACHED"), "T2's pod on \(intruder.node ?? "") connected to T1's api at \(apiIP): \(toApi)")
             // T1's db reaches api.pod the other way.
             let dbHost = try #require(cluster.host(ofNode: db.node ?? ""))
             let fromDb = try dbHost.podman.podman([
-                "exec", "gpuplane_t1_\(db.replica)", "sh", "-c", "echo hello | timeout 3 nc api.pod 8000 | grep -q hello && echo REACHED || echo UNREACHED",
+                "exec", "gpuplane_t1_\(db.replica)", "sh", "-c", "printf 'GET /api/ HTTP/1.0\\r\\n\\r\\n' | timeout 3 nc api.pod 8000 | grep -q 'hello from api' && echo REACHED || echo UNREACHED",
             ])
             #expect(Self.lines(fromDb).contains("REACHED"), "\(fromDb)")
             // The same connection from T1's api pod works: the refusal is the tenant's, not the path's.
@@ -125,6 +126,15 @@ import Testing
             ])
             #expect(Self.lines(fromApi).contains("REACHED"), "\(fromApi)")
             // The api-server tells T2's node nothing of T1's pods unless it runs one of them.
+            // From outside: the application's URL at /api reaches the api pod (the api-server's
+            // path ingress, to the pod's published port on its host's address).
+            var page = (status: 0, body: "")
+            try await eventually("the application's URL at /api answers", timeout: 60, every: 0.25) {
+                page = try await cluster.get("\(cluster.apiURL)/apps/t1/my-chat-backend/api/")
+                return page.status == 200
+            }
+            #expect(page.body.contains("hello from api"), "\(page)")
+            step("the application's URL at /api answered \(page.status): \(page.body.prefix(40))")
             step("T2 probes done")
             let rules = try cluster.lan.run(in: cluster.host(ofNode: db.node ?? "") ?? intruderHost, ["iptables", "-S", "GPUPLANE-PODS"])
             print("GPUPLANE-PODS on \(db.node ?? ""):\n\(rules)")
