@@ -58,7 +58,9 @@ struct AgentHealthTests {
             try await world.waitForReplica("cpu", "running") { $0.status.phase == .running }
             let node = try await world.node()
             #expect(node.spec.gpus.isEmpty)
-            #expect(node.spec.machineType == "cpu")
+            // A CPU node: labelled so, named after the largest CPU machine type it holds.
+            #expect(node.metadata.labels[Node.nodeKindLabel] == Node.cpuNodeKind)
+            #expect(MachineTypeTable.standard.named(node.spec.machineType)?.family == .cpu)
             #expect(agent.gpus.isEmpty)
             try await eventually("healthy pass") { agent.isHealthy }
         }

@@ -39,6 +39,12 @@ public final class NodeAgent: Service, Sendable {
     let logger: Logger
     let reconciler: Reconciler
     private let wakeup: Wakeup
+    /// The node's part of the pod network, when configured.
+    let podNetwork: PodNetwork?
+    /// The host's CPU and memory, read once at start.
+    let hostCapacity: HostCapacity
+    /// Container CPU and memory limits (the machine type is set at registration).
+    let sizing: ContainerSizing
     private let state = Locked(State())
     private let clock = ContinuousClock()
 
@@ -78,17 +84,25 @@ public final class NodeAgent: Service, Sendable {
         self.logger = logger
         let wakeup = Wakeup()
         self.wakeup = wakeup
-        self.reconciler = Reconciler(
-            settings: ReconcilerSettings(
+        let podNetwork = configuration.podNetwork.map { PodNetwork(settings: $0, engine: engine, logger: logger) }
+        self.podNetwork = podNetwork
+        let hostCapacity = HostCapacity.read()
+        self.hostCapacity = hostCapacity
+        let sizing = ContainerSizing(hostCPUMilli: hostCapacity.cpuMilli, machineTypes: configuration.machineTypes)
+        self.sizing = sizing
+        var settings = ReconcilerSettings(
                 node: configuration.nodeName, gatewayBaseURL: configuration.gatewayBaseURL,
                 stopGracePeriod: configuration.stopGracePeriod, restartBackoff: configuration.restartBackoff,
                 restartBackoffMax: configuration.restartBackoffMax, address: configuration.address,
                 modelServerPorts: configuration.modelServerPorts, readinessProbeInterval: configuration.readinessProbeInterval,
                 imagePullBackoff: configuration.imagePullBackoff, imagePullBackoffMax: configuration.imagePullBackoffMax,
                 imagePullTimeout: configuration.imagePullTimeout,
-                imagePullProgressInterval: configuration.imagePullProgressInterval),
+                imagePullProgressInterval: configuration.imagePullProgressInterval)
+        settings.sizing = sizing
+        self.reconciler = Reconciler(
+            settings: settings,
             engine: engine, api: api, logger: logger,
-            registryLogins: registryLogins ?? { replica in try await api.runtime(of: replica).registryCredentials },
+            registryLogins: registryLogins ?? { replica in try await api.runtime(of: replica).registryCredentials }, podNetwork: podNetwork,
             // A container finished stopping: whoever waited for its name or GPUs goes on now.
             retired: { wakeup.signal() })
     }
@@ -135,6 +149,7 @@ public final class NodeAgent: Service, Sendable {
                 group.addTask { await self.modelServerWatchLoop() }
                 group.addTask { await self.engineEventsLoop() }
                 group.addTask { await self.reconcileLoop() }
+                if let podNetwork = self.podNetwork { group.addTask { await self.podNetworkLoop(podNetwork) } }
                 await group.waitForAll()
             }
         }
@@ -177,11 +192,37 @@ public final class NodeAgent: Service, Sendable {
         }
     }
 
-    private func registration(_ inventory: GPUInventory) -> NodeRegistration {
-        NodeRegistration(
-            name: configuration.nodeName, labels: [Node.gpuModeLabel: configuration.gpuMode],
-            machineType: inventory.machineType(in: configuration.machineTypes)?.name, gpus: inventory.devices,
-            address: configuration.address)
+    /// What the node registers with. A host without GPUs (NVML missing, or none) is a CPU node:
+    /// `gpuplane.io/node-kind=cpu`, no `gpu-mode` label, and the largest CPU machine type its
+    /// allocatable holds. Every node reports its allocatable CPU and memory
+    /// (``NodeAgentConfiguration/allocatable(capacity:gpuType:gpus:)``).
+    func registration(_ inventory: GPUInventory) -> NodeRegistration {
+        let gpuType = inventory.machineType(in: configuration.machineTypes)
+        let gpus = inventory.devices
+        let allocatable = configuration.allocatable(capacity: hostCapacity, gpuType: gpuType, gpus: gpus.count)
+        var registration: NodeRegistration
+        if gpus.isEmpty {
+            registration = NodeRegistration(
+                name: configuration.nodeName, labels: [Node.nodeKindLabel: Node.cpuNodeKind],
+                machineType: configuration.machineTypes.largestCPUType(fitting: allocatable)?.name, gpus: [],
+                address: configuration.address, podSubnet: configuration.podNetwork?.subnet.description)
+        } else {
+            registration = NodeRegistration(
+                name: configuration.nodeName, labels: [Node.gpuModeLabel: configuration.gpuMode],
+                machineType: gpuType?.name, gpus: gpus,
+                address: configuration.address, podSubnet: configuration.podNetwork?.subnet.description)
+            if let gpuType, configuration.allocatableCPUMilli == nil,
+                hostCapacity.cpuMilli < gpuType.cpuMilli * gpus.count || hostCapacity.memoryMB < gpuType.ramMB * gpus.count
+            {
+                logger.warning(
+                    "the host has less CPU or memory than its GPUs' machine type promises; reporting the type's (set allocatable-cpu and allocatable-memory to say otherwise)",
+                    metadata: ["host": "\(ComputeResources(cpuMilli: hostCapacity.cpuMilli, memoryMB: hostCapacity.memoryMB))",
+                               "type": "\(gpuType.name) × \(gpus.count)"])
+            }
+        }
+        registration.allocatableCPUMilli = allocatable.cpuMilli
+        registration.allocatableMemoryMB = allocatable.memoryMB
+        return registration
     }
 
     /// Registers, retrying with doubling pauses; false when cancelled first.
@@ -191,6 +232,7 @@ public final class NodeAgent: Service, Sendable {
         while !Task.isCancelled {
             do {
                 let node = try await api.register(registration(inventory))
+                sizing.machineType = node.spec.machineType
                 state.withLock { $0.registered = true }
                 logger.notice(
                     "node registered",

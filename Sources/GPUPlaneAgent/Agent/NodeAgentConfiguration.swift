@@ -49,6 +49,17 @@ public struct NodeAgentConfiguration: Sendable {
     public var imagePullTimeout: Duration = .seconds(3600)
     /// How often a pull's progress is reported in the replica's status at most.
     public var imagePullProgressInterval: Duration = .seconds(2)
+    /// The node's part of the pod network (`<pod>.pod` names and pod-to-pod traffic across
+    /// nodes); nil runs none: application pods then join the engine's default bridge.
+    public var podNetwork: PodNetworkSettings? = nil
+    /// CPU the node offers replicas, thousandths of a core (`allocatable-cpu`); nil reads it
+    /// from the host (``HostCapacity``, minus ``systemReserved``). See ``allocatable(capacity:gpuType:gpus:)``.
+    public var allocatableCPUMilli: Int? = nil
+    /// Memory the node offers replicas, MB (`allocatable-memory`); nil reads it from the host.
+    public var allocatableMemoryMB: Int? = nil
+    /// CPU and memory kept for the host itself when allocatable is read from the host
+    /// (`system-reserved-cpu`, `system-reserved-memory`): 100m and 256 MB by default.
+    public var systemReserved = ComputeResources(cpuMilli: 100, memoryMB: 256)
     /// The agent's logger; `node` metadata is added.
     public var logger: Logger
 

@@ -39,6 +39,12 @@ public enum NodeAgentMain {
         ConfigurationKey("image-pull-timeout", .duration, default: "1h", help: "deadline of one image pull"),
         ConfigurationKey("quiet-time", .duration, default: "5m", help: "how long an unhealthy GPU must stay clean to return to service"),
         ConfigurationKey("model-server-ports", .string, default: "20000-20999", help: "host ports model servers are published on (FIRST-LAST)"),
+        ConfigurationKey("pod-subnet", .string, help: "this node's pod subnet (e.g. 10.251.3.0/24): runs the pod network (<pod>.pod names, pod traffic across nodes); needs address"),
+        ConfigurationKey("pod-cidr", .string, default: "10.251.0.0/16", help: "the cluster's pod range holding every node's pod-subnet"),
+        ConfigurationKey("allocatable-cpu", .string, help: "CPU this node offers replicas (2, 1.5, 500m); default: the host's CPUs minus system-reserved-cpu (a GPU host: at least its machine type's CPUs per GPU)"),
+        ConfigurationKey("allocatable-memory", .string, help: "memory this node offers replicas (4096 MB, 512Mi, 16Gi); default: the host's memory minus system-reserved-memory (a GPU host: at least its machine type's RAM per GPU)"),
+        ConfigurationKey("system-reserved-cpu", .string, default: "100m", help: "CPU kept for the host when allocatable-cpu is read from it"),
+        ConfigurationKey("system-reserved-memory", .string, default: "256Mi", help: "memory kept for the host when allocatable-memory is read from it"),
         ConfigurationKey("request-timeout", .duration, default: "5s", help: "deadline of one api-server call"),
         ConfigurationKey("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error"),
         ConfigurationKey("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
@@ -107,10 +113,49 @@ public enum NodeAgentMain {
         configuration.imagePullBackoff = try config.duration("image-pull-backoff") ?? .seconds(10)
         configuration.imagePullBackoffMax = try config.duration("image-pull-backoff-max") ?? .seconds(300)
         configuration.imagePullTimeout = try config.duration("image-pull-timeout") ?? .seconds(3600)
+        configuration.podNetwork = try podNetworkSettings(config, address: configuration.address)
+        try applyAllocatable(config, to: &configuration)
         return NodeAgent(configuration: configuration, api: api, engine: engine, notifier: notifier, readiness: readiness)
     }
 
-    /// Parses `FIRST-LAST` (or one port) into a range of valid TCP ports.
+    /// `allocatable-cpu`, `allocatable-memory`, `system-reserved-cpu` and `system-reserved-memory`.
+    static func applyAllocatable(_ config: Configuration, to configuration: inout NodeAgentConfiguration) throws {
+        func cpu(_ key: String) throws -> Int? {
+            guard let text = try config.string(key) else { return nil }
+            guard let value = ResourceQuantity.cpuMilli(text) else {
+                throw StartError(description: "\(key) must be a number of CPUs (2, 1.5) or millicores (500m), not '\(text)'")
+            }
+            return value
+        }
+        func memory(_ key: String) throws -> Int? {
+            guard let text = try config.string(key) else { return nil }
+            guard let value = ResourceQuantity.memoryMB(text) else {
+                throw StartError(description: "\(key) must be MB (4096) or a size (512Mi, 16Gi, 1Ti), not '\(text)'")
+            }
+            return value
+        }
+        configuration.allocatableCPUMilli = try cpu("allocatable-cpu")
+        configuration.allocatableMemoryMB = try memory("allocatable-memory")
+        configuration.systemReserved = ComputeResources(
+            cpuMilli: try cpu("system-reserved-cpu") ?? 100, memoryMB: try memory("system-reserved-memory") ?? 256)
+    }
+
+    /// The pod network's settings from `pod-subnet` and `pod-cidr`; nil without `pod-subnet`.
+    static func podNetworkSettings(_ config: Configuration, address: String?) throws -> PodNetworkSettings? {
+        guard let text = try config.string("pod-subnet") else { return nil }
+        let rangeText = try config.string("pod-cidr") ?? "10.251.0.0/16"
+        guard let subnet = IPv4CIDR(text), (16...28).contains(subnet.prefix) else {
+            throw StartError(description: "pod-subnet must be an IPv4 subnet of /16 to /28 with no host bits (e.g. 10.251.3.0/24), not '\(text)'")
+        }
+        guard let range = IPv4CIDR(rangeText), range.prefix <= subnet.prefix, range.contains(subnet.address(at: 0)) else {
+            throw StartError(description: "pod-cidr must be an IPv4 subnet holding pod-subnet \(text), not '\(rangeText)'")
+        }
+        guard address != nil else {
+            throw StartError(description: "pod-subnet needs address: the other nodes route this node's pods to it")
+        }
+        return PodNetworkSettings(subnet: subnet, clusterCIDR: range)
+    }
+
     /// Whether `url`'s host is a loopback name or address (`localhost`, `127.x.x.x`, `::1`).
     public static func isLoopback(_ url: String) -> Bool {
         guard let schemeEnd = url.firstRange(of: "://") else { return false }
@@ -125,6 +170,7 @@ public enum NodeAgentMain {
         return name == "localhost" || name.hasSuffix(".localhost") || name.hasPrefix("127.") || name == "::1"
     }
 
+    /// Parses `FIRST-LAST` (or one port) into a range of valid TCP ports.
     public static func portRange(_ text: String) throws -> ClosedRange<Int> {
         let parts = text.split(separator: "-", omittingEmptySubsequences: false).map { Int($0.trimmingWhitespace()) }
         guard (1...2).contains(parts.count), let first = parts.first ?? nil, let last = parts.last ?? nil,

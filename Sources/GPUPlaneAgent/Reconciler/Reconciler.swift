@@ -34,6 +34,8 @@ public struct ReconcilerSettings: Sendable {
     public var imagePullTimeout: Duration
     /// How often a pull's progress is reported in the replica's status at most.
     public var imagePullProgressInterval: Duration
+    /// The CPU and memory limits of containers (``ContainerSizing``); nil sets none.
+    public var sizing: ContainerSizing? = nil
 
     /// Makes settings.
     public init(
@@ -116,6 +118,9 @@ actor Reconciler {
     private let retiredHook: @Sendable () -> Void
     /// Where a replica's registry credentials come from, when its image must be pulled.
     private let registryLogins: RegistryLoginSource?
+    /// The node's pod network, when it runs one: application pods join it, and each pass tells
+    /// it which run here.
+    let podNetwork: PodNetwork?
     /// The image pulls under way, by image and tenant.
     private var pulls: [String: ImagePullJob] = [:]
 
@@ -197,8 +202,10 @@ actor Reconciler {
     /// credentials when its image must be pulled (none: pulls go without credentials).
     init(
         settings: ReconcilerSettings, engine: ContainerEngine.Client, api: NodeAPI.Client, logger: Logger,
-        registryLogins: RegistryLoginSource? = nil, retired: @escaping @Sendable () -> Void = {}
+        registryLogins: RegistryLoginSource? = nil, podNetwork: PodNetwork? = nil,
+        retired: @escaping @Sendable () -> Void = {}
     ) {
+        self.podNetwork = podNetwork
         self.retiredHook = retired
         self.registryLogins = registryLogins
         self.settings = settings
@@ -292,7 +299,9 @@ actor Reconciler {
         for (key, workload) in wanted {
             switch workload {
             case .replica(let replica):
-                plans[key] = ContainerPlan(replica: replica, node: settings.node, gatewayBaseURL: settings.gatewayBaseURL)
+                plans[key] = ContainerPlan(
+                    replica: replica, node: settings.node, gatewayBaseURL: settings.gatewayBaseURL,
+                    podNetwork: podNetwork?.networkName, limits: settings.sizing?.limits(for: replica))
             case .server(let server):
                 if let plan = ContainerPlan(server: server, node: settings.node) { plans[key] = plan } else { unplannable[key] = server }
             }
@@ -320,6 +329,7 @@ actor Reconciler {
         }
 
         var summary = ReconcileSummary(wanted: wanted.count, running: 0, nextDue: nil)
+        var localPods: [LocalPod] = []
         for (key, workload) in wanted.sorted(by: { $0.key < $1.key }) {
             if case .server(let server) = workload, unplannable[key] != nil {
                 var entry = tracked[key] ?? Self.fresh(workload, backoff: settings.restartBackoff)
@@ -363,6 +373,15 @@ actor Reconciler {
                     status.endpoint = entry.hostPort.map { serving.url(port: $0) }
                 }
             }
+            if let podNetwork, case .replica(let replica) = workload, replica.spec.owner.kind == .application,
+                status.phase == .running, let id = status.containerID, let endpoint = await podNetwork.endpoint(of: id)
+            {
+                // Its address on the pod network, for the other pods' names and rules.
+                status.podIP = endpoint.ip
+                localPods.append(LocalPod(
+                    group: "\(replica.metadata.tenant)/\(replica.spec.owner.name)", pod: replica.spec.role, containerID: id,
+                    ip: endpoint.ip, hostsPath: endpoint.hostsPath))
+            }
             if case .replica(let replica) = workload {
                 // Only the agent's own phases are reported, for the binding this pass acted on.
                 if !status.phase.isReportedByNodeAgents { status.phase = .starting }
@@ -377,6 +396,7 @@ actor Reconciler {
             entry = await report(entry, key: key, workload: workload)
             tracked[key] = entry
         }
+        await podNetwork?.setLocal(localPods)
         return summary
     }
 
@@ -587,6 +607,16 @@ actor Reconciler {
         if let next = entry.nextAttempt, now < next { return entry.current }
         if let wait { return waiting(entry, status, wait, log: log) }
         var spec = plan.spec
+        if case .replica(let replica) = workload, SecretEnvironment.needed(replica) {
+            // Its secret vars' values, into the engine spec only (SecretEnvironment).
+            switch await SecretEnvironment.values(for: replica, api: api) {
+            case .success(let values): SecretEnvironment.add(values, to: &spec)
+            case .failure(let failure):
+                var failed = failedAttempt(&entry, status, failure.message, log: log)
+                failed.reason = .createContainerConfigError
+                return failed
+            }
+        }
         if let containerPort = plan.publishedPort {
             guard let port = serving.pick(excluding: usedPorts) else {
                 return failedAttempt(
