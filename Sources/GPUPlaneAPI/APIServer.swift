@@ -215,7 +215,10 @@ public func buildApplication(
     let counter = SourceConnectionCounter(limit: limits.maxConnectionsPerSource)
     return Hummingbird.Application(
         router: router,
-        server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionGuardHandler(limits: limits, counter: counter)])),
+        server: .http1(
+            configuration: .init(additionalChannelHandlers: [
+                ConnectionGuardHandler(limits: limits, counter: counter), IngressUpgradeHandler(ingress: deps.ingress),
+            ])),
         configuration: .init(address: .hostname(host, port: port), serverName: "gpuplane-api-server"),
         services: services, logger: deps.logger)
 }

@@ -181,6 +181,108 @@ struct AppIngressTests {
         }
     }
 
+    /// Answers any request with `101 Switching Protocols` (echoing the X-Forwarded-Prefix and
+    /// whether an Authorization arrived), then echoes every byte back: an upgraded protocol.
+    static let upgradeScript = """
+        #!/bin/sh
+        prefix=none; auth=none
+        while read -r line; do
+          line=$(printf '%s' "$line" | tr -d '\\r')
+          [ -z "$line" ] && break
+          case "$line" in X-Forwarded-Prefix:*) prefix="${line#*: }";; Authorization:*) auth=present;; esac
+        done
+        printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\nX-Seen-Prefix: %s\r\nX-Seen-Authorization: %s\r\n\r\n' "$prefix" "$auth"
+        exec cat
+        """
+
+    /// An `Upgrade` request to an application URL is spliced to the pod: its `101` comes back,
+    /// and bytes then flow both ways, unchanged, as a websocket's frames would.
+    @Test func anUpgradeIsSplicedToThePodBothWays() async throws {
+        try await withAgentWorld { world in
+            world.startAgent()
+            let pod = Pod(
+                name: "live", path: "/live", image: world.podman.testImage, servicePorts: [8000], vars: ["UP_SH": Self.upgradeScript],
+                gpu: GPUBlock(enabled: true, model: Catalog.custom, memoryGB: 24),
+                command: ["sh", "-c", #"printf '%s\n' "$UP_SH" > /up.sh && chmod +x /up.sh && exec nc -ll -p 8000 -e /up.sh"#])
+            let app = try await world.store.create(
+                GPUPlaneCore.Application(metadata: ObjectMeta(name: "ws", tenant: world.tenant), spec: ApplicationSpec(pods: [pod])))
+            for var replica in ReplicaPlanner(catalog: try Catalog.standard()).replicas(for: app) {
+                replica.binding = Binding(node: world.node, gpuIndices: [0])
+                replica.status = ReplicaStatus(phase: .bound)
+                _ = try await world.store.create(replica)
+            }
+            try await world.waitForReplicaNamed("ws.live", "ready") { $0.status.ready == true }
+            let port = try #require(Int(world.plane.base.split(separator: ":").last ?? ""))
+            let path = "/apps/\(world.tenant)/ws/live/socket"
+            var outcome = UpgradeOutcome(head: "", echoes: [], roundTrips: [])
+            try await eventually("the upgrade is spliced", timeout: 30, every: 0.5) {
+                outcome = try await Self.upgrade(port: port, path: path, messages: (1...20).map { "ping-\($0)\n" })
+                return outcome.head.hasPrefix("HTTP/1.1 101")
+            }
+            #expect(outcome.head.contains("X-Seen-Prefix: /apps/\(world.tenant)/ws"), "\(outcome.head)")
+            #expect(outcome.head.contains("X-Seen-Authorization: none"), "a gpuplane token must not reach the pod: \(outcome.head)")
+            #expect(outcome.echoes == (1...20).map { "ping-\($0)\n" }, "\(outcome.echoes)")
+            let sorted = outcome.roundTrips.sorted()
+            print("upgrade round trips through the ingress: median \(sorted[sorted.count / 2] * 1000) ms, max \((sorted.last ?? 0) * 1000) ms")
+            // Without a ready pod, an upgrade gets the route's JSON answer.
+            let missing = try await Self.upgrade(port: port, path: "/apps/\(world.tenant)/nothing/live/socket", messages: [])
+            #expect(missing.head.hasPrefix("HTTP/1.1 404"), "\(missing.head)")
+        }
+    }
+
+    struct UpgradeOutcome: Sendable {
+        var head: String
+        var echoes: [String]
+        var roundTrips: [Double]
+    }
+
+    /// Sends an `Upgrade: echo` request with a gpuplane token over a plain socket, reads the
+    /// answer's head; after a 101, sends each message and reads it back, timing each.
+    static func upgrade(port: Int, path: String, messages: [String]) async throws -> UpgradeOutcome {
+        try await TestEnvironment.offPool("upgrade-client") { () throws -> UpgradeOutcome in
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard connected == 0 else { throw AgentHarnessError(description: "cannot connect to the api-server") }
+            var timeout = timeval(tv_sec: 10, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            func write(_ text: String) { _ = text.withCString { send(fd, $0, strlen($0), 0) } }
+            var pending = [UInt8]()
+            func readUntil(_ marker: String) -> String? {
+                let wanted = Array(marker.utf8)
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                while true {
+                    if let range = pending.firstRange(of: wanted) {
+                        let text = String(decoding: pending[..<range.upperBound], as: UTF8.self)
+                        pending.removeSubrange(..<range.upperBound)
+                        return text
+                    }
+                    let n = recv(fd, &buffer, buffer.count, 0)
+                    if n <= 0 { return nil }
+                    pending += buffer[..<n]
+                }
+            }
+            write("GET \(path) HTTP/1.1\r\nHost: ingress.test\r\nUpgrade: echo\r\nConnection: Upgrade\r\nAuthorization: Bearer gp_not-for-the-app\r\n\r\n")
+            let head = readUntil("\r\n\r\n") ?? String(decoding: pending, as: UTF8.self)
+            var outcome = UpgradeOutcome(head: head, echoes: [], roundTrips: [])
+            guard head.hasPrefix("HTTP/1.1 101") else { return outcome }
+            for message in messages {
+                let start = Date()
+                write(message)
+                guard let echo = readUntil("\n") else { break }
+                outcome.roundTrips.append(Date().timeIntervalSince(start))
+                outcome.echoes.append(echo)
+            }
+            return outcome
+        }
+    }
+
     /// The application URLs are routes of the api-server, so its connection limits hold there:
     /// a request head over the decoder's limit is refused, and one that never ends is cut off.
     @Test func hostileRequestsToAnApplicationURLMeetTheAPIsLimits() async throws {

@@ -28,8 +28,10 @@ import Metrics
 /// - Bodies: the request body is read whole, up to ``maxBodyBytes`` (413 beyond); the answer
 ///   streams back as it comes (chunked answers, server-sent events). One request may take up to
 ///   the ingress timeout (an hour by default), streaming included.
-/// - Upgrades (websockets) are refused with 501: the proxy speaks HTTP requests and answers
-///   only.
+/// - Upgrades (websockets): a request with `Upgrade` that resolves to a ready replica is
+///   spliced to it byte for byte on the connection itself (``IngressUpgradeHandler``); one
+///   whose connection to the pod fails is 502. (A server built without that handler answers
+///   501.)
 ///
 /// Connection limits (header, body and keep-alive timeouts; connections per address) and the
 /// HTTP decoder's header limits are the api-server's own, since the ingress is one of its routes.
@@ -157,11 +159,72 @@ public final class AppIngress: Sendable {
         if let segment = target.rest.split(separator: "/").first(where: Self.isDotSegment) {
             throw APIError(.badRequest, .badRequest, "the path has a '\(segment)' segment; send the path it stands for")
         }
+        let (pod, candidates) = try resolve(target)
         if let upgrade = request.headers.first(where: { $0.name.canonicalName == "upgrade" })?.value {
+            // A resolved upgrade is spliced on the connection (``IngressUpgradeHandler``) and
+            // never gets here, unless connecting to the pod failed.
+            if let failure = request.headers.first(where: { $0.name.canonicalName == IngressUpgradeHandler.failureHeader.lowercased() }) {
+                throw APIError(.badGateway, .upstream, "pod \(pod.name) did not take the upgrade connection: \(failure.value)")
+            }
             throw APIError(
                 .notImplemented, .notImplemented,
-                "the application ingress does not proxy protocol upgrades (Upgrade: \(upgrade)); websockets are not supported yet: use plain HTTP requests, or server-sent events to stream")
+                "this server does not splice protocol upgrades (Upgrade: \(upgrade)); use plain HTTP requests, or server-sent events to stream")
         }
+        let body = try await Self.body(request)
+        let prefix = "/apps/\(target.tenant)/\(target.application)"
+        let headers = Self.forwardedHeaders(request, context: context, prefix: prefix)
+        var lastFailure: CurlHTTPError?
+        for (replica, endpoint) in candidates {
+            let answer: CurlHTTP.StreamedResponse
+            do throws(CurlHTTPError) {
+                answer = try await http.exchange(
+                    CurlHTTP.Request(
+                        method: CurlHTTP.Method(request.method.rawValue),
+                        url: endpoint + target.rest + (target.query.map { "?" + $0 } ?? ""), headers: headers, body: body,
+                        timeout: timeout, connectTimeout: .seconds(3)))
+            } catch {
+                if error.code == .couldNotConnect, !error.reachedServer {
+                    logger.warning("application replica does not accept connections; trying the next", metadata: [
+                        "ingress.replica": "\(target.tenant)/\(replica)", "ingress.endpoint": "\(endpoint)", "error": "\(error.message)",
+                    ])
+                    lastFailure = error
+                    continue
+                }
+                throw Self.failure(error, pod: pod.name)
+            }
+            return Self.response(answer, prefix: prefix, head: request.method == .head)
+        }
+        throw Self.failure(
+            lastFailure ?? CurlHTTPError(code: .couldNotConnect, message: "no replica", reachedServer: false), pod: pod.name)
+    }
+
+    /// Where an upgrade request goes: the first ready replica's published address.
+    struct UpgradeDestination: Sendable {
+        var host: String
+        var port: Int
+        /// `host:port` as a `Host` header writes it.
+        var authority: String
+    }
+
+    /// The published address of the first ready replica for `target`.
+    /// - Throws: ``APIError`` as the route would answer.
+    func upgradeDestination(_ target: Target) throws -> UpgradeDestination {
+        if target.rest.split(separator: "/").contains(where: Self.isDotSegment) {
+            throw APIError(.badRequest, .badRequest, "the path has a dot segment")
+        }
+        let (pod, candidates) = try resolve(target)
+        for (_, endpoint) in candidates {
+            guard let url = URL(string: endpoint), var host = url.host, let port = url.port else { continue }
+            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            return UpgradeDestination(host: host, port: port, authority: host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)")
+        }
+        throw GatewayFailure.notReady("pod \(pod.name) has no replica with a usable address")
+    }
+
+    /// The pod of `target` and its ready replicas (name, endpoint without a trailing `/`).
+    /// - Throws: ``APIError``: 503 before the caches are read or with no ready replica, 404
+    ///   for no such application or path.
+    func resolve(_ target: Target) throws -> (pod: Pod, candidates: [(String, String)]) {
         guard applications.hasSynced, replicas.hasSynced else {
             throw GatewayFailure.notReady("the api-server is still reading the cluster (it just started); retry shortly")
         }
@@ -191,32 +254,7 @@ public final class AppIngress: Sendable {
             throw GatewayFailure.notReady(
                 "pod \(pod.name) of application \(target.application) has no ready replica yet (placing, starting, or its port \(ReplicaPlanner.ingressPort(of: pod) ?? 0) not accepting connections); retry shortly")
         }
-        let body = try await Self.body(request)
-        let prefix = "/apps/\(target.tenant)/\(target.application)"
-        let headers = Self.forwardedHeaders(request, context: context, prefix: prefix)
-        var lastFailure: CurlHTTPError?
-        for (replica, endpoint) in candidates {
-            let answer: CurlHTTP.StreamedResponse
-            do throws(CurlHTTPError) {
-                answer = try await http.exchange(
-                    CurlHTTP.Request(
-                        method: CurlHTTP.Method(request.method.rawValue),
-                        url: endpoint + target.rest + (target.query.map { "?" + $0 } ?? ""), headers: headers, body: body,
-                        timeout: timeout, connectTimeout: .seconds(3)))
-            } catch {
-                if error.code == .couldNotConnect, !error.reachedServer {
-                    logger.warning("application replica does not accept connections; trying the next", metadata: [
-                        "ingress.replica": "\(target.tenant)/\(replica)", "ingress.endpoint": "\(endpoint)", "error": "\(error.message)",
-                    ])
-                    lastFailure = error
-                    continue
-                }
-                throw Self.failure(error, pod: pod.name)
-            }
-            return Self.response(answer, prefix: prefix, head: request.method == .head)
-        }
-        throw Self.failure(
-            lastFailure ?? CurlHTTPError(code: .couldNotConnect, message: "no replica", reachedServer: false), pod: pod.name)
+        return (pod, candidates)
     }
 
     static func failure(_ error: CurlHTTPError, pod: String) -> APIError {
