@@ -4,7 +4,7 @@ import Testing
 
 /// The `path` ingress with the real daemons (in ``LocalClusterTests``, which runs its tests one
 /// at a time, so two local clusters never share the host ports 20000-20999): the seed's `api`
-/// pod (`path: /api`, `servicePorts: [8000]`), here on a fake Mode 1 GPU, is applied, placed by
+/// pod (`path: /api`, `servicePorts: [8000]`), a CPU pod, is applied, placed by
 /// the scheduler, started by the node-agent with only port 8000 published, and a request to the
 /// application's URL at `/api` reaches it; another tenant's URL does not.
 extension LocalClusterTests {
@@ -25,12 +25,12 @@ extension LocalClusterTests {
             let route = try #require((status["routes"] as? [[String: Any]])?.first)
             #expect(route["port"] as? Int == 8000)
             #expect(route["ready"] as? Bool == true)
-            // Placed by the scheduler on the dedicated node; only the path's port is published.
+            // Placed by the scheduler; only the path's port is published.
             let replica = try #require(
                 (try await cluster.json("GET", "/v1/replicas", token: token)["items"] as? [[String: Any]])?.first {
                     ($0["metadata"] as? [String: Any])?["name"] as? String == "chat-backend.api"
                 })
-            #expect((replica["binding"] as? [String: Any])?["node"] as? String == cluster.nodeName)
+            #expect((replica["binding"] as? [String: Any])?["node"] as? String != nil)
             let ports = try cluster.podman.podman(["port", "gpuplane_e2e_chat-backend.api"])
             #expect(ports.split(separator: "\n").count == 1 && ports.hasPrefix("8000/tcp -> 127.0.0.1:"), "\(ports)")
 

@@ -451,7 +451,9 @@ actor Reconciler {
             log.debug("model server probe failed", metadata: ["url": "\(url)", "error": "\(why)", "failures": "\(entry.probeFailures + 1)"])
         }
         if answered {
-            if !entry.ready { log.notice("model server ready", metadata: ["endpoint": "\(serving.url(port: port))"]) }
+            if !entry.ready {
+                log.notice(tcpOnly ? "ingress port accepts connections; ready" : "model server ready", metadata: ["endpoint": "\(serving.url(port: port))"])
+            }
             entry.ready = true
             entry.probeFailures = 0
         } else {
