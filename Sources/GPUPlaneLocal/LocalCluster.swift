@@ -116,6 +116,9 @@ public final class LocalCluster: @unchecked Sendable {
                         "--gpu-mode", mode, "--engine-socket", podman.socketPath, "--cdi-gpu-kind", podman.cdiKind,
                         "--nvml-library", binaries.appendingPathComponent("libFakeNVML.so").path, "--stop-grace-period", "2s",
                         "--log-level", "info", "--log-destination", "stderr",
+                        // A fake H100 host: its GPUs' share (12 CPUs, 112 GB each) and 4 CPUs and
+                        // 8 GB spare, which CPU pods may use (docs/architecture.md, "CPU and memory").
+                        "--allocatable-cpu", "\(gpus.count * 12 + 4)", "--allocatable-memory", "\(gpus.count * 112 + 8)Gi",
                     ],
                     environment: ["GPUPLANE_FAKE_NVML_CONFIG": nvmlConfig.path, "GPUPLANE_FAKE_NVML_EVENTS": events.path],
                     label: "gpuplane-node-agent-\(node)")

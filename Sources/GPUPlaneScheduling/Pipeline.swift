@@ -13,10 +13,11 @@ import GPUPlaneCore
 ///    replica per Mode 2 server. The node filters (ready, cordon, mode, machine type, health)
 ///    and the server's GPU health apply as anywhere; the batch order (priority, then age)
 ///    decides who gets an idle server first.
-/// 3. **Node filters**, cheapest and most selective first, then **fit**, which chooses GPUs.
-///    CPU and memory are a node filter (`CPUMemoryFilter`) for every request: allocatable minus
-///    what bound replicas hold, never overcommitted. CPU pods visit every node, CPU-only nodes
-///    first, each part in a seeded shuffle. GPU requests' nodes are visited group by group, a group being the nodes of one `gpu-mode` and machine
+/// 3. **Node filters**, cheapest and most selective first, then **fit**, which chooses GPUs,
+///    then **CPU and memory** (`CPUMemoryFilter`, every request, attachments included):
+///    allocatable minus what bound replicas hold, never overcommitted; after the fit, so a node
+///    out of GPUs says so rather than that its GPUs' CPU is taken. CPU pods visit every node,
+///    CPU-only nodes first, each part in a seeded shuffle. GPU requests' nodes are visited group by group, a group being the nodes of one `gpu-mode` and machine
 ///    type: the pod's ordered machine types in its order, or else the smallest GPUs first.
 ///    Within a group the order is a seeded shuffle with a seeded starting point, so the same
 ///    snapshot and seed place the same way. Visiting stops once enough feasible nodes were
@@ -59,9 +60,9 @@ public struct Pipeline: Sendable {
         GPUModeFilter(),      // gpu-mode label: dedicated (Mode 1, deployments), large (2), shared (3); CPU pods any
         MachineTypeFilter(),  // in the pod's ordered machine-type list, when it gives one
         GPUHealthFilter(),    // enough healthy GPUs (no XID/ECC faults) for what is asked
-        CPUMemoryFilter(),    // CPU and memory free (CPU pods: what GPU hosts' free GPUs leave)
     ]
-    // …then GPUFit: GPU count and VRAM, choosing the GPUs (see `GPUFit`).
+    // …then GPUFit: GPU count and VRAM, choosing the GPUs (see `GPUFit`),
+    // …then CPUMemoryFilter: CPU and memory free (CPU pods: what GPU hosts' free GPUs leave).
 
     // 4. Scores and their weights: the pod's own machine-type order outweighs everything,
     //    then the smallest GPU that fits, then packing and spreading. CPU pods: CPU-only
@@ -87,6 +88,8 @@ public struct Pipeline: Sendable {
     public let nodeFilters: [any NodeFilterPlugin]
     /// Stage 3, the fit.
     public let fit: GPUFit
+    /// Stage 3, after the fit: CPU and memory.
+    public let resources: CPUMemoryFilter
     /// Stage 4.
     public let scores: [WeightedScore]
 
@@ -104,6 +107,7 @@ public struct Pipeline: Sendable {
         self.requestFilters = requestFilters
         self.nodeFilters = nodeFilters
         self.fit = GPUFit()
+        self.resources = CPUMemoryFilter()
         self.scores = scores
     }
 
@@ -138,7 +142,8 @@ public struct Pipeline: Sendable {
                     let server = snapshot.modelServers[id]
                     let node = snapshot.nodes[server.node]
                     guard passesNodeFilters(request, node),
-                        let assignment = fit.attachLarge(request, server: server, serverID: id, node: node)
+                        let assignment = fit.attachLarge(request, server: server, serverID: id, node: node),
+                        resources.filter(request, node: node) == nil
                     else { continue }
                     best.consider(assignment, node: server.node, score: score(assignment, node, server.node, context))
                 }
@@ -152,7 +157,8 @@ public struct Pipeline: Sendable {
                 guard passesNodeFilters(request, node),
                     let assignment = fit.attach(
                         request, server: server, serverID: id, node: node,
-                        maxAttachments: snapshot.maxAttachmentsPerServer)
+                        maxAttachments: snapshot.maxAttachmentsPerServer),
+                    resources.filter(request, node: node) == nil
                 else { continue }
                 best.consider(assignment, node: server.node, score: score(assignment, node, server.node, context))
                 if best.found >= feasibleNodesToFind(snapshot.nodes.count) { break }
@@ -166,7 +172,8 @@ public struct Pipeline: Sendable {
         if request.isCPU {
             for position in snapshot.cpuVisitOrder {
                 let node = snapshot.nodes[position]
-                guard passesNodeFilters(request, node), case .fits(let assignment) = fit.fit(request, node: node)
+                guard passesNodeFilters(request, node), case .fits(let assignment) = fit.fit(request, node: node),
+                    resources.filter(request, node: node) == nil
                 else { continue }
                 best.consider(assignment, node: position, score: score(assignment, node, position, context))
                 if best.found >= target { break }
@@ -180,7 +187,8 @@ public struct Pipeline: Sendable {
                 let position = group.nodes[(start + k) % count]
                 let node = snapshot.nodes[position]
                 guard passesNodeFilters(request, node),
-                    case .fits(let assignment) = fit.fit(request, node: node)
+                    case .fits(let assignment) = fit.fit(request, node: node),
+                    resources.filter(request, node: node) == nil
                 else { continue }
                 // 4. Scores.
                 best.consider(assignment, node: position, score: score(assignment, node, position, context))
@@ -213,6 +221,8 @@ public struct Pipeline: Sendable {
             if let reason = firstNodeFilterRefusal(request, node) {
                 counts[reason, default: 0] += 1
             } else if case .refused(let reason) = fit.fit(request, node: node) {
+                counts[reason, default: 0] += 1
+            } else if let reason = resources.filter(request, node: node) {
                 counts[reason, default: 0] += 1
             }
         }

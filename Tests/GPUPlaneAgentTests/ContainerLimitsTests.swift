@@ -1,5 +1,5 @@
 import Foundation
-import GPUPlaneAgent
+@testable import GPUPlaneAgent
 import GPUPlaneCore
 import GPUPlaneTestSupport
 import Testing
@@ -95,6 +95,46 @@ struct ContainerLimitsTests {
             #expect(limits["QUOTA"] == "\(min(24_000, hostCPUs) * 100)")
             #expect(limits["MEMORY"] == "\(Int64(2 * 112 * 1024) * 1024 * 1024)")
         }
+    }
+
+    @Test func createBodiesCarryTheLimits() throws {
+        var spec = ContainerEngine.ContainerSpec(name: "c", image: "i", memoryLimitBytes: 512 << 20)
+        spec.cpuLimitMilli = 1500
+        try spec.validate()
+        let libpod = try JSONSerialization.jsonObject(
+            with: JSONEncoder().encode(LibpodCreate(spec, labels: [:], cdiKind: "nvidia.com/gpu"))) as? [String: Any]
+        let limits = libpod?["resource_limits"] as? [String: Any]
+        let cpu = limits?["cpu"] as? [String: Any]
+        #expect(cpu?["quota"] as? Int == 150_000)
+        #expect(cpu?["period"] as? Int == 100_000)
+        #expect((limits?["memory"] as? [String: Any])?["limit"] as? Int == 512 << 20)
+        let docker = try JSONSerialization.jsonObject(with: JSONEncoder().encode(DockerCreate(spec, labels: [:]))) as? [String: Any]
+        #expect((docker?["HostConfig"] as? [String: Any])?["NanoCpus"] as? Int == 1_500_000_000)
+        spec.cpuLimitMilli = 5
+        #expect(throws: EngineError.self) { try spec.validate() }
+    }
+
+    @Test func planLimitsComeFromTheSizing() throws {
+        let sizing = ContainerSizing(hostCPUMilli: 2000)
+        let owner = OwnerReference(kind: .application, name: "a", uid: "u")
+        var cpuPod = Replica(
+            metadata: ObjectMeta(name: "a.web", tenant: "t", uid: "u1"),
+            spec: ReplicaSpec(owner: owner, role: "web", mode: nil, modelSlug: nil, gpus: 0, vramGB: 0, machineTypes: ["L"], priority: .default, image: "i"))
+        cpuPod.spec.cpuMilli = 4000
+        cpuPod.spec.memoryMB = 15 * 1024
+        // L's 4 CPUs capped at the host's 2; its 15 GB kept.
+        #expect(sizing.limits(for: cpuPod) == ComputeResources(cpuMilli: 2000, memoryMB: 15 * 1024))
+        let whole = Replica(
+            metadata: ObjectMeta(name: "a.train", tenant: "t", uid: "u2"),
+            spec: ReplicaSpec(owner: owner, role: "train", mode: .dedicated, modelSlug: nil, gpus: 1, vramGB: 80, machineTypes: [], priority: .default, image: "i"))
+        #expect(sizing.limits(for: whole) == nil, "the node's type is not known before registration")
+        sizing.machineType = "GPU-L40"
+        #expect(sizing.limits(for: whole) == ComputeResources(cpuMilli: 2000, memoryMB: 100 * 1024))
+        let plan = ContainerPlan(replica: whole, node: "n", gatewayBaseURL: "http://gw", limits: sizing.limits(for: whole))
+        #expect(plan.spec.cpuLimitMilli == 2000)
+        #expect(plan.spec.memoryLimitBytes == Int64(100 * 1024) << 20)
+        let unlimited = ContainerPlan(replica: whole, node: "n", gatewayBaseURL: "http://gw")
+        #expect(unlimited.specHash != plan.specHash)
     }
 
     @Test func quantitiesParse() {

@@ -56,13 +56,15 @@ struct EngineSpecTests {
     }
 
     /// The spec's shape is the admission policy: it has no field for privileges, host
-    /// namespaces, host mounts, capabilities or devices. A new field must be argued for here.
+    /// namespaces, host mounts, capabilities or devices. A new field must be argued for here:
+    /// `cpuLimitMilli` only confines (a CFS quota, like `memoryLimitBytes`); `networkName` joins
+    /// a named bridge network (validated: never `host` or `none`).
     @Test func theSpecCannotExpressForbiddenOptions() {
         let fields = Set(Mirror(reflecting: spec()).children.compactMap(\.label))
         #expect(
             fields == [
                 "name", "image", "command", "entrypoint", "environment", "labels", "ports", "memoryLimitBytes",
-                "gpuIndices", "network",
+                "gpuIndices", "network", "networkName", "cpuLimitMilli",
             ])
         #expect(Set(["bridge", "none"]) == Set([ContainerEngine.ContainerSpec.Network.bridge, .none].map(\.rawValue)))
     }

@@ -153,6 +153,17 @@ import Testing
         #expect(rebuilt.node(named: "small")?.allocated == ComputeResources(cpuMilli: 12_000, memoryMB: 112 * 1024))
     }
 
+    @Test func aNodeOutOfGPUsSaysSoRatherThanCPU() throws {
+        // Allocatable exactly its GPUs' share, as an agent on a small host with fake GPUs reports.
+        var snapshot = Fixture.snapshot([Self.gpuNode("gpu-a", gpus: 1, cpuMilli: 12_000, memoryMB: 112 * 1024)])
+        #expect(Fixture.pipeline.place(Fixture.dedicated("one"), in: &snapshot).placement != nil)
+        #expect(Fixture.pipeline.evaluate(Fixture.dedicated("two"), in: snapshot).refusal?.summary
+            == "0/1 nodes: 1 not enough free GPUs")
+        // A CPU pod finds nothing spare there either.
+        #expect(Fixture.pipeline.evaluate(Fixture.request(Self.cpuPod("web")), in: snapshot).refusal?.summary
+            == "0/1 nodes: 1 insufficient cpu")
+    }
+
     @Test func nodesReportingNoAllocatableAreNotAccounted() throws {
         // Old agents and benchmark hollow nodes: CPU and memory always fit.
         var snapshot = Fixture.snapshot([Fixture.node("gpu-a", gpus: 1)])

@@ -5,7 +5,8 @@ import GPUPlaneCore
 /// bound there hold, never overcommitted. A CPU pod on a GPU host may use only what is left
 /// once every GPU free to be given whole keeps its share (``NodeState/freeForCPUPods``), so CPU
 /// pods never stand in the way of GPU work. Nodes that report no allocatable are not accounted
-/// and pass.
+/// and pass. The pipeline runs it after the GPU fit (`Pipeline.resources`), so a node out of
+/// GPUs is counted under the GPU reason.
 public struct CPUMemoryFilter: NodeFilterPlugin {
     /// Not enough CPU free.
     public static let insufficientCPU = RefusalReason(code: "InsufficientCPU", message: "insufficient cpu")
