@@ -5,14 +5,15 @@ import GPUPlaneLocal
 /// the three daemons, applies the example as an Enterprise tenant, and shows it placed and
 /// running, with what the container sees of its GPU; then applies the Mode 3 example and shows
 /// its model server (the stand-in) ready, the pod running with NXL_INFERENCE_URL, and one chat
-/// completion through that URL.
+/// completion through that URL; then the `path` example, reached at its application URL.
 let usage = """
     usage: gpuplane-local [--example FILE] [--keep-running]
 
     Starts a whole gpuplane here (etcd, podman with 8 + 2 fake GPUs, the api-server, the
     scheduler and two node-agents), applies FILE as an Enterprise tenant and shows it placed
     and running, then applies examples/local-shared-model.yaml (Mode 3) and calls its model
-    through the inference gateway; then stops everything.
+    through the inference gateway, then applies examples/local-app-url.yaml (an api pod with
+    path /api) and GETs its application URL; then stops everything.
 
       --example FILE   the application to apply first (default: examples/local-gpu-app.yaml)
       --keep-running   leave the cluster up (prints the api-server URL and an admin token)
