@@ -69,7 +69,7 @@ public struct APIDependencies: Sendable {
         self.inferenceKeys = InferenceKeys(store: store)
         self.gateway = InferenceGateway(
             store: store, keys: inferenceKeys, timeout: inferenceTimeout, queueTimeout: inferenceQueueTimeout, logger: logger)
-        self.ingress = AppIngress(store: store, replicas: gateway.replicas, timeout: ingressTimeout, logger: logger)
+        self.ingress = AppIngress(store: store, replicas: gateway.replicas, timeout: ingressTimeout, publicURL: publicURL, logger: logger)
         self.publicURL = publicURL
     }
 

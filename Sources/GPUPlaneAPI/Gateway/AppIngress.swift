@@ -46,14 +46,20 @@ public final class AppIngress: Sendable {
     let http: CurlHTTP.Client
     let timeout: Duration
     let logger: Logger
+    /// `X-Forwarded-Proto`: `https` when the api-server's public URL is, else `http`.
+    let forwardedProto: String
 
     /// Makes an ingress over `store`, reading replicas from `replicas` (the inference
-    /// gateway's informer, started by it); nothing is watched until ``start()``.
-    public init(store: ResourceStore, replicas: Informer<Replica>, timeout: Duration = .seconds(3600), logger: Logger) {
+    /// gateway's informer, started by it); nothing is watched until ``start()``. `publicURL`
+    /// (the api-server's, as clients reach it) sets `X-Forwarded-Proto`.
+    public init(
+        store: ResourceStore, replicas: Informer<Replica>, timeout: Duration = .seconds(3600), publicURL: String? = nil, logger: Logger
+    ) {
         self.applications = Informer<GPUPlaneCore.Application>(store: store, logger: logger)
         self.replicas = replicas
         self.http = CurlHTTP.Client(name: "ingress-curl", maxConnections: 256)
         self.timeout = timeout
+        self.forwardedProto = publicURL?.lowercased().hasPrefix("https://") == true ? "https" : "http"
         self.logger = logger
     }
 
@@ -172,7 +178,7 @@ public final class AppIngress: Sendable {
         }
         let body = try await Self.body(request)
         let prefix = "/apps/\(target.tenant)/\(target.application)"
-        let headers = Self.forwardedHeaders(request, context: context, prefix: prefix)
+        let headers = Self.forwardedHeaders(request, context: context, prefix: prefix, proto: forwardedProto)
         var lastFailure: CurlHTTPError?
         for (replica, endpoint) in candidates {
             let answer: CurlHTTP.StreamedResponse
@@ -295,7 +301,7 @@ public final class AppIngress: Sendable {
 
     /// The headers sent to the pod: the client's, less hop-by-hop ones and gpuplane tokens,
     /// plus `X-Forwarded-*`.
-    static func forwardedHeaders(_ request: Request, context: APIContext, prefix: String) -> [CurlHTTP.Header] {
+    static func forwardedHeaders(_ request: Request, context: APIContext, prefix: String, proto: String) -> [CurlHTTP.Header] {
         let connection = request.headers.filter { $0.name.canonicalName == "connection" }.map(\.value)
         let dropped = hopByHop.union(connectionTokens(connection)).union(replacedOnRequest)
         var headers: [CurlHTTP.Header] = []
@@ -306,7 +312,7 @@ public final class AppIngress: Sendable {
             headers.append(CurlHTTP.Header(field.name.rawName, field.value))
         }
         if let address = context.remoteAddress { headers.append(CurlHTTP.Header("X-Forwarded-For", address)) }
-        headers.append(CurlHTTP.Header("X-Forwarded-Proto", "http"))
+        headers.append(CurlHTTP.Header("X-Forwarded-Proto", proto))
         if let host = request.head.authority { headers.append(CurlHTTP.Header("X-Forwarded-Host", host)) }
         headers.append(CurlHTTP.Header("X-Forwarded-Prefix", prefix))
         // Without a body libcurl sends none of its own; a client's Content-Type still goes.

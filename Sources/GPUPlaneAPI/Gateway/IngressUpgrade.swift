@@ -55,7 +55,7 @@ final class IngressUpgradeHandler: ChannelInboundHandler, RemovableChannelHandle
         }
         state = .connecting(head)
         let remote = context.channel.remoteAddress?.ipAddress
-        let request = Self.requestHead(head, target: target, destination: destination, client: remote)
+        let request = Self.requestHead(head, target: target, destination: destination, client: remote, proto: ingress.forwardedProto)
         let serverGlue = GlueHandler()
         let boundGlue = NIOLoopBound(serverGlue, eventLoop: context.eventLoop)
         ClientBootstrap(group: context.eventLoop)
@@ -108,8 +108,9 @@ final class IngressUpgradeHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     /// The request head sent to the pod, as HTTP/1.1 text.
-    static func requestHead(_ head: HTTPRequest, target: AppIngress.Target, destination: AppIngress.UpgradeDestination, client: String?)
-        -> String
+    static func requestHead(
+        _ head: HTTPRequest, target: AppIngress.Target, destination: AppIngress.UpgradeDestination, client: String?, proto: String
+    ) -> String
     {
         var text = "\(head.method.rawValue) \(target.rest)\(target.query.map { "?" + $0 } ?? "") HTTP/1.1\r\n"
         text += "Host: \(destination.authority)\r\n"
@@ -121,7 +122,7 @@ final class IngressUpgradeHandler: ChannelInboundHandler, RemovableChannelHandle
             text += "\(field.name.rawName): \(field.value)\r\n"
         }
         if let client { text += "X-Forwarded-For: \(client)\r\n" }
-        text += "X-Forwarded-Proto: http\r\n"
+        text += "X-Forwarded-Proto: \(proto)\r\n"
         if let host = head.authority { text += "X-Forwarded-Host: \(host)\r\n" }
         text += "X-Forwarded-Prefix: /apps/\(target.tenant)/\(target.application)\r\n\r\n"
         return text
