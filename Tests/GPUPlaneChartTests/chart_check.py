@@ -492,7 +492,10 @@ def check_values_file(
                     "mounts": [{"name": m["name"], "path": m["mountPath"], "readOnly": m.get("readOnly", False)} for m in c.get("volumeMounts", [])],
                     "ports": {p["name"]: p["containerPort"] for p in c.get("ports", [])}, "probes": probes}
 
+        for claim in workload["spec"].get("volumeClaimTemplates", []):
+            volumes[claim["metadata"]["name"]] = {"emptyDir": {}, "claim": True}
         return {"name": workload["metadata"]["name"], "securityContext": spec.get("securityContext", {}),
+                "replicas": workload["spec"]["replicas"],
                 "initContainers": [container(c) for c in spec.get("initContainers", [])],
                 "containers": [container(c) for c in spec["containers"]], "volumes": volumes}
 
@@ -503,7 +506,7 @@ def check_values_file(
         "catalog": catalog_text,
         "adminTokens": admin_tokens_text,
         "secretKey": secret_key_text,
-        "pods": {"apiServer": pod(api), "scheduler": pod(scheduler)},
+        "pods": {"apiServer": pod(api), "scheduler": pod(scheduler), "etcd": pod(statefulsets[0]) if statefulsets else None},
         "etcdEndpoints": endpoints,
     }
 

@@ -7,7 +7,11 @@ Run by ChartTests.swift as root after chart_check.py, with the OUT/daemons.json 
 
 For each values file it renders, in a network and mount namespace of its own (nothing of the
 host changes: /etc and /usr/local/bin are overlays, /run a tmpfs, only loopback):
-- one etcd on 127.0.0.1, every host the daemons' etcd.endpoints name mapped to it in /etc/hosts;
+- with the bundled etcd, its members as rendered (environment, probes, data volume), each in a
+  network namespace of its own on a bridge, their stable names in /etc/hosts, with this machine's
+  etcd executable (Debian's 3.4, not the chart's 3.5 image): they must answer their probes and
+  form one cluster; with an external etcd, one etcd on 127.0.0.1, every host the daemons'
+  etcd.endpoints name mapped to it in /etc/hosts;
 - every volume of the api-server and scheduler pods made as the kubelet makes them: ConfigMaps
   and Secrets as atomic-writer directories (`..data` and each file a symbolic link into it), files
   of defaultMode with fsGroup's group and read bit, emptyDirs setgid for fsGroup; Secrets the
@@ -28,6 +32,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -135,21 +140,23 @@ class Pod:
                 os.chmod(directory, 0o2755 if self.fs_group is not None else 0o755)
             self.made[name] = contents
 
-    def start(self, container: dict, pod_name: str) -> subprocess.Popen:
+    def start(self, container: dict, pod_name: str, netns: str | None = None) -> subprocess.Popen:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
         for key, value in container["env"].items():
             if isinstance(value, dict):
                 if value.get("fieldRef") != "metadata.name":
                     raise SystemExit(f"{container['name']}: {key} from {value}, which this check does not follow")
                 value = pod_name
-            env[key] = value
+            # $(NAME) names a variable defined before, as the kubelet expands it.
+            env[key] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), value)
         groups = [self.gid] + ([self.fs_group] if self.fs_group is not None else [])
         spec = {"mounts": [{"source": str(self.root / m["name"]), "path": m["path"], "readOnly": m["readOnly"]} for m in container["mounts"]],
                 "uid": self.uid, "gid": self.gid, "groups": groups, "command": container["command"], "args": container["args"], "env": env}
         spec_path = self.root / f"{pod_name}-{container['name']}.json"
         spec_path.write_text(json.dumps(spec))
         log = open(self.logs / f"{pod_name}-{container['name']}.log", "w")
-        process = subprocess.Popen(["unshare", "-m", "--propagation", "private", sys.executable, __file__, "--container", str(spec_path)],
+        prefix = ["ip", "netns", "exec", netns] if netns else []
+        process = subprocess.Popen(prefix + ["unshare", "-m", "--propagation", "private", sys.executable, __file__, "--container", str(spec_path)],
                                    stdout=log, stderr=subprocess.STDOUT)
         self.processes[f"{pod_name}/{container['name']}"] = process
         return process
@@ -167,7 +174,8 @@ class Pod:
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
 
-def stop(process: subprocess.Popen, where: str, what: str) -> None:
+def stop(process: subprocess.Popen, where: str, what: str, clean: tuple[int, ...] = (0,)) -> None:
+    """SIGTERM, then the exit status must be one of `clean` within 30 s."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
     try:
@@ -177,7 +185,7 @@ def stop(process: subprocess.Popen, where: str, what: str) -> None:
         process.wait()
         fail(where, f"{what} did not stop within 30 s of SIGTERM")
         return
-    if status != 0:
+    if status not in clean:
         fail(where, f"{what} exited {status} on SIGTERM")
 
 
@@ -202,7 +210,22 @@ def check_values_set(daemons: dict, work: Path) -> None:
     logs = root / "logs"
     logs.mkdir(parents=True)
 
-    # etcd on loopback; every endpoint's host is this machine.
+    if daemons["pods"].get("etcd"):
+        members = start_members(daemons["pods"]["etcd"], root, logs, where)
+        try:
+            if members:
+                check_api_server(daemons, root, logs, where)
+                check_schedulers(daemons, root, logs, where)
+        finally:
+            for name, process in members.items():
+                # etcd ends by raising the signal again once it has stopped cleanly.
+                stop(process, where, f"etcd member {name}", clean=(0, -signal.SIGTERM))
+            subprocess.run(["ip", "link", "del", "gpbr0"], capture_output=True)
+            for index in range(daemons["pods"]["etcd"]["replicas"]):
+                subprocess.run(["ip", "netns", "del", f"gpm{index}"], capture_output=True)
+        return
+
+    # An external etcd: one on loopback, every endpoint's host this machine.
     endpoints = [urlparse(e) for e in daemons["etcdEndpoints"]]
     ports = sorted({e.port or 2379 for e in endpoints})
     with open("/etc/hosts", "a") as hosts:
@@ -223,6 +246,48 @@ def check_values_set(daemons: dict, work: Path) -> None:
     finally:
         etcd.terminate()
         etcd.wait()
+
+
+def start_members(spec: dict, root: Path, logs: Path, where: str) -> dict[str, subprocess.Popen]:
+    """The bundled etcd's members as rendered, each in a network namespace of its own on a bridge,
+    its stable name (<pod>.<headless service>...) in /etc/hosts; they must form one cluster."""
+    container = spec["containers"][0]
+    run("ip", "link", "add", "gpbr0", "type", "bridge")
+    run("ip", "addr", "add", "10.99.0.1/24", "dev", "gpbr0")
+    run("ip", "link", "set", "gpbr0", "up")
+    hosts = open("/etc/hosts", "a")
+    members: dict[str, subprocess.Popen] = {}
+    addresses = []
+    for index in range(spec["replicas"]):
+        name, netns, address = f"{spec['name']}-{index}", f"gpm{index}", f"10.99.0.{10 + index}"
+        run("ip", "netns", "add", netns)
+        run("ip", "link", "add", f"gpvh{index}", "type", "veth", "peer", "name", f"gpve{index}")
+        run("ip", "link", "set", f"gpve{index}", "netns", netns)
+        run("ip", "link", "set", f"gpvh{index}", "master", "gpbr0", "up")
+        run("ip", "netns", "exec", netns, "ip", "addr", "add", f"{address}/24", "dev", f"gpve{index}")
+        run("ip", "netns", "exec", netns, "ip", "link", "set", f"gpve{index}", "up")
+        run("ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up")
+        advertised = urlparse(re.sub(r"\$\(ETCD_NAME\)", name, container["env"]["ETCD_INITIAL_ADVERTISE_PEER_URLS"])).hostname
+        hosts.write(f"{address} {advertised}\n")
+        addresses.append(address)
+    hosts.close()
+    for index in range(spec["replicas"]):
+        name = f"{spec['name']}-{index}"
+        pod = Pod(spec, f"etcd-{index}", root, logs)
+        members[name] = pod.start(container, name, netns=f"gpm{index}")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        get = container["probes"][probe]
+        port = container["ports"].get(get["port"], get["port"])
+        for name, address in zip(members, addresses):
+            if not wait_for(lambda: http("GET", f"http://{address}:{port}{get['path']}")[0] == 200, 60, 0.25):
+                fail(where, f"etcd member {name}'s {probe} GET {get['path']} does not answer 200: "
+                            + (logs / f"{name}-{container['name']}.log").read_text(errors="replace")[-1500:])
+                return members
+    status, body = http("POST", f"http://{addresses[0]}:{container['ports']['client']}/v3/cluster/member/list", body={})
+    listed = sorted(m.get("name", "") for m in json.loads(body).get("members", [])) if status == 200 else []
+    if listed != sorted(members):
+        fail(where, f"the etcd members do not form one cluster of {sorted(members)}: {status} {body[:300]}")
+    return members
 
 
 def check_api_server(daemons: dict, root: Path, logs: Path, where: str) -> None:
@@ -296,18 +361,19 @@ def namespace_main(arguments: argparse.Namespace) -> int:
     """In new network and mount namespaces: loopback up, /etc and /usr/local/bin overlays, /run a tmpfs."""
     run("ip", "link", "set", "lo", "up")
     work = Path(arguments.work)
-    for target, name in (("/etc", "etc"), ("/usr/local/bin", "bin")):
+    for target, name in (("/etc", "etc"), ("/usr/local/bin", "bin"), ("/var/lib", "varlib")):
         upper, scratch = work / "overlay" / name / "upper", work / "overlay" / name / "work"
         upper.mkdir(parents=True)
         scratch.mkdir(parents=True)
         run("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={target},upperdir={upper},workdir={scratch}", target)
     run("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run")
     binaries = Path(arguments.binaries).resolve()
-    for executable in ("gpuplane-api-server", "gpuplane-scheduler"):
+    for executable, target in (("gpuplane-api-server", binaries / "gpuplane-api-server"),
+                               ("gpuplane-scheduler", binaries / "gpuplane-scheduler"), ("etcd", Path(shutil.which("etcd")))):
         link = Path("/usr/local/bin") / executable
         if link.exists() or link.is_symlink():
             link.unlink()
-        link.symlink_to(binaries / executable)
+        link.symlink_to(target)
     original_hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
     for daemons in json.loads(Path(arguments.daemons).read_text()):
         Path("/etc/hosts").write_text(original_hosts)
