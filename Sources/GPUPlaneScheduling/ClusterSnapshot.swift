@@ -56,6 +56,10 @@ public struct NodeState: Sendable {
     public let gpuShare: ComputeResources
     /// A CPU-only node (`gpuplane.io/node-kind=cpu`, or no GPUs): it takes CPU pods only.
     public let isCPUOnly: Bool
+    /// GPUs held by whole-GPU replicas (Mode 1, deployments), which hold their GPU's share of
+    /// CPU and memory in ``allocated``; every other GPU (free, or a model server's) keeps its
+    /// share from CPU pods.
+    public internal(set) var gpusHoldingTheirShare: Int = 0
 
     /// GPUs free to be given whole.
     public var freeWholeGPUs: Int {
@@ -69,11 +73,12 @@ public struct NodeState: Sendable {
         allocatable.map { ComputeResources(cpuMilli: $0.cpuMilli - allocated.cpuMilli, memoryMB: $0.memoryMB - allocated.memoryMB) }
     }
 
-    /// CPU and memory free for a CPU pod: on a GPU host, only what is left once each GPU free
-    /// to be given whole keeps its share, so CPU pods never stand in the way of GPU work.
+    /// CPU and memory free for a CPU pod: on a GPU host, only what is left once each GPU that
+    /// no whole-GPU replica holds (free ones, and model servers', whose containers hold no
+    /// accounted CPU or memory) keeps its share, so CPU pods never stand in the way of GPU work.
     public var freeForCPUPods: ComputeResources? {
         guard let free else { return nil }
-        let kept = gpuShare.times(freeWholeGPUs)
+        let kept = gpuShare.times(max(0, gpus.count - gpusHoldingTheirShare))
         return ComputeResources(cpuMilli: free.cpuMilli - kept.cpuMilli, memoryMB: free.memoryMB - kept.memoryMB)
     }
 
@@ -128,6 +133,8 @@ struct HeldReplica: Sendable {
     var server: Int?
     /// CPU and memory it holds on `node`.
     var resources: ComputeResources = .zero
+    /// GPUs of its node whose share it holds (whole-GPU replicas).
+    var shareGPUs = 0
 }
 
 /// Nodes sharing a `gpu-mode` and a machine type, visited together.
@@ -301,6 +308,10 @@ public struct ClusterSnapshot: Sendable {
                 // CPU and memory, sized as the node-agent sizes the container.
                 record.resources = replica.spec.resources(onNodeOf: self.nodes[n].machineType, in: table)
                 self.nodes[n].allocated.add(record.resources)
+                if replica.spec.holdsWholeGPUs {
+                    record.shareGPUs = binding.gpuIndices.count
+                    self.nodes[n].gpusHoldingTheirShare += record.shareGPUs
+                }
             }
             if attaches {
                 if let name = binding.modelServer, let id = serverIndex[name] {
@@ -370,6 +381,10 @@ public struct ClusterSnapshot: Sendable {
             priority: request.priority, node: n, gpuIndices: placement.binding.gpuIndices,
             wholeGPUs: request.wholeGPUs, server: nil, resources: request.resources(on: nodes[n]))
         nodes[n].allocated.add(record.resources)
+        if case .wholeGPUs = request.demand {
+            record.shareGPUs = placement.binding.gpuIndices.count
+            nodes[n].gpusHoldingTheirShare += record.shareGPUs
+        }
         switch placement.assignment.kind {
         case .cpu:
             break
@@ -431,6 +446,7 @@ public struct ClusterSnapshot: Sendable {
         if let n = record.node {
             ownerNodeCounts[record.ownerKey]?[n, default: 1] -= 1
             nodes[n].allocated.subtract(record.resources)
+            nodes[n].gpusHoldingTheirShare -= record.shareGPUs
             if record.wholeGPUs > 0 {
                 for index in record.gpuIndices {
                     guard let p = nodes[n].position(ofGPU: index), nodes[n].gpus[p].owner == key else { continue }

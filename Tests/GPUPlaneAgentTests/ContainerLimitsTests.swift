@@ -135,6 +135,12 @@ struct ContainerLimitsTests {
         #expect(plan.spec.memoryLimitBytes == Int64(100 * 1024) << 20)
         let unlimited = ContainerPlan(replica: whole, node: "n", gatewayBaseURL: "http://gw")
         #expect(unlimited.specHash != plan.specHash)
+        // A model server: its GPU's share.
+        let server = ModelServer(
+            metadata: ObjectMeta(name: "srv"),
+            spec: .init(slug: "llama-3.1-8b", mode: .sharedPinned, vramGB: 20),
+            binding: Binding(node: "n", gpuIndices: [0]))
+        #expect(sizing.limits(for: server) == ComputeResources(cpuMilli: 2000, memoryMB: 100 * 1024))
     }
 
     @Test func quantitiesParse() {

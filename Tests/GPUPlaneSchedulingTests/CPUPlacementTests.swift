@@ -141,6 +141,19 @@ import Testing
         #expect(snapshot.node(named: "gpu-a")?.allocated == ComputeResources(cpuMilli: 28_000, memoryMB: 239 * 1024))
     }
 
+    @Test func modelServersKeepTheirGPUsShareFromCPUPods() throws {
+        // One shared H100 with a Mode 3 server on it: 20 CPUs minus its 12 leave 8 for CPU pods.
+        let node = Self.gpuNode("shr", gpus: 1, cpuMilli: 20_000, memoryMB: 200 * 1024, mode: "shared")
+        let server = Fixture.server("llama-3.1-8b-shr-gpu0", slug: "llama-3.1-8b", node: "shr", gpu: 0, vramGB: 20)
+        var snapshot = Fixture.snapshot([node], servers: [server])
+        #expect(snapshot.node(named: "shr")?.freeWholeGPUs == 0)
+        #expect(Fixture.pipeline.place(Fixture.request(Self.cpuPod("xl", type: "XL")), in: &snapshot).placement != nil)
+        #expect(Fixture.pipeline.evaluate(Fixture.request(Self.cpuPod("s", type: "S")), in: snapshot).refusal?.summary
+            == "0/1 nodes: 1 insufficient cpu")
+        // A Mode 3 tenant still attaches: its XS comes out of the node's free CPU, not the server's share.
+        #expect(Fixture.pipeline.place(Fixture.request(Fixture.shared("tenant")), in: &snapshot).placement != nil)
+    }
+
     @Test func gpuReplicasNeedTheirShareOfCPUAndMemory() throws {
         // A host declaring 20 CPUs holds one H100 replica's 12, not two.
         var snapshot = Fixture.snapshot([Self.gpuNode("small", gpus: 2, cpuMilli: 20_000, memoryMB: 1 << 20)])

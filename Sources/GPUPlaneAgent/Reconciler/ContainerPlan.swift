@@ -137,7 +137,9 @@ public struct ContainerPlan: Sendable, Hashable {
     /// Its key is `_cluster/<name>` (tenants are DNS labels, so no replica's key can match). It
     /// runs the serving image with the catalog's arguments on exactly its GPU, with
     /// `GPUPLANE_MODEL_SLUG` and `GPUPLANE_MODEL_SERVER` set, on the bridge network.
-    public init?(server: ModelServer, node: String) {
+    /// With `limits` (``ContainerSizing/limits(for:)``), the container gets them
+    /// as engine limits.
+    public init?(server: ModelServer, node: String, limits: ComputeResources? = nil) {
         guard let serving = server.spec.serving else { return nil }
         let name = server.metadata.name
         let key = Self.key(server)
@@ -146,7 +148,12 @@ public struct ContainerPlan: Sendable, Hashable {
             command: serving.args.isEmpty ? nil : serving.args,
             environment: ["GPUPLANE_MODEL_SLUG": server.spec.slug, "GPUPLANE_MODEL_SERVER": name], labels: [:], ports: [],
             gpuIndices: (server.binding?.gpuIndices ?? []).sorted(), network: .bridge)
-        let hash = Self.hash(spec: spec, uid: server.metadata.uid, ports: [serving.port])
+        var hash = Self.hash(spec: spec, uid: server.metadata.uid, ports: [serving.port])
+        if let limits {
+            if limits.cpuMilli > 0 { spec.cpuLimitMilli = max(limits.cpuMilli, ContainerEngine.ContainerSpec.minimumCPUMilli) }
+            if limits.memoryMB > 0 { spec.memoryLimitBytes = max(limits.memoryBytes, ContainerEngine.ContainerSpec.minimumMemoryBytes) }
+            hash = Self.fnv1a(Data("\(hash)\nlimits:\(spec.cpuLimitMilli ?? 0)/\(spec.memoryLimitBytes ?? 0)".utf8))
+        }
         spec.labels = [
             Self.replicaLabel: key, Self.nodeLabel: node, Self.specHashLabel: hash, Self.modelServerLabel: name,
             Self.gpusLabel: Self.gpusLabelValue(spec.gpuIndices),

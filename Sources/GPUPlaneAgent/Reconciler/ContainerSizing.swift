@@ -37,4 +37,16 @@ public final class ContainerSizing: Sendable {
         if hostCPU > 0 { size.cpuMilli = min(size.cpuMilli, hostCPU) }
         return size
     }
+
+    /// The limits of a model server's container: its node's GPU machine type's CPU and memory
+    /// for its GPU (a whole-GPU share, as a Mode 1 replica of one GPU gets); nil before
+    /// registration or on a type outside the table. The scheduler keeps that share from CPU
+    /// pods rather than accounting it (docs/architecture.md, "CPU and memory").
+    public func limits(for server: ModelServer) -> ComputeResources? {
+        let (type, hostCPU) = state.withLock { ($0.machineType, $0.hostCPUMilli) }
+        guard let gpuType = type.flatMap({ table.named($0) }), gpuType.family == .gpu else { return nil }
+        var size = ComputeResources(gpuType).times(max(1, server.binding?.gpuIndices.count ?? 1))
+        if hostCPU > 0 { size.cpuMilli = min(size.cpuMilli, hostCPU) }
+        return size
+    }
 }

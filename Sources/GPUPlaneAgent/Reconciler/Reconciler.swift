@@ -303,7 +303,7 @@ actor Reconciler {
                     replica: replica, node: settings.node, gatewayBaseURL: settings.gatewayBaseURL,
                     podNetwork: podNetwork?.networkName, limits: settings.sizing?.limits(for: replica))
             case .server(let server):
-                if let plan = ContainerPlan(server: server, node: settings.node) { plans[key] = plan } else { unplannable[key] = server }
+                if let plan = ContainerPlan(server: server, node: settings.node, limits: settings.sizing?.limits(for: server)) { plans[key] = plan } else { unplannable[key] = server }
             }
         }
         var mine: [String: [ContainerEngine.ContainerSummary]] = [:]
