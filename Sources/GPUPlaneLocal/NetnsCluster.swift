@@ -62,6 +62,8 @@ public final class NetnsCluster: @unchecked Sendable {
                 environment: environment.merging(["GPUPLANE_CONFIG": emptyConfig.path]) { a, _ in a },
                 logFile: directory.appendingPathComponent("\(label).log"))
             daemons.append((label, process))
+            // Killed by the next run if this process dies without stopping it.
+            lan.adopt(pid: process.pid, commandLineHolds: directory.path)
         }
         do {
             for _ in gpus {

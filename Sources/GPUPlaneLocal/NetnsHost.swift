@@ -87,6 +87,13 @@ public final class NetnsLAN: @unchecked Sendable {
         return host
     }
 
+    /// Records a daemon started for this LAN (its pid, and a word of its command line), so that
+    /// after a crash of this process the next LAN made kills it, after checking that
+    /// `/proc/<pid>/cmdline` still holds the word (the pid may have been reused).
+    public func adopt(pid: Int32, commandLineHolds word: String) {
+        try? word.write(to: directory.appendingPathComponent("daemon-\(pid)"), atomically: true, encoding: .utf8)
+    }
+
     /// Runs `arguments` (a command line) inside `host`'s namespace and returns its output.
     @discardableResult
     public func run(in host: NetnsHost, _ arguments: [String]) throws -> String {
@@ -108,6 +115,21 @@ public final class NetnsLAN: @unchecked Sendable {
 
     /// Deletes the namespaces a LAN folder lists, the bridge, and the folder.
     static func remove(directory: URL, bridge: String) {
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [] where entry.hasPrefix("daemon-") {
+            guard let pid = Int32(entry.dropFirst("daemon-".count)),
+                let word = try? String(contentsOf: directory.appendingPathComponent(entry), encoding: .utf8), !word.isEmpty,
+                let commandLine = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")),
+                String(decoding: commandLine, as: UTF8.self).contains(word)
+            else { continue }
+            kill(pid, SIGKILL)
+        }
+        // The daemons' folder (their word), with their logs, goes too.
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [] where entry.hasPrefix("daemon-") {
+            guard let word = try? String(contentsOf: directory.appendingPathComponent(entry), encoding: .utf8),
+                URL(fileURLWithPath: word).lastPathComponent.hasPrefix("gpuplane-netns-cluster-")
+            else { continue }
+            try? FileManager.default.removeItem(atPath: word)
+        }
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [] where entry.hasPrefix("host-") {
             guard let name = try? String(contentsOf: directory.appendingPathComponent(entry), encoding: .utf8)
                 .trimmingCharacters(in: .whitespacesAndNewlines), name.hasPrefix("gpl-")
@@ -124,11 +146,22 @@ public final class NetnsLAN: @unchecked Sendable {
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: temporary.path)) ?? [] where entry.hasPrefix("gpuplane-netns-") {
             let directory = temporary.appendingPathComponent(entry)
             guard let text = try? String(contentsOf: directory.appendingPathComponent("owner"), encoding: .utf8),
-                let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), kill(pid, 0) != 0, errno == ESRCH
+                let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), !isAlive(pid)
             else { continue }
+            FileHandle.standardError.write(Data("NetnsLAN: removing \(entry), left by process \(pid)\n".utf8))
             PodmanFixture.sweepStaleFixtures()
             remove(directory: directory, bridge: "gplb" + entry.dropFirst("gpuplane-netns-".count))
         }
+    }
+
+    /// Whether `pid` runs: it exists and is no zombie (a killed process whose parent died stays
+    /// one until init reaps it, which a container's init may never do).
+    static func isAlive(_ pid: Int32) -> Bool {
+        if kill(pid, 0) != 0 && errno == ESRCH { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return true }
+        return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first != "Z"
     }
 
     private static let registry = NSLock()
