@@ -7,9 +7,9 @@ import Testing
 /// own podman and the real node-agent; another tenant's pod can neither resolve `db.pod` nor
 /// connect to the db pod's address.
 @Suite(.serialized, .timeLimit(.minutes(10))) struct PodNetworkTests {
-    /// T1's application: the seed's `api` pod (its `DATABASE_URL` names `db.pod:5432`) and a `db`
-    /// pod that echoes on 5432 (busybox `nc`), each on a whole fake GPU (Mode 1), so they cannot
-    /// share a one-GPU node.
+    /// T1's application: the seed's `api` pod (its `DATABASE_URL` names `db.pod:5432`; a GPU pod,
+    /// Mode 1 on a fake GPU, serving `/api` with busybox httpd) and a `db` CPU pod that echoes on
+    /// 5432 (busybox `nc`).
     static let application = """
         application:
           name: my-chat-backend
@@ -18,7 +18,6 @@ import Testing
               image: localhost/gpuplane-test-busybox:latest
               command: ["nc", "-ll", "-p", "5432", "-e", "/bin/cat"]
               servicePorts: [5432]
-              gpu: {enabled: true, model: custom, memoryGB: 80, priority: training}
             - name: api
               path: /api
               image: localhost/gpuplane-test-busybox:latest
@@ -29,7 +28,7 @@ import Testing
                 DATABASE_URL: postgresql://app:pass@db.pod:5432/chat
         """
 
-    /// T2's pod, which tries to reach T1's db.
+    /// T2's CPU pod, which tries to reach T1's pods.
     static let intruder = """
         application:
           name: prober
@@ -37,15 +36,14 @@ import Testing
             - name: probe
               image: localhost/gpuplane-test-busybox:latest
               command: ["sleep", "100000"]
-              gpu: {enabled: true, model: custom, memoryGB: 80, priority: training}
         """
 
     @Test(.enabled(if: NetnsCluster.isAvailable))
     func apiReachesDbAcrossHostsAndNoOtherTenantDoes() async throws {
-        // Host 1 has one GPU, host 2 two: with host 2 cordoned, one of T1's pods lands on host 1
-        // and the other waits until host 2 is uncordoned; T2's pod then takes host 2's second GPU.
+        // Host 1 is a CPU host (no GPU), host 2 has one GPU: with host 2 cordoned, the db (a CPU
+        // pod) lands on host 1 and the api (a GPU pod) waits until host 2 is uncordoned.
         let started = ContinuousClock.now
-        let cluster = try await NetnsCluster.start(binaries: LocalClusterTests.binaries, gpus: [1, 2]) { print("netns cluster: \($0)") }
+        let cluster = try await NetnsCluster.start(binaries: LocalClusterTests.binaries, gpus: [0, 1]) { print("netns cluster: \($0)") }
         print("netns cluster up in \(ContinuousClock.now - started)")
         func step(_ what: String) { print("[\(ContinuousClock.now - started)] \(what)") }
         do {
@@ -55,10 +53,10 @@ import Testing
             #expect(try await cluster.call("POST", "/v1/nodes/net-2/cordon", token: admin).status == 200)
             let applied = try await cluster.call("POST", "/v1/applications", token: t1, body: Self.application)
             #expect(applied.status == 201, "\(String(decoding: applied.body, as: UTF8.self))")
-            try await eventually("one of T1's pods runs on net-1", timeout: 120, every: 0.25) {
-                try await Self.replicas(cluster, t1).contains { $0.node == "net-1" && $0.phase == "running" }
+            try await eventually("T1's db runs on net-1", timeout: 120, every: 0.25) {
+                try await Self.replicas(cluster, t1).contains { $0.pod == "db" && $0.node == "net-1" && $0.phase == "running" }
             }
-            step("one T1 pod runs on net-1")
+            step("T1's db (CPU pod) runs on net-1")
             #expect(try await cluster.call("POST", "/v1/nodes/net-2/uncordon", token: admin).status == 200)
             let podsRunning = ContinuousClock.now
             var t1Pods: [Placed] = []
@@ -86,14 +84,15 @@ import Testing
             let hosts = try apiHost.podman.podman(["exec", apiContainer, "cat", "/etc/hosts"])
             #expect(hosts.contains("\(dbIP)\tdb.pod"), "\(hosts)")
 
-            // Tenant 2's pod, on host 2 (the only free GPU): no name, no connection.
+            // Tenant 2's CPU pod, on either host: no name, no connection to either of T1's pods
+            // (one on its host, one on the other).
             #expect(try await cluster.call("POST", "/v1/applications", token: t2, body: Self.intruder).status == 201)
             var probe: Placed?
             try await eventually("T2's pod runs", timeout: 120, every: 0.25) {
                 probe = try await Self.replicas(cluster, t2).first { $0.phase == "running" && $0.podIP != nil }
                 return probe != nil
             }
-            step("T2 pod runs")
+            step("T2's pod runs on \(probe?.node ?? "?"); T1's db on \(db.node ?? "?"), api on \(api.node ?? "?")")
             let intruder = try #require(probe)
             let intruderHost = try #require(cluster.host(ofNode: intruder.node ?? ""))
             let intruderContainer = "gpuplane_t2_\(intruder.replica)"
