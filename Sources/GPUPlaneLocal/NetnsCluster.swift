@@ -46,9 +46,11 @@ public final class NetnsCluster: @unchecked Sendable {
     }
 
     /// Starts everything with `binaries` holding the built executables and `libFakeNVML.so`,
-    /// `gpus[i]` fake GPUs on host i+1, and waits until every node is registered with its pod
-    /// subnet.
-    public static func start(binaries: URL, gpus: [Int], log: (String) -> Void = { _ in }) async throws -> NetnsCluster {
+    /// `gpus[i]` fake GPUs on host i+1 (and `agentArguments[i]`, when given, added to its
+    /// agent's command line), and waits until every node is registered with its pod subnet.
+    public static func start(
+        binaries: URL, gpus: [Int], agentArguments: [[String]] = [], log: (String) -> Void = { _ in }
+    ) async throws -> NetnsCluster {
         let directory = try TestEnvironment.temporaryDirectory(prefix: "netns-cluster", keep: true)
         let etcd = try await EtcdFixture.start()
         let lan = try NetnsLAN.create()
@@ -116,7 +118,7 @@ public final class NetnsCluster: @unchecked Sendable {
                         "--nvml-library", binaries.appendingPathComponent("libFakeNVML.so").path, "--stop-grace-period", "2s",
                         "--address", host.address, "--pod-subnet", "10.251.\(offset + 1).0/24", "--pod-cidr", podCIDR,
                         "--gateway-url", apiURL, "--log-level", "info", "--log-destination", "stderr",
-                    ],
+                    ] + (offset < agentArguments.count ? agentArguments[offset] : []),
                     environment: ["GPUPLANE_FAKE_NVML_CONFIG": nvmlConfig.path, "GPUPLANE_FAKE_NVML_EVENTS": events.path],
                     label: "gpuplane-node-agent-\(node)")
             }

@@ -40,10 +40,11 @@ import Testing
 
     @Test(.enabled(if: NetnsCluster.isAvailable))
     func apiReachesDbAcrossHostsAndNoOtherTenantDoes() async throws {
-        // Host 1 is a CPU host (no GPU), host 2 has one GPU: with host 2 cordoned, the db (a CPU
-        // pod) lands on host 1 and the api (a GPU pod) waits until host 2 is uncordoned.
+        // Host 1 is a CPU host (no GPU), host 2 has one GPU and CPU beyond its GPU-H100 slot's 12:
+        // with host 2 cordoned, the db (a CPU pod) lands on host 1 and the api (a GPU pod) waits
+        // until host 2 is uncordoned; drained, host 1's pods move to host 2's spare CPU.
         let started = ContinuousClock.now
-        let cluster = try await NetnsCluster.start(binaries: LocalClusterTests.binaries, gpus: [0, 1]) { print("netns cluster: \($0)") }
+        let cluster = try await NetnsCluster.start(binaries: LocalClusterTests.binaries, gpus: [0, 1], agentArguments: [[], ["--allocatable-cpu", "16", "--allocatable-memory", "128Gi"]]) { print("netns cluster: \($0)") }
         print("netns cluster up in \(ContinuousClock.now - started)")
         func step(_ what: String) { print("[\(ContinuousClock.now - started)] \(what)") }
         do {
@@ -138,7 +139,37 @@ import Testing
             let rules = try cluster.lan.run(in: cluster.host(ofNode: db.node ?? "") ?? intruderHost, ["iptables", "-S", "GPUPLANE-PODS"])
             print("GPUPLANE-PODS on \(db.node ?? ""):\n\(rules)")
             #expect(rules.contains("-d \(dbIP)/32"), "\(rules)")
+
+            // The db moves (its host drained): it comes back on host 2 with a new address, and the
+            // api's db.pod follows it.
+            #expect(try await cluster.call("POST", "/v1/nodes/\(db.node ?? "")/drain", token: admin).status == 200)
+            var moved: Placed?
+            try await eventually("the db runs again elsewhere with a new address", timeout: 120, every: 0.25) {
+                moved = try await Self.replicas(cluster, t1).first {
+                    $0.pod == "db" && $0.phase == "running" && $0.node != db.node && $0.podIP != nil && $0.podIP != dbIP
+                }
+                return moved != nil
+            }
+            let newIP = try #require(moved?.podIP)
+            step("the db moved to \(moved?.node ?? "?") at \(newIP)")
+            try await eventually("the api's /etc/hosts names the db's new address", timeout: 30, every: 0.25) {
+                let text = (try? apiHost.podman.podman(["exec", apiContainer, "cat", "/etc/hosts"])) ?? ""
+                return text.contains("\(newIP)\tdb.pod") && !text.contains("\(dbIP)\tdb.pod")
+            }
+            try await eventually("the api reaches the moved db.pod", timeout: 30, every: 0.5) {
+                let out = (try? apiHost.podman.podman([
+                    "exec", apiContainer, "sh", "-c", "echo hello | timeout 3 nc db.pod 5432 | grep -q hello && echo REACHED || echo UNREACHED",
+                ])) ?? ""
+                return Self.lines(out).contains("REACHED")
+            }
+            step("the api reached the moved db.pod")
         } catch {
+            if let all = try? await cluster.call("GET", "/v1/replicas", token: cluster.adminToken) {
+                print("replicas: \(String(decoding: all.body, as: UTF8.self))")
+            }
+            if let nodes = try? await cluster.call("GET", "/v1/nodes", token: cluster.adminToken) {
+                print("nodes: \(String(decoding: nodes.body, as: UTF8.self))")
+            }
             print(cluster.logTails())
             cluster.shutdown()
             throw error

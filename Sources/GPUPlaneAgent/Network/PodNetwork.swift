@@ -93,6 +93,9 @@ actor PodNetwork {
 
     nonisolated var networkName: String { settings.networkName }
 
+    /// Whether ``prepare()`` succeeded: the engine network exists, so pods can join it.
+    private(set) var isPrepared = false
+
     /// Turns on IP forwarding and bridge netfilter (so pods on one bridge pass the filter too),
     /// and creates the engine network on the node's subnet unless it exists.
     /// - Throws: ``PodNetworkError`` when bridge netfilter is missing (`modprobe br_netfilter`),
@@ -117,6 +120,7 @@ actor PodNetwork {
                     name: settings.networkName, subnet: subnet, gateway: settings.subnet.address(at: 1), interface: settings.bridge)
                 logger.notice("pod network created", metadata: ["network": "\(settings.networkName)", "subnet": "\(subnet)"])
             }
+            isPrepared = true
         } catch let error as EngineError {
             throw PodNetworkError(message: "cannot create engine network \(settings.networkName) on \(subnet): \(error)")
         }

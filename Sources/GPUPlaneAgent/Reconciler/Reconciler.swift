@@ -329,6 +329,7 @@ actor Reconciler {
         }
 
         var summary = ReconcileSummary(wanted: wanted.count, running: 0, nextDue: nil)
+        let podNetworkReady = await podNetwork?.isPrepared ?? true
         var localPods: [LocalPod] = []
         for (key, workload) in wanted.sorted(by: { $0.key < $1.key }) {
             if case .server(let server) = workload, unplannable[key] != nil {
@@ -339,6 +340,21 @@ actor Reconciler {
                 continue
             }
             guard let plan = plans[key] else { continue }
+            if !podNetworkReady, let network = plan.spec.networkName, (mine[key] ?? []).isEmpty, case .replica(let replica) = workload {
+                // Its container would fail to join a network that does not exist yet; checked
+                // again shortly (the pod network's preparation retries on its own).
+                var entry = tracked[key] ?? Self.fresh(workload, backoff: settings.restartBackoff)
+                var status = entry.current
+                status.phase = .starting
+                status.reason = nil
+                status.message = "waiting for the node's pod network \(network) to be created"
+                status.observedBinding = replica.binding
+                entry.current = status
+                let due = clock.now + .milliseconds(500)
+                summary.nextDue = min(summary.nextDue ?? due, due)
+                tracked[key] = await report(entry, key: key, workload: workload)
+                continue
+            }
             var candidates = mine[key] ?? []
             for stale in candidates where stale.labels[ContainerPlan.specHashLabel] != plan.specHash {
                 replicaLogger(key).info(
