@@ -52,13 +52,11 @@ import Testing
     }
 
     @Test func gpuplaneLocalPrintsUsageWithoutRunningTheDemo() async throws {
-        let started = Date()
         let help = try await Self.run("gpuplane-local", ["--help"])
         #expect(help.status == 0, "exit \(help.status)\n\(help.stderr)\(help.stdout)")
         #expect(help.stdout.hasPrefix("usage: gpuplane-local"), "\(help.stdout)")
         #expect(help.stdout.contains("--example FILE") && help.stdout.contains("--keep-running"), "\(help.stdout)")
         #expect(!help.stdout.contains("==>"), "the demo ran:\n\(help.stdout)")
-        #expect(Date().timeIntervalSince(started) < 10)
         #expect(try await Self.run("gpuplane-local", ["-h"]).status == 0)
         // A flag it does not know is a mistake to stop at, not one to run the demo past.
         let unknown = try await Self.run("gpuplane-local", ["--keep-runing"])

@@ -55,8 +55,9 @@ struct AgentLifecycleTests {
     /// `failed` ("container name taken"), and runs in a new container once the old one is gone.
     @Test func replicaPlacedBackOnItsNodeWaitsForItsPreviousContainer() async throws {
         try await withAgentWorld { world in
-            world.startAgent(stopGracePeriod: .seconds(3))
-            // Ignores SIGTERM, so stopping it takes the whole grace period.
+            // Ignores SIGTERM, so stopping it takes the whole grace period: 20 s, long enough that
+            // the new binding lands while it still stops even on a loaded machine.
+            world.startAgent(stopGracePeriod: .seconds(20))
             try await world.createReplica("mover", gpus: [1], command: ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"])
             let before = try await world.waitForReplica("mover", "running") { $0.status.phase == .running }
             let oldID = try #require(before.status.containerID)
@@ -73,7 +74,7 @@ struct AgentLifecycleTests {
                 $0.status = ReplicaStatus(phase: .bound)
             }
             var phases: [ReplicaStatus] = []
-            try await eventually("running in a new container", timeout: 60, every: 0.05) {
+            try await eventually("running in a new container", timeout: 90, every: 0.05) {
                 let replica = try await world.replica("mover")
                 if phases.last != replica.status { phases.append(replica.status) }
                 return replica.status.phase == .running && replica.status.containerID != nil && replica.status.containerID != oldID
