@@ -27,6 +27,11 @@ public final class RegistryFixture: @unchecked Sendable {
     public let address: String
     /// `127.0.0.1:<port>` of the throttling proxy, when started with one.
     public let throttledAddress: String?
+    /// While this file exists (``holdThrottledPulls()``), the throttling proxy stops sending
+    /// towards a client that has had 12 MB on its connection (at least a second of transfer at the throttle, so the engine has reported progress), until ``releaseThrottledPulls()``:
+    /// a blob's transfer stands still midway, so a test can see a pull in progress without
+    /// depending on how fast this machine is.
+    public var holdFile: URL { directory.appendingPathComponent("hold") }
     /// The users and their passwords.
     public let users: [String: String]
     /// The fixture's folder.
@@ -45,6 +50,16 @@ public final class RegistryFixture: @unchecked Sendable {
     /// Whether the registry and `htpasswd` are installed (scripts/install-deps installs both).
     public static var isAvailable: Bool {
         TestEnvironment.hasExecutable(executable) && TestEnvironment.hasExecutable(htpasswd)
+    }
+
+    /// Holds every transfer through the throttling proxy once it has sent 12 MB (``holdFile``).
+    public func holdThrottledPulls() throws {
+        try Data().write(to: holdFile)
+    }
+
+    /// Lets held transfers go on.
+    public func releaseThrottledPulls() {
+        try? FileManager.default.removeItem(at: holdFile)
     }
 
     /// Every address the registry answers on (the proxy's too): what a podman under test
@@ -114,7 +129,10 @@ public final class RegistryFixture: @unchecked Sendable {
                 let script = directory.appendingPathComponent("throttle.py")
                 try throttleScript.write(to: script, atomically: true, encoding: .utf8)
                 proxy = try ChildProcess(
-                    executable: "/usr/bin/python3", arguments: [script.path, String(proxyPort), String(port), String(throttle)],
+                    executable: "/usr/bin/python3", arguments: [
+                        script.path, String(proxyPort), String(port), String(throttle),
+                        directory.appendingPathComponent("hold").path,
+                    ],
                     logFile: directory.appendingPathComponent("throttle.log"))
                 throttled = "127.0.0.1:\(proxyPort)"
                 try await eventually("throttling proxy answering 401 on http://127.0.0.1:\(proxyPort)/v2/", timeout: timeout, every: 0.05) {
@@ -164,17 +182,22 @@ public final class RegistryFixture: @unchecked Sendable {
     /// A TCP proxy that sends at most `rate` bytes a second from the registry to the client.
     static let throttleScript = """
         # Written by gpuplane's RegistryFixture: a TCP proxy from 127.0.0.1:LISTEN to
-        # 127.0.0.1:TARGET that sends at most RATE bytes a second towards the client.
-        import socket, sys, threading, time
-        listen, target, rate = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+        # 127.0.0.1:TARGET that sends at most RATE bytes a second towards the client, and
+        # while the file HOLD exists sends nothing more on a connection that has had 12 MB.
+        import os, socket, sys, threading, time
+        listen, target, rate, hold = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 
         def pipe(source, sink, throttled):
+            sent = 0
             try:
                 while True:
                     data = source.recv(16384)
                     if not data:
                         break
+                    while throttled and sent >= 12_000_000 and os.path.exists(hold):
+                        time.sleep(0.05)
                     sink.sendall(data)
+                    sent += len(data)
                     if throttled:
                         time.sleep(len(data) / rate)
             except OSError:

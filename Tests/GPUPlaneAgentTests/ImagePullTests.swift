@@ -221,7 +221,14 @@ struct ImagePullAgentTests {
             try await Self.registrySecret(world, "other", registry: "registry.example.com", username: "x", password: "other-" + PullFixtures.password)
             try await Self.registrySecret(world, "regcred", registry: throttled, username: PullFixtures.user, password: PullFixtures.password)
             world.startAgent(logger: logs.logger(), configure: { $0.imagePullProgressInterval = .milliseconds(300) })
+            // The layer's transfer stands still after 12 MB (about half) until the agent has said so.
+            try registry.holdThrottledPulls()
+            defer { registry.releaseThrottledPulls() }
             try await world.createReplica("pulled", gpus: [2], image: image, command: ["sh", "-c", "echo pulled-and-running; sleep 1000"])
+            try await eventually("progress while pulling", timeout: 120) {
+                history.statuses.contains { $0.reason == .pullingImage && $0.message?.contains(" MB)") == true && $0.message?.contains("2/2 layers") == false }
+            }
+            registry.releaseThrottledPulls()
             let running = try await world.waitForReplica("pulled", "running", timeout: 120) { $0.status.phase == .running }
             let id = try #require(running.status.containerID)
             try await eventually("the container's output") { try await world.output(id).contains("pulled-and-running") }

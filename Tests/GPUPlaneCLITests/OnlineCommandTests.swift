@@ -13,13 +13,20 @@ import Testing
     /// One etcd and api-server for the suite, with a tenant on `plan` and its token.
     actor Server {
         static let shared = Server()
-        private var started: (base: String, admin: String)?
-        private var etcd: EtcdFixture?
+        /// The one start-up, shared by every caller: an actor is re-entered at each `await`, so
+        /// two suites asking at once would otherwise start two servers, and the first one's etcd
+        /// would stop when the second replaced it.
+        private var starting: Task<(base: String, admin: String, etcd: EtcdFixture), any Error>?
 
         func get() async throws -> (base: String, admin: String) {
-            if let started { return started }
+            let task = starting ?? Task { try await Self.start() }
+            starting = task
+            let started = try await task.value
+            return (started.base, started.admin)
+        }
+
+        private static func start() async throws -> (base: String, admin: String, etcd: EtcdFixture) {
             let etcd = try await EtcdFixture.start()
-            self.etcd = etcd
             let client = try Etcd.Client(Etcd.Configuration(endpoints: etcd.endpoints))
             let admin = Tokens.generate()
             var logger = Logger(label: "gpuplane.api")
@@ -31,8 +38,7 @@ import Testing
             Task { try await app.runService(gracefulShutdownSignals: []) }
             let base = "http://127.0.0.1:\(port)"
             try await eventually("api-server answers") { try await APIClient(base: base, token: nil).call(.get, "/healthz").status == 200 }
-            started = (base, admin)
-            return (base, admin)
+            return (base, admin, etcd)
         }
     }
 
