@@ -1,4 +1,5 @@
 import Foundation
+import GPUPlaneTestSupport
 import Testing
 
 /// Guards for what keeps the node-agent's idle RSS under its goal (docs/benchmarks.md): the
@@ -10,7 +11,7 @@ import Testing
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["readelf", flag, "-W", binary]
-        let pipe = Pipe()
+        let pipe = Pipe.closedOnExec()
         process.standardOutput = pipe
         try process.run()
         let output = pipe.fileHandleForReading.readDataToEndOfFile()

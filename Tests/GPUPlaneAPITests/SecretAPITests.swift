@@ -249,7 +249,7 @@ import Testing
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
             process.arguments = ["-sN", "--max-time", "3", "-H", "Authorization: Bearer \(token)", h.base + path]
-            let pipe = Pipe()
+            let pipe = Pipe.closedOnExec()
             process.standardOutput = pipe
             process.standardError = FileHandle.nullDevice
             try process.run()

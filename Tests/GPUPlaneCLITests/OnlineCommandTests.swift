@@ -137,7 +137,7 @@ import Testing
                 process.executableURL = Self.executable
                 process.arguments = arguments
                 process.environment = ["GPUPLANE_SERVER": client.base, "GPUPLANE_TOKEN_FILE": tokenFile.path]
-                let pipe = Pipe()
+                let pipe = Pipe.closedOnExec()
                 process.standardOutput = pipe
                 process.standardError = pipe
                 try process.run()

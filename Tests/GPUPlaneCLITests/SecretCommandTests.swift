@@ -36,8 +36,8 @@ import Testing
                 process.executableURL = OnlineCommandTests.executable
                 process.arguments = arguments
                 process.environment = ["GPUPLANE_SERVER": base, "GPUPLANE_TOKEN_FILE": tokenFile.path]
-                let output = Pipe()
-                let input = Pipe()
+                let output = Pipe.closedOnExec()
+                let input = Pipe.closedOnExec()
                 process.standardOutput = output
                 process.standardError = output
                 process.standardInput = input
