@@ -12,6 +12,8 @@ import GPUPlaneCore
 public final class LocalCluster: @unchecked Sendable {
     /// The shared node's name.
     public static let sharedNodeName = "local-gpu-1"
+    /// The pod subnet of `local-gpu-0`, the node that runs the pod network (10.252.`n`.0/24).
+    public var podSubnet: String { podNetwork?.subnet ?? "" }
 
     /// The api-server's base URL.
     public let apiURL: String
@@ -24,6 +26,7 @@ public final class LocalCluster: @unchecked Sendable {
     /// Where configuration and the daemons' logs are.
     public let directory: URL
     private let etcd: EtcdFixture
+    private let podNetwork: LocalPodNetwork?
     private let daemons: [(name: String, process: ChildProcess)]
     private let http = CurlHTTP.Client(name: "local-cluster", maxConnections: 8)
 
@@ -38,8 +41,9 @@ public final class LocalCluster: @unchecked Sendable {
 
     private init(
         apiURL: String, adminToken: String, nodeName: String, podman: PodmanFixture, directory: URL,
-        etcd: EtcdFixture, daemons: [(name: String, process: ChildProcess)]
+        etcd: EtcdFixture, podNetwork: LocalPodNetwork?, daemons: [(name: String, process: ChildProcess)]
     ) {
+        self.podNetwork = podNetwork
         self.apiURL = apiURL
         self.adminToken = adminToken
         self.nodeName = nodeName
@@ -58,6 +62,12 @@ public final class LocalCluster: @unchecked Sendable {
         log("podman with \(gpus) fake GPUs…")
         let podman = try await PodmanFixture.start()
         var daemons: [(String, ChildProcess)] = []
+        let podNetwork: LocalPodNetwork
+        do { podNetwork = try LocalPodNetwork.claim() } catch {
+            podman.shutdown()
+            etcd.shutdown()
+            throw error
+        }
         // An empty configuration file, so no /etc/gpuplane/*.conf of this machine is read.
         let emptyConfig = directory.appendingPathComponent("empty.conf")
         try "".write(to: emptyConfig, atomically: true, encoding: .utf8)
@@ -94,9 +104,15 @@ public final class LocalCluster: @unchecked Sendable {
             ])
             let cluster = LocalCluster(
                 apiURL: apiURL, adminToken: admin, nodeName: "local-gpu-0", podman: podman, directory: directory,
-                etcd: etcd, daemons: [])
+                etcd: etcd, podNetwork: nil, daemons: [])
             try await eventually("the api-server answers", timeout: 60) { try await cluster.call("GET", "/readyz").status == 200 }
-            func launchAgent(_ node: String, mode: String, gpus: [PodmanFixture.FakeGPU]) async throws {
+            /// `spare`: the CPU millicores and memory (MiB) beyond its GPUs' share that CPU pods
+            /// (and the Mode 2/3 pods' own containers) may use; `podSubnet`: the node runs the
+            /// pod network (`<pod>.pod` names) on it.
+            func launchAgent(
+                _ node: String, mode: String, gpus: [PodmanFixture.FakeGPU], spare: (cpuMilli: Int, memoryMiB: Int),
+                podNetwork: LocalPodNetwork? = nil
+            ) async throws {
                 let token = try await cluster.json("POST", "/v1/tokens", token: admin, body: #"{"role": "node", "node": "\#(node)"}"#)["token"] as? String
                 guard let token else { throw Failure(description: "the api-server issued no node token") }
                 let tokenFile = directory.appendingPathComponent("\(node).token")
@@ -116,21 +132,28 @@ public final class LocalCluster: @unchecked Sendable {
                         "--gpu-mode", mode, "--engine-socket", podman.socketPath, "--cdi-gpu-kind", podman.cdiKind,
                         "--nvml-library", binaries.appendingPathComponent("libFakeNVML.so").path, "--stop-grace-period", "2s",
                         "--log-level", "info", "--log-destination", "stderr",
-                        // A fake H100 host: its GPUs' share (12 CPUs, 112 GB each) and 4 CPUs and
-                        // 8 GB spare, which CPU pods may use (docs/architecture.md, "CPU and memory").
-                        "--allocatable-cpu", "\(gpus.count * 12 + 4)", "--allocatable-memory", "\(gpus.count * 112 + 8)Gi",
-                    ],
+                        // A fake H100 host: its GPUs' share (12 CPUs, 112 GB each) and what is
+                        // spare, which CPU pods may use (docs/architecture.md, "CPU and memory").
+                        "--allocatable-cpu", "\(gpus.count * 12_000 + spare.cpuMilli)m",
+                        "--allocatable-memory", "\(gpus.count * 112 * 1024 + spare.memoryMiB)Mi",
+                    ] + (podNetwork?.agentArguments ?? []),
                     environment: ["GPUPLANE_FAKE_NVML_CONFIG": nvmlConfig.path, "GPUPLANE_FAKE_NVML_EVENTS": events.path],
                     label: "gpuplane-node-agent-\(node)")
             }
-            try await launchAgent("local-gpu-0", mode: "dedicated", gpus: Array(podman.fakeGPUs.prefix(gpus)))
+            // The pod network runs on local-gpu-0 only: both agents share one podman and this
+            // host's network namespace, where two pod networks of one cluster would clash. Application pods
+            // that talk by name therefore land there: it has 4 CPUs and 8 GB spare, the shared
+            // node only room for one XS pod (the Mode 3 example's client).
+            try await launchAgent(
+                "local-gpu-0", mode: "dedicated", gpus: Array(podman.fakeGPUs.prefix(gpus)), spare: (4000, 8192),
+                podNetwork: podNetwork)
             let shared = (0..<2).map {
                 PodmanFixture.FakeGPU(index: $0, uuid: String(format: "GPU-5ba4ed%02x-0000-4000-8000-%012x", $0, $0))
             }
-            try await launchAgent(sharedNodeName, mode: "shared", gpus: shared)
+            try await launchAgent(sharedNodeName, mode: "shared", gpus: shared, spare: (500, 768))
             let running = LocalCluster(
                 apiURL: apiURL, adminToken: admin, nodeName: "local-gpu-0", podman: podman, directory: directory,
-                etcd: etcd, daemons: daemons)
+                etcd: etcd, podNetwork: podNetwork, daemons: daemons)
             for node in ["local-gpu-0", sharedNodeName] {
                 try await eventually("node \(node) registers and is Ready", timeout: 90) {
                     let object = try await running.json("GET", "/v1/nodes/\(node)", token: admin)
@@ -143,6 +166,7 @@ public final class LocalCluster: @unchecked Sendable {
             let logs = daemons.map { "--- \($0.0) ---\n\($0.1.logTail(bytes: 2000))" }.joined(separator: "\n")
             for (_, process) in daemons.reversed() { process.stop(timeout: 5) }
             podman.shutdown()
+            podNetwork.release()
             etcd.shutdown()
             throw Failure(description: "\(error)\n\(logs)")
         }
@@ -216,6 +240,7 @@ public final class LocalCluster: @unchecked Sendable {
         _ = try? podman.podman(["rm", "--force", "--time", "0", "--all"])
         http.shutdown()
         podman.shutdown()
+        podNetwork?.release()
         etcd.shutdown()
     }
 }

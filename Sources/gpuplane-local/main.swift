@@ -12,8 +12,9 @@ let usage = """
     Starts a whole gpuplane here (etcd, podman with 8 + 2 fake GPUs, the api-server, the
     scheduler and two node-agents), applies FILE as an Enterprise tenant and shows it placed
     and running, then applies examples/local-shared-model.yaml (Mode 3) and calls its model
-    through the inference gateway, then applies examples/local-app-url.yaml (an api pod with
-    path /api) and GETs its application URL; then stops everything.
+    through the inference gateway, then applies examples/local-app-url.yaml (an api GPU pod
+    with path /api that reaches its db CPU pod as db.pod:5432) and GETs its application URL
+    at /api/db; then stops everything.
 
       --example FILE   the application to apply first (default: examples/local-gpu-app.yaml)
       --keep-running   leave the cluster up (prints the api-server URL and an admin token)
@@ -121,8 +122,8 @@ do {
         }
     }
     if let appURLExample = try? String(contentsOfFile: "examples/local-app-url.yaml", encoding: .utf8) {
-        say("applying examples/local-app-url.yaml (an api pod with path /api) as tenant demo; calling its URL")
-        let answer = try await cluster.showApplicationURL(manifest: appURLExample, token: token, request: "/hello")
+        say("applying examples/local-app-url.yaml (a GPU api pod with path /api and a CPU db pod it reaches as db.pod:5432) as tenant demo; calling its URL")
+        let answer = try await cluster.showApplicationURL(manifest: appURLExample, token: token, request: "/db")
         say("application URL \(answer.url); GET \(answer.requested) (no token, through the api-server's ingress):")
         out(answer.body)
     }

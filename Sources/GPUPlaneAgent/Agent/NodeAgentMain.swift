@@ -41,6 +41,9 @@ public enum NodeAgentMain {
         ConfigurationKey("model-server-ports", .string, default: "20000-20999", help: "host ports model servers are published on (FIRST-LAST)"),
         ConfigurationKey("pod-subnet", .string, help: "this node's pod subnet (e.g. 10.251.3.0/24): runs the pod network (<pod>.pod names, pod traffic across nodes); needs address"),
         ConfigurationKey("pod-cidr", .string, default: "10.251.0.0/16", help: "the cluster's pod range holding every node's pod-subnet"),
+        ConfigurationKey(
+            "pod-bridge", .string, default: PodNetworkSettings.defaultBridge,
+            help: "the pod network's bridge interface; another name also gives its own iptables chains (GPUPLANE-<NAME>), for a second pod network on one host"),
         ConfigurationKey("allocatable-cpu", .string, help: "CPU this node offers replicas (2, 1.5, 500m); default: the host's CPUs minus system-reserved-cpu (a GPU host: at least its machine type's CPUs per GPU)"),
         ConfigurationKey("allocatable-memory", .string, help: "memory this node offers replicas (4096 MB, 512Mi, 16Gi); default: the host's memory minus system-reserved-memory (a GPU host: at least its machine type's RAM per GPU)"),
         ConfigurationKey("system-reserved-cpu", .string, default: "100m", help: "CPU kept for the host when allocatable-cpu is read from it"),
@@ -153,7 +156,11 @@ public enum NodeAgentMain {
         guard address != nil else {
             throw StartError(description: "pod-subnet needs address: the other nodes route this node's pods to it")
         }
-        return PodNetworkSettings(subnet: subnet, clusterCIDR: range)
+        let bridge = try config.string("pod-bridge") ?? PodNetworkSettings.defaultBridge
+        guard (1...15).contains(bridge.utf8.count), bridge.utf8.allSatisfy({ $0 == 0x2D || (0x30...0x39).contains($0) || (0x61...0x7A).contains($0) }) else {
+            throw StartError(description: "pod-bridge must be an interface name of 1 to 15 lowercase letters, digits and '-', not '\(bridge)'")
+        }
+        return PodNetworkSettings(subnet: subnet, clusterCIDR: range, bridge: bridge)
     }
 
     /// Whether `url`'s host is a loopback name or address (`localhost`, `127.x.x.x`, `::1`).

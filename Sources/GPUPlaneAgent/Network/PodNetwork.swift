@@ -21,12 +21,23 @@ public struct PodNetworkSettings: Sendable, Hashable {
     public var networkName: String
     /// Its bridge interface.
     public var bridge: String
+    /// The filter chain FORWARD jumps to first; the nat chain POSTROUTING jumps to first is
+    /// this name with `-NAT`. `GPUPLANE-PODS` for the default bridge, `GPUPLANE-<BRIDGE>`
+    /// otherwise, so two pod networks in one network namespace (two local clusters on one
+    /// machine) keep their own rules.
+    public var chain: String {
+        bridge == Self.defaultBridge ? "GPUPLANE-PODS" : "GPUPLANE-" + bridge.uppercased()
+    }
+    /// The nat chain: pod-to-pod traffic is not masqueraded.
+    public var natChain: String { chain + "-NAT" }
+    /// The bridge interface unless told otherwise.
+    public static let defaultBridge = "gpuplane0"
     /// How often the routes, names and rules are brought up to date with nothing to wake it.
     public var syncInterval: Duration
 
     /// Makes settings; `subnet` must lie inside `clusterCIDR`.
     public init(
-        subnet: IPv4CIDR, clusterCIDR: IPv4CIDR, networkName: String = "gpuplane-pods", bridge: String = "gpuplane0",
+        subnet: IPv4CIDR, clusterCIDR: IPv4CIDR, networkName: String = "gpuplane-pods", bridge: String = PodNetworkSettings.defaultBridge,
         syncInterval: Duration = .seconds(2)
     ) {
         self.subnet = subnet
@@ -68,10 +79,6 @@ public struct PodNetworkError: Error, Sendable, CustomStringConvertible {
 /// Everything it writes is derived whole from what it is told, so a sync repairs whatever was
 /// changed or lost (a restarted agent, a container restarted by hand, a flushed table).
 actor PodNetwork {
-    /// The filter chain the FORWARD chain jumps to first.
-    static let filterChain = "GPUPLANE-PODS"
-    /// The nat chain POSTROUTING jumps to first: pod-to-pod traffic is not masqueraded.
-    static let natChain = "GPUPLANE-PODS-NAT"
     /// The routing protocol number the agent's routes carry, so it finds its own.
     static let routeProtocol = "177"
 
@@ -223,6 +230,7 @@ actor PodNetwork {
     /// application; anything else from the cluster's pod range to this node's subnet is
     /// dropped; traffic between pod subnets is not masqueraded.
     static func rules(settings: PodNetworkSettings, local: [LocalPod], pods: [(group: String, pod: String, ip: String)]) -> String {
+        let filterChain = settings.chain, natChain = settings.natChain
         var lines = ["*filter", ":\(filterChain) - [0:0]", "-A \(filterChain) -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
         for target in local.sorted(by: { $0.ip < $1.ip }) {
             for source in pods where source.group == target.group && source.ip != target.ip {
@@ -267,7 +275,7 @@ actor PodNetwork {
     /// (netavark appends its own jumps when a network is first used; ours must come before).
     static func installRules(_ rules: String, settings: PodNetworkSettings) throws {
         try run(iptablesRestore, ["--noflush", "--wait"], input: rules)
-        for (table, builtin, chain) in [("filter", "FORWARD", filterChain), ("nat", "POSTROUTING", natChain)] {
+        for (table, builtin, chain) in [("filter", "FORWARD", settings.chain), ("nat", "POSTROUTING", settings.natChain)] {
             let listed = try run(iptables, ["--wait", "-t", table, "-S", builtin])
             let first = listed.split(separator: "\n").first { $0.hasPrefix("-A ") }
             guard first != "-A \(builtin) -j \(chain)" else { continue }
@@ -289,8 +297,8 @@ actor PodNetwork {
     }
 
     /// Removes the agent's rules, jumps and routes (for tests and uninstalling).
-    static func removeAll() {
-        for (table, builtin, chain) in [("filter", "FORWARD", filterChain), ("nat", "POSTROUTING", natChain)] {
+    static func removeAll(settings: PodNetworkSettings) {
+        for (table, builtin, chain) in [("filter", "FORWARD", settings.chain), ("nat", "POSTROUTING", settings.natChain)] {
             while (try? run(iptables, ["--wait", "-t", table, "-D", builtin, "-j", chain])) != nil {}
             _ = try? run(iptables, ["--wait", "-t", table, "-F", chain])
             _ = try? run(iptables, ["--wait", "-t", table, "-X", chain])
