@@ -249,6 +249,9 @@ extension Etcd {
             case GRPCStatus.unavailable: mapped = .unavailable
             case GRPCStatus.deadlineExceeded: mapped = .timeout
             case GRPCStatus.unauthenticated: mapped = .unauthenticated
+            // The one NotFound the KV, lease and election calls answer (etcd's rpctypes):
+            // "requested lease not found", a write under a lease that expired.
+            case GRPCStatus.notFound: mapped = .leaseNotFound
             default: mapped = .grpc
             }
             return EtcdError(code: mapped, message: message, httpStatus: status, body: body, grpcCode: code)

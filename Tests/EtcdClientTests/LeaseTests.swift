@@ -9,13 +9,14 @@ struct LeaseTests {
         let client = try await SharedEtcd.client()
         let p = uniquePrefix("lease")
         // Long enough that a loaded CI machine cannot let it lapse before the checks below (a
-        // 2 s lease once expired between the put and the read), short enough to wait out.
-        let lease = try await client.grantLease(ttl: 6)
-        #expect(lease.ttl == 6)
+        // 2 s lease once expired between the put and the read, a 6 s one while the whole suite
+        // started), short enough to wait out.
+        let lease = try await client.grantLease(ttl: 15)
+        #expect(lease.ttl == 15)
         try await client.put(p + "k", "v", lease: lease.id)
         #expect(try await client.get(p + "k")?.lease == lease.id)
         let ttl = try await client.leaseTimeToLive(lease.id, keys: true)
-        #expect(ttl.grantedTTL == 6)
+        #expect(ttl.grantedTTL == 15)
         #expect(ttl.keys == [Data((p + "k").utf8)])
         try await eventually("leased key expired", timeout: 30) { try await client.get(p + "k") == nil }
         do {
@@ -44,6 +45,13 @@ struct LeaseTests {
             Issue.record("revoked twice")
         } catch let e as EtcdError {
             #expect(e.code == .leaseNotFound)
+        }
+        // A write under the gone lease is typed too (the heartbeat writer takes a new lease then).
+        do {
+            try await client.put(p + "k", "v", lease: lease.id)
+            Issue.record("written under a revoked lease")
+        } catch let e as EtcdError {
+            #expect(e.code == .leaseNotFound, "\(e)")
         }
     }
 
@@ -78,7 +86,9 @@ struct LeaseTests {
 
     @Test func keepAliveReportsALostLease() async throws {
         let client = try await SharedEtcd.client()
-        let lease = try await client.grantLease(ttl: 5)
+        // A 10 s lease and a minute for the first renewal to be handed over: the suite may keep
+        // the cooperative pool busy for seconds.
+        let lease = try await client.grantLease(ttl: 10)
         let outcome = Collected<Int64>()
         let keeper = Task {
             do {
@@ -86,7 +96,7 @@ struct LeaseTests {
                 outcome.finish(nil)
             } catch { outcome.finish(error) }
         }
-        try await eventually("first renewal") { !outcome.values.isEmpty }
+        try await eventually("first renewal", timeout: 60) { !outcome.values.isEmpty }
         try await client.revokeLease(lease.id)
         try await eventually("loss reported", timeout: 30) { outcome.isFinished }
         #expect((outcome.error as? EtcdError)?.code == .leaseNotFound)

@@ -42,13 +42,21 @@ public struct NodeHeartbeats: Sendable {
         }
     }
 
-    /// Writes `node`'s key (the time now, ISO-8601) under a new lease of `ttl` seconds.
+    /// Writes `node`'s key (the time now, ISO-8601) under a new lease of `ttl` seconds. A
+    /// lease that expired before the write (a short `ttl` on a slow etcd) is replaced by a new
+    /// one, twice at most.
     public func start(node: String, ttl: Int64) async throws {
-        do {
-            let lease = try await client.grantLease(ttl: ttl)
-            _ = try await client.put(KeySpace.heartbeat(node: node), ISO8601DateFormatter().string(from: Date()), lease: lease.id)
-        } catch let e as EtcdError {
-            throw StoreError.etcd(e)
+        var attempt = 0
+        while true {
+            do {
+                let lease = try await client.grantLease(ttl: ttl)
+                _ = try await client.put(KeySpace.heartbeat(node: node), ISO8601DateFormatter().string(from: Date()), lease: lease.id)
+                return
+            } catch let e as EtcdError where e.code == .leaseNotFound && attempt < 2 {
+                attempt += 1
+            } catch let e as EtcdError {
+                throw StoreError.etcd(e)
+            }
         }
     }
 
