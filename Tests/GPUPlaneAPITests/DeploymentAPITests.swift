@@ -130,7 +130,12 @@ import Testing
         #expect(try await h.call("POST", "/v1/nodes/\(node)/heartbeat", token: token).status == 200)
         #expect(try await h.call("GET", "/v1/nodes", token: token).items.count == 1)
         #expect(try await h.call("POST", "/v1/nodes/\(node)/cordon", token: token).status == 403)
-        #expect(try await h.client.get(NodeHeartbeat.key(node)) != nil)
+        // Its heartbeat keeps the key (3 s lease): beat and look right after, again if a loaded
+        // machine let the lease run out in between.
+        try await eventually("the heartbeat key after a heartbeat", timeout: 30) {
+            guard try await h.call("POST", "/v1/nodes/\(node)/heartbeat", token: token).status == 200 else { return false }
+            return try await h.client.get(NodeHeartbeat.key(node)) != nil
+        }
 
         // A replica bound to this node is visible to it; one bound elsewhere is not, and its
         // status can't be reported from here.

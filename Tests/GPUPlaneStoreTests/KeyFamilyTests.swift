@@ -145,8 +145,11 @@ struct KeyFamilyTests {
         #expect(refused?.failedConditionTag == .fenced)
         // Events and load reports are written under a rotating lease taken from the store.
         let rotating = RotatingLease(ttl: .seconds(30))
-        let granted = try await rotating.lease(in: store)
-        #expect(try await rotating.lease(in: store) == granted, "one lease within a rotation")
+        // Instants are given, so a slow grant on a loaded machine cannot end the rotation.
+        let start = ContinuousClock.now
+        let granted = try await rotating.lease(in: store, now: start)
+        #expect(try await rotating.lease(in: store, now: start + .seconds(1)) == granted, "one lease within a rotation")
+        #expect(try await rotating.lease(in: store, now: start + rotating.rotation) != granted, "a new lease after it")
     }
 
     @Test func aPrefixConditionFailsWhenAKeyUnderItChanged() async throws {
