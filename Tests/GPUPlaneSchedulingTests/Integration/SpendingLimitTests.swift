@@ -49,7 +49,7 @@ struct SpendingLimitTests {
 
             let scheduler = h.startScheduler(session: SchedulerHarness.sessionConfiguration(meterInterval: .seconds(1)))
             try await h.waitUntilLeading(scheduler)
-            try await eventually("acme's deployment scaled to min_instances", timeout: 30) {
+            try await eventually("acme's deployment scaled to min_instances", timeout: 90) {
                 try await h.store.get(Deployment.self, tenant: "acme", name: "capped").status.instancesWanted == 1
             }
             try await eventually("the instances beyond min_instances deleted") {
