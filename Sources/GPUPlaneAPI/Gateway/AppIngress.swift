@@ -388,12 +388,7 @@ enum IngressMetrics {
         }
     }
 
-    private static let counters: [Outcome: Counter] = Dictionary(
-        uniqueKeysWithValues: Outcome.allCases.map {
-            ($0, Counter(label: "gpuplane_ingress_requests_total", dimensions: [("outcome", $0.rawValue)]))
-        })
+    private static let counters = OutcomeCounters<Outcome>(label: "gpuplane_ingress_requests_total")
 
-    static func requests(_ outcome: Outcome) -> Counter {
-        counters[outcome] ?? Counter(label: "gpuplane_ingress_requests_total", dimensions: [("outcome", outcome.rawValue)])
-    }
+    static func requests(_ outcome: Outcome) -> Counter { counters[outcome] }
 }

@@ -364,14 +364,9 @@ enum GatewayMetrics {
         }
     }
 
-    private static let counters: [Outcome: Counter] = Dictionary(
-        uniqueKeysWithValues: Outcome.allCases.map {
-            ($0, Counter(label: "gpuplane_gateway_requests_total", dimensions: [("outcome", $0.rawValue)]))
-        })
+    private static let counters = OutcomeCounters<Outcome>(label: "gpuplane_gateway_requests_total")
 
-    static func requests(_ outcome: Outcome) -> Counter {
-        counters[outcome] ?? Counter(label: "gpuplane_gateway_requests_total", dimensions: [("outcome", outcome.rawValue)])
-    }
+    static func requests(_ outcome: Outcome) -> Counter { counters[outcome] }
 
     /// Requests being answered by model servers right now.
     static let inFlight = Meter(label: "gpuplane_gateway_in_flight")
