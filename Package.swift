@@ -209,7 +209,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // The whole system with the real executables (built by `swift build --build-tests`).
-        .testTarget(name: "EndToEndTests", dependencies: ["GPUPlaneTestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["GPUPlaneTestSupport", "EtcdClient", "CurlHTTP"]),
         // charts/gpuplane rendered by Helm (chart_check.py, in the tools venv), its daemon
         // configuration read by the daemons' own code, its pods started here (pod_check.py).
         .testTarget(

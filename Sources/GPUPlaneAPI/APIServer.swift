@@ -46,7 +46,7 @@ public struct APIDependencies: Sendable {
     /// answer 503 and replicas with secret vars cannot start.
     public var secretKeys: SecretKeyring? = nil
 
-    /// Makes dependencies over `store` (``ResourceStore/connect(endpoints:tls:requestTimeout:batchWrites:logger:)``
+    /// Makes dependencies over `store` (``ResourceStore/connect(endpoints:caFile:certFile:keyFile:credentials:requestTimeout:batchWrites:logger:)``
     /// in the daemon).
     public init(
         store: ResourceStore, catalog: Catalog, adminTokens: [String], machineTypes: MachineTypeTable = .standard,

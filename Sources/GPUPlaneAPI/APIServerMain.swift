@@ -10,10 +10,9 @@ import ServiceLifecycle
 /// The `gpuplane-api-server` process: configuration, logging, the HTTP server, systemd.
 public enum APIServerMain {
     /// The configuration keys (file `key = value`, env `GPUPLANE_<KEY>`, flags `--key`).
-    public static let keys: [ConfigurationKey] = [
+    public static let keys: [ConfigurationKey] = EtcdConnectionSettings.keys() + [
         ConfigurationKey("listen", .string, default: "127.0.0.1", help: "address to listen on"),
         ConfigurationKey("port", .int, default: "8080", help: "port to listen on"),
-        ConfigurationKey("etcd.endpoints", .list, default: "http://127.0.0.1:2379", help: "etcd client URLs, comma-separated"),
         ConfigurationKey("admin-token-file", .string, help: "file holding bootstrap admin tokens, one per line"),
         ConfigurationKey("catalog-file", .string, help: "operator catalog (JSON) overriding the bundled one"),
         ConfigurationKey("max-gpu-memory", .int, default: "96", help: "largest gpu.memoryGB the fleet can give"),
@@ -75,7 +74,10 @@ public enum APIServerMain {
             guard appTimeout >= 1 else {
                 throw ConfigurationError(code: .invalidValue, key: "app-timeout", source: nil, detail: "must be at least 1 second, not \(appTimeout)")
             }
-            let store = try ResourceStore.connect(endpoints: try config.list("etcd.endpoints") ?? ["http://127.0.0.1:2379"])
+            let etcd = try EtcdConnectionSettings(config)
+            let store = try ResourceStore.connect(
+                endpoints: etcd.endpoints, caFile: etcd.caFile, certFile: etcd.certFile, keyFile: etcd.keyFile,
+                credentials: etcd.credentials.map { ($0.user, $0.password) }, logger: logger)
             var deps = APIDependencies(
                 store: store, catalog: catalog, adminTokens: adminTokens,
                 maxGPUMemoryGB: try config.int("max-gpu-memory") ?? 96,

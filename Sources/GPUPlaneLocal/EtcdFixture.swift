@@ -20,19 +20,26 @@ public final class EtcdMember: @unchecked Sendable {
     public let executable: String
     let initialCluster: String
     let extraArguments: [String]
+    /// The member's TLS files: clients must present a certificate its CA signed.
+    public let tls: EtcdTLSFiles?
+    /// With ``tls``: a plain-HTTP port serving `/health` and `/metrics` only (etcd's
+    /// `--listen-metrics-urls`), which the fixture polls.
+    let metricsPort: Int?
     private let lock = NSLock()
     private var process: ChildProcess?
     private var starts = 0
 
-    /// The client URL, e.g. `http://127.0.0.1:40123`.
-    public var clientURL: String { "http://127.0.0.1:\(clientPort)" }
+    /// The client URL, e.g. `http://127.0.0.1:40123` (`https://` with ``tls``).
+    public var clientURL: String { "\(tls == nil ? "http" : "https")://127.0.0.1:\(clientPort)" }
     /// The peer URL.
     public var peerURL: String { "http://127.0.0.1:\(peerPort)" }
 
     init(
         name: String, clientPort: Int, peerPort: Int, dataDirectory: URL, initialCluster: String,
-        executable: String, extraArguments: [String]
+        executable: String, extraArguments: [String], tls: EtcdTLSFiles? = nil
     ) {
+        self.tls = tls
+        self.metricsPort = tls == nil ? nil : TestEnvironment.freePort()
         self.name = name
         self.clientPort = clientPort
         self.peerPort = peerPort
@@ -67,11 +74,19 @@ public final class EtcdMember: @unchecked Sendable {
                     "--initial-cluster-token", "gpuplane-test",
                     "--auto-compaction-retention", "0", "--quota-backend-bytes", "\(512 * 1024 * 1024)",
                     "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn",
-                ] + extraArguments
+                ] + tlsArguments + extraArguments
             process = try ChildProcess(
                 executable: executable, arguments: arguments,
                 logFile: dataDirectory.appendingPathComponent("etcd-\(starts).log"))
         }
+    }
+
+    private var tlsArguments: [String] {
+        guard let tls, let metricsPort else { return [] }
+        return [
+            "--cert-file", tls.certFile, "--key-file", tls.keyFile, "--trusted-ca-file", tls.caFile, "--client-cert-auth",
+            "--listen-metrics-urls", "http://127.0.0.1:\(metricsPort)",
+        ]
     }
 
     /// Stops the process with SIGTERM (SIGKILL after 10 s).
@@ -94,7 +109,7 @@ public final class EtcdMember: @unchecked Sendable {
     public func waitUntilHealthy(timeout: Double = 30) async throws {
         do {
             try await eventually("etcd \(name) healthy on \(clientURL)", timeout: timeout, every: 0.05) {
-                guard let body = httpGet(port: clientPort, path: "/health") else { return false }
+                guard let body = httpGet(port: metricsPort ?? clientPort, path: "/health") else { return false }
                 return body.contains("\"health\":\"true\"")
             }
         } catch {
@@ -110,6 +125,23 @@ public final class EtcdMember: @unchecked Sendable {
     }
 
     deinit { destroy() }
+}
+
+/// A member's TLS files (PEM), e.g. those `scripts/dev-certs` makes.
+public struct EtcdTLSFiles: Sendable, Hashable {
+    /// The CA that signs the member's and the clients' certificates.
+    public var caFile: String
+    /// The member's certificate.
+    public var certFile: String
+    /// Its key.
+    public var keyFile: String
+
+    /// Names the files.
+    public init(caFile: String, certFile: String, keyFile: String) {
+        self.caFile = caFile
+        self.certFile = certFile
+        self.keyFile = keyFile
+    }
 }
 
 /// Raised when an etcd fixture cannot start.
@@ -141,14 +173,15 @@ public final class EtcdFixture: @unchecked Sendable {
     init(member: EtcdMember) { self.member = member }
 
     /// Starts etcd and waits until it serves. `extraArguments` go to etcd as they are (for
-    /// example `--experimental-watch-progress-notify-interval=1s`).
-    public static func start(extraArguments: [String] = [], timeout: Double = 30) async throws -> EtcdFixture {
+    /// example `--experimental-watch-progress-notify-interval=1s`). With `tls`, it serves
+    /// `https://` only and asks every client for a certificate its CA signed.
+    public static func start(extraArguments: [String] = [], tls: EtcdTLSFiles? = nil, timeout: Double = 30) async throws -> EtcdFixture {
         let dir = try TestEnvironment.temporaryDirectory(prefix: "etcd")
         let peer = TestEnvironment.freePort()
         let member = EtcdMember(
             name: "m0", clientPort: TestEnvironment.freePort(), peerPort: peer, dataDirectory: dir,
             initialCluster: "m0=http://127.0.0.1:\(peer)", executable: executable,
-            extraArguments: extraArguments)
+            extraArguments: extraArguments, tls: tls)
         let fixture = EtcdFixture(member: member)
         do {
             try member.launch()

@@ -10,8 +10,7 @@ public enum SchedulerMain {
     public static let configFile = "/etc/gpuplane/scheduler.conf"
 
     /// The configuration keys (file `key = value`, env `GPUPLANE_<KEY>`, flags `--key`).
-    public static let keys: [ConfigurationKey] = [
-        .init("etcd.endpoints", .list, default: "http://127.0.0.1:2379", help: "etcd client URLs"),
+    public static let keys: [ConfigurationKey] = EtcdConnectionSettings.keys() + [
         .init("identity", .string, help: "this replica's name in the election (default host-pid)"),
         .init("election", .string, default: Scheduler.defaultElectionName, help: "the election's key prefix"),
         .init("lease-ttl", .duration, default: "3s", help: "leader lease time to live (whole seconds)"),
@@ -39,7 +38,10 @@ public enum SchedulerMain {
             let logger = Logger(label: "gpuplane.scheduler")
 
             let catalog = try Catalog.load(overrideFile: try config.string("catalog-file"))
-            let store = try ResourceStore.connect(endpoints: try config.list("etcd.endpoints") ?? [], logger: logger)
+            let etcd = try EtcdConnectionSettings(config)
+            let store = try ResourceStore.connect(
+                endpoints: etcd.endpoints, caFile: etcd.caFile, certFile: etcd.certFile, keyFile: etcd.keyFile,
+                credentials: etcd.credentials.map { ($0.user, $0.password) }, logger: logger)
             let scheduler = Scheduler(
                 store: store, pipeline: Pipeline(catalog: catalog),
                 configuration: try schedulerConfiguration(config, catalog: catalog), logger: logger,

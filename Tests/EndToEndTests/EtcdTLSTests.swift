@@ -1,0 +1,149 @@
+import CurlHTTP
+import EtcdClient
+import Foundation
+import GPUPlaneTestSupport
+import Testing
+
+/// The api-server and the scheduler on an etcd that takes only TLS with client certificates
+/// (`--client-cert-auth`) and has auth on, with a user allowed `/gpuplane/` and nothing else:
+/// certificates from `scripts/dev-certs`, the `etcd.*` keys as an operator sets them. Also
+/// that half-given TLS or credentials stop a daemon at start, naming the key.
+@Suite(.timeLimit(.minutes(4))) struct EtcdTLSTests {
+    @Test(.enabled(if: EtcdFixture.isAvailable && TestEnvironment.hasExecutable("/usr/bin/etcdctl") && TestEnvironment.hasExecutable("/usr/bin/openssl")))
+    func theControlPlaneRunsOnEtcdWithClientCertificatesAndAuth() async throws {
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "etcd-tls")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let certs = directory.appendingPathComponent("certs").path
+        let made = try await Self.run(Self.repository.appendingPathComponent("scripts/dev-certs").path, [certs])
+        #expect(made.status == 0, "\(made.output)")
+        let etcd = try await EtcdFixture.start(
+            tls: EtcdTLSFiles(caFile: certs + "/ca.pem", certFile: certs + "/server.pem", keyFile: certs + "/server-key.pem"))
+        defer { etcd.shutdown() }
+        let endpoint = etcd.endpoints[0]
+        #expect(endpoint.hasPrefix("https://"))
+
+        // etcd auth: root, and a gpuplane user whose role may use /gpuplane/ only.
+        let password = "pw-" + UUID().uuidString
+        let etcdctl = ["--endpoints", endpoint, "--cacert", certs + "/ca.pem", "--cert", certs + "/client.pem", "--key", certs + "/client-key.pem"]
+        for arguments in [
+            ["user", "add", "root:" + UUID().uuidString], ["user", "grant-role", "root", "root"], ["user", "add", "gpuplane:" + password],
+            ["role", "add", "gpuplane"], ["role", "grant-permission", "gpuplane", "--prefix=true", "readwrite", "/gpuplane/"],
+            ["user", "grant-role", "gpuplane", "gpuplane"], ["auth", "enable"],
+        ] {
+            let result = try await Self.run("/usr/bin/etcdctl", etcdctl + arguments, environment: ["ETCDCTL_API": "3"])
+            #expect(result.status == 0, "etcdctl \(arguments.joined(separator: " ")): \(result.output)")
+        }
+        let passwordFile = directory.appendingPathComponent("etcd-password")
+        try (password + "\n").write(to: passwordFile, atomically: true, encoding: .utf8)
+        let etcdFlags = [
+            "--etcd.endpoints", endpoint, "--etcd.ca-file", certs + "/ca.pem", "--etcd.cert-file", certs + "/client.pem",
+            "--etcd.key-file", certs + "/client-key.pem", "--etcd.username", "gpuplane", "--etcd.password-file", passwordFile.path,
+        ]
+        let emptyConfig = directory.appendingPathComponent("empty.conf")
+        try "".write(to: emptyConfig, atomically: true, encoding: .utf8)
+        let admin = "gp_tls_admin_" + UUID().uuidString.lowercased().filter { $0 != "-" }
+        let adminFile = directory.appendingPathComponent("admin-token")
+        try admin.write(to: adminFile, atomically: true, encoding: .utf8)
+        let port = TestEnvironment.freePort()
+        let api = try ChildProcess(
+            executable: Self.binaries.appendingPathComponent("gpuplane-api-server").path,
+            arguments: ["--port", "\(port)", "--admin-token-file", adminFile.path, "--log-destination", "stderr", "--log-level", "notice"] + etcdFlags,
+            environment: ["GPUPLANE_CONFIG": emptyConfig.path], logFile: directory.appendingPathComponent("api-server.log"))
+        let scheduler = try ChildProcess(
+            executable: Self.binaries.appendingPathComponent("gpuplane-scheduler").path,
+            arguments: ["--identity", "tls-scheduler", "--log-destination", "stderr", "--log-level", "notice"] + etcdFlags,
+            environment: ["GPUPLANE_CONFIG": emptyConfig.path], logFile: directory.appendingPathComponent("scheduler.log"))
+        defer {
+            scheduler.stop(timeout: 10)
+            api.stop(timeout: 10)
+        }
+        let http = CurlHTTP.Client(name: "etcd-tls-test", maxConnections: 2)
+        defer { http.shutdown() }
+        func call(_ method: CurlHTTP.Method, _ path: String, body: String? = nil) async throws -> Int {
+            try await http.perform(
+                CurlHTTP.Request(
+                    method: method, url: "http://127.0.0.1:\(port)" + path, headers: [CurlHTTP.Header("Authorization", "Bearer \(admin)")],
+                    body: body.map { Data($0.utf8) }, timeout: .seconds(10))
+            ).status
+        }
+        do {
+            try await eventually("the api-server is ready on TLS etcd", timeout: 60) { (try? await call(.get, "/readyz")) == 200 }
+            #expect(try await call(.post, "/v1/tenants", body: #"{"name": "tls-tenant", "plan": "pro"}"#) == 201)
+            #expect(try await call(.get, "/v1/tenants/tls-tenant") == 200)
+
+            // What landed in etcd, read with the same certificate and user; and the scheduler
+            // leads (its election key is there).
+            let client = try Etcd.Client(
+                Etcd.Configuration(
+                    endpoints: etcd.endpoints, tls: CurlHTTP.TLS(caFile: certs + "/ca.pem", certFile: certs + "/client.pem", keyFile: certs + "/client-key.pem"),
+                    credentials: ("gpuplane", password)))
+            #expect(try await client.range(.prefix("/gpuplane/tenants/")).kvs.contains { $0.keyString.hasSuffix("/tls-tenant") })
+            try await eventually("the scheduler leads on TLS etcd", timeout: 60) {
+                try await client.range(.prefix("/gpuplane/election/")).kvs.contains { $0.valueString == "tls-scheduler" }
+            }
+            // Without the client certificate etcd does not even finish the handshake.
+            let noCertificate = try Etcd.Client(
+                Etcd.Configuration(endpoints: etcd.endpoints, tls: CurlHTTP.TLS(caFile: certs + "/ca.pem"), credentials: ("gpuplane", password)))
+            await #expect(throws: EtcdError.self) { _ = try await noCertificate.get("/gpuplane/x") }
+        } catch {
+            Issue.record("\(error)\n--- api-server ---\n\(api.logTail())\n--- scheduler ---\n\(scheduler.logTail())")
+        }
+    }
+
+    @Test func halfGivenTLSOrCredentialsStopADaemonNamingTheKey() async throws {
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "etcd-tls-flags")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("some.pem")
+        try "x".write(to: file, atomically: true, encoding: .utf8)
+        let emptyConfig = directory.appendingPathComponent("empty.conf")
+        try "".write(to: emptyConfig, atomically: true, encoding: .utf8)
+        let cases: [(arguments: [String], names: String)] = [
+            (["--etcd.endpoints", "https://127.0.0.1:1", "--etcd.cert-file", file.path], "etcd.key-file"),
+            (["--etcd.endpoints", "http://127.0.0.1:1", "--etcd.ca-file", file.path], "etcd.ca-file"),
+            (["--etcd.endpoints", "https://127.0.0.1:1", "--etcd.ca-file", directory.appendingPathComponent("missing.pem").path], "etcd.ca-file"),
+            (["--etcd.endpoints", "http://127.0.0.1:1", "--etcd.username", "gpuplane"], "etcd.password-file"),
+            (["--etcd.endpoints", "etcd:2379"], "etcd.endpoints"),
+        ]
+        for daemon in ["gpuplane-api-server", "gpuplane-scheduler"] {
+            for (arguments, key) in cases {
+                let result = try await Self.run(
+                    Self.binaries.appendingPathComponent(daemon).path, arguments + ["--log-destination", "stderr"],
+                    environment: ["GPUPLANE_CONFIG": emptyConfig.path])
+                #expect(result.status == 1, "\(daemon) \(arguments): exit \(result.status)\n\(result.output)")
+                #expect(result.output.contains(key), "\(daemon) \(arguments) should name \(key): \(result.output)")
+            }
+        }
+    }
+
+    static var binaries: URL { LocalClusterTests.binaries }
+
+    /// The repository root (scripts/ lives there).
+    static var repository: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    /// Runs a program to its end (60 s at most) with its output in a file, not a pipe.
+    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String) {
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "run")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        return try await TestEnvironment.offPool {
+            let outFile = directory.appendingPathComponent("output")
+            _ = FileManager.default.createFile(atPath: outFile.path, contents: nil)
+            let out = try FileHandle(forWritingTo: outFile)
+            defer { try? out.close() }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+            process.standardOutput = out
+            process.standardError = out
+            process.standardInput = FileHandle.nullDevice
+            try process.run()
+            let deadline = Date().addingTimeInterval(60)
+            while process.isRunning, Date() < deadline { usleep(20_000) }
+            if process.isRunning { process.terminate() }
+            process.waitUntilExit()
+            return (process.terminationStatus, (try? String(contentsOf: outFile, encoding: .utf8)) ?? "")
+        }
+    }
+}
