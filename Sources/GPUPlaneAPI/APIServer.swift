@@ -4,6 +4,8 @@ import GPUPlaneManifest
 import GPUPlaneService
 import GPUPlaneStore
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Logging
 import ServiceLifecycle
 
@@ -203,22 +205,23 @@ public func buildRouter(_ deps: APIDependencies) -> (Router<APIContext>, RouteTa
 }
 
 /// Builds the server application. Every connection runs under `limits` (header, body and
-/// keep-alive timeouts, connections per source address).
+/// keep-alive timeouts, connections per source address); with `tls`, it serves HTTPS only.
+/// Throws when the TLS configuration cannot make a context.
 public func buildApplication(
     _ deps: APIDependencies, host: String = "127.0.0.1", port: Int = 8080, services: [any Service] = [],
-    limits: ConnectionLimits = ConnectionLimits()
-) -> some ApplicationProtocol {
+    limits: ConnectionLimits = ConnectionLimits(), tls: ServerTLS? = nil
+) throws -> some ApplicationProtocol {
     let (router, _) = buildRouter(deps)
     deps.tenants.start()
     deps.gateway.start()
     deps.ingress.start()
     let counter = SourceConnectionCounter(limit: limits.maxConnectionsPerSource)
+    let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [
+        ConnectionGuardHandler(limits: limits, counter: counter), IngressUpgradeHandler(ingress: deps.ingress),
+    ])
     return Hummingbird.Application(
         router: router,
-        server: .http1(
-            configuration: .init(additionalChannelHandlers: [
-                ConnectionGuardHandler(limits: limits, counter: counter), IngressUpgradeHandler(ingress: deps.ingress),
-            ])),
+        server: try tls.map { try .tls(.http1(configuration: http1), tlsConfiguration: $0.configuration) } ?? .http1(configuration: http1),
         configuration: .init(address: .hostname(host, port: port), serverName: "gpuplane-api-server"),
         services: services, logger: deps.logger)
 }

@@ -10,7 +10,7 @@ import ServiceLifecycle
 /// The `gpuplane-api-server` process: configuration, logging, the HTTP server, systemd.
 public enum APIServerMain {
     /// The configuration keys (file `key = value`, env `GPUPLANE_<KEY>`, flags `--key`).
-    public static let keys: [ConfigurationKey] = EtcdConnectionSettings.keys() + [
+    public static let keys: [ConfigurationKey] = EtcdConnectionSettings.keys() + ServerTLS.keys + [
         ConfigurationKey("listen", .string, default: "127.0.0.1", help: "address to listen on"),
         ConfigurationKey("port", .int, default: "8080", help: "port to listen on"),
         ConfigurationKey("admin-token-file", .string, help: "file holding bootstrap admin tokens, one per line"),
@@ -85,6 +85,13 @@ public enum APIServerMain {
                 heartbeatTTL: Int64(try config.int("heartbeat-ttl") ?? 10), inferenceTimeout: .seconds(inferenceTimeout),
                 inferenceQueueTimeout: .seconds(queueTimeout), logger: logger, ingressTimeout: .seconds(appTimeout),
                 publicURL: try config.string("public-url"))
+            let tls = try ServerTLS.load(config)
+            let listen = try config.string("listen") ?? "127.0.0.1"
+            if tls == nil, !ServerTLS.isLoopback(host: listen) {
+                logger.warning(
+                    "serving HTTP without TLS on a non-loopback address: bearer tokens cross the network in clear text; set tls-cert-file and tls-key-file (scripts/dev-certs makes a local CA and certificate)",
+                    metadata: ["listen": "\(listen)"])
+            }
             if let path = try config.string("secret-key-file") {
                 deps.secretKeys = try SecretKeyring.load(path: path)
             } else {
@@ -93,8 +100,8 @@ public enum APIServerMain {
             let readiness = ReadinessTracker(components: ["etcd"])
             let limits = try connectionLimits(config)
             FileLimit.raiseToHardLimit()
-            let app = buildApplication(
-                deps, host: try config.string("listen") ?? "127.0.0.1", port: try config.int("port") ?? 8080, limits: limits)
+            let app = try buildApplication(
+                deps, host: listen, port: try config.int("port") ?? 8080, limits: limits, tls: tls)
             let daemon = Daemon(
                 services: [EtcdReadiness(store: store, readiness: readiness, logger: logger), app],
                 readiness: readiness, readyStatus: "serving", logger: logger)

@@ -48,7 +48,7 @@ struct AgentBench: AsyncParsableCommand {
         let quiet = Logger(label: "gpuplane.api") { _ in SwiftLogNoOpLogHandler() }
         let deps = APIDependencies(store: ResourceStore(client: etcd), catalog: try Catalog.standard(), adminTokens: [admin], logger: quiet)
         let port = TestEnvironment.freePort()
-        let app = buildApplication(deps, port: port)
+        let app = try buildApplication(deps, port: port)
         let server = Task { try await app.runService(gracefulShutdownSignals: []) }
         defer { server.cancel() }
         let base = "http://127.0.0.1:\(port)"

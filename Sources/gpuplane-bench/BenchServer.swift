@@ -38,7 +38,7 @@ final class BenchServer {
         directory = try TestEnvironment.temporaryDirectory(prefix: name)
         switch mode {
         case .inProcess:
-            let app = buildApplication(deps, port: port)
+            let app = try buildApplication(deps, port: port)
             task = Task { try await app.runService(gracefulShutdownSignals: []) }
             process = nil
         case .process:

@@ -4,10 +4,11 @@ import Foundation
 import GPUPlaneTestSupport
 import Testing
 
-/// The api-server and the scheduler on an etcd that takes only TLS with client certificates
-/// (`--client-cert-auth`) and has auth on, with a user allowed `/gpuplane/` and nothing else:
-/// certificates from `scripts/dev-certs`, the `etcd.*` keys as an operator sets them. Also
-/// that half-given TLS or credentials stop a daemon at start, naming the key.
+/// The api-server (serving HTTPS) and the scheduler on an etcd that takes only TLS with client
+/// certificates (`--client-cert-auth`) and has auth on, with a user allowed `/gpuplane/` and
+/// nothing else: certificates from `scripts/dev-certs`, the `etcd.*` and `tls-*` keys as an
+/// operator sets them. Also that half-given TLS or credentials stop a daemon at start, naming
+/// the key.
 @Suite(.timeLimit(.minutes(4))) struct EtcdTLSTests {
     @Test(.enabled(if: EtcdFixture.isAvailable && TestEnvironment.hasExecutable("/usr/bin/etcdctl") && TestEnvironment.hasExecutable("/usr/bin/openssl")))
     func theControlPlaneRunsOnEtcdWithClientCertificatesAndAuth() async throws {
@@ -47,7 +48,10 @@ import Testing
         let port = TestEnvironment.freePort()
         let api = try ChildProcess(
             executable: Self.binaries.appendingPathComponent("gpuplane-api-server").path,
-            arguments: ["--port", "\(port)", "--admin-token-file", adminFile.path, "--log-destination", "stderr", "--log-level", "notice"] + etcdFlags,
+            arguments: [
+                "--port", "\(port)", "--admin-token-file", adminFile.path, "--log-destination", "stderr", "--log-level", "notice",
+                "--tls-cert-file", certs + "/server.pem", "--tls-key-file", certs + "/server-key.pem",
+            ] + etcdFlags,
             environment: ["GPUPLANE_CONFIG": emptyConfig.path], logFile: directory.appendingPathComponent("api-server.log"))
         let scheduler = try ChildProcess(
             executable: Self.binaries.appendingPathComponent("gpuplane-scheduler").path,
@@ -59,17 +63,22 @@ import Testing
         }
         let http = CurlHTTP.Client(name: "etcd-tls-test", maxConnections: 2)
         defer { http.shutdown() }
-        func call(_ method: CurlHTTP.Method, _ path: String, body: String? = nil) async throws -> Int {
+        func call(_ method: CurlHTTP.Method, _ path: String, body: String? = nil, scheme: String = "https") async throws -> Int {
             try await http.perform(
                 CurlHTTP.Request(
-                    method: method, url: "http://127.0.0.1:\(port)" + path, headers: [CurlHTTP.Header("Authorization", "Bearer \(admin)")],
-                    body: body.map { Data($0.utf8) }, timeout: .seconds(10))
+                    method: method, url: "\(scheme)://127.0.0.1:\(port)" + path, headers: [CurlHTTP.Header("Authorization", "Bearer \(admin)")],
+                    body: body.map { Data($0.utf8) }, timeout: .seconds(10), tls: CurlHTTP.TLS(caFile: certs + "/ca.pem"))
             ).status
         }
         do {
             try await eventually("the api-server is ready on TLS etcd", timeout: 60) { (try? await call(.get, "/readyz")) == 200 }
             #expect(try await call(.post, "/v1/tenants", body: #"{"name": "tls-tenant", "plan": "pro"}"#) == 201)
             #expect(try await call(.get, "/v1/tenants/tls-tenant") == 200)
+            // HTTPS only: plain HTTP on that port gets no HTTP answer, and a client that does
+            // not trust the CA does not finish the handshake.
+            #expect((try? await call(.get, "/readyz", scheme: "http")) == nil)
+            let untrusting = try? await http.perform(CurlHTTP.Request(url: "https://127.0.0.1:\(port)/readyz", timeout: .seconds(10)))
+            #expect(untrusting == nil)
 
             // What landed in etcd, read with the same certificate and user; and the scheduler
             // leads (its election key is there).
@@ -104,14 +113,40 @@ import Testing
             (["--etcd.endpoints", "http://127.0.0.1:1", "--etcd.username", "gpuplane"], "etcd.password-file"),
             (["--etcd.endpoints", "etcd:2379"], "etcd.endpoints"),
         ]
+        let serverOnly: [(arguments: [String], names: String)] = [
+            (["--tls-cert-file", file.path], "tls-key-file"),
+            (["--tls-cert-file", file.path, "--tls-key-file", file.path], "tls-cert-file"),
+        ]
         for daemon in ["gpuplane-api-server", "gpuplane-scheduler"] {
-            for (arguments, key) in cases {
+            for (arguments, key) in cases + (daemon == "gpuplane-api-server" ? serverOnly : []) {
                 let result = try await Self.run(
                     Self.binaries.appendingPathComponent(daemon).path, arguments + ["--log-destination", "stderr"],
                     environment: ["GPUPLANE_CONFIG": emptyConfig.path])
                 #expect(result.status == 1, "\(daemon) \(arguments): exit \(result.status)\n\(result.output)")
                 #expect(result.output.contains(key), "\(daemon) \(arguments) should name \(key): \(result.output)")
             }
+        }
+    }
+
+    /// Listening beyond loopback without TLS is allowed, with a warning saying what it costs.
+    @Test func plainHTTPBeyondLoopbackIsWarnedAbout() async throws {
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "plain-http")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let emptyConfig = directory.appendingPathComponent("empty.conf")
+        try "".write(to: emptyConfig, atomically: true, encoding: .utf8)
+        for (listen, warned) in [("0.0.0.0", true), ("127.0.0.1", false)] {
+            let log = directory.appendingPathComponent("api-\(listen).log")
+            let api = try ChildProcess(
+                executable: Self.binaries.appendingPathComponent("gpuplane-api-server").path,
+                arguments: [
+                    "--listen", listen, "--port", "\(TestEnvironment.freePort())", "--etcd.endpoints", "http://127.0.0.1:1",
+                    "--log-destination", "stderr", "--log-level", "info",
+                ],
+                environment: ["GPUPLANE_CONFIG": emptyConfig.path], logFile: log)
+            defer { api.stop(timeout: 10) }
+            // Its last start-up line (before it waits for etcd) says there is no secret key.
+            try await eventually("the api-server's start-up lines") { api.logTail().contains("secret-key-file") }
+            #expect(api.logTail().contains("without TLS on a non-loopback address") == warned, "\(listen): \(api.logTail())")
         }
     }
 

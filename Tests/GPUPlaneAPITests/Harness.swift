@@ -36,7 +36,7 @@ actor SharedServer {
         // Secrets are sealed with a key file as the daemon reads it (secret-key-file).
         deps.secretKeys = try SecretKeyring.load(path: try TestEnvironment.secretKeyFile().path)
         let port = TestEnvironment.freePort()
-        let app = buildApplication(deps, port: port)
+        let app = try buildApplication(deps, port: port)
         Task { try await app.runService(gracefulShutdownSignals: []) }
         let harness = Harness(base: "http://127.0.0.1:\(port)", admin: admin, etcd: etcd, client: client, deps: deps, auditIdentifier: auditIdentifier)
         try await eventually("api-server answers /healthz") { try await harness.call("GET", "/healthz").status == 200 }

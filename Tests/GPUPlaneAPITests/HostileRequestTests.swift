@@ -210,7 +210,7 @@ import Glibc
             store: try ResourceStore.connect(endpoints: h.etcd.endpoints), catalog: try Catalog.standard(),
             adminTokens: [h.admin], logger: logger)
         let port = TestEnvironment.freePort()
-        let app = buildApplication(deps, port: port, limits: limits)
+        let app = try buildApplication(deps, port: port, limits: limits)
         let task = Task { try await app.runService(gracefulShutdownSignals: []) }
         let base = "http://127.0.0.1:\(port)"
         try await eventually("api-server answers") { try await h.call("GET", "/healthz", base: base).status == 200 }

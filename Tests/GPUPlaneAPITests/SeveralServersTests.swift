@@ -18,7 +18,7 @@ import Testing
             store: try ResourceStore.connect(endpoints: h.etcd.endpoints), catalog: try Catalog.standard(),
             adminTokens: [h.admin], logger: logger)
         let port = TestEnvironment.freePort()
-        let app = buildApplication(deps, port: port)
+        let app = try buildApplication(deps, port: port)
         let server = Task { try await app.runService(gracefulShutdownSignals: []) }
         defer { server.cancel() }
         let second = Harness(base: "http://127.0.0.1:\(port)", admin: h.admin, etcd: h.etcd, client: h.client, deps: deps, auditIdentifier: h.auditIdentifier)

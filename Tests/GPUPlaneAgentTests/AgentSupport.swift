@@ -68,7 +68,7 @@ actor ControlPlane {
 
     private static func serve(_ deps: APIDependencies, etcd: EtcdFixture, client: Etcd.Client, admin: String) async throws -> Handle {
         let port = TestEnvironment.freePort()
-        let app = buildApplication(deps, port: port)
+        let app = try buildApplication(deps, port: port)
         Task { try await app.runService(gracefulShutdownSignals: []) }
         let handle = Handle(etcd: etcd, client: client, deps: deps, base: "http://127.0.0.1:\(port)", admin: admin)
         try await eventually("api-server answers /healthz") {
