@@ -22,6 +22,7 @@ public enum NodeAgentMain {
     public static let keys: [ConfigurationKey] = [
         ConfigurationKey("api-server", .string, default: "http://127.0.0.1:8080", help: "the api-server's base URL"),
         ConfigurationKey("node-token-file", .string, required: true, help: "file holding this node's token"),
+        ConfigurationKey("api-server-ca-file", .string, help: "PEM CA certificate to verify an https:// api-server with (default: the system's CAs)"),
         ConfigurationKey("node-name", .string, help: "this node's name (a DNS label); default: the host name"),
         ConfigurationKey("gpu-mode", .string, default: "dedicated", help: "the gpu-mode label: dedicated, large or shared"),
         ConfigurationKey("address", .string, help: "the address the gateway reaches this node's containers on"),
@@ -82,13 +83,25 @@ public enum NodeAgentMain {
             throw StartError(description: "gpu-mode must be dedicated, large or shared, not '\(mode)'")
         }
         let apiServer = try config.string("api-server") ?? "http://127.0.0.1:8080"
+        let caFile = try config.string("api-server-ca-file")
+        if let caFile {
+            guard apiServer.hasPrefix("https://") else {
+                throw StartError(description: "api-server-ca-file is set but api-server is not an https:// URL ('\(apiServer)')")
+            }
+            guard access(caFile, R_OK) == 0 else { throw StartError(description: "cannot read api-server-ca-file \(caFile)") }
+        }
+        if apiServer.hasPrefix("http://"), !NodeAgentMain.isLoopback(apiServer) {
+            logger.warning(
+                "api-server is plain HTTP on a non-loopback address: the node token crosses the network in clear text; serve the api-server over HTTPS and set api-server-ca-file",
+                metadata: ["api-server": "\(apiServer)"])
+        }
         // One curl thread for both peers: the api-server over TCP and the engine's unix socket.
         // The process owns it until exit.
         let http = CurlHTTP.Client(name: "agent-curl", maxConnections: 12)
         let api = NodeAPI.Client(
             NodeAPI.Configuration(
                 baseURL: apiServer, token: token, requestTimeout: try config.duration("request-timeout") ?? .seconds(5),
-                logger: logger),
+                tls: caFile.map { CurlHTTP.TLS(caFile: $0) }, logger: logger),
             http: http)
         let engine = ContainerEngine.Client(
             ContainerEngine.Configuration(
