@@ -42,8 +42,11 @@ public struct APIDependencies: Sendable {
     /// The `path` ingress: application URLs, `/apps/<tenant>/<app>/…`.
     public let ingress: AppIngress
     /// The api-server's URL as clients reach it (`https://gpu.example.com`), which application
-    /// URLs start with; nil: `http://` and the `Host` the caller used.
+    /// URLs start with; nil: the scheme this server serves and the `Host` the caller used.
     public var publicURL: String?
+    /// Whether this server serves HTTPS (`tls-cert-file`): application URLs and the ingress's
+    /// `X-Forwarded-Proto` say `https` without a `publicURL`.
+    public let servesTLS: Bool
     /// The keys secrets are sealed with at rest (the `secret-key-file`); nil: the secret routes
     /// answer 503 and replicas with secret vars cannot start.
     public var secretKeys: SecretKeyring? = nil
@@ -56,8 +59,9 @@ public struct APIDependencies: Sendable {
         deploymentImage: String = "gpuplane/model-server:latest", heartbeatTTL: Int64 = 10,
         bookmarkInterval: Double = 10, inferenceTimeout: Duration = .seconds(600),
         inferenceQueueTimeout: Duration = .seconds(60), logger: Logger = Logger(label: "gpuplane.api"),
-        ingressTimeout: Duration = .seconds(3600), publicURL: String? = nil
+        ingressTimeout: Duration = .seconds(3600), publicURL: String? = nil, servesTLS: Bool = false
     ) {
+        self.servesTLS = servesTLS
         self.store = store
         self.catalog = catalog
         self.machineTypes = machineTypes
@@ -71,7 +75,8 @@ public struct APIDependencies: Sendable {
         self.inferenceKeys = InferenceKeys(store: store)
         self.gateway = InferenceGateway(
             store: store, keys: inferenceKeys, timeout: inferenceTimeout, queueTimeout: inferenceQueueTimeout, logger: logger)
-        self.ingress = AppIngress(store: store, replicas: gateway.replicas, timeout: ingressTimeout, publicURL: publicURL, logger: logger)
+        self.ingress = AppIngress(
+            store: store, replicas: gateway.replicas, timeout: ingressTimeout, publicURL: publicURL, servesTLS: servesTLS, logger: logger)
         self.publicURL = publicURL
     }
 

@@ -78,13 +78,6 @@ public enum APIServerMain {
             let store = try ResourceStore.connect(
                 endpoints: etcd.endpoints, caFile: etcd.caFile, certFile: etcd.certFile, keyFile: etcd.keyFile,
                 credentials: etcd.credentials.map { ($0.user, $0.password) }, logger: logger)
-            var deps = APIDependencies(
-                store: store, catalog: catalog, adminTokens: adminTokens,
-                maxGPUMemoryGB: try config.int("max-gpu-memory") ?? 96,
-                deploymentImage: try config.string("deployment-image") ?? "gpuplane/model-server:latest",
-                heartbeatTTL: Int64(try config.int("heartbeat-ttl") ?? 10), inferenceTimeout: .seconds(inferenceTimeout),
-                inferenceQueueTimeout: .seconds(queueTimeout), logger: logger, ingressTimeout: .seconds(appTimeout),
-                publicURL: try config.string("public-url"))
             let tls = try ServerTLS.load(config)
             let listen = try config.string("listen") ?? "127.0.0.1"
             if tls == nil, !ServerTLS.isLoopback(host: listen) {
@@ -92,6 +85,13 @@ public enum APIServerMain {
                     "serving HTTP without TLS on a non-loopback address: bearer tokens cross the network in clear text; set tls-cert-file and tls-key-file (scripts/dev-certs makes a local CA and certificate)",
                     metadata: ["listen": "\(listen)"])
             }
+            var deps = APIDependencies(
+                store: store, catalog: catalog, adminTokens: adminTokens,
+                maxGPUMemoryGB: try config.int("max-gpu-memory") ?? 96,
+                deploymentImage: try config.string("deployment-image") ?? "gpuplane/model-server:latest",
+                heartbeatTTL: Int64(try config.int("heartbeat-ttl") ?? 10), inferenceTimeout: .seconds(inferenceTimeout),
+                inferenceQueueTimeout: .seconds(queueTimeout), logger: logger, ingressTimeout: .seconds(appTimeout),
+                publicURL: try config.string("public-url"), servesTLS: tls != nil)
             if let path = try config.string("secret-key-file") {
                 deps.secretKeys = try SecretKeyring.load(path: path)
             } else {

@@ -27,6 +27,8 @@ public final class LocalCluster: @unchecked Sendable {
     public let directory: URL
     private let etcd: EtcdFixture
     private let podNetwork: LocalPodNetwork?
+    /// With `tls`: the CA that signed the api-server's and etcd's certificates (`certs/ca.pem`).
+    public let caFile: String?
     private let daemons: [(name: String, process: ChildProcess)]
     private let http = CurlHTTP.Client(name: "local-cluster", maxConnections: 8)
 
@@ -41,9 +43,10 @@ public final class LocalCluster: @unchecked Sendable {
 
     private init(
         apiURL: String, adminToken: String, nodeName: String, podman: PodmanFixture, directory: URL,
-        etcd: EtcdFixture, podNetwork: LocalPodNetwork?, daemons: [(name: String, process: ChildProcess)]
+        etcd: EtcdFixture, podNetwork: LocalPodNetwork?, caFile: String?, daemons: [(name: String, process: ChildProcess)]
     ) {
         self.podNetwork = podNetwork
+        self.caFile = caFile
         self.apiURL = apiURL
         self.adminToken = adminToken
         self.nodeName = nodeName
@@ -54,11 +57,24 @@ public final class LocalCluster: @unchecked Sendable {
     }
 
     /// Starts everything with `binaries` holding the built executables and `libFakeNVML.so`,
-    /// and waits until the node is registered.
-    public static func start(binaries: URL, gpus: Int = 8, log: (String) -> Void = { _ in }) async throws -> LocalCluster {
+    /// and waits until the node is registered. With `tls`, everything runs over TLS with
+    /// certificates `scripts/dev-certs` makes in the cluster's folder: etcd serves only
+    /// https:// and asks for client certificates, the api-server serves only HTTPS, and the
+    /// agents verify it with the CA.
+    public static func start(binaries: URL, gpus: Int = 8, tls: Bool = false, log: (String) -> Void = { _ in }) async throws -> LocalCluster {
         let directory = try TestEnvironment.temporaryDirectory(prefix: "local-cluster", keep: true)
-        log("etcd…")
-        let etcd = try await EtcdFixture.start()
+        let certs = directory.appendingPathComponent("certs").path
+        if tls {
+            log("certificates (scripts/dev-certs \(certs))…")
+            try makeCertificates(in: certs, binaries: binaries)
+        }
+        log(tls ? "etcd (TLS, client certificates)…" : "etcd…")
+        let etcd = try await EtcdFixture.start(
+            tls: tls ? EtcdTLSFiles(caFile: certs + "/ca.pem", certFile: certs + "/server.pem", keyFile: certs + "/server-key.pem") : nil)
+        let etcdFlags = ["--etcd.endpoints", etcd.endpoints.joined(separator: ",")] + (tls
+            ? ["--etcd.ca-file", certs + "/ca.pem", "--etcd.cert-file", certs + "/client.pem", "--etcd.key-file", certs + "/client-key.pem"]
+            : [])
+        let caFile = tls ? certs + "/ca.pem" : nil
         log("podman with \(gpus) fake GPUs…")
         let podman = try await PodmanFixture.start()
         var daemons: [(String, ChildProcess)] = []
@@ -88,23 +104,22 @@ public final class LocalCluster: @unchecked Sendable {
             let adminFile = directory.appendingPathComponent("admin-token")
             try admin.write(to: adminFile, atomically: true, encoding: .utf8)
             let port = TestEnvironment.freePort()
-            let apiURL = "http://127.0.0.1:\(port)"
+            let apiURL = "\(tls ? "https" : "http")://127.0.0.1:\(port)"
             log("gpuplane-api-server on \(apiURL)…")
             let secretKeyFile = try SecretKeyFile.create(in: directory)
-            try launch("gpuplane-api-server", [
-                "--port", "\(port)", "--etcd.endpoints", etcd.endpoints.joined(separator: ","),
-                "--secret-key-file", secretKeyFile.path,
+            try launch("gpuplane-api-server", etcdFlags + [
+                "--port", "\(port)", "--secret-key-file", secretKeyFile.path,
                 "--admin-token-file", adminFile.path, "--heartbeat-ttl", "5", "--log-level", "notice", "--log-destination", "stderr",
                 "--catalog-file", catalogFile.path, "--deployment-image", podman.standInModelServerImage,
-            ])
+            ] + (tls ? ["--tls-cert-file", certs + "/server.pem", "--tls-key-file", certs + "/server-key.pem"] : []))
             log("gpuplane-scheduler…")
-            try launch("gpuplane-scheduler", [
-                "--etcd.endpoints", etcd.endpoints.joined(separator: ","), "--meter-interval", "60s",
+            try launch("gpuplane-scheduler", etcdFlags + [
+                "--meter-interval", "60s",
                 "--log-destination", "stderr", "--log-level", "notice", "--catalog-file", catalogFile.path,
             ])
             let cluster = LocalCluster(
                 apiURL: apiURL, adminToken: admin, nodeName: "local-gpu-0", podman: podman, directory: directory,
-                etcd: etcd, podNetwork: nil, daemons: [])
+                etcd: etcd, podNetwork: nil, caFile: caFile, daemons: [])
             try await eventually("the api-server answers", timeout: 60) { try await cluster.call("GET", "/readyz").status == 200 }
             /// `spare`: the CPU millicores and memory (MiB) beyond its GPUs' share that CPU pods
             /// (and the Mode 2/3 pods' own containers) may use; `podSubnet`: the node runs the
@@ -136,7 +151,7 @@ public final class LocalCluster: @unchecked Sendable {
                         // spare, which CPU pods may use (docs/architecture.md, "CPU and memory").
                         "--allocatable-cpu", "\(gpus.count * 12_000 + spare.cpuMilli)m",
                         "--allocatable-memory", "\(gpus.count * 112 * 1024 + spare.memoryMiB)Mi",
-                    ] + (podNetwork?.agentArguments ?? []),
+                    ] + (podNetwork?.agentArguments ?? []) + (caFile.map { ["--api-server-ca-file", $0] } ?? []),
                     environment: ["GPUPLANE_FAKE_NVML_CONFIG": nvmlConfig.path, "GPUPLANE_FAKE_NVML_EVENTS": events.path],
                     label: "gpuplane-node-agent-\(node)")
             }
@@ -153,7 +168,7 @@ public final class LocalCluster: @unchecked Sendable {
             try await launchAgent(sharedNodeName, mode: "shared", gpus: shared, spare: (500, 768))
             let running = LocalCluster(
                 apiURL: apiURL, adminToken: admin, nodeName: "local-gpu-0", podman: podman, directory: directory,
-                etcd: etcd, podNetwork: podNetwork, daemons: daemons)
+                etcd: etcd, podNetwork: podNetwork, caFile: caFile, daemons: daemons)
             for node in ["local-gpu-0", sharedNodeName] {
                 try await eventually("node \(node) registers and is Ready", timeout: 90) {
                     let object = try await running.json("GET", "/v1/nodes/\(node)", token: admin)
@@ -188,13 +203,15 @@ public final class LocalCluster: @unchecked Sendable {
         var headers: [CurlHTTP.Header] = []
         if let token { headers.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
         let response = try await http.perform(
-            CurlHTTP.Request(method: CurlHTTP.Method(method), url: apiURL + path, headers: headers, body: body.map { Data($0.utf8) }, timeout: .seconds(10)))
+            CurlHTTP.Request(
+                method: CurlHTTP.Method(method), url: apiURL + path, headers: headers, body: body.map { Data($0.utf8) }, timeout: .seconds(10),
+                tls: clientTLS))
         return (response.status, response.body)
     }
 
     /// A plain GET of any URL (a model server's endpoint), as text.
     public func get(_ url: String) async throws -> String {
-        let response = try await http.perform(CurlHTTP.Request(url: url, timeout: .seconds(10)))
+        let response = try await http.perform(CurlHTTP.Request(url: url, timeout: .seconds(10), tls: clientTLS))
         return String(decoding: response.body, as: UTF8.self)
     }
 
@@ -203,8 +220,28 @@ public final class LocalCluster: @unchecked Sendable {
         let response = try await http.perform(
             CurlHTTP.Request(
                 method: .post, url: url, headers: [CurlHTTP.Header("Content-Type", "application/json")], body: Data(json.utf8),
-                timeout: .seconds(30)))
+                timeout: .seconds(30), tls: clientTLS))
         return (response.status, response.body)
+    }
+
+    /// The CA to verify the api-server with, under `tls`.
+    private var clientTLS: CurlHTTP.TLS? { caFile.map { CurlHTTP.TLS(caFile: $0) } }
+
+    /// Runs `scripts/dev-certs` (found from the working directory or above `binaries`, as
+    /// `.build/<triple>/<configuration>` sits in the repository) into `directory`.
+    static func makeCertificates(in directory: String, binaries: URL) throws {
+        var candidates = [FileManager.default.currentDirectoryPath + "/scripts/dev-certs"]
+        var folder = binaries
+        for _ in 0..<4 {
+            folder.deleteLastPathComponent()
+            candidates.append(folder.appendingPathComponent("scripts/dev-certs").path)
+        }
+        guard let script = candidates.first(where: { access($0, X_OK) == 0 }) else {
+            throw Failure(description: "TLS needs scripts/dev-certs: run from the repository (looked at \(candidates.joined(separator: ", ")))")
+        }
+        do { _ = try PodmanFixture.run(script, [directory]) } catch {
+            throw Failure(description: "scripts/dev-certs failed: \(error)")
+        }
     }
 
     /// One call whose answer is a JSON object.

@@ -1,13 +1,13 @@
 import Foundation
 import GPUPlaneLocal
 
-/// `gpuplane-local [--example FILE] [--keep-running]`: starts etcd, podman with fake GPUs and
+/// `gpuplane-local [--example FILE] [--tls] [--keep-running]`: starts etcd, podman with fake GPUs and
 /// the three daemons, applies the example as an Enterprise tenant, and shows it placed and
 /// running, with what the container sees of its GPU; then applies the Mode 3 example and shows
 /// its model server (the stand-in) ready, the pod running with NXL_INFERENCE_URL, and one chat
 /// completion through that URL; then the `path` example, reached at its application URL.
 let usage = """
-    usage: gpuplane-local [--example FILE] [--keep-running]
+    usage: gpuplane-local [--example FILE] [--tls] [--keep-running]
 
     Starts a whole gpuplane here (etcd, podman with 8 + 2 fake GPUs, the api-server, the
     scheduler and two node-agents), applies FILE as an Enterprise tenant and shows it placed
@@ -17,6 +17,9 @@ let usage = """
     at /api/db; then stops everything.
 
       --example FILE   the application to apply first (default: examples/local-gpu-app.yaml)
+      --tls            run it all over TLS: certificates from scripts/dev-certs, etcd on
+                       https:// with client certificates, the api-server on HTTPS only,
+                       agents verifying it with the CA
       --keep-running   leave the cluster up (prints the api-server URL and an admin token)
                        until Ctrl-C
       --help, -h       print this and exit
@@ -31,13 +34,14 @@ if arguments.contains("--help") || arguments.contains("-h") {
 do {
     var rest = arguments[...]
     while let argument = rest.popFirst() {
-        if argument == "--keep-running" { continue }
+        if argument == "--keep-running" || argument == "--tls" { continue }
         if argument == "--example", rest.popFirst() != nil { continue }
         FileHandle.standardError.write(Data("gpuplane-local: unexpected argument '\(argument)'\n\n\(usage)".utf8))
         exit(2)
     }
 }
 let keepRunning = arguments.contains("--keep-running")
+let tls = arguments.contains("--tls")
 let example = arguments.firstIndex(of: "--example").flatMap { arguments.index(after: $0) < arguments.endIndex ? arguments[arguments.index(after: $0)] : nil }
     ?? "examples/local-gpu-app.yaml"
 let sharedExample = "examples/local-shared-model.yaml"
@@ -58,7 +62,7 @@ do {
     guard let manifest = try? String(contentsOfFile: example, encoding: .utf8) else {
         throw LocalCluster.Failure(description: "cannot read \(example)")
     }
-    let cluster = try await LocalCluster.start(binaries: binaries, log: say)
+    let cluster = try await LocalCluster.start(binaries: binaries, tls: tls, log: say)
     do {
     say("cluster up: api-server \(cluster.apiURL), node \(cluster.nodeName) with 8 fake H100s (dedicated), node \(LocalCluster.sharedNodeName) with 2 (shared); logs in \(cluster.directory.path)")
     let token = try await cluster.tenant("demo", plan: "enterprise")
@@ -128,7 +132,7 @@ do {
         out(answer.body)
     }
     if keepRunning {
-        say("running; press Ctrl-C to stop (api-server \(cluster.apiURL), dashboard \(cluster.apiURL)/ui, admin token \(cluster.adminToken))")
+        say("running; press Ctrl-C to stop (api-server \(cluster.apiURL), dashboard \(cluster.apiURL)/ui, admin token \(cluster.adminToken)\(cluster.caFile.map { ", CA \($0)" } ?? ""))")
         let stop = DispatchSemaphore(value: 0)
         signal(SIGINT) { _ in }
         let source = DispatchSource.makeSignalSource(signal: SIGINT)

@@ -150,6 +150,32 @@ import Testing
         }
     }
 
+    /// `gpuplane-local --tls`: the whole local cluster over TLS (etcd with client certificates,
+    /// the api-server on HTTPS, agents verifying it) places and runs the GPU example.
+    @Test(.enabled(if: PodmanFixture.isAvailable && EtcdFixture.isAvailable && TestEnvironment.hasExecutable("/usr/bin/openssl")))
+    func theLocalClusterRunsOverTLS() async throws {
+        let cluster = try await LocalCluster.start(binaries: Self.binaries, tls: true)
+        do {
+            #expect(cluster.apiURL.hasPrefix("https://"))
+            let token = try await cluster.tenant("tls-e2e", plan: "enterprise")
+            let manifest = try String(contentsOf: Self.repository.appendingPathComponent("examples/local-gpu-app.yaml"), encoding: .utf8)
+            #expect(try await cluster.call("POST", "/v1/applications", token: token, body: manifest).status == 201)
+            try await eventually("placed and running over TLS", timeout: 120, every: 0.25) {
+                let replica = (try await cluster.json("GET", "/v1/replicas", token: token)["items"] as? [[String: Any]])?.first ?? [:]
+                return (replica["status"] as? [String: Any])?["phase"] as? String == "running"
+            }
+            // Both agents registered and heartbeat over HTTPS.
+            for node in [cluster.nodeName, LocalCluster.sharedNodeName] {
+                let conditions = (try await cluster.json("GET", "/v1/nodes/\(node)", token: cluster.adminToken)["status"] as? [String: Any])?["conditions"] as? [[String: Any]] ?? []
+                #expect(conditions.contains { $0["type"] as? String == "Ready" && $0["status"] as? Bool == true }, "\(node): \(conditions)")
+            }
+        } catch {
+            Issue.record("\(error)\n\(cluster.logTails())")
+        }
+        await TestEnvironment.offPool { cluster.shutdown() }
+        try? FileManager.default.removeItem(at: cluster.directory)
+    }
+
     static var binaries: URL { LocalClusterTests.binaries }
 
     /// The repository root (scripts/ lives there).

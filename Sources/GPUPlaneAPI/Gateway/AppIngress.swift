@@ -53,13 +53,14 @@ public final class AppIngress: Sendable {
     /// gateway's informer, started by it); nothing is watched until ``start()``. `publicURL`
     /// (the api-server's, as clients reach it) sets `X-Forwarded-Proto`.
     public init(
-        store: ResourceStore, replicas: Informer<Replica>, timeout: Duration = .seconds(3600), publicURL: String? = nil, logger: Logger
+        store: ResourceStore, replicas: Informer<Replica>, timeout: Duration = .seconds(3600), publicURL: String? = nil,
+        servesTLS: Bool = false, logger: Logger
     ) {
         self.applications = Informer<GPUPlaneCore.Application>(store: store, logger: logger)
         self.replicas = replicas
         self.http = CurlHTTP.Client(name: "ingress-curl", maxConnections: 256)
         self.timeout = timeout
-        self.forwardedProto = publicURL?.lowercased().hasPrefix("https://") == true ? "https" : "http"
+        self.forwardedProto = publicURL.map { $0.lowercased().hasPrefix("https://") } ?? servesTLS ? "https" : "http"
         self.logger = logger
     }
 

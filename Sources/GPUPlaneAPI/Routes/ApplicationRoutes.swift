@@ -91,9 +91,9 @@ struct ApplicationRoutes: Sendable {
     }
 
     /// The base of application URLs for an answer to `request`: ``APIDependencies/publicURL``,
-    /// else `http://` and the host the caller reached this server at.
+    /// else this server's scheme and the host the caller reached it at.
     private func publicBase(_ request: Request) -> String {
-        deps.publicURL ?? "http://\(request.head.authority ?? "127.0.0.1")"
+        deps.publicURL ?? "\(deps.servesTLS ? "https" : "http")://\(request.head.authority ?? "127.0.0.1")"
     }
 
     private func withStatus(_ app: GPUPlaneCore.Application, _ replicas: [Replica], _ request: Request) -> GPUPlaneCore.Application {
