@@ -51,6 +51,8 @@ struct AuthMiddleware: RouterMiddleware {
     typealias Context = APIContext
     let authenticator: TokenAuthenticator
     let audit: Logger
+    /// Refuses sources that guessed too many tokens lately; nil: no limit.
+    var limiter: AuthFailureLimiter? = nil
     static let publicPaths: Set<String> = ["/healthz", "/readyz", "/metrics", "/openapi.json"]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -70,7 +72,20 @@ struct AuthMiddleware: RouterMiddleware {
         // Inference calls through /v1/openai/ are data, not changes to the cluster: no audit line.
         let mutating = request.method != .get && request.method != .head && !request.uri.path.hasPrefix("/v1/openai/")
         do {
-            context.principal = try await authenticator.authenticate(request.headers[.authorization])
+            let source = context.remoteAddress ?? "unknown"
+            if let limiter, let wait = limiter.wait(source) {
+                var error = APIError(
+                    .tooManyRequests, .rateLimited,
+                    "too many unknown tokens from \(source) in the last \(limiter.window.components.seconds) s; try again in \(wait.wholeSecondsRoundedUp) s")
+                error.retryAfter = Int(wait.wholeSecondsRoundedUp)
+                throw error
+            }
+            do {
+                context.principal = try await authenticator.authenticate(request.headers[.authorization])
+            } catch let error as APIError where error.status == .unauthorized && request.headers[.authorization] != nil {
+                limiter?.recordFailure(source)
+                throw error
+            }
             let response = try await next(request, context)
             // A heartbeat that renewed a lease changes nothing an auditor asks about (and comes
             // every second from every node); a refused one is still recorded.

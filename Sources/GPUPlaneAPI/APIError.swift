@@ -39,6 +39,8 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         public static let upstreamTimeout = Code(rawValue: "upstream_timeout")
         /// Too many requests wait for the model already; retry later (429).
         public static let overloaded = Code(rawValue: "overloaded")
+        /// Too many unknown tokens came from this address lately; retry later (429).
+        public static let rateLimited = Code(rawValue: "rate_limited")
         /// The request asks for something the server does not do (501), e.g. a websocket
         /// upgrade through the application ingress.
         public static let notImplemented = Code(rawValue: "not_implemented")

@@ -50,6 +50,9 @@ public struct APIDependencies: Sendable {
     /// The keys secrets are sealed with at rest (the `secret-key-file`); nil: the secret routes
     /// answer 503 and replicas with secret vars cannot start.
     public var secretKeys: SecretKeyring? = nil
+    /// Refuses a source address that presented too many unknown tokens lately
+    /// (`auth-failure-limit`); nil: no limit.
+    public var authFailureLimiter: AuthFailureLimiter? = nil
 
     /// Makes dependencies over `store` (``ResourceStore/connect(endpoints:caFile:certFile:keyFile:credentials:requestTimeout:batchWrites:logger:)``
     /// in the daemon).
@@ -189,7 +192,7 @@ public final class RouteTable: @unchecked Sendable {
 public func buildRouter(_ deps: APIDependencies) -> (Router<APIContext>, RouteTable) {
     let router = Router(context: APIContext.self)
     router.add(middleware: ErrorMiddleware(logger: deps.logger))
-    router.add(middleware: AuthMiddleware(authenticator: deps.authenticator, audit: deps.logger))
+    router.add(middleware: AuthMiddleware(authenticator: deps.authenticator, audit: deps.logger, limiter: deps.authFailureLimiter))
     let table = RouteTable(router: router)
     router.add(middleware: RouteTable.MethodNotAllowedMiddleware(allows: table.allows))
     router.add(middleware: QueryCheckMiddleware())

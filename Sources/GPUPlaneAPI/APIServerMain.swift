@@ -13,6 +13,9 @@ public enum APIServerMain {
     public static let keys: [ConfigurationKey] = EtcdConnectionSettings.keys() + ServerTLS.keys + [
         ConfigurationKey("listen", .string, default: "127.0.0.1", help: "address to listen on"),
         ConfigurationKey("port", .int, default: "8080", help: "port to listen on"),
+        ConfigurationKey(
+            "auth-failure-limit", .int, default: "30",
+            help: "unknown tokens one address may present per minute before it gets 429 until the minute is over (0: no limit)"),
         ConfigurationKey("admin-token-file", .string, help: "file holding bootstrap admin tokens, one per line"),
         ConfigurationKey("catalog-file", .string, help: "operator catalog (JSON) overriding the bundled one"),
         ConfigurationKey("max-gpu-memory", .int, default: "96", help: "largest gpu.memoryGB the fleet can give"),
@@ -97,6 +100,13 @@ public enum APIServerMain {
             } else {
                 logger.warning("no secret-key-file configured: /v1/secrets answers 503 and pods with secret vars cannot start")
             }
+            let failureLimit = try config.int("auth-failure-limit") ?? 30
+            guard failureLimit >= 0 else {
+                throw ConfigurationError(
+                    code: .invalidValue, key: "auth-failure-limit", source: config.source(of: "auth-failure-limit"),
+                    detail: "must be 0 (no limit) or more, not \(failureLimit)")
+            }
+            if failureLimit > 0 { deps.authFailureLimiter = AuthFailureLimiter(limit: failureLimit) }
             let readiness = ReadinessTracker(components: ["etcd"])
             let limits = try connectionLimits(config)
             FileLimit.raiseToHardLimit()
