@@ -215,6 +215,9 @@ let package = Package(
             ]),
         // The whole system with the real executables (built by `swift build --build-tests`).
         .testTarget(name: "EndToEndTests", dependencies: ["GPUPlaneTestSupport", "EtcdClient", "CurlHTTP"]),
+        // Generated hostile input against every parser of outside bytes (short in CI; the long
+        // form is GPUPLANE_FUZZ_ITERATIONS=… swift test --filter FuzzTests).
+        .testTarget(name: "FuzzTests", dependencies: ["GPUPlaneManifest", "GPUPlaneCore", "GPUPlaneAPI", "EtcdClient", "StreamingJSON"]),
         // charts/gpuplane rendered by Helm (chart_check.py, in the tools venv), its daemon
         // configuration read by the daemons' own code, its pods started here (pod_check.py).
         .testTarget(
