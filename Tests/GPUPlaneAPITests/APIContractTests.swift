@@ -292,4 +292,30 @@ import Testing
         let named = try await h.call("PATCH", "/v1/tenants/x", token: h.admin, body: #"{"name": "x"}"#)
         #expect(named.status == 400 && named.error["field"] as? String == "name", "\(named.text)")
     }
+
+    /// Every route of the OpenAPI document but the public ones (health, metrics, the document,
+    /// the dashboard's files, inference URLs that carry their own key, application URLs)
+    /// refuses a request without a token and one with an unknown token: 401, before anything
+    /// else is looked at.
+    @Test func everyRouteRefusesMissingAndUnknownTokens() async throws {
+        let h = try await SharedServer.shared.get()
+        let document = try await h.call("GET", "/openapi.json").json
+        let paths = try #require(document["paths"] as? [String: [String: Any]])
+        let publicPrefixes = ["/healthz", "/readyz", "/metrics", "/openapi.json", "/ui", "/v1/inference/", "/apps/"]
+        var checked = 0
+        for (template, operations) in paths.sorted(by: { $0.key < $1.key }) where !publicPrefixes.contains(where: { template.hasPrefix($0) }) {
+            // Every path parameter filled with a name nobody has.
+            let path = template.split(separator: "/", omittingEmptySubsequences: false)
+                .map { $0.hasPrefix("{") ? "no-such-thing" : String($0) }.joined(separator: "/")
+            for method in operations.keys.map({ $0.uppercased() }) where ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(method) {
+                let body = method == "GET" || method == "DELETE" ? nil : "{}"
+                let missing = try await h.call(method, path, body: body)
+                #expect(missing.status == 401, "\(method) \(path) without a token: \(missing.status) \(missing.text)")
+                let unknown = try await h.call(method, path, token: "gp_" + String(repeating: "0", count: 64), body: body)
+                #expect(unknown.status == 401, "\(method) \(path) with an unknown token: \(unknown.status) \(unknown.text)")
+                checked += 1
+            }
+        }
+        #expect(checked >= 40, "only \(checked) routes checked: the document lost its paths?")
+    }
 }
