@@ -145,7 +145,12 @@ import Testing
                 environment: ["GPUPLANE_CONFIG": emptyConfig.path], logFile: log)
             defer { api.stop(timeout: 10) }
             // Its last start-up line (before it waits for etcd) says there is no secret key.
-            try await eventually("the api-server's start-up lines") { api.logTail().contains("secret-key-file") }
+            do {
+                try await eventually("the api-server's start-up lines", timeout: 120) { api.logTail().contains("secret-key-file") }
+            } catch {
+                Issue.record("\(error)\n\(api.logTail())")
+                continue
+            }
             #expect(api.logTail().contains("without TLS on a non-loopback address") == warned, "\(listen): \(api.logTail())")
         }
     }

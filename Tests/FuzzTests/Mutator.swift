@@ -1,4 +1,5 @@
 import Foundation
+import GPUPlaneTestSupport
 
 /// A seeded generator (SplitMix64): the same seed gives the same inputs, so a failure found
 /// once is found again from the seed the test prints.
@@ -80,18 +81,39 @@ enum FuzzRun {
     }
 
     /// Runs `body` on the seeds and on `iterations` mutations of them, the same ones for the
-    /// same ``seed``; returns how many inputs ran.
-    @discardableResult
-    static func run(_ target: String, seeds: [[UInt8]], _ body: ([UInt8]) throws -> Void) rethrows -> Int {
-        // A stable salt per target (String.hashValue changes from run to run).
-        let salt = target.utf8.reduce(UInt64(5381)) { ($0 &* 33) &+ UInt64($1) }
-        var mutator = Mutator(seed: seed ^ salt)
-        var corpusSeed = SplitMix64(seed: seed &+ salt)
-        for seedInput in seeds { try body(seedInput) }
-        for _ in 0..<iterations {
-            let base = seeds[Int.random(in: 0..<seeds.count, using: &corpusSeed)]
-            try body(mutator.mutate(base))
+    /// same ``seed``, on a thread of its own (never Swift's cooperative pool, which the other
+    /// tests need); returns how many inputs ran and the first failures `body` reported.
+    static func run(_ target: String, seeds: [[UInt8]], _ body: @escaping ([UInt8], Findings) -> Void) async -> (count: Int, failures: [String]) {
+        let work = Unchecked(body)
+        let iterations = iterations, seed = seed
+        return await TestEnvironment.offPool("fuzz-\(target)") {
+            let findings = Findings()
+            // A stable salt per target (String.hashValue changes from run to run).
+            let salt = target.utf8.reduce(UInt64(5381)) { ($0 &* 33) &+ UInt64($1) }
+            var mutator = Mutator(seed: seed ^ salt)
+            var corpusSeed = SplitMix64(seed: seed &+ salt)
+            for seedInput in seeds { work.value(seedInput, findings) }
+            for _ in 0..<iterations {
+                let base = seeds[Int.random(in: 0..<seeds.count, using: &corpusSeed)]
+                work.value(mutator.mutate(base), findings)
+            }
+            return (seeds.count + iterations, findings.messages)
         }
-        return seeds.count + iterations
     }
+}
+
+/// What a fuzz target found wrong: the first 20 messages.
+final class Findings: @unchecked Sendable {
+    private(set) var messages: [String] = []
+
+    /// Records `message` unless `ok`.
+    func check(_ ok: Bool, _ message: @autoclosure () -> String) {
+        if !ok, messages.count < 20 { messages.append(message()) }
+    }
+}
+
+/// A value moved to the fuzz thread; the test waits for that thread, so nothing runs at once.
+final class Unchecked<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

@@ -27,7 +27,7 @@ struct DaemonTests {
         #expect(readiness.pending == ["api"])
         #expect(!socket.messages.contains { $0.hasPrefix("READY=1") })
         readiness.markReady("api")
-        try await eventually("READY=1") { socket.messages.contains("READY=1\nSTATUS=serving") }
+        try await eventually("READY=1", timeout: 120) { socket.messages.contains("READY=1\nSTATUS=serving") }
 
         await daemon.triggerGracefulShutdown()
         try await run.value
