@@ -8,6 +8,8 @@ public struct APIClient: Sendable {
     public let base: String
     /// The bearer token, if any.
     public let token: String?
+    /// PEM CA to verify an `https://` server with; nil: the system's CAs.
+    public let caFile: String?
     private static let http = CurlHTTP.Client(name: "gpuplane-cli", maxConnections: 4)
     /// Three attempts, 200 ms then 400 ms apart; which requests may be sent again is decided
     /// per call (reads only when the server was not reached, writes never).
@@ -26,10 +28,11 @@ public struct APIClient: Sendable {
         public var error: JSONValue { value["error"] }
     }
 
-    /// Makes a client of `base` with `token`.
-    public init(base: String, token: String?) {
+    /// Makes a client of `base` with `token`, verifying an `https://` server with `caFile`.
+    public init(base: String, token: String?, caFile: String? = nil) {
         self.base = base
         self.token = token
+        self.caFile = caFile
     }
 
     /// Sends one request; `contentType` goes with a body.
@@ -38,7 +41,8 @@ public struct APIClient: Sendable {
         var headers: [CurlHTTP.Header] = []
         if let token { headers.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
         if body != nil { headers.append(CurlHTTP.Header("Content-Type", contentType)) }
-        let request = CurlHTTP.Request(method: method, url: base + path, headers: headers, body: body, timeout: .seconds(30))
+        let request = CurlHTTP.Request(
+            method: method, url: base + path, headers: headers, body: body, timeout: .seconds(30), tls: caFile.map { CurlHTTP.TLS(caFile: $0) })
         let idempotence: CurlHTTP.Idempotence = method == .get ? .onlyIfNotSent : .never
         let policy = Self.retryPolicy
         let response = try await policy.run(cancelled: { CancellationError() }) {

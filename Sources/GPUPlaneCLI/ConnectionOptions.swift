@@ -1,12 +1,17 @@
 import ArgumentParser
 import Foundation
 
-/// Where the api-server is and who is asking: `--server`/`GPUPLANE_SERVER`, and the token from
-/// `--token`, `--token-file`, `GPUPLANE_TOKEN` or `GPUPLANE_TOKEN_FILE`.
+/// Where the api-server is and who is asking: `--server`/`GPUPLANE_SERVER`, the CA to verify an
+/// `https://` server with (`--ca-file`/`GPUPLANE_CA_FILE`), and the token from `--token`,
+/// `--token-file`, `GPUPLANE_TOKEN` or `GPUPLANE_TOKEN_FILE`.
 public struct ConnectionOptions: ParsableArguments {
     /// The api-server's base URL.
     @Option(help: "The api-server's URL (default: $GPUPLANE_SERVER, else http://127.0.0.1:8080).")
     public var server: String?
+
+    /// A PEM CA file to verify an https:// api-server with.
+    @Option(help: "A PEM CA certificate to verify an https:// api-server with (default: $GPUPLANE_CA_FILE, else the system's CAs).")
+    public var caFile: String?
 
     /// A bearer token.
     @Option(help: "A bearer token (default: $GPUPLANE_TOKEN). Prefer --token-file: arguments show in ps.")
@@ -30,6 +35,10 @@ public struct ConnectionOptions: ParsableArguments {
             }
             secret = text.split(whereSeparator: \.isNewline).first.map { $0.trimmingCharacters(in: .whitespaces) }
         }
-        return APIClient(base: base, token: secret)
+        let ca = caFile ?? environment["GPUPLANE_CA_FILE"]
+        if let ca, !FileManager.default.isReadableFile(atPath: ca) {
+            throw ValidationError("--ca-file: cannot read '\(ca)'")
+        }
+        return APIClient(base: base, token: secret, caFile: ca)
     }
 }

@@ -69,7 +69,9 @@ public enum ResourceKindName: String, ExpressibleByArgument, CaseIterable, Senda
             ]
         case .tenants:
             return [
-                ("NAME", at("metadata.name")), ("PLAN", at("spec.plan")), ("GPU-LIMIT", at("spec.gpuLimit")),
+                // The tenant routes answer flat objects (docs/api.md, "Tenants").
+                ("NAME", at("name")), ("PLAN", at("plan")), ("GPU-LIMIT", at("gpu_limit")),
+                ("SPENDING-LIMIT", { $0["spending_limit_usd"].cell }),
             ]
         }
     }

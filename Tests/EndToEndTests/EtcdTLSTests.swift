@@ -80,6 +80,21 @@ import Testing
             let untrusting = try? await http.perform(CurlHTTP.Request(url: "https://127.0.0.1:\(port)/readyz", timeout: .seconds(10)))
             #expect(untrusting == nil)
 
+            // The CLI verifies the server with --ca-file (or $GPUPLANE_CA_FILE), and refuses an
+            // HTTPS server it cannot verify.
+            let cli = Self.binaries.appendingPathComponent("gpuplane").path
+            // (The tenant list is served from the api-server's watch of tenants: wait for it.)
+            var listed = (status: Int32(-1), output: "")
+            try await eventually("the CLI lists the tenant over HTTPS", timeout: 60) {
+                listed = try await Self.run(cli, ["get", "tenants", "--server", "https://127.0.0.1:\(port)", "--token", admin, "--ca-file", certs + "/ca.pem"])
+                return listed.status == 0 && listed.output.contains("tls-tenant")
+            }
+            let viaEnvironment = try await Self.run(
+                cli, ["get", "tenants", "--server", "https://127.0.0.1:\(port)", "--token", admin], environment: ["GPUPLANE_CA_FILE": certs + "/ca.pem"])
+            #expect(viaEnvironment.status == 0, "\(viaEnvironment.output)")
+            let unverified = try await Self.run(cli, ["get", "tenants", "--server", "https://127.0.0.1:\(port)", "--token", admin])
+            #expect(unverified.status != 0 && unverified.output.contains("cannot reach the api-server"), "\(unverified.output)")
+
             // What landed in etcd, read with the same certificate and user; and the scheduler
             // leads (its election key is there).
             let client = try Etcd.Client(
