@@ -97,6 +97,8 @@ BAD_VALUES = {
 # Values the schema cannot judge alone (they compare two keys) that the templates refuse.
 REFUSED_BY_TEMPLATES = {
     "an api-server budget as large as its replicas": {"apiServer": {"replicas": 1}},
+    "an etcd user without the Secret of its password": {
+        "etcd": {"bundled": {"enabled": False}, "external": {"endpoints": ["https://etcd:2379"], "auth": {"username": "gpuplane"}}}},
 }
 
 
@@ -316,7 +318,10 @@ def check_values_file(
                       f"PodDisruptionBudget {budget['metadata']['name']} would block every eviction")
 
     # Volumes name objects that are rendered (or existing Secrets the values name), and keys they hold.
-    existing = {values["adminTokens"]["existingSecret"], values["secretKey"]["existingSecret"]} - {""}
+    external = values["etcd"]["external"]
+    existing = {values["adminTokens"]["existingSecret"], values["secretKey"]["existingSecret"], values["apiServer"]["tls"]["secretName"]} - {""}
+    if not values["etcd"]["bundled"]["enabled"]:
+        existing |= {external["tls"]["secretName"], external["auth"]["passwordSecretName"] if external["auth"]["username"] else ""} - {""}
     for workload in workloads:
         for volume in workload["spec"]["template"]["spec"].get("volumes", []):
             if "configMap" in volume:
@@ -335,7 +340,8 @@ def check_values_file(
 
     # Every file the api-server's configuration names is mounted in its container.
     files = {}
-    for key in ("admin-token-file", "secret-key-file", "catalog-file"):
+    for key in ("admin-token-file", "secret-key-file", "catalog-file", "tls-cert-file", "tls-key-file",
+                "etcd.ca-file", "etcd.cert-file", "etcd.key-file", "etcd.password-file"):
         if key in api_conf:
             source = mounted_file(api_pod, api_container, api_conf[key], docs, existing)
             if check(source is not None, where, f"{key} {api_conf[key]} is not mounted in the api-server's container"):
@@ -402,6 +408,17 @@ def check_values_file(
     if check(scheduler_source is not None and scheduler_source[1] == "ConfigMap", where, f"{scheduler_conf_path} is not mounted from a ConfigMap"):
         scheduler_conf_text = named(docs, "ConfigMap", scheduler_source[2])["data"][scheduler_source[3]]
     scheduler_conf = parse_conf(scheduler_conf_text)
+    for key in ("etcd.ca-file", "etcd.cert-file", "etcd.key-file", "etcd.password-file"):
+        check((key in scheduler_conf) == (key in api_conf), where, f"the scheduler and api-server disagree on {key}")
+        if key in scheduler_conf:
+            check(mounted_file(scheduler_pod, scheduler_container, scheduler_conf[key], docs, existing) is not None, where,
+                  f"{key} {scheduler_conf[key]} is not mounted in the scheduler's container")
+    # TLS as the values say: HTTPS probes with the api-server's Secret, etcd files with the external one.
+    tls_secret = values["apiServer"]["tls"]["secretName"]
+    check(("tls-cert-file" in api_conf) == bool(tls_secret), where, "tls-cert-file does not follow apiServer.tls.secretName")
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        scheme = api_container.get(probe, {}).get("httpGet", {}).get("scheme", "HTTP")
+        check(scheme == ("HTTPS" if tls_secret else "HTTP"), where, f"the api-server's {probe} uses {scheme}")
     if "catalog-file" in scheduler_conf:
         check(mounted_file(scheduler_pod, scheduler_container, scheduler_conf["catalog-file"], docs, existing) is not None, where,
               "the scheduler's catalog-file is not mounted")
@@ -508,6 +525,13 @@ def check_values_file(
         "secretKey": secret_key_text,
         "pods": {"apiServer": pod(api), "scheduler": pod(scheduler), "etcd": pod(statefulsets[0]) if statefulsets else None},
         "etcdEndpoints": endpoints,
+        # What pod_check.py must make for the Secrets the values say exist, and how to run etcd.
+        "tls": {
+            "apiServerSecret": values["apiServer"]["tls"]["secretName"],
+            "etcdSecret": "" if values["etcd"]["bundled"]["enabled"] else external["tls"]["secretName"],
+            "etcdUsername": "" if values["etcd"]["bundled"]["enabled"] else external["auth"]["username"],
+            "etcdPasswordSecret": "" if values["etcd"]["bundled"]["enabled"] else external["auth"]["passwordSecretName"],
+        },
     }
 
 

@@ -36,6 +36,7 @@ import re
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 failures: list[str] = []
+# Contents of Secrets the values say exist, by (Secret, key), made by check_values_set (the TLS
+# certificates and etcd password); the rest get a token or a key in Pod.make_volumes.
+provided: dict[tuple[str, str], str] = {}
+# The CA https:// calls trust, when the values set runs with TLS.
+trusted: ssl.SSLContext | None = None
 
 
 def fail(where: str, message: str) -> None:
@@ -122,7 +128,7 @@ class Pod:
             for item in volume["files"]:
                 content = item["content"]
                 if content is None:  # a Secret the values say exists: made as an operator would
-                    content = {"admin-tokens": f"gpa_{secrets.token_urlsafe(32)}\n",
+                    content = provided.get((volume["name"], item["key"])) or {"admin-tokens": f"gpa_{secrets.token_urlsafe(32)}\n",
                                "secret.key": f"k1 {base64.b64encode(secrets.token_bytes(32)).decode()}\n"}[item["key"]]
                 contents[item["path"]] = content
                 file = stamp / item["path"]
@@ -196,7 +202,7 @@ def http(method: str, url: str, token: str | None = None, body: dict | None = No
     if body is not None:
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5, context=trusted if url.startswith("https://") else None) as response:
             return response.status, response.read().decode(errors="replace")
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode(errors="replace")
@@ -209,6 +215,12 @@ def check_values_set(daemons: dict, work: Path) -> None:
     root = work / where.replace("/", "_")
     logs = root / "logs"
     logs.mkdir(parents=True)
+    global trusted
+    provided.clear()
+    trusted = None
+    tls = daemons.get("tls", {})
+    if tls.get("apiServerSecret") or tls.get("etcdSecret"):
+        make_certificates(tls, root / "certs", sorted({urlparse(e).hostname for e in daemons["etcdEndpoints"]}))
 
     if daemons["pods"].get("etcd"):
         members = start_members(daemons["pods"]["etcd"], root, logs, where)
@@ -228,24 +240,73 @@ def check_values_set(daemons: dict, work: Path) -> None:
     # An external etcd: one on loopback, every endpoint's host this machine.
     endpoints = [urlparse(e) for e in daemons["etcdEndpoints"]]
     ports = sorted({e.port or 2379 for e in endpoints})
+    hostnames = sorted({e.hostname for e in endpoints})
     with open("/etc/hosts", "a") as hosts:
-        for host in sorted({e.hostname for e in endpoints}):
+        for host in hostnames:
             hosts.write(f"127.0.0.1 {host}\n")
-    clients = ",".join(f"http://127.0.0.1:{p}" for p in ports)
+    etcd_tls = bool(tls.get("etcdSecret"))
+    scheme = "https" if etcd_tls else "http"
+    clients = ",".join(f"{scheme}://127.0.0.1:{p}" for p in ports)
+    certs = root / "certs"
+    tls_flags = ["--cert-file", str(certs / "server.pem"), "--key-file", str(certs / "server-key.pem"),
+                 "--trusted-ca-file", str(certs / "ca.pem"), "--client-cert-auth",
+                 "--listen-metrics-urls", "http://127.0.0.1:2381"] if etcd_tls else []
     etcd_log = open(logs / "etcd.log", "w")
     etcd = subprocess.Popen(["etcd", "--name", "e", "--data-dir", str(root / "etcd"), "--listen-client-urls", clients,
                              "--advertise-client-urls", clients, "--listen-peer-urls", "http://127.0.0.1:2380",
-                             "--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--initial-cluster", "e=http://127.0.0.1:2380"],
-                            stdout=etcd_log, stderr=subprocess.STDOUT)
+                             "--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--initial-cluster", "e=http://127.0.0.1:2380"]
+                            + tls_flags, stdout=etcd_log, stderr=subprocess.STDOUT)
     try:
-        if not wait_for(lambda: http("GET", f"http://127.0.0.1:{ports[0]}/health")[0] == 200, 20):
+        health = "http://127.0.0.1:2381/health" if etcd_tls else f"http://127.0.0.1:{ports[0]}/health"
+        if not wait_for(lambda: http("GET", health)[0] == 200, 20):
             fail(where, "etcd did not start")
+            return
+        if tls.get("etcdUsername") and not enable_etcd_auth(tls, f"{scheme}://127.0.0.1:{ports[0]}", certs if etcd_tls else None, where):
             return
         check_api_server(daemons, root, logs, where)
         check_schedulers(daemons, root, logs, where)
     finally:
         etcd.terminate()
         etcd.wait()
+
+
+def make_certificates(tls: dict, directory: Path, hostnames: list[str]) -> None:
+    """Certificates from scripts/dev-certs (the etcd endpoints' names in the server's), put in
+    the Secrets the values name as an operator would: the api-server's tls.crt/tls.key, and
+    etcd's ca.crt with a client certificate; https:// calls here trust the CA."""
+    global trusted
+    script = Path(__file__).resolve().parents[2] / "scripts" / "dev-certs"
+    names = [argument for host in hostnames for argument in ("--name", host)]
+    subprocess.run([str(script), str(directory), *names], check=True, capture_output=True)
+    read = lambda name: (directory / name).read_text()
+    if tls.get("apiServerSecret"):
+        provided[(tls["apiServerSecret"], "tls.crt")] = read("server.pem")
+        provided[(tls["apiServerSecret"], "tls.key")] = read("server-key.pem")
+    if tls.get("etcdSecret"):
+        provided[(tls["etcdSecret"], "ca.crt")] = read("ca.pem")
+        provided[(tls["etcdSecret"], "tls.crt")] = read("client.pem")
+        provided[(tls["etcdSecret"], "tls.key")] = read("client-key.pem")
+    trusted = ssl.create_default_context(cafile=str(directory / "ca.pem"))
+
+
+def enable_etcd_auth(tls: dict, endpoint: str, certs: Path | None, where: str) -> bool:
+    """etcd auth on, with root and the values' user allowed /gpuplane/ only; its password goes in
+    the Secret the values name."""
+    password = secrets.token_urlsafe(16)
+    provided[(tls["etcdPasswordSecret"], "password")] = password + "\n"
+    user = tls["etcdUsername"]
+    base = ["etcdctl", "--endpoints", endpoint]
+    if certs is not None:
+        base += ["--cacert", str(certs / "ca.pem"), "--cert", str(certs / "client.pem"), "--key", str(certs / "client-key.pem")]
+    for arguments in (["user", "add", f"root:{secrets.token_urlsafe(16)}"], ["user", "grant-role", "root", "root"],
+                      ["user", "add", f"{user}:{password}"], ["role", "add", user],
+                      ["role", "grant-permission", user, "--prefix=true", "readwrite", "/gpuplane/"],
+                      ["user", "grant-role", user, user], ["auth", "enable"]):
+        done = subprocess.run(base + arguments, capture_output=True, text=True, env={**os.environ, "ETCDCTL_API": "3"})
+        if done.returncode != 0:
+            fail(where, f"etcdctl {' '.join(arguments[:2])}: {done.stderr[-300:]}")
+            return False
+    return True
 
 
 def start_members(spec: dict, root: Path, logs: Path, where: str) -> dict[str, subprocess.Popen]:
@@ -299,9 +360,10 @@ def check_api_server(daemons: dict, root: Path, logs: Path, where: str) -> None:
     process = pod.start(container, pod_name)
     try:
         port = container["ports"]["http"]
+        scheme = "https" if any(get.get("scheme") == "HTTPS" for get in container["probes"].values()) else "http"
         for probe, get in container["probes"].items():
             target = container["ports"].get(get["port"], get["port"])
-            url = f"http://127.0.0.1:{target}{get['path']}"
+            url = f"{get.get('scheme', 'HTTP').lower()}://127.0.0.1:{target}{get['path']}"
             if not wait_for(lambda: process.poll() is not None or http("GET", url)[0] == 200, 30):
                 fail(where, f"the api-server's {probe} GET {get['path']} does not answer 200")
             if process.poll() is not None:
@@ -310,7 +372,9 @@ def check_api_server(daemons: dict, root: Path, logs: Path, where: str) -> None:
         # The admin token the chart's Secret (or the operator's) holds, and the sealing key.
         token_volume = next(m["name"] for m in container["mounts"] if m["path"].endswith("admin-tokens"))
         token = next(iter(pod.made[token_volume].values())).split()[0]
-        base = f"http://127.0.0.1:{port}"
+        base = f"{scheme}://127.0.0.1:{port}"
+        if scheme == "https" and http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200:
+            fail(where, "the api-server answers plain HTTP although it was given a TLS Secret")
         status, body = http("POST", f"{base}/v1/tenants", token, {"name": "acme", "plan": "scale"})
         if status != 201:
             fail(where, f"POST /v1/tenants with the admin token: {status} {body[:300]}")

@@ -51,6 +51,61 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/* etcd.endpoints of the daemons: the bundled members' stable names, or the external URLs. */}}
+{{/* The etcd.* lines for an external etcd with TLS files and a user (both daemons). */}}
+{{- define "gpuplane.etcdClientConfig" -}}
+{{- $e := .Values.etcd.external -}}
+{{- if and (not .Values.etcd.bundled.enabled) $e.tls.secretName }}
+etcd.ca-file = /etc/gpuplane/etcd-tls/ca.crt
+etcd.cert-file = /etc/gpuplane/etcd-tls/tls.crt
+etcd.key-file = /etc/gpuplane/etcd-tls/tls.key
+{{- end }}
+{{- if and (not .Values.etcd.bundled.enabled) $e.auth.username }}
+etcd.username = {{ $e.auth.username }}
+etcd.password-file = /etc/gpuplane/etcd-auth/password
+{{- end }}
+{{- end -}}
+
+{{/* Mounts of the external etcd's TLS and password Secrets (both daemons). */}}
+{{- define "gpuplane.etcdClientMounts" -}}
+{{- $e := .Values.etcd.external -}}
+{{- if and (not .Values.etcd.bundled.enabled) $e.tls.secretName }}
+- name: etcd-tls
+  mountPath: /etc/gpuplane/etcd-tls
+  readOnly: true
+{{- end }}
+{{- if and (not .Values.etcd.bundled.enabled) $e.auth.username }}
+- name: etcd-auth
+  mountPath: /etc/gpuplane/etcd-auth
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "gpuplane.etcdClientVolumes" -}}
+{{- $e := .Values.etcd.external -}}
+{{- if and (not .Values.etcd.bundled.enabled) $e.tls.secretName }}
+- name: etcd-tls
+  secret:
+    secretName: {{ $e.tls.secretName }}
+    defaultMode: 0400
+    items:
+      - key: ca.crt
+        path: ca.crt
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- end }}
+{{- if and (not .Values.etcd.bundled.enabled) $e.auth.username }}
+- name: etcd-auth
+  secret:
+    secretName: {{ required "etcd.external.auth.passwordSecretName is required with etcd.external.auth.username" $e.auth.passwordSecretName }}
+    defaultMode: 0400
+    items:
+      - key: password
+        path: password
+{{- end }}
+{{- end -}}
+
 {{- define "gpuplane.etcdEndpoints" -}}
 {{- if .Values.etcd.bundled.enabled -}}
 {{- $name := include "gpuplane.etcdName" . -}}
