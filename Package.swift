@@ -214,7 +214,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // The whole system with the real executables (built by `swift build --build-tests`).
-        .testTarget(name: "EndToEndTests", dependencies: ["GPUPlaneTestSupport", "EtcdClient", "CurlHTTP"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["GPUPlaneTestSupport", "EtcdClient", "CurlHTTP", "GPUPlaneSystem"]),
         // Generated hostile input against every parser of outside bytes (short in CI; the long
         // form is GPUPLANE_FUZZ_ITERATIONS=… swift test --filter FuzzTests).
         .testTarget(
@@ -223,7 +223,7 @@ let package = Package(
         // configuration read by the daemons' own code, its pods started here (pod_check.py).
         .testTarget(
             name: "GPUPlaneChartTests",
-            dependencies: ["GPUPlaneAPI", "GPUPlaneScheduling", "GPUPlaneService", "GPUPlaneCore"],
+            dependencies: ["GPUPlaneAPI", "GPUPlaneScheduling", "GPUPlaneService", "GPUPlaneCore", "GPUPlaneTestSupport"],
             exclude: ["chart_check.py", "pod_check.py"]),
         .testTarget(
             name: "GPUPlaneAPITests",

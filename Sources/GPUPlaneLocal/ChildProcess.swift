@@ -1,4 +1,5 @@
 import Foundation
+import GPUPlaneSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -14,40 +15,33 @@ public final class ChildProcess: @unchecked Sendable {
     public let pid: Int32
     /// Where stdout and stderr go.
     public let logFile: URL
-    private let process: Process
+    private let ended = Locked<Int32?>(nil)
 
-    /// Starts `executable` with `arguments`, sending its output to `logFile`.
+    /// Starts `executable` with `arguments` (and this process's environment with `environment`
+    /// over it), sending its output to `logFile`. Started with ``Spawn`` (not Foundation's
+    /// `Process`, whose launch can crash a process with many descriptors open), with no
+    /// descriptor of this process but its standard streams.
     public init(
         executable: String, arguments: [String], environment: [String: String]? = nil,
         logFile: URL
     ) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        if let environment {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
-        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: logFile)
-        process.standardOutput = handle
-        process.standardError = handle
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        self.process = process
-        self.pid = process.processIdentifier
+        let output = open(logFile.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard output >= 0 else { throw ChildProcessError(message: "cannot open \(logFile.path): \(String(cString: strerror(errno)))") }
+        defer { close(output) }
+        let input = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        defer { if input >= 0 { close(input) } }
+        let merged = ProcessInfo.processInfo.environment.merging(environment ?? [:]) { $1 }
+        self.pid = try Spawn.start(executable, arguments, environment: merged, stdin: input, stdout: output, stderr: output)
         self.logFile = logFile
         ChildRegistry.shared.add(pid)
     }
 
-    /// Whether the process has not exited yet. A zombie (exited, not yet reaped by
-    /// Foundation, which reaps on the main queue) counts as exited.
+    /// Whether the process has not exited yet (an exited one is reaped here).
     public var isRunning: Bool {
-        guard process.isRunning else { return false }
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return false }
-        let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
-        return state != "Z" && state != "X"
+        if ended.withLock({ $0 }) != nil { return false }
+        guard let status = Spawn.status(pid) else { return true }
+        ended.withLock { $0 = status }
+        return false
     }
 
     /// Sends `signal` (SIGTERM by default).
@@ -68,8 +62,8 @@ public final class ChildProcess: @unchecked Sendable {
     /// child that is not ours to shut down gracefully (`curl`, which inherits the test runner's
     /// ignored SIGTERM) should get ``kill9()``.
     ///
-    /// Never calls Foundation's `waitUntilExit`, which spins forever when the main queue (where
-    /// Foundation notices child exits) is not being drained.
+    /// Polls for the exit rather than blocking in `waitpid`, so a child that ignores SIGTERM
+    /// still gets SIGKILL on time.
     public func stop(timeout: TimeInterval = 10) {
         guard isRunning else {
             ChildRegistry.shared.remove(pid)
@@ -89,8 +83,8 @@ public final class ChildProcess: @unchecked Sendable {
         while isRunning && Date() < deadline { usleep(20_000) }
     }
 
-    /// The exit status, once Foundation has seen the exit.
-    public var exitStatus: Int32? { process.isRunning ? nil : process.terminationStatus }
+    /// The exit status once it has exited: the exit code, or 128 plus the signal that ended it.
+    public var exitStatus: Int32? { isRunning ? nil : ended.withLock { $0 } }
 
     /// The last `bytes` of the log, for failure messages.
     public func logTail(bytes: Int = 4000) -> String {
@@ -243,5 +237,98 @@ extension Pipe {
             _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
         }
         return pipe
+    }
+}
+
+/// Why a child process could not be started or waited for.
+public struct ChildProcessError: Error, CustomStringConvertible {
+    /// What went wrong.
+    public let message: String
+    public var description: String { message }
+}
+
+/// A short-lived command run to its end with ``Spawn`` (not Foundation's `Process`).
+public enum Command {
+    /// Runs `executable` with `arguments` (this process's environment with `environment` over
+    /// it), `input` on its standard input, and returns its exit status (128 plus the signal when
+    /// one ended it) and its standard output and error together. After `timeout` it gets SIGKILL
+    /// (its status then says so). Blocks the calling thread: from async code use
+    /// ``TestEnvironment/offPool(_:_:)``.
+    ///
+    /// With `inheritEnvironment` false the child gets `environment` alone.
+    public static func run(
+        _ executable: String, _ arguments: [String], environment: [String: String] = [:], inheritEnvironment: Bool = true,
+        input: String? = nil, timeout: Duration? = nil
+    ) throws -> (status: Int32, output: String) {
+        var output: [Int32] = [0, 0]
+        guard Self.pipe(&output) else { throw ChildProcessError(message: "pipe: \(String(cString: strerror(errno)))") }
+        var inputPipe: [Int32] = [-1, -1]
+        if input != nil, !Self.pipe(&inputPipe) {
+            close(output[0])
+            close(output[1])
+            throw ChildProcessError(message: "pipe: \(String(cString: strerror(errno)))")
+        }
+        let null = input == nil ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1
+        let pid: pid_t
+        do {
+            pid = try Spawn.start(
+                executable, arguments,
+                environment: inheritEnvironment ? ProcessInfo.processInfo.environment.merging(environment) { $1 } : environment,
+                stdin: input == nil ? null : inputPipe[0], stdout: output[1], stderr: output[1])
+        } catch {
+            for fd in output + inputPipe + [null] where fd >= 0 { close(fd) }
+            throw ChildProcessError(message: "\(error)")
+        }
+        close(output[1])
+        if null >= 0 { close(null) }
+        let finished = Locked(false)
+        if let timeout {
+            let watchdog = Thread {
+                let deadline = ContinuousClock.now + timeout
+                while ContinuousClock.now < deadline, !finished.withLock({ $0 }) { usleep(50_000) }
+                // Killed only while not yet reaped, so the pid cannot be another process's.
+                finished.withLock { done in if !done { kill(pid, SIGKILL) } }
+            }
+            watchdog.start()
+        }
+        if let input {
+            close(inputPipe[0])
+            // Written from a thread of its own, so a child that writes much before reading its
+            // input cannot block both sides.
+            let writer = inputPipe[1]
+            let bytes = Array(input.utf8)
+            let thread = Thread {
+                var done = 0
+                while done < bytes.count {
+                    let n = bytes.withUnsafeBytes { write(writer, $0.baseAddress.map { $0 + done }, bytes.count - done) }
+                    if n <= 0 { break }
+                    done += n
+                }
+                close(writer)
+            }
+            thread.start()
+        }
+        var collected: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(output[0], $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            collected.append(contentsOf: buffer[0..<n])
+        }
+        close(output[0])
+        // Reaped under the watchdog's lock, so it never signals a reused pid.
+        let status = finished.withLock { done -> Int32 in
+            done = true
+            return Spawn.status(pid, wait: true) ?? -1
+        }
+        return (status, String(decoding: collected, as: UTF8.self))
+    }
+
+    /// A pipe whose ends are closed on exec (children get only what ``Spawn`` hands them).
+    private static func pipe(_ ends: inout [Int32]) -> Bool {
+        guard Glibc.pipe(&ends) == 0 else { return false }
+        for fd in ends { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        return true
     }
 }

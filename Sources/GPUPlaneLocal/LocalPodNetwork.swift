@@ -59,13 +59,6 @@ final class LocalPodNetwork: @unchecked Sendable {
     /// Runs a tool quietly; true when it succeeded.
     private static func run(_ tool: String, _ arguments: [String]) -> Bool {
         let path = ["/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"].map { $0 + tool }.first { access($0, X_OK) == 0 } ?? tool
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        do { try process.run() } catch { return false }
-        process.waitUntilExit()
-        return process.terminationStatus == 0
+        return (try? Command.run(path, arguments).status) == 0
     }
 }

@@ -363,20 +363,9 @@ public final class PodmanFixture: @unchecked Sendable {
 
     /// Runs a command to its end and returns its output; throws when it exits non-zero.
     static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let pipe = Pipe.closedOnExec()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw PodmanFixtureError(
-                message: "\(executable) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(output)")
+        let (status, output) = try Command.run(executable, arguments, environment: environment)
+        guard status == 0 else {
+            throw PodmanFixtureError(message: "\(executable) \(arguments.joined(separator: " ")) exited \(status): \(output)")
         }
         return output
     }

@@ -1,4 +1,5 @@
 import Foundation
+import GPUPlaneSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -117,21 +118,14 @@ public actor JournaldFixture {
         let errors = folder.appendingPathComponent("err.txt")
         _ = FileManager.default.createFile(atPath: output.path, contents: nil)
         _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: journalctl)
-        process.arguments = ["-o", "json", "--no-pager", "-q"] + arguments
-        process.standardOutput = try FileHandle(forWritingTo: output)
-        process.standardError = try FileHandle(forWritingTo: errors)
-        process.standardInput = FileHandle.nullDevice
-        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
-            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-            do {
-                try process.run()
-            } catch {
-                process.terminationHandler = nil
-                continuation.resume(throwing: error)
-            }
-        }
+        // Spawned, not Foundation's Process (whose launch can crash a process with many
+        // descriptors open): stdout and stderr to their files, waited for off the pool.
+        let out = open(output.path, O_WRONLY | O_CLOEXEC), err = open(errors.path, O_WRONLY | O_CLOEXEC), null = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        defer { for fd in [out, err, null] where fd >= 0 { close(fd) } }
+        let pid = try Spawn.start(
+            journalctl, ["-o", "json", "--no-pager", "-q"] + arguments, environment: ProcessInfo.processInfo.environment,
+            stdin: null, stdout: out, stderr: err)
+        let status = await TestEnvironment.offPool { Spawn.status(pid, wait: true) ?? -1 }
         let data = try Data(contentsOf: output)
         // Newer journalctl versions exit 1 with "No entries" when nothing matches; that is an
         // empty answer, not a failure.

@@ -8,16 +8,9 @@ import Testing
     /// `readelf` output for the built agent.
     static func readelf(_ flag: String) throws -> String {
         let binary = LocalClusterTests.binaries.appendingPathComponent("gpuplane-node-agent").path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["readelf", flag, "-W", binary]
-        let pipe = Pipe.closedOnExec()
-        process.standardOutput = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        try #require(process.terminationStatus == 0, "readelf \(flag) \(binary) failed")
-        return String(decoding: output, as: UTF8.self)
+        let (status, output) = try Command.run("/usr/bin/env", ["readelf", flag, "-W", binary])
+        try #require(status == 0, "readelf \(flag) \(binary) failed: \(output)")
+        return output
     }
 
     /// Foundation proper brings ICU (its data and code) into every resident set; the agent's

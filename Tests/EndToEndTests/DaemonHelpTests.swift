@@ -1,4 +1,5 @@
 import Foundation
+import GPUPlaneSystem
 import GPUPlaneTestSupport
 import Testing
 
@@ -73,34 +74,29 @@ import Testing
         let directory = try TestEnvironment.temporaryDirectory(prefix: "help")
         defer { try? FileManager.default.removeItem(at: directory) }
         return try await TestEnvironment.offPool {
-            let process = Process()
-            process.executableURL = executable
-            process.arguments = arguments
-            var env = ProcessInfo.processInfo.environment
-            env.merge(environment) { _, new in new }
-            process.environment = env
             // Files, not pipes: nothing to drain while waiting, whatever the child writes.
             let outFile = directory.appendingPathComponent("stdout")
             let errFile = directory.appendingPathComponent("stderr")
-            _ = FileManager.default.createFile(atPath: outFile.path, contents: nil)
-            _ = FileManager.default.createFile(atPath: errFile.path, contents: nil)
-            let out = try FileHandle(forWritingTo: outFile)
-            let err = try FileHandle(forWritingTo: errFile)
-            defer {
-                try? out.close()
-                try? err.close()
+            let out = open(outFile.path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+            let err = open(errFile.path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+            let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            defer { for fd in [out, err, null] { close(fd) } }
+            let pid = try Spawn.start(
+                executable.path, arguments, environment: ProcessInfo.processInfo.environment.merging(environment) { $1 },
+                stdin: null, stdout: out, stderr: err)
+            let deadline = ContinuousClock.now + .seconds(30)
+            var status = Spawn.status(pid)
+            while status == nil, ContinuousClock.now < deadline {
+                usleep(20_000)
+                status = Spawn.status(pid)
             }
-            process.standardOutput = out
-            process.standardError = err
-            process.standardInput = FileHandle.nullDevice
-            try process.run()
-            let deadline = Date().addingTimeInterval(30)
-            while process.isRunning, Date() < deadline { usleep(20_000) }
-            if process.isRunning { process.terminate() }
-            process.waitUntilExit()
+            if status == nil {
+                kill(pid, SIGKILL)
+                status = Spawn.status(pid, wait: true)
+            }
             let stdout = (try? String(contentsOf: outFile, encoding: .utf8)) ?? ""
             let stderr = (try? String(contentsOf: errFile, encoding: .utf8)) ?? ""
-            return (process.terminationStatus, stdout, stderr)
+            return (status ?? -1, stdout, stderr)
         }
     }
 }

@@ -7,15 +7,7 @@ import Testing
 struct AuthTests {
     /// Runs etcdctl against `endpoint`; its exit status.
     func etcdctl(_ endpoint: String, _ args: [String]) throws -> Int32 {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/etcdctl")
-        p.arguments = ["--endpoints", endpoint] + args
-        p.environment = ["ETCDCTL_API": "3"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        return p.terminationStatus
+        try Command.run("/usr/bin/etcdctl", ["--endpoints", endpoint] + args, environment: ["ETCDCTL_API": "3"]).status
     }
 
     @Test(.enabled(if: TestEnvironment.hasExecutable("/usr/bin/etcdctl")))

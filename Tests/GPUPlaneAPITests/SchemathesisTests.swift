@@ -100,24 +100,12 @@ import Testing
         -> (Int32, String)
     {
         try await TestEnvironment.offPool {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
-            process.currentDirectoryURL = directory
-            var env = ProcessInfo.processInfo.environment
-            env.merge(environment) { _, new in new }
+            var env = environment
             env["NO_COLOR"] = "1"
             env["COLUMNS"] = "160"
-            process.environment = env
-            let output = directory.appendingPathComponent("output-\(UUID().uuidString.prefix(8)).txt")
-            _ = FileManager.default.createFile(atPath: output.path, contents: nil)
-            let handle = try FileHandle(forWritingTo: output)
-            defer { try? handle.close() }
-            process.standardOutput = handle
-            process.standardError = handle
-            try process.run()
-            process.waitUntilExit()
-            return (process.terminationStatus, (try? String(contentsOf: output, encoding: .utf8)) ?? "")
+            // `env -C` runs it in `directory` (Command spawns without Foundation's Process).
+            let result = try Command.run("/usr/bin/env", ["-C", directory.path, executable] + arguments, environment: env)
+            return (result.status, result.output)
         }
     }
 }

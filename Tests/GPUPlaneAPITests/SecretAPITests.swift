@@ -246,16 +246,7 @@ import Testing
     /// What a watch of `path` streams in its first three seconds.
     static func watch(_ h: Harness, _ path: String, token: String) async throws -> String {
         try await TestEnvironment.offPool {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-            process.arguments = ["-sN", "--max-time", "3", "-H", "Authorization: Bearer \(token)", h.base + path]
-            let pipe = Pipe.closedOnExec()
-            process.standardOutput = pipe
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            let data = pipe.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return String(decoding: data, as: UTF8.self)
+            try Command.run("/usr/bin/curl", ["-sN", "--max-time", "3", "-H", "Authorization: Bearer \(token)", h.base + path]).output
         }
     }
 

@@ -133,17 +133,9 @@ import Testing
         try token.write(to: tokenFile, atomically: true, encoding: .utf8)
         func gpuplane(_ arguments: [String]) async throws -> (status: Int32, output: String) {
             try await TestEnvironment.offPool {
-                let process = Process()
-                process.executableURL = Self.executable
-                process.arguments = arguments
-                process.environment = ["GPUPLANE_SERVER": client.base, "GPUPLANE_TOKEN_FILE": tokenFile.path]
-                let pipe = Pipe.closedOnExec()
-                process.standardOutput = pipe
-                process.standardError = pipe
-                try process.run()
-                let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                process.waitUntilExit()
-                return (process.terminationStatus, output)
+                try Command.run(
+                    Self.executable.path, arguments, environment: ["GPUPLANE_SERVER": client.base, "GPUPLANE_TOKEN_FILE": tokenFile.path],
+                    inheritEnvironment: false)
             }
         }
         let applied = try await gpuplane(["apply", "-f", file.path])

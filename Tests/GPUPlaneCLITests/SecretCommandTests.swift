@@ -32,21 +32,9 @@ import Testing
         try token.write(to: tokenFile, atomically: true, encoding: .utf8)
         func gpuplane(_ arguments: [String], stdin: String = "") async throws -> (status: Int32, output: String) {
             try await TestEnvironment.offPool {
-                let process = Process()
-                process.executableURL = OnlineCommandTests.executable
-                process.arguments = arguments
-                process.environment = ["GPUPLANE_SERVER": base, "GPUPLANE_TOKEN_FILE": tokenFile.path]
-                let output = Pipe.closedOnExec()
-                let input = Pipe.closedOnExec()
-                process.standardOutput = output
-                process.standardError = output
-                process.standardInput = input
-                try process.run()
-                input.fileHandleForWriting.write(Data(stdin.utf8))
-                try input.fileHandleForWriting.close()
-                let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                process.waitUntilExit()
-                return (process.terminationStatus, text)
+                try Command.run(
+                    OnlineCommandTests.executable.path, arguments,
+                    environment: ["GPUPLANE_SERVER": base, "GPUPLANE_TOKEN_FILE": tokenFile.path], inheritEnvironment: false, input: stdin)
             }
         }
         let value = "v-" + UUID().uuidString

@@ -2,6 +2,7 @@ import Foundation
 import GPUPlaneCore
 import GPUPlaneScheduling
 import GPUPlaneService
+import GPUPlaneTestSupport
 import Testing
 
 @testable import GPUPlaneAPI
@@ -65,23 +66,11 @@ import Testing
 
     /// Runs a script of this folder with the tools venv's Python; its exit status and output.
     static func runScript(_ name: String, _ arguments: [String], log: URL, timeout: Duration) throws -> (status: Int32, text: String) {
-        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: log)
-        defer { try? handle.close() }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [root.appendingPathComponent("Tests/GPUPlaneChartTests/\(name)").path] + arguments
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning, ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.05) }
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-            return (-1, "\(name) did not finish in \(timeout)\n" + ((try? String(contentsOf: log, encoding: .utf8)) ?? ""))
-        }
-        return (process.terminationStatus, (try? String(contentsOf: log, encoding: .utf8)) ?? "")
+        let (status, text) = try Command.run(
+            python, [root.appendingPathComponent("Tests/GPUPlaneChartTests/\(name)").path] + arguments, timeout: timeout)
+        try text.write(to: log, atomically: true, encoding: .utf8)
+        // SIGKILL (128 + 9) is what the timeout sends.
+        return status == 137 ? (-1, "\(name) did not finish in \(timeout)\n" + text) : (status, text)
     }
 
     /// Renders and checks the chart into `output`; what each values file starts the daemons with,

@@ -7,4 +7,12 @@ int gp_set_malloc_arena_max(int arenas);
 /// Names the calling thread (pthread_setname_np, at most 15 bytes kept); returns 0 on success.
 int gp_set_thread_name(const char *name);
 
+#include <sys/types.h>
+
+/// posix_spawn (posix_spawnp when `search`) of `path` with `in_fd`, `out_fd` and `err_fd` as its
+/// standard streams and no other descriptor of this process, signal mask empty and the usual
+/// signals at their defaults, in a process group of its own. Returns 0 or an errno value.
+int gp_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[], int search,
+             int in_fd, int out_fd, int err_fd);
+
 #endif
