@@ -173,6 +173,22 @@ import Testing
         }
     }
 
+    static var binaries: URL { LocalClusterTests.binaries }
+
+    /// The repository root (scripts/ lives there).
+    static var repository: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    /// Runs a program to its end (60 s at most), its output and errors together.
+    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String) {
+        try await TestEnvironment.offPool { try Command.run(executable, arguments, environment: environment, timeout: .seconds(60)) }
+    }
+}
+
+/// In the local cluster's suite, which runs its whole clusters one at a time (three at once
+/// overloaded a 2-core machine).
+extension LocalClusterTests {
     /// `gpuplane-local --tls`: the whole local cluster over TLS (etcd with client certificates,
     /// the api-server on HTTPS, agents verifying it) places and runs the GPU example.
     @Test(.enabled(if: PodmanFixture.isAvailable && EtcdFixture.isAvailable && TestEnvironment.hasExecutable("/usr/bin/openssl")))
@@ -181,7 +197,7 @@ import Testing
         do {
             #expect(cluster.apiURL.hasPrefix("https://"))
             let token = try await cluster.tenant("tls-e2e", plan: "enterprise")
-            let manifest = try String(contentsOf: Self.repository.appendingPathComponent("examples/local-gpu-app.yaml"), encoding: .utf8)
+            let manifest = try String(contentsOf: EtcdTLSTests.repository.appendingPathComponent("examples/local-gpu-app.yaml"), encoding: .utf8)
             #expect(try await cluster.call("POST", "/v1/applications", token: token, body: manifest).status == 201)
             try await eventually("placed and running over TLS", timeout: 120, every: 0.25) {
                 let replica = (try await cluster.json("GET", "/v1/replicas", token: token)["items"] as? [[String: Any]])?.first ?? [:]
@@ -197,17 +213,5 @@ import Testing
         }
         await TestEnvironment.offPool { cluster.shutdown() }
         try? FileManager.default.removeItem(at: cluster.directory)
-    }
-
-    static var binaries: URL { LocalClusterTests.binaries }
-
-    /// The repository root (scripts/ lives there).
-    static var repository: URL {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    }
-
-    /// Runs a program to its end (60 s at most), its output and errors together.
-    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String) {
-        try await TestEnvironment.offPool { try Command.run(executable, arguments, environment: environment, timeout: .seconds(60)) }
     }
 }
