@@ -131,6 +131,14 @@ final class ScratchRegistry: @unchecked Sendable {
 
 /// Free TCP ports and scratch folders on this machine.
 public enum TestEnvironment {
+    /// What every ``eventually(_:timeout:every:_:)`` deadline is multiplied by:
+    /// `$GPUPLANE_TEST_TIME_SCALE`, else 3. The whole suite on a 2-core machine (CI's) starts
+    /// a hundred fixtures at once, and a wait that takes a second alone took a minute there.
+    public static let timeScale: Double = {
+        guard let text = ProcessInfo.processInfo.environment["GPUPLANE_TEST_TIME_SCALE"], let value = Double(text), value > 0 else { return 3 }
+        return value
+    }()
+
     /// Runs blocking work (process launches and waits, `podman` commands, file trees) on a
     /// thread of its own, so it never holds one of Swift's cooperative threads: with two of them
     /// on a 2-core machine, two blocking calls at once stall every test of the process (watches
@@ -209,16 +217,18 @@ public struct TimedOut: Error, CustomStringConvertible {
     public var description: String { "timed out after \(seconds)s waiting for \(what)" }
 }
 
-/// Polls `condition` until it returns true or `timeout` seconds pass. Tests wait on
-/// conditions with generous deadlines, never on fixed sleeps.
+/// Polls `condition` until it returns true or `timeout` seconds (times
+/// ``TestEnvironment/timeScale``) pass. Tests wait on conditions with generous deadlines,
+/// never on fixed sleeps; a deadline only bounds how long a broken run takes to fail.
 public func eventually(
     _ what: String, timeout: Double = 30, every interval: Double = 0.05,
     _ condition: () async throws -> Bool
 ) async throws {
-    let deadline = Date().addingTimeInterval(timeout)
+    let allowed = timeout * TestEnvironment.timeScale
+    let deadline = Date().addingTimeInterval(allowed)
     while true {
         if (try? await condition()) == true { return }
-        if Date() >= deadline { throw TimedOut(what: what, seconds: timeout) }
+        if Date() >= deadline { throw TimedOut(what: what, seconds: allowed) }
         try await Task.sleep(nanoseconds: UInt64(interval * 1_000_000_000))
     }
 }

@@ -38,7 +38,7 @@ struct AgentReconcileTests {
             #expect(!chatLines.contains { $0.hasPrefix("GPUPLANE_FAKE_GPU_") || $0.hasPrefix("NXL_GPU_INDEX=") })
 
             try await eventually("node reports 2 containers") { try await world.node().status.containers == 2 }
-            #expect(agent.statusLine == "8 GPUs, 8 healthy, 2 containers")
+            try await eventually("the status line counts them") { agent.statusLine == "8 GPUs, 8 healthy, 2 containers" }
             let node = try await world.node()
             #expect(node.metadata.labels["gpu-mode"] == "dedicated")
             #expect(node.spec.gpus.count == 8)

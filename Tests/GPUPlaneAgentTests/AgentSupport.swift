@@ -83,7 +83,7 @@ actor ControlPlane {
         var headers: [CurlHTTP.Header] = [CurlHTTP.Header("Content-Type", "application/json")]
         if let token { headers.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
         return try await http.perform(
-            CurlHTTP.Request(method: method, url: handle.base + path, headers: headers, body: body.map { Data($0.utf8) }, timeout: .seconds(10)))
+            CurlHTTP.Request(method: method, url: handle.base + path, headers: headers, body: body.map { Data($0.utf8) }, timeout: .seconds(30)))
     }
 
     /// A user token of `tenant`, creating the tenant (plan pro) when it does not exist.
