@@ -17,8 +17,8 @@ struct EventExpiryTests {
             try await h.addNode(Fixture.node("n1", gpus: 8))
             var session = SchedulerHarness.sessionConfiguration()
             // Long enough that a loaded machine's stalls between rewrites cannot let the repeating
-            // event lapse (2 s did once, beside two busy loops).
-            session.eventTTL = .seconds(5)
+            // event lapse (2 s did once, beside two busy loops; 5 s while the whole suite started).
+            session.eventTTL = .seconds(15)
             session.eventFlushInterval = .milliseconds(300)
             let scheduler = h.startScheduler(session: session)
             try await h.waitUntilLeading(scheduler)
