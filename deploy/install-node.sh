@@ -2,11 +2,12 @@
 # Installs the gpuplane node-agent on a Debian/Ubuntu GPU host, from the unpacked release tarball
 # (bin/gpuplane-node-agent and systemd/gpuplane-node-agent.service next to this script). Run it
 # as root. Each step is printed ("==> ..."):
-#   1. installs the agent binary (/usr/local/bin) and its systemd unit (/etc/systemd/system);
-#   2. writes /etc/gpuplane/node-agent.conf and the node token (/etc/gpuplane/node.token, 0600);
-#   3. checks the host: NVML loadable, the container engine's socket answering, CDI specs for
+#   1. checks the host: NVML loadable, the container engine's socket answering, CDI specs for
 #      the GPUs (made with `nvidia-ctk cdi generate` when the NVIDIA container toolkit is there),
-#      the api-server reachable and verified with the CA, and the token accepted;
+#      the api-server reachable and verified with the CA, and the token accepted (before
+#      anything is written, so a failed check leaves the host as it was);
+#   2. installs the agent binary (/usr/local/bin) and its systemd unit (/etc/systemd/system);
+#   3. writes /etc/gpuplane/node-agent.conf and the node token (/etc/gpuplane/node.token, 0600);
 #   4. enables and starts the unit (systemd), or, where systemd is not PID 1 (a container), starts
 #      the agent in the background with a pid file and a log file;
 #   5. waits until the node is Ready in the API, printing its conditions.
@@ -215,36 +216,7 @@ place() {
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 
-# --- 1. Binary and unit --------------------------------------------------------------------------
-say "installing the node-agent binary and its systemd unit"
-place "$here/bin/gpuplane-node-agent" "$agent" 0755
-sed -e "s|/usr/local/bin/gpuplane-node-agent|$agent|g" -e "s|/etc/gpuplane|$etc_dir|g" \
-    "$here/systemd/gpuplane-node-agent.service" >"$scratch/unit"
-place "$scratch/unit" "$unit" 0644
-unit_changed=$changed
-
-# --- 2. Configuration and token ------------------------------------------------------------------
-say "writing $config and the node token"
-{
-    echo "# Written by install-node.sh: rerun it (with changed flags) rather than editing this file."
-    echo "api-server = $api_server"
-    echo "node-token-file = $installed_token"
-    if [ -n "$ca_file" ]; then echo "api-server-ca-file = $etc_dir/ca.pem"; fi
-    echo "node-name = $node_name"
-    echo "gpu-mode = $gpu_mode"
-    echo "engine-socket = $engine_socket"
-    echo "nvml-library = $nvml_library"
-    echo "cdi-gpu-kind = $cdi_kind"
-    if [ -n "$address" ]; then echo "address = $address"; fi
-    echo "gateway-url = $api_server"
-    for pair in ${extra_keys[@]+"${extra_keys[@]}"}; do echo "${pair%%=*} = ${pair#*=}"; done
-} >"$scratch/config"
-(umask 077 && printf '%s\n' "$token" >"$scratch/token")
-place "$scratch/config" "$config" 0644
-place "$scratch/token" "$installed_token" 0600
-if [ -n "$ca_file" ]; then place "$ca_file" "$etc_dir/ca.pem" 0644; fi
-
-# --- 3. Host checks ----------------------------------------------------------------------------------
+# --- 1. Host checks (before anything is written: a failed check leaves the host as it was) ---
 say "checking NVML ($nvml_library)"
 gpu_count=""
 case "$nvml_library" in
@@ -321,7 +293,7 @@ fi
 
 say "checking the api-server at $api_server"
 curl_tls=()
-if [ -n "$ca_file" ]; then curl_tls=(--cacert "$etc_dir/ca.pem"); fi
+if [ -n "$ca_file" ]; then curl_tls=(--cacert "$ca_file"); fi
 health="$(curl -sS --max-time 10 ${curl_tls[@]+"${curl_tls[@]}"} -o /dev/null -w '%{http_code}' "$api_server/healthz" 2>&1)" ||
     fail "cannot reach --api-server $api_server ($health): check the URL, the network, and that --ca-file signed its certificate"
 [ "$health" = 200 ] || fail "$api_server/healthz answered $health: is --api-server a gpuplane api-server?"
@@ -338,7 +310,36 @@ case "$code" in
     *) fail "GET $node_url answered $code: $(cat "$scratch/node.json")" ;;
 esac
 
-# --- 4. Start ------------------------------------------------------------------------------------------
+# --- 2. Binary and unit ---
+say "installing the node-agent binary and its systemd unit"
+place "$here/bin/gpuplane-node-agent" "$agent" 0755
+sed -e "s|/usr/local/bin/gpuplane-node-agent|$agent|g" -e "s|/etc/gpuplane|$etc_dir|g" \
+    "$here/systemd/gpuplane-node-agent.service" >"$scratch/unit"
+place "$scratch/unit" "$unit" 0644
+unit_changed=$changed
+
+# --- 3. Configuration and token ---
+say "writing $config and the node token"
+{
+    echo "# Written by install-node.sh: rerun it (with changed flags) rather than editing this file."
+    echo "api-server = $api_server"
+    echo "node-token-file = $installed_token"
+    if [ -n "$ca_file" ]; then echo "api-server-ca-file = $etc_dir/ca.pem"; fi
+    echo "node-name = $node_name"
+    echo "gpu-mode = $gpu_mode"
+    echo "engine-socket = $engine_socket"
+    echo "nvml-library = $nvml_library"
+    echo "cdi-gpu-kind = $cdi_kind"
+    if [ -n "$address" ]; then echo "address = $address"; fi
+    echo "gateway-url = $api_server"
+    for pair in ${extra_keys[@]+"${extra_keys[@]}"}; do echo "${pair%%=*} = ${pair#*=}"; done
+} >"$scratch/config"
+(umask 077 && printf '%s\n' "$token" >"$scratch/token")
+place "$scratch/config" "$config" 0644
+place "$scratch/token" "$installed_token" 0600
+if [ -n "$ca_file" ]; then place "$ca_file" "$etc_dir/ca.pem" 0644; fi
+
+# --- 4. Start ---
 if [ "$use_systemd" = 1 ]; then
     say "enabling and starting gpuplane-node-agent.service"
     if [ "$unit_changed" = 1 ]; then systemctl daemon-reload; fi
@@ -370,7 +371,7 @@ else
     fi
 fi
 
-# --- 5. Ready --------------------------------------------------------------------------------------------
+# --- 5. Ready ---
 [ "$wait_timeout" -gt 0 ] || { say "not waiting for the node to be Ready (--wait-timeout 0)"; exit 0; }
 say "waiting up to ${wait_timeout}s for node $node_name to be Ready"
 conditions() {
