@@ -196,7 +196,7 @@ elif [ -n "$token_file" ]; then
 elif [ -s "$installed_token" ]; then
     token="$(tr -d '[:space:]' <"$installed_token")"
 else
-    usage_error "a node token is required: --token-file FILE or --token-stdin (an admin makes one: gpuplane create token --role node --node $node_name)"
+    usage_error "a node token is required: --token-file FILE or --token-stdin (an admin makes one: POST /v1/tokens {\"role\": \"node\", \"node\": \"$node_name\"})"
 fi
 
 changed=0
