@@ -180,8 +180,8 @@ class Pod:
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
 
-def stop(process: subprocess.Popen, where: str, what: str, clean: tuple[int, ...] = (0,)) -> None:
-    """SIGTERM, then the exit status must be one of `clean` within 30 s."""
+def stop(process: subprocess.Popen, where: str, what: str, clean: tuple[int, ...] = (0,), log=lambda: "") -> None:
+    """SIGTERM, then the exit status must be one of `clean` within 30 s; `log` tells why not."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
     try:
@@ -189,7 +189,7 @@ def stop(process: subprocess.Popen, where: str, what: str, clean: tuple[int, ...
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-        fail(where, f"{what} did not stop within 30 s of SIGTERM")
+        fail(where, f"{what} did not stop within 30 s of SIGTERM: {log()[-2500:]}")
         return
     if status not in clean:
         fail(where, f"{what} exited {status} on SIGTERM")
@@ -412,7 +412,7 @@ def check_schedulers(daemons: dict, root: Path, logs: Path, where: str) -> None:
         for name, process in processes.items():
             if process.poll() is not None:
                 fail(where, f"scheduler {name} exited {process.returncode}: {pod.log(name, container['name'])}")
-        stop(processes[first], where, f"the leading scheduler {first}")
+        stop(processes[first], where, f"the leading scheduler {first}", log=lambda: pod.log(first, container["name"]))
         second = next(n for n in names if n != first)
         if not wait_for(lambda: f"identity={second}" in pod.log(second, container["name"]), 30):
             fail(where, f"scheduler {second} did not take over when {first} stopped")
