@@ -218,7 +218,8 @@ let package = Package(
         // Generated hostile input against every parser of outside bytes (short in CI; the long
         // form is GPUPLANE_FUZZ_ITERATIONS=… swift test --filter FuzzTests).
         .testTarget(
-            name: "FuzzTests", dependencies: ["GPUPlaneManifest", "GPUPlaneCore", "GPUPlaneAPI", "EtcdClient", "StreamingJSON", "GPUPlaneTestSupport"]),
+            name: "FuzzTests",
+            dependencies: ["GPUPlaneManifest", "GPUPlaneCore", "GPUPlaneAPI", "EtcdClient", "StreamingJSON", "GPUPlaneTestSupport", "GPUPlaneSystem"]),
         // charts/gpuplane rendered by Helm (chart_check.py, in the tools venv), its daemon
         // configuration read by the daemons' own code, its pods started here (pod_check.py).
         .testTarget(

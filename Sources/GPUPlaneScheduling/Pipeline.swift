@@ -1,5 +1,6 @@
 import Foundation
 import GPUPlaneCore
+import GPUPlaneSystem
 
 /// The placement pipeline: where one pending replica goes, and why not when it can't.
 ///

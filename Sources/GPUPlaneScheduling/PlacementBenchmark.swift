@@ -1,5 +1,6 @@
 import Foundation
 import GPUPlaneCore
+import GPUPlaneSystem
 
 /// A micro-benchmark of the pipeline on a synthetic fleet, for `gpuplane-bench`.
 ///

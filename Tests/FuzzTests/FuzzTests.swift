@@ -1,6 +1,7 @@
 import Foundation
 import GPUPlaneCore
 import GPUPlaneManifest
+import GPUPlaneSystem
 import Testing
 
 @testable import StreamingJSON

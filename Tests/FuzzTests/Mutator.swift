@@ -1,19 +1,6 @@
 import Foundation
+import GPUPlaneSystem
 import GPUPlaneTestSupport
-
-/// A seeded generator (SplitMix64): the same seed gives the same inputs, so a failure found
-/// once is found again from the seed the test prints.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Structure-aware mutations of valid inputs: flips, insertions of tokens that matter to JSON
 /// and YAML parsers (brackets, quotes, escapes, anchors, tags, huge and odd numbers, invalid
