@@ -79,7 +79,7 @@ import Testing
                     "run", "\(h.base)/openapi.json", "--header", "Authorization: Bearer \(secret)",
                     "--checks", Self.checks.joined(separator: ","),
                     "--phases", "examples,coverage,fuzzing", "--max-examples", "12", "--seed", "1205",
-                    "--request-timeout", "10", "--workers", "2", "--generation-database", "none",
+                    "--request-timeout", "60", "--workers", "2", "--generation-database", "none",
                     "--no-shrink", "--no-color", "--continue-on-failure", "--suppress-health-check", "all",
                 ],
                 environment: ["SCHEMATHESIS_HOOKS": hooks.path], in: directory)
