@@ -9,11 +9,21 @@ import GPUPlaneManifest
 public struct ApplyCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "apply", abstract: "Create or update the applications and deployments of a manifest.",
-        discussion: "Prints one line per document (application/NAME created|configured). Errors print as FILE:LINE:COLUMN: error: PATH: message, and the command exits 1.")
+        discussion: "Prints one line per document (application/NAME created|configured). Errors print as FILE:LINE:COLUMN: error: PATH: message, and the command exits 1. --dry-run=server checks every document with the api-server (your tenant's plan and limits) and says what would change, writing nothing.")
+
+    /// How a dry run is made.
+    public enum DryRun: String, ExpressibleByArgument, Sendable {
+        /// Checked by the api-server (`POST /v1/validate`) with the caller's plan; nothing written.
+        case server
+    }
 
     /// The manifest file, or - for standard input.
     @Option(name: .shortAndLong, help: "The manifest (YAML or JSON; - reads standard input; documents separated by ---).")
     public var file: String
+
+    /// `--dry-run=server`: check and report, write nothing.
+    @Option(name: .customLong("dry-run"), help: "server: the api-server checks every document with your plan and limits and says what would change; nothing is written.")
+    public var dryRun: DryRun?
 
     @OptionGroup public var connection: ConnectionOptions
 
@@ -21,7 +31,10 @@ public struct ApplyCommand: AsyncParsableCommand {
 
     public func run() async throws {
         let data = try readInput(file)
-        let (lines, ok) = try await Self.apply(data: data, file: file == "-" ? "<stdin>" : file, client: try connection.client())
+        let name = file == "-" ? "<stdin>" : file
+        let client = try connection.client()
+        let (lines, ok) = try await dryRun == .server
+            ? Self.dryRun(data: data, file: name, client: client) : Self.apply(data: data, file: name, client: client)
         for line in lines { print(line) }
         if !ok { throw ExitCode(1) }
     }
@@ -76,6 +89,52 @@ public struct ApplyCommand: AsyncParsableCommand {
     }
 }
 
+extension ApplyCommand {
+    /// The lines `apply --dry-run=server` prints for `data`: for each document, the api-server's
+    /// findings for the caller's plan (`POST /v1/validate`) at the file's lines, or what apply
+    /// would do (`created` when no object of that name exists, else `configured`); and whether
+    /// every document would apply. Writes nothing.
+    public static func dryRun(data: Data, file: String, client: APIClient) async throws -> (lines: [String], ok: Bool) {
+        var lines: [String] = []
+        var ok = true
+        let reader = ManifestReader(context: ValidationContext(catalog: try Catalog.standard()))
+        let query = file.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? "manifest"
+        for document in Manifests.documents(data) {
+            let read = reader.read(document.data, file: file)
+            guard let object = read.objects.first, read.objects.count == 1 else {
+                let errors = read.diagnostics.errors
+                lines += (errors.isEmpty ? read.diagnostics : errors).map { Manifests.shifted($0, by: document.firstLine - 1).description }
+                ok = false
+                continue
+            }
+            let checked = try await client.call(.post, "/v1/validate?file=\(query)", body: document.data, contentType: "application/yaml")
+            guard checked.status == 200 else {
+                lines += Manifests.errorLines(checked, file: file, lineOffset: document.firstLine - 1)
+                ok = false
+                continue
+            }
+            guard checked.value["valid"] == .bool(true) else {
+                lines += Manifests.findingLines(checked.value["diagnostics"].elements, file: file, lineOffset: document.firstLine - 1)
+                ok = false
+                continue
+            }
+            let (kind, name, path): (String, String, String) = switch object {
+            case .application(let name, _): ("application", name, "/v1/applications/\(name)")
+            case .deployment(let spec): ("deployment", spec.modelName, "/v1/deployments/\(spec.modelName)")
+            }
+            let existing = try await client.call(.get, path)
+            switch existing.status {
+            case 200: lines.append("\(kind)/\(name) configured (server dry run)")
+            case 404: lines.append("\(kind)/\(name) created (server dry run)")
+            default:
+                lines += Manifests.errorLines(existing, file: file, lineOffset: nil)
+                ok = false
+            }
+        }
+        return (lines, ok)
+    }
+}
+
 /// Splitting manifests into documents, and printing the api-server's findings at the file's lines.
 enum Manifests {
     struct Document {
@@ -124,8 +183,13 @@ enum Manifests {
     /// `details`, else the one error.
     static func errorLines(_ answer: APIClient.Answer, file: String, lineOffset: Int?) -> [String] {
         let details = answer.value["details"].elements
-        if !details.isEmpty {
-            return details.map { finding in
+        if !details.isEmpty { return findingLines(details, file: file, lineOffset: lineOffset) }
+        return [CLIError(answer: answer).description]
+    }
+
+    /// Findings (`details` of an error, `diagnostics` of a validation) as FILE:LINE:COLUMN lines.
+    static func findingLines(_ findings: [JSONValue], file: String, lineOffset: Int?) -> [String] {
+            findings.map { finding in
                 let severity = finding["severity"].string ?? "error"
                 var place = file
                 if let offset = lineOffset, case .integer(let line) = finding["line"] {
@@ -135,8 +199,6 @@ enum Manifests {
                 let path = finding["path"].string.map { $0.isEmpty ? "" : "\($0): " } ?? ""
                 return "\(place): \(severity): \(path)\(finding["message"].string ?? "")"
             }
-        }
-        return [CLIError(answer: answer).description]
     }
 }
 
