@@ -15,7 +15,11 @@ struct SchedulerPlacementTests {
     func pendingReplicaIsBound() async throws {
         try await SchedulerHarness.with { h in
             try await h.addNode(Fixture.node("n1", gpus: 2))
-            let scheduler = h.startScheduler()
+            // Events flushed at once: with the default 10 s, a term that lapsed on a loaded
+            // machine right after the binding took the unflushed event with it.
+            var session = SchedulerHarness.sessionConfiguration()
+            session.eventFlushInterval = .milliseconds(200)
+            let scheduler = h.startScheduler(session: session)
             try await h.waitUntilLeading(scheduler)
             try await h.addReplica(pendingReplica("r1"))
             let bound = try await h.waitBound("acme", "r1")
