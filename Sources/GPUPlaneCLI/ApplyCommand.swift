@@ -45,11 +45,11 @@ public struct ApplyCommand: AsyncParsableCommand {
         var ok = true
         let reader = ManifestReader(context: ValidationContext(catalog: try Catalog.standard()))
         for document in Manifests.documents(data) {
-            let read = reader.read(document.data, file: file)
-            guard let object = read.objects.first, read.objects.count == 1 else {
-                // Not even readable: the same findings `validate` prints, at the file's lines.
-                let errors = read.diagnostics.errors
-                lines += (errors.isEmpty ? read.diagnostics : errors).map { Manifests.shifted($0, by: document.firstLine - 1).description }
+            let object: ManifestObject
+            switch Manifests.object(of: document, reader: reader, file: file) {
+            case .success(let one): object = one
+            case .failure(let findings):
+                lines += findings.lines
                 ok = false
                 continue
             }
@@ -100,10 +100,11 @@ extension ApplyCommand {
         let reader = ManifestReader(context: ValidationContext(catalog: try Catalog.standard()))
         let query = file.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? "manifest"
         for document in Manifests.documents(data) {
-            let read = reader.read(document.data, file: file)
-            guard let object = read.objects.first, read.objects.count == 1 else {
-                let errors = read.diagnostics.errors
-                lines += (errors.isEmpty ? read.diagnostics : errors).map { Manifests.shifted($0, by: document.firstLine - 1).description }
+            let object: ManifestObject
+            switch Manifests.object(of: document, reader: reader, file: file) {
+            case .success(let one): object = one
+            case .failure(let findings):
+                lines += findings.lines
                 ok = false
                 continue
             }
@@ -137,6 +138,22 @@ extension ApplyCommand {
 
 /// Splitting manifests into documents, and printing the api-server's findings at the file's lines.
 enum Manifests {
+    /// Findings that stop a document, as lines at the file's positions.
+    struct Unreadable: Error {
+        var lines: [String]
+    }
+
+    /// The one object of `document`, or, when it is not even readable, the same findings
+    /// `validate` prints, at the file's lines.
+    static func object(of document: Document, reader: ManifestReader, file: String) -> Result<ManifestObject, Unreadable> {
+        let read = reader.read(document.data, file: file)
+        guard let object = read.objects.first, read.objects.count == 1 else {
+            let errors = read.diagnostics.errors
+            return .failure(Unreadable(lines: (errors.isEmpty ? read.diagnostics : errors).map { shifted($0, by: document.firstLine - 1).description }))
+        }
+        return .success(object)
+    }
+
     struct Document {
         var data: Data
         /// The file line the document starts on (1-based).
