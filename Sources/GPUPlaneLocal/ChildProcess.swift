@@ -233,23 +233,6 @@ public func eventually(
     }
 }
 
-extension Pipe {
-    /// A pipe whose two ends are closed in every program this process starts, except where a
-    /// `Process` puts one on a child's standard input or output (that copy is made afresh).
-    ///
-    /// Foundation's `Process` leaves other descriptors open in the child, so a daemon started
-    /// at the same moment by another test (a registry, a podman service) would otherwise keep
-    /// the write end of this pipe open for its whole life, and a read to the end of the file
-    /// would wait for that daemon instead of the command that wrote it.
-    public static func closedOnExec() -> Pipe {
-        let pipe = Pipe()
-        for descriptor in [pipe.fileHandleForReading.fileDescriptor, pipe.fileHandleForWriting.fileDescriptor] {
-            _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
-        }
-        return pipe
-    }
-}
-
 /// Why a child process could not be started or waited for.
 public struct ChildProcessError: Error, CustomStringConvertible {
     /// What went wrong.
