@@ -59,7 +59,7 @@ public struct APIDependencies: Sendable {
     public init(
         store: ResourceStore, catalog: Catalog, adminTokens: [String], machineTypes: MachineTypeTable = .standard,
         maxGPUMemoryGB: Int = ValidationContext.defaultMaxGPUMemoryGB,
-        deploymentImage: String = "gpuplane/model-server:latest", heartbeatTTL: Int64 = 10,
+        deploymentImage: String = VLLM.image, heartbeatTTL: Int64 = 10,
         bookmarkInterval: Double = 10, inferenceTimeout: Duration = .seconds(600),
         inferenceQueueTimeout: Duration = .seconds(60), logger: Logger = Logger(label: "gpuplane.api"),
         ingressTimeout: Duration = .seconds(3600), publicURL: String? = nil, servesTLS: Bool = false

@@ -20,7 +20,7 @@ public enum APIServerMain {
         ConfigurationKey("catalog-file", .string, help: "operator catalog (JSON) overriding the bundled one"),
         ConfigurationKey("max-gpu-memory", .int, default: "96", help: "largest gpu.memoryGB the fleet can give"),
         ConfigurationKey("heartbeat-ttl", .int, default: "10", help: "seconds a node stays Ready without a heartbeat"),
-        ConfigurationKey("deployment-image", .string, default: "gpuplane/model-server:latest", help: "image custom LLM deployments run"),
+        ConfigurationKey("deployment-image", .string, default: VLLM.image, help: "image custom LLM deployments run (it takes vllm serve's arguments)"),
         ConfigurationKey(
             "inference-timeout", .int, default: "600", help: "seconds one inference request may take through the gateway, streaming included"),
         ConfigurationKey(
@@ -91,7 +91,7 @@ public enum APIServerMain {
             var deps = APIDependencies(
                 store: store, catalog: catalog, adminTokens: adminTokens,
                 maxGPUMemoryGB: try config.int("max-gpu-memory") ?? 96,
-                deploymentImage: try config.string("deployment-image") ?? "gpuplane/model-server:latest",
+                deploymentImage: try config.string("deployment-image") ?? VLLM.image,
                 heartbeatTTL: Int64(try config.int("heartbeat-ttl") ?? 10), inferenceTimeout: .seconds(inferenceTimeout),
                 inferenceQueueTimeout: .seconds(queueTimeout), logger: logger, ingressTimeout: .seconds(appTimeout),
                 publicURL: try config.string("public-url"), servesTLS: tls != nil)

@@ -60,14 +60,17 @@ public struct CatalogModel: Resource, Hashable {
         case embedding
 
         /// The task a catalog entry that names none serves: `embedding` when its arguments ask
-        /// the server for embeddings (`--task embed`/`embedding`), `chat` otherwise.
+        /// the server for embeddings (vLLM's `--runner pooling` or `--convert embed`, or the
+        /// older `--task embed`/`embedding`), `chat` otherwise.
         public static func inferred(fromArgs args: [String]) -> ModelTask {
             for (i, arg) in args.enumerated() {
-                let value: Substring?
-                if arg == "--task" { value = i + 1 < args.count ? Substring(args[i + 1]) : nil }
-                else if arg.hasPrefix("--task=") { value = arg.dropFirst("--task=".count) }
-                else { value = nil }
-                if let value, value.hasPrefix("embed") { return .embedding }
+                for flag in ["--task", "--convert", "--runner"] {
+                    let value: Substring?
+                    if arg == flag { value = i + 1 < args.count ? Substring(args[i + 1]) : nil }
+                    else if arg.hasPrefix(flag + "=") { value = arg.dropFirst(flag.count + 1) }
+                    else { value = nil }
+                    if let value, value.hasPrefix("embed") || value == "pooling" { return .embedding }
+                }
             }
             return .chat
         }
@@ -82,9 +85,22 @@ public struct CatalogModel: Resource, Hashable {
     public var size: SizeClass
     /// VRAM the pinned server needs, weights and KV cache, in GB.
     public var vramGB: Int
-    /// The serving image started for this model.
+    /// The engine serving it: vLLM on GPU hosts (the catalog's default), llama.cpp for GGUF
+    /// models on hosts without GPUs.
+    public var engine: EngineKind
+    /// The serving image started for this model (``VLLM/image`` for vLLM).
     public var image: String
-    /// Arguments to the serving image.
+    /// The weights the engine loads: a Hugging Face repo id (`meta-llama/Llama-3.1-8B-Instruct`)
+    /// or a path (a GGUF file for llama.cpp). Passed as `--model`.
+    public var weights: String
+    /// The longest context served (`--max-model-len`, llama.cpp's `--n_ctx`); the engine's
+    /// default (the model's own) when nil.
+    public var maxModelLen: Int?
+    /// Sequences served at once (`--max-num-seqs`, the model's `max_batch_size`); the engine's
+    /// default when nil.
+    public var maxBatchSize: Int?
+    /// Further engine arguments, after those ``ServingCommand/arguments(for:shape:weightsPath:)``
+    /// writes (`--quantization fp8`, `--runner pooling`…).
     public var args: [String]
     /// The port the server's OpenAI-protocol API listens on inside the container.
     public var port: Int
@@ -94,25 +110,54 @@ public struct CatalogModel: Resource, Hashable {
     /// ``ModelTask/inferred(fromArgs:)``).
     public var task: ModelTask
 
-    /// Makes a catalog entry; `task` nil is inferred from `args`.
+    /// Makes a catalog entry; `task` nil is inferred from `args`. Empty `weights` are taken
+    /// from a `--model` in `args` (the shape catalog files had before `weights`), which then
+    /// leaves `args`.
     public init(
         slug: String, mode: GPUMode, size: SizeClass, vramGB: Int, image: String,
-        args: [String] = [], port: Int = 8000, useCase: String = "", task: ModelTask? = nil
+        args: [String] = [], port: Int = 8000, useCase: String = "", task: ModelTask? = nil,
+        engine: EngineKind = .vllm, weights: String = "", maxModelLen: Int? = nil, maxBatchSize: Int? = nil
     ) {
         self.metadata = ObjectMeta(name: slug)
         self.slug = slug
         self.mode = mode
         self.size = size
         self.vramGB = vramGB
+        self.engine = engine
         self.image = image
-        self.args = args
+        (self.weights, self.args) = Self.weights(weights, args: args)
+        self.maxModelLen = maxModelLen
+        self.maxBatchSize = maxBatchSize
         self.port = port
         self.useCase = useCase
         self.task = task ?? .inferred(fromArgs: args)
     }
 
+    /// `weights`, else the value of a `--model` (or `--model=`) in `args`, and `args` without it.
+    static func weights(_ weights: String, args: [String]) -> (String, [String]) {
+        guard weights.isEmpty else { return (weights, args) }
+        var rest: [String] = []
+        var found = ""
+        var i = 0
+        while i < args.count {
+            if args[i] == "--model", i + 1 < args.count, found.isEmpty {
+                found = args[i + 1]
+                i += 2
+                continue
+            }
+            if args[i].hasPrefix("--model="), found.isEmpty {
+                found = String(args[i].dropFirst("--model=".count))
+                i += 1
+                continue
+            }
+            rest.append(args[i])
+            i += 1
+        }
+        return (found, rest)
+    }
+
     private enum CodingKeys: String, CodingKey {
-        case metadata, slug, mode, size, vramGB, image, args, port, useCase, task
+        case metadata, slug, mode, size, vramGB, engine, image, weights, maxModelLen, maxBatchSize, args, port, useCase, task
     }
 
     public init(from decoder: any Decoder) throws {
@@ -122,11 +167,25 @@ public struct CatalogModel: Resource, Hashable {
         mode = try c.decode(GPUMode.self, forKey: .mode)
         size = try c.decode(SizeClass.self, forKey: .size)
         vramGB = try c.decode(Int.self, forKey: .vramGB)
-        image = try c.decode(String.self, forKey: .image)
-        args = try c.decodeIfPresent([String].self, forKey: .args) ?? []
+        engine = try c.decodeIfPresent(EngineKind.self, forKey: .engine) ?? .vllm
+        image = try c.decodeIfPresent(String.self, forKey: .image) ?? (engine == .vllm ? VLLM.image : "")
+        guard !image.isEmpty else {
+            throw DecodingError.dataCorruptedError(
+                forKey: .image, in: c, debugDescription: "'\(slug)': a \(engine.rawValue) model must name its image")
+        }
+        let rawArgs = try c.decodeIfPresent([String].self, forKey: .args) ?? []
+        (weights, args) = Self.weights(try c.decodeIfPresent(String.self, forKey: .weights) ?? "", args: rawArgs)
+        maxModelLen = try c.decodeIfPresent(Int.self, forKey: .maxModelLen)
+        maxBatchSize = try c.decodeIfPresent(Int.self, forKey: .maxBatchSize)
         port = try c.decodeIfPresent(Int.self, forKey: .port) ?? 8000
         useCase = try c.decodeIfPresent(String.self, forKey: .useCase) ?? ""
-        task = try c.decodeIfPresent(ModelTask.self, forKey: .task) ?? .inferred(fromArgs: args)
+        task = try c.decodeIfPresent(ModelTask.self, forKey: .task) ?? .inferred(fromArgs: rawArgs)
+    }
+
+    /// The arguments its engine is started with when placed as `shape`
+    /// (``ServingCommand/arguments(for:shape:weightsPath:)``).
+    public func servingArguments(_ shape: ServingShape, weightsPath: String? = nil) -> [String] {
+        ServingCommand.arguments(for: self, shape: shape, weightsPath: weightsPath)
     }
 }
 
@@ -192,7 +251,9 @@ public struct Catalog: Sendable {
     }
 
     /// The bundled catalog, overridden by the operator's file at `path` when one is given (the
-    /// `catalog-file` setting of the api-server and the scheduler, which must agree).
+    /// `catalog-file` setting of the api-server and the scheduler, which must agree): entries of
+    /// known slugs change only the fields they name (an image, engine arguments…), new slugs
+    /// add whole models (``overridden(byFile:)``).
     public static func load(overrideFile path: String?) throws -> Catalog {
         let standard = try standard()
         guard let path else { return standard }
@@ -202,7 +263,7 @@ public struct Catalog: Sendable {
         } catch {
             throw CatalogError(message: "catalog-file \(path): \(error.reason)")
         }
-        return try standard.overridden(by: try Catalog(json: data))
+        return try standard.overridden(byFile: data)
     }
 
     /// This catalog with `overrides` replacing models of the same slug and adding new ones.

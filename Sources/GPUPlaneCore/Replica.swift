@@ -69,6 +69,10 @@ public struct ReplicaSpec: Codable, Sendable, Hashable {
     public var cpuMilli: Int? = nil
     /// Memory the container gets and holds on its node, in MB (the same rules as ``cpuMilli``).
     public var memoryMB: Int? = nil
+    /// The size of the container's `/dev/shm`, MiB: deployment instances run vLLM, whose tensor
+    /// parallelism needs more than the engine's 64 MiB default
+    /// (``ServingCommand/shmMiB(engine:gpus:)``). Nil: the engine's default.
+    public var shmMiB: Int? = nil
 
     /// Makes a spec.
     public init(
@@ -331,17 +335,30 @@ public struct ModelServer: Resource, Hashable {
         public var args: [String]
         /// The port its OpenAI-protocol API listens on inside the container.
         public var port: Int
+        /// The size of the container's `/dev/shm`, MiB (vLLM's tensor parallelism needs more
+        /// than an engine's 64 MiB default: ``ServingCommand/shmMiB(engine:gpus:)``); the
+        /// engine's default when nil.
+        public var shmMiB: Int?
 
         /// Makes a serving description.
-        public init(image: String, args: [String] = [], port: Int = 8000) {
+        public init(image: String, args: [String] = [], port: Int = 8000, shmMiB: Int? = nil) {
             self.image = image
             self.args = args
             self.port = port
+            self.shmMiB = shmMiB
         }
 
-        /// What the catalog says of `model`.
+        /// What the catalog says of `model`, on one GPU of unknown size.
         public init(_ model: CatalogModel) {
-            self.init(image: model.image, args: model.args, port: model.port)
+            self.init(model, shape: ServingShape(gpus: 1))
+        }
+
+        /// What the catalog says of `model`, placed as `shape`: its image, the engine's
+        /// command line (``ServingCommand/arguments(for:shape:weightsPath:)``) and `/dev/shm`.
+        public init(_ model: CatalogModel, shape: ServingShape) {
+            self.init(
+                image: model.image, args: model.servingArguments(shape), port: model.port,
+                shmMiB: ServingCommand.shmMiB(engine: model.engine, gpus: shape.gpus))
         }
     }
 

@@ -5,11 +5,12 @@ public struct ReplicaPlanner: Sendable {
     public let catalog: Catalog
     /// The machine types.
     public let machineTypes: MachineTypeTable
-    /// The image custom LLM deployments run (a vLLM-compatible server).
+    /// The image custom LLM deployments run: vLLM's server (``VLLM/image``) unless the operator
+    /// set another (`deployment-image`), which must take `vllm serve`'s arguments.
     public let deploymentImage: String
 
     /// Makes a planner.
-    public init(catalog: Catalog, machineTypes: MachineTypeTable = .standard, deploymentImage: String = "gpuplane/model-server:latest") {
+    public init(catalog: Catalog, machineTypes: MachineTypeTable = .standard, deploymentImage: String = VLLM.image) {
         self.catalog = catalog
         self.machineTypes = machineTypes
         self.deploymentImage = deploymentImage
@@ -91,14 +92,13 @@ public struct ReplicaPlanner: Sendable {
         let spec = deployment.spec
         let type = machineTypes.named(spec.gpu)
         let owner = OwnerReference(kind: .deployment, name: deployment.metadata.name, uid: deployment.metadata.uid)
-        var args = ["--model", spec.hf.repo, "--served-model-name", deployment.fullName, "--max-num-seqs", "\(spec.maxBatchSize)"]
-        if spec.numGPUs > 1 { args += ["--tensor-parallel-size", "\(spec.numGPUs)"] }
-        if let revision = spec.hf.revision { args += ["--revision", revision] }
-        let replicaSpec = ReplicaSpec(
+        let args = ServingCommand.deploymentArguments(spec, servedName: deployment.fullName, port: 8000)
+        var replicaSpec = ReplicaSpec(
             owner: owner, role: "\(index)", mode: .dedicated, modelSlug: nil, gpus: spec.numGPUs,
             vramGB: type?.vramGB ?? 0, machineTypes: [type?.name ?? spec.gpu], priority: .inference,
             image: spec.servingImage ?? deploymentImage, env: [:], ports: [8000], entrypoint: nil, command: args,
             servingPort: 8000)
+        replicaSpec.shmMiB = ServingCommand.shmMiB(engine: .vllm, gpus: spec.numGPUs)
         let meta = ObjectMeta(
             name: ReplicaPlanner.replicaName(deployment: deployment.metadata.name, index: index),
             tenant: deployment.metadata.tenant,

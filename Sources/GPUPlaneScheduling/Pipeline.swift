@@ -309,7 +309,7 @@ public struct Pipeline: Sendable {
                     plan = ModelServerPlan(
                         name: name, slug: slug, mode: mode,
                         vramGB: assignment.kind == .largeSlot ? assignment.gpuVRAMGB : request.vramGB,
-                        node: nodeName, gpuIndex: gpu)
+                        node: nodeName, gpuIndex: gpu, gpuVRAMGB: assignment.gpuVRAMGB)
                 }
             }
             return Placement(

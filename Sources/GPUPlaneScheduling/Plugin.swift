@@ -136,13 +136,17 @@ public struct ModelServerPlan: Sendable, Hashable {
     public var node: String
     /// The GPU's NVML index.
     public var gpuIndex: Int
+    /// The GPU's VRAM, GB: a Mode 3 server's engine may use only its model's share of it.
+    public var gpuVRAMGB: Int = 0
 
     /// The resource to store (uid, tenant and version are the store's business), with the
-    /// serving image, arguments and port `catalog` gives its slug.
+    /// serving image, command line (``ServingCommand``: one GPU, and for Mode 3 the model's
+    /// share of the GPU's memory) and port `catalog` gives its slug.
     public func modelServer(catalog: Catalog) -> ModelServer {
-        ModelServer(
+        let shape = ServingShape(gpus: 1, gpuVRAMGB: gpuVRAMGB > 0 ? gpuVRAMGB : nil, sharesGPU: mode == .sharedPinned)
+        return ModelServer(
             metadata: ObjectMeta(name: name),
-            spec: .init(slug: slug, mode: mode, vramGB: vramGB, serving: catalog.model(slug).map(ModelServer.Serving.init)),
+            spec: .init(slug: slug, mode: mode, vramGB: vramGB, serving: catalog.model(slug).map { ModelServer.Serving($0, shape: shape) }),
             binding: Binding(node: node, gpuIndices: [gpuIndex]))
     }
 }

@@ -71,7 +71,8 @@ import Testing
             #expect((server["spec"] as? [String: Any])?["slug"] as? String == "phi-3.5-mini")
             let endpoint = try #require((server["status"] as? [String: Any])?["endpoint"] as? String)
             let models = try await cluster.get(endpoint + "/v1/models")
-            #expect(models.contains("\"id\":\"microsoft/Phi-3.5-mini-instruct\""), "\(models)")
+            // The server answers to its slug (the catalog's `--served-model-name`).
+            #expect(models.contains("\"id\":\"phi-3.5-mini\""), "\(models)")
             try await eventually("the Mode 3 pod runs", timeout: 120, every: 0.25) {
                 let items = try await cluster.json("GET", "/v1/replicas", token: token)["items"] as? [[String: Any]] ?? []
                 return items.contains {
@@ -95,7 +96,7 @@ import Testing
                 return answer.status == 200
             }
             let reply = String(decoding: answer.body, as: UTF8.self)
-            #expect(reply.contains("stand-in reply (not a model) from microsoft/Phi-3.5-mini-instruct on gpus \(serverGPU),"), "\(reply)")
+            #expect(reply.contains("stand-in reply (not a model) from phi-3.5-mini on gpus \(serverGPU),"), "\(reply)")
 
             // A custom LLM deployment, DeepInfra-style, scaled to zero (min_instances 0): the
             // first call is turned away cold, the gateway reports it, the scheduler's autoscaler

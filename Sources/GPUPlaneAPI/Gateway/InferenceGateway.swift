@@ -222,11 +222,11 @@ public final class InferenceGateway: Sendable {
         }
     }
 
-    /// The name the server answers to: its `--served-model-name`, else its `--model`, else
-    /// its slug (vLLM's rule).
+    /// The name the server answers to: its `--served-model-name` (vLLM) or `--model_alias`
+    /// (llama-cpp-python's server), else its `--model`, else its slug (vLLM's rule).
     static func servedName(_ server: ModelServer) -> String {
         let args = server.spec.serving?.args ?? []
-        for flag in ["--served-model-name", "--model"] {
+        for flag in ["--served-model-name", "--model_alias", "--model"] {
             if let index = args.firstIndex(of: flag), index + 1 < args.count { return args[index + 1] }
         }
         return server.spec.slug

@@ -198,6 +198,8 @@ struct DockerCreate: Encodable {
         var MemorySwap: Int64?
         /// CPU limit in billionths of a CPU (``ContainerEngine/ContainerSpec/cpuLimitMilli``).
         var NanoCpus: Int64?
+        /// `/dev/shm` in bytes (``ContainerEngine/ContainerSpec/shmSizeBytes``); nil: the default.
+        var ShmSize: Int64?
         var DeviceRequests: [DeviceRequest]
         var Devices: [String] = []
         var Binds: [String] = []
@@ -232,6 +234,7 @@ struct DockerCreate: Encodable {
             NetworkMode: spec.network == .bridge ? spec.networkName ?? spec.network.rawValue : spec.network.rawValue, PortBindings: bindings, Memory: spec.memoryLimitBytes,
             MemorySwap: spec.memoryLimitBytes,
             NanoCpus: spec.cpuLimitMilli.map { Int64($0) * 1_000_000 },
+            ShmSize: spec.shmSizeBytes,
             DeviceRequests: spec.gpuIndices.isEmpty
                 ? []
                 : [DeviceRequest(Driver: "nvidia", DeviceIDs: spec.gpuIndices.map(String.init), Capabilities: [["gpu"]])])
@@ -278,6 +281,8 @@ struct LibpodCreate: Encodable {
     var netns: Namespace
     var pidns = Namespace(nsmode: "private")
     var ipcns = Namespace(nsmode: "private")
+    /// `/dev/shm` in bytes (``ContainerEngine/ContainerSpec/shmSizeBytes``); nil: the default.
+    var shm_size: Int64?
     var mounts: [String] = []
     var cap_add: [String] = []
     /// The named network to join (``ContainerEngine/ContainerSpec/networkName``).
@@ -305,6 +310,7 @@ struct LibpodCreate: Encodable {
         let memory = spec.memoryLimitBytes.map { Memory(limit: $0, swap: $0) }
         resource_limits = cpu == nil && memory == nil ? nil : Resources(memory: memory, cpu: cpu)
         netns = Namespace(nsmode: spec.network.rawValue)
+        shm_size = spec.shmSizeBytes
         if spec.network == .bridge, let network = spec.networkName { Networks = [network: [:]] }
     }
 }

@@ -51,6 +51,10 @@ extension ContainerEngine {
         /// none. The node-agent sets it from the replica's machine type, capped at the host's CPUs
         /// (engines refuse more CPUs than the host has).
         public var cpuLimitMilli: Int? = nil
+        /// The size of the container's `/dev/shm` (its own IPC namespace's tmpfs), bytes; nil for
+        /// the engine's default (64 MiB). vLLM's tensor parallelism needs more
+        /// (``ServingCommand/shmMiB(engine:gpus:)``).
+        public var shmSizeBytes: Int64? = nil
 
         /// Makes a spec.
         public init(

@@ -112,6 +112,11 @@ public struct ContainerPlan: Sendable, Hashable {
             if limits.memoryMB > 0 { spec.memoryLimitBytes = max(limits.memoryBytes, ContainerEngine.ContainerSpec.minimumMemoryBytes) }
             hash = Self.fnv1a(Data("\(hash)\nlimits:\(spec.cpuLimitMilli ?? 0)/\(spec.memoryLimitBytes ?? 0)".utf8))
         }
+        if let shm = replica.spec.shmMiB, shm > 0 {
+            // Only when there is one, so the hashes of containers without stay as they were.
+            spec.shmSizeBytes = Int64(shm) << 20
+            hash = Self.fnv1a(Data("\(hash)\nshm:\(shm)".utf8))
+        }
         if let podNetwork, replica.spec.owner.kind == .application {
             spec.networkName = podNetwork
             hash = Self.fnv1a(Data("\(hash)\nnetwork:\(podNetwork)".utf8))
@@ -149,6 +154,11 @@ public struct ContainerPlan: Sendable, Hashable {
             environment: ["GPUPLANE_MODEL_SLUG": server.spec.slug, "GPUPLANE_MODEL_SERVER": name], labels: [:], ports: [],
             gpuIndices: (server.binding?.gpuIndices ?? []).sorted(), network: .bridge)
         var hash = Self.hash(spec: spec, uid: server.metadata.uid, ports: [serving.port])
+        if let shm = serving.shmMiB, shm > 0 {
+            // Only when there is one, so the hashes of servers without stay as they were.
+            spec.shmSizeBytes = Int64(shm) << 20
+            hash = Self.fnv1a(Data("\(hash)\nshm:\(shm)".utf8))
+        }
         if let limits {
             if limits.cpuMilli > 0 { spec.cpuLimitMilli = max(limits.cpuMilli, ContainerEngine.ContainerSpec.minimumCPUMilli) }
             if limits.memoryMB > 0 { spec.memoryLimitBytes = max(limits.memoryBytes, ContainerEngine.ContainerSpec.minimumMemoryBytes) }
