@@ -58,7 +58,7 @@ public struct ValidationOptions: ParsableArguments {
         var catalog = try Catalog.standard()
         if let path = self.catalog {
             let data = try Data(contentsOf: URL(fileURLWithPath: path))
-            catalog = try catalog.overridden(by: try Catalog(json: data))
+            catalog = try catalog.overridden(byFile: data)
         }
         return ValidationContext(catalog: catalog, maxGPUMemoryGB: maxGPUMemory, plan: plan, gpuLimit: gpuLimit)
     }
@@ -134,7 +134,7 @@ public struct ModelsCommand: ParsableCommand {
     public func run() throws {
         var catalog = try Catalog.standard()
         if let path = self.catalog {
-            catalog = try catalog.overridden(by: try Catalog(json: try Data(contentsOf: URL(fileURLWithPath: path))))
+            catalog = try catalog.overridden(byFile: try Data(contentsOf: URL(fileURLWithPath: path)))
         }
         switch output {
         case "table": print(ModelsCommand.table(catalog).joined(separator: "\n"))
