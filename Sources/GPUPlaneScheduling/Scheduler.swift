@@ -82,6 +82,9 @@ public final class Scheduler: Service, Sendable {
     /// The pipeline the session places with.
     public let pipeline: Pipeline
     private let logger: Logger
+    /// The events of every term this process leads: one recorder, so events recorded in a
+    /// term that lapsed before they were flushed are written by the next.
+    private let events = EventRecorder()
     private let onStatus: @Sendable (String) -> Void
     private let state = Locked(State())
 
@@ -232,7 +235,7 @@ public final class Scheduler: Service, Sendable {
                     leader.withLock { $0 = key }
                     let session = LeaderSession(
                         store: self.store, pipeline: self.pipeline, fence: LeaderFence(key),
-                        configuration: self.configuration.session, logger: self.logger)
+                        configuration: self.configuration.session, events: self.events, logger: self.logger)
                     self.state.withLock {
                         $0.session = session
                         $0.terms += 1

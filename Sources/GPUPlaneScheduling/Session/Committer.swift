@@ -74,7 +74,8 @@ final class Committer: Sendable {
     /// The leadership every write is fenced on.
     let fence: LeaderFence
     let configuration: Configuration
-    let events = EventRecorder()
+    /// The events to write; shared by the terms of one scheduler process (see ``LeaderSession``).
+    let events: EventRecorder
     let logger: Logger
     private let eventLease: RotatingLease
     private let state = Locked(State())
@@ -85,7 +86,8 @@ final class Committer: Sendable {
         var awaited: [ResourceKind: Int64] = [:]
     }
 
-    init(store: ResourceStore, fence: LeaderFence, configuration: Configuration, logger: Logger) {
+    init(store: ResourceStore, fence: LeaderFence, configuration: Configuration, events: EventRecorder = EventRecorder(), logger: Logger) {
+        self.events = events
         self.store = store
         self.fence = fence
         self.configuration = configuration

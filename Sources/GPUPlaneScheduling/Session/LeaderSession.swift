@@ -57,9 +57,19 @@ public final class LeaderSession: Sendable {
     private let passes = Locked(0)
 
     /// Makes a session for the leadership `fence` stands for.
-    public init(
+    public convenience init(
         store: ResourceStore, pipeline: Pipeline, fence: LeaderFence, configuration: Configuration,
         logger: Logger
+    ) {
+        self.init(store: store, pipeline: pipeline, fence: fence, configuration: configuration, events: EventRecorder(), logger: logger)
+    }
+
+    /// Makes a session whose events go to `events`: the ``Scheduler`` passes one recorder to
+    /// every term it wins, so an event recorded in a term that lapsed before its flush (a bind
+    /// committed, then the lease lost on a loaded machine) is written by the next term.
+    init(
+        store: ResourceStore, pipeline: Pipeline, fence: LeaderFence, configuration: Configuration,
+        events: EventRecorder, logger: Logger
     ) {
         self.store = store
         self.fence = fence
@@ -77,7 +87,7 @@ public final class LeaderSession: Sendable {
             configuration: .init(
                 maxOperationsPerTransaction: configuration.maxOperationsPerTransaction,
                 eventFlushInterval: configuration.eventFlushInterval, eventTTL: configuration.eventTTL),
-            logger: logger)
+            events: events, logger: logger)
         self.nodeLifecycle = NodeLifecycle(heartbeatGrace: configuration.heartbeatGrace)
         self.meter = UsageMeter(configuration: configuration.meter, cursor: MeterCursor(store: store, key: configuration.meter.cursorKey), logger: logger)
         self.placement = PlacementStep(
