@@ -1,16 +1,23 @@
 import Foundation
 import Hummingbird
 
-/// `/ui`: a read-only dashboard of the REST API, for people. Three static files (HTML, script,
-/// style) shipped in the build; the page asks for a token and reads `/v1/...` with it. No token
-/// is needed for the files themselves, which hold nothing of anyone's.
+/// `/ui`: the dashboard, for people: plain HTML, CSS and JavaScript modules shipped in the
+/// build (no build step, nothing fetched from elsewhere). The page asks for a token and does
+/// everything through the `/v1/...` routes with it, as the CLI does. No token is needed for the
+/// files themselves, which hold nothing of anyone's.
 struct DashboardRoutes: Sendable {
+    /// The scripts: `app.js` (sign-in, pages, live updates) imports the others.
+    static let scripts = ["app.js", "api.js", "dom.js", "deployments.js", "applications.js", "fleet.js", "usage.js", "events.js"]
+
     /// The files, by route path: resource name and content type.
-    static let files: [String: (name: String, type: String)] = [
-        "/ui": ("index.html", "text/html; charset=utf-8"),
-        "/ui/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
-        "/ui/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
-    ]
+    static let files: [String: (name: String, type: String)] = {
+        var files: [String: (name: String, type: String)] = [
+            "/ui": ("index.html", "text/html; charset=utf-8"),
+            "/ui/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+        ]
+        for script in scripts { files["/ui/" + script] = (script, "text/javascript; charset=utf-8") }
+        return files
+    }()
 
     /// The routes' paths, which need no token.
     static var publicPaths: Set<String> { Set(files.keys) }

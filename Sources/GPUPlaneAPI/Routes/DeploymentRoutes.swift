@@ -18,14 +18,32 @@ struct DeploymentView: Encodable {
     var status: DeploymentStatus
     var resourceVersion: String
     var created: Date?
+    /// Its load as the api-servers last reported it (absent when none has: no call lately).
+    var load: LoadView?
+
+    /// What the api-servers' latest load reports (``DeploymentLoad``, every 2 s) say together:
+    /// `requests`, the most requests in flight or waiting at once during the report interval,
+    /// summed over api-servers; of them `inFlight` fit the ready instances (`instances ×
+    /// max_batch_size`) and `queued` waited for a slot; `cold`: a call found no ready instance.
+    struct LoadView: Encodable {
+        var requests: Int
+        var inFlight: Int
+        var queued: Int
+        var cold: Bool
+        var reporters: Int
+
+        enum CodingKeys: String, CodingKey {
+            case requests, inFlight = "in_flight", queued, cold, reporters
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
         case deployID = "deploy_id", modelName = "model_name", fullName = "full_name", gpu
         case numGPUs = "num_gpus", maxBatchSize = "max_batch_size", hf, weightsGB = "weights_gb", settings, status
-        case resourceVersion, created
+        case resourceVersion, created, load
     }
 
-    init(_ d: Deployment, replicas: [Replica]) {
+    init(_ d: Deployment, replicas: [Replica], loads: [LoadReports.Report] = []) {
         deployID = d.deployID
         modelName = d.spec.modelName
         fullName = d.fullName
@@ -38,6 +56,23 @@ struct DeploymentView: Encodable {
         resourceVersion = d.metadata.resourceVersion
         created = d.metadata.created
         status = DeploymentView.status(of: d, replicas: replicas)
+        let mine = loads.filter { $0.tenant == d.metadata.tenant && $0.deployment == d.metadata.name }
+        if !mine.isEmpty {
+            let requests = mine.reduce(0) { $0 + max($1.load.peak, 0) }
+            let ready = replicas.filter {
+                $0.spec.owner.kind == .deployment && $0.spec.owner.name == d.metadata.name && $0.status.phase == .running && $0.status.ready != false
+            }.count
+            let slots = ready.saturatingMultiplied(by: max(d.spec.maxBatchSize, 1))
+            load = LoadView(
+                requests: requests, inFlight: min(requests, slots), queued: max(requests - slots, 0),
+                cold: mine.contains { $0.load.cold }, reporters: mine.count)
+        }
+    }
+
+    /// Every api-server's latest load reports of `tenant`'s deployments; none when etcd cannot
+    /// say (the load is shown, not decided on, so its absence never fails a read).
+    static func loads(_ deps: APIDependencies, tenant: String) async -> [LoadReports.Report] {
+        ((try? await LoadReports(store: deps.store).all()) ?? []).filter { $0.tenant == tenant }
     }
 
     /// Running versus wanted, and why the rest wait. Only running instances are billed.
@@ -94,14 +129,17 @@ struct DeploymentRoutes: Sendable {
         }
         let list = try await deps.store.list(Deployment.self, tenant: tenant)
         let replicas = try await admission.replicas(of: tenant)
-        return try HTTPJSON.response(ListBody(items: list.items.map { DeploymentView($0, replicas: replicas) }, resourceVersion: String(list.revision)))
+        let loads = await DeploymentView.loads(deps, tenant: tenant)
+        return try HTTPJSON.response(ListBody(items: list.items.map { DeploymentView($0, replicas: replicas, loads: loads) }, resourceVersion: String(list.revision)))
     }
 
     /// Maps to `GET /v1/deployments/{deploy_id or model_name}`.
     func get(_ request: Request, _ context: APIContext) async throws -> Response {
         let tenant = try context.tenant(request)
         let deployment = try await find(tenant: tenant, idOrName: try context.parameter("id"))
-        return try HTTPJSON.response(DeploymentView(deployment, replicas: try await admission.replicas(of: tenant, namePrefix: ReplicaPlanner.replicaPrefix(deployment: deployment.metadata.name))))
+        return try HTTPJSON.response(DeploymentView(
+            deployment, replicas: try await admission.replicas(of: tenant, namePrefix: ReplicaPlanner.replicaPrefix(deployment: deployment.metadata.name)),
+            loads: await DeploymentView.loads(deps, tenant: tenant)))
     }
 
     struct UpdateBody: Decodable {
