@@ -94,11 +94,27 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
+        // A daemon's own small HTTP(S) listener on HummingbirdCore (no router, no Foundation, so
+        // the node-agent may link it): /metrics, /healthz and the routes a daemon adds; and the
+        // TLS settings every listener shares (`tls-cert-file`, `tls-key-file`).
+        .target(
+            name: "GPUPlaneListener",
+            dependencies: [
+                "GPUPlaneService", "GPUPlaneSystem",
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
         // The REST front door: auth, admission, resources, watch, OpenAPI, the inference gateway.
         .target(
             name: "GPUPlaneAPI",
             dependencies: [
-                "GPUPlaneCore", "GPUPlaneManifest", "GPUPlaneStore", "CurlHTTP", "GPUPlaneService", "GPUPlaneSystem",
+                "GPUPlaneCore", "GPUPlaneManifest", "GPUPlaneStore", "CurlHTTP", "GPUPlaneService", "GPUPlaneSystem", "GPUPlaneListener",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -127,8 +143,8 @@ let package = Package(
         .target(
             name: "GPUPlaneScheduling",
             dependencies: [
-                "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneSystem", "GPUPlaneService",
-                .product(name: "Logging", package: "swift-log"),
+                "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneSystem", "GPUPlaneService", "GPUPlaneListener",
+                .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         // The scheduler daemon: flags/env/file configuration, journald, sd_notify, SIGTERM.
@@ -145,7 +161,8 @@ let package = Package(
         .target(
             name: "GPUPlaneAgent",
             dependencies: [
-                "GPUPlaneCore", "GPUPlaneSystem", "CNVML", "CurlHTTP", "GPUPlaneService", .product(name: "Logging", package: "swift-log"),
+                "GPUPlaneCore", "GPUPlaneSystem", "CNVML", "CurlHTTP", "GPUPlaneService", "GPUPlaneListener",
+                .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         // The node-agent's idle footprint is a goal (docs/benchmarks.md). lld links it with

@@ -1,6 +1,7 @@
 import Foundation
 import GPUPlaneCore
 import GPUPlaneManifest
+import GPUPlaneListener
 import GPUPlaneService
 import GPUPlaneStore
 import Hummingbird
@@ -53,6 +54,8 @@ public struct APIDependencies: Sendable {
     /// Refuses a source address that presented too many unknown tokens lately
     /// (`auth-failure-limit`); nil: no limit.
     public var authFailureLimiter: AuthFailureLimiter? = nil
+    /// The way to node-agents' listeners (container logs); its CA is `agent-ca-file`.
+    public var agentLink: AgentLink
 
     /// Makes dependencies over `store` (``ResourceStore/connect(endpoints:caFile:certFile:keyFile:credentials:requestTimeout:batchWrites:logger:)``
     /// in the daemon).
@@ -81,6 +84,7 @@ public struct APIDependencies: Sendable {
         self.ingress = AppIngress(
             store: store, replicas: gateway.replicas, timeout: ingressTimeout, publicURL: publicURL, servesTLS: servesTLS, logger: logger)
         self.publicURL = publicURL
+        self.agentLink = AgentLink(store: store)
     }
 
     var planner: ReplicaPlanner {
@@ -201,6 +205,7 @@ public func buildRouter(_ deps: APIDependencies) -> (Router<APIContext>, RouteTa
     DeploymentRoutes(deps: deps).register(table)
     NodeRoutes(deps: deps).register(table)
     ReplicaRoutes(deps: deps).register(table)
+    AgentRoutes(deps: deps).register(table)
     ModelServerRoutes(deps: deps).register(table)
     TenantRoutes(deps: deps).register(table)
     InfoRoutes(deps: deps).register(table)

@@ -1,5 +1,6 @@
 import Foundation
 import GPUPlaneCore
+import GPUPlaneListener
 import GPUPlaneService
 import GPUPlaneStore
 import GPUPlaneSystem
@@ -16,6 +17,7 @@ public enum APIServerMain {
         ConfigurationKey(
             "auth-failure-limit", .int, default: "30",
             help: "unknown tokens one address may present per minute before it gets 429 until the minute is over (0: no limit)"),
+        ConfigurationKey("agent-ca-file", .string, help: "PEM CA certificate to verify node-agents' https:// listeners with (container logs)"),
         ConfigurationKey("admin-token-file", .string, help: "file holding bootstrap admin tokens, one per line"),
         ConfigurationKey("catalog-file", .string, help: "operator catalog (JSON) overriding the bundled one"),
         ConfigurationKey("max-gpu-memory", .int, default: "96", help: "largest gpu.memoryGB the fleet can give"),
@@ -99,6 +101,14 @@ public enum APIServerMain {
                 deps.secretKeys = try SecretKeyring.load(path: path)
             } else {
                 logger.warning("no secret-key-file configured: /v1/secrets answers 503 and pods with secret vars cannot start")
+            }
+            if let agentCA = try config.string("agent-ca-file") {
+                guard FileManager.default.isReadableFile(atPath: agentCA) else {
+                    throw ConfigurationError(
+                        code: .invalidValue, key: "agent-ca-file", source: config.source(of: "agent-ca-file"),
+                        detail: "cannot read '\(agentCA)'")
+                }
+                deps.agentLink = AgentLink(store: store, caFile: agentCA)
             }
             let failureLimit = try config.int("auth-failure-limit") ?? 30
             guard failureLimit >= 0 else {

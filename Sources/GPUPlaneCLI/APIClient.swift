@@ -59,6 +59,29 @@ public struct APIClient: Sendable {
         return Answer(status: response.status, body: response.body)
     }
 
+    /// Starts a `GET` whose body lasts (logs `-f`, watches): returns when the answer's head is
+    /// in; a non-2xx answer is read whole and thrown. No overall deadline; the connection has 10 s.
+    /// - Throws: ``CLIError`` when no answer came or the status is not 2xx.
+    public func stream(_ path: String) async throws -> AsyncThrowingStream<Data, any Error> {
+        var headers: [CurlHTTP.Header] = []
+        if let token { headers.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
+        let request = CurlHTTP.Request(
+            method: .get, url: base + path, headers: headers, timeout: nil, connectTimeout: .seconds(10),
+            tls: caFile.map { CurlHTTP.TLS(caFile: $0) })
+        let answer: CurlHTTP.StreamedResponse
+        do {
+            answer = try await Self.http.exchange(request)
+        } catch {
+            throw CLIError("cannot reach the api-server at \(base): \(error.message); check --server or $GPUPLANE_SERVER")
+        }
+        guard (200..<300).contains(answer.status) else {
+            var body = Data()
+            for try await chunk in answer.body where body.count < 65_536 { body.append(chunk) }
+            throw CLIError(answer: Answer(status: answer.status, body: body))
+        }
+        return answer.body
+    }
+
     /// Sends one request and returns its JSON.
     /// - Throws: ``CLIError`` with the API's message when the status is not 2xx.
     public func json(_ method: CurlHTTP.Method, _ path: String, body: Data? = nil) async throws -> JSONValue {

@@ -11,7 +11,7 @@ public struct GPUPlaneCommand: AsyncParsableCommand {
         discussion: "apply, get, describe, delete, usage and secret speak to an api-server: --server (or $GPUPLANE_SERVER) and a token (--token-file, $GPUPLANE_TOKEN_FILE or $GPUPLANE_TOKEN). validate and models work offline.",
         subcommands: [
             ApplyCommand.self, GetCommand.self, DescribeCommand.self, DeleteCommand.self, UsageCommand.self, ValidateCommand.self,
-            ModelsCommand.self, SecretCommand.self,
+            ModelsCommand.self, SecretCommand.self, LogsCommand.self,
         ])
 
     public init() {}

@@ -75,6 +75,9 @@ public struct NodeSpec: Codable, Sendable, Hashable {
     /// Memory the node offers to replicas, in MB (`MemTotal` or the cgroup's limit, minus a
     /// reserve, or `allocatable-memory`); nil means not accounted, like ``allocatableCPUMilli``.
     public var allocatableMemoryMB: Int? = nil
+    /// The node-agent's own listener (`http(s)://<address>:<port>`, the agent's `port`), which
+    /// the api-server reaches for container logs; nil when the agent runs none.
+    public var agentURL: String? = nil
 
     /// Makes a spec.
     public init(machineType: String, gpus: [GPUDevice], unschedulable: Bool = false, address: String? = nil) {

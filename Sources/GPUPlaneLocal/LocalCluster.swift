@@ -151,6 +151,9 @@ public final class LocalCluster: @unchecked Sendable {
                         // spare, which CPU pods may use (docs/architecture.md, "CPU and memory").
                         "--allocatable-cpu", "\(gpus.count * 12_000 + spare.cpuMilli)m",
                         "--allocatable-memory", "\(gpus.count * 112 * 1024 + spare.memoryMiB)Mi",
+                        // Both agents share this host: each listener (logs, /metrics) gets a
+                        // port of its own on loopback.
+                        "--listen", "127.0.0.1", "--port", "\(TestEnvironment.freePort())",
                     ] + (podNetwork?.agentArguments ?? []) + (caFile.map { ["--api-server-ca-file", $0] } ?? []),
                     environment: ["GPUPLANE_FAKE_NVML_CONFIG": nvmlConfig.path, "GPUPLANE_FAKE_NVML_EVENTS": events.path],
                     label: "gpuplane-node-agent-\(node)")
@@ -206,6 +209,13 @@ public final class LocalCluster: @unchecked Sendable {
             CurlHTTP.Request(
                 method: CurlHTTP.Method(method), url: apiURL + path, headers: headers, body: body.map { Data($0.utf8) }, timeout: .seconds(10),
                 tls: clientTLS))
+        return (response.status, response.body)
+    }
+
+    /// A GET of any URL (a node-agent's listener) with `headers`.
+    public func call(absolute url: String, headers: [String: String] = [:]) async throws -> (status: Int, body: Data) {
+        let response = try await http.perform(
+            CurlHTTP.Request(url: url, headers: headers.map { CurlHTTP.Header($0.key, $0.value) }, timeout: .seconds(10), tls: clientTLS))
         return (response.status, response.body)
     }
 

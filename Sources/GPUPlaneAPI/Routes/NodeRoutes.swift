@@ -29,6 +29,8 @@ struct NodeRoutes: Sendable {
         var gpus: [GPUDevice]
         var address: String?
         var podSubnet: String?
+        /// The agent's listener (``NodeSpec/agentURL``).
+        var agentURL: String?
         /// CPU the node offers, thousandths of a core (``NodeSpec/allocatableCPUMilli``).
         var allocatableCPUMilli: Int?
         /// Memory the node offers, MB (``NodeSpec/allocatableMemoryMB``).
@@ -50,7 +52,7 @@ struct NodeRoutes: Sendable {
     /// it Ready, and starts its heartbeat lease.
     func registerNode(_ request: Request, _ context: APIContext) async throws -> Response {
         let data = try await HTTPJSON.body(request)
-        try HTTPJSON.rejectUnknownKeys(data, known: ["name", "labels", "machineType", "gpus", "address", "podSubnet", "allocatableCPUMilli", "allocatableMemoryMB"])
+        try HTTPJSON.rejectUnknownKeys(data, known: ["name", "labels", "machineType", "gpus", "address", "podSubnet", "allocatableCPUMilli", "allocatableMemoryMB", "agentURL"])
         let body = try HTTPJSON.decode(Registration.self, from: data)
         try await checkPodSubnet(body)
         for (field, value) in [("allocatableCPUMilli", body.allocatableCPUMilli), ("allocatableMemoryMB", body.allocatableMemoryMB)] {
@@ -58,13 +60,20 @@ struct NodeRoutes: Sendable {
                 throw APIError(.unprocessableContent, .invalid, "\(field) must be 0 or more (omit it to leave the node unaccounted)", field: field)
             }
         }
+        if let agentURL = body.agentURL {
+            guard agentURL.utf8.count <= 256, let url = URL(string: agentURL), url.scheme == "http" || url.scheme == "https",
+                url.host != nil, url.path.isEmpty || url.path == "/", url.query == nil
+            else {
+                throw APIError(.unprocessableContent, .invalid, "agentURL must be http(s)://host:port with no path, not '\(agentURL)'", field: "agentURL")
+            }
+        }
         guard Syntax.isDNSLabel(body.name) else {
             throw APIError(.unprocessableContent, .invalid, "'\(body.name)' is not a DNS label", field: "name")
         }
         try authorize(context, node: body.name)
         var labels = body.labels ?? [:]
-        if let mode = labels[Node.gpuModeLabel], !["dedicated", "large", "shared"].contains(mode) {
-            throw APIError(.unprocessableContent, .invalid, "label gpu-mode must be dedicated, large or shared, not '\(mode)'", field: "labels.gpu-mode")
+        if let mode = labels[Node.gpuModeLabel], !["dedicated", "large", "shared", "mixed"].contains(mode) {
+            throw APIError(.unprocessableContent, .invalid, "label gpu-mode must be dedicated, large, shared or mixed, not '\(mode)'", field: "labels.gpu-mode")
         }
         let type = body.machineType.flatMap { deps.machineTypes.named($0) }
             ?? body.gpus.first.flatMap { deps.machineTypes.matching(product: $0.product, memoryMiB: $0.memoryMiB) }
@@ -88,6 +97,7 @@ struct NodeRoutes: Sendable {
                     node.spec.gpus = body.gpus
                     node.spec.address = body.address
                     node.spec.podSubnet = body.podSubnet
+                    node.spec.agentURL = body.agentURL
                     node.spec.allocatableCPUMilli = body.allocatableCPUMilli
                     node.spec.allocatableMemoryMB = body.allocatableMemoryMB
                     node.status.conditions.removeAll { $0.type == NodeHeartbeat.readyCondition }
@@ -97,7 +107,7 @@ struct NodeRoutes: Sendable {
                 } else {
                     let node = Node(
                         metadata: ObjectMeta(name: body.name, labels: labels),
-                        spec: { var spec = NodeSpec(machineType: typeName, gpus: body.gpus, address: body.address); spec.podSubnet = body.podSubnet; spec.allocatableCPUMilli = body.allocatableCPUMilli; spec.allocatableMemoryMB = body.allocatableMemoryMB; return spec }(),
+                        spec: { var spec = NodeSpec(machineType: typeName, gpus: body.gpus, address: body.address); spec.podSubnet = body.podSubnet; spec.agentURL = body.agentURL; spec.allocatableCPUMilli = body.allocatableCPUMilli; spec.allocatableMemoryMB = body.allocatableMemoryMB; return spec }(),
                         status: NodeStatus(conditions: [ready], heartbeat: now))
                     stored = try await deps.store.create(node)
                 }

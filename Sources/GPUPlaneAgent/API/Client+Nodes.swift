@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import GPUPlaneCore
+import GPUPlaneSystem
 
 /// What a node-agent registers: its name, labels, machine type and GPUs.
 public struct NodeRegistration: Codable, Sendable, Hashable {
@@ -24,6 +25,8 @@ public struct NodeRegistration: Codable, Sendable, Hashable {
     public var allocatableCPUMilli: Int? = nil
     /// Memory the node offers to replicas, MB (``NodeSpec/allocatableMemoryMB``).
     public var allocatableMemoryMB: Int? = nil
+    /// The agent's listener (``NodeSpec/agentURL``), when it runs one.
+    public var agentURL: String? = nil
 
     /// Makes a registration.
     public init(
@@ -68,6 +71,17 @@ extension NodeAPI.Client {
     /// Maps to `GET /v1/nodes/{name}/podnetwork`.
     public func podNetwork(node: String) async throws(NodeAPIError) -> PodNetworkView {
         try await call(.get, "/v1/nodes/\(Self.segment(node))/podnetwork", as: PodNetworkView.self)
+    }
+
+    /// The key the api-server signs this node's listener requests with
+    /// (``AgentRequestSignature``). Maps to `GET /v1/nodes/{name}/agent-key`.
+    public func agentKey(node: String) async throws(NodeAPIError) -> [UInt8] {
+        struct Answer: Decodable { var key: String }
+        let answer = try await call(.get, "/v1/nodes/\(Self.segment(node))/agent-key", as: Answer.self)
+        guard let key = PortableSHA256.bytes(hex: answer.key), key.count == 32 else {
+            throw NodeAPIError(code: .decoding, message: "the agent key is not 64 hexadecimal digits", path: "/v1/nodes/\(node)/agent-key")
+        }
+        return key
     }
 
     /// The node as stored. Maps to `GET /v1/nodes/{name}`.

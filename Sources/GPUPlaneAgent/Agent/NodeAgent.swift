@@ -47,6 +47,8 @@ public final class NodeAgent: Service, Sendable {
     let sizing: ContainerSizing
     private let state = Locked(State())
     private let clock = ContinuousClock()
+    /// The key the api-server signs listener requests with (``AgentRequestSignature``).
+    let agentKeyStore = Locked<[UInt8]?>(nil)
 
     private struct State {
         var gpus: [GPUDevice] = []
@@ -138,6 +140,7 @@ public final class NodeAgent: Service, Sendable {
             $0.gpus = gpus
             $0.health = initialHealth
         }
+        exportGPUMetrics(initialHealth, gpus: gpus)
         await reconciler.setHealth(initialHealth, gpus: gpus)
         await cancelWhenGracefulShutdown { [self] in
             guard await register(inventory) else { return }
@@ -149,6 +152,7 @@ public final class NodeAgent: Service, Sendable {
                 group.addTask { await self.modelServerWatchLoop() }
                 group.addTask { await self.engineEventsLoop() }
                 group.addTask { await self.reconcileLoop() }
+                if self.configuration.agentURL != nil { group.addTask { await self.agentKeyLoop() } }
                 if let podNetwork = self.podNetwork { group.addTask { await self.podNetworkLoop(podNetwork) } }
                 await group.waitForAll()
             }
@@ -220,6 +224,7 @@ public final class NodeAgent: Service, Sendable {
                                "type": "\(gpuType.name) × \(gpus.count)"])
             }
         }
+        registration.agentURL = configuration.agentURL
         registration.allocatableCPUMilli = allocatable.cpuMilli
         registration.allocatableMemoryMB = allocatable.memoryMB
         return registration
@@ -291,6 +296,7 @@ public final class NodeAgent: Service, Sendable {
                     log.error("GPU unhealthy", metadata: ["index": "\(index.map(String.init) ?? "?")", "reason": "\(record.reason ?? "unknown")"])
                 }
             }
+            exportGPUMetrics(snapshot, gpus: gpus)
             await reconciler.setHealth(snapshot, gpus: gpus)
             wakeup.signal()
         }

@@ -52,6 +52,9 @@ public struct NodeAgentConfiguration: Sendable {
     /// The node's part of the pod network (`<pod>.pod` names and pod-to-pod traffic across
     /// nodes); nil runs none: application pods then join the engine's default bridge.
     public var podNetwork: PodNetworkSettings? = nil
+    /// The URL of this agent's listener as the api-server reaches it (``NodeSpec/agentURL``);
+    /// nil when it runs none.
+    public var agentURL: String? = nil
     /// CPU the node offers replicas, thousandths of a core (`allocatable-cpu`); nil reads it
     /// from the host (``HostCapacity``, minus ``systemReserved``). See ``allocatable(capacity:gpuType:gpus:)``.
     public var allocatableCPUMilli: Int? = nil

@@ -8,6 +8,7 @@ import Glibc
 #endif
 import CurlHTTP
 import GPUPlaneCore
+import GPUPlaneListener
 import GPUPlaneService
 import Logging
 import ServiceLifecycle
@@ -17,6 +18,8 @@ import GPUPlaneSystem
 public enum NodeAgentMain {
     /// The default configuration file.
     public static let defaultConfigFile = "/etc/gpuplane/node-agent.conf"
+    /// The listener's default port.
+    public static let defaultPort = 9447
 
     /// The configuration keys (file `key = value`, env `GPUPLANE_<KEY>`, flags `--key`).
     public static let keys: [ConfigurationKey] = [
@@ -50,6 +53,7 @@ public enum NodeAgentMain {
         ConfigurationKey("system-reserved-cpu", .string, default: "100m", help: "CPU kept for the host when allocatable-cpu is read from it"),
         ConfigurationKey("system-reserved-memory", .string, default: "256Mi", help: "memory kept for the host when allocatable-memory is read from it"),
         ConfigurationKey("request-timeout", .duration, default: "5s", help: "deadline of one api-server call"),
+    ] + DaemonListener.keys(defaultAddress: "0.0.0.0", defaultPort: defaultPort, what: "the agent's listener (container logs for the api-server, /metrics)") + [
         ConfigurationKey("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error"),
         ConfigurationKey("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
     ]
@@ -130,8 +134,21 @@ public enum NodeAgentMain {
         configuration.imagePullBackoffMax = try config.duration("image-pull-backoff-max") ?? .seconds(300)
         configuration.imagePullTimeout = try config.duration("image-pull-timeout") ?? .seconds(3600)
         configuration.podNetwork = try podNetworkSettings(config, address: configuration.address)
+        configuration.agentURL = try agentURL(config, address: configuration.address)
         try applyAllocatable(config, to: &configuration)
         return NodeAgent(configuration: configuration, api: api, engine: engine, notifier: notifier, readiness: readiness)
+    }
+
+    /// The listener's URL as the api-server reaches it: `address` (else `listen` when it is not
+    /// the wildcard, else the host name) and `port`; https with `tls-cert-file`. Nil with port 0.
+    static func agentURL(_ config: Configuration, address: String?) throws -> String? {
+        let port = try config.int("port") ?? defaultPort
+        guard port != 0 else { return nil }
+        guard (1...65535).contains(port) else { throw StartError(description: "port must be 0 (no listener) or 1 to 65535, not \(port)") }
+        let listen = try config.string("listen") ?? "0.0.0.0"
+        let host = address ?? (["0.0.0.0", "::", ""].contains(listen) ? ProcessInfo.processInfo.hostName : listen)
+        let scheme = try config.string("tls-cert-file") == nil ? "http" : "https"
+        return "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)"
     }
 
     /// `allocatable-cpu`, `allocatable-memory`, `system-reserved-cpu` and `system-reserved-memory`.
@@ -216,8 +233,24 @@ public enum NodeAgentMain {
             let readiness = ReadinessTracker(components: [NodeAgent.readinessComponent])
             let agent = try makeAgent(config, notifier: notifier, readiness: readiness, logger: logger)
             let watchdog = WatchdogService(notifier: notifier, logger: logger) { agent.isHealthy }
+            var services: [any Service] = [agent, watchdog]
+            let port = try config.int("port") ?? defaultPort
+            if port != 0 {
+                MetricsExporter.bootstrap()
+                let tls: ServerTLS?
+                do { tls = try ServerTLS.load(config) } catch { throw StartError(description: "\(error)") }
+                services.append(
+                    DaemonListener(
+                        host: try config.string("listen") ?? "0.0.0.0", port: port, tls: tls,
+                        routes: [{ await agent.listenerRoute($0) }], logger: logger))
+                if tls == nil, let url = agent.configuration.agentURL, !isLoopback(url) {
+                    logger.warning(
+                        "the agent's listener is plain HTTP on a non-loopback address: container logs cross the network in clear text; set tls-cert-file and tls-key-file (and agent-ca-file on the api-servers)",
+                        metadata: ["url": "\(url)"])
+                }
+            }
             let daemon = Daemon(
-                services: [agent, watchdog], readiness: readiness, notifier: notifier, readyStatus: "registered",
+                services: services, readiness: readiness, notifier: notifier, readyStatus: "registered",
                 logger: logger)
             try await daemon.run()
             return 0

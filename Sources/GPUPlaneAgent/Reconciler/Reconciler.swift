@@ -608,7 +608,10 @@ actor Reconciler {
             } catch {
                 return failedAttempt(&entry, status, "container could not start: \(error.message)", log: log)
             }
-            if exited { entry.restarts += 1 }
+            if exited {
+                entry.restarts += 1
+                AgentMetrics.containerRestarts.increment()
+            }
             entry.backoff = min(entry.backoff * 2, settings.restartBackoffMax)
             entry.nextAttempt = nil
             entry.runningSince = now

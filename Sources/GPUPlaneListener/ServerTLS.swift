@@ -1,8 +1,7 @@
-import Foundation
 import GPUPlaneService
 import NIOSSL
 
-/// The api-server's HTTPS: its certificate chain and key (PEM files, e.g. from
+/// A daemon's HTTPS (the api-server's, a node-agent's or the scheduler's listener): its certificate chain and key (PEM files, e.g. from
 /// `scripts/dev-certs` or the operator's CA), read once at start. Clients (agents, the CLI)
 /// verify it against the CA file they are given.
 public struct ServerTLS: Sendable {

@@ -1,0 +1,102 @@
+import Foundation
+import GPUPlaneTestSupport
+import Testing
+
+/// The operator's and user's terminal against a live local cluster (real daemons, etcd,
+/// podman with fake GPUs): `gpuplane logs` (with `-f` and `--tail`) through the api-server
+/// from the node-agent's listener, and the refusals around it.
+@Suite(.serialized, .timeLimit(.minutes(10))) struct CLILiveTests {
+    static let manifest = """
+        application:
+          name: chatty
+          pods:
+            - name: talker
+              image: localhost/gpuplane-test-busybox:latest
+              machineType: S
+              command: ["sh", "-c", "i=0; while true; do i=$((i+1)); echo out $i; echo err $i >&2; sleep 0.2; done"]
+        """
+
+    @Test(.enabled(if: PodmanFixture.isAvailable && EtcdFixture.isAvailable))
+    func logsTopWatchAndTheRest() async throws {
+        let cluster = try await LocalCluster.start(binaries: LocalClusterTests.binaries)
+        defer { cluster.shutdown() }
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "cli-live")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let token = try await cluster.tenant("talk", plan: "pro")
+        let other = try await cluster.tenant("nosy", plan: "pro")
+        let tokenFile = directory.appendingPathComponent("token")
+        try token.write(to: tokenFile, atomically: true, encoding: .utf8)
+        let cli = LocalClusterTests.binaries.appendingPathComponent("gpuplane").path
+        let environment = ["GPUPLANE_SERVER": cluster.apiURL, "GPUPLANE_TOKEN_FILE": tokenFile.path, "HOME": directory.path]
+        func gpuplane(_ arguments: [String], timeout: Duration = .seconds(60)) async throws -> (status: Int32, output: String) {
+            try await TestEnvironment.offPool {
+                try Command.run(cli, arguments, environment: environment, inheritEnvironment: false, timeout: timeout)
+            }
+        }
+        let file = directory.appendingPathComponent("chatty.yaml")
+        try Self.manifest.write(to: file, atomically: true, encoding: .utf8)
+        #expect(try await gpuplane(["apply", "-f", file.path]).status == 0)
+        try await eventually("the talker runs", timeout: 120, every: 0.25) {
+            let items = try await cluster.json("GET", "/v1/replicas", token: token)["items"] as? [[String: Any]] ?? []
+            return items.contains { ($0["status"] as? [String: Any])?["phase"] as? String == "running" }
+        }
+        let replica = "chatty.talker"
+
+        // logs: both streams, in order; --tail keeps the last lines only.
+        var logs = (status: Int32(0), output: "")
+        do {
+            try await eventually("the container wrote ten lines", timeout: 60) {
+                logs = try await gpuplane(["logs", replica])
+                return logs.status == 0 && logs.output.contains("out 5\n") && logs.output.contains("err 5\n")
+            }
+        } catch {
+            Issue.record("gpuplane logs said (\(logs.status)): \(logs.output.prefix(2000))\n\(cluster.logTails())")
+            throw error
+        }
+        #expect(logs.output.hasPrefix("out 1\n") || logs.output.hasPrefix("err 1\n"), "\(logs.output.prefix(200))")
+        let tail = try await gpuplane(["logs", replica, "--tail", "3"])
+        #expect(tail.status == 0)
+        #expect(tail.output.split(separator: "\n").count == 3, "\(tail.output)")
+        #expect(!tail.output.contains("out 1\n"), "\(tail.output)")
+
+        // logs -f: lines the container writes after the command started arrive.
+        let followLog = directory.appendingPathComponent("follow.out")
+        let follow = try ChildProcess(
+            executable: cli, arguments: ["logs", "-f", "--tail", "0", replica], environment: environment, logFile: followLog)
+        defer { follow.stop(timeout: 5) }
+        let before = try await gpuplane(["logs", replica, "--tail", "1"]).output
+        let last = Int(before.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) } ?? "") ?? 0
+        try await eventually("logs -f prints new lines", timeout: 60) {
+            let text = (try? String(contentsOf: followLog, encoding: .utf8)) ?? ""
+            return text.contains("out \(last + 3)\n") && text.contains("err \(last + 3)\n")
+        }
+        #expect(follow.isRunning, "logs -f keeps following")
+        let followed = (try? String(contentsOf: followLog, encoding: .utf8)) ?? ""
+        #expect(!followed.contains("out 1\n"), "--tail 0 starts with new lines: \(followed.prefix(200))")
+
+        // Another tenant's user cannot read them; a node token is refused; bad parameters are 400.
+        let (nosyStatus, _) = try await cluster.call("GET", "/v1/replicas/talk/\(replica)/logs", token: other)
+        #expect(nosyStatus == 404)
+        let admin = try await cluster.call("GET", "/v1/replicas/talk/\(replica)/logs?tail=2", token: cluster.adminToken)
+        #expect(admin.status == 200 && String(decoding: admin.body, as: UTF8.self).split(separator: "\n").count == 2)
+        #expect(try await cluster.call("GET", "/v1/replicas/talk/\(replica)/logs?tail=-1", token: token).status == 400)
+        #expect(try await cluster.call("GET", "/v1/replicas/talk/\(replica)/logs?follow=maybe", token: token).status == 400)
+        #expect(try await cluster.call("GET", "/v1/replicas/talk/nothing/logs", token: token).status == 404)
+        let missing = try await gpuplane(["logs", "nothing"])
+        #expect(missing.status == 1 && missing.output.contains("not found"), "\(missing.output)")
+
+        // The agent's listener answers only the api-server's signed requests.
+        let node = try await cluster.json("GET", "/v1/nodes/\(cluster.nodeName)", token: cluster.adminToken)
+        let agentURL = try #require((node["spec"] as? [String: Any])?["agentURL"] as? String)
+        let unsigned = try await cluster.call(absolute: agentURL + "/v1/logs/talk/\(replica)")
+        #expect(unsigned.status == 401)
+        let forged = try await cluster.call(
+            absolute: agentURL + "/v1/logs/talk/\(replica)",
+            headers: ["Authorization": "GPUPlane-Agent v1:\(Int(Date().timeIntervalSince1970) + 30):\(String(repeating: "ab", count: 32))"])
+        #expect(forged.status == 401)
+        // ... and serves its metrics: per-GPU gauges from NVML.
+        let metrics = try await cluster.get(agentURL + "/metrics")
+        #expect(metrics.contains("gpuplane_agent_gpu_temperature_celsius{"), "\(metrics.prefix(500))")
+        #expect(metrics.contains("gpuplane_agent_gpu_healthy{"), "\(metrics.prefix(500))")
+    }
+}
