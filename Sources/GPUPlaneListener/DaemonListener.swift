@@ -1,4 +1,5 @@
 import GPUPlaneService
+import GPUPlaneSystem
 import HTTPTypes
 import HummingbirdCore
 import HummingbirdTLS
@@ -108,13 +109,24 @@ public struct DaemonListener: Service {
         let builder: HTTPServerBuilder = try tls.map { try .tls(.http1(), tlsConfiguration: $0.configuration) } ?? .http1()
         let group = MultiThreadedEventLoopGroup.singleton
         let bound = onBound
+        let started = Locked(false)
         let server = try builder.buildServer(
             configuration: ServerConfiguration(address: .hostname(host, port: port)), eventLoopGroup: group, logger: logger,
             responder: responder,
             onServerRunning: { channel in
+                started.withLock { $0 = true }
                 if let port = channel.localAddress?.port { bound(port) }
             })
-        try await server.run()
+        do {
+            try await server.run()
+        } catch where !started.withLock({ $0 }) {
+            // The port is taken or the address is not this host's: the daemon's real work goes
+            // on without its listener, and says so.
+            logger.error(
+                "the listener could not start; the daemon runs without it (no /metrics, no container logs): set listen and port",
+                metadata: ["address": "\(host):\(port)", "error": "\(error)"])
+            try? await gracefulShutdown()
+        }
     }
 
     static func answer(_ request: HummingbirdCore.Request, routes: [Route]) async -> Answer {

@@ -29,6 +29,8 @@ public final class LocalCluster: @unchecked Sendable {
     private let podNetwork: LocalPodNetwork?
     /// With `tls`: the CA that signed the api-server's and etcd's certificates (`certs/ca.pem`).
     public let caFile: String?
+    /// The scheduler's listener (`/metrics`), on loopback.
+    public var schedulerURL: String = ""
     private let daemons: [(name: String, process: ChildProcess)]
     private let http = CurlHTTP.Client(name: "local-cluster", maxConnections: 8)
 
@@ -113,8 +115,9 @@ public final class LocalCluster: @unchecked Sendable {
                 "--catalog-file", catalogFile.path, "--deployment-image", podman.standInModelServerImage,
             ] + (tls ? ["--tls-cert-file", certs + "/server.pem", "--tls-key-file", certs + "/server-key.pem"] : []))
             log("gpuplane-scheduler…")
+            let schedulerPort = TestEnvironment.freePort()
             try launch("gpuplane-scheduler", etcdFlags + [
-                "--meter-interval", "60s",
+                "--meter-interval", "60s", "--listen", "127.0.0.1", "--port", "\(schedulerPort)",
                 "--log-destination", "stderr", "--log-level", "notice", "--catalog-file", catalogFile.path,
             ])
             let cluster = LocalCluster(
@@ -172,6 +175,7 @@ public final class LocalCluster: @unchecked Sendable {
             let running = LocalCluster(
                 apiURL: apiURL, adminToken: admin, nodeName: "local-gpu-0", podman: podman, directory: directory,
                 etcd: etcd, podNetwork: podNetwork, caFile: caFile, daemons: daemons)
+            running.schedulerURL = "http://127.0.0.1:\(schedulerPort)"
             for node in ["local-gpu-0", sharedNodeName] {
                 try await eventually("node \(node) registers and is Ready", timeout: 90) {
                     let object = try await running.json("GET", "/v1/nodes/\(node)", token: admin)

@@ -280,7 +280,15 @@ public final class Scheduler: Service, Sendable {
             s.role = role
             return true
         }
-        if changed { onStatus(role.description) }
+        if changed {
+            if case .leader = role {
+                SchedulerMetrics.leader.record(1)
+                SchedulerMetrics.terms.increment()
+            } else {
+                SchedulerMetrics.leader.record(0)
+            }
+            onStatus(role.description)
+        }
     }
 
     private func waitForShutdown() async {

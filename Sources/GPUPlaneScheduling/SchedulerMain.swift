@@ -1,8 +1,10 @@
 import Foundation
 import GPUPlaneCore
+import GPUPlaneListener
 import GPUPlaneService
 import GPUPlaneStore
 import Logging
+import ServiceLifecycle
 
 /// The `gpuplane-scheduler` process: configuration, logging, the scheduler replica, systemd.
 public enum SchedulerMain {
@@ -26,7 +28,10 @@ public enum SchedulerMain {
         .init("catalog-file", .string, help: "operator catalog (JSON) overriding the bundled one; give the api-server the same"),
         .init("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error, critical"),
         .init("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
-    ]
+    ] + DaemonListener.keys(defaultAddress: "0.0.0.0", defaultPort: defaultPort, what: "the scheduler's /metrics")
+
+    /// The listener's default port.
+    public static let defaultPort = 9448
 
     /// Runs the scheduler replica until SIGTERM; the process's exit status.
     public static func run() async -> Int32 {
@@ -47,8 +52,17 @@ public enum SchedulerMain {
                 configuration: try schedulerConfiguration(config, catalog: catalog), logger: logger,
                 onStatus: { status in try? SystemdNotifier().status(status) })
             let notifier = SystemdNotifier()
+            var services: [any Service] = [scheduler, WatchdogService(notifier: notifier, isHealthy: { true })]
+            let port = try config.int("port") ?? defaultPort
+            if port != 0 {
+                guard (1...65535).contains(port) else {
+                    throw ConfigurationError(code: .invalidValue, key: "port", source: config.source(of: "port"), detail: "must be 0 (no listener) or 1 to 65535, not \(port)")
+                }
+                MetricsExporter.bootstrap()
+                services.append(DaemonListener(host: try config.string("listen") ?? "0.0.0.0", port: port, tls: try ServerTLS.load(config), logger: logger))
+            }
             let daemon = Daemon(
-                services: [scheduler, WatchdogService(notifier: notifier, isHealthy: { true })],
+                services: services,
                 notifier: notifier, readyStatus: "campaigning", logger: logger)
             try await daemon.run()
             return 0

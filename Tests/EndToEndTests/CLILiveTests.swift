@@ -98,5 +98,12 @@ import Testing
         let metrics = try await cluster.get(agentURL + "/metrics")
         #expect(metrics.contains("gpuplane_agent_gpu_temperature_celsius{"), "\(metrics.prefix(500))")
         #expect(metrics.contains("gpuplane_agent_gpu_healthy{"), "\(metrics.prefix(500))")
+
+        // The scheduler serves its own: it leads, it bound the talker, its passes are timed.
+        let scheduler = try await cluster.get(cluster.schedulerURL + "/metrics")
+        #expect(scheduler.contains("gpuplane_scheduler_leader 1"), "\(scheduler.prefix(800))")
+        #expect(scheduler.contains("gpuplane_scheduler_bindings_total"), "\(scheduler.prefix(800))")
+        #expect(scheduler.contains("gpuplane_scheduler_pass_duration_seconds"), "\(scheduler.prefix(800))")
+        #expect(try await cluster.get(cluster.schedulerURL + "/healthz") == "ok\n")
     }
 }

@@ -144,6 +144,11 @@ final class Committer: Sendable {
                 wrote = true
                 let bound = chunk.reduce(0) { $0 + $1.bindings.count }
                 let preempting = chunk.filter { $0.events.contains { $0.reason == EventRecorder.Reason.preempting } }.count
+                SchedulerMetrics.transactions.increment()
+                SchedulerMetrics.bindings.increment(by: bound)
+                SchedulerMetrics.preemptions.increment(by: preempting)
+                SchedulerMetrics.autoscaleDecisions.increment(
+                    by: chunk.reduce(0) { $0 + $1.events.filter { $0.reason == Autoscaler.Reason.scaled }.count })
                 state.withLock { s in
                     s.counters.transactions += 1
                     s.counters.bindings += bound
@@ -200,10 +205,12 @@ final class Committer: Sendable {
         case .leadershipLost:
             throw SchedulerError(.leadershipLost, "a fenced write was refused: \(fence.key) no longer leads")
         case .raced:
+            SchedulerMetrics.conflicts.increment()
             state.withLock { $0.counters.conflicts += 1 }
             logger.debug("a GPU admission of the tenant committed meanwhile; deciding again on the next pass")
         case .stale(let kind, let revision):
             state.withLock { s in
+                SchedulerMetrics.conflicts.increment()
                 s.counters.conflicts += 1
                 if let kind, let revision { s.awaited[kind] = max(s.awaited[kind] ?? 0, revision) }
             }

@@ -126,7 +126,13 @@ public final class LeaderSession: Sendable {
     /// should follow at once.
     func pass() async throws -> Bool {
         passes.withLock { $0 += 1 }
+        let started = ContinuousClock.now
+        defer {
+            SchedulerMetrics.passes.increment()
+            SchedulerMetrics.passDuration.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
+        }
         let input = readInput()
+        SchedulerMetrics.pendingReplicas.record(input.replicas.reduce(0) { $0 + ($1.binding == nil ? 1 : 0) })
 
         // 1. Node lifecycle.
         if try await committer.commit(nodeLifecycle.writes(input)) { return true }
