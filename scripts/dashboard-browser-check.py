@@ -13,6 +13,7 @@ import os
 import sys
 import time
 import traceback
+import urllib.request
 
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
@@ -127,8 +128,28 @@ try:
     assert element("#login").is_displayed()
     assert "gp_" not in driver.current_url, "the token must never be in a URL"
 
+    step("a token revoked while signed in sends the user back to sign in, saying why")
+    sign_in(E["REVOKED_TOKEN"], E["USER_TENANT"])
+    wait_text("#live", "Live")
+    revoke = urllib.request.Request(f"{BASE}/v1/tokens/{E['REVOKED_TOKEN_ID']}", method="DELETE", headers={"Authorization": f"Bearer {E['ADMIN_TOKEN']}"})
+    assert urllib.request.urlopen(revoke, timeout=20).status == 204
+    # The api-server forgets a revoked token within 5 s (its token cache); the next call says so.
+    moved = [time.monotonic()]
+
+    def refused():
+        if element("#login").is_displayed():
+            return True
+        if time.monotonic() - moved[0] > 1:
+            moved[0] = time.monotonic()
+            driver.execute_script("location.hash = location.hash === '#/deployments' ? '#/applications' : '#/deployments'")
+        return False
+    wait("the sign-in form again", refused)
+    wait_text("#banner", "unknown, revoked or expired")
+    assert driver.execute_script("return sessionStorage.getItem('gpuplane-token')") is None
+
     step("a user signs in and sees the deployments page, live")
     sign_in(E["USER_TOKEN"], E["USER_TENANT"])
+    go("#/deployments")
     wait_text("h2", "Deployments")
     wait_text("#live", "Live")
     assert "gp_" not in driver.current_url
@@ -254,6 +275,7 @@ try:
     go(f"#/deployments/{E['OTHER_DEPLOY_ID']}")
     wait_text("#banner", "not found")
     assert E["OTHER_DEPLOYMENT"] not in driver.find_element(By.TAG_NAME, "body").text
+    shot("refused")
     go(f"#/applications/{E['OTHER_APP']}")
     wait_text("#banner", "not found")
     go("#/deployments")
@@ -262,7 +284,6 @@ try:
     go("#/fleet")
     wait_text("main", "needs an admin token")
     assert not element("#fleet-link").is_displayed()
-    shot("refused")
 
     step("an admin sees both tenants with the tenant filter")
     sign_out()
@@ -317,6 +338,18 @@ try:
     width = driver.execute_script("return document.documentElement.scrollWidth")
     assert width <= 400, f"the page is {width} px wide at 390 px"
     shot("phone-deployments")
+
+    step("an api-server that does not answer is named")
+    driver.set_window_size(1280, 900)
+    driver.set_network_conditions(offline=True, latency=0, download_throughput=0, upload_throughput=0)
+    go_hash = "#/events"
+    driver.execute_script("location.hash = arguments[0]", go_hash)
+    wait_text("#banner", "does not answer")
+    shot("unreachable")
+    driver.set_network_conditions(offline=False, latency=0, download_throughput=-1, upload_throughput=-1)
+    driver.execute_script("location.hash = '#/deployments'")
+    wait_text("#deployments-table", full_name)
+    wait("the banner to clear", lambda: text_of("#banner") == "")
 
     step("the deployment deleted after confirming")
     driver.set_window_size(1280, 900)

@@ -65,15 +65,18 @@ function makeContext(container, controller) {
         timer = setTimeout(() => refresh().catch(showError), 150);
       };
       const states = new Map();
+      let failed = false; // a stream's failure is on the banner: clear it once all are back
       for (const path of paths) {
         states.set(path, "reconnecting");
         watch(path, versions.get(path), {
           signal,
           onChange: again,
           onState: (state) => {
-            if (state instanceof APIError) { showError(state); state = "reconnecting"; }
+            if (state instanceof APIError) { showError(state); failed = true; state = "reconnecting"; }
             states.set(path, state);
-            setLive([...states.values()].every((s) => s === "live") ? "live" : "reconnecting");
+            const live = [...states.values()].every((s) => s === "live");
+            if (live && failed) { failed = false; showError(null); refresh().catch(showError); }
+            setLive(live ? "live" : "reconnecting");
           },
         });
       }

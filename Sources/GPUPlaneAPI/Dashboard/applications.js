@@ -69,7 +69,9 @@ export async function details(context, name) {
       ["Image", (p) => p.image],
       ["Mode", (p) => { const r = mine.get(p.name); const mode = r && at(r, "spec.mode"); return mode ? MODES[mode] || mode : "CPU"; }],
       ["Model", (p) => at(p, "gpu.model")],
-      ["Placement", (p) => { const r = mine.get(p.name); return r && r.binding ? `${r.binding.node} GPU ${show(r.binding.gpuIndices)}` : "not placed"; }],
+      ["Placement", (p) => { const r = mine.get(p.name); if (!r || !r.binding) return "not placed";
+        const gpus = r.binding.gpuIndices || [];
+        return gpus.length ? `${r.binding.node}, GPU ${gpus.join(", ")}` : r.binding.node; }],
       ["Phase", (p) => at(mine.get(p.name), "status.phase"), (p) => (at(mine.get(p.name), "status.phase") === "running" ? "good" : "warn")],
       ["Message", (p) => at(mine.get(p.name), "status.message")],
       ["Endpoint", (p) => at(mine.get(p.name), "status.endpoint")],

@@ -102,7 +102,7 @@ function fieldFor(path) {
 }
 
 function showFindings(form, findings) {
-  for (const message of form.querySelectorAll(".field-error")) message.textContent = "";
+  for (const message of form.querySelectorAll(".field-error")) message.replaceChildren();
   for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
   const general = [];
   for (const finding of findings) {
@@ -112,7 +112,7 @@ function showFindings(form, findings) {
     const slot = form.querySelector(`#error-${name}`);
     if (input && slot) {
       input.setAttribute("aria-invalid", "true");
-      slot.textContent = slot.textContent ? `${slot.textContent} ${finding.message}` : finding.message;
+      slot.append(h("span", {}, finding.message));
     } else {
       general.push(finding.message);
     }
