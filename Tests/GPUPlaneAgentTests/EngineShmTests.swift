@@ -1,5 +1,5 @@
 import Foundation
-import GPUPlaneAgent
+@testable import GPUPlaneAgent
 import GPUPlaneCore
 import GPUPlaneTestSupport
 import Testing
@@ -44,5 +44,29 @@ struct EngineShmTests {
             let without = try #require(ContainerPlan(server: server, node: "n"))
             #expect(without.spec.shmSizeBytes == nil && without.specHash != plan.specHash)
         }
+    }
+}
+
+/// The create bodies, without an engine.
+@Suite struct EngineShmBodyTests {
+    /// Both engines' create bodies carry it: Docker's `HostConfig.ShmSize`, Podman's `shm_size`,
+    /// both in bytes; absent, neither key is sent (the engine's default), and IPC stays private.
+    @Test func bothCreateBodiesCarryTheShmSize() throws {
+        var spec = ContainerEngine.ContainerSpec(name: "shm", image: "localhost/busybox:1", command: ["true"])
+        spec.shmSizeBytes = 8 << 30
+        let docker = try JSONSerialization.jsonObject(with: JSONEncoder().encode(DockerCreate(spec, labels: [:]))) as? [String: Any]
+        let host = docker?["HostConfig"] as? [String: Any]
+        #expect(host?["ShmSize"] as? Int64 == 8 << 30)
+        #expect(host?["IpcMode"] as? String == "private")
+        let libpod = try JSONSerialization.jsonObject(
+            with: JSONEncoder().encode(LibpodCreate(spec, labels: [:], cdiKind: "nvidia.com/gpu"))) as? [String: Any]
+        #expect(libpod?["shm_size"] as? Int64 == 8 << 30)
+        #expect((libpod?["ipcns"] as? [String: String])?["nsmode"] == "private")
+        spec.shmSizeBytes = nil
+        let plain = try JSONSerialization.jsonObject(with: JSONEncoder().encode(DockerCreate(spec, labels: [:]))) as? [String: Any]
+        #expect((plain?["HostConfig"] as? [String: Any])?["ShmSize"] == nil)
+        let plainPod = try JSONSerialization.jsonObject(
+            with: JSONEncoder().encode(LibpodCreate(spec, labels: [:], cdiKind: "nvidia.com/gpu"))) as? [String: Any]
+        #expect(plainPod?["shm_size"] == nil)
     }
 }
