@@ -26,7 +26,7 @@ import Testing
         #expect(page.headers["x-content-type-options"] == "nosniff")
         #expect(page.text.contains(#"<script type="module" src="/ui/app.js"></script>"#))
         #expect(page.text.contains(#"href="/ui/dashboard.css""#))
-        var files = [("/ui/dashboard.css", "text/css")]
+        var files = [("/ui/dashboard.css", "text/css"), ("/ui/favicon.svg", "image/svg+xml")]
         files += DashboardRoutes.scripts.map { ("/ui/\($0)", "text/javascript") }
         for (path, type) in files {
             let file = try await h.call("GET", path)

@@ -14,6 +14,7 @@ struct DashboardRoutes: Sendable {
         var files: [String: (name: String, type: String)] = [
             "/ui": ("index.html", "text/html; charset=utf-8"),
             "/ui/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+            "/ui/favicon.svg": ("favicon.svg", "image/svg+xml"),
         ]
         for script in scripts { files["/ui/" + script] = (script, "text/javascript; charset=utf-8") }
         return files
