@@ -19,6 +19,7 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 E = os.environ
@@ -104,9 +105,10 @@ def shot(name):
 
 
 def sign_in(token, expect):
+    """Signs in by keyboard: the token, then Enter."""
     wait("the sign-in form", lambda: element("#login").is_displayed())
     fill("#token", token)
-    element("#sign-in").click()
+    element("#token").send_keys(Keys.ENTER)
     wait_text("#who", expect)
 
 
@@ -357,10 +359,12 @@ try:
     wait_text("#deployments-table", full_name)
     driver.find_element(By.LINK_TEXT, full_name).click()
     wait_text("h2", full_name)
-    element("#delete-button").click()
+    # By keyboard: the delete button, then Enter on the confirmation, which takes the focus.
+    element("#delete-button").send_keys(Keys.ENTER)
     wait("the confirmation", lambda: element("#delete-confirm").is_displayed())
+    assert driver.switch_to.active_element.get_attribute("id") == "delete-confirm-button"
     shot("deployment-delete-confirm")
-    element("#delete-confirm-button").click()
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
     wait("the list without it", lambda: "#/deployments" == driver.execute_script("return location.hash") and full_name not in text_of("#deployment-list") and text_of("#deployment-list") != "")
     print("all steps passed", flush=True)
 except Exception as error:  # noqa: BLE001 - report any failure with the page as it was

@@ -45,7 +45,12 @@ function unreachable(error) {
 
 function signals(signal, timeoutMs) {
   const timeout = AbortSignal.timeout(timeoutMs);
-  return signal ? AbortSignal.any([signal, timeout]) : timeout;
+  if (!signal) return timeout;
+  if (AbortSignal.any) return AbortSignal.any([signal, timeout]);
+  // Browsers before AbortSignal.any (2024): one controller that either aborts.
+  const both = new AbortController();
+  for (const s of [signal, timeout]) s.addEventListener("abort", () => both.abort(s.reason), { once: true });
+  return both.signal;
 }
 
 async function failure(response) {
