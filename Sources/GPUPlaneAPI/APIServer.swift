@@ -206,6 +206,7 @@ public func buildRouter(_ deps: APIDependencies) -> (Router<APIContext>, RouteTa
     NodeRoutes(deps: deps).register(table)
     ReplicaRoutes(deps: deps).register(table)
     AgentRoutes(deps: deps).register(table)
+    LoadRoutes(deps: deps).register(table)
     ModelServerRoutes(deps: deps).register(table)
     TenantRoutes(deps: deps).register(table)
     InfoRoutes(deps: deps).register(table)

@@ -8,10 +8,11 @@ public struct GPUPlaneCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "gpuplane",
         abstract: "Deploy models and GPU apps on gpuplane.",
-        discussion: "apply, get, describe, delete, usage and secret speak to an api-server: --server (or $GPUPLANE_SERVER) and a token (--token-file, $GPUPLANE_TOKEN_FILE or $GPUPLANE_TOKEN). validate and models work offline.",
+        discussion: "apply, get, describe, delete, logs, top, usage and secret speak to an api-server: --server (or $GPUPLANE_SERVER) and a token (--token-file, $GPUPLANE_TOKEN_FILE or $GPUPLANE_TOKEN), else the context gpuplane login saved. validate, models and completion work offline.",
         subcommands: [
             ApplyCommand.self, GetCommand.self, DescribeCommand.self, DeleteCommand.self, UsageCommand.self, ValidateCommand.self,
-            ModelsCommand.self, SecretCommand.self, LogsCommand.self,
+            ModelsCommand.self, SecretCommand.self, LogsCommand.self, TopCommand.self, LoginCommand.self, ConfigCommand.self,
+            CompletionCommand.self,
         ])
 
     public init() {}

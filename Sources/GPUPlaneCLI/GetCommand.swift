@@ -16,12 +16,25 @@ public struct GetCommand: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Output format: table, json or yaml.")
     public var output: OutputFormat = .table
 
+    @Flag(name: .shortAndLong, help: "After listing, print each change as it happens (a row per event; with -o json, the watch events), until Ctrl-C.")
+    public var watch = false
+
     @OptionGroup public var connection: ConnectionOptions
 
     public init() {}
 
+    public mutating func validate() throws {
+        if watch, kind == .tenants { throw ValidationError("--watch: tenants cannot be watched") }
+    }
+
     public func run() async throws {
         do {
+            if watch {
+                try await Self.watch(kind: kind, name: name, output: output, client: try connection.client()) { line in
+                    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+                }
+                return
+            }
             print(try await Self.render(kind: kind, name: name, output: output, client: try connection.client()))
         } catch let error as CLIError {
             FileHandle.standardError.write(Data((error.description + "\n").utf8))
@@ -56,6 +69,49 @@ public struct GetCommand: AsyncParsableCommand {
         case .table:
             guard !items.isEmpty else { return "No \(kind.rawValue) found." }
             return kind.table(items).joined(separator: "\n")
+        }
+    }
+
+    /// `get --watch`: the kind's watch from its beginning (an `ADDED` per existing object, then
+    /// every change), each event as a row of the kind's table after an EVENT column (with
+    /// `name`, only that object's), or as the event's JSON line with `-o json`. Ends when the
+    /// server ends the stream (an `ERROR` is thrown).
+    public static func watch(
+        kind: ResourceKindName, name: String?, output: OutputFormat, client: APIClient, emit: (String) -> Void
+    ) async throws {
+        var pending = Data()
+        var widths: [Int] = []
+        let header = ["EVENT"] + kind.columns.map(\.header)
+        func row(_ cells: [String]) -> String {
+            if widths.isEmpty { widths = header.map(\.count) }
+            for (i, cell) in cells.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) }
+            return zip(cells, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "   ")
+                .trimmingCharacters(in: .whitespaces)
+        }
+        if output == .table { emit(row(header)) }
+        for try await chunk in try await client.stream(kind.path + "?watch=true") {
+            pending.append(chunk)
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = pending[pending.startIndex..<newline]
+                pending.removeSubrange(pending.startIndex...newline)
+                guard let event = JSONValue.parse(Data(line)) else { continue }
+                let type = event["type"].string ?? ""
+                if type == "ERROR" {
+                    throw CLIError("error: the watch ended: \(event.at("error.message").string ?? "code \(event.at("error.code").cell)"); run it again")
+                }
+                guard type != "BOOKMARK" else { continue }
+                let object = event["object"]
+                if let name, object.at("metadata.name").string != name, object["full_name"].string != name,
+                    object.at("spec.involved.name").string != name
+                {
+                    continue
+                }
+                switch output {
+                case .table: emit(row([type] + kind.columns.map { $0.cell(object) }))
+                case .json: emit(String(decoding: line, as: UTF8.self))
+                case .yaml: emit("---\n" + Output.yaml(event))
+                }
+            }
         }
     }
 }

@@ -81,4 +81,28 @@ public enum JSONValue: Codable, Sendable, Hashable {
         if case .string(let value) = self { return value }
         return nil
     }
+
+    /// The whole number of an `.integer`, or of a `.number` without a fraction (nil otherwise).
+    public var int: Int? {
+        switch self {
+        case .integer(let value): return Int(exactly: value)
+        case .number(let value) where value == value.rounded() && abs(value) < 1e15: return Int(value)
+        default: return nil
+        }
+    }
+
+    /// The value of a `.number` or `.integer` (nil otherwise).
+    public var double: Double? {
+        switch self {
+        case .integer(let value): return Double(value)
+        case .number(let value): return value
+        default: return nil
+        }
+    }
+
+    /// The value of a `.bool` (nil otherwise).
+    public var bool: Bool? {
+        if case .bool(let value) = self { return value }
+        return nil
+    }
 }

@@ -14,6 +14,16 @@ public struct DeploymentLoad: Codable, Sendable, Hashable {
     /// Whether requests were turned away because no instance was ready (a deployment at zero
     /// instances, or one still starting): demand for at least one.
     public var cold: Bool
+    /// Requests in flight on the deployment's instances when the report was made.
+    public var inFlight: Int? = nil
+    /// Requests waiting for a slot when the report was made.
+    public var queued: Int? = nil
+    /// Requests that finished during the interval.
+    public var requests: Int? = nil
+    /// Completion tokens the answers of those requests reported (`usage.completion_tokens`).
+    public var completionTokens: Int? = nil
+    /// The interval's length, seconds: rates are `requests` and `completionTokens` over it.
+    public var seconds: Double? = nil
 
     /// Makes a report.
     public init(peak: Int, cold: Bool = false) {

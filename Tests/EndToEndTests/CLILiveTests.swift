@@ -22,15 +22,17 @@ import Testing
         defer { cluster.shutdown() }
         let directory = try TestEnvironment.temporaryDirectory(prefix: "cli-live")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let token = try await cluster.tenant("talk", plan: "pro")
+        let token = try await cluster.tenant("talk", plan: "enterprise")
         let other = try await cluster.tenant("nosy", plan: "pro")
         let tokenFile = directory.appendingPathComponent("token")
         try token.write(to: tokenFile, atomically: true, encoding: .utf8)
         let cli = LocalClusterTests.binaries.appendingPathComponent("gpuplane").path
         let environment = ["GPUPLANE_SERVER": cluster.apiURL, "GPUPLANE_TOKEN_FILE": tokenFile.path, "HOME": directory.path]
-        func gpuplane(_ arguments: [String], timeout: Duration = .seconds(60)) async throws -> (status: Int32, output: String) {
+        func gpuplane(
+            _ arguments: [String], environment: [String: String] = environment, input: String? = nil, timeout: Duration = .seconds(60)
+        ) async throws -> (status: Int32, output: String) {
             try await TestEnvironment.offPool {
-                try Command.run(cli, arguments, environment: environment, inheritEnvironment: false, timeout: timeout)
+                try Command.run(cli, arguments, environment: environment, inheritEnvironment: false, input: input, timeout: timeout)
             }
         }
         let file = directory.appendingPathComponent("chatty.yaml")
@@ -41,6 +43,14 @@ import Testing
             return items.contains { ($0["status"] as? [String: Any])?["phase"] as? String == "running" }
         }
         let replica = "chatty.talker"
+        // get -w: the existing replica as ADDED, then every change, until the command is stopped.
+        let watchLog = directory.appendingPathComponent("watch.out")
+        let watcher = try ChildProcess(executable: cli, arguments: ["get", "replicas", "-w"], environment: environment, logFile: watchLog)
+        defer { watcher.stop(timeout: 5) }
+        try await eventually("get -w lists the replica", timeout: 60) {
+            let text = (try? String(contentsOf: watchLog, encoding: .utf8)) ?? ""
+            return text.hasPrefix("EVENT") && text.contains("ADDED") && text.contains(replica)
+        }
 
         // logs: both streams, in order; --tail keeps the last lines only.
         var logs = (status: Int32(0), output: "")
@@ -105,5 +115,64 @@ import Testing
         #expect(scheduler.contains("gpuplane_scheduler_bindings_total"), "\(scheduler.prefix(800))")
         #expect(scheduler.contains("gpuplane_scheduler_pass_duration_seconds"), "\(scheduler.prefix(800))")
         #expect(try await cluster.get(cluster.schedulerURL + "/healthz") == "ok\n")
+
+        // top nodes (an admin's): every GPU of both nodes, with what its agent last reported.
+        let adminEnvironment = ["GPUPLANE_SERVER": cluster.apiURL, "GPUPLANE_TOKEN": cluster.adminToken, "HOME": directory.path]
+        let top = try await gpuplane(["top", "nodes"], environment: adminEnvironment)
+        #expect(top.status == 0 && top.output.hasPrefix("NODE"), "\(top.output)")
+        #expect(top.output.contains("local-gpu-0") && top.output.contains("healthy") && top.output.contains("35°C"), "\(top.output)")
+        let topJSON = try await gpuplane(["top", "nodes", "-o", "json"], environment: adminEnvironment)
+        let gpuRows = (try JSONSerialization.jsonObject(with: Data(topJSON.output.utf8)) as? [String: Any])?["items"] as? [[String: Any]] ?? []
+        #expect(gpuRows.count == 10, "8 GPUs on local-gpu-0 and 2 on the shared node: \(topJSON.output.prefix(300))")
+
+        // top deployments: a deployment's instances, and the requests the gateway saw.
+        let deployment = #"{"model_name": "top-llm", "gpu": "H100-80GB", "num_gpus": 1, "max_batch_size": 4, "hf": {"repo": "org/top-llm"}, "settings": {"min_instances": 1, "max_instances": 1}}"#
+        #expect(try await cluster.call("POST", "/v1/deployments", token: token, body: deployment).status == 201)
+        let call = #"{"model": "talk/top-llm", "messages": [{"role": "user", "content": "hi"}]}"#
+        var load: [String: Any] = [:]
+        try await eventually("top deployments shows the deployment running and its requests", timeout: 180, every: 0.5) {
+            _ = try await cluster.call("POST", "/v1/openai/chat/completions", token: token, body: call)
+            let answer = try await gpuplane(["top", "deployments", "-o", "json"])
+            let items = (try? JSONSerialization.jsonObject(with: Data(answer.output.utf8)) as? [String: Any])?["items"] as? [[String: Any]] ?? []
+            load = items.first { $0["full_name"] as? String == "talk/top-llm" } ?? [:]
+            return load["instancesRunning"] as? Int == 1 && (load["requestsPerSecond"] as? Double ?? 0) > 0
+        }
+        let topDeployments = try await gpuplane(["top", "deployments"])
+        #expect(topDeployments.output.hasPrefix("NAME") && topDeployments.output.contains("talk/top-llm"), "\(topDeployments.output)")
+        #expect(try await cluster.call("GET", "/v1/load/deployments", token: other).body.count > 0)
+        let nosyLoad = try await cluster.json("GET", "/v1/load/deployments", token: other)["items"] as? [[String: Any]] ?? []
+        #expect(nosyLoad.isEmpty, "another tenant sees none of talk's load: \(nosyLoad)")
+
+        // login saves a context (the token checked first); later commands need no flags.
+        let plain = ["HOME": directory.path]
+        let refused = try await gpuplane(["login", "--server", cluster.apiURL, "--context", "local"], environment: plain, input: "gp_not_a_token\n")
+        #expect(refused.status == 1 && refused.output.contains("refused the token"), "\(refused.output)")
+        let login = try await gpuplane(["login", "--server", cluster.apiURL, "--context", "local"], environment: plain, input: token + "\n")
+        #expect(login.status == 0 && login.output.contains("context local"), "\(login.output)")
+        let saved = try String(contentsOf: directory.appendingPathComponent(".config/gpuplane/config"), encoding: .utf8)
+        #expect(!saved.contains(token), "the config names the token file, never the token")
+        let viaContext = try await gpuplane(["get", "apps"], environment: plain)
+        #expect(viaContext.status == 0 && viaContext.output.contains("chatty"), "\(viaContext.output)")
+        let contexts = try await gpuplane(["config", "contexts"], environment: plain)
+        #expect(contexts.output.contains("*") && contexts.output.contains("local") && contexts.output.contains(cluster.apiURL), "\(contexts.output)")
+        let unknown = try await gpuplane(["get", "apps", "--context", "nope"], environment: plain)
+        #expect(unknown.status != 0 && unknown.output.contains("no context 'nope'"), "\(unknown.output)")
+        // A context's token never goes to another server.
+        let elsewhere = try await gpuplane(["get", "apps", "--server", "http://127.0.0.1:9"], environment: plain)
+        #expect(elsewhere.status != 0, "\(elsewhere.output)")
+
+        // Shell completions.
+        for shell in ["bash", "zsh", "fish"] {
+            let script = try await gpuplane(["completion", shell], environment: plain)
+            #expect(script.status == 0 && script.output.contains("gpuplane") && script.output.contains("logs"), "\(shell)")
+        }
+
+        // Deleting the application: get -w shows the replica DELETED, and logs -f ends with
+        // the container.
+        #expect(try await gpuplane(["delete", "app", "chatty"]).status == 0)
+        try await eventually("get -w shows the replica deleted", timeout: 60) {
+            ((try? String(contentsOf: watchLog, encoding: .utf8)) ?? "").contains("DELETED")
+        }
+        try await eventually("logs -f ends when the container stops", timeout: 60) { !follow.isRunning }
     }
 }

@@ -53,6 +53,10 @@ final class BatchAdmission: Sendable {
         var peaks: [String: Int] = [:]
         /// Deployments that turned requests away for want of a ready instance since the last drain.
         var cold: Set<String> = []
+        /// deployment → requests finished since the last drain.
+        var completed: [String: Int] = [:]
+        /// deployment → completion tokens the answers reported since the last drain.
+        var tokens: [String: Int] = [:]
 
         mutating func notePeak(_ deployment: String) {
             guard let queue = queues[deployment] else { return }
@@ -82,8 +86,17 @@ final class BatchAdmission: Sendable {
             var loads: [String: DeploymentLoad] = [:]
             for (deployment, peak) in s.peaks { loads[deployment] = DeploymentLoad(peak: peak) }
             for deployment in s.cold { loads[deployment, default: DeploymentLoad(peak: 0)].cold = true }
+            for (deployment, count) in s.completed { loads[deployment, default: DeploymentLoad(peak: 0)].requests = count }
+            for (deployment, count) in s.tokens { loads[deployment, default: DeploymentLoad(peak: 0)].completionTokens = count }
+            for deployment in loads.keys {
+                let queue = s.queues[deployment]
+                loads[deployment]?.inFlight = queue?.inFlight.values.reduce(0, +) ?? 0
+                loads[deployment]?.queued = queue?.waiters.count ?? 0
+            }
             s.peaks = [:]
             s.cold = []
+            s.completed = [:]
+            s.tokens = [:]
             for deployment in s.queues.keys { s.notePeak(deployment) }
             return loads
         }
@@ -131,8 +144,15 @@ final class BatchAdmission: Sendable {
         }
     }
 
+    /// Adds `count` completion tokens an answer of `deployment` reported.
+    func recordTokens(_ deployment: String, _ count: Int) {
+        guard count > 0 else { return }
+        state.withLock { $0.tokens[deployment, default: 0] += count }
+    }
+
     private func release(_ instance: String, deployment: String) {
         let granted = state.withLock { s -> [(Waiter, String)] in
+            s.completed[deployment, default: 0] += 1
             guard var queue = s.queues[deployment] else { return [] }
             queue.inFlight[instance, default: 1] -= 1
             if queue.inFlight[instance] == 0 { queue.inFlight[instance] = nil }

@@ -91,7 +91,8 @@ extension InferenceGateway {
                 }
                 throw GatewayFailure.upstream(error, server: "\(model) instance \(instance.name)")
             }
-            return try await Self.response(answer, release: release)
+            let admission = self.admission
+            return try await Self.response(answer, release: release, countTokens: { admission.recordTokens(key, $0) })
         }
     }
 

@@ -263,7 +263,10 @@ public final class InferenceGateway: Sendable {
     /// The caller's answer: the server's status, content type and body. An answer of known
     /// length that is not an event stream (a plain completion, embeddings, the model list) is
     /// read whole and sent in one piece; anything else streams chunk by chunk as it comes.
-    static func response(_ answer: CurlHTTP.StreamedResponse, release: @escaping @Sendable () -> Void) async throws -> Response {
+    static func response(
+        _ answer: CurlHTTP.StreamedResponse, release: @escaping @Sendable () -> Void,
+        countTokens: (@Sendable (Int) -> Void)? = nil
+    ) async throws -> Response {
         // Released when the body is written, or when the response is dropped unwritten (the
         // caller went away first): a deployment's slot must never leak.
         let release = ReleaseOnce(release)
@@ -284,12 +287,21 @@ public final class InferenceGateway: Sendable {
                 throw GatewayFailure.upstream(
                     error as? CurlHTTPError ?? CurlHTTPError(code: .transfer, message: "\(error)", reachedServer: true), server: "the model server")
             }
+            if let countTokens, let tokens = whole.withUnsafeReadableBytes({ CompletionTokens.scan($0) }) { countTokens(tokens) }
             return Response(status: .init(code: answer.status), headers: headers, body: ResponseBody(byteBuffer: whole))
         }
         let body = ResponseBody { writer in
-            defer { release() }
+            // A stream reports usage (if at all) in its last events: the largest count seen.
+            var tokens = 0
+            defer {
+                if let countTokens, tokens > 0 { countTokens(tokens) }
+                release()
+            }
             do {
-                for try await chunk in answer.body { try await writer.write(ByteBuffer(bytes: chunk)) }
+                for try await chunk in answer.body {
+                    if countTokens != nil, let seen = chunk.withUnsafeBytes({ CompletionTokens.scan($0) }) { tokens = max(tokens, seen) }
+                    try await writer.write(ByteBuffer(bytes: chunk))
+                }
             } catch {
                 answer.cancel()
                 throw error
@@ -297,6 +309,41 @@ public final class InferenceGateway: Sendable {
             try await writer.finish(nil)
         }
         return Response(status: .init(code: answer.status), headers: headers, body: body)
+    }
+}
+
+/// The `"completion_tokens": N` of an OpenAI-protocol answer's `usage`, found in its bytes
+/// without parsing the rest (answers are large; only this number is wanted). Nil when absent.
+enum CompletionTokens {
+    static let key = Array("\"completion_tokens\"".utf8)
+
+    static func scan(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        guard bytes.count >= key.count else { return nil }
+        var found: Int?
+        var i = 0
+        while i <= bytes.count - key.count {
+            var matches = true
+            for j in 0..<key.count where bytes[i + j] != key[j] {
+                matches = false
+                break
+            }
+            guard matches else {
+                i += 1
+                continue
+            }
+            var k = i + key.count
+            while k < bytes.count, bytes[k] == UInt8(ascii: " ") || bytes[k] == UInt8(ascii: ":") { k += 1 }
+            var value = 0
+            var digits = 0
+            while k < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[k]), digits < 12 {
+                value = value * 10 + Int(bytes[k] - UInt8(ascii: "0"))
+                digits += 1
+                k += 1
+            }
+            if digits > 0 { found = max(found ?? 0, value) }
+            i = k
+        }
+        return found
     }
 }
 

@@ -40,7 +40,9 @@ final class LoadReporter: Sendable {
 
     /// One round: the loads since the last round, and a zero for each deployment that went quiet.
     func reportOnce() async {
-        let loads = admission.drainLoad()
+        var loads = admission.drainLoad()
+        let seconds = Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18
+        for key in loads.keys { loads[key]?.seconds = seconds }
         let due: [(String, DeploymentLoad)] = reported.withLock { last in
             var due: [(String, DeploymentLoad)] = []
             for (deployment, load) in loads where load.demand > 0 { due.append((deployment, load)) }
