@@ -34,8 +34,11 @@ public struct NodeState: Sendable {
     public let name: String
     /// The raw `gpu-mode` label, if any.
     public let gpuModeLabel: String?
-    /// The mode the label admits; nil when the label is missing or unknown.
+    /// The mode the label admits; nil when the label is missing, unknown, or `mixed`.
     public let gpuMode: GPUMode?
+    /// The modes the label admits, one bit per ``GPUMode/rawValue``: the one of `gpuMode`, or
+    /// Mode 1 and Mode 3 for `gpu-mode=mixed` (whole GPUs and shared servers on one host).
+    let modeMask: UInt8
     /// The canonical machine-type name.
     public let machineType: String
     /// The `Ready` condition.
@@ -61,6 +64,25 @@ public struct NodeState: Sendable {
     /// CPU and memory in ``allocated``; every other GPU (free, or a model server's) keeps its
     /// share from CPU pods.
     public internal(set) var gpusHoldingTheirShare: Int = 0
+    /// Its fragmentation relative to ``ClusterSnapshot/workload``, thousandths of a GPU
+    /// (``WorkloadProfile/fragmentation(of:after:cpuMilli:vramGB:)``), kept current by the snapshot.
+    public internal(set) var fragmentation: Double = 0
+
+    /// The `gpu-mode` label value of a host that takes both Mode 1 whole GPUs and Mode 3 shared
+    /// servers (a GPU is either given whole or shared, never both).
+    public static let mixedModeLabel = "mixed"
+
+    /// Whether the node's `gpu-mode` label admits `mode`.
+    public func admits(_ mode: GPUMode) -> Bool { modeMask & (1 << UInt8(mode.rawValue)) != 0 }
+
+    /// The modes a `gpu-mode` label value admits, as a bit mask.
+    static func modeMask(label: String?) -> UInt8 {
+        if label == mixedModeLabel {
+            return 1 << UInt8(GPUMode.dedicated.rawValue) | 1 << UInt8(GPUMode.sharedPinned.rawValue)
+        }
+        guard let mode = GPUMode.allCases.first(where: { $0.nodeLabel == label }) else { return 0 }
+        return 1 << UInt8(mode.rawValue)
+    }
 
     /// GPUs free to be given whole.
     public var freeWholeGPUs: Int {
@@ -136,6 +158,8 @@ struct HeldReplica: Sendable {
     var resources: ComputeResources = .zero
     /// GPUs of its node whose share it holds (whole-GPU replicas).
     var shareGPUs = 0
+    /// What it holds, as the fragmentation measure counts it (nil: a CPU pod).
+    var shape: DemandShape?
 }
 
 /// Nodes sharing a `gpu-mode` and a machine type, visited together.
@@ -181,6 +205,65 @@ public struct ClusterSnapshot: Sendable {
     var tenantLimits: [String: Int]
     /// owner key → node position → replicas of that owner on it.
     var ownerNodeCounts: [String: [Int: Int]]
+    /// Replicas held per demand shape: the workload fragmentation is measured against.
+    var demandCounts: [DemandShape: Int] = [:]
+    /// Replicas counted in `demandCounts`.
+    var demandTotal = 0
+    /// Requests refused in this snapshot and not placed since, with their shapes: they count in
+    /// the workload as much as the held ones (work that waits is work the fleet must fit).
+    var waiting: [String: DemandShape] = [:]
+    /// Changes to `demandCounts` since `workload` was last rebuilt.
+    var demandChanges = 0
+
+    /// The workload the held and waiting replicas make up, each shape weighted by how many hold
+    /// it (and smoothed towards heavier CPU, ``rebuildWorkload()``); rebuilt once the counts
+    /// moved by 1/64 of their total (a distribution, not a ledger).
+    public private(set) var workload = WorkloadProfile([])
+
+    /// Counts `shape` held (`by` 1) or released (`by` −1).
+    mutating func countDemand(_ shape: DemandShape?, by change: Int) {
+        guard let shape else { return }
+        let count = (demandCounts[shape] ?? 0) + change
+        demandCounts[shape] = count > 0 ? count : nil
+        demandTotal += change
+        demandChanges += 1
+        if demandChanges >= max(1, demandTotal / 64) { rebuildWorkload() }
+    }
+
+    /// Counts a refused request in the workload, once per request until it is placed.
+    mutating func noteWaiting(_ request: PlacementRequest) {
+        guard waiting[request.key] == nil,
+            let shape = DemandShape(request, cpuMilli: request.fixedResources?.cpuMilli ?? 0)
+        else { return }
+        waiting[request.key] = shape
+        countDemand(shape, by: 1)
+    }
+
+    mutating func rebuildWorkload() {
+        // Each shape also counts a tenth at twice and at four times its CPU: the shapes seen so
+        // far are a sample, and a rare CPU-heavy task that finds a node's CPU taken strands its
+        // free GPUs; without these, CPU pods go wherever CPU is left (measured on the Alibaba
+        // trace: 4 points of GPU capacity, docs/benchmarks.md).
+        var weights: [(DemandShape, Double)] = []
+        weights.reserveCapacity(demandCounts.count * 3)
+        for (shape, count) in demandCounts {
+            weights.append((shape, Double(count)))
+            guard shape.cpuMilli > 0 else { continue }
+            for factor in [2, 4] {
+                var heavier = shape
+                heavier.cpuMilli *= factor
+                weights.append((heavier, Double(count) * 0.1))
+            }
+        }
+        workload = WorkloadProfile(weights)
+        demandChanges = 0
+        for n in nodes.indices { refreshFragmentation(n) }
+    }
+
+    /// Measures node `n` again against the workload after it changed.
+    mutating func refreshFragmentation(_ n: Int) {
+        nodes[n].fragmentation = workload.fragmentation(of: nodes[n])
+    }
 
     /// Builds a snapshot. Replicas that ``Replica/holdsCapacity`` (bound, and not preempted or
     /// terminating: a `failed` one waiting out its restart backoff still holds its GPUs) hold
@@ -244,6 +327,7 @@ public struct ClusterSnapshot: Sendable {
             states.append(NodeState(
                 name: node.metadata.name, gpuModeLabel: label,
                 gpuMode: GPUMode.allCases.first { $0.nodeLabel == label },
+                modeMask: NodeState.modeMask(label: label),
                 machineType: typeName, ready: node.status.isReady,
                 cordoned: node.spec.unschedulable, gpus: gpus,
                 healthyGPUs: gpus.reduce(0) { $0 + ($1.healthy ? 1 : 0) }, typeID: typeID,
@@ -259,8 +343,9 @@ public struct ClusterSnapshot: Sendable {
         // Groups of (mode, machine type), smallest VRAM first, each in a seeded shuffled order.
         var groups: [GPUMode: [Int: [Int]]] = [:]
         for (i, node) in states.enumerated() {
-            guard let mode = node.gpuMode else { continue }
-            groups[mode, default: [:]][node.typeID, default: []].append(i)
+            for mode in GPUMode.allCases where node.admits(mode) {
+                groups[mode, default: [:]][node.typeID, default: []].append(i)
+            }
         }
         var generator = SplitMix64(seed: seed)
         var byMode: [GPUMode: [NodeGroup]] = [:]
@@ -335,8 +420,14 @@ public struct ClusterSnapshot: Sendable {
             }
             tenantGPUs[tenant, default: 0] += record.wholeGPUs
             if let n { ownerNodeCounts[record.ownerKey, default: [:]][n, default: 0] += 1 }
+            record.shape = Self.shape(of: replica, record: record, servers: self.modelServers, table: table)
+            if let shape = record.shape {
+                demandCounts[shape, default: 0] += 1
+                demandTotal += 1
+            }
             held[key] = record
         }
+        rebuildWorkload()
         for (slug, ids) in serversBySlug {
             openServers[slug] = ids.filter {
                 self.modelServers[$0].mode == .sharedPinned
@@ -436,13 +527,20 @@ public struct ClusterSnapshot: Sendable {
         }
         tenantGPUs[request.tenant, default: 0] += record.wholeGPUs
         ownerNodeCounts[request.ownerKey, default: [:]][n, default: 0] += 1
+        // An attached tenant shares its server's slice, counted once with the server's first.
+        record.shape = placement.assignment.kind == .attach ? nil : DemandShape(request, cpuMilli: record.resources.cpuMilli)
+        countDemand(record.shape, by: 1)
+        if let shape = waiting.removeValue(forKey: request.key) { countDemand(shape, by: -1) }
         held[request.key] = record
         placementsCommitted += 1
+        refreshFragmentation(n)
     }
 
     /// Releases what the replica `tenant/name` holds (it stopped, or is being preempted).
     public mutating func release(replica key: String) {
         guard let record = held.removeValue(forKey: key) else { return }
+        countDemand(record.shape, by: -1)
+        defer { if let n = record.node { refreshFragmentation(n) } }
         tenantGPUs[record.tenant, default: 0] -= record.wholeGPUs
         if let n = record.node {
             ownerNodeCounts[record.ownerKey]?[n, default: 1] -= 1
@@ -488,6 +586,32 @@ public struct ClusterSnapshot: Sendable {
         else { return }
         nodes[server.node].gpus[p].vramAllocatedGB -= server.vramGB
         nodes[server.node].gpus[p].sharedServers.removeAll { $0 == name }
+        refreshFragmentation(server.node)
+    }
+
+    /// The demand shape a bound replica holds (nil for a CPU pod).
+    private static func shape(
+        of replica: Replica, record: HeldReplica, servers: [ModelServerState], table: MachineTypeTable
+    ) -> DemandShape? {
+        let spec = replica.spec
+        let types = spec.machineTypes.map { table.named($0)?.name ?? $0 }
+        let cpu = record.resources.cpuMilli
+        if spec.owner.kind == .deployment || spec.mode == .dedicated {
+            return DemandShape(kind: .whole, gpus: max(1, record.gpuIndices.count), vramGB: max(0, spec.vramGB),
+                               cpuMilli: cpu, mode: .dedicated, machineTypes: types)
+        }
+        switch spec.mode {
+        case .largePinned:
+            return DemandShape(kind: .whole, gpus: 1, vramGB: max(spec.vramGB, PlacementRequest.largeSlotMinimumGB),
+                               cpuMilli: cpu, mode: .largePinned, machineTypes: types)
+        case .sharedPinned:
+            // Attached tenants share their server's slice: the server is the shape, once.
+            guard let id = record.server, servers[id].attached.first == record.key else { return nil }
+            return DemandShape(kind: .shared, gpus: 1, vramGB: servers[id].vramGB, cpuMilli: cpu,
+                               mode: .sharedPinned, machineTypes: types)
+        case .dedicated, nil:
+            return nil
+        }
     }
 
     /// A name for a new server of `slug` on `node`'s GPU `gpuIndex`, unique in the snapshot.

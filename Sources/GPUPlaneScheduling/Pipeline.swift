@@ -24,6 +24,7 @@ import GPUPlaneSystem
 ///    snapshot and seed place the same way. Visiting stops once enough feasible nodes were
 ///    found (kube-scheduler's percentageOfNodesToScore).
 /// 4. **Scores**, weighted, 0…100 each; the highest sum wins, the first visited on a tie.
+///    `FragmentationScore` measures each candidate against the workload the snapshot holds.
 /// 5. **Refusal**: when no node fits, every node is run through the same chain and the first
 ///    reason that refused it is counted: `0/12 nodes: 8 insufficient VRAM, 4 gpu-mode is shared`,
 ///    `0/3 nodes: 2 insufficient memory, 1 node cordoned`.
@@ -66,15 +67,27 @@ public struct Pipeline: Sendable {
     // …then CPUMemoryFilter: CPU and memory free (CPU pods: what GPU hosts' free GPUs leave).
 
     // 4. Scores and their weights: the pod's own machine-type order outweighs everything,
-    //    then the smallest GPU that fits, then packing and spreading. CPU pods: CPU-only
-    //    nodes first, then packing and spreading.
+    //    then the smallest GPU that fits and fragmentation (what the replica leaves usable for
+    //    the work the fleet runs: issue 19, docs/benchmarks.md), then spreading, with packing
+    //    on a tie. CPU pods: CPU-only nodes first, then fragmentation (the CPU GPU hosts'
+    //    free GPUs need), packing and spreading.
     /// The default scorers.
     public static let defaultScores: [WeightedScore] = [
         WeightedScore(MachineTypeOrderScore(), weight: 5),  // earlier types in the pod's list
         WeightedScore(CPUNodePreferenceScore(), weight: 5), // CPU pods on CPU-only nodes, GPU hosts keep room
         WeightedScore(SmallestFitScore(), weight: 3),       // 20 GB lands on an RTX 4090, not an H100
-        WeightedScore(BinPackingScore(), weight: 2),        // fuller shared GPUs, fuller nodes
+        WeightedScore(FragmentationScore(), weight: 4),     // GPUs left usable for the work the fleet runs
+        WeightedScore(BinPackingScore(), weight: 1),        // fuller shared GPUs, fuller nodes: near-ties
         WeightedScore(OwnerSpreadScore(), weight: 2),       // one owner's replicas over many nodes
+    ]
+
+    /// The scorers before fragmentation-aware scoring (issue 19), for comparison in benchmarks.
+    public static let packingScores: [WeightedScore] = [
+        WeightedScore(MachineTypeOrderScore(), weight: 5),
+        WeightedScore(CPUNodePreferenceScore(), weight: 5),
+        WeightedScore(SmallestFitScore(), weight: 3),
+        WeightedScore(BinPackingScore(), weight: 2),
+        WeightedScore(OwnerSpreadScore(), weight: 2),
     ]
 
     /// Resolves slugs (`auto`, modes, VRAM).
@@ -93,6 +106,8 @@ public struct Pipeline: Sendable {
     public let resources: CPUMemoryFilter
     /// Stage 4.
     public let scores: [WeightedScore]
+    /// Whether a scorer reads ``ScoringContext/workload``.
+    let measuresWorkload: Bool
 
     /// Makes a pipeline; the plugin lists default to the ones above.
     public init(
@@ -110,6 +125,7 @@ public struct Pipeline: Sendable {
         self.fit = GPUFit()
         self.resources = CPUMemoryFilter()
         self.scores = scores
+        self.measuresWorkload = scores.contains { $0.plugin is FragmentationScore }
     }
 
     /// Resolves a replica against the catalog and machine types.
@@ -117,10 +133,14 @@ public struct Pipeline: Sendable {
         try PlacementRequest(replica: replica, catalog: catalog, machineTypes: machineTypes)
     }
 
-    /// Places `request` and, when bound, commits it to `snapshot` so the next placement sees it.
+    /// Places `request` and, when bound, commits it to `snapshot` so the next placement sees it;
+    /// when refused, counts it in the snapshot's workload as waiting (once per request).
     public func place(_ request: PlacementRequest, in snapshot: inout ClusterSnapshot) -> PlacementResult {
         let result = evaluate(request, in: snapshot)
-        if case .bound(let placement) = result { snapshot.commit(placement) }
+        switch result {
+        case .bound(let placement): snapshot.commit(placement)
+        case .refused: if measuresWorkload { snapshot.noteWaiting(request) }
+        }
         return result
     }
 
@@ -212,7 +232,8 @@ public struct Pipeline: Sendable {
         }
         return ScoringContext(
             request: request, ownerNodeCounts: snapshot.ownerNodeCounts[request.ownerKey] ?? [:],
-            typeRank: rank, typeListCount: request.machineTypes.count)
+            typeRank: rank, typeListCount: request.machineTypes.count,
+            workload: measuresWorkload ? snapshot.workload : nil)
     }
 
     /// Why each node refused `request`, counted by the first reason in pipeline order.

@@ -44,10 +44,13 @@ public enum PlacementBenchmark {
         try measure(nodes: nodes, gpusPerNode: gpusPerNode, replicas: replicas, seed: seed).placementsPerSecond
     }
 
-    /// Runs the benchmark once and returns the full report.
-    public static func measure(nodes nodeCount: Int, gpusPerNode: Int, replicas replicaCount: Int, seed: UInt64 = 42) throws -> Report {
+    /// Runs the benchmark once with `scores` (the default scorers unless given) and returns the full report.
+    public static func measure(
+        nodes nodeCount: Int, gpusPerNode: Int, replicas replicaCount: Int, seed: UInt64 = 42,
+        scores: [WeightedScore] = Pipeline.defaultScores
+    ) throws -> Report {
         let catalog = try Catalog.standard()
-        let pipeline = Pipeline(catalog: catalog)
+        let pipeline = Pipeline(catalog: catalog, scores: scores)
         let fleet = (0..<nodeCount).map { node($0, gpus: gpusPerNode) }
         let sharedSlugs = catalog.models.filter { $0.mode == .sharedPinned }.map(\.slug) + [Catalog.auto]
         let largeSlugs = catalog.models.filter { $0.mode == .largePinned }.map(\.slug)

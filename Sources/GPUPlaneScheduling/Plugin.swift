@@ -98,6 +98,9 @@ public struct ScoringContext: Sendable {
     let typeRank: [Int: Int]
     /// Entries in the request's ordered machine-type list.
     public let typeListCount: Int
+    /// The workload the snapshot's held replicas make up (``ClusterSnapshot/workload``), when a
+    /// scorer of the pipeline measures fragmentation against it; nil otherwise.
+    public internal(set) var workload: WorkloadProfile? = nil
 }
 
 /// A scorer of one feasible node: 0 (worst) … 100 (best).
