@@ -36,7 +36,7 @@ public enum APIServerMain {
             help: "file of the keys tenants' secrets are sealed with at rest, '<id> <base64 of 32 bytes>' a line, the first sealing, mode 0600 (without it, /v1/secrets answers 503)"),
         ConfigurationKey(
             "inference-queue-timeout", .int, default: "60",
-            help: "seconds a deployment request may wait for a free slot (max_batch_size per instance) before 429"),
+            help: "seconds a deployment request may wait for a free slot (max_batch_size per instance) before 429, or for a ready instance of a deployment at zero before 503"),
         ConfigurationKey(
             "header-timeout", .int, default: "10", help: "seconds a new connection may take to send its first complete request head"),
         ConfigurationKey("body-timeout", .int, default: "30", help: "seconds a request body may pause between two reads"),
@@ -57,6 +57,7 @@ public enum APIServerMain {
             let destination = GPUPlaneLogging.Destination(rawValue: try config.string("log-destination") ?? "automatic") ?? .automatic
             GPUPlaneLogging.bootstrap(identifier: "gpuplane-api-server", level: level, destination: destination)
             _ = MetricsExporter.bootstrap()
+            APIServerMetrics.register()
             let logger = Logger(label: "gpuplane.api")
             let catalog = try Catalog.load(overrideFile: try config.string("catalog-file"))
             var adminTokens: [String] = []

@@ -41,6 +41,12 @@ public enum SchedulerMain {
             let destination = GPUPlaneLogging.Destination(rawValue: try config.string("log-destination") ?? "automatic") ?? .automatic
             GPUPlaneLogging.bootstrap(identifier: "gpuplane-scheduler", level: level, destination: destination)
             let logger = Logger(label: "gpuplane.scheduler")
+            // Before the store is made: its write batcher's counters are created with it.
+            let port = try config.int("port") ?? defaultPort
+            if port != 0 {
+                MetricsExporter.bootstrap()
+                SchedulerMetrics.register()
+            }
 
             let catalog = try Catalog.load(overrideFile: try config.string("catalog-file"))
             let etcd = try EtcdConnectionSettings(config)
@@ -53,12 +59,10 @@ public enum SchedulerMain {
                 onStatus: { status in try? SystemdNotifier().status(status) })
             let notifier = SystemdNotifier()
             var services: [any Service] = [scheduler, WatchdogService(notifier: notifier, isHealthy: { true })]
-            let port = try config.int("port") ?? defaultPort
             if port != 0 {
                 guard (1...65535).contains(port) else {
                     throw ConfigurationError(code: .invalidValue, key: "port", source: config.source(of: "port"), detail: "must be 0 (no listener) or 1 to 65535, not \(port)")
                 }
-                MetricsExporter.bootstrap()
                 services.append(DaemonListener(host: try config.string("listen") ?? "0.0.0.0", port: port, tls: try ServerTLS.load(config), logger: logger))
             }
             let daemon = Daemon(

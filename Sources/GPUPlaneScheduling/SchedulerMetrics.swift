@@ -24,4 +24,11 @@ enum SchedulerMetrics {
     static let terms = Counter(label: "gpuplane_scheduler_terms_total")
     /// Deployments the autoscaler resized (committed), up or down.
     static let autoscaleDecisions = Counter(label: "gpuplane_scheduler_autoscale_decisions_total")
+
+    /// Creates every metric now, so `/metrics` shows each from the start (counters at 0) and
+    /// Prometheus's `rate()` and `increase()` see the first event; call after
+    /// ``MetricsExporter/bootstrap()``.
+    static func register() {
+        _ = (bindings, preemptions, transactions, conflicts, passes, passDuration, pendingReplicas, leader, terms, autoscaleDecisions)
+    }
 }

@@ -237,6 +237,7 @@ public enum NodeAgentMain {
             let port = try config.int("port") ?? defaultPort
             if port != 0 {
                 MetricsExporter.bootstrap()
+                AgentMetrics.register()
                 let tls: ServerTLS?
                 do { tls = try ServerTLS.load(config) } catch { throw StartError(description: "\(error)") }
                 services.append(

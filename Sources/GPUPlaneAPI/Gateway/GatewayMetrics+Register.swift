@@ -1,0 +1,16 @@
+import Metrics
+
+/// The api-server's own metrics, created at start-up so `/metrics` shows every series from the
+/// first scrape (counters at 0, gauges at 0) rather than after its first event: Prometheus's
+/// `rate()` and `increase()` then count that first event, and dashboards and alerts find the
+/// series before anything happened.
+enum APIServerMetrics {
+    /// Creates the gateway's and the ingress's counters (every outcome) and gauges; call after
+    /// `MetricsExporter.bootstrap()`.
+    static func register() {
+        for outcome in GatewayMetrics.Outcome.allCases { _ = GatewayMetrics.requests(outcome) }
+        _ = (GatewayMetrics.inFlight, GatewayMetrics.queued)
+        for outcome in IngressMetrics.Outcome.allCases { _ = IngressMetrics.requests(outcome) }
+        _ = GPUPlaneIngressUpgrades.spliced
+    }
+}
