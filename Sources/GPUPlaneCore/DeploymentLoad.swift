@@ -11,12 +11,13 @@ public struct DeploymentLoad: Codable, Sendable, Hashable {
 
     /// The most requests in flight or waiting for a slot at once during the interval.
     public var peak: Int
-    /// Whether requests were turned away because no instance was ready (a deployment at zero
-    /// instances, or one still starting): demand for at least one.
+    /// Whether requests found no ready instance (a deployment at zero instances, or one still
+    /// starting) during the interval, or are held waiting for one when the report is made:
+    /// demand for at least one.
     public var cold: Bool
     /// Requests in flight on the deployment's instances when the report was made.
     public var inFlight: Int? = nil
-    /// Requests waiting for a slot when the report was made.
+    /// Requests waiting for a slot, or held for a first ready instance, when the report was made.
     public var queued: Int? = nil
     /// Requests that finished during the interval.
     public var requests: Int? = nil

@@ -113,6 +113,9 @@ public final class LocalCluster: @unchecked Sendable {
                 "--port", "\(port)", "--secret-key-file", secretKeyFile.path,
                 "--admin-token-file", adminFile.path, "--heartbeat-ttl", "5", "--log-level", "notice", "--log-destination", "stderr",
                 "--catalog-file", catalogFile.path, "--deployment-image", podman.standInModelServerImage,
+                // A call to a deployment at zero is held while its first instance starts (a
+                // container on a loaded machine may take more than the default 60 s).
+                "--inference-queue-timeout", "120",
             ] + (tls ? ["--tls-cert-file", certs + "/server.pem", "--tls-key-file", certs + "/server-key.pem"] : []))
             log("gpuplane-scheduler…")
             let schedulerPort = TestEnvironment.freePort()
@@ -205,13 +208,16 @@ public final class LocalCluster: @unchecked Sendable {
         return try JSONEncoder().encode(File(models: models))
     }
 
-    /// One HTTP call to the api-server.
-    public func call(_ method: String, _ path: String, token: String? = nil, body: String? = nil) async throws -> (status: Int, body: Data) {
+    /// One HTTP call to the api-server, given `timeout` to answer (a call held for a
+    /// deployment's start from zero needs longer).
+    public func call(
+        _ method: String, _ path: String, token: String? = nil, body: String? = nil, timeout: Duration = .seconds(10)
+    ) async throws -> (status: Int, body: Data) {
         var headers: [CurlHTTP.Header] = []
         if let token { headers.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
         let response = try await http.perform(
             CurlHTTP.Request(
-                method: CurlHTTP.Method(method), url: apiURL + path, headers: headers, body: body.map { Data($0.utf8) }, timeout: .seconds(10),
+                method: CurlHTTP.Method(method), url: apiURL + path, headers: headers, body: body.map { Data($0.utf8) }, timeout: timeout,
                 tls: clientTLS))
         return (response.status, response.body)
     }

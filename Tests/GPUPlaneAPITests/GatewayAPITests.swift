@@ -182,17 +182,12 @@ import Testing
                 "POST", "/v1/openai/chat/completions", token: token,
                 body: #"{"model": "\#(model)", "messages": [{"role": "user", "content": "hi"}]}"#, headers: ["Content-Type": "application/json"])
         }
-        // Created, not running: a clear 503.
-        var early = try await chat(model, token: token)
-        try await eventually("the gateway knows the deployment") {
-            early = try await chat(model, token: token)
-            return early.status == 503
-        }
-        #expect(early.errorMessage.contains("no ready instance"), "\(early.text)")
-        #expect(early.headers["retry-after"] == "5")
-        // ...and the gateway tells the autoscaler: a cold report for this deployment.
+        // Created, not running: the call is held until an instance is ready...
+        let early = Task { try await chat(model, token: token) }
+        try await eventually("the call is held") { h.deps.gateway.admission.held(model) == 1 }
+        // ...and the gateway tells the autoscaler while it waits: a cold report for this deployment.
         let reports = DeploymentLoad.prefix + "\(tenant)/chat-x/"
-        #expect(try await Self.sawReport(h, prefix: reports, from: 1) { $0.cold }, "no cold load report under \(reports)")
+        #expect(try await Self.sawReport(h, prefix: reports, from: 1) { $0.cold && $0.queued == 1 }, "no cold report for this deployment under \(reports)")
         let beforeBurst = try await h.client.status().header.revision
 
         // Two instances, each a stand-in that takes a second per answer.
@@ -211,6 +206,11 @@ import Testing
             replica.status = ReplicaStatus(phase: .running, ready: true, endpoint: "http://127.0.0.1:\(port)")
             _ = try await h.deps.store.update(replica)
         }
+        // The held call is answered by one of them.
+        let held = try await early.value
+        #expect(held.status == 200, "\(held.text)")
+        #expect(held.headers["connection"] == "close")
+        #expect(h.deps.gateway.admission.held(model) == 0)
         try await eventually("an instance answers") { try await chat(model, token: token).status == 200 }
 
         // Twelve at once on four slots: all answered, never more than two on one instance.
@@ -227,7 +227,7 @@ import Testing
             #expect((stats?["maxInFlight"] ?? 99) <= 2, "instance on \(port): \(stats ?? [:])")
             answered += stats?["requests"] ?? 0
         }
-        #expect(answered == 13)
+        #expect(answered == 14)
 
         // The caller's own deployments only; the model is required.
         let (_, stranger) = try await h.tenant(.pro)

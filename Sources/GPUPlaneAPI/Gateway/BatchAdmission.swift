@@ -57,6 +57,8 @@ final class BatchAdmission: Sendable {
         var completed: [String: Int] = [:]
         /// deployment → completion tokens the answers reported since the last drain.
         var tokens: [String: Int] = [:]
+        /// deployment → requests held now until an instance is ready (a start from zero).
+        var held: [String: Int] = [:]
 
         mutating func notePeak(_ deployment: String) {
             guard let queue = queues[deployment] else { return }
@@ -78,20 +80,42 @@ final class BatchAdmission: Sendable {
     /// autoscaler should meet with at least one.
     func recordCold(_ deployment: String) { _ = state.withLock { $0.cold.insert(deployment) } }
 
+    /// Counts a request held until `deployment` has a ready instance: every load report while
+    /// it is held says `cold` (demand for at least one instance, shared by every held caller)
+    /// and counts it as `queued`. The returned function ends the hold (once).
+    func hold(_ deployment: String) -> @Sendable () -> Void {
+        state.withLock { s in
+            s.held[deployment, default: 0] += 1
+            s.cold.insert(deployment)
+        }
+        let done = Atomic<Bool>(false)
+        return { [self] in
+            guard !done.exchange(true, ordering: .relaxed) else { return }
+            state.withLock { s in
+                s.held[deployment, default: 1] -= 1
+                if s.held[deployment] == 0 { s.held[deployment] = nil }
+            }
+        }
+    }
+
+    /// Requests held now until `deployment` has a ready instance.
+    func held(_ deployment: String) -> Int { state.withLock { $0.held[deployment] ?? 0 } }
+
     /// The load of each deployment seen since the last call (the most requests in flight or
-    /// waiting at once, and whether any was turned away cold); starts the next window at each
+    /// waiting for a slot at once, and whether any found no ready instance or is held for one
+    /// now); starts the next window at each
     /// deployment's load now, so a long request keeps counting.
     func drainLoad() -> [String: DeploymentLoad] {
         state.withLock { s in
             var loads: [String: DeploymentLoad] = [:]
             for (deployment, peak) in s.peaks { loads[deployment] = DeploymentLoad(peak: peak) }
-            for deployment in s.cold { loads[deployment, default: DeploymentLoad(peak: 0)].cold = true }
+            for deployment in s.cold.union(s.held.keys) { loads[deployment, default: DeploymentLoad(peak: 0)].cold = true }
             for (deployment, count) in s.completed { loads[deployment, default: DeploymentLoad(peak: 0)].requests = count }
             for (deployment, count) in s.tokens { loads[deployment, default: DeploymentLoad(peak: 0)].completionTokens = count }
             for deployment in loads.keys {
                 let queue = s.queues[deployment]
                 loads[deployment]?.inFlight = queue?.inFlight.values.reduce(0, +) ?? 0
-                loads[deployment]?.queued = queue?.waiters.count ?? 0
+                loads[deployment]?.queued = (queue?.waiters.count ?? 0) + (s.held[deployment] ?? 0)
             }
             s.peaks = [:]
             s.cold = []

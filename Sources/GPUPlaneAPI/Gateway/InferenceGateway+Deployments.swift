@@ -29,7 +29,8 @@ extension InferenceGateway {
         guard caller.role == .user || caller.role == .admin else {
             throw APIError(.forbidden, .forbidden, "a \(caller.role.rawValue) token can't call models")
         }
-        let body = try await Self.body(request)
+        var request = request
+        let body = try await Self.body(collecting: &request)
         let model: String
         switch ModelField.scan(Array(body)) {
         case .notAnObject:
@@ -42,17 +43,9 @@ extension InferenceGateway {
         }
         let deployment = try await self.deployment(named: model, caller: caller)
         let key = "\(deployment.metadata.tenant)/\(deployment.metadata.name)"
-        let instances = readyInstances(of: deployment)
-        guard !instances.isEmpty else {
-            admission.recordCold(key)
-            let names = attachments.withLock { $0.byDeployment[key] } ?? []
-            let running = names.filter { replicas.get(tenant: deployment.metadata.tenant, name: $0)?.status.phase == .running }.count
-            var error = APIError(
-                .serviceUnavailable, .unavailable,
-                "deployment \(model) has no ready instance (\(running) running of \(names.count) wanted, min_instances \(deployment.spec.settings.minInstances)); retry shortly: the autoscaler starts one when max_instances allows")
-            error.retryAfter = 5
-            throw error
-        }
+        var instances = readyInstances(of: deployment)
+        let held = instances.isEmpty
+        if held { instances = try await holdUntilReady(deployment, key: key, request: request) }
         let byName = Dictionary(instances.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         // An instance that cannot even be connected to is left out and the request tried on
         // another; one that took the request and failed is the caller's answer (a completion is
@@ -92,8 +85,75 @@ extension InferenceGateway {
                 throw GatewayFailure.upstream(error, server: "\(model) instance \(instance.name)")
             }
             let admission = self.admission
-            return try await Self.response(answer, release: release, countTokens: { admission.recordTokens(key, $0) })
+            var response = try await Self.response(answer, release: release, countTokens: { admission.recordTokens(key, $0) })
+            // A held call stopped reading its connection's request stream to see the caller
+            // hang up; the connection ends with this answer.
+            if held { response.headers[.connection] = "close" }
+            return response
         }
+    }
+
+    /// Holds a call to a deployment that has no ready instance until one is: the autoscaler
+    /// starts one for the cold demand (every load report says `cold` while a call is held, so
+    /// any number of held callers ask for the one start), and the replica informer's change
+    /// wakes the callers (``ColdStarts``). Returns the ready instances.
+    /// - Throws: ``APIError`` 503 at once when the deployment cannot get an instance (being
+    ///   deleted), and 503 naming `inference-queue-timeout` when none is ready within it;
+    ///   `CancellationError` when the caller hangs up while held.
+    private func holdUntilReady(_ deployment: Deployment, key: String, request: Request) async throws -> [Instance] {
+        let settings = deployment.spec.settings
+        let canStart = DeploymentLoad.instances(
+            forDemand: 1, maxBatchSize: deployment.spec.maxBatchSize, minInstances: settings.minInstances, maxInstances: settings.maxInstances) > 0
+        guard canStart, deployment.status.state != .deleting else {
+            admission.recordCold(key)
+            var error = APIError(
+                .serviceUnavailable, .unavailable,
+                "deployment \(deployment.fullName) has no ready instance and gets none (\(deployment.status.state == .deleting ? "it is being deleted" : "max_instances is \(settings.maxInstances)"))")
+            error.retryAfter = 5
+            throw error
+        }
+        let timeout = admission.timeout
+        let deadline = ContinuousClock.now + timeout
+        let release = admission.hold(key)
+        GatewayMetrics.queued.increment(by: 1)
+        defer {
+            GatewayMetrics.queued.decrement(by: 1)
+            release()
+        }
+        do {
+            return try await request.body.consumeWithCancellationOnInboundClose { _ in
+                while true {
+                    let ready = readyInstances(of: deployment)
+                    if !ready.isEmpty { return ready }
+                    let outcome = try await coldStarts.wait(for: key, until: deadline) { !readyInstances(of: deployment).isEmpty }
+                    guard outcome == .timedOut else { continue }
+                    let late = readyInstances(of: deployment)
+                    if !late.isEmpty { return late }
+                    throw notReadyInTime(deployment, key: key, timeout: timeout)
+                }
+            }
+        } catch is CancellationError {
+            // Nobody reads this answer; it names what happened for the request log and metrics.
+            logger.debug("caller hung up while held for a start from zero", metadata: ["gateway.deployment": "\(deployment.fullName)"])
+            throw APIError(
+                HTTPResponse.Status(code: 499, reasonPhrase: "Client Closed Request"), .badRequest,
+                "the caller hung up while the call was held for an instance of \(deployment.fullName)")
+        }
+    }
+
+    /// 503 for a call held `timeout` without an instance turning ready, with what the
+    /// deployment has.
+    private func notReadyInTime(_ deployment: Deployment, key: String, timeout: Duration) -> APIError {
+        let names = attachments.withLock { $0.byDeployment[key] } ?? []
+        let replicas = names.compactMap { self.replicas.get(tenant: deployment.metadata.tenant, name: $0) }
+        let running = replicas.filter { $0.status.phase == .running }.count
+        let placed = replicas.filter { $0.binding != nil }.count
+        let settings = deployment.spec.settings
+        var error = APIError(
+            .serviceUnavailable, .unavailable,
+            "no instance of \(deployment.fullName) became ready within \(timeout.components.seconds) s (the api-server's inference-queue-timeout): \(names.count) instance(s), \(placed) placed, \(running) running, none answering yet (min_instances \(settings.minInstances), max_instances \(settings.maxInstances)); the start goes on: retry shortly")
+        error.retryAfter = 5
+        return error
     }
 
     /// The deployment `model` names, if the caller may use it: from the cache, or from etcd

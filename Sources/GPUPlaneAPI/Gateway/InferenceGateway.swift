@@ -32,6 +32,8 @@ public final class InferenceGateway: Sendable {
     let admission: BatchAdmission
     let loadReporter: LoadReporter
     let attachments = Mutex(Attachments())
+    /// Callers held until a deployment at zero instances has a ready one.
+    let coldStarts = ColdStarts()
     private let inFlight = Mutex<[String: Int]>([:])
     private let tasks = Mutex<[Task<Void, Never>]>([])
 
@@ -105,7 +107,15 @@ public final class InferenceGateway: Sendable {
             deployments.start()
             let events = replicas.events()
             tasks.append(Task { [self] in
-                for await event in events { attachments.withLock { $0.apply(event) } }
+                for await event in events {
+                    attachments.withLock { $0.apply(event) }
+                    // A deployment instance that may have turned ready: its held callers look again.
+                    if case .deleted = event { continue }
+                    let replica = event.object
+                    if replica.spec.owner.kind == .deployment, replica.status.ready == true, replica.status.phase == .running {
+                        coldStarts.wake("\(replica.metadata.tenant)/\(replica.spec.owner.name)")
+                    }
+                }
             })
             tasks.append(Task { [loadReporter] in await loadReporter.run() })
         }
@@ -241,8 +251,14 @@ public final class InferenceGateway: Sendable {
     }
 
     static func body(_ request: Request) async throws -> Data {
-        guard request.method != .get else { return Data() }
         var request = request
+        return try await body(collecting: &request)
+    }
+
+    /// The body, collected into `request` itself: it keeps its connection's request stream, so
+    /// a held call can still see the caller hang up (`consumeWithCancellationOnInboundClose`).
+    static func body(collecting request: inout Request) async throws -> Data {
+        guard request.method != .get else { return Data() }
         do {
             return Data(try await request.collectBody(upTo: maxBodyBytes).readableBytesView)
         } catch let error as HTTPResponseError where error.status == .contentTooLarge {
@@ -417,6 +433,7 @@ enum GatewayMetrics {
 
     /// Requests being answered by model servers right now.
     static let inFlight = Meter(label: "gpuplane_gateway_in_flight")
-    /// Deployment requests waiting for a free slot (`max_batch_size`) right now.
+    /// Deployment requests waiting for a free slot (`max_batch_size`), or held for an instance
+    /// of a deployment at zero to be ready, right now.
     static let queued = Meter(label: "gpuplane_gateway_queued")
 }
