@@ -28,7 +28,7 @@ struct TraceBench: AsyncParsableCommand {
         let replay: TraceReplay
         do {
             replay = try TraceReplay(nodesFile: nodes, tasksFile: pods, sampleNodes: sample)
-        } catch let error as TraceFileError {
+        } catch {
             throw ValidationError(error.description)
         }
         var chosen: [TraceReplay.Policy] = []

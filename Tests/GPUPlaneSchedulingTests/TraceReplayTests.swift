@@ -101,6 +101,11 @@ import Testing
         } throws: { error in
             (error as? TraceFileError).map { $0.code == .unknownGPUModel && $0.line == 2 && $0.column == 5 } ?? false
         }
+        #expect {
+            _ = try TraceFile.tasks(at: "/nonexistent/pods.csv", knownModels: models)
+        } throws: { error in
+            (error as? TraceFileError).map { $0.code == .unreadable && $0.description.hasPrefix("/nonexistent/pods.csv: ") } ?? false
+        }
         // Columns in another order, extra ones, CRLF line ends: read.
         let nodes = try? TraceFile.nodes(
             csv: "model,gpu,sn,extra,memory_mib,cpu_milli\r\nG2,8,n1,x,393216,96000\r\n", file: "nodes.csv", knownModels: models)

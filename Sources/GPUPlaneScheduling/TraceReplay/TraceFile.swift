@@ -17,13 +17,15 @@ public struct TraceFileError: Error, Hashable, Sendable, CustomStringConvertible
         case inconsistent
         /// The file has no rows.
         case empty
+        /// The file could not be read (missing, unreadable, not UTF-8).
+        case unreadable
     }
 
     /// The code.
     public let code: Code
     /// The file as given.
     public let file: String
-    /// The line, 1-based (the header is line 1).
+    /// The line, 1-based (the header is line 1); 0 when the file itself could not be read.
     public let line: Int
     /// The column, 1-based; 0 when the error is the whole line's.
     public let column: Int
@@ -33,7 +35,7 @@ public struct TraceFileError: Error, Hashable, Sendable, CustomStringConvertible
     public let message: String
 
     public var description: String {
-        let place = column > 0 ? "\(file):\(line):\(column) (\(columnName ?? "?"))" : "\(file):\(line)"
+        let place = column > 0 ? "\(file):\(line):\(column) (\(columnName ?? "?"))" : line > 0 ? "\(file):\(line)" : file
         return "\(place): \(message)"
     }
 }
@@ -82,13 +84,25 @@ public enum TraceFile {
     public static let taskColumns = ["name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec"]
 
     /// Reads a node list from `path`.
-    public static func nodes(at path: String, knownModels: Set<String>) throws -> [TraceNode] {
-        try nodes(csv: String(contentsOfFile: path, encoding: .utf8), file: path, knownModels: knownModels)
+    public static func nodes(at path: String, knownModels: Set<String>) throws(TraceFileError) -> [TraceNode] {
+        try nodes(csv: read(path), file: path, knownModels: knownModels)
     }
 
     /// Reads a pod list from `path`.
-    public static func tasks(at path: String, knownModels: Set<String>) throws -> [TraceTask] {
-        try tasks(csv: String(contentsOfFile: path, encoding: .utf8), file: path, knownModels: knownModels)
+    public static func tasks(at path: String, knownModels: Set<String>) throws(TraceFileError) -> [TraceTask] {
+        try tasks(csv: read(path), file: path, knownModels: knownModels)
+    }
+
+    private static func read(_ path: String) throws(TraceFileError) -> String {
+        guard FileManager.default.isReadableFile(atPath: path) else {
+            throw TraceFileError(code: .unreadable, file: path, line: 0, column: 0, columnName: nil,
+                                 message: "no readable file here; give the trace's CSV with --nodes/--pods")
+        }
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw TraceFileError(code: .unreadable, file: path, line: 0, column: 0, columnName: nil,
+                                 message: "could not be read as UTF-8 text")
+        }
+        return text
     }
 
     /// Parses a node list; `file` names it in errors.

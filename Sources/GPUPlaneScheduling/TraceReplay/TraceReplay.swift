@@ -126,7 +126,7 @@ public struct TraceReplay: Sendable {
     }
 
     /// Reads the node and pod lists.
-    public init(nodesFile: String, tasksFile: String, sampleNodes: Int? = nil) throws {
+    public init(nodesFile: String, tasksFile: String, sampleNodes: Int? = nil) throws(TraceFileError) {
         self.init(
             nodes: try TraceFile.nodes(at: nodesFile, knownModels: Self.knownModels),
             tasks: try TraceFile.tasks(at: tasksFile, knownModels: Self.knownModels),
