@@ -287,6 +287,27 @@ try:
     wait_text("main", "needs an admin token")
     assert not element("#fleet-link").is_displayed()
 
+    step("a plan that does not include a model refuses it, at its line, naming the plan that does")
+    sign_out()
+    sign_in(E["OTHER_TOKEN"], E["OTHER_TENANT"])
+    go("#/applications/apply")
+    wait("the editor", lambda: element("#manifest").is_displayed())
+    set_text("#manifest", "\n".join([
+        "application:",
+        "  name: coder",
+        "  pods:",
+        "    - name: bot",
+        f"      image: {E['CPU_IMAGE']}",
+        "      gpu:",
+        "        enabled: true",
+        "        model: qwen-2.5-14b",
+        "",
+    ]))
+    wait_text("#findings", "line 8")
+    wait_text("#findings", "Scale plan")
+    wait_text("#dry-run-verdict", "error")
+    shot("plan-refused")
+
     step("an admin sees both tenants with the tenant filter")
     sign_out()
     sign_in(E["ADMIN_TOKEN"], "admin")

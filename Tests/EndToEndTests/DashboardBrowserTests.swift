@@ -68,7 +68,7 @@ import Testing
             let environment = [
                 "BASE": cluster.apiURL, "ADMIN_TOKEN": cluster.adminToken, "USER_TOKEN": userToken, "USER_TENANT": user,
                 "REVOKED_TOKEN": revokedToken, "REVOKED_TOKEN_ID": revokedID,
-                "OTHER_TENANT": other, "OTHER_DEPLOY_ID": otherDeployID, "OTHER_DEPLOYMENT": "\(other)/other-model", "OTHER_APP": "other-app",
+                "OTHER_TENANT": other, "OTHER_TOKEN": otherToken, "OTHER_DEPLOY_ID": otherDeployID, "OTHER_DEPLOYMENT": "\(other)/other-model", "OTHER_APP": "other-app",
                 "NODE": cluster.nodeName, "NVML_EVENTS": cluster.directory.appendingPathComponent("\(cluster.nodeName).fake-nvml.events").path,
                 "CPU_IMAGE": cluster.podman.testImage, "SCREENSHOTS": shots.path, "CHROMIUM": Self.chromium, "CHROMEDRIVER": Self.chromedriver,
                 "WAIT_SECONDS": String(Int(min(60 * TestEnvironment.timeScale, 180))), "PYTHONUNBUFFERED": "1",
@@ -81,7 +81,7 @@ import Testing
             #expect(status == 0, "the browser check failed (screenshots in \(shots.path)):\n\(output.suffix(12_000))\n\(cluster.logTails(bytes: 1500))")
             #expect(output.contains("all steps passed"), "\(output.suffix(4_000))")
             // A page for each screenshot the docs show.
-            for name in ["sign-in", "deployments", "deployment-create-invalid", "deployment-details", "apply-findings", "applications", "application-details", "usage", "events", "refused", "admin-deployments", "fleet", "phone-deployments", "unreachable"] where status == 0 {
+            for name in ["sign-in", "deployments", "deployment-create-invalid", "deployment-details", "apply-findings", "applications", "application-details", "usage", "events", "refused", "admin-deployments", "fleet", "phone-deployments", "unreachable", "plan-refused"] where status == 0 {
                 #expect(FileManager.default.fileExists(atPath: shots.appendingPathComponent("\(name).png").path), "\(name).png")
             }
         } catch {
