@@ -179,5 +179,8 @@ import Testing
         #expect(try config.string("log-destination") == "stderr", source)
         #expect(try config.list("etcd.endpoints").map { !$0.isEmpty } == true, source)
         #expect((try config.string("catalog-file") != nil) == (daemons.catalog != nil), source)
+        // Its /metrics listener: every address of the pod, a port the pod declares (chart_check.py).
+        #expect(try config.string("listen") == "0.0.0.0", source)
+        #expect(try config.int("port").map { (1...65535).contains($0) } == true, source)
     }
 }

@@ -92,6 +92,8 @@ BAD_VALUES = {
     "an admin token with a blank": {"adminTokens": {"tokens": ["two words-0123456789"]}},
     "an empty image repository": {"image": {"repository": ""}},
     "a scheduler budget that blocks every eviction": {"scheduler": {"podDisruptionBudget": {"maxUnavailable": 0}}},
+    "a scheduler metrics port beyond 65535": {"scheduler": {"metricsPort": 70000}},
+    "scrape annotations as text": {"metrics": {"scrapeAnnotations": "yes"}},
 }
 
 # Values the schema cannot judge alone (they compare two keys) that the templates refuse.
@@ -399,7 +401,8 @@ def check_values_file(
             for piece in pieces:
                 check(piece not in text, where, f"{doc['kind']} {doc['metadata']['name']} holds a secret")
 
-    # The scheduler: its configuration, its identity per pod, no probe (it serves no HTTP).
+    # The scheduler: its configuration, its identity per pod, its metrics port; no probe (its
+    # /healthz says only that the process runs).
     scheduler_pod = scheduler["spec"]["template"]["spec"]
     scheduler_container = scheduler_pod["containers"][0]
     scheduler_conf_path = scheduler_container["args"][scheduler_container["args"].index("--config") + 1]
@@ -408,6 +411,36 @@ def check_values_file(
     if check(scheduler_source is not None and scheduler_source[1] == "ConfigMap", where, f"{scheduler_conf_path} is not mounted from a ConfigMap"):
         scheduler_conf_text = named(docs, "ConfigMap", scheduler_source[2])["data"][scheduler_source[3]]
     scheduler_conf = parse_conf(scheduler_conf_text)
+    scheduler_ports = {port["name"]: port["containerPort"] for port in scheduler_container.get("ports", [])}
+    check(scheduler_conf.get("listen") == "0.0.0.0", where, "the scheduler's /metrics does not listen on the pod's addresses")
+    check(scheduler_ports.get("metrics") == int(scheduler_conf.get("port", "9448")) == values["scheduler"]["metricsPort"], where,
+          f"the scheduler's metrics containerPort {scheduler_ports.get('metrics')} is not its port setting {scheduler_conf.get('port')} (scheduler.metricsPort)")
+    check(not any(probe in scheduler_container for probe in ("startupProbe", "livenessProbe", "readinessProbe")), where,
+          "the scheduler has a probe")
+    # Prometheus: scrape annotations on both pods' metrics ports (HTTPS when the api-server has
+    # TLS), or none; the schedulers' metrics Service when asked for.
+    for workload, port, scheme in ((api, ports.get("http"), "https" if values["apiServer"]["tls"]["secretName"] else "http"),
+                                   (scheduler, scheduler_ports.get("metrics"), "http")):
+        annotations = workload["spec"]["template"]["metadata"].get("annotations", {})
+        workload_name = workload["metadata"]["name"]
+        check("checksum/config" in annotations, where, f"{workload_name}'s pods lost their configuration checksum")
+        if values["metrics"]["scrapeAnnotations"]:
+            check(annotations.get("prometheus.io/scrape") == "true" and annotations.get("prometheus.io/port") == str(port)
+                  and annotations.get("prometheus.io/path") == "/metrics" and annotations.get("prometheus.io/scheme") == scheme, where,
+                  f"{workload_name}'s scrape annotations do not name its metrics port {port} over {scheme}: {annotations}")
+        else:
+            check(not any(key.startswith("prometheus.io/") for key in annotations), where, f"{workload_name} has scrape annotations although metrics.scrapeAnnotations is off")
+    metrics_services = [s for s in by_kind(docs, "Service") if matches(s["spec"].get("selector", {}), pod_labels(scheduler))]
+    if values["metrics"]["schedulerService"]:
+        if check(len(metrics_services) == 1, where, f"{len(metrics_services)} Services select the scheduler's pods, not 1"):
+            service = metrics_services[0]
+            check(service["spec"].get("clusterIP") == "None", where, "the schedulers' metrics Service is not headless")
+            check(not matches(service["spec"]["selector"], pod_labels(api)), where, "the schedulers' metrics Service selects api-server pods")
+            for port in service["spec"]["ports"]:
+                check(port["targetPort"] in ("metrics", scheduler_ports.get("metrics")), where,
+                      f"the schedulers' metrics Service targets {port['targetPort']}, not the metrics port")
+    else:
+        check(not metrics_services, where, "a Service selects the scheduler's pods although metrics.schedulerService is off")
     for key in ("etcd.ca-file", "etcd.cert-file", "etcd.key-file", "etcd.password-file"):
         check((key in scheduler_conf) == (key in api_conf), where, f"the scheduler and api-server disagree on {key}")
         if key in scheduler_conf:

@@ -412,6 +412,19 @@ def check_schedulers(daemons: dict, root: Path, logs: Path, where: str) -> None:
         for name, process in processes.items():
             if process.poll() is not None:
                 fail(where, f"scheduler {name} exited {process.returncode}: {pod.log(name, container['name'])}")
+        # Its metrics on the port the pod declares. Both replicas share this network namespace
+        # (a kubelet gives each its own), so one binds the port and the other logs that it
+        # cannot and goes on: whichever answers is a replica that has seen a term begin.
+        port = container["ports"]["metrics"]
+        metrics = ""
+        def served() -> bool:
+            nonlocal metrics
+            status, metrics = http("GET", f"http://127.0.0.1:{port}/metrics")
+            return status == 200 and "gpuplane_scheduler_leader" in metrics
+        if not wait_for(served, 30):
+            fail(where, f"the scheduler's GET /metrics on its metrics port {port} does not answer: {metrics[:300]}")
+        elif "# TYPE gpuplane_scheduler_pass_duration_seconds histogram" not in metrics or "gpuplane_store_txn_requests_total" not in metrics:
+            fail(where, f"the scheduler's /metrics lacks its pass histogram or the store's counters: {metrics[:600]}")
         stop(processes[first], where, f"the leading scheduler {first}", log=lambda: pod.log(first, container["name"]))
         second = next(n for n in names if n != first)
         if not wait_for(lambda: f"identity={second}" in pod.log(second, container["name"]), 30):

@@ -151,3 +151,20 @@ podAntiAffinity:
             {{- include "gpuplane.selectorLabels" (dict "ctx" .ctx "component" .component) | nindent 12 }}
 {{- end -}}
 {{- end -}}
+
+{{/*
+A pod's annotations: the configuration checksum, Prometheus's scrape annotations when
+metrics.scrapeAnnotations is on, then the values' podAnnotations (which win).
+Takes (dict "ctx" . "port" PORT "scheme" "http"|"https" "extra" PODANNOTATIONS).
+*/}}
+{{- define "gpuplane.podAnnotations" -}}
+{{- $ctx := .ctx -}}
+{{- $annotations := dict "checksum/config" (include (print $ctx.Template.BasePath "/configmap.yaml") $ctx | sha256sum) -}}
+{{- if $ctx.Values.metrics.scrapeAnnotations -}}
+{{- $_ := set $annotations "prometheus.io/scrape" "true" -}}
+{{- $_ := set $annotations "prometheus.io/port" (toString .port) -}}
+{{- $_ := set $annotations "prometheus.io/path" "/metrics" -}}
+{{- $_ := set $annotations "prometheus.io/scheme" .scheme -}}
+{{- end -}}
+{{- toYaml (mergeOverwrite $annotations (.extra | default dict)) -}}
+{{- end -}}
