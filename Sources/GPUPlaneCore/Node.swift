@@ -143,7 +143,7 @@ public struct NodeStatus: Codable, Sendable, Hashable {
     public var isReady: Bool { conditions.first { $0.type == "Ready" }?.status ?? false }
 }
 
-/// A GPU host. Its labels (in metadata) carry `gpu-mode=dedicated|large|shared`,
+/// A GPU host. Its labels (in metadata) carry `gpu-mode=dedicated|large|shared|mixed` (mixed: Mode 1 and Mode 3, each GPU one or the other),
 /// `gpuplane.io/machine-type` and `gpuplane.io/gpu-product`.
 public struct Node: Resource, Hashable {
     public static let kind = ResourceKind.node

@@ -27,7 +27,7 @@ public enum NodeAgentMain {
         ConfigurationKey("node-token-file", .string, required: true, help: "file holding this node's token"),
         ConfigurationKey("api-server-ca-file", .string, help: "PEM CA certificate to verify an https:// api-server with (default: the system's CAs)"),
         ConfigurationKey("node-name", .string, help: "this node's name (a DNS label); default: the host name"),
-        ConfigurationKey("gpu-mode", .string, default: "dedicated", help: "the gpu-mode label: dedicated, large or shared"),
+        ConfigurationKey("gpu-mode", .string, default: "dedicated", help: "the gpu-mode label: dedicated, large, shared or mixed (whole GPUs and Mode 3 shares on one node)"),
         ConfigurationKey("address", .string, help: "the address the gateway reaches this node's containers on"),
         ConfigurationKey("engine-socket", .string, default: "/run/podman/podman.sock", help: "the container engine's API socket (podman or docker)"),
         ConfigurationKey("cdi-gpu-kind", .string, default: "nvidia.com/gpu", help: "the CDI kind of GPUs on podman"),
@@ -83,8 +83,8 @@ public enum NodeAgentMain {
             throw StartError(description: "node-name '\(nodeName)' is not a DNS label; set node-name")
         }
         let mode = try config.string("gpu-mode") ?? "dedicated"
-        guard ["dedicated", "large", "shared"].contains(mode) else {
-            throw StartError(description: "gpu-mode must be dedicated, large or shared, not '\(mode)'")
+        guard ["dedicated", "large", "shared", "mixed"].contains(mode) else {
+            throw StartError(description: "gpu-mode must be dedicated, large, shared or mixed, not '\(mode)'")
         }
         let apiServer = try config.string("api-server") ?? "http://127.0.0.1:8080"
         let caFile = try config.string("api-server-ca-file")

@@ -119,7 +119,7 @@ final class SchedulerHarness: @unchecked Sendable {
             arguments: [
                 "--etcd.endpoints", etcd.endpoints.joined(separator: ","), "--identity", identity,
                 "--lease-ttl", "\(leaseTTL)s", "--meter-interval", meterInterval, "--resync-interval", "200ms",
-                "--log-destination", "stderr", "--log-level", "info",
+                "--log-destination", "stderr", "--log-level", "info", "--port", "0",
             ] + extra,
             environment: ["NOTIFY_SOCKET": "", "GPUPLANE_CONFIG": ""],
             logFile: directory.appendingPathComponent("\(identity).log"))
