@@ -178,7 +178,7 @@ public struct ManifestReader: Sendable {
         } else {
             app.missing("pods", "list the pods, e.g. pods: [{name: api, image: myorg/app:v1}]")
         }
-        app.finish(known: ["name", "pods"])
+        app.finish(known: ["name", "pods"]) { key, _ in HostAccess.refusal(for: key, at: path) }
         guard let name else { return nil }
         return .application(name: name, spec: ApplicationSpec(pods: pods))
     }
@@ -230,7 +230,7 @@ public struct ManifestReader: Sendable {
         pod.finish(known: ManifestReader.podFields) { key, value in
             var text: String?
             if case .scalar(let t, _, _) = value { text = t }
-            return Antipattern.forMisplacedKey(key, value: text, inPodAt: path)
+            return HostAccess.refusal(for: key, at: path) ?? Antipattern.forMisplacedKey(key, value: text, inPodAt: path)
         }
         guard let name, let image else { return nil }
         var decoded = Pod(
@@ -308,7 +308,7 @@ public struct ManifestReader: Sendable {
             settings.maxInstances = reader.int("max_instances") ?? max(settings.minInstances, 1)
             reader.finish(known: ["min_instances", "max_instances"])
         }
-        body.finish(known: ManifestReader.deploymentFields)
+        body.finish(known: ManifestReader.deploymentFields) { key, _ in HostAccess.refusal(for: key, at: path) }
         guard let modelName, let gpu, let batch, let hf else { return nil }
         return DeploymentSpec(
             modelName: modelName, gpu: gpu, numGPUs: numGPUs, maxBatchSize: batch, hf: hf,

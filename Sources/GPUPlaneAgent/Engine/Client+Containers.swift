@@ -16,6 +16,9 @@ extension ContainerEngine.Client {
     /// Either way the container is unprivileged, in its own network (bridge or none), PID and
     /// IPC namespaces, mounts no host path, has no device but its GPUs, and gets
     /// `NVIDIA_VISIBLE_DEVICES` set by the client, so an image's own value cannot widen it.
+    /// It runs with `no-new-privileges` (a setuid binary gains nothing) and without
+    /// ``ContainerEngine/droppedCapabilities``, which Docker grants by default and Podman does
+    /// not, so both engines leave the same set.
     /// - Throws: ``EngineError/Code/invalidSpec``, ``EngineError/Code/imageMissing``,
     ///   ``EngineError/Code/nameConflict``, or a transport code.
     @discardableResult
@@ -167,6 +170,14 @@ extension ContainerEngine.Client {
     }
 }
 
+extension ContainerEngine {
+    /// Capabilities every container is created without: raw sockets (spoofed packets on the
+    /// pod network), device nodes and audit writes. No inference server needs them; Docker's
+    /// default set has them, Podman's (4.x) does not, and an operator's containers.conf
+    /// cannot add them back.
+    public static let droppedCapabilities = ["AUDIT_WRITE", "MKNOD", "NET_RAW"]
+}
+
 /// `NVIDIA_VISIBLE_DEVICES` for a container: its GPU indices, or `void` (no GPU, and the
 /// NVIDIA hook, if any, does nothing).
 func nvidiaVisibleDevices(_ indices: [Int], cdi: Bool) -> String {
@@ -204,6 +215,8 @@ struct DockerCreate: Encodable {
         var Devices: [String] = []
         var Binds: [String] = []
         var CapAdd: [String] = []
+        var CapDrop = ContainerEngine.droppedCapabilities
+        var SecurityOpt = ["no-new-privileges"]
         var RestartPolicy = RestartPolicyBody(Name: "no")
     }
     var Image: String
@@ -285,6 +298,8 @@ struct LibpodCreate: Encodable {
     var shm_size: Int64?
     var mounts: [String] = []
     var cap_add: [String] = []
+    var cap_drop = ContainerEngine.droppedCapabilities
+    var no_new_privileges = true
     /// The named network to join (``ContainerEngine/ContainerSpec/networkName``).
     var Networks: [String: [String: String]]?
 

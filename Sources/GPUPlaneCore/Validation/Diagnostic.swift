@@ -11,6 +11,8 @@ public enum DiagnosticCode: String, Codable, Sendable, CaseIterable {
     // Pods.
     case invalidName, duplicateName, invalidImage, invalidPort, duplicatePort, invalidPath
     case invalidVar, reservedVar, unknownMachineType, machineTypeMismatch, noPods
+    // Host access (privileged mode, host namespaces, host mounts, capabilities, devices).
+    case hostAccessForbidden
     // Deployments (reference/custom-llm-deployments.txt).
     case invalidModelName, unknownGPUType, numGPUsOutOfRange, weightsDoNotFit
     case invalidBatchSize, invalidWeights, invalidInstances, gpuLimitExceeded
