@@ -58,13 +58,14 @@ struct EngineSpecTests {
     /// The spec's shape is the admission policy: it has no field for privileges, host
     /// namespaces, host mounts, capabilities or devices. A new field must be argued for here:
     /// `cpuLimitMilli` only confines (a CFS quota, like `memoryLimitBytes`); `networkName` joins
-    /// a named bridge network (validated: never `host` or `none`).
+    /// a named bridge network (validated: never `host` or `none`); `shmSizeBytes` only sizes the
+    /// container's own /dev/shm tmpfs (its IPC namespace stays private; EngineShmBodyTests).
     @Test func theSpecCannotExpressForbiddenOptions() {
         let fields = Set(Mirror(reflecting: spec()).children.compactMap(\.label))
         #expect(
             fields == [
                 "name", "image", "command", "entrypoint", "environment", "labels", "ports", "memoryLimitBytes",
-                "gpuIndices", "network", "networkName", "cpuLimitMilli",
+                "gpuIndices", "network", "networkName", "cpuLimitMilli", "shmSizeBytes",
             ])
         #expect(Set(["bridge", "none"]) == Set([ContainerEngine.ContainerSpec.Network.bridge, .none].map(\.rawValue)))
     }
