@@ -200,6 +200,10 @@ import Testing
             ports.append(port)
             standIns.append(try StandInModelServer.start(
                 in: directory, port: port, arguments: ["--model", "org/chat-x", "--served-model-name", model, "--stand-in-delay", "1"]))
+            // Reported ready once /v1/models answers, as the node-agent does.
+            try await eventually("the stand-in on \(port) answers") {
+                (try? String(contentsOf: URL(string: "http://127.0.0.1:\(port)/v1/models")!, encoding: .utf8))?.contains(model) == true
+            }
             var replica = try await h.deps.store.get(Replica.self, tenant: tenant, name: ReplicaPlanner.replicaName(deployment: "chat-x", index: index))
             #expect(replica.spec.servingPort == 8000)
             replica.binding = Binding(node: "n-\(index)", gpuIndices: [0])
