@@ -344,16 +344,7 @@ public final class AppIngress: Sendable {
             answer.cancel()
             return Response(status: status, headers: fields, body: ResponseBody())
         }
-        let body = ResponseBody { writer in
-            do {
-                for try await chunk in answer.body { try await writer.write(ByteBuffer(bytes: chunk)) }
-            } catch {
-                answer.cancel()
-                throw error
-            }
-            try await writer.finish(nil)
-        }
-        return Response(status: status, headers: fields, body: body)
+        return Response(status: status, headers: fields, body: .relaying(answer))
     }
 
     /// A `Location` that is an absolute path on the pod (`/api/login`) as the client reaches it

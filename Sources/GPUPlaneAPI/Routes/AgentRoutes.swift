@@ -92,16 +92,7 @@ struct AgentRoutes: Sendable {
         var headers = HTTPFields()
         headers[.contentType] = "text/plain; charset=utf-8"
         headers[.cacheControl] = "no-store"
-        let body = ResponseBody { writer in
-            do {
-                for try await chunk in answer.body { try await writer.write(ByteBuffer(bytes: chunk)) }
-            } catch {
-                answer.cancel()
-                throw error
-            }
-            try await writer.finish(nil)
-        }
-        return Response(status: .ok, headers: headers, body: body)
+        return Response(status: .ok, headers: headers, body: .relaying(answer))
     }
 
     /// The `error.message` of a JSON error body.
@@ -111,5 +102,21 @@ struct AgentRoutes: Sendable {
             var error: Inner
         }
         return (try? JSONDecoder().decode(Body.self, from: data))?.error.message
+    }
+}
+
+extension ResponseBody {
+    /// A body that relays `answer`'s as it arrives (a proxied stream); the transfer is aborted
+    /// when the caller goes away or the upstream fails.
+    static func relaying(_ answer: CurlHTTP.StreamedResponse) -> ResponseBody {
+        ResponseBody { writer in
+            do {
+                for try await chunk in answer.body { try await writer.write(ByteBuffer(bytes: chunk)) }
+            } catch {
+                answer.cancel()
+                throw error
+            }
+            try await writer.finish(nil)
+        }
     }
 }
