@@ -224,7 +224,9 @@ import Testing
         // A heartbeat brings it back.
         #expect(try await h.call("POST", "/v1/nodes/\(node)/heartbeat", token: token).status == 200)
         try await eventually("the watch sees put, delete, put", timeout: 30) { await seen.types.count >= 3 }
-        #expect(await seen.types == [.put, .delete, .put])
+        // The first three: on a loaded machine the new key's 3 s lease may have run out again
+        // (a fourth event, delete) before this line.
+        #expect(await Array(seen.types.prefix(3)) == [.put, .delete, .put])
     }
 
     private actor EventLog {
