@@ -1,6 +1,7 @@
 import CurlHTTP
 import Foundation
 import GPUPlaneCore
+import GPUPlaneSystem
 
 /// A whole gpuplane on one machine, for the README's first command and the end-to-end test:
 /// etcd, a podman service with fake GPUs (CDI) and a locally built image, the fake NVML, and the
@@ -33,6 +34,8 @@ public final class LocalCluster: @unchecked Sendable {
     public var schedulerURL: String = ""
     private let daemons: [(name: String, process: ChildProcess)]
     private let http = CurlHTTP.Client(name: "local-cluster", maxConnections: 8)
+    /// Whether this cluster holds the process's slot (given back once, by ``shutdown()``).
+    private let holdsSlot = Locked(false)
 
     /// Why the cluster could not start or a call failed.
     public struct Failure: Error, CustomStringConvertible {
@@ -63,7 +66,23 @@ public final class LocalCluster: @unchecked Sendable {
     /// certificates `scripts/dev-certs` makes in the cluster's folder: etcd serves only
     /// https:// and asks for client certificates, the api-server serves only HTTPS, and the
     /// agents verify it with the CA.
+    ///
+    /// At most one local cluster runs at a time in one process (``ClusterSlots``): a cluster is a
+    /// dozen processes, and several started together by parallel test suites on a small machine
+    /// slowed every daemon past its timeouts. A second `start` waits until the first is shut down.
     public static func start(binaries: URL, gpus: Int = 8, tls: Bool = false, log: (String) -> Void = { _ in }) async throws -> LocalCluster {
+        await ClusterSlots.acquire()
+        do {
+            let cluster = try await startInSlot(binaries: binaries, gpus: gpus, tls: tls, log: log)
+            cluster.holdsSlot.withLock { $0 = true }
+            return cluster
+        } catch {
+            ClusterSlots.release()
+            throw error
+        }
+    }
+
+    private static func startInSlot(binaries: URL, gpus: Int, tls: Bool, log: (String) -> Void) async throws -> LocalCluster {
         let directory = try TestEnvironment.temporaryDirectory(prefix: "local-cluster", keep: true)
         let certs = directory.appendingPathComponent("certs").path
         if tls {
@@ -299,5 +318,41 @@ public final class LocalCluster: @unchecked Sendable {
         podman.shutdown()
         podNetwork?.release()
         etcd.shutdown()
+        let held = holdsSlot.withLock { held -> Bool in
+            defer { held = false }
+            return held
+        }
+        if held { ClusterSlots.release() }
+    }
+}
+
+/// The process's local-cluster slots (one): ``LocalCluster/start(binaries:gpus:tls:log:)`` takes
+/// it, ``LocalCluster/shutdown()`` gives it back, waiters go first come first served.
+enum ClusterSlots {
+    private static let state = Locked<(free: Int, waiters: [CheckedContinuation<Void, Never>])>((1, []))
+
+    static func acquire() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let granted = state.withLock { s -> Bool in
+                if s.free > 0 {
+                    s.free -= 1
+                    return true
+                }
+                s.waiters.append(continuation)
+                return false
+            }
+            if granted { continuation.resume() }
+        }
+    }
+
+    static func release() {
+        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if s.waiters.isEmpty {
+                s.free += 1
+                return nil
+            }
+            return s.waiters.removeFirst()
+        }
+        next?.resume()
     }
 }

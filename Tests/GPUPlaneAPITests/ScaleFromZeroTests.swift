@@ -52,12 +52,15 @@ import FoundationNetworking
             arguments: ["-s", "-H", "Authorization: Bearer \(token)", "-d", body, h.base + "/v1/openai/chat/completions"],
             logFile: c.directory.appendingPathComponent("quitter.txt"))
         defer { quitter.kill9() }
-        try await eventually("five callers held", timeout: 60) { gateway.admission.held(key) == 5 }
-        #expect(gateway.coldStarts.waiting(key) == 5)
+        // Held (counted for the load reports) a moment before it waits for the wake-up.
+        try await eventually("five callers held and waiting", timeout: 60) {
+            gateway.admission.held(key) == 5 && gateway.coldStarts.waiting(key) == 5
+        }
         // One hangs up: it is let go, the others keep waiting.
         quitter.kill9()
-        try await eventually("the caller that hung up is no longer held", timeout: 60) { gateway.admission.held(key) == 4 }
-        #expect(gateway.coldStarts.waiting(key) == 4)
+        try await eventually("the caller that hung up is no longer held nor waiting", timeout: 60) {
+            gateway.admission.held(key) == 4 && gateway.coldStarts.waiting(key) == 4
+        }
 
         // While they wait the reports say cold, with them queued: the scheduler wants one
         // instance, not one per caller, and places it.
