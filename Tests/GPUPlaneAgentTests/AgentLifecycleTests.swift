@@ -1,4 +1,7 @@
 import Foundation
+import EtcdClient
+import GPUPlaneSystem
+import GPUPlaneStore
 import GPUPlaneAgent
 import GPUPlaneCore
 import GPUPlaneTestSupport
@@ -68,17 +71,41 @@ struct AgentLifecycleTests {
             try await eventually("agent saw the drain") { try await world.node().status.containers == 0 }
             #expect(try await world.containers(of: "mover").map(\.id) == [oldID])
 
-            // Placed back on the same node and GPU while the old container still stops.
+            // Placed back on the same node and GPU while the old container still stops. Every
+            // status written from here on is read from etcd's history (a watch from the
+            // rebinding's revision), so a short-lived one is seen however loaded the machine.
+            let key = before.storageKey
+            let from = try await world.plane.client.range(.key(key)).header.revision + 1
+            let written = Locked<[ReplicaStatus]>([])
+            let failure = Locked<String?>(nil)
+            let history = Task {
+                do {
+                    for try await response in world.plane.client.watch(.key(key), startRevision: from) {
+                        for event in response.events where event.type == .put {
+                            let status = try ResourceStore.decode(Replica.self, event.kv).status
+                            written.withLock { $0.append(status) }
+                        }
+                    }
+                } catch {
+                    failure.withLock { $0 = "\(error)" }
+                }
+            }
+            defer { history.cancel() }
             try await world.updateReplica("mover") {
                 $0.binding = Binding(node: world.node, gpuIndices: [1])
                 $0.status = ReplicaStatus(phase: .bound)
             }
-            var phases: [ReplicaStatus] = []
-            try await eventually("running in a new container", timeout: 90, every: 0.05) {
-                let replica = try await world.replica("mover")
-                if phases.last != replica.status { phases.append(replica.status) }
-                return replica.status.phase == .running && replica.status.containerID != nil && replica.status.containerID != oldID
+            do {
+                try await eventually("running in a new container", timeout: 90, every: 0.05) {
+                    written.withLock { statuses in
+                        statuses.contains { $0.phase == .running && $0.containerID != nil && $0.containerID != oldID }
+                    }
+                }
+            } catch {
+                Issue.record("statuses written since the rebinding: \(written.withLock { $0 }); now: \(try await world.replica("mover").status); key \(key) from \(from); watch: \(failure.withLock { $0 } ?? "no error")")
+                throw error
             }
+            let phases = written.withLock { $0 }
             #expect(!phases.contains { $0.phase == .failed }, "\(phases)")
             #expect(phases.contains { $0.phase == .starting && $0.reason == .waitingForPreviousContainer }, "\(phases)")
             let after = try await world.replica("mover")
