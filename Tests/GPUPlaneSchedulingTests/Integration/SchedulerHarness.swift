@@ -36,12 +36,15 @@ final class SchedulerHarness: @unchecked Sendable {
         etcd = try await EtcdFixture.start()
         client = try Etcd.Client(Etcd.Configuration(endpoints: etcd.endpoints, requestTimeout: .seconds(10)))
         store = ResourceStore(client: client)
-        heartbeatLease = try await client.grantLease(ttl: 30).id
+        // Long: the nodes' shared heartbeat lease must outlast any stall of a loaded full run
+        // (a 30 s one lapsed once, failing every harness test at once); tests about expiry use
+        // short leases of their own.
+        heartbeatLease = try await client.grantLease(ttl: 120).id
         directory = try TestEnvironment.temporaryDirectory(prefix: "sched")
         let client = self.client
         let lease = heartbeatLease
         keepAlive = Task {
-            do { for try await _ in client.keepAlive(lease, ttl: 30) {} } catch {}
+            do { for try await _ in client.keepAlive(lease, ttl: 120) {} } catch {}
         }
     }
 
