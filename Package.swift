@@ -100,7 +100,7 @@ let package = Package(
         .target(
             name: "GPUPlaneListener",
             dependencies: [
-                "GPUPlaneService", "GPUPlaneSystem",
+                "GPUPlaneService", "GPUPlaneSystem", "StreamingJSON",
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

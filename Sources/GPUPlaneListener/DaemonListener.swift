@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import StreamingJSON
 
 /// A daemon's own HTTP(S) listener: `GET /metrics` (``MetricsExporter``), `GET /healthz`, and
 /// whatever routes the daemon adds through ``Route``. The node-agent serves container logs on
@@ -52,9 +53,12 @@ public struct DaemonListener: Service {
 
         /// An error answer: `{"error":{"code":…,"message":…}}` like the api-server's.
         public static func error(_ status: HTTPResponse.Status, code: String, _ message: String) -> Answer {
-            .text(
-                status, "{\"error\":{\"code\":\(DaemonListener.jsonString(code)),\"message\":\(DaemonListener.jsonString(message))}}\n",
-                contentType: "application/json")
+            struct Body: Encodable {
+                struct Detail: Encodable { var code, message: String }
+                var error: Detail
+            }
+            let bytes = (try? StreamingJSONEncoder.encodeBytes(Body(error: .init(code: code, message: message)))) ?? Array("{}".utf8)
+            return Answer(status: status, contentType: "application/json", body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes + [0x0A])))
         }
     }
 
@@ -147,24 +151,5 @@ public struct DaemonListener: Service {
             }
             return .error(.notFound, code: "not_found", "no route \(request.method) \(path) on this listener")
         }
-    }
-
-    /// `text` as a JSON string literal.
-    public static func jsonString(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 }

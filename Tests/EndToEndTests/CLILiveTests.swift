@@ -100,6 +100,8 @@ import Testing
         let agentURL = try #require((node["spec"] as? [String: Any])?["agentURL"] as? String)
         let unsigned = try await cluster.call(absolute: agentURL + "/v1/logs/talk/\(replica)")
         #expect(unsigned.status == 401)
+        let refusal = try JSONSerialization.jsonObject(with: unsigned.body) as? [String: [String: String]]
+        #expect(refusal?["error"]?["code"] == "unauthorized" && refusal?["error"]?["message"]?.contains("signed") == true, "\(String(decoding: unsigned.body, as: UTF8.self))")
         let forged = try await cluster.call(
             absolute: agentURL + "/v1/logs/talk/\(replica)",
             headers: ["Authorization": "GPUPlane-Agent v1:\(Int(Date().timeIntervalSince1970) + 30):\(String(repeating: "ab", count: 32))"])
