@@ -33,8 +33,7 @@ public struct LoginCommand: AsyncParsableCommand {
 
     /// Logs in; returns the line printed.
     public func login(environment: [String: String], standardInput: () -> String?) async throws -> String {
-        var base = server
-        while base.hasSuffix("/") { base.removeLast() }
+        let base = ConnectionOptions.trimmed(server)
         guard let url = URL(string: base), url.scheme == "http" || url.scheme == "https", let host = url.host, !host.isEmpty else {
             throw CLIError("error: --server must be an http(s) URL such as https://gpu.example.com, not '\(server)'")
         }

@@ -32,6 +32,39 @@ public struct DeploymentLoad: Codable, Sendable, Hashable {
         self.cold = cold
     }
 
+    /// Several api-servers' latest reports on one deployment, taken together: what the API
+    /// shows of its load (a deployment's `load`, `GET /v1/load/deployments`).
+    public struct Total: Sendable, Hashable {
+        /// The reports' peaks, summed (negative ones count as 0).
+        public var peak = 0
+        /// Whether any report says a call found no ready instance.
+        public var cold = false
+        /// Requests in flight, summed.
+        public var inFlight = 0
+        /// Requests waiting for a slot or an instance, summed.
+        public var queued = 0
+        /// Finished requests per second, summed over the reporters' intervals.
+        public var requestsPerSecond = 0.0
+        /// Completion tokens per second, summed likewise.
+        public var tokensPerSecond = 0.0
+        /// The reports taken together.
+        public var reporters = 0
+
+        /// The sum of `reports`.
+        public init<Reports: Sequence<DeploymentLoad>>(_ reports: Reports) {
+            for load in reports {
+                let seconds = max(load.seconds ?? 0, 0.001)
+                peak += max(load.peak, 0)
+                cold = cold || load.cold
+                inFlight += load.inFlight ?? 0
+                queued += load.queued ?? 0
+                requestsPerSecond += Double(load.requests ?? 0) / seconds
+                tokensPerSecond += Double(load.completionTokens ?? 0) / seconds
+                reporters += 1
+            }
+        }
+    }
+
     /// What this report asks for in requests at once: `peak`, or 1 for a cold start.
     public var demand: Int { max(peak, cold ? 1 : 0) }
 

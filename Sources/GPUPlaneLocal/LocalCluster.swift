@@ -250,8 +250,7 @@ public final class LocalCluster: @unchecked Sendable {
 
     /// A plain GET of any URL (a model server's endpoint), as text.
     public func get(_ url: String) async throws -> String {
-        let response = try await http.perform(CurlHTTP.Request(url: url, timeout: .seconds(10), tls: clientTLS))
-        return String(decoding: response.body, as: UTF8.self)
+        String(decoding: try await call(absolute: url).body, as: UTF8.self)
     }
 
     /// A JSON POST to any URL (an inference URL, as a pod would call it: no token).

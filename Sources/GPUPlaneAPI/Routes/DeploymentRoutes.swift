@@ -58,14 +58,15 @@ struct DeploymentView: Encodable {
         status = DeploymentView.status(of: d, replicas: replicas)
         let mine = loads.filter { $0.tenant == d.metadata.tenant && $0.deployment == d.metadata.name }
         if !mine.isEmpty {
-            let requests = mine.reduce(0) { $0 + max($1.load.peak, 0) }
+            let total = DeploymentLoad.Total(mine.map(\.load))
+            let requests = total.peak
             let ready = replicas.filter {
                 $0.spec.owner.kind == .deployment && $0.spec.owner.name == d.metadata.name && $0.status.phase == .running && $0.status.ready != false
             }.count
             let slots = ready.saturatingMultiplied(by: max(d.spec.maxBatchSize, 1))
             load = LoadView(
                 requests: requests, inFlight: min(requests, slots), queued: max(requests - slots, 0),
-                cold: mine.contains { $0.load.cold }, reporters: mine.count)
+                cold: total.cold, reporters: total.reporters)
         }
     }
 

@@ -40,20 +40,15 @@ struct LoadRoutes: Sendable {
         } catch {
             throw APIError(.serviceUnavailable, .unavailable, "cannot read the load reports: the store is unavailable; retry")
         }
-        var items: [String: Item] = [:]
-        for report in reports where tenant == nil || report.tenant == tenant {
-            let key = "\(report.tenant)/\(report.deployment)"
-            var item = items[key] ?? Item(tenant: report.tenant, name: report.deployment, inFlight: 0, queued: 0, requestsPerSecond: 0, tokensPerSecond: 0, reporters: 0)
-            let load = report.load
-            let seconds = max(load.seconds ?? 0, 0.001)
-            item.inFlight += load.inFlight ?? 0
-            item.queued += load.queued ?? 0
-            item.requestsPerSecond += Double(load.requests ?? 0) / seconds
-            item.tokensPerSecond += Double(load.completionTokens ?? 0) / seconds
-            item.reporters += 1
-            items[key] = item
+        let byDeployment = Dictionary(grouping: reports.filter { tenant == nil || $0.tenant == tenant }) { "\($0.tenant)/\($0.deployment)" }
+        let items = byDeployment.keys.sorted().compactMap { key -> Item? in
+            guard let mine = byDeployment[key], let first = mine.first else { return nil }
+            let total = DeploymentLoad.Total(mine.map(\.load))
+            return Item(
+                tenant: first.tenant, name: first.deployment, inFlight: total.inFlight, queued: total.queued,
+                requestsPerSecond: total.requestsPerSecond, tokensPerSecond: total.tokensPerSecond, reporters: total.reporters)
         }
         struct Body: Encodable { var items: [Item] }
-        return try HTTPJSON.response(Body(items: items.keys.sorted().compactMap { items[$0] }))
+        return try HTTPJSON.response(Body(items: items))
     }
 }
