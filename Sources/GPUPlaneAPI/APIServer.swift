@@ -84,7 +84,7 @@ public struct APIDependencies: Sendable {
         self.ingress = AppIngress(
             store: store, replicas: gateway.replicas, timeout: ingressTimeout, publicURL: publicURL, servesTLS: servesTLS, logger: logger)
         self.publicURL = publicURL
-        self.agentLink = AgentLink(store: store)
+        self.agentLink = AgentLink(keys: inferenceKeys)
     }
 
     var planner: ReplicaPlanner {

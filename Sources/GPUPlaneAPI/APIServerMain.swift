@@ -109,7 +109,7 @@ public enum APIServerMain {
                         code: .invalidValue, key: "agent-ca-file", source: config.source(of: "agent-ca-file"),
                         detail: "cannot read '\(agentCA)'")
                 }
-                deps.agentLink = AgentLink(store: store, caFile: agentCA)
+                deps.agentLink = AgentLink(keys: deps.inferenceKeys, caFile: agentCA)
             }
             let failureLimit = try config.int("auth-failure-limit") ?? 30
             guard failureLimit >= 0 else {

@@ -1,24 +1,20 @@
 import CurlHTTP
-import Crypto
 import Foundation
 import GPUPlaneCore
-import GPUPlaneStore
-import GPUPlaneSystem
-import Synchronization
 
 /// The api-server's way to node-agents' listeners (``NodeSpec/agentURL``): each node's key
 /// (``AgentRequestSignature``), derived from the cluster secret that also keys inference URLs
-/// (``InferenceSecret``), and signed requests over libcurl, verified against `agent-ca-file`
-/// when an agent serves HTTPS.
+/// (read and kept by ``InferenceKeys``), and signed requests over libcurl, verified against
+/// `agent-ca-file` when an agent serves HTTPS.
 public final class AgentLink: Sendable {
-    private let stored: InferenceSecret
-    private let secret = Mutex<[UInt8]?>(nil)
+    private let keys: InferenceKeys
     let http: CurlHTTP.Client
     let tls: CurlHTTP.TLS?
 
-    /// A link over the secret in `store`; `caFile` verifies agents that serve HTTPS.
-    public init(store: ResourceStore, caFile: String? = nil) {
-        stored = InferenceSecret(store: store)
+    /// A link whose node keys come from `keys`' cluster secret; `caFile` verifies agents that
+    /// serve HTTPS.
+    public init(keys: InferenceKeys, caFile: String? = nil) {
+        self.keys = keys
         http = CurlHTTP.Client(name: "agent-curl", maxConnections: 64)
         tls = caFile.map { CurlHTTP.TLS(caFile: $0) }
     }
@@ -26,7 +22,7 @@ public final class AgentLink: Sendable {
     /// Node `node`'s key.
     /// - Throws: ``APIError`` 503 when the secret cannot be read or made.
     func key(node: String) async throws -> [UInt8] {
-        AgentRequestSignature.nodeKey(clusterKey: try await clusterKey(), node: node)
+        AgentRequestSignature.nodeKey(clusterKey: try await keys.secretBytes(), node: node)
     }
 
     /// Starts `GET <agentURL><target>`, signed for `node`; returns when the answer's head is in.
@@ -44,18 +40,5 @@ public final class AgentLink: Sendable {
         } catch {
             throw APIError(.badGateway, .upstream, "node \(node)'s agent at \(base) did not answer: \(error.message)")
         }
-    }
-
-    private func clusterKey() async throws -> [UInt8] {
-        if let known = secret.withLock({ $0 }) { return known }
-        let loaded: Data
-        do {
-            loaded = try await stored.value { Data(SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }) }
-        } catch {
-            throw APIError(.serviceUnavailable, .unavailable, "cannot read the cluster secret: the store is unavailable; retry")
-        }
-        let bytes = Array(loaded)
-        secret.withLock { $0 = bytes }
-        return bytes
     }
 }

@@ -62,6 +62,13 @@ public final class InferenceKeys: Sendable {
         return text
     }
 
+    /// The cluster secret's bytes, for the other keys derived from it (``AgentLink``'s per-node
+    /// listener keys).
+    /// - Throws: ``APIError`` 503 when the secret cannot be read or made.
+    func secretBytes() async throws -> [UInt8] {
+        try await loadSecret().withUnsafeBytes { Array($0) }
+    }
+
     private func loadSecret() async throws -> SymmetricKey {
         if let known = secret.withLock({ $0 }) { return SymmetricKey(data: known) }
         let loaded: Data
