@@ -34,7 +34,9 @@ struct NodeAPIClientTests {
 
     @Test func registersHeartbeatsAndReportsStatus() async throws {
         let plane = try await Plane()
-        let api = NodeAPI.Client(NodeAPI.Configuration(baseURL: plane.handle.base + "/", token: plane.token))
+        // A registration is not sent twice (not idempotent), so its one try gets the time a
+        // loaded full run needs (the agent itself retries registering in a loop).
+        let api = NodeAPI.Client(NodeAPI.Configuration(baseURL: plane.handle.base + "/", token: plane.token, requestTimeout: .seconds(30)))
         let gpu = GPUDevice(index: 0, uuid: "GPU-test-0", product: "NVIDIA H100 80GB HBM3", memoryMiB: 81559)
         let node = try await api.register(NodeRegistration(name: plane.node, labels: ["gpu-mode": "shared"], gpus: [gpu]))
         #expect(node.metadata.labels["gpu-mode"] == "shared")
