@@ -210,7 +210,7 @@ final class LeaseKeeper: @unchecked Sendable {
         var expiresAt = ContinuousClock.now + .seconds(ttl)
         var currentTTL = ttl
         while !isStopped {
-            switch renewOnce(currentTTL: currentTTL) {
+            switch renewOnce(currentTTL: currentTTL, expiresAt: expiresAt) {
             case .success(let renewed):
                 currentTTL = renewed.ttl
                 expiresAt = ContinuousClock.now + .seconds(renewed.ttl)
@@ -238,7 +238,12 @@ final class LeaseKeeper: @unchecked Sendable {
 
     /// One renewal on the member the client prefers, waiting on this thread for the HTTP
     /// client's callback. A member that fails is left for the next one.
-    private func renewOnce(currentTTL: Int64) -> Result<Etcd.LeaseKeepAliveResponse, EtcdError> {
+    ///
+    /// With several members a renewal may take a third of the TTL, so that another member can
+    /// still be tried before the lease expires. With one member there is no other to try:
+    /// aborting a slow renewal (a loaded member applying a backlog) and sending it again only
+    /// loses the work the member had done, so the renewal may take until the lease expires.
+    private func renewOnce(currentTTL: Int64, expiresAt: ContinuousClock.Instant) -> Result<Etcd.LeaseKeepAliveResponse, EtcdError> {
         let index = client.currentEndpointIndex
         let endpoint = client.configuration.endpoints[index]
         let body: Data
@@ -247,8 +252,9 @@ final class LeaseKeeper: @unchecked Sendable {
         } catch {
             return .failure(EtcdError(code: .invalidConfiguration, message: "cannot encode request: \(error)"))
         }
-        // A renewal may not outlast a third of the TTL: the next try must come before expiry.
-        let limit = Duration.milliseconds(max(500, currentTTL * 1000 / 3))
+        let third = Duration.milliseconds(max(500, currentTTL * 1000 / 3))
+        let limit =
+            client.configuration.endpoints.count > 1 ? third : max(third, expiresAt - ContinuousClock.now)
         let timeout = min(client.configuration.requestTimeout, limit)
         let request = client.makeRequest(endpoint: endpoint, path: "/v3/lease/keepalive", body: body, stream: false, timeout: timeout)
         let done = DispatchSemaphore(value: 0)
