@@ -91,13 +91,14 @@ async function route() {
   const controller = new AbortController();
   current = controller;
   setLive("off");
-  showError(null);
-  if (session.role === "admin") $("tenant-filter").value = chosenTenant();
   const view = $("view");
   if (!token() || !session.role) {
+    // Signed out: the banner keeps saying why (a revoked token), whatever page is asked for.
     view.replaceChildren(h("p", {}, "Sign in with a gpuplane token (admin or user) to see and manage your deployments, applications and usage. The token stays in this browser tab (sessionStorage) and is sent only to this api-server."));
     return;
   }
+  showError(null);
+  if (session.role === "admin") $("tenant-filter").value = chosenTenant();
   const hash = location.hash.startsWith("#/") ? location.hash : "#/deployments";
   let match = null;
   let page = null;
@@ -171,6 +172,7 @@ $("login").addEventListener("submit", (event) => {
 $("sign-out").addEventListener("click", () => {
   forgetToken();
   session.role = null;
+  showError(null);
   showAccount();
   route();
   $("token").focus();
