@@ -90,9 +90,15 @@ public struct CatalogModel: Resource, Hashable {
     public var engine: EngineKind
     /// The serving image started for this model (``VLLM/image`` for vLLM).
     public var image: String
-    /// The weights the engine loads: a Hugging Face repo id (`meta-llama/Llama-3.1-8B-Instruct`)
-    /// or a path (a GGUF file for llama.cpp). Passed as `--model`.
+    /// The weights the engine loads (``WeightsSource``): a Hugging Face repo id
+    /// (`meta-llama/Llama-3.1-8B-Instruct`, `hf://owner/name@revision`), an OCI artifact
+    /// holding the files (`oci://REGISTRY/REPOSITORY:TAG`), or a path on every node
+    /// (`/abs/path`). An OCI artifact or a path is fetched (or mounted) by the node-agent and
+    /// the engine gets the mount (``servingWeights``); a Hugging Face id is passed as `--model`.
     public var weights: String
+    /// The file inside the weights the engine loads, relative (`tiny-random-llama.gguf`): a
+    /// llama-cpp model's GGUF file; nil: the engine gets the whole directory.
+    public var weightsFile: String? = nil
     /// The longest context served (`--max-model-len`, llama.cpp's `--n_ctx`); the engine's
     /// default (the model's own) when nil.
     public var maxModelLen: Int?
@@ -116,8 +122,10 @@ public struct CatalogModel: Resource, Hashable {
     public init(
         slug: String, mode: GPUMode, size: SizeClass, vramGB: Int, image: String,
         args: [String] = [], port: Int = 8000, useCase: String = "", task: ModelTask? = nil,
-        engine: EngineKind = .vllm, weights: String = "", maxModelLen: Int? = nil, maxBatchSize: Int? = nil
+        engine: EngineKind = .vllm, weights: String = "", maxModelLen: Int? = nil, maxBatchSize: Int? = nil,
+        weightsFile: String? = nil
     ) {
+        self.weightsFile = weightsFile
         self.metadata = ObjectMeta(name: slug)
         self.slug = slug
         self.mode = mode
@@ -157,7 +165,7 @@ public struct CatalogModel: Resource, Hashable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case metadata, slug, mode, size, vramGB, engine, image, weights, maxModelLen, maxBatchSize, args, port, useCase, task
+        case metadata, slug, mode, size, vramGB, engine, image, weights, weightsFile, maxModelLen, maxBatchSize, args, port, useCase, task
     }
 
     public init(from decoder: any Decoder) throws {
@@ -175,11 +183,46 @@ public struct CatalogModel: Resource, Hashable {
         }
         let rawArgs = try c.decodeIfPresent([String].self, forKey: .args) ?? []
         (weights, args) = Self.weights(try c.decodeIfPresent(String.self, forKey: .weights) ?? "", args: rawArgs)
+        weightsFile = try c.decodeIfPresent(String.self, forKey: .weightsFile)
         maxModelLen = try c.decodeIfPresent(Int.self, forKey: .maxModelLen)
         maxBatchSize = try c.decodeIfPresent(Int.self, forKey: .maxBatchSize)
         port = try c.decodeIfPresent(Int.self, forKey: .port) ?? 8000
         useCase = try c.decodeIfPresent(String.self, forKey: .useCase) ?? ""
         task = try c.decodeIfPresent(ModelTask.self, forKey: .task) ?? .inferred(fromArgs: rawArgs)
+    }
+
+    /// What the node-agent fetches (or mounts) and the engine loads from the mount: set for an
+    /// OCI artifact or a host path, nil for a Hugging Face id (the engine fetches it itself) and
+    /// for weights that do not parse (``Catalog`` refuses those).
+    public var servingWeights: ServingWeights? {
+        guard let source = try? WeightsSource.parse(weights) else { return nil }
+        switch source {
+        case .oci, .hostPath: return ServingWeights(source: source.description, file: weightsFile)
+        case .huggingFace: return nil
+        }
+    }
+
+    /// Why this entry's `weights` and `weightsFile` cannot be used, naming the field and the
+    /// fix; nil when they can.
+    public var weightsProblem: String? {
+        if weights.isEmpty {
+            return engine == .llamaCpp
+                ? "'\(slug)': weights: a llama-cpp model must name its weights (oci://REGISTRY/REPOSITORY:TAG or /abs/path, with weightsFile the GGUF file)"
+                : nil
+        }
+        let source: WeightsSource
+        do {
+            source = try WeightsSource.parse(weights)
+        } catch {
+            return "'\(slug)': weights: \(error.message)"
+        }
+        if let file = weightsFile, !WeightsSource.isRelativeFile(file) {
+            return "'\(slug)': weightsFile: '\(file)' is not a relative file inside the weights; write a name such as model.gguf (no leading '/', no '..')"
+        }
+        if engine == .llamaCpp, weightsFile == nil, source.isFetched {
+            return "'\(slug)': weightsFile: a llama-cpp model loads one GGUF file; name it inside \(weights) (weightsFile: model.gguf)"
+        }
+        return nil
     }
 
     /// The arguments its engine is started with when placed as `shape`
@@ -221,6 +264,9 @@ public struct Catalog: Sendable {
             guard model.mode != .dedicated else {
                 throw CatalogError(
                     message: "catalog: '\(model.slug)' has mode 1; Mode 1 is `custom`, not a catalog model")
+            }
+            if let problem = model.weightsProblem {
+                throw CatalogError(message: "catalog: \(problem)")
             }
             if model.mode == .sharedPinned && model.vramGB > 48 {
                 throw CatalogError(

@@ -18,6 +18,7 @@ struct CatalogOverrideFile: Decodable {
         var engine: EngineKind?
         var image: String?
         var weights: String?
+        var weightsFile: String?
         var maxModelLen: Int?
         var maxBatchSize: Int?
         var args: [String]?
@@ -30,7 +31,7 @@ struct CatalogOverrideFile: Decodable {
         var wholeError: String?
 
         private enum Keys: String, CodingKey {
-            case slug, mode, size, vramGB, engine, image, weights, maxModelLen, maxBatchSize, args, port, useCase, task
+            case slug, mode, size, vramGB, engine, image, weights, weightsFile, maxModelLen, maxBatchSize, args, port, useCase, task
         }
 
         init(from decoder: any Decoder) throws {
@@ -42,6 +43,7 @@ struct CatalogOverrideFile: Decodable {
             engine = try c.decodeIfPresent(EngineKind.self, forKey: .engine)
             image = try c.decodeIfPresent(String.self, forKey: .image)
             weights = try c.decodeIfPresent(String.self, forKey: .weights)
+            weightsFile = try c.decodeIfPresent(String.self, forKey: .weightsFile)
             maxModelLen = try c.decodeIfPresent(Int.self, forKey: .maxModelLen)
             maxBatchSize = try c.decodeIfPresent(Int.self, forKey: .maxBatchSize)
             args = try c.decodeIfPresent([String].self, forKey: .args)
@@ -74,6 +76,7 @@ struct CatalogOverrideFile: Decodable {
             } else if let weights {
                 model.weights = weights
             }
+            if let weightsFile { model.weightsFile = weightsFile }
             if let maxModelLen { model.maxModelLen = maxModelLen }
             if let maxBatchSize { model.maxBatchSize = maxBatchSize }
             if let port { model.port = port }

@@ -73,6 +73,11 @@ public struct ReplicaSpec: Codable, Sendable, Hashable {
     /// parallelism needs more than the engine's 64 MiB default
     /// (``ServingCommand/shmMiB(engine:gpus:)``). Nil: the engine's default.
     public var shmMiB: Int? = nil
+    /// For a deployment instance: the weights its node-agent fetches into its cache (with the
+    /// tenant's token secret for a private Hugging Face repository) and mounts read-only at
+    /// ``ServingWeights/mountPath`` before the container starts; its command then names that
+    /// mount. Nil: nothing is fetched or mounted.
+    public var weights: ServingWeights? = nil
 
     /// Makes a spec.
     public init(
@@ -206,6 +211,12 @@ public struct ReplicaStatus: Codable, Sendable, Hashable {
         /// names the var and the secret, never a value. The agent asks again after its restart
         /// backoff (Kubernetes' CreateContainerConfigError).
         public static let createContainerConfigError = Reason(rawValue: "CreateContainerConfigError")
+        /// `starting`: the node-agent fetches the weights into its cache (the message tells how
+        /// far; ``ReplicaStatus/loading`` has the bytes).
+        public static let fetchingWeights = Reason(rawValue: "FetchingWeights")
+        /// `failed`: the weights could not be fetched, verified or found (the message says why;
+        /// ``ReplicaStatus/loading`` has the reason); fetched again after the restart backoff.
+        public static let weightsFailed = Reason(rawValue: "WeightsFailed")
     }
 
     /// The phase.
@@ -233,6 +244,10 @@ public struct ReplicaStatus: Codable, Sendable, Hashable {
     /// The container's address on its node's pod network (``NodeSpec/podSubnet``), which the
     /// application's other pods reach it on as `<pod>.pod`; nil without a pod network.
     public var podIP: String? = nil
+    /// For a model server and a deployment instance: where it is with its weights and engine
+    /// (fetching with bytes, loading, ready, failed with the reason and the engine's last log
+    /// lines); nil for other replicas and in statuses written before this field existed.
+    public var loading: LoadingStatus? = nil
 
     /// Makes a status.
     public init(
@@ -339,13 +354,18 @@ public struct ModelServer: Resource, Hashable {
         /// than an engine's 64 MiB default: ``ServingCommand/shmMiB(engine:gpus:)``); the
         /// engine's default when nil.
         public var shmMiB: Int?
+        /// The weights the node-agent fetches (or mounts) before it starts the container,
+        /// mounted read-only at ``ServingWeights/mountPath``; `args` then name that mount. Nil:
+        /// nothing is mounted (a Hugging Face id the engine fetches itself).
+        public var weights: ServingWeights? = nil
 
         /// Makes a serving description.
-        public init(image: String, args: [String] = [], port: Int = 8000, shmMiB: Int? = nil) {
+        public init(image: String, args: [String] = [], port: Int = 8000, shmMiB: Int? = nil, weights: ServingWeights? = nil) {
             self.image = image
             self.args = args
             self.port = port
             self.shmMiB = shmMiB
+            self.weights = weights
         }
 
         /// What the catalog says of `model`, on one GPU of unknown size.
@@ -354,11 +374,14 @@ public struct ModelServer: Resource, Hashable {
         }
 
         /// What the catalog says of `model`, placed as `shape`: its image, the engine's
-        /// command line (``ServingCommand/arguments(for:shape:weightsPath:)``) and `/dev/shm`.
+        /// command line (``ServingCommand/arguments(for:shape:weightsPath:)``, naming the
+        /// weights' mount when the node-agent fetches them: ``CatalogModel/servingWeights``),
+        /// `/dev/shm` and the weights.
         public init(_ model: CatalogModel, shape: ServingShape) {
+            let weights = model.servingWeights
             self.init(
-                image: model.image, args: model.servingArguments(shape), port: model.port,
-                shmMiB: ServingCommand.shmMiB(engine: model.engine, gpus: shape.gpus))
+                image: model.image, args: model.servingArguments(shape, weightsPath: weights?.enginePath), port: model.port,
+                shmMiB: ServingCommand.shmMiB(engine: model.engine, gpus: shape.gpus), weights: weights)
         }
     }
 
