@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "gpuplane-api-server", targets: ["gpuplane-api-server"]),
         .executable(name: "gpuplane-scheduler", targets: ["gpuplane-scheduler"]),
         .executable(name: "gpuplane-node-agent", targets: ["gpuplane-node-agent"]),
+        .executable(name: "gpuplane-hollow-nodes", targets: ["gpuplane-hollow-nodes"]),
         .library(name: "GPUPlaneCore", targets: ["GPUPlaneCore"]),
         .library(name: "GPUPlaneManifest", targets: ["GPUPlaneManifest"]),
         .library(name: "CurlHTTP", targets: ["CurlHTTP"]),
@@ -179,6 +180,9 @@ let package = Package(
                     "-Xlinker", "--no-warn-symbol-ordering",
                 ])
             ]),
+        // Simulated node-agents (the agent's own API, heartbeat and watch code; no NVML, no
+        // containers) for whole-system scale runs: `gpuplane-bench fleet`.
+        .executableTarget(name: "gpuplane-hollow-nodes", dependencies: ["GPUPlaneAgent"]),
         // A C shared library exporting NVML's symbols, with GPUs from a file and injectable events.
         // Linked --as-needed: it is C only, and like the real library it must not load the Swift
         // runtime into the agent (a static agent would carry two runtimes).

@@ -154,6 +154,9 @@ public final class NodeAgent: Service, Sendable {
                 group.addTask { await self.reconcileLoop() }
                 if self.configuration.agentURL != nil { group.addTask { await self.agentKeyLoop() } }
                 if let podNetwork = self.podNetwork { group.addTask { await self.podNetworkLoop(podNetwork) } }
+                if case .sources(let sources) = self.configuration.publishedPortSources {
+                    group.addTask { await self.publishedPortGuardLoop(sources) }
+                }
                 await group.waitForAll()
             }
         }
@@ -230,52 +233,27 @@ public final class NodeAgent: Service, Sendable {
         return registration
     }
 
+    /// The registration and heartbeat loop this agent shares with hollow nodes.
+    private var liveness: NodeLiveness {
+        NodeLiveness(api: api, nodeName: configuration.nodeName, heartbeatInterval: configuration.heartbeatInterval, logger: logger)
+    }
+
     /// Registers, retrying with doubling pauses; false when cancelled first.
     private func register(_ inventory: GPUInventory) async -> Bool {
-        var backoff = Duration.milliseconds(200)
-        var failures = 0
-        while !Task.isCancelled {
-            do {
-                let node = try await api.register(registration(inventory))
-                sizing.machineType = node.spec.machineType
-                state.withLock { $0.registered = true }
-                logger.notice(
-                    "node registered",
-                    metadata: ["gpus": "\(inventory.gpus.count)", "machineType": "\(node.spec.machineType)",
-                               "gpuMode": "\(configuration.gpuMode)"])
-                return true
-            } catch {
-                if error.code == .cancelled { return false }
-                failures += 1
-                if failures == 1 || failures % 20 == 0 {
-                    logger.warning("cannot register the node; retrying", metadata: ["error": "\(error)", "attempts": "\(failures)"])
-                }
-                try? await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, .seconds(5))
-            }
-        }
-        return false
+        guard let node = await liveness.register({ self.registration(inventory) }) else { return false }
+        sizing.machineType = node.spec.machineType
+        state.withLock { $0.registered = true }
+        logger.notice(
+            "node registered",
+            metadata: ["gpus": "\(inventory.gpus.count)", "machineType": "\(node.spec.machineType)",
+                       "gpuMode": "\(configuration.gpuMode)"])
+        return true
     }
 
     // MARK: Loops
 
     private func heartbeatLoop(_ inventory: GPUInventory) async {
-        var failing = false
-        while !Task.isCancelled {
-            do {
-                try await api.heartbeat(node: configuration.nodeName)
-                if failing { logger.notice("heartbeats answered again") }
-                failing = false
-            } catch where error.code == .notFound {
-                logger.warning("the api-server does not know this node; registering again")
-                _ = await register(inventory)
-            } catch {
-                if error.code == .cancelled { return }
-                if !failing { logger.warning("heartbeat failed", metadata: ["error": "\(error)"]) }
-                failing = true
-            }
-            try? await Task.sleep(for: configuration.heartbeatInterval)
-        }
+        await liveness.heartbeatLoop { _ = await self.register(inventory) }
     }
 
     private func healthLoop(_ monitor: GPUHealthMonitor, gpus: [GPUDevice]) async {
