@@ -55,6 +55,9 @@ public struct NodeAgentConfiguration: Sendable {
     /// The URL of this agent's listener as the api-server reaches it (``NodeSpec/agentURL``);
     /// nil when it runs none.
     public var agentURL: String? = nil
+    /// Who may open connections to the ports this node publishes (``PublishedPortSources``);
+    /// nil filters nothing (a node without `address` publishes on loopback only).
+    public var publishedPortSources: PublishedPortSources? = nil
     /// CPU the node offers replicas, thousandths of a core (`allocatable-cpu`); nil reads it
     /// from the host (``HostCapacity``, minus ``systemReserved``). See ``allocatable(capacity:gpuType:gpus:)``.
     public var allocatableCPUMilli: Int? = nil
@@ -63,6 +66,10 @@ public struct NodeAgentConfiguration: Sendable {
     /// CPU and memory kept for the host itself when allocatable is read from the host
     /// (`system-reserved-cpu`, `system-reserved-memory`): 100m and 256 MB by default.
     public var systemReserved = ComputeResources(cpuMilli: 100, memoryMB: 256)
+    /// The node's weights cache (`weights-cache`, `weights-cache-size`…): model servers and
+    /// deployment instances get their weights fetched into it and mounted read-only; nil runs
+    /// none (weights that must be fetched then fail; host paths are still mounted).
+    public var weightsCache: WeightsCacheSettings? = nil
     /// The agent's logger; `node` metadata is added.
     public var logger: Logger
 

@@ -43,6 +43,7 @@ public enum NodeAgentMain {
         ConfigurationKey("image-pull-timeout", .duration, default: "1h", help: "deadline of one image pull"),
         ConfigurationKey("quiet-time", .duration, default: "5m", help: "how long an unhealthy GPU must stay clean to return to service"),
         ConfigurationKey("model-server-ports", .string, default: "20000-20999", help: "host ports model servers are published on (FIRST-LAST)"),
+        ConfigurationKey("published-ports-from", .string, help: "who may connect to the published ports besides this host: the api-servers' addresses, CIDRs or host names (comma-separated), or 'any'; default: the api-server URL's host"),
         ConfigurationKey("pod-subnet", .string, help: "this node's pod subnet (e.g. 10.251.3.0/24): runs the pod network (<pod>.pod names, pod traffic across nodes); needs address"),
         ConfigurationKey("pod-cidr", .string, default: "10.251.0.0/16", help: "the cluster's pod range holding every node's pod-subnet"),
         ConfigurationKey(
@@ -135,6 +136,7 @@ public enum NodeAgentMain {
         configuration.imagePullTimeout = try config.duration("image-pull-timeout") ?? .seconds(3600)
         configuration.podNetwork = try podNetworkSettings(config, address: configuration.address)
         configuration.agentURL = try agentURL(config, address: configuration.address)
+        configuration.publishedPortSources = try publishedPortSources(config, address: configuration.address)
         try applyAllocatable(config, to: &configuration)
         return NodeAgent(configuration: configuration, api: api, engine: engine, notifier: notifier, readiness: readiness)
     }
@@ -149,6 +151,25 @@ public enum NodeAgentMain {
         let host = address ?? (["0.0.0.0", "::", ""].contains(listen) ? ProcessInfo.processInfo.hostName : listen)
         let scheme = try config.string("tls-cert-file") == nil ? "http" : "https"
         return "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+    }
+
+    /// `published-ports-from`, by default the api-server URL's host; nil without `address` or
+    /// with a loopback one (the ports are then published on loopback only, out of other
+    /// hosts' reach).
+    static func publishedPortSources(_ config: Configuration, address: String?) throws -> PublishedPortSources? {
+        guard let address, !address.isEmpty, !address.hasPrefix("127."), address != "::1", address != "localhost" else { return nil }
+        if let text = try config.string("published-ports-from") {
+            do {
+                return try PublishedPortSources.parse(text)
+            } catch {
+                throw StartError(description: error.message)
+            }
+        }
+        let url = try config.string("api-server") ?? "http://127.0.0.1:8080"
+        guard let host = URLComponents(string: url)?.host, !host.isEmpty else {
+            throw StartError(description: "published-ports-from: the api-server URL '\(url)' names no host; set published-ports-from to the api-servers' addresses")
+        }
+        return .sources([host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host])
     }
 
     /// `allocatable-cpu`, `allocatable-memory`, `system-reserved-cpu` and `system-reserved-memory`.
