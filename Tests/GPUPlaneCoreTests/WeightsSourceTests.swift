@@ -1,5 +1,5 @@
 import Foundation
-import GPUPlaneCore
+@testable import GPUPlaneCore
 import Testing
 
 /// Weights sources as a catalog's `weights` and a deployment's `hf.repo` name them, and the

@@ -22,7 +22,7 @@ extension NodeAgent {
         while !Task.isCancelled {
             let outcome = await BlockingCall.run(name: "gpuplane-published-ports") { [installed] () -> Result<(allowed: [String], listing: String, unresolved: [String])?, PodNetworkError> in
                 let (allowed, unresolved) = PublishedPortGuard.resolve(sources)
-                do {
+                do throws(PodNetworkError) {
                     if let installed, installed.allowed == allowed, (try? guardRules.listing()) == installed.listing { return .success(nil) }
                     return .success((allowed, try guardRules.install(allowed: allowed), unresolved))
                 } catch {
