@@ -34,6 +34,14 @@ public enum WeightsSource: Sendable, Hashable, CustomStringConvertible {
         /// `sha256:<64 hex>`; nil when a tag is named.
         public var digest: String?
 
+        /// Makes a reference.
+        public init(registry: String, repository: String, tag: String?, digest: String?) {
+            self.registry = registry
+            self.repository = repository
+            self.tag = tag
+            self.digest = digest
+        }
+
         /// The tag or the digest, as the registry's `/v2/<repository>/manifests/<reference>` takes it.
         public var reference: String { digest ?? tag ?? "latest" }
 
@@ -207,6 +215,10 @@ public struct WeightsSourceError: Error, Sendable, Hashable, CustomStringConvert
 public struct ServingWeights: Codable, Sendable, Hashable {
     /// Where the weights are mounted in the serving container.
     public static let mountPath = "/weights"
+    /// The secret var a deployment instance gets its Hugging Face token through
+    /// (``ReplicaSpec/secretEnv``, naming ``tokenSecret``): the node-agent reads it from the
+    /// replica's runtime to fetch, and the engine sees it as `huggingface_hub` expects.
+    public static let tokenVariable = "HF_TOKEN"
 
     /// The source, as ``WeightsSource/description`` writes it (`oci://…`, `hf://owner/name@rev`,
     /// `/abs/path`).

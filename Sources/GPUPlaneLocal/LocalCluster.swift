@@ -179,6 +179,8 @@ public final class LocalCluster: @unchecked Sendable {
                         // Both agents share this host: each listener (logs, /metrics) gets a
                         // port of its own on loopback.
                         "--listen", "127.0.0.1", "--port", "\(TestEnvironment.freePort())",
+                        // A weights cache of its own (two agents share this host).
+                        "--weights-cache", directory.appendingPathComponent("\(node).weights").path,
                     ] + (podNetwork?.agentArguments ?? []) + (caFile.map { ["--api-server-ca-file", $0] } ?? []),
                     environment: ["GPUPLANE_FAKE_NVML_CONFIG": nvmlConfig.path, "GPUPLANE_FAKE_NVML_EVENTS": events.path],
                     label: "gpuplane-node-agent-\(node)")

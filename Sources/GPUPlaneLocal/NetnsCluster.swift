@@ -118,6 +118,7 @@ public final class NetnsCluster: @unchecked Sendable {
                         "--nvml-library", binaries.appendingPathComponent("libFakeNVML.so").path, "--stop-grace-period", "2s",
                         "--address", host.address, "--pod-subnet", "10.251.\(offset + 1).0/24", "--pod-cidr", podCIDR,
                         "--gateway-url", apiURL, "--log-level", "info", "--log-destination", "stderr",
+                        "--weights-cache", directory.appendingPathComponent("\(node).weights").path,
                     ] + (offset < agentArguments.count ? agentArguments[offset] : []),
                     environment: ["GPUPLANE_FAKE_NVML_CONFIG": nvmlConfig.path, "GPUPLANE_FAKE_NVML_EVENTS": events.path],
                     label: "gpuplane-node-agent-\(node)")

@@ -1,3 +1,4 @@
+import CurlHTTP
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -45,6 +46,9 @@ public final class NodeAgent: Service, Sendable {
     let hostCapacity: HostCapacity
     /// Container CPU and memory limits (the machine type is set at registration).
     let sizing: ContainerSizing
+    /// The node's weights cache (``NodeAgentConfiguration/weightsCache``); nil without one,
+    /// or when its directory could not be prepared (logged).
+    public let weightsCache: WeightsCache?
     private let state = Locked(State())
     private let clock = ContinuousClock()
     /// The key the api-server signs listener requests with (``AgentRequestSignature``).
@@ -101,10 +105,26 @@ public final class NodeAgent: Service, Sendable {
                 imagePullTimeout: configuration.imagePullTimeout,
                 imagePullProgressInterval: configuration.imagePullProgressInterval)
         settings.sizing = sizing
+        var weightsCache: WeightsCache?
+        if let weights = configuration.weightsCache {
+            let cache = WeightsCache(
+                settings: weights, http: CurlHTTP.Client(name: "agent-weights-curl", maxConnections: 8), logger: logger)
+            do {
+                try cache.prepare()
+                weightsCache = cache
+            } catch {
+                logger.error(
+                    "cannot prepare the weights cache; servers whose weights must be fetched fail until the agent restarts",
+                    metadata: ["directory": "\(weights.directory)", "error": "\(error.message)"])
+            }
+        }
+        self.weightsCache = weightsCache
+        WeightsMetrics.register()
         self.reconciler = Reconciler(
             settings: settings,
             engine: engine, api: api, logger: logger,
             registryLogins: registryLogins ?? { replica in try await api.runtime(of: replica).registryCredentials }, podNetwork: podNetwork,
+            weightsCache: weightsCache,
             // A container finished stopping: whoever waited for its name or GPUs goes on now.
             retired: { wakeup.signal() })
     }

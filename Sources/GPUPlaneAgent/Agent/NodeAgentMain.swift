@@ -54,7 +54,7 @@ public enum NodeAgentMain {
         ConfigurationKey("system-reserved-cpu", .string, default: "100m", help: "CPU kept for the host when allocatable-cpu is read from it"),
         ConfigurationKey("system-reserved-memory", .string, default: "256Mi", help: "memory kept for the host when allocatable-memory is read from it"),
         ConfigurationKey("request-timeout", .duration, default: "5s", help: "deadline of one api-server call"),
-    ] + DaemonListener.keys(defaultAddress: "0.0.0.0", defaultPort: defaultPort, what: "the agent's listener (container logs for the api-server, /metrics)") + [
+    ] + weightsKeys + DaemonListener.keys(defaultAddress: "0.0.0.0", defaultPort: defaultPort, what: "the agent's listener (container logs for the api-server, /metrics)") + [
         ConfigurationKey("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error"),
         ConfigurationKey("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
     ]
@@ -138,6 +138,7 @@ public enum NodeAgentMain {
         configuration.agentURL = try agentURL(config, address: configuration.address)
         configuration.publishedPortSources = try publishedPortSources(config, address: configuration.address)
         try applyAllocatable(config, to: &configuration)
+        configuration.weightsCache = try weightsCacheSettings(config)
         return NodeAgent(configuration: configuration, api: api, engine: engine, notifier: notifier, readiness: readiness)
     }
 

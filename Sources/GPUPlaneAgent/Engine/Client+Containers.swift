@@ -4,6 +4,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import GPUPlaneCore
 import GPUPlaneSystem
 
 extension ContainerEngine.Client {
@@ -14,7 +15,8 @@ extension ContainerEngine.Client {
     /// `POST /v4.0.0/libpod/containers/create`, GPUs given as CDI devices
     /// `<cdiGPUKind>=<index>`: Podman's Docker-compatible create ignores `DeviceRequests`.
     /// Either way the container is unprivileged, in its own network (bridge or none), PID and
-    /// IPC namespaces, mounts no host path, has no device but its GPUs, and gets
+    /// IPC namespaces, mounts no host path but a server's weights (read-only at `/weights`,
+    /// ``ContainerEngine/ContainerSpec/weightsMount``), has no device but its GPUs, and gets
     /// `NVIDIA_VISIBLE_DEVICES` set by the client, so an image's own value cannot widen it.
     /// It runs with `no-new-privileges` (a setuid binary gains nothing) and without
     /// ``ContainerEngine/droppedCapabilities``, which Docker grants by default and Podman does
@@ -251,6 +253,7 @@ struct DockerCreate: Encodable {
             DeviceRequests: spec.gpuIndices.isEmpty
                 ? []
                 : [DeviceRequest(Driver: "nvidia", DeviceIDs: spec.gpuIndices.map(String.init), Capabilities: [["gpu"]])])
+        if let weights = spec.weightsMount { HostConfig.Binds = ["\(weights):\(ServingWeights.mountPath):ro"] }
     }
 }
 
@@ -296,7 +299,14 @@ struct LibpodCreate: Encodable {
     var ipcns = Namespace(nsmode: "private")
     /// `/dev/shm` in bytes (``ContainerEngine/ContainerSpec/shmSizeBytes``); nil: the default.
     var shm_size: Int64?
-    var mounts: [String] = []
+    /// A bind mount (only a server's weights, read-only).
+    struct Mount: Encodable {
+        var destination: String
+        var type = "bind"
+        var source: String
+        var options = ["ro", "rbind"]
+    }
+    var mounts: [Mount] = []
     var cap_add: [String] = []
     var cap_drop = ContainerEngine.droppedCapabilities
     var no_new_privileges = true
@@ -326,6 +336,7 @@ struct LibpodCreate: Encodable {
         resource_limits = cpu == nil && memory == nil ? nil : Resources(memory: memory, cpu: cpu)
         netns = Namespace(nsmode: spec.network.rawValue)
         shm_size = spec.shmSizeBytes
+        if let weights = spec.weightsMount { mounts = [Mount(destination: ServingWeights.mountPath, source: weights)] }
         if spec.network == .bridge, let network = spec.networkName { Networks = [network: [:]] }
     }
 }

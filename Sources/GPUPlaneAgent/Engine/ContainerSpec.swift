@@ -55,6 +55,11 @@ extension ContainerEngine {
         /// the engine's default (64 MiB). vLLM's tensor parallelism needs more
         /// (``ServingCommand/shmMiB(engine:gpus:)``).
         public var shmSizeBytes: Int64? = nil
+        /// A model's weights on the host, mounted read-only at ``ServingWeights/mountPath``
+        /// (`/weights`): a directory of the node-agent's weights cache, or a host path an
+        /// operator's catalog names. The only host path a container can get; set by the
+        /// reconciler for model servers and deployment instances, never from a manifest. Nil: none.
+        public var weightsMount: String? = nil
 
         /// Makes a spec.
         public init(
@@ -131,6 +136,14 @@ extension ContainerEngine {
             }
             if let memoryLimitBytes, memoryLimitBytes < Self.minimumMemoryBytes {
                 throw .invalidSpec("memoryLimitBytes", "at least \(Self.minimumMemoryBytes) bytes")
+            }
+            if let weightsMount {
+                let parts = weightsMount.split(separator: "/", omittingEmptySubsequences: false)
+                guard weightsMount.hasPrefix("/"), !weightsMount.contains("\0"), !weightsMount.contains(","),
+                    !parts.contains(where: { $0 == ".." || $0 == "." }), weightsMount.count > 1
+                else {
+                    throw .invalidSpec("weightsMount", "\"\(weightsMount)\" is not a plain absolute path")
+                }
             }
             guard gpuIndices.allSatisfy({ (0..<1024).contains($0) }), Set(gpuIndices).count == gpuIndices.count else {
                 throw .invalidSpec("gpuIndices", "GPU indices are distinct and in 0..<1024")

@@ -31,6 +31,9 @@ public struct ContainerPlan: Sendable, Hashable {
     public static let gpusLabel = "gpuplane.io/gpus"
     /// The label naming the group of containers that may share their GPU (``gpuSharingGroup``).
     public static let gpuSharingLabel = "gpuplane.io/gpu-sharing"
+    /// The label carrying the weights-cache address a container mounts (``weights``), so the
+    /// cache never evicts weights an existing container uses, across agent restarts too.
+    public static let weightsLabel = "gpuplane.io/weights"
 
     /// `<tenant>/<name>`: the replica's key and label value.
     public let replicaKey: String
@@ -46,6 +49,11 @@ public struct ContainerPlan: Sendable, Hashable {
     /// proxies to (``ReplicaSpec/ingressPort``), published on a host port like
     /// ``servingPort`` (kept out of ``specHash``'s port list); readiness is a TCP connect.
     public let ingressPort: Int?
+    /// The weights the reconciler fetches (or finds) and mounts read-only at
+    /// ``ServingWeights/mountPath`` before it creates the container (a model server's
+    /// ``ModelServer/Serving/weights``, a deployment instance's ``ReplicaSpec/weights``); in
+    /// ``specHash`` when set.
+    public let weights: ServingWeights?
 
     /// The container port published on a host port, if any: the serving port, else the
     /// ingress port. The pod's other servicePorts are never published.
@@ -121,6 +129,11 @@ public struct ContainerPlan: Sendable, Hashable {
             spec.networkName = podNetwork
             hash = Self.fnv1a(Data("\(hash)\nnetwork:\(podNetwork)".utf8))
         }
+        if let weights = replica.spec.weights {
+            // Only when there are some, so the hashes of containers without stay as they were.
+            hash = Self.fnv1a(Data("\(hash)\n\(Self.weightsHashText(weights))".utf8))
+        }
+        self.weights = replica.spec.weights
         spec.labels = [
             Self.replicaLabel: key, Self.nodeLabel: node, Self.specHashLabel: hash, Self.gpusLabel: Self.gpusLabelValue(indices),
         ]
@@ -164,6 +177,11 @@ public struct ContainerPlan: Sendable, Hashable {
             if limits.memoryMB > 0 { spec.memoryLimitBytes = max(limits.memoryBytes, ContainerEngine.ContainerSpec.minimumMemoryBytes) }
             hash = Self.fnv1a(Data("\(hash)\nlimits:\(spec.cpuLimitMilli ?? 0)/\(spec.memoryLimitBytes ?? 0)".utf8))
         }
+        if let weights = serving.weights {
+            // Only when there are some, so the hashes of servers without stay as they were.
+            hash = Self.fnv1a(Data("\(hash)\n\(Self.weightsHashText(weights))".utf8))
+        }
+        self.weights = serving.weights
         spec.labels = [
             Self.replicaLabel: key, Self.nodeLabel: node, Self.specHashLabel: hash, Self.modelServerLabel: name,
             Self.gpusLabel: Self.gpusLabelValue(spec.gpuIndices),
@@ -174,6 +192,11 @@ public struct ContainerPlan: Sendable, Hashable {
         self.specHash = hash
         self.servingPort = serving.port
         self.ingressPort = nil
+    }
+
+    /// What the spec hash covers of the weights: the source, file and token secret's name.
+    static func weightsHashText(_ weights: ServingWeights) -> String {
+        "weights:\(weights.source)|\(weights.file ?? "-")|\(weights.tokenSecret ?? "-")"
     }
 
     /// The key of a model server: `_cluster/<name>`.

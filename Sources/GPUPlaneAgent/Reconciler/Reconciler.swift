@@ -100,7 +100,7 @@ actor Reconciler {
     let engine: ContainerEngine.Client
     let api: NodeAPI.Client
     let logger: Logger
-    private let clock = ContinuousClock()
+    let clock = ContinuousClock()
 
     private var desired: [String: Replica] = [:]
     private var listed = false
@@ -123,6 +123,9 @@ actor Reconciler {
     let podNetwork: PodNetwork?
     /// The image pulls under way, by image and tenant.
     private var pulls: [String: ImagePullJob] = [:]
+    /// The node's weights cache, when it has one (``WeightsCache``): model servers and
+    /// deployment instances with weights get them fetched and mounted (see Reconciler+Weights.swift).
+    let weightsCache: WeightsCache?
 
     /// A container being stopped: whose it was and the GPUs it still uses until it is gone.
     private struct Retiring {
@@ -161,7 +164,7 @@ actor Reconciler {
     }
 
     /// What the reconciler remembers of one wanted replica.
-    private struct Tracked {
+    struct Tracked {
         var containerID: String?
         var restarts: Int
         var backoff: Duration
@@ -182,10 +185,12 @@ actor Reconciler {
         var reportedServer: ModelServer.Report?
         /// Its image's pull and pull failures.
         var pull = ImagePullState()
+        /// Its weights' fetch, failures and load timing (Reconciler+Weights.swift).
+        var weights = WeightsProgress()
     }
 
     /// What runs in one container here.
-    private enum Workload {
+    enum Workload {
         case replica(Replica)
         case server(ModelServer)
 
@@ -202,9 +207,11 @@ actor Reconciler {
     /// credentials when its image must be pulled (none: pulls go without credentials).
     init(
         settings: ReconcilerSettings, engine: ContainerEngine.Client, api: NodeAPI.Client, logger: Logger,
-        registryLogins: RegistryLoginSource? = nil, podNetwork: PodNetwork? = nil,
+        registryLogins: RegistryLoginSource? = nil, podNetwork: PodNetwork? = nil, weightsCache: WeightsCache? = nil,
         retired: @escaping @Sendable () -> Void = {}
     ) {
+        self.weightsCache = weightsCache
+        weightsCache?.setHook(retired)
         self.podNetwork = podNetwork
         self.retiredHook = retired
         self.registryLogins = registryLogins
@@ -306,6 +313,7 @@ actor Reconciler {
                 if let plan = ContainerPlan(server: server, node: settings.node, limits: settings.sizing?.limits(for: server)) { plans[key] = plan } else { unplannable[key] = server }
             }
         }
+        markWeightsInUse(containers: containers, plans: plans)
         var mine: [String: [ContainerEngine.ContainerSummary]] = [:]
         var usedPorts = Set<Int>()
         for container in containers {
@@ -397,6 +405,9 @@ actor Reconciler {
                 localPods.append(LocalPod(
                     group: "\(replica.metadata.tenant)/\(replica.spec.owner.name)", pod: replica.spec.role, containerID: id,
                     ip: endpoint.ip, hostsPath: endpoint.hostsPath))
+            }
+            if plan.weights != nil || plan.servingPort != nil {
+                status.loading = await loadingStatus(&entry, status, plan: plan, key: key)
             }
             if case .replica(let replica) = workload {
                 // Only the agent's own phases are reported, for the binding this pass acted on.
@@ -615,6 +626,7 @@ actor Reconciler {
             entry.backoff = min(entry.backoff * 2, settings.restartBackoffMax)
             entry.nextAttempt = nil
             entry.runningSince = now
+            entry.weights.started(at: now)
             log.info("container started", metadata: ["container": "\(container.id.prefix(12))", "restarts": "\(entry.restarts)"])
             status.phase = .running
             status.restarts = entry.restarts
@@ -624,10 +636,22 @@ actor Reconciler {
         // No container: create and start one, unless its image is being pulled or a failed
         // pull's backoff runs, a failed attempt's backoff still runs, or its GPUs (or its
         // name) are not free yet.
+        var weightsEntry: WeightsEntry?
+        if let weights = plan.weights {
+            switch await weightsGate(&entry, status, weights, workload: workload, log: log) {
+            case .waiting(let waiting): return waiting
+            case .ready(let found): weightsEntry = found
+            }
+        }
         if let pulling = imagePull(&entry, status, image: plan.spec.image, log: log) { return pulling }
         if let next = entry.nextAttempt, now < next { return entry.current }
         if let wait { return waiting(entry, status, wait, log: log) }
         var spec = plan.spec
+        if let weightsEntry {
+            spec.weightsMount = weightsEntry.path
+            spec.labels[ContainerPlan.weightsLabel] = weightsEntry.address
+            weightsCache?.markUsed(weightsEntry.address)
+        }
         if case .replica(let replica) = workload, SecretEnvironment.needed(replica) {
             // Its secret vars' values, into the engine spec only (SecretEnvironment).
             switch await SecretEnvironment.values(for: replica, api: api) {
@@ -685,6 +709,7 @@ actor Reconciler {
         }
         entry.nextAttempt = nil
         entry.runningSince = now
+        entry.weights.started(at: now)
         log.info(
             "container started",
             metadata: ["container": "\(id.prefix(12))", "image": "\(plan.spec.image)",
@@ -937,7 +962,7 @@ actor Reconciler {
 
     // MARK: Helpers
 
-    private func replicaLogger(_ key: String) -> Logger {
+    func replicaLogger(_ key: String) -> Logger {
         var log = logger
         log[metadataKey: "replica"] = "\(key)"
         return log

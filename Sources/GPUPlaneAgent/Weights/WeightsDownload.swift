@@ -1,0 +1,142 @@
+import CurlHTTP
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import GPUPlaneCore
+import GPUPlaneSystem
+
+/// One file's transfer into the cache: streamed to disk as it arrives, hashed on the way,
+/// counted for the job's progress; sent again from the start after a failure without an
+/// answer or a 5xx (a GET is idempotent), at most ``WeightsCacheSettings/attempts`` times.
+struct WeightsDownload {
+    let cache: WeightsCache
+    let job: WeightsFetchJob
+    /// Bytes of the fetch before this file (the job's progress adds this file's).
+    let offset: Int64
+    /// The fetch's total, when known.
+    let total: Int64?
+
+    /// What the transfer gave.
+    struct Result {
+        var bytes: Int64
+        var sha256: String
+    }
+
+    /// GETs `url` into `path` (created; removed again on failure), following redirects (a
+    /// registry may send blobs from storage elsewhere; the `Authorization` header goes only
+    /// to the first host). `what` names the file in errors.
+    func run(url: String, headers: [CurlHTTP.Header], to path: String, what: String) async throws(WeightsError) -> Result {
+        var lastError = WeightsError(.unreachable, "\(what): no attempt made")
+        for attempt in 1...max(1, cache.settings.attempts) {
+            do {
+                return try await once(url: url, headers: headers, to: path, what: what)
+            } catch {
+                unlink(path)
+                lastError = error
+                guard error.code == .unreachable, attempt < cache.settings.attempts, !Task.isCancelled else { throw error }
+                cache.logger.warning(
+                    "weights transfer failed; trying again", metadata: ["file": "\(what)", "attempt": "\(attempt)", "error": "\(error.message)"])
+                try? await Task.sleep(for: .seconds(attempt))
+            }
+        }
+        throw lastError
+    }
+
+    private func once(url: String, headers: [CurlHTTP.Header], to path: String, what: String) async throws(WeightsError) -> Result {
+        var target = url
+        var sendHeaders = headers
+        for _ in 0..<5 {
+            let request = CurlHTTP.Request(
+                url: target, headers: sendHeaders, timeout: cache.settings.fileTimeout, connectTimeout: .seconds(10))
+            let response: CurlHTTP.StreamedResponse
+            do {
+                response = try await cache.http.exchange(request)
+            } catch {
+                throw WeightsError(.unreachable, "\(what): \(Self.hostOf(target)) did not answer: \(error.message)")
+            }
+            if (300..<400).contains(response.status), let location = response.header("Location") {
+                response.cancel()
+                target = Self.resolve(location, against: target)
+                if Self.hostOf(target) != Self.hostOf(url) { sendHeaders = headers.filter { $0.name.lowercased() != "authorization" } }
+                continue
+            }
+            guard (200..<300).contains(response.status) else {
+                var body = Data()
+                do {
+                    for try await chunk in response.body where body.count < 4096 { body.append(chunk) }
+                } catch {}
+                throw Self.statusError(response.status, what: what, body: body)
+            }
+            let writer = try WeightsFiles.Writer(creating: path)
+            var hash = StreamingSHA256()
+            var bytes: Int64 = 0
+            do {
+                for try await chunk in response.body {
+                    var failure: WeightsError?
+                    chunk.withUnsafeBytes { raw in
+                        hash.update(raw)
+                        do throws(WeightsError) { try writer.write(raw) } catch { failure = error }
+                    }
+                    if let failure { throw failure }
+                    bytes += Int64(chunk.count)
+                    if job.record(done: offset + bytes, total: total, interval: cache.settings.progressInterval, now: .now) {
+                        cache.signal()
+                    }
+                }
+            } catch let error as WeightsError {
+                writer.abandon()
+                throw error
+            } catch {
+                writer.abandon()
+                throw WeightsError(.unreachable, "\(what): the transfer from \(Self.hostOf(target)) broke off after \(bytes) bytes: \(error)")
+            }
+            try writer.finish()
+            cache.countTransfer(bytes: bytes)
+            return Result(bytes: bytes, sha256: hash.finalizeHex())
+        }
+        throw WeightsError(.invalid, "\(what): too many redirects from \(Self.hostOf(url))")
+    }
+
+    /// The error of a non-2xx answer.
+    static func statusError(_ status: Int, what: String, body: Data) -> WeightsError {
+        let detail = String(decoding: body.prefix(300), as: UTF8.self).filter { !$0.isNewline }
+        switch status {
+        case 401, 403: return WeightsError(.unauthorized, "\(what): refused (HTTP \(status)) \(detail)")
+        case 404: return WeightsError(.notFound, "\(what): not found (HTTP 404) \(detail)")
+        case 500...599: return WeightsError(.unreachable, "\(what): HTTP \(status) \(detail)")
+        default: return WeightsError(.invalid, "\(what): unexpected HTTP \(status) \(detail)")
+        }
+    }
+
+    /// `scheme://host[:port]` of a URL.
+    static func hostOf(_ url: String) -> String {
+        let parts = url.split(separator: "/", maxSplits: 3, omittingEmptySubsequences: false)
+        guard parts.count >= 3, parts[0].hasSuffix(":"), parts[1].isEmpty else { return url }
+        return "\(parts[0])//\(parts[2])"
+    }
+
+    /// `location` made absolute against `base`.
+    static func resolve(_ location: String, against base: String) -> String {
+        if location.contains("://") { return location }
+        if location.hasPrefix("/") { return hostOf(base) + location }
+        return hostOf(base) + "/" + location
+    }
+
+    /// `path` inside `directory`, its parent directories made.
+    static func place(_ name: String, in directory: String) throws(WeightsError) -> String {
+        let path = directory + "/" + name
+        if let slash = path.lastIndex(of: "/") { try WeightsFiles.makeDirectories(String(path[..<slash])) }
+        return path
+    }
+}
+
+extension WeightsCache {
+    /// Tells the reconciler that a fetch progressed.
+    func signal() { hookValue() }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
