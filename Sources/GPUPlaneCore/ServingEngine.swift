@@ -30,7 +30,26 @@ public enum VLLM {
 }
 
 /// llama-cpp-python's server as gpuplane runs it.
+///
+/// Its image is built by the project, not pulled (llama-cpp-python publishes no wheel or
+/// image gpuplane could use): `scripts/build-engine-image` builds llama-cpp-python's wheel from
+/// its PyPI sdist (CPU only) and a Debian 12 rootfs with Python and a virtual environment at
+/// `/opt/llama-cpp-server`, written as a tarball that is imported as ``image`` with
+/// ``entrypoint``; the catalog's arguments (``ServingCommand/arguments(for:shape:weightsPath:)``)
+/// are its `CMD`.
 public enum LlamaCppServer {
+    /// The llama-cpp-python release the image holds and the arguments are written for
+    /// (scripts/build-engine-image reads it from here).
+    public static let version = "0.3.36"
+    /// The revision of the image's recipe (scripts/build-engine-image and its pinned
+    /// requirements), bumped when they change so a stale image is not reused.
+    public static let imageRevision = 1
+    /// The image's tag, `<version>-<revision>`.
+    public static var imageTag: String { "\(version)-\(imageRevision)" }
+    /// The image reference a catalog entry names for the CPU engine.
+    public static var image: String { "localhost/gpuplane/llama-cpp-server:\(imageTag)" }
+    /// The image's entrypoint: the virtual environment's Python running the server module.
+    public static let entrypoint = ["/opt/llama-cpp-server/bin/python", "-m", "llama_cpp.server"]
     /// The context a GGUF model gets when its catalog entry names no `maxModelLen`.
     public static let defaultContext = 2048
 }
