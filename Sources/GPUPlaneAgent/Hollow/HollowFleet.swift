@@ -85,11 +85,11 @@ public final class HollowFleet: Sendable {
     private func runNode(_ index: Int) async {
         let api = client(index)
         let name = configuration.nodeName(index)
-        let shape = HollowNodeShape.forIndex(index)
+        let host = shape(index)
         let liveness = NodeLiveness(api: api, nodeName: name, heartbeatInterval: configuration.heartbeatInterval, logger: api.logger)
-        let registration = shape.registration(name: name, machineTypes: configuration.machineTypes)
+        let registration = host.registration(name: name, machineTypes: configuration.machineTypes)
         guard await register(liveness, registration) else { return }
-        let node = HollowNode(name: name, index: index, api: api, shape: shape, fleet: self)
+        let node = HollowNode(name: name, index: index, api: api, shape: host, fleet: self)
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 await liveness.heartbeatLoop { _ = await self.register(liveness, registration) }
@@ -107,6 +107,11 @@ public final class HollowFleet: Sendable {
         return true
     }
 
+    /// Node `index`'s host: ``HollowFleetConfiguration/shape`` or the mix.
+    private func shape(_ index: Int) -> HollowNodeShape {
+        configuration.shape ?? HollowNodeShape.forIndex(configuration.firstIndex + index)
+    }
+
     // MARK: Faults
 
     /// Every `every`: an XID 79 on a random GPU of a random GPU node, reported as its agent's
@@ -117,11 +122,11 @@ public final class HollowFleet: Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: every)
             if Task.isCancelled { return }
-            let gpuNodes = (0..<configuration.nodes).filter { HollowNodeShape.forIndex($0).gpus > 0 }
+            let gpuNodes = (0..<configuration.nodes).filter { shape($0).gpus > 0 }
             guard let index = gpuNodes.randomElement(using: &random) else { return }
-            let shape = HollowNodeShape.forIndex(index)
-            let gpu = Int.random(in: 0..<shape.gpus, using: &random)
-            let node = HollowNode(name: configuration.nodeName(index), index: index, api: client(index), shape: shape, fleet: self)
+            let host = shape(index)
+            let gpu = Int.random(in: 0..<host.gpus, using: &random)
+            let node = HollowNode(name: configuration.nodeName(index), index: index, api: client(index), shape: host, fleet: self)
             counters.withLock { $0.xids += 1 }
             logger.notice("injecting XID 79", metadata: ["node": "\(node.name)", "gpu": "\(gpu)"])
             let heal = configuration.xidHeal
@@ -171,6 +176,9 @@ public struct HollowFleetConfiguration: Sendable {
     /// Where each replica's first sight of its binding and its running report are appended
     /// (`seen|running <tenant>/<name> <unix ms>`), for measuring watch fan-out; nil: nowhere.
     public var journalPath: String? = nil
+    /// Every node this host (8 GPUs of one type, ``HollowNodeShape/init(machineType:)``); nil:
+    /// the mix of ``HollowNodeShape/forIndex(_:)``.
+    public var shape: HollowNodeShape? = nil
     /// The seed of the fault injector's choices.
     public var seed: UInt64 = 1
     /// Where the fleet logs (each node's lines carry `node`).
@@ -237,6 +245,19 @@ public struct HollowNodeShape: Sendable, Hashable {
         }
     }
 
+    /// Makes a shape.
+    public init(product: String, memoryMiB: Int, gpus: Int, gpuMode: String) {
+        self.product = product
+        self.memoryMiB = memoryMiB
+        self.gpus = gpus
+        self.gpuMode = gpuMode
+    }
+
+    /// A `dedicated` host of 8 GPUs of GPU machine type `type` (its first product name, its VRAM).
+    public init(machineType type: MachineType) {
+        self.init(product: "NVIDIA " + (type.productNames.first ?? type.name), memoryMiB: type.vramGB * 1024, gpus: 8, gpuMode: "dedicated")
+    }
+
     /// GPU `i`'s UUID on node `name`.
     public static func uuid(node: String, gpu: Int) -> String { "GPU-hollow-\(node)-\(gpu)" }
 
@@ -256,6 +277,7 @@ public struct HollowNodeShape: Sendable, Hashable {
             registration.allocatableMemoryMB = allocatable.memoryMB
         } else {
             let type = machineTypes.matching(product: product, memoryMiB: memoryMiB)
+                ?? machineTypes.gpuTypes.first { "NVIDIA " + ($0.productNames.first ?? $0.name) == product && $0.vramGB * 1024 == memoryMiB }
             registration = NodeRegistration(name: name, labels: [Node.gpuModeLabel: gpuMode], machineType: type?.name, gpus: devices)
             registration.allocatableCPUMilli = (type?.cpuMilli ?? 8000) * gpus
             registration.allocatableMemoryMB = (type?.ramMB ?? 64 * 1024) * gpus

@@ -37,6 +37,7 @@ public enum HollowFleetMain {
         ConfigurationKey("request-timeout", .duration, default: "10s", help: "deadline of one api-server call"),
         ConfigurationKey("journal-file", .string, help: "append 'seen|running <tenant>/<replica> <unix ms>' lines here"),
         ConfigurationKey("stats-interval", .duration, default: "10s", help: "how often a statistics line is logged (notice)"),
+        ConfigurationKey("machine-type", .string, help: "every node 8 GPUs of this GPU machine type (default: a mix of H100, A100, L40, RTX 4090 and CPU-only hosts)"),
         ConfigurationKey("seed", .int, default: "1", help: "the fault injector's seed"),
         ConfigurationKey("log-level", .string, default: "notice", help: "trace, debug, info, notice, warning, error"),
         ConfigurationKey("log-destination", .string, default: "stderr", help: "automatic, journald or stderr"),
@@ -75,6 +76,12 @@ public enum HollowFleetMain {
             configuration.nodesPerTransport = max(1, try config.int("nodes-per-transport") ?? 250)
             configuration.requestTimeout = try config.duration("request-timeout") ?? .seconds(10)
             configuration.journalPath = try config.string("journal-file")
+            if let name = try config.string("machine-type") {
+                guard let type = configuration.machineTypes.named(name), type.family == .gpu else {
+                    throw StartError(description: "machine-type '\(name)' is not a GPU machine type (e.g. GPU-H100)")
+                }
+                configuration.shape = HollowNodeShape(machineType: type)
+            }
             configuration.seed = UInt64(truncatingIfNeeded: try config.int("seed") ?? 1)
             let tokens = try await nodeTokens(
                 names: configuration.nodeNames, apiServer: servers[0], tokenFile: try config.string("token-file"),

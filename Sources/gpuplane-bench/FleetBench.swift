@@ -1,0 +1,705 @@
+import ArgumentParser
+import CurlHTTP
+import EtcdClient
+import Foundation
+import GPUPlaneCore
+import GPUPlaneScheduling
+import GPUPlaneStore
+import GPUPlaneSystem
+import GPUPlaneTestSupport
+
+/// `gpuplane-bench fleet`: the whole system at fleet scale, every part its own process: etcd,
+/// two `gpuplane-api-server`s, two `gpuplane-scheduler`s and `gpuplane-hollow-nodes` (simulated
+/// node-agents that register, beat and watch through the api-servers). Applications (and a few
+/// deployments) are applied through the api-servers at a chosen rate; the report is one table per
+/// fleet size, each throughput beside raw etcd puts and txns measured in the same run.
+struct FleetBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fleet",
+        abstract: "Whole-system scale with hollow nodes: apply→bound/running, placements/s, heartbeat cost, failovers, RSS and CPU.")
+
+    @Option(help: "Fleet sizes, comma-separated or repeated (one run each).")
+    var nodes: [String] = ["100", "1000"]
+
+    @Option(help: "Applications applied per node (one GPU pod each; every tenth a CPU pod).")
+    var appsPerNode = 1.0
+
+    @Option(help: "Deployments per 100 nodes (min_instances 1).")
+    var deploymentsPer100 = 1
+
+    @Option(help: "Applies per second.")
+    var rate = 50.0
+
+    @Option(help: "Seconds from a binding seen to the replica reported running (hollow nodes).")
+    var runDelay = 1.0
+
+    @Option(help: "The api-servers' heartbeat TTL, seconds.")
+    var heartbeatTTL = 5
+
+    @Option(help: "Seconds of each steady-state measurement (heartbeat cost, raw etcd rates).")
+    var steadySeconds = 10.0
+
+    @Option(help: "Seconds each waiting phase may take at most.")
+    var timeout = 300.0
+
+    @Option(help: "Hollow nodes started per second.")
+    var startRate = 200
+
+    @Flag(help: "Skip the failover phases (silent node, scheduler and api-server kill -9).")
+    var skipFailover = false
+
+    @Option(help: "Also write each fleet size's figures as one JSON object per line here.")
+    var json: String?
+
+    @Option(help: "Folder holding gpuplane-api-server, gpuplane-scheduler and gpuplane-hollow-nodes (default: this executable's).")
+    var binaries: String?
+
+    func run() async throws {
+        let sizes = nodes.flatMap { $0.split(separator: ",") }.compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !sizes.isEmpty, sizes.allSatisfy({ $0 >= 2 }) else { throw ValidationError("--nodes needs sizes of 2 or more, e.g. 100,1000") }
+        let folder = URL(fileURLWithPath: binaries ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path)
+        for name in ["gpuplane-api-server", "gpuplane-scheduler", "gpuplane-hollow-nodes"] {
+            guard FileManager.default.isExecutableFile(atPath: folder.appendingPathComponent(name).path) else {
+                throw ValidationError("\(name) is not in \(folder.path): build it (swift build -c release) or pass --binaries")
+            }
+        }
+        _ = FileLimit.raiseToHardLimit()
+        if let json { FileManager.default.createFile(atPath: json, contents: nil) }
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) CPUs, \(ProcessInfo.processInfo.physicalMemory / 1_048_576) MiB; heartbeat 1 s, TTL \(heartbeatTTL) s, run delay \(runDelay) s, \(rate) applies/s")
+        for size in sizes {
+            let run = FleetRun(bench: self, nodes: size, binaries: folder)
+            let result = try await run.execute()
+            print("")
+            print(result.table())
+            if let json, let line = try? JSONEncoder().encode(result) {
+                let handle = FileHandle(forWritingAtPath: json)
+                handle?.seekToEndOfFile()
+                handle?.write(line + Data("\n".utf8))
+                try? handle?.close()
+            }
+        }
+    }
+}
+
+/// The figures of one fleet size.
+struct FleetResult: Codable {
+    var nodes: Int
+    var victims: Int
+    var nodesReady: Int
+    var registerSeconds: Double
+    var applications: Int
+    var deployments: Int
+    var replicas: Int
+    var bound: Int
+    var running: Int
+    var applyErrors: Int
+    var applyToBoundP50: Double
+    var applyToBoundP99: Double
+    var applyToRunningP50: Double
+    var applyToRunningP99: Double
+    var placementsPerSecond: Double
+    var fanoutP50: Double
+    var fanoutP99: Double
+    var fanoutSamples: Int
+    var rawPutsPerSecond: Double
+    var rawTxnsPerSecond: Double
+    var rawTxnP99: Double
+    var steadyProposalsPerSecond: Double
+    var steadyPutsPerSecond: Double
+    var steadyRangesPerSecond: Double
+    var steadyLeaseRenewsPerSecond: Double
+    var etcdWatchers: Int
+    var silentToNotReady: Double?
+    var silentToRescheduled: Double?
+    var victimReplicas: Int
+    var schedulerFailover: Double?
+    var apiServerRestartNotReady: Int?
+    var apiServerRestartSeconds: Double?
+    var spuriousNotReady: Int
+    var processes: [ProcessFigures]
+
+    struct ProcessFigures: Codable {
+        var name: String
+        var rssMiB: Double
+        var cpuLoad: Double
+        var cpuSteady: Double
+    }
+
+    func table() -> String {
+        func ms(_ x: Double) -> String { x.isNaN ? "—" : String(format: "%.0f ms", x) }
+        func s(_ x: Double?) -> String { x.map { String(format: "%.2f s", $0) } ?? "—" }
+        var lines = [
+            "### \(nodes) hollow nodes (\(victims) of them in a second process, killed for the silent-node phase)",
+            "",
+            "| measure | value | beside |",
+            "| --- | ---: | --- |",
+            "| nodes registered and Ready | \(nodesReady) / \(nodes) in \(String(format: "%.1f", registerSeconds)) s | |",
+            "| applied | \(applications) applications, \(deployments) deployments (\(applyErrors) refused) | |",
+            "| replicas bound / running | \(bound) / \(running) of \(replicas) | |",
+            "| apply → bound p50 / p99 | \(ms(applyToBoundP50)) / \(ms(applyToBoundP99)) | etcd txn p99 \(ms(rawTxnP99)) (16 concurrent, same run) |",
+            "| apply → running p50 / p99 | \(ms(applyToRunningP50)) / \(ms(applyToRunningP99)) | run delay included |",
+            "| placements/s | \(String(format: "%.0f", placementsPerSecond)) | etcd raw put \(String(format: "%.0f", rawPutsPerSecond))/s, txn \(String(format: "%.0f", rawTxnsPerSecond))/s (16 concurrent, same run) |",
+            "| watch fan-out (bound in etcd → seen by its node) p50 / p99 | \(ms(fanoutP50)) / \(ms(fanoutP99)) | \(fanoutSamples) samples |",
+            "| etcd at steady state: writes (raft proposals)/s | \(String(format: "%.1f", steadyProposalsPerSecond)) | \(String(format: "%.2f", steadyProposalsPerSecond / Double(max(nodes, 1)) * 100)) % of node count |",
+            "| etcd at steady state: puts/s, ranges/s, lease renewals/s | \(String(format: "%.1f", steadyPutsPerSecond)), \(String(format: "%.0f", steadyRangesPerSecond)), \(String(format: "%.0f", steadyLeaseRenewsPerSecond)) | |",
+            "| etcd watchers | \(etcdWatchers) | etcd_debugging_mvcc_watcher_total |",
+            "| node silent (kill -9) → NotReady | \(s(silentToNotReady)) | |",
+            "| node silent → its \(victimReplicas) replicas bound elsewhere | \(s(silentToRescheduled)) | |",
+            "| scheduler leader kill -9 → next placement | \(s(schedulerFailover)) | |",
+            "| api-server kill -9 + restart → its nodes beating again | \(s(apiServerRestartSeconds)) | \(apiServerRestartNotReady.map { "\($0) nodes NotReady meanwhile" } ?? "—") |",
+            "| spurious NotReady (nodes never silenced) | \(spuriousNotReady) | |",
+            "",
+            "| process | RSS MiB | CPU % under load | CPU % steady |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for p in processes {
+            lines.append(String(format: "| %@ | %.0f | %.0f | %.0f |", p.name, p.rssMiB, p.cpuLoad, p.cpuSteady))
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// One fleet size, from a fresh etcd to the last process stopped.
+final class FleetRun: @unchecked Sendable {
+    let bench: FleetBench
+    let nodes: Int
+    let victims: Int
+    let binaries: URL
+    let directory: URL
+    let http = CurlHTTP.Client(name: "bench-fleet", maxConnections: 64)
+    let empty: URL
+    /// The child processes by role (a restarted one's old process as `<role>-old`).
+    let procs = Locked([String: ChildProcess]())
+    var etcdPID: Int32 = 0
+
+    func adopt(_ name: String, _ process: ChildProcess) { procs.withLock { $0[name] = process } }
+
+    /// The live processes' ids by role, etcd's included.
+    func pids() -> [String: Int32] {
+        var result = procs.withLock { $0.filter { !$0.key.hasSuffix("-old") && $0.value.isRunning }.mapValues(\.pid) }
+        if etcdPID > 0 { result["etcd"] = etcdPID }
+        return result
+    }
+
+    /// When each owner (application or deployment) was applied, and when each replica was first
+    /// seen bound and running (wall clock, ms since 1970: the hollow nodes' journal is too).
+    let applied = Locked([String: Double]())
+    let bound = Locked([String: (owner: String, ms: Double, node: String)]())
+    let running = Locked([String: Double]())
+    /// The latest binding node of each replica.
+    let placement = Locked([String: String]())
+    /// Each node's Ready, and the nodes that went NotReady (name → wall ms).
+    let ready = Locked([String: Bool]())
+    let wentNotReady = Locked([(String, Double)]())
+
+    init(bench: FleetBench, nodes: Int, binaries: URL) {
+        self.bench = bench
+        self.nodes = nodes
+        self.victims = max(2, nodes / 100)
+        self.binaries = binaries
+        self.directory = (try? TestEnvironment.temporaryDirectory(prefix: "bench-fleet-\(nodes)", keep: true))
+            ?? URL(fileURLWithPath: NSTemporaryDirectory())
+        self.empty = directory.appendingPathComponent("empty.conf")
+    }
+
+    static func nowMS() -> Double { Date().timeIntervalSince1970 * 1000 }
+
+    func launch(_ name: String, _ label: String, _ arguments: [String]) throws -> ChildProcess {
+        try ChildProcess(
+            executable: binaries.appendingPathComponent(name).path, arguments: arguments,
+            environment: ["GPUPLANE_CONFIG": empty.path, "NOTIFY_SOCKET": ""],
+            logFile: directory.appendingPathComponent("\(label).log"))
+    }
+
+    func execute() async throws -> FleetResult {
+        try "".write(to: empty, atomically: true, encoding: .utf8)
+        print("# \(nodes) nodes: logs in \(directory.path)")
+        let etcd = try await EtcdFixture.start(extraArguments: ["--quota-backend-bytes", "8589934592"])
+        defer {
+            for (_, child) in procs.withLock({ $0 }) { child.stop(timeout: 5) }
+            etcd.shutdown()
+        }
+        etcdPID = etcd.member.pid ?? 0
+        let client = try Etcd.Client(Etcd.Configuration(endpoints: etcd.endpoints, requestTimeout: .seconds(30)))
+        let etcdFlags = ["--etcd.endpoints", etcd.endpoints[0]]
+        let admin = "gp_bench_admin_" + UUID().uuidString.lowercased().filter { $0 != "-" }
+        let adminFile = directory.appendingPathComponent("admin-token")
+        try admin.write(to: adminFile, atomically: true, encoding: .utf8)
+        let secretKeyFile = try SecretKeyFile.create(in: directory)
+        let ports = [TestEnvironment.freePort(), TestEnvironment.freePort()]
+        let apiURLs = ports.map { "http://127.0.0.1:\($0)" }
+        func startAPIServer(_ i: Int) throws -> ChildProcess {
+            try launch("gpuplane-api-server", "api-server-\(i)", etcdFlags + [
+                "--port", "\(ports[i])", "--secret-key-file", secretKeyFile.path, "--admin-token-file", adminFile.path,
+                "--heartbeat-ttl", "\(bench.heartbeatTTL)", "--log-level", "warning", "--log-destination", "stderr",
+                "--max-connections-per-source", "0", "--auth-failure-limit", "0",
+            ])
+        }
+        func startScheduler(_ identity: String) throws -> ChildProcess {
+            try launch("gpuplane-scheduler", "scheduler-\(identity)", etcdFlags + [
+                "--identity", identity, "--lease-ttl", "3s", "--meter-interval", "1h", "--port", "0",
+                "--log-destination", "stderr", "--log-level", "warning",
+            ])
+        }
+        adopt("api-server-0", try startAPIServer(0))
+        adopt("api-server-1", try startAPIServer(1))
+        adopt("scheduler-a", try startScheduler("a"))
+        adopt("scheduler-b", try startScheduler("b"))
+        for url in apiURLs {
+            try await eventually("\(url) answers", timeout: 60) { try await self.call("GET", url + "/readyz").status == 200 }
+        }
+
+        // Watches of the nodes and replicas in etcd, the bench's own view (wall clock).
+        let watchers = startWatches(client)
+        defer { watchers.forEach { $0.cancel() } }
+
+        // The fleet: the main process and a small second one (the victims).
+        let registerStart = ContinuousClock.now
+        let journal = directory.appendingPathComponent("journal")
+        func hollow(_ label: String, prefix: String, count: Int, extra: [String] = []) throws -> ChildProcess {
+            try launch("gpuplane-hollow-nodes", label, extra + [
+                "--api-server", apiURLs.joined(separator: ","), "--nodes", "\(count)", "--name-prefix", prefix,
+                "--admin-token-file", adminFile.path, "--token-file", directory.appendingPathComponent("\(label).tokens").path,
+                "--run-delay", "\(Int(bench.runDelay * 1000))ms", "--start-rate", "\(bench.startRate)",
+                "--journal-file", journal.path + "-" + label, "--log-level", "warning",
+            ])
+        }
+        adopt("hollow", try hollow("hollow", prefix: "hollow", count: nodes - victims))
+        // The victims are the only H200 hosts: the probe applications ask for GPU-H200 first
+        // (H100 next), so the silent-node phase has replicas to move.
+        adopt("victims", try hollow("victims", prefix: "victim", count: victims, extra: ["--machine-type", "GPU-H200"]))
+        try await wait("\(nodes) nodes Ready", self.bench.timeout) { self.ready.withLock { $0.values.filter { $0 }.count } >= self.nodes }
+        let registerSeconds = (ContinuousClock.now - registerStart).seconds
+        let nodesReady = ready.withLock { $0.values.filter { $0 }.count }
+        print("  \(nodesReady) nodes Ready after \(String(format: "%.1f", registerSeconds)) s")
+
+        // Steady state: what the heartbeats alone cost etcd, and the processes' CPU.
+        let metrics = EtcdMetrics(url: etcd.endpoints[0] + "/metrics", http: http)
+        try await Task.sleep(for: .seconds(2))
+        let cpuSteadyStart = ProcessSampler(pids())
+        let before = try await metrics.read()
+        try await Task.sleep(for: .milliseconds(Int(bench.steadySeconds * 1000)))
+        let after = try await metrics.read()
+        let cpuSteady = cpuSteadyStart.cpuPercent(pids())
+        let window = bench.steadySeconds
+        let steadyProposals = (after["etcd_server_proposals_committed_total"] - before["etcd_server_proposals_committed_total"]) / window
+        let steadyPuts = (after["etcd_mvcc_put_total"] - before["etcd_mvcc_put_total"]) / window
+        let steadyRanges = (after["etcd_mvcc_range_total"] - before["etcd_mvcc_range_total"]) / window
+        let steadyRenews = (after["etcd_debugging_lease_renewed_total"] - before["etcd_debugging_lease_renewed_total"]) / window
+        let watcherCount = Int(after["etcd_debugging_mvcc_watcher_total"])
+        print(String(format: "  steady: %.1f proposals/s, %.1f puts/s, %.0f ranges/s, %.0f lease renewals/s, %d etcd watchers", steadyProposals, steadyPuts, steadyRanges, steadyRenews, watcherCount))
+
+        // Raw etcd beside the fleet's load, same run.
+        let (rawPuts, _) = try await etcdRate(client, txn: false)
+        let (rawTxns, rawTxnP99) = try await etcdRate(client, txn: true)
+        print(String(format: "  etcd raw: %.0f puts/s, %.0f txns/s (txn p99 %.1f ms)", rawPuts, rawTxns, rawTxnP99))
+
+        // The workload, through the api-servers at the chosen rate.
+        let appCount = max(1, Int(Double(nodes) * bench.appsPerNode))
+        let deploymentCount = max(0, nodes * bench.deploymentsPer100 / 100)
+        let tenants = try await makeTenants(apiURLs[0], admin: admin, count: max(1, (appCount + 199) / 200))
+        let cpuLoadStart = ProcessSampler(pids())
+        let peak = PeakRSS()
+        let sampler = Task { while !Task.isCancelled { peak.sample(self.pids()); try? await Task.sleep(for: .milliseconds(500)) } }
+        defer { sampler.cancel() }
+        let applyStart = Self.nowMS()
+        let applyErrors = try await applyWorkload(apiURLs, tenants: tenants, apps: appCount, deployments: deploymentCount)
+        print("  applied \(appCount) applications and \(deploymentCount) deployments in \(String(format: "%.1f", (Self.nowMS() - applyStart) / 1000)) s (\(applyErrors) refused)")
+        let expected = appCount - applyErrors
+        try? await wait("\(expected) replicas running", bench.timeout) {
+            self.running.withLock { $0.count } >= expected
+        }
+        let cpuLoad = cpuLoadStart.cpuPercent(pids())
+        let boundNow = bound.withLock { $0 }
+        let runningNow = running.withLock { $0 }
+        let appliedNow = applied.withLock { $0 }
+        var toBound: [Double] = []
+        var toRunning: [Double] = []
+        for (key, b) in boundNow {
+            guard let t0 = appliedNow[b.owner] else { continue }
+            toBound.append(b.ms - t0)
+            if let r = runningNow[key] { toRunning.append(r - t0) }
+        }
+        let lastBound = boundNow.values.filter { appliedNow[$0.owner] != nil }.map(\.ms).max() ?? applyStart
+        let placements = Double(toBound.count) / max(0.001, (lastBound - applyStart) / 1000)
+        let fanout = readFanout(journal: journal, bound: boundNow)
+        print(String(format: "  %d bound, %d running; apply→bound p50 %.0f ms p99 %.0f ms; %.0f placements/s; fan-out p50 %.0f ms", toBound.count, toRunning.count, pct(toBound, 0.5), pct(toBound, 0.99), placements, pct(fanout, 0.5)))
+
+        var result = FleetResult(
+            nodes: nodes, victims: victims, nodesReady: nodesReady, registerSeconds: registerSeconds, applications: appCount,
+            deployments: deploymentCount, replicas: boundNow.count, bound: toBound.count, running: toRunning.count,
+            applyErrors: applyErrors, applyToBoundP50: pct(toBound, 0.5), applyToBoundP99: pct(toBound, 0.99),
+            applyToRunningP50: pct(toRunning, 0.5), applyToRunningP99: pct(toRunning, 0.99), placementsPerSecond: placements,
+            fanoutP50: pct(fanout, 0.5), fanoutP99: pct(fanout, 0.99), fanoutSamples: fanout.count, rawPutsPerSecond: rawPuts,
+            rawTxnsPerSecond: rawTxns, rawTxnP99: rawTxnP99, steadyProposalsPerSecond: steadyProposals,
+            steadyPutsPerSecond: steadyPuts, steadyRangesPerSecond: steadyRanges, steadyLeaseRenewsPerSecond: steadyRenews,
+            etcdWatchers: watcherCount, silentToNotReady: nil, silentToRescheduled: nil, victimReplicas: 0,
+            schedulerFailover: nil, apiServerRestartNotReady: nil, apiServerRestartSeconds: nil, spuriousNotReady: 0,
+            processes: [])
+
+        if !bench.skipFailover {
+            try await failovers(&result, client: client, apiURLs: apiURLs, tenant: tenants[0], startAPIServer: startAPIServer, startScheduler: startScheduler)
+        }
+        result.spuriousNotReady = wentNotReady.withLock { $0.filter { !$0.0.hasPrefix("victim-") }.count }
+        peak.sample(self.pids())
+        let hollowPer1000 = 1000 / Double(max(1, nodes - victims))
+        result.processes = ["etcd", "api-server-0", "api-server-1", "scheduler-a", "scheduler-b", "hollow"].map { name in
+            let scale = name == "hollow" ? hollowPer1000 : 1
+            return FleetResult.ProcessFigures(
+                name: name == "hollow" ? "hollow nodes, per 1,000" : name, rssMiB: peak.peak(name) * scale,
+                cpuLoad: (cpuLoad[name] ?? .nan) * scale, cpuSteady: (cpuSteady[name] ?? .nan) * scale)
+        }
+        return result
+    }
+
+    // MARK: Watches
+
+    private func startWatches(_ client: Etcd.Client) -> [Task<Void, Never>] {
+        let nodeWatch = Task {
+            while !Task.isCancelled {
+                do {
+                    for try await batch in client.watch(.prefix(Node.storagePrefix(tenant: nil))) {
+                        let now = Self.nowMS()
+                        for event in batch.events where event.type == .put {
+                            guard let node = try? ResourceStore.decode(Node.self, event.kv) else { continue }
+                            let name = node.metadata.name
+                            let isReady = node.status.isReady
+                            let was = ready.withLock { r -> Bool? in
+                                defer { r[name] = isReady }
+                                return r[name]
+                            }
+                            if was == true, !isReady { wentNotReady.withLock { $0.append((name, now)) } }
+                        }
+                    }
+                } catch {}
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        let replicaWatch = Task {
+            while !Task.isCancelled {
+                do {
+                    for try await batch in client.watch(.prefix(Replica.storagePrefix(tenant: nil))) {
+                        let now = Self.nowMS()
+                        for event in batch.events where event.type == .put {
+                            guard let replica = try? ResourceStore.decode(Replica.self, event.kv) else { continue }
+                            let key = "\(replica.metadata.tenant)/\(replica.metadata.name)"
+                            let owner = "\(replica.metadata.tenant)/\(replica.spec.owner.name)"
+                            if let binding = replica.binding {
+                                placement.withLock { $0[key] = binding.node }
+                                bound.withLock { if $0[key] == nil { $0[key] = (owner, now, binding.node) } }
+                                if replica.status.phase == .running { running.withLock { if $0[key] == nil { $0[key] = now } } }
+                            } else {
+                                _ = placement.withLock { $0.removeValue(forKey: key) }
+                            }
+                        }
+                    }
+                } catch {}
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        return [nodeWatch, replicaWatch]
+    }
+
+    /// Each replica's first sight by its node (journal `seen`) minus its binding as the bench
+    /// saw it in etcd.
+    private func readFanout(journal: URL, bound: [String: (owner: String, ms: Double, node: String)]) -> [Double] {
+        var result: [Double] = []
+        for label in ["hollow", "victims"] {
+            guard let text = try? String(contentsOf: URL(fileURLWithPath: journal.path + "-" + label), encoding: .utf8) else { continue }
+            var firstSeen: [String: Double] = [:]
+            for line in text.split(separator: "\n") {
+                let parts = line.split(separator: " ")
+                guard parts.count == 3, parts[0] == "seen", let ms = Double(parts[2]) else { continue }
+                let key = String(parts[1])
+                if firstSeen[key] == nil { firstSeen[key] = ms }
+            }
+            for (key, seen) in firstSeen {
+                if let b = bound[key] { result.append(max(0, seen - b.ms)) }
+            }
+        }
+        return result
+    }
+
+    // MARK: Workload
+
+    private func makeTenants(_ api: String, admin: String, count: Int) async throws -> [(name: String, token: String)] {
+        var tenants: [(String, String)] = []
+        for i in 0..<count {
+            let name = "bench-\(i)"
+            let created = try await call("POST", api + "/v1/tenants", token: admin, body: #"{"name": "\#(name)", "plan": "enterprise", "gpu_limit": 10000}"#)
+            guard created.status == 201 else { throw ValidationError("tenant \(name): HTTP \(created.status) \(created.text)") }
+            let issued = try await call("POST", api + "/v1/tokens", token: admin, body: #"{"tenant": "\#(name)", "role": "user"}"#)
+            guard let token = (try? JSONSerialization.jsonObject(with: issued.body) as? [String: Any])?["token"] as? String else {
+                throw ValidationError("token for \(name): \(issued.text)")
+            }
+            tenants.append((name, token))
+        }
+        return tenants
+    }
+
+    /// Applies `apps` applications and `deployments` deployments, alternating api-servers, paced
+    /// at ``FleetBench/rate``; the number refused.
+    private func applyWorkload(_ apis: [String], tenants: [(name: String, token: String)], apps: Int, deployments: Int) async throws -> Int {
+        let total = apps + deployments
+        let pause = 1.0 / max(0.1, bench.rate)
+        let start = ContinuousClock.now
+        let refused = Locked(0)
+        let deploymentEvery = deployments > 0 ? max(1, total / deployments) : Int.max
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var deploymentsLeft = deployments
+            var appIndex = 0
+            for i in 0..<total {
+                let due = start + .milliseconds(Int(Double(i) * pause * 1000))
+                if due > .now { try await Task.sleep(until: due) }
+                let api = apis[i % apis.count]
+                let isDeployment = deploymentsLeft > 0 && (i % deploymentEvery == deploymentEvery - 1 || appIndex >= apps)
+                if isDeployment { deploymentsLeft -= 1 }
+                let index = isDeployment ? deploymentsLeft : appIndex
+                if !isDeployment { appIndex += 1 }
+                let tenant = tenants[index % tenants.count]
+                group.addTask {
+                    if isDeployment {
+                        let body = #"{"model_name": "bench-\#(index)", "gpu": "H100", "num_gpus": 1, "max_batch_size": 8, "hf": {"repo": "org/model-7b"}, "settings": {"min_instances": 1, "max_instances": 1}}"#
+                        let t0 = Self.nowMS()
+                        let answer = try await self.call("POST", api + "/v1/deployments", token: tenant.token, body: body)
+                        if answer.status == 201, let id = (try? JSONSerialization.jsonObject(with: answer.body) as? [String: Any])?["deploy_id"] as? String {
+                            self.applied.withLock { $0["\(tenant.name)/\(id)"] = t0 }
+                        } else {
+                            refused.withLock { $0 += 1 }
+                            if refused.withLock({ $0 }) <= 3 { print("  deployment refused: HTTP \(answer.status) \(answer.text.prefix(300))") }
+                        }
+                    } else {
+                        let name = "app-\(index)"
+                        // Every tenth a CPU pod; one in 50 (at least 4 per victim) asks for the
+                        // victims' H200s first.
+                        let every = max(1, min(50, apps / (4 * self.victims)))
+                        let probe = index % every == 3 % every
+                        let pod = index % 10 == 9
+                            ? "  - name: main\n    image: bench/hollow:v1\n    machineType: S\n"
+                            : "  - name: main\n    image: bench/hollow:v1\n\(probe ? "    machineType: [GPU-H200, GPU-H100]\n" : "")    gpu:\n      enabled: true\n      model: custom\n      memoryGB: 24\n      count: 1\n"
+                        let body = "application:\n  name: \(name)\n  pods:\n" + pod
+                        let t0 = Self.nowMS()
+                        self.applied.withLock { $0["\(tenant.name)/\(name)"] = t0 }
+                        let answer = try await self.call("POST", api + "/v1/applications", token: tenant.token, body: body, contentType: "application/yaml")
+                        if answer.status != 201 && answer.status != 200 {
+                            refused.withLock { $0 += 1 }
+                            if refused.withLock({ $0 }) <= 3 { print("  application refused: HTTP \(answer.status) \(answer.text.prefix(300))") }
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        // Deployments' replicas are not counted as applications: refusals of either are.
+        return refused.withLock { $0 }
+    }
+
+    // MARK: Failovers
+
+    private func failovers(
+        _ result: inout FleetResult, client: Etcd.Client, apiURLs: [String],
+        tenant: (name: String, token: String), startAPIServer: (Int) throws -> ChildProcess, startScheduler: (String) throws -> ChildProcess
+    ) async throws {
+        // A silent node: the victims' process killed; their Ready and their replicas.
+        let victimReplicas = placement.withLock { $0.filter { $0.value.hasPrefix("victim-") }.map(\.key) }
+        result.victimReplicas = victimReplicas.count
+        let t0 = Self.nowMS()
+        procs.withLock { $0["victims"] }?.kill9()
+        let victimNames = Set((0..<victims).map { "victim-\($0)" })
+        try? await wait("victims NotReady", bench.timeout) {
+            self.ready.withLock { r in victimNames.allSatisfy { r[$0] == false } }
+        }
+        let notReadyAt = wentNotReady.withLock { $0.filter { victimNames.contains($0.0) }.map(\.1).max() }
+        result.silentToNotReady = notReadyAt.map { ($0 - t0) / 1000 }
+        if !victimReplicas.isEmpty {
+            try? await wait("victims' replicas bound elsewhere", bench.timeout) {
+                self.placement.withLock { p in victimReplicas.allSatisfy { p[$0].map { !$0.hasPrefix("victim-") } ?? false } }
+            }
+            if placement.withLock({ p in victimReplicas.allSatisfy { p[$0].map { !$0.hasPrefix("victim-") } ?? false } }) {
+                result.silentToRescheduled = (Self.nowMS() - t0) / 1000
+            }
+        }
+        print(String(format: "  silent node → NotReady %@, %d replicas rescheduled after %@", result.silentToNotReady.map { String(format: "%.2f s", $0) } ?? "—", victimReplicas.count, result.silentToRescheduled.map { String(format: "%.2f s", $0) } ?? "—"))
+
+        // The scheduler leader killed: the next application's placement.
+        if let leader = try await client.leader(Scheduler.defaultElectionName).map({ String(decoding: $0.value, as: UTF8.self) }),
+            let process = procs.withLock({ $0["scheduler-\(leader)"] })
+        {
+            let t1 = Self.nowMS()
+            process.kill9()
+            let name = "failover-probe"
+            let body = "application:\n  name: \(name)\n  pods:\n  - name: main\n    image: bench/hollow:v1\n    gpu:\n      enabled: true\n      model: custom\n      memoryGB: 24\n      count: 1\n"
+            _ = try await call("POST", apiURLs[0] + "/v1/applications", token: tenant.token, body: body, contentType: "application/yaml")
+            let key = "\(tenant.name)/\(name)"
+            try? await wait("the probe bound after the leader's kill", 60) {
+                self.bound.withLock { $0.values.contains { $0.owner == key } }
+            }
+            if let at = bound.withLock({ $0.values.first { $0.owner == key }?.ms }) { result.schedulerFailover = (at - t1) / 1000 }
+            adopt("scheduler-\(leader)-old", process)
+            adopt("scheduler-\(leader)", try startScheduler(leader))
+            print("  scheduler \(leader) kill -9 → next placement \(result.schedulerFailover.map { String(format: "%.2f s", $0) } ?? "—")")
+        }
+
+        // An api-server killed and restarted at once: its nodes' heartbeats come back, and none
+        // may go NotReady meanwhile.
+        if let process = procs.withLock({ $0["api-server-0"] }) {
+            let notReadyBefore = wentNotReady.withLock { $0.count }
+            let t2 = Self.nowMS()
+            process.kill9()
+            adopt("api-server-0-old", process)
+            adopt("api-server-0", try startAPIServer(0))
+            try? await eventually("api-server 0 answers again", timeout: 60) { try await self.call("GET", apiURLs[0] + "/readyz").status == 200 }
+            let back = (Self.nowMS() - t2) / 1000
+            // Wait two TTLs: a node that lapsed shows NotReady by then.
+            try await Task.sleep(for: .seconds(2 * bench.heartbeatTTL + 2))
+            result.apiServerRestartSeconds = back
+            result.apiServerRestartNotReady = wentNotReady.withLock { $0.count } - notReadyBefore
+            print(String(format: "  api-server kill -9 + restart: answering after %.2f s, %d nodes NotReady meanwhile", back, result.apiServerRestartNotReady ?? -1))
+        }
+    }
+
+    // MARK: Helpers
+
+    struct Answer {
+        var status: Int
+        var body: Data
+        var text: String { String(decoding: body.prefix(2000), as: UTF8.self) }
+    }
+
+    func call(_ method: String, _ url: String, token: String? = nil, body: String? = nil, contentType: String = "application/json") async throws -> Answer {
+        var headers: [CurlHTTP.Header] = []
+        if let token { headers.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
+        if body != nil { headers.append(CurlHTTP.Header("Content-Type", contentType)) }
+        let response = try await http.perform(CurlHTTP.Request(
+            method: CurlHTTP.Method(method), url: url, headers: headers, body: body.map { Data($0.utf8) }, timeout: .seconds(60)))
+        return Answer(status: response.status, body: response.body)
+    }
+
+    private func wait(_ what: String, _ seconds: Double, _ condition: @escaping () -> Bool) async throws {
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        while ContinuousClock.now < deadline {
+            if condition() { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        print("  timed out after \(seconds) s waiting for \(what)")
+        throw ValidationError("timed out after \(seconds) s waiting for \(what)")
+    }
+
+    /// Puts (or create-if-absent txns) per second from 16 writers for 3 s, and the p99 latency.
+    private func etcdRate(_ client: Etcd.Client, txn: Bool) async throws -> (Double, Double) {
+        let deadline = ContinuousClock.now + .seconds(3)
+        let start = ContinuousClock.now
+        let value = String(repeating: "x", count: 600)
+        let latencies = Locked([Double]())
+        let total = try await withThrowingTaskGroup(of: Int.self) { group in
+            for w in 0..<16 {
+                group.addTask {
+                    var i = 0
+                    while ContinuousClock.now < deadline {
+                        let key = "/bench/fleet/\(txn ? "txn" : "put")/\(w)/\(i)"
+                        let t0 = ContinuousClock.now
+                        if txn {
+                            _ = try await client.txn(
+                                compare: [.createRevision(key, .equal, 0)], success: [.put(.init(key, value))],
+                                failure: [.range(.init(.key(key), keysOnly: true))])
+                        } else {
+                            _ = try await client.put(key, value)
+                        }
+                        let ms = (ContinuousClock.now - t0).seconds * 1000
+                        latencies.withLock { $0.append(ms) }
+                        i += 1
+                    }
+                    return i
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        let rate = Double(total) / (ContinuousClock.now - start).seconds
+        _ = try await client.delete(.prefix("/bench/fleet/"))
+        return (rate, pct(latencies.withLock { $0 }, 0.99))
+    }
+}
+
+func pct(_ values: [Double], _ p: Double) -> Double {
+    guard !values.isEmpty else { return .nan }
+    let sorted = values.sorted()
+    return sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+}
+
+/// etcd's Prometheus counters (`/metrics` on its client URL), summed over labels.
+struct EtcdMetrics {
+    let url: String
+    let http: CurlHTTP.Client
+
+    struct Values {
+        var values: [String: Double]
+        subscript(_ name: String) -> Double { values[name] ?? 0 }
+    }
+
+    func read() async throws -> Values {
+        let response = try await http.perform(CurlHTTP.Request(method: .get, url: url, timeout: .seconds(10)))
+        var values: [String: Double] = [:]
+        for line in String(decoding: response.body, as: UTF8.self).split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
+            let head = line[..<space]
+            let name = String(head.prefix { $0 != "{" && $0 != " " })
+            values[name, default: 0] += value
+        }
+        return Values(values: values)
+    }
+}
+
+/// CPU time of each child at one moment (utime + stime from /proc/<pid>/stat).
+struct ProcessSampler {
+    let start: ContinuousClock.Instant
+    let ticks: [String: Double]
+
+    init(_ pids: [String: Int32]) {
+        start = .now
+        self.ticks = pids.mapValues(Self.cpuTicks)
+    }
+
+    /// Each child's CPU since `init`, percent of one core.
+    func cpuPercent(_ pids: [String: Int32]) -> [String: Double] {
+        let elapsed = (ContinuousClock.now - start).seconds
+        var result: [String: Double] = [:]
+        for (name, pid) in pids {
+            guard let before = ticks[name] else { continue }
+            result[name] = (Self.cpuTicks(pid) - before) / 100 / elapsed * 100
+        }
+        return result
+    }
+
+    static func cpuTicks(_ pid: Int32) -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = text.lastIndex(of: ")")
+        else { return 0 }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // After the command: state is field 3, utime 14 and stime 15 (1-based over the whole line).
+        guard fields.count > 13, let utime = Double(fields[11]), let stime = Double(fields[12]) else { return 0 }
+        return utime + stime
+    }
+
+    static func rssMiB(_ pid: Int32) -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+        for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            let kb = line.split(separator: " ").dropFirst().first.flatMap { Double($0) } ?? 0
+            return kb / 1024
+        }
+        return 0
+    }
+}
+
+/// The highest RSS each child showed.
+final class PeakRSS: @unchecked Sendable {
+    private let peaks = Locked([String: Double]())
+
+    func sample(_ pids: [String: Int32]) {
+        for (name, pid) in pids {
+            let rss = ProcessSampler.rssMiB(pid)
+            peaks.withLock { $0[name] = max($0[name] ?? 0, rss) }
+        }
+    }
+
+    func peak(_ name: String) -> Double { peaks.withLock { $0[name] ?? .nan } }
+}
