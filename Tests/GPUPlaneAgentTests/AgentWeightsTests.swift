@@ -1,0 +1,185 @@
+import CurlHTTP
+import Foundation
+import GPUPlaneAgent
+import GPUPlaneCore
+import GPUPlaneTestSupport
+import Testing
+
+/// Model servers whose weights the node-agent fetches from the real registry into its cache and
+/// mounts read-only at /weights, on real podman. The serving image is the plainly named
+/// stand-in (busybox), not an engine; what is checked is the agent's part: one fetch for two
+/// servers, the mount, and the stage their status shows (fetching with bytes, loading, ready
+/// with the load time, failed with the reason or the engine's last log lines).
+@Suite(.enabled(if: agentTestsAvailable && RegistryFixture.isAvailable, "needs etcd, root with podman, and docker-registry"))
+struct AgentWeightsTests {
+    func server(_ world: AgentWorld, _ name: String, gpu: Int, weights: ServingWeights, args: [String] = []) -> ModelServer {
+        let serving = ModelServer.Serving(
+            image: world.podman.standInModelServerImage, args: ["--model", weights.enginePath] + args, port: 8000, weights: weights)
+        return ModelServer(
+            metadata: ObjectMeta(name: name), spec: .init(slug: "tiny-llama", mode: .sharedPinned, vramGB: 1, serving: serving),
+            binding: Binding(node: world.node, gpuIndices: [gpu]))
+    }
+
+    func waitForServer(
+        _ world: AgentWorld, _ name: String, _ what: String, timeout: Double = 90, _ condition: @escaping (ModelServer) -> Bool
+    ) async throws -> ModelServer {
+        var last: ModelServer?
+        do {
+            try await eventually("\(name): \(what)", timeout: timeout) {
+                last = try await world.store.get(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name)
+                return last.map(condition) ?? false
+            }
+        } catch {
+            throw AgentHarnessError(description: "\(error); last status: \(String(describing: last?.status))")
+        }
+        return try #require(last)
+    }
+
+    func container(_ world: AgentWorld, _ name: String) async throws -> ContainerEngine.ContainerSummary {
+        try #require(try await world.containers().first { $0.labels[ContainerPlan.modelServerLabel] == name })
+    }
+
+    func startAgent(_ world: AgentWorld, _ settings: WeightsCacheSettings) -> NodeAgent {
+        world.startAgent(configure: { $0.weightsCache = settings })
+    }
+
+    @Test func twoServersShareOneFetchMountedReadOnlyAndReportTheirStage() async throws {
+        try await withAgentWorld { world in
+            let registry = try await RegistryFixture.start(users: ["ops": "weights-pass"])
+            defer { registry.shutdown() }
+            let gguf = WeightsPush.bytes(200_000, seed: 21)
+            try await WeightsPush.push([("tiny-random-llama.gguf", gguf)], as: "gpuplane/tiny-random-llama", tag: "v1", to: registry)
+            let settings = try WeightsPush.settings(registry)
+            let agent = startAgent(world, settings)
+            let cache = try #require(agent.weightsCache)
+            let weights = ServingWeights(
+                source: "oci://\(registry.address)/gpuplane/tiny-random-llama:v1", file: "tiny-random-llama.gguf")
+            let names = ["ms-w1-\(world.node)", "ms-w2-\(world.node)"]
+            _ = try await world.store.create(server(world, names[0], gpu: 1, weights: weights))
+            _ = try await world.store.create(server(world, names[1], gpu: 2, weights: weights))
+            for name in names {
+                let ready = try await waitForServer(world, name, "ready") { $0.status.ready }
+                let loading = try #require(ready.status.container?.loading)
+                #expect(loading.stage == .ready)
+                #expect(loading.loadSeconds != nil)
+                #expect(loading.fetchSeconds != nil)
+                #expect(loading.bytesTotal == Int64(gguf.count))
+            }
+            // One fetch for both: one manifest's files transferred once.
+            #expect(cache.statistics.fetches == 1)
+            #expect(cache.statistics.filesFetched == 1)
+            let address = try #require(cache.addresses.first)
+            #expect(cache.addresses.count == 1)
+            for name in names {
+                let found = try await container(world, name)
+                #expect(found.labels[ContainerPlan.weightsLabel] == address)
+                // The engine was told the mounted file, and sees the fetched bytes there, read-only.
+                try await eventually("stand-in logged its model") {
+                    try await world.output(found.id).contains { $0.contains("model=/weights/tiny-random-llama.gguf") }
+                }
+                let size = try world.podman.podman(["exec", found.id, "busybox", "wc", "-c", "/weights/tiny-random-llama.gguf"])
+                #expect(size.contains("\(gguf.count)"), "\(size)")
+                #expect(throws: (any Error).self) { try world.podman.podman(["exec", found.id, "busybox", "touch", "/weights/x"]) }
+                let mounts = try world.podman.podman(["inspect", "--format", "{{range .Mounts}}{{.Source}} {{.Destination}} {{.RW}};{{end}}", found.id])
+                #expect(mounts.contains("\(settings.directory)/entries/\(address) /weights false"), "\(mounts)")
+            }
+            // While a container mounts the weights, a cache over its limit keeps them.
+            cache.setInUse([])
+            for name in names { try await world.store.delete(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name) }
+            try await eventually("server containers removed") {
+                try await world.containers().allSatisfy { $0.labels[ContainerPlan.modelServerLabel] == nil }
+            }
+        }
+    }
+
+    @Test func aFailedFetchIsReportedWithItsReason() async throws {
+        try await withAgentWorld { world in
+            let registry = try await RegistryFixture.start(users: ["ops": "weights-pass"])
+            defer { registry.shutdown() }
+            try await WeightsPush.push([("w.gguf", WeightsPush.bytes(1000, seed: 22))], as: "team/w", tag: "v1", to: registry)
+            startAgent(world, try WeightsPush.settings(registry))
+            let name = "ms-missing-\(world.node)"
+            let weights = ServingWeights(source: "oci://\(registry.address)/team/w:v9", file: "w.gguf")
+            _ = try await world.store.create(server(world, name, gpu: 3, weights: weights))
+            let failed = try await waitForServer(world, name, "weights failed") { $0.status.container?.reason == .weightsFailed }
+            let status = try #require(failed.status.container)
+            #expect(status.phase == .failed)
+            #expect(status.message?.contains("team/w:v9") == true && status.message?.contains("not found") == true, "\(status)")
+            #expect(status.loading?.stage == .failed)
+            #expect(status.loading?.reason == .fetchFailed)
+            #expect(failed.status.ready == false)
+            #expect(try await world.containers().allSatisfy { $0.labels[ContainerPlan.modelServerLabel] != name })
+
+            // The tag appears: the next try after the backoff fetches it and the server starts.
+            try await WeightsPush.push([("w.gguf", WeightsPush.bytes(1000, seed: 22))], as: "team/w", tag: "v9", to: registry)
+            _ = try await waitForServer(world, name, "ready once the tag exists") { $0.status.ready }
+            try await world.store.delete(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name)
+        }
+    }
+
+    @Test func progressIsVisibleInTheStatusMidFetch() async throws {
+        try await withAgentWorld { world in
+            let registry = try await RegistryFixture.start(users: ["ops": "weights-pass"], throttle: 8_000_000)
+            defer { registry.shutdown() }
+            try await WeightsPush.push([("big.gguf", WeightsPush.bytes(16_000_000, seed: 23))], as: "slow/w", tag: "v1", to: registry)
+            startAgent(world, try WeightsPush.settings(registry))
+            try registry.holdThrottledPulls()
+            defer { registry.releaseThrottledPulls() }
+            let name = "ms-slow-\(world.node)"
+            let weights = ServingWeights(source: "oci://\(try #require(registry.throttledAddress))/slow/w:v1", file: "big.gguf")
+            _ = try await world.store.create(server(world, name, gpu: 4, weights: weights))
+            let fetching = try await waitForServer(world, name, "fetching, held midway") {
+                guard let loading = $0.status.container?.loading, loading.stage == .fetching else { return false }
+                return (loading.bytesDone ?? 0) >= 8_000_000 && loading.bytesTotal == 16_000_000
+            }
+            let status = try #require(fetching.status.container)
+            #expect(status.phase == .starting && status.reason == .fetchingWeights)
+            #expect(status.message?.hasPrefix("fetching weights ") == true && status.message?.hasSuffix("/16.0 MB") == true, "\(status)")
+            registry.releaseThrottledPulls()
+            let ready = try await waitForServer(world, name, "ready") { $0.status.ready }
+            #expect(ready.status.container?.loading?.stage == .ready)
+            try await world.store.delete(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name)
+        }
+    }
+
+    @Test func aHostPathIsMountedReadOnlyAsItIs() async throws {
+        try await withAgentWorld { world in
+            let folder = try TestEnvironment.temporaryDirectory(prefix: "host-weights")
+            try Data("host gguf".utf8).write(to: folder.appendingPathComponent("m.gguf"))
+            let agent = startAgent(world, try WeightsPush.settings(nil))
+            let name = "ms-host-\(world.node)"
+            _ = try await world.store.create(server(world, name, gpu: 5, weights: ServingWeights(source: folder.path, file: "m.gguf")))
+            _ = try await waitForServer(world, name, "ready") { $0.status.ready }
+            let found = try await container(world, name)
+            #expect(try world.podman.podman(["exec", found.id, "busybox", "cat", "/weights/m.gguf"]).contains("host gguf"))
+            #expect(throws: (any Error).self) { try world.podman.podman(["exec", found.id, "busybox", "touch", "/weights/x"]) }
+            // Nothing copied into the cache.
+            #expect(agent.weightsCache?.addresses.isEmpty == true)
+            #expect(agent.weightsCache?.statistics.fetches == 0)
+
+            // A weights file missing from the path: failed, naming it.
+            let missing = "ms-host-missing-\(world.node)"
+            _ = try await world.store.create(server(world, missing, gpu: 6, weights: ServingWeights(source: folder.path, file: "other.gguf")))
+            let failed = try await waitForServer(world, missing, "weights missing") { $0.status.container?.loading?.reason == .weightsMissing }
+            #expect(failed.status.container?.message?.contains("other.gguf") == true)
+            for server in [name, missing] { try await world.store.delete(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: server) }
+        }
+    }
+
+    @Test func anEngineThatExitsIsFailedWithItsLastLogLines() async throws {
+        try await withAgentWorld { world in
+            let folder = try TestEnvironment.temporaryDirectory(prefix: "host-weights")
+            try Data("x".utf8).write(to: folder.appendingPathComponent("m.gguf"))
+            startAgent(world, try WeightsPush.settings(nil))
+            let name = "ms-exit-\(world.node)"
+            // The stand-in cannot listen on port "bogus": it logs its banner and exits.
+            _ = try await world.store.create(server(
+                world, name, gpu: 7, weights: ServingWeights(source: folder.path, file: "m.gguf"), args: ["--port", "bogus"]))
+            let failed = try await waitForServer(world, name, "engine exited") { $0.status.container?.loading?.reason == .engineExited }
+            let loading = try #require(failed.status.container?.loading)
+            #expect(loading.stage == .failed)
+            #expect(loading.logTail?.contains { $0.contains("gpuplane stand-in model server") } == true, "\(loading)")
+            try await world.store.delete(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name)
+        }
+    }
+}
