@@ -135,6 +135,26 @@ import Testing
             }
             #expect(page.body.contains("hello from api"), "\(page)")
             step("the application's URL at /api answered \(page.status): \(page.body.prefix(40))")
+            // The api pod's published port (what that URL connects to) admits the api-server and
+            // nobody else: not T2's pod, not the other host, though both reach the node's address.
+            let published = try #require(try await Self.replicas(cluster, t1).first { $0.pod == "api" }?.endpoint)
+            let hostPort = published.replacingOccurrences(of: "http://", with: "").split(separator: ":").map(String.init)
+            try #require(hostPort.count == 2, "\(published)")
+            let fromIntruder = try intruderHost.podman.podman([
+                "exec", intruderContainer, "sh", "-c",
+                "printf 'GET /api/ HTTP/1.0\\r\\n\\r\\n' | timeout 3 nc \(hostPort[0]) \(hostPort[1]) | grep -q HTTP && echo REACHED || echo UNREACHED",
+            ])
+            #expect(Self.lines(fromIntruder).contains("UNREACHED") && !Self.lines(fromIntruder).contains("REACHED"), "T2's pod reached T1's published port \(published): \(fromIntruder)")
+            let otherHost = try #require(cluster.host(ofNode: api.node == "net-1" ? "net-2" : "net-1"))
+            let fromOtherHost = try cluster.lan.run(in: otherHost, [
+                "sh", "-c", "curl -s -o /dev/null --max-time 3 \(published)/api/ && echo REACHED || echo UNREACHED",
+            ])
+            #expect(Self.lines(fromOtherHost).contains("UNREACHED") && !Self.lines(fromOtherHost).contains("REACHED"), "the other host reached \(published): \(fromOtherHost)")
+            let guardChain = try cluster.lan.run(in: apiHost, ["iptables", "-t", "mangle", "-S", "GPUPLANE-PUB-20000-20999"])
+            #expect(guardChain.contains("--ctstate NEW -j DROP"), "\(guardChain)")
+            // Still the api-server's: the URL answers after the probes.
+            #expect(try await cluster.get("\(cluster.apiURL)/apps/t1/my-chat-backend/api/").status == 200)
+            step("the published port \(published) refused T2's pod and the other host, answered the api-server")
             step("T2 probes done")
             let rules = try cluster.lan.run(in: cluster.host(ofNode: db.node ?? "") ?? intruderHost, ["iptables", "-S", "GPUPLANE-PODS"])
             print("GPUPLANE-PODS on \(db.node ?? ""):\n\(rules)")
@@ -187,6 +207,7 @@ import Testing
         var node: String?
         var phase: String?
         var podIP: String?
+        var endpoint: String? = nil
     }
 
     static func replicas(_ cluster: NetnsCluster, _ token: String) async throws -> [Placed] {
@@ -198,7 +219,7 @@ import Testing
             return Placed(
                 replica: metadata["name"] as? String ?? "", pod: spec["role"] as? String ?? "",
                 node: (item["binding"] as? [String: Any])?["node"] as? String, phase: status["phase"] as? String,
-                podIP: status["podIP"] as? String)
+                podIP: status["podIP"] as? String, endpoint: status["endpoint"] as? String)
         }
     }
 }
