@@ -108,6 +108,7 @@ struct FleetResult: Codable {
     var steadyPutsPerSecond: Double
     var steadyRangesPerSecond: Double
     var steadyLeaseRenewsPerSecond: Double
+    var loadProposalsPerSecond: Double
     var etcdWatchers: Int
     var silentToNotReady: Double?
     var silentToRescheduled: Double?
@@ -142,6 +143,7 @@ struct FleetResult: Codable {
             "| watch fan-out (bound in etcd → seen by its node) p50 / p99 | \(ms(fanoutP50)) / \(ms(fanoutP99)) | \(fanoutSamples) samples |",
             "| etcd at steady state: writes (raft proposals)/s | \(String(format: "%.1f", steadyProposalsPerSecond)) | \(String(format: "%.2f", steadyProposalsPerSecond / Double(max(nodes, 1)) * 100)) % of node count |",
             "| etcd at steady state: puts/s, ranges/s, lease renewals/s | \(String(format: "%.1f", steadyPutsPerSecond)), \(String(format: "%.0f", steadyRangesPerSecond)), \(String(format: "%.0f", steadyLeaseRenewsPerSecond)) | |",
+            "| etcd writes (raft proposals)/s while applying and running | \(String(format: "%.0f", loadProposalsPerSecond)) | |",
             "| etcd watchers | \(etcdWatchers) | etcd_debugging_mvcc_watcher_total |",
             "| node silent (kill -9) → NotReady | \(s(silentToNotReady)) | |",
             "| node silent → its \(victimReplicas) replicas bound elsewhere | \(s(silentToRescheduled)) | |",
@@ -297,7 +299,10 @@ final class FleetRun: @unchecked Sendable {
         // The workload, through the api-servers at the chosen rate.
         let appCount = max(1, Int(Double(nodes) * bench.appsPerNode))
         let deploymentCount = max(0, nodes * bench.deploymentsPer100 / 100)
-        let tenants = try await makeTenants(apiURLs[0], admin: admin, count: max(1, (appCount + 199) / 200))
+        // Applies of one tenant take turns (its quota is admitted by CAS): enough tenants that
+        // few overlap; an overlap answers 409 and is sent again, as a client would.
+        let tenants = try await makeTenants(apiURLs[0], admin: admin, count: max(16, appCount / 25))
+        let loadBefore = try await metrics.read()
         let cpuLoadStart = ProcessSampler(pids())
         let peak = PeakRSS()
         let sampler = Task { while !Task.isCancelled { peak.sample(self.pids()); try? await Task.sleep(for: .milliseconds(500)) } }
@@ -310,6 +315,9 @@ final class FleetRun: @unchecked Sendable {
             self.running.withLock { $0.count } >= expected
         }
         let cpuLoad = cpuLoadStart.cpuPercent(pids())
+        let loadAfter = try await metrics.read()
+        let loadSeconds = max(0.001, (Self.nowMS() - applyStart) / 1000)
+        let loadProposals = (loadAfter["etcd_server_proposals_committed_total"] - loadBefore["etcd_server_proposals_committed_total"]) / loadSeconds
         let boundNow = bound.withLock { $0 }
         let runningNow = running.withLock { $0 }
         let appliedNow = applied.withLock { $0 }
@@ -333,7 +341,7 @@ final class FleetRun: @unchecked Sendable {
             fanoutP50: pct(fanout, 0.5), fanoutP99: pct(fanout, 0.99), fanoutSamples: fanout.count, rawPutsPerSecond: rawPuts,
             rawTxnsPerSecond: rawTxns, rawTxnP99: rawTxnP99, steadyProposalsPerSecond: steadyProposals,
             steadyPutsPerSecond: steadyPuts, steadyRangesPerSecond: steadyRanges, steadyLeaseRenewsPerSecond: steadyRenews,
-            etcdWatchers: watcherCount, silentToNotReady: nil, silentToRescheduled: nil, victimReplicas: 0,
+            loadProposalsPerSecond: loadProposals, etcdWatchers: watcherCount, silentToNotReady: nil, silentToRescheduled: nil, victimReplicas: 0,
             schedulerFailover: nil, apiServerRestartNotReady: nil, apiServerRestartSeconds: nil, spuriousNotReady: 0,
             processes: [])
 
@@ -480,7 +488,11 @@ final class FleetRun: @unchecked Sendable {
                         let body = "application:\n  name: \(name)\n  pods:\n" + pod
                         let t0 = Self.nowMS()
                         self.applied.withLock { $0["\(tenant.name)/\(name)"] = t0 }
-                        let answer = try await self.call("POST", api + "/v1/applications", token: tenant.token, body: body, contentType: "application/yaml")
+                        var answer = try await self.call("POST", api + "/v1/applications", token: tenant.token, body: body, contentType: "application/yaml")
+                        for attempt in 0..<8 where answer.status == 409 {
+                            try await Task.sleep(for: .milliseconds(50 * (attempt + 1)))
+                            answer = try await self.call("POST", api + "/v1/applications", token: tenant.token, body: body, contentType: "application/yaml")
+                        }
                         if answer.status != 201 && answer.status != 200 {
                             refused.withLock { $0 += 1 }
                             if refused.withLock({ $0 }) <= 3 { print("  application refused: HTTP \(answer.status) \(answer.text.prefix(300))") }

@@ -1,0 +1,78 @@
+import Foundation
+import GPUPlaneTestSupport
+import Testing
+
+/// `gpuplane-bench fleet` at 100 hollow nodes, so the whole-system scale harness cannot rot:
+/// every process starts, every node registers through the api-servers, every applied replica is
+/// bound and reported running by its hollow node, and the failover phases produce their rows.
+/// No timing is asserted (docs/benchmarks.md, "Whole system").
+@Suite(.serialized, .timeLimit(.minutes(15))) struct FleetBenchTests {
+    struct Report: Decodable {
+        struct Process: Decodable {
+            var name: String
+            var rssMiB: Double
+        }
+        var nodes: Int
+        var victims: Int
+        var nodesReady: Int
+        var applications: Int
+        var applyErrors: Int
+        var replicas: Int
+        var bound: Int
+        var running: Int
+        var placementsPerSecond: Double
+        var fanoutSamples: Int
+        var rawPutsPerSecond: Double
+        var rawTxnsPerSecond: Double
+        var etcdWatchers: Int
+        var silentToNotReady: Double?
+        var silentToRescheduled: Double?
+        var victimReplicas: Int
+        var schedulerFailover: Double?
+        var apiServerRestartNotReady: Int?
+        var processes: [Process]
+    }
+
+    @Test(.enabled(if: EtcdFixture.isAvailable))
+    func aHundredNodeReportHasEveryRowAndEveryReplicaRuns() async throws {
+        let bench = LocalClusterTests.binaries.appendingPathComponent("gpuplane-bench").path
+        let hollow = LocalClusterTests.binaries.appendingPathComponent("gpuplane-hollow-nodes").path
+        guard FileManager.default.isExecutableFile(atPath: bench), FileManager.default.isExecutableFile(atPath: hollow) else {
+            Issue.record("build gpuplane-bench and gpuplane-hollow-nodes first (swift build --build-tests)")
+            return
+        }
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "fleet-bench")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let json = directory.appendingPathComponent("report.jsonl")
+        let limit = Int(300 * TestEnvironment.timeScale)
+        let (status, output) = try await TestEnvironment.offPool {
+            try Command.run(
+                bench,
+                ["fleet", "--nodes", "100", "--rate", "50", "--steady-seconds", "3", "--timeout", "\(limit)", "--json", json.path],
+                timeout: .seconds(limit * 3))
+        }
+        #expect(status == 0, "\(output.suffix(4000))")
+        let line = try #require(try String(contentsOf: json, encoding: .utf8).split(separator: "\n").first, "no report line:\n\(output.suffix(4000))")
+        let report = try JSONDecoder().decode(Report.self, from: Data(line.utf8))
+        #expect(report.nodes == 100 && report.nodesReady == 100)
+        #expect(report.applications == 100 && report.applyErrors == 0, "\(output.suffix(3000))")
+        // Every replica applied (the applications' and the deployment's) was bound and reported
+        // running by a hollow node, through its watch and status report.
+        #expect(report.replicas >= report.applications)
+        #expect(report.bound >= report.applications - report.applyErrors)
+        #expect(report.running == report.bound, "\(output.suffix(3000))")
+        #expect(report.placementsPerSecond > 0 && report.rawPutsPerSecond > 0 && report.rawTxnsPerSecond > 0)
+        #expect(report.fanoutSamples >= report.running)
+        #expect(report.etcdWatchers > 0)
+        // The silent-node phase moved the victims' replicas; both failovers placed or answered.
+        #expect(report.silentToNotReady != nil)
+        #expect(report.victimReplicas > 0)
+        #expect(report.silentToRescheduled != nil, "\(output.suffix(3000))")
+        #expect(report.schedulerFailover != nil)
+        #expect(report.apiServerRestartNotReady != nil)
+        #expect(Set(report.processes.map(\.name)) == ["etcd", "api-server-0", "api-server-1", "scheduler-a", "scheduler-b", "hollow nodes, per 1,000"])
+        #expect(report.processes.allSatisfy { $0.rssMiB > 0 })
+        // The markdown table is printed too.
+        #expect(output.contains("| apply → bound p50 / p99 |") && output.contains("| process | RSS MiB |"))
+    }
+}
