@@ -63,9 +63,42 @@ public struct DescribeCommand: AsyncParsableCommand {
                 lines.append("  \(pod["name"].cell): \(pod["image"].cell), \(what)")
             }
         }
+        let loading = replicas.filter { $0.at("status.loading") != .null }
+        if !loading.isEmpty {
+            lines += ["", "Loading:"]
+            for replica in loading { lines += loadingLines(replica) }
+        }
         for (title, kind, items) in [("Replicas", ResourceKindName.replicas, replicas), ("Events", .events, events)] {
             lines += ["", "\(title):"] + (items.isEmpty ? ["  none"] : kind.table(items).map { "  " + $0 })
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// A serving replica's loading stage: `name: stage — message (fetch 12.3 s, load 4.5 s)`,
+    /// then the engine's last log lines when it exited.
+    static func loadingLines(_ replica: JSONValue) -> [String] {
+        let loading = replica.at("status.loading")
+        var line = "  \(replica.at("metadata.name").cell): \(loading["stage"].cell)"
+        if let reason = loading["reason"].string { line += " (\(reason))" }
+        if let message = loading["message"].string { line += " — \(message)" }
+        var times: [String] = []
+        if let fetch = number(loading["fetchSeconds"]) { times.append("fetch \(seconds(fetch))") }
+        if let load = number(loading["loadSeconds"]) { times.append("load \(seconds(load))") }
+        if !times.isEmpty { line += " (\(times.joined(separator: ", ")))" }
+        let tail = loading["logTail"].elements.compactMap(\.string)
+        return [line] + (tail.isEmpty ? [] : ["    engine's last lines:"] + tail.map { "      \($0)" })
+    }
+
+    private static func number(_ value: JSONValue) -> Double? {
+        switch value {
+        case .number(let x): return x
+        case .integer(let x): return Double(x)
+        default: return nil
+        }
+    }
+
+    private static func seconds(_ value: Double) -> String {
+        let tenths = Int((value * 10).rounded())
+        return "\(tenths / 10).\(tenths % 10) s"
     }
 }

@@ -103,6 +103,9 @@ public struct DeploymentStatus: Codable, Sendable, Hashable {
     public var instancesWanted: Int
     /// Why the rest wait, e.g. "2/3 running, waiting for capacity".
     public var message: String?
+    /// Each instance's phase and loading stage (fetching weights with bytes, loading, ready,
+    /// failed with the reason), by instance name; nil in statuses written before this field.
+    public var instances: [DeploymentInstanceStatus]? = nil
 
     /// Makes a status.
     public init(
@@ -120,6 +123,27 @@ public struct DeploymentStatus: Codable, Sendable, Hashable {
         case instancesRunning = "instances_running"
         case instancesWanted = "instances_wanted"
         case message
+        case instances
+    }
+}
+
+/// One instance of a deployment as its status shows it.
+public struct DeploymentInstanceStatus: Codable, Sendable, Hashable {
+    /// The replica's name (`deploy.<model_name>.<n>`).
+    public var name: String
+    /// Its phase.
+    public var phase: ReplicaStatus.Phase
+    /// Its node, once bound.
+    public var node: String?
+    /// Where it is with its weights and engine (``ReplicaStatus/loading``).
+    public var loading: LoadingStatus?
+
+    /// Makes an instance status.
+    public init(name: String, phase: ReplicaStatus.Phase, node: String? = nil, loading: LoadingStatus? = nil) {
+        self.name = name
+        self.phase = phase
+        self.node = node
+        self.loading = loading
     }
 }
 

@@ -59,14 +59,27 @@ struct EngineSpecTests {
     /// namespaces, host mounts, capabilities or devices. A new field must be argued for here:
     /// `cpuLimitMilli` only confines (a CFS quota, like `memoryLimitBytes`); `networkName` joins
     /// a named bridge network (validated: never `host` or `none`); `shmSizeBytes` only sizes the
-    /// container's own /dev/shm tmpfs (its IPC namespace stays private; EngineShmBodyTests).
-    @Test func theSpecCannotExpressForbiddenOptions() {
+    /// container's own /dev/shm tmpfs (its IPC namespace stays private; EngineShmBodyTests);
+    /// `weightsMount` is one host directory mounted read-only at /weights, set only by the
+    /// reconciler from the node's weights cache or an operator's catalog host path, never from
+    /// a manifest (checked below: read-only in both create bodies).
+    @Test func theSpecCannotExpressForbiddenOptions() throws {
         let fields = Set(Mirror(reflecting: spec()).children.compactMap(\.label))
         #expect(
             fields == [
                 "name", "image", "command", "entrypoint", "environment", "labels", "ports", "memoryLimitBytes",
-                "gpuIndices", "network", "networkName", "cpuLimitMilli", "shmSizeBytes",
+                "gpuIndices", "network", "networkName", "cpuLimitMilli", "shmSizeBytes", "weightsMount",
             ])
+        let mounted = spec { $0.weightsMount = "/var/lib/gpuplane/weights/entries/oci-sha256-ab" }
+        let docker = try JSONSerialization.jsonObject(with: JSONEncoder().encode(DockerCreate(mounted, labels: [:]))) as? [String: Any]
+        let binds = (docker?["HostConfig"] as? [String: Any])?["Binds"] as? [String]
+        #expect(binds == ["/var/lib/gpuplane/weights/entries/oci-sha256-ab:/weights:ro"])
+        let libpod = try JSONSerialization.jsonObject(with: JSONEncoder().encode(LibpodCreate(mounted, labels: [:], cdiKind: "x/gpu"))) as? [String: Any]
+        let mounts = libpod?["mounts"] as? [[String: Any]]
+        #expect(mounts?.count == 1 && mounts?.first?["destination"] as? String == "/weights")
+        #expect((mounts?.first?["options"] as? [String])?.contains("ro") == true)
+        #expect(field(spec { $0.weightsMount = "relative/path" }) == "weightsMount")
+        #expect(field(spec { $0.weightsMount = "/a/../etc" }) == "weightsMount")
         #expect(Set(["bridge", "none"]) == Set([ContainerEngine.ContainerSpec.Network.bridge, .none].map(\.rawValue)))
     }
 

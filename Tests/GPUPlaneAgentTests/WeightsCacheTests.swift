@@ -156,3 +156,66 @@ struct WeightsCacheTests {
         #expect(entry.bytes == 16_000_000)
     }
 }
+
+/// Hugging Face weights through the Hub's HTTP API, against a loopback stand-in of the Hub
+/// (there is no Hub here): the token goes in Authorization and nowhere else.
+@Suite struct HuggingFaceWeightsTests {
+    /// Every log line the cache writes.
+    final class Lines: @unchecked Sendable {
+        let lock = NSLock()
+        var all: [String] = []
+        func add(_ line: String) { lock.withLock { all.append(line) } }
+    }
+
+    struct Capture: LogHandler {
+        let lines: Lines
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            lines.add("\(event.message) \(metadata.merging(event.metadata ?? [:]) { $1 })")
+        }
+    }
+
+    @Test func fetchesARepositoryWithTheTokenAndNeverLogsIt() async throws {
+        let token = "hf_secret_token_\(UUID().uuidString.prefix(8))"
+        let hub = try await HuggingFaceHubStandIn(token: token, lie: "bad.gguf")
+        defer { hub.shutdown() }
+        let weights = WeightsPush.bytes(50_000, seed: 31)
+        try hub.add("acme/tiny", [("model.gguf", weights), ("config.json", Data(#"{"a": 1}"#.utf8))])
+        try hub.add("acme/liar", [("bad.gguf", WeightsPush.bytes(100, seed: 32))])
+        let lines = Lines()
+        var settings = try WeightsPush.settings(nil)
+        settings.huggingFaceEndpoint = hub.endpoint
+        let cache = WeightsCache(
+            settings: settings, http: CurlHTTP.Client(name: "hf-test-curl"), logger: Logger(label: "hf") { _ in Capture(lines: lines) })
+        try cache.prepare()
+
+        let source = try WeightsSource.parse("acme/tiny")
+        let entry = try await cache.fetch(source, token: token).ended().get()
+        #expect(entry.address.hasPrefix("hf-") && entry.address.count == 43)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: entry.path + "/model.gguf")) == weights)
+        #expect(cache.resolve(source) == entry)
+        #expect(cache.resolve(try WeightsSource.parse("hf://acme/tiny@\(entry.address.dropFirst(3))")) == entry)
+        // Every request carried the token.
+        let fetches = hub.requests.split(separator: "\n").filter { !$0.hasPrefix("/health") }
+        #expect(fetches.count == 3 && fetches.allSatisfy { $0.hasSuffix("auth=yes") }, "\(hub.requests)")
+
+        // Without the token: refused, said so, naming the setting.
+        let refused = try await cache.fetch(try WeightsSource.parse("acme/other"), token: nil).ended()
+        guard case .failure(let error) = refused else { throw WeightsTestError(message: "fetched without a token") }
+        #expect(error.code == .unauthorized && error.message.contains("hf.token_secret"), "\(error)")
+        // A file whose sha256 is not the one announced: a verification failure, nothing kept.
+        let lied = try await cache.fetch(try WeightsSource.parse("acme/liar"), token: token).ended()
+        guard case .failure(let verification) = lied else { throw WeightsTestError(message: "a lying file was accepted") }
+        #expect(verification.code == .verification && verification.message.contains("bad.gguf"), "\(verification)")
+        #expect(cache.addresses == [entry.address])
+        // The token appears in no log line and no error.
+        #expect(!lines.all.isEmpty)
+        #expect(!lines.all.contains { $0.contains(token) })
+        #expect(!error.message.contains(token) && !verification.message.contains(token))
+    }
+}

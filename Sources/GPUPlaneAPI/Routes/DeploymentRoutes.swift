@@ -91,8 +91,20 @@ struct DeploymentView: Encodable {
             state = running > 0 ? .partial : .deploying
             let reason = mine.first { $0.status.phase == .pending && $0.status.message != nil }?.status.message
             message = "\(running)/\(wanted) running, waiting for capacity" + (reason.map { ": \($0)" } ?? "")
+            // An instance fetching its weights or failing to says so (the first, by name).
+            if reason == nil, let busy = mine.sorted(by: { $0.metadata.name < $1.metadata.name }).first(where: {
+                $0.status.loading?.stage == .fetching || $0.status.loading?.stage == .failed
+            }), let words = busy.status.loading?.message {
+                message = "\(running)/\(wanted) running; \(busy.metadata.name): \(words)"
+            }
         }
-        return DeploymentStatus(state: state, instancesRunning: running, instancesWanted: wanted, message: message)
+        var status = DeploymentStatus(state: state, instancesRunning: running, instancesWanted: wanted, message: message)
+        if !mine.isEmpty {
+            status.instances = mine.sorted { $0.metadata.name < $1.metadata.name }.map {
+                DeploymentInstanceStatus(name: $0.metadata.name, phase: $0.status.phase, node: $0.binding?.node, loading: $0.status.loading)
+            }
+        }
+        return status
     }
 }
 
