@@ -25,6 +25,9 @@ public struct APIDependencies: Sendable {
     public var authenticator: TokenAuthenticator
     /// The image custom LLM deployments run.
     public var deploymentImage: String
+    /// Whether new deployments have their weights fetched by the node-agents
+    /// (`deployment-weights node-agent`, ``DeploymentSpec/fetchWeights``) rather than by the engine.
+    public var deploymentWeightsByAgent = false
     /// Seconds a node stays Ready without a heartbeat.
     public var heartbeatTTL: Int64
     /// Seconds between BOOKMARK events on idle watches.

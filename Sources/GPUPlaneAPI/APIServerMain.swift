@@ -24,6 +24,9 @@ public enum APIServerMain {
         ConfigurationKey("heartbeat-ttl", .int, default: "10", help: "seconds a node stays Ready without a heartbeat"),
         ConfigurationKey("deployment-image", .string, default: VLLM.image, help: "image custom LLM deployments run (it takes vllm serve's arguments)"),
         ConfigurationKey(
+            "deployment-weights", .string, default: "engine",
+            help: "who fetches a new deployment's hf.repo: engine (vLLM itself, with HF_TOKEN from hf.token_secret) or node-agent (the node's weights cache, mounted read-only at /weights)"),
+        ConfigurationKey(
             "inference-timeout", .int, default: "600", help: "seconds one inference request may take through the gateway, streaming included"),
         ConfigurationKey(
             "app-timeout", .int, default: "3600",
@@ -98,6 +101,14 @@ public enum APIServerMain {
                 heartbeatTTL: Int64(try config.int("heartbeat-ttl") ?? 10), inferenceTimeout: .seconds(inferenceTimeout),
                 inferenceQueueTimeout: .seconds(queueTimeout), logger: logger, ingressTimeout: .seconds(appTimeout),
                 publicURL: try config.string("public-url"), servesTLS: tls != nil)
+            switch try config.string("deployment-weights") ?? "engine" {
+            case "engine": break
+            case "node-agent": deps.deploymentWeightsByAgent = true
+            case let other:
+                throw ConfigurationError(
+                    code: .invalidValue, key: "deployment-weights", source: config.source(of: "deployment-weights"),
+                    detail: "must be engine or node-agent, not '\(other)'")
+            }
             if let path = try config.string("secret-key-file") {
                 deps.secretKeys = try SecretKeyring.load(path: path)
             } else {

@@ -60,6 +60,11 @@ public struct DeploymentSpec: Codable, Sendable, Hashable {
     /// `deployment-image`), so every instance the autoscaler adds later runs the same one.
     /// Not part of the request body.
     public var servingImage: String?
+    /// Whether its instances' node-agents fetch the weights into their weights caches and mount
+    /// them at `/weights` (``ReplicaSpec/weights``), rather than the engine fetching `hf.repo`
+    /// itself; fixed by the api-server at creation (its `deployment-weights` setting), like
+    /// ``servingImage``. Not part of the request body.
+    public var fetchWeights: Bool? = nil
 
     /// Makes a spec.
     public init(
@@ -85,6 +90,7 @@ public struct DeploymentSpec: Codable, Sendable, Hashable {
         case weightsGB = "weights_gb"
         case settings
         case servingImage = "serving_image"
+        case fetchWeights = "fetch_weights"
     }
 }
 

@@ -92,13 +92,26 @@ public struct ReplicaPlanner: Sendable {
         let spec = deployment.spec
         let type = machineTypes.named(spec.gpu)
         let owner = OwnerReference(kind: .deployment, name: deployment.metadata.name, uid: deployment.metadata.uid)
-        let args = ServingCommand.deploymentArguments(spec, servedName: deployment.fullName, port: 8000)
+        // The node-agent fetches the weights when the deployment says so; the engine otherwise.
+        let weights = spec.fetchWeights == true
+            ? (try? WeightsSource.parse(spec.hf.repo, revision: spec.hf.revision)).map {
+                ServingWeights(source: $0.description, tokenSecret: spec.hf.tokenSecret)
+            }
+            : nil
+        let args = ServingCommand.deploymentArguments(
+            spec, servedName: deployment.fullName, port: 8000, weightsPath: weights?.enginePath)
         var replicaSpec = ReplicaSpec(
             owner: owner, role: "\(index)", mode: .dedicated, modelSlug: nil, gpus: spec.numGPUs,
             vramGB: type?.vramGB ?? 0, machineTypes: [type?.name ?? spec.gpu], priority: .inference,
             image: spec.servingImage ?? deploymentImage, env: [:], ports: [8000], entrypoint: nil, command: args,
             servingPort: 8000)
         replicaSpec.shmMiB = ServingCommand.shmMiB(engine: .vllm, gpus: spec.numGPUs)
+        replicaSpec.weights = weights
+        if let secret = spec.hf.tokenSecret {
+            // The token reaches the node-agent (to fetch) and the engine (huggingface_hub reads
+            // HF_TOKEN) as a secret var: its value only when the container is made.
+            replicaSpec.secretEnv = [ServingWeights.tokenVariable: SecretReference(secret: secret)]
+        }
         let meta = ObjectMeta(
             name: ReplicaPlanner.replicaName(deployment: deployment.metadata.name, index: index),
             tenant: deployment.metadata.tenant,

@@ -119,13 +119,14 @@ public enum ServingCommand {
 
     /// The vLLM arguments of a deployment's instance: its Hugging Face repo (and revision),
     /// served as its full name, `max_batch_size` sequences at once, tensor parallel over its
-    /// `num_gpus` GPUs (whole GPUs: no memory share).
-    public static func deploymentArguments(_ spec: DeploymentSpec, servedName: String, port: Int) -> [String] {
+    /// `num_gpus` GPUs (whole GPUs: no memory share). With `weightsPath` (the node-agent fetched
+    /// the revision and mounted it there), `--model` is that path and no revision is named.
+    public static func deploymentArguments(_ spec: DeploymentSpec, servedName: String, port: Int, weightsPath: String? = nil) -> [String] {
         var out = [
-            "--model", spec.hf.repo, "--served-model-name", servedName, "--host", listenAddress, "--port", "\(port)",
+            "--model", weightsPath ?? spec.hf.repo, "--served-model-name", servedName, "--host", listenAddress, "--port", "\(port)",
             "--max-num-seqs", "\(spec.maxBatchSize)", "--tensor-parallel-size", "\(max(1, spec.numGPUs))",
         ]
-        if let revision = spec.hf.revision { out += ["--revision", revision] }
+        if weightsPath == nil, let revision = spec.hf.revision { out += ["--revision", revision] }
         return out
     }
 

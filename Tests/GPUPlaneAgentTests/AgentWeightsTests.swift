@@ -3,6 +3,7 @@ import Foundation
 import GPUPlaneAgent
 import GPUPlaneCore
 import GPUPlaneTestSupport
+import Logging
 import Testing
 
 /// Model servers whose weights the node-agent fetches from the real registry into its cache and
@@ -180,6 +181,72 @@ struct AgentWeightsTests {
             #expect(loading.stage == .failed)
             #expect(loading.logTail?.contains { $0.contains("gpuplane stand-in model server") } == true, "\(loading)")
             try await world.store.delete(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name)
+        }
+    }
+}
+
+/// A deployment whose instances' node-agents fetch its Hugging Face weights (the api-server's
+/// `deployment-weights node-agent`), from a loopback stand-in of the Hub, with the token of the
+/// tenant secret `hf.token_secret` names.
+@Suite(.enabled(if: agentTestsAvailable, "needs etcd, and root with podman, runc and busybox-static"))
+struct AgentDeploymentWeightsTests {
+    @Test func anInstanceGetsItsHuggingFaceWeightsWithTheTenantsTokenNeverLogged() async throws {
+        let lines = HuggingFaceWeightsTests.Lines()
+        let logger = Logger(label: "gpuplane.agent") { _ in HuggingFaceWeightsTests.Capture(lines: lines) }
+        try await withAgentWorld { world in
+            let token = "hf_tenant_token_\(UUID().uuidString.prefix(8))"
+            let hub = try await HuggingFaceHubStandIn(token: token)
+            defer { hub.shutdown() }
+            let gguf = WeightsPush.bytes(80_000, seed: 41)
+            try hub.add("acme/chat", [("model.safetensors", gguf), ("config.json", Data(#"{"model_type": "llama"}"#.utf8))])
+            let user = try await ControlPlane.userToken(world.plane, tenant: world.tenant)
+            let created = try await ControlPlane.call(
+                world.plane, .post, "/v1/secrets", token: user, body: #"{"name": "hf", "data": {"token": "\#(token)"}}"#)
+            #expect(created.status == 201, "\(String(decoding: created.body, as: UTF8.self))")
+            var settings = try WeightsPush.settings(nil)
+            settings.huggingFaceEndpoint = hub.endpoint
+            let agent = world.startAgent(logger: logger, configure: { $0.weightsCache = settings })
+
+            var spec = DeploymentSpec(
+                modelName: "chat", gpu: "H100-80GB", numGPUs: 1, maxBatchSize: 4,
+                hf: HuggingFaceWeights(repo: "acme/chat", tokenSecret: "hf"), settings: DeploymentSettings(minInstances: 1, maxInstances: 1))
+            spec.fetchWeights = true
+            let deployment = Deployment(metadata: ObjectMeta(name: "chat", tenant: world.tenant, uid: "uid-chat"), spec: spec)
+            let planner = ReplicaPlanner(catalog: try Catalog.standard(), deploymentImage: world.podman.standInModelServerImage)
+            var replica = planner.replica(for: deployment, index: 0)
+            #expect(replica.spec.weights == ServingWeights(source: "hf://acme/chat@main", tokenSecret: "hf"))
+            #expect(replica.spec.command?.prefix(2) == ["--model", "/weights"])
+            #expect(replica.spec.secretEnv == [ServingWeights.tokenVariable: SecretReference(secret: "hf")])
+            replica.binding = Binding(node: world.node, gpuIndices: [1])
+            replica.status = ReplicaStatus(phase: .bound)
+            _ = try await world.store.create(replica)
+            var last: Replica?
+            do {
+                try await eventually("the instance is ready", timeout: 90) {
+                    last = try await world.store.get(Replica.self, tenant: world.tenant, name: replica.metadata.name)
+                    return last?.status.ready == true
+                }
+            } catch {
+                throw AgentHarnessError(description: "\(error); last status: \(String(describing: last?.status))")
+            }
+            let ready = try #require(last)
+            #expect(ready.status.loading?.stage == .ready)
+            #expect(ready.status.loading?.bytesTotal == Int64(gguf.count + 23))
+            let container = try #require(try await world.containers().first { $0.labels[ContainerPlan.replicaLabel] == ContainerPlan.key(replica) })
+            let size = try world.podman.podman(["exec", container.id, "busybox", "wc", "-c", "/weights/model.safetensors"])
+            #expect(size.contains("\(gguf.count)"))
+            #expect(agent.weightsCache?.statistics.fetches == 1)
+            // The Hub got the token on every call; no log line and no status carries it.
+            let fetches = hub.requests.split(separator: "\n").filter { !$0.hasPrefix("/health") }
+            #expect(!fetches.isEmpty && fetches.allSatisfy { $0.hasSuffix("auth=yes") }, "\(hub.requests)")
+            #expect(!lines.all.isEmpty && !lines.all.contains { $0.contains(token) })
+            let statusJSON = String(decoding: try JSONEncoder().encode(ready.status), as: UTF8.self)
+            #expect(!statusJSON.contains(token))
+
+            try await world.store.delete(Replica.self, tenant: world.tenant, name: replica.metadata.name)
+            try await eventually("instance container removed") {
+                try await world.containers().allSatisfy { $0.labels[ContainerPlan.replicaLabel] != ContainerPlan.key(replica) }
+            }
         }
     }
 }

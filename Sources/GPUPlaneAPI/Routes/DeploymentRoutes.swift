@@ -130,6 +130,7 @@ struct DeploymentRoutes: Sendable {
         let (parsed, diagnostics) = ManifestReader(context: deps.validationContext(for: tenant)).readDeploymentBody(data)
         guard var spec = parsed, !diagnostics.hasErrors else { throw APIError.rejected(diagnostics) }
         spec.servingImage = deps.deploymentImage
+        if deps.deploymentWeightsByAgent { spec.fetchWeights = true }
         let (stored, replicas) = try await DeploymentAdmission(deps: deps).create(spec, tenant: tenant)
         return try HTTPJSON.response(DeploymentView(stored, replicas: replicas), status: .created)
     }
