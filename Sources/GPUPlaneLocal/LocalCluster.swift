@@ -9,7 +9,9 @@ import GPUPlaneSystem
 ///
 /// Two nodes: `local-gpu-0` (`gpu-mode=dedicated`, 8 fake H100s) for Mode 1, and
 /// `local-gpu-1` (`gpu-mode=shared`, 2 fake H100s) for Mode 3 model servers. The catalog is
-/// overridden so every model is served by the stand-in model server image (not vLLM).
+/// overridden so every model is served by the stand-in model server image (not vLLM), except
+/// `tiny-random-llama` (``cpuModel``), a real model served on CPU by llama.cpp, whose weights the
+/// agents fetch from a registry on loopback.
 public final class LocalCluster: @unchecked Sendable {
     /// The shared node's name.
     public static let sharedNodeName = "local-gpu-1"
@@ -32,6 +34,9 @@ public final class LocalCluster: @unchecked Sendable {
     public let caFile: String?
     /// The scheduler's listener (`/metrics`), on loopback.
     public var schedulerURL: String = ""
+    /// The real CPU model (`tiny-random-llama`) and its registry; nil where the engine image,
+    /// `gguf` or the registry is missing (``LocalCPUModel/isAvailable``).
+    public let cpuModel: LocalCPUModel?
     private let daemons: [(name: String, process: ChildProcess)]
     private let http = CurlHTTP.Client(name: "local-cluster", maxConnections: 8)
     /// Whether this cluster holds the process's slot (given back once, by ``shutdown()``).
@@ -48,8 +53,10 @@ public final class LocalCluster: @unchecked Sendable {
 
     private init(
         apiURL: String, adminToken: String, nodeName: String, podman: PodmanFixture, directory: URL,
-        etcd: EtcdFixture, podNetwork: LocalPodNetwork?, caFile: String?, daemons: [(name: String, process: ChildProcess)]
+        etcd: EtcdFixture, podNetwork: LocalPodNetwork?, caFile: String?, daemons: [(name: String, process: ChildProcess)],
+        cpuModel: LocalCPUModel? = nil
     ) {
+        self.cpuModel = cpuModel
         self.podNetwork = podNetwork
         self.caFile = caFile
         self.apiURL = apiURL
@@ -99,8 +106,22 @@ public final class LocalCluster: @unchecked Sendable {
         log("podman with \(gpus) fake GPUs…")
         let podman = try await PodmanFixture.start()
         var daemons: [(String, ChildProcess)] = []
+        let cpuModel: LocalCPUModel?
+        do {
+            if LocalCPUModel.isAvailable {
+                cpuModel = try await LocalCPUModel.prepare(podman: podman, directory: directory, log: log)
+            } else {
+                log("no real CPU model (\(LocalCPUModel.missingReason)): every model is the stand-in")
+                cpuModel = nil
+            }
+        } catch {
+            podman.shutdown()
+            etcd.shutdown()
+            throw error
+        }
         let podNetwork: LocalPodNetwork
         do { podNetwork = try LocalPodNetwork.claim() } catch {
+            cpuModel?.registry.shutdown()
             podman.shutdown()
             etcd.shutdown()
             throw error
@@ -118,9 +139,10 @@ public final class LocalCluster: @unchecked Sendable {
         }
         do {
             // Every catalog model, and every deployment, served by the stand-in (same arguments and
-            // port as the real one).
+            // port as the real one); tiny-random-llama by the real CPU engine.
             let catalogFile = directory.appendingPathComponent("catalog.json")
-            try standInCatalog(image: podman.standInModelServerImage).write(to: catalogFile)
+            try standInCatalog(image: podman.standInModelServerImage, adding: cpuModel.map { [$0.catalogEntry] } ?? [])
+                .write(to: catalogFile)
             let admin = "gp_local_admin_" + UUID().uuidString.lowercased().filter { $0 != "-" }
             let adminFile = directory.appendingPathComponent("admin-token")
             try admin.write(to: adminFile, atomically: true, encoding: .utf8)
@@ -181,7 +203,8 @@ public final class LocalCluster: @unchecked Sendable {
                         "--listen", "127.0.0.1", "--port", "\(TestEnvironment.freePort())",
                         // A weights cache of its own (two agents share this host).
                         "--weights-cache", directory.appendingPathComponent("\(node).weights").path,
-                    ] + (podNetwork?.agentArguments ?? []) + (caFile.map { ["--api-server-ca-file", $0] } ?? []),
+                    ] + (cpuModel.map { ["--weights-registry-auth-file", $0.authFile.path] } ?? [])
+                        + (podNetwork?.agentArguments ?? []) + (caFile.map { ["--api-server-ca-file", $0] } ?? []),
                     environment: ["GPUPLANE_FAKE_NVML_CONFIG": nvmlConfig.path, "GPUPLANE_FAKE_NVML_EVENTS": events.path],
                     label: "gpuplane-node-agent-\(node)")
             }
@@ -198,7 +221,7 @@ public final class LocalCluster: @unchecked Sendable {
             try await launchAgent(sharedNodeName, mode: "shared", gpus: shared, spare: (500, 768))
             let running = LocalCluster(
                 apiURL: apiURL, adminToken: admin, nodeName: "local-gpu-0", podman: podman, directory: directory,
-                etcd: etcd, podNetwork: podNetwork, caFile: caFile, daemons: daemons)
+                etcd: etcd, podNetwork: podNetwork, caFile: caFile, daemons: daemons, cpuModel: cpuModel)
             running.schedulerURL = "http://127.0.0.1:\(schedulerPort)"
             for node in ["local-gpu-0", sharedNodeName] {
                 try await eventually("node \(node) registers and is Ready", timeout: 90) {
@@ -213,20 +236,22 @@ public final class LocalCluster: @unchecked Sendable {
             for (_, process) in daemons.reversed() { process.stop(timeout: 5) }
             podman.shutdown()
             podNetwork.release()
+            cpuModel?.registry.shutdown()
             etcd.shutdown()
             throw Failure(description: "\(error)\n\(logs)")
         }
     }
 
-    /// The bundled catalog with every model's image replaced by `image`, as catalog-file JSON.
-    static func standInCatalog(image: String) throws -> Data {
+    /// The bundled catalog with every model's image replaced by `image`, plus `adding`, as
+    /// catalog-file JSON.
+    static func standInCatalog(image: String, adding: [CatalogModel] = []) throws -> Data {
         struct File: Encodable { var models: [CatalogModel] }
         let models = try Catalog.standard().models.map { model -> CatalogModel in
             var model = model
             model.image = image
             return model
         }
-        return try JSONEncoder().encode(File(models: models))
+        return try JSONEncoder().encode(File(models: models + adding))
     }
 
     /// One HTTP call to the api-server, given `timeout` to answer (a call held for a
@@ -318,6 +343,7 @@ public final class LocalCluster: @unchecked Sendable {
         http.shutdown()
         podman.shutdown()
         podNetwork?.release()
+        cpuModel?.registry.shutdown()
         etcd.shutdown()
         let held = holdsSlot.withLock { held -> Bool in
             defer { held = false }
