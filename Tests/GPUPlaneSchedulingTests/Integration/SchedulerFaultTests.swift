@@ -139,10 +139,20 @@ enum HistoryChecker {
         var violations: [String] = []
     }
 
-    static func check(_ client: Etcd.Client, from: Int64, through end: Int64) async throws -> Report {
+    /// Checks revisions `from` through `end`. With `seededAt`, the replicas and nodes as they
+    /// were at that revision are read first (the history before it may be compacted away).
+    static func check(_ client: Etcd.Client, from: Int64, through end: Int64, seededAt seed: Int64? = nil) async throws -> Report {
         var report = Report()
         var replicas: [String: Replica] = [:]
         var nodeGPUs: [String: Int] = [:]
+        if let seed {
+            for kv in try await client.range(.prefix(KeySpace.root), revision: seed).kvs {
+                let key = String(decoding: kv.key, as: UTF8.self)
+                guard let (kind, _, name) = KeySpace.object(ofKey: key) else { continue }
+                if kind == .replica { replicas[key] = try ResourceStore.decode(Replica.self, kv) }
+                if kind == .node { nodeGPUs[name] = try ResourceStore.decode(Node.self, kv).spec.gpus.count }
+            }
+        }
         var recent: [String] = []
         var lastRevision: Int64 = from - 1
         func verify(at revision: Int64) {
