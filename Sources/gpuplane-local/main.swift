@@ -5,14 +5,19 @@ import GPUPlaneLocal
 /// the three daemons, applies the example as an Enterprise tenant, and shows it placed and
 /// running, with what the container sees of its GPU; then applies the Mode 3 example and shows
 /// its model server (the stand-in) ready, the pod running with NXL_INFERENCE_URL, and one chat
-/// completion through that URL; then the `path` example, reached at its application URL.
+/// completion through that URL; then the CPU model example (`tiny-random-llama`, a real model
+/// served by llama.cpp on CPU) and one completion from it; then the `path` example, reached at
+/// its application URL.
 let usage = """
     usage: gpuplane-local [--example FILE] [--tls] [--keep-running]
 
     Starts a whole gpuplane here (etcd, podman with 8 + 2 fake GPUs, the api-server, the
     scheduler and two node-agents), applies FILE as an Enterprise tenant and shows it placed
     and running, then applies examples/local-shared-model.yaml (Mode 3) and calls its model
-    through the inference gateway, then applies examples/local-app-url.yaml (an api GPU pod
+    through the inference gateway, then applies examples/local-cpu-model.yaml (a pod using
+    tiny-random-llama: the project's tiny random llama, fetched from a registry on loopback and
+    served on CPU by llama.cpp; its text is nonsense) and calls it, then applies
+    examples/local-app-url.yaml (an api GPU pod
     with path /api that reaches its db CPU pod as db.pod:5432) and GETs its application URL
     at /api/db; then stops everything.
 
@@ -45,6 +50,7 @@ let tls = arguments.contains("--tls")
 let example = arguments.firstIndex(of: "--example").flatMap { arguments.index(after: $0) < arguments.endIndex ? arguments[arguments.index(after: $0)] : nil }
     ?? "examples/local-gpu-app.yaml"
 let sharedExample = "examples/local-shared-model.yaml"
+let cpuModelExample = "examples/local-cpu-model.yaml"
 let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
 
 /// Writes a line at once (no buffering, so a pipe or a file sees progress as it happens).
@@ -122,6 +128,36 @@ do {
                 answer = try await cluster.post(url + "/chat/completions", json: #"{"model": "auto", "messages": [{"role": "user", "content": "Hello!"}]}"#)
                 return answer.status == 200
             }
+            out(String(decoding: answer.body, as: UTF8.self))
+        }
+    }
+    if cluster.cpuModel != nil, let cpuExample = try? String(contentsOfFile: cpuModelExample, encoding: .utf8) {
+        say("applying \(cpuModelExample) (Mode 3: tiny-random-llama, a real model on CPU: llama.cpp serving the project's tiny random llama, whose text is nonsense) as tenant demo")
+        let applied = try await cluster.call("POST", "/v1/applications", token: token, body: cpuExample)
+        guard applied.status == 201 || applied.status == 200 else {
+            throw LocalCluster.Failure(description: "apply answered \(applied.status): \(String(decoding: applied.body, as: UTF8.self))")
+        }
+        var server: [String: Any] = [:]
+        try await eventually("the tiny-random-llama server is ready (weights fetched, engine loaded)", timeout: 300, every: 0.5) {
+            let items = try await cluster.json("GET", "/v1/modelservers", token: cluster.adminToken)["items"] as? [[String: Any]] ?? []
+            server = items.first { ($0["spec"] as? [String: Any])?["slug"] as? String == "tiny-random-llama" } ?? [:]
+            return (server["status"] as? [String: Any])?["ready"] as? Bool == true
+        }
+        let endpoint = (server["status"] as? [String: Any])?["endpoint"] as? String ?? ""
+        say("MODELSERVER \((server["metadata"] as? [String: Any])?["name"] as? String ?? "?")  NODE \((server["binding"] as? [String: Any])?["node"] ?? "-")  READY true  ENDPOINT \(endpoint)")
+        say("GET \(endpoint)/v1/models (llama.cpp's server):")
+        out(try await cluster.get(endpoint + "/v1/models"))
+        let client = "gpuplane_demo_cpu-model.client"
+        var podLogs = ""
+        try await eventually("the pod printed its NXL_INFERENCE_URL", timeout: 120, every: 0.5) {
+            podLogs = (try? cluster.podman.podman(["logs", client])) ?? ""
+            return podLogs.contains("NXL_INFERENCE_URL=http")
+        }
+        if let line = podLogs.split(separator: "\n").first(where: { $0.hasPrefix("NXL_INFERENCE_URL=") }) {
+            let url = String(line.dropFirst("NXL_INFERENCE_URL=".count))
+            say("POST \(url)/chat/completions, as the pod would (a real completion; random weights, so nonsense text):")
+            let answer = try await cluster.post(
+                url + "/chat/completions", json: #"{"model": "tiny-random-llama", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16}"#)
             out(String(decoding: answer.body, as: UTF8.self))
         }
     }
