@@ -279,9 +279,9 @@ final class FleetRun: @unchecked Sendable {
         let metrics = EtcdMetrics(url: etcd.endpoints[0] + "/metrics", http: http)
         try await Task.sleep(for: .seconds(2))
         let cpuSteadyStart = ProcessSampler(pids())
-        let before = try await metrics.read()
+        let before = (try? await metrics.read()) ?? EtcdMetrics.Values(values: [:])
         try await Task.sleep(for: .milliseconds(Int(bench.steadySeconds * 1000)))
-        let after = try await metrics.read()
+        let after = (try? await metrics.read()) ?? EtcdMetrics.Values(values: [:])
         let cpuSteady = cpuSteadyStart.cpuPercent(pids())
         let window = bench.steadySeconds
         let steadyProposals = (after["etcd_server_proposals_committed_total"] - before["etcd_server_proposals_committed_total"]) / window
@@ -302,7 +302,7 @@ final class FleetRun: @unchecked Sendable {
         // Applies of one tenant take turns (its quota is admitted by CAS): enough tenants that
         // few overlap; an overlap answers 409 and is sent again, as a client would.
         let tenants = try await makeTenants(apiURLs[0], admin: admin, count: max(16, appCount / 25))
-        let loadBefore = try await metrics.read()
+        let loadBefore = (try? await metrics.read()) ?? EtcdMetrics.Values(values: [:])
         let cpuLoadStart = ProcessSampler(pids())
         let peak = PeakRSS()
         let sampler = Task { while !Task.isCancelled { peak.sample(self.pids()); try? await Task.sleep(for: .milliseconds(500)) } }
@@ -315,7 +315,7 @@ final class FleetRun: @unchecked Sendable {
             self.running.withLock { $0.count } >= expected
         }
         let cpuLoad = cpuLoadStart.cpuPercent(pids())
-        let loadAfter = try await metrics.read()
+        let loadAfter = (try? await metrics.read()) ?? EtcdMetrics.Values(values: [:])
         let loadSeconds = max(0.001, (Self.nowMS() - applyStart) / 1000)
         let loadProposals = (loadAfter["etcd_server_proposals_committed_total"] - loadBefore["etcd_server_proposals_committed_total"]) / loadSeconds
         let boundNow = bound.withLock { $0 }
@@ -469,7 +469,7 @@ final class FleetRun: @unchecked Sendable {
                     if isDeployment {
                         let body = #"{"model_name": "bench-\#(index)", "gpu": "H100", "num_gpus": 1, "max_batch_size": 8, "hf": {"repo": "org/model-7b"}, "settings": {"min_instances": 1, "max_instances": 1}}"#
                         let t0 = Self.nowMS()
-                        let answer = try await self.call("POST", api + "/v1/deployments", token: tenant.token, body: body)
+                        let answer = await self.attempt("POST", api + "/v1/deployments", token: tenant.token, body: body)
                         if answer.status == 201, let id = (try? JSONSerialization.jsonObject(with: answer.body) as? [String: Any])?["deploy_id"] as? String {
                             self.applied.withLock { $0["\(tenant.name)/\(id)"] = t0 }
                         } else {
@@ -488,10 +488,10 @@ final class FleetRun: @unchecked Sendable {
                         let body = "application:\n  name: \(name)\n  pods:\n" + pod
                         let t0 = Self.nowMS()
                         self.applied.withLock { $0["\(tenant.name)/\(name)"] = t0 }
-                        var answer = try await self.call("POST", api + "/v1/applications", token: tenant.token, body: body, contentType: "application/yaml")
+                        var answer = await self.attempt("POST", api + "/v1/applications", token: tenant.token, body: body, contentType: "application/yaml")
                         for attempt in 0..<8 where answer.status == 409 {
                             try await Task.sleep(for: .milliseconds(50 * (attempt + 1)))
-                            answer = try await self.call("POST", api + "/v1/applications", token: tenant.token, body: body, contentType: "application/yaml")
+                            answer = await self.attempt("POST", api + "/v1/applications", token: tenant.token, body: body, contentType: "application/yaml")
                         }
                         if answer.status != 201 && answer.status != 200 {
                             refused.withLock { $0 += 1 }
@@ -541,7 +541,7 @@ final class FleetRun: @unchecked Sendable {
             process.kill9()
             let name = "failover-probe"
             let body = "application:\n  name: \(name)\n  pods:\n  - name: main\n    image: bench/hollow:v1\n    gpu:\n      enabled: true\n      model: custom\n      memoryGB: 24\n      count: 1\n"
-            _ = try await call("POST", apiURLs[0] + "/v1/applications", token: tenant.token, body: body, contentType: "application/yaml")
+            _ = await attempt("POST", apiURLs[0] + "/v1/applications", token: tenant.token, body: body, contentType: "application/yaml")
             let key = "\(tenant.name)/\(name)"
             try? await wait("the probe bound after the leader's kill", 60) {
                 self.bound.withLock { $0.values.contains { $0.owner == key } }
@@ -585,6 +585,14 @@ final class FleetRun: @unchecked Sendable {
         let response = try await http.perform(CurlHTTP.Request(
             method: CurlHTTP.Method(method), url: url, headers: headers, body: body.map { Data($0.utf8) }, timeout: .seconds(60)))
         return Answer(status: response.status, body: response.body)
+    }
+
+    /// ``call(_:_:token:body:contentType:)`` with a transport failure (a timeout of an
+    /// overloaded api-server) as status 0, so the phase counts it instead of stopping.
+    func attempt(_ method: String, _ url: String, token: String? = nil, body: String? = nil, contentType: String = "application/json") async -> Answer {
+        do { return try await call(method, url, token: token, body: body, contentType: contentType) } catch {
+            return Answer(status: 0, body: Data("\(error)".utf8))
+        }
     }
 
     private func wait(_ what: String, _ seconds: Double, _ condition: @escaping () -> Bool) async throws {
