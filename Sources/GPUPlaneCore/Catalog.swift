@@ -192,13 +192,14 @@ public struct CatalogModel: Resource, Hashable {
     }
 
     /// What the node-agent fetches (or mounts) and the engine loads from the mount: set for an
-    /// OCI artifact or a host path, nil for a Hugging Face id (the engine fetches it itself) and
-    /// for weights that do not parse (``Catalog`` refuses those).
+    /// OCI artifact, a host path, and a Hugging Face repository written `hf://owner/name[@rev]`;
+    /// nil for a plain Hugging Face id (`owner/name`, the engine fetches it itself, as the
+    /// bundled catalog's entries are) and for weights that do not parse (``Catalog`` refuses those).
     public var servingWeights: ServingWeights? {
         guard let source = try? WeightsSource.parse(weights) else { return nil }
         switch source {
         case .oci, .hostPath: return ServingWeights(source: source.description, file: weightsFile)
-        case .huggingFace: return nil
+        case .huggingFace: return weights.hasPrefix("hf://") ? ServingWeights(source: source.description, file: weightsFile) : nil
         }
     }
 

@@ -219,3 +219,25 @@ struct WeightsCacheTests {
         #expect(!error.message.contains(token) && !verification.message.contains(token))
     }
 }
+
+/// The agent's weights settings as its configuration file gives them.
+@Suite struct WeightsSettingsTests {
+    @Test func sizesAndAuthFile() throws {
+        #expect(NodeAgentMain.byteSize("200GB") == 200_000_000_000)
+        #expect(NodeAgentMain.byteSize("500Gi") == 536_870_912_000)
+        #expect(NodeAgentMain.byteSize("1.5 TB") == 1_500_000_000_000)
+        #expect(NodeAgentMain.byteSize("1000") == 1000)
+        #expect(NodeAgentMain.byteSize("lots") == nil)
+        #expect(NodeAgentMain.byteSize("10 parsecs") == nil)
+        let folder = try TestEnvironment.temporaryDirectory(prefix: "weights-auth")
+        let file = folder.appendingPathComponent("auth.json")
+        try #"{"auths": {"127.0.0.1:5000": {"auth": "\#(Data("ops:p4ss:word".utf8).base64EncodedString())"}, "https://Registry.Example.com/v2/": {"username": "u", "password": "p"}}}"#
+            .write(to: file, atomically: true, encoding: .utf8)
+        let logins = try WeightsCacheSettings.registryLogins(authFile: file.path)
+        #expect(logins["127.0.0.1:5000"] == WeightsRegistryLogin(username: "ops", password: "p4ss:word"))
+        #expect(logins["registry.example.com"] == WeightsRegistryLogin(username: "u", password: "p"))
+        #expect(!"\(logins["127.0.0.1:5000"]!)".contains("p4ss"))
+        try "not json".write(to: file, atomically: true, encoding: .utf8)
+        #expect(throws: WeightsError.self) { try WeightsCacheSettings.registryLogins(authFile: file.path) }
+    }
+}

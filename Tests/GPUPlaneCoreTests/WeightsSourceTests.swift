@@ -82,6 +82,12 @@ import Testing
         let phi = try #require(try Catalog.standard().model("phi-3.5-mini"))
         #expect(phi.servingWeights == nil)
         #expect(ModelServer.Serving(phi).weights == nil)
+        // Written hf://, the node-agent fetches it (once per node) and vLLM gets the mount.
+        let fetched = try Catalog.standard().overridden(byFile: Data(#"{"models": [{"slug": "phi-3.5-mini", "weights": "hf://microsoft/Phi-3.5-mini-instruct@main"}]}"#.utf8))
+        let agentPhi = try #require(fetched.model("phi-3.5-mini"))
+        #expect(agentPhi.servingWeights == ServingWeights(source: "hf://microsoft/Phi-3.5-mini-instruct@main"))
+        let phiArgs = ModelServer.Serving(agentPhi).args
+        #expect(phiArgs[try #require(phiArgs.firstIndex(of: "--model")) + 1] == "/weights")
     }
 
     @Test func catalogRefusesBadWeightsNamingTheField() {

@@ -58,7 +58,7 @@ extension NodeAgentMain {
     }
 
     /// Bytes of `200GB`, `500Gi`, `1.5TB`, `1000000` (decimal units kB MB GB TB, binary Ki Mi Gi Ti).
-    static func byteSize(_ text: String) -> Int64? {
+    public static func byteSize(_ text: String) -> Int64? {
         let trimmed = String(text.filter { !$0.isWhitespace })
         let digits = trimmed.prefix { $0.isNumber || $0 == "." }
         guard !digits.isEmpty, let number = Double(digits) else { return nil }
