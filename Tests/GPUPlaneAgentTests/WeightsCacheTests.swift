@@ -63,6 +63,29 @@ struct WeightsCacheTests {
         #expect(restarted.statistics.fetches == 0)
     }
 
+    /// An image-style artifact: untitled gzip tar layers are unpacked into the weights.
+    @Test func tarLayersAreUnpacked() async throws {
+        let registry = try await RegistryFixture.start(users: ["ops": "weights-pass"])
+        defer { registry.shutdown() }
+        let folder = try TestEnvironment.temporaryDirectory(prefix: "weights-tar")
+        let content = folder.appendingPathComponent("content")
+        try FileManager.default.createDirectory(at: content.appendingPathComponent("tokenizer"), withIntermediateDirectories: true)
+        try Data("vocab".utf8).write(to: content.appendingPathComponent("tokenizer/vocab.txt"))
+        try WeightsPush.bytes(5000, seed: 5).write(to: content.appendingPathComponent("model.safetensors"))
+        let tarball = folder.appendingPathComponent("layer.tar.gz")
+        let made = try await TestEnvironment.offPool("tar") { try Command.run("/usr/bin/tar", ["-czf", tarball.path, "-C", content.path, "."]) }
+        #expect(made.status == 0, "\(made.output)")
+        try await WeightsPush.push(
+            [("README.md", Data("titled".utf8))], as: "team/image-style", tag: "v1", to: registry, tarLayers: [try Data(contentsOf: tarball)])
+        let cache = try makeCache(try WeightsPush.settings(registry))
+        let entry = try await cache.fetch(try WeightsSource.parse("oci://\(registry.address)/team/image-style:v1")).ended().get()
+        #expect(try String(contentsOfFile: entry.path + "/tokenizer/vocab.txt", encoding: .utf8) == "vocab")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: entry.path + "/model.safetensors")) == WeightsPush.bytes(5000, seed: 5))
+        #expect(try String(contentsOfFile: entry.path + "/README.md", encoding: .utf8) == "titled")
+        // The layer's own file is gone once unpacked.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: entry.path).sorted() == ["README.md", "model.safetensors", "tokenizer"])
+    }
+
     @Test func failuresAreNamed() async throws {
         let registry = try await RegistryFixture.start(users: ["ops": "weights-pass"])
         defer { registry.shutdown() }

@@ -45,7 +45,8 @@ enum WeightsPush {
     /// layer's size in the manifest (a manifest that does not match its blobs).
     @discardableResult
     static func push(
-        _ files: [(String, Data)], as repository: String, tag: String, to registry: RegistryFixture, sizeLie: Int = 0
+        _ files: [(String, Data)], as repository: String, tag: String, to registry: RegistryFixture, sizeLie: Int = 0,
+        tarLayers: [Data] = []
     ) async throws -> String {
         let config = Data("{}".utf8)
         let configDigest = try await uploadBlob(config, repository: repository, to: registry)
@@ -56,6 +57,11 @@ enum WeightsPush {
                 "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": data.count + sizeLie,
                 "annotations": ["org.opencontainers.image.title": name],
             ])
+        }
+        for tar in tarLayers {
+            // An image-style layer: no title, a gzip tar unpacked into the weights.
+            let digest = try await uploadBlob(tar, repository: repository, to: registry)
+            layers.append(["mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": tar.count])
         }
         let manifest: [String: Any] = [
             "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",

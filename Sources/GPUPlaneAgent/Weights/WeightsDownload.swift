@@ -44,57 +44,82 @@ struct WeightsDownload {
         throw lastError
     }
 
+    /// What the transfer's callbacks share (they run on the weights client's own thread).
+    private final class Sink: @unchecked Sendable {
+        let writer: WeightsFiles.Writer
+        var hash = StreamingSHA256()
+        var bytes: Int64 = 0
+        var error: WeightsError?
+        var cancel: (@Sendable () -> Void)?
+        init(_ writer: WeightsFiles.Writer) { self.writer = writer }
+    }
+
+    /// One GET, following redirects. The body is hashed and written on the weights HTTP
+    /// client's own thread as it arrives (``WeightsCache`` has a client of its own), so a
+    /// large fetch takes no time from the agent's cooperative threads (heartbeats, passes).
     private func once(url: String, headers: [CurlHTTP.Header], to path: String, what: String) async throws(WeightsError) -> Result {
         var target = url
         var sendHeaders = headers
         for _ in 0..<5 {
             let request = CurlHTTP.Request(
                 url: target, headers: sendHeaders, timeout: cache.settings.fileTimeout, connectTimeout: .seconds(10))
-            let response: CurlHTTP.StreamedResponse
-            do {
-                response = try await cache.http.exchange(request)
-            } catch {
-                throw WeightsError(.unreachable, "\(what): \(Self.hostOf(target)) did not answer: \(error.message)")
-            }
-            if (300..<400).contains(response.status), let location = response.header("Location") {
-                response.cancel()
-                target = Self.resolve(location, against: target)
-                if Self.hostOf(target) != Self.hostOf(url) { sendHeaders = headers.filter { $0.name.lowercased() != "authorization" } }
-                continue
-            }
-            guard (200..<300).contains(response.status) else {
-                var body = Data()
-                do {
-                    for try await chunk in response.body where body.count < 4096 { body.append(chunk) }
-                } catch {}
-                throw Self.statusError(response.status, what: what, body: body)
-            }
             let writer = try WeightsFiles.Writer(creating: path)
-            var hash = StreamingSHA256()
-            var bytes: Int64 = 0
-            do {
-                for try await chunk in response.body {
-                    var failure: WeightsError?
-                    chunk.withUnsafeBytes { raw in
-                        hash.update(raw)
-                        do throws(WeightsError) { try writer.write(raw) } catch { failure = error }
-                    }
-                    if let failure { throw failure }
-                    bytes += Int64(chunk.count)
-                    if job.record(done: offset + bytes, total: total, interval: cache.settings.progressInterval, now: .now) {
-                        cache.signal()
-                    }
+            let sink = Locked(Sink(writer))
+            let (job, cache, offset, total) = (self.job, self.cache, self.offset, self.total)
+            let interval = cache.settings.progressInterval
+            let outcome: Swift.Result<CurlHTTP.Response, CurlHTTPError> = await withTaskCancellationHandler {
+                await withCheckedContinuation { continuation in
+                    let cancel = cache.http.stream(
+                        request,
+                        onData: { raw in
+                            let (done, failed) = sink.withLock { sink -> (Int64, Bool) in
+                                guard sink.error == nil else { return (sink.bytes, false) }
+                                sink.hash.update(raw)
+                                do throws(WeightsError) {
+                                    try sink.writer.write(raw)
+                                } catch {
+                                    sink.error = error
+                                    return (sink.bytes, true)
+                                }
+                                sink.bytes += Int64(raw.count)
+                                return (sink.bytes, false)
+                            }
+                            if failed { sink.withLock { $0.cancel }?() }
+                            if job.record(done: offset + done, total: total, interval: interval, now: .now) { cache.signal() }
+                        },
+                        completion: { continuation.resume(returning: $0) })
+                    sink.withLock { $0.cancel = cancel }
+                    if Task.isCancelled { cancel() }
                 }
-            } catch let error as WeightsError {
-                writer.abandon()
-                throw error
-            } catch {
-                writer.abandon()
-                throw WeightsError(.unreachable, "\(what): the transfer from \(Self.hostOf(target)) broke off after \(bytes) bytes: \(error)")
+            } onCancel: {
+                sink.withLock { $0.cancel }?()
             }
-            try writer.finish()
-            cache.countTransfer(bytes: bytes)
-            return Result(bytes: bytes, sha256: hash.finalizeHex())
+            let (bytes, digest, writeError) = sink.withLock { sink in (sink.bytes, sink.error == nil ? sink.hash.finalizeHex() : "", sink.error) }
+            if let writeError {
+                writer.abandon()
+                throw writeError
+            }
+            switch outcome {
+            case .success:
+                try writer.finish()
+                cache.countTransfer(bytes: bytes)
+                return Result(bytes: bytes, sha256: digest)
+            case .failure(let error):
+                writer.abandon()
+                unlink(path)
+                if error.code == .httpStatus, let response = error.response {
+                    if (300..<400).contains(response.status), let location = response.header("Location") {
+                        target = Self.resolve(location, against: target)
+                        if Self.hostOf(target) != Self.hostOf(url) {
+                            sendHeaders = headers.filter { $0.name.lowercased() != "authorization" }
+                        }
+                        continue
+                    }
+                    throw Self.statusError(response.status, what: what, body: response.body)
+                }
+                if error.code == .cancelled { throw WeightsError(.unreachable, "\(what): the transfer was cancelled after \(bytes) bytes") }
+                throw WeightsError(.unreachable, "\(what): the transfer from \(Self.hostOf(target)) failed after \(bytes) bytes: \(error.message)")
+            }
         }
         throw WeightsError(.invalid, "\(what): too many redirects from \(Self.hostOf(url))")
     }
