@@ -52,7 +52,16 @@ public enum ResourceKindName: String, ExpressibleByArgument, CaseIterable, Senda
         case .modelservers:
             return [
                 ("NAME", at("metadata.name")), ("SLUG", at("spec.slug")), ("NODE", at("binding.node")), ("GPUS", at("binding.gpuIndices")),
-                ("READY", at("status.ready")), ("ENDPOINT", at("status.endpoint")), ("ATTACHED", at("status.attachedReplicas")),
+                ("READY", at("status.ready")),
+                // fetching (with the bytes) / loading / ready / failed (with the reason): ReplicaStatus.loading.
+                ("STAGE", { server in
+                    let loading = server.at("status.container.loading")
+                    guard let stage = loading["stage"].string else { return "-" }
+                    if stage == "fetching", let words = loading["message"].string { return words }
+                    if stage == "failed", let reason = loading["reason"].string { return "failed: \(reason)" }
+                    return stage
+                }),
+                ("ENDPOINT", at("status.endpoint")), ("ATTACHED", at("status.attachedReplicas")),
             ]
         case .nodes:
             return [
