@@ -27,6 +27,8 @@ public final class HollowFleet: Sendable {
     private let transports: [CurlHTTP.Client]
     private let counters = Locked(HollowFleetStatistics())
     private let journal: HollowJournal?
+    /// Injected XIDs not healed yet: node → GPU index → how many.
+    private let faults = Locked([String: [Int: Int]]())
     private let logger: Logger
 
     /// Makes a fleet. `tokens` maps each node name (``HollowFleetConfiguration/nodeName(_:)``)
@@ -96,7 +98,7 @@ public final class HollowFleet: Sendable {
             }
             group.addTask { await node.followReplicas() }
             group.addTask { await node.followModelServers() }
-            group.addTask { await node.reportGPUHealth(faulty: nil) }
+            group.addTask { await node.reportGPUHealth(faulty: []) }
             await group.waitForAll()
         }
     }
@@ -130,10 +132,18 @@ public final class HollowFleet: Sendable {
             counters.withLock { $0.xids += 1 }
             logger.notice("injecting XID 79", metadata: ["node": "\(node.name)", "gpu": "\(gpu)"])
             let heal = configuration.xidHeal
+            let faults = self.faults
             Task {
-                await node.reportGPUHealth(faulty: gpu)
+                // Each report carries every GPU of the node still within its heal time.
+                let sick = faults.withLock { $0[node.name, default: [:]][gpu, default: 0] += 1; return Set($0[node.name, default: [:]].keys) }
+                await node.reportGPUHealth(faulty: sick)
                 try? await Task.sleep(for: heal)
-                await node.reportGPUHealth(faulty: nil)
+                let left = faults.withLock { faults -> Set<Int> in
+                    faults[node.name, default: [:]][gpu, default: 1] -= 1
+                    if faults[node.name]?[gpu] == 0 { faults[node.name]?[gpu] = nil }
+                    return Set(faults[node.name, default: [:]].keys)
+                }
+                await node.reportGPUHealth(faulty: left)
             }
         }
     }

@@ -128,19 +128,19 @@ struct HollowNode: Sendable {
     }
 
     /// Reports the node's GPU health as the agent's health monitor does (`GPUHealthy` and a
-    /// record per GPU); `faulty`: the index of a GPU with XID 79.
-    func reportGPUHealth(faulty: Int?) async {
+    /// record per GPU); `faulty`: the indices of GPUs with an XID 79.
+    func reportGPUHealth(faulty: Set<Int>) async {
         let records = (0..<shape.gpus).map { gpu in
             GPUHealth(
-                uuid: HollowNodeShape.uuid(node: name, gpu: gpu), healthy: gpu != faulty, reason: gpu == faulty ? "Xid79" : nil,
-                temperatureC: 35)
+                uuid: HollowNodeShape.uuid(node: name, gpu: gpu), healthy: !faulty.contains(gpu),
+                reason: faulty.contains(gpu) ? "Xid79" : nil, temperatureC: 35)
         }
-        let healthy = faulty == nil
+        let healthy = faulty.isEmpty
         let condition = Condition(
             type: "GPUHealthy", status: healthy, reason: healthy ? "AllGPUsHealthy" : "Xid79",
             message: healthy
                 ? "\(shape.gpus) GPUs healthy"
-                : "GPU \(faulty ?? 0) (\(HollowNodeShape.uuid(node: name, gpu: faulty ?? 0))): Xid79",
+                : faulty.sorted().map { "GPU \($0) (\(HollowNodeShape.uuid(node: name, gpu: $0))): Xid79" }.joined(separator: "; "),
             lastTransition: Date())
         await report("node status") {
             try await api.reportStatus(node: name, NodeStatus(conditions: [condition], gpuHealth: records, containers: 0))
