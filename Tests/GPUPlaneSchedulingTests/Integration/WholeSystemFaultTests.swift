@@ -55,26 +55,34 @@ struct WholeSystemFaultTests {
             let tokens = [try await cluster.tenant("fa", plan: "enterprise", gpuLimit: 64), try await cluster.tenant("fb", plan: "enterprise", gpuLimit: 64)]
             step("cluster up at revision \(start)")
 
-            // The load: 24 applies of one-GPU pods (8 GPUs in all) alternating tenants and
-            // api-servers, every third followed by a delete of an earlier one, until the faults
-            // are done (24 applies at least).
+            // The load: applies of one-GPU pods (8 GPUs in all) alternating tenants and
+            // api-servers, the oldest deleted every third apply and whenever 12 are there, until
+            // the faults are done (24 applies at least).
             let outcomes = Locked<[String: (tenant: Int, outcome: Outcome)]>([:])
             let faultsDone = Locked(false)
             let load = Task {
                 var i = 0
+                var live: [(name: String, tenant: Int)] = []  // acknowledged, oldest first
                 while i < 24 || !faultsDone.withLock({ $0 }) {
                     let name = "app-\(i)", tenant = i % 2, via = (i / 2) % 2
                     do {
                         let answer = try await cluster.call("POST", "/v1/applications", token: tokens[tenant], body: Self.application(name), via: via, timeout: .seconds(20))
                         if answer.status != 201 { print("apply \(name) via api-\(via): \(answer.status) \(String(decoding: answer.body, as: UTF8.self).prefix(300))") }
                         outcomes.withLock { $0[name] = (tenant, answer.status == 201 ? .acknowledged : answer.status >= 500 ? .unknown : .refused(answer.status)) }
+                        if answer.status == 201 { live.append((name, tenant)) }
                     } catch {
                         outcomes.withLock { $0[name] = (tenant, .unknown) }
                     }
-                    if i % 3 == 2 {
-                        let victim = "app-\(i - 2)", owner = (i - 2) % 2
-                        let answer = try? await cluster.call("DELETE", "/v1/applications/\(victim)", token: tokens[owner], via: 1 - via, timeout: .seconds(20))
-                        if let answer, answer.status == 200 || answer.status == 204 { outcomes.withLock { $0[victim] = (owner, .deleted) } }
+                    // The oldest application goes every third apply, and whenever 12 are
+                    // there: its GPU (most often a bound one) goes to a waiting replica.
+                    if (i % 3 == 2 || live.count > 12), !live.isEmpty {
+                        let victim = live.removeFirst()
+                        let answer = try? await cluster.call("DELETE", "/v1/applications/\(victim.name)", token: tokens[victim.tenant], via: 1 - via, timeout: .seconds(20))
+                        if let answer, answer.status == 200 || answer.status == 204 {
+                            outcomes.withLock { $0[victim.name] = (victim.tenant, .deleted) }
+                        } else {
+                            live.insert(victim, at: 0)
+                        }
                     }
                     i += 1
                     try? await Task.sleep(for: .milliseconds(700))
@@ -113,9 +121,9 @@ struct WholeSystemFaultTests {
                 try await eventually("\(api) answers again", timeout: 60) { (try? await cluster.call("GET", "/readyz", via: round % 2).status) == 200 }
                 step(faults.last ?? "")
                 // 4. A node-agent, killed while a container of its node is being created (when
-                // one comes within 30 s; killed regardless after that).
+                // one comes within 20 s; killed regardless after that).
                 let agent = "agent-\(round % 2)", node = "fault-node-\(round % 2)"
-                let creating = (try? await eventually("a replica bound to \(node) and not yet running", timeout: 30, every: 0.05) {
+                let creating = (try? await eventually("a replica bound to \(node) and not yet running", timeout: 20, every: 0.05) {
                     try await store.list(Replica.self).items.contains { $0.binding?.node == node && $0.status.phase != .running }
                 }) != nil
                 cluster.kill9(agent)
