@@ -98,6 +98,7 @@ struct FleetResult: Codable {
     var applyToRunningP50: Double
     var applyToRunningP99: Double
     var placementsPerSecond: Double
+    var pipelinePlacementsPerSecond: Double
     var fanoutP50: Double
     var fanoutP99: Double
     var fanoutSamples: Int
@@ -139,7 +140,7 @@ struct FleetResult: Codable {
             "| replicas bound / running | \(bound) / \(running) of \(replicas) | |",
             "| apply → bound p50 / p99 | \(ms(applyToBoundP50)) / \(ms(applyToBoundP99)) | etcd txn p99 \(ms(rawTxnP99)) (16 concurrent, same run) |",
             "| apply → running p50 / p99 | \(ms(applyToRunningP50)) / \(ms(applyToRunningP99)) | run delay included |",
-            "| placements/s | \(String(format: "%.0f", placementsPerSecond)) | etcd raw put \(String(format: "%.0f", rawPutsPerSecond))/s, txn \(String(format: "%.0f", rawTxnsPerSecond))/s (16 concurrent, same run) |",
+            "| placements/s | \(String(format: "%.0f", placementsPerSecond)) | etcd raw put \(String(format: "%.0f", rawPutsPerSecond))/s, txn \(String(format: "%.0f", rawTxnsPerSecond))/s (16 concurrent, same run); placement pipeline alone \(String(format: "%.0f", pipelinePlacementsPerSecond))/s (ratio \(String(format: "%.3f", placementsPerSecond / pipelinePlacementsPerSecond))) |",
             "| watch fan-out (bound in etcd → seen by its node) p50 / p99 | \(ms(fanoutP50)) / \(ms(fanoutP99)) | \(fanoutSamples) samples |",
             "| etcd at steady state: writes (raft proposals)/s | \(String(format: "%.1f", steadyProposalsPerSecond)) | \(String(format: "%.2f", steadyProposalsPerSecond / Double(max(nodes, 1)) * 100)) % of node count |",
             "| etcd at steady state: puts/s, ranges/s, lease renewals/s | \(String(format: "%.1f", steadyPutsPerSecond)), \(String(format: "%.0f", steadyRangesPerSecond)), \(String(format: "%.0f", steadyLeaseRenewsPerSecond)) | |",
@@ -333,12 +334,17 @@ final class FleetRun: @unchecked Sendable {
         let fanout = readFanout(journal: journal, bound: boundNow)
         print(String(format: "  %d bound, %d running; apply→bound p50 %.0f ms p99 %.0f ms; %.0f placements/s; fan-out p50 %.0f ms", toBound.count, toRunning.count, pct(toBound, 0.5), pct(toBound, 0.99), placements, pct(fanout, 0.5)))
 
+        // The placement pipeline alone, in this process, on a fleet of the same size (the
+        // in-process figure of `gpuplane-bench placement`), measured after the workload.
+        let pipelineRate = (try? await TestEnvironment.offPool {
+            try PlacementBenchmark.run(nodes: self.nodes, gpusPerNode: 8, replicas: max(100, appCount))
+        }) ?? .nan
         var result = FleetResult(
             nodes: nodes, victims: victims, nodesReady: nodesReady, registerSeconds: registerSeconds, applications: appCount,
             deployments: deploymentCount, replicas: boundNow.count, bound: toBound.count, running: toRunning.count,
             applyErrors: applyErrors, applyToBoundP50: pct(toBound, 0.5), applyToBoundP99: pct(toBound, 0.99),
             applyToRunningP50: pct(toRunning, 0.5), applyToRunningP99: pct(toRunning, 0.99), placementsPerSecond: placements,
-            fanoutP50: pct(fanout, 0.5), fanoutP99: pct(fanout, 0.99), fanoutSamples: fanout.count, rawPutsPerSecond: rawPuts,
+            pipelinePlacementsPerSecond: pipelineRate, fanoutP50: pct(fanout, 0.5), fanoutP99: pct(fanout, 0.99), fanoutSamples: fanout.count, rawPutsPerSecond: rawPuts,
             rawTxnsPerSecond: rawTxns, rawTxnP99: rawTxnP99, steadyProposalsPerSecond: steadyProposals,
             steadyPutsPerSecond: steadyPuts, steadyRangesPerSecond: steadyRanges, steadyLeaseRenewsPerSecond: steadyRenews,
             loadProposalsPerSecond: loadProposals, etcdWatchers: watcherCount, silentToNotReady: nil, silentToRescheduled: nil, victimReplicas: 0,
