@@ -34,7 +34,7 @@ public struct WeightsCacheSettings: Sendable {
     /// Attempts per request (idempotent GETs are sent again after a failure without answer or a 5xx).
     public var attempts: Int = 3
     /// How often a fetch's progress is reported at most.
-    public var progressInterval: Duration = .seconds(1)
+    public var progressInterval: Duration = .seconds(2)
 
     /// Makes settings.
     public init(directory: String, sizeLimitBytes: Int64) {
