@@ -93,6 +93,44 @@ struct AgentWeightsTests {
         }
     }
 
+    /// Weights a running container mounts are never evicted, even by a restarted agent whose
+    /// cache is over its limit: the container's label says it uses them.
+    @Test func aRestartedAgentNeverEvictsWeightsARunningServerMounts() async throws {
+        try await withAgentWorld { world in
+            let registry = try await RegistryFixture.start(users: ["ops": "weights-pass"])
+            defer { registry.shutdown() }
+            try await WeightsPush.push([("a.gguf", WeightsPush.bytes(100_000, seed: 51))], as: "keep/a", tag: "v1", to: registry)
+            try await WeightsPush.push([("b.gguf", WeightsPush.bytes(100_000, seed: 52))], as: "keep/b", tag: "v1", to: registry)
+            // Room for one.
+            let settings = try WeightsPush.settings(registry, limit: 150_000)
+            startAgent(world, settings)
+            let first = "ms-keep-a-\(world.node)"
+            _ = try await world.store.create(server(
+                world, first, gpu: 1, weights: ServingWeights(source: "oci://\(registry.address)/keep/a:v1", file: "a.gguf")))
+            _ = try await waitForServer(world, first, "ready") { $0.status.ready }
+            let mounted = try #require(try await container(world, first).labels[ContainerPlan.weightsLabel])
+
+            await world.stopAgents()
+            let second = startAgent(world, settings)
+            let cache = try #require(second.weightsCache)
+            #expect(cache.addresses == [mounted], "the restarted agent reads its cache back")
+            let other = "ms-keep-b-\(world.node)"
+            _ = try await world.store.create(server(
+                world, other, gpu: 2, weights: ServingWeights(source: "oci://\(registry.address)/keep/b:v1", file: "b.gguf")))
+            _ = try await waitForServer(world, other, "ready") { $0.status.ready }
+            // Over the limit with both, and both in use: nothing evicted.
+            #expect(cache.addresses.count == 2 && cache.addresses.contains(mounted))
+            #expect(cache.cachedBytes > settings.sizeLimitBytes)
+            let size = try world.podman.podman(["exec", try await container(world, first).id, "busybox", "wc", "-c", "/weights/a.gguf"])
+            #expect(size.contains("100000"))
+            // The first server goes: its weights are the ones evicted.
+            try await world.store.delete(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: first)
+            try await eventually("the unused weights are evicted", timeout: 60) { !cache.addresses.contains(mounted) }
+            #expect(cache.addresses.count == 1)
+            try await world.store.delete(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: other)
+        }
+    }
+
     @Test func aFailedFetchIsReportedWithItsReason() async throws {
         try await withAgentWorld { world in
             let registry = try await RegistryFixture.start(users: ["ops": "weights-pass"])
