@@ -24,6 +24,9 @@ struct FleetBench: AsyncParsableCommand {
     @Option(help: "Applications applied per node (one GPU pod each; every tenth a CPU pod).")
     var appsPerNode = 1.0
 
+    @Option(help: "Applications per tenant (at least 16 tenants): applies of one tenant take turns.")
+    var appsPerTenant = 25
+
     @Option(help: "Deployments per 100 nodes (min_instances 1).")
     var deploymentsPer100 = 1
 
@@ -302,7 +305,7 @@ final class FleetRun: @unchecked Sendable {
         let deploymentCount = max(0, nodes * bench.deploymentsPer100 / 100)
         // Applies of one tenant take turns (its quota is admitted by CAS): enough tenants that
         // few overlap; an overlap answers 409 and is sent again, as a client would.
-        let tenants = try await makeTenants(apiURLs[0], admin: admin, count: max(16, appCount / 25))
+        let tenants = try await makeTenants(apiURLs[0], admin: admin, count: max(16, appCount / bench.appsPerTenant))
         let loadBefore = (try? await metrics.read()) ?? EtcdMetrics.Values(values: [:])
         let cpuLoadStart = ProcessSampler(pids())
         let peak = PeakRSS()
