@@ -36,12 +36,14 @@ public struct LocalCPUModel: Sendable {
     }
 
     /// The catalog entry for weights at `reference`: a small Mode 3 chat model of 1 GB (the
-    /// whole of it fits anywhere; a fake GPU's memory is not used), served by llama-cpp.
+    /// whole of it fits anywhere; a fake GPU's memory is not used), served by llama-cpp with a
+    /// context of 512 tokens (an answer asked without `max_tokens`, as the seed's snippet asks,
+    /// ends there at the latest).
     public static func catalogEntry(weights reference: String) -> CatalogModel {
         CatalogModel(
             slug: TinyRandomLlama.slug, mode: .sharedPinned, size: .small, vramGB: 1, image: LlamaCppServer.image,
             useCase: "tiny random llama on CPU (llama.cpp; random weights, nonsense text)", task: .chat, engine: .llamaCpp,
-            weights: "oci://" + reference, weightsFile: TinyRandomLlama.fileName)
+            weights: "oci://" + reference, maxModelLen: 512, weightsFile: TinyRandomLlama.fileName)
     }
 
     /// Starts the registry, writes the model into `directory`, pushes it, imports the engine
