@@ -67,6 +67,37 @@ import Testing
     }
 
     /// Runs a built executable (next to the test bundle) with a 30 s limit.
+    /// `gpuplane-node-agent gpus`: the GPUs NVML reports (here the fake NVML's), the machine
+    /// type they match and the health events they deliver, with no token or api-server; a
+    /// missing NVML is exit status 1 naming the library.
+    @Test func theAgentListsTheHostsGPUsWithoutRegistering() async throws {
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "gpus")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let config = directory.appendingPathComponent("fake-nvml.conf")
+        try """
+            driver 550.54.15
+            gpu index=0 uuid=GPU-0a0a0a0a-0000-4000-8000-000000000000 name="NVIDIA H100 80GB HBM3" memory_mib=81559 temp=35 power_mw=70000 pci=0000:18:00.0
+            gpu index=1 uuid=GPU-0b0b0b0b-0000-4000-8000-000000000001 name="NVIDIA H100 80GB HBM3" memory_mib=81559 temp=47 power_mw=310000 pci=0000:19:00.0
+
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let library = LocalClusterTests.binaries.appendingPathComponent("libFakeNVML.so").path
+        let listed = try await Self.run(
+            "gpuplane-node-agent", ["gpus", "--nvml-library", library],
+            environment: ["GPUPLANE_FAKE_NVML_CONFIG": config.path, "GPUPLANE_CONFIG": "/nonexistent"])
+        #expect(listed.status == 0, "\(listed.stderr)")
+        #expect(listed.stdout.hasPrefix("driver 550.54.15; 2 GPU(s); machine type GPU-H100; health events: GPU 0: XID+ECC, GPU 1: XID+ECC"), "\(listed.stdout)")
+        let rows = listed.stdout.split(separator: "\n").dropFirst(2)
+        #expect(rows.count == 2, "\(listed.stdout)")
+        #expect(rows.first?.hasPrefix("0      GPU-0a0a0a0a-0000-4000-8000-000000000000  NVIDIA H100 80GB HBM3") == true, "\(listed.stdout)")
+        #expect(rows.last?.contains("47C   310") == true, "\(listed.stdout)")
+
+        let missing = try await Self.run("gpuplane-node-agent", ["gpus", "--nvml-library", directory.appendingPathComponent("none.so").path])
+        #expect(missing.status == 1)
+        #expect(missing.stderr.contains("none.so could not be loaded"), "\(missing.stderr)")
+        let wrong = try await Self.run("gpuplane-node-agent", ["gpus", "--bogus"])
+        #expect(wrong.status == 2 && wrong.stderr.contains("unknown argument '--bogus'"), "\(wrong.stderr)")
+    }
+
     static func run(_ name: String, _ arguments: [String], environment: [String: String] = [:]) async throws
         -> (status: Int32, stdout: String, stderr: String)
     {

@@ -245,6 +245,9 @@ public enum NodeAgentMain {
         // One malloc arena for all threads: the agent allocates little, and glibc's default of
         // an arena per thread (up to 8 per core) costs resident pages for nothing.
         SystemThread.limitMallocArenas(1)
+        if CommandLine.arguments.dropFirst().first == "gpus" {
+            return await gpusCommand(Array(CommandLine.arguments.dropFirst(2)))
+        }
         do {
             let config = try Configuration.load(keys: keys, defaultConfigFile: defaultConfigFile)
             let level = Logger.Level(rawValue: try config.string("log-level") ?? "info") ?? .info
