@@ -315,8 +315,12 @@ final class FleetRun: @unchecked Sendable {
         let applyErrors = try await applyWorkload(apiURLs, tenants: tenants, apps: appCount, deployments: deploymentCount)
         print("  applied \(appCount) applications and \(deploymentCount) deployments in \(String(format: "%.1f", (Self.nowMS() - applyStart) / 1000)) s (\(applyErrors) refused)")
         let expected = appCount - applyErrors
+        // Every applied application's replica bound, and every bound replica of an applied
+        // owner reported running.
         try? await wait("\(expected) replicas running", bench.timeout) {
-            self.running.withLock { $0.count } >= expected
+            let owners = self.applied.withLock { $0 }
+            let owned = self.bound.withLock { $0.filter { owners[$0.value.owner] != nil }.map(\.key) }
+            return owned.count >= expected && self.running.withLock { running in owned.allSatisfy { running[$0] != nil } }
         }
         let cpuLoad = cpuLoadStart.cpuPercent(pids())
         let loadAfter = (try? await metrics.read()) ?? EtcdMetrics.Values(values: [:])
