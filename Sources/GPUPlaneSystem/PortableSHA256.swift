@@ -15,42 +15,99 @@ public enum PortableSHA256 {
 
     /// The 32-byte digest of `message`.
     public static func hash<Bytes: Collection<UInt8>>(_ message: Bytes) -> [UInt8] {
-        var h: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
-        var padded = Array(message)
-        let bitLength = UInt64(padded.count) &* 8
-        padded.append(0x80)
-        while padded.count % 64 != 56 { padded.append(0) }
-        for shift in stride(from: 56, through: 0, by: -8) { padded.append(UInt8(truncatingIfNeeded: bitLength >> UInt64(shift))) }
-        var w = [UInt32](repeating: 0, count: 64)
-        for block in stride(from: 0, to: padded.count, by: 64) {
+        var hasher = Hasher()
+        hasher.update(message)
+        return hasher.finalize()
+    }
+
+    /// SHA-256 fed piece by piece, for data too large to hold (a weights file hashed as it
+    /// arrives).
+    public struct Hasher: Sendable {
+        private var h: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32) =
+            (0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19)
+        private var buffer: [UInt8] = []
+        private var w = [UInt32](repeating: 0, count: 64)
+        /// Bytes fed so far.
+        public private(set) var count: Int64 = 0
+
+        /// A hasher that has been fed nothing.
+        public init() { buffer.reserveCapacity(64) }
+
+        /// Feeds `bytes`.
+        public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+            count += Int64(bytes.count)
+            var offset = 0
+            if !buffer.isEmpty {
+                let take = min(64 - buffer.count, bytes.count)
+                buffer.append(contentsOf: bytes[0..<take])
+                offset = take
+                if buffer.count == 64 {
+                    let block = buffer
+                    block.withUnsafeBytes { compress($0, at: 0) }
+                    buffer.removeAll(keepingCapacity: true)
+                }
+            }
+            while bytes.count - offset >= 64 {
+                compress(bytes, at: offset)
+                offset += 64
+            }
+            if offset < bytes.count { buffer.append(contentsOf: bytes[offset...]) }
+        }
+
+        /// Feeds `bytes`.
+        public mutating func update<Bytes: Collection<UInt8>>(_ bytes: Bytes) {
+            Array(bytes).withUnsafeBytes { update($0) }
+        }
+
+        /// The 32-byte digest of everything fed (the hasher is spent afterwards).
+        public mutating func finalize() -> [UInt8] {
+            let bitLength = UInt64(count) &* 8
+            var tail = buffer
+            tail.append(0x80)
+            while tail.count % 64 != 56 { tail.append(0) }
+            for shift in stride(from: 56, through: 0, by: -8) { tail.append(UInt8(truncatingIfNeeded: bitLength >> UInt64(shift))) }
+            tail.withUnsafeBytes { raw in
+                var offset = 0
+                while offset < raw.count {
+                    compress(raw, at: offset)
+                    offset += 64
+                }
+            }
+            buffer.removeAll()
+            var digest: [UInt8] = []
+            digest.reserveCapacity(32)
+            for word in [h.0, h.1, h.2, h.3, h.4, h.5, h.6, h.7] {
+                for shift in stride(from: 24, through: 0, by: -8) { digest.append(UInt8(truncatingIfNeeded: word >> UInt32(shift))) }
+            }
+            return digest
+        }
+
+        /// The digest as 64 lowercase hex digits.
+        public mutating func finalizeHex() -> String { PortableSHA256.hex(finalize()) }
+
+        @inline(__always) private static func rotate(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
+
+        private mutating func compress(_ raw: UnsafeRawBufferPointer, at block: Int) {
             for i in 0..<16 {
                 let j = block + i * 4
-                w[i] = UInt32(padded[j]) << 24 | UInt32(padded[j + 1]) << 16 | UInt32(padded[j + 2]) << 8 | UInt32(padded[j + 3])
+                w[i] = UInt32(raw[j]) << 24 | UInt32(raw[j + 1]) << 16 | UInt32(raw[j + 2]) << 8 | UInt32(raw[j + 3])
             }
             for i in 16..<64 {
-                let s0 = rotate(w[i - 15], 7) ^ rotate(w[i - 15], 18) ^ (w[i - 15] >> 3)
-                let s1 = rotate(w[i - 2], 17) ^ rotate(w[i - 2], 19) ^ (w[i - 2] >> 10)
+                let s0 = Self.rotate(w[i - 15], 7) ^ Self.rotate(w[i - 15], 18) ^ (w[i - 15] >> 3)
+                let s1 = Self.rotate(w[i - 2], 17) ^ Self.rotate(w[i - 2], 19) ^ (w[i - 2] >> 10)
                 w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
             }
-            var (a, b, c, d, e, f, g, hh) = (h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7])
+            var (a, b, c, d, e, f, g, hh) = h
             for i in 0..<64 {
-                let s1 = rotate(e, 6) ^ rotate(e, 11) ^ rotate(e, 25)
+                let s1 = Self.rotate(e, 6) ^ Self.rotate(e, 11) ^ Self.rotate(e, 25)
                 let choice = (e & f) ^ (~e & g)
-                let t1 = hh &+ s1 &+ choice &+ k[i] &+ w[i]
-                let s0 = rotate(a, 2) ^ rotate(a, 13) ^ rotate(a, 22)
+                let t1 = hh &+ s1 &+ choice &+ PortableSHA256.k[i] &+ w[i]
+                let s0 = Self.rotate(a, 2) ^ Self.rotate(a, 13) ^ Self.rotate(a, 22)
                 let majority = (a & b) ^ (a & c) ^ (b & c)
-                let t2 = s0 &+ majority
-                (hh, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
+                (hh, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ s0 &+ majority)
             }
-            h[0] = h[0] &+ a; h[1] = h[1] &+ b; h[2] = h[2] &+ c; h[3] = h[3] &+ d
-            h[4] = h[4] &+ e; h[5] = h[5] &+ f; h[6] = h[6] &+ g; h[7] = h[7] &+ hh
+            h = (h.0 &+ a, h.1 &+ b, h.2 &+ c, h.3 &+ d, h.4 &+ e, h.5 &+ f, h.6 &+ g, h.7 &+ hh)
         }
-        var digest: [UInt8] = []
-        digest.reserveCapacity(32)
-        for word in h {
-            for shift in stride(from: 24, through: 0, by: -8) { digest.append(UInt8(truncatingIfNeeded: word >> UInt32(shift))) }
-        }
-        return digest
     }
 
     /// HMAC-SHA256 of `message` under `key`: 32 bytes.
@@ -104,6 +161,4 @@ public enum PortableSHA256 {
         default: return nil
         }
     }
-
-    @inline(__always) private static func rotate(_ x: UInt32, _ n: UInt32) -> UInt32 { x >> n | x << (32 - n) }
 }

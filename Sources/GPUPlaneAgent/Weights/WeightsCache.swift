@@ -341,7 +341,7 @@ public final class WeightsCache: Sendable {
     }
 
     func refPath(_ source: WeightsSource) -> String {
-        var hash = StreamingSHA256()
+        var hash = PortableSHA256.Hasher()
         hash.update(Array(source.description.utf8))
         return refsDirectory + "/" + hash.finalizeHex()
     }

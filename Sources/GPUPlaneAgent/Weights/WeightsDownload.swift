@@ -47,7 +47,7 @@ struct WeightsDownload {
     /// What the transfer's callbacks share (they run on the weights client's own thread).
     private final class Sink: @unchecked Sendable {
         let writer: WeightsFiles.Writer
-        var hash = StreamingSHA256()
+        var hash = PortableSHA256.Hasher()
         var bytes: Int64 = 0
         var error: WeightsError?
         var cancel: (@Sendable () -> Void)?
