@@ -256,13 +256,18 @@ public enum NodeAgentMain {
             let logger = Logger(label: "gpuplane.agent")
             let notifier = SystemdNotifier()
             let readiness = ReadinessTracker(components: [NodeAgent.readinessComponent])
+            let port = try config.int("port") ?? defaultPort
+            if port != 0 {
+                // Before the agent is made: metrics created earlier (the weights cache's, at
+                // start) would stay bound to the no-op backend and never be served.
+                MetricsExporter.bootstrap()
+                AgentMetrics.register()
+                WeightsMetrics.register()
+            }
             let agent = try makeAgent(config, notifier: notifier, readiness: readiness, logger: logger)
             let watchdog = WatchdogService(notifier: notifier, logger: logger) { agent.isHealthy }
             var services: [any Service] = [agent, watchdog]
-            let port = try config.int("port") ?? defaultPort
             if port != 0 {
-                MetricsExporter.bootstrap()
-                AgentMetrics.register()
                 let tls: ServerTLS?
                 do { tls = try ServerTLS.load(config) } catch { throw StartError(description: "\(error)") }
                 services.append(

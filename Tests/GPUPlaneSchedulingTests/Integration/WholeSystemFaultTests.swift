@@ -101,6 +101,7 @@ struct WholeSystemFaultTests {
 
             var faults: [String] = []
             var cutOff: Set<String> = []  // nodes made NotReady on purpose
+            var stopped: Set<String> = []  // nodes whose agent was killed (and restarted) or cut off
             var reports: [HistoryChecker.Report] = []
             var segmentStart = start + 1
             var seed: Int64?
@@ -138,9 +139,11 @@ struct WholeSystemFaultTests {
                     try await store.list(Replica.self).items.contains { $0.binding?.node == node && $0.status.phase != .running }
                 }) != nil
                 cluster.kill9(agent)
+                stopped.insert(node)
                 faults.append("kill -9 \(agent)\(creating ? " during a container create" : "")")
                 try await Task.sleep(for: .seconds(1))
                 try cluster.restart(agent)
+                try await eventually("\(node) Ready again after its agent's restart", timeout: 60, every: 0.5) { try await cluster.isReady(node) }
                 step(faults.last ?? "")
 
                 // 5. Compaction while a watcher is away: the standby scheduler frozen, etcd
@@ -167,7 +170,9 @@ struct WholeSystemFaultTests {
                 // 6. A node cut off longer than its heartbeat TTL (5 s): its agent frozen until
                 // the node is NotReady, then resumed. Its containers kept running meanwhile;
                 // whatever the scheduler moved away must not leave a second container behind.
-                let (cutAgent, cutNode) = ("agent-\(1 - round % 2)", "fault-node-\(1 - round % 2)")
+                // The agent killed above, so that with one round (CI's) the other node's agent
+                // never stops and must never be NotReady.
+                let (cutAgent, cutNode) = (agent, node)
                 cluster.process(cutAgent)?.signal(SIGSTOP)
                 cutOff.insert(cutNode)
                 try await eventually("\(cutNode) NotReady while its agent is frozen", timeout: 60, every: 0.5) { !(try await cluster.isReady(cutNode)) }
@@ -260,16 +265,17 @@ struct WholeSystemFaultTests {
                 }
             }
 
-            // No other node was ever NotReady: an agent killed and restarted within its TTL is
-            // not a lost node.
+            // A node whose agent never stopped was never NotReady (an agent killed and restarted
+            // may come back after its TTL on a loaded machine; that node may be NotReady).
             let events = try await cluster.json("GET", "/v1/events?kind=nodes", token: cluster.adminToken)["items"] as? [[String: Any]] ?? []
             let notReadyNodes = events.compactMap { event -> String? in
                 guard (event["spec"] as? [String: Any])?["reason"] as? String == "NodeNotReady" else { return nil }
                 return ((event["spec"] as? [String: Any])?["involved"] as? [String: Any])?["name"] as? String ?? "?"
             }
-            #expect(notReadyNodes.allSatisfy(cutOff.contains), "NotReady: \(notReadyNodes), cut off: \(cutOff)")
+            #expect(notReadyNodes.allSatisfy(stopped.contains), "NotReady: \(notReadyNodes), agents stopped: \(stopped)")
+            #expect(cluster.nodeNames.contains { !stopped.contains($0) } || Self.rounds > 1, "one round leaves a node untouched")
             // ... and the cut-off ones were seen (so the check above reads the events right).
-            #expect(Set(notReadyNodes) == cutOff, "NotReady: \(notReadyNodes), cut off: \(cutOff)")
+            #expect(cutOff.isSubset(of: Set(notReadyNodes)), "NotReady: \(notReadyNodes), cut off: \(cutOff)")
             print("fault suite (whole system): \(faults.count) faults (\(faults.joined(separator: "; "))); \(revisions) revisions and \(bindings) bindings checked; \(seen.count) applies (\(seen.values.filter { $0.outcome == .unknown }.count) unknown)")
         } catch {
             print(cluster.logTails())
