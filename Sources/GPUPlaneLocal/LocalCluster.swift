@@ -34,8 +34,9 @@ public final class LocalCluster: @unchecked Sendable {
     public let caFile: String?
     /// The scheduler's listener (`/metrics`), on loopback.
     public var schedulerURL: String = ""
-    /// The real CPU model (`tiny-random-llama`) and its registry; nil where the engine image,
-    /// `gguf` or the registry is missing (``LocalCPUModel/isAvailable``).
+    /// The real CPU model (`tiny-random-llama`) and its registry; nil unless started with
+    /// `cpuModel`, or where the engine image, `gguf` or the registry is missing
+    /// (``LocalCPUModel/isAvailable``).
     public let cpuModel: LocalCPUModel?
     private let daemons: [(name: String, process: ChildProcess)]
     private let http = CurlHTTP.Client(name: "local-cluster", maxConnections: 8)
@@ -77,10 +78,16 @@ public final class LocalCluster: @unchecked Sendable {
     /// At most one local cluster runs at a time in one process (``ClusterSlots``): a cluster is a
     /// dozen processes, and several started together by parallel test suites on a small machine
     /// slowed every daemon past its timeouts. A second `start` waits until the first is shut down.
-    public static func start(binaries: URL, gpus: Int = 8, tls: Bool = false, log: (String) -> Void = { _ in }) async throws -> LocalCluster {
+    ///
+    /// With `cpuModel` (what `gpuplane-local` does), `tiny-random-llama` is served for real
+    /// (``cpuModel``): a registry and the engine image's 200 MB import into this cluster's podman,
+    /// which tests that do not call it skip.
+    public static func start(
+        binaries: URL, gpus: Int = 8, tls: Bool = false, cpuModel: Bool = false, log: (String) -> Void = { _ in }
+    ) async throws -> LocalCluster {
         await ClusterSlots.acquire()
         do {
-            let cluster = try await startInSlot(binaries: binaries, gpus: gpus, tls: tls, log: log)
+            let cluster = try await startInSlot(binaries: binaries, gpus: gpus, tls: tls, cpuModel: cpuModel, log: log)
             cluster.holdsSlot.withLock { $0 = true }
             return cluster
         } catch {
@@ -89,7 +96,7 @@ public final class LocalCluster: @unchecked Sendable {
         }
     }
 
-    private static func startInSlot(binaries: URL, gpus: Int, tls: Bool, log: (String) -> Void) async throws -> LocalCluster {
+    private static func startInSlot(binaries: URL, gpus: Int, tls: Bool, cpuModel wantsCPUModel: Bool, log: (String) -> Void) async throws -> LocalCluster {
         let directory = try TestEnvironment.temporaryDirectory(prefix: "local-cluster", keep: true)
         let certs = directory.appendingPathComponent("certs").path
         if tls {
@@ -108,7 +115,9 @@ public final class LocalCluster: @unchecked Sendable {
         var daemons: [(String, ChildProcess)] = []
         let cpuModel: LocalCPUModel?
         do {
-            if LocalCPUModel.isAvailable {
+            if !wantsCPUModel {
+                cpuModel = nil
+            } else if LocalCPUModel.isAvailable {
                 cpuModel = try await LocalCPUModel.prepare(podman: podman, directory: directory, log: log)
             } else {
                 log("no real CPU model (\(LocalCPUModel.missingReason)): every model is the stand-in")

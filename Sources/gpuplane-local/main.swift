@@ -68,7 +68,7 @@ do {
     guard let manifest = try? String(contentsOfFile: example, encoding: .utf8) else {
         throw LocalCluster.Failure(description: "cannot read \(example)")
     }
-    let cluster = try await LocalCluster.start(binaries: binaries, tls: tls, log: say)
+    let cluster = try await LocalCluster.start(binaries: binaries, tls: tls, cpuModel: true, log: say)
     do {
     say("cluster up: api-server \(cluster.apiURL), node \(cluster.nodeName) with 8 fake H100s (dedicated), node \(LocalCluster.sharedNodeName) with 2 (shared); logs in \(cluster.directory.path)")
     let token = try await cluster.tenant("demo", plan: "enterprise")

@@ -66,7 +66,7 @@ struct LocalClusterCPUModelTests {
                 && TestEnvironment.hasExecutable(TinyRandomLlama.python),
             "needs root podman, etcd, the CPU engine image, gguf and openai in the tools venv (scripts/install-deps)"))
     func theSnippetGetsACompletionFromTheRealCPUModel() async throws {
-        let cluster = try await LocalCluster.start(binaries: LocalClusterTests.binaries)
+        let cluster = try await LocalCluster.start(binaries: LocalClusterTests.binaries, cpuModel: true)
         do {
             let cpuModel = try #require(cluster.cpuModel)
             let token = try await cluster.tenant("cpu", plan: "pro")

@@ -55,7 +55,9 @@ struct NodeAPIClientTests {
 
     @Test func replicaStatusOnlyForReplicasBoundHere() async throws {
         let plane = try await Plane()
-        let api = NodeAPI.Client(NodeAPI.Configuration(baseURL: plane.handle.base, token: plane.token))
+        // The in-process api-server shares the test process's threads with the whole suite: a
+        // loaded full run once took longer than the default 5 s to answer a status report.
+        let api = NodeAPI.Client(NodeAPI.Configuration(baseURL: plane.handle.base, token: plane.token, requestTimeout: .seconds(30)))
         _ = try await plane.handle.store.create(plane.replica("mine"))
         _ = try await plane.handle.store.create(plane.replica("other", bound: false))
         let updated = try await api.reportStatus(replica: plane.tenant, "mine", ReplicaStatus(phase: .running, containerID: "abc"))
@@ -78,14 +80,14 @@ struct NodeAPIClientTests {
     }
 
     /// Against a server whose bookmarks come rarely and a client that drops a silent watch after
-    /// two seconds: the watch is dropped and resumed many times, and every change arrives exactly
-    /// once, with one list only. (With 0.8 s, a loaded machine's resumed watch could be dropped
-    /// again before its replay arrived, every time.)
+    /// four seconds: the watch is dropped and resumed many times, and every change arrives exactly
+    /// once, with one list only. (With 0.8 s, and once in a loaded full run with 2 s, a resumed
+    /// watch could be dropped again before its replay arrived, every time.)
     @Test func droppedWatchResumesFromItsLastResourceVersion() async throws {
         let plane = try await Plane()
         let quiet = try await ControlPlane.shared.secondServer(bookmarkInterval: 60)
         let api = NodeAPI.Client(
-            NodeAPI.Configuration(baseURL: quiet.base, token: plane.token, retryBackoff: .milliseconds(50), watchIdleTimeout: .seconds(2)))
+            NodeAPI.Configuration(baseURL: quiet.base, token: plane.token, retryBackoff: .milliseconds(50), watchIdleTimeout: .seconds(4)))
         let seen = Collected<String>()
         let task = Task {
             for await change in api.replicaChanges() {
@@ -103,7 +105,7 @@ struct NodeAPIClientTests {
             // Longer than the idle timeout: the watch is dropped and resumed in between.
             try await eventually("r\(index) seen") { seen.all.contains("up:r\(index):pending") }
             let drops = seen.all.count
-            try await Task.sleep(for: .milliseconds(2500))
+            try await Task.sleep(for: .milliseconds(5000))
             #expect(seen.all.count == drops)
         }
         try await plane.handle.store.delete(Replica.self, tenant: plane.tenant, name: "r0")
