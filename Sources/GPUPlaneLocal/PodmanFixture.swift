@@ -213,6 +213,15 @@ public final class PodmanFixture: @unchecked Sendable {
         try cleanup.podman(arguments)
     }
 
+    /// ``podman(_:)`` from async code, on a thread of its own: the command waits for podman
+    /// (seconds on a loaded machine), which on one of Swift's few cooperative threads stalled
+    /// every in-process server and agent of the test run meanwhile.
+    @discardableResult
+    public func podman(_ arguments: [String]) async throws -> String {
+        let cleanup = self.cleanup
+        return try await TestEnvironment.offPool("podman") { try cleanup.podman(arguments) }
+    }
+
     /// Imports the test image's rootfs plus `/payload`, `payloadBytes` random (so
     /// incompressible) bytes, as the local image `name`: an image big enough for a pull to
     /// take a while.

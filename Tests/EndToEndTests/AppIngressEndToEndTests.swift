@@ -41,7 +41,7 @@ extension LocalClusterTests {
                 })
             #expect((replica["binding"] as? [String: Any])?["node"] as? String == "local-gpu-0")
             #expect((replica["status"] as? [String: Any])?["podIP"] as? String != nil, "\(replica)")
-            let ports = try cluster.podman.podman(["port", "gpuplane_e2e_chat-backend.api"])
+            let ports = try await cluster.podman.podman(["port", "gpuplane_e2e_chat-backend.api"])
             #expect(ports.split(separator: "\n").count == 1 && ports.hasPrefix("8000/tcp -> 127.0.0.1:"), "\(ports)")
 
             // Another tenant's URL for the same name reaches nothing.

@@ -100,7 +100,7 @@ struct LocalClusterCPUModelTests {
             let client = "gpuplane_cpu_tiny-model.client"
             var logs = ""
             try await eventually("the pod printed its inference URL", timeout: 120, every: 0.5) {
-                logs = (try? cluster.podman.podman(["logs", client])) ?? ""
+                logs = (try? await cluster.podman.podman(["logs", client])) ?? ""
                 return logs.contains("NXL_INFERENCE_URL=http")
             }
             let line = try #require(logs.split(separator: "\n").first { $0.hasPrefix("NXL_INFERENCE_URL=") })

@@ -45,7 +45,7 @@ import Testing
             let name = "gpuplane_e2e_hello-gpu.worker"
             var logs = ""
             try await eventually("the container printed its GPU") {
-                logs = (try? cluster.podman.podman(["logs", name])) ?? ""
+                logs = (try? await cluster.podman.podman(["logs", name])) ?? ""
                 return logs.contains("GPUPLANE_FAKE_GPU_INDEX=")
             }
             // The host's GPU `index` is the container's GPU 0 ("Your container gets
@@ -82,11 +82,11 @@ import Testing
             }
             let client = "gpuplane_e2e_hello-model.client"
             try await eventually("the pod printed its inference URL") {
-                ((try? cluster.podman.podman(["logs", client])) ?? "").contains("NXL_INFERENCE_URL=http")
+                ((try? await cluster.podman.podman(["logs", client])) ?? "").contains("NXL_INFERENCE_URL=http")
             }
             // The pod's URL, called as the pod would (no token, any model name), reaches the
             // model server on its GPU through the api-server's inference gateway.
-            let line = try cluster.podman.podman(["logs", client]).split(separator: "\n").first { $0.hasPrefix("NXL_INFERENCE_URL=") }
+            let line = try await cluster.podman.podman(["logs", client]).split(separator: "\n").first { $0.hasPrefix("NXL_INFERENCE_URL=") }
             let url = String(try #require(line).dropFirst("NXL_INFERENCE_URL=".count))
             #expect(url.hasPrefix(cluster.apiURL + "/v1/inference/e2e/phi-3.5-mini/"), "\(url)")
             let serverGPU = try #require(((server["binding"] as? [String: Any])?["gpuIndices"] as? [Int])?.first)
@@ -119,7 +119,7 @@ import Testing
             // Deleting the application stops the container.
             #expect(try await cluster.call("DELETE", "/v1/applications/hello-gpu", token: token).status == 204)
             try await eventually("the container is gone", timeout: 60) {
-                !((try? cluster.podman.podman(["ps", "--format", "{{.Names}}"])) ?? name).contains(name)
+                !((try? await cluster.podman.podman(["ps", "--format", "{{.Names}}"])) ?? name).contains(name)
             }
         } catch {
             Issue.record("\(error)\n\(cluster.logTails())\n(all logs in \(cluster.directory.path))")

@@ -77,12 +77,12 @@ import Testing
             let apiContainer = "gpuplane_t1_\(api.replica)"
             var logs = ""
             try await eventually("the api pod reached db.pod:5432", timeout: 60, every: 0.25) {
-                logs = (try? apiHost.podman.podman(["logs", apiContainer])) ?? ""
+                logs = (try? await apiHost.podman.podman(["logs", apiContainer])) ?? ""
                 return logs.contains("CONNECTED db.pod:5432")
             }
             print("api reached db.pod \(ContinuousClock.now - podsRunning) after the second pod was released")
             step("api connected to db.pod")
-            let hosts = try apiHost.podman.podman(["exec", apiContainer, "cat", "/etc/hosts"])
+            let hosts = try await apiHost.podman.podman(["exec", apiContainer, "cat", "/etc/hosts"])
             #expect(hosts.contains("\(dbIP)\tdb.pod"), "\(hosts)")
 
             // Tenant 2's CPU pod, on either host: no name, no connection to either of T1's pods
@@ -97,31 +97,31 @@ import Testing
             let intruder = try #require(probe)
             let intruderHost = try #require(cluster.host(ofNode: intruder.node ?? ""))
             let intruderContainer = "gpuplane_t2_\(intruder.replica)"
-            let theirHosts = try intruderHost.podman.podman(["exec", intruderContainer, "cat", "/etc/hosts"])
+            let theirHosts = try await intruderHost.podman.podman(["exec", intruderContainer, "cat", "/etc/hosts"])
             #expect(!theirHosts.contains("db.pod") && !theirHosts.contains("api.pod"), "\(theirHosts)")
-            let byName = try intruderHost.podman.podman([
+            let byName = try await intruderHost.podman.podman([
                 "exec", intruderContainer, "sh", "-c", "echo x | timeout 3 nc db.pod 5432 && echo REACHED || echo UNREACHED",
             ])
             #expect(Self.lines(byName).contains("UNREACHED") && !Self.lines(byName).contains("REACHED"), "\(byName)")
-            let byAddress = try intruderHost.podman.podman([
+            let byAddress = try await intruderHost.podman.podman([
                 "exec", intruderContainer, "sh", "-c", "echo hello | timeout 3 nc \(dbIP) 5432 | grep -q hello && echo REACHED || echo UNREACHED",
             ])
             #expect(Self.lines(byAddress).contains("UNREACHED") && !Self.lines(byAddress).contains("REACHED"), "T2's pod on \(intruder.node) connected to T1's db at \(dbIP): \(byAddress)")
             // And to T1's api pod (listening on 8000), on the other host of the two: both the
             // same-node and the cross-node path refuse T2.
             let apiIP = try #require(api.podIP)
-            let toApi = try intruderHost.podman.podman([
+            let toApi = try await intruderHost.podman.podman([
                 "exec", intruderContainer, "sh", "-c", "printf 'GET /api/ HTTP/1.0\\r\\n\\r\\n' | timeout 3 nc \(apiIP) 8000 | grep -q HTTP && echo REACHED || echo UNREACHED",
             ])
             #expect(Self.lines(toApi).contains("UNREACHED") && !Self.lines(toApi).contains("REACHED"), "T2's pod on \(intruder.node ?? "") connected to T1's api at \(apiIP): \(toApi)")
             // T1's db reaches api.pod the other way.
             let dbHost = try #require(cluster.host(ofNode: db.node ?? ""))
-            let fromDb = try dbHost.podman.podman([
+            let fromDb = try await dbHost.podman.podman([
                 "exec", "gpuplane_t1_\(db.replica)", "sh", "-c", "printf 'GET /api/ HTTP/1.0\\r\\n\\r\\n' | timeout 3 nc api.pod 8000 | grep -q 'hello from api' && echo REACHED || echo UNREACHED",
             ])
             #expect(Self.lines(fromDb).contains("REACHED"), "\(fromDb)")
             // The same connection from T1's api pod works: the refusal is the tenant's, not the path's.
-            let fromApi = try apiHost.podman.podman([
+            let fromApi = try await apiHost.podman.podman([
                 "exec", apiContainer, "sh", "-c", "echo hello | timeout 3 nc \(dbIP) 5432 | grep -q hello && echo REACHED || echo UNREACHED",
             ])
             #expect(Self.lines(fromApi).contains("REACHED"), "\(fromApi)")
@@ -140,7 +140,7 @@ import Testing
             let published = try #require(try await Self.replicas(cluster, t1).first { $0.pod == "api" }?.endpoint)
             let hostPort = published.replacingOccurrences(of: "http://", with: "").split(separator: ":").map(String.init)
             try #require(hostPort.count == 2, "\(published)")
-            let fromIntruder = try intruderHost.podman.podman([
+            let fromIntruder = try await intruderHost.podman.podman([
                 "exec", intruderContainer, "sh", "-c",
                 "printf 'GET /api/ HTTP/1.0\\r\\n\\r\\n' | timeout 3 nc \(hostPort[0]) \(hostPort[1]) | grep -q HTTP && echo REACHED || echo UNREACHED",
             ])
@@ -173,11 +173,11 @@ import Testing
             let newIP = try #require(moved?.podIP)
             step("the db moved to \(moved?.node ?? "?") at \(newIP)")
             try await eventually("the api's /etc/hosts names the db's new address", timeout: 30, every: 0.25) {
-                let text = (try? apiHost.podman.podman(["exec", apiContainer, "cat", "/etc/hosts"])) ?? ""
+                let text = (try? await apiHost.podman.podman(["exec", apiContainer, "cat", "/etc/hosts"])) ?? ""
                 return text.contains("\(newIP)\tdb.pod") && !text.contains("\(dbIP)\tdb.pod")
             }
             try await eventually("the api reaches the moved db.pod", timeout: 30, every: 0.5) {
-                let out = (try? apiHost.podman.podman([
+                let out = (try? await apiHost.podman.podman([
                     "exec", apiContainer, "sh", "-c", "echo hello | timeout 3 nc db.pod 5432 | grep -q hello && echo REACHED || echo UNREACHED",
                 ])) ?? ""
                 return Self.lines(out).contains("REACHED")

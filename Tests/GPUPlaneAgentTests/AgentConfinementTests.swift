@@ -47,7 +47,7 @@ import Testing
             for name in ["gpu", "cpu"] {
                 try await world.waitForReplica(name, "running") { $0.status.phase == .running }
                 let container = try #require(try await world.containers(of: name).first)
-                let inspected = try world.podman.podman(["inspect", "--type", "container", container.id])
+                let inspected = try await world.podman.podman(["inspect", "--type", "container", container.id])
                 let object = try #require((try JSONSerialization.jsonObject(with: Data(inspected.utf8)) as? [[String: Any]])?.first)
                 let host = try #require(object["HostConfig"] as? [String: Any])
                 #expect(host["Privileged"] as? Bool == false, "\(name)")
@@ -64,7 +64,7 @@ import Testing
                 #expect(effective.isSubset(of: allowed), "\(name): \(effective.subtracting(allowed))")
 
                 // The kernel's view of the container's first process.
-                let status = try world.podman.podman(["exec", container.id, "cat", "/proc/1/status"])
+                let status = try await world.podman.podman(["exec", container.id, "cat", "/proc/1/status"])
                 func field(_ key: String) -> String? {
                     status.split(separator: "\n").first { $0.hasPrefix(key + ":") }
                         .map { $0.dropFirst(key.count + 1).trimmingCharacters(in: .whitespaces) }
@@ -82,7 +82,7 @@ import Testing
                     #expect(inside != outside && !inside.isEmpty, "\(name) shares the host's \(outside)")
                 }
                 // No host filesystem beyond the engine's own files (hosts, resolv.conf, hostname).
-                let mounts = try world.podman.podman(["exec", container.id, "cat", "/proc/self/mountinfo"])
+                let mounts = try await world.podman.podman(["exec", container.id, "cat", "/proc/self/mountinfo"])
                 for line in mounts.split(separator: "\n") {
                     let parts = line.split(separator: " ")
                     guard parts.count > 4 else { continue }

@@ -64,7 +64,7 @@ struct AgentModelServerTests {
             #expect(try await world.store.get(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name).status.ready == false)
 
             // Weights "loaded": /v1/models answers, and only now is the server ready.
-            try world.podman.podman(["exec", container.id, "touch", "/tmp/loaded"])
+            try await world.podman.podman(["exec", container.id, "touch", "/tmp/loaded"])
             let ready = try await waitForServer(world, name, "ready") { $0.status.ready }
             let endpoint = try #require(ready.status.endpoint)
             #expect(endpoint.hasPrefix("http://127.0.0.1:"))

@@ -262,7 +262,7 @@ final class AgentWorld: @unchecked Sendable {
         await stopAgents()
         for container in (try? await containers()) ?? [] {
             if (try? await engine.remove(container.id)) == nil {
-                _ = try? podman.podman(["rm", "--force", "--time", "0", container.id])
+                _ = try? await podman.podman(["rm", "--force", "--time", "0", container.id])
             }
         }
     }

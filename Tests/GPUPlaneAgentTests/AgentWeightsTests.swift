@@ -78,10 +78,10 @@ struct AgentWeightsTests {
                 try await eventually("stand-in logged its model") {
                     try await world.output(found.id).contains { $0.contains("model=/weights/tiny-random-llama.gguf") }
                 }
-                let size = try world.podman.podman(["exec", found.id, "busybox", "wc", "-c", "/weights/tiny-random-llama.gguf"])
+                let size = try await world.podman.podman(["exec", found.id, "busybox", "wc", "-c", "/weights/tiny-random-llama.gguf"])
                 #expect(size.contains("\(gguf.count)"), "\(size)")
                 #expect(throws: (any Error).self) { try world.podman.podman(["exec", found.id, "busybox", "touch", "/weights/x"]) }
-                let mounts = try world.podman.podman(["inspect", "--format", "{{range .Mounts}}{{.Source}} {{.Destination}} {{.RW}};{{end}}", found.id])
+                let mounts = try await world.podman.podman(["inspect", "--format", "{{range .Mounts}}{{.Source}} {{.Destination}} {{.RW}};{{end}}", found.id])
                 #expect(mounts.contains("\(settings.directory)/entries/\(address) /weights false"), "\(mounts)")
             }
             // While a container mounts the weights, a cache over its limit keeps them.
@@ -121,7 +121,7 @@ struct AgentWeightsTests {
             // Over the limit with both, and both in use: nothing evicted.
             #expect(cache.addresses.count == 2 && cache.addresses.contains(mounted))
             #expect(cache.cachedBytes > settings.sizeLimitBytes)
-            let size = try world.podman.podman(["exec", try await container(world, first).id, "busybox", "wc", "-c", "/weights/a.gguf"])
+            let size = try await world.podman.podman(["exec", try await container(world, first).id, "busybox", "wc", "-c", "/weights/a.gguf"])
             #expect(size.contains("100000"))
             // The first server goes: its weights are the ones evicted.
             try await world.store.delete(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: first)
@@ -190,7 +190,7 @@ struct AgentWeightsTests {
             _ = try await world.store.create(server(world, name, gpu: 5, weights: ServingWeights(source: folder.path, file: "m.gguf")))
             _ = try await waitForServer(world, name, "ready") { $0.status.ready }
             let found = try await container(world, name)
-            #expect(try world.podman.podman(["exec", found.id, "busybox", "cat", "/weights/m.gguf"]).contains("host gguf"))
+            #expect(try await world.podman.podman(["exec", found.id, "busybox", "cat", "/weights/m.gguf"]).contains("host gguf"))
             #expect(throws: (any Error).self) { try world.podman.podman(["exec", found.id, "busybox", "touch", "/weights/x"]) }
             // Nothing copied into the cache.
             #expect(agent.weightsCache?.addresses.isEmpty == true)
@@ -271,7 +271,7 @@ struct AgentDeploymentWeightsTests {
             #expect(ready.status.loading?.stage == .ready)
             #expect(ready.status.loading?.bytesTotal == Int64(gguf.count + 23))
             let container = try #require(try await world.containers().first { $0.labels[ContainerPlan.replicaLabel] == ContainerPlan.key(replica) })
-            let size = try world.podman.podman(["exec", container.id, "busybox", "wc", "-c", "/weights/model.safetensors"])
+            let size = try await world.podman.podman(["exec", container.id, "busybox", "wc", "-c", "/weights/model.safetensors"])
             #expect(size.contains("\(gguf.count)"))
             #expect(agent.weightsCache?.statistics.fetches == 1)
             // The Hub got the token on every call; no log line and no status carries it.

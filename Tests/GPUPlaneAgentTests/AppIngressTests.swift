@@ -94,7 +94,7 @@ struct AppIngressTests {
             #expect(ports.first.map { endpoint.hasSuffix(":\($0.hostPort)") } == true, "\(endpoint) \(ports)")
 
             // httpd starts: the agent's TCP probe makes the replica ready, and the URL reaches it.
-            try world.podman.podman(["exec", containerID, "touch", "/tmp/go"])
+            try await world.podman.podman(["exec", containerID, "touch", "/tmp/go"])
             replica = try await world.waitForReplicaNamed(replicaName, "ready") { $0.status.ready == true }
             var hello = try await Self.get(shop + "/api/hello")
             try await eventually("the ingress's cache sees the ready replica") {
@@ -142,7 +142,7 @@ struct AppIngressTests {
                 received += String(decoding: chunk, as: UTF8.self)
                 if !released, received.contains("first") {
                     released = true
-                    try world.podman.podman(["exec", containerID, "touch", "/tmp/release"])
+                    try await world.podman.podman(["exec", containerID, "touch", "/tmp/release"])
                 }
             }
             #expect(received == "first\nsecond\n")

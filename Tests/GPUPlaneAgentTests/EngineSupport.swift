@@ -58,7 +58,7 @@ final class ContainerScope: @unchecked Sendable {
 
     func removeAll() async {
         for name in lock.withLock({ names }) {
-            if (try? await engine.remove(name)) == nil { _ = try? podman.podman(["rm", "--force", "--time", "0", name]) }
+            if (try? await engine.remove(name)) == nil { _ = try? await podman.podman(["rm", "--force", "--time", "0", name]) }
         }
     }
 }

@@ -171,7 +171,7 @@ struct ImagePullEngineTests {
         let seen = ProgressLog()
         let login = ContainerEngine.RegistryCredential(server: throttled, username: PullFixtures.user, password: PullFixtures.password)
         // The local image shares the payload layer: remove it so the pull must download it.
-        try podman.podman(["rmi", local])
+        try await podman.podman(["rmi", local])
         try await engine.pull("\(throttled)/\(repository)", credential: login, timeout: .seconds(120)) { seen.append($0) }
         let partial = seen.all.filter { $0.bytesTotal > 20_000_000 && $0.bytesDone > 0 && $0.bytesDone < $0.bytesTotal }
         #expect(!partial.isEmpty, "no progress in bytes while pulling: \(seen.all)")
@@ -211,7 +211,7 @@ struct ImagePullAgentTests {
         try podman.importImage(local, payloadBytes: 24_000_000)
         let repository = PullFixtures.repository("agent") + ":1"
         try registry.push(local, as: repository, from: podman, user: PullFixtures.user)
-        try podman.podman(["rmi", local])
+        try await podman.podman(["rmi", local])
         let throttled = try #require(registry.throttledAddress)
         let image = "\(throttled)/\(repository)"
         let logs = LogRecorder()

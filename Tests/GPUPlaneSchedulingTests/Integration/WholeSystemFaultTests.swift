@@ -235,7 +235,7 @@ struct WholeSystemFaultTests {
             do {
             try await eventually("the containers match the bound replicas", timeout: 60, every: 0.5) {
                 let listed: String
-                do { listed = try cluster.podman.podman(["ps", "-a", "--filter", "label=gpuplane.io/replica", "--format", "{{index .Labels \"gpuplane.io/replica\"}} {{index .Labels \"gpuplane.io/node\"}} {{.State}}"]) } catch {
+                do { listed = try await cluster.podman.podman(["ps", "-a", "--filter", "label=gpuplane.io/replica", "--format", "{{index .Labels \"gpuplane.io/replica\"}} {{index .Labels \"gpuplane.io/node\"}} {{.State}}"]) } catch {
                     containers = "podman ps: \(error)"
                     return false
                 }
