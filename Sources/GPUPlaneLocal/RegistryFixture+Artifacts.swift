@@ -34,6 +34,24 @@ extension RegistryFixture {
     /// - Throws: ``RegistryFixtureError`` naming the step and the registry's answer.
     @discardableResult
     public func pushArtifact(files: [URL], as repositoryAndTag: String, user: String? = nil) async throws -> PushedArtifact {
+        var contents: [(name: String, data: Data)] = []
+        for file in files {
+            let data = try await TestEnvironment.offPool("gpuplane-artifact-read") { try Data(contentsOf: file) }
+            contents.append((file.lastPathComponent, data))
+        }
+        return try await pushArtifact(contents: contents, as: repositoryAndTag, user: user)
+    }
+
+    /// ``pushArtifact(files:as:user:)`` from bytes in memory (name → content). For tests of the
+    /// cache's reading: `layerMediaType` replaces ``weightsLayerMediaType``, `sizeLie` adds bytes
+    /// to every titled layer's size in the manifest (a manifest that does not match its blobs),
+    /// and `untitledLayers` (media type → content, e.g. a gzip tar) follow without a title.
+    @discardableResult
+    public func pushArtifact(
+        contents: [(name: String, data: Data)], as repositoryAndTag: String, user: String? = nil,
+        layerMediaType: String = RegistryFixture.weightsLayerMediaType, sizeLie: Int = 0,
+        untitledLayers: [(mediaType: String, data: Data)] = []
+    ) async throws -> PushedArtifact {
         guard let colon = repositoryAndTag.lastIndex(of: ":"), !repositoryAndTag[colon...].contains("/") else {
             throw RegistryFixtureError(message: "pushArtifact: \"\(repositoryAndTag)\" is not REPOSITORY:TAG")
         }
@@ -45,22 +63,26 @@ extension RegistryFixture {
         let authorization = CurlHTTP.Header(
             "Authorization", "Basic " + Data("\(login):\(password)".utf8).base64EncodedString())
         var names = Set<String>()
-        for file in files where !names.insert(file.lastPathComponent).inserted {
-            throw RegistryFixtureError(message: "pushArtifact: two files are named \(file.lastPathComponent)")
+        for file in contents where !names.insert(file.name).inserted {
+            throw RegistryFixtureError(message: "pushArtifact: two files are named \(file.name)")
         }
 
         let config = Data("{}".utf8)
         let configDigest = try await uploadBlob(config, repository: repository, authorization: authorization)
         var layers: [[String: Any]] = []
         var layerDigests: [String] = []
-        for file in files {
-            let data = try await TestEnvironment.offPool("gpuplane-artifact-read") { try Data(contentsOf: file) }
-            let digest = try await uploadBlob(data, repository: repository, authorization: authorization)
+        for file in contents {
+            let digest = try await uploadBlob(file.data, repository: repository, authorization: authorization)
             layerDigests.append(digest)
             layers.append([
-                "mediaType": Self.weightsLayerMediaType, "digest": digest, "size": data.count,
-                "annotations": [Self.titleAnnotation: file.lastPathComponent],
+                "mediaType": layerMediaType, "digest": digest, "size": file.data.count + sizeLie,
+                "annotations": [Self.titleAnnotation: file.name],
             ])
+        }
+        for layer in untitledLayers {
+            let digest = try await uploadBlob(layer.data, repository: repository, authorization: authorization)
+            layerDigests.append(digest)
+            layers.append(["mediaType": layer.mediaType, "digest": digest, "size": layer.data.count])
         }
         let manifest: [String: Any] = [
             "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",

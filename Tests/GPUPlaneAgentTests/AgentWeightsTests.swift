@@ -229,8 +229,8 @@ struct AgentWeightsTests {
 @Suite(.enabled(if: agentTestsAvailable, "needs etcd, and root with podman, runc and busybox-static"))
 struct AgentDeploymentWeightsTests {
     @Test func anInstanceGetsItsHuggingFaceWeightsWithTheTenantsTokenNeverLogged() async throws {
-        let lines = HuggingFaceWeightsTests.Lines()
-        let logger = Logger(label: "gpuplane.agent") { _ in HuggingFaceWeightsTests.Capture(lines: lines) }
+        let lines = LogRecorder()
+        let logger = lines.logger()
         try await withAgentWorld { world in
             let token = "hf_tenant_token_\(UUID().uuidString.prefix(8))"
             let hub = try await HuggingFaceHubStandIn(token: token)

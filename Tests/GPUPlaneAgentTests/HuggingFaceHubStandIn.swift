@@ -1,3 +1,4 @@
+import CurlHTTP
 import Foundation
 import GPUPlaneTestSupport
 
@@ -11,6 +12,7 @@ import GPUPlaneTestSupport
 /// named in `lie` is announced with a wrong sha256 (a verification failure to catch). Every
 /// request line and its Authorization header's presence are logged to `requests.log`.
 final class HuggingFaceHubStandIn: @unchecked Sendable {
+    private static let http = CurlHTTP.Client(name: "hf-standin-probe", maxConnections: 2)
     let folder: URL
     let endpoint: String
     private let process: ChildProcess
@@ -26,7 +28,7 @@ final class HuggingFaceHubStandIn: @unchecked Sendable {
             executable: "/usr/bin/python3",
             arguments: [script.path, String(port), folder.appendingPathComponent("repos").path, token ?? "", lie ?? ""],
             logFile: folder.appendingPathComponent("standin.log"))
-        let http = WeightsPush.http
+        let http = Self.http
         try await eventually("the Hub stand-in answers", timeout: 30, every: 0.05) {
             (try? await http.perform(.init(url: self.endpoint + "/health", timeout: .seconds(2))))?.status == 200
         }

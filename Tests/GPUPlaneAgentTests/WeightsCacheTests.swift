@@ -183,26 +183,6 @@ struct WeightsCacheTests {
 /// Hugging Face weights through the Hub's HTTP API, against a loopback stand-in of the Hub
 /// (there is no Hub here): the token goes in Authorization and nowhere else.
 @Suite struct HuggingFaceWeightsTests {
-    /// Every log line the cache writes.
-    final class Lines: @unchecked Sendable {
-        let lock = NSLock()
-        var all: [String] = []
-        func add(_ line: String) { lock.withLock { all.append(line) } }
-    }
-
-    struct Capture: LogHandler {
-        let lines: Lines
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-        func log(event: LogEvent) {
-            lines.add("\(event.message) \(metadata.merging(event.metadata ?? [:]) { $1 })")
-        }
-    }
-
     @Test func fetchesARepositoryWithTheTokenAndNeverLogsIt() async throws {
         let token = "hf_secret_token_\(UUID().uuidString.prefix(8))"
         let hub = try await HuggingFaceHubStandIn(token: token, lie: "bad.gguf")
@@ -210,11 +190,11 @@ struct WeightsCacheTests {
         let weights = WeightsPush.bytes(50_000, seed: 31)
         try hub.add("acme/tiny", [("model.gguf", weights), ("config.json", Data(#"{"a": 1}"#.utf8))])
         try hub.add("acme/liar", [("bad.gguf", WeightsPush.bytes(100, seed: 32))])
-        let lines = Lines()
+        let lines = LogRecorder()
         var settings = try WeightsPush.settings(nil)
         settings.huggingFaceEndpoint = hub.endpoint
         let cache = WeightsCache(
-            settings: settings, http: CurlHTTP.Client(name: "hf-test-curl"), logger: Logger(label: "hf") { _ in Capture(lines: lines) })
+            settings: settings, http: CurlHTTP.Client(name: "hf-test-curl"), logger: lines.logger("hf"))
         try cache.prepare()
 
         let source = try WeightsSource.parse("acme/tiny")

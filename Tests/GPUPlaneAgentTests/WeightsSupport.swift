@@ -5,79 +5,29 @@ import GPUPlaneCore
 import GPUPlaneSystem
 import GPUPlaneTestSupport
 
-/// Pushes weights to the real registry fixture as an ORAS-style OCI artifact through the
-/// registry's HTTP API v2 (the same calls `oras push` makes): each file one blob (monolithic
-/// upload: `POST /v2/<repo>/blobs/uploads/`, then `PUT <location>&digest=…`), its layer
-/// titled with `org.opencontainers.image.title`, then the manifest (`PUT
-/// /v2/<repo>/manifests/<tag>`). Returns the manifest's digest.
+/// Weights in the real registry fixture for the cache's tests: pushed with
+/// ``RegistryFixture/pushArtifact(contents:as:user:layerMediaType:sizeLie:untitledLayers:)`` (the
+/// ORAS-style layout), here with the plain OCI tar layer type on titled layers, as `oras push`
+/// writes by default.
 enum WeightsPush {
-    static let http = CurlHTTP.Client(name: "weights-push-curl", maxConnections: 4)
-
     static func sha256(_ data: Data) -> String {
         PortableSHA256.hex(PortableSHA256.hash(Array(data)))
     }
 
-    static func auth(_ registry: RegistryFixture) -> CurlHTTP.Header {
-        let (user, password) = registry.users.sorted { $0.key < $1.key }[0]
-        return CurlHTTP.Header("Authorization", "Basic " + Data("\(user):\(password)".utf8).base64EncodedString())
-    }
-
-    static func uploadBlob(_ data: Data, repository: String, to registry: RegistryFixture) async throws -> String {
-        let digest = "sha256:" + sha256(data)
-        let started = try await http.perform(CurlHTTP.Request(
-            method: .post, url: "http://\(registry.address)/v2/\(repository)/blobs/uploads/", headers: [auth(registry)],
-            timeout: .seconds(30)))
-        guard started.status == 202, var location = started.header("Location") else {
-            throw WeightsTestError(message: "blob upload start answered \(started.status): \(String(decoding: started.body, as: UTF8.self))")
-        }
-        if location.hasPrefix("/") { location = "http://\(registry.address)" + location }
-        let put = try await http.perform(CurlHTTP.Request(
-            method: .put, url: location + (location.contains("?") ? "&" : "?") + "digest=\(digest)",
-            headers: [auth(registry), CurlHTTP.Header("Content-Type", "application/octet-stream")], body: data,
-            timeout: .seconds(120)))
-        guard put.status == 201 else {
-            throw WeightsTestError(message: "blob upload answered \(put.status): \(String(decoding: put.body, as: UTF8.self))")
-        }
-        return digest
-    }
-
-    /// Pushes `files` (name → content) as `repository:tag`; `sizeLie` adds bytes to every
-    /// layer's size in the manifest (a manifest that does not match its blobs).
+    /// Pushes `files` (name → content) as `repository:tag` and returns the manifest's digest;
+    /// `sizeLie` adds bytes to every layer's size in the manifest (a manifest that does not
+    /// match its blobs); `tarLayers` are image-style layers (no title, a gzip tar unpacked into
+    /// the weights).
     @discardableResult
     static func push(
         _ files: [(String, Data)], as repository: String, tag: String, to registry: RegistryFixture, sizeLie: Int = 0,
         tarLayers: [Data] = []
     ) async throws -> String {
-        let config = Data("{}".utf8)
-        let configDigest = try await uploadBlob(config, repository: repository, to: registry)
-        var layers: [[String: Any]] = []
-        for (name, data) in files {
-            let digest = try await uploadBlob(data, repository: repository, to: registry)
-            layers.append([
-                "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": data.count + sizeLie,
-                "annotations": ["org.opencontainers.image.title": name],
-            ])
-        }
-        for tar in tarLayers {
-            // An image-style layer: no title, a gzip tar unpacked into the weights.
-            let digest = try await uploadBlob(tar, repository: repository, to: registry)
-            layers.append(["mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": tar.count])
-        }
-        let manifest: [String: Any] = [
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "artifactType": "application/vnd.gpuplane.weights.v1",
-            "config": ["mediaType": "application/vnd.oci.empty.v1+json", "digest": configDigest, "size": config.count],
-            "layers": layers,
-        ]
-        let body = try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys])
-        let put = try await http.perform(CurlHTTP.Request(
-            method: .put, url: "http://\(registry.address)/v2/\(repository)/manifests/\(tag)",
-            headers: [auth(registry), CurlHTTP.Header("Content-Type", "application/vnd.oci.image.manifest.v1+json")], body: body,
-            timeout: .seconds(30)))
-        guard put.status == 201 else {
-            throw WeightsTestError(message: "manifest push answered \(put.status): \(String(decoding: put.body, as: UTF8.self))")
-        }
-        return "sha256:" + sha256(body)
+        try await registry.pushArtifact(
+            contents: files.map { (name: $0.0, data: $0.1) }, as: "\(repository):\(tag)",
+            layerMediaType: "application/vnd.oci.image.layer.v1.tar", sizeLie: sizeLie,
+            untitledLayers: tarLayers.map { (mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", data: $0) }
+        ).digest
     }
 
     /// `count` pseudo-random bytes (seeded: the same content for the same seed).
