@@ -109,13 +109,11 @@ public final class FaultCluster: @unchecked Sendable {
                 guard let token else { throw LocalCluster.Failure(description: "the api-server issued no node token") }
                 let tokenFile = directory.appendingPathComponent("\(node).token")
                 try token.write(to: tokenFile, atomically: true, encoding: .utf8)
-                let nvmlConfig = directory.appendingPathComponent("\(node).fake-nvml.conf")
-                let lines = ["driver 550.54.15"] + (0..<gpusPerNode).map { g in
-                    "gpu index=\(g) uuid=GPU-fa17\(String(format: "%02x%02x", i, g))-0000-4000-8000-\(String(format: "%012x", i * 16 + g)) name=\"NVIDIA H100 80GB HBM3\" memory_mib=81559 temp=35 power_mw=70000 pci=0000:\(String(format: "%02x", 0x18 + g)):00.0"
-                }
-                try (lines.joined(separator: "\n") + "\n").write(to: nvmlConfig, atomically: true, encoding: .utf8)
-                let events = directory.appendingPathComponent("\(node).fake-nvml.events")
-                _ = FileManager.default.createFile(atPath: events.path, contents: nil)
+                let nvml = try FakeNVMLFiles.write(
+                    gpus: (0..<gpusPerNode).map { g in
+                        PodmanFixture.FakeGPU(index: g, uuid: "GPU-fa17\(String(format: "%02x%02x", i, g))-0000-4000-8000-\(String(format: "%012x", i * 16 + g))")
+                    },
+                    in: directory, name: node)
                 log("gpuplane-node-agent \(node) via api-server \(i % apiServers)…")
                 try cluster.launch(
                     "agent-\(i)", binaries.appendingPathComponent("gpuplane-node-agent").path,
@@ -128,7 +126,7 @@ public final class FaultCluster: @unchecked Sendable {
                         "--listen", "127.0.0.1", "--port", "\(TestEnvironment.freePort())",
                         "--model-server-ports", "\(21000 + i * 100)-\(21000 + i * 100 + 99)",
                     ],
-                    environment: environment.merging(["GPUPLANE_FAKE_NVML_CONFIG": nvmlConfig.path, "GPUPLANE_FAKE_NVML_EVENTS": events.path]) { a, _ in a })
+                    environment: environment.merging(nvml.environment) { a, _ in a })
             }
             for node in cluster.nodeNames {
                 try await eventually("node \(node) registers and is Ready", timeout: 90) { try await cluster.isReady(node) }

@@ -188,13 +188,7 @@ public final class LocalCluster: @unchecked Sendable {
                 guard let token else { throw Failure(description: "the api-server issued no node token") }
                 let tokenFile = directory.appendingPathComponent("\(node).token")
                 try token.write(to: tokenFile, atomically: true, encoding: .utf8)
-                let nvmlConfig = directory.appendingPathComponent("\(node).fake-nvml.conf")
-                let events = directory.appendingPathComponent("\(node).fake-nvml.events")
-                let lines = ["driver 550.54.15"] + gpus.map {
-                    "gpu index=\($0.index) uuid=\($0.uuid) name=\"NVIDIA H100 80GB HBM3\" memory_mib=81559 temp=35 power_mw=70000 pci=0000:\(String(format: "%02x", 0x18 + $0.index)):00.0"
-                }
-                try (lines.joined(separator: "\n") + "\n").write(to: nvmlConfig, atomically: true, encoding: .utf8)
-                _ = FileManager.default.createFile(atPath: events.path, contents: nil)
+                let nvml = try FakeNVMLFiles.write(gpus: gpus, in: directory, name: node)
                 log("gpuplane-node-agent \(node) (gpu-mode=\(mode), \(gpus.count) fake GPUs)…")
                 try launch(
                     "gpuplane-node-agent",
@@ -214,7 +208,7 @@ public final class LocalCluster: @unchecked Sendable {
                         "--weights-cache", directory.appendingPathComponent("\(node).weights").path,
                     ] + (cpuModel.map { ["--weights-registry-auth-file", $0.authFile.path] } ?? [])
                         + (podNetwork?.agentArguments ?? []) + (caFile.map { ["--api-server-ca-file", $0] } ?? []),
-                    environment: ["GPUPLANE_FAKE_NVML_CONFIG": nvmlConfig.path, "GPUPLANE_FAKE_NVML_EVENTS": events.path],
+                    environment: nvml.environment,
                     label: "gpuplane-node-agent-\(node)")
             }
             // The pod network runs on local-gpu-0 only: both agents share one podman and this

@@ -101,13 +101,11 @@ public final class NetnsCluster: @unchecked Sendable {
                 guard let token else { throw LocalCluster.Failure(description: "the api-server issued no node token") }
                 let tokenFile = directory.appendingPathComponent("\(node).token")
                 try token.write(to: tokenFile, atomically: true, encoding: .utf8)
-                let nvmlConfig = directory.appendingPathComponent("\(node).fake-nvml.conf")
-                let events = directory.appendingPathComponent("\(node).fake-nvml.events")
-                let lines = ["driver 550.54.15"] + host.podman.fakeGPUs.prefix(gpus[offset]).map {
-                    "gpu index=\($0.index) uuid=GPU-\(offset + 1)\($0.uuid.dropFirst(5)) name=\"NVIDIA H100 80GB HBM3\" memory_mib=81559 temp=35 power_mw=70000 pci=0000:\(String(format: "%02x", 0x18 + $0.index)):00.0"
-                }
-                try (lines.joined(separator: "\n") + "\n").write(to: nvmlConfig, atomically: true, encoding: .utf8)
-                _ = FileManager.default.createFile(atPath: events.path, contents: nil)
+                let nvml = try FakeNVMLFiles.write(
+                    gpus: host.podman.fakeGPUs.prefix(gpus[offset]).map {
+                        PodmanFixture.FakeGPU(index: $0.index, uuid: "GPU-\(offset + 1)\($0.uuid.dropFirst(5))")
+                    },
+                    in: directory, name: node)
                 log("gpuplane-node-agent \(node) in \(host.name) at \(host.address)…")
                 try launch(
                     NetnsLAN.nsenter,
@@ -120,7 +118,7 @@ public final class NetnsCluster: @unchecked Sendable {
                         "--gateway-url", apiURL, "--log-level", "info", "--log-destination", "stderr",
                         "--weights-cache", directory.appendingPathComponent("\(node).weights").path,
                     ] + (offset < agentArguments.count ? agentArguments[offset] : []),
-                    environment: ["GPUPLANE_FAKE_NVML_CONFIG": nvmlConfig.path, "GPUPLANE_FAKE_NVML_EVENTS": events.path],
+                    environment: nvml.environment,
                     label: "gpuplane-node-agent-\(node)")
             }
             let cluster = NetnsCluster(

@@ -79,13 +79,7 @@ import Testing
             let token = try #require(issued.json["token"] as? String, "no node token: \(issued)")
 
             // The fake NVML: two GPUs, the podman fixture's CDI devices.
-            let nvmlConfig = directory.appendingPathComponent("fake-nvml.conf")
-            let events = directory.appendingPathComponent("fake-nvml.events")
-            let lines = ["driver 550.54.15"] + host.podman.fakeGPUs.prefix(2).map {
-                "gpu index=\($0.index) uuid=\($0.uuid) name=\"NVIDIA H100 80GB HBM3\" memory_mib=81559 temp=35 power_mw=70000 pci=0000:\(String(format: "%02x", 0x18 + $0.index)):00.0"
-            }
-            try (lines.joined(separator: "\n") + "\n").write(to: nvmlConfig, atomically: true, encoding: .utf8)
-            _ = FileManager.default.createFile(atPath: events.path, contents: nil)
+            let nvml = try FakeNVMLFiles.write(gpus: Array(host.podman.fakeGPUs.prefix(2)), in: directory, name: "host")
 
             // The tarball, packed from the test suite's own debug build, unpacked.
             let dist = directory.appendingPathComponent("dist")
@@ -117,7 +111,7 @@ import Testing
                 "--nvml-library", Self.binaries.appendingPathComponent("libFakeNVML.so").path, "--prefix", prefix.path,
                 "--address", host.address, "--set", "stop-grace-period=2s", "--wait-timeout", "240",
             ]
-            let fakeNVML = ["GPUPLANE_FAKE_NVML_CONFIG": nvmlConfig.path, "GPUPLANE_FAKE_NVML_EVENTS": events.path]
+            let fakeNVML = nvml.environment
             func install(_ arguments: [String], input: String? = nil) async throws -> (status: Int32, output: String) {
                 try await TestEnvironment.offPool {
                     try Command.run(
