@@ -108,6 +108,20 @@ public struct IPv4CIDR: Sendable, Hashable, CustomStringConvertible {
         self.prefix = prefix
     }
 
+    /// Parses `a.b.c.d/n`, or a bare `a.b.c.d` as `/32`, clearing host bits (`10.0.4.5/24` is
+    /// `10.0.4.0/24`: the addresses a firewall rule with that text matches); nil otherwise.
+    public init?(covering text: String) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let address = Self.address(String(parts[0])) else { return nil }
+        var prefix = 32
+        if parts.count == 2 {
+            guard let n = Int(parts[1]), (0...32).contains(n) else { return nil }
+            prefix = n
+        }
+        self.prefix = prefix
+        self.network = address & (prefix == 0 ? 0 : ~UInt32(0) << UInt32(32 - prefix))
+    }
+
     /// The mask, host order.
     public var mask: UInt32 { prefix == 0 ? 0 : ~UInt32(0) << UInt32(32 - prefix) }
 

@@ -24,7 +24,7 @@ extension NodeRoutes {
         }
         let nodes = try await deps.store.list(Node.self, tenant: ObjectMeta.clusterTenant).items
         if let other = nodes.first(where: { node in
-            node.metadata.name != body.name && node.spec.podSubnet.flatMap(IPv4CIDR.init).map { $0.overlaps(subnet) } == true
+            node.metadata.name != body.name && node.spec.podSubnet.flatMap { IPv4CIDR($0) }.map { $0.overlaps(subnet) } == true
         }) {
             throw APIError(
                 .conflict, .conflict,

@@ -6,6 +6,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import GPUPlaneCore
 
 /// Who may open connections to the ports a node publishes (its model servers, deployment
 /// instances and path-ingress pods, all in `model-server-ports`).
@@ -130,21 +131,7 @@ struct PublishedPortGuard: Sendable {
 
     /// `a.b.c.d` → `a.b.c.d/32`; `a.b.c.d/n` → the network's CIDR (host bits cleared); nil for
     /// anything else (a host name, IPv6).
-    static func cidr(_ text: String) -> String? {
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count <= 2 else { return nil }
-        var address = in_addr()
-        guard inet_pton(AF_INET, String(parts[0]), &address) == 1 else { return nil }
-        var length = 32
-        if parts.count == 2 {
-            guard let n = Int(parts[1]), (0...32).contains(n) else { return nil }
-            length = n
-        }
-        let host = UInt32(bigEndian: address.s_addr)
-        let mask: UInt32 = length == 0 ? 0 : ~UInt32(0) << UInt32(32 - length)
-        let network = host & mask
-        return "\(network >> 24).\((network >> 16) & 0xff).\((network >> 8) & 0xff).\(network & 0xff)/\(length)"
-    }
+    static func cidr(_ text: String) -> String? { IPv4CIDR(covering: text)?.description }
 
     /// The IPv4 addresses `name` resolves to (getaddrinfo: /etc/hosts, DNS); empty on failure.
     static func lookup(_ name: String) -> [String] {
