@@ -68,13 +68,11 @@ extension NodeAgentMain {
         var kinds: [String] = []
         for index in 0..<count {
             guard let device = try? library.device(at: index) else { continue }
-            let wanted = ((try? device.supportedEventTypes()) ?? .health).intersection(.health)
-            if (try? set.register(device, for: wanted)) != nil {
-                kinds.append(wanted == .health ? "XID+ECC" : wanted.contains(.xidCriticalError) ? "XID" : "ECC")
-            } else if (try? set.register(device, for: .xidCriticalError)) != nil {
-                kinds.append("XID")
-            } else {
-                kinds.append("none")
+            switch try? set.registerHealthEvents(device) {
+            case .health?: kinds.append("XID+ECC")
+            case let types? where types.contains(.xidCriticalError): kinds.append("XID")
+            case let types? where !types.isEmpty: kinds.append("ECC")
+            default: kinds.append("none")
             }
         }
         return kinds.enumerated().map { "GPU \($0.offset): \($0.element)" }.joined(separator: ", ")

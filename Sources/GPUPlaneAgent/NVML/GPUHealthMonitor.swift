@@ -387,21 +387,8 @@ private final class Engine: @unchecked Sendable {
         }
         var registered = 0
         for gpu in gpus where !gpu.lost {
-            let supported = (try? gpu.device.supportedEventTypes()) ?? .health
-            let wanted = supported.intersection(.health)
-            guard !wanted.isEmpty else { continue }
             do {
-                try set.register(gpu.device, for: wanted)
-                registered += 1
-            } catch where error.isNotSupported && wanted != .xidCriticalError && wanted.contains(.xidCriticalError) {
-                // Some boards list ECC events but refuse them (ECC disabled): keep the XIDs.
-                do {
-                    try set.register(gpu.device, for: .xidCriticalError)
-                    registered += 1
-                } catch {
-                    logger.warning(
-                        "GPU events unavailable", metadata: ["index": "\(gpu.device.index)", "error": "\(error)"])
-                }
+                if !(try set.registerHealthEvents(gpu.device)).isEmpty { registered += 1 }
             } catch {
                 logger.warning(
                     "GPU events unavailable", metadata: ["index": "\(gpu.device.index)", "error": "\(error)"])

@@ -101,6 +101,23 @@ public final class NVMLEventSet: @unchecked Sendable {
         }
     }
 
+    /// Registers the health events (XID, ECC) `device` lists as supported; when it lists ECC
+    /// events but refuses them (ECC disabled), its XIDs alone. Answers what was registered
+    /// (empty, registering nothing, when it lists none).
+    public func registerHealthEvents(_ device: NVMLDevice) throws(NVMLError) -> NVMLEventTypes {
+        let supported = (try? device.supportedEventTypes()) ?? .health
+        let wanted = supported.intersection(.health)
+        guard !wanted.isEmpty else { return [] }
+        do {
+            try register(device, for: wanted)
+            return wanted
+        } catch where error.isNotSupported && wanted != .xidCriticalError && wanted.contains(.xidCriticalError) {
+            // Some boards list ECC events but refuse them (ECC disabled): keep the XIDs.
+            try register(device, for: .xidCriticalError)
+            return .xidCriticalError
+        }
+    }
+
     /// Blocks for at most `milliseconds` waiting for an event (`nvmlEventSetWait_v2`). Call it
     /// only from a dedicated thread.
     public func wait(milliseconds: UInt32) -> WaitResult {
