@@ -132,6 +132,11 @@ final class SchedulerHarness: @unchecked Sendable {
 
     /// The identity and create revision of the current leader, if any.
     func currentLeader() async throws -> (identity: String, revision: Int64)? {
+        try await Self.currentLeader(client)
+    }
+
+    /// The identity and create revision of the leader elected through `client`'s etcd, if any.
+    static func currentLeader(_ client: Etcd.Client) async throws -> (identity: String, revision: Int64)? {
         guard let kv = try await client.leader(Scheduler.defaultElectionName) else { return nil }
         return (String(decoding: kv.value, as: UTF8.self), kv.createRevision)
     }

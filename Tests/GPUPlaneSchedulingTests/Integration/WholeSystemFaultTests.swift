@@ -115,11 +115,11 @@ struct WholeSystemFaultTests {
                     step(faults.last ?? "")
                 }
                 // 2. The scheduler leader, killed and restarted.
-                if let schedulerLeader = try await Self.schedulerLeader(client) {
+                if let schedulerLeader = try await SchedulerHarness.currentLeader(client) {
                     cluster.kill9(schedulerLeader.identity)
                     faults.append("kill -9 \(schedulerLeader.identity) (leader)")
                     try await eventually("another scheduler leads", timeout: 60) {
-                        (try await Self.schedulerLeader(client)).map { $0.revision != schedulerLeader.revision } ?? false
+                        (try await SchedulerHarness.currentLeader(client)).map { $0.revision != schedulerLeader.revision } ?? false
                     }
                     try cluster.restart(schedulerLeader.identity)
                     step(faults.last ?? "")
@@ -151,7 +151,7 @@ struct WholeSystemFaultTests {
                 // up to there is checked first, since compaction removes it.
                 let compactAt = try await client.range(.key("/"), countOnly: true).header.revision
                 reports.append(try await HistoryChecker.check(client, from: segmentStart, through: compactAt, seededAt: seed))
-                let leaderNow = try await Self.schedulerLeader(client)
+                let leaderNow = try await SchedulerHarness.currentLeader(client)
                 let standby = leaderNow?.identity == "scheduler-0" ? "scheduler-1" : "scheduler-0"
                 cluster.process(standby)?.signal(SIGSTOP)
                 _ = try await client.compact(revision: compactAt)
@@ -162,7 +162,7 @@ struct WholeSystemFaultTests {
                 if let leaderNow, leaderNow.identity != standby {
                     cluster.kill9(leaderNow.identity)
                     faults.append("kill -9 \(leaderNow.identity) so that \(standby) leads after the compaction")
-                    try await eventually("\(standby) leads", timeout: 60) { (try await Self.schedulerLeader(client))?.identity == standby }
+                    try await eventually("\(standby) leads", timeout: 60) { (try await SchedulerHarness.currentLeader(client))?.identity == standby }
                     try cluster.restart(leaderNow.identity)
                 }
                 step(faults.suffix(2).joined(separator: "; "))
@@ -293,11 +293,5 @@ struct WholeSystemFaultTests {
             if status.leader != 0 { leader = status.leader }
         }
         return leader.flatMap { ids[$0] }
-    }
-
-    /// The leading scheduler's identity and its key's create revision.
-    static func schedulerLeader(_ client: Etcd.Client) async throws -> (identity: String, revision: Int64)? {
-        guard let kv = try await client.leader(Scheduler.defaultElectionName) else { return nil }
-        return (String(decoding: kv.value, as: UTF8.self), kv.createRevision)
     }
 }
