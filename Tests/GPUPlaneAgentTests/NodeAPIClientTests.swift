@@ -69,6 +69,32 @@ struct NodeAPIClientTests {
         #expect(list.items.map(\.metadata.name) == ["mine"])
     }
 
+    /// With several api-servers, a client whose current one does not answer moves to the next
+    /// and stays there; an answer that is a refusal (403) moves nothing.
+    @Test func movesToTheNextApiServerWhenOneDoesNotAnswer() async throws {
+        let plane = try await Plane()
+        let dead = "http://127.0.0.1:\(TestEnvironment.freePort())"
+        let api = NodeAPI.Client(
+            NodeAPI.Configuration(
+                baseURL: dead, token: plane.token, requestTimeout: .seconds(30), maxRetries: 1, retryBackoff: .milliseconds(10),
+                otherURLs: [plane.handle.base]))
+        #expect(api.currentBaseURL == dead)
+        let gpu = GPUDevice(index: 0, uuid: "GPU-failover-0", product: "NVIDIA H100 80GB HBM3", memoryMiB: 81559)
+        _ = try await api.register(NodeRegistration(name: plane.node, labels: [:], gpus: [gpu]))
+        #expect(api.currentBaseURL == plane.handle.base)
+        #expect(try await api.heartbeat(node: plane.node) == 5)
+        await #expect { try await api.heartbeat(node: "someone-else") } throws: { ($0 as? NodeAPIError)?.code == .forbidden }
+        #expect(api.currentBaseURL == plane.handle.base, "a refusal is an answer")
+        #expect(try await api.listReplicas().items.isEmpty)
+
+        // None answering: the error of the last one, after trying each once.
+        let nowhere = NodeAPI.Client(
+            NodeAPI.Configuration(
+                baseURL: dead, token: "t", requestTimeout: .seconds(1), maxRetries: 0, retryBackoff: .milliseconds(10),
+                otherURLs: ["http://127.0.0.1:\(TestEnvironment.freePort())"]))
+        await #expect { try await nowhere.heartbeat(node: "n") } throws: { ($0 as? NodeAPIError)?.code == .unavailable }
+    }
+
     /// Gives up with a typed error after its retries. The time limit only catches a hang: a
     /// bound on the elapsed time (it was 5 s) failed on a loaded full-suite run at 5.5 s.
     @Test(.timeLimit(.minutes(1)))

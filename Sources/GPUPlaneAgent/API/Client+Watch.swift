@@ -111,6 +111,13 @@ extension NodeAPI.Client {
     public func watch<R: Resource>(
         _ type: R.Type, _ collection: String, from resourceVersion: String
     ) -> AsyncThrowingStream<ResourceWatchLine<R>, any Error> {
+        watch(R.self, collection, from: resourceVersion, endpoint: currentEndpoint)
+    }
+
+    /// ``watch(_:_:from:)`` on the api-server at `endpoint` in ``NodeAPI/Configuration/baseURLs``.
+    func watch<R: Resource>(
+        _ type: R.Type, _ collection: String, from resourceVersion: String, endpoint: Int
+    ) -> AsyncThrowingStream<ResourceWatchLine<R>, any Error> {
         let path = "\(collection)?watch=true&resourceVersion=\(Self.segment(resourceVersion))"
         let (lines, continuation) = AsyncThrowingStream<ResourceWatchLine<R>, any Error>.makeStream()
         let state = Locked(WatchConnectionState())
@@ -123,7 +130,7 @@ extension NodeAPI.Client {
             }
         }
         let cancel = http.stream(
-            request(.get, path, body: nil, timeout: nil),
+            request(.get, path, body: nil, timeout: nil, endpoint: endpoint),
             onData: { bytes in
                 let complete = state.withLock { state -> [Data] in
                     state.lastData = .now
@@ -217,8 +224,9 @@ extension NodeAPI.Client {
                 }
                 continue
             }
+            let endpoint = currentEndpoint
             do {
-                for try await line in watch(R.self, collection, from: from) {
+                for try await line in watch(R.self, collection, from: from, endpoint: endpoint) {
                     backoff = configuration.retryBackoff
                     switch line.type {
                     case .bookmark:
@@ -243,6 +251,9 @@ extension NodeAPI.Client {
             } catch {
                 if Task.isCancelled { break }
                 logger.info("\(R.kind.rawValue) watch dropped; resuming", metadata: ["error": "\(error)", "resourceVersion": "\(resourceVersion ?? "")"])
+                // Resumed on the next api-server when this one did not answer: the versions are
+                // etcd's, the same on every api-server.
+                if let error = error as? NodeAPIError, error.code == .unavailable { endpointFailed(endpoint) }
                 await pause()
             }
         }

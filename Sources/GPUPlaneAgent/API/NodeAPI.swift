@@ -21,8 +21,12 @@ public enum NodeAPI {}
 extension NodeAPI {
     /// How to reach the api-server.
     public struct Configuration: Sendable {
-        /// The api-server's base URL, e.g. `http://10.0.0.1:8080` (no trailing path).
-        public var baseURL: String
+        /// The api-servers' base URLs, e.g. `http://10.0.0.1:8080` (no trailing path), in the
+        /// order the client tries them: it stays with one until a call to it gets no answer (or
+        /// 502/503/504), then moves to the next.
+        public var baseURLs: [String]
+        /// The first api-server's base URL.
+        public var baseURL: String { baseURLs[0] }
         /// The node token, sent as `Authorization: Bearer …`.
         public var token: String
         /// The deadline of one unary call.
@@ -47,16 +51,19 @@ extension NodeAPI {
         /// Where the client logs.
         public var logger: Logger
 
-        /// Makes a configuration.
+        /// Makes a configuration: `baseURL` first, then `otherURLs` (other api-servers of the
+        /// same control plane) when it stops answering.
         public init(
             baseURL: String, token: String, requestTimeout: Duration = .seconds(5),
             connectTimeout: Duration = .seconds(2), maxRetries: Int = 3, retryBackoff: Duration = .milliseconds(200),
             watchIdleTimeout: Duration = .seconds(45), watchMaxBackoff: Duration = .seconds(5),
-            tls: CurlHTTP.TLS? = nil, logger: Logger = Logger(label: "gpuplane.agent.api")
+            tls: CurlHTTP.TLS? = nil, logger: Logger = Logger(label: "gpuplane.agent.api"), otherURLs: [String] = []
         ) {
-            var base = baseURL
-            while base.hasSuffix("/") { base.removeLast() }
-            self.baseURL = base
+            self.baseURLs = ([baseURL] + otherURLs).map { url in
+                var base = url
+                while base.hasSuffix("/") { base.removeLast() }
+                return base
+            }
             self.token = token
             self.requestTimeout = requestTimeout
             self.connectTimeout = connectTimeout
@@ -74,13 +81,18 @@ extension NodeAPI {
     /// Every unary call has a deadline (``Configuration/requestTimeout``) and runs on the
     /// client's own libcurl thread, never blocking Swift's cooperative pool. Idempotent calls
     /// (every call of this client: registration refreshes, heartbeats renew, statuses replace)
-    /// are retried with doubling pauses. Every method throws ``NodeAPIError``.
+    /// are retried with doubling pauses. With several api-servers (``Configuration/baseURLs``)
+    /// every call and watch goes to the current one; a call that it leaves unanswered after its
+    /// retries (or answers 502/503/504) moves the client to the next and is sent there, and a
+    /// watch that fails reconnects to the next. Every method throws ``NodeAPIError``.
     public final class Client: Sendable {
         /// The configuration this client was made with.
         public let configuration: Configuration
         let http: CurlHTTP.Client
         let logger: Logger
         private let ownsHTTP: Bool
+        /// The index in ``Configuration/baseURLs`` of the api-server calls go to.
+        private let current = Locked(0)
 
         /// Makes a client. Nothing is sent until the first call. Requests go through `http`
         /// when given (the caller keeps it and shuts it down), else through a transport of the
@@ -100,26 +112,58 @@ extension NodeAPI {
 
         // MARK: Requests
 
-        func request(_ method: CurlHTTP.Method, _ pathAndQuery: String, body: Data?, timeout: Duration?) -> CurlHTTP.Request {
+        /// The index of the api-server calls go to now.
+        var currentEndpoint: Int { current.withLock { $0 } }
+
+        /// The base URL calls go to now.
+        public var currentBaseURL: String { configuration.baseURLs[currentEndpoint] }
+
+        /// Moves to the api-server after `index`, unless another call moved already.
+        func endpointFailed(_ index: Int) {
+            let count = configuration.baseURLs.count
+            guard count > 1 else { return }
+            let moved = current.withLock { current -> Bool in
+                guard current == index else { return false }
+                current = (index + 1) % count
+                return true
+            }
+            if moved {
+                logger.notice(
+                    "api-server not answering; moving to the next",
+                    metadata: ["from": "\(configuration.baseURLs[index])", "to": "\(configuration.baseURLs[(index + 1) % count])"])
+            }
+        }
+
+        func request(_ method: CurlHTTP.Method, _ pathAndQuery: String, body: Data?, timeout: Duration?, endpoint: Int? = nil) -> CurlHTTP.Request {
             var headers = [CurlHTTP.Header("Authorization", "Bearer \(configuration.token)"), CurlHTTP.Header("Accept", "application/json")]
             if body != nil { headers.append(CurlHTTP.Header("Content-Type", "application/json")) }
             return CurlHTTP.Request(
-                method: method, url: configuration.baseURL + pathAndQuery, headers: headers, body: body, timeout: timeout,
-                connectTimeout: configuration.connectTimeout, tls: configuration.tls)
+                method: method, url: configuration.baseURLs[endpoint ?? currentEndpoint] + pathAndQuery, headers: headers, body: body,
+                timeout: timeout, connectTimeout: configuration.connectTimeout, tls: configuration.tls)
         }
 
         /// Sends one idempotent call, again as ``Configuration/retryPolicy`` allows (after no
-        /// answer or 502/503/504), and returns a 2xx answer; any other answer throws.
+        /// answer or 502/503/504), and returns a 2xx answer; any other answer throws. When the
+        /// retries are spent, the call goes to the next api-server (each one once).
         func send(_ method: CurlHTTP.Method, _ path: String, body: Data? = nil) async throws(NodeAPIError) -> CurlHTTP.Response {
-            let request = request(method, path, body: body, timeout: configuration.requestTimeout)
-            let result = await http.performResult(request, retrying: configuration.retryPolicy, idempotence: .idempotent) {
-                attempt, outcome in
-                let failure = Self.failure(outcome, path: path)
-                logger.debug(
-                    "api-server call failed; retrying", metadata: ["path": "\(path)", "attempt": "\(attempt + 1)", "error": "\(failure)"])
-            }
-            if case .success(let response) = result, response.isSuccess { return response }
-            throw Self.failure(result, path: path)
+            var failure: NodeAPIError
+            var tried = 0
+            repeat {
+                let endpoint = currentEndpoint
+                let request = request(method, path, body: body, timeout: configuration.requestTimeout, endpoint: endpoint)
+                let result = await http.performResult(request, retrying: configuration.retryPolicy, idempotence: .idempotent) {
+                    attempt, outcome in
+                    let failure = Self.failure(outcome, path: path)
+                    logger.debug(
+                        "api-server call failed; retrying", metadata: ["path": "\(path)", "attempt": "\(attempt + 1)", "error": "\(failure)"])
+                }
+                if case .success(let response) = result, response.isSuccess { return response }
+                failure = Self.failure(result, path: path)
+                guard failure.code == .unavailable || failure.code == .timeout else { throw failure }
+                endpointFailed(endpoint)
+                tried += 1
+            } while tried < configuration.baseURLs.count
+            throw failure
         }
 
         /// ``send(_:_:body:)`` decoding the answer as `type`.

@@ -23,7 +23,9 @@ public enum NodeAgentMain {
 
     /// The configuration keys (file `key = value`, env `GPUPLANE_<KEY>`, flags `--key`).
     public static let keys: [ConfigurationKey] = [
-        ConfigurationKey("api-server", .string, default: "http://127.0.0.1:8080", help: "the api-server's base URL"),
+        ConfigurationKey(
+            "api-server", .string, default: "http://127.0.0.1:8080",
+            help: "the api-server's base URL, or several api-servers' separated by commas (the agent moves to the next when one stops answering)"),
         ConfigurationKey("node-token-file", .string, required: true, help: "file holding this node's token"),
         ConfigurationKey("api-server-ca-file", .string, help: "PEM CA certificate to verify an https:// api-server with (default: the system's CAs)"),
         ConfigurationKey("node-name", .string, help: "this node's name (a DNS label); default: the host name"),
@@ -43,7 +45,7 @@ public enum NodeAgentMain {
         ConfigurationKey("image-pull-timeout", .duration, default: "1h", help: "deadline of one image pull"),
         ConfigurationKey("quiet-time", .duration, default: "5m", help: "how long an unhealthy GPU must stay clean to return to service"),
         ConfigurationKey("model-server-ports", .string, default: "20000-20999", help: "host ports model servers are published on (FIRST-LAST)"),
-        ConfigurationKey("published-ports-from", .string, help: "who may connect to the published ports besides this host: the api-servers' addresses, CIDRs or host names (comma-separated), or 'any'; default: the api-server URL's host"),
+        ConfigurationKey("published-ports-from", .string, help: "who may connect to the published ports besides this host: the api-servers' addresses, CIDRs or host names (comma-separated), or 'any'; default: the hosts of the api-server URLs"),
         ConfigurationKey("pod-subnet", .string, help: "this node's pod subnet (e.g. 10.251.3.0/24): runs the pod network (<pod>.pod names, pod traffic across nodes); needs address"),
         ConfigurationKey("pod-cidr", .string, default: "10.251.0.0/16", help: "the cluster's pod range holding every node's pod-subnet"),
         ConfigurationKey(
@@ -87,18 +89,19 @@ public enum NodeAgentMain {
         guard ["dedicated", "large", "shared", "mixed"].contains(mode) else {
             throw StartError(description: "gpu-mode must be dedicated, large, shared or mixed, not '\(mode)'")
         }
-        let apiServer = try config.string("api-server") ?? "http://127.0.0.1:8080"
+        let apiServers = try Self.apiServerURLs(config)
+        let apiServer = apiServers[0]
         let caFile = try config.string("api-server-ca-file")
         if let caFile {
-            guard apiServer.hasPrefix("https://") else {
-                throw StartError(description: "api-server-ca-file is set but api-server is not an https:// URL ('\(apiServer)')")
+            if let plain = apiServers.first(where: { !$0.hasPrefix("https://") }) {
+                throw StartError(description: "api-server-ca-file is set but api-server is not an https:// URL ('\(plain)')")
             }
             guard access(caFile, R_OK) == 0 else { throw StartError(description: "cannot read api-server-ca-file \(caFile)") }
         }
-        if apiServer.hasPrefix("http://"), !NodeAgentMain.isLoopback(apiServer) {
+        for url in apiServers where url.hasPrefix("http://") && !NodeAgentMain.isLoopback(url) {
             logger.warning(
                 "api-server is plain HTTP on a non-loopback address: the node token crosses the network in clear text; serve the api-server over HTTPS and set api-server-ca-file",
-                metadata: ["api-server": "\(apiServer)"])
+                metadata: ["api-server": "\(url)"])
         }
         // One curl thread for both peers: the api-server over TCP and the engine's unix socket.
         // The process owns it until exit.
@@ -106,7 +109,7 @@ public enum NodeAgentMain {
         let api = NodeAPI.Client(
             NodeAPI.Configuration(
                 baseURL: apiServer, token: token, requestTimeout: try config.duration("request-timeout") ?? .seconds(5),
-                tls: caFile.map { CurlHTTP.TLS(caFile: $0) }, logger: logger),
+                tls: caFile.map { CurlHTTP.TLS(caFile: $0) }, logger: logger, otherURLs: Array(apiServers.dropFirst())),
             http: http)
         let engine = ContainerEngine.Client(
             ContainerEngine.Configuration(
@@ -166,11 +169,25 @@ public enum NodeAgentMain {
                 throw StartError(description: error.message)
             }
         }
-        let url = try config.string("api-server") ?? "http://127.0.0.1:8080"
-        guard let host = URLComponents(string: url)?.host, !host.isEmpty else {
-            throw StartError(description: "published-ports-from: the api-server URL '\(url)' names no host; set published-ports-from to the api-servers' addresses")
+        var hosts: [String] = []
+        for url in try apiServerURLs(config) {
+            guard let host = URLComponents(string: url)?.host, !host.isEmpty else {
+                throw StartError(description: "published-ports-from: the api-server URL '\(url)' names no host; set published-ports-from to the api-servers' addresses")
+            }
+            hosts.append(host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host)
         }
-        return .sources([host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host])
+        return .sources(hosts)
+    }
+
+    /// `api-server`: one URL or several separated by commas, in the order the agent tries them.
+    static func apiServerURLs(_ config: Configuration) throws -> [String] {
+        let text = try config.string("api-server") ?? "http://127.0.0.1:8080"
+        let urls = text.split(separator: ",").map { String($0.filter { !$0.isWhitespace }) }.filter { !$0.isEmpty }
+        guard !urls.isEmpty else { throw StartError(description: "api-server names no URL") }
+        for url in urls where !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
+            throw StartError(description: "api-server must be http:// or https:// URLs separated by commas, not '\(url)'")
+        }
+        return urls
     }
 
     /// `allocatable-cpu`, `allocatable-memory`, `system-reserved-cpu` and `system-reserved-memory`.

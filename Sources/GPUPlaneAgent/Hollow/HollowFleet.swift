@@ -76,11 +76,15 @@ public final class HollowFleet: Sendable {
         let name = configuration.nodeName(index)
         var log = logger
         log[metadataKey: "node"] = "\(name)"
-        let url = configuration.apiServers[index % configuration.apiServers.count]
+        // Spread over the api-servers, each node with the others after its own (as an agent
+        // given every api-server's URL moves on when its own stops answering).
+        let servers = configuration.apiServers
+        let first = index % servers.count
+        let others = (1..<max(1, servers.count)).map { servers[(first + $0) % servers.count] }
         return NodeAPI.Client(
             NodeAPI.Configuration(
-                baseURL: url, token: tokens[name] ?? "", requestTimeout: configuration.requestTimeout,
-                connectTimeout: .seconds(5), watchIdleTimeout: configuration.watchIdleTimeout, logger: log),
+                baseURL: servers[first], token: tokens[name] ?? "", requestTimeout: configuration.requestTimeout,
+                connectTimeout: .seconds(5), watchIdleTimeout: configuration.watchIdleTimeout, logger: log, otherURLs: others),
             http: transports[index / configuration.nodesPerTransport])
     }
 
