@@ -28,8 +28,11 @@ public struct APIDependencies: Sendable {
     /// Whether new deployments have their weights fetched by the node-agents
     /// (`deployment-weights node-agent`, ``DeploymentSpec/fetchWeights``) rather than by the engine.
     public var deploymentWeightsByAgent = false
-    /// Seconds a node stays Ready without a heartbeat.
+    /// Seconds a node stays Ready without a heartbeat: the TTL of the lease its heartbeat key
+    /// lives on (``heartbeats``).
     public var heartbeatTTL: Int64
+    /// The nodes' beats to this api-server, in memory (``HeartbeatTracker``).
+    public let heartbeats: HeartbeatTracker
     /// Seconds between BOOKMARK events on idle watches.
     public var bookmarkInterval: Double
     /// The logger for requests and audit lines.
@@ -68,7 +71,8 @@ public struct APIDependencies: Sendable {
         deploymentImage: String = VLLM.image, heartbeatTTL: Int64 = 10,
         bookmarkInterval: Double = 10, inferenceTimeout: Duration = .seconds(600),
         inferenceQueueTimeout: Duration = .seconds(60), logger: Logger = Logger(label: "gpuplane.api"),
-        ingressTimeout: Duration = .seconds(3600), publicURL: String? = nil, servesTLS: Bool = false
+        ingressTimeout: Duration = .seconds(3600), publicURL: String? = nil, servesTLS: Bool = false,
+        heartbeatSilentAfter: Duration? = nil
     ) {
         self.servesTLS = servesTLS
         self.store = store
@@ -78,6 +82,9 @@ public struct APIDependencies: Sendable {
         self.authenticator = TokenAuthenticator(index: TokenIndex(store: store), adminTokens: adminTokens)
         self.deploymentImage = deploymentImage
         self.heartbeatTTL = heartbeatTTL
+        self.heartbeats = HeartbeatTracker(
+            store: store, ttl: heartbeatTTL,
+            silentAfter: heartbeatSilentAfter ?? HeartbeatTracker.defaultSilentAfter(ttl: heartbeatTTL), logger: logger)
         self.bookmarkInterval = bookmarkInterval
         self.logger = logger
         self.tenants = Informer<Tenant>(store: store, tenant: ObjectMeta.clusterTenant, logger: logger)
@@ -230,6 +237,7 @@ public func buildApplication(
 ) throws -> some ApplicationProtocol {
     let (router, _) = buildRouter(deps)
     deps.tenants.start()
+    deps.heartbeats.start()
     deps.gateway.start()
     deps.ingress.start()
     let counter = SourceConnectionCounter(limit: limits.maxConnectionsPerSource)

@@ -22,6 +22,9 @@ public enum APIServerMain {
         ConfigurationKey("catalog-file", .string, help: "operator catalog (JSON) overriding the bundled one"),
         ConfigurationKey("max-gpu-memory", .int, default: "96", help: "largest gpu.memoryGB the fleet can give"),
         ConfigurationKey("heartbeat-ttl", .int, default: "10", help: "seconds a node stays Ready without a heartbeat"),
+        ConfigurationKey(
+            "silent-after", .duration, default: "3s",
+            help: "how long a node beating to this api-server may miss beats before it is marked silent (NotReady); less than heartbeat-ttl"),
         ConfigurationKey("deployment-image", .string, default: VLLM.image, help: "image custom LLM deployments run (it takes vllm serve's arguments)"),
         ConfigurationKey(
             "deployment-weights", .string, default: "engine",
@@ -83,6 +86,13 @@ public enum APIServerMain {
             guard appTimeout >= 1 else {
                 throw ConfigurationError(code: .invalidValue, key: "app-timeout", source: nil, detail: "must be at least 1 second, not \(appTimeout)")
             }
+            let heartbeatTTL = Int64(try config.int("heartbeat-ttl") ?? 10)
+            let silentAfter = try config.duration("silent-after") ?? .seconds(3)
+            guard heartbeatTTL >= 2, silentAfter > .zero, silentAfter < .seconds(heartbeatTTL) else {
+                throw ConfigurationError(
+                    code: .invalidValue, key: "silent-after", source: config.source(of: "silent-after"),
+                    detail: "must be more than 0 and less than heartbeat-ttl (\(heartbeatTTL) s, at least 2), not \(silentAfter)")
+            }
             let etcd = try EtcdConnectionSettings(config)
             let store = try ResourceStore.connect(
                 endpoints: etcd.endpoints, caFile: etcd.caFile, certFile: etcd.certFile, keyFile: etcd.keyFile,
@@ -98,9 +108,9 @@ public enum APIServerMain {
                 store: store, catalog: catalog, adminTokens: adminTokens,
                 maxGPUMemoryGB: try config.int("max-gpu-memory") ?? 96,
                 deploymentImage: try config.string("deployment-image") ?? VLLM.image,
-                heartbeatTTL: Int64(try config.int("heartbeat-ttl") ?? 10), inferenceTimeout: .seconds(inferenceTimeout),
+                heartbeatTTL: heartbeatTTL, inferenceTimeout: .seconds(inferenceTimeout),
                 inferenceQueueTimeout: .seconds(queueTimeout), logger: logger, ingressTimeout: .seconds(appTimeout),
-                publicURL: try config.string("public-url"), servesTLS: tls != nil)
+                publicURL: try config.string("public-url"), servesTLS: tls != nil, heartbeatSilentAfter: silentAfter)
             switch try config.string("deployment-weights") ?? "engine" {
             case "engine": break
             case "node-agent": deps.deploymentWeightsByAgent = true

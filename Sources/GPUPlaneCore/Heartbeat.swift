@@ -1,7 +1,7 @@
 /// Node liveness: one etcd key per node (``KeySpace/heartbeats``, read and written through
-/// `NodeHeartbeats` in GPUPlaneStore), attached to a lease the api-server renews on each
-/// heartbeat. When the node stops calling, the lease expires, etcd deletes the key, and the
-/// scheduler's node-lifecycle step sees the delete on its watch.
+/// `NodeHeartbeats` in GPUPlaneStore), written by the api-server the node beats to (live when
+/// it starts beating there, silent when it stops) under that api-server's lease. The
+/// scheduler's node-lifecycle step watches the keys.
 public enum NodeHeartbeat {
     /// The heartbeat key of `node`: ``KeySpace/heartbeat(node:)`` (kept for the tests and
     /// benchmarks that write heartbeat keys themselves).

@@ -7,7 +7,7 @@
 /// | resources | `/gpuplane/<kind>/<tenant>/<name>` | `ResourceStore` |
 /// | tenants' secrets (a resource, values sealed) | `/gpuplane/secrets/<tenant>/<name>` | `ResourceStore` |
 /// | bearer tokens | `/gpuplane/tokens/<sha256>` | `TokenIndex` |
-/// | node heartbeats | `/gpuplane/heartbeats/<node>` (under a lease) | `NodeHeartbeats` |
+/// | node heartbeats | `/gpuplane/heartbeats/<node>` (under its api-server's lease) | `NodeHeartbeats` |
 /// | deployment load | `/gpuplane/load/deployments/<tenant>/<deployment>/<reporter>` (under a lease) | `LoadReports` |
 /// | inference secret | `/gpuplane/system/inference-secret` | `InferenceSecret` |
 /// | meter cursor | `/gpuplane/meter/cursor` | `MeterCursor` |
@@ -52,9 +52,9 @@ public enum KeySpace {
     /// The index key of the token whose secret hashes to `sha256` (hex).
     public static func token(sha256: String) -> String { tokens + sha256 }
 
-    /// `/gpuplane/heartbeats/`: one key per node with a live node-agent, attached to a lease
-    /// the api-server renews on each heartbeat; when the agent stops calling, the lease
-    /// expires, etcd deletes the key and the scheduler's watch sees it.
+    /// `/gpuplane/heartbeats/`: one key per node whose agent beats, `{"server", "state"}`
+    /// written by the api-server it beats to (`live`, then `silent` when it stops calling) under
+    /// that api-server's lease; the scheduler's watch sees it.
     public static let heartbeats = root + "heartbeats/"
 
     /// The heartbeat key of `node`.

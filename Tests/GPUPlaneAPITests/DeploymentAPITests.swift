@@ -130,11 +130,12 @@ import Testing
         #expect(try await h.call("POST", "/v1/nodes/\(node)/heartbeat", token: token).status == 200)
         #expect(try await h.call("GET", "/v1/nodes", token: token).items.count == 1)
         #expect(try await h.call("POST", "/v1/nodes/\(node)/cordon", token: token).status == 403)
-        // Its heartbeat keeps the key (3 s lease): beat and look right after, again if a loaded
-        // machine let the lease run out in between.
-        try await eventually("the heartbeat key after a heartbeat", timeout: 30) {
+        // Its heartbeat keeps the key live: beat and look right after, again if a loaded machine
+        // let it go silent in between.
+        try await eventually("the heartbeat key live after a heartbeat", timeout: 30) {
             guard try await h.call("POST", "/v1/nodes/\(node)/heartbeat", token: token).status == 200 else { return false }
-            return try await h.client.get(NodeHeartbeat.key(node)) != nil
+            guard let kv = try await h.client.get(NodeHeartbeat.key(node)) else { return false }
+            return NodeHeartbeats.KeyState(value: kv.value) == .live(server: h.deps.heartbeats.serverID)
         }
 
         // A replica bound to this node is visible to it; one bound elsewhere is not, and its
@@ -202,10 +203,11 @@ import Testing
         #expect(try await h.deps.store.get(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: "ms-\(node)").status.attachedReplicas == ["t/a.p"])
     }
 
-    /// Registration writes the heartbeat key under a 3 s lease; without heartbeats etcd deletes
-    /// it; a heartbeat writes it again. Followed through a watch rather than by reading the key,
-    /// so a loaded machine that takes longer than the lease between two calls cannot fail it.
-    @Test func heartbeatLeaseExpires() async throws {
+    /// Registration writes the heartbeat key live under the api-server's lease; without
+    /// heartbeats the api-server marks it silent (after `silent-after`, 2 s with a 3 s TTL);
+    /// a heartbeat writes it live again. Beats in between write nothing. Followed through a
+    /// watch rather than by reading the key, so a loaded machine cannot miss a state.
+    @Test func aNodeThatStopsBeatingIsMarkedSilent() async throws {
         let h = try await SharedServer.shared.get()
         let node = "n-" + UUID().uuidString.prefix(6).lowercased()
         let token = try await h.nodeToken(node)
@@ -214,24 +216,33 @@ import Testing
         let seen = EventLog()
         let watch = Task {
             for try await response in h.client.watch(.key(key), startRevision: from) {
-                await seen.append(response.events.map(\.type))
+                for event in response.events { await seen.append(event) }
             }
         }
         defer { watch.cancel() }
         #expect(try await register(h, node, token: token).status == 201)
-        // No more heartbeats: the 3 s lease runs out and etcd deletes the key.
-        try await eventually("heartbeat key expires", timeout: 30) { try await h.client.get(key) == nil }
-        // A heartbeat brings it back.
+        let live = NodeHeartbeats.KeyState.live(server: h.deps.heartbeats.serverID)
+        let silent = NodeHeartbeats.KeyState.silent(server: h.deps.heartbeats.serverID)
+        try await eventually("the key written live", timeout: 30) { await seen.states.first == live }
+        // No more heartbeats: the sweep marks the node silent; the key stays, on the lease.
+        try await eventually("the key marked silent", timeout: 30) { await seen.states.contains(silent) }
+        let kv = try #require(try await h.client.get(key))
+        #expect(kv.lease != 0)
+        // A heartbeat writes it live again.
         #expect(try await h.call("POST", "/v1/nodes/\(node)/heartbeat", token: token).status == 200)
-        try await eventually("the watch sees put, delete, put", timeout: 30) { await seen.types.count >= 3 }
-        // The first three: on a loaded machine the new key's 3 s lease may have run out again
-        // (a fourth event, delete) before this line.
-        #expect(await Array(seen.types.prefix(3)) == [.put, .delete, .put])
+        try await eventually("the watch sees live, silent, live", timeout: 30) { await seen.states.count >= 3 }
+        // The first three: on a loaded machine the node may have gone silent again since.
+        #expect(await Array(seen.states.prefix(3)) == [live, silent, live])
+        #expect(await seen.types.allSatisfy { $0 == .put }, "the key is never deleted")
     }
 
     private actor EventLog {
         var types: [Etcd.WatchEvent.EventType] = []
-        func append(_ more: [Etcd.WatchEvent.EventType]) { types += more }
+        var states: [NodeHeartbeats.KeyState] = []
+        func append(_ event: Etcd.WatchEvent) {
+            types.append(event.type)
+            if event.type == .put { states.append(NodeHeartbeats.KeyState(value: event.kv.value)) }
+        }
     }
 
     /// A watch resumed from a resourceVersion misses nothing and repeats nothing.

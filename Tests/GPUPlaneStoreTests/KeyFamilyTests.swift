@@ -36,14 +36,12 @@ struct KeyFamilyTests {
         #expect(try await tokens.remove(hashPrefix: String(record.id.dropFirst(4))) == false)
     }
 
-    @Test func heartbeatsAreStartedRenewedWatchedAndRemoved() async throws {
+    @Test func heartbeatsAreWrittenLiveMarkedSilentOnlyOnTheirLeaseWatchedAndRemoved() async throws {
         let store = try await SharedStoreEtcd.store()
         let heartbeats = NodeHeartbeats(store: store)
         let node = uniqueTenant("node")
-        #expect(try await heartbeats.renew(node: node) == false, "nothing to renew before the first beat")
-
         let before = try await heartbeats.list()
-        #expect(!before.nodes.contains(node))
+        #expect(before.keys[node] == nil)
         let changes = ChangeLog()
         let watcher = Task {
             for try await batch in heartbeats.watch(from: before.revision + 1) {
@@ -52,22 +50,43 @@ struct KeyFamilyTests {
         }
         defer { watcher.cancel() }
 
-        try await heartbeats.start(node: node, ttl: 30)
+        let mine = try await store.client.grantLease(ttl: 30).id
+        let theirs = try await store.client.grantLease(ttl: 30).id
+        try await heartbeats.writeLive(node: node, server: "a", lease: mine)
         let key = try #require(try await store.client.get(KeySpace.heartbeat(node: node)))
-        #expect(key.lease != 0, "the key lives on a lease")
-        #expect(try await heartbeats.list().nodes.contains(node))
-        #expect(try await heartbeats.renew(node: node))
+        #expect(key.lease == mine, "the key lives on the writer's lease")
+        #expect(NodeHeartbeats.Value.decode(key.value) == .init(server: "a", state: .live))
+        #expect(try await heartbeats.list().keys[node] == .live(server: "a"))
+        // Silent only while the key is on the lease: once another api-server wrote it, the
+        // first one's silent write is refused and changes nothing.
+        #expect(try await heartbeats.markSilent(node: node, server: "a", lease: mine) != nil)
+        #expect(try await heartbeats.list().keys[node] == .silent(server: "a"))
+        try await heartbeats.writeLive(node: node, server: "b", lease: theirs)
+        #expect(try await heartbeats.markSilent(node: node, server: "a", lease: mine) == nil)
+        #expect(try await heartbeats.list().keys[node] == .live(server: "b"))
 
         try await heartbeats.remove(node: node)
-        #expect(!(try await heartbeats.list().nodes.contains(node)))
-        try await eventually("the watch saw the key come and go") { changes.values.count >= 2 }
-        #expect(changes.values == [.init(node: node, live: true), .init(node: node, live: false)])
+        #expect(try await heartbeats.list().keys[node] == nil)
+        #expect(try await heartbeats.markSilent(node: node, server: "b", lease: theirs) == nil, "no key: nothing to mark")
+        // A key of another value (a test's, a benchmark's) is live, and its deletion an expiry.
+        _ = try await store.client.put(KeySpace.heartbeat(node: node), "2026-01-01T00:00:00Z", lease: mine)
+        #expect(try await heartbeats.list().keys[node] == .live(server: nil))
+        try await store.client.revokeLease(mine)
+        try await eventually("the watch saw every change") { changes.values.count >= 6 }
+        let expected: [NodeHeartbeats.KeyState] = [
+            .live(server: "a"), .silent(server: "a"), .live(server: "b"), .deleted(expired: false), .live(server: nil),
+            .deleted(expired: true),
+        ]
+        #expect(changes.values.map(\.state) == expected, "\(changes.values)")
+        #expect(changes.values.allSatisfy { $0.revision > before.revision })
 
-        // A lease gone (revoked here, expired in life) is not renewed: the caller starts anew.
-        try await heartbeats.start(node: node, ttl: 30)
-        let lease = try #require(try await store.client.get(KeySpace.heartbeat(node: node))).lease
-        try await store.client.revokeLease(lease)
-        #expect(try await heartbeats.renew(node: node) == false)
+        // A lease gone: the write says so (the tracker grants a new one).
+        do {
+            try await heartbeats.writeLive(node: node, server: "a", lease: mine)
+            Issue.record("a write under a revoked lease succeeded")
+        } catch let error as StoreError {
+            #expect(error.etcd?.code == .leaseNotFound, "\(error)")
+        }
     }
 
     @Test func loadReportsAreWrittenUnderALeaseAndReadBack() async throws {

@@ -49,7 +49,7 @@ struct NodeRoutes: Sendable {
     }
 
     /// Maps to `POST /v1/nodes`: creates or refreshes the Node (keeping an admin's cordon), marks
-    /// it Ready, and starts its heartbeat lease.
+    /// it Ready, and writes its heartbeat key live (``HeartbeatTracker``).
     func registerNode(_ request: Request, _ context: APIContext) async throws -> Response {
         let data = try await HTTPJSON.body(request)
         try HTTPJSON.rejectUnknownKeys(data, known: ["name", "labels", "machineType", "gpus", "address", "podSubnet", "allocatableCPUMilli", "allocatableMemoryMB", "agentURL"])
@@ -119,8 +119,8 @@ struct NodeRoutes: Sendable {
         throw APIError(.conflict, .conflict, "node \(body.name) kept changing; retry")
     }
 
-    /// Maps to `POST /v1/nodes/{name}/heartbeat`: renews the node's lease (re-creating it when it
-    /// expired). Answers the TTL the agent must beat. Only the node's own agent beats for it: an
+    /// Maps to `POST /v1/nodes/{name}/heartbeat`: the node's beat, kept in this api-server's
+    /// memory (``HeartbeatTracker``). Answers the TTL the agent must beat within. Only the node's own agent beats for it: an
     /// admin's beat would keep a node without an agent Ready. A node that is not registered
     /// (or was deleted) gets 404, so its agent registers again.
     func heartbeat(_ request: Request, _ context: APIContext) async throws -> Response {
@@ -136,28 +136,18 @@ struct NodeRoutes: Sendable {
         return try HTTPJSON.response(["ttlSeconds": deps.heartbeatTTL])
     }
 
-    /// Renews `node`'s heartbeat lease, or starts a new one when it expired. Outside
-    /// registration, a new lease is only started for a node that exists.
+    /// Takes `node`'s beat in this api-server's ``HeartbeatTracker``: memory only, unless its
+    /// key must be written (first beat here, after silence, registration). Outside
+    /// registration, a key is only written for a node that exists.
     private func renewHeartbeat(_ node: String, registering: Bool) async throws {
-        let heartbeats = NodeHeartbeats(store: deps.store)
         do {
-            if try await heartbeats.renew(node: node) { return }
+            try await deps.heartbeats.beat(node: node, registering: registering)
+        } catch let error as StoreError where error.code == .notFound {
+            throw APIError(
+                .notFound, .notFound,
+                "node \(node) is not registered; its agent registers it with POST /v1/nodes before it beats")
         } catch {
-            throw APIError(.serviceUnavailable, .unavailable, "cannot renew the heartbeat: the store is unavailable")
-        }
-        if !registering {
-            do {
-                _ = try await deps.store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: node)
-            } catch let error as StoreError where error.code == .notFound {
-                throw APIError(
-                    .notFound, .notFound,
-                    "node \(node) is not registered; its agent registers it with POST /v1/nodes before it beats")
-            }
-        }
-        do {
-            try await heartbeats.start(node: node, ttl: deps.heartbeatTTL)
-        } catch {
-            throw APIError(.serviceUnavailable, .unavailable, "cannot start the heartbeat: the store is unavailable")
+            throw APIError(.serviceUnavailable, .unavailable, "cannot write the heartbeat: the store is unavailable")
         }
     }
 
@@ -168,7 +158,7 @@ struct NodeRoutes: Sendable {
         let data = try await HTTPJSON.body(request)
         let report = try HTTPJSON.decode(NodeStatus.self, from: data)
         let stored = try await deps.store.modify(Node.self, tenant: ObjectMeta.clusterTenant, name: name) { node in
-            // Ready is the scheduler's to say (from the heartbeat lease); keep it.
+            // Ready is the scheduler's to say (from the heartbeat key); keep it.
             let ready = node.status.conditions.filter { $0.type == NodeHeartbeat.readyCondition }
             node.status = report
             node.status.conditions = ready + report.conditions.filter { $0.type != NodeHeartbeat.readyCondition }
@@ -252,6 +242,7 @@ struct NodeRoutes: Sendable {
                             expectedVersion: server.metadata.resourceVersion)
                     }
                 }
+                deps.heartbeats.forget(node: name)
                 do {
                     try await NodeHeartbeats(store: deps.store).remove(node: name)
                 } catch {

@@ -4,9 +4,13 @@ import GPUPlaneStore
 import Logging
 import GPUPlaneSystem
 
-/// Which nodes have a live heartbeat key (``NodeHeartbeats``): list, then watch, listing again
-/// after compaction. The keys sit on leases the api-server renews; when a node
-/// stops calling, etcd deletes its key and the watch says so.
+/// Which nodes beat, from their heartbeat keys (``NodeHeartbeats``): list, then watch, listing
+/// again after compaction. An api-server writes a node's key `live` when the node beats to it
+/// and `silent` when it stopped; the key of an api-server that died vanishes with its lease
+/// until the node beats to another. So: a `live` key (or a value that is not an api-server's,
+/// as tests write) is live; a `silent` key is a node seen to stop (expired); a key that vanished
+/// is neither, and ``NodeLifecycle`` gives its node the grace to beat elsewhere, except a key
+/// of a test's own value, whose deletion is its lease's expiry.
 final class HeartbeatWatcher: Sendable {
     private let heartbeats: NodeHeartbeats
     private let logger: Logger
@@ -15,7 +19,8 @@ final class HeartbeatWatcher: Sendable {
 
     private struct State {
         var live: Set<String> = []
-        /// Nodes whose key this watcher saw deleted (its lease expired) and not put again.
+        /// Nodes whose key says silent, or whose key of a test's own value was seen deleted
+        /// (its lease expired), and not live again.
         var expired: Set<String> = []
         var synced = false
     }
@@ -26,15 +31,15 @@ final class HeartbeatWatcher: Sendable {
         self.onChange = onChange
     }
 
-    /// Nodes whose heartbeat key exists.
+    /// Nodes whose heartbeat key says live.
     var liveNodes: Set<String> { state.withLock { $0.live } }
 
     /// What is known of the nodes' heartbeats at one moment.
     struct Liveness: Sendable {
-        /// Nodes whose heartbeat key exists.
+        /// Nodes whose heartbeat key says live.
         var live: Set<String>
-        /// Nodes whose key was seen to go (its lease expired, or it was deleted): silent for
-        /// a whole lease, not merely not yet seen.
+        /// Nodes seen to stop beating: their key says silent (or, for a key of a test's own
+        /// value, was seen to expire), not merely missing.
         var expired: Set<String>
     }
 
@@ -49,12 +54,19 @@ final class HeartbeatWatcher: Sendable {
         var failures = 0
         while !Task.isCancelled {
             do {
-                let (live, revision) = try await heartbeats.list()
-                state.withLock {
+                let (keys, revision) = try await heartbeats.list()
+                state.withLock { s in
                     // A key gone while no watch ran: the lifecycle's grace decides, not this.
-                    $0.expired.subtract(live)
-                    $0.live = live
-                    $0.synced = true
+                    s.live = []
+                    for (node, key) in keys {
+                        if case .silent = key {
+                            s.expired.insert(node)
+                        } else {
+                            s.live.insert(node)
+                            s.expired.remove(node)
+                        }
+                    }
+                    s.synced = true
                 }
                 onChange()
                 failures = 0
@@ -62,12 +74,16 @@ final class HeartbeatWatcher: Sendable {
                     guard !changes.isEmpty else { continue }
                     state.withLock { s in
                         for change in changes {
-                            if change.live {
+                            switch change.state {
+                            case .live:
                                 s.live.insert(change.node)
                                 s.expired.remove(change.node)
-                            } else {
+                            case .silent, .deleted(expired: true):
                                 s.live.remove(change.node)
                                 s.expired.insert(change.node)
+                            case .deleted(expired: false):
+                                // Its api-server's lease went (or the node): the grace decides.
+                                s.live.remove(change.node)
                             }
                         }
                     }

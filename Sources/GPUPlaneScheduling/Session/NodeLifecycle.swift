@@ -5,7 +5,7 @@ import GPUPlaneSystem
 extension LeaderSession {
     /// A node's `Ready` reasons written by the node-lifecycle step (``NodeLifecycle``).
     public enum ReadyReason {
-        /// The heartbeat key is gone: the node stopped calling.
+        /// The heartbeat key says silent (or stayed missing past the grace): the node stopped calling.
         public static let heartbeatExpired = "HeartbeatExpired"
         /// The heartbeat key is there.
         public static let heartbeatReceived = "HeartbeatReceived"
@@ -14,14 +14,16 @@ extension LeaderSession {
 
 /// Step 1 of the pass: a node's `Ready` condition follows its heartbeat key.
 ///
-/// A key seen to expire → `Ready` false (`HeartbeatExpired`); a key back → true
-/// (`HeartbeatReceived`). A Ready node whose key was never seen (it registered a moment ago, or
-/// this term began after its key went) gets ``heartbeatGrace`` on this scheduler's own clock
-/// first, so two watches a moment apart never make a node that never stopped NotReady. Since
-/// when each such node is missing its key is this step's state across passes.
+/// A key that says silent (its api-server saw the node stop beating), or a test's key seen to
+/// expire → `Ready` false (`HeartbeatExpired`); a live key back → true (`HeartbeatReceived`). A
+/// Ready node without a key (it registered a moment ago, this term began after its key went,
+/// or the key vanished with its api-server's lease while the node moves to another
+/// api-server) gets ``heartbeatGrace`` on this scheduler's own clock first, so two watches a
+/// moment apart, or an api-server's death, never make a node that never stopped NotReady.
+/// Since when each such node is missing its key is this step's state across passes.
 final class NodeLifecycle: Sendable {
-    /// How long a Ready node may show no heartbeat key, without its key having been seen to
-    /// expire, before it is NotReady.
+    /// How long a Ready node may show no heartbeat key, without its key saying silent, before
+    /// it is NotReady.
     let heartbeatGrace: Duration
     /// Ready nodes without a heartbeat key whose expiry was not seen, since when.
     private let missingSince = Locked([String: ContinuousClock.Instant]())
@@ -66,7 +68,7 @@ final class NodeLifecycle: Sendable {
                 updated.status.conditions.removeAll { $0.type == NodeHeartbeat.readyCondition }
                 updated.status.conditions.append(Condition(
                     type: NodeHeartbeat.readyCondition, status: false, reason: LeaderSession.ReadyReason.heartbeatExpired,
-                    message: "heartbeat lease expired", lastTransition: input.now))
+                    message: "no heartbeat", lastTransition: input.now))
                 units.append(WriteUnit(ops: [.update(updated)], events: [
                     .init(involved: involved, tenant: ObjectMeta.clusterTenant, severity: .warning,
                           reason: EventRecorder.Reason.nodeNotReady,

@@ -2,24 +2,81 @@ import EtcdClient
 import Foundation
 import GPUPlaneCore
 
-/// Node liveness: one key per node, `/gpuplane/heartbeats/<node>` (``KeySpace/heartbeats``),
-/// on a lease the api-server renews on each of the node-agent's heartbeats. When the agent
-/// stops calling, the lease expires, etcd deletes the key, and the scheduler's watch sees it.
+/// Node liveness: one key per node, `/gpuplane/heartbeats/<node>` (``KeySpace/heartbeats``).
 ///
-/// Every method throws ``StoreError`` (``StoreError/Code/unavailable`` when etcd fails).
+/// An api-server keeps the beats of the nodes that call it in memory (`HeartbeatTracker` in
+/// GPUPlaneAPI) and writes a node's key only when that changes: `{"server": <its id>,
+/// "state": "live"}` on a node's first beat to it, `"silent"` when the node stopped beating.
+/// The key lives on the api-server's own lease, so the keys of an api-server that died vanish
+/// with it. The scheduler watches the keys (``list()`` + ``watch(from:)``): `silent` is a node
+/// that stopped; a key that vanished is a node that must beat to another api-server within the
+/// scheduler's grace. A value that is not such JSON (tests and `gpuplane-bench scheduler` write
+/// their own keys) counts as live, and its deletion as its expiry.
+///
+/// Every method throws ``StoreError`` (``StoreError/Code/unavailable`` when etcd fails; the
+/// ``StoreError/etcd`` cause says ``EtcdClient/EtcdError/Code/leaseNotFound`` when the lease
+/// written under is gone).
 public struct NodeHeartbeats: Sendable {
-    /// A heartbeat key that appeared or went.
+    /// A heartbeat key's value as an api-server writes it.
+    public struct Value: Codable, Sendable, Hashable {
+        /// Whether the node beats.
+        public enum State: String, Codable, Sendable, Hashable {
+            /// It beats to ``Value/server``.
+            case live
+            /// It stopped beating to ``Value/server`` (for longer than its `silent-after`).
+            case silent
+        }
+        /// The id of the api-server that wrote the key (and holds its lease).
+        public var server: String
+        /// Whether the node beats.
+        public var state: State
+
+        /// Makes a value.
+        public init(server: String, state: State) {
+            self.server = server
+            self.state = state
+        }
+
+        /// The value in `data`, or nil when it is not an api-server's JSON (a key written by a
+        /// test or a benchmark).
+        public static func decode(_ data: Data) -> Value? { try? JSONDecoder().decode(Value.self, from: data) }
+    }
+
+    /// What a node's key says.
+    public enum KeyState: Sendable, Hashable {
+        /// The node beats; `server` is nil for a value that is not an api-server's JSON.
+        case live(server: String?)
+        /// The api-server `server` saw the node stop beating.
+        case silent(server: String)
+        /// The key went. `expired`: the value it had was not an api-server's JSON (the key of a
+        /// test's own lease ran out: the node stopped); otherwise the key went with its
+        /// api-server's lease (that api-server stopped) or with its node.
+        case deleted(expired: Bool)
+
+        /// The state of a key holding `value`.
+        public init(value: Data) {
+            switch Value.decode(value) {
+            case nil: self = .live(server: nil)
+            case let beat? where beat.state == .live: self = .live(server: beat.server)
+            case let beat?: self = .silent(server: beat.server)
+            }
+        }
+    }
+
+    /// A heartbeat key written or deleted.
     public struct Change: Sendable, Hashable {
         /// The node.
         public var node: String
-        /// True when the key was written (a new lease), false when it went (its lease
-        /// expired, or the node was deleted).
-        public var live: Bool
+        /// What its key says now.
+        public var state: KeyState
+        /// The revision of the write or deletion.
+        public var revision: Int64
 
         /// Makes a change.
-        public init(node: String, live: Bool) {
+        public init(node: String, state: KeyState, revision: Int64 = 0) {
             self.node = node
-            self.live = live
+            self.state = state
+            self.revision = revision
         }
     }
 
@@ -29,65 +86,84 @@ public struct NodeHeartbeats: Sendable {
     /// The heartbeats in `store`'s etcd.
     public init(store: ResourceStore) { self.store = store }
 
-    /// Renews `node`'s lease. Returns false when there is nothing to renew (no key, or its
-    /// lease expired meanwhile): then ``start(node:ttl:)`` a new one.
-    public func renew(node: String) async throws -> Bool {
+    /// Writes `node`'s key `{"server": server, "state": "live"}` under `lease`, whoever held it,
+    /// and returns the revision of the write. Throws with
+    /// ``EtcdClient/EtcdError/Code/leaseNotFound`` as cause when `lease` is gone.
+    @discardableResult
+    public func writeLive(node: String, server: String, lease: Int64) async throws -> Int64 {
         do {
-            guard let kv = try await client.get(KeySpace.heartbeat(node: node)), kv.lease != 0 else { return false }
-            return try await client.keepAliveOnce(kv.lease).ttl > 0
-        } catch let e as EtcdError where e.code == .leaseNotFound {
-            return false  // expired between the read and the renewal
+            let value = try Self.encode(Value(server: server, state: .live))
+            return try await client.put(Etcd.PutRequest(key: Data(KeySpace.heartbeat(node: node).utf8), value: value, lease: lease)).header.revision
         } catch let e as EtcdError {
             throw StoreError.etcd(e)
         }
     }
 
-    /// Writes `node`'s key (the time now, ISO-8601) under a new lease of `ttl` seconds. A
-    /// lease that expired before the write (a short `ttl` on a slow etcd) is replaced by a new
-    /// one, twice at most.
-    public func start(node: String, ttl: Int64) async throws {
-        var attempt = 0
-        while true {
-            do {
-                let lease = try await client.grantLease(ttl: ttl)
-                _ = try await client.put(KeySpace.heartbeat(node: node), ISO8601DateFormatter().string(from: Date()), lease: lease.id)
-                return
-            } catch let e as EtcdError where e.code == .leaseNotFound && attempt < 2 {
-                attempt += 1
-            } catch let e as EtcdError {
-                throw StoreError.etcd(e)
-            }
+    /// Writes `node`'s key `{"server": server, "state": "silent"}`, only if the key is still on
+    /// `lease` (etcd compares the key's lease in the same transaction): an api-server whose
+    /// node moved to another api-server (which wrote the key under its own lease) or was
+    /// deleted never marks it silent. Returns the revision of the write, nil when the key was
+    /// not on `lease` (nothing written).
+    public func markSilent(node: String, server: String, lease: Int64) async throws -> Int64? {
+        let key = KeySpace.heartbeat(node: node)
+        do {
+            let value = try Self.encode(Value(server: server, state: .silent))
+            let answer = try await client.txn(
+                compare: [.lease(key, .equal, lease)],
+                success: [.put(Etcd.PutRequest(key: Data(key.utf8), value: value, lease: lease))])
+            return answer.succeeded ? answer.header.revision : nil
+        } catch let e as EtcdError {
+            throw StoreError.etcd(e)
         }
     }
 
-    /// Deletes `node`'s key at once (its lease would expire on its own within the TTL).
+    /// Deletes `node`'s key at once (a node being deleted).
     public func remove(node: String) async throws {
         do { _ = try await client.delete(.key(KeySpace.heartbeat(node: node))) } catch let e as EtcdError {
             throw StoreError.etcd(e)
         }
     }
 
-    /// The nodes whose key exists, and the revision they were read at: watch from
+    /// Every heartbeat key's state, and the revision they were read at: watch from
     /// `revision + 1` to miss nothing.
-    public func list() async throws -> (nodes: Set<String>, revision: Int64) {
+    public func list() async throws -> (keys: [String: KeyState], revision: Int64) {
         do {
-            let listed = try await client.range(.prefix(KeySpace.heartbeats), keysOnly: true)
-            return (Set(listed.kvs.compactMap { KeySpace.node(ofHeartbeatKey: $0.keyString) }), listed.header.revision)
+            let listed = try await client.range(.prefix(KeySpace.heartbeats))
+            var keys: [String: KeyState] = [:]
+            for kv in listed.kvs {
+                if let node = KeySpace.node(ofHeartbeatKey: kv.keyString) { keys[node] = KeyState(value: kv.value) }
+            }
+            return (keys, listed.header.revision)
         } catch let e as EtcdError {
             throw StoreError.etcd(e)
         }
     }
 
-    /// The keys that appear and go from `revision` on, one array per etcd message, in
+    /// The keys written and deleted from `revision` on, one array per etcd message, in
     /// revision order (empty when the message carried only progress). Ends by throwing
     /// ``StoreError/Code/compacted`` when `revision` was compacted away (list again),
     /// ``StoreError/Code/unavailable`` on other failures; without error when the consuming
     /// task is cancelled.
     public func watch(from revision: Int64) -> AsyncThrowingStream<[Change], any Error> {
-        store.watchKeys(.prefix(KeySpace.heartbeats), from: revision) { batch in
+        store.watchKeys(.prefix(KeySpace.heartbeats), from: revision, prevKV: true) { batch in
             batch.events.compactMap { event in
-                KeySpace.node(ofHeartbeatKey: event.kv.keyString).map { Change(node: $0, live: event.type == .put) }
+                KeySpace.node(ofHeartbeatKey: event.kv.keyString).map { node in
+                    switch event.type {
+                    case .put:
+                        return Change(node: node, state: KeyState(value: event.kv.value), revision: event.revision)
+                    case .delete:
+                        // Without the previous value (not kept), the grace decides.
+                        let expired = event.prevKV.map { Value.decode($0.value) == nil } ?? false
+                        return Change(node: node, state: .deleted(expired: expired), revision: event.revision)
+                    }
+                }
             }
+        }
+    }
+
+    private static func encode(_ value: Value) throws -> Data {
+        do { return try JSONEncoder().encode(value) } catch {
+            throw StoreError(code: .invalid, message: "cannot encode a heartbeat value: \(error)")
         }
     }
 }

@@ -1,0 +1,351 @@
+import EtcdClient
+import Foundation
+import GPUPlaneCore
+import GPUPlaneStore
+import GPUPlaneSystem
+import Logging
+
+/// The heartbeats of the nodes that beat to this api-server, kept in memory: a node's beat
+/// costs etcd nothing unless what the scheduler must know changes.
+///
+/// - A node's first beat to this api-server (or its registration), or its beat after it was
+///   marked silent, writes its key `{"server": <id>, "state": "live"}` (``NodeHeartbeats``)
+///   under this api-server's one lease (TTL `heartbeat-ttl`, kept alive here). A beat that is
+///   not the first touches memory only.
+/// - A sweep every ``sweepInterval`` marks the nodes silent for more than ``silentAfter``:
+///   `state: "silent"`, compare-and-set on the key still being on this api-server's lease, so
+///   an api-server whose node moved to another (which wrote the key under its own lease) never
+///   marks it silent; a failed compare forgets the node.
+/// - A watch of the heartbeat keys forgets a node whose key someone else wrote or deleted (it
+///   moved to another api-server, or was deleted): its next beat here is a first beat again,
+///   which finds a deleted node gone (404).
+/// - The lease lost (no renewal within its TTL: an etcd outage) is forgotten with every node
+///   written under it; each node's next beat writes its key again under a new lease.
+///
+/// A process that stops leaves its keys to its lease: they vanish a TTL later unless their
+/// nodes beat to another api-server (or to this one restarted) first. A restarted api-server
+/// starts empty and marks silent only the nodes that beat to it since.
+public final class HeartbeatTracker: Sendable {
+    /// This api-server's id in the keys it writes (random per process).
+    public let serverID: String
+    /// The TTL of the lease, in seconds (`heartbeat-ttl`).
+    public let ttl: Int64
+    /// How long a node may not beat before it is marked silent (`silent-after`).
+    public let silentAfter: Duration
+    /// How often silent nodes are looked for.
+    public let sweepInterval: Duration
+    private let store: ResourceStore
+    private let heartbeats: NodeHeartbeats
+    private let logger: Logger
+    private let state = Locked(State())
+
+    private enum Phase {
+        /// The key is being written live (by the beat or registration that found it needed).
+        case writing
+        /// The key says live, on `lease`.
+        case live(lease: Int64)
+        /// The sweep is writing the key silent; `beaten`: a beat came meanwhile.
+        case silencing(lease: Int64, beaten: Bool)
+        /// The key says silent.
+        case silent
+    }
+
+    private struct Entry {
+        var lastBeat: ContinuousClock.Instant
+        var phase: Phase
+        /// The revision of this api-server's last write of the key (0: none yet).
+        var written: Int64 = 0
+    }
+
+    private struct State {
+        var nodes: [String: Entry] = [:]
+        var lease: Int64?
+        var granting: Task<Int64, any Error>?
+        var keeper: Task<Void, Never>?
+        var tasks: [Task<Void, Never>] = []
+    }
+
+    /// Makes a tracker over `store`'s etcd; nothing runs until ``start()``, and no lease is
+    /// granted before the first node beats.
+    public init(
+        store: ResourceStore, ttl: Int64, silentAfter: Duration, sweepInterval: Duration = .milliseconds(500),
+        serverID: String = "api-" + UUID().uuidString.lowercased().prefix(13), logger: Logger
+    ) {
+        self.store = store
+        self.heartbeats = NodeHeartbeats(store: store)
+        self.ttl = ttl
+        self.silentAfter = silentAfter
+        self.sweepInterval = sweepInterval
+        self.serverID = serverID
+        self.logger = logger
+    }
+
+    /// The `silent-after` an api-server uses unless told: 3 s, or two thirds of a shorter TTL.
+    public static func defaultSilentAfter(ttl: Int64) -> Duration { min(.seconds(3), .seconds(max(1, ttl)) * 2 / 3) }
+
+    /// Starts the sweep and the watch of the heartbeat keys (once).
+    public func start() {
+        state.withLock { s in
+            guard s.tasks.isEmpty else { return }
+            s.tasks = [Task { [self] in await sweepLoop() }, Task { [self] in await watchLoop() }]
+        }
+    }
+
+    /// Stops the sweep, the watch and the lease's renewals, without revoking the lease (its
+    /// keys go when it expires, as when the process dies).
+    public func stop() {
+        let tasks = state.withLock { s -> [Task<Void, Never>] in
+            defer {
+                s.tasks = []
+                s.keeper = nil
+                s.lease = nil
+            }
+            return s.tasks + (s.keeper.map { [$0] } ?? [])
+        }
+        for task in tasks { task.cancel() }
+    }
+
+    /// The nodes this api-server has live now (tests, metrics).
+    public var liveNodes: Set<String> {
+        state.withLock { s in
+            Set(s.nodes.compactMap { node, entry in
+                if case .live = entry.phase { return node }
+                return nil
+            })
+        }
+    }
+
+    /// Takes `node`'s beat (`registering`: its registration). Writes its key when this
+    /// api-server has not written it live (first beat, after silence, after the node moved
+    /// here), and always on registration; otherwise touches memory only. Outside registration,
+    /// a key is only written for a node that exists.
+    /// - Throws: ``StoreError`` (``StoreError/Code/notFound`` for a node that is not
+    ///   registered; ``StoreError/Code/unavailable`` when etcd fails).
+    public func beat(node: String, registering: Bool) async throws {
+        let now = ContinuousClock.now
+        let needsWrite = state.withLock { s -> Bool in
+            guard var entry = s.nodes[node] else {
+                s.nodes[node] = Entry(lastBeat: now, phase: .writing)
+                return true
+            }
+            entry.lastBeat = now
+            var write = false
+            switch entry.phase {
+            case .live, .writing: break
+            case .silencing(let lease, _): entry.phase = .silencing(lease: lease, beaten: true)
+            case .silent:
+                entry.phase = .writing
+                write = true
+            }
+            s.nodes[node] = entry
+            return write
+        }
+        guard needsWrite || registering else { return }
+        do {
+            if !registering { _ = try await store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: node) }
+            try await writeLive(node)
+        } catch {
+            state.withLock { s in
+                if case .writing = s.nodes[node]?.phase { s.nodes[node] = nil }
+            }
+            throw error
+        }
+    }
+
+    /// Forgets `node` (it was deleted through this api-server): its next beat here checks
+    /// that it exists.
+    public func forget(node: String) {
+        _ = state.withLock { $0.nodes.removeValue(forKey: node) }
+    }
+
+    // MARK: Writes
+
+    /// Writes `node`'s key live under the lease (a new one when the current one is gone).
+    private func writeLive(_ node: String) async throws {
+        var attempt = 0
+        while true {
+            let lease = try await currentLease()
+            do {
+                let revision = try await heartbeats.writeLive(node: node, server: serverID, lease: lease)
+                state.withLock { s in
+                    // Forgotten meanwhile (moved or deleted by a later write): the next beat
+                    // finds out again.
+                    guard var entry = s.nodes[node] else { return }
+                    if case .silencing(let silencing, _) = entry.phase {
+                        // The sweep's silent write may land after this one: it writes live again.
+                        entry.phase = .silencing(lease: silencing, beaten: true)
+                    } else {
+                        entry.phase = .live(lease: lease)
+                    }
+                    entry.written = max(entry.written, revision)
+                    s.nodes[node] = entry
+                }
+                return
+            } catch let error as StoreError where error.etcd?.code == .leaseNotFound && attempt < 2 {
+                attempt += 1
+                leaseLost(lease)
+            }
+        }
+    }
+
+    /// The lease to write under, granted (and kept alive) when there is none.
+    private func currentLease() async throws -> Int64 {
+        let pending = state.withLock { s -> Task<Int64, any Error> in
+            if let lease = s.lease { return Task { lease } }
+            if let granting = s.granting { return granting }
+            let granting = Task { [self] in try await grant() }
+            s.granting = granting
+            return granting
+        }
+        return try await pending.value
+    }
+
+    private func grant() async throws -> Int64 {
+        let lease: Int64
+        do {
+            lease = try await store.client.grantLease(ttl: ttl).id
+        } catch let error as EtcdError {
+            state.withLock { $0.granting = nil }
+            throw StoreError.etcd(error)
+        } catch {
+            state.withLock { $0.granting = nil }
+            throw error
+        }
+        let client = store.client
+        let ttl = self.ttl
+        let keeper = Task { [self] in
+            do {
+                for try await _ in client.keepAlive(lease, ttl: ttl) {}
+            } catch {
+                logger.warning(
+                    "the heartbeat lease was lost; nodes are written again on their next beat",
+                    metadata: ["lease": "\(lease)", "error": "\(error)"])
+            }
+            if !Task.isCancelled { leaseLost(lease) }
+        }
+        state.withLock { s in
+            s.lease = lease
+            s.granting = nil
+            s.keeper = keeper
+        }
+        return lease
+    }
+
+    /// Forgets `lease` and every node written under it.
+    private func leaseLost(_ lease: Int64) {
+        let keeper = state.withLock { s -> Task<Void, Never>? in
+            guard s.lease == lease else { return nil }
+            s.lease = nil
+            defer { s.keeper = nil }
+            s.nodes = s.nodes.filter { _, entry in
+                switch entry.phase {
+                case .live(let l), .silencing(let l, _): l != lease
+                case .writing, .silent: true
+                }
+            }
+            return s.keeper
+        }
+        keeper?.cancel()
+    }
+
+    // MARK: Sweep
+
+    private func sweepLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: sweepInterval)
+            if Task.isCancelled { return }
+            await sweep()
+        }
+    }
+
+    /// Marks silent the nodes that have not beaten for ``silentAfter``.
+    func sweep(now: ContinuousClock.Instant = .now) async {
+        let due = state.withLock { s -> [(node: String, lease: Int64)] in
+            var due: [(String, Int64)] = []
+            for (node, entry) in s.nodes {
+                guard case .live(let lease) = entry.phase, now - entry.lastBeat > silentAfter else { continue }
+                s.nodes[node]?.phase = .silencing(lease: lease, beaten: false)
+                due.append((node, lease))
+            }
+            return due
+        }
+        for (node, lease) in due {
+            let written: Int64?
+            do {
+                written = try await heartbeats.markSilent(node: node, server: serverID, lease: lease)
+            } catch {
+                // etcd failed: live as before, tried again on the next sweep.
+                logger.warning("cannot mark a silent node's heartbeat key", metadata: ["node": "\(node)", "error": "\(error)"])
+                state.withLock { s in
+                    if case .silencing(let lease, _) = s.nodes[node]?.phase { s.nodes[node]?.phase = .live(lease: lease) }
+                }
+                continue
+            }
+            let rewrite = state.withLock { s -> Bool in
+                guard var entry = s.nodes[node], case .silencing(_, let beaten) = entry.phase else { return false }
+                guard let written else {
+                    // The key is not on this lease: the node moved, or went.
+                    s.nodes[node] = nil
+                    return false
+                }
+                entry.written = max(entry.written, written)
+                entry.phase = beaten ? .writing : .silent
+                s.nodes[node] = entry
+                return beaten
+            }
+            if written != nil {
+                logger.notice("node silent", metadata: ["node": "\(node)", "silentAfter": "\(silentAfter)"])
+            }
+            if rewrite {
+                // It beat while the key was being written silent: live again at once.
+                do { try await writeLive(node) } catch {
+                    state.withLock { s in
+                        if case .writing = s.nodes[node]?.phase { s.nodes[node] = nil }
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: Watch
+
+    private func watchLoop() async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                let (keys, revision) = try await heartbeats.list()
+                state.withLock { s in
+                    for (node, entry) in s.nodes where entry.written != 0 && entry.written <= revision && !isOwn(keys[node]) {
+                        s.nodes[node] = nil
+                    }
+                }
+                failures = 0
+                for try await changes in heartbeats.watch(from: revision + 1) {
+                    guard !changes.isEmpty else { continue }
+                    state.withLock { s in
+                        for change in changes where !isOwn(change.state) {
+                            guard let entry = s.nodes[change.node], change.revision > entry.written else { continue }
+                            s.nodes[change.node] = nil
+                        }
+                    }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                failures += 1
+                if failures == 1 || failures % 20 == 0 {
+                    logger.warning("heartbeat watch failed; listing again", metadata: ["error": "\(error)"])
+                }
+                try? await Task.sleep(for: .milliseconds(min(2000, 50 << min(failures, 6))))
+            }
+        }
+    }
+
+    /// Whether a key in `state` was written by this api-server.
+    private func isOwn(_ state: NodeHeartbeats.KeyState?) -> Bool {
+        switch state {
+        case .live(let server?): server == serverID
+        case .silent(let server): server == serverID
+        default: false
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import EtcdClient
+import Foundation
+import GPUPlaneCore
+import GPUPlaneStore
+import GPUPlaneTestSupport
+import Testing
+
+@testable import GPUPlaneAPI
+
+/// The api-server's heartbeat tracker on real etcd, two trackers standing for two api-servers,
+/// their sweeps run by hand (neither started: no watch forgets a node for them).
+@Suite struct HeartbeatTrackerTests {
+    static func tracker(_ h: Harness, ttl: Int64 = 30) -> HeartbeatTracker {
+        HeartbeatTracker(store: h.deps.store, ttl: ttl, silentAfter: .seconds(2), logger: h.deps.logger)
+    }
+
+    static func key(_ h: Harness, _ node: String) async throws -> (state: NodeHeartbeats.KeyState, lease: Int64)? {
+        try await h.client.get(NodeHeartbeat.key(node)).map { (NodeHeartbeats.KeyState(value: $0.value), $0.lease) }
+    }
+
+    /// An api-server whose node moved to another never marks it silent: its compare on its
+    /// own lease fails and it forgets the node. The api-server that holds the node does.
+    @Test func onlyTheApiServerHoldingTheKeyMarksItSilent() async throws {
+        let h = try await SharedServer.shared.get()
+        let a = Self.tracker(h)
+        let b = Self.tracker(h)
+        defer {
+            a.stop()
+            b.stop()
+        }
+        let node = "hb-" + UUID().uuidString.prefix(8).lowercased()
+        try await a.beat(node: node, registering: true)
+        #expect(try await Self.key(h, node)?.state == .live(server: a.serverID))
+        try await b.beat(node: node, registering: true)
+        #expect(try await Self.key(h, node)?.state == .live(server: b.serverID))
+        #expect(a.liveNodes.contains(node) && b.liveNodes.contains(node))
+
+        await a.sweep(now: .now + .seconds(60))
+        #expect(try await Self.key(h, node)?.state == .live(server: b.serverID), "a marked b's node silent")
+        #expect(!a.liveNodes.contains(node), "a forgets a node it lost")
+
+        await b.sweep(now: .now + .seconds(60))
+        #expect(try await Self.key(h, node)?.state == .silent(server: b.serverID))
+        #expect(!b.liveNodes.contains(node))
+    }
+
+    /// Beats after the first touch memory only; a node that is not registered gets notFound
+    /// and no key; a silent node's beat writes it live again.
+    @Test func beatsWriteOnlyWhatChanges() async throws {
+        let h = try await SharedServer.shared.get()
+        let a = Self.tracker(h)
+        defer { a.stop() }
+        let ghost = "hb-" + UUID().uuidString.prefix(8).lowercased()
+        await #expect { try await a.beat(node: ghost, registering: false) } throws: { ($0 as? StoreError)?.code == .notFound }
+        #expect(try await Self.key(h, ghost) == nil)
+        #expect(!a.liveNodes.contains(ghost))
+
+        let node = "hb-" + UUID().uuidString.prefix(8).lowercased()
+        _ = try await h.deps.store.create(Node(metadata: ObjectMeta(name: node), spec: NodeSpec(machineType: "cpu", gpus: [])))
+        try await a.beat(node: node, registering: false)
+        let written = try #require(try await h.client.get(NodeHeartbeat.key(node)))
+        for _ in 0..<5 { try await a.beat(node: node, registering: false) }
+        #expect(try await h.client.get(NodeHeartbeat.key(node))?.modRevision == written.modRevision, "a steady beat wrote")
+
+        await a.sweep(now: .now + .seconds(60))
+        #expect(try await Self.key(h, node)?.state == .silent(server: a.serverID))
+        try await a.beat(node: node, registering: false)
+        #expect(try await Self.key(h, node)?.state == .live(server: a.serverID))
+        _ = try await h.deps.store.delete(Node.self, tenant: ObjectMeta.clusterTenant, name: node)
+    }
+
+    /// A lost lease (revoked here; expired in an etcd outage in life) is replaced: the nodes
+    /// written under it are forgotten once the renewals say so, and their next beat writes
+    /// them under a new lease.
+    @Test func aLostLeaseIsReplaced() async throws {
+        let h = try await SharedServer.shared.get()
+        let a = Self.tracker(h, ttl: 3)
+        defer { a.stop() }
+        let node = "hb-" + UUID().uuidString.prefix(8).lowercased()
+        try await a.beat(node: node, registering: true)
+        let first = try #require(try await Self.key(h, node)).lease
+        try await h.client.revokeLease(first)
+        #expect(try await Self.key(h, node) == nil, "the key went with the lease")
+        try await eventually("the tracker forgot the node of its lost lease", timeout: 30) { !a.liveNodes.contains(node) }
+        try await a.beat(node: node, registering: true)
+        let second = try #require(try await Self.key(h, node))
+        #expect(second.state == .live(server: a.serverID))
+        #expect(second.lease != first)
+    }
+}
