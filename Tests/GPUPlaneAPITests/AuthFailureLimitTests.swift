@@ -55,6 +55,6 @@ import Testing
         let socket = try RawSocket(from: "127.0.0.2", to: port)
         defer { socket.close() }
         try socket.send("GET /v1/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(h.admin)\r\nConnection: close\r\n\r\n")
-        #expect(socket.readAll(seconds: 60).hasPrefix("HTTP/1.1 200"))
+        #expect(await socket.readAll(seconds: 60).hasPrefix("HTTP/1.1 200"))
     }
 }

@@ -193,12 +193,12 @@ import Glibc
         try stalled.send("POST /v1/validate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"a\"")
         let h = try await SharedServer.shared.get()
         #expect(try await h.call("GET", "/healthz", base: base).status == 200)
-        for socket in slow { #expect(socket.waitForClose(seconds: 20), "a slow client was never cut off") }
-        #expect(stalled.waitForClose(seconds: 20), "a stalled body was never cut off")
+        for socket in slow { #expect(await socket.waitForClose(seconds: 20), "a slow client was never cut off") }
+        #expect(await stalled.waitForClose(seconds: 20), "a stalled body was never cut off")
         let socket = try RawSocket(from: "127.0.0.2", to: port)
         defer { socket.close() }
         try socket.send("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        #expect(socket.readAll(seconds: 60).hasPrefix("HTTP/1.1 200"))
+        #expect(await socket.readAll(seconds: 60).hasPrefix("HTTP/1.1 200"))
     }
 
     /// An api-server of its own with `limits`, over the shared etcd.
@@ -258,8 +258,13 @@ final class RawSocket: @unchecked Sendable {
     }
 
     /// Whether the peer closed the connection (end of file or reset) within `seconds`,
-    /// reading and dropping whatever came before.
-    func waitForClose(seconds: Double) -> Bool {
+    /// reading and dropping whatever came before. The wait blocks a thread of its own, never
+    /// one of the two cooperative threads the in-process api-server answers on.
+    func waitForClose(seconds: Double) async -> Bool {
+        await TestEnvironment.offPool { self.blockingWaitForClose(seconds: seconds) }
+    }
+
+    private func blockingWaitForClose(seconds: Double) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         var buffer = [UInt8](repeating: 0, count: 4096)
         while Date() < deadline {
@@ -279,8 +284,13 @@ final class RawSocket: @unchecked Sendable {
         return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
     }
 
-    /// Everything the peer sends until it closes or `seconds` pass.
-    func readAll(seconds: Double) -> String {
+    /// Everything the peer sends until it closes or `seconds` pass, read on a thread of its own
+    /// (a poll on a cooperative thread stalled the in-process api-server it waited for).
+    func readAll(seconds: Double) async -> String {
+        await TestEnvironment.offPool { self.blockingReadAll(seconds: seconds) }
+    }
+
+    private func blockingReadAll(seconds: Double) -> String {
         let deadline = Date().addingTimeInterval(seconds)
         var out: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
