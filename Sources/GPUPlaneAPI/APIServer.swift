@@ -35,6 +35,8 @@ public struct APIDependencies: Sendable {
     public let heartbeats: HeartbeatTracker
     /// Seconds between BOOKMARK events on idle watches.
     public var bookmarkInterval: Double
+    /// One shared etcd watch per kind behind every client watch (``WatchStreamer``).
+    public var watchCaches: WatchCaches
     /// The logger for requests and audit lines.
     public var logger: Logger
     /// A watch-backed cache of tenants, so admission needs no etcd read for the plan.
@@ -86,6 +88,7 @@ public struct APIDependencies: Sendable {
             store: store, ttl: heartbeatTTL,
             silentAfter: heartbeatSilentAfter ?? HeartbeatTracker.defaultSilentAfter(ttl: heartbeatTTL), logger: logger)
         self.bookmarkInterval = bookmarkInterval
+        self.watchCaches = WatchCaches(store: store, logger: logger)
         self.logger = logger
         self.tenants = Informer<Tenant>(store: store, tenant: ObjectMeta.clusterTenant, logger: logger)
         self.inferenceKeys = InferenceKeys(store: store)

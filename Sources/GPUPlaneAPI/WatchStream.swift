@@ -21,6 +21,13 @@ struct WatchLine<R: Resource>: Encodable {
 /// a client that reconnects with the last resourceVersion it saw misses nothing and sees nothing
 /// twice. Objects are filtered per caller (tenant scoping, node scoping); an object that starts
 /// or stops passing the filter is reported as ADDED or DELETED.
+///
+/// Changes come from the api-server's ``WatchCache`` of the kind (one etcd watch per kind and
+/// process, shared by every client watch) when it covers the resourceVersion; otherwise from an
+/// etcd watch of the caller's own, which hands over to the cache once it has caught up with it.
+/// A resourceVersion etcd compacted is answered 410 either way, as etcd would; one the cache's
+/// window no longer holds is not (etcd is asked). A caller that falls behind the cache by more
+/// than ``WatchCacheLimits/subscriberBuffer`` batches gets the 503 line and resumes.
 struct WatchStreamer: Sendable {
     let deps: APIDependencies
 
@@ -29,6 +36,10 @@ struct WatchStreamer: Sendable {
     ) async throws -> Response {
         var start: Int64
         var initial: [R] = []
+        let cache = deps.watchCaches.cache(R.self)
+        // Started before any list, so that the list's revision is inside the cache's window.
+        let cacheStarted = (try? await cache.start()) != nil
+        var subscription: WatchCacheSubscription<R>?
         if let text = request.query("resourceVersion"), !text.isEmpty, text != "0" {
             // etcd's revisions are positive Int64s; the largest cannot be resumed after (its
             // successor does not exist), so it is refused with the rest rather than overflowing.
@@ -39,15 +50,23 @@ struct WatchStreamer: Sendable {
                     field: "resourceVersion")
             }
             start = version + 1
+            // The cache may still hold changes etcd compacted: those get etcd's 410, through a
+            // watch of the caller's own, as before the cache (one range read per connection;
+            // asked even past the cache's head, which may lag etcd's).
+            if cacheStarted, version >= cache.floor, !(await cache.isCompacted(after: version)) {
+                subscription = cache.subscribe(after: version)
+            }
         } else {
             let list = try await deps.store.list(R.self, tenant: tenant)
             initial = list.items.filter(filter)
             start = list.revision + 1
+            if cacheStarted { subscription = cache.subscribe(after: list.revision) }
         }
         let store = deps.store
         let bookmarkEvery = deps.bookmarkInterval
         let startRevision = start
         let first = initial
+        let subscribed = subscription
         var headers = HTTPFields()
         headers[.contentType] = "application/x-ndjson"
         headers[.cacheControl] = "no-cache"
@@ -57,69 +76,124 @@ struct WatchStreamer: Sendable {
                 data.append(0x0A)
                 try await writer.write(ByteBuffer(bytes: data))
             }
+            func error(_ code: Int, _ message: String) async throws {
+                try await send(WatchLine(type: "ERROR", error: .init(code: code, message: message)))
+            }
             for object in first {
                 try await send(WatchLine(type: "ADDED", object: object, resourceVersion: object.metadata.resourceVersion))
             }
             var lastRevision = startRevision - 1
-            let merged = AsyncStream<Item<R>>.makeStream()
-            let pump = Task {
-                do {
-                    for try await batch in store.watch(R.self, tenant: tenant, from: startRevision) {
-                        merged.continuation.yield(.batch(batch))
+
+            /// Sends one batch's lines this caller may see. One transaction writes several
+            /// objects at one revision (an apply, a scheduler pass, a batched commit), and etcd
+            /// sends a revision's events in one batch. A line whose revision continues in the
+            /// next line says revision - 1, so a client that resumes from it gets the rest of
+            /// that revision again rather than never. Only lines this caller gets count: events
+            /// it may not see are never sent, so they are not waited for either. `progress`:
+            /// every change up to it was sent (etcd's progress notification, through the cache
+            /// or not).
+            func sendBatch(_ events: some Sequence<StoreWatchEvent<R>>, progress: Int64?) async throws {
+                var lines: [(revision: Int64, line: WatchLine<R>)] = []
+                for event in events where event.revision >= startRevision {
+                    lastRevision = max(lastRevision, event.revision)
+                    if let line = WatchStreamer.line(R.self, event, filter: filter) { lines.append((event.revision, line)) }
+                }
+                for (index, item) in lines.enumerated() {
+                    var line = item.line
+                    if index + 1 < lines.count, lines[index + 1].revision == item.revision {
+                        line.resourceVersion = String(item.revision - 1)
                     }
-                    merged.continuation.yield(.ended(nil))
-                } catch {
-                    merged.continuation.yield(.ended(error))
+                    try await send(line)
+                }
+                if let progress { lastRevision = max(lastRevision, progress) }
+            }
+
+            /// Follows the cache until the subscription ends; then tells the client to resume.
+            func follow(_ subscription: WatchCacheSubscription<R>) async throws {
+                let ticker = Task {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(nanoseconds: UInt64(bookmarkEvery * 1_000_000_000))
+                        subscription.tick()
+                    }
+                }
+                defer {
+                    ticker.cancel()
+                    subscription.cancel()
+                }
+                for await item in subscription.items {
+                    switch item {
+                    case .tick:
+                        try await send(WatchLine(type: "BOOKMARK", resourceVersion: String(lastRevision)))
+                    case .batch(let events, let revision):
+                        // The cache watches every tenant; a tenant's watch sees its own, and the
+                        // others' changes only advance its bookmarks.
+                        let mine = events.lazy.filter { tenant == nil || $0.tenant == tenant }.map(\.event)
+                        try await sendBatch(mine, progress: revision)
+                    }
+                }
+                switch subscription.ending {
+                case .overflow(let limit):
+                    try await error(503, "this watch fell \(limit) changes behind; reconnect with resourceVersion \(lastRevision)")
+                case .gap, .stopped, nil:
+                    try await error(503, "the store stream ended; reconnect with resourceVersion \(lastRevision)")
                 }
             }
-            let ticker = Task {
-                while !Task.isCancelled {
-                    try? await Task.sleep(nanoseconds: UInt64(bookmarkEvery * 1_000_000_000))
-                    merged.continuation.yield(.tick)
-                }
-            }
-            defer {
-                pump.cancel()
-                ticker.cancel()
-                merged.continuation.finish()
-            }
-            for await item in merged.stream {
-                switch item {
-                case .tick:
-                    try await send(WatchLine(type: "BOOKMARK", resourceVersion: String(lastRevision)))
-                case .ended(let error):
-                    if let error = error as? StoreError, error.code == .compacted {
-                        try await send(WatchLine(type: "ERROR", error: .init(code: 410, message: "resourceVersion \(startRevision - 1) is too old (compacted); list again and watch from the list's resourceVersion")))
-                    } else if error != nil {
-                        try await send(WatchLine(type: "ERROR", error: .init(code: 503, message: "the store stream ended; reconnect with resourceVersion \(lastRevision)")))
-                    }
-                    try await writer.finish(nil)
-                    return
-                case .batch(let batch):
-                    // One transaction writes several objects at one revision (an apply, a
-                    // scheduler pass, a batched commit), and etcd sends a revision's events in one
-                    // batch. A line whose revision continues in the next line says revision - 1,
-                    // so a client that resumes from it gets the rest of that revision again
-                    // rather than never.
-                    // Only lines this caller gets count: events it may not see are never sent,
-                    // so they are not waited for either.
-                    var lines: [(revision: Int64, line: WatchLine<R>)] = []
-                    for event in batch.events {
-                        lastRevision = max(lastRevision, event.revision)
-                        if let line = WatchStreamer.line(R.self, event, filter: filter) { lines.append((event.revision, line)) }
-                    }
-                    for (index, item) in lines.enumerated() {
-                        var line = item.line
-                        if index + 1 < lines.count, lines[index + 1].revision == item.revision {
-                            line.resourceVersion = String(item.revision - 1)
+
+            /// Follows an etcd watch of this caller's own until it ends, or until it has caught
+            /// up with the cache: then returns the cache's subscription to follow instead.
+            func watchDirectly() async throws -> WatchCacheSubscription<R>? {
+                let merged = AsyncStream<Item<R>>.makeStream()
+                let from = lastRevision + 1
+                let pump = Task {
+                    do {
+                        for try await batch in store.watch(R.self, tenant: tenant, from: from) {
+                            merged.continuation.yield(.batch(batch))
                         }
-                        try await send(line)
+                        merged.continuation.yield(.ended(nil))
+                    } catch {
+                        merged.continuation.yield(.ended(error))
                     }
-                    // An empty batch is etcd's progress notification: everything up to its
-                    // header revision was sent. A batch of replayed events carries etcd's
-                    // current revision even when more replay follows, so only its events count.
-                    if batch.isProgress { lastRevision = max(lastRevision, batch.revision) }
                 }
+                let ticker = Task {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(nanoseconds: UInt64(bookmarkEvery * 1_000_000_000))
+                        merged.continuation.yield(.tick)
+                    }
+                }
+                defer {
+                    pump.cancel()
+                    ticker.cancel()
+                    merged.continuation.finish()
+                }
+                for await item in merged.stream {
+                    switch item {
+                    case .tick:
+                        try await send(WatchLine(type: "BOOKMARK", resourceVersion: String(lastRevision)))
+                    case .ended(let failure):
+                        if let failure = failure as? StoreError, failure.code == .compacted {
+                            try await error(410, "resourceVersion \(startRevision - 1) is too old (compacted); list again and watch from the list's resourceVersion")
+                        } else if failure != nil {
+                            try await error(503, "the store stream ended; reconnect with resourceVersion \(lastRevision)")
+                        }
+                        return nil
+                    case .batch(let batch):
+                        // A batch of replayed events carries etcd's current revision even when
+                        // more replay follows, so only a progress notification's counts.
+                        try await sendBatch(batch.events, progress: batch.isProgress ? batch.revision : nil)
+                        // Whole revisions up to lastRevision are sent: the cache takes over
+                        // once its window reaches back to here.
+                        if lastRevision >= cache.floor, cache.floor >= 0, let handover = cache.subscribe(after: lastRevision) {
+                            return handover
+                        }
+                    }
+                }
+                return nil
+            }
+
+            if let subscribed {
+                try await follow(subscribed)
+            } else if let handover = try await watchDirectly() {
+                try await follow(handover)
             }
             try await writer.finish(nil)
         }

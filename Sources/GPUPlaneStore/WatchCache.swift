@@ -1,0 +1,423 @@
+import EtcdClient
+import Foundation
+import GPUPlaneCore
+import GPUPlaneSystem
+import Logging
+
+/// One change held by a ``WatchCache``: the store's event and the tenant of its key.
+public struct CachedWatchEvent<R: Resource>: Sendable {
+    /// The tenant segment of the object's key (`_cluster` for cluster-scoped kinds).
+    public var tenant: String
+    /// The change, decoded once for every subscriber.
+    public var event: StoreWatchEvent<R>
+}
+
+/// What a subscriber of a ``WatchCache`` receives, in order.
+public enum WatchCacheItem<R: Resource>: Sendable {
+    /// Changes (whole revisions, in revision order; `revision` is the last one's), or, when
+    /// `events` is empty, progress. Either way every change up to `revision` has now been
+    /// delivered.
+    case batch(events: [CachedWatchEvent<R>], revision: Int64)
+    /// A tick the subscriber asked for itself (``WatchCacheSubscription/tick()``), queued
+    /// behind the changes already buffered.
+    case tick
+}
+
+/// Why a ``WatchCacheSubscription`` ended (its sequence finished).
+public enum WatchCacheEnding: Sendable, Hashable {
+    /// The subscriber fell behind: its buffer of ``WatchCacheLimits/subscriberBuffer`` items
+    /// was full when a change arrived. Everything buffered before was delivered; resume from
+    /// the last revision handled.
+    case overflow(limit: Int)
+    /// The cache lost its etcd watch to compaction: the changes after the subscriber's last
+    /// revision cannot be delivered by the cache. Resume from the last revision handled
+    /// (an etcd watch will then answer whether it is compacted).
+    case gap
+    /// The cache was stopped.
+    case stopped
+}
+
+/// How much a ``WatchCache`` keeps.
+public struct WatchCacheLimits: Sendable, Hashable {
+    /// The most changes kept in the window (whole etcd batches are dropped, oldest first).
+    public var maxEvents: Int
+    /// The most bytes kept, counted as the JSON etcd stored (the object and its previous
+    /// version) plus the key; decoded objects take a small multiple of it.
+    public var maxBytes: Int
+    /// The most items one subscriber may have waiting; one more ends it with
+    /// ``WatchCacheEnding/overflow(limit:)`` (at least 4).
+    public var subscriberBuffer: Int
+
+    /// The api-server's defaults: 10,000 changes or 16 MiB per kind, 4,096 items per
+    /// subscriber (each item is a reference to a batch the window shares).
+    public init(maxEvents: Int = 10_000, maxBytes: Int = 16 << 20, subscriberBuffer: Int = 4_096) {
+        self.maxEvents = max(1, maxEvents)
+        self.maxBytes = max(1, maxBytes)
+        self.subscriberBuffer = max(4, subscriberBuffer)
+    }
+}
+
+/// One subscriber of a ``WatchCache``: its ``items`` from the revision it subscribed after.
+public final class WatchCacheSubscription<R: Resource>: Sendable {
+    /// The replayed changes, then each new batch and progress, and this subscriber's ticks.
+    /// Finishes when the subscriber is ended (see ``ending``) or cancelled.
+    public let items: AsyncStream<WatchCacheItem<R>>
+    let continuation: AsyncStream<WatchCacheItem<R>>.Continuation
+    let id = UUID()
+    private let reason = Locked<WatchCacheEnding?>(nil)
+
+    init(buffer: Int) {
+        (items, continuation) = AsyncStream<WatchCacheItem<R>>.makeStream(bufferingPolicy: .bufferingOldest(buffer))
+    }
+
+    /// Why ``items`` finished; nil while it runs or when the subscriber cancelled.
+    public var ending: WatchCacheEnding? { reason.withLock { $0 } }
+
+    /// Queues a ``WatchCacheItem/tick`` behind what is buffered (dropped when the buffer is full).
+    public func tick() { continuation.yield(.tick) }
+
+    /// Stops the subscription; the cache forgets it.
+    public func cancel() { continuation.finish() }
+
+    func end(_ why: WatchCacheEnding) {
+        reason.withLock { if $0 == nil { $0 = why } }
+        continuation.finish()
+    }
+}
+
+/// One etcd watch of a kind (all tenants) per process, shared by every client watch of that
+/// kind: a window of recent changes, decoded once, replayed to a subscriber from its revision
+/// and then fanned out as they arrive. Filtering (tenant, node) is the subscriber's.
+///
+/// Revisions: the window holds every change with a revision above ``floor`` up to ``head``;
+/// ``subscribe(after:)`` serves any revision at or above ``floor`` (a later one waits for the
+/// cache to reach it) and answers nil below it, where the caller watches etcd itself. The
+/// window keeps at most ``WatchCacheLimits/maxEvents`` changes and
+/// ``WatchCacheLimits/maxBytes`` bytes, dropping whole batches oldest first (which raises
+/// ``floor``). Progress notifications from etcd advance ``head`` and reach subscribers.
+///
+/// When the etcd watch fails it is opened again from ``head`` + 1 and subscribers continue
+/// without a gap; when that revision was compacted, every subscriber is ended with
+/// ``WatchCacheEnding/gap`` and the cache starts over from etcd's present revision.
+public final class WatchCache<R: Resource>: Sendable {
+    /// The store it watches.
+    public let store: ResourceStore
+    /// What it keeps.
+    public let limits: WatchCacheLimits
+    private let logger: Logger
+    private let prefix = R.storagePrefix(tenant: nil)
+    private let state = Locked(State())
+
+    private struct Entry {
+        var events: [CachedWatchEvent<R>]
+        var last: Int64
+        var bytes: Int
+    }
+
+    private struct State {
+        /// Reads the first revision; nil once started (or before the first call).
+        var starting: Task<Void, any Error>?
+        var started = false
+        var task: Task<Void, Never>?
+        var floor: Int64 = 0
+        var head: Int64 = 0
+        var window: [Entry] = []
+        var first = 0
+        var events = 0
+        var bytes = 0
+        var subscribers: [UUID: WatchCacheSubscription<R>] = [:]
+        var restarts = 0
+        var stopped = false
+    }
+
+    /// Makes a cache; nothing is watched until ``start()``.
+    public init(store: ResourceStore, limits: WatchCacheLimits = WatchCacheLimits(), logger: Logger = Logger(label: "gpuplane.watch-cache")) {
+        self.store = store
+        self.limits = limits
+        self.logger = logger
+    }
+
+    deinit { state.withLock { $0.task?.cancel() } }
+
+    /// Every change above this revision and up to ``head`` is in the window (-1 before ``start()``).
+    public var floor: Int64 { state.withLock { $0.started ? $0.floor : -1 } }
+    /// The revision the cache has seen every change of this kind up to.
+    public var head: Int64 { state.withLock { $0.head } }
+    /// How many subscribers are attached.
+    public var subscriberCount: Int { state.withLock { $0.subscribers.count } }
+    /// How many times the etcd watch was opened again after a failure or compaction.
+    public var restartCount: Int { state.withLock { $0.restarts } }
+    /// How many changes the window holds.
+    public var windowCount: Int { state.withLock { $0.events } }
+
+    /// Starts the shared etcd watch if it is not running: reads etcd's present revision (the
+    /// first ``floor``) and watches from the next one. Returns at once when started.
+    /// - Throws: ``StoreError`` when etcd cannot be read (a later call tries again).
+    public func start() async throws {
+        let task: Task<Void, any Error>? = state.withLock { s in
+            if s.started || s.stopped { return nil }
+            if let starting = s.starting { return starting }
+            let starting = Task { try await self.begin() }
+            s.starting = starting
+            return starting
+        }
+        guard let task else { return }
+        do {
+            try await task.value
+        } catch {
+            state.withLock { if $0.starting == task { $0.starting = nil } }
+            throw error
+        }
+    }
+
+    private func begin() async throws {
+        let revision = try await presentRevision()
+        state.withLock { s in
+            guard !s.started, !s.stopped else { return }
+            s.floor = revision
+            s.head = revision
+            s.started = true
+            s.starting = nil
+            s.task = Task { await self.run() }
+        }
+        logger.debug("watch cache started", metadata: ["kind": "\(R.kind)", "revision": "\(revision)"])
+    }
+
+    /// Stops the etcd watch and ends every subscriber with ``WatchCacheEnding/stopped``.
+    public func stop() {
+        let (task, subscribers) = state.withLock { s in
+            s.stopped = true
+            defer { s.subscribers.removeAll() }
+            return (s.task, Array(s.subscribers.values))
+        }
+        task?.cancel()
+        for subscriber in subscribers { subscriber.end(.stopped) }
+    }
+
+    /// A subscription to every change after `revision`: the window's changes above it at
+    /// once (as one batch, then progress up to ``head``), then each new batch. Nil when the
+    /// cache is not started or `revision` is below ``floor``: watch etcd itself.
+    ///
+    /// The window is the cache's, not etcd's: a revision etcd compacted may still be served
+    /// here. A caller that must answer 410 for those asks ``isCompacted(after:)`` first.
+    public func subscribe(after revision: Int64) -> WatchCacheSubscription<R>? {
+        let subscription = WatchCacheSubscription<R>(buffer: limits.subscriberBuffer)
+        let ok = state.withLock { s -> Bool in
+            guard s.started, !s.stopped, revision >= s.floor else { return false }
+            // Entries are in revision order: find the first with a change above `revision`.
+            var low = s.first
+            var high = s.window.count
+            while low < high {
+                let mid = (low + high) / 2
+                if s.window[mid].last > revision { high = mid } else { low = mid + 1 }
+            }
+            var replay: [CachedWatchEvent<R>] = []
+            for entry in s.window[low...] {
+                for event in entry.events where event.event.revision > revision { replay.append(event) }
+            }
+            if let last = replay.last { subscription.continuation.yield(.batch(events: replay, revision: last.event.revision)) }
+            if s.head > revision { subscription.continuation.yield(.batch(events: [], revision: s.head)) }
+            s.subscribers[subscription.id] = subscription
+            return true
+        }
+        guard ok else { return nil }
+        let id = subscription.id
+        subscription.continuation.onTermination = { [weak self] _ in
+            self?.state.withLock { _ = $0.subscribers.removeValue(forKey: id) }
+        }
+        return subscription
+    }
+
+    /// Whether etcd compacted the changes after `revision` (a watch from `revision` + 1
+    /// would answer "compacted"): one range read at that revision. False when etcd cannot
+    /// tell (the revision is in its future, or it is unreachable).
+    public func isCompacted(after revision: Int64) async -> Bool {
+        do {
+            _ = try await store.client.range(.key(Data(prefix.utf8)), revision: revision + 1, countOnly: true)
+            return false
+        } catch let error as EtcdError {
+            return error.code == .compacted
+        } catch {
+            return false
+        }
+    }
+
+    private func presentRevision() async throws -> Int64 {
+        do {
+            return try await store.client.range(.key(Data(prefix.utf8)), countOnly: true).header.revision
+        } catch let error as EtcdError {
+            throw StoreError.etcd(error)
+        }
+    }
+
+    /// Follows etcd from ``head`` + 1 until cancelled, opening the watch again after a failure.
+    private func run() async {
+        var failures = 0
+        while !Task.isCancelled {
+            let from = state.withLock { $0.head + 1 }
+            do {
+                for try await response in store.client.watch(.prefix(prefix), startRevision: from, prevKV: true, progressNotify: true) {
+                    failures = 0
+                    receive(response)
+                }
+                if Task.isCancelled { break }
+                throw StoreError(code: .unavailable, message: "the etcd watch ended")
+            } catch let error as EtcdError where error.code == .compacted {
+                if Task.isCancelled { break }
+                logger.warning(
+                    "watch cache lost its etcd watch to compaction; subscribers resume",
+                    metadata: ["kind": "\(R.kind)", "from": "\(from)", "compacted": "\(error.compactRevision ?? 0)"])
+                await startOver()
+            } catch {
+                if Task.isCancelled { break }
+                failures += 1
+                state.withLock { $0.restarts += 1 }
+                logger.warning("watch cache's etcd watch failed; watching again", metadata: ["kind": "\(R.kind)", "from": "\(from)", "error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(min(2000, 50 << min(failures, 6))))
+            }
+        }
+    }
+
+    /// After compaction: ends every subscriber with ``WatchCacheEnding/gap`` and empties the
+    /// window at etcd's present revision.
+    private func startOver() async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                let revision = try await presentRevision()
+                let ended = state.withLock { s in
+                    defer {
+                        s.subscribers.removeAll()
+                        s.window.removeAll()
+                        (s.first, s.events, s.bytes) = (0, 0, 0)
+                        (s.floor, s.head) = (revision, revision)
+                        s.restarts += 1
+                    }
+                    return Array(s.subscribers.values)
+                }
+                for subscriber in ended { subscriber.end(.gap) }
+                return
+            } catch {
+                failures += 1
+                try? await Task.sleep(for: .milliseconds(min(2000, 50 << min(failures, 6))))
+            }
+        }
+    }
+
+    private func receive(_ response: Etcd.WatchResponse) {
+        var events: [CachedWatchEvent<R>] = []
+        events.reserveCapacity(response.events.count)
+        var bytes = 0
+        for event in response.events {
+            let key = event.kv.keyString
+            guard key.hasPrefix(prefix) else { continue }
+            let rest = key.dropFirst(prefix.count)
+            let tenant = rest.firstIndex(of: "/").map { String(rest[..<$0]) } ?? ""
+            let previous = event.prevKV.flatMap { try? ResourceStore.decode(R.self, $0) }
+            let change: StoreWatchEvent<R>
+            switch event.type {
+            case .put:
+                change = StoreWatchEvent(change: .put, revision: event.revision, object: try? ResourceStore.decode(R.self, event.kv), previous: previous)
+            case .delete:
+                change = StoreWatchEvent(change: .delete, revision: event.revision, object: nil, previous: previous)
+            }
+            events.append(CachedWatchEvent(tenant: tenant, event: change))
+            bytes += event.kv.key.count + event.kv.value.count + (event.prevKV?.value.count ?? 0)
+        }
+        let ended: [WatchCacheSubscription<R>] = state.withLock { s in
+            let item: WatchCacheItem<R>
+            if let last = events.last?.event.revision {
+                guard last > s.head else { return [] }
+                s.head = last
+                s.window.append(Entry(events: events, last: last, bytes: bytes))
+                s.events += events.count
+                s.bytes += bytes
+                // Drop whole batches, oldest first, keeping at least the newest.
+                while s.window.count - s.first > 1, s.events > limits.maxEvents || s.bytes > limits.maxBytes {
+                    let dropped = s.window[s.first]
+                    s.first += 1
+                    s.events -= dropped.events.count
+                    s.bytes -= dropped.bytes
+                    s.floor = dropped.last
+                }
+                if s.first > 64 && s.first * 2 > s.window.count {
+                    s.window.removeFirst(s.first)
+                    s.first = 0
+                }
+                item = .batch(events: events, revision: last)
+            } else if response.events.isEmpty {
+                guard response.header.revision > s.head else { return [] }
+                s.head = response.header.revision
+                item = .batch(events: [], revision: s.head)
+            } else {
+                return []
+            }
+            var overflowed: [WatchCacheSubscription<R>] = []
+            for (id, subscriber) in s.subscribers {
+                if case .dropped = subscriber.continuation.yield(item) {
+                    overflowed.append(subscriber)
+                    s.subscribers.removeValue(forKey: id)
+                }
+            }
+            return overflowed
+        }
+        for subscriber in ended { subscriber.end(.overflow(limit: limits.subscriberBuffer)) }
+    }
+
+    /// Stops following etcd (subscribers stay attached and see nothing), runs `meanwhile`,
+    /// and follows etcd again from ``head`` + 1, as after a failed watch. For tests of the
+    /// restart: `meanwhile` may write and compact.
+    package func interruptWatch(_ meanwhile: () async throws -> Void) async rethrows {
+        let task = state.withLock { s in
+            defer { s.task = nil }
+            return s.task
+        }
+        task?.cancel()
+        await task?.value
+        defer {
+            state.withLock { s in
+                if !s.stopped {
+                    s.restarts += 1
+                    s.task = Task { await self.run() }
+                }
+            }
+        }
+        try await meanwhile()
+    }
+}
+
+/// One ``WatchCache`` per kind, made on first use (and started by the first watch).
+public final class WatchCaches: Sendable {
+    /// The store watched.
+    public let store: ResourceStore
+    /// What each cache keeps.
+    public let limits: WatchCacheLimits
+    private let logger: Logger
+    private let caches = Locked<[ResourceKind: any Sendable]>([:])
+
+    /// Makes the set; nothing is watched until a cache is started.
+    public init(store: ResourceStore, limits: WatchCacheLimits = WatchCacheLimits(), logger: Logger = Logger(label: "gpuplane.watch-cache")) {
+        self.store = store
+        self.limits = limits
+        self.logger = logger
+    }
+
+    /// The cache of `R`.
+    public func cache<R: Resource>(_ type: R.Type) -> WatchCache<R> {
+        caches.withLock { caches in
+            if let existing = caches[R.kind] as? WatchCache<R> { return existing }
+            let made = WatchCache<R>(store: store, limits: limits, logger: logger)
+            caches[R.kind] = made
+            return made
+        }
+    }
+
+    /// Stops every cache.
+    public func stop() {
+        let all = caches.withLock { Array($0.values) }
+        for cache in all { (cache as? any StoppableCache)?.stop() }
+    }
+}
+
+private protocol StoppableCache { func stop() }
+extension WatchCache: StoppableCache {}
