@@ -197,6 +197,27 @@ struct EngineContainerTests {
         }
     }
 
+    /// A remove whose answer is lost (podman removed the container, the client never heard:
+    /// a full run at load 16 hit this with the 30 s deadline) is sent again, finds the
+    /// container gone, and still says it removed it rather than "there was none". The fault
+    /// comes from a proxy in front of the real podman that drops the first DELETE's answer.
+    @Test func aRemoveWhoseAnswerWasLostStillSaysItRemoved() async throws {
+        let (podman, _) = try await SharedPodman.engine()
+        let proxy = try AnswerLosingProxy(upstream: podman.socketPath, losingFirst: "DELETE")
+        defer { proxy.stop() }
+        let lossy = ContainerEngine.Client(ContainerEngine.Configuration(
+            socketPath: proxy.socketPath, requestTimeout: .seconds(2), maxRetries: 5, cdiGPUKind: podman.cdiKind))
+        try await withContainers { scope in
+            let id = try await scope.run(scope.spec("lost-answer", command: ["sleep", "1000"]))
+            #expect(try await lossy.remove(id) == true)
+            #expect(proxy.dropped == 1, "the first DELETE's answer was dropped")
+            await #expect {
+                try await scope.engine.inspect(id)
+            } throws: { ($0 as? EngineError)?.code == .notFound }
+            #expect(try await lossy.remove(id) == false, "a container that is not there is still reported as such")
+        }
+    }
+
     @Test func confinementAsInspected() async throws {
         try await withContainers { scope in
             var spec = scope.spec("confined", command: ["sleep", "1000"], gpus: [0], network: .bridge)

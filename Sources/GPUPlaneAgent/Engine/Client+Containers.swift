@@ -105,7 +105,8 @@ extension ContainerEngine.Client {
 
     /// Removes a container, killing it (SIGKILL, no grace) first if it runs, with its
     /// anonymous volumes. Returns false when there was no such container (removing is
-    /// idempotent). Maps to `DELETE /v1.41/containers/{id}?force=true&v=true` on Docker and to
+    /// idempotent); true when this call removed it, also when an attempt that got no answer did
+    /// and the retry found it gone. Maps to `DELETE /v1.41/containers/{id}?force=true&v=true` on Docker and to
     /// `DELETE /v4.0.0/libpod/containers/{id}?force=true&v=true&timeout=0` on Podman, whose
     /// compat remove would first wait out a 10-second stop.
     @discardableResult
@@ -120,7 +121,10 @@ extension ContainerEngine.Client {
             path = ContainerEngine.libpodPrefix + "/containers/" + Self.segment(container)
             query.append(("timeout", "0"))
         }
-        let response = try await send(.delete, path, query: query, retry: .idempotent)
+        // A retried remove whose earlier attempt got no answer may find the container gone
+        // because that attempt removed it: then this call removed it, and says so.
+        var earlierAttemptMayHaveRemoved = false
+        let response = try await send(.delete, path, query: query, retry: .idempotent) { earlierAttemptMayHaveRemoved = true }
         switch response.status {
         case 200, 204:
             if kind == .podman, let reports = try? JSONDecoder().decode([WireRemoveReport].self, from: response.body),
@@ -131,7 +135,7 @@ extension ContainerEngine.Client {
                     subject: container)
             }
             return true
-        case 404: return false
+        case 404: return earlierAttemptMayHaveRemoved
         default: throw Self.refused(response, subject: container)
         }
     }

@@ -107,10 +107,13 @@ extension ContainerEngine {
 
         /// Sends one request to the engine, again as ``Configuration/retryPolicy`` allows for
         /// `retry` (idempotent: reads, and writes that converge such as start, stop, remove;
-        /// only if not sent: create), and returns the answer whatever its status.
+        /// only if not sent: create), and returns the answer whatever its status. `onLostAnswer` is
+        /// called for each attempt sent again after getting no answer: that attempt may have
+        /// taken effect (a remove that timed out may have removed).
         func send(
             _ method: CurlHTTP.Method, _ path: String, query: [(String, String)] = [], body: Data? = nil,
-            timeout: Duration? = nil, retry: CurlHTTP.Idempotence
+            timeout: Duration? = nil, retry: CurlHTTP.Idempotence,
+            onLostAnswer: () -> Void = {}
         ) async throws(EngineError) -> CurlHTTP.Response {
             var headers: [CurlHTTP.Header] = []
             if body != nil { headers.append(CurlHTTP.Header("Content-Type", "application/json")) }
@@ -125,6 +128,8 @@ extension ContainerEngine {
                     case .success(let response): Self.refused(response, subject: path)
                     case .failure(let error): Self.transportError(error, path: path)
                     }
+                // No answer (a timeout, a dropped connection): the engine may have done it.
+                if case .failure = outcome { onLostAnswer() }
                 logger.debug(
                     "engine request failed; retrying", metadata: ["path": "\(path)", "attempt": "\(attempt + 1)", "error": "\(failure)"])
             }
