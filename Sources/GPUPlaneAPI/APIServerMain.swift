@@ -23,8 +23,8 @@ public enum APIServerMain {
         ConfigurationKey("max-gpu-memory", .int, default: "96", help: "largest gpu.memoryGB the fleet can give"),
         ConfigurationKey("heartbeat-ttl", .int, default: "10", help: "seconds a node stays Ready without a heartbeat"),
         ConfigurationKey(
-            "silent-after", .duration, default: "3s",
-            help: "how long a node beating to this api-server may miss beats before it is marked silent (NotReady); less than heartbeat-ttl"),
+            "silent-after", .duration,
+            help: "how long a node beating to this api-server may miss beats before it is marked silent (NotReady); less than heartbeat-ttl (default: 3s, or two thirds of a shorter heartbeat-ttl)"),
         ConfigurationKey("deployment-image", .string, default: VLLM.image, help: "image custom LLM deployments run (it takes vllm serve's arguments)"),
         ConfigurationKey(
             "deployment-weights", .string, default: "engine",
@@ -87,11 +87,16 @@ public enum APIServerMain {
                 throw ConfigurationError(code: .invalidValue, key: "app-timeout", source: nil, detail: "must be at least 1 second, not \(appTimeout)")
             }
             let heartbeatTTL = Int64(try config.int("heartbeat-ttl") ?? 10)
-            let silentAfter = try config.duration("silent-after") ?? .seconds(3)
-            guard heartbeatTTL >= 2, silentAfter > .zero, silentAfter < .seconds(heartbeatTTL) else {
+            guard heartbeatTTL >= 1 else {
+                throw ConfigurationError(
+                    code: .invalidValue, key: "heartbeat-ttl", source: config.source(of: "heartbeat-ttl"),
+                    detail: "must be at least 1 second, not \(heartbeatTTL)")
+            }
+            let silentAfter = try config.duration("silent-after") ?? HeartbeatTracker.defaultSilentAfter(ttl: heartbeatTTL)
+            guard silentAfter > .zero, silentAfter < .seconds(heartbeatTTL) else {
                 throw ConfigurationError(
                     code: .invalidValue, key: "silent-after", source: config.source(of: "silent-after"),
-                    detail: "must be more than 0 and less than heartbeat-ttl (\(heartbeatTTL) s, at least 2), not \(silentAfter)")
+                    detail: "must be more than 0 and less than heartbeat-ttl (\(heartbeatTTL) s), not \(silentAfter)")
             }
             let etcd = try EtcdConnectionSettings(config)
             let store = try ResourceStore.connect(
