@@ -19,8 +19,9 @@ import Logging
 /// - A watch of the heartbeat keys forgets a node whose key someone else wrote or deleted (it
 ///   moved to another api-server, or was deleted): its next beat here is a first beat again,
 ///   which finds a deleted node gone (404).
-/// - The lease lost (no renewal within its TTL: an etcd outage) is forgotten with every node
-///   written under it; each node's next beat writes its key again under a new lease.
+/// - The lease lost (no renewal within its TTL: an etcd outage or an overloaded member) is
+///   replaced at once, and the keys of the nodes written under it (deleted with it) are
+///   written again under the new one, without waiting for their next beat.
 ///
 /// A process that stops leaves its keys to its lease: they vanish a TTL later unless their
 /// nodes beat to another api-server (or to this one restarted) first. A restarted api-server
@@ -48,6 +49,8 @@ public final class HeartbeatTracker: Sendable {
         case silencing(lease: Int64, beaten: Bool)
         /// The key says silent.
         case silent
+        /// The key went with a lost lease; to be written again.
+        case lost
     }
 
     private struct Entry {
@@ -63,6 +66,7 @@ public final class HeartbeatTracker: Sendable {
         var granting: Task<Int64, any Error>?
         var keeper: Task<Void, Never>?
         var tasks: [Task<Void, Never>] = []
+        var rewrites: [Task<Void, Never>] = []
     }
 
     /// Makes a tracker over `store`'s etcd; nothing runs until ``start()``, and no lease is
@@ -97,10 +101,11 @@ public final class HeartbeatTracker: Sendable {
         let tasks = state.withLock { s -> [Task<Void, Never>] in
             defer {
                 s.tasks = []
+                s.rewrites = []
                 s.keeper = nil
                 s.lease = nil
             }
-            return s.tasks + (s.keeper.map { [$0] } ?? [])
+            return s.tasks + s.rewrites + (s.keeper.map { [$0] } ?? [])
         }
         for task in tasks { task.cancel() }
     }
@@ -133,7 +138,7 @@ public final class HeartbeatTracker: Sendable {
             switch entry.phase {
             case .live, .writing: break
             case .silencing(let lease, _): entry.phase = .silencing(lease: lease, beaten: true)
-            case .silent:
+            case .silent, .lost:
                 entry.phase = .writing
                 write = true
             }
@@ -142,8 +147,14 @@ public final class HeartbeatTracker: Sendable {
         }
         guard needsWrite || registering else { return }
         do {
-            if !registering { _ = try await store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: node) }
-            try await writeLive(node)
+            guard try await writeLive(node, ifNodeExists: !registering) else {
+                state.withLock { s in
+                    if case .writing = s.nodes[node]?.phase { s.nodes[node] = nil }
+                }
+                throw StoreError(code: .notFound, message: "node \(node) is not registered")
+            }
+        } catch let error as StoreError where error.code == .notFound {
+            throw error
         } catch {
             state.withLock { s in
                 if case .writing = s.nodes[node]?.phase { s.nodes[node] = nil }
@@ -160,13 +171,16 @@ public final class HeartbeatTracker: Sendable {
 
     // MARK: Writes
 
-    /// Writes `node`'s key live under the lease (a new one when the current one is gone).
-    private func writeLive(_ node: String) async throws {
+    /// Writes `node`'s key live under the lease (a new one when the current one is gone);
+    /// with `ifNodeExists`, only while the Node exists. False when it does not.
+    @discardableResult
+    private func writeLive(_ node: String, ifNodeExists: Bool = false) async throws -> Bool {
         var attempt = 0
         while true {
             let lease = try await currentLease()
             do {
-                let revision = try await heartbeats.writeLive(node: node, server: serverID, lease: lease)
+                guard let revision = try await heartbeats.writeLive(node: node, server: serverID, lease: lease, ifNodeExists: ifNodeExists)
+                else { return false }
                 state.withLock { s in
                     // Forgotten meanwhile (moved or deleted by a later write): the next beat
                     // finds out again.
@@ -180,7 +194,7 @@ public final class HeartbeatTracker: Sendable {
                     entry.written = max(entry.written, revision)
                     s.nodes[node] = entry
                 }
-                return
+                return true
             } catch let error as StoreError where error.etcd?.code == .leaseNotFound && attempt < 2 {
                 attempt += 1
                 leaseLost(lease)
@@ -231,21 +245,54 @@ public final class HeartbeatTracker: Sendable {
         return lease
     }
 
-    /// Forgets `lease` and every node written under it.
+    /// Forgets `lease`, and writes the nodes that were live under it again under a new one.
     private func leaseLost(_ lease: Int64) {
         let keeper = state.withLock { s -> Task<Void, Never>? in
             guard s.lease == lease else { return nil }
             s.lease = nil
             defer { s.keeper = nil }
-            s.nodes = s.nodes.filter { _, entry in
+            for (node, entry) in s.nodes {
                 switch entry.phase {
-                case .live(let l), .silencing(let l, _): l != lease
-                case .writing, .silent: true
+                case .live(let l) where l == lease, .silencing(let l, _) where l == lease: s.nodes[node]?.phase = .lost
+                default: break
                 }
             }
             return s.keeper
         }
-        keeper?.cancel()
+        guard let keeper else { return }
+        keeper.cancel()
+        let rewrite = Task { [self] in await rewriteLost() }
+        state.withLock { s in
+            s.rewrites.removeAll { $0.isCancelled }
+            s.rewrites.append(rewrite)
+        }
+    }
+
+    /// Writes the keys of the nodes whose lease was lost, 16 at a time, each only while its
+    /// Node exists; a node whose write fails waits for its next beat.
+    private func rewriteLost() async {
+        let lost = state.withLock { s -> [String] in
+            let nodes = s.nodes.compactMap { node, entry -> String? in
+                if case .lost = entry.phase { return node }
+                return nil
+            }
+            for node in nodes { s.nodes[node]?.phase = .writing }
+            return nodes
+        }
+        guard !lost.isEmpty else { return }
+        logger.notice("writing the heartbeat keys of a lost lease again", metadata: ["nodes": "\(lost.count)"])
+        await withTaskGroup(of: Void.self) { group in
+            for (index, node) in lost.enumerated() {
+                if index >= 16 { await group.next() }
+                group.addTask { [self] in
+                    let written = (try? await writeLive(node, ifNodeExists: true)) ?? false
+                    guard !written else { return }
+                    state.withLock { s in
+                        if case .writing = s.nodes[node]?.phase { s.nodes[node] = nil }
+                    }
+                }
+            }
+        }
     }
 
     // MARK: Sweep

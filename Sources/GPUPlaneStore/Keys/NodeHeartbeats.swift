@@ -87,13 +87,19 @@ public struct NodeHeartbeats: Sendable {
     public init(store: ResourceStore) { self.store = store }
 
     /// Writes `node`'s key `{"server": server, "state": "live"}` under `lease`, whoever held it,
-    /// and returns the revision of the write. Throws with
-    /// ``EtcdClient/EtcdError/Code/leaseNotFound`` as cause when `lease` is gone.
+    /// and returns the revision of the write. With `ifNodeExists`, only while the Node object
+    /// exists (compared in the same transaction: a node deleted meanwhile gets no key); nil
+    /// when it does not. Throws with ``EtcdClient/EtcdError/Code/leaseNotFound`` as cause when
+    /// `lease` is gone.
     @discardableResult
-    public func writeLive(node: String, server: String, lease: Int64) async throws -> Int64 {
+    public func writeLive(node: String, server: String, lease: Int64, ifNodeExists: Bool = false) async throws -> Int64? {
         do {
             let value = try Self.encode(Value(server: server, state: .live))
-            return try await client.put(Etcd.PutRequest(key: Data(KeySpace.heartbeat(node: node).utf8), value: value, lease: lease)).header.revision
+            let put = Etcd.PutRequest(key: Data(KeySpace.heartbeat(node: node).utf8), value: value, lease: lease)
+            guard ifNodeExists else { return try await client.put(put).header.revision }
+            let nodeKey = KeySpace.object(.node, tenant: ObjectMeta.clusterTenant, name: node)
+            let answer = try await client.txn(compare: [.version(nodeKey, .greater, 0)], success: [.put(put)])
+            return answer.succeeded ? answer.header.revision : nil
         } catch let e as EtcdError {
             throw StoreError.etcd(e)
         }
