@@ -7,16 +7,22 @@ import GPUPlaneSystem
 /// api-server derives it from the cluster's secret, the agent fetches its own from
 /// `GET /v1/nodes/{name}/agent-key` with its node token. A request carries
 /// `Authorization: GPUPlane-Agent v1:<expires>:<hex HMAC-SHA256>` over the method, the request
-/// target (path and query exactly as sent) and the expiry (Unix seconds). An agent refuses a
-/// request whose expiry has passed or lies more than ``maximumLifetime`` ahead, so a captured
-/// request is worthless a minute later, and a key opens one node only.
+/// target (path and query exactly as sent) and the expiry (Unix seconds). The expiry is on the
+/// api-server's clock and checked on the agent's, which may be off by up to ``clockSkew``
+/// either way: an agent refuses a request whose expiry passed more than ``clockSkew`` ago on
+/// its clock or lies more than ``maximumLifetime`` ahead, so a captured request is worthless
+/// three minutes later at most, and a key opens one node only.
 public enum AgentRequestSignature {
     /// The `Authorization` scheme.
     public static let scheme = "GPUPlane-Agent"
     /// How long a signature the api-server makes stays valid, seconds.
     public static let lifetime: Int64 = 60
+    /// How far a node's clock may be from the api-server's, either way, seconds. A node whose
+    /// clock runs ahead saw every signature expired before this allowance (its logs could not
+    /// be read); one behind needs it for the expiry not to lie too far ahead.
+    public static let clockSkew: Int64 = 120
     /// The furthest ahead an agent accepts an expiry (the lifetime plus clock skew), seconds.
-    public static let maximumLifetime: Int64 = 300
+    public static let maximumLifetime: Int64 = lifetime + clockSkew
 
     /// Why an agent refused a request.
     public enum Refusal: Error, Sendable, Hashable {
@@ -51,7 +57,7 @@ public enum AgentRequestSignature {
         guard fields.count == 3, fields[0] == "v1", let expires = Int64(fields[1]), fields[2].utf8.count == 64,
             let given = PortableSHA256.bytes(hex: String(fields[2]))
         else { throw .malformed }
-        guard expires >= now, expires - now <= maximumLifetime else { throw .expired }
+        guard expires >= now - clockSkew, expires - now <= maximumLifetime else { throw .expired }
         guard PortableSHA256.constantTimeEqual(given, mac(key: key, method: method, target: target, expires: expires)) else {
             throw .badSignature
         }

@@ -1,6 +1,10 @@
 import CurlHTTP
 import Foundation
+import GPUPlaneCore
 import GPUPlaneSystem
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The whole control plane with every part replaceable, for the fault suite: a 3-member etcd,
 /// several `gpuplane-api-server`s and `gpuplane-scheduler`s, and node-agents (fake NVML, one
@@ -24,6 +28,113 @@ public final class FaultCluster: @unchecked Sendable {
     public let nodeNames: [String]
     /// GPUs per node.
     public let gpusPerNode: Int
+    /// The node whose agent's weights cache lies on a small file system of its own, for the
+    /// disk-full fault (``WeightsDisk``); nil when the registry is not installed.
+    public private(set) var weightsDisk: WeightsDisk?
+    /// The label of the agent whose clock runs ahead (`agent-1`, through libfaketime) and by
+    /// how much, seconds; nil when libfaketime is not installed.
+    public private(set) var skewedAgent: (label: String, seconds: Int)?
+
+    /// The catalog slug served with weights from ``WeightsDisk/registry`` (Mode 3, on the
+    /// shared node ``WeightsDisk/node``).
+    public static let weightsModelSlug = "fault-weights"
+    /// The repository and tag the weights of ``weightsModelSlug`` are pushed as.
+    public static let weightsRepository = "fault/weights:v1"
+    /// The file of those weights the catalog names.
+    public static let weightsFileName = "w.bin"
+
+    /// libfaketime's preload library (Debian's `faketime`), when installed.
+    public static var fakeTimeLibrary: String? {
+        ["/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1"]
+            .first { FileManager.default.fileExists(atPath: $0) }
+    }
+
+    /// The weights cache of the shared node's agent, on a tmpfs mounted for it whose size the
+    /// test sets (``resize(bytes:)``), and the registry its weights come from.
+    public final class WeightsDisk: @unchecked Sendable {
+        /// The node (`fault-node-shared`, `gpu-mode=shared`).
+        public let node: String
+        /// The agent's label.
+        public let agent: String
+        /// The cache's directory: the tmpfs's mount point.
+        public let directory: URL
+        /// The registry on loopback.
+        public let registry: RegistryFixture
+        private let lock = NSLock()
+        private var mounted = false
+
+        init(node: String, agent: String, directory: URL, registry: RegistryFixture) {
+            self.node = node
+            self.agent = agent
+            self.directory = directory
+            self.registry = registry
+        }
+
+        /// Mounts the tmpfs (`bytes` big).
+        func mount(bytes: Int) throws {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            guard Glibc.mount("tmpfs", directory.path, "tmpfs", 0, "size=\(bytes),mode=0755") == 0 else {
+                throw LocalCluster.Failure(description: "cannot mount a tmpfs on \(directory.path): \(String(cString: strerror(errno)))")
+            }
+            lock.withLock { mounted = true }
+            WeightsDisk.mountedPaths.withLock { $0.insert(directory.path) }
+            WeightsDisk.unmountAtExit()
+        }
+
+        /// Makes the file system `bytes` big, keeping what it holds (it may not shrink below that).
+        public func resize(bytes: Int) throws {
+            guard Glibc.mount("tmpfs", directory.path, "tmpfs", UInt(MS_REMOUNT), "size=\(bytes),mode=0755") == 0 else {
+                throw LocalCluster.Failure(description: "cannot resize the tmpfs on \(directory.path) to \(bytes) bytes: \(String(cString: strerror(errno)))")
+            }
+        }
+
+        /// Bytes used on the file system.
+        public var usedBytes: Int {
+            var info = statvfs()
+            guard statvfs(directory.path, &info) == 0 else { return 0 }
+            return Int(info.f_blocks - info.f_bfree) * Int(info.f_frsize)
+        }
+
+        /// Bytes free on the file system.
+        public var freeBytes: Int {
+            var info = statvfs()
+            guard statvfs(directory.path, &info) == 0 else { return 0 }
+            return Int(info.f_bavail) * Int(info.f_frsize)
+        }
+
+        /// The names in the cache's `sub` folder (`entries`, `partial`).
+        public func list(_ sub: String) -> [String] {
+            (try? FileManager.default.contentsOfDirectory(atPath: directory.appendingPathComponent(sub).path))?.sorted() ?? []
+        }
+
+        /// Unmounts (lazily: the agent may still hold files) and stops the registry. Idempotent.
+        func shutdown() {
+            let was = lock.withLock { () -> Bool in
+                defer { mounted = false }
+                return mounted
+            }
+            if was {
+                _ = umount2(directory.path, Int32(MNT_DETACH))
+                WeightsDisk.mountedPaths.withLock { _ = $0.remove(directory.path) }
+            }
+            registry.shutdown()
+        }
+
+        private static let mountedPaths = Locked<Set<String>>([])
+        private static let atExitInstalled = Locked(false)
+
+        /// Whatever a crashed run left mounted is unmounted when the process exits.
+        private static func unmountAtExit() {
+            let first = atExitInstalled.withLock { installed -> Bool in
+                defer { installed = true }
+                return !installed
+            }
+            guard first else { return }
+            atexit {
+                for path in WeightsDisk.mountedPaths.withLock({ $0 }) { _ = umount2(path, Int32(MNT_DETACH)) }
+            }
+        }
+    }
 
     private struct Daemon {
         var executable: String
@@ -50,8 +161,13 @@ public final class FaultCluster: @unchecked Sendable {
 
     /// Starts everything (`binaries` holds the built executables and `libFakeNVML.so`) and
     /// waits until every node is Ready. Schedulers run with a 3 s lease and a 2 s meter.
+    ///
+    /// Besides the `agents` dedicated nodes, when the registry is installed: a shared node
+    /// (`fault-node-shared`, 2 GPUs, ``weightsDisk``) whose agent's weights cache lies on a
+    /// tmpfs of its own, serving the catalog model ``weightsModelSlug`` from the registry. When
+    /// libfaketime is installed, `agent-1`'s clock runs `skewSeconds` ahead (``skewedAgent``).
     public static func start(
-        binaries: URL, apiServers: Int = 2, schedulers: Int = 2, agents: Int = 2, gpusPerNode: Int = 4,
+        binaries: URL, apiServers: Int = 2, schedulers: Int = 2, agents: Int = 2, gpusPerNode: Int = 4, skewSeconds: Int = 90,
         log: (String) -> Void = { _ in }
     ) async throws -> FaultCluster {
         await ClusterSlots.acquire()
@@ -75,6 +191,30 @@ public final class FaultCluster: @unchecked Sendable {
             apiURLs: apiPorts.map { "http://127.0.0.1:\($0)" },
             nodeNames: (0..<agents).map { "fault-node-\($0)" }, gpusPerNode: gpusPerNode)
         do {
+            // The weights: a registry on loopback, its login for the agents, and the catalog
+            // (the bundled one on the stand-in image, plus the model served from the registry).
+            var weightsDisk: WeightsDisk?
+            var catalogEntries: [CatalogModel] = []
+            if RegistryFixture.isAvailable {
+                let password = UUID().uuidString.lowercased()
+                let registry = try await RegistryFixture.start(users: ["fault": password])
+                let disk = WeightsDisk(
+                    node: "fault-node-shared", agent: "agent-shared", directory: directory.appendingPathComponent("shared.weights"),
+                    registry: registry)
+                weightsDisk = disk
+                cluster.weightsDisk = disk
+                try disk.mount(bytes: 64 << 20)
+                let auth = Data("fault:\(password)".utf8).base64EncodedString()
+                let object = ["auths": Dictionary(uniqueKeysWithValues: registry.locations.map { ($0, ["auth": auth]) })]
+                try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+                    .write(to: directory.appendingPathComponent("weights-registry-auth.json"))
+                catalogEntries.append(CatalogModel(
+                    slug: weightsModelSlug, mode: .sharedPinned, size: .small, vramGB: 1, image: podman.standInModelServerImage,
+                    useCase: "the fault suite's weights, fetched into a small disk", task: .chat,
+                    weights: "oci://\(registry.address)/\(weightsRepository)", weightsFile: weightsFileName))
+            }
+            let catalogFile = directory.appendingPathComponent("catalog.json")
+            try LocalCluster.standInCatalog(image: podman.standInModelServerImage, adding: catalogEntries).write(to: catalogFile)
             let emptyConfig = directory.appendingPathComponent("empty.conf")
             try "".write(to: emptyConfig, atomically: true, encoding: .utf8)
             let adminFile = directory.appendingPathComponent("admin-token")
@@ -89,7 +229,7 @@ public final class FaultCluster: @unchecked Sendable {
                     etcdFlags + [
                         "--port", "\(port)", "--secret-key-file", secretKeyFile.path, "--admin-token-file", adminFile.path,
                         "--heartbeat-ttl", "5", "--log-level", "notice", "--log-destination", "stderr",
-                        "--deployment-image", podman.standInModelServerImage,
+                        "--deployment-image", podman.standInModelServerImage, "--catalog-file", catalogFile.path,
                     ], environment: environment)
             }
             for i in 0..<schedulers {
@@ -98,37 +238,69 @@ public final class FaultCluster: @unchecked Sendable {
                     "scheduler-\(i)", binaries.appendingPathComponent("gpuplane-scheduler").path,
                     etcdFlags + [
                         "--identity", "scheduler-\(i)", "--lease-ttl", "3s", "--meter-interval", "2s", "--port", "0",
-                        "--log-destination", "stderr", "--log-level", "notice",
+                        "--log-destination", "stderr", "--log-level", "notice", "--catalog-file", catalogFile.path,
+                        "--idle-server-grace", "5s",
                     ], environment: environment)
             }
             for i in 0..<apiServers {
                 try await eventually("api-server \(i) answers", timeout: 60) { try await cluster.call("GET", "/readyz", via: i).status == 200 }
             }
-            for (i, node) in cluster.nodeNames.enumerated() {
-                let token = try await cluster.json("POST", "/v1/tokens", token: admin, body: #"{"role": "node", "node": "\#(node)"}"#)["token"] as? String
+            var nodes = cluster.nodeNames.enumerated().map { (label: "agent-\($0.offset)", name: $0.element, mode: "dedicated", gpus: gpusPerNode) }
+            if let weightsDisk { nodes.append((weightsDisk.agent, weightsDisk.node, "shared", 2)) }
+            for (i, node) in nodes.enumerated() {
+                let token = try await cluster.json("POST", "/v1/tokens", token: admin, body: #"{"role": "node", "node": "\#(node.name)"}"#)["token"] as? String
                 guard let token else { throw LocalCluster.Failure(description: "the api-server issued no node token") }
-                let tokenFile = directory.appendingPathComponent("\(node).token")
+                let tokenFile = directory.appendingPathComponent("\(node.name).token")
                 try token.write(to: tokenFile, atomically: true, encoding: .utf8)
                 let nvml = try FakeNVMLFiles.write(
-                    gpus: (0..<gpusPerNode).map { g in
+                    gpus: (0..<node.gpus).map { g in
                         PodmanFixture.FakeGPU(index: g, uuid: "GPU-fa17\(String(format: "%02x%02x", i, g))-0000-4000-8000-\(String(format: "%012x", i * 16 + g))")
                     },
-                    in: directory, name: node)
-                log("gpuplane-node-agent \(node) via api-server \(i % apiServers)…")
-                try cluster.launch(
-                    "agent-\(i)", binaries.appendingPathComponent("gpuplane-node-agent").path,
-                    [
-                        "--api-server", cluster.apiURLs[i % apiServers], "--node-token-file", tokenFile.path, "--node-name", node,
-                        "--gpu-mode", "dedicated", "--engine-socket", podman.socketPath, "--cdi-gpu-kind", podman.cdiKind,
+                    in: directory, name: node.name)
+                var agentEnvironment = environment.merging(nvml.environment) { a, _ in a }
+                var skew = ""
+                if node.label == "agent-1", let library = fakeTimeLibrary {
+                    // Its wall clock runs ahead, what a node whose NTP is off sees; its monotonic
+                    // clock stays true, as it does on such a node (faked, it would put every
+                    // sleep's deadline 90 s late: the agent's heartbeats stopped).
+                    agentEnvironment["LD_PRELOAD"] = library
+                    agentEnvironment["FAKETIME"] = "+\(skewSeconds)s"
+                    agentEnvironment["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
+                    cluster.skewedAgent = (node.label, skewSeconds)
+                    skew = ", its clock \(skewSeconds) s ahead"
+                }
+                let weights: [String]
+                if let weightsDisk, node.name == weightsDisk.node {
+                    weights = [
+                        "--weights-cache", weightsDisk.directory.path, "--weights-cache-size", "1MB",
+                        "--weights-registry-auth-file", directory.appendingPathComponent("weights-registry-auth.json").path,
+                    ]
+                } else {
+                    weights = ["--weights-cache", directory.appendingPathComponent("\(node.name).weights").path]
+                }
+                log("gpuplane-node-agent \(node.name) (\(node.mode)) via api-server \(i % apiServers)\(skew)…")
+                let arguments = [
+                        "--api-server", cluster.apiURLs[i % apiServers], "--node-token-file", tokenFile.path, "--node-name", node.name,
+                        "--gpu-mode", node.mode, "--engine-socket", podman.socketPath, "--cdi-gpu-kind", podman.cdiKind,
                         "--nvml-library", binaries.appendingPathComponent("libFakeNVML.so").path, "--stop-grace-period", "2s",
                         "--log-level", "info", "--log-destination", "stderr",
-                        "--allocatable-cpu", "\(gpusPerNode * 12 + 2)", "--allocatable-memory", "\(gpusPerNode * 112 + 4)Gi",
+                        "--allocatable-cpu", "\(node.gpus * 12 + 2)", "--allocatable-memory", "\(node.gpus * 112 + 4)Gi",
                         "--listen", "127.0.0.1", "--port", "\(TestEnvironment.freePort())",
                         "--model-server-ports", "\(21000 + i * 100)-\(21000 + i * 100 + 99)",
-                    ],
-                    environment: environment.merging(nvml.environment) { a, _ in a })
+                    ] + weights
+                if agentEnvironment["LD_PRELOAD"] != nil {
+                    // Under libfaketime's preload a Swift program gets no arguments (its
+                    // CommandLine.arguments is empty): the settings go by environment instead.
+                    for pair in stride(from: 0, to: arguments.count - 1, by: 2) where arguments[pair].hasPrefix("--") {
+                        let key = arguments[pair].dropFirst(2).uppercased().replacingOccurrences(of: "-", with: "_")
+                        agentEnvironment["GPUPLANE_" + key] = arguments[pair + 1]
+                    }
+                    try cluster.launch(node.label, binaries.appendingPathComponent("gpuplane-node-agent").path, [], environment: agentEnvironment)
+                } else {
+                    try cluster.launch(node.label, binaries.appendingPathComponent("gpuplane-node-agent").path, arguments, environment: agentEnvironment)
+                }
             }
-            for node in cluster.nodeNames {
+            for node in nodes.map(\.name) {
                 try await eventually("node \(node) registers and is Ready", timeout: 90) { try await cluster.isReady(node) }
             }
             return cluster
@@ -238,6 +410,7 @@ public final class FaultCluster: @unchecked Sendable {
             process.stop(timeout: 5)
         }
         podman.shutdown()
+        weightsDisk?.shutdown()
         etcd.shutdown()
         http.shutdown()
         ClusterSlots.release()

@@ -50,7 +50,10 @@ public final class PodmanFixture: @unchecked Sendable {
     public let cdiSpecPath: String
     /// A word unique to this fixture, for container names.
     public let runID: String
-    private let service: ChildProcess
+    private let serviceLock = NSLock()
+    private var currentService: ChildProcess
+    private var service: ChildProcess { serviceLock.withLock { currentService } }
+    private var serviceStarts = 1
     private let cleanup: PodmanCleanup
 
     /// The podman binary (`$PODMAN_BINARY`, else `/usr/bin/podman`).
@@ -84,7 +87,7 @@ public final class PodmanFixture: @unchecked Sendable {
         self.fakeGPUs = fakeGPUs
         self.cdiSpecPath = cdiSpecPath
         self.runID = runID
-        self.service = service
+        self.currentService = service
         self.cleanup = cleanup
     }
 
@@ -253,6 +256,41 @@ public final class PodmanFixture: @unchecked Sendable {
 
     /// The last lines of the service's log, for failure messages.
     public func logTail() -> String { service.logTail() }
+
+    /// Kills the service with SIGKILL, as a crash would (containers keep running under their
+    /// conmon), and, unless `restart` is false, starts it again on the same socket with the
+    /// same storage (a new log, `service-<n>.log`) and waits until `GET /_ping` answers.
+    public func killService(restart: Bool = true, timeout: Double = 60) async throws {
+        service.kill9()
+        guard restart else { return }
+        try await startService(timeout: timeout)
+    }
+
+    /// Starts the service again after ``killService(restart:timeout:)`` (unless it runs) and
+    /// waits until `GET /_ping` answers.
+    public func startService(timeout: Double = 60) async throws {
+        let (cleanup, directory, socketPath) = (self.cleanup, self.directory, self.socketPath)
+        let started = try serviceLock.withLock { () -> ChildProcess? in
+            guard !currentService.isRunning else { return nil }
+            serviceStarts += 1
+            // The dead service's socket file stays behind; the new one binds the path afresh.
+            unlink(socketPath)
+            let process = try ChildProcess(
+                executable: cleanup.executable, arguments: cleanup.globals + ["system", "service", "--time=0", "unix://\(socketPath)"],
+                environment: cleanup.environment, logFile: directory.appendingPathComponent("service-\(serviceStarts).log"))
+            try "\(process.pid)\n".write(to: directory.appendingPathComponent("service.pid"), atomically: true, encoding: .utf8)
+            currentService = process
+            return process
+        }
+        guard let started else { return }
+        do {
+            try await eventually("podman service answering /_ping on \(socketPath) again", timeout: timeout, every: 0.1) {
+                unixHTTPGet(socketPath: socketPath, path: "/_ping")?.hasSuffix("OK") ?? false
+            }
+        } catch {
+            throw PodmanFixtureError(message: "\(error)\n--- podman log ---\n\(started.logTail())")
+        }
+    }
 
     /// Stops the service, removes every container and the storage, the CDI spec and the
     /// folder. Called at the process's exit too.

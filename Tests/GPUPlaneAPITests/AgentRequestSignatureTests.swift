@@ -36,7 +36,7 @@ import Testing
         #expect(PortableSHA256.bytes(hex: "0g") == nil && PortableSHA256.bytes(hex: "abc") == nil)
     }
 
-    @Test func aSignatureOpensOneRequestOnOneNodeForAMinute() throws {
+    @Test func aSignatureOpensOneRequestOnOneNodeForAMinutePlusTheSkew() throws {
         let cluster = [UInt8](repeating: 9, count: 32)
         let key = AgentRequestSignature.nodeKey(clusterKey: cluster, node: "gpu-1")
         #expect(key != AgentRequestSignature.nodeKey(clusterKey: cluster, node: "gpu-2"))
@@ -49,7 +49,9 @@ import Testing
                 return nil
             } catch { return error }
         }
-        #expect(refusal(header, now: 1_000_061) == .expired)
+        // Expired on the api-server's clock, but within the clock skew an agent allows.
+        #expect(refusal(header, now: 1_000_061) == nil)
+        #expect(refusal(header, now: 1_000_060 + AgentRequestSignature.clockSkew + 1) == .expired)
         #expect(refusal(header, target: "/v1/logs/acme/web.db?tail=5") == .badSignature)
         #expect(refusal(header, key: AgentRequestSignature.nodeKey(clusterKey: cluster, node: "gpu-2")) == .badSignature)
         #expect(refusal(nil) == .missing)
@@ -57,5 +59,26 @@ import Testing
         #expect(refusal("GPUPlane-Agent v2:1:ab") == .malformed)
         let far = AgentRequestSignature.authorization(key: key, method: "GET", target: target, expires: 1_000_000 + 3600)
         #expect(refusal(far) == .expired, "an expiry far ahead is refused too")
+    }
+
+    /// A node whose clock is 90 s ahead of the api-server's (or behind) reads a fresh
+    /// signature as valid; the fault suite's skewed node (WholeSystemFaultTests) found every
+    /// log request refused as expired when the agent compared the expiry with its own clock
+    /// and allowed no skew that way.
+    @Test func aNodeWhoseClockIsOffWithinTheSkewAcceptsAFreshSignature() throws {
+        let key = AgentRequestSignature.nodeKey(clusterKey: [UInt8](repeating: 3, count: 32), node: "gpu-1")
+        let target = "/v1/logs/acme/web.api?tail=5"
+        let signedAt: Int64 = 2_000_000
+        let header = AgentRequestSignature.authorization(key: key, method: "GET", target: target, expires: signedAt + AgentRequestSignature.lifetime)
+        for offset: Int64 in [-120, -90, 0, 90, 120] {
+            try AgentRequestSignature.verify(header, key: key, method: "GET", target: target, now: signedAt + offset)
+        }
+        // Past the lifetime plus the skew it is refused, whatever the clock.
+        #expect(throws: AgentRequestSignature.Refusal.expired) {
+            try AgentRequestSignature.verify(header, key: key, method: "GET", target: target, now: signedAt + AgentRequestSignature.lifetime + 121)
+        }
+        #expect(throws: AgentRequestSignature.Refusal.expired) {
+            try AgentRequestSignature.verify(header, key: key, method: "GET", target: target, now: signedAt - 121)
+        }
     }
 }

@@ -122,25 +122,53 @@ extension SchedulerFaultTests {
             third.status.phase = .bound
             for replica in [first, second, third] { try await h.addReplica(replica) }
             for name in ["two", "three"] { try await h.store.delete(Replica.self, tenant: "acme", name: name) }
+            // A leader whose key is gone (frozen past its lease, say) binds: fencing broken. And
+            // the leader of the moment binds: fine.
+            let deposedKey = Scheduler.defaultElectionName + "/deposed"
+            let deposed = try await h.client.put(deposedKey, "frozen").header.revision
+            _ = try await h.client.delete(.key(deposedKey))
+            let leaderKey = Scheduler.defaultElectionName + "/leading"
+            let leading = try await h.client.put(leaderKey, "leading").header.revision
+            var fourth = pendingReplica("four")
+            fourth.binding = Binding(node: "n1", gpuIndices: [0], leaderRevision: deposed)
+            fourth.status.phase = .bound
+            try await h.addReplica(fourth)
+            try await h.store.delete(Replica.self, tenant: "acme", name: "four")
+            var fifth = pendingReplica("five")
+            fifth.binding = Binding(node: "n1", gpuIndices: [0], leaderRevision: leading)
+            fifth.status.phase = .bound
+            try await h.addReplica(fifth)
+            _ = try await h.client.delete(.key(leaderKey))
             let end = try await h.client.range(.key("/"), countOnly: true).header.revision
             let report = try await HistoryChecker.check(h.client, from: start + 1, through: end)
             #expect(report.violations.contains { $0.contains("GPU n1/1 held by") }, "\(report.violations)")
             #expect(report.violations.contains { $0.contains("GPU 7 of n1, which has 2") }, "\(report.violations)")
+            #expect(report.violations.contains { $0.contains("acme/four bound by leader \(deposed), which is no longer") }, "\(report.violations)")
+            #expect(!report.violations.contains { $0.contains("acme/five") }, "\(report.violations)")
+            #expect(report.bindingsByLeader[leading] == 1)
         }
     }
 }
 
-/// Replays etcd's history of replicas and nodes, revision by revision, and checks the
-/// placement invariants at each one.
+/// Replays etcd's history of replicas, nodes and the scheduler's election, revision by
+/// revision, and checks the placement and fencing invariants at each one.
 enum HistoryChecker {
     struct Report {
         var revisions = 0
         var bindingsSeen = 0
+        /// Bindings written, by the election revision of the leader that wrote them.
+        var bindingsByLeader: [Int64: Int] = [:]
         var violations: [String] = []
     }
 
     /// Checks revisions `from` through `end`. With `seededAt`, the replicas and nodes as they
-    /// were at that revision are read first (the history before it may be compacted away).
+    /// were at that revision are read first (the history before it may be compacted away); the
+    /// election's keys are read at `seededAt`, else at `from - 1`.
+    ///
+    /// Fencing: a binding written (a replica whose binding changed) at revision R names the
+    /// leader that wrote it (``Binding/leaderRevision``, its election key's create revision);
+    /// that key must exist at R and be the oldest of the election's keys (the leader). A
+    /// leader frozen past its lease and resumed, whose key is gone, must write nothing.
     static func check(_ client: Etcd.Client, from: Int64, through end: Int64, seededAt seed: Int64? = nil) async throws -> Report {
         var report = Report()
         var replicas: [String: Replica] = [:]
@@ -152,6 +180,12 @@ enum HistoryChecker {
                 if kind == .replica { replicas[key] = try ResourceStore.decode(Replica.self, kv) }
                 if kind == .node { nodeGPUs[name] = try ResourceStore.decode(Node.self, kv).spec.gpus.count }
             }
+        }
+        // The election's keys alive, key → create revision; the leader is the oldest.
+        let electionPrefix = Scheduler.defaultElectionName + "/"
+        var candidates: [String: Int64] = [:]
+        for kv in try await client.range(.prefix(electionPrefix), revision: seed ?? (from - 1)).kvs {
+            candidates[String(decoding: kv.key, as: UTF8.self)] = kv.createRevision
         }
         var recent: [String] = []
         var lastRevision: Int64 = from - 1
@@ -182,13 +216,34 @@ enum HistoryChecker {
                 groupRevision = revision
                 lastRevision = revision
                 let key = String(decoding: event.kv.key, as: UTF8.self)
+                if key.hasPrefix(electionPrefix) {
+                    switch event.type {
+                    case .put:
+                        if candidates[key] == nil { recent.append("rev \(revision): election key \(event.kv.createRevision) created") }
+                        candidates[key] = event.kv.createRevision
+                    case .delete:
+                        recent.append("rev \(revision): election key \(candidates[key].map(String.init) ?? key) deleted")
+                        candidates[key] = nil
+                    }
+                    continue
+                }
                 guard let (kind, tenant, name) = KeySpace.object(ofKey: key) else { continue }
                 switch (kind, event.type) {
                 case (.replica, .put):
                     let replica = try ResourceStore.decode(Replica.self, event.kv)
                     if let binding = replica.binding, replicas[key]?.binding != binding {
                         report.bindingsSeen += 1
+                        report.bindingsByLeader[binding.leaderRevision, default: 0] += 1
                         recent.append("rev \(revision): \(tenant)/\(name) bound to \(binding.node) \(binding.gpuIndices) by leader \(binding.leaderRevision)")
+                        let leader = candidates.values.min()
+                        if leader != binding.leaderRevision {
+                            let why = candidates.values.contains(binding.leaderRevision)
+                                ? "a candidate, not the leader (\(leader.map(String.init) ?? "none"))"
+                                : "no longer (or never) in the election; the leader is \(leader.map(String.init) ?? "none")"
+                            report.violations.append(
+                                "rev \(revision): \(tenant)/\(name) bound by leader \(binding.leaderRevision), which is \(why)\n"
+                                    + recent.suffix(20).joined(separator: "\n"))
+                        }
                     } else if replica.binding == nil, replicas[key]?.binding != nil {
                         recent.append("rev \(revision): \(tenant)/\(name) unbound")
                     }

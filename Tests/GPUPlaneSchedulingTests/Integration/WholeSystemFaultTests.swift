@@ -8,19 +8,24 @@ import GPUPlaneTestSupport
 import Testing
 
 /// The whole-system form of the fault suite (issue 17): a 3-member etcd, two api-servers, two
-/// schedulers and two node-agents (fake NVML, podman) under a steady load of applies and
-/// deletes through both api-servers, while, in turn, the etcd leader is killed, the scheduler
-/// leader is killed, an api-server is killed in the middle of applies, a node-agent is killed
-/// while its containers are being created, etcd is compacted while a scheduler is frozen (its
-/// watch away), and a node is cut off past its heartbeat TTL and comes back. Afterwards: etcd's history is replayed revision by revision (no GPU bound
-/// twice, none beyond its node), every acknowledged apply is there, every replica is placed or
-/// pending with a reason, no replica has two containers, usage intervals of a replica never
-/// overlap, and no node was NotReady but the one cut off on purpose (its agent frozen past the
-/// heartbeat TTL, then resumed).
+/// schedulers, two dedicated node-agents (fake NVML, podman; agent-1's clock 90 s ahead through
+/// libfaketime) and a shared one whose weights cache lies on a small tmpfs, under a steady load
+/// of applies and deletes through both api-servers, while, in turn, the etcd leader is killed,
+/// the scheduler leader is killed, then frozen past its lease and resumed, an api-server is
+/// killed in the middle of applies, a node-agent is killed while its containers are being
+/// created, podman's service is killed while a container is being created and started again,
+/// etcd is compacted while a scheduler is frozen (its watch away), a node is cut off past its
+/// heartbeat TTL and comes back, and the weights cache's disk is full during a fetch. After
+/// every fault etcd's history since the last is replayed revision by revision (no GPU bound
+/// twice or beyond its node, every binding written by the leader of its revision, revisions
+/// increasing); at the end every acknowledged apply is there, every replica is placed or pending
+/// with a reason, no replica has two containers, usage intervals of a replica never overlap and
+/// stay within the meter's interval, the skewed node's replicas run and their logs are read, and
+/// no node was NotReady but those whose agent was stopped.
 @Suite("Faults: the whole system under load, checked against etcd's history", .serialized, .timeLimit(.minutes(15)),
        .enabled(if: EtcdFixture.isAvailable && PodmanFixture.isAvailable))
 struct WholeSystemFaultTests {
-    /// Fault rounds (each: the five faults); `GPUPLANE_FAULT_ROUNDS` makes it longer.
+    /// Fault rounds (each: every fault once); `GPUPLANE_FAULT_ROUNDS` makes it longer.
     static var rounds: Int { ProcessInfo.processInfo.environment["GPUPLANE_FAULT_ROUNDS"].flatMap(Int.init) ?? 1 }
 
     static var binaries: URL { URL(fileURLWithPath: SchedulerHarness.executable).deletingLastPathComponent() }
@@ -47,7 +52,9 @@ struct WholeSystemFaultTests {
     @Test func nothingLostNothingBoundTwiceAcrossFaults() async throws {
         let started = ContinuousClock.now
         func step(_ what: String) { print("[fault suite \(ContinuousClock.now - started)] \(what)") }
-        let cluster = try await FaultCluster.start(binaries: Self.binaries) { print("fault cluster: \($0)") }
+        // GPUPLANE_FAULT_CLOCK_SKEW (seconds, 90 by default) sets how far agent-1's clock runs ahead.
+        let skew = ProcessInfo.processInfo.environment["GPUPLANE_FAULT_CLOCK_SKEW"].flatMap(Int.init) ?? 90
+        let cluster = try await FaultCluster.start(binaries: Self.binaries, skewSeconds: skew) { print("fault cluster: \($0)") }
         let client = try Etcd.Client(Etcd.Configuration(endpoints: cluster.etcd.endpoints, requestTimeout: .seconds(5)))
         let store = ResourceStore(client: client)
         defer { cluster.shutdown() }
@@ -104,7 +111,18 @@ struct WholeSystemFaultTests {
             var stopped: Set<String> = []  // nodes whose agent was killed (and restarted) or cut off
             var reports: [HistoryChecker.Report] = []
             var segmentStart = start + 1
-            var seed: Int64?
+            var seed: Int64 = start
+            // After every fault: etcd's history since the last check, revision by revision
+            // (capacity, fencing, revisions). A violation names the fault it followed.
+            func checkHistory(after fault: String) async throws {
+                let now = try await client.range(.key("/"), countOnly: true).header.revision
+                guard now >= segmentStart else { return }
+                var report = try await HistoryChecker.check(client, from: segmentStart, through: now, seededAt: seed)
+                report.violations = report.violations.map { "after \(fault): \($0)" }
+                reports.append(report)
+                (segmentStart, seed) = (now + 1, now)
+                step("\(fault); history checked through revision \(now)")
+            }
             for round in 0..<Self.rounds {
                 // 1. The etcd leader, killed and restarted.
                 if let leader = await Self.etcdLeader(cluster, client) {
@@ -112,7 +130,7 @@ struct WholeSystemFaultTests {
                     faults.append("kill -9 etcd member \(leader) (leader)")
                     try await eventually("another etcd leader", timeout: 60) { await Self.etcdLeader(cluster, client).map { $0 != leader } ?? false }
                     try await cluster.etcd.restart(leader, timeout: 60)
-                    step(faults.last ?? "")
+                    try await checkHistory(after: faults.last ?? "")
                 }
                 // 2. The scheduler leader, killed and restarted.
                 if let schedulerLeader = try await SchedulerHarness.currentLeader(client) {
@@ -122,7 +140,38 @@ struct WholeSystemFaultTests {
                         (try await SchedulerHarness.currentLeader(client)).map { $0.revision != schedulerLeader.revision } ?? false
                     }
                     try cluster.restart(schedulerLeader.identity)
-                    step(faults.last ?? "")
+                    try await checkHistory(after: faults.last ?? "")
+                }
+                // 2b. The scheduler leader frozen (SIGSTOP) past its lease until the other one
+                // leads and places, then resumed: it must notice that it lost and write nothing
+                // more (the history's fencing check: every binding is written by the leader of
+                // its revision).
+                if let frozen = try await SchedulerHarness.currentLeader(client), let process = cluster.process(frozen.identity) {
+                    let lostLine = "leadership or lease lost"
+                    let lostBefore = Self.count(lostLine, in: process.logFile)
+                    process.signal(SIGSTOP)
+                    faults.append("SIGSTOP \(frozen.identity) (leader) past its lease, resumed")
+                    var next: (identity: String, revision: Int64)?
+                    do {
+                        try await eventually("another scheduler leads while \(frozen.identity) is frozen", timeout: 60) {
+                            next = try await SchedulerHarness.currentLeader(client)
+                            return next.map { $0.revision != frozen.revision } ?? false
+                        }
+                        let newLeader = next?.revision ?? 0
+                        // Placements go on under the new leader (the load frees a GPU every third apply).
+                        try await eventually("the new leader binds a replica", timeout: 60, every: 0.3) {
+                            try await store.list(Replica.self).items.contains { $0.binding?.leaderRevision == newLeader }
+                        }
+                    } catch {
+                        process.signal(SIGCONT)
+                        throw error
+                    }
+                    process.signal(SIGCONT)
+                    try await eventually("\(frozen.identity) notices it lost once resumed", timeout: 60, every: 0.3) {
+                        Self.count(lostLine, in: process.logFile) > lostBefore || !process.isRunning
+                    }
+                    #expect(process.isRunning, "\(frozen.identity) exited after its resumption")
+                    try await checkHistory(after: faults.last ?? "")
                 }
                 // 3. An api-server, killed in the middle of applies, and restarted.
                 let api = "api-\(round % 2)"
@@ -131,7 +180,7 @@ struct WholeSystemFaultTests {
                 try await Task.sleep(for: .seconds(2))  // applies sent to it meanwhile fail: the load records them as unknown
                 try cluster.restart(api)
                 try await eventually("\(api) answers again", timeout: 60) { (try? await cluster.call("GET", "/readyz", via: round % 2).status) == 200 }
-                step(faults.last ?? "")
+                try await checkHistory(after: faults.last ?? "")
                 // 4. A node-agent, killed while a container of its node is being created (when
                 // one comes within 20 s; killed regardless after that).
                 let agent = "agent-\(round % 2)", node = "fault-node-\(round % 2)"
@@ -144,13 +193,30 @@ struct WholeSystemFaultTests {
                 try await Task.sleep(for: .seconds(1))
                 try cluster.restart(agent)
                 try await eventually("\(node) Ready again after its agent's restart", timeout: 60, every: 0.5) { try await cluster.isReady(node) }
-                step(faults.last ?? "")
+                try await checkHistory(after: faults.last ?? "")
+
+                // 4b. Podman's service (the engine socket both agents speak to) killed with
+                // SIGKILL while a container is being created, and started again on the same
+                // socket: the agents retry, no replica gets a second container (checked at the
+                // end), and the replica being created runs.
+                let creatingNow = try? await Self.replicaBeingCreated(store, timeout: 20)
+                try await cluster.podman.killService(restart: false)
+                faults.append("kill -9 podman's service\(creatingNow.map { " while \($0.key) was being created on \($0.node)" } ?? "")")
+                try await Task.sleep(for: .seconds(1))
+                try await cluster.podman.startService()
+                if let creatingNow {
+                    try await eventually("\(creatingNow.key) runs (unless deleted or moved) after podman's restart", timeout: 90, every: 0.5) {
+                        guard let replica = try await store.list(Replica.self).items.first(where: { Self.key($0) == creatingNow.key }) else { return true }
+                        return replica.status.phase == .running || replica.binding?.node != creatingNow.node
+                    }
+                }
+                try await checkHistory(after: faults.last ?? "")
 
                 // 5. Compaction while a watcher is away: the standby scheduler frozen, etcd
                 // compacted at the present, the scheduler resumed, then made leader. The history
                 // up to there is checked first, since compaction removes it.
-                let compactAt = try await client.range(.key("/"), countOnly: true).header.revision
-                reports.append(try await HistoryChecker.check(client, from: segmentStart, through: compactAt, seededAt: seed))
+                try await checkHistory(after: "the faults before the compaction")
+                let compactAt = segmentStart - 1
                 let leaderNow = try await SchedulerHarness.currentLeader(client)
                 let standby = leaderNow?.identity == "scheduler-0" ? "scheduler-1" : "scheduler-0"
                 cluster.process(standby)?.signal(SIGSTOP)
@@ -158,14 +224,13 @@ struct WholeSystemFaultTests {
                 faults.append("compaction at \(compactAt) while \(standby) was frozen")
                 try await Task.sleep(for: .seconds(1))
                 cluster.process(standby)?.signal(SIGCONT)
-                (segmentStart, seed) = (compactAt + 1, compactAt)
                 if let leaderNow, leaderNow.identity != standby {
                     cluster.kill9(leaderNow.identity)
                     faults.append("kill -9 \(leaderNow.identity) so that \(standby) leads after the compaction")
                     try await eventually("\(standby) leads", timeout: 60) { (try await SchedulerHarness.currentLeader(client))?.identity == standby }
                     try cluster.restart(leaderNow.identity)
                 }
-                step(faults.suffix(2).joined(separator: "; "))
+                try await checkHistory(after: faults.suffix(2).joined(separator: "; "))
 
                 // 6. A node cut off longer than its heartbeat TTL (5 s): its agent frozen until
                 // the node is NotReady, then resumed. Its containers kept running meanwhile;
@@ -179,7 +244,16 @@ struct WholeSystemFaultTests {
                 cluster.process(cutAgent)?.signal(SIGCONT)
                 faults.append("\(cutAgent) frozen until \(cutNode) was NotReady, then resumed")
                 try await eventually("\(cutNode) Ready again", timeout: 60, every: 0.5) { try await cluster.isReady(cutNode) }
-                step(faults.last ?? "")
+                try await checkHistory(after: faults.last ?? "")
+
+                // 7. The weights cache's disk full: weights bigger than the room left, on the
+                // shared node. The model server fails naming the disk and leaves nothing in the
+                // cache; with room made, the next attempt fetches them and the pod runs.
+                if let disk = cluster.weightsDisk {
+                    try await Self.diskFull(cluster, disk, round: round, token: tokens[0], store: store)
+                    faults.append("the weights cache's disk on \(disk.node) full during a fetch, then room made")
+                    try await checkHistory(after: faults.last ?? "")
+                }
             }
             faultsDone.withLock { $0 = true }
             _ = await load.value
@@ -196,8 +270,7 @@ struct WholeSystemFaultTests {
             step("quiescent: \(replicas.count) replicas, \(replicas.filter { $0.binding != nil }.count) bound")
 
             // The history, revision by revision.
-            let end = try await client.range(.key("/"), countOnly: true).header.revision
-            reports.append(try await HistoryChecker.check(client, from: segmentStart, through: end, seededAt: seed))
+            try await checkHistory(after: "the load's end")
             let violations = reports.flatMap(\.violations)
             #expect(violations.isEmpty, "\(faults): \(violations.joined(separator: "\n"))")
             let revisions = reports.reduce(0) { $0 + $1.revisions }, bindings = reports.reduce(0) { $0 + $1.bindingsSeen }
@@ -242,7 +315,8 @@ struct WholeSystemFaultTests {
                 var byReplica: [String: Int] = [:]
                 for line in listed.split(separator: "\n") {
                     let fields = line.split(separator: " ")
-                    guard fields.count >= 2 else { continue }
+                    // A model server's container (`_cluster/<server>`, the weights fault's) is no replica's.
+                    guard fields.count >= 2, !fields[0].hasPrefix(ObjectMeta.clusterTenant + "/") else { continue }
                     byReplica[String(fields[0]), default: 0] += 1
                 }
                 let bound = Set(replicas.filter { $0.binding != nil }.map { "\($0.metadata.tenant)/\($0.metadata.name)" })
@@ -265,6 +339,30 @@ struct WholeSystemFaultTests {
                 }
             }
 
+            // ... and each is sane: within the meter's 2 s interval, never in the future. The
+            // meter counts on the scheduler's clock alone, so a node whose clock is off (the
+            // skewed agent) cannot move them.
+            let now = Date()
+            for record in usage {
+                #expect(record.spec.seconds > 0 && record.spec.seconds <= 2, "\(record.metadata.name): \(record.spec.seconds) s")
+                #expect(record.spec.intervalStart.addingTimeInterval(Double(record.spec.seconds)) <= now.addingTimeInterval(1), "\(record.metadata.name) ends in the future")
+            }
+
+            // The node whose clock runs ahead: Ready throughout (the NotReady check below), its
+            // replicas run, and the api-server reads their logs from its agent (a request the
+            // agent checks against its own clock).
+            if let skewed = cluster.skewedAgent {
+                let node = cluster.nodeNames[Int(skewed.label.split(separator: "-").last ?? "") ?? 1]
+                let running = replicas.filter { $0.binding?.node == node && $0.status.phase == .running }
+                #expect(!running.isEmpty, "no replica runs on \(node), whose clock is \(skewed.seconds) s ahead")
+                if let replica = running.first {
+                    let tenant = ["fa", "fb"].firstIndex(of: replica.metadata.tenant) ?? 0
+                    let logs = try await cluster.call(
+                        "GET", "/v1/replicas/\(replica.metadata.tenant)/\(replica.metadata.name)/logs?tail=5", token: tokens[tenant], via: 0)
+                    #expect(logs.status == 200, "logs of \(Self.key(replica)) on \(node) (clock \(skewed.seconds) s ahead): \(logs.status) \(String(decoding: logs.body, as: UTF8.self).prefix(300))")
+                }
+            }
+
             // A node whose agent never stopped was never NotReady (an agent killed and restarted
             // may come back after its TTL on a loaded machine; that node may be NotReady).
             let events = try await cluster.json("GET", "/v1/events?kind=nodes", token: cluster.adminToken)["items"] as? [[String: Any]] ?? []
@@ -281,6 +379,98 @@ struct WholeSystemFaultTests {
             print(cluster.logTails())
             throw error
         }
+    }
+
+    static func shared(_ name: String) -> String {
+        """
+        application:
+          name: \(name)
+          pods:
+            - name: client
+              image: localhost/gpuplane-test-busybox:latest
+              command: ["sh", "-c", "exec sleep 100000"]
+              gpu:
+                enabled: true
+                model: \(FaultCluster.weightsModelSlug)
+        """
+    }
+
+    /// The disk-full fault: the shared node's weights disk left with 2 MB free, weights of
+    /// 3 MB (fresh bytes each round) pushed, an application of the model applied. Its model
+    /// server must fail naming the disk's lack of space, with nothing of the fetch left in the
+    /// cache; once the disk has room, the retry fetches them (byte for byte), the server is
+    /// ready and the pod runs. The application is deleted again.
+    static func diskFull(_ cluster: FaultCluster, _ disk: FaultCluster.WeightsDisk, round: Int, token: String, store: ResourceStore) async throws {
+        let room = 2 << 20
+        try disk.resize(bytes: disk.usedBytes + room)
+        var random = SplitMix64(seed: UInt64(1000 + round))
+        var words = [UInt64](repeating: 0, count: (3 << 20) / 8)
+        for i in words.indices { words[i] = random.next() }
+        let weights = words.withUnsafeBytes { Data($0) }
+        let artifact = try await disk.registry.pushArtifact(contents: [(FaultCluster.weightsFileName, weights)], as: FaultCluster.weightsRepository)
+        let address = "oci-" + artifact.digest.replacingOccurrences(of: ":", with: "-")
+        let name = "weights-\(round)"
+        let applied = try await cluster.call("POST", "/v1/applications", token: token, body: shared(name), via: 0, timeout: .seconds(20))
+        #expect(applied.status == 201, "\(String(decoding: applied.body, as: UTF8.self))")
+
+        func server() async throws -> ModelServer? {
+            try await store.list(ModelServer.self).items.first { $0.spec.slug == FaultCluster.weightsModelSlug && $0.binding?.node == disk.node }
+        }
+        var seen: ModelServer?
+        try await eventually("the model server fails for want of space on \(disk.node)", timeout: 120, every: 0.3) {
+            seen = try await server()
+            return seen?.status.container?.reason == .weightsFailed
+        }
+        let failed = seen?.status.container
+        let message = failed?.message ?? ""
+        #expect(message.contains("No space left on device"), "the failure does not name the disk: \(String(describing: failed))")
+        #expect(failed?.loading?.stage == .failed)
+        // Nothing of the fetch stays: no entry at its address, nothing under partial/.
+        #expect(!disk.list("entries").contains(address), "\(disk.list("entries"))")
+        #expect(disk.list("partial").isEmpty, "partial fetch left: \(disk.list("partial"))")
+
+        // Room made: the retry (after its backoff) fetches them; the server is ready, the pod runs.
+        try disk.resize(bytes: disk.usedBytes + (64 << 20))
+        do {
+            try await eventually("the model server is ready once the disk has room", timeout: 120, every: 0.5) {
+                seen = try await server()
+                return seen?.status.ready == true
+            }
+            try await eventually("the pod of \(name) runs", timeout: 60, every: 0.5) {
+                try await store.list(Replica.self).items.contains { $0.metadata.name.hasPrefix(name + ".") && $0.status.phase == .running }
+            }
+        } catch {
+            Issue.record("model server: \(String(describing: seen))")
+            throw error
+        }
+        let cached = try Data(contentsOf: disk.directory.appendingPathComponent("entries/\(address)/\(FaultCluster.weightsFileName)"))
+        #expect(cached == weights)
+        let deleted = try await cluster.call("DELETE", "/v1/applications/\(name)", token: token, via: 0, timeout: .seconds(20))
+        #expect(deleted.status == 200 || deleted.status == 204, "\(deleted.status)")
+        try await eventually("\(name)'s replica is gone", timeout: 60, every: 0.5) {
+            !(try await store.list(Replica.self).items.contains { $0.metadata.name.hasPrefix(name + ".") })
+        }
+    }
+
+    /// `tenant/name` of a replica.
+    static func key(_ replica: Replica) -> String { "\(replica.metadata.tenant)/\(replica.metadata.name)" }
+
+    /// A replica bound to a node and not yet running (its container about to be made), as soon
+    /// as one is seen; nil after `timeout`.
+    static func replicaBeingCreated(_ store: ResourceStore, timeout: Double) async throws -> (key: String, node: String)? {
+        var found: (key: String, node: String)?
+        try await eventually("a replica bound and not yet running", timeout: timeout, every: 0.05) {
+            found = try await store.list(Replica.self).items.first { $0.binding != nil && $0.status.phase != .running }
+                .map { (key($0), $0.binding?.node ?? "") }
+            return found != nil
+        }
+        return found
+    }
+
+    /// How often `line` occurs in the file at `url` (a daemon's whole log).
+    static func count(_ line: String, in url: URL) -> Int {
+        guard let text = try? String(contentsOf: url, encoding: .utf8) else { return 0 }
+        return text.components(separatedBy: line).count - 1
     }
 
     /// The index of the etcd member that leads, as the running members report it.
