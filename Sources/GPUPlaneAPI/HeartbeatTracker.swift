@@ -232,7 +232,7 @@ public final class HeartbeatTracker: Sendable {
                 for try await _ in client.keepAlive(lease, ttl: ttl) {}
             } catch {
                 logger.warning(
-                    "the heartbeat lease was lost; nodes are written again on their next beat",
+                    "the heartbeat lease was lost; its nodes' keys are written again under a new one",
                     metadata: ["lease": "\(lease)", "error": "\(error)"])
             }
             if !Task.isCancelled { leaseLost(lease) }
