@@ -241,6 +241,9 @@ public func buildApplication(
     let (router, _) = buildRouter(deps)
     deps.tenants.start()
     deps.heartbeats.start()
+    // The node-agents' watches list first, then watch from the list's revision.
+    deps.watchCaches.startEagerly(Replica.self)
+    deps.watchCaches.startEagerly(ModelServer.self)
     deps.gateway.start()
     deps.ingress.start()
     let counter = SourceConnectionCounter(limit: limits.maxConnectionsPerSource)

@@ -412,6 +412,27 @@ public final class WatchCaches: Sendable {
         }
     }
 
+    /// Starts the cache of `R` now rather than at its first watch, retrying until etcd
+    /// answers: a client that lists first and then watches from the list's revision (the
+    /// node-agent does) is then inside the window, not below it.
+    public func startEagerly<R: Resource>(_ type: R.Type) {
+        let cache = cache(R.self)
+        let logger = logger
+        Task {
+            var failures = 0
+            while !Task.isCancelled {
+                do {
+                    try await cache.start()
+                    return
+                } catch {
+                    failures += 1
+                    if failures == 1 { logger.warning("watch cache cannot start yet; retrying", metadata: ["kind": "\(R.kind)", "error": "\(error)"]) }
+                    try? await Task.sleep(for: .milliseconds(min(2000, 50 << min(failures, 6))))
+                }
+            }
+        }
+    }
+
     /// Stops every cache.
     public func stop() {
         let all = caches.withLock { Array($0.values) }
