@@ -142,6 +142,8 @@ public final class FaultCluster: @unchecked Sendable {
         var environment: [String: String]
         var process: ChildProcess
         var starts: Int
+        /// The user it runs as when not root (``partition(_:)``).
+        var uid: UInt32? = nil
     }
     private let lock = NSLock()
     private var daemons: [String: Daemon] = [:]
@@ -234,8 +236,12 @@ public final class FaultCluster: @unchecked Sendable {
             }
             for i in 0..<schedulers {
                 log("gpuplane-scheduler \(i)…")
+                // A user of its own when it can be (root, setpriv, iptables), so that its packets,
+                // and only its, can be dropped: ``partition(_:)``.
+                let uid = canPartition ? partitionUIDBase + UInt32(i) : nil
                 try cluster.launch(
                     "scheduler-\(i)", binaries.appendingPathComponent("gpuplane-scheduler").path,
+                    wrapper: uid.map { ["/usr/bin/setpriv", "--reuid=\($0)", "--regid=\($0)", "--clear-groups", "--"] } ?? [], uid: uid,
                     etcdFlags + [
                         "--identity", "scheduler-\(i)", "--lease-ttl", "3s", "--meter-interval", "2s", "--port", "0",
                         "--log-destination", "stderr", "--log-level", "notice", "--catalog-file", catalogFile.path,
@@ -311,13 +317,79 @@ public final class FaultCluster: @unchecked Sendable {
         }
     }
 
-    private func launch(_ label: String, _ executable: String, _ arguments: [String], environment: [String: String]) throws {
+    private func launch(
+        _ label: String, _ executable: String, wrapper: [String] = [], uid: UInt32? = nil, _ arguments: [String], environment: [String: String]
+    ) throws {
+        let (executable, arguments) = wrapper.isEmpty ? (executable, arguments) : (wrapper[0], Array(wrapper.dropFirst()) + [executable] + arguments)
         let process = try ChildProcess(
             executable: executable, arguments: arguments, environment: environment,
             logFile: directory.appendingPathComponent("\(label)-1.log"))
         lock.withLock {
-            daemons[label] = Daemon(executable: executable, arguments: arguments, environment: environment, process: process, starts: 1)
+            daemons[label] = Daemon(executable: executable, arguments: arguments, environment: environment, process: process, starts: 1, uid: uid)
             order.append(label)
+        }
+    }
+
+    // MARK: Partitions
+
+    /// The first user id the schedulers run as (`scheduler-i` as this plus i).
+    static let partitionUIDBase: UInt32 = 64_990
+    static let iptables = "/usr/sbin/iptables"
+
+    /// Whether daemons can be cut off: root, `setpriv` and `iptables` with its owner match.
+    public static var canPartition: Bool {
+        getuid() == 0 && TestEnvironment.hasExecutable("/usr/bin/setpriv") && TestEnvironment.hasExecutable(iptables)
+    }
+
+    private var cut: Set<UInt32> = []
+
+    /// Whether daemon `label` runs as a user of its own, so ``partition(_:)`` can cut it off.
+    public func canPartition(_ label: String) -> Bool { lock.withLock { daemons[label]?.uid != nil } }
+
+    /// Cuts daemon `label` off the network: every packet it sends (to etcd, on loopback
+    /// included) is dropped by an iptables rule on its user (`OUTPUT -m owner --uid-owner`), so
+    /// its connections stall as across a partition, while it keeps running. ``heal(_:)`` ends it.
+    public func partition(_ label: String) throws {
+        guard let uid = lock.withLock({ daemons[label]?.uid }) else { throw LocalCluster.Failure(description: "\(label) runs as no user of its own") }
+        let inserted = try lock.withLock { () -> Bool in
+            guard !cut.contains(uid) else { return false }
+            try Self.rule("-I", uid: uid)
+            cut.insert(uid)
+            return true
+        }
+        if inserted { Self.dropRulesAtExit(uid) }
+    }
+
+    /// Ends ``partition(_:)`` of daemon `label`.
+    public func heal(_ label: String) throws {
+        guard let uid = lock.withLock({ daemons[label]?.uid }) else { return }
+        try lock.withLock {
+            guard cut.contains(uid) else { return }
+            try Self.rule("-D", uid: uid)
+            cut.remove(uid)
+        }
+    }
+
+    private static func rule(_ action: String, uid: UInt32) throws {
+        let result = try Command.run(iptables, ["-w", "5", action, "OUTPUT", "-m", "owner", "--uid-owner", "\(uid)", "-j", "DROP"], timeout: .seconds(20))
+        guard result.status == 0 else { throw LocalCluster.Failure(description: "iptables \(action) OUTPUT for uid \(uid): \(result.output)") }
+    }
+
+    private static let rulesLeft = Locked<Set<UInt32>>([])
+    private static let rulesAtExit = Locked(false)
+
+    /// A rule a crashed run left is removed when the process exits.
+    private static func dropRulesAtExit(_ uid: UInt32) {
+        rulesLeft.withLock { _ = $0.insert(uid) }
+        let first = rulesAtExit.withLock { installed -> Bool in
+            defer { installed = true }
+            return !installed
+        }
+        guard first else { return }
+        atexit {
+            for uid in FaultCluster.rulesLeft.withLock({ $0 }) {
+                _ = system("\(FaultCluster.iptables) -w 5 -D OUTPUT -m owner --uid-owner \(uid) -j DROP >/dev/null 2>&1")
+            }
         }
     }
 
@@ -405,6 +477,8 @@ public final class FaultCluster: @unchecked Sendable {
             return order.reversed().compactMap { daemons[$0]?.process }
         }
         guard let all else { return }
+        for uid in lock.withLock({ cut }) { try? Self.rule("-D", uid: uid) }
+        lock.withLock { cut.removeAll() }
         for process in all {
             process.signal(SIGCONT)
             process.stop(timeout: 5)

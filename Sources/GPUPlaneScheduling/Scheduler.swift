@@ -167,6 +167,20 @@ public final class Scheduler: Service, Sendable {
             }
             let leader = Locked<Etcd.LeaderKey?>(nil)
             let end = await term(lease: lease, leader: leader)
+            // Not leading from here on, and said so at once: resigning below may wait out its
+            // request timeouts (a scheduler cut off from etcd waited 32 s in the fault suite,
+            // all the while reporting itself leader).
+            state.withLock { $0.session = nil }
+            switch end {
+            case .shutdown:
+                break
+            case .leaseLost(let why):
+                setRole(.standby)
+                logger.warning("leadership or lease lost; campaigning again", metadata: ["why": "\(why)"])
+            case .failed(let why):
+                setRole(.standby)
+                logger.error("session failed; campaigning again", metadata: ["error": "\(why)"])
+            }
             // Resign at once: deleting the key hands over now; revoking the lease cleans up.
             if let key = leader.withLock({ $0 }) {
                 do { try await store.client.resign(key) } catch {
@@ -174,17 +188,10 @@ public final class Scheduler: Service, Sendable {
                 }
             }
             try? await store.client.revokeLease(lease.id)
-            state.withLock { $0.session = nil }
-            switch end {
-            case .shutdown:
+            if case .shutdown = end {
                 logger.info("stopped; resigned", metadata: ["lease": "\(lease.id)"])
                 return
-            case .leaseLost(let why):
-                logger.warning("leadership or lease lost; campaigning again", metadata: ["why": "\(why)"])
-            case .failed(let why):
-                logger.error("session failed; campaigning again", metadata: ["error": "\(why)"])
             }
-            setRole(.standby)
             try? await sleepUnlessShutdown(configuration.retryDelay)
         }
     }

@@ -11,7 +11,8 @@ import Testing
 /// schedulers, two dedicated node-agents (fake NVML, podman; agent-1's clock 90 s ahead through
 /// libfaketime) and a shared one whose weights cache lies on a small tmpfs, under a steady load
 /// of applies and deletes through both api-servers, while, in turn, the etcd leader is killed,
-/// the scheduler leader is killed, then frozen past its lease and resumed, an api-server is
+/// the scheduler leader is killed, then frozen past its lease and resumed, then cut off from
+/// etcd past its lease and reconnected, an api-server is
 /// killed in the middle of applies, a node-agent is killed while its containers are being
 /// created, podman's service is killed while a container is being created and started again,
 /// etcd is compacted while a scheduler is frozen (its watch away), a node is cut off past its
@@ -147,7 +148,7 @@ struct WholeSystemFaultTests {
                 // more (the history's fencing check: every binding is written by the leader of
                 // its revision).
                 if let frozen = try await SchedulerHarness.currentLeader(client), let process = cluster.process(frozen.identity) {
-                    let lostLine = "leadership or lease lost"
+                    let lostLine = "campaigning again"  // its term ended: its lease lost, or its session failed
                     let lostBefore = Self.count(lostLine, in: process.logFile)
                     process.signal(SIGSTOP)
                     faults.append("SIGSTOP \(frozen.identity) (leader) past its lease, resumed")
@@ -167,10 +168,54 @@ struct WholeSystemFaultTests {
                         throw error
                     }
                     process.signal(SIGCONT)
-                    try await eventually("\(frozen.identity) notices it lost once resumed", timeout: 60, every: 0.3) {
-                        Self.count(lostLine, in: process.logFile) > lostBefore || !process.isRunning
+                    do {
+                        try await eventually("\(frozen.identity) notices it lost once resumed", timeout: 60, every: 0.3) {
+                            Self.count(lostLine, in: process.logFile) > lostBefore || !process.isRunning
+                        }
+                    } catch {
+                        let leader = try? await SchedulerHarness.currentLeader(client)
+                        Issue.record("\(frozen.identity) (leader at \(frozen.revision)) frozen, resumed; leader now \(String(describing: leader)); its log:\n\(process.logTail(bytes: 3000))")
+                        throw error
                     }
                     #expect(process.isRunning, "\(frozen.identity) exited after its resumption")
+                    try await checkHistory(after: faults.last ?? "")
+                }
+                // 2c. The scheduler leader cut off from etcd (every packet it sends dropped) past
+                // its lease: it must step down on its own while cut off (its lease's local
+                // deadline), another leads and places, and once reconnected it writes nothing
+                // as the old leader (the history's fencing check).
+                if let cut = try await SchedulerHarness.currentLeader(client), cluster.canPartition(cut.identity),
+                    let process = cluster.process(cut.identity)
+                {
+                    let lostLine = "campaigning again"  // its term ended: its lease lost, or its session failed
+                    let lostBefore = Self.count(lostLine, in: process.logFile)
+                    let resignsBefore = Self.count("resign failed", in: process.logFile)
+                    try cluster.partition(cut.identity)
+                    faults.append("\(cut.identity) (leader) cut off from etcd past its lease, then reconnected")
+                    do {
+                        try await eventually("\(cut.identity) steps down while cut off", timeout: 60, every: 0.3) {
+                            Self.count(lostLine, in: process.logFile) > lostBefore
+                        }
+                        var next: (identity: String, revision: Int64)?
+                        try await eventually("another scheduler leads while \(cut.identity) is cut off", timeout: 60) {
+                            next = try await SchedulerHarness.currentLeader(client)
+                            return next.map { $0.revision != cut.revision } ?? false
+                        }
+                        let newLeader = next?.revision ?? 0
+                        try await eventually("the new leader binds a replica", timeout: 60, every: 0.3) {
+                            try await store.list(Replica.self).items.contains { $0.binding?.leaderRevision == newLeader }
+                        }
+                    } catch {
+                        try? cluster.heal(cut.identity)
+                        throw error
+                    }
+                    try cluster.heal(cut.identity)
+                    #expect(process.isRunning, "\(cut.identity) exited while cut off")
+                    // It stepped down before trying to resign (which waits out its timeouts
+                    // while cut off): the step-down is logged first.
+                    let log = (try? String(contentsOf: process.logFile, encoding: .utf8)) ?? ""
+                    let since = log.components(separatedBy: "\n").filter { $0.contains(lostLine) || $0.contains("resign failed") }.dropFirst(lostBefore + resignsBefore)
+                    #expect(since.first?.contains(lostLine) == true, "\(cut.identity) said it stepped down only after resigning: \(since)")
                     try await checkHistory(after: faults.last ?? "")
                 }
                 // 3. An api-server, killed in the middle of applies, and restarted.
