@@ -167,20 +167,8 @@ public final class Scheduler: Service, Sendable {
             }
             let leader = Locked<Etcd.LeaderKey?>(nil)
             let end = await term(lease: lease, leader: leader)
-            // Not leading from here on, and said so at once: resigning below may wait out its
-            // request timeouts (a scheduler cut off from etcd waited 32 s in the fault suite,
-            // all the while reporting itself leader).
+            // The term said it stepped down as it ended (see ``term(lease:leader:)``).
             state.withLock { $0.session = nil }
-            switch end {
-            case .shutdown:
-                break
-            case .leaseLost(let why):
-                setRole(.standby)
-                logger.warning("leadership or lease lost; campaigning again", metadata: ["why": "\(why)"])
-            case .failed(let why):
-                setRole(.standby)
-                logger.error("session failed; campaigning again", metadata: ["error": "\(why)"])
-            }
             // Resign at once: deleting the key hands over now; revoking the lease cleans up.
             if let key = leader.withLock({ $0 }) {
                 do { try await store.client.resign(key) } catch {
@@ -261,6 +249,20 @@ public final class Scheduler: Service, Sendable {
             }
             let first = await group.next() ?? .shutdown
             group.cancelAll()
+            // Not leading from here on, and said so at once: a child stuck in an etcd request
+            // ends only at its timeout, and resigning after it may wait out its own (a leader
+            // cut off from etcd in the fault suite kept reporting itself leader for 30 s).
+            // Whatever such a child still sends is fenced on the election key.
+            switch first {
+            case .shutdown:
+                break
+            case .leaseLost(let why):
+                self.setRole(.standby)
+                self.logger.warning("leadership or lease lost; campaigning again", metadata: ["why": "\(why)"])
+            case .failed(let why):
+                self.setRole(.standby)
+                self.logger.error("session failed; campaigning again", metadata: ["error": "\(why)"])
+            }
             // Children end promptly on cancellation; wait so no write outlives the term. One
             // that does not is named in the log (every 5 s), so a stuck term can be traced.
             let logger = self.logger
