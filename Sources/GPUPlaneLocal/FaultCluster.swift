@@ -9,8 +9,10 @@ import Glibc
 /// The whole control plane with every part replaceable, for the fault suite: a 3-member etcd,
 /// several `gpuplane-api-server`s and `gpuplane-scheduler`s, and node-agents (fake NVML, one
 /// podman) each talking to one of the api-servers. Every daemon is a process with a label
-/// (`api-0`, `scheduler-1`, `agent-0`…) that a test kills, freezes and starts again with the
-/// same arguments; etcd members through ``etcd``.
+/// (`api-0`, `scheduler-1`, `agent-0`…) that a test kills, freezes, cuts off (``partition(_:)``,
+/// schedulers) and starts again with the same arguments; etcd members through ``etcd``, podman's
+/// service through ``podman``. A shared node's agent keeps its weights cache on a small disk of
+/// its own (``weightsDisk``) and `agent-1`'s clock runs ahead (``skewedAgent``).
 ///
 /// It holds the process's local-cluster slot (``ClusterSlots``) like ``LocalCluster``.
 public final class FaultCluster: @unchecked Sendable {
