@@ -9,7 +9,7 @@ import Testing
 /// Token guessing is slowed per source address: after `limit` unknown tokens within a minute
 /// the address gets 429 with `Retry-After` (even with a good token) until the oldest failure
 /// is a minute old; requests without a token never count; other addresses are untouched.
-@Suite(.timeLimit(.minutes(2))) struct AuthFailureLimitTests {
+@Suite(.timeLimit(.minutes(5))) struct AuthFailureLimitTests {
     @Test func theLimiterCountsPerSourceWithinTheWindow() {
         let limiter = AuthFailureLimiter(limit: 3, window: .seconds(60), maxSources: 2)
         let t0 = ContinuousClock.now

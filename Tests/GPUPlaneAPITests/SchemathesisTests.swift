@@ -11,7 +11,7 @@ import Testing
 ///
 /// It runs on the shared server (the other tests use their own tenants; the ones generated here
 /// are random names, and anything they change is theirs).
-@Suite(.serialized, .timeLimit(.minutes(5))) struct SchemathesisTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct SchemathesisTests {
     /// `$GPUPLANE_SCHEMATHESIS`, else `schemathesis` in the tools environment install-deps
     /// makes (`$GPUPLANE_TOOLS_VENV`, default `/opt/gpuplane-venv`).
     static var executable: String {

@@ -50,8 +50,10 @@ struct KeyFamilyTests {
         }
         defer { watcher.cancel() }
 
-        let mine = try await store.client.grantLease(ttl: 30).id
-        let theirs = try await store.client.grantLease(ttl: 30).id
+        // Long leases: under a loaded full run this test has taken 95 s, past a 30 s lease.
+        let mine = try await store.client.grantLease(ttl: 600).id
+        let theirs = try await store.client.grantLease(ttl: 600).id
+        defer { Task { _ = try? await store.client.revokeLease(theirs) } }
         try await heartbeats.writeLive(node: node, server: "a", lease: mine)
         let key = try #require(try await store.client.get(KeySpace.heartbeat(node: node)))
         #expect(key.lease == mine, "the key lives on the writer's lease")

@@ -22,7 +22,9 @@ struct HeartbeatTrackerTests {
     /// lease).
     @Test func steadyBeatsCostEtcdNothing() async throws {
         try await SchedulerHarness.with { h in
-            let servers = try await APIServers.start(h, count: 1, ttl: 10, silentAfter: "5s")
+            // A silent-after no loaded run reaches between two beats of a node: a node marked
+            // silent and live again would be writes the beats did not cause by themselves.
+            let servers = try await APIServers.start(h, count: 1, ttl: 120, silentAfter: "90s")
             defer { servers.shutdown() }
             let nodes = (0..<10).map { "steady-\($0)" }
             var tokens: [String: String] = [:]
@@ -32,16 +34,25 @@ struct HeartbeatTrackerTests {
                 #expect(try await servers.beat(node, token: tokens[node] ?? "", via: 0) == 200)
             }
             let before = try await EtcdCounters.read(h.etcd)
-            let rounds = 10
+            let started = ContinuousClock.now
+            let rounds = 20
             for _ in 0..<rounds {
                 for node in nodes { #expect(try await servers.beat(node, token: tokens[node] ?? "", via: 0) == 200) }
             }
             let after = try await EtcdCounters.read(h.etcd)
+            let took = ContinuousClock.now - started
+            // What the api-server and the harness ask of etcd without any beat, over as long
+            // as the beats took (a loaded run stretches it: the requests of its own periodic
+            // work then grow with it), is not the beats' cost.
+            try await Task.sleep(for: took)
+            let idle = try await EtcdCounters.read(h.etcd)
             let beats = Double(rounds * nodes.count)
-            let requests = after.total - before.total
-            print("\(Int(beats)) beats: etcd ranges +\(after.ranges - before.ranges), puts +\(after.puts - before.puts), txns +\(after.txns - before.txns), lease renewals +\(after.renewals - before.renewals)")
-            #expect(requests < beats / 4, "etcd requests during \(Int(beats)) beats: \(requests)")
-            #expect(after.puts + after.txns - before.puts - before.txns < beats / 10, "heartbeats wrote to etcd")
+            let requests = (after.total - before.total) - (idle.total - after.total)
+            let writes = (after.puts + after.txns - before.puts - before.txns) - (idle.puts + idle.txns - after.puts - after.txns)
+            print("\(Int(beats)) beats in \(took): etcd ranges +\(after.ranges - before.ranges), puts +\(after.puts - before.puts), txns +\(after.txns - before.txns), lease renewals +\(after.renewals - before.renewals); idle as long: +\(idle.total - after.total) requests")
+            // Two requests per beat before the tracker (a range and a lease renewal): 400.
+            #expect(requests < beats / 4, "etcd requests during \(Int(beats)) beats, less the idle ones: \(requests)")
+            #expect(writes < beats / 10, "heartbeats wrote to etcd: \(writes)")
         }
     }
 
@@ -52,7 +63,9 @@ struct HeartbeatTrackerTests {
     /// A node deleted through one api-server gets 404 from the other.
     @Test func silenceFailoverRestartAndDeletion() async throws {
         try await SchedulerHarness.with { h in
-            let servers = try await APIServers.start(h, count: 2, ttl: 5, silentAfter: "2s")
+            // silent-after 6 s: beats of this process come late in a loaded run (seconds), and
+            // a late beat past silent-after is a node marked silent, rightly.
+            let servers = try await APIServers.start(h, count: 2, ttl: 10, silentAfter: "6s")
             defer { servers.shutdown() }
             let scheduler = h.startScheduler()
             try await h.waitUntilLeading(scheduler)
@@ -103,14 +116,17 @@ struct HeartbeatTrackerTests {
             // A node moved to server 1 while server 0 runs: 1 writes its key under its own
             // lease; 0 never marks it silent (its compare on its lease fails, or its watch
             // forgot the node first), though the node has not beaten to it for longer than
-            // its silent-after: ten beats to 1 are 3 s, 2 s plus several sweeps.
+            // its silent-after: 1 s of beats to 1 and then 7 s more (6 s plus several sweeps).
+            // Only what follows server 1's write counts: before it, a late beat may rightly
+            // have let server 0 mark the node silent.
             mover.cancel()
             let moved = servers.beatLoop("mover", token: tokens["mover"] ?? "", order: [1])
             defer { moved.cancel() }
             try await eventually("mover's key written by server 1", timeout: 30) { log.lastServer("mover") == server1 }
             let beatsBefore = servers.beats("mover")
-            try await eventually("ten more beats of mover", timeout: 60) { servers.beats("mover") >= beatsBefore + 10 }
-            #expect(!log.states("mover").contains { if case .silent = $0 { true } else { false } }, "\(log.states("mover"))")
+            try await eventually("twenty-five more beats of mover", timeout: 90) { servers.beats("mover") >= beatsBefore + 25 }
+            let sinceServer1 = log.states("mover").drop(while: { if case .live(let server) = $0 { server != server1 } else { true } })
+            #expect(!sinceServer1.contains { if case .silent(let server) = $0 { server == server0 } else { false } }, "\(log.states("mover"))")
 
             // Deleted through server 0 while it beats to server 1: 1 answers 404 once its watch
             // saw the key go.
