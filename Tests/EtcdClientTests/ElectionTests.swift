@@ -72,8 +72,10 @@ struct ElectionTests {
     @Test func observeSeesSuccessiveLeaders() async throws {
         let client = try await SharedEtcd.client()
         let name = uniquePrefix("observe") + "leader"
-        let lease1 = try await client.grantLease(ttl: 30)
-        let lease2 = try await client.grantLease(ttl: 30)
+        // Long leases: a loaded full run took 78 s over this test, past 30 s ones.
+        let lease1 = try await client.grantLease(ttl: 600)
+        let lease2 = try await client.grantLease(ttl: 600)
+        defer { Task { for lease in [lease1.id, lease2.id] { _ = try? await client.revokeLease(lease) } } }
         let first = try await client.campaign(name, lease: lease1.id, value: "one")
         let seen = Collected<String>()
         let watcher = Task {
