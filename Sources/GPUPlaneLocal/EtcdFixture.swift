@@ -25,6 +25,9 @@ public final class EtcdMember: @unchecked Sendable {
     /// With ``tls``: a plain-HTTP port serving `/health` and `/metrics` only (etcd's
     /// `--listen-metrics-urls`), which the fixture polls.
     let metricsPort: Int?
+    /// The user the member runs as (through `setpriv`, its data folder given to it), so that
+    /// its packets alone can be matched (`iptables -m owner`); nil: as this process's user.
+    public let uid: UInt32?
     private let lock = NSLock()
     private var process: ChildProcess?
     private var starts = 0
@@ -36,8 +39,9 @@ public final class EtcdMember: @unchecked Sendable {
 
     init(
         name: String, clientPort: Int, peerPort: Int, dataDirectory: URL, initialCluster: String,
-        executable: String, extraArguments: [String], tls: EtcdTLSFiles? = nil
+        executable: String, extraArguments: [String], tls: EtcdTLSFiles? = nil, uid: UInt32? = nil
     ) {
+        self.uid = uid
         self.tls = tls
         self.metricsPort = tls == nil ? nil : TestEnvironment.freePort()
         self.name = name
@@ -75,8 +79,20 @@ public final class EtcdMember: @unchecked Sendable {
                     "--auto-compaction-retention", "0", "--quota-backend-bytes", "\(512 * 1024 * 1024)",
                     "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn",
                 ] + tlsArguments + extraArguments
+            var command = (executable: executable, arguments: arguments)
+            if let uid {
+                // Its own user: the data folder is its (what it wrote before too), and
+                // setpriv execs etcd, so the process is etcd's.
+                for path in [dataDirectory.path, dataDirectory.appendingPathComponent("data").path]
+                where FileManager.default.fileExists(atPath: path) {
+                    guard chown(path, uid, uid) == 0 else {
+                        throw EtcdFixtureError(message: "cannot give \(path) to uid \(uid): \(String(cString: strerror(errno)))")
+                    }
+                }
+                command = ("/usr/bin/setpriv", ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", "--", executable] + arguments)
+            }
             process = try ChildProcess(
-                executable: executable, arguments: arguments,
+                executable: command.executable, arguments: command.arguments,
                 logFile: dataDirectory.appendingPathComponent("etcd-\(starts).log"))
         }
     }
@@ -214,22 +230,28 @@ public final class EtcdClusterFixture: @unchecked Sendable {
 
     init(members: [EtcdMember]) { self.members = members }
 
-    /// Starts `size` members and waits until every one serves.
-    public static func start(size: Int = 3, extraArguments: [String] = [], timeout: Double = 30) async throws
+    /// Starts `size` members and waits until every one serves. With `users` (one user id per
+    /// member, this process root and `setpriv` installed), member i runs as `users[i]`
+    /// (``EtcdMember/uid``).
+    public static func start(size: Int = 3, extraArguments: [String] = [], users: [UInt32]? = nil, timeout: Double = 30) async throws
         -> EtcdClusterFixture
     {
+        if let users, users.count != size {
+            throw EtcdFixtureError(message: "\(users.count) users for \(size) members")
+        }
         let root = try TestEnvironment.temporaryDirectory(prefix: "etcd-cluster")
         DataDirectories.shared.add(root)
         let specs = (0..<size).map { i in
             (name: "m\(i)", client: TestEnvironment.freePort(), peer: TestEnvironment.freePort())
         }
         let initial = specs.map { "\($0.name)=http://127.0.0.1:\($0.peer)" }.joined(separator: ",")
-        let members = specs.map { s in
+        let members = specs.enumerated().map { i, s in
             EtcdMember(
                 name: s.name, clientPort: s.client, peerPort: s.peer,
                 dataDirectory: root.appendingPathComponent(s.name), initialCluster: initial,
                 executable: EtcdFixture.executable,
-                extraArguments: ["--heartbeat-interval", "50", "--election-timeout", "500"] + extraArguments)
+                extraArguments: ["--heartbeat-interval", "50", "--election-timeout", "500"] + extraArguments,
+                uid: users?[i])
         }
         let cluster = EtcdClusterFixture(members: members)
         do {

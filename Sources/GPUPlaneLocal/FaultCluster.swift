@@ -10,9 +10,10 @@ import Glibc
 /// several `gpuplane-api-server`s and `gpuplane-scheduler`s, and node-agents (fake NVML, one
 /// podman) each talking to one of the api-servers. Every daemon is a process with a label
 /// (`api-0`, `scheduler-1`, `agent-0`…) that a test kills, freezes, cuts off (``partition(_:)``,
-/// schedulers) and starts again with the same arguments; etcd members through ``etcd``, podman's
-/// service through ``podman``. A shared node's agent keeps its weights cache on a small disk of
-/// its own (``weightsDisk``) and `agent-1`'s clock runs ahead (``skewedAgent``).
+/// schedulers) and starts again with the same arguments; etcd members through ``etcd`` (one cut
+/// off from the others by ``partitionEtcdMember(_:)``), podman's service through ``podman``. A
+/// shared node's agent keeps its weights cache on a small disk of its own (``weightsDisk``) and
+/// `agent-1`'s clock runs ahead (``skewedAgent``).
 ///
 /// It holds the process's local-cluster slot (``ClusterSlots``) like ``LocalCluster``.
 public final class FaultCluster: @unchecked Sendable {
@@ -178,7 +179,10 @@ public final class FaultCluster: @unchecked Sendable {
         let directory = try TestEnvironment.temporaryDirectory(prefix: "fault-cluster", keep: true)
         log("etcd, 3 members…")
         let etcd: EtcdClusterFixture
-        do { etcd = try await EtcdClusterFixture.start(size: 3) } catch {
+        // Members run as users of their own when they can be, so that one member's peer
+        // traffic can be cut: ``partitionEtcdMember(_:)``.
+        let etcdUsers = canPartition ? (0..<3).map { etcdUIDBase + UInt32($0) } : nil
+        do { etcd = try await EtcdClusterFixture.start(size: 3, users: etcdUsers) } catch {
             ClusterSlots.release()
             throw error
         }
@@ -336,6 +340,8 @@ public final class FaultCluster: @unchecked Sendable {
 
     /// The first user id the schedulers run as (`scheduler-i` as this plus i).
     static let partitionUIDBase: UInt32 = 64_990
+    /// The first user id the etcd members run as (member i as this plus i).
+    static let etcdUIDBase: UInt32 = 64_980
     static let iptables = "/usr/sbin/iptables"
 
     /// Whether daemons can be cut off: root, `setpriv` and `iptables` with its owner match.
@@ -343,7 +349,17 @@ public final class FaultCluster: @unchecked Sendable {
         getuid() == 0 && TestEnvironment.hasExecutable("/usr/bin/setpriv") && TestEnvironment.hasExecutable(iptables)
     }
 
-    private var cut: Set<UInt32> = []
+    /// An iptables rule in the `OUTPUT` chain of `table`: its match and target.
+    struct Rule: Hashable {
+        var table = "filter"
+        var spec: [String]
+
+        /// Drops what `match` matches.
+        static func drop(_ match: [String]) -> Rule { Rule(spec: match + ["-j", "DROP"]) }
+    }
+
+    /// The rules in force, by what they cut (a daemon's label, `etcd-<i>`).
+    private var cut: [String: [Rule]] = [:]
 
     /// Whether daemon `label` runs as a user of its own, so ``partition(_:)`` can cut it off.
     public func canPartition(_ label: String) -> Bool { lock.withLock { daemons[label]?.uid != nil } }
@@ -353,44 +369,99 @@ public final class FaultCluster: @unchecked Sendable {
     /// its connections stall as across a partition, while it keeps running. ``heal(_:)`` ends it.
     public func partition(_ label: String) throws {
         guard let uid = lock.withLock({ daemons[label]?.uid }) else { throw LocalCluster.Failure(description: "\(label) runs as no user of its own") }
-        let inserted = try lock.withLock { () -> Bool in
-            guard !cut.contains(uid) else { return false }
-            try Self.rule("-I", uid: uid)
-            cut.insert(uid)
-            return true
-        }
-        if inserted { Self.dropRulesAtExit(uid) }
+        try insert([.drop(["-m", "owner", "--uid-owner", "\(uid)"])], as: label)
     }
 
     /// Ends ``partition(_:)`` of daemon `label`.
-    public func heal(_ label: String) throws {
-        guard let uid = lock.withLock({ daemons[label]?.uid }) else { return }
+    public func heal(_ label: String) throws { try remove(label) }
+
+    /// Whether the etcd members run as users of their own, so ``partitionEtcdMember(_:)`` can
+    /// cut one off.
+    public var canPartitionEtcd: Bool { etcd.members.allSatisfy { $0.uid != nil } }
+
+    /// Cuts etcd member `index` off the other members, and only them: every packet of a
+    /// connection between its peer URL and theirs is dropped, both ways, while clients still
+    /// reach its client URL. A minority of one, it must neither commit a write nor answer a
+    /// linearizable read. ``healEtcdMember(_:)`` ends it.
+    ///
+    /// Members talk over connections each side opens (raft's streams are read by the member
+    /// that dialled, pipelines written by it), so dropping one side's packets to the other's
+    /// port is not enough: a receiver takes data whose acknowledgements are dropped. Hence
+    /// (in `OUTPUT`, where the owner match works): everything to or from its peer port (only
+    /// members use it), and every packet of a connection it opened to another's peer port:
+    /// its user's packets to those ports mark their connection (`CONNMARK`, in `mangle`,
+    /// before `filter`), and any packet of a marked connection, the answers included, is
+    /// dropped.
+    public func partitionEtcdMember(_ index: Int) throws {
+        guard etcd.members.indices.contains(index), let uid = etcd.members[index].uid else {
+            throw LocalCluster.Failure(description: "etcd member \(index) runs as no user of its own")
+        }
+        let own = etcd.members[index].peerPort
+        let others = etcd.members.enumerated().filter { $0.offset != index }.map { "\($0.element.peerPort)" }
+        let mark = "0x\(String(index + 1, radix: 16))00000/0xf00000"
+        try insert([
+            .drop(["-p", "tcp", "--dport", "\(own)"]),
+            .drop(["-p", "tcp", "--sport", "\(own)"]),
+            Rule(table: "mangle", spec: [
+                "-p", "tcp", "-m", "owner", "--uid-owner", "\(uid)", "-m", "multiport", "--dports", others.joined(separator: ","),
+                "-j", "CONNMARK", "--set-xmark", mark,
+            ]),
+            .drop(["-m", "connmark", "--mark", mark]),
+        ], as: "etcd-\(index)")
+    }
+
+    /// Ends ``partitionEtcdMember(_:)`` of member `index`.
+    public func healEtcdMember(_ index: Int) throws { try remove("etcd-\(index)") }
+
+    /// Inserts `rules` (all or none) under `key`, unless rules are there under it already.
+    private func insert(_ rules: [Rule], as key: String) throws {
         try lock.withLock {
-            guard cut.contains(uid) else { return }
-            try Self.rule("-D", uid: uid)
-            cut.remove(uid)
+            guard cut[key] == nil else { return }
+            var done: [Rule] = []
+            do {
+                for rule in rules {
+                    Self.dropRulesAtExit(rule)
+                    try Self.rule("-I", rule)
+                    done.append(rule)
+                }
+            } catch {
+                for rule in done { try? Self.rule("-D", rule) }
+                throw error
+            }
+            cut[key] = rules
         }
     }
 
-    private static func rule(_ action: String, uid: UInt32) throws {
-        let result = try Command.run(iptables, ["-w", "5", action, "OUTPUT", "-m", "owner", "--uid-owner", "\(uid)", "-j", "DROP"], timeout: .seconds(20))
-        guard result.status == 0 else { throw LocalCluster.Failure(description: "iptables \(action) OUTPUT for uid \(uid): \(result.output)") }
+    /// Removes the rules under `key`.
+    private func remove(_ key: String) throws {
+        try lock.withLock {
+            guard let rules = cut[key] else { return }
+            for rule in rules { try Self.rule("-D", rule) }
+            cut[key] = nil
+        }
     }
 
-    private static let rulesLeft = Locked<Set<UInt32>>([])
+    private static func rule(_ action: String, _ rule: Rule) throws {
+        let result = try Command.run(iptables, ["-w", "5", "-t", rule.table, action, "OUTPUT"] + rule.spec, timeout: .seconds(20))
+        guard result.status == 0 else {
+            throw LocalCluster.Failure(description: "iptables -t \(rule.table) \(action) OUTPUT \(rule.spec.joined(separator: " ")): \(result.output)")
+        }
+    }
+
+    private static let rulesLeft = Locked<Set<Rule>>([])
     private static let rulesAtExit = Locked(false)
 
     /// A rule a crashed run left is removed when the process exits.
-    private static func dropRulesAtExit(_ uid: UInt32) {
-        rulesLeft.withLock { _ = $0.insert(uid) }
+    private static func dropRulesAtExit(_ rule: Rule) {
+        rulesLeft.withLock { _ = $0.insert(rule) }
         let first = rulesAtExit.withLock { installed -> Bool in
             defer { installed = true }
             return !installed
         }
         guard first else { return }
         atexit {
-            for uid in FaultCluster.rulesLeft.withLock({ $0 }) {
-                _ = system("\(FaultCluster.iptables) -w 5 -D OUTPUT -m owner --uid-owner \(uid) -j DROP >/dev/null 2>&1")
+            for rule in FaultCluster.rulesLeft.withLock({ $0 }) {
+                _ = system("\(FaultCluster.iptables) -w 5 -t \(rule.table) -D OUTPUT \(rule.spec.joined(separator: " ")) >/dev/null 2>&1")
             }
         }
     }
@@ -479,7 +550,7 @@ public final class FaultCluster: @unchecked Sendable {
             return order.reversed().compactMap { daemons[$0]?.process }
         }
         guard let all else { return }
-        for uid in lock.withLock({ cut }) { try? Self.rule("-D", uid: uid) }
+        for rule in lock.withLock({ cut.values.flatMap { $0 } }) { try? Self.rule("-D", rule) }
         lock.withLock { cut.removeAll() }
         for process in all {
             process.signal(SIGCONT)

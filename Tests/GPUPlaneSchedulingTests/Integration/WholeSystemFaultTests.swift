@@ -11,7 +11,8 @@ import Testing
 /// schedulers, two dedicated node-agents (fake NVML, podman; agent-1's clock 90 s ahead through
 /// libfaketime) and a shared one whose weights cache lies on a small tmpfs, under a steady load
 /// of applies and deletes through both api-servers, while, in turn, the etcd leader is killed,
-/// the scheduler leader is killed, then frozen past its lease and resumed, then cut off from
+/// one etcd member (a follower, then the leader) is cut off from the other two and healed, the
+/// scheduler leader is killed, then frozen past its lease and resumed, then cut off from
 /// etcd past its lease and reconnected, an api-server is
 /// killed in the middle of applies, a node-agent is killed while its containers are being
 /// created, podman's service is killed while a container is being created and started again,
@@ -68,17 +69,23 @@ struct WholeSystemFaultTests {
             // api-servers, the oldest deleted every third apply and whenever 12 are there, until
             // the faults are done (24 applies at least).
             let outcomes = Locked<[String: (tenant: Int, outcome: Outcome)]>([:])
+            // When the last acknowledged apply through each api-server was sent.
+            let lastAcknowledged = Locked<[Int: ContinuousClock.Instant]>([:])
             let faultsDone = Locked(false)
             let load = Task {
                 var i = 0
                 var live: [(name: String, tenant: Int)] = []  // acknowledged, oldest first
                 while i < 24 || !faultsDone.withLock({ $0 }) {
                     let name = "app-\(i)", tenant = i % 2, via = (i / 2) % 2
+                    let sent = ContinuousClock.now
                     do {
                         let answer = try await cluster.call("POST", "/v1/applications", token: tokens[tenant], body: Self.application(name), via: via, timeout: .seconds(20))
                         if answer.status != 201 { print("apply \(name) via api-\(via): \(answer.status) \(String(decoding: answer.body, as: UTF8.self).prefix(300))") }
                         outcomes.withLock { $0[name] = (tenant, answer.status == 201 ? .acknowledged : answer.status >= 500 ? .unknown : .refused(answer.status)) }
-                        if answer.status == 201 { live.append((name, tenant)) }
+                        if answer.status == 201 {
+                            live.append((name, tenant))
+                            lastAcknowledged.withLock { $0[via] = max($0[via] ?? sent, sent) }
+                        }
                     } catch {
                         outcomes.withLock { $0[name] = (tenant, .unknown) }
                     }
@@ -110,6 +117,7 @@ struct WholeSystemFaultTests {
             var faults: [String] = []
             var cutOff: Set<String> = []  // nodes made NotReady on purpose
             var stopped: Set<String> = []  // nodes whose agent was killed (and restarted) or cut off
+            var etcdCuts: [ClosedRange<Date>] = []  // while an etcd member was cut off, and 10 s after
             var reports: [HistoryChecker.Report] = []
             var segmentStart = start + 1
             var seed: Int64 = start
@@ -133,6 +141,34 @@ struct WholeSystemFaultTests {
                     try await cluster.etcd.restart(leader, timeout: 60)
                     try await checkHistory(after: faults.last ?? "")
                 }
+                // 1b. One etcd member cut off from the other two (its raft traffic dropped both
+                // ways; clients still reach it), a follower first, then the leader (the majority
+                // elects another): cut off, it must take no write and answer no linearizable
+                // read, applies through both api-servers still succeed, and once healed it
+                // catches up with the majority.
+                if cluster.canPartitionEtcd, let leader = await Self.etcdLeader(cluster, client) {
+                    let follower = leader == 0 ? 1 : 0
+                    let cutStarted = Date()
+                    defer { etcdCuts.append(cutStarted.addingTimeInterval(-1)...Date().addingTimeInterval(10)) }  // the events count whole seconds
+                    try await Self.cutEtcdMember(follower, cluster, client, apiServers: cluster.apiURLs.count, lastAcknowledged: lastAcknowledged)
+                    faults.append("etcd member \(follower) (follower) cut off from the others, then healed")
+                    try await checkHistory(after: faults.last ?? "")
+                    // The leader may have changed: the healed member, its term raised by its
+                    // lone campaigns (no pre-vote), makes the cluster elect again.
+                    var leaderNow: Int?
+                    try await eventually("an etcd leader", timeout: 60, every: 0.2) {
+                        leaderNow = await Self.etcdLeader(cluster, client)
+                        return leaderNow != nil
+                    }
+                    if let leaderNow {
+                        try await Self.cutEtcdMember(leaderNow, cluster, client, apiServers: cluster.apiURLs.count, lastAcknowledged: lastAcknowledged)
+                        faults.append("etcd member \(leaderNow) (leader) cut off from the others, then healed")
+                        try await checkHistory(after: faults.last ?? "")
+                    }
+                }
+                // A scheduler whose etcd client was on the member cut off may have lost its lease
+                // meanwhile (3 s): the scheduler faults below need a leader.
+                try await eventually("a scheduler leads", timeout: 60, every: 0.2) { try await SchedulerHarness.currentLeader(client) != nil }
                 // 2. The scheduler leader, killed and restarted.
                 if let schedulerLeader = try await SchedulerHarness.currentLeader(client) {
                     cluster.kill9(schedulerLeader.identity)
@@ -414,11 +450,23 @@ struct WholeSystemFaultTests {
             // A node whose agent never stopped was never NotReady (an agent killed and restarted
             // may come back after its TTL on a loaded machine; that node may be NotReady).
             let events = try await cluster.json("GET", "/v1/events?kind=nodes", token: cluster.adminToken)["items"] as? [[String: Any]] ?? []
-            let notReadyNodes = events.compactMap { event -> String? in
-                guard (event["spec"] as? [String: Any])?["reason"] as? String == "NodeNotReady" else { return nil }
-                return ((event["spec"] as? [String: Any])?["involved"] as? [String: Any])?["name"] as? String ?? "?"
+            let notReady = events.compactMap { event -> (node: String, duringEtcdCut: Bool)? in
+                guard let spec = event["spec"] as? [String: Any], spec["reason"] as? String == "NodeNotReady" else { return nil }
+                let seen = ["firstSeen", "lastSeen"].map { (spec[$0] as? String).flatMap { try? Date($0, strategy: .iso8601) } }
+                // Seen only while an etcd member was cut off (or just after): a node beating to
+                // an api-server whose etcd client sat on the cut member may be marked silent
+                // (its beats, most likely their token checks, wait out that client's 5 s request
+                // timeout, more than the 3 s silent-after; docs/reliability.md). Reported, not
+                // counted against it.
+                let duringEtcdCut = seen.allSatisfy { date in date.map { d in etcdCuts.contains { $0.contains(d) } } ?? false }
+                return ((spec["involved"] as? [String: Any])?["name"] as? String ?? "?", duringEtcdCut)
             }
-            #expect(notReadyNodes.allSatisfy(stopped.contains), "NotReady: \(notReadyNodes), agents stopped: \(stopped)")
+            let notReadyNodes = notReady.map(\.node)
+            let outsideEtcdCuts = notReady.filter { !$0.duringEtcdCut }.map(\.node)
+            if notReady.contains(where: \.duringEtcdCut) {
+                print("fault suite (whole system): NotReady while an etcd member was cut off: \(notReady.filter(\.duringEtcdCut).map(\.node))")
+            }
+            #expect(outsideEtcdCuts.allSatisfy(stopped.contains), "NotReady: \(notReadyNodes) (\(outsideEtcdCuts) outside the etcd member cuts), agents stopped: \(stopped)")
             #expect(cluster.nodeNames.contains { !stopped.contains($0) } || Self.rounds > 1, "one round leaves a node untouched")
             // ... and the cut-off ones were seen (so the check above reads the events right).
             #expect(cutOff.isSubset(of: Set(notReadyNodes)), "NotReady: \(notReadyNodes), cut off: \(cutOff)")
@@ -519,6 +567,56 @@ struct WholeSystemFaultTests {
     static func count(_ line: String, in url: URL) -> Int {
         guard let text = try? String(contentsOf: url, encoding: .utf8) else { return 0 }
         return text.components(separatedBy: line).count - 1
+    }
+
+    /// Etcd member `member` cut off from the others (``FaultCluster/partitionEtcdMember(_:)``),
+    /// then healed. While cut off: the other two agree on a leader among themselves (a new one
+    /// when `member` led); the member still answers a client (a serializable read of its own
+    /// state) but neither a write nor a linearizable read sent straight to it is answered as
+    /// done; applies through every api-server are acknowledged (their etcd clients leave it for
+    /// the majority). Once healed, a linearizable read on it returns the majority's revision or
+    /// later (it caught up).
+    static func cutEtcdMember(
+        _ member: Int, _ cluster: FaultCluster, _ client: Etcd.Client, apiServers: Int,
+        lastAcknowledged: Locked<[Int: ContinuousClock.Instant]>
+    ) async throws {
+        let direct = try Etcd.Client(Etcd.Configuration(endpoints: [cluster.etcd.members[member].clientURL], requestTimeout: .seconds(2), maxRetries: 1))
+        let others = cluster.etcd.members.indices.filter { $0 != member }
+        let cutAt = ContinuousClock.now
+        try cluster.partitionEtcdMember(member)
+        do {
+            try await eventually("etcd members \(others) agree on a leader among them while \(member) is cut off", timeout: 60, every: 0.2) {
+                var ids: [UInt64] = [], leaders: Set<UInt64> = []
+                for i in others {
+                    guard let status = try? await client.status(endpoint: cluster.etcd.members[i].clientURL) else { return false }
+                    ids.append(status.header.memberID)
+                    leaders.insert(status.leader)
+                }
+                return leaders.count == 1 && leaders.first.map(ids.contains) == true
+            }
+            // Clients still reach it (its own state, served without a quorum) ...
+            _ = try await direct.range(.key("/"), countOnly: true, serializable: true)
+            // ... but it commits no write and answers no linearizable read.
+            await #expect(throws: EtcdError.self, "etcd member \(member), cut off, answered a write") {
+                _ = try await direct.put("/fault-probe/etcd-member-\(member)", "written while cut off")
+            }
+            await #expect(throws: EtcdError.self, "etcd member \(member), cut off, answered a linearizable read") {
+                _ = try await direct.range(.key("/"), countOnly: true)
+            }
+            // The api-servers' clients move to the majority: applies go on through each.
+            try await eventually("applies through every api-server acknowledged while etcd member \(member) is cut off", timeout: 90, every: 0.3) {
+                let last = lastAcknowledged.withLock { $0 }
+                return (0..<apiServers).allSatisfy { via in last[via].map { $0 > cutAt } ?? false }
+            }
+        } catch {
+            try? cluster.healEtcdMember(member)
+            throw error
+        }
+        try cluster.healEtcdMember(member)
+        let revision = try await client.range(.key("/"), countOnly: true).header.revision
+        try await eventually("etcd member \(member) catches up to revision \(revision) once healed", timeout: 60, every: 0.2) {
+            ((try? await direct.range(.key("/"), countOnly: true).header.revision) ?? 0) >= revision
+        }
     }
 
     /// The index of the etcd member that leads, as the running members report it.
