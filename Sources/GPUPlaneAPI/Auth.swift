@@ -61,13 +61,21 @@ public final class TokenAuthenticator: Sendable {
     private let index: TokenIndex
     private let adminHashes: Set<String>
     private let cache = Mutex<[String: (Principal, Date)]>([:])
+    /// Hashes whose cached hit is being read again in the background.
+    private let refreshing = Mutex<Set<String>>([])
     private let cacheSeconds: Double
+    private let staleSeconds: Double
 
-    /// Makes an authenticator; `adminTokens` are bootstrap admin secrets (from a file).
-    public init(index: TokenIndex, adminTokens: [String], cacheSeconds: Double = 5) {
+    /// Makes an authenticator; `adminTokens` are bootstrap admin secrets (from a file). A hit
+    /// younger than `cacheSeconds` is trusted as is; one younger than `staleSeconds` is trusted
+    /// while it is read again in the background (so a node's heartbeat never waits for an etcd
+    /// member that stopped answering; the read's answer, a revocation included, applies from
+    /// the next call); an older one is read before answering.
+    public init(index: TokenIndex, adminTokens: [String], cacheSeconds: Double = 5, staleSeconds: Double = 30) {
         self.index = index
         self.adminHashes = Set(adminTokens.map(Tokens.hash))
         self.cacheSeconds = cacheSeconds
+        self.staleSeconds = max(cacheSeconds, staleSeconds)
     }
 
     /// The principal for an `Authorization` header value.
@@ -85,8 +93,13 @@ public final class TokenAuthenticator: Sendable {
             return Principal(tenant: ObjectMeta.clusterTenant, role: .admin, tokenID: "bootstrap-admin")
         }
         let now = Date()
-        if let (principal, at) = cache.withLock({ $0[hash] }), now.timeIntervalSince(at) < cacheSeconds {
-            return principal
+        if let (principal, at) = cache.withLock({ $0[hash] }) {
+            let age = now.timeIntervalSince(at)
+            if age < cacheSeconds { return principal }
+            if age < staleSeconds {
+                refreshInBackground(hash)
+                return principal
+            }
         }
         let record: TokenRecord?
         do {
@@ -94,8 +107,17 @@ public final class TokenAuthenticator: Sendable {
         } catch {
             throw APIError(.serviceUnavailable, .unavailable, "cannot check the token: the store is unavailable")
         }
-        guard let entry = record else {
+        guard let principal = remember(hash, record, at: now) else {
             throw APIError(.unauthorized, .unauthorized, "the bearer token is not known (revoked or mistyped)")
+        }
+        return principal
+    }
+
+    /// Caches what the index said of `hash` (a hit, or forgets it when unknown).
+    private func remember(_ hash: String, _ record: TokenRecord?, at now: Date) -> Principal? {
+        guard let entry = record else {
+            cache.withLock { _ = $0.removeValue(forKey: hash) }
+            return nil
         }
         let principal = Principal(tenant: entry.tenant, role: entry.role, node: entry.node, tokenID: entry.id)
         cache.withLock { cache in
@@ -103,6 +125,22 @@ public final class TokenAuthenticator: Sendable {
             cache[hash] = (principal, now)
         }
         return principal
+    }
+
+    /// Reads `hash` again without the caller waiting, once at a time per token; a failed read
+    /// leaves the stale hit to age out.
+    private func refreshInBackground(_ hash: String) {
+        guard refreshing.withLock({ $0.insert(hash).inserted }) else { return }
+        Task { [self] in
+            defer { _ = refreshing.withLock { $0.remove(hash) } }
+            let asked = Date()
+            do {
+                // A token no longer known (revoked) is forgotten: its next call reads again.
+                _ = remember(hash, try await index.record(sha256: hash), at: asked)
+            } catch {
+                // The store cannot be read: the hit ages out past staleSeconds.
+            }
+        }
     }
 
     /// Forgets cached tokens (after a revocation through this replica).
