@@ -39,12 +39,13 @@ import Testing
         let other = "gp_test_" + UUID().uuidString.lowercased()
         let otherHash = Tokens.hash(other)
         try await index.add(TokenRecord(id: "tok-" + otherHash.prefix(12), sha256: otherHash, tenant: "globex", role: .user))
-        let shortStale = TokenAuthenticator(index: index, adminTokens: [], cacheSeconds: 0.05, staleSeconds: 1)
+        // 20 s: a loaded run took more than a second to stop etcd between the two calls below.
+        let shortStale = TokenAuthenticator(index: index, adminTokens: [], cacheSeconds: 0.05, staleSeconds: 20)
         #expect(try await shortStale.authenticate("Bearer \(other)").tenant == "globex")
         etcd.stop()
         try await Task.sleep(for: .milliseconds(60))
         #expect(try await shortStale.authenticate("Bearer \(other)").tenant == "globex", "no etcd read held it up")
-        try await eventually("an old hit needs the store", timeout: 60) {
+        try await eventually("an old hit needs the store", timeout: 90) {
             do {
                 _ = try await shortStale.authenticate("Bearer \(other)")
                 return false
