@@ -10,15 +10,15 @@ struct LeaseTests {
         let p = uniquePrefix("lease")
         // Long enough that a loaded CI machine cannot let it lapse before the checks below (a
         // 2 s lease once expired between the put and the read, a 6 s one while the whole suite
-        // started), short enough to wait out.
-        let lease = try await client.grantLease(ttl: 15)
-        #expect(lease.ttl == 15)
+        // started, a 15 s one at a loaded suite's start), short enough to wait out.
+        let lease = try await client.grantLease(ttl: 45)
+        #expect(lease.ttl == 45)
         try await client.put(p + "k", "v", lease: lease.id)
         #expect(try await client.get(p + "k")?.lease == lease.id)
         let ttl = try await client.leaseTimeToLive(lease.id, keys: true)
-        #expect(ttl.grantedTTL == 15)
+        #expect(ttl.grantedTTL == 45)
         #expect(ttl.keys == [Data((p + "k").utf8)])
-        try await eventually("leased key expired", timeout: 30) { try await client.get(p + "k") == nil }
+        try await eventually("leased key expired", timeout: 60) { try await client.get(p + "k") == nil }
         do {
             _ = try await client.keepAliveOnce(lease.id)
             Issue.record("expired lease renewed")
