@@ -139,6 +139,13 @@ public enum TestEnvironment {
         return value
     }()
 
+    /// The command prefix that runs a program as user and group `uid`, without supplementary
+    /// groups (`setpriv` execs the program, so the process is the program's): its packets can
+    /// then be matched alone (`iptables -m owner --uid-owner`).
+    public static func asUser(_ uid: UInt32) -> [String] {
+        ["/usr/bin/setpriv", "--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", "--"]
+    }
+
     /// Runs blocking work (process launches and waits, `podman` commands, file trees) on a
     /// thread of its own, so it never holds one of Swift's cooperative threads: with two of them
     /// on a 2-core machine, two blocking calls at once stall every test of the process (watches

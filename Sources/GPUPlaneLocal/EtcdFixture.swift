@@ -89,7 +89,8 @@ public final class EtcdMember: @unchecked Sendable {
                         throw EtcdFixtureError(message: "cannot give \(path) to uid \(uid): \(String(cString: strerror(errno)))")
                     }
                 }
-                command = ("/usr/bin/setpriv", ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", "--", executable] + arguments)
+                let wrapper = TestEnvironment.asUser(uid)
+                command = (wrapper[0], Array(wrapper.dropFirst()) + [executable] + arguments)
             }
             process = try ChildProcess(
                 executable: command.executable, arguments: command.arguments,

@@ -247,7 +247,7 @@ public final class FaultCluster: @unchecked Sendable {
                 let uid = canPartition ? partitionUIDBase + UInt32(i) : nil
                 try cluster.launch(
                     "scheduler-\(i)", binaries.appendingPathComponent("gpuplane-scheduler").path,
-                    wrapper: uid.map { ["/usr/bin/setpriv", "--reuid=\($0)", "--regid=\($0)", "--clear-groups", "--"] } ?? [], uid: uid,
+                    wrapper: uid.map(TestEnvironment.asUser) ?? [], uid: uid,
                     etcdFlags + [
                         "--identity", "scheduler-\(i)", "--lease-ttl", "3s", "--meter-interval", "2s", "--port", "0",
                         "--log-destination", "stderr", "--log-level", "notice", "--catalog-file", catalogFile.path,
