@@ -179,6 +179,19 @@ struct WholeSystemFaultTests {
                     try cluster.restart(schedulerLeader.identity)
                     try await checkHistory(after: faults.last ?? "")
                 }
+                // Another scheduler than the leader of `revision` leads, and placements go on
+                // under it (the load frees a GPU every third apply).
+                func anotherLeaderPlaces(after revision: Int64, while why: String) async throws {
+                    var next: (identity: String, revision: Int64)?
+                    try await eventually("another scheduler leads while \(why)", timeout: 60) {
+                        next = try await SchedulerHarness.currentLeader(client)
+                        return next.map { $0.revision != revision } ?? false
+                    }
+                    let newLeader = next?.revision ?? 0
+                    try await eventually("the new leader binds a replica", timeout: 60, every: 0.3) {
+                        try await store.list(Replica.self).items.contains { $0.binding?.leaderRevision == newLeader }
+                    }
+                }
                 // 2b. The scheduler leader frozen (SIGSTOP) past its lease until the other one
                 // leads and places, then resumed: it must notice that it lost and write nothing
                 // more (the history's fencing check: every binding is written by the leader of
@@ -188,17 +201,8 @@ struct WholeSystemFaultTests {
                     let lostBefore = Self.count(lostLine, in: process.logFile)
                     process.signal(SIGSTOP)
                     faults.append("SIGSTOP \(frozen.identity) (leader) past its lease, resumed")
-                    var next: (identity: String, revision: Int64)?
                     do {
-                        try await eventually("another scheduler leads while \(frozen.identity) is frozen", timeout: 60) {
-                            next = try await SchedulerHarness.currentLeader(client)
-                            return next.map { $0.revision != frozen.revision } ?? false
-                        }
-                        let newLeader = next?.revision ?? 0
-                        // Placements go on under the new leader (the load frees a GPU every third apply).
-                        try await eventually("the new leader binds a replica", timeout: 60, every: 0.3) {
-                            try await store.list(Replica.self).items.contains { $0.binding?.leaderRevision == newLeader }
-                        }
+                        try await anotherLeaderPlaces(after: frozen.revision, while: "\(frozen.identity) is frozen")
                     } catch {
                         process.signal(SIGCONT)
                         throw error
@@ -232,15 +236,7 @@ struct WholeSystemFaultTests {
                         try await eventually("\(cut.identity) steps down while cut off", timeout: 60, every: 0.3) {
                             Self.count(lostLine, in: process.logFile) > lostBefore
                         }
-                        var next: (identity: String, revision: Int64)?
-                        try await eventually("another scheduler leads while \(cut.identity) is cut off", timeout: 60) {
-                            next = try await SchedulerHarness.currentLeader(client)
-                            return next.map { $0.revision != cut.revision } ?? false
-                        }
-                        let newLeader = next?.revision ?? 0
-                        try await eventually("the new leader binds a replica", timeout: 60, every: 0.3) {
-                            try await store.list(Replica.self).items.contains { $0.binding?.leaderRevision == newLeader }
-                        }
+                        try await anotherLeaderPlaces(after: cut.revision, while: "\(cut.identity) is cut off")
                     } catch {
                         try? cluster.heal(cut.identity)
                         throw error
