@@ -10,8 +10,8 @@ import Logging
 ///
 /// - A node's first beat to this api-server (or its registration), or its beat after it was
 ///   marked silent, writes its key `{"server": <id>, "state": "live"}` (``NodeHeartbeats``)
-///   under this api-server's one lease (TTL `heartbeat-ttl`, kept alive here). A beat that is
-///   not the first touches memory only.
+///   under this api-server's one lease (TTL ``leaseTTL``: three `heartbeat-ttl`s, at least
+///   15 s; kept alive here). A beat that is not the first touches memory only.
 /// - A sweep every ``sweepInterval`` marks the nodes silent for more than ``silentAfter``:
 ///   `state: "silent"`, compare-and-set on the key still being on this api-server's lease, so
 ///   an api-server whose node moved to another (which wrote the key under its own lease) never
@@ -23,14 +23,20 @@ import Logging
 ///   replaced at once, and the keys of the nodes written under it (deleted with it) are
 ///   written again under the new one, without waiting for their next beat.
 ///
-/// A process that stops leaves its keys to its lease: they vanish a TTL later unless their
-/// nodes beat to another api-server (or to this one restarted) first. A restarted api-server
+/// A process that stops leaves its keys to its lease: they vanish ``leaseTTL`` later unless
+/// their nodes beat to another api-server (or to this one restarted) first. The lease outlives
+/// `heartbeat-ttl` on purpose: it bounds only how long a dead api-server's keys linger (the
+/// nodes that live on rewrite theirs through another api-server within seconds), and a lease
+/// as short as a beat's deadline lapsed whenever etcd was slow to answer one renewal, and each
+/// lapse rewrote every key it held into the same slow etcd (2,000 simulated nodes on 2 cores). A restarted api-server
 /// starts empty and marks silent only the nodes that beat to it since.
 public final class HeartbeatTracker: Sendable {
     /// This api-server's id in the keys it writes (random per process).
     public let serverID: String
-    /// The TTL of the lease, in seconds (`heartbeat-ttl`).
+    /// The node heartbeat TTL, in seconds (`heartbeat-ttl`).
     public let ttl: Int64
+    /// The TTL of this api-server's lease, in seconds (``defaultLeaseTTL(ttl:)`` unless told).
+    public let leaseTTL: Int64
     /// How long a node may not beat before it is marked silent (`silent-after`).
     public let silentAfter: Duration
     /// How often silent nodes are looked for.
@@ -72,12 +78,14 @@ public final class HeartbeatTracker: Sendable {
     /// Makes a tracker over `store`'s etcd; nothing runs until ``start()``, and no lease is
     /// granted before the first node beats.
     public init(
-        store: ResourceStore, ttl: Int64, silentAfter: Duration, sweepInterval: Duration = .milliseconds(500),
+        store: ResourceStore, ttl: Int64, leaseTTL: Int64? = nil, silentAfter: Duration,
+        sweepInterval: Duration = .milliseconds(500),
         serverID: String = "api-" + UUID().uuidString.lowercased().prefix(13), logger: Logger
     ) {
         self.store = store
         self.heartbeats = NodeHeartbeats(store: store)
         self.ttl = ttl
+        self.leaseTTL = leaseTTL ?? Self.defaultLeaseTTL(ttl: ttl)
         self.silentAfter = silentAfter
         self.sweepInterval = sweepInterval
         self.serverID = serverID
@@ -86,6 +94,9 @@ public final class HeartbeatTracker: Sendable {
 
     /// The `silent-after` an api-server uses unless told: 3 s, or two thirds of a shorter TTL.
     public static func defaultSilentAfter(ttl: Int64) -> Duration { min(.seconds(3), .seconds(max(1, ttl)) * 2 / 3) }
+
+    /// The lease TTL an api-server uses unless told: three `heartbeat-ttl`s, at least 15 s.
+    public static func defaultLeaseTTL(ttl: Int64) -> Int64 { max(15, 3 * ttl) }
 
     /// Starts the sweep and the watch of the heartbeat keys (once).
     public func start() {
@@ -217,7 +228,7 @@ public final class HeartbeatTracker: Sendable {
     private func grant() async throws -> Int64 {
         let lease: Int64
         do {
-            lease = try await store.client.grantLease(ttl: ttl).id
+            lease = try await store.client.grantLease(ttl: leaseTTL).id
         } catch let error as EtcdError {
             state.withLock { $0.granting = nil }
             throw StoreError.etcd(error)
@@ -226,7 +237,7 @@ public final class HeartbeatTracker: Sendable {
             throw error
         }
         let client = store.client
-        let ttl = self.ttl
+        let ttl = self.leaseTTL
         let keeper = Task { [self] in
             do {
                 for try await _ in client.keepAlive(lease, ttl: ttl) {}
