@@ -81,7 +81,9 @@ public struct APIDependencies: Sendable {
         self.catalog = catalog
         self.machineTypes = machineTypes
         self.maxGPUMemoryGB = maxGPUMemoryGB
-        self.authenticator = TokenAuthenticator(index: TokenIndex(store: store), adminTokens: adminTokens)
+        self.authenticator = TokenAuthenticator(
+            index: TokenIndex(store: store), adminTokens: adminTokens,
+            mirror: TokenMirror(index: TokenIndex(store: store), logger: logger))
         self.deploymentImage = deploymentImage
         self.heartbeatTTL = heartbeatTTL
         self.heartbeats = HeartbeatTracker(
@@ -240,6 +242,7 @@ public func buildApplication(
 ) throws -> some ApplicationProtocol {
     let (router, _) = buildRouter(deps)
     deps.tenants.start()
+    deps.authenticator.mirror?.start()
     deps.heartbeats.start()
     // The node-agents' watches list first, then watch from the list's revision.
     deps.watchCaches.startEagerly(Replica.self)

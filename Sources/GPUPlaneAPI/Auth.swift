@@ -4,6 +4,7 @@ import GPUPlaneCore
 import GPUPlaneStore
 import GPUPlaneSystem
 import Hummingbird
+import Logging
 import Synchronization
 
 /// Who is calling: the tenant, what the token may do, and (for node tokens) which node.
@@ -55,10 +56,18 @@ public enum Tokens {
 }
 
 /// Resolves bearer tokens to principals: the bootstrap admin token from configuration, then the
-/// token index in etcd (``TokenIndex``), with a short cache of hits so a busy client costs no
-/// etcd read per call.
+/// token index (``TokenIndex``): from the api-server's in-memory copy of it (``TokenMirror``)
+/// while that copy follows etcd, else read from etcd with a short cache of hits, so a busy
+/// client, or 5,000 beating nodes, costs no etcd read per call.
+///
+/// A token the copy does not hold is read from etcd before it is refused (it may have been
+/// issued through another api-server a moment ago); a revoked one is gone from the copy as
+/// soon as its watch delivers the delete (milliseconds), and at once on the api-server that
+/// revoked it.
 public final class TokenAuthenticator: Sendable {
     private let index: TokenIndex
+    /// The in-memory copy of the index; nil: always etcd and the cache.
+    public let mirror: TokenMirror?
     private let adminHashes: Set<String>
     private let cache = Mutex<[String: (Principal, Date)]>([:])
     /// Hashes whose cached hit is being read again in the background.
@@ -71,8 +80,11 @@ public final class TokenAuthenticator: Sendable {
     /// while it is read again in the background (so a node's heartbeat never waits for an etcd
     /// member that stopped answering; the read's answer, a revocation included, applies from
     /// the next call); an older one is read before answering.
-    public init(index: TokenIndex, adminTokens: [String], cacheSeconds: Double = 5, staleSeconds: Double = 30) {
+    public init(
+        index: TokenIndex, adminTokens: [String], mirror: TokenMirror? = nil, cacheSeconds: Double = 5, staleSeconds: Double = 30
+    ) {
         self.index = index
+        self.mirror = mirror
         self.adminHashes = Set(adminTokens.map(Tokens.hash))
         self.cacheSeconds = cacheSeconds
         self.staleSeconds = max(cacheSeconds, staleSeconds)
@@ -93,6 +105,13 @@ public final class TokenAuthenticator: Sendable {
             return Principal(tenant: ObjectMeta.clusterTenant, role: .admin, tokenID: "bootstrap-admin")
         }
         let now = Date()
+        switch mirror?.lookup(hash) {
+        case .hit(let principal): return principal
+        case .miss:
+            // Not in the copy: issued elsewhere a moment ago, revoked, or unknown. etcd says.
+            return try await read(hash, at: now)
+        case .notFollowing, nil: break
+        }
         if let (principal, at) = cache.withLock({ $0[hash] }) {
             let age = now.timeIntervalSince(at)
             if age < cacheSeconds { return principal }
@@ -101,6 +120,11 @@ public final class TokenAuthenticator: Sendable {
                 return principal
             }
         }
+        return try await read(hash, at: now)
+    }
+
+    /// Reads `hash` from etcd and caches the answer.
+    private func read(_ hash: String, at now: Date) async throws -> Principal {
         let record: TokenRecord?
         do {
             record = try await index.record(sha256: hash)
@@ -119,7 +143,7 @@ public final class TokenAuthenticator: Sendable {
             cache.withLock { _ = $0.removeValue(forKey: hash) }
             return nil
         }
-        let principal = Principal(tenant: entry.tenant, role: entry.role, node: entry.node, tokenID: entry.id)
+        let principal = Principal(entry)
         cache.withLock { cache in
             if cache.count > 10_000 { cache.removeAll() }
             cache[hash] = (principal, now)
@@ -143,6 +167,136 @@ public final class TokenAuthenticator: Sendable {
         }
     }
 
-    /// Forgets cached tokens (after a revocation through this replica).
-    public func invalidate() { cache.withLock { $0.removeAll() } }
+    /// Forgets a token revoked through this api-server at once (its copy would a moment later).
+    public func revoked(_ removal: TokenIndex.Removal) {
+        cache.withLock { _ = $0.removeValue(forKey: removal.sha256) }
+        mirror?.forget(removal)
+    }
+}
+
+extension Principal {
+    /// The principal a token record stands for.
+    init(_ record: TokenRecord) {
+        self.init(tenant: record.tenant, role: record.role, node: record.node, tokenID: record.id)
+    }
+}
+
+/// The token index held in the api-server's memory: listed, then kept current by one etcd
+/// watch of `/gpuplane/tokens/`, so authenticating a known token reads nothing from etcd.
+///
+/// While the watch fails (etcd unreachable, a compaction) the copy says it is not following,
+/// and ``TokenAuthenticator`` goes back to reading etcd, until a new list and watch catch up.
+public final class TokenMirror: Sendable {
+    /// What the copy knows of a hash.
+    public enum Lookup: Sendable, Equatable {
+        /// A token the copy holds.
+        case hit(Principal)
+        /// A hash the copy does not hold, while it follows etcd.
+        case miss
+        /// The copy is not following etcd now (not started, listing, or its watch failed).
+        case notFollowing
+    }
+
+    private let index: TokenIndex
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    private struct State {
+        var principals: [String: Principal] = [:]
+        var following = false
+        /// The revision of the last change applied.
+        var revision: Int64 = 0
+        /// Revoked here before the watch delivered the delete: hash → the delete's revision
+        /// (an older put the watch still delivers must not bring the token back).
+        var revoked: [String: Int64] = [:]
+        var task: Task<Void, Never>?
+    }
+
+    /// Makes a copy of `index`; nothing runs until ``start()``.
+    public init(index: TokenIndex, logger: Logger) {
+        self.index = index
+        self.logger = logger
+    }
+
+    /// Lists and watches in a task of its own until ``stop()`` (once).
+    public func start() {
+        state.withLock { s in
+            guard s.task == nil else { return }
+            s.task = Task { [self] in await run() }
+        }
+    }
+
+    /// Stops following: lookups say ``Lookup/notFollowing`` from now on.
+    public func stop() {
+        let task = state.withLock { s -> Task<Void, Never>? in
+            s.following = false
+            defer { s.task = nil }
+            return s.task
+        }
+        task?.cancel()
+    }
+
+    /// What the copy knows of `sha256`.
+    public func lookup(_ sha256: String) -> Lookup {
+        state.withLock { s in
+            guard s.following else { return .notFollowing }
+            return s.principals[sha256].map { .hit($0) } ?? .miss
+        }
+    }
+
+    /// Whether the copy follows etcd now.
+    public var isFollowing: Bool { state.withLock { $0.following } }
+
+    /// How many tokens the copy holds.
+    public var count: Int { state.withLock { $0.principals.count } }
+
+    /// Forgets a token revoked through this api-server, before its watch says so.
+    func forget(_ removal: TokenIndex.Removal) {
+        state.withLock { s in
+            s.principals[removal.sha256] = nil
+            if removal.revision > s.revision { s.revoked[removal.sha256] = removal.revision }
+        }
+    }
+
+    private func run() async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                let (records, revision) = try await index.list()
+                state.withLock { s in
+                    s.principals = records.mapValues(Principal.init)
+                    s.revision = revision
+                    s.revoked = s.revoked.filter { $0.value > revision }
+                    for hash in s.revoked.keys { s.principals[hash] = nil }
+                    s.following = true
+                }
+                failures = 0
+                for try await changes in index.watch(from: revision + 1) {
+                    apply(changes)
+                }
+                // The watch ended without error: only when cancelled.
+            } catch {
+                state.withLock { $0.following = false }
+                if Task.isCancelled { break }
+                failures += 1
+                if failures == 1 || failures % 20 == 0 {
+                    logger.warning("the token index watch failed; reading tokens from etcd until it is back", metadata: ["error": "\(error)"])
+                }
+                try? await Task.sleep(for: .milliseconds(min(2000, 50 << min(failures, 6))))
+            }
+        }
+        state.withLock { $0.following = false }
+    }
+
+    private func apply(_ changes: [TokenIndex.Change]) {
+        guard !changes.isEmpty else { return }
+        state.withLock { s in
+            for change in changes {
+                if let revokedAt = s.revoked[change.sha256], change.revision < revokedAt { continue }
+                s.principals[change.sha256] = change.record.map(Principal.init)
+                s.revision = max(s.revision, change.revision)
+            }
+            s.revoked = s.revoked.filter { $0.value > s.revision }
+        }
+    }
 }

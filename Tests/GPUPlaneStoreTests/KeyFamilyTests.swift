@@ -31,9 +31,10 @@ struct KeyFamilyTests {
         _ = try await store.client.put(KeySpace.token(sha256: junk), "not json")
         #expect(try await tokens.record(sha256: junk) == nil)
 
-        #expect(try await tokens.remove(hashPrefix: String(record.id.dropFirst(4))))
+        let removed = try #require(try await tokens.remove(hashPrefix: String(record.id.dropFirst(4))))
+        #expect(removed.sha256 == record.sha256 && removed.revision > 0)
         #expect(try await tokens.record(sha256: record.sha256) == nil)
-        #expect(try await tokens.remove(hashPrefix: String(record.id.dropFirst(4))) == false)
+        #expect(try await tokens.remove(hashPrefix: String(record.id.dropFirst(4))) == nil)
     }
 
     @Test func heartbeatsAreWrittenLiveMarkedSilentOnlyOnTheirLeaseWatchedAndRemoved() async throws {

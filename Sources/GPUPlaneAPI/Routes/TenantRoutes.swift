@@ -180,14 +180,14 @@ struct TenantRoutes: Sendable {
         let id = try context.parameter("id")
         guard id.hasPrefix("tok-"), id.count == 16 else { throw APIError(.notFound, .notFound, "token \(id) not found") }
         let hashPrefix = String(id.dropFirst(4))
-        let removed: Bool
+        let removed: TokenIndex.Removal?
         do {
             removed = try await TokenIndex(store: deps.store).remove(hashPrefix: hashPrefix)
         } catch {
             throw APIError(.serviceUnavailable, .unavailable, "cannot revoke the token; retry")
         }
-        guard removed else { throw APIError(.notFound, .notFound, "token \(id) not found") }
-        deps.authenticator.invalidate()
+        guard let removed else { throw APIError(.notFound, .notFound, "token \(id) not found") }
+        deps.authenticator.revoked(removed)
         return HTTPJSON.noContent()
     }
 }

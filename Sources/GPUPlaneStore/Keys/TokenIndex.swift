@@ -7,10 +7,11 @@ import GPUPlaneCore
 ///
 /// Every method throws ``StoreError`` (``StoreError/Code/unavailable`` when etcd fails).
 public struct TokenIndex: Sendable {
-    private let client: Etcd.Client
+    private let store: ResourceStore
+    private var client: Etcd.Client { store.client }
 
     /// The index in `store`'s etcd.
-    public init(store: ResourceStore) { client = store.client }
+    public init(store: ResourceStore) { self.store = store }
 
     /// Stores `record` under its hash (``TokenRecord/sha256``), replacing any record there.
     public func add(_ record: TokenRecord) async throws {
@@ -28,16 +29,75 @@ public struct TokenIndex: Sendable {
         return kv.flatMap { try? GPUPlaneJSON.decode(TokenRecord.self, from: $0.value) }
     }
 
+    /// A deleted token: its hash and the revision of the delete.
+    public struct Removal: Sendable, Hashable {
+        /// The hash of the deleted token.
+        public var sha256: String
+        /// The etcd revision of the delete.
+        public var revision: Int64
+        /// Makes a removal.
+        public init(sha256: String, revision: Int64) {
+            self.sha256 = sha256
+            self.revision = revision
+        }
+    }
+
     /// Deletes the token whose hash starts with `hashPrefix` (a public id's 12 digits; the
-    /// first in key order if several do). Returns whether one was there.
-    public func remove(hashPrefix: String) async throws -> Bool {
+    /// first in key order if several do). Returns what was deleted; nil when none was there.
+    public func remove(hashPrefix: String) async throws -> Removal? {
         do {
             let matches = try await client.range(.prefix(KeySpace.token(sha256: hashPrefix)), limit: 1)
-            guard let kv = matches.kvs.first else { return false }
-            _ = try await client.delete(.key(kv.key))
-            return true
+            guard let kv = matches.kvs.first else { return nil }
+            let deleted = try await client.delete(.key(kv.key))
+            guard deleted.deleted > 0 else { return nil }
+            return Removal(sha256: String(kv.keyString.dropFirst(KeySpace.tokens.count)), revision: deleted.header.revision)
         } catch let e as EtcdError {
             throw StoreError.etcd(e)
+        }
+    }
+
+    /// A change to the index: a token's record written (`record` set) or deleted (nil; also
+    /// for a value that is not a record, which authenticates no one).
+    public struct Change: Sendable, Hashable {
+        /// The token's hash.
+        public var sha256: String
+        /// The record now stored; nil when deleted.
+        public var record: TokenRecord?
+        /// The etcd revision of the change.
+        public var revision: Int64
+    }
+
+    /// Every record in the index, by hash, and the revision they were read at.
+    public func list() async throws -> (records: [String: TokenRecord], revision: Int64) {
+        do {
+            let listed = try await client.range(.prefix(KeySpace.tokens))
+            var records: [String: TokenRecord] = [:]
+            for kv in listed.kvs {
+                let hash = String(kv.keyString.dropFirst(KeySpace.tokens.count))
+                if let record = try? GPUPlaneJSON.decode(TokenRecord.self, from: kv.value) { records[hash] = record }
+            }
+            return (records, listed.header.revision)
+        } catch let e as EtcdError {
+            throw StoreError.etcd(e)
+        }
+    }
+
+    /// The changes from `revision` on, one array per etcd message, in revision order (empty
+    /// when the message carried only progress). Ends by throwing ``StoreError`` (code
+    /// ``StoreError/Code/compacted`` when `revision` was compacted away: list again); without
+    /// error when the consuming task is cancelled.
+    public func watch(from revision: Int64) -> AsyncThrowingStream<[Change], any Error> {
+        store.watchKeys(.prefix(KeySpace.tokens), from: revision, progressNotify: true) { batch in
+            batch.events.map { event in
+                let hash = String(event.kv.keyString.dropFirst(KeySpace.tokens.count))
+                switch event.type {
+                case .put:
+                    return Change(
+                        sha256: hash, record: try? GPUPlaneJSON.decode(TokenRecord.self, from: event.kv.value), revision: event.revision)
+                case .delete:
+                    return Change(sha256: hash, record: nil, revision: event.revision)
+                }
+            }
         }
     }
 
