@@ -42,7 +42,13 @@ public final class HollowFleet: Sendable {
         self.tokens = tokens
         self.logger = configuration.logger
         let shards = max(1, (configuration.nodes + configuration.nodesPerTransport - 1) / configuration.nodesPerTransport)
-        self.transports = (0..<shards).map { CurlHTTP.Client(name: "hollow-curl-\($0)", maxConnections: configuration.nodesPerTransport) }
+        // libcurl's connection cache counts the connections in use too: each node holds two
+        // watches open, so a cache of one connection per node closed every beat's connection
+        // after its answer (a new TCP connection per beat, most of the api-servers' CPU).
+        // Room for each node's watches, a beat and a status report, as a real agent has.
+        self.transports = (0..<shards).map {
+            CurlHTTP.Client(name: "hollow-curl-\($0)", maxConnections: configuration.nodesPerTransport * HollowFleetConfiguration.connectionsPerNode)
+        }
         self.journal = try configuration.journalPath.map { path throws(HollowFleetError) in try HollowJournal(path: path) }
     }
 
@@ -181,6 +187,9 @@ public struct HollowFleetConfiguration: Sendable {
     public var startRate: Int = 200
     /// Nodes sharing one libcurl thread.
     public var nodesPerTransport: Int = 250
+    /// Connections a node may hold at once, kept for reuse by its transport: two watches, a
+    /// beat, a status report.
+    public static let connectionsPerNode = 4
     /// The deadline of one api-server call.
     public var requestTimeout: Duration = .seconds(10)
     /// A watch silent this long (not even a bookmark) is dropped and resumed.
