@@ -32,7 +32,8 @@ struct WatchStreamer: Sendable {
     let deps: APIDependencies
 
     func response<R: Resource>(
-        _ type: R.Type, tenant: String?, request: Request, filter: @escaping @Sendable (R) -> Bool = { _ in true }
+        _ type: R.Type, tenant: String?, request: Request, route: String? = nil,
+        filter: @escaping @Sendable (R) -> Bool = { _ in true }
     ) async throws -> Response {
         var start: Int64
         var initial: [R] = []
@@ -54,13 +55,13 @@ struct WatchStreamer: Sendable {
             // watch of the caller's own, as before the cache (one range read per connection;
             // asked even past the cache's head, which may lag etcd's).
             if cacheStarted, version >= cache.floor, !(await cache.isCompacted(after: version)) {
-                subscription = cache.subscribe(after: version)
+                subscription = cache.subscribe(after: version, route: route)
             }
         } else {
             let list = try await deps.store.list(R.self, tenant: tenant)
             initial = list.items.filter(filter)
             start = list.revision + 1
-            if cacheStarted { subscription = cache.subscribe(after: list.revision) }
+            if cacheStarted { subscription = cache.subscribe(after: list.revision, route: route) }
         }
         let store = deps.store
         let bookmarkEvery = deps.bookmarkInterval
@@ -182,7 +183,7 @@ struct WatchStreamer: Sendable {
                         try await sendBatch(batch.events, progress: batch.isProgress ? batch.revision : nil)
                         // Whole revisions up to lastRevision are sent: the cache takes over
                         // once its window reaches back to here.
-                        if lastRevision >= cache.floor, cache.floor >= 0, let handover = cache.subscribe(after: lastRevision) {
+                        if lastRevision >= cache.floor, cache.floor >= 0, let handover = cache.subscribe(after: lastRevision, route: route) {
                             return handover
                         }
                     }

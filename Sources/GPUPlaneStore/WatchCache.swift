@@ -57,6 +57,25 @@ public struct WatchCacheLimits: Sendable, Hashable {
     }
 }
 
+/// A kind whose watchers mostly want the objects of one node (node-agents watching their
+/// replicas and model servers): a ``WatchCache`` of it hands a change only to the
+/// subscribers routed to the nodes the change concerns (before and after it), and to the
+/// unrouted ones, rather than waking every node's watch for every change.
+public protocol NodeRoutedResource: Resource {
+    /// The node the object is on; nil when none.
+    var routedNode: String? { get }
+}
+
+extension Replica: NodeRoutedResource {
+    /// The node of the binding.
+    public var routedNode: String? { binding?.node }
+}
+
+extension ModelServer: NodeRoutedResource {
+    /// The node of the binding.
+    public var routedNode: String? { binding?.node }
+}
+
 /// One subscriber of a ``WatchCache``: its ``items`` from the revision it subscribed after.
 public final class WatchCacheSubscription<R: Resource>: Sendable {
     /// The replayed changes, then each new batch and progress, and this subscriber's ticks.
@@ -64,17 +83,28 @@ public final class WatchCacheSubscription<R: Resource>: Sendable {
     public let items: AsyncStream<WatchCacheItem<R>>
     let continuation: AsyncStream<WatchCacheItem<R>>.Continuation
     let id = UUID()
+    /// The node whose changes it wants; nil: every change.
+    let route: String?
     private let reason = Locked<WatchCacheEnding?>(nil)
+    /// Queues the cache's head as progress (routed subscriptions: their batches skip changes
+    /// of other nodes, so only the cache knows how far they are served).
+    let progress = Locked<(@Sendable () -> Void)?>(nil)
 
-    init(buffer: Int) {
+    init(buffer: Int, route: String?) {
         (items, continuation) = AsyncStream<WatchCacheItem<R>>.makeStream(bufferingPolicy: .bufferingOldest(buffer))
+        self.route = route
     }
 
     /// Why ``items`` finished; nil while it runs or when the subscriber cancelled.
     public var ending: WatchCacheEnding? { reason.withLock { $0 } }
 
-    /// Queues a ``WatchCacheItem/tick`` behind what is buffered (dropped when the buffer is full).
-    public func tick() { continuation.yield(.tick) }
+    /// Queues a ``WatchCacheItem/tick`` behind what is buffered (dropped when the buffer is
+    /// full); a routed subscription first queues the cache's head as progress, so the tick's
+    /// bookmark says how far it is served.
+    public func tick() {
+        progress.withLock { $0 }?()
+        continuation.yield(.tick)
+    }
 
     /// Stops the subscription; the cache forgets it.
     public func cancel() { continuation.finish() }
@@ -126,8 +156,41 @@ public final class WatchCache<R: Resource>: Sendable {
         var events = 0
         var bytes = 0
         var subscribers: [UUID: WatchCacheSubscription<R>] = [:]
+        /// The routed subscribers, by node.
+        var routed: [String: [UUID: WatchCacheSubscription<R>]] = [:]
+        /// The subscribers that want every change.
+        var unrouted: [UUID: WatchCacheSubscription<R>] = [:]
+        /// Items handed to subscribers so far (tests, metrics), and of them the batches of
+        /// changes.
+        var deliveries = 0
+        var batchDeliveries = 0
         var restarts = 0
         var stopped = false
+
+        mutating func add(_ subscription: WatchCacheSubscription<R>) {
+            subscribers[subscription.id] = subscription
+            if let route = subscription.route {
+                routed[route, default: [:]][subscription.id] = subscription
+            } else {
+                unrouted[subscription.id] = subscription
+            }
+        }
+
+        mutating func remove(_ id: UUID) {
+            guard let subscription = subscribers.removeValue(forKey: id) else { return }
+            if let route = subscription.route {
+                routed[route]?[id] = nil
+                if routed[route]?.isEmpty == true { routed[route] = nil }
+            } else {
+                unrouted[id] = nil
+            }
+        }
+
+        mutating func removeAll() {
+            subscribers.removeAll()
+            routed.removeAll()
+            unrouted.removeAll()
+        }
     }
 
     /// Makes a cache; nothing is watched until ``start()``.
@@ -145,6 +208,10 @@ public final class WatchCache<R: Resource>: Sendable {
     public var head: Int64 { state.withLock { $0.head } }
     /// How many subscribers are attached.
     public var subscriberCount: Int { state.withLock { $0.subscribers.count } }
+    /// How many items (batches and progress) were handed to subscribers so far.
+    public var deliveries: Int { state.withLock { $0.deliveries } }
+    /// How many batches of changes were handed to subscribers so far (progress not counted).
+    public var batchDeliveries: Int { state.withLock { $0.batchDeliveries } }
     /// How many times the etcd watch was opened again after a failure or compaction.
     public var restartCount: Int { state.withLock { $0.restarts } }
     /// How many changes the window holds.
@@ -187,7 +254,7 @@ public final class WatchCache<R: Resource>: Sendable {
     public func stop() {
         let (task, subscribers) = state.withLock { s in
             s.stopped = true
-            defer { s.subscribers.removeAll() }
+            defer { s.removeAll() }
             return (s.task, Array(s.subscribers.values))
         }
         task?.cancel()
@@ -200,8 +267,14 @@ public final class WatchCache<R: Resource>: Sendable {
     ///
     /// The window is the cache's, not etcd's: a revision etcd compacted may still be served
     /// here. A caller that must answer 410 for those asks ``isCompacted(after:)`` first.
-    public func subscribe(after revision: Int64) -> WatchCacheSubscription<R>? {
-        let subscription = WatchCacheSubscription<R>(buffer: limits.subscriberBuffer)
+    ///
+    /// With `route` (a node, for a kind that is a ``NodeRoutedResource``), new batches come
+    /// only when one of their changes concerns that node (its object on the node before or
+    /// after the change), and each ``WatchCacheSubscription/tick()`` queues the head as
+    /// progress: the subscriber must still filter what it gets. The replay is the whole
+    /// window either way.
+    public func subscribe(after revision: Int64, route: String? = nil) -> WatchCacheSubscription<R>? {
+        let subscription = WatchCacheSubscription<R>(buffer: limits.subscriberBuffer, route: R.self is any NodeRoutedResource.Type ? route : nil)
         let ok = state.withLock { s -> Bool in
             guard s.started, !s.stopped, revision >= s.floor else { return false }
             // Entries are in revision order: find the first with a change above `revision`.
@@ -217,13 +290,18 @@ public final class WatchCache<R: Resource>: Sendable {
             }
             if let last = replay.last { subscription.continuation.yield(.batch(events: replay, revision: last.event.revision)) }
             if s.head > revision { subscription.continuation.yield(.batch(events: [], revision: s.head)) }
-            s.subscribers[subscription.id] = subscription
+            s.add(subscription)
             return true
         }
         guard ok else { return nil }
         let id = subscription.id
         subscription.continuation.onTermination = { [weak self] _ in
-            self?.state.withLock { _ = $0.subscribers.removeValue(forKey: id) }
+            self?.state.withLock { $0.remove(id) }
+        }
+        if subscription.route != nil {
+            subscription.progress.withLock {
+                $0 = { [weak self] in self?.queueProgress(to: id) }
+            }
         }
         return subscription
     }
@@ -287,7 +365,7 @@ public final class WatchCache<R: Resource>: Sendable {
                 let revision = try await presentRevision()
                 let ended = state.withLock { s in
                     defer {
-                        s.subscribers.removeAll()
+                        s.removeAll()
                         s.window.removeAll()
                         (s.first, s.events, s.bytes) = (0, 0, 0)
                         (s.floor, s.head) = (revision, revision)
@@ -304,10 +382,23 @@ public final class WatchCache<R: Resource>: Sendable {
         }
     }
 
+    /// Queues the head as progress for subscriber `id`, under the lock that orders every batch
+    /// queued for it: whatever of its node's changes the head covers is queued before.
+    private func queueProgress(to id: UUID) {
+        state.withLock { s in
+            guard let subscriber = s.subscribers[id] else { return }
+            s.deliveries += 1
+            subscriber.continuation.yield(.batch(events: [], revision: s.head))
+        }
+    }
+
     private func receive(_ response: Etcd.WatchResponse) {
         var events: [CachedWatchEvent<R>] = []
         events.reserveCapacity(response.events.count)
         var bytes = 0
+        // The nodes the batch concerns; nil: every subscriber (a kind not routed, or a change
+        // whose node before it is unknown).
+        var nodes: Set<String>? = R.self is any NodeRoutedResource.Type ? [] : nil
         for event in response.events {
             let key = event.kv.keyString
             guard key.hasPrefix(prefix) else { continue }
@@ -322,6 +413,16 @@ public final class WatchCache<R: Resource>: Sendable {
                 change = StoreWatchEvent(change: .delete, revision: event.revision, object: nil, previous: previous)
             }
             events.append(CachedWatchEvent(tenant: tenant, event: change))
+            if nodes != nil {
+                let created = event.type == .put && event.kv.version == 1
+                if previous == nil && !created {
+                    nodes = nil
+                } else {
+                    for object in [change.object, previous] {
+                        if let node = (object as? any NodeRoutedResource)?.routedNode { nodes?.insert(node) }
+                    }
+                }
+            }
             bytes += event.kv.key.count + event.kv.value.count + (event.prevKV?.value.count ?? 0)
         }
         let ended: [WatchCacheSubscription<R>] = state.withLock { s in
@@ -352,11 +453,25 @@ public final class WatchCache<R: Resource>: Sendable {
             } else {
                 return []
             }
+            // Who gets the item: everyone, or the unrouted and the routed to the batch's nodes
+            // (the others learn the head from their ticks).
+            var recipients: [WatchCacheSubscription<R>] = []
+            if let nodes, !events.isEmpty {
+                recipients.reserveCapacity(s.unrouted.count)
+                recipients.append(contentsOf: s.unrouted.values)
+                for node in nodes {
+                    if let group = s.routed[node] { recipients.append(contentsOf: group.values) }
+                }
+            } else {
+                recipients = Array(s.subscribers.values)
+            }
+            s.deliveries += recipients.count
+            if !events.isEmpty { s.batchDeliveries += recipients.count }
             var overflowed: [WatchCacheSubscription<R>] = []
-            for (id, subscriber) in s.subscribers {
+            for subscriber in recipients {
                 if case .dropped = subscriber.continuation.yield(item) {
                     overflowed.append(subscriber)
-                    s.subscribers.removeValue(forKey: id)
+                    s.remove(subscriber.id)
                 }
             }
             return overflowed

@@ -286,6 +286,46 @@ struct WatchCacheTests {
         #expect(try await plane.etcdWatchers() == before)
     }
 
+    /// A change reaches only the watches of the nodes it concerns (its replica's node before
+    /// and after) and the unrouted ones, not every node's watch: the cache's deliveries count
+    /// exactly those. The other nodes' watches still get bookmarks at the head (from their
+    /// ticks) and see nothing of the change.
+    @Test func aChangeWakesOnlyTheWatchesOfItsNodes() async throws {
+        let plane = try await Plane()
+        defer { plane.close() }
+        let nodes = (0..<30).map { "node-\($0)" }
+        var apis: [NodeAPI.Client] = []
+        for node in nodes { apis.append(plane.api(try await plane.token(node: node))) }
+        let start = try await plane.revision()
+        let collectors = apis.map { Collector($0, from: start) } + [Collector(plane.api(plane.admin), from: start)]
+        defer { for collector in collectors { collector.stop() } }
+        try await eventually("31 watches subscribed") { plane.replicas.subscriberCount == 31 }
+        // Any progress etcd sent to everyone before the writes is counted in the baseline.
+        let writer = Writer(store: plane.store)
+        let before = (batches: plane.replicas.batchDeliveries, all: plane.replicas.deliveries)
+        let created = try await writer.write([("t-a", "moving", "node-3", false)])
+        try await eventually("node-3 and the admin got the create") { collectors[3].reached(created) && collectors[30].reached(created) }
+        let rebound = try await writer.write([("t-a", "moving", "node-7", false)])
+        let deleted = try await writer.write([("t-a", "moving", nil, true)])
+        try await eventually("node-3, node-7 and the admin reached the delete") {
+            collectors[3].reached(deleted) && collectors[7].reached(deleted) && collectors[30].reached(deleted)
+        }
+        // Every other node's watch is served up to the head by its own ticks, with no line.
+        try await eventually("the other nodes' bookmarks reached the delete") {
+            collectors.indices.allSatisfy { collectors[$0].reached(deleted) }
+        }
+        for (index, collector) in collectors.enumerated() {
+            let node: String? = index < 30 ? nodes[index] : nil
+            #expect(collector.changes == writer.expected(after: start, tenant: nil, node: node), "watch \(index)")
+        }
+        #expect(writer.expected(after: start, tenant: nil, node: "node-7").count == 2, "node-7 saw the replica come and go")
+        // Batches: create → node-3 + admin; rebind → node-3, node-7, admin; delete → node-7 +
+        // admin. The ticks' progress items are the only other deliveries: count them apart.
+        _ = rebound
+        let batches = plane.replicas.batchDeliveries - before.batches
+        #expect(batches == 7, "\(batches) batch deliveries for 3 changes to 30 node watches and an admin watch")
+    }
+
     /// Node, tenant and admin watches from revisions inside the cache's window, before it (an
     /// etcd watch of their own that hands over to the cache), and past it (waiting for it) see
     /// exactly the changes their filter admits, in order, each once; tenant B never sees A's.

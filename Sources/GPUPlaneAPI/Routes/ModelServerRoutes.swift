@@ -30,7 +30,7 @@ struct ModelServerRoutes: Sendable {
         let node = try scope(context) ?? request.query("node")
         let filter: @Sendable (ModelServer) -> Bool = { server in node == nil || server.binding?.node == node }
         if request.wantsWatch {
-            return try await WatchStreamer(deps: deps).response(ModelServer.self, tenant: nil, request: request, filter: filter)
+            return try await WatchStreamer(deps: deps).response(ModelServer.self, tenant: nil, request: request, route: node, filter: filter)
         }
         let list = try await deps.store.list(ModelServer.self, tenant: nil)
         return try HTTPJSON.response(ListBody(items: list.items.filter(filter), resourceVersion: String(list.revision)))

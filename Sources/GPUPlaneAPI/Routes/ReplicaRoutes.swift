@@ -25,7 +25,7 @@ struct ReplicaRoutes: Sendable {
         }
         let filter: @Sendable (Replica) -> Bool = { replica in node == nil || replica.binding?.node == node }
         if request.wantsWatch {
-            return try await WatchStreamer(deps: deps).response(Replica.self, tenant: tenant, request: request, filter: filter)
+            return try await WatchStreamer(deps: deps).response(Replica.self, tenant: tenant, request: request, route: node, filter: filter)
         }
         let list = try await deps.store.list(Replica.self, tenant: tenant)
         return try HTTPJSON.response(ListBody(items: list.items.filter(filter), resourceVersion: String(list.revision)))
