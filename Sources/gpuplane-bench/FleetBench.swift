@@ -96,6 +96,9 @@ struct FleetResult: Codable {
     var bound: Int
     var running: Int
     var applyErrors: Int
+    var applyAnsweredP50: Double
+    var applyAnsweredP99: Double
+    var conflictRetries: Int
     var applyToBoundP50: Double
     var applyToBoundP99: Double
     var applyToRunningP50: Double
@@ -121,7 +124,17 @@ struct FleetResult: Codable {
     var apiServerRestartNotReady: Int?
     var apiServerRestartSeconds: Double?
     var spuriousNotReady: Int
+    var scheduler: SchedulerFigures
     var processes: [ProcessFigures]
+
+    /// The schedulers' own counters over the workload (both summed: only the leader's move).
+    struct SchedulerFigures: Codable {
+        var passes: Int
+        var transactions: Int
+        var bindings: Int
+        var conflicts: Int
+        var meanPassMS: Double
+    }
 
     struct ProcessFigures: Codable {
         var name: String
@@ -141,6 +154,8 @@ struct FleetResult: Codable {
             "| nodes registered and Ready | \(nodesReady) / \(nodes) in \(String(format: "%.1f", registerSeconds)) s | |",
             "| applied | \(applications) applications, \(deployments) deployments (\(applyErrors) refused) | |",
             "| replicas bound / running | \(bound) / \(running) of \(replicas) | |",
+            "| apply answered p50 / p99 | \(ms(applyAnsweredP50)) / \(ms(applyAnsweredP99)) | request sent → 201, \(conflictRetries) answers 409 sent again |",
+            "| scheduler over the workload: passes, transactions, bindings, conflicts | \(scheduler.passes), \(scheduler.transactions), \(scheduler.bindings), \(scheduler.conflicts) | mean pass \(ms(scheduler.meanPassMS)) |",
             "| apply → bound p50 / p99 | \(ms(applyToBoundP50)) / \(ms(applyToBoundP99)) | etcd txn p99 \(ms(rawTxnP99)) (16 concurrent, same run) |",
             "| apply → running p50 / p99 | \(ms(applyToRunningP50)) / \(ms(applyToRunningP99)) | run delay included |",
             "| placements/s | \(String(format: "%.0f", placementsPerSecond)) | etcd raw put \(String(format: "%.0f", rawPutsPerSecond))/s, txn \(String(format: "%.0f", rawTxnsPerSecond))/s (16 concurrent, same run); placement pipeline alone \(String(format: "%.0f", pipelinePlacementsPerSecond))/s (ratio \(String(format: "%.3f", placementsPerSecond / pipelinePlacementsPerSecond))) |",
@@ -190,6 +205,10 @@ final class FleetRun: @unchecked Sendable {
     /// When each owner (application or deployment) was applied, and when each replica was first
     /// seen bound and running (wall clock, ms since 1970: the hollow nodes' journal is too).
     let applied = Locked([String: Double]())
+    /// Each application apply's latency, sent → its final answer, 409 retries included (ms).
+    let answered = Locked([Double]())
+    /// Applies answered 409 and sent again.
+    let conflictRetries = Locked(0)
     let bound = Locked([String: (owner: String, ms: Double, node: String)]())
     let running = Locked([String: Double]())
     /// The latest binding node of each replica.
@@ -241,9 +260,12 @@ final class FleetRun: @unchecked Sendable {
                 "--max-connections-per-source", "0", "--auth-failure-limit", "0",
             ])
         }
+        // Each scheduler serves /metrics on a port of its own (the same one after a restart).
+        let schedulerPorts = ["a": TestEnvironment.freePort(), "b": TestEnvironment.freePort()]
         func startScheduler(_ identity: String) throws -> ChildProcess {
             try launch("gpuplane-scheduler", "scheduler-\(identity)", etcdFlags + [
-                "--identity", identity, "--lease-ttl", "3s", "--meter-interval", "1h", "--port", "0",
+                "--identity", identity, "--lease-ttl", "3s", "--meter-interval", "1h",
+                "--listen", "127.0.0.1", "--port", "\(schedulerPorts[identity] ?? 0)",
                 "--log-destination", "stderr", "--log-level", "warning",
             ])
         }
@@ -307,13 +329,23 @@ final class FleetRun: @unchecked Sendable {
         // few overlap; an overlap answers 409 and is sent again, as a client would.
         let tenants = try await makeTenants(apiURLs[0], admin: admin, count: max(16, appCount / bench.appsPerTenant))
         let loadBefore = (try? await metrics.read()) ?? EtcdMetrics.Values(values: [:])
+        let schedulerMetrics = schedulerPorts.values.sorted().map { EtcdMetrics(url: "http://127.0.0.1:\($0)/metrics", http: http) }
+        func schedulerCounters() async -> [String: Double] {
+            var sum: [String: Double] = [:]
+            for m in schedulerMetrics {
+                guard let values = try? await m.read() else { continue }
+                for (name, value) in values.values where name.hasPrefix("gpuplane_scheduler_") { sum[name, default: 0] += value }
+            }
+            return sum
+        }
+        let schedulerBefore = await schedulerCounters()
         let cpuLoadStart = ProcessSampler(pids())
         let peak = PeakRSS()
         let sampler = Task { while !Task.isCancelled { peak.sample(self.pids()); try? await Task.sleep(for: .milliseconds(500)) } }
         defer { sampler.cancel() }
         let applyStart = Self.nowMS()
         let applyErrors = try await applyWorkload(apiURLs, tenants: tenants, apps: appCount, deployments: deploymentCount)
-        print("  applied \(appCount) applications and \(deploymentCount) deployments in \(String(format: "%.1f", (Self.nowMS() - applyStart) / 1000)) s (\(applyErrors) refused)")
+        print("  applied \(appCount) applications and \(deploymentCount) deployments in \(String(format: "%.1f", (Self.nowMS() - applyStart) / 1000)) s (\(applyErrors) refused, \(conflictRetries.withLock { $0 }) 409s sent again); answered p50 \(String(format: "%.0f", pct(answered.withLock { $0 }, 0.5))) ms")
         let expected = appCount - applyErrors
         // Every applied application's replica bound, and every bound replica of an applied
         // owner reported running.
@@ -324,11 +356,20 @@ final class FleetRun: @unchecked Sendable {
         }
         let cpuLoad = cpuLoadStart.cpuPercent(pids())
         let loadAfter = (try? await metrics.read()) ?? EtcdMetrics.Values(values: [:])
+        let schedulerAfter = await schedulerCounters()
+        func schedulerDelta(_ name: String) -> Double { (schedulerAfter[name] ?? 0) - (schedulerBefore[name] ?? 0) }
+        let schedulerPasses = schedulerDelta("gpuplane_scheduler_passes_total")
+        let schedulerFigures = FleetResult.SchedulerFigures(
+            passes: Int(schedulerPasses), transactions: Int(schedulerDelta("gpuplane_scheduler_transactions_total")),
+            bindings: Int(schedulerDelta("gpuplane_scheduler_bindings_total")),
+            conflicts: Int(schedulerDelta("gpuplane_scheduler_conflicts_total")),
+            meanPassMS: schedulerPasses > 0 ? schedulerDelta("gpuplane_scheduler_pass_duration_seconds_sum") / schedulerPasses * 1000 : .nan)
         let loadSeconds = max(0.001, (Self.nowMS() - applyStart) / 1000)
         let loadProposals = (loadAfter["etcd_server_proposals_committed_total"] - loadBefore["etcd_server_proposals_committed_total"]) / loadSeconds
         let boundNow = bound.withLock { $0 }
         let runningNow = running.withLock { $0 }
         let appliedNow = applied.withLock { $0 }
+        let answeredNow = answered.withLock { $0 }
         var toBound: [Double] = []
         var toRunning: [Double] = []
         for (key, b) in boundNow {
@@ -349,14 +390,15 @@ final class FleetRun: @unchecked Sendable {
         var result = FleetResult(
             nodes: nodes, victims: victims, nodesReady: nodesReady, registerSeconds: registerSeconds, applications: appCount,
             deployments: deploymentCount, replicas: boundNow.count, bound: toBound.count, running: toRunning.count,
-            applyErrors: applyErrors, applyToBoundP50: pct(toBound, 0.5), applyToBoundP99: pct(toBound, 0.99),
+            applyErrors: applyErrors, applyAnsweredP50: pct(answeredNow, 0.5), applyAnsweredP99: pct(answeredNow, 0.99),
+            conflictRetries: conflictRetries.withLock { $0 }, applyToBoundP50: pct(toBound, 0.5), applyToBoundP99: pct(toBound, 0.99),
             applyToRunningP50: pct(toRunning, 0.5), applyToRunningP99: pct(toRunning, 0.99), placementsPerSecond: placements,
             pipelinePlacementsPerSecond: pipelineRate, fanoutP50: pct(fanout, 0.5), fanoutP99: pct(fanout, 0.99), fanoutSamples: fanout.count, rawPutsPerSecond: rawPuts,
             rawTxnsPerSecond: rawTxns, rawTxnP99: rawTxnP99, steadyProposalsPerSecond: steadyProposals,
             steadyPutsPerSecond: steadyPuts, steadyRangesPerSecond: steadyRanges, steadyLeaseRenewsPerSecond: steadyRenews,
             loadProposalsPerSecond: loadProposals, etcdWatchers: watcherCount, silentToNotReady: nil, silentToRescheduled: nil, victimReplicas: 0,
             schedulerFailover: nil, apiServerRestartNotReady: nil, apiServerRestartSeconds: nil, spuriousNotReady: 0,
-            processes: [])
+            scheduler: schedulerFigures, processes: [])
 
         if !bench.skipFailover {
             try await failovers(&result, client: client, apiURLs: apiURLs, tenant: tenants[0], startAPIServer: startAPIServer, startScheduler: startScheduler)
@@ -503,9 +545,11 @@ final class FleetRun: @unchecked Sendable {
                         self.applied.withLock { $0["\(tenant.name)/\(name)"] = t0 }
                         var answer = await self.attempt("POST", api + "/v1/applications", token: tenant.token, body: body, contentType: "application/yaml")
                         for attempt in 0..<8 where answer.status == 409 {
+                            self.conflictRetries.withLock { $0 += 1 }
                             try await Task.sleep(for: .milliseconds(50 * (attempt + 1)))
                             answer = await self.attempt("POST", api + "/v1/applications", token: tenant.token, body: body, contentType: "application/yaml")
                         }
+                        self.answered.withLock { $0.append(Self.nowMS() - t0) }
                         if answer.status != 201 && answer.status != 200 {
                             refused.withLock { $0 += 1 }
                             if refused.withLock({ $0 }) <= 3 { print("  application refused: HTTP \(answer.status) \(answer.text.prefix(300))") }
