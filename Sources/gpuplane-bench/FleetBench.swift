@@ -74,7 +74,11 @@ struct FleetBench: AsyncParsableCommand {
             let result = try await run.execute()
             print("")
             print(result.table())
-            if let json, let line = try? JSONEncoder().encode(result) {
+            // A figure with no samples is NaN: written as the string "nan" rather than
+            // losing the whole line (JSONEncoder refuses NaN).
+            let encoder = JSONEncoder()
+            encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+            if let json, let line = try? encoder.encode(result) {
                 let handle = FileHandle(forWritingAtPath: json)
                 handle?.seekToEndOfFile()
                 handle?.write(line + Data("\n".utf8))

@@ -30,7 +30,13 @@ import Testing
         var victimReplicas: Int
         var schedulerFailover: Double?
         var apiServerRestartNotReady: Int?
+        var applyAnsweredP50: Double
+        var scheduler: Scheduler
         var processes: [Process]
+        struct Scheduler: Decodable {
+            var passes: Int
+            var bindings: Int
+        }
     }
 
     @Test(.enabled(if: EtcdFixture.isAvailable))
@@ -64,6 +70,9 @@ import Testing
         #expect(report.placementsPerSecond > 0 && report.rawPutsPerSecond > 0 && report.rawTxnsPerSecond > 0)
         #expect(report.fanoutSamples >= report.running)
         #expect(report.etcdWatchers > 0)
+        // The schedulers' own counters were read over the workload: every binding is there.
+        #expect(report.scheduler.passes > 0 && report.scheduler.bindings >= report.bound, "\(report.scheduler)")
+        #expect(report.applyAnsweredP50 > 0)
         // The silent-node phase moved the victims' replicas; both failovers placed or answered.
         #expect(report.silentToNotReady != nil)
         #expect(report.victimReplicas > 0)
@@ -73,6 +82,6 @@ import Testing
         #expect(Set(report.processes.map(\.name)) == ["etcd", "api-server-0", "api-server-1", "scheduler-a", "scheduler-b", "hollow nodes, per 1,000"])
         #expect(report.processes.allSatisfy { $0.rssMiB > 0 })
         // The markdown table is printed too.
-        #expect(output.contains("| apply → bound p50 / p99 |") && output.contains("| process | RSS MiB |"))
+        #expect(output.contains("| apply answered p50 / p99 |") && output.contains("| apply → bound p50 / p99 |") && output.contains("| process | RSS MiB |"))
     }
 }
