@@ -58,7 +58,11 @@ public final class Informer<R: Resource>: Sendable {
     private let state = Locked(State())
 
     private struct State {
-        var cache: [ObjectKey: R] = [:]
+        var cache: [ObjectKey: R] = [:] {
+            didSet { sorted = nil }
+        }
+        /// ``list()``'s answer while the cache has not changed since.
+        var sorted: [R]?
         var revision: Int64 = 0
         var synced = false
         var failure: StoreError?
@@ -123,10 +127,16 @@ public final class Informer<R: Resource>: Sendable {
         state.withLock { $0.cache[ObjectKey(tenant: tenant, name: name)] }
     }
 
-    /// Every cached object, ordered by tenant then name.
+    /// Every cached object, ordered by tenant then name. Kept until the cache changes; the keys
+    /// alone are sorted (sorting the objects moved every large value at each swap: half the
+    /// scheduler leader's CPU at 1,000 nodes, its passes reading every informer).
     public func list() -> [R] {
         state.withLock { s in
-            s.cache.sorted { ($0.key.tenant, $0.key.name) < ($1.key.tenant, $1.key.name) }.map(\.value)
+            if let sorted = s.sorted { return sorted }
+            let keys = s.cache.keys.sorted { $0.tenant != $1.tenant ? $0.tenant < $1.tenant : $0.name < $1.name }
+            let sorted = keys.compactMap { s.cache[$0] }
+            s.sorted = sorted
+            return sorted
         }
     }
 
