@@ -19,6 +19,11 @@ import Logging
 /// - A watch of the heartbeat keys forgets a node whose key someone else wrote or deleted (it
 ///   moved to another api-server, or was deleted): its next beat here is a first beat again,
 ///   which finds a deleted node gone (404).
+/// - A beat that comes more than ``rewriteAfterGap`` after the node's last beat here writes the
+///   key again although memory says live: the node may have beaten to another api-server
+///   meanwhile, which wrote the key under its lease and will mark it silent once the node
+///   stops beating there, before this api-server's lagging watch has told it the key moved (an
+///   overloaded pair of api-servers passing nodes back and forth).
 /// - The lease lost (no renewal within its TTL: an etcd outage or an overloaded member) is
 ///   replaced at once, and the keys of the nodes written under it (deleted with it) are
 ///   written again under the new one, without waiting for their next beat.
@@ -41,6 +46,9 @@ public final class HeartbeatTracker: Sendable {
     public let silentAfter: Duration
     /// How often silent nodes are looked for.
     public let sweepInterval: Duration
+    /// A beat this long after the node's previous one here writes its key again (two thirds
+    /// of ``silentAfter``, 2 s by default: a node beating every second never does).
+    public var rewriteAfterGap: Duration { silentAfter * 2 / 3 }
     private let store: ResourceStore
     private let heartbeats: NodeHeartbeats
     private let logger: Logger
@@ -137,16 +145,19 @@ public final class HeartbeatTracker: Sendable {
     /// a key is only written for a node that exists.
     /// - Throws: ``StoreError`` (``StoreError/Code/notFound`` for a node that is not
     ///   registered; ``StoreError/Code/unavailable`` when etcd fails).
-    public func beat(node: String, registering: Bool) async throws {
-        let now = ContinuousClock.now
+    public func beat(node: String, registering: Bool, now: ContinuousClock.Instant = .now) async throws {
         let needsWrite = state.withLock { s -> Bool in
             guard var entry = s.nodes[node] else {
                 s.nodes[node] = Entry(lastBeat: now, phase: .writing)
                 return true
             }
+            let gap = now - entry.lastBeat
             entry.lastBeat = now
             var write = false
             switch entry.phase {
+            case .live where gap > rewriteAfterGap:
+                entry.phase = .writing
+                write = true
             case .live, .writing: break
             case .silencing(let lease, _): entry.phase = .silencing(lease: lease, beaten: true)
             case .silent, .lost:

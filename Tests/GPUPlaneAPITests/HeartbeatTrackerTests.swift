@@ -69,6 +69,35 @@ import Testing
         _ = try await h.deps.store.delete(Node.self, tenant: ObjectMeta.clusterTenant, name: node)
     }
 
+    /// A node that beat to b meanwhile and comes back to a after a gap: a writes its key again,
+    /// though a's watch never said the key moved (an overloaded pair passing nodes back and
+    /// forth), so b, whose key it was, cannot mark silent a node that beats to a. A beat within
+    /// the gap touches memory only.
+    @Test func aBeatAfterAGapTakesTheKeyBack() async throws {
+        let h = try await SharedServer.shared.get()
+        let a = Self.tracker(h)
+        let b = Self.tracker(h)
+        defer {
+            a.stop()
+            b.stop()
+        }
+        let node = "hb-" + UUID().uuidString.prefix(8).lowercased()
+        _ = try await h.deps.store.create(Node(metadata: ObjectMeta(name: node), spec: NodeSpec(machineType: "cpu", gpus: [])))
+        let start = ContinuousClock.now
+        try await a.beat(node: node, registering: false, now: start)
+        try await b.beat(node: node, registering: false, now: start + .milliseconds(500))
+        #expect(try await Self.key(h, node)?.state == .live(server: b.serverID))
+        // Within the gap (1.33 s: two thirds of silent-after): memory only, the key stays b's.
+        try await a.beat(node: node, registering: false, now: start + .milliseconds(900))
+        #expect(try await Self.key(h, node)?.state == .live(server: b.serverID))
+        // After it: a writes the key under its own lease again.
+        try await a.beat(node: node, registering: false, now: start + .milliseconds(2500))
+        #expect(try await Self.key(h, node)?.state == .live(server: a.serverID))
+        await b.sweep(now: start + .seconds(60))
+        #expect(try await Self.key(h, node)?.state == .live(server: a.serverID), "b marked silent a node that beats to a")
+        _ = try await h.deps.store.delete(Node.self, tenant: ObjectMeta.clusterTenant, name: node)
+    }
+
     /// A lost lease (revoked here; expired in an etcd outage in life) is replaced at once: the
     /// keys of the nodes written under it are written again under a new lease without waiting
     /// for a beat; a node deleted meanwhile is not written, and is forgotten.
