@@ -169,6 +169,14 @@ public final class HeartbeatTracker: Sendable {
         }
         guard needsWrite || registering else { return }
         do {
+            defer {
+                // The node sends its next beat a beat's interval after this answer: a slow
+                // write must not count as a gap (nor as silence).
+                let answered = max(now, ContinuousClock.now)
+                state.withLock { s in
+                    if let entry = s.nodes[node], entry.lastBeat < answered { s.nodes[node]?.lastBeat = answered }
+                }
+            }
             guard try await writeLive(node, ifNodeExists: !registering) else {
                 state.withLock { s in
                     if case .writing = s.nodes[node]?.phase { s.nodes[node] = nil }

@@ -57,9 +57,12 @@ import Testing
 
         let node = "hb-" + UUID().uuidString.prefix(8).lowercased()
         _ = try await h.deps.store.create(Node(metadata: ObjectMeta(name: node), spec: NodeSpec(machineType: "cpu", gpus: [])))
-        try await a.beat(node: node, registering: false)
+        // A beat every 100 ms on the tracker's clock (a loaded run's real gaps could pass the
+        // gap after which a beat writes again, rightly).
+        let start = ContinuousClock.now
+        try await a.beat(node: node, registering: false, now: start)
         let written = try #require(try await h.client.get(NodeHeartbeat.key(node)))
-        for _ in 0..<5 { try await a.beat(node: node, registering: false) }
+        for i in 1...5 { try await a.beat(node: node, registering: false, now: start + .milliseconds(100 * i)) }
         #expect(try await h.client.get(NodeHeartbeat.key(node))?.modRevision == written.modRevision, "a steady beat wrote")
 
         await a.sweep(now: .now + .seconds(60))
