@@ -117,7 +117,8 @@ struct AgentLifecycleTests {
     /// newer binding's status, and a node reports only its own phases.
     @Test func staleOrForeignReportsAreRefused() async throws {
         try await withAgentWorld { world in
-            let api = world.apiClient()
+            // 60 s per call: a status report outlived the agent's 5 s in a loaded full run.
+            let api = world.apiClient(requestTimeout: .seconds(60))
             let replica = try await world.createReplica("reported", gpus: [2])
             let binding = try #require(replica.binding)
 

@@ -142,8 +142,11 @@ final class AgentWorld: @unchecked Sendable {
 
     var store: ResourceStore { plane.store }
 
-    func apiClient(base: String? = nil, watchIdleTimeout: Duration = .seconds(45)) -> NodeAPI.Client {
-        NodeAPI.Client(NodeAPI.Configuration(baseURL: base ?? plane.base, token: token, watchIdleTimeout: watchIdleTimeout))
+    /// The node's API client (the agent's own; a test calling as the node may give its calls
+    /// a longer deadline than the agent's 5 s, which a loaded full run outlived).
+    func apiClient(base: String? = nil, requestTimeout: Duration = .seconds(5), watchIdleTimeout: Duration = .seconds(45)) -> NodeAPI.Client {
+        NodeAPI.Client(NodeAPI.Configuration(
+            baseURL: base ?? plane.base, token: token, requestTimeout: requestTimeout, watchIdleTimeout: watchIdleTimeout))
     }
 
     /// This world's host ports for model servers and deployment instances: a block of its own,

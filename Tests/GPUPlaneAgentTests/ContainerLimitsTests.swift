@@ -27,7 +27,8 @@ struct ContainerLimitsTests {
     /// The QUOTA, PERIOD and MEMORY lines of the replica's container.
     static func limits(_ world: AgentWorld, _ name: String) async throws -> [String: String] {
         var values: [String: String] = [:]
-        try await eventually("\(name) printed its limits") {
+        // 60 s (× the time scale): a loaded full run took over 90 s to start the container.
+        try await eventually("\(name) printed its limits", timeout: 60) {
             guard let id = try await world.containers(of: name).first?.id else { return false }
             values = [:]
             for line in try await world.output(id) {
