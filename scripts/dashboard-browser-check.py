@@ -105,8 +105,9 @@ def shot(name):
 
 
 def sign_in(token, expect):
-    """Signs in by keyboard: the token, then Enter."""
+    """Signs in by keyboard: the token, then Enter (once the page's script is ready for it)."""
     wait("the sign-in form", lambda: element("#login").is_displayed())
+    wait("the sign-in button enabled by the page's script", lambda: element("#sign-in").is_enabled())
     fill("#token", token)
     element("#token").send_keys(Keys.ENTER)
     wait_text("#who", expect)
@@ -124,6 +125,7 @@ try:
     # The token field is labelled, and so is every control reached below.
     assert element("label[for=token]").text == "Token"
     shot("sign-in")
+    wait("the sign-in button enabled by the page's script", lambda: element("#sign-in").is_enabled())
     fill("#token", "gp_this_token_does_not_exist_0123456789")
     element("#sign-in").click()
     wait_text("#banner", "unknown, revoked or expired")

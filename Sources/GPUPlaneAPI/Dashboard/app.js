@@ -160,6 +160,8 @@ async function start() {
   await route();
 }
 
+// The button is disabled in the page until this handler exists: a sign-in before the script
+// had loaded submitted the form to the page itself, a reload that lost the token silently.
 $("login").addEventListener("submit", (event) => {
   event.preventDefault();
   const field = $("token");
@@ -184,6 +186,7 @@ $("tenant-filter").addEventListener("change", (event) => {
 window.addEventListener("hashchange", () => {
   if (location.hash.startsWith("#/")) route(); // "#main" is the skip link, not a page
 });
+$("sign-in").disabled = false;
 window.addEventListener("gpuplane-unauthorized", () => {
   // An expired or revoked token: back to the sign-in form, saying why.
   forgetToken();
