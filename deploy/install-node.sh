@@ -15,7 +15,9 @@
 #
 # usage: install-node.sh --api-server URL (--token-file FILE | --token-stdin) [options]
 #        install-node.sh --uninstall [--prefix DIR]
-#   --api-server URL       the api-server, e.g. https://gpuplane-api.internal:8080
+#   --api-server URL       the api-server, e.g. https://gpuplane-api.internal:8080; several
+#                          (comma-separated, or the flag repeated): the agent moves to the next
+#                          when one stops answering; each is checked
 #   --token-file FILE      a node token for this node (POST /v1/tokens {"role":"node","node":NAME})
 #   --token-stdin          read the node token from standard input instead
 #                          (on a rerun both may be left out: the installed token is kept)
@@ -67,7 +69,7 @@ uninstall=0
 need_value() { if [ $# -lt 2 ] || [ -z "$2" ]; then usage_error "$1 needs a value"; fi; }
 while [ $# -gt 0 ]; do
     case "$1" in
-        --api-server) need_value "$@"; api_server="$2"; shift 2 ;;
+        --api-server) need_value "$@"; api_server="${api_server:+$api_server,}$2"; shift 2 ;;
         --token-file) need_value "$@"; token_file="$2"; shift 2 ;;
         --token-stdin) token_stdin=1; shift ;;
         --ca-file) need_value "$@"; ca_file="$2"; shift 2 ;;
@@ -157,16 +159,30 @@ fi
 
 # --- Flags -------------------------------------------------------------------------------------
 [ -n "$api_server" ] || usage_error "--api-server is required (e.g. --api-server https://gpuplane-api.internal:8080)"
-case "$api_server" in
-    https://*) [ -n "$ca_file" ] || note "no --ca-file: the api-server's certificate must be signed by a CA the system trusts" ;;
-    http://127.*|http://localhost*|http://\[::1\]*) ;;
-    http://*) note "warning: --api-server is plain HTTP: the node token crosses the network in clear text" ;;
-    *) usage_error "--api-server must be an http:// or https:// URL, not '$api_server'" ;;
-esac
-api_server="${api_server%/}"
+# One URL or several (comma-separated, or --api-server repeated); each is checked below.
+api_servers=()
+IFS=',' read -r -a given_servers <<<"$api_server"
+for url in "${given_servers[@]}"; do
+    url="${url#"${url%%[![:space:]]*}"}"
+    url="${url%"${url##*[![:space:]]}"}"
+    [ -n "$url" ] || continue
+    case "$url" in
+        https://*) [ -n "$ca_file" ] || note "no --ca-file: the certificate of $url must be signed by a CA the system trusts" ;;
+        http://127.*|http://localhost*|http://\[::1\]*) ;;
+        http://*) note "warning: --api-server $url is plain HTTP: the node token crosses the network in clear text" ;;
+        *) usage_error "--api-server must be http:// or https:// URLs (comma-separated for several), not '$url'" ;;
+    esac
+    if [ -n "$ca_file" ]; then
+        case "$url" in https://*) ;; *) usage_error "--ca-file is given but --api-server $url is not an https:// URL" ;; esac
+    fi
+    api_servers+=("${url%/}")
+done
+[ ${#api_servers[@]} -gt 0 ] || usage_error "--api-server is required (e.g. --api-server https://gpuplane-api.internal:8080)"
+# The first is the gateway URL and the one asked for the node's Ready; the agent gets them all.
+api_server="${api_servers[0]}"
+api_server_list="$(IFS=,; echo "${api_servers[*]}")"
 if [ -n "$ca_file" ]; then
     [ -r "$ca_file" ] || fail "cannot read --ca-file $ca_file"
-    case "$api_server" in https://*) ;; *) usage_error "--ca-file is given but --api-server is not an https:// URL" ;; esac
 fi
 case "$gpu_mode" in dedicated|large|shared) ;; *) usage_error "--gpu-mode must be dedicated, large or shared, not '$gpu_mode'" ;; esac
 case "$wait_timeout" in ''|*[!0-9]*) usage_error "--wait-timeout must be a whole number of seconds, not '$wait_timeout'" ;; esac
@@ -291,24 +307,27 @@ else
     fi
 fi
 
-say "checking the api-server at $api_server"
 curl_tls=()
 if [ -n "$ca_file" ]; then curl_tls=(--cacert "$ca_file"); fi
-health="$(curl -sS --max-time 10 ${curl_tls[@]+"${curl_tls[@]}"} -o /dev/null -w '%{http_code}' "$api_server/healthz" 2>&1)" ||
-    fail "cannot reach --api-server $api_server ($health): check the URL, the network, and that --ca-file signed its certificate"
-[ "$health" = 200 ] || fail "$api_server/healthz answered $health: is --api-server a gpuplane api-server?"
-# The node token may read its own Node (404 before the agent first registers it).
-node_url="$api_server/v1/nodes/$node_name"
 answer() {
     curl -sS --max-time 10 ${curl_tls[@]+"${curl_tls[@]}"} -H "Authorization: Bearer $token" -o "$scratch/node.json" -w '%{http_code}' "$node_url"
 }
-code="$(answer 2>&1)" || fail "cannot read $node_url ($code)"
-case "$code" in
-    200|404) note "the api-server answers and accepts the node token" ;;
-    401) fail "the api-server refuses the node token: give a valid one with --token-file or --token-stdin" ;;
-    403) fail "the node token is for another node ($(cat "$scratch/node.json")): fix --node-name or --token-file" ;;
-    *) fail "GET $node_url answered $code: $(cat "$scratch/node.json")" ;;
-esac
+for url in "${api_servers[@]}"; do
+    say "checking the api-server at $url"
+    health="$(curl -sS --max-time 10 ${curl_tls[@]+"${curl_tls[@]}"} -o /dev/null -w '%{http_code}' "$url/healthz" 2>&1)" ||
+        fail "cannot reach --api-server $url ($health): check the URL, the network, and that --ca-file signed its certificate"
+    [ "$health" = 200 ] || fail "$url/healthz answered $health: is --api-server $url a gpuplane api-server?"
+    # The node token may read its own Node (404 before the agent first registers it).
+    node_url="$url/v1/nodes/$node_name"
+    code="$(answer 2>&1)" || fail "cannot read $node_url ($code)"
+    case "$code" in
+        200|404) note "the api-server answers and accepts the node token" ;;
+        401) fail "the api-server $url refuses the node token: give a valid one with --token-file or --token-stdin" ;;
+        403) fail "the node token is for another node ($(cat "$scratch/node.json")): fix --node-name or --token-file" ;;
+        *) fail "GET $node_url answered $code: $(cat "$scratch/node.json")" ;;
+    esac
+done
+node_url="$api_server/v1/nodes/$node_name"
 
 # --- 2. Binary and unit ---
 say "installing the node-agent binary and its systemd unit"
@@ -322,7 +341,7 @@ unit_changed=$changed
 say "writing $config and the node token"
 {
     echo "# Written by install-node.sh: rerun it (with changed flags) rather than editing this file."
-    echo "api-server = $api_server"
+    echo "api-server = $api_server_list"
     echo "node-token-file = $installed_token"
     if [ -n "$ca_file" ]; then echo "api-server-ca-file = $etc_dir/ca.pem"; fi
     echo "node-name = $node_name"

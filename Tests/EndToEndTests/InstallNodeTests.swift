@@ -119,6 +119,12 @@ import Testing
                         environment: fakeNVML, input: input, timeout: .seconds(420))
                 }
             }
+            // A second api-server URL that answers nothing: refused before anything is
+            // written, naming that URL (each of several is checked).
+            let dead = "https://127.0.0.1:\(TestEnvironment.freePort())"
+            let refused = try await install(flags.map { $0 == apiURL ? "\(apiURL),\(dead)" : $0 } + ["--token-stdin"], input: token + "\n")
+            #expect(refused.status != 0 && refused.output.contains("cannot reach --api-server \(dead)"), "\(refused.output)")
+            #expect(!FileManager.default.fileExists(atPath: prefix.appendingPathComponent("etc/gpuplane/node-agent.conf").path))
             let first = try await install(flags + ["--token-stdin"], input: token + "\n")
             started = agentPid()
             if let started { lan.adopt(pid: started, commandLineHolds: prefix.path) }
