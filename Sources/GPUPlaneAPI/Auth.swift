@@ -282,7 +282,7 @@ public final class TokenMirror: Sendable {
                 if failures == 1 || failures % 20 == 0 {
                     logger.warning("the token index watch failed; reading tokens from etcd until it is back", metadata: ["error": "\(error)"])
                 }
-                try? await Task.sleep(for: .milliseconds(min(2000, 50 << min(failures, 6))))
+                try? await Task.sleep(for: ResourceStore.relistPause(afterFailures: failures))
             }
         }
         state.withLock { $0.following = false }

@@ -33,8 +33,9 @@ import Logging
 /// `heartbeat-ttl` on purpose: it bounds only how long a dead api-server's keys linger (the
 /// nodes that live on rewrite theirs through another api-server within seconds), and a lease
 /// as short as a beat's deadline lapsed whenever etcd was slow to answer one renewal, and each
-/// lapse rewrote every key it held into the same slow etcd (2,000 simulated nodes on 2 cores). A restarted api-server
-/// starts empty and marks silent only the nodes that beat to it since.
+/// lapse rewrote every key it held into the same slow etcd (2,000 simulated nodes on 2
+/// cores). A restarted api-server starts empty and marks silent only the nodes that beat to it
+/// since.
 public final class HeartbeatTracker: Sendable {
     /// This api-server's id in the keys it writes (random per process).
     public let serverID: String
@@ -412,7 +413,7 @@ public final class HeartbeatTracker: Sendable {
                 if failures == 1 || failures % 20 == 0 {
                     logger.warning("heartbeat watch failed; listing again", metadata: ["error": "\(error)"])
                 }
-                try? await Task.sleep(for: .milliseconds(min(2000, 50 << min(failures, 6))))
+                try? await Task.sleep(for: ResourceStore.relistPause(afterFailures: failures))
             }
         }
     }

@@ -177,7 +177,7 @@ public final class Informer<R: Resource>: Sendable {
                 failures += 1
                 state.withLock { $0.relists += 1 }
                 logger.warning("informer failed; relisting", metadata: ["kind": "\(R.kind)", "error": "\(error)"])
-                try? await Task.sleep(for: .milliseconds(min(2000, 50 << min(failures, 6))))
+                try? await Task.sleep(for: ResourceStore.relistPause(afterFailures: failures))
             }
         }
         let (subscribers, waiters) = state.withLock { s in

@@ -38,6 +38,12 @@ public struct StoreWatchBatch<R: Resource>: Sendable {
 }
 
 extension ResourceStore {
+    /// The pause before listing and watching again after `failures` failed attempts in a row:
+    /// 100 ms, doubling to 2 s (informers, watch caches, the heartbeat and token copies).
+    public static func relistPause(afterFailures failures: Int) -> Duration {
+        .milliseconds(min(2000, 50 << min(failures, 6)))
+    }
+
     /// The changes of the objects of one kind (one tenant's, or all for nil) from `revision`
     /// on, in revision order, never lost, repeated or reordered (the etcd client resumes a
     /// dropped stream where it was). With `progressNotify`, a quiet watch gets an empty batch

@@ -160,9 +160,7 @@ public final class WatchCache<R: Resource>: Sendable {
         var routed: [String: [UUID: WatchCacheSubscription<R>]] = [:]
         /// The subscribers that want every change.
         var unrouted: [UUID: WatchCacheSubscription<R>] = [:]
-        /// Items handed to subscribers so far (tests, metrics), and of them the batches of
-        /// changes.
-        var deliveries = 0
+        /// Batches of changes handed to subscribers so far (tests, metrics).
         var batchDeliveries = 0
         var restarts = 0
         var stopped = false
@@ -208,8 +206,6 @@ public final class WatchCache<R: Resource>: Sendable {
     public var head: Int64 { state.withLock { $0.head } }
     /// How many subscribers are attached.
     public var subscriberCount: Int { state.withLock { $0.subscribers.count } }
-    /// How many items (batches and progress) were handed to subscribers so far.
-    public var deliveries: Int { state.withLock { $0.deliveries } }
     /// How many batches of changes were handed to subscribers so far (progress not counted).
     public var batchDeliveries: Int { state.withLock { $0.batchDeliveries } }
     /// How many times the etcd watch was opened again after a failure or compaction.
@@ -351,7 +347,7 @@ public final class WatchCache<R: Resource>: Sendable {
                 failures += 1
                 state.withLock { $0.restarts += 1 }
                 logger.warning("watch cache's etcd watch failed; watching again", metadata: ["kind": "\(R.kind)", "from": "\(from)", "error": "\(error)"])
-                try? await Task.sleep(for: .milliseconds(min(2000, 50 << min(failures, 6))))
+                try? await Task.sleep(for: ResourceStore.relistPause(afterFailures: failures))
             }
         }
     }
@@ -377,7 +373,7 @@ public final class WatchCache<R: Resource>: Sendable {
                 return
             } catch {
                 failures += 1
-                try? await Task.sleep(for: .milliseconds(min(2000, 50 << min(failures, 6))))
+                try? await Task.sleep(for: ResourceStore.relistPause(afterFailures: failures))
             }
         }
     }
@@ -387,7 +383,6 @@ public final class WatchCache<R: Resource>: Sendable {
     private func queueProgress(to id: UUID) {
         state.withLock { s in
             guard let subscriber = s.subscribers[id] else { return }
-            s.deliveries += 1
             subscriber.continuation.yield(.batch(events: [], revision: s.head))
         }
     }
@@ -465,7 +460,6 @@ public final class WatchCache<R: Resource>: Sendable {
             } else {
                 recipients = Array(s.subscribers.values)
             }
-            s.deliveries += recipients.count
             if !events.isEmpty { s.batchDeliveries += recipients.count }
             var overflowed: [WatchCacheSubscription<R>] = []
             for subscriber in recipients {
@@ -542,7 +536,7 @@ public final class WatchCaches: Sendable {
                 } catch {
                     failures += 1
                     if failures == 1 { logger.warning("watch cache cannot start yet; retrying", metadata: ["kind": "\(R.kind)", "error": "\(error)"]) }
-                    try? await Task.sleep(for: .milliseconds(min(2000, 50 << min(failures, 6))))
+                    try? await Task.sleep(for: ResourceStore.relistPause(afterFailures: failures))
                 }
             }
         }

@@ -95,7 +95,7 @@ final class HeartbeatWatcher: Sendable {
                 if Task.isCancelled { return }
                 failures += 1
                 logger.warning("heartbeat watch failed; listing again", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: .milliseconds(min(2000, 50 << min(failures, 6))))
+                try? await Task.sleep(for: ResourceStore.relistPause(afterFailures: failures))
             }
         }
     }
