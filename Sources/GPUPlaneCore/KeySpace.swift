@@ -45,12 +45,17 @@ public enum KeySpace {
     // MARK: - Keys that are not resources
 
     /// `/gpuplane/tokens/`: the token index, `<sha256 of the secret>` → `TokenRecord` (JSON).
-    /// Written by the api-server when an admin issues a token, deleted when one is revoked,
-    /// read on every authentication that misses the cache.
+    /// Written by the api-server when an admin issues a token, deleted when one is revoked;
+    /// each api-server holds a copy, listed and then watched.
     public static let tokens = root + "tokens/"
 
     /// The index key of the token whose secret hashes to `sha256` (hex).
     public static func token(sha256: String) -> String { tokens + sha256 }
+
+    /// The hash a token index key stands for; nil for a key of another family.
+    public static func sha256(ofTokenKey key: String) -> String? {
+        key.hasPrefix(tokens) ? String(key.dropFirst(tokens.count)) : nil
+    }
 
     /// `/gpuplane/heartbeats/`: one key per node whose agent beats, `{"server", "state"}`
     /// written by the api-server it beats to (`live`, then `silent` when it stops calling) under

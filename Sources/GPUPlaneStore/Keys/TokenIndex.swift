@@ -26,7 +26,7 @@ public struct TokenIndex: Sendable {
     public func record(sha256: String) async throws -> TokenRecord? {
         let kv: Etcd.KeyValue?
         do { kv = try await client.get(KeySpace.token(sha256: sha256)) } catch let e as EtcdError { throw StoreError.etcd(e) }
-        return kv.flatMap { try? GPUPlaneJSON.decode(TokenRecord.self, from: $0.value) }
+        return kv.flatMap { Self.decode($0.value) }
     }
 
     /// A deleted token: its hash and the revision of the delete.
@@ -47,10 +47,10 @@ public struct TokenIndex: Sendable {
     public func remove(hashPrefix: String) async throws -> Removal? {
         do {
             let matches = try await client.range(.prefix(KeySpace.token(sha256: hashPrefix)), limit: 1)
-            guard let kv = matches.kvs.first else { return nil }
+            guard let kv = matches.kvs.first, let sha256 = KeySpace.sha256(ofTokenKey: kv.keyString) else { return nil }
             let deleted = try await client.delete(.key(kv.key))
             guard deleted.deleted > 0 else { return nil }
-            return Removal(sha256: String(kv.keyString.dropFirst(KeySpace.tokens.count)), revision: deleted.header.revision)
+            return Removal(sha256: sha256, revision: deleted.header.revision)
         } catch let e as EtcdError {
             throw StoreError.etcd(e)
         }
@@ -73,8 +73,7 @@ public struct TokenIndex: Sendable {
             let listed = try await client.range(.prefix(KeySpace.tokens))
             var records: [String: TokenRecord] = [:]
             for kv in listed.kvs {
-                let hash = String(kv.keyString.dropFirst(KeySpace.tokens.count))
-                if let record = try? GPUPlaneJSON.decode(TokenRecord.self, from: kv.value) { records[hash] = record }
+                if let hash = KeySpace.sha256(ofTokenKey: kv.keyString), let record = Self.decode(kv.value) { records[hash] = record }
             }
             return (records, listed.header.revision)
         } catch let e as EtcdError {
@@ -88,18 +87,16 @@ public struct TokenIndex: Sendable {
     /// error when the consuming task is cancelled.
     public func watch(from revision: Int64) -> AsyncThrowingStream<[Change], any Error> {
         store.watchKeys(.prefix(KeySpace.tokens), from: revision, progressNotify: true) { batch in
-            batch.events.map { event in
-                let hash = String(event.kv.keyString.dropFirst(KeySpace.tokens.count))
-                switch event.type {
-                case .put:
-                    return Change(
-                        sha256: hash, record: try? GPUPlaneJSON.decode(TokenRecord.self, from: event.kv.value), revision: event.revision)
-                case .delete:
-                    return Change(sha256: hash, record: nil, revision: event.revision)
+            batch.events.compactMap { event in
+                KeySpace.sha256(ofTokenKey: event.kv.keyString).map { hash in
+                    Change(sha256: hash, record: event.type == .put ? Self.decode(event.kv.value) : nil, revision: event.revision)
                 }
             }
         }
     }
+
+    /// The record stored in `value`; nil when it is not one (it authenticates no one).
+    private static func decode(_ value: Data) -> TokenRecord? { try? GPUPlaneJSON.decode(TokenRecord.self, from: value) }
 
     private static func encode(_ record: TokenRecord) throws -> Data {
         do { return try GPUPlaneJSON.encode(record) } catch {
