@@ -306,12 +306,12 @@ final class FleetRun: @unchecked Sendable {
         print("  \(nodesReady) nodes Ready after \(String(format: "%.1f", registerSeconds)) s")
 
         // Steady state: what the heartbeats alone cost etcd, and the processes' CPU.
-        let metrics = EtcdMetrics(url: etcd.endpoints[0] + "/metrics", http: http)
+        let metrics = PrometheusMetrics(url: etcd.endpoints[0] + "/metrics", http: http)
         try await Task.sleep(for: .seconds(2))
         let cpuSteadyStart = ProcessSampler(pids())
-        let before = (try? await metrics.read()) ?? EtcdMetrics.Values(values: [:])
+        let before = (try? await metrics.read()) ?? PrometheusMetrics.Values(values: [:])
         try await Task.sleep(for: .milliseconds(Int(bench.steadySeconds * 1000)))
-        let after = (try? await metrics.read()) ?? EtcdMetrics.Values(values: [:])
+        let after = (try? await metrics.read()) ?? PrometheusMetrics.Values(values: [:])
         let cpuSteady = cpuSteadyStart.cpuPercent(pids())
         let window = bench.steadySeconds
         let steadyProposals = (after["etcd_server_proposals_committed_total"] - before["etcd_server_proposals_committed_total"]) / window
@@ -332,8 +332,8 @@ final class FleetRun: @unchecked Sendable {
         // Applies of one tenant take turns (its quota is admitted by CAS): enough tenants that
         // few overlap; an overlap answers 409 and is sent again, as a client would.
         let tenants = try await makeTenants(apiURLs[0], admin: admin, count: max(16, appCount / bench.appsPerTenant))
-        let loadBefore = (try? await metrics.read()) ?? EtcdMetrics.Values(values: [:])
-        let schedulerMetrics = schedulerPorts.values.sorted().map { EtcdMetrics(url: "http://127.0.0.1:\($0)/metrics", http: http) }
+        let loadBefore = (try? await metrics.read()) ?? PrometheusMetrics.Values(values: [:])
+        let schedulerMetrics = schedulerPorts.values.sorted().map { PrometheusMetrics(url: "http://127.0.0.1:\($0)/metrics", http: http) }
         func schedulerCounters() async -> [String: Double] {
             var sum: [String: Double] = [:]
             for m in schedulerMetrics {
@@ -359,7 +359,7 @@ final class FleetRun: @unchecked Sendable {
             return owned.count >= expected && self.running.withLock { running in owned.allSatisfy { running[$0] != nil } }
         }
         let cpuLoad = cpuLoadStart.cpuPercent(pids())
-        let loadAfter = (try? await metrics.read()) ?? EtcdMetrics.Values(values: [:])
+        let loadAfter = (try? await metrics.read()) ?? PrometheusMetrics.Values(values: [:])
         let schedulerAfter = await schedulerCounters()
         func schedulerDelta(_ name: String) -> Double { (schedulerAfter[name] ?? 0) - (schedulerBefore[name] ?? 0) }
         let schedulerPasses = schedulerDelta("gpuplane_scheduler_passes_total")
@@ -707,8 +707,9 @@ func pct(_ values: [Double], _ p: Double) -> Double {
     return sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
 }
 
-/// etcd's Prometheus counters (`/metrics` on its client URL), summed over labels.
-struct EtcdMetrics {
+/// A process's Prometheus counters (its `/metrics`: etcd's on its client URL, a scheduler's on its
+/// port), summed over labels.
+struct PrometheusMetrics {
     let url: String
     let http: CurlHTTP.Client
 
