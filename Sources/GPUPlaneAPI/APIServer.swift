@@ -4,6 +4,7 @@ import GPUPlaneManifest
 import GPUPlaneListener
 import GPUPlaneService
 import GPUPlaneStore
+import GPUPlaneSystem
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
@@ -44,6 +45,14 @@ public struct APIDependencies: Sendable {
     /// Per tenant, whether its applies mostly name applications that exist (see
     /// ``ApplyHistory``).
     let applyHistory = ApplyHistory()
+    /// Each tenant's GPU admissions in this api-server, one at a time (``Admission/inTurn(_:_:)``).
+    let admissionTurns = Turns()
+    /// GPU admissions decided again because another one of the tenant committed first
+    /// (``admissionRaceCount``, `gpuplane_api_admission_races_total`).
+    let admissionRaces = Locked(0)
+    /// How many GPU admissions of this api-server were decided again because another one of
+    /// the tenant committed first, since it started.
+    public var admissionRaceCount: Int { admissionRaces.withLock { $0 } }
     /// The keys of inference URLs.
     public let inferenceKeys: InferenceKeys
     /// The inference gateway.

@@ -145,6 +145,28 @@ import Testing
         #expect(held == 4)
     }
 
+    /// Twelve concurrent GPU applies of one tenant on one api-server take turns: each is
+    /// decided on a read made after the one before committed, so none loses the marker's
+    /// compare-and-swap and reads again (without turns, all twelve read at once and eleven
+    /// race, n²/2 round trips for a burst of n).
+    @Test func aTenantsConcurrentAppliesTakeTurns() async throws {
+        let h = try await SharedServer.shared.get()
+        let (tenant, token) = try await h.tenant(.enterprise, gpuLimit: 64)
+        let racesBefore = h.deps.admissionRaceCount
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for i in 0..<12 {
+                group.addTask {
+                    let one = app("turn\(i)", pods: "  - {name: a, image: x, gpu: {enabled: true, model: custom, memoryGB: 80}}\n")
+                    return try await h.call("POST", "/v1/applications", token: token, body: one).status
+                }
+            }
+            return try await group.reduce(into: [Int]()) { $0.append($1) }
+        }
+        #expect(statuses == Array(repeating: 201, count: 12), "\(statuses)")
+        #expect(h.deps.admissionRaceCount == racesBefore, "a GPU admission raced another of this api-server")
+        #expect(ReplicaPlanner.wholeGPUs(try await h.deps.store.list(Replica.self, tenant: tenant).items) == 12)
+    }
+
     @Test func badInputGetsAClearErrorAndWritesNothing() async throws {
         let h = try await SharedServer.shared.get()
         let (_, token) = try await h.tenant(.scale)

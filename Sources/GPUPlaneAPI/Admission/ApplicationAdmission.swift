@@ -28,7 +28,7 @@ struct ApplicationAdmission: Sendable {
     /// scheduler changes what it read before it writes, it reads and decides again.
     /// - Throws: 403 over a limit, 409 when the version is not the application's.
     func apply(name: String, spec: ApplicationSpec, tenant: Tenant, expectedVersion: String?) async throws -> Outcome {
-        try await Admission.retryingRaces {
+        try await admission.inTurn(tenant.metadata.name) {
             try await admit(name: name, spec: spec, tenant: tenant, expectedVersion: expectedVersion)
         }
     }

@@ -18,7 +18,7 @@ struct DeploymentAdmission: Sendable {
         let wanted = spec.settings.minInstances
         deployment.status = DeploymentStatus(state: wanted == 0 ? .stopped : .deploying, instancesRunning: 0, instancesWanted: wanted)
         let replicas = (0..<wanted).map { deps.planner.replica(for: deployment, index: $0) }
-        let stored = try await Admission.retryingRaces {
+        let stored = try await admission.inTurn(tenantName) {
             let decision = try await admission.checkGPULimit(
                 tenant: tenant, replacing: nil, adding: spec.numGPUs * wanted, field: "settings.min_instances")
             try await admission.checkSpendingLimit(tenant: tenant, wantsGPU: wanted > 0)

@@ -5,12 +5,17 @@ import Metrics
 /// `rate()` and `increase()` then count that first event, and dashboards and alerts find the
 /// series before anything happened.
 enum APIServerMetrics {
-    /// Creates the gateway's and the ingress's counters (every outcome) and gauges; call after
-    /// `MetricsExporter.bootstrap()`.
+    /// GPU admissions (applies, deployment creates) decided again because another admission of
+    /// the tenant committed first: another api-server's, or the autoscaler's.
+    static let admissionRaces = Counter(label: "gpuplane_api_admission_races_total")
+
+    /// Creates the gateway's and the ingress's counters (every outcome) and gauges, and the
+    /// admission's; call after `MetricsExporter.bootstrap()`.
     static func register() {
         for outcome in GatewayMetrics.Outcome.allCases { _ = GatewayMetrics.requests(outcome) }
         _ = (GatewayMetrics.inFlight, GatewayMetrics.queued)
         for outcome in IngressMetrics.Outcome.allCases { _ = IngressMetrics.requests(outcome) }
         _ = GPUPlaneIngressUpgrades.spliced
+        _ = admissionRaces
     }
 }
