@@ -9,9 +9,9 @@ import Logging
 /// - records their notes at once (``WriteUnit/notes``: events that happen whether or not
 ///   anything commits);
 /// - splits the units into transactions of at most ``Configuration/maxOperationsPerTransaction``
-///   writes, never splitting a unit, and commits them in order, stopping at the first that
-///   fails (a later unit may build on an earlier one: a replica attaching to a server created
-///   before it);
+///   writes, never splitting a unit, and sends up to ``Configuration/transactionsInFlight``
+///   at once, nothing more after the first that fails; a replica binding to a model server
+///   created in an earlier transaction waits for that one's answer (``commit(_:)``);
 /// - fences every transaction on the leader key (``Tag/leaderFence``), so once the term is
 ///   over nothing commits, and bumps each guarded key once (``Tag/gpuGuard``);
 /// - classifies a failure by its code and condition tag, never by its text (``Failure``);
@@ -24,6 +24,8 @@ final class Committer: Sendable {
         /// Writes in one transaction at most (etcd's `--max-txn-ops` is 128 by default; the
         /// fence and the guards count too).
         var maxOperationsPerTransaction = 100
+        /// Transactions of one ``Committer/commit(_:)`` sent before the first is answered.
+        var transactionsInFlight = 4
         /// Repeats of an event are written at most this often.
         var eventFlushInterval: Duration = .seconds(10)
         /// How long etcd keeps an event after its last write.
@@ -113,6 +115,14 @@ final class Committer: Sendable {
     // MARK: Units
 
     /// Commits `units` (see the type's description). True when anything committed.
+    ///
+    /// Up to ``Configuration/transactionsInFlight`` transactions are sent at once (a pass's
+    /// hundreds of bindings otherwise wait on etcd one round trip after another). Every write is
+    /// a compare-and-swap, so sending them together never commits what sending them in turn
+    /// would refuse; the one order that matters, a replica bound to a model server created in
+    /// an earlier transaction, is kept: that transaction waits until the earlier ones are
+    /// answered, and is not sent when one of them failed. After the first failure nothing more
+    /// is sent.
     /// - Throws: ``SchedulerError/Code/leadershipLost`` when the fence no longer holds.
     @discardableResult
     func commit(_ units: [WriteUnit]) async throws -> Bool {
@@ -121,14 +131,60 @@ final class Committer: Sendable {
         }
         let units = units.filter { !$0.isNotesOnly }
         guard !units.isEmpty else { return false }
-        var wrote = false
-        for chunk in Self.chunks(units, limit: limit) {
-            var txn = StoreTransaction()
-            txn.require(fence, reason: Reason.leaderFence, tag: Tag.leaderFence)
-            var kinds = Set<ResourceKind>()
-            // One bump per key (etcd refuses a key written twice in one transaction), on the
-            // oldest revision any of the chunk's decisions read it at.
-            var guards: [String: Int64] = [:]
+        let chunks = Self.chunks(units, limit: limit)
+        let inFlight = max(1, configuration.transactionsInFlight)
+        let outcomes = await withTaskGroup(of: ChunkOutcome.self, returning: [ChunkOutcome].self) { group in
+            var outcomes: [ChunkOutcome] = []
+            var sent = 0
+            // Model servers created by the transactions sent and not yet answered.
+            var creating: [Int: Set<String>] = [:]
+            func receive() async {
+                guard let outcome = await group.next() else { return }
+                creating.removeValue(forKey: outcome.index)
+                outcomes.append(outcome)
+            }
+            for (index, chunk) in chunks.enumerated() {
+                // Room, and the answers of the transactions creating a server this one binds to.
+                let binds = Set(chunk.flatMap { $0.bindings.compactMap(\.modelServer) })
+                while sent > outcomes.count,
+                    sent - outcomes.count >= inFlight || creating.values.contains(where: { !$0.isDisjoint(with: binds) })
+                {
+                    await receive()
+                }
+                if outcomes.contains(where: { !$0.committed }) { break }
+                creating[index] = Set(chunk.flatMap { unit in unit.ops.compactMap { op -> String? in
+                    if case .create(let object) = op, object is ModelServer { return object.metadata.name }
+                    return nil
+                } })
+                sent += 1
+                group.addTask { await self.commitChunk(chunk, index: index) }
+            }
+            while outcomes.count < sent { await receive() }
+            return outcomes.sorted { $0.index < $1.index }
+        }
+        if outcomes.contains(where: { $0.failure == .leadershipLost }) {
+            throw SchedulerError(.leadershipLost, "a fenced write was refused: \(fence.key) no longer leads")
+        }
+        return outcomes.contains { $0.committed }
+    }
+
+    /// How one transaction of ``commit(_:)`` ended.
+    private struct ChunkOutcome: Sendable {
+        var index: Int
+        var committed: Bool
+        var failure: Failure? = nil
+    }
+
+    /// Commits one transaction of units; counts it, records its events and the revision the
+    /// informers must reach.
+    private func commitChunk(_ chunk: [WriteUnit], index: Int) async -> ChunkOutcome {
+        var txn = StoreTransaction()
+        txn.require(fence, reason: Reason.leaderFence, tag: Tag.leaderFence)
+        var kinds = Set<ResourceKind>()
+        // One bump per key (etcd refuses a key written twice in one transaction), on the
+        // oldest revision any of the chunk's decisions read it at.
+        var guards: [String: Int64] = [:]
+        do {
             for unit in chunk {
                 for op in unit.ops {
                     try txn.add(op)
@@ -136,34 +192,42 @@ final class Committer: Sendable {
                 }
                 for guarded in unit.guards { guards[guarded.key] = min(guards[guarded.key] ?? .max, guarded.revision) }
             }
-            for (key, revision) in guards.sorted(by: { $0.key < $1.key }) {
-                txn.bump(key, unchangedSince: revision, reason: Reason.gpuGuard, tag: Tag.gpuGuard)
-            }
-            do {
-                let result = try await store.commit(txn)
-                wrote = true
-                let bound = chunk.reduce(0) { $0 + $1.bindings.count }
-                let preempting = chunk.filter { $0.events.contains { $0.reason == EventRecorder.Reason.preempting } }.count
-                SchedulerMetrics.transactions.increment()
-                SchedulerMetrics.bindings.increment(by: bound)
-                SchedulerMetrics.preemptions.increment(by: preempting)
-                SchedulerMetrics.autoscaleDecisions.increment(
-                    by: chunk.reduce(0) { $0 + $1.events.filter { $0.reason == Autoscaler.Reason.scaled }.count })
-                state.withLock { s in
-                    s.counters.transactions += 1
-                    s.counters.bindings += bound
-                    s.counters.preemptions += preempting
-                    for kind in kinds { s.awaited[kind] = max(s.awaited[kind] ?? 0, result.revision) }
-                }
-                for unit in chunk {
-                    for occurrence in unit.events { events.record(occurrence) }
-                }
-            } catch let error as StoreError {
-                try handle(Self.classify(error, kinds: chunk.flatMap { $0.ops.map(\.kind) }), error)
-                return wrote
-            }
+        } catch {
+            let error = error as? StoreError ?? StoreError(code: .invalid, message: "\(error)")
+            count(.other, error)
+            return ChunkOutcome(index: index, committed: false, failure: .other)
         }
-        return wrote
+        for (key, revision) in guards.sorted(by: { $0.key < $1.key }) {
+            txn.bump(key, unchangedSince: revision, reason: Reason.gpuGuard, tag: Tag.gpuGuard)
+        }
+        do {
+            let result = try await store.commit(txn)
+            let bound = chunk.reduce(0) { $0 + $1.bindings.count }
+            let preempting = chunk.filter { $0.events.contains { $0.reason == EventRecorder.Reason.preempting } }.count
+            SchedulerMetrics.transactions.increment()
+            SchedulerMetrics.bindings.increment(by: bound)
+            SchedulerMetrics.preemptions.increment(by: preempting)
+            SchedulerMetrics.autoscaleDecisions.increment(
+                by: chunk.reduce(0) { $0 + $1.events.filter { $0.reason == Autoscaler.Reason.scaled }.count })
+            state.withLock { s in
+                s.counters.transactions += 1
+                s.counters.bindings += bound
+                s.counters.preemptions += preempting
+                for kind in kinds { s.awaited[kind] = max(s.awaited[kind] ?? 0, result.revision) }
+            }
+            for unit in chunk {
+                for occurrence in unit.events { events.record(occurrence) }
+            }
+            return ChunkOutcome(index: index, committed: true)
+        } catch let error as StoreError {
+            let failure = Self.classify(error, kinds: chunk.flatMap { $0.ops.map(\.kind) })
+            if failure != .leadershipLost { count(failure, error) }
+            return ChunkOutcome(index: index, committed: false, failure: failure)
+        } catch {
+            let error = StoreError(code: .unavailable, message: "\(error)")
+            count(.other, error)
+            return ChunkOutcome(index: index, committed: false, failure: .other)
+        }
     }
 
     /// `units` in transactions of at most `limit` writes (operations and guards), in order; a
@@ -199,11 +263,12 @@ final class Committer: Sendable {
         }
     }
 
-    /// Acts on a failed transaction: the end of the term, or a retry on a later pass.
-    private func handle(_ failure: Failure, _ error: StoreError) throws {
+    /// Counts a failed transaction that does not end the term, and remembers the revision a
+    /// stale one's informer must reach.
+    private func count(_ failure: Failure, _ error: StoreError) {
         switch failure {
         case .leadershipLost:
-            throw SchedulerError(.leadershipLost, "a fenced write was refused: \(fence.key) no longer leads")
+            return
         case .raced:
             SchedulerMetrics.conflicts.increment()
             state.withLock { $0.counters.conflicts += 1 }
