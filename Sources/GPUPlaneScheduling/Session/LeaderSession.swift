@@ -26,7 +26,8 @@ import Logging
 /// 8. **Usage retention** (`UsageRetention.swift`), while a scan is due or under way: one
 ///    page of usage records whose month ended longer ago than the retention compacted into
 ///    monthly totals (the totals and the records' deletion in one fenced transaction).
-/// 9. **Events** due are written (`Committer.swift`).
+/// 9. **Events**: the pass rings the event writer, which writes the events due
+///    (`Committer.swift`) in a task of its own, so no pass waits on them.
 ///
 /// Steps 1 to 5 end the pass when they wrote; the next one starts once the informers have seen
 /// those writes, so no decision is ever made on a cache older than the leader's own writes.
@@ -45,6 +46,8 @@ public final class LeaderSession: Sendable {
     let deployments: Informer<Deployment>
     let heartbeats: HeartbeatWatcher
     let wakeup = Wakeup()
+    /// Rung at the end of a pass that recorded events: the event writer's doorbell.
+    let eventsDue = Wakeup()
 
     let committer: Committer
     let nodeLifecycle: NodeLifecycle
@@ -148,7 +151,7 @@ public final class LeaderSession: Sendable {
         // 4. Placement.
         var snapshot = placement.snapshot(of: input)
         if try await committer.commit(placement.writes(input, &snapshot)) {
-            try await committer.flushEvents()
+            eventsDue.ring()
             return true
         }
 
@@ -156,7 +159,7 @@ public final class LeaderSession: Sendable {
         if autoscaler.isDue(now: input.clock), let demand = await autoscaler.readDemand(from: LoadReports(store: store), now: input.clock),
             try await committer.commit(autoscaler.writes(input, demand: demand, overSpendingLimit: meter.isOverSpendingLimit))
         {
-            try await committer.flushEvents()
+            eventsDue.ring()
             return true
         }
 
@@ -172,7 +175,7 @@ public final class LeaderSession: Sendable {
         }
 
         // 9. Events.
-        try await committer.flushEvents()
+        eventsDue.ring()
         return false
     }
 
@@ -203,6 +206,7 @@ public final class LeaderSession: Sendable {
                 defer { self.stopInformers() }
                 try await self.loop()
             }
+            group.addTask { try await self.writeEvents() }
             defer { group.cancelAll() }
             try await group.next()
         }
@@ -238,6 +242,23 @@ public final class LeaderSession: Sendable {
             if !again {
                 await wakeup.wait(timeout: min(configuration.resyncInterval, meter.timeUntilDue(now: Date())))
                 if configuration.batchWindow > .zero { try await Task.sleep(for: configuration.batchWindow) }
+            }
+        }
+    }
+
+    /// Writes the events due whenever a pass rings, and at every resync: repeats become due
+    /// with time alone.
+    /// - Throws: ``SchedulerError/Code/leadershipLost`` when the fence no longer holds.
+    private func writeEvents() async throws {
+        while !Task.isCancelled {
+            await eventsDue.wait(timeout: configuration.resyncInterval)
+            if Task.isCancelled { return }
+            do {
+                try await committer.flushEvents()
+            } catch let error as SchedulerError where error.code == .leadershipLost {
+                throw error
+            } catch {
+                logger.warning("events not written; trying again", metadata: ["error": "\(error)"])
             }
         }
     }
