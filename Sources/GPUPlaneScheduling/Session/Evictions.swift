@@ -25,30 +25,26 @@ final class Evictions: Sendable {
 
     /// The deletes and unbinds due, one unit each, and a note per newly unhealthy GPU.
     func writes(_ input: PassInput) -> [WriteUnit] {
-        let byName = Dictionary(input.nodes.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
+        // What may not run on each node, worked out once per node (a pass asks for each of
+        // thousands of replicas).
+        var checks: [String: NodeCheck] = [:]
+        checks.reserveCapacity(input.nodes.count)
+        for node in input.nodes where checks[node.metadata.name] == nil { checks[node.metadata.name] = NodeCheck(node) }
         var units: [WriteUnit] = []
 
         // Why nothing may run on `node`'s GPUs `indices`, or nil when all is well.
         func trouble(_ nodeName: String, _ indices: [Int]) -> String? {
-            guard let node = byName[nodeName] else { return "node \(nodeName) is gone" }
-            if !node.status.isReady {
-                let reason = node.status.conditions.first { $0.type == NodeHeartbeat.readyCondition }?.reason ?? "NotReady"
-                return "node \(nodeName) not ready (\(reason))"
-            }
-            let health = Dictionary(node.status.gpuHealth.map { ($0.uuid, $0) }, uniquingKeysWith: { a, _ in a })
+            guard let check = checks[nodeName] else { return "node \(nodeName) is gone" }
+            if let reason = check.notReady { return "node \(nodeName) not ready (\(reason))" }
             for index in indices {
-                guard let gpu = node.spec.gpus.first(where: { $0.index == index }) else {
-                    return "GPU \(index) is gone from node \(nodeName)"
-                }
-                if let report = health[gpu.uuid], !report.healthy {
-                    return "GPU \(index) on node \(nodeName) is unhealthy (\(report.reason ?? "unhealthy"))"
-                }
+                guard let health = check.gpus[index] else { return "GPU \(index) is gone from node \(nodeName)" }
+                if let unhealthy = health { return "GPU \(index) on node \(nodeName) is unhealthy (\(unhealthy))" }
             }
             return nil
         }
 
-        // Unhealthy GPUs, reported once each.
-        for node in input.nodes {
+        // Unhealthy GPUs, reported once each; a report is forgotten once its GPU is healthy.
+        for node in input.nodes where checks[node.metadata.name]?.anyUnhealthy == true {
             for report in node.status.gpuHealth where !report.healthy {
                 let key = "\(node.metadata.name)/\(report.uuid)"
                 let fresh = state.withLock { $0.unhealthyReported.insert(key).inserted }
@@ -60,8 +56,13 @@ final class Evictions: Sendable {
                     message: "GPU \(index) (\(report.uuid)) unhealthy: \(report.reason ?? "unknown"); it takes no new work",
                     aggregate: false)))
             }
-            let healthyNow = Set(node.status.gpuHealth.filter(\.healthy).map { "\(node.metadata.name)/\($0.uuid)" })
-            state.withLock { $0.unhealthyReported.subtract(healthyNow) }
+        }
+        state.withLock { s in
+            guard !s.unhealthyReported.isEmpty else { return }
+            s.unhealthyReported = s.unhealthyReported.filter { key in
+                guard let slash = key.firstIndex(of: "/"), let check = checks[String(key[..<slash])] else { return true }
+                return !check.healthyUUIDs.contains(String(key[key.index(after: slash)...]))
+            }
         }
 
         var goneServers = Set<String>()
@@ -91,5 +92,33 @@ final class Evictions: Sendable {
         }
         if evicted > 0 { state.withLock { $0.evicted += evicted } }
         return units
+    }
+}
+
+/// What one node allows, for ``Evictions``: whether it is ready, and each GPU index with the
+/// reason it is unhealthy (nil when healthy).
+private struct NodeCheck {
+    /// The `Ready` condition's reason when the node is not ready.
+    var notReady: String?
+    /// GPU index → nil when healthy, else why not.
+    var gpus: [Int: String?] = [:]
+    /// The UUIDs of the GPUs reported healthy.
+    var healthyUUIDs: Set<String> = []
+    /// Whether any GPU is reported unhealthy.
+    var anyUnhealthy = false
+
+    init(_ node: Node) {
+        if !node.status.isReady {
+            notReady = node.status.conditions.first { $0.type == NodeHeartbeat.readyCondition }?.reason ?? "NotReady"
+        }
+        // A GPU's first report counts.
+        var unhealthy: [String: String?] = [:]
+        for report in node.status.gpuHealth {
+            if report.healthy { healthyUUIDs.insert(report.uuid) } else { anyUnhealthy = true }
+            if unhealthy[report.uuid] == nil { unhealthy[report.uuid] = .some(report.healthy ? nil : report.reason ?? "unhealthy") }
+        }
+        for gpu in node.spec.gpus where gpus[gpu.index] == nil {
+            gpus[gpu.index] = .some(unhealthy[gpu.uuid] ?? nil)
+        }
     }
 }

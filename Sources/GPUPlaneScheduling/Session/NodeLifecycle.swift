@@ -53,6 +53,7 @@ final class NodeLifecycle: Sendable {
             let current = node.status.conditions.first { $0.type == NodeHeartbeat.readyCondition }
             let alive = liveness.live.contains(node.metadata.name)
             let ready = current?.status ?? false
+            guard alive != ready else { continue }
             var updated = node
             let involved = OwnerReference(kind: .node, name: node.metadata.name, uid: node.metadata.uid)
             if alive, !ready, current == nil || current?.reason == LeaderSession.ReadyReason.heartbeatExpired {
