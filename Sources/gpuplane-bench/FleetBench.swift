@@ -54,6 +54,9 @@ struct FleetBench: AsyncParsableCommand {
     @Option(help: "Also write each fleet size's figures as one JSON object per line here.")
     var json: String?
 
+    @Option(help: "Log level of the api-servers, schedulers and hollow nodes (notice shows each node marked silent and each move between api-servers).")
+    var logLevel = "warning"
+
     @Option(help: "Folder holding gpuplane-api-server, gpuplane-scheduler and gpuplane-hollow-nodes (default: this executable's).")
     var binaries: String?
 
@@ -197,6 +200,9 @@ final class FleetRun: @unchecked Sendable {
     let procs = Locked([String: ChildProcess]())
     var etcdPID: Int32 = 0
 
+    /// How many times each label was launched.
+    private let launches = Locked([String: Int]())
+
     func adopt(_ name: String, _ process: ChildProcess) { procs.withLock { $0[name] = process } }
 
     /// The live processes' ids by role, etcd's included.
@@ -234,10 +240,12 @@ final class FleetRun: @unchecked Sendable {
     static func nowMS() -> Double { Date().timeIntervalSince1970 * 1000 }
 
     func launch(_ name: String, _ label: String, _ arguments: [String]) throws -> ChildProcess {
-        try ChildProcess(
+        // A restarted process logs to a file of its own (api-server-0.2.log).
+        let starts = launches.withLock { $0[label, default: 0] += 1; return $0[label] ?? 1 }
+        return try ChildProcess(
             executable: binaries.appendingPathComponent(name).path, arguments: arguments,
             environment: ["GPUPLANE_CONFIG": empty.path, "NOTIFY_SOCKET": ""],
-            logFile: directory.appendingPathComponent("\(label).log"))
+            logFile: directory.appendingPathComponent(starts == 1 ? "\(label).log" : "\(label).\(starts).log"))
     }
 
     func execute() async throws -> FleetResult {
@@ -260,7 +268,7 @@ final class FleetRun: @unchecked Sendable {
         func startAPIServer(_ i: Int) throws -> ChildProcess {
             try launch("gpuplane-api-server", "api-server-\(i)", etcdFlags + [
                 "--port", "\(ports[i])", "--secret-key-file", secretKeyFile.path, "--admin-token-file", adminFile.path,
-                "--heartbeat-ttl", "\(bench.heartbeatTTL)", "--log-level", "warning", "--log-destination", "stderr",
+                "--heartbeat-ttl", "\(bench.heartbeatTTL)", "--log-level", bench.logLevel, "--log-destination", "stderr",
                 "--max-connections-per-source", "0", "--auth-failure-limit", "0",
             ])
         }
@@ -270,7 +278,7 @@ final class FleetRun: @unchecked Sendable {
             try launch("gpuplane-scheduler", "scheduler-\(identity)", etcdFlags + [
                 "--identity", identity, "--lease-ttl", "3s", "--meter-interval", "1h",
                 "--listen", "127.0.0.1", "--port", "\(schedulerPorts[identity] ?? 0)",
-                "--log-destination", "stderr", "--log-level", "warning",
+                "--log-destination", "stderr", "--log-level", bench.logLevel,
             ])
         }
         adopt("api-server-0", try startAPIServer(0))
@@ -293,7 +301,7 @@ final class FleetRun: @unchecked Sendable {
                 "--api-server", apiURLs.joined(separator: ","), "--nodes", "\(count)", "--name-prefix", prefix,
                 "--admin-token-file", adminFile.path, "--token-file", directory.appendingPathComponent("\(label).tokens").path,
                 "--run-delay", "\(Int(bench.runDelay * 1000))ms", "--start-rate", "\(bench.startRate)",
-                "--journal-file", journal.path + "-" + label, "--log-level", "warning",
+                "--journal-file", journal.path + "-" + label, "--log-level", bench.logLevel,
             ])
         }
         adopt("hollow", try hollow("hollow", prefix: "hollow", count: nodes - victims))
@@ -628,6 +636,10 @@ final class FleetRun: @unchecked Sendable {
             result.apiServerRestartSeconds = back
             result.apiServerRestartNotReady = wentNotReady.withLock { $0.count } - notReadyBefore
             print(String(format: "  api-server kill -9 + restart: answering after %.2f s, %d nodes NotReady meanwhile", back, result.apiServerRestartNotReady ?? -1))
+            let lapsed = wentNotReady.withLock { Array($0.dropFirst(notReadyBefore)) }
+            if !lapsed.isEmpty {
+                print("  NotReady after the kill (s): " + lapsed.prefix(20).map { String(format: "%@ %.2f", $0.0, ($0.1 - t2) / 1000) }.joined(separator: ", "))
+            }
         }
     }
 
