@@ -338,16 +338,16 @@ public final class HeartbeatTracker: Sendable {
 
     /// Marks silent the nodes that have not beaten for ``silentAfter``.
     func sweep(now: ContinuousClock.Instant = .now) async {
-        let due = state.withLock { s -> [(node: String, lease: Int64)] in
-            var due: [(String, Int64)] = []
+        let due = state.withLock { s -> [(node: String, lease: Int64, quiet: Duration)] in
+            var due: [(String, Int64, Duration)] = []
             for (node, entry) in s.nodes {
                 guard case .live(let lease) = entry.phase, now - entry.lastBeat > silentAfter else { continue }
                 s.nodes[node]?.phase = .silencing(lease: lease, beaten: false)
-                due.append((node, lease))
+                due.append((node, lease, now - entry.lastBeat))
             }
             return due
         }
-        for (node, lease) in due {
+        for (node, lease, quiet) in due {
             let written: Int64?
             do {
                 written = try await heartbeats.markSilent(node: node, server: serverID, lease: lease)
@@ -372,7 +372,9 @@ public final class HeartbeatTracker: Sendable {
                 return beaten
             }
             if written != nil {
-                logger.notice("node silent", metadata: ["node": "\(node)", "silentAfter": "\(silentAfter)"])
+                logger.notice(
+                    "node silent",
+                    metadata: ["node": "\(node)", "silentAfter": "\(silentAfter)", "lastBeatAgo": "\(quiet.seconds) s"])
             }
             if rewrite {
                 // It beat while the key was being written silent: live again at once.
