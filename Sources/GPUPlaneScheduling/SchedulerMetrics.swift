@@ -16,6 +16,35 @@ enum SchedulerMetrics {
     static let passes = Counter(label: "gpuplane_scheduler_passes_total")
     /// How long one leader pass took.
     static let passDuration = Timer(label: "gpuplane_scheduler_pass_duration_seconds", preferredDisplayUnit: .seconds)
+    /// A part of the leader pass, timed on its own (``stepDuration``).
+    enum Step: String, CaseIterable, Sendable {
+        /// Reading the informers' caches into the pass's lists.
+        case read
+        /// Step 1, deciding and committing.
+        case nodeLifecycle = "node_lifecycle"
+        /// Step 2, deciding and committing.
+        case evictions
+        /// Step 3, when due.
+        case meter
+        /// Step 4's snapshot of the cluster.
+        case snapshot
+        /// Step 4's decisions (the placement pipeline over every pending replica).
+        case placement
+        /// Step 4's commit of its bindings.
+        case placementCommit = "placement_commit"
+        /// Step 5, when due.
+        case autoscaling
+        /// Step 6.
+        case statusUpkeep = "status_upkeep"
+        /// Step 7.
+        case warmPool = "warm_pool"
+        /// Step 8, when due.
+        case usageRetention = "usage_retention"
+    }
+    /// How long each part of a leader pass took, by `step` (``Step``).
+    static let stepDuration: [Step: Timer] = Dictionary(uniqueKeysWithValues: Step.allCases.map { step in
+        (step, Timer(label: "gpuplane_scheduler_step_duration_seconds", dimensions: [("step", step.rawValue)], preferredDisplayUnit: .seconds))
+    })
     /// Replicas waiting for a node at the start of the last pass.
     static let pendingReplicas = Gauge(label: "gpuplane_scheduler_pending_replicas")
     /// 1 while this replica leads, else 0.
@@ -30,5 +59,6 @@ enum SchedulerMetrics {
     /// ``MetricsExporter/bootstrap()``.
     static func register() {
         _ = (bindings, preemptions, transactions, conflicts, passes, passDuration, pendingReplicas, leader, terms, autoscaleDecisions)
+        _ = stepDuration
     }
 }

@@ -134,49 +134,65 @@ public final class LeaderSession: Sendable {
             SchedulerMetrics.passes.increment()
             SchedulerMetrics.passDuration.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
         }
-        let input = readInput()
+        let input = timed(.read) { readInput() }
         SchedulerMetrics.pendingReplicas.record(input.replicas.reduce(0) { $0 + ($1.binding == nil ? 1 : 0) })
 
         // 1. Node lifecycle.
-        if try await committer.commit(nodeLifecycle.writes(input)) { return true }
+        if try await timed(.nodeLifecycle, { try await committer.commit(nodeLifecycle.writes(input)) }) { return true }
 
         // 2. Evictions.
-        if try await committer.commit(evictions.writes(input)) { return true }
+        if try await timed(.evictions, { try await committer.commit(evictions.writes(input)) }) { return true }
 
         // 3. Meter, when an interval is complete.
-        if meter.isDue(now: input.now), try await committer.commit(meter.run(input, store: store, committer: committer)) {
+        if meter.isDue(now: input.now), try await timed(.meter, { try await committer.commit(meter.run(input, store: store, committer: committer)) }) {
             return true
         }
 
         // 4. Placement.
-        var snapshot = placement.snapshot(of: input)
-        if try await committer.commit(placement.writes(input, &snapshot)) {
+        var snapshot = timed(.snapshot) { placement.snapshot(of: input) }
+        let placed = timed(.placement) { placement.writes(input, &snapshot) }
+        if try await timed(.placementCommit, { try await committer.commit(placed) }) {
             eventsDue.ring()
             return true
         }
 
         // 5. Autoscaling, when a round is due.
         if autoscaler.isDue(now: input.clock), let demand = await autoscaler.readDemand(from: LoadReports(store: store), now: input.clock),
-            try await committer.commit(autoscaler.writes(input, demand: demand, overSpendingLimit: meter.isOverSpendingLimit))
+            try await timed(.autoscaling, { try await committer.commit(autoscaler.writes(input, demand: demand, overSpendingLimit: meter.isOverSpendingLimit)) })
         {
             eventsDue.ring()
             return true
         }
 
         // 6. Status upkeep.
-        try await committer.commit(StatusUpkeep.writes(input))
+        try await timed(.statusUpkeep) { try await committer.commit(StatusUpkeep.writes(input)) }
 
         // 7. Warm pool.
-        try await committer.commit(warmPool.writes(input, &snapshot))
+        try await timed(.warmPool) { try await committer.commit(warmPool.writes(input, &snapshot)) }
 
         // 8. Usage retention, while a scan is due or under way.
         if usageRetention.isDue(now: input.clock) {
-            _ = try await usageRetention.run(input, store: store, committer: committer)
+            _ = try await timed(.usageRetention) { try await usageRetention.run(input, store: store, committer: committer) }
         }
 
         // 9. Events.
         eventsDue.ring()
         return false
+    }
+
+    /// `body`, its duration recorded as `step`'s (`gpuplane_scheduler_step_duration_seconds`).
+    private func timed<T>(_ step: SchedulerMetrics.Step, _ body: () throws -> T) rethrows -> T {
+        let started = ContinuousClock.now
+        defer { SchedulerMetrics.stepDuration[step]?.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1))) }
+        return try body()
+    }
+
+    /// `body`, its duration recorded as `step`'s (`gpuplane_scheduler_step_duration_seconds`).
+    @discardableResult
+    private func timed<T>(_ step: SchedulerMetrics.Step, _ body: () async throws -> T) async rethrows -> T {
+        let started = ContinuousClock.now
+        defer { SchedulerMetrics.stepDuration[step]?.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1))) }
+        return try await body()
     }
 
     /// The informers' caches and the heartbeats now; the replicas' revision before their list.
