@@ -141,6 +141,9 @@ struct FleetResult: Codable {
         var bindings: Int
         var conflicts: Int
         var meanPassMS: Double
+        /// Step of the pass (`gpuplane_scheduler_step_duration_seconds`) → its time over the
+        /// workload divided by the passes, ms.
+        var stepMS: [String: Double] = [:]
     }
 
     struct ProcessFigures: Codable {
@@ -163,6 +166,7 @@ struct FleetResult: Codable {
             "| replicas bound / running | \(bound) / \(running) of \(replicas) | |",
             "| apply answered p50 / p99 | \(ms(applyAnsweredP50)) / \(ms(applyAnsweredP99)) | request sent → 201, \(conflictRetries) answers 409 sent again |",
             "| scheduler over the workload: passes, transactions, bindings, conflicts | \(scheduler.passes), \(scheduler.transactions), \(scheduler.bindings), \(scheduler.conflicts) | mean pass \(ms(scheduler.meanPassMS)) |",
+            "| scheduler pass by step, ms per pass | \(scheduler.stepMS.filter { $0.value >= 0.5 }.sorted { $0.value > $1.value }.map { "\($0.key) \(String(format: "%.0f", $0.value))" }.joined(separator: ", ")) | read, decide and commit of each step |",
             "| apply → bound p50 / p99 | \(ms(applyToBoundP50)) / \(ms(applyToBoundP99)) | etcd txn p99 \(ms(rawTxnP99)) (16 concurrent, same run) |",
             "| apply → running p50 / p99 | \(ms(applyToRunningP50)) / \(ms(applyToRunningP99)) | run delay included |",
             "| placements/s | \(String(format: "%.0f", placementsPerSecond)) | etcd raw put \(String(format: "%.0f", rawPutsPerSecond))/s, txn \(String(format: "%.0f", rawTxnsPerSecond))/s (16 concurrent, same run); placement pipeline alone \(String(format: "%.0f", pipelinePlacementsPerSecond))/s (ratio \(String(format: "%.3f", placementsPerSecond / pipelinePlacementsPerSecond))) |",
@@ -375,7 +379,8 @@ final class FleetRun: @unchecked Sendable {
             passes: Int(schedulerPasses), transactions: Int(schedulerDelta("gpuplane_scheduler_transactions_total")),
             bindings: Int(schedulerDelta("gpuplane_scheduler_bindings_total")),
             conflicts: Int(schedulerDelta("gpuplane_scheduler_conflicts_total")),
-            meanPassMS: schedulerPasses > 0 ? schedulerDelta("gpuplane_scheduler_pass_duration_seconds_sum") / schedulerPasses * 1000 : .nan)
+            meanPassMS: schedulerPasses > 0 ? schedulerDelta("gpuplane_scheduler_pass_duration_seconds_sum") / schedulerPasses * 1000 : .nan,
+            stepMS: schedulerPasses > 0 ? Self.stepSums(schedulerAfter, schedulerBefore).mapValues { $0 / schedulerPasses * 1000 } : [:])
         let loadSeconds = max(0.001, (Self.nowMS() - applyStart) / 1000)
         let loadProposals = (loadAfter["etcd_server_proposals_committed_total"] - loadBefore["etcd_server_proposals_committed_total"]) / loadSeconds
         let boundNow = bound.withLock { $0 }
@@ -645,6 +650,18 @@ final class FleetRun: @unchecked Sendable {
 
     // MARK: Helpers
 
+    /// Step → seconds spent in it between `before` and `after` (the schedulers'
+    /// `gpuplane_scheduler_step_duration_seconds_sum{step="…"}`).
+    static func stepSums(_ after: [String: Double], _ before: [String: Double]) -> [String: Double] {
+        let prefix = "gpuplane_scheduler_step_duration_seconds_sum{"
+        var sums: [String: Double] = [:]
+        for (key, value) in after where key.hasPrefix(prefix) {
+            guard let open = key.range(of: "step=\""), let close = key[open.upperBound...].firstIndex(of: "\"") else { continue }
+            sums[String(key[open.upperBound..<close]), default: 0] += value - (before[key] ?? 0)
+        }
+        return sums
+    }
+
     struct Answer {
         var status: Int
         var body: Data
@@ -720,7 +737,7 @@ func pct(_ values: [Double], _ p: Double) -> Double {
 }
 
 /// A process's Prometheus counters (its `/metrics`: etcd's on its client URL, a scheduler's on its
-/// port), summed over labels.
+/// port), summed over labels, and each labelled series under its whole name.
 struct PrometheusMetrics {
     let url: String
     let http: CurlHTTP.Client
@@ -738,6 +755,8 @@ struct PrometheusMetrics {
             let head = line[..<space]
             let name = String(head.prefix { $0 != "{" && $0 != " " })
             values[name, default: 0] += value
+            // Each labelled series too, under its whole name (`name{label="…"}`).
+            if name.count < head.count { values[String(head), default: 0] += value }
         }
         return Values(values: values)
     }
