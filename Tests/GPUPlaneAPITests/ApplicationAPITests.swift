@@ -100,16 +100,16 @@ import Testing
     ])
     func entitlementRefusalsNameThePlan(plan: Plan, model: String, needed: String) async throws {
         let h = try await SharedServer.shared.get()
-        let (_, token) = try await h.tenant(plan)
+        let (tenant, token) = try await h.tenant(plan)
         let memory = model == "custom" ? ", memoryGB: 96" : ""
-        let before = try await h.snapshot(prefix: "/gpuplane/applications/")
+        let before = try await h.snapshot(prefix: GPUPlaneCore.Application.storagePrefix(tenant: tenant))
         let reply = try await h.call("POST", "/v1/applications", token: token, body: app("x", pods: "  - {name: a, image: x, gpu: {enabled: true, model: \(model)\(memory)}}\n"))
         #expect(reply.status == 403)
         #expect(reply.errorCode == "forbidden")
         #expect(reply.errorMessage.contains("needs the \(needed) plan"))
         #expect(reply.error["field"] as? String == "application.pods[0].gpu.model")
         #expect(reply.error["line"] as? Int == 4)
-        #expect(try await h.snapshot(prefix: "/gpuplane/applications/") == before)
+        #expect(try await h.snapshot(prefix: GPUPlaneCore.Application.storagePrefix(tenant: tenant)) == before)
     }
 
     @Test func perUserGPULimitCountsWhatIsAlreadyHeld() async throws {
@@ -169,8 +169,8 @@ import Testing
 
     @Test func badInputGetsAClearErrorAndWritesNothing() async throws {
         let h = try await SharedServer.shared.get()
-        let (_, token) = try await h.tenant(.scale)
-        let before = try await h.snapshot(prefix: "/gpuplane/applications/")
+        let (tenant, token) = try await h.tenant(.scale)
+        let before = try await h.snapshot(prefix: GPUPlaneCore.Application.storagePrefix(tenant: tenant))
         let syntax = try await h.call("POST", "/v1/applications", token: token, body: "application:\n  name: x\n  pods: [unclosed\n")
         #expect(syntax.status == 400)
         #expect(syntax.error["line"] != nil)
@@ -186,19 +186,19 @@ import Testing
         #expect(try await h.call("POST", "/v1/applications", token: token, data: Data([0xff, 0xfe, 0x41])).status == 400)
         let deployment = "deployment:\n  model_name: m\n  gpu: H100\n  max_batch_size: 1\n  hf: {repo: a/b}\n"
         #expect(try await h.call("POST", "/v1/applications", token: token, body: deployment).status == 422)
-        #expect(try await h.snapshot(prefix: "/gpuplane/applications/") == before)
+        #expect(try await h.snapshot(prefix: GPUPlaneCore.Application.storagePrefix(tenant: tenant)) == before)
     }
 
     @Test func validateIsADryRunWithCLILines() async throws {
         let h = try await SharedServer.shared.get()
-        let (_, token) = try await h.tenant(.pro)
-        let before = try await h.snapshot(prefix: "/gpuplane/applications/")
+        let (tenant, token) = try await h.tenant(.pro)
+        let before = try await h.snapshot(prefix: GPUPlaneCore.Application.storagePrefix(tenant: tenant))
         let reply = try await h.call("POST", "/v1/validate?file=app.yaml", token: token, body: chatBackend)
         #expect(reply.status == 200)
         #expect(reply.json["valid"] as? Bool == false)
         let lines = reply.json["lines"] as? [String] ?? []
         #expect(lines.first?.hasPrefix("app.yaml:10:14: error: application.pods[0].gpu.model: ") == true, "\(lines)")
-        #expect(try await h.snapshot(prefix: "/gpuplane/applications/") == before)
+        #expect(try await h.snapshot(prefix: GPUPlaneCore.Application.storagePrefix(tenant: tenant)) == before)
     }
 
     @Test func authenticationAndTenantIsolation() async throws {

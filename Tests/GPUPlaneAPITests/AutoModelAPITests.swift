@@ -12,8 +12,8 @@ import Testing
     @Test(arguments: [Plan.pro, .scale, .enterprise])
     func autoIsRefusedAboveTheFreePlan(plan: Plan) async throws {
         let h = try await SharedServer.shared.get()
-        let (_, token) = try await h.tenant(plan)
-        let before = try await h.snapshot(prefix: "/gpuplane/applications/")
+        let (tenant, token) = try await h.tenant(plan)
+        let before = try await h.snapshot(prefix: GPUPlaneCore.Application.storagePrefix(tenant: tenant))
         let reply = try await h.call(
             "POST", "/v1/applications", token: token, body: app("x", pods: "  - {name: a, image: x, gpu: {enabled: true, model: auto}}\n"))
         #expect(reply.status == 403, "\(reply.text)")
@@ -22,7 +22,7 @@ import Testing
         #expect(reply.error["line"] as? Int == 4)
         #expect(reply.errorMessage.contains("auto is for the Free plan only"), "\(reply.errorMessage)")
         #expect(reply.errorMessage.contains("name a catalog slug in gpu.model"), "\(reply.errorMessage)")
-        #expect(try await h.snapshot(prefix: "/gpuplane/applications/") == before)
+        #expect(try await h.snapshot(prefix: GPUPlaneCore.Application.storagePrefix(tenant: tenant)) == before)
         // The same pod naming a slug is accepted.
         let named = try await h.call(
             "POST", "/v1/applications", token: token, body: app("x", pods: "  - {name: a, image: x, gpu: {enabled: true, model: phi-3.5-mini}}\n"))
