@@ -29,7 +29,9 @@ final class Evictions: Sendable {
         // thousands of replicas).
         var checks: [String: NodeCheck] = [:]
         checks.reserveCapacity(input.nodes.count)
-        for node in input.nodes where checks[node.metadata.name] == nil { checks[node.metadata.name] = NodeCheck(node) }
+        for (position, node) in input.nodes.enumerated() where checks[node.metadata.name] == nil {
+            checks[node.metadata.name] = NodeCheck(node, position: position)
+        }
         var units: [WriteUnit] = []
 
         // Why nothing may run on `node`'s GPUs `indices`, or nil when all is well.
@@ -37,8 +39,8 @@ final class Evictions: Sendable {
             guard let check = checks[nodeName] else { return "node \(nodeName) is gone" }
             if let reason = check.notReady { return "node \(nodeName) not ready (\(reason))" }
             for index in indices {
-                guard let health = check.gpus[index] else { return "GPU \(index) is gone from node \(nodeName)" }
-                if let unhealthy = health { return "GPU \(index) on node \(nodeName) is unhealthy (\(unhealthy))" }
+                guard check.indices.contains(index) else { return "GPU \(index) is gone from node \(nodeName)" }
+                if let unhealthy = check.unhealthy[index] { return "GPU \(index) on node \(nodeName) is unhealthy (\(unhealthy))" }
             }
             return nil
         }
@@ -61,7 +63,8 @@ final class Evictions: Sendable {
             guard !s.unhealthyReported.isEmpty else { return }
             s.unhealthyReported = s.unhealthyReported.filter { key in
                 guard let slash = key.firstIndex(of: "/"), let check = checks[String(key[..<slash])] else { return true }
-                return !check.healthyUUIDs.contains(String(key[key.index(after: slash)...]))
+                let uuid = key[key.index(after: slash)...]
+                return !input.nodes[check.position].status.gpuHealth.contains { $0.healthy && $0.uuid == uuid }
             }
         }
 
@@ -95,30 +98,35 @@ final class Evictions: Sendable {
     }
 }
 
-/// What one node allows, for ``Evictions``: whether it is ready, and each GPU index with the
-/// reason it is unhealthy (nil when healthy).
+/// What one node allows, for ``Evictions``: whether it is ready, its GPUs' indices, and why
+/// each unhealthy one is (a healthy node costs one array).
 private struct NodeCheck {
+    /// The node's place in the pass's list.
+    var position: Int
     /// The `Ready` condition's reason when the node is not ready.
     var notReady: String?
-    /// GPU index → nil when healthy, else why not.
-    var gpus: [Int: String?] = [:]
-    /// The UUIDs of the GPUs reported healthy.
-    var healthyUUIDs: Set<String> = []
+    /// The indices of its GPUs.
+    var indices: [Int]
+    /// GPU index → why it is unhealthy (empty when all are healthy).
+    var unhealthy: [Int: String] = [:]
     /// Whether any GPU is reported unhealthy.
-    var anyUnhealthy = false
+    var anyUnhealthy: Bool
 
-    init(_ node: Node) {
+    init(_ node: Node, position: Int) {
+        self.position = position
         if !node.status.isReady {
             notReady = node.status.conditions.first { $0.type == NodeHeartbeat.readyCondition }?.reason ?? "NotReady"
         }
+        indices = node.spec.gpus.map(\.index)
+        anyUnhealthy = node.status.gpuHealth.contains { !$0.healthy }
+        guard anyUnhealthy else { return }
         // A GPU's first report counts.
-        var unhealthy: [String: String?] = [:]
-        for report in node.status.gpuHealth {
-            if report.healthy { healthyUUIDs.insert(report.uuid) } else { anyUnhealthy = true }
-            if unhealthy[report.uuid] == nil { unhealthy[report.uuid] = .some(report.healthy ? nil : report.reason ?? "unhealthy") }
-        }
-        for gpu in node.spec.gpus where gpus[gpu.index] == nil {
-            gpus[gpu.index] = .some(unhealthy[gpu.uuid] ?? nil)
+        var first: [String: GPUHealth] = [:]
+        for report in node.status.gpuHealth where first[report.uuid] == nil { first[report.uuid] = report }
+        // The first GPU of an index counts.
+        var seen = Set<Int>()
+        for gpu in node.spec.gpus where seen.insert(gpu.index).inserted {
+            if let report = first[gpu.uuid], !report.healthy { unhealthy[gpu.index] = report.reason ?? "unhealthy" }
         }
     }
 }
