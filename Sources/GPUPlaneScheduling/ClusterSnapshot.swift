@@ -269,6 +269,17 @@ public struct ClusterSnapshot: Sendable {
     /// terminating: a `failed` one waiting out its restart backoff still holds its GPUs) hold
     /// what they are bound to; pending ones are ignored here and placed by the pipeline.
     /// Tenants not listed get `Tenant.defaultGPULimit`.
+    /// The positions of `items` in the order of `key`, equal keys in their given order (the
+    /// objects themselves are not moved: a Node or Replica is large); no sort when they are in
+    /// order already (the informers list nodes by name).
+    static func order<T>(_ items: [T], by key: (T) -> String) -> [Int] {
+        if zip(items, items.dropFirst()).allSatisfy({ key($0) <= key($1) }) { return Array(items.indices) }
+        return items.indices.sorted { a, b in
+            let (ka, kb) = (key(items[a]), key(items[b]))
+            return ka < kb || (ka == kb && a < b)
+        }
+    }
+
     public init(
         nodes: [Node], replicas: [Replica], modelServers: [ModelServer], tenants: [Tenant],
         machineTypes table: MachineTypeTable = .standard, maxAttachmentsPerServer: Int = 8,
@@ -294,9 +305,18 @@ public struct ClusterSnapshot: Sendable {
         var typeVRAM: [Int] = []
         var states: [NodeState] = []
         states.reserveCapacity(nodes.count)
-        for node in nodes.sorted(by: { $0.metadata.name < $1.metadata.name }) {
+        // The table's lookups, once per name (a lookup lowercases every type's name and alias).
+        var namedTypes: [String: MachineType?] = [:]
+        func named(_ name: String) -> MachineType? {
+            if let known = namedTypes[name] { return known }
+            let found = table.named(name)
+            namedTypes[name] = .some(found)
+            return found
+        }
+        for position in Self.order(nodes, by: { $0.metadata.name }) {
+            let node = nodes[position]
             let rawType = node.metadata.labels[Node.machineTypeLabel] ?? node.spec.machineType
-            let typeName = table.named(rawType)?.name ?? rawType
+            let typeName = named(rawType)?.name ?? rawType
             let typeID: Int
             if let id = typeIDs[typeName] {
                 typeID = id
@@ -305,11 +325,17 @@ public struct ClusterSnapshot: Sendable {
                 typeIDs[typeName] = typeID
                 typeNames.append(typeName)
                 typeVRAM.append(
-                    table.named(typeName)?.vramGB ?? node.spec.gpus.map(\.memoryGB).max() ?? 0)
+                    named(typeName)?.vramGB ?? node.spec.gpus.map(\.memoryGB).max() ?? 0)
             }
+            // Health by UUID (the last report counts), looked up only on a node that reports
+            // an unhealthy GPU: most pass their thousands of nodes with none.
             var health: [String: Bool] = [:]
-            for report in node.status.gpuHealth { health[report.uuid] = report.healthy }
-            let gpus = node.spec.gpus.sorted { $0.index < $1.index }.map { device in
+            if node.status.gpuHealth.contains(where: { !$0.healthy }) {
+                for report in node.status.gpuHealth { health[report.uuid] = report.healthy }
+            }
+            let devices = node.spec.gpus
+            let inOrder = zip(devices, devices.dropFirst()).allSatisfy { $0.index <= $1.index }
+            let gpus = (inOrder ? devices : devices.sorted { $0.index < $1.index }).map { device in
                 GPUState(
                     index: device.index, uuid: device.uuid, vramTotalGB: device.memoryGB,
                     vramAllocatedGB: 0, owner: nil, sharedServers: [],
@@ -323,7 +349,7 @@ public struct ClusterSnapshot: Sendable {
                     cpuMilli: node.spec.allocatableCPUMilli ?? Int.max / 4,
                     memoryMB: node.spec.allocatableMemoryMB ?? Int.max / 4)
             }
-            let gpuType = table.named(typeName).flatMap { $0.family == .gpu ? $0 : nil }
+            let gpuType = named(typeName).flatMap { $0.family == .gpu ? $0 : nil }
             states.append(NodeState(
                 name: node.metadata.name, gpuModeLabel: label,
                 gpuMode: GPUMode.allCases.first { $0.nodeLabel == label },
@@ -367,7 +393,7 @@ public struct ClusterSnapshot: Sendable {
         self.cpuVisitOrder = cpuOnly + others
 
         // Model servers first, so replicas can attach to them.
-        for server in modelServers.sorted(by: { $0.metadata.name < $1.metadata.name }) {
+        for server in Self.order(modelServers, by: { $0.metadata.name }).map({ modelServers[$0] }) {
             guard let binding = server.binding, let n = nodeIndex[binding.node],
                 let gpuIndex = binding.gpuIndices.first, let p = self.nodes[n].position(ofGPU: gpuIndex)
             else { continue }
@@ -379,7 +405,8 @@ public struct ClusterSnapshot: Sendable {
         }
 
         // Bound replicas hold their GPUs, count against their tenant and their owner's spread.
-        for replica in replicas.sorted(by: { $0.metadata.name < $1.metadata.name }) {
+        for position in Self.order(replicas, by: { $0.metadata.name }) {
+            let replica = replicas[position]
             guard replica.holdsCapacity, let binding = replica.binding else { continue }
             let tenant = replica.metadata.tenant
             let key = "\(tenant)/\(replica.metadata.name)"
