@@ -265,10 +265,6 @@ public struct ClusterSnapshot: Sendable {
         nodes[n].fragmentation = workload.fragmentation(of: nodes[n])
     }
 
-    /// Builds a snapshot. Replicas that ``Replica/holdsCapacity`` (bound, and not preempted or
-    /// terminating: a `failed` one waiting out its restart backoff still holds its GPUs) hold
-    /// what they are bound to; pending ones are ignored here and placed by the pipeline.
-    /// Tenants not listed get `Tenant.defaultGPULimit`.
     /// The positions of `items` in the order of `key`, equal keys in their given order (the
     /// objects themselves are not moved: a Node or Replica is large); no sort when they are in
     /// order already (the informers list nodes by name).
@@ -280,6 +276,10 @@ public struct ClusterSnapshot: Sendable {
         }
     }
 
+    /// Builds a snapshot. Replicas that ``Replica/holdsCapacity`` (bound, and not preempted or
+    /// terminating: a `failed` one waiting out its restart backoff still holds its GPUs) hold
+    /// what they are bound to; pending ones are ignored here and placed by the pipeline.
+    /// Tenants not listed get `Tenant.defaultGPULimit`.
     public init(
         nodes: [Node], replicas: [Replica], modelServers: [ModelServer], tenants: [Tenant],
         machineTypes table: MachineTypeTable = .standard, maxAttachmentsPerServer: Int = 8,
@@ -393,7 +393,8 @@ public struct ClusterSnapshot: Sendable {
         self.cpuVisitOrder = cpuOnly + others
 
         // Model servers first, so replicas can attach to them.
-        for server in Self.order(modelServers, by: { $0.metadata.name }).map({ modelServers[$0] }) {
+        for position in Self.order(modelServers, by: { $0.metadata.name }) {
+            let server = modelServers[position]
             guard let binding = server.binding, let n = nodeIndex[binding.node],
                 let gpuIndex = binding.gpuIndices.first, let p = self.nodes[n].position(ofGPU: gpuIndex)
             else { continue }
