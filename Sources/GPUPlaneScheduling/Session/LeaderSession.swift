@@ -134,7 +134,7 @@ public final class LeaderSession: Sendable {
             SchedulerMetrics.passes.increment()
             SchedulerMetrics.passDuration.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
         }
-        let input = timed(.read) { readInput() }
+        let input = await timed(.read) { readInput() }
         SchedulerMetrics.pendingReplicas.record(input.replicas.reduce(0) { $0 + ($1.binding == nil ? 1 : 0) })
 
         // 1. Node lifecycle.
@@ -149,8 +149,8 @@ public final class LeaderSession: Sendable {
         }
 
         // 4. Placement.
-        var snapshot = timed(.snapshot) { placement.snapshot(of: input) }
-        let placed = timed(.placement) { placement.writes(input, &snapshot) }
+        var snapshot = await timed(.snapshot) { placement.snapshot(of: input) }
+        let placed = await timed(.placement) { placement.writes(input, &snapshot) }
         if try await timed(.placementCommit, { try await committer.commit(placed) }) {
             eventsDue.ring()
             return true
@@ -178,13 +178,6 @@ public final class LeaderSession: Sendable {
         // 9. Events.
         eventsDue.ring()
         return false
-    }
-
-    /// `body`, its duration recorded as `step`'s (`gpuplane_scheduler_step_duration_seconds`).
-    private func timed<T>(_ step: SchedulerMetrics.Step, _ body: () throws -> T) rethrows -> T {
-        let started = ContinuousClock.now
-        defer { SchedulerMetrics.stepDuration[step]?.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1))) }
-        return try body()
     }
 
     /// `body`, its duration recorded as `step`'s (`gpuplane_scheduler_step_duration_seconds`).
