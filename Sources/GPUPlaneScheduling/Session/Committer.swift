@@ -171,8 +171,9 @@ final class Committer: Sendable {
     /// How one transaction of ``commit(_:)`` ended.
     private struct ChunkOutcome: Sendable {
         var index: Int
-        var committed: Bool
-        var failure: Failure? = nil
+        /// Why it did not commit; nil when it did.
+        var failure: Failure?
+        var committed: Bool { failure == nil }
     }
 
     /// Commits one transaction of units; counts it, records its events and the revision the
@@ -195,7 +196,7 @@ final class Committer: Sendable {
         } catch {
             let error = error as? StoreError ?? StoreError(code: .invalid, message: "\(error)")
             count(.other, error)
-            return ChunkOutcome(index: index, committed: false, failure: .other)
+            return ChunkOutcome(index: index, failure: .other)
         }
         for (key, revision) in guards.sorted(by: { $0.key < $1.key }) {
             txn.bump(key, unchangedSince: revision, reason: Reason.gpuGuard, tag: Tag.gpuGuard)
@@ -218,15 +219,15 @@ final class Committer: Sendable {
             for unit in chunk {
                 for occurrence in unit.events { events.record(occurrence) }
             }
-            return ChunkOutcome(index: index, committed: true)
+            return ChunkOutcome(index: index, failure: nil)
         } catch let error as StoreError {
             let failure = Self.classify(error, kinds: chunk.flatMap { $0.ops.map(\.kind) })
             if failure != .leadershipLost { count(failure, error) }
-            return ChunkOutcome(index: index, committed: false, failure: failure)
+            return ChunkOutcome(index: index, failure: failure)
         } catch {
             let error = StoreError(code: .unavailable, message: "\(error)")
             count(.other, error)
-            return ChunkOutcome(index: index, committed: false, failure: .other)
+            return ChunkOutcome(index: index, failure: .other)
         }
     }
 
