@@ -13,14 +13,14 @@ public final class Turns: Sendable {
     private struct State {
         /// key → the waiters behind the task whose turn it is (present while one holds it).
         var queues: [String: [Waiter]] = [:]
+        /// The id of the last waiter.
+        var lastID: UInt64 = 0
     }
 
     private struct Waiter {
         let id: UInt64
         let continuation: CheckedContinuation<Void, any Error>
     }
-
-    private let ids = Locked<UInt64>(0)
 
     /// An empty set of queues.
     public init() {}
@@ -39,7 +39,10 @@ public final class Turns: Sendable {
     }
 
     private func take(_ key: String) async throws {
-        let id = ids.withLock { $0 += 1; return $0 }
+        let id = state.withLock { s in
+            s.lastID += 1
+            return s.lastID
+        }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 enum Start { case now, queued, cancelled }
