@@ -125,20 +125,25 @@ import Testing
         #expect(try await h.call("POST", "/v1/applications", token: token, body: three.replacingOccurrences(of: "image: x", with: "image: y")).status == 200)
     }
 
-    /// Eight concurrent applies of one GPU each against a limit of 4: each fits alone, so only
-    /// the guard on the tenant's admission marker keeps the fifth from committing.
-    @Test func concurrentAppliesNeverPassTheGPULimit() async throws {
-        let h = try await SharedServer.shared.get()
-        let (tenant, token) = try await h.tenant(.enterprise, gpuLimit: 4)
-        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
-            for i in 0..<8 {
+    /// Applies of one single-GPU application per name, all sent at once; their statuses.
+    static func oneGPUAppliesAtOnce(_ h: Harness, token: String, names: [String]) async throws -> [Int] {
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for name in names {
                 group.addTask {
-                    let one = app("race\(i)", pods: "  - {name: a, image: x, gpu: {enabled: true, model: custom, memoryGB: 80}}\n")
+                    let one = app(name, pods: "  - {name: a, image: x, gpu: {enabled: true, model: custom, memoryGB: 80}}\n")
                     return try await h.call("POST", "/v1/applications", token: token, body: one).status
                 }
             }
             return try await group.reduce(into: [Int]()) { $0.append($1) }
         }
+    }
+
+    /// Eight concurrent applies of one GPU each against a limit of 4: each fits alone, so only
+    /// the guard on the tenant's admission marker keeps the fifth from committing.
+    @Test func concurrentAppliesNeverPassTheGPULimit() async throws {
+        let h = try await SharedServer.shared.get()
+        let (tenant, token) = try await h.tenant(.enterprise, gpuLimit: 4)
+        let statuses = try await Self.oneGPUAppliesAtOnce(h, token: token, names: (0..<8).map { "race\($0)" })
         #expect(statuses.filter { $0 == 201 }.count == 4, "\(statuses)")
         #expect(statuses.filter { $0 == 403 }.count == 4, "\(statuses)")
         let held = ReplicaPlanner.wholeGPUs(try await h.deps.store.list(Replica.self, tenant: tenant).items)
@@ -153,15 +158,7 @@ import Testing
         let h = try await SharedServer.shared.get()
         let (tenant, token) = try await h.tenant(.enterprise, gpuLimit: 64)
         let racesBefore = h.deps.admissionRaceCount
-        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
-            for i in 0..<12 {
-                group.addTask {
-                    let one = app("turn\(i)", pods: "  - {name: a, image: x, gpu: {enabled: true, model: custom, memoryGB: 80}}\n")
-                    return try await h.call("POST", "/v1/applications", token: token, body: one).status
-                }
-            }
-            return try await group.reduce(into: [Int]()) { $0.append($1) }
-        }
+        let statuses = try await Self.oneGPUAppliesAtOnce(h, token: token, names: (0..<12).map { "turn\($0)" })
         #expect(statuses == Array(repeating: 201, count: 12), "\(statuses)")
         #expect(h.deps.admissionRaceCount == racesBefore, "a GPU admission raced another of this api-server")
         #expect(ReplicaPlanner.wholeGPUs(try await h.deps.store.list(Replica.self, tenant: tenant).items) == 12)
