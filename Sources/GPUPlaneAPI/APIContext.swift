@@ -128,6 +128,29 @@ struct AuthMiddleware: RouterMiddleware {
     }
 }
 
+/// Handles the rest of each request (every other middleware, the route, the store and etcd
+/// calls) in a child task of the connection's task.
+///
+/// Swift's task allocator keeps every slab a task's async frames ever needed until the task
+/// ends, and Hummingbird runs a connection in one task: a node-agent's connections (two
+/// watches and its heartbeats) live for days, so each kept the deepest request it ever
+/// served, about 45 KB (heaptrack, 1,000 hollow nodes: 150 KB per node in the api-server). In
+/// a child task those frames are freed when the response is returned; the connection keeps
+/// Hummingbird's frames and, for a watch, the streaming body's.
+struct RequestTaskMiddleware: RouterMiddleware {
+    typealias Context = APIContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        try await withoutActuallyEscaping(next) { next in
+            // The child ends before this returns (the `async let` is awaited), and this task
+            // does nothing meanwhile: `next` is never run concurrently with its caller.
+            nonisolated(unsafe) let next = next
+            async let response = next(request, context)
+            return try await response
+        }
+    }
+}
+
 /// Turns any error a route throws into our JSON error body, so clients never see a bare 500
 /// page or an HTML error: store errors map to 404/409/503 naming their object
 /// (``APIError/from(_:)``), so routes let them through; oversize bodies map to 413.

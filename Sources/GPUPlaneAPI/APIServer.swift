@@ -219,6 +219,7 @@ public final class RouteTable: @unchecked Sendable {
 /// Builds the router with every route; tests build it against a test etcd.
 public func buildRouter(_ deps: APIDependencies) -> (Router<APIContext>, RouteTable) {
     let router = Router(context: APIContext.self)
+    router.add(middleware: RequestTaskMiddleware())
     router.add(middleware: ErrorMiddleware(logger: deps.logger))
     router.add(middleware: AuthMiddleware(authenticator: deps.authenticator, audit: deps.logger, limiter: deps.authFailureLimiter))
     let table = RouteTable(router: router)
