@@ -57,6 +57,8 @@ public enum APIServerMain {
 
     /// Runs the server until SIGTERM.
     public static func run() async -> Int32 {
+        // Four malloc arenas, not glibc's up to eight per core (see docs/operations.md).
+        SystemThread.limitMallocArenasUnlessSet(4)
         do {
             let config = try Configuration.load(keys: keys, defaultConfigFile: "/etc/gpuplane/api-server.conf")
             let level = Logger.Level(rawValue: try config.string("log-level") ?? "info") ?? .info

@@ -3,6 +3,7 @@ import GPUPlaneCore
 import GPUPlaneListener
 import GPUPlaneService
 import GPUPlaneStore
+import GPUPlaneSystem
 import Logging
 import ServiceLifecycle
 
@@ -35,6 +36,8 @@ public enum SchedulerMain {
 
     /// Runs the scheduler replica until SIGTERM; the process's exit status.
     public static func run() async -> Int32 {
+        // Four malloc arenas, not glibc's up to eight per core (see docs/operations.md).
+        SystemThread.limitMallocArenasUnlessSet(4)
         do {
             let config = try Configuration.load(keys: keys, defaultConfigFile: configFile)
             let level = Logger.Level(rawValue: try config.string("log-level") ?? "info") ?? .info

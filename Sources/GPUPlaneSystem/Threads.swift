@@ -15,6 +15,16 @@ public enum SystemThread {
         _ = gp_set_malloc_arena_max(count)
     }
 
+    /// Caps glibc's malloc arenas at `count` unless the operator set glibc's own
+    /// `MALLOC_ARENA_MAX`, which then wins. For the daemons with many threads (the api-server,
+    /// the scheduler): on a 16-core host glibc may make 128 arenas, each keeping the pages its
+    /// threads freed; each thread's cache (tcache) still serves most small allocations without
+    /// taking an arena's lock.
+    public static func limitMallocArenasUnlessSet(_ count: Int32) {
+        guard getenv("MALLOC_ARENA_MAX") == nil else { return }
+        limitMallocArenas(count)
+    }
+
     /// Starts a detached thread named `name` (the first 15 bytes show in `ps -L` and
     /// `/proc/<pid>/task/*/comm`) that runs `body` and exits.
     public static func start(name: String, _ body: @escaping @Sendable () -> Void) {
