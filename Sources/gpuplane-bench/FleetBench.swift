@@ -149,6 +149,9 @@ struct FleetResult: Codable {
     struct ProcessFigures: Codable {
         var name: String
         var rssMiB: Double
+        /// The anonymous part of the peak RSS (heap, stacks): RSS less the mapped binary and
+        /// libraries, which are file pages shared with every process that maps them.
+        var anonMiB: Double?
         var cpuLoad: Double
         var cpuSteady: Double
     }
@@ -181,11 +184,11 @@ struct FleetResult: Codable {
             "| api-server kill -9 + restart → its nodes beating again | \(s(apiServerRestartSeconds)) | \(apiServerRestartNotReady.map { "\($0) nodes NotReady meanwhile" } ?? "—") |",
             "| spurious NotReady (nodes never silenced) | \(spuriousNotReady) | |",
             "",
-            "| process | RSS MiB | CPU % under load | CPU % steady |",
-            "| --- | ---: | ---: | ---: |",
+            "| process | RSS MiB | of it anonymous (heap, stacks) | CPU % under load | CPU % steady |",
+            "| --- | ---: | ---: | ---: | ---: |",
         ]
         for p in processes {
-            lines.append(String(format: "| %@ | %.0f | %.0f | %.0f |", p.name, p.rssMiB, p.cpuLoad, p.cpuSteady))
+            lines.append(String(format: "| %@ | %.0f | %.0f | %.0f | %.0f |", p.name, p.rssMiB, p.anonMiB ?? .nan, p.cpuLoad, p.cpuSteady))
         }
         return lines.joined(separator: "\n")
     }
@@ -427,6 +430,7 @@ final class FleetRun: @unchecked Sendable {
             let scale = name == "hollow" ? hollowPer1000 : 1
             return FleetResult.ProcessFigures(
                 name: name == "hollow" ? "hollow nodes, per 1,000" : name, rssMiB: peak.peak(name) * scale,
+                anonMiB: peak.peak(name, anonymous: true) * scale,
                 cpuLoad: (cpuLoad[name] ?? .nan) * scale, cpuSteady: (cpuSteady[name] ?? .nan) * scale)
         }
         return result
@@ -793,26 +797,34 @@ struct ProcessSampler {
         return utime + stime
     }
 
-    static func rssMiB(_ pid: Int32) -> Double {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
-        for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-            let kb = line.split(separator: " ").dropFirst().first.flatMap { Double($0) } ?? 0
-            return kb / 1024
+    /// The process's resident set (`VmRSS`) and its anonymous part (`RssAnon`), MiB.
+    static func rssMiB(_ pid: Int32) -> (total: Double, anonymous: Double) {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return (0, 0) }
+        func mib(_ field: String) -> Double {
+            for line in text.split(separator: "\n") where line.hasPrefix(field) {
+                return (line.split(separator: " ").dropFirst().first.flatMap { Double($0) } ?? 0) / 1024
+            }
+            return 0
         }
-        return 0
+        return (mib("VmRSS:"), mib("RssAnon:"))
     }
 }
 
-/// The highest RSS each child showed.
+/// The highest RSS (and anonymous RSS) each child showed.
 final class PeakRSS: @unchecked Sendable {
-    private let peaks = Locked([String: Double]())
+    private let peaks = Locked([String: (total: Double, anonymous: Double)]())
 
     func sample(_ pids: [String: Int32]) {
         for (name, pid) in pids {
             let rss = ProcessSampler.rssMiB(pid)
-            peaks.withLock { $0[name] = max($0[name] ?? 0, rss) }
+            peaks.withLock {
+                let old = $0[name] ?? (0, 0)
+                $0[name] = (max(old.total, rss.total), max(old.anonymous, rss.anonymous))
+            }
         }
     }
 
-    func peak(_ name: String) -> Double { peaks.withLock { $0[name] ?? .nan } }
+    func peak(_ name: String, anonymous: Bool = false) -> Double {
+        peaks.withLock { $0[name].map { anonymous ? $0.anonymous : $0.total } ?? .nan }
+    }
 }
