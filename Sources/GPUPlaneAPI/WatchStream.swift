@@ -37,9 +37,8 @@ struct WatchStreamer: Sendable {
     ) async throws -> Response {
         var start: Int64
         var initial: [R] = []
+        var resumeAfter: Int64?
         let cache = deps.watchCaches.cache(R.self)
-        // Started before any list, so that the list's revision is inside the cache's window.
-        let cacheStarted = (try? await cache.start()) != nil
         var subscription: WatchCacheSubscription<R>?
         if let text = request.query("resourceVersion"), !text.isEmpty, text != "0" {
             // etcd's revisions are positive Int64s; the largest cannot be resumed after (its
@@ -51,13 +50,11 @@ struct WatchStreamer: Sendable {
                     field: "resourceVersion")
             }
             start = version + 1
-            // The cache may still hold changes etcd compacted: those get etcd's 410, through a
-            // watch of the caller's own, as before the cache (one range read per connection;
-            // asked even past the cache's head, which may lag etcd's).
-            if cacheStarted, version >= cache.floor, !(await cache.isCompacted(after: version)) {
-                subscription = cache.subscribe(after: version, route: route)
-            }
+            // The cache is asked in the body, after a first BOOKMARK (see WatchSession.resume).
+            resumeAfter = version
         } else {
+            // Started before the list, so that the list's revision is inside the cache's window.
+            let cacheStarted = (try? await cache.start()) != nil
             let list = try await deps.store.list(R.self, tenant: tenant)
             initial = list.items.filter(filter)
             start = list.revision + 1
@@ -68,11 +65,17 @@ struct WatchStreamer: Sendable {
             startRevision: start, bookmarkEvery: deps.bookmarkInterval)
         let first = initial
         let subscribed = subscription
+        let resuming = resumeAfter
         var headers = HTTPFields()
         headers[.contentType] = "application/x-ndjson"
         headers[.cacheControl] = "no-cache"
         let body = ResponseBody { writer in
-            try await WatchSession(session).run(initial: first, subscription: subscribed, writer: &writer)
+            let watch = WatchSession(session)
+            if let resuming {
+                try await watch.resume(after: resuming, writer: &writer)
+            } else {
+                try await watch.run(initial: first, subscription: subscribed, writer: &writer)
+            }
         }
         return Response(status: .ok, headers: headers, body: body)
     }
@@ -135,6 +138,24 @@ final class WatchSession<R: Resource> {
     init(_ setup: Setup) {
         self.setup = setup
         self.lastRevision = setup.startRevision - 1
+    }
+
+    /// Resumes a watch after `version`: a BOOKMARK at `version` at once (nothing new, but the
+    /// headers and a first line are out before etcd is asked anything, so a client does not
+    /// take a slow start, with etcd busy, for a dead connection), then the cache's changes
+    /// after it, or, when the cache cannot serve it or etcd compacted it, an etcd watch of its
+    /// own (which answers 410 for a compacted one, as etcd does).
+    func resume(after version: Int64, writer: inout any ResponseBodyWriter) async throws {
+        try await writer.write(try Self.encoded([WatchLine<R>(type: "BOOKMARK", resourceVersion: String(version))]))
+        let cache = setup.cache
+        var subscription: WatchCacheSubscription<R>?
+        // The cache may still hold changes etcd compacted: those get etcd's 410, through a
+        // watch of the caller's own (one range read per connection; asked even past the
+        // cache's head, which may lag etcd's).
+        if (try? await cache.start()) != nil, version >= cache.floor, !(await cache.isCompacted(after: version)) {
+            subscription = cache.subscribe(after: version, route: setup.route)
+        }
+        try await run(initial: [], subscription: subscription, writer: &writer)
     }
 
     /// Sends `initial` as ADDED lines, then follows the cache's subscription, or an etcd watch of

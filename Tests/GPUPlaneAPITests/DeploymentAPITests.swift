@@ -289,13 +289,18 @@ import Testing
         // one at or past the delete's version says the stream has sent everything up to it.
         let deleted = try #require((changes.last?["resourceVersion"] as? String).flatMap { Int64($0) })
         var again: [String] = []
+        var firstLine: [String: Any] = [:]
         try await eventually("the resumed watch delivers a BOOKMARK at or past the delete") {
             let text = (try? String(contentsOf: resumedOut, encoding: .utf8)) ?? ""
             let lines = text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
             again = lines.compactMap { $0["type"] as? String }
+            firstLine = lines.first ?? [:]
             return lines.contains { $0["type"] as? String == "BOOKMARK" && ($0["resourceVersion"] as? String).flatMap { Int64($0) } ?? 0 >= deleted }
         }
         #expect(again.filter { $0 != "BOOKMARK" } == ["DELETED"])
+        // A resumed stream says at once that it is alive: a BOOKMARK at the version it resumes
+        // after, written before the server reads etcd.
+        #expect(firstLine["type"] as? String == "BOOKMARK" && firstLine["resourceVersion"] as? String == modified)
     }
 
     /// Two objects written by one transaction share a revision; a stream cut between them must
