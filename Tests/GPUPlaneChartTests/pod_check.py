@@ -232,9 +232,7 @@ def check_values_set(daemons: dict, work: Path) -> None:
             for name, process in members.items():
                 # etcd ends by raising the signal again once it has stopped cleanly.
                 stop(process, where, f"etcd member {name}", clean=(0, -signal.SIGTERM))
-            subprocess.run(["ip", "link", "del", "gpbr0"], capture_output=True)
-            for index in range(daemons["pods"]["etcd"]["replicas"]):
-                subprocess.run(["ip", "netns", "del", f"gpm{index}"], capture_output=True)
+            remove_member_links(daemons["pods"]["etcd"]["replicas"])
         return
 
     # An external etcd: one on loopback, every endpoint's host this machine.
@@ -309,10 +307,21 @@ def enable_etcd_auth(tls: dict, endpoint: str, certs: Path | None, where: str) -
     return True
 
 
+def remove_member_links(replicas: int) -> None:
+    """The bridge, veths and namespaces of the bundled etcd's members, if there: after a run, and
+    before one (a namespace still held by a dying process keeps its veth pair a while, and the
+    next run's `ip link add` would fail on the leftover)."""
+    for index in range(replicas):
+        subprocess.run(["ip", "link", "del", f"gpvh{index}"], capture_output=True)
+        subprocess.run(["ip", "netns", "del", f"gpm{index}"], capture_output=True)
+    subprocess.run(["ip", "link", "del", "gpbr0"], capture_output=True)
+
+
 def start_members(spec: dict, root: Path, logs: Path, where: str) -> dict[str, subprocess.Popen]:
     """The bundled etcd's members as rendered, each in a network namespace of its own on a bridge,
     its stable name (<pod>.<headless service>...) in /etc/hosts; they must form one cluster."""
     container = spec["containers"][0]
+    remove_member_links(spec["replicas"])
     run("ip", "link", "add", "gpbr0", "type", "bridge")
     run("ip", "addr", "add", "10.99.0.1/24", "dev", "gpbr0")
     run("ip", "link", "set", "gpbr0", "up")
