@@ -144,12 +144,20 @@ final class SchedulerHarness: @unchecked Sendable {
     /// The revision at which the leader key created at `revision` was deleted (its lease
     /// expired or it resigned), read from etcd's history.
     func leadershipEnd(createdAt revision: Int64) async throws -> Int64 {
+        try await leadership(createdAt: revision).end
+    }
+
+    /// Who held the election key created at `revision`, and the revision at which it was
+    /// deleted, read from etcd's history.
+    func leadership(createdAt revision: Int64) async throws -> (identity: String, end: Int64) {
         let keys = try await client.range(.prefix(Scheduler.defaultElectionName + "/"), revision: revision).kvs
-        guard let key = keys.first(where: { $0.createRevision == revision })?.key else {
+        guard let kv = keys.first(where: { $0.createRevision == revision }) else {
             throw HarnessError("no leader key created at \(revision)")
         }
-        for try await batch in client.watch(.key(key), startRevision: revision + 1) {
-            if let delete = batch.events.first(where: { $0.type == .delete }) { return delete.revision }
+        for try await batch in client.watch(.key(kv.key), startRevision: revision + 1) {
+            if let delete = batch.events.first(where: { $0.type == .delete }) {
+                return (String(decoding: kv.value, as: UTF8.self), delete.revision)
+            }
         }
         throw HarnessError("watch ended")
     }
