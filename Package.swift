@@ -256,7 +256,7 @@ let package = Package(
         .testTarget(
             name: "GPUPlaneSchedulingTests",
             dependencies: [
-                "GPUPlaneScheduling", "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneTestSupport", "GPUPlaneService",
+                "GPUPlaneScheduling", "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "CurlHTTP", "GPUPlaneTestSupport", "GPUPlaneService",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),

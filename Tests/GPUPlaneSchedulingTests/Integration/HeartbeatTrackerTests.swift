@@ -1,3 +1,4 @@
+import CurlHTTP
 import EtcdClient
 import Foundation
 import GPUPlaneCore
@@ -8,9 +9,6 @@ import Testing
 
 @testable import GPUPlaneScheduling
 
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// Heartbeats kept in the api-servers' memory (`HeartbeatTracker`), end to end: real etcd, real
 /// `gpuplane-api-server` processes (killed with SIGKILL and restarted), the scheduler's node
@@ -282,18 +280,21 @@ final class APIServers: Sendable {
         }
     }
 
+    /// Calls through libcurl, not URLSession: the beat loops are cancelled mid-call, and
+    /// FoundationNetworking's cancel of an async `data(for:)` can deadlock with its completion
+    /// (the cancel holds the task's status lock and waits on the session's queue, whose
+    /// completion waits on that lock): the whole test process hung.
     static func call(_ method: String, _ url: String, token: String? = nil, body: String? = nil, timeout: Double = 10) async throws -> (status: Int, body: Data) {
-        guard let target = URL(string: url) else { throw HarnessError("bad url \(url)") }
-        var request = URLRequest(url: target, timeoutInterval: timeout)
-        request.httpMethod = method
-        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        if let body {
-            request.httpBody = Data(body.utf8)
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        }
-        let (data, response) = try await URLSession.shared.data(for: request)
-        return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+        var headers: [CurlHTTP.Header] = []
+        if let token { headers.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
+        if body != nil { headers.append(CurlHTTP.Header("Content-Type", "application/json")) }
+        let response = try await http.perform(CurlHTTP.Request(
+            method: CurlHTTP.Method(method), url: url, headers: headers, body: body.map { Data($0.utf8) },
+            timeout: .milliseconds(Int(timeout * 1000))))
+        return (response.status, response.body)
     }
+
+    static let http = CurlHTTP.Client(name: "heartbeat-test-curl")
 }
 
 /// Every heartbeat key change a watch saw, in order.
