@@ -170,6 +170,131 @@ struct NodeGroup: Sendable {
     var nodes: [Int]
 }
 
+/// The part of a ``ClusterSnapshot`` made from the nodes alone: their states with nothing held
+/// on them, the groups pipelines visit and the CPU pods' visiting order. It is the same for
+/// every snapshot while no node changes (a burst of placements changes replicas, not nodes), so
+/// the leader keeps it from one pass to the next (``ClusterSnapshot/init(nodes:replicas:modelServers:tenants:machineTypes:maxAttachmentsPerServer:seed:reusing:)``).
+public struct SnapshotNodeBase: Sendable {
+    /// The nodes' names and resourceVersions, in the order given.
+    let names: [String]
+    let versions: [String]
+    let seed: UInt64
+    let states: [NodeState]
+    let typeNames: [String]
+    let nodeIndex: [String: Int]
+    let groupsByMode: [GPUMode: [NodeGroup]]
+    let cpuVisitOrder: [Int]
+
+    /// Whether it was made from `nodes` as they are now (the same names, in the same order, at
+    /// the same resourceVersions) with `seed`. Never for nodes without a resourceVersion.
+    func matches(_ nodes: [Node], seed: UInt64) -> Bool {
+        guard seed == self.seed, nodes.count == names.count else { return false }
+        for i in nodes.indices {
+            let version = nodes[i].metadata.resourceVersion
+            guard !version.isEmpty, version == versions[i], nodes[i].metadata.name == names[i] else { return false }
+        }
+        return true
+    }
+
+    init(nodes: [Node], table: MachineTypeTable, seed: UInt64) {
+        self.names = nodes.map(\.metadata.name)
+        self.versions = nodes.map(\.metadata.resourceVersion)
+        self.seed = seed
+        // Nodes, with machine types interned and GPUs' health joined by UUID.
+        var typeIDs: [String: Int] = [:]
+        var typeNames: [String] = []
+        var typeVRAM: [Int] = []
+        var states: [NodeState] = []
+        states.reserveCapacity(nodes.count)
+        // The table's lookups, once per name (a lookup lowercases every type's name and alias).
+        var namedTypes: [String: MachineType?] = [:]
+        func named(_ name: String) -> MachineType? {
+            if let known = namedTypes[name] { return known }
+            let found = table.named(name)
+            namedTypes[name] = .some(found)
+            return found
+        }
+        for position in ClusterSnapshot.order(nodes, by: { $0.metadata.name }) {
+            let node = nodes[position]
+            let rawType = node.metadata.labels[Node.machineTypeLabel] ?? node.spec.machineType
+            let typeName = named(rawType)?.name ?? rawType
+            let typeID: Int
+            if let id = typeIDs[typeName] {
+                typeID = id
+            } else {
+                typeID = typeNames.count
+                typeIDs[typeName] = typeID
+                typeNames.append(typeName)
+                typeVRAM.append(
+                    named(typeName)?.vramGB ?? node.spec.gpus.map(\.memoryGB).max() ?? 0)
+            }
+            // Health by UUID (the last report counts), looked up only on a node that reports
+            // an unhealthy GPU: most pass their thousands of nodes with none.
+            var health: [String: Bool] = [:]
+            if node.status.gpuHealth.contains(where: { !$0.healthy }) {
+                for report in node.status.gpuHealth { health[report.uuid] = report.healthy }
+            }
+            let devices = node.spec.gpus
+            let inOrder = zip(devices, devices.dropFirst()).allSatisfy { $0.index <= $1.index }
+            let gpus = (inOrder ? devices : devices.sorted { $0.index < $1.index }).map { device in
+                GPUState(
+                    index: device.index, uuid: device.uuid, vramTotalGB: device.memoryGB,
+                    vramAllocatedGB: 0, owner: nil, sharedServers: [],
+                    healthy: health[device.uuid] ?? true)
+            }
+            let label = node.metadata.labels[Node.gpuModeLabel]
+            var allocatable: ComputeResources?
+            if node.spec.allocatableCPUMilli != nil || node.spec.allocatableMemoryMB != nil {
+                // One of the two reported: the other is not accounted (no limit from it).
+                allocatable = ComputeResources(
+                    cpuMilli: node.spec.allocatableCPUMilli ?? Int.max / 4,
+                    memoryMB: node.spec.allocatableMemoryMB ?? Int.max / 4)
+            }
+            let gpuType = named(typeName).flatMap { $0.family == .gpu ? $0 : nil }
+            states.append(NodeState(
+                name: node.metadata.name, gpuModeLabel: label,
+                gpuMode: GPUMode.allCases.first { $0.nodeLabel == label },
+                modeMask: NodeState.modeMask(label: label),
+                machineType: typeName, ready: node.status.isReady,
+                cordoned: node.spec.unschedulable, gpus: gpus,
+                healthyGPUs: gpus.reduce(0) { $0 + ($1.healthy ? 1 : 0) }, typeID: typeID,
+                allocatable: allocatable, allocated: .zero,
+                gpuShare: gpuType.map(ComputeResources.init) ?? .zero,
+                isCPUOnly: node.metadata.labels[Node.nodeKindLabel] == Node.cpuNodeKind || gpus.isEmpty))
+        }
+        self.states = states
+        self.typeNames = typeNames
+        self.nodeIndex = Dictionary(
+            states.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
+
+        // Groups of (mode, machine type), smallest VRAM first, each in a seeded shuffled order.
+        var groups: [GPUMode: [Int: [Int]]] = [:]
+        for (i, node) in states.enumerated() {
+            for mode in GPUMode.allCases where node.admits(mode) {
+                groups[mode, default: [:]][node.typeID, default: []].append(i)
+            }
+        }
+        var generator = SplitMix64(seed: seed)
+        var byMode: [GPUMode: [NodeGroup]] = [:]
+        for mode in GPUMode.allCases {
+            let members = groups[mode] ?? [:]
+            byMode[mode] = members.keys.sorted {
+                (typeVRAM[$0], typeNames[$0]) < (typeVRAM[$1], typeNames[$1])
+            }.map { id in
+                var nodes = members[id] ?? []
+                nodes.shuffle(using: &generator)
+                return NodeGroup(typeID: id, typeName: typeNames[id], vramGB: typeVRAM[id], nodes: nodes)
+            }
+        }
+        self.groupsByMode = byMode
+        var cpuOnly = states.indices.filter { states[$0].isCPUOnly }
+        var others = states.indices.filter { !states[$0].isCPUOnly }
+        cpuOnly.shuffle(using: &generator)
+        others.shuffle(using: &generator)
+        self.cpuVisitOrder = cpuOnly + others
+    }
+}
+
 /// The world as the pipeline sees it: nodes with per-GPU state, model servers, what each
 /// tenant holds and may hold. Built once from the store's objects, then updated in place after
 /// every bind so that a batch of placements never re-reads the world.
@@ -185,6 +310,8 @@ public struct ClusterSnapshot: Sendable {
     /// Placements committed to this snapshot so far.
     public internal(set) var placementsCommitted: Int
 
+    /// The part made from the nodes alone, for the next snapshot's `reusing:`.
+    public let nodeBase: SnapshotNodeBase
     var nodeIndex: [String: Int]
     var typeNames: [String]
     var groupsByMode: [GPUMode: [NodeGroup]]
@@ -267,23 +394,27 @@ public struct ClusterSnapshot: Sendable {
 
     /// The positions of `items` in the order of `key`, equal keys in their given order (the
     /// objects themselves are not moved: a Node or Replica is large); no sort when they are in
-    /// order already (the informers list nodes by name).
+    /// order already (the informers list nodes by name). Each key is read once: a comparison
+    /// that read `items[a]` copied the whole object (a Replica retains dozens of references),
+    /// twenty thousand times a pass for 1,000 replicas, which the informers list by tenant first.
     static func order<T>(_ items: [T], by key: (T) -> String) -> [Int] {
-        if zip(items, items.dropFirst()).allSatisfy({ key($0) <= key($1) }) { return Array(items.indices) }
-        return items.indices.sorted { a, b in
-            let (ka, kb) = (key(items[a]), key(items[b]))
-            return ka < kb || (ka == kb && a < b)
-        }
+        let keys = items.map(key)
+        if keys.indices.dropFirst().allSatisfy({ keys[$0 - 1] <= keys[$0] }) { return Array(items.indices) }
+        return keys.indices.sorted { a, b in keys[a] < keys[b] || (keys[a] == keys[b] && a < b) }
     }
 
     /// Builds a snapshot. Replicas that ``Replica/holdsCapacity`` (bound, and not preempted or
     /// terminating: a `failed` one waiting out its restart backoff still holds its GPUs) hold
     /// what they are bound to; pending ones are ignored here and placed by the pipeline.
     /// Tenants not listed get `Tenant.defaultGPULimit`.
+    ///
+    /// `reusing`: the ``nodeBase`` of an earlier snapshot built with the same machine-type
+    /// table; used when it was made from the same nodes at the same resourceVersions and seed
+    /// (the nodes' states, groups and visiting orders are then not built again).
     public init(
         nodes: [Node], replicas: [Replica], modelServers: [ModelServer], tenants: [Tenant],
         machineTypes table: MachineTypeTable = .standard, maxAttachmentsPerServer: Int = 8,
-        seed: UInt64 = 0
+        seed: UInt64 = 0, reusing: SnapshotNodeBase? = nil
     ) {
         self.maxAttachmentsPerServer = max(1, maxAttachmentsPerServer)
         self.seed = seed
@@ -299,98 +430,15 @@ public struct ClusterSnapshot: Sendable {
         self.tenantLimits = Dictionary(
             tenants.map { ($0.metadata.name, $0.spec.gpuLimit) }, uniquingKeysWith: { _, last in last })
 
-        // Nodes, with machine types interned and GPUs' health joined by UUID.
-        var typeIDs: [String: Int] = [:]
-        var typeNames: [String] = []
-        var typeVRAM: [Int] = []
-        var states: [NodeState] = []
-        states.reserveCapacity(nodes.count)
-        // The table's lookups, once per name (a lookup lowercases every type's name and alias).
-        var namedTypes: [String: MachineType?] = [:]
-        func named(_ name: String) -> MachineType? {
-            if let known = namedTypes[name] { return known }
-            let found = table.named(name)
-            namedTypes[name] = .some(found)
-            return found
-        }
-        for position in Self.order(nodes, by: { $0.metadata.name }) {
-            let node = nodes[position]
-            let rawType = node.metadata.labels[Node.machineTypeLabel] ?? node.spec.machineType
-            let typeName = named(rawType)?.name ?? rawType
-            let typeID: Int
-            if let id = typeIDs[typeName] {
-                typeID = id
-            } else {
-                typeID = typeNames.count
-                typeIDs[typeName] = typeID
-                typeNames.append(typeName)
-                typeVRAM.append(
-                    named(typeName)?.vramGB ?? node.spec.gpus.map(\.memoryGB).max() ?? 0)
-            }
-            // Health by UUID (the last report counts), looked up only on a node that reports
-            // an unhealthy GPU: most pass their thousands of nodes with none.
-            var health: [String: Bool] = [:]
-            if node.status.gpuHealth.contains(where: { !$0.healthy }) {
-                for report in node.status.gpuHealth { health[report.uuid] = report.healthy }
-            }
-            let devices = node.spec.gpus
-            let inOrder = zip(devices, devices.dropFirst()).allSatisfy { $0.index <= $1.index }
-            let gpus = (inOrder ? devices : devices.sorted { $0.index < $1.index }).map { device in
-                GPUState(
-                    index: device.index, uuid: device.uuid, vramTotalGB: device.memoryGB,
-                    vramAllocatedGB: 0, owner: nil, sharedServers: [],
-                    healthy: health[device.uuid] ?? true)
-            }
-            let label = node.metadata.labels[Node.gpuModeLabel]
-            var allocatable: ComputeResources?
-            if node.spec.allocatableCPUMilli != nil || node.spec.allocatableMemoryMB != nil {
-                // One of the two reported: the other is not accounted (no limit from it).
-                allocatable = ComputeResources(
-                    cpuMilli: node.spec.allocatableCPUMilli ?? Int.max / 4,
-                    memoryMB: node.spec.allocatableMemoryMB ?? Int.max / 4)
-            }
-            let gpuType = named(typeName).flatMap { $0.family == .gpu ? $0 : nil }
-            states.append(NodeState(
-                name: node.metadata.name, gpuModeLabel: label,
-                gpuMode: GPUMode.allCases.first { $0.nodeLabel == label },
-                modeMask: NodeState.modeMask(label: label),
-                machineType: typeName, ready: node.status.isReady,
-                cordoned: node.spec.unschedulable, gpus: gpus,
-                healthyGPUs: gpus.reduce(0) { $0 + ($1.healthy ? 1 : 0) }, typeID: typeID,
-                allocatable: allocatable, allocated: .zero,
-                gpuShare: gpuType.map(ComputeResources.init) ?? .zero,
-                isCPUOnly: node.metadata.labels[Node.nodeKindLabel] == Node.cpuNodeKind || gpus.isEmpty))
-        }
-        self.nodes = states
-        self.typeNames = typeNames
-        self.nodeIndex = Dictionary(
-            states.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
-
-        // Groups of (mode, machine type), smallest VRAM first, each in a seeded shuffled order.
-        var groups: [GPUMode: [Int: [Int]]] = [:]
-        for (i, node) in states.enumerated() {
-            for mode in GPUMode.allCases where node.admits(mode) {
-                groups[mode, default: [:]][node.typeID, default: []].append(i)
-            }
-        }
-        var generator = SplitMix64(seed: seed)
-        var byMode: [GPUMode: [NodeGroup]] = [:]
-        for mode in GPUMode.allCases {
-            let members = groups[mode] ?? [:]
-            byMode[mode] = members.keys.sorted {
-                (typeVRAM[$0], typeNames[$0]) < (typeVRAM[$1], typeNames[$1])
-            }.map { id in
-                var nodes = members[id] ?? []
-                nodes.shuffle(using: &generator)
-                return NodeGroup(typeID: id, typeName: typeNames[id], vramGB: typeVRAM[id], nodes: nodes)
-            }
-        }
-        self.groupsByMode = byMode
-        var cpuOnly = states.indices.filter { states[$0].isCPUOnly }
-        var others = states.indices.filter { !states[$0].isCPUOnly }
-        cpuOnly.shuffle(using: &generator)
-        others.shuffle(using: &generator)
-        self.cpuVisitOrder = cpuOnly + others
+        // Nodes: kept from the previous snapshot while none changed.
+        let base = reusing.flatMap { $0.matches(nodes, seed: seed) ? $0 : nil }
+            ?? SnapshotNodeBase(nodes: nodes, table: table, seed: seed)
+        self.nodeBase = base
+        self.nodes = base.states
+        self.typeNames = base.typeNames
+        self.nodeIndex = base.nodeIndex
+        self.groupsByMode = base.groupsByMode
+        self.cpuVisitOrder = base.cpuVisitOrder
 
         // Model servers first, so replicas can attach to them.
         for position in Self.order(modelServers, by: { $0.metadata.name }) {

@@ -71,3 +71,66 @@ import Testing
         #expect(snapshot.nodes[0].freeWholeGPUs == 0)
     }
 }
+
+/// The nodes' part of a snapshot kept from one pass to the next (``SnapshotNodeBase``).
+@Suite struct SnapshotNodeBaseTests {
+    /// Nodes as an informer lists them: with resourceVersions.
+    static func fleet(_ count: Int) -> [Node] {
+        (0..<count).map { i in
+            var node = Fixture.node(
+                String(format: "n%03d", i), mode: i % 5 == 0 ? "shared" : "dedicated",
+                type: i % 3 == 0 ? "GPU-A100" : "GPU-H100", gpus: 8)
+            node.metadata.resourceVersion = String(100 + i)
+            return node
+        }
+    }
+
+    @Test func aReusedBasePlacesExactlyAsAFreshOne() throws {
+        let nodes = Self.fleet(40)
+        let held = (0..<30).map { i in
+            Fixture.replica("held\(i)", gpus: 1, binding: Binding(node: String(format: "n%03d", i + 1), gpuIndices: [i % 8]), phase: .running)
+        }
+        // The previous pass: other replicas held elsewhere, and placements committed to it.
+        var previous = Fixture.snapshot(nodes, replicas: [Fixture.replica("old", gpus: 4, binding: Binding(node: "n002", gpuIndices: [0, 1, 2, 3]), phase: .running)])
+        _ = Fixture.pipeline.place(Fixture.dedicated("placed-last-pass", gpus: 2), in: &previous)
+
+        var fresh = Fixture.snapshot(nodes, replicas: held)
+        var reused = ClusterSnapshot(nodes: nodes, replicas: held, modelServers: [], tenants: [], seed: 1, reusing: previous.nodeBase)
+        // Nothing held in the previous pass's snapshot shows through the reused base.
+        #expect(reused.node(named: "n002")?.gpus.map(\.owner) == fresh.node(named: "n002")?.gpus.map(\.owner))
+        #expect(reused.nodes.map(\.allocated) == fresh.nodes.map(\.allocated))
+        for i in 0..<20 {
+            let request = Fixture.dedicated("new\(i)", gpus: 1 + i % 3)
+            let a = Fixture.pipeline.place(request, in: &fresh).placement?.binding
+            let b = Fixture.pipeline.place(request, in: &reused).placement?.binding
+            #expect(a == b, "placement \(i) differs")
+        }
+    }
+
+    @Test func orderIsByKeyThenGivenPosition() {
+        #expect(ClusterSnapshot.order(["b", "a", "b", "a"], by: { $0 }) == [1, 3, 0, 2])
+        #expect(ClusterSnapshot.order(["a", "a", "c"], by: { $0 }) == [0, 1, 2])
+        #expect(ClusterSnapshot.order([String](), by: { $0 }).isEmpty)
+    }
+
+    @Test func aChangedNodeIsNotReused() {
+        let nodes = Self.fleet(6)
+        let base = Fixture.snapshot(nodes).nodeBase
+        #expect(base.matches(nodes, seed: 1))
+        #expect(!base.matches(nodes, seed: 2))
+        var changed = nodes
+        changed[3].spec.unschedulable = true
+        changed[3].metadata.resourceVersion = "999"
+        #expect(!base.matches(changed, seed: 1))
+        let snapshot = ClusterSnapshot(nodes: changed, replicas: [], modelServers: [], tenants: [], seed: 1, reusing: base)
+        #expect(snapshot.node(named: "n003")?.cordoned == true)
+        #expect(!base.matches(Array(nodes.dropLast()), seed: 1))
+        // Nodes made by hand (no resourceVersion) are never taken for unchanged.
+        let unversioned = nodes.map { node -> Node in
+            var node = node
+            node.metadata.resourceVersion = ""
+            return node
+        }
+        #expect(!Fixture.snapshot(unversioned).nodeBase.matches(unversioned, seed: 1))
+    }
+}

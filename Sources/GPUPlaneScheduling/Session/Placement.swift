@@ -26,6 +26,8 @@ final class PlacementStep: Sendable {
     private let state = Locked(State())
 
     private struct State {
+        /// The last snapshot's nodes part, reused while no node changes.
+        var nodeBase: SnapshotNodeBase?
         /// Replicas whose `invalid` outcome was reported already.
         var reportedInvalid: [String: String] = [:]
         /// Replicas preempted this term, with the words saying by whom (kept in their message
@@ -40,13 +42,17 @@ final class PlacementStep: Sendable {
         self.recordBindEvents = recordBindEvents
     }
 
-    /// The cluster as the pass's lists show it, with the warm pool's tenant (no GPU limit).
+    /// The cluster as the pass's lists show it, with the warm pool's tenant (no GPU limit); the
+    /// nodes' part is the previous pass's while no node changed.
     func snapshot(of input: PassInput) -> ClusterSnapshot {
         var tenants = input.tenants
         tenants.append(Tenant(metadata: ObjectMeta(name: WarmPool.tenant), spec: .init(plan: .enterprise, gpuLimit: .max)))
-        return ClusterSnapshot(
+        let snapshot = ClusterSnapshot(
             nodes: input.nodes, replicas: input.replicas, modelServers: input.servers, tenants: tenants,
-            machineTypes: pipeline.machineTypes, seed: UInt64(bitPattern: leaderRevision))
+            machineTypes: pipeline.machineTypes, seed: UInt64(bitPattern: leaderRevision),
+            reusing: state.withLock { $0.nodeBase })
+        state.withLock { $0.nodeBase = snapshot.nodeBase }
+        return snapshot
     }
 
     /// The bindings and preemptions, then the messages of replicas that wait; `snapshot`
