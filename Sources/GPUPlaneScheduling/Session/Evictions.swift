@@ -29,8 +29,10 @@ final class Evictions: Sendable {
         // thousands of replicas).
         var checks: [String: NodeCheck] = [:]
         checks.reserveCapacity(input.nodes.count)
-        for (position, node) in input.nodes.enumerated() where checks[node.metadata.name] == nil {
-            checks[node.metadata.name] = NodeCheck(node, position: position)
+        // By index, here and below: a `for node in` copies every Node or Replica (dozens of
+        // references each), thousands a pass.
+        for position in input.nodes.indices where checks[input.nodes[position].metadata.name] == nil {
+            checks[input.nodes[position].metadata.name] = NodeCheck(input.nodes[position], position: position)
         }
         var units: [WriteUnit] = []
 
@@ -46,7 +48,8 @@ final class Evictions: Sendable {
         }
 
         // Unhealthy GPUs, reported once each; a report is forgotten once its GPU is healthy.
-        for node in input.nodes where checks[node.metadata.name]?.anyUnhealthy == true {
+        for position in input.nodes.indices where checks[input.nodes[position].metadata.name]?.anyUnhealthy == true {
+            let node = input.nodes[position]
             for report in node.status.gpuHealth where !report.healthy {
                 let key = "\(node.metadata.name)/\(report.uuid)"
                 let fresh = state.withLock { $0.unhealthyReported.insert(key).inserted }
@@ -69,15 +72,15 @@ final class Evictions: Sendable {
         }
 
         var goneServers = Set<String>()
-        for server in input.servers {
-            guard let binding = server.binding, trouble(binding.node, binding.gpuIndices) != nil else { continue }
-            goneServers.insert(server.metadata.name)
-            units.append(WriteUnit(ops: [.delete(server)]))
+        for i in input.servers.indices {
+            guard let binding = input.servers[i].binding, trouble(binding.node, binding.gpuIndices) != nil else { continue }
+            goneServers.insert(input.servers[i].metadata.name)
+            units.append(WriteUnit(ops: [.delete(input.servers[i])]))
         }
         let existingServers = Set(input.servers.map(\.metadata.name)).subtracting(goneServers)
         var evicted = 0
-        for replica in input.replicas {
-            guard let binding = replica.binding else { continue }
+        for i in input.replicas.indices {
+            guard let binding = input.replicas[i].binding else { continue }
             var why: String?
             if let message = trouble(binding.node, binding.gpuIndices) {
                 why = message
@@ -85,6 +88,7 @@ final class Evictions: Sendable {
                 why = "model server \(server) is gone"
             }
             guard let why else { continue }
+            let replica = input.replicas[i]
             var updated = replica
             updated.unbind(message: "\(why); rescheduling")
             units.append(WriteUnit(ops: [.update(updated)], events: [

@@ -40,20 +40,23 @@ final class NodeLifecycle: Sendable {
         let silent: Set<String> = missingSince.withLock { missingSince in
             var silent = liveness.expired
             var missing: [String: ContinuousClock.Instant] = [:]
-            for node in input.nodes
-            where !liveness.live.contains(node.metadata.name) && !liveness.expired.contains(node.metadata.name) {
-                let since = missingSince[node.metadata.name] ?? clock
-                missing[node.metadata.name] = since
-                if clock - since >= heartbeatGrace { silent.insert(node.metadata.name) }
+            // By index, here and below: a `for node in` copies every Node (dozens of references).
+            for i in input.nodes.indices {
+                let name = input.nodes[i].metadata.name
+                guard !liveness.live.contains(name) && !liveness.expired.contains(name) else { continue }
+                let since = missingSince[name] ?? clock
+                missing[name] = since
+                if clock - since >= heartbeatGrace { silent.insert(name) }
             }
             missingSince = missing
             return silent
         }
-        for node in input.nodes {
-            let current = node.status.conditions.first { $0.type == NodeHeartbeat.readyCondition }
-            let alive = liveness.live.contains(node.metadata.name)
-            let ready = current?.status ?? false
+        for i in input.nodes.indices {
+            let alive = liveness.live.contains(input.nodes[i].metadata.name)
+            let ready = input.nodes[i].status.conditions.first { $0.type == NodeHeartbeat.readyCondition }?.status ?? false
             guard alive != ready else { continue }
+            let node = input.nodes[i]
+            let current = node.status.conditions.first { $0.type == NodeHeartbeat.readyCondition }
             var updated = node
             let involved = OwnerReference(kind: .node, name: node.metadata.name, uid: node.metadata.uid)
             if alive, !ready, current == nil || current?.reason == LeaderSession.ReadyReason.heartbeatExpired {

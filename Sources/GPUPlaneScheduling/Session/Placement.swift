@@ -60,8 +60,11 @@ final class PlacementStep: Sendable {
     func writes(_ input: PassInput, _ snapshot: inout ClusterSnapshot) -> [WriteUnit] {
         let pending = input.replicas.filter { $0.binding == nil && $0.status.phase == .pending }
         guard !pending.isEmpty else { return [] }
-        let byKey = Dictionary(
-            input.replicas.map { ("\($0.metadata.tenant)/\($0.metadata.name)", $0) }, uniquingKeysWith: { a, _ in a })
+        // Positions, not copies: a Replica retains dozens of references, and this names all.
+        let positions = Dictionary(
+            input.replicas.indices.map { ("\(input.replicas[$0].metadata.tenant)/\(input.replicas[$0].metadata.name)", $0) },
+            uniquingKeysWith: { a, _ in a })
+        func byKey(_ key: String) -> Replica? { positions[key].map { input.replicas[$0] } }
         let serversByName = Dictionary(input.servers.map { ($0.metadata.name, $0) }, uniquingKeysWith: { a, _ in a })
         let result = pipeline.placeBatch(pending, in: &snapshot, preempt: preemption)
 
@@ -69,14 +72,14 @@ final class PlacementStep: Sendable {
         var messages: [WriteUnit] = []
         for entry in result.entries {
             let key = "\(entry.tenant)/\(entry.name)"
-            guard let replica = byKey[key] else { continue }
+            guard let replica = byKey(key) else { continue }
             switch entry.outcome {
             case .bound(let placement):
                 units.append(bindUnit(replica, placement))
             case .preempting(let plan, let placement):
                 var unit = bindUnit(replica, placement)
                 for victim in plan.victims {
-                    guard var v = byKey[victim.key], v.binding != nil else { continue }
+                    guard var v = byKey(victim.key), v.binding != nil else { continue }
                     v.unbind(message: plan.message(for: victim))
                     unit.ops.append(.update(v))
                     state.withLock { $0.preempted[victim.key] = plan.message(for: victim) }
