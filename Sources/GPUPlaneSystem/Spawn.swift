@@ -32,7 +32,16 @@ public enum Spawn {
             for pointer in argv { free(pointer) }
             for pointer in envp { free(pointer) }
         }
-        let rc = gp_spawn(&pid, path, argv, envp, path.contains("/") ? 0 : 1, stdin, stdout, stderr)
+        // ETXTBSY: the program was written a moment ago and another thread's child, forked
+        // before the writer closed it, still holds it open for writing until that child execs
+        // (a test copying a binary while other tests start processes). Nothing started; the
+        // descriptor goes within milliseconds, so try again for a while, as Go's os/exec does.
+        var rc: Int32 = 0
+        for attempt in 0..<50 {
+            rc = gp_spawn(&pid, path, argv, envp, path.contains("/") ? 0 : 1, stdin, stdout, stderr)
+            guard rc == ETXTBSY else { break }
+            usleep(UInt32(min(attempt + 1, 10)) * 2_000)
+        }
         guard rc == 0 else { throw Failure(path: path, code: rc) }
         return pid
     }
