@@ -87,8 +87,19 @@ def set_text(css, value):
     driver.execute_script("arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input', {bubbles: true}));", element(css), value)
 
 
+console = []
+
+
 def go(fragment):
-    driver.get(f"{BASE}/ui{fragment}")
+    """Loads a page of the dashboard. Other tests on the machine add and remove network
+    interfaces (veths, bridges), and Chromium then aborts the requests in flight with
+    ERR_NETWORK_CHANGED: a script module lost that way never runs, so the page is loaded again."""
+    for _ in range(3):
+        driver.get(f"{BASE}/ui{fragment}")
+        entries = driver.get_log("browser")
+        console.extend(entries)
+        if not any("ERR_NETWORK_CHANGED" in entry.get("message", "") for entry in entries):
+            return
 
 
 def shot(name):
@@ -396,7 +407,7 @@ except Exception as error:  # noqa: BLE001 - report any failure with the page as
     try:
         driver.save_screenshot(os.path.join(SHOTS, "failure.png"))
         print("page text:\n" + driver.find_element(By.TAG_NAME, "body").text[:4000])
-        for entry in driver.get_log("browser")[-30:]:
+        for entry in (console + driver.get_log("browser"))[-30:]:
             print("console:", entry.get("level"), entry.get("message"))
     except Exception:  # noqa: BLE001
         pass
