@@ -250,7 +250,7 @@ let package = Package(
         .testTarget(
             name: "GPUPlaneAPITests",
             dependencies: [
-                "GPUPlaneAPI", "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "GPUPlaneTestSupport", "GPUPlaneSystem",
+                "GPUPlaneAPI", "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "CurlHTTP", "GPUPlaneTestSupport", "GPUPlaneSystem",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]),
         .testTarget(

@@ -1,3 +1,4 @@
+import CurlHTTP
 import EtcdClient
 import Foundation
 import GPUPlaneAPI
@@ -11,9 +12,6 @@ import Logging
 struct HarnessError: Error, CustomStringConvertible {
     let description: String
 }
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// One real etcd and one live api-server per test process, shared by every test; each test
 /// uses its own tenants so they run in parallel.
@@ -69,20 +67,28 @@ struct Harness: Sendable {
     let deps: APIDependencies
     let auditIdentifier: String
 
-    func call(_ method: String, _ path: String, token: String? = nil, body: String? = nil, data: Data? = nil, headers: [String: String] = [:]) async throws -> Reply {
-        guard let url = URL(string: base + path) else { throw HarnessError(description: "bad url \(path)") }
-        var request = URLRequest(url: url, timeoutInterval: 30)
-        request.httpMethod = method
-        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }
-        if let body { request.httpBody = Data(body.utf8) }
-        if let data { request.httpBody = data }
-        let (responseBody, response) = try await URLSession.shared.data(for: request)
-        let http = response as? HTTPURLResponse
-        var headers: [String: String] = [:]
-        for (k, v) in http?.allHeaderFields ?? [:] { headers["\(k)".lowercased()] = "\(v)" }
-        return Reply(status: http?.statusCode ?? 0, body: responseBody, headers: headers)
+    /// Calls through libcurl, not URLSession: cancelling a task in the middle of FoundationNetworking's
+    /// async `data(for:)` can deadlock its cancel against its completion and hang the test
+    /// process (seen in HeartbeatTrackerTests with gdb).
+    func call(
+        _ method: String, _ path: String, token: String? = nil, body: String? = nil, data: Data? = nil, headers: [String: String] = [:],
+        timeout: Duration = .seconds(60)
+    ) async throws -> Reply {
+        var fields: [CurlHTTP.Header] = []
+        if let token { fields.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
+        for (k, v) in headers { fields.append(CurlHTTP.Header(k, v)) }
+        let response = try await Self.http.perform(CurlHTTP.Request(
+            method: CurlHTTP.Method(method), url: base + path, headers: fields,
+            body: data ?? body.map { Data($0.utf8) }, timeout: timeout))
+        var replyHeaders: [String: String] = [:]
+        for header in response.headers {
+            let name = header.name.lowercased()
+            replyHeaders[name] = replyHeaders[name].map { "\($0), \(header.value)" } ?? header.value
+        }
+        return Reply(status: response.status, body: response.body, headers: replyHeaders)
     }
+
+    static let http = CurlHTTP.Client(name: "api-test-curl")
 
     /// A new tenant on `plan` with a user token.
     func tenant(_ plan: Plan, gpuLimit: Int = 4, spendingLimitUSD: Double? = nil) async throws -> (name: String, token: String) {

@@ -8,9 +8,6 @@ import GPUPlaneTestSupport
 import Logging
 import Testing
 
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// A call to a deployment at zero instances is held while the autoscaler starts one, then
 /// answered: against a real etcd, a live api-server of the test's own (its own
@@ -284,18 +281,8 @@ struct ColdCluster: Sendable {
         throw HarnessError(description: "could not report \(replica) ready")
     }
 
-    /// A call that may be held for a while (the harness's own gives up after 30 s idle).
+    /// A call that may be held for a while (the harness's own gives up after 60 s).
     func call(_ path: String, token: String, body: String) async throws -> Reply {
-        guard let url = URL(string: h.base + path) else { throw HarnessError(description: "bad url \(path)") }
-        var request = URLRequest(url: url, timeoutInterval: 600)
-        request.httpMethod = "POST"
-        request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        request.httpBody = Data(body.utf8)
-        let (data, response) = try await URLSession.shared.data(for: request)
-        let http = response as? HTTPURLResponse
-        var headers: [String: String] = [:]
-        for (k, v) in http?.allHeaderFields ?? [:] { headers["\(k)".lowercased()] = "\(v)" }
-        return Reply(status: http?.statusCode ?? 0, body: data, headers: headers)
+        try await h.call("POST", path, token: token, body: body, headers: ["Content-Type": "application/json"], timeout: .seconds(600))
     }
 }
