@@ -52,12 +52,24 @@ public struct MachineType: Codable, Sendable, Hashable {
 public struct MachineTypeTable: Sendable {
     /// All types, CPU first, then GPUs from the smallest VRAM to the largest.
     public let types: [MachineType]
+    /// Lowercased name or alias → position in ``types``: names first, then aliases, each the
+    /// first type in order that has it (what ``named(_:)`` answers).
+    private let positions: [String: Int]
 
     /// Makes a table from `types` (sorted by VRAM for smallest-fit choices).
     public init(_ types: [MachineType]) {
-        self.types = types.sorted {
+        let sorted = types.sorted {
             ($0.family == .cpu ? 0 : 1, $0.vramGB, $0.ramMB) < ($1.family == .cpu ? 0 : 1, $1.vramGB, $1.ramMB)
         }
+        var positions: [String: Int] = [:]
+        for (position, type) in sorted.enumerated() where positions[type.name.lowercased()] == nil {
+            positions[type.name.lowercased()] = position
+        }
+        for (position, type) in sorted.enumerated() {
+            for alias in type.aliases where positions[alias.lowercased()] == nil { positions[alias.lowercased()] = position }
+        }
+        self.types = sorted
+        self.positions = positions
     }
 
     /// The table shipped with gpuplane.
@@ -107,9 +119,7 @@ public struct MachineTypeTable: Sendable {
 
     /// The type called `name`, by name or alias, ignoring case.
     public func named(_ name: String) -> MachineType? {
-        let wanted = name.lowercased()
-        return types.first { $0.name.lowercased() == wanted }
-            ?? types.first { $0.aliases.contains { $0.lowercased() == wanted } }
+        positions[name.lowercased()].map { types[$0] }
     }
 
     /// The GPU types only, smallest VRAM first.

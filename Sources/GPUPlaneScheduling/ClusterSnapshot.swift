@@ -206,18 +206,10 @@ public struct SnapshotNodeBase: Sendable {
         var typeVRAM: [Int] = []
         var states: [NodeState] = []
         states.reserveCapacity(nodes.count)
-        // The table's lookups, once per name (a lookup lowercases every type's name and alias).
-        var namedTypes: [String: MachineType?] = [:]
-        func named(_ name: String) -> MachineType? {
-            if let known = namedTypes[name] { return known }
-            let found = table.named(name)
-            namedTypes[name] = .some(found)
-            return found
-        }
         for position in ClusterSnapshot.order(nodes, by: { $0.metadata.name }) {
             let node = nodes[position]
             let rawType = node.metadata.labels[Node.machineTypeLabel] ?? node.spec.machineType
-            let typeName = named(rawType)?.name ?? rawType
+            let typeName = table.named(rawType)?.name ?? rawType
             let typeID: Int
             if let id = typeIDs[typeName] {
                 typeID = id
@@ -226,7 +218,7 @@ public struct SnapshotNodeBase: Sendable {
                 typeIDs[typeName] = typeID
                 typeNames.append(typeName)
                 typeVRAM.append(
-                    named(typeName)?.vramGB ?? node.spec.gpus.map(\.memoryGB).max() ?? 0)
+                    table.named(typeName)?.vramGB ?? node.spec.gpus.map(\.memoryGB).max() ?? 0)
             }
             // Health by UUID (the last report counts), looked up only on a node that reports
             // an unhealthy GPU: most pass their thousands of nodes with none.
@@ -250,7 +242,7 @@ public struct SnapshotNodeBase: Sendable {
                     cpuMilli: node.spec.allocatableCPUMilli ?? Int.max / 4,
                     memoryMB: node.spec.allocatableMemoryMB ?? Int.max / 4)
             }
-            let gpuType = named(typeName).flatMap { $0.family == .gpu ? $0 : nil }
+            let gpuType = table.named(typeName).flatMap { $0.family == .gpu ? $0 : nil }
             states.append(NodeState(
                 name: node.metadata.name, gpuModeLabel: label,
                 gpuMode: GPUMode.allCases.first { $0.nodeLabel == label },
