@@ -146,7 +146,7 @@ final class WatchSession<R: Resource> {
     /// after it, or, when the cache cannot serve it or etcd compacted it, an etcd watch of its
     /// own (which answers 410 for a compacted one, as etcd does).
     func resume(after version: Int64, writer: inout any ResponseBodyWriter) async throws {
-        try await writer.write(try Self.encoded([WatchLine<R>(type: "BOOKMARK", resourceVersion: String(version))]))
+        try await writer.write(try Self.bookmark(version))
         let cache = setup.cache
         var subscription: WatchCacheSubscription<R>?
         // The cache may still hold changes etcd compacted: those get etcd's 410, through a
@@ -177,13 +177,7 @@ final class WatchSession<R: Resource> {
 
     /// Follows the cache until the subscription ends; then tells the client to resume.
     private func follow(_ subscription: WatchCacheSubscription<R>, writer: inout any ResponseBodyWriter) async throws {
-        let bookmarkEvery = setup.bookmarkEvery
-        let ticker = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: UInt64(bookmarkEvery * 1_000_000_000))
-                subscription.tick()
-            }
-        }
+        let ticker = ticking { subscription.tick() }
         defer {
             ticker.cancel()
             subscription.cancel()
@@ -203,7 +197,7 @@ final class WatchSession<R: Resource> {
     /// the cache: then returns the cache's subscription to follow instead.
     private func watchDirectly(writer: inout any ResponseBodyWriter) async throws -> WatchCacheSubscription<R>? {
         let merged = AsyncStream<WatchStreamer.Item<R>>.makeStream()
-        let (store, tenant, from, bookmarkEvery) = (setup.store, setup.tenant, lastRevision + 1, setup.bookmarkEvery)
+        let (store, tenant, from) = (setup.store, setup.tenant, lastRevision + 1)
         let pump = Task {
             do {
                 for try await batch in store.watch(R.self, tenant: tenant, from: from) {
@@ -214,12 +208,7 @@ final class WatchSession<R: Resource> {
                 merged.continuation.yield(.ended(error))
             }
         }
-        let ticker = Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: UInt64(bookmarkEvery * 1_000_000_000))
-                merged.continuation.yield(.tick)
-            }
-        }
+        let ticker = ticking { merged.continuation.yield(.tick) }
         defer {
             pump.cancel()
             ticker.cancel()
@@ -242,6 +231,17 @@ final class WatchSession<R: Resource> {
         return nil
     }
 
+    /// A task that calls `tick` every bookmark interval until cancelled.
+    private func ticking(_ tick: @escaping @Sendable () -> Void) -> Task<Void, Never> {
+        let every = setup.bookmarkEvery
+        return Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: UInt64(every * 1_000_000_000))
+                tick()
+            }
+        }
+    }
+
     /// What ``watchDirectly(writer:)`` does with one item of its own etcd watch.
     private enum DirectStep {
         case nothing
@@ -254,7 +254,7 @@ final class WatchSession<R: Resource> {
     private func direct(_ item: WatchStreamer.Item<R>) throws -> DirectStep {
         switch item {
         case .tick:
-            return .send(try Self.encoded([WatchLine<R>(type: "BOOKMARK", resourceVersion: String(lastRevision))]))
+            return .send(try Self.bookmark(lastRevision))
         case .ended(let failure):
             if let failure = failure as? StoreError, failure.code == .compacted {
                 return .sendAndEnd(try Self.error(410, "resourceVersion \(setup.startRevision - 1) is too old (compacted); list again and watch from the list's resourceVersion"))
@@ -281,7 +281,7 @@ final class WatchSession<R: Resource> {
     private func cached(_ item: WatchCacheItem<R>) throws -> ByteBuffer? {
         switch item {
         case .tick:
-            return try Self.encoded([WatchLine<R>(type: "BOOKMARK", resourceVersion: String(lastRevision))])
+            return try Self.bookmark(lastRevision)
         case .batch(let events, let revision):
             // The cache watches every tenant; a tenant's watch sees its own, and the others'
             // changes only advance its bookmarks.
@@ -319,6 +319,12 @@ final class WatchSession<R: Resource> {
         try encoded(objects[from..<min(objects.count, from + count)].map {
             WatchLine(type: "ADDED", object: $0, resourceVersion: $0.metadata.resourceVersion)
         })
+    }
+
+    /// A BOOKMARK line: every change up to `revision` was sent.
+    @inline(never)
+    private static func bookmark(_ revision: Int64) throws -> ByteBuffer {
+        try encoded([WatchLine<R>(type: "BOOKMARK", resourceVersion: String(revision))])
     }
 
     /// An ERROR line.
