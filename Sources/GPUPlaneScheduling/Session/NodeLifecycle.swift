@@ -52,11 +52,11 @@ final class NodeLifecycle: Sendable {
             return silent
         }
         for i in input.nodes.indices {
+            let current = input.nodes[i].status.conditions.first { $0.type == NodeHeartbeat.readyCondition }
             let alive = liveness.live.contains(input.nodes[i].metadata.name)
-            let ready = input.nodes[i].status.conditions.first { $0.type == NodeHeartbeat.readyCondition }?.status ?? false
+            let ready = current?.status ?? false
             guard alive != ready else { continue }
             let node = input.nodes[i]
-            let current = node.status.conditions.first { $0.type == NodeHeartbeat.readyCondition }
             var updated = node
             let involved = OwnerReference(kind: .node, name: node.metadata.name, uid: node.metadata.uid)
             if alive, !ready, current == nil || current?.reason == LeaderSession.ReadyReason.heartbeatExpired {
