@@ -202,7 +202,7 @@ import Testing
                 in: directory, port: port, arguments: ["--model", "org/chat-x", "--served-model-name", model, "--stand-in-delay", "1"]))
             // Reported ready once /v1/models answers, as the node-agent does.
             try await eventually("the stand-in on \(port) answers") {
-                (try? String(contentsOf: URL(string: "http://127.0.0.1:\(port)/v1/models")!, encoding: .utf8))?.contains(model) == true
+                await Harness.text(at: "http://127.0.0.1:\(port)/v1/models")?.contains(model) == true
             }
             var replica = try await h.deps.store.get(Replica.self, tenant: tenant, name: ReplicaPlanner.replicaName(deployment: "chat-x", index: index))
             #expect(replica.spec.servingPort == 8000)
@@ -227,7 +227,7 @@ import Testing
         #expect(try await Self.sawReport(h, prefix: reports, from: beforeBurst) { $0.peak >= 4 }, "no load report of the burst")
         var answered = 0
         for port in ports {
-            let stats = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(string: "http://127.0.0.1:\(port)/stand-in/stats")!)) as? [String: Int]
+            let stats = try JSONSerialization.jsonObject(with: Data((await Harness.text(at: "http://127.0.0.1:\(port)/stand-in/stats") ?? "").utf8)) as? [String: Int]
             #expect((stats?["maxInFlight"] ?? 99) <= 2, "instance on \(port): \(stats ?? [:])")
             answered += stats?["requests"] ?? 0
         }

@@ -90,6 +90,16 @@ struct Harness: Sendable {
 
     static let http = CurlHTTP.Client(name: "api-test-curl")
 
+    /// The body of a GET of `url` (a stand-in model server's, say) through libcurl, or nil when
+    /// it does not answer 200 within `timeout`. Not `String(contentsOf:)`: on Linux that loads an
+    /// http URL through FoundationNetworking, blocking a thread of the cooperative pool.
+    static func text(at url: String, timeout: Duration = .seconds(5)) async -> String? {
+        guard let response = try? await http.perform(CurlHTTP.Request(method: .get, url: url, headers: [], body: nil, timeout: timeout)),
+            response.status == 200
+        else { return nil }
+        return String(decoding: response.body, as: UTF8.self)
+    }
+
     /// A new tenant on `plan` with a user token.
     func tenant(_ plan: Plan, gpuLimit: Int = 4, spendingLimitUSD: Double? = nil) async throws -> (name: String, token: String) {
         let name = "t-" + UUID().uuidString.prefix(8).lowercased()

@@ -81,7 +81,7 @@ import Testing
             in: c.directory, port: port, arguments: ["--model", "org/\(name)", "--served-model-name", model, "--stand-in-hold-stream", release.path])
         defer { standIn.kill9() }
         try await eventually("the engine answers /v1/models", timeout: 60) {
-            (try? String(contentsOf: URL(string: "http://127.0.0.1:\(port)/v1/models")!, encoding: .utf8))?.contains(model) == true
+            await Harness.text(at: "http://127.0.0.1:\(port)/v1/models")?.contains(model) == true
         }
         try await c.report(tenant, ReplicaPlanner.replicaName(deployment: name, index: 0), readyAt: "http://127.0.0.1:\(port)")
         for call in plain {
