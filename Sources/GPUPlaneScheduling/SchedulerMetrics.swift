@@ -40,6 +40,9 @@ enum SchedulerMetrics {
         case warmPool = "warm_pool"
         /// Step 8, when due.
         case usageRetention = "usage_retention"
+        /// Before a pass, not in it: waiting until the informers have seen the session's own
+        /// last writes.
+        case catchUp = "catch_up"
     }
     /// How long each part of a leader pass took, by `step` (``Step``).
     static let stepDuration: [Step: Timer] = Dictionary(uniqueKeysWithValues: Step.allCases.map { step in

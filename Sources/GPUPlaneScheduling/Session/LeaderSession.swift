@@ -245,7 +245,7 @@ public final class LeaderSession: Sendable {
         }
         logger.info("informers synced", metadata: ["nodes": "\(nodes.list().count)", "replicas": "\(replicas.list().count)"])
         while !Task.isCancelled {
-            try await catchUp()
+            try await timed(.catchUp) { try await catchUp() }
             let again = try await pass()
             try Task.checkCancellation()
             if !again {
