@@ -141,6 +141,26 @@ public struct NodeStatus: Codable, Sendable, Hashable {
 
     /// Whether the `Ready` condition holds.
     public var isReady: Bool { conditions.first { $0.type == "Ready" }?.status ?? false }
+
+    /// The GPUs reported unhealthy, by UUID, with why (`unhealthy` when the report gives no
+    /// reason). The one rule every reader of GPU health uses (the scheduler's snapshot, its
+    /// evictions): a GPU is unhealthy when any report of its UUID says so. The api-server
+    /// refuses a status that reports one UUID twice (``duplicateGPUReport``), so that matters
+    /// only for what was stored before. Empty, and free, for a node whose GPUs are all healthy.
+    public var unhealthyGPUs: [String: String] {
+        guard gpuHealth.contains(where: { !$0.healthy }) else { return [:] }
+        var unhealthy: [String: String] = [:]
+        for report in gpuHealth where !report.healthy && unhealthy[report.uuid] == nil {
+            unhealthy[report.uuid] = report.reason ?? "unhealthy"
+        }
+        return unhealthy
+    }
+
+    /// The position in ``gpuHealth`` of the first report of a UUID reported before, or nil.
+    public var duplicateGPUReport: Int? {
+        var seen = Set<String>()
+        return gpuHealth.indices.first { !seen.insert(gpuHealth[$0].uuid).inserted }
+    }
 }
 
 /// A GPU host. Its labels (in metadata) carry `gpu-mode=dedicated|large|shared|mixed` (mixed: Mode 1 and Mode 3, each GPU one or the other),

@@ -220,19 +220,15 @@ public struct SnapshotNodeBase: Sendable {
                 typeVRAM.append(
                     table.named(typeName)?.vramGB ?? node.spec.gpus.map(\.memoryGB).max() ?? 0)
             }
-            // Health by UUID (the last report counts), looked up only on a node that reports
-            // an unhealthy GPU: most pass their thousands of nodes with none.
-            var health: [String: Bool] = [:]
-            if node.status.gpuHealth.contains(where: { !$0.healthy }) {
-                for report in node.status.gpuHealth { health[report.uuid] = report.healthy }
-            }
+            // Empty (and not built) for a node whose GPUs are all healthy: most of thousands.
+            let unhealthy = node.status.unhealthyGPUs
             let devices = node.spec.gpus
             let inOrder = zip(devices, devices.dropFirst()).allSatisfy { $0.index <= $1.index }
             let gpus = (inOrder ? devices : devices.sorted { $0.index < $1.index }).map { device in
                 GPUState(
                     index: device.index, uuid: device.uuid, vramTotalGB: device.memoryGB,
                     vramAllocatedGB: 0, owner: nil, sharedServers: [],
-                    healthy: health[device.uuid] ?? true)
+                    healthy: unhealthy[device.uuid] == nil)
             }
             let label = node.metadata.labels[Node.gpuModeLabel]
             var allocatable: ComputeResources?

@@ -245,6 +245,36 @@ import Testing
         #expect(created.status == 400 && created.errorMessage.contains("twice"), "\(created.text)")
     }
 
+    /// One GPU, one entry: a registration with two GPUs of one index or UUID, and a status that
+    /// reports one UUID twice, are 422 naming the second, and change nothing.
+    @Test func aGPUNamedTwiceIsRefusedNamingTheSecond() async throws {
+        let h = try await SharedServer.shared.get()
+        let node = "n-" + UUID().uuidString.prefix(8).lowercased()
+        let token = try await h.nodeToken(node)
+        func gpu(_ index: Int, _ uuid: String) -> String {
+            #"{"index": \#(index), "uuid": "\#(uuid)", "product": "NVIDIA H100 80GB HBM3", "memoryMiB": 81559}"#
+        }
+        func register(_ gpus: [String]) async throws -> Reply {
+            try await h.call("POST", "/v1/nodes", token: token, body: #"{"name": "\#(node)", "gpus": [\#(gpus.joined(separator: ", "))]}"#)
+        }
+        func expectRefused(_ reply: Reply, field: String, sourceLocation: SourceLocation = #_sourceLocation) {
+            #expect(reply.status == 422, "\(field): \(reply.status) \(reply.text)", sourceLocation: sourceLocation)
+            #expect(reply.error["field"] as? String == field, "\(reply.text)", sourceLocation: sourceLocation)
+            #expect(reply.errorMessage.contains("twice"), "\(reply.text)", sourceLocation: sourceLocation)
+        }
+        expectRefused(try await register([gpu(0, "GPU-a"), gpu(1, "GPU-b"), gpu(1, "GPU-c")]), field: "gpus[2].index")
+        expectRefused(try await register([gpu(0, "GPU-a"), gpu(1, "GPU-a")]), field: "gpus[1].uuid")
+        #expect(try await h.call("GET", "/v1/nodes/\(node)", token: h.admin).status == 404)
+
+        #expect(try await register([gpu(0, "GPU-a"), gpu(1, "GPU-b")]).status == 201)
+        let good = #"{"conditions": [], "gpuHealth": [{"uuid": "GPU-a", "healthy": true}, {"uuid": "GPU-b", "healthy": false, "reason": "Xid79"}], "containers": 1}"#
+        #expect(try await h.call("PUT", "/v1/nodes/\(node)/status", token: token, body: good).status == 200)
+        let before = try await h.call("GET", "/v1/nodes/\(node)", token: h.admin).text
+        let twice = #"{"conditions": [], "gpuHealth": [{"uuid": "GPU-b", "healthy": false, "reason": "Xid79"}, {"uuid": "GPU-b", "healthy": true}], "containers": 1}"#
+        expectRefused(try await h.call("PUT", "/v1/nodes/\(node)/status", token: token, body: twice), field: "gpuHealth[1].uuid")
+        #expect(try await h.call("GET", "/v1/nodes/\(node)", token: h.admin).text == before)
+    }
+
     /// An admin token belongs to no tenant: creating a deployment (or reading usage) without
     /// `?tenant=` says to add it, rather than a bare 403.
     @Test func anAdminWithoutTenantIsToldToAddIt() async throws {

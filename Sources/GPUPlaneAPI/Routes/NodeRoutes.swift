@@ -67,6 +67,15 @@ struct NodeRoutes: Sendable {
                 throw APIError(.unprocessableContent, .invalid, "agentURL must be http(s)://host:port with no path, not '\(agentURL)'", field: "agentURL")
             }
         }
+        var indices = Set<Int>(), uuids = Set<String>()
+        for (position, gpu) in body.gpus.enumerated() {
+            guard indices.insert(gpu.index).inserted else {
+                throw APIError(.unprocessableContent, .invalid, "GPU index \(gpu.index) appears twice; each GPU needs its own NVML index", field: "gpus[\(position)].index")
+            }
+            guard uuids.insert(gpu.uuid).inserted else {
+                throw APIError(.unprocessableContent, .invalid, "GPU \(gpu.uuid) appears twice; each GPU needs its own UUID", field: "gpus[\(position)].uuid")
+            }
+        }
         guard Syntax.isDNSLabel(body.name) else {
             throw APIError(.unprocessableContent, .invalid, "'\(body.name)' is not a DNS label", field: "name")
         }
@@ -157,6 +166,12 @@ struct NodeRoutes: Sendable {
         try authorize(context, node: name)
         let data = try await HTTPJSON.body(request)
         let report = try HTTPJSON.decode(NodeStatus.self, from: data)
+        if let index = report.duplicateGPUReport {
+            throw APIError(
+                .unprocessableContent, .invalid,
+                "GPU \(report.gpuHealth[index].uuid) is reported twice; send one gpuHealth entry per GPU",
+                field: "gpuHealth[\(index)].uuid")
+        }
         let stored = try await deps.store.modify(Node.self, tenant: ObjectMeta.clusterTenant, name: name) { node in
             // Ready is the scheduler's to say (from the heartbeat key); keep it.
             let ready = node.status.conditions.filter { $0.type == NodeHeartbeat.readyCondition }

@@ -47,7 +47,8 @@ final class Evictions: Sendable {
             return nil
         }
 
-        // Unhealthy GPUs, reported once each; a report is forgotten once its GPU is healthy.
+        // Unhealthy GPUs, reported once each; a report is forgotten once its GPU is no longer
+        // reported unhealthy.
         for position in input.nodes.indices where checks[input.nodes[position].metadata.name]?.anyUnhealthy == true {
             let node = input.nodes[position]
             for report in node.status.gpuHealth where !report.healthy {
@@ -67,7 +68,7 @@ final class Evictions: Sendable {
             s.unhealthyReported = s.unhealthyReported.filter { key in
                 guard let slash = key.firstIndex(of: "/"), let check = checks[String(key[..<slash])] else { return true }
                 let uuid = key[key.index(after: slash)...]
-                return !input.nodes[check.position].status.gpuHealth.contains { $0.healthy && $0.uuid == uuid }
+                return input.nodes[check.position].status.unhealthyGPUs[String(uuid)] != nil
             }
         }
 
@@ -122,15 +123,13 @@ private struct NodeCheck {
             notReady = node.status.conditions.first { $0.type == NodeHeartbeat.readyCondition }?.reason ?? "NotReady"
         }
         indices = node.spec.gpus.map(\.index)
-        anyUnhealthy = node.status.gpuHealth.contains { !$0.healthy }
+        let byUUID = node.status.unhealthyGPUs
+        anyUnhealthy = !byUUID.isEmpty
         guard anyUnhealthy else { return }
-        // A GPU's first report counts.
-        var first: [String: GPUHealth] = [:]
-        for report in node.status.gpuHealth where first[report.uuid] == nil { first[report.uuid] = report }
         // The first GPU of an index counts.
         var seen = Set<Int>()
         for gpu in node.spec.gpus where seen.insert(gpu.index).inserted {
-            if let report = first[gpu.uuid], !report.healthy { unhealthy[gpu.index] = report.reason ?? "unhealthy" }
+            if let reason = byUUID[gpu.uuid] { unhealthy[gpu.index] = reason }
         }
     }
 }

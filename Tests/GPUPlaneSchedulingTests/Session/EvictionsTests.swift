@@ -44,4 +44,20 @@ import Testing
         _ = step.writes(PassInput(nodes: [Fixture.node("n1")]))
         #expect(step.writes(input).flatMap(\.notes).count == 1)
     }
+
+    /// A status stored with two reports of one GPU (the api-server now refuses that, but older
+    /// ones may be in etcd): in either order, evictions and the placement snapshot read the GPU
+    /// alike, unhealthy, through `NodeStatus.unhealthyGPUs`.
+    @Test(arguments: [true, false]) func twoReportsOfOneGPUReadAlikeByEvictionsAndPlacement(unhealthyFirst: Bool) {
+        var node = Fixture.node("n1", gpus: 2)
+        let healthy = GPUHealth(uuid: "GPU-n1-1", healthy: true)
+        let unhealthy = GPUHealth(uuid: "GPU-n1-1", healthy: false, reason: "Xid79")
+        node.status.gpuHealth = [GPUHealth(uuid: "GPU-n1-0", healthy: true)] + (unhealthyFirst ? [unhealthy, healthy] : [healthy, unhealthy])
+        let replica = Fixture.replica("r1", binding: Binding(node: "n1", gpuIndices: [1]), phase: .running)
+
+        let evicted = Self.unbound(Evictions().writes(PassInput(nodes: [node], replicas: [replica])))
+        #expect(evicted.map(\.metadata.name) == ["r1"])
+        #expect(evicted.first?.status.message?.contains("GPU 1 on node n1 is unhealthy (Xid79)") == true)
+        #expect(Fixture.state(node).gpus.map(\.healthy) == [true, false])
+    }
 }
