@@ -36,6 +36,8 @@ public struct APIDependencies: Sendable {
     public let heartbeats: HeartbeatTracker
     /// Seconds between BOOKMARK events on idle watches.
     public var bookmarkInterval: Double
+    /// The one clock of every watch's bookmarks.
+    let bookmarkTicks = BookmarkTicks()
     /// One shared etcd watch per kind behind every client watch (``WatchStreamer``).
     public var watchCaches: WatchCaches
     /// The logger for requests and audit lines.

@@ -1,6 +1,7 @@
 import Foundation
 import GPUPlaneCore
 import GPUPlaneStore
+import GPUPlaneSystem
 import Hummingbird
 
 /// One line of a watch stream.
@@ -62,7 +63,7 @@ struct WatchStreamer: Sendable {
         }
         let session = WatchSession<R>.Setup(
             store: deps.store, cache: cache, tenant: tenant, route: route, filter: filter,
-            startRevision: start, bookmarkEvery: deps.bookmarkInterval)
+            startRevision: start, bookmarkEvery: deps.bookmarkInterval, ticks: deps.bookmarkTicks)
         let first = initial
         let subscribed = subscription
         let resuming = resumeAfter
@@ -129,6 +130,8 @@ final class WatchSession<R: Resource> {
         /// The first revision the client has not seen.
         let startRevision: Int64
         let bookmarkEvery: Double
+        /// The api-server's one clock for every watch's bookmarks.
+        let ticks: BookmarkTicks
     }
 
     private let setup: Setup
@@ -240,15 +243,9 @@ final class WatchSession<R: Resource> {
         return nil
     }
 
-    /// A task that calls `tick` every bookmark interval until cancelled.
-    private func ticking(_ tick: @escaping @Sendable () -> Void) -> Task<Void, Never> {
-        let every = setup.bookmarkEvery
-        return Task {
-            while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: UInt64(every * 1_000_000_000))
-                tick()
-            }
-        }
+    /// Calls `tick` every bookmark interval until cancelled, on the api-server's shared clock.
+    private func ticking(_ tick: @escaping @Sendable () -> Void) -> BookmarkTicks.Registration {
+        setup.ticks.add(every: setup.bookmarkEvery, tick)
     }
 
     /// What ``watchDirectly(writer:)`` does with one item of its own etcd watch.
@@ -351,5 +348,62 @@ final class WatchSession<R: Resource> {
             buffer.writeInteger(UInt8(0x0A))
         }
         return buffer
+    }
+}
+
+/// The clock of every watch's bookmarks in one api-server: one task per bookmark interval (one,
+/// unless tests set another) calls every registered watch's tick, rather than a task and a
+/// sleep timer per watch, each kept for the watch's life (two per node: some KB each at rest).
+/// A watch registered between two ticks gets its first one sooner than a whole interval after
+/// it started, never later.
+final class BookmarkTicks: Sendable {
+    private struct Clock {
+        var task: Task<Void, Never>?
+        var ticks: [UInt64: @Sendable () -> Void] = [:]
+    }
+    private let state = Locked((next: UInt64(0), clocks: [Double: Clock]()))
+
+    /// Stops a watch's ticks.
+    struct Registration: Sendable {
+        fileprivate let ticks: BookmarkTicks
+        fileprivate let every: Double
+        fileprivate let id: UInt64
+        /// No more ticks; the interval's task ends with its last watch.
+        func cancel() { ticks.remove(every: every, id: id) }
+    }
+
+    /// How many intervals have a running clock (tests).
+    var intervals: Int { state.withLock { $0.clocks.count } }
+
+    /// Calls `tick` every `every` seconds until the registration is cancelled.
+    func add(every: Double, _ tick: @escaping @Sendable () -> Void) -> Registration {
+        state.withLock { s in
+            let id = s.next
+            s.next += 1
+            s.clocks[every, default: Clock()].ticks[id] = tick
+            if s.clocks[every]?.task == nil {
+                s.clocks[every]?.task = Task.detached { [self] in await run(every: every) }
+            }
+            return Registration(ticks: self, every: every, id: id)
+        }
+    }
+
+    private func remove(every: Double, id: UInt64) {
+        let idle = state.withLock { s -> Task<Void, Never>? in
+            s.clocks[every]?.ticks[id] = nil
+            guard let clock = s.clocks[every], clock.ticks.isEmpty else { return nil }
+            s.clocks[every] = nil
+            return clock.task
+        }
+        idle?.cancel()
+    }
+
+    private func run(every: Double) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(nanoseconds: UInt64(max(0.001, every) * 1_000_000_000))
+            if Task.isCancelled { return }
+            let ticks = state.withLock { s in s.clocks[every].map { Array($0.ticks.values) } ?? [] }
+            for tick in ticks { tick() }
+        }
     }
 }
