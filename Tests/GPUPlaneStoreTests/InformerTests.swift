@@ -53,6 +53,45 @@ struct InformerTests {
         #expect(informer.lastSeenRevision >= a3.metadata.revision)
     }
 
+    /// `list()` keeps the order by tenant, then name, as objects come, change and go in any
+    /// order (it is patched per change, not sorted per call), and an answer already taken is
+    /// not changed by later events.
+    @Test func listStaysOrderedThroughChangesInAnyOrder() async throws {
+        let store = try await SharedStoreEtcd.store()
+        let tenants = [uniqueTenant("order-b"), uniqueTenant("order-a")]
+        let informer = Informer<Gadget>(store: store)
+        informer.start()
+        defer { informer.stop() }
+        try await informer.waitUntilSynced()
+        var generator = SystemRandomNumberGenerator()
+        var names = (0..<40).map { "g\($0 * 7 % 40)" }
+        names.shuffle(using: &generator)
+        for (index, name) in names.enumerated() {
+            _ = try await store.create(Gadget(tenant: tenants[index % 2], name: name, size: index))
+        }
+        func mine() -> [Gadget] { informer.list().filter { tenants.contains($0.metadata.tenant) } }
+        try await eventually("every gadget seen") { mine().count == names.count }
+        let taken = informer.list()
+        // Updates keep the places; deletes and new names move the rest.
+        for (index, name) in names.enumerated() where index % 3 == 0 {
+            var gadget = try await store.get(Gadget.self, tenant: tenants[index % 2], name: name)
+            gadget.size += 100
+            _ = try await store.update(gadget)
+        }
+        for (index, name) in names.enumerated() where index % 5 == 1 {
+            try await store.delete(Gadget.self, tenant: tenants[index % 2], name: name)
+        }
+        _ = try await store.create(Gadget(tenant: tenants[0], name: "a-first", size: 1))
+        _ = try await store.create(Gadget(tenant: tenants[1], name: "zz-last", size: 1))
+        let stored = try await store.list(Gadget.self).items.filter { tenants.contains($0.metadata.tenant) }
+        try await eventually("the informer caught up") { mine().count == stored.count && mine().map(\.size) == stored.map(\.size) }
+        #expect(mine() == stored)
+        let listed = informer.list()
+        #expect(listed.map { ObjectKey(tenant: $0.metadata.tenant, name: $0.metadata.name) } == listed.map { ObjectKey(tenant: $0.metadata.tenant, name: $0.metadata.name) }.sorted())
+        #expect(taken.filter { tenants.contains($0.metadata.tenant) }.count == names.count)
+        #expect(taken.filter { tenants.contains($0.metadata.tenant) }.allSatisfy { $0.size < 100 })
+    }
+
     @Test func recoversAfterCompactionByRelisting() async throws {
         // The informer talks to member 0 only; writes go through members 1 and 2. While
         // member 0 is down, objects change and the history is compacted, so its watch cannot
