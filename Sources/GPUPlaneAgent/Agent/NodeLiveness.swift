@@ -50,11 +50,29 @@ public struct NodeLiveness: Sendable {
 
     /// Beats every ``heartbeatInterval`` until cancelled; when the api-server answers 404 (it
     /// does not know the node), calls `reregister` before the next beat.
+    ///
+    /// Beats start one interval apart, counted from each beat's start, not from its answer:
+    /// were the pause counted from the answer, a busy api-server taking two seconds to answer
+    /// would see this node's beats three seconds apart, past its `silent-after`, and mark a live
+    /// node silent. A beat answered later than an interval is followed by the next at once; one
+    /// beat is in flight at a time.
     public func heartbeatLoop(reregister: @Sendable () async -> Void) async {
+        await Self.beating(
+            every: heartbeatInterval, now: { ContinuousClock.now }, sleep: { try? await Task.sleep(until: $0) },
+            beat: { () async throws(NodeAPIError) in _ = try await api.heartbeat(node: nodeName) }, reregister: reregister, logger: logger)
+    }
+
+    /// ``heartbeatLoop(reregister:)`` on a clock of the caller's (`now`, and `sleep` until an
+    /// instant), beating with `beat`.
+    static func beating(
+        every interval: Duration, now: () -> ContinuousClock.Instant, sleep: (ContinuousClock.Instant) async -> Void,
+        beat: () async throws(NodeAPIError) -> Void, reregister: () async -> Void, logger: Logger
+    ) async {
         var failing = false
         while !Task.isCancelled {
+            let started = now()
             do {
-                try await api.heartbeat(node: nodeName)
+                try await beat()
                 if failing { logger.notice("heartbeats answered again") }
                 failing = false
             } catch where error.code == .notFound {
@@ -65,7 +83,8 @@ public struct NodeLiveness: Sendable {
                 if !failing { logger.warning("heartbeat failed", metadata: ["error": "\(error)"]) }
                 failing = true
             }
-            try? await Task.sleep(for: heartbeatInterval)
+            let next = started + interval
+            if next > now() { await sleep(next) }
         }
     }
 }
