@@ -152,7 +152,8 @@ public enum APIServerMain {
             let app = try buildApplication(
                 deps, host: listen, port: try config.int("port") ?? 8080, limits: limits, tls: tls)
             let daemon = Daemon(
-                services: [EtcdReadiness(store: store, readiness: readiness, logger: logger), app],
+                // Services stop in reverse: the tracker drains before the server stops listening.
+                services: [EtcdReadiness(store: store, readiness: readiness, logger: logger), app, HeartbeatDrain(tracker: deps.heartbeats)],
                 readiness: readiness, readyStatus: "serving", logger: logger)
             try await daemon.run()
             return 0
@@ -181,6 +182,17 @@ extension APIServerMain {
         return ConnectionLimits(
             headerTimeout: try seconds("header-timeout", 10), bodyTimeout: try seconds("body-timeout", 30),
             keepAliveTimeout: try seconds("keep-alive-timeout", 60), maxConnectionsPerSource: perSource)
+    }
+}
+
+/// Drains the heartbeat tracker (``HeartbeatTracker/drain()``) as graceful shutdown begins,
+/// before the server stops taking connections.
+struct HeartbeatDrain: Service {
+    let tracker: HeartbeatTracker
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        tracker.drain()
     }
 }
 

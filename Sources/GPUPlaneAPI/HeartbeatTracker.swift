@@ -82,6 +82,8 @@ public final class HeartbeatTracker: Sendable {
         var keeper: Task<Void, Never>?
         var tasks: [Task<Void, Never>] = []
         var rewrites: [Task<Void, Never>] = []
+        /// Set by ``drain()``: no node is judged silent any more.
+        var draining = false
     }
 
     /// Makes a tracker over `store`'s etcd; nothing runs until ``start()``, and no lease is
@@ -128,6 +130,15 @@ public final class HeartbeatTracker: Sendable {
             return s.tasks + s.rewrites + (s.keeper.map { [$0] } ?? [])
         }
         for task in tasks { task.cancel() }
+    }
+
+    /// The api-server is shutting down: from now on it marks no node silent. Its own closing
+    /// listener is why its nodes stop beating here; judged silent, live nodes would go
+    /// NotReady until they beat to another api-server. Their keys stay live under this
+    /// api-server's lease until they do (their first beat there writes the key) or the lease
+    /// lapses, as when an api-server dies.
+    public func drain() {
+        state.withLock { $0.draining = true }
     }
 
     /// The nodes this api-server has live now (tests, metrics).
@@ -340,6 +351,7 @@ public final class HeartbeatTracker: Sendable {
     func sweep(now: ContinuousClock.Instant = .now) async {
         let due = state.withLock { s -> [(node: String, lease: Int64, quiet: Duration)] in
             var due: [(String, Int64, Duration)] = []
+            guard !s.draining else { return due }
             for (node, entry) in s.nodes {
                 guard case .live(let lease) = entry.phase, now - entry.lastBeat > silentAfter else { continue }
                 s.nodes[node]?.phase = .silencing(lease: lease, beaten: false)

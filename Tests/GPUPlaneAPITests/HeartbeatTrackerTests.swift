@@ -44,6 +44,20 @@ import Testing
         #expect(!b.liveNodes.contains(node))
     }
 
+    /// A draining tracker (its api-server shutting down) marks no node silent: the key stays
+    /// live under its lease for the node's next api-server to take.
+    @Test func aDrainingTrackerMarksNoNodeSilent() async throws {
+        let h = try await SharedServer.shared.get()
+        let a = Self.tracker(h)
+        defer { a.stop() }
+        let node = "hb-" + UUID().uuidString.prefix(8).lowercased()
+        try await a.beat(node: node, registering: true)
+        a.drain()
+        await a.sweep(now: .now + .seconds(60))
+        #expect(try await Self.key(h, node)?.state == .live(server: a.serverID))
+        #expect(a.liveNodes.contains(node))
+    }
+
     /// Beats after the first touch memory only; a node that is not registered gets notFound
     /// and no key; a silent node's beat writes it live again.
     @Test func beatsWriteOnlyWhatChanges() async throws {
