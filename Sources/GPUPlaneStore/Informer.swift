@@ -67,12 +67,14 @@ public final class Informer<R: Resource>: Sendable {
     private struct State {
         /// The objects by key.
         private(set) var cache: [ObjectKey: R] = [:]
-        /// The keys by tenant, then name, and ``list()``'s answer in that order: kept in step
-        /// with the cache, one change at a time (a binary search, and a shift of the arrays on an
-        /// add or a delete), so a pass's read never sorts. An update replaces its object in
-        /// place, which copies `ordered` once when a ``list()`` answer still holds it.
+        /// The keys by tenant, then name, kept in step with the cache one change at a time (a
+        /// binary search and a shift of small keys), so ``list()`` never sorts.
         private(set) var keys: [ObjectKey] = []
-        private(set) var ordered: [R] = []
+        /// ``list()``'s answer in the order of `keys`. An update replaces its object in place
+        /// (copying the array once when a ``list()`` answer still holds it); an add or a delete
+        /// drops it, to be built again from `keys` at the next ``list()``: shifting whole objects
+        /// (a Replica is some 700 bytes) at every add would cost more than one build a pass.
+        private var ordered: [R]?
         var revision: Int64 = 0
         var synced = false
         var failure: StoreError?
@@ -87,9 +89,9 @@ public final class Informer<R: Resource>: Sendable {
             let at = position(of: key)
             if old == nil {
                 keys.insert(key, at: at)
-                ordered.insert(object, at: at)
-            } else {
-                ordered[at] = object
+                ordered = nil
+            } else if ordered != nil {
+                ordered?[at] = object
             }
             return old
         }
@@ -97,9 +99,8 @@ public final class Informer<R: Resource>: Sendable {
         /// Removes `key`'s object; returns it.
         mutating func remove(_ key: ObjectKey) -> R? {
             guard let old = cache.removeValue(forKey: key) else { return nil }
-            let at = position(of: key)
-            keys.remove(at: at)
-            ordered.remove(at: at)
+            keys.remove(at: position(of: key))
+            ordered = nil
             return old
         }
 
@@ -107,7 +108,15 @@ public final class Informer<R: Resource>: Sendable {
         mutating func replace(with objects: [ObjectKey: R]) {
             cache = objects
             keys = objects.keys.sorted()
-            ordered = keys.compactMap { objects[$0] }
+            ordered = nil
+        }
+
+        /// Every object in the order of `keys`.
+        mutating func list() -> [R] {
+            if let ordered { return ordered }
+            let built = keys.compactMap { cache[$0] }
+            ordered = built
+            return built
         }
 
         /// Where `key` is in ``keys``, or would be.
@@ -177,11 +186,12 @@ public final class Informer<R: Resource>: Sendable {
         state.withLock { $0.cache[ObjectKey(tenant: tenant, name: name)] }
     }
 
-    /// Every cached object, ordered by tenant then name: the order is kept as the cache changes,
-    /// so this costs no sort and no copy (sorting at each call was most of the scheduler
-    /// leader's read at 1,000 nodes, its passes reading every informer).
+    /// Every cached object, ordered by tenant then name. The order is kept as the cache changes
+    /// and the answer until an object comes or goes (an update patches it), so this never
+    /// sorts (sorting after every change was most of the scheduler leader's read at 1,000
+    /// nodes, its passes reading every informer).
     public func list() -> [R] {
-        state.withLock { $0.ordered }
+        state.withLock { $0.list() }
     }
 
     /// The changes from now on. A new subscriber first gets an `.added` for every object
@@ -191,7 +201,7 @@ public final class Informer<R: Resource>: Sendable {
         let (stream, continuation) = AsyncStream<InformerEvent<R>>.makeStream()
         let id = UUID()
         state.withLock { s in
-            for object in s.ordered { continuation.yield(.added(object)) }
+            for object in s.list() { continuation.yield(.added(object)) }
             s.subscribers[id] = continuation
         }
         continuation.onTermination = { [weak self] _ in
@@ -270,8 +280,8 @@ public final class Informer<R: Resource>: Sendable {
             var fresh: [ObjectKey: R] = [:]
             for item in list.items { fresh[ObjectKey(tenant: item.metadata.tenant, name: item.metadata.name)] = item }
             var events: [InformerEvent<R>] = []
-            for (key, old) in zip(s.keys, s.ordered) where fresh[key] == nil {
-                events.append(.deleted(old))
+            for key in s.keys where fresh[key] == nil {
+                if let old = s.cache[key] { events.append(.deleted(old)) }
             }
             for item in list.items {
                 let key = ObjectKey(tenant: item.metadata.tenant, name: item.metadata.name)
