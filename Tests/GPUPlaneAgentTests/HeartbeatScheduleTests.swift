@@ -24,10 +24,11 @@ import Testing
     }
 
     /// Runs the loop until `latencies` are used up; the beat starts (seconds from the first).
-    static func schedule(_ latencies: [Duration], notFoundAt: Int? = nil) async -> (starts: [Double], sleeps: [Double], reregistered: Int) {
+    static func schedule(_ latencies: [Duration], notFoundAt: Int? = nil) async -> (starts: [Double], sleeps: [Double], reregistered: Int, answered: [Double]) {
         let clock = TestClock()
         let left = Locked(latencies[...])
         let reregistered = Locked(0)
+        let answered = Locked([Duration]())
         await NodeLiveness.beating(
             every: .seconds(1), now: { clock.now }, sleep: { clock.sleep(until: $0) },
             beat: { () async throws(NodeAPIError) in
@@ -37,9 +38,10 @@ import Testing
                 clock.beat(taking: latency)
                 if clock.starts.count - 1 == notFoundAt { throw NodeAPIError(code: .notFound, message: "no such node") }
             },
-            reregister: { reregistered.withLock { $0 += 1 } }, logger: Logger(label: "test"))
+            reregister: { reregistered.withLock { $0 += 1 } }, answered: { d in answered.withLock { $0.append(d) } },
+            logger: Logger(label: "test"))
         func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
-        return (clock.starts.map(seconds), clock.sleeps.map(seconds), reregistered.withLock { $0 })
+        return (clock.starts.map(seconds), clock.sleeps.map(seconds), reregistered.withLock { $0 }, answered.withLock { $0 }.map(seconds))
     }
 
     @Test func fastAnswersBeatOncePerInterval() async {
@@ -54,11 +56,14 @@ import Testing
         let run = await Self.schedule([.milliseconds(2500), .milliseconds(2500), .milliseconds(300), .milliseconds(300)])
         #expect(run.starts == [0, 2.5, 5, 6])
         #expect(run.sleeps == [6, 7])
+        // Each answered beat's round trip, for gpuplane_agent_heartbeat_seconds.
+        #expect(run.answered == [2.5, 2.5, 0.3, 0.3])
     }
 
     @Test func anUnknownNodeRegistersAgainAndKeepsTheSchedule() async {
         let run = await Self.schedule(Array(repeating: .milliseconds(100), count: 3), notFoundAt: 1)
         #expect(run.reregistered == 1)
         #expect(run.starts == [0, 1, 2])
+        #expect(run.answered.count == 2)
     }
 }

@@ -124,10 +124,12 @@ enum AgentMetrics {
     static let containerRestarts = Counter(label: "gpuplane_agent_container_restarts_total")
     /// Listener requests refused for a missing or bad signature.
     static let refusedListenerRequests = Counter(label: "gpuplane_agent_listener_refused_total")
+    /// How long each answered heartbeat took (``NodeLiveness``).
+    static let heartbeatSeconds = Timer(label: "gpuplane_agent_heartbeat_seconds", preferredDisplayUnit: .seconds)
 
     /// Creates the counters now, so `/metrics` shows them at 0 from the start (Prometheus's
     /// `rate()` then sees the first restart); call after ``MetricsExporter/bootstrap()``.
     static func register() {
-        _ = (containerRestarts, refusedListenerRequests)
+        _ = (containerRestarts, refusedListenerRequests, heartbeatSeconds)
     }
 }

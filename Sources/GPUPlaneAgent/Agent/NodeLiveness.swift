@@ -59,20 +59,24 @@ public struct NodeLiveness: Sendable {
     public func heartbeatLoop(reregister: @Sendable () async -> Void) async {
         await Self.beating(
             every: heartbeatInterval, now: { ContinuousClock.now }, sleep: { try? await Task.sleep(until: $0) },
-            beat: { () async throws(NodeAPIError) in _ = try await api.heartbeat(node: nodeName) }, reregister: reregister, logger: logger)
+            beat: { () async throws(NodeAPIError) in _ = try await api.heartbeat(node: nodeName) }, reregister: reregister,
+            answered: { AgentMetrics.heartbeatSeconds.recordNanoseconds(Int64($0 / .nanoseconds(1))) }, logger: logger)
     }
 
     /// ``heartbeatLoop(reregister:)`` on a clock of the caller's (`now`, and `sleep` until an
-    /// instant), beating with `beat`.
+    /// instant), beating with `beat`; `answered` gets each answered beat's round trip
+    /// (`gpuplane_agent_heartbeat_seconds`).
     static func beating(
         every interval: Duration, now: () -> ContinuousClock.Instant, sleep: (ContinuousClock.Instant) async -> Void,
-        beat: () async throws(NodeAPIError) -> Void, reregister: () async -> Void, logger: Logger
+        beat: () async throws(NodeAPIError) -> Void, reregister: () async -> Void,
+        answered: (Duration) -> Void = { _ in }, logger: Logger
     ) async {
         var failing = false
         while !Task.isCancelled {
             let started = now()
             do {
                 try await beat()
+                answered(now() - started)
                 if failing { logger.notice("heartbeats answered again") }
                 failing = false
             } catch where error.code == .notFound {
