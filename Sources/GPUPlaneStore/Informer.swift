@@ -80,7 +80,11 @@ public final class Informer<R: Resource>: Sendable {
         var failure: StoreError?
         var subscribers: [UUID: AsyncStream<InformerEvent<R>>.Continuation] = [:]
         var waiters: [UUID: CheckedContinuation<Void, any Error>] = [:]
+        /// ``waitUntilSeen(_:)``'s callers: the revision each waits for.
+        var revisionWaiters: [UUID: (revision: Int64, continuation: CheckedContinuation<Void, Never>)] = [:]
         var task: Task<Void, Never>?
+        /// Whether ``run()`` runs.
+        var running = false
         var relists = 0
 
         /// Puts `object` at `key`; returns what was there.
@@ -178,6 +182,25 @@ public final class Informer<R: Resource>: Sendable {
     /// The revision the cache reflects: every change up to it has been applied and delivered.
     public var lastSeenRevision: Int64 { state.withLock { $0.revision } }
 
+    /// Returns once ``lastSeenRevision`` reaches `revision`: every change up to it is in the
+    /// cache and delivered. Also returns when the calling task is cancelled or the informer
+    /// stops; the caller checks ``lastSeenRevision`` when that matters.
+    public func waitUntilSeen(_ revision: Int64) async {
+        let id = UUID()
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let done = state.withLock { s -> Bool in
+                    if s.revision >= revision || !s.running || Task.isCancelled { return true }
+                    s.revisionWaiters[id] = (revision, c)
+                    return false
+                }
+                if done { c.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.revisionWaiters.removeValue(forKey: id) }?.continuation.resume()
+        }
+    }
+
     /// How many times the informer listed again after a compaction or a failed watch.
     public var relistCount: Int { state.withLock { $0.relists } }
 
@@ -213,6 +236,7 @@ public final class Informer<R: Resource>: Sendable {
     /// Lists and watches until the calling task is cancelled, relisting after compaction or
     /// failure with backoff. Ends every subscriber's sequence when it returns.
     public func run() async {
+        state.withLock { $0.running = true }
         var failures = 0
         while !Task.isCancelled {
             do {
@@ -232,16 +256,19 @@ public final class Informer<R: Resource>: Sendable {
                 try? await Task.sleep(for: ResourceStore.relistPause(afterFailures: failures))
             }
         }
-        let (subscribers, waiters) = state.withLock { s in
+        let (subscribers, waiters, revisionWaiters) = state.withLock { s in
             defer {
                 s.subscribers.removeAll()
                 s.waiters.removeAll()
+                s.revisionWaiters.removeAll()
+                s.running = false
                 s.task = nil
             }
-            return (Array(s.subscribers.values), Array(s.waiters.values))
+            return (Array(s.subscribers.values), Array(s.waiters.values), s.revisionWaiters.values.map(\.continuation))
         }
         for c in subscribers { c.finish() }
         for w in waiters { w.resume(throwing: CancellationError()) }
+        for w in revisionWaiters { w.resume() }
     }
 
     private func follow(from revision: Int64) async throws {
@@ -296,6 +323,7 @@ public final class Informer<R: Resource>: Sendable {
             s.replace(with: fresh)
             s.revision = max(s.revision, list.revision)
             deliver(events, to: s)
+            wakeRevisionWaiters(&s)
             if !s.synced {
                 s.synced = true
                 for (_, w) in s.waiters { w.resume() }
@@ -321,6 +349,17 @@ public final class Informer<R: Resource>: Sendable {
             }
             if revision > s.revision { s.revision = revision }
             deliver(events, to: s)
+            wakeRevisionWaiters(&s)
+        }
+    }
+
+    /// Resumes the ``waitUntilSeen(_:)`` callers whose revision the cache has reached.
+    private func wakeRevisionWaiters(_ s: inout State) {
+        guard !s.revisionWaiters.isEmpty else { return }
+        let revision = s.revision
+        for (id, waiter) in s.revisionWaiters where waiter.revision <= revision {
+            s.revisionWaiters[id] = nil
+            waiter.continuation.resume()
         }
     }
 

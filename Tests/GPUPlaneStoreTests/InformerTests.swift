@@ -92,6 +92,27 @@ struct InformerTests {
         #expect(taken.filter { tenants.contains($0.metadata.tenant) }.allSatisfy { $0.size < 100 })
     }
 
+    /// `waitUntilSeen` returns once the cache holds a write's revision (the change is then in
+    /// the cache), at once for a revision already seen, and when its task is cancelled.
+    @Test func waitUntilSeenReturnsOnceTheRevisionIsInTheCache() async throws {
+        let store = try await SharedStoreEtcd.store()
+        let t = uniqueTenant("seen")
+        let informer = Informer<Gadget>(store: store, tenant: t)
+        informer.start()
+        defer { informer.stop() }
+        try await informer.waitUntilSynced()
+        let created = try await store.create(Gadget(tenant: t, name: "a", size: 3))
+        await informer.waitUntilSeen(created.metadata.revision)
+        #expect(informer.lastSeenRevision >= created.metadata.revision)
+        #expect(informer.get(tenant: t, name: "a") == created)
+        await informer.waitUntilSeen(1)
+
+        let far = Task { await informer.waitUntilSeen(Int64.max) }
+        far.cancel()
+        await far.value
+        #expect(informer.lastSeenRevision < Int64.max)
+    }
+
     @Test func recoversAfterCompactionByRelisting() async throws {
         // The informer talks to member 0 only; writes go through members 1 and 2. While
         // member 0 is down, objects change and the history is compacted, so its watch cannot

@@ -276,15 +276,31 @@ public final class LeaderSession: Sendable {
     private func catchUp() async throws {
         let awaited = committer.awaited
         let deadline = ContinuousClock.now + configuration.catchUpTimeout
-        for (kind, revision) in awaited {
-            while seenRevision(kind) < revision {
-                if ContinuousClock.now > deadline {
-                    throw SchedulerError(.informerStopped, "the \(kind.rawValue) informer did not reach revision \(revision)")
-                }
-                try await Task.sleep(for: .milliseconds(1))
+        for (kind, revision) in awaited where seenRevision(kind) < revision {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await self.waitUntilSeen(kind, revision) }
+                group.addTask { try await Task.sleep(until: deadline) }
+                try await group.next()
+                group.cancelAll()
+            }
+            try Task.checkCancellation()
+            if seenRevision(kind) < revision {
+                throw SchedulerError(.informerStopped, "the \(kind.rawValue) informer did not reach revision \(revision)")
             }
         }
         committer.reached(awaited)
+    }
+
+    /// Returns once `kind`'s informer has seen `revision` (or stopped).
+    private func waitUntilSeen(_ kind: ResourceKind, _ revision: Int64) async {
+        switch kind {
+        case .node: await nodes.waitUntilSeen(revision)
+        case .replica: await replicas.waitUntilSeen(revision)
+        case .modelServer: await servers.waitUntilSeen(revision)
+        case .tenant: await tenants.waitUntilSeen(revision)
+        case .deployment: await deployments.waitUntilSeen(revision)
+        default: return
+        }
     }
 
     private func seenRevision(_ kind: ResourceKind) -> Int64 {
