@@ -131,6 +131,12 @@ struct FleetResult: Codable {
     var apiServerRestartNotReady: Int?
     var apiServerRestartSeconds: Double?
     var spuriousNotReady: Int
+    /// Heartbeats the hollow nodes had answered after more than their interval, the slowest
+    /// (seconds), and how many spurious NotReady followed such a beat of their node (within
+    /// six seconds before): a slow answer, rather than a node that sent late.
+    var slowBeats = 0
+    var slowestBeat: Double?
+    var spuriousAfterSlowBeat = 0
     var scheduler: SchedulerFigures
     var processes: [ProcessFigures]
 
@@ -182,7 +188,8 @@ struct FleetResult: Codable {
             "| node silent → its \(victimReplicas) replicas bound elsewhere | \(s(silentToRescheduled)) | |",
             "| scheduler leader kill -9 → next placement | \(s(schedulerFailover)) | |",
             "| api-server kill -9 + restart → its nodes beating again | \(s(apiServerRestartSeconds)) | \(apiServerRestartNotReady.map { "\($0) nodes NotReady meanwhile" } ?? "—") |",
-            "| spurious NotReady (nodes never silenced) | \(spuriousNotReady) | |",
+            "| spurious NotReady (nodes never silenced) | \(spuriousNotReady) | \(spuriousAfterSlowBeat) after a heartbeat of theirs answered late |",
+            "| heartbeats answered after more than an interval (1 s) | \(slowBeats) | slowest \(s(slowestBeat)) |",
             "",
             "| process | RSS MiB | of it anonymous (heap, stacks) | CPU % under load | CPU % steady |",
             "| --- | ---: | ---: | ---: | ---: |",
@@ -423,7 +430,14 @@ final class FleetRun: @unchecked Sendable {
         if !bench.skipFailover {
             try await failovers(&result, client: client, apiURLs: apiURLs, tenant: tenants[0], startAPIServer: startAPIServer, startScheduler: startScheduler)
         }
-        result.spuriousNotReady = wentNotReady.withLock { $0.filter { !$0.0.hasPrefix("victim-") }.count }
+        let spurious = wentNotReady.withLock { $0.filter { !$0.0.hasPrefix("victim-") } }
+        result.spuriousNotReady = spurious.count
+        let slow = readSlowBeats(journal: journal)
+        result.slowBeats = slow.count
+        result.slowestBeat = slow.map(\.seconds).max()
+        result.spuriousAfterSlowBeat = spurious.filter { node, at in
+            slow.contains { $0.node == node && $0.ms <= at && at - $0.ms <= 6000 }
+        }.count
         peak.sample(self.pids())
         let hollowPer1000 = 1000 / Double(max(1, nodes - victims))
         result.processes = ["etcd", "api-server-0", "api-server-1", "scheduler-a", "scheduler-b", "hollow"].map { name in
@@ -482,6 +496,21 @@ final class FleetRun: @unchecked Sendable {
             }
         }
         return [nodeWatch, replicaWatch]
+    }
+
+    /// The hollow nodes' heartbeats answered after more than an interval (journal `slowbeat`):
+    /// the node, when the answer came (unix ms) and the round trip (seconds).
+    private func readSlowBeats(journal: URL) -> [(node: String, ms: Double, seconds: Double)] {
+        var result: [(String, Double, Double)] = []
+        for label in ["hollow", "victims"] {
+            guard let text = try? String(contentsOf: URL(fileURLWithPath: journal.path + "-" + label), encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n") {
+                let parts = line.split(separator: " ")
+                guard parts.count == 4, parts[0] == "slowbeat", let ms = Double(parts[2]), let roundTrip = Double(parts[3]) else { continue }
+                result.append((String(parts[1]), ms, roundTrip / 1000))
+            }
+        }
+        return result
     }
 
     /// Each replica's first sight by its node (journal `seen`) minus its binding as the bench

@@ -13,6 +13,9 @@ import Testing
             var rssMiB: Double
         }
         var nodes: Int
+        var spuriousNotReady: Int
+        var slowBeats: Int
+        var spuriousAfterSlowBeat: Int
         var victims: Int
         var nodesReady: Int
         var applications: Int
@@ -81,7 +84,10 @@ import Testing
         #expect(report.apiServerRestartNotReady != nil)
         #expect(Set(report.processes.map(\.name)) == ["etcd", "api-server-0", "api-server-1", "scheduler-a", "scheduler-b", "hollow nodes, per 1,000"])
         #expect(report.processes.allSatisfy { $0.rssMiB > 0 })
-        // The markdown table is printed too.
+        // The markdown table is printed too, with the hollow nodes' late heartbeat answers
+        // (journal `slowbeat`) beside the spurious NotReady they may explain.
         #expect(output.contains("| apply answered p50 / p99 |") && output.contains("| apply → bound p50 / p99 |") && output.contains("| process | RSS MiB |"))
+        #expect(output.contains("| heartbeats answered after more than an interval (1 s) | \(report.slowBeats) |"), "\(output.suffix(3000))")
+        #expect(report.spuriousAfterSlowBeat <= report.spuriousNotReady)
     }
 }

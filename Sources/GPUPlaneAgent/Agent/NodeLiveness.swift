@@ -56,11 +56,17 @@ public struct NodeLiveness: Sendable {
     /// would see this node's beats three seconds apart, past its `silent-after`, and mark a live
     /// node silent. A beat answered later than an interval is followed by the next at once; one
     /// beat is in flight at a time.
-    public func heartbeatLoop(reregister: @Sendable () async -> Void) async {
+    ///
+    /// Each answered beat's round trip goes to `gpuplane_agent_heartbeat_seconds` and to
+    /// `answered` when given (the hollow nodes' journal).
+    public func heartbeatLoop(answered: (@Sendable (Duration) -> Void)? = nil, reregister: @Sendable () async -> Void) async {
         await Self.beating(
             every: heartbeatInterval, now: { ContinuousClock.now }, sleep: { try? await Task.sleep(until: $0) },
             beat: { () async throws(NodeAPIError) in _ = try await api.heartbeat(node: nodeName) }, reregister: reregister,
-            answered: { AgentMetrics.heartbeatSeconds.recordNanoseconds(Int64($0 / .nanoseconds(1))) }, logger: logger)
+            answered: { latency in
+                AgentMetrics.heartbeatSeconds.recordNanoseconds(Int64(latency / .nanoseconds(1)))
+                answered?(latency)
+            }, logger: logger)
     }
 
     /// ``heartbeatLoop(reregister:)`` on a clock of the caller's (`now`, and `sleep` until an

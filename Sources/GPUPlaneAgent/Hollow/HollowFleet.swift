@@ -104,7 +104,13 @@ public final class HollowFleet: Sendable {
         let node = HollowNode(name: name, index: index, api: api, shape: host, fleet: self)
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                await liveness.heartbeatLoop { _ = await self.register(liveness, registration) }
+                // A beat answered after more than an interval is journaled (`slowbeat`): the
+                // report tells a slow answer from a node that sent late.
+                let interval = self.configuration.heartbeatInterval
+                await liveness.heartbeatLoop(answered: { latency in
+                    guard latency > interval else { return }
+                    self.journal?.append("slowbeat", name, detail: String(Int64(latency / .milliseconds(1))))
+                }) { _ = await self.register(liveness, registration) }
             }
             group.addTask { await node.followReplicas() }
             group.addTask { await node.followModelServers() }

@@ -148,7 +148,8 @@ struct HollowNode: Sendable {
     }
 }
 
-/// Lines `event key unix-ms`, appended in memory and written to a file every half second.
+/// Lines `event key unix-ms` (`slowbeat node unix-ms round-trip-ms`), appended in memory and written
+/// to a file every half second.
 final class HollowJournal: Sendable {
     private let path: String
     private let pending = Locked([String]())
@@ -160,9 +161,9 @@ final class HollowJournal: Sendable {
         close(fd)
     }
 
-    func append(_ event: String, _ key: String) {
+    func append(_ event: String, _ key: String, detail: String? = nil) {
         let ms = Int64((Date().timeIntervalSince1970 * 1000).rounded())
-        pending.withLock { $0.append("\(event) \(key) \(ms)\n") }
+        pending.withLock { $0.append("\(event) \(key) \(ms)\(detail.map { " " + $0 } ?? "")\n") }
     }
 
     func flushLoop() async {
