@@ -91,11 +91,19 @@ console = []
 
 
 def go(fragment):
-    """Loads a page of the dashboard. Other tests on the machine add and remove network
+    """Loads a page of the dashboard and waits for its script to run (it enables the sign-in
+    button, present on every page). Other tests on the machine add and remove network
     interfaces (veths, bridges), and Chromium then aborts the requests in flight with
-    ERR_NETWORK_CHANGED: a script module lost that way never runs, so the page is loaded again."""
-    for _ in range(3):
+    ERR_NETWORK_CHANGED: a script module lost that way never runs, so a page whose script has
+    not run after 30 s, with that error in the console, is loaded again. (The error can reach
+    the console after the load returns, so it is read once the wait is over.)"""
+    for _ in range(4):
         driver.get(f"{BASE}/ui{fragment}")
+        try:
+            WebDriverWait(driver, 30, poll_frequency=0.2).until(lambda d: element("#sign-in").is_enabled())
+            return
+        except TimeoutException:
+            pass
         entries = driver.get_log("browser")
         console.extend(entries)
         if not any("ERR_NETWORK_CHANGED" in entry.get("message", "") for entry in entries):
