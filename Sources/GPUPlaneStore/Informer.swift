@@ -43,6 +43,15 @@ extension ObjectKey: Comparable {
     }
 }
 
+/// How far an ``Informer`` of some kind has followed etcd, seen without its kind.
+public protocol RevisionFollower: Sendable {
+    /// The revision its cache reflects.
+    var lastSeenRevision: Int64 { get }
+    /// Returns once ``lastSeenRevision`` reaches `revision` (or it cannot: see
+    /// ``Informer/waitUntilSeen(_:)``).
+    func waitUntilSeen(_ revision: Int64) async
+}
+
 /// List-then-watch of one kind (optionally one tenant), keeping a local cache and telling
 /// subscribers what changed, in revision order.
 ///
@@ -56,7 +65,7 @@ extension ObjectKey: Comparable {
 /// try await informer.waitUntilSynced()
 /// for await event in informer.events() { … }
 /// ```
-public final class Informer<R: Resource>: Sendable {
+public final class Informer<R: Resource>: RevisionFollower {
     /// The store it reads.
     public let store: ResourceStore
     /// The tenant it follows, nil for all.
@@ -90,11 +99,11 @@ public final class Informer<R: Resource>: Sendable {
         /// Puts `object` at `key`; returns what was there.
         mutating func put(_ key: ObjectKey, _ object: R) -> R? {
             let old = cache.updateValue(object, forKey: key)
-            let at = position(of: key)
             if old == nil {
-                keys.insert(key, at: at)
+                keys.insert(key, at: position(of: key))
                 ordered = nil
             } else if ordered != nil {
+                let at = position(of: key)
                 ordered?[at] = object
             }
             return old
@@ -183,8 +192,9 @@ public final class Informer<R: Resource>: Sendable {
     public var lastSeenRevision: Int64 { state.withLock { $0.revision } }
 
     /// Returns once ``lastSeenRevision`` reaches `revision`: every change up to it is in the
-    /// cache and delivered. Also returns when the calling task is cancelled or the informer
-    /// stops; the caller checks ``lastSeenRevision`` when that matters.
+    /// cache and delivered. Also returns when the calling task is cancelled or the informer is
+    /// not running (stopped, or ``run()`` not begun); the caller checks ``lastSeenRevision``
+    /// when that matters.
     public func waitUntilSeen(_ revision: Int64) async {
         let id = UUID()
         await withTaskCancellationHandler {

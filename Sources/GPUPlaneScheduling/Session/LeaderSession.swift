@@ -276,41 +276,31 @@ public final class LeaderSession: Sendable {
     private func catchUp() async throws {
         let awaited = committer.awaited
         let deadline = ContinuousClock.now + configuration.catchUpTimeout
-        for (kind, revision) in awaited where seenRevision(kind) < revision {
+        for (kind, revision) in awaited {
+            guard let informer = informer(kind), informer.lastSeenRevision < revision else { continue }
             try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { await self.waitUntilSeen(kind, revision) }
+                group.addTask { await informer.waitUntilSeen(revision) }
                 group.addTask { try await Task.sleep(until: deadline) }
                 try await group.next()
                 group.cancelAll()
             }
             try Task.checkCancellation()
-            if seenRevision(kind) < revision {
+            if informer.lastSeenRevision < revision {
                 throw SchedulerError(.informerStopped, "the \(kind.rawValue) informer did not reach revision \(revision)")
             }
         }
         committer.reached(awaited)
     }
 
-    /// Returns once `kind`'s informer has seen `revision` (or stopped).
-    private func waitUntilSeen(_ kind: ResourceKind, _ revision: Int64) async {
+    /// The session's informer of `kind`; nil for a kind it does not follow.
+    private func informer(_ kind: ResourceKind) -> (any RevisionFollower)? {
         switch kind {
-        case .node: await nodes.waitUntilSeen(revision)
-        case .replica: await replicas.waitUntilSeen(revision)
-        case .modelServer: await servers.waitUntilSeen(revision)
-        case .tenant: await tenants.waitUntilSeen(revision)
-        case .deployment: await deployments.waitUntilSeen(revision)
-        default: return
-        }
-    }
-
-    private func seenRevision(_ kind: ResourceKind) -> Int64 {
-        switch kind {
-        case .node: return nodes.lastSeenRevision
-        case .replica: return replicas.lastSeenRevision
-        case .modelServer: return servers.lastSeenRevision
-        case .tenant: return tenants.lastSeenRevision
-        case .deployment: return deployments.lastSeenRevision
-        default: return .max
+        case .node: return nodes
+        case .replica: return replicas
+        case .modelServer: return servers
+        case .tenant: return tenants
+        case .deployment: return deployments
+        default: return nil
         }
     }
 }
