@@ -498,15 +498,20 @@ final class FleetRun: @unchecked Sendable {
         return [nodeWatch, replicaWatch]
     }
 
+    /// The fields of the `event` lines of the hollow process `label`'s journal (`hollow` or
+    /// `victims`), as they are now.
+    private func journalLines(_ journal: URL, _ label: String, event: String) -> [[Substring]] {
+        guard let text = try? String(contentsOf: URL(fileURLWithPath: journal.path + "-" + label), encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").map { $0.split(separator: " ") }.filter { $0.first == Substring(event) }
+    }
+
     /// The hollow nodes' heartbeats answered after more than an interval (journal `slowbeat`):
     /// the node, when the answer came (unix ms) and the round trip (seconds).
     private func readSlowBeats(journal: URL) -> [(node: String, ms: Double, seconds: Double)] {
         var result: [(String, Double, Double)] = []
         for label in ["hollow", "victims"] {
-            guard let text = try? String(contentsOf: URL(fileURLWithPath: journal.path + "-" + label), encoding: .utf8) else { continue }
-            for line in text.split(separator: "\n") {
-                let parts = line.split(separator: " ")
-                guard parts.count == 4, parts[0] == "slowbeat", let ms = Double(parts[2]), let roundTrip = Double(parts[3]) else { continue }
+            for parts in journalLines(journal, label, event: "slowbeat") {
+                guard parts.count == 4, let ms = Double(parts[2]), let roundTrip = Double(parts[3]) else { continue }
                 result.append((String(parts[1]), ms, roundTrip / 1000))
             }
         }
@@ -518,11 +523,9 @@ final class FleetRun: @unchecked Sendable {
     private func readFanout(journal: URL, bound: [String: (owner: String, ms: Double, node: String)]) -> [Double] {
         var result: [Double] = []
         for label in ["hollow", "victims"] {
-            guard let text = try? String(contentsOf: URL(fileURLWithPath: journal.path + "-" + label), encoding: .utf8) else { continue }
             var firstSeen: [String: Double] = [:]
-            for line in text.split(separator: "\n") {
-                let parts = line.split(separator: " ")
-                guard parts.count == 3, parts[0] == "seen", let ms = Double(parts[2]) else { continue }
+            for parts in journalLines(journal, label, event: "seen") {
+                guard parts.count == 3, let ms = Double(parts[2]) else { continue }
                 let key = String(parts[1])
                 if firstSeen[key] == nil { firstSeen[key] = ms }
             }
