@@ -495,12 +495,7 @@ public final class FaultCluster: @unchecked Sendable {
     public func call(
         _ method: String, _ path: String, token: String? = nil, body: String? = nil, via: Int = 0, timeout: Duration = .seconds(10)
     ) async throws -> (status: Int, body: Data) {
-        var headers: [CurlHTTP.Header] = []
-        if let token { headers.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
-        let response = try await http.perform(
-            CurlHTTP.Request(
-                method: CurlHTTP.Method(method), url: apiURLs[via] + path, headers: headers, body: body.map { Data($0.utf8) },
-                timeout: timeout))
+        let response = try await http.perform(.api(method, apiURLs[via] + path, token: token, body: body.map { Data($0.utf8) }, timeout: timeout))
         return (response.status, response.body)
     }
 

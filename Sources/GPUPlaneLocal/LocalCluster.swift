@@ -262,12 +262,7 @@ public final class LocalCluster: @unchecked Sendable {
     public func call(
         _ method: String, _ path: String, token: String? = nil, body: String? = nil, timeout: Duration = .seconds(10)
     ) async throws -> (status: Int, body: Data) {
-        var headers: [CurlHTTP.Header] = []
-        if let token { headers.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
-        let response = try await http.perform(
-            CurlHTTP.Request(
-                method: CurlHTTP.Method(method), url: apiURL + path, headers: headers, body: body.map { Data($0.utf8) }, timeout: timeout,
-                tls: clientTLS))
+        let response = try await http.perform(.api(method, apiURL + path, token: token, body: body.map { Data($0.utf8) }, timeout: timeout, tls: clientTLS))
         return (response.status, response.body)
     }
 

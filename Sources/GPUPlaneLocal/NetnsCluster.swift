@@ -144,12 +144,7 @@ public final class NetnsCluster: @unchecked Sendable {
 
     /// One HTTP call to the api-server.
     public func call(_ method: String, _ path: String, token: String? = nil, body: String? = nil) async throws -> (status: Int, body: Data) {
-        var headers: [CurlHTTP.Header] = []
-        if let token { headers.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
-        let response = try await http.perform(
-            CurlHTTP.Request(
-                method: CurlHTTP.Method(method), url: apiURL + path, headers: headers, body: body.map { Data($0.utf8) },
-                timeout: .seconds(10)))
+        let response = try await http.perform(.api(method, apiURL + path, token: token, body: body.map { Data($0.utf8) }, timeout: .seconds(10)))
         return (response.status, response.body)
     }
 

@@ -74,11 +74,8 @@ struct Harness: Sendable {
         _ method: String, _ path: String, token: String? = nil, body: String? = nil, data: Data? = nil, headers: [String: String] = [:],
         timeout: Duration = .seconds(60)
     ) async throws -> Reply {
-        var fields: [CurlHTTP.Header] = []
-        if let token { fields.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
-        for (k, v) in headers { fields.append(CurlHTTP.Header(k, v)) }
-        let response = try await Self.http.perform(CurlHTTP.Request(
-            method: CurlHTTP.Method(method), url: base + path, headers: fields,
+        let response = try await Self.http.perform(.api(
+            method, base + path, token: token, headers: headers.map { CurlHTTP.Header($0.key, $0.value) },
             body: data ?? body.map { Data($0.utf8) }, timeout: timeout))
         var replyHeaders: [String: String] = [:]
         for header in response.headers {

@@ -285,11 +285,8 @@ final class APIServers: Sendable {
     /// (the cancel holds the task's status lock and waits on the session's queue, whose
     /// completion waits on that lock): the whole test process hung.
     static func call(_ method: String, _ url: String, token: String? = nil, body: String? = nil, timeout: Double = 10) async throws -> (status: Int, body: Data) {
-        var headers: [CurlHTTP.Header] = []
-        if let token { headers.append(CurlHTTP.Header("Authorization", "Bearer \(token)")) }
-        if body != nil { headers.append(CurlHTTP.Header("Content-Type", "application/json")) }
-        let response = try await http.perform(CurlHTTP.Request(
-            method: CurlHTTP.Method(method), url: url, headers: headers, body: body.map { Data($0.utf8) },
+        let response = try await http.perform(.api(
+            method, url, token: token, headers: body == nil ? [] : [CurlHTTP.Header("Content-Type", "application/json")], body: body.map { Data($0.utf8) },
             timeout: .milliseconds(Int(timeout * 1000))))
         return (response.status, response.body)
     }
