@@ -37,6 +37,37 @@ struct KeyFamilyTests {
         #expect(try await tokens.remove(hashPrefix: String(record.id.dropFirst(4))) == nil)
     }
 
+    @Test func theStatesOfSomeNodesAreReadKeyByKeyOrByListing() async throws {
+        let store = try await SharedStoreEtcd.store()
+        let heartbeats = NodeHeartbeats(store: store)
+        let prefix = uniqueTenant("st")
+        let lease = try await store.client.grantLease(ttl: 600).id
+        defer { Task { _ = try? await store.client.revokeLease(lease) } }
+        // 70 nodes: a third live, a third silent, a third without a key.
+        let nodes = (0..<70).map { "\(prefix)-\($0)" }
+        for (i, node) in nodes.enumerated() where i % 3 != 2 {
+            try await heartbeats.writeLive(node: node, server: "a", lease: lease)
+            if i % 3 == 1 { _ = try await heartbeats.markSilent(node: node, server: "a", lease: lease) }
+        }
+        func expected(_ subset: [String]) -> [String: NodeHeartbeats.KeyState] {
+            var states: [String: NodeHeartbeats.KeyState] = [:]
+            for node in subset {
+                guard let i = nodes.firstIndex(of: node) else { continue }
+                switch i % 3 {
+                case 0: states[node] = .live(server: "a")
+                case 1: states[node] = .silent(server: "a")
+                default: break
+                }
+            }
+            return states
+        }
+        // A few nodes: one transaction of one read each; all of them: past 64, a listing.
+        let few = Array(nodes.prefix(5)) + ["\(prefix)-never"]
+        #expect(try await heartbeats.states(of: Set(few)) == expected(few))
+        #expect(try await heartbeats.states(of: Set(nodes)) == expected(nodes))
+        #expect(try await heartbeats.states(of: []).isEmpty)
+    }
+
     @Test func heartbeatsAreWrittenLiveMarkedSilentOnlyOnTheirLeaseWatchedAndRemoved() async throws {
         let store = try await SharedStoreEtcd.store()
         let heartbeats = NodeHeartbeats(store: store)

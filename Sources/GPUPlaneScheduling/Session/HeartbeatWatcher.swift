@@ -49,6 +49,16 @@ final class HeartbeatWatcher: Sendable {
     /// Whether the first list is in.
     var hasSynced: Bool { state.withLock { $0.synced } }
 
+    /// Which of `nodes` etcd shows, now, without a live heartbeat key (absent, or saying
+    /// silent): a read, not the watch, so a key the watch has not delivered yet still counts.
+    func confirmSilent(_ nodes: Set<String>) async throws -> Set<String> {
+        let keys = try await heartbeats.states(of: nodes)
+        return nodes.filter { node in
+            if case .live = keys[node] { return false }
+            return true
+        }
+    }
+
     /// Lists and watches until cancelled.
     func run() async {
         var failures = 0

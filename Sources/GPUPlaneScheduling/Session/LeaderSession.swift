@@ -138,7 +138,7 @@ public final class LeaderSession: Sendable {
         SchedulerMetrics.pendingReplicas.record(input.replicas.reduce(0) { $0 + ($1.binding == nil ? 1 : 0) })
 
         // 1. Node lifecycle.
-        if try await timed(.nodeLifecycle, { try await committer.commit(nodeLifecycle.writes(input)) }) { return true }
+        if try await timed(.nodeLifecycle, { try await committer.commit(nodeLifecycle.writes(input, confirmSilent: heartbeats.confirmSilent)) }) { return true }
 
         // 2. Evictions.
         if try await timed(.evictions, { try await committer.commit(evictions.writes(input)) }) { return true }

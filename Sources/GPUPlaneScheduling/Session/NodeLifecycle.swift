@@ -20,7 +20,10 @@ extension LeaderSession {
 /// or the key vanished with its api-server's lease while the node moves to another
 /// api-server) gets ``heartbeatGrace`` on this scheduler's own clock first, so two watches a
 /// moment apart, or an api-server's death, never make a node that never stopped NotReady.
-/// Since when each such node is missing its key is this step's state across passes.
+/// Since when each such node is missing its key is this step's state across passes. A node
+/// whose grace ran out is NotReady only once etcd itself confirms it has no live key: the
+/// heartbeat watch may lag the node watch (a loaded machine, a slow stream), and a key that is
+/// there but not yet delivered is not a silent node.
 final class NodeLifecycle: Sendable {
     /// How long a Ready node may show no heartbeat key, without its key saying silent, before
     /// it is NotReady.
@@ -31,14 +34,19 @@ final class NodeLifecycle: Sendable {
     init(heartbeatGrace: Duration) { self.heartbeatGrace = heartbeatGrace }
 
     /// The nodes whose `Ready` condition changes, one unit each with its event.
-    func writes(_ input: PassInput) -> [WriteUnit] {
+    ///
+    /// `confirmSilent` is asked, only when some Ready node's grace ran out, which of those nodes
+    /// etcd shows without a live key now (``HeartbeatWatcher/confirmSilent(_:)``); the others
+    /// stay Ready and keep their grace's start, so the next pass asks again until the watch
+    /// delivers their key.
+    func writes(_ input: PassInput, confirmSilent: (Set<String>) async throws -> Set<String>) async throws -> [WriteUnit] {
         let liveness = input.liveness
         let clock = input.clock
         var units: [WriteUnit] = []
         // A Ready node whose key is absent but was never seen to expire is silent only once
         // the grace has passed on this scheduler's own clock.
-        let silent: Set<String> = missingSince.withLock { missingSince in
-            var silent = liveness.expired
+        let graceOver: Set<String> = missingSince.withLock { missingSince in
+            var graceOver: Set<String> = []
             var missing: [String: ContinuousClock.Instant] = [:]
             // By index, here and below: a `for node in` copies every Node (dozens of references).
             for i in input.nodes.indices {
@@ -46,11 +54,12 @@ final class NodeLifecycle: Sendable {
                 guard !liveness.live.contains(name) && !liveness.expired.contains(name) else { continue }
                 let since = missingSince[name] ?? clock
                 missing[name] = since
-                if clock - since >= heartbeatGrace { silent.insert(name) }
+                if clock - since >= heartbeatGrace, input.nodes[i].status.isReady { graceOver.insert(name) }
             }
             missingSince = missing
-            return silent
+            return graceOver
         }
+        let silent = graceOver.isEmpty ? liveness.expired : liveness.expired.union(try await confirmSilent(graceOver))
         for i in input.nodes.indices {
             let current = input.nodes[i].status.conditions.first { $0.type == NodeHeartbeat.readyCondition }
             let alive = liveness.live.contains(input.nodes[i].metadata.name)

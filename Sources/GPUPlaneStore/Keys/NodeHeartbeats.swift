@@ -145,6 +145,27 @@ public struct NodeHeartbeats: Sendable {
         }
     }
 
+    /// What the keys of `nodes` say now, read from etcd (not a watch): nodes without a key are
+    /// absent from the answer. Up to 64 nodes are read in one transaction of one range per key;
+    /// more, by listing every key.
+    public func states(of nodes: Set<String>) async throws -> [String: KeyState] {
+        guard nodes.count <= 64 else { return try await list().keys.filter { nodes.contains($0.key) } }
+        guard !nodes.isEmpty else { return [:] }
+        do {
+            let reads = nodes.map { Etcd.RequestOp.range(.init(.key(KeySpace.heartbeat(node: $0)))) }
+            let answer = try await client.txn(compare: [], success: reads)
+            var keys: [String: KeyState] = [:]
+            for case .range(let read) in answer.responses {
+                for kv in read.kvs {
+                    if let node = KeySpace.node(ofHeartbeatKey: kv.keyString) { keys[node] = KeyState(value: kv.value) }
+                }
+            }
+            return keys
+        } catch let e as EtcdError {
+            throw StoreError.etcd(e)
+        }
+    }
+
     /// The keys written and deleted from `revision` on, one array per etcd message, in
     /// revision order (empty when the message carried only progress). Ends by throwing
     /// ``StoreError/Code/compacted`` when `revision` was compacted away (list again),
