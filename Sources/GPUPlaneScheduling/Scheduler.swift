@@ -236,7 +236,7 @@ public final class Scheduler: Service, Sendable {
                         $0.terms += 1
                     }
                     self.setRole(.leader(revision: key.revision))
-                    self.logger.info(
+                    self.logger.notice(
                         "leading", metadata: ["revision": "\(key.revision)", "identity": "\(self.configuration.identity)"])
                     try await session.run()
                     return Task.isCancelled ? .shutdown : .failed("session returned")

@@ -196,10 +196,26 @@ struct WholeSystemFaultTests {
                 // leads and places, then resumed: it must notice that it lost and write nothing
                 // more (the history's fencing check: every binding is written by the leader of
                 // its revision).
-                if let frozen = try await SchedulerHarness.currentLeader(client), let process = cluster.process(frozen.identity) {
+                // The election key can outlive its holder's term by up to its lease (3 s): freeze
+                // only a process whose own log, read while it is stopped, still says it leads
+                // at the key's revision; otherwise resume it and look again.
+                var frozenLeader: (identity: String, revision: Int64, process: ChildProcess)?
+                try await eventually("a scheduler frozen while it leads", timeout: 60, every: 0.3) {
+                    guard let leader = try await SchedulerHarness.currentLeader(client), let process = cluster.process(leader.identity) else {
+                        return false
+                    }
+                    process.signal(SIGSTOP)
+                    if Self.leadsAccordingToItsLog(process.logFile, revision: leader.revision) {
+                        frozenLeader = (leader.identity, leader.revision, process)
+                        return true
+                    }
+                    process.signal(SIGCONT)
+                    return false
+                }
+                if let (identity, revision, process) = frozenLeader {
+                    let frozen = (identity: identity, revision: revision)
                     let lostLine = "campaigning again"  // its term ended: its lease lost, or its session failed
                     let lostBefore = Self.count(lostLine, in: process.logFile)
-                    process.signal(SIGSTOP)
                     faults.append("SIGSTOP \(frozen.identity) (leader) past its lease, resumed")
                     do {
                         try await anotherLeaderPlaces(after: frozen.revision, while: "\(frozen.identity) is frozen")
@@ -224,9 +240,13 @@ struct WholeSystemFaultTests {
                 // its lease: it must step down on its own while cut off (its lease's local
                 // deadline), another leads and places, and once reconnected it writes nothing
                 // as the old leader (the history's fencing check).
-                if let cut = try await SchedulerHarness.currentLeader(client), cluster.canPartition(cut.identity),
-                    let process = cluster.process(cut.identity)
-                {
+                var cutLeader: (identity: String, revision: Int64)?
+                try await eventually("a scheduler that leads by its log", timeout: 60, every: 0.3) {
+                    cutLeader = try await SchedulerHarness.currentLeader(client)
+                    guard let leader = cutLeader, let process = cluster.process(leader.identity) else { return false }
+                    return Self.leadsAccordingToItsLog(process.logFile, revision: leader.revision)
+                }
+                if let cut = cutLeader, cluster.canPartition(cut.identity), let process = cluster.process(cut.identity) {
                     let lostLine = "campaigning again"  // its term ended: its lease lost, or its session failed
                     let lostBefore = Self.count(lostLine, in: process.logFile)
                     let resignsBefore = Self.count("resign failed", in: process.logFile) + Self.count("children still run", in: process.logFile)
@@ -559,6 +579,15 @@ struct WholeSystemFaultTests {
     }
 
     /// How often `line` occurs in the file at `url` (a daemon's whole log).
+    /// Whether the last term line of the scheduler log at `url` is its "leading" line for the
+    /// election key created at `revision` (not a "campaigning again" after it: a term that
+    /// ended while its key still stood).
+    static func leadsAccordingToItsLog(_ url: URL, revision: Int64) -> Bool {
+        guard let text = try? String(contentsOf: url, encoding: .utf8) else { return false }
+        let last = text.split(separator: "\n").last { $0.contains("campaigning again") || $0.contains(": leading ") }
+        return last.map { $0.contains(": leading ") && $0.contains("revision=\(revision)") } ?? false
+    }
+
     static func count(_ line: String, in url: URL) -> Int {
         guard let text = try? String(contentsOf: url, encoding: .utf8) else { return 0 }
         return text.components(separatedBy: line).count - 1
