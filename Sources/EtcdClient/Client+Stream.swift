@@ -88,12 +88,28 @@ extension Etcd.Client {
         return LineStream(lines: stream, cancel: cancel)
     }
 
-    /// Reads `stream` until it ends, calling `handle` for each line, while probing the member
-    /// with `POST /v3/maintenance/status` whenever the stream stays quiet for
-    /// `streamIdleTimeout`; a member that fails the probe gets its stream aborted.
+    /// What a check of a quiet stream found (``consume(_:endpoint:quietCheck:handle:)``).
+    enum QuietStream: Sendable {
+        /// The member answered and the stream owes nothing.
+        case upToDate
+        /// The member answered, and its keys show a change at `revision` the stream has not
+        /// delivered.
+        case behind(revision: Int64)
+        /// The member did not answer.
+        case unreachable
+    }
+
+    /// Reads `stream` until it ends, calling `handle` for each line, while checking it whenever
+    /// it stays quiet for `streamIdleTimeout`: with `quietCheck` when given (a watch asks
+    /// whether its keys changed after what it delivered), else by probing the member with
+    /// `POST /v3/maintenance/status`. A member that does not answer gets its stream aborted;
+    /// so does a stream that owes a change and still delivers nothing a moment later (a
+    /// connection that stays open but no longer carries the member's messages: a probe of the
+    /// member alone would keep it forever).
     /// Returns how the stream ended: nil when the member closed it, else the error.
     func consume(
-        _ stream: LineStream, endpoint: String, handle: (Data) async throws -> Bool
+        _ stream: LineStream, endpoint: String, quietCheck: (@Sendable () async -> QuietStream)? = nil,
+        handle: (Data) async throws -> Bool
     ) async -> (any Error)? {
         let lastData = Locked(ContinuousClock.now)
         let idle = configuration.streamIdleTimeout
@@ -104,13 +120,24 @@ extension Etcd.Client {
                     try? await Task.sleep(for: idle - quietFor)
                     continue
                 }
-                let probe = makeRequest(endpoint: endpoint, path: "/v3/maintenance/status", body: Data("{}".utf8), stream: false)
-                if case .completed(let r) = await perform(probe), r.status == 200 {
-                    lastData.withLock { $0 = .now }
+                let checked = ContinuousClock.now
+                let found = if let quietCheck { await quietCheck() } else { await probeMember(endpoint) }
+                switch found {
+                case .upToDate:
+                    lastData.withLock { $0 = max($0, checked) }
                     continue
+                case .behind(let revision):
+                    // The change may be on its way this very moment: give it a little time.
+                    try? await Task.sleep(for: min(idle, .seconds(1)))
+                    if Task.isCancelled { return }
+                    if lastData.withLock({ $0 > checked }) { continue }
+                    logger.notice(
+                        "etcd stream owes a change and delivers nothing; reconnecting",
+                        metadata: ["endpoint": "\(endpoint)", "revision": "\(revision)"])
+                case .unreachable:
+                    if Task.isCancelled { return }
+                    logger.info("etcd stream member failed its probe; reconnecting", metadata: ["endpoint": "\(endpoint)"])
                 }
-                if Task.isCancelled { return }
-                logger.info("etcd stream member failed its probe; reconnecting", metadata: ["endpoint": "\(endpoint)"])
                 stream.cancel()
                 return
             }
@@ -128,5 +155,25 @@ extension Etcd.Client {
         } catch {
             return error
         }
+    }
+
+    /// Whether `endpoint` answers `POST /v3/maintenance/status`.
+    private func probeMember(_ endpoint: String) async -> QuietStream {
+        let probe = makeRequest(endpoint: endpoint, path: "/v3/maintenance/status", body: Data("{}".utf8), stream: false)
+        if case .completed(let r) = await perform(probe), r.status == 200 { return .upToDate }
+        return .unreachable
+    }
+
+    /// Whether `range`, read at `endpoint`, holds a key written after `delivered`: its most
+    /// recently written key alone, without values (etcd sorts by mod revision).
+    func keysChanged(_ range: Etcd.KeyRange, after delivered: Int64, at endpoint: String) async -> QuietStream {
+        let latest = Etcd.RangeRequest(range, limit: 1, keysOnly: true, sortOrder: .descend, sortTarget: .mod)
+        guard let body = try? encode(latest) else { return await probeMember(endpoint) }
+        let read = makeRequest(endpoint: endpoint, path: "/v3/kv/range", body: body, stream: false)
+        guard case .completed(let r) = await perform(read), r.status == 200,
+            let answer = try? decode(Etcd.RangeResponse.self, from: r.body)
+        else { return .unreachable }
+        if let kv = answer.kvs.first, kv.modRevision > delivered { return .behind(revision: kv.modRevision) }
+        return .upToDate
     }
 }

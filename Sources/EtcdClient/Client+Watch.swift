@@ -1,4 +1,5 @@
 import Foundation
+import GPUPlaneSystem
 
 extension Etcd {
     /// One change seen by a watch.
@@ -148,16 +149,18 @@ extension Etcd.Client {
     private func runWatch(
         _ options: Etcd.WatchOptions, _ continuation: AsyncThrowingStream<Etcd.WatchResponse, any Error>.Continuation
     ) async {
-        // Every event at or below `delivered` has been handed to the caller.
-        var delivered: Int64 = options.startRevision > 0 ? options.startRevision - 1 : -1
+        // Every event at or below `delivered` has been handed to the caller. Locked: a quiet
+        // stream's check (another task) compares the keys' latest write with it.
+        let delivered = Locked<Int64>(options.startRevision > 0 ? options.startRevision - 1 : -1)
         var failures = 0
         while !Task.isCancelled {
             let index = currentEndpointIndex
             let endpoint = configuration.endpoints[index]
+            let resume = delivered.withLock { $0 }
             let create = WatchCreate(
                 createRequest: .init(
                     key: options.range.key, rangeEnd: options.range.rangeEnd,
-                    startRevision: delivered >= 0 ? String(delivered + 1) : nil,
+                    startRevision: resume >= 0 ? String(resume + 1) : nil,
                     progressNotify: options.progressNotify ? true : nil, prevKV: options.prevKV ? true : nil))
             let body: Data
             do { body = try encode(create) } catch {
@@ -167,7 +170,14 @@ extension Etcd.Client {
             let stream = openLineStream(endpoint: endpoint, path: "/v3/watch", body: body)
             var terminal: (any Error)?
             var finished = false
-            let ended = await consume(stream, endpoint: endpoint) { line in
+            // A quiet stream owes nothing when no key of its range was written after what it
+            // delivered (deletions do not show: a stream that owes only those waits for a write).
+            let quietCheck: @Sendable () async -> QuietStream = { [self] in
+                let since = delivered.withLock { $0 }
+                guard since >= 0 else { return .upToDate }  // not created yet: the request's own timeout
+                return await keysChanged(options.range, after: since, at: endpoint)
+            }
+            let ended = await consume(stream, endpoint: endpoint, quietCheck: quietCheck) { line in
                 let decoded: StreamLine<WatchResult>
                 do { decoded = try decode(StreamLine<WatchResult>.self, from: line) } catch {
                     terminal = error
@@ -193,12 +203,12 @@ extension Etcd.Client {
                 if result.created {
                     failures = 0
                     // A watch from "now" starts after the revision the member had when it was created.
-                    if delivered < 0 { delivered = result.header.revision }
+                    delivered.withLock { if $0 < 0 { $0 = result.header.revision } }
                     return true
                 }
                 if result.events.isEmpty {
                     // Progress notification: every change up to header.revision was sent.
-                    if result.header.revision > delivered { delivered = result.header.revision }
+                    delivered.withLock { $0 = max($0, result.header.revision) }
                     if options.progressNotify,
                         case .terminated = continuation.yield(Etcd.WatchResponse(header: result.header, events: []))
                     {
@@ -209,8 +219,9 @@ extension Etcd.Client {
                 }
                 var kept: [Etcd.WatchEvent] = []
                 kept.reserveCapacity(result.events.count)
-                var floor = delivered
-                for event in result.events where event.kv.modRevision > delivered && event.kv.modRevision >= floor {
+                let before = delivered.withLock { $0 }
+                var floor = before
+                for event in result.events where event.kv.modRevision > before && event.kv.modRevision >= floor {
                     kept.append(event)
                     floor = event.kv.modRevision
                 }
@@ -218,7 +229,7 @@ extension Etcd.Client {
                     logger.debug("etcd watch dropped replayed events", metadata: ["dropped": "\(result.events.count - kept.count)"])
                 }
                 guard !kept.isEmpty else { return true }
-                delivered = floor
+                delivered.withLock { $0 = floor }
                 if case .terminated = continuation.yield(Etcd.WatchResponse(header: result.header, events: kept)) {
                     finished = true
                     return false
@@ -243,7 +254,7 @@ extension Etcd.Client {
                 return
             }
             failures += 1
-            logger.debug("etcd watch reconnecting", metadata: ["from": "\(endpoint)", "resume": "\(delivered + 1)"])
+            logger.debug("etcd watch reconnecting", metadata: ["from": "\(endpoint)", "resume": "\(delivered.withLock { $0 } + 1)"])
         }
         continuation.finish()
     }

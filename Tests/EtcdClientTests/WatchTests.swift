@@ -39,6 +39,37 @@ struct WatchTests {
         #expect(!events.values.contains { $0.kv.keyString == p + "old" })
     }
 
+    @Test func aStreamThatStaysOpenButStopsCarryingChangesIsReconnected() async throws {
+        let etcd = try await SharedEtcd.fixture.value
+        let endpoint = try #require(etcd.endpoints.first)
+        let upstream = try #require(URL(string: endpoint)?.port)
+        let proxy = try StreamFreezingProxy(upstreamPort: upstream)
+        defer { proxy.stop() }
+        let client = try Etcd.Client(Etcd.Configuration(
+            endpoints: ["http://127.0.0.1:\(proxy.port)"], requestTimeout: .seconds(10), streamIdleTimeout: .seconds(1)))
+        let direct = try await SharedEtcd.client()
+        let p = uniquePrefix("frozenstream")
+        let start = try await direct.range(.prefix(p), countOnly: true).header.revision + 1
+        let (events, task) = collect(client.watch(.prefix(p), startRevision: start))
+        defer { task.cancel() }
+        try await direct.put(p + "a", "1")
+        try await eventually("a delivered") { events.values.count == 1 }
+        // The member's messages on the stream stop arriving; the member itself still answers.
+        proxy.freezeWatchStreams()
+        try await direct.put(p + "b", "2")
+        try await eventually("b delivered over a new stream", timeout: 60) { events.values.count >= 2 }
+        #expect(events.values.map(\.kv.keyString) == [p + "a", p + "b"])
+        #expect(proxy.watchRequests == 2, "one reconnection")
+        // A quiet stream that owes nothing is kept: quiet for three checks (the gap is the
+        // scenario, not a wait for a result), then a change comes over the same stream.
+        try await Task.sleep(for: .seconds(3))
+        try await direct.put(p + "c", "3")
+        try await eventually("c delivered") { events.values.count >= 3 }
+        #expect(events.values.map(\.kv.keyString) == [p + "a", p + "b", p + "c"])
+        #expect(proxy.watchRequests == 2, "a stream that owed nothing was not reconnected")
+        #expect(events.error == nil)
+    }
+
     @Test func survivesKill9AndRestartWithoutLossOrDuplicates() async throws {
         let etcd = try await EtcdFixture.start()
         defer { etcd.shutdown() }
