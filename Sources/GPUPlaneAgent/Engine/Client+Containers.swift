@@ -109,8 +109,24 @@ extension ContainerEngine.Client {
     /// and the retry found it gone. Maps to `DELETE /v1.41/containers/{id}?force=true&v=true` on Docker and to
     /// `DELETE /v4.0.0/libpod/containers/{id}?force=true&v=true&timeout=0` on Podman, whose
     /// compat remove would first wait out a 10-second stop.
+    ///
+    /// An engine that answers 500 (podman's "could not be stopped: given PIDs did not die
+    /// within timeout" when the host is too busy to reap the killed processes in time) is asked
+    /// twice more, a second and then two apart: a forced remove is idempotent.
     @discardableResult
     public func remove(_ container: String) async throws(EngineError) -> Bool {
+        var attempt = 1
+        while true {
+            do {
+                return try await removeOnce(container)
+            } catch where error.code == .engineRefused && error.httpStatus == 500 && attempt < 3 {
+                do { try await Task.sleep(for: .seconds(attempt)) } catch { throw EngineError(code: .cancelled, message: "cancelled while waiting to remove again", subject: container) }
+                attempt += 1
+            }
+        }
+    }
+
+    private func removeOnce(_ container: String) async throws(EngineError) -> Bool {
         let kind = try await engine().kind
         let path: String
         var query = [("force", "true"), ("v", "true")]
