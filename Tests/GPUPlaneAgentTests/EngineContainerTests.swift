@@ -258,6 +258,14 @@ struct EngineContainerTests {
             for try await line in scope.engine.followLogs(slow, tail: nil) { seen.append(line) }
             #expect(seen.map(\.text) == ["tick1", "tick2", "tick3", "err"])
             #expect(seen.last?.stream == .stderr)
+            // Following a container that has exited gives its lines once (the follow, then the
+            // read again from its last line's second, which skips what the follow gave).
+            var again: [String] = []
+            for try await line in scope.engine.followLogs(slow, tail: nil) { again.append(line.text) }
+            #expect(again == ["tick1", "tick2", "tick3", "err"])
+            var lastTwo: [String] = []
+            for try await line in scope.engine.followLogs(slow, tail: 2) { lastTwo.append(line.text) }
+            #expect(lastTwo == ["tick3", "err"])
         }
     }
 

@@ -152,6 +152,63 @@ struct EngineWireTests {
         }
     }
 
+    @Test func stampedFramesGiveTheirSecondAndTheTextWithoutTheStamp() {
+        // 2026-11-22T19:51:26Z is 1_795_377_086; a partial line keeps the second it began in.
+        let bytes = frame(1, "2026-11-22T19:51:26Z one\n") + frame(2, "2026-11-22T19:51:26.5Z half") + frame(1, "2026-11-22T20:51:27+01:00 two\n")
+            + frame(2, "2026-11-22T19:51:29Z  line\n") + frame(1, "no stamp\n")
+        for chunk in [1, 5, bytes.count] {
+            var demuxer = LogDemuxer(stamped: true)
+            var entries: [LogDemuxer.Entry] = []
+            var i = 0
+            while i < bytes.count {
+                let piece = Array(bytes[i..<min(i + chunk, bytes.count)])
+                entries += piece.withUnsafeBytes { demuxer.entries($0) }
+                i += chunk
+            }
+            entries += demuxer.finishEntries()
+            #expect(entries.map(\.line.text) == ["one", "two", "half line", "no stamp"], "chunk \(chunk)")
+            #expect(entries.map(\.second) == [1_795_377_086, 1_795_377_087, 1_795_377_086, nil], "chunk \(chunk)")
+            #expect(entries.map(\.line.stream) == [.stdout, .stdout, .stderr, .stdout])
+        }
+        var raw = LogDemuxer(stamped: true)
+        let rawEntries = Array("2026-11-22T19:51:26Z hello\r\n2026-11-22T19:51:27Z end".utf8).withUnsafeBytes { raw.entries($0) } + raw.finishEntries()
+        #expect(rawEntries.map(\.line.text) == ["hello", "end"])
+        #expect(rawEntries.map(\.second) == [1_795_377_086, 1_795_377_087])
+    }
+
+    @Test func aCursorSkipsWhatAResumedReadGivesAgain() {
+        var cursor = LogCursor()
+        func line(_ text: String) -> ContainerEngine.LogLine { .init(stream: .stdout, text: text) }
+        func admitted(_ lines: [(String, Int64?)]) -> [String] {
+            lines.flatMap { cursor.admit(line($0.0), second: $0.1) }.map(\.text)
+        }
+        // A follow with a tail began mid-second: it delivered b and c of second 11 (a was
+        // before its tail), then ended early.
+        #expect(admitted([("z", 10), ("b", 11), ("c", 11)]) == ["z", "b", "c"])
+        let first = cursor.resume()
+        #expect(first == 11)
+        // The read from second 11 lists a, b, c again, then what the follow missed.
+        #expect(admitted([("a", 11), ("b", 11), ("c", 11), ("d", 11), ("e", 12)]) == ["d", "e"])
+        #expect(cursor.endOfRead().isEmpty)
+        // Again: only e was delivered in second 12; an older line is dropped.
+        let second = cursor.resume()
+        #expect(second == 12)
+        #expect(admitted([("d", 11), ("e", 12), ("f", 12), ("g", 13)]) == ["f", "g"])
+        #expect(cursor.endOfRead().isEmpty)
+        // The delivered lines never come by (the log rotated): the held ones are delivered at
+        // the next second, or at the read's end.
+        _ = cursor.resume()
+        #expect(admitted([("x", 13), ("y", 14)]) == ["x", "y"])
+        _ = cursor.resume()
+        #expect(admitted([("q", 14)]).isEmpty)
+        #expect(cursor.endOfRead().map(\.text) == ["q"])
+        // Nothing delivered: nothing to resume from; unstamped lines always pass.
+        var empty = LogCursor()
+        let none = empty.resume()
+        #expect(none == nil)
+        #expect(empty.admit(line("u"), second: nil).map(\.text) == ["u"])
+    }
+
     @Test func rawStreamsFromTTYContainers() {
         var demuxer = LogDemuxer()
         let lines = Array("hello\r\nworld\nend".utf8).withUnsafeBytes { demuxer.append($0) } + demuxer.finish()
