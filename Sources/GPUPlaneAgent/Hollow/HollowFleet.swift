@@ -191,8 +191,10 @@ public struct HollowFleetConfiguration: Sendable {
     public var xidHeal: Duration = .seconds(30)
     /// Nodes started per second.
     public var startRate: Int = 200
-    /// Nodes sharing one libcurl thread.
-    public var nodesPerTransport: Int = 250
+    /// Nodes sharing one libcurl thread. Each thread's loop polls every connection of its
+    /// nodes at each wake-up (a beat, an answer): at 250 nodes a thread, polling was most of
+    /// the process's CPU (docs/benchmarks.md, "The simulation's own cost").
+    public var nodesPerTransport: Int = 25
     /// Connections a node may hold at once, kept for reuse by its transport: two watches, a
     /// beat, a status report.
     public static let connectionsPerNode = 4

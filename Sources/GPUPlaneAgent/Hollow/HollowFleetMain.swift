@@ -33,7 +33,7 @@ public enum HollowFleetMain {
         ConfigurationKey("xid-every", .duration, help: "an XID 79 on a random GPU this often (default: none)"),
         ConfigurationKey("xid-heal", .duration, default: "30s", help: "how long an injected XID keeps its GPU unhealthy"),
         ConfigurationKey("start-rate", .int, default: "200", help: "nodes started per second"),
-        ConfigurationKey("nodes-per-transport", .int, default: "250", help: "nodes sharing one libcurl thread"),
+        ConfigurationKey("nodes-per-transport", .int, default: "25", help: "nodes sharing one libcurl thread"),
         ConfigurationKey("request-timeout", .duration, default: "10s", help: "deadline of one api-server call"),
         ConfigurationKey("journal-file", .string, help: "append 'seen|running <tenant>/<replica> <unix ms>' lines here"),
         ConfigurationKey("stats-interval", .duration, default: "10s", help: "how often a statistics line is logged (notice)"),
@@ -73,7 +73,7 @@ public enum HollowFleetMain {
             configuration.xidEvery = try config.duration("xid-every")
             configuration.xidHeal = try config.duration("xid-heal") ?? .seconds(30)
             configuration.startRate = max(1, try config.int("start-rate") ?? 200)
-            configuration.nodesPerTransport = max(1, try config.int("nodes-per-transport") ?? 250)
+            configuration.nodesPerTransport = max(1, try config.int("nodes-per-transport") ?? 25)
             configuration.requestTimeout = try config.duration("request-timeout") ?? .seconds(10)
             configuration.journalPath = try config.string("journal-file")
             if let name = try config.string("machine-type") {
