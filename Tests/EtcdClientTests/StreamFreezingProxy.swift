@@ -1,4 +1,5 @@
 import Foundation
+import GPUPlaneTestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -111,25 +112,15 @@ final class StreamFreezingProxy: @unchecked Sendable {
                         if watches[client] == nil { watches[client] = false }
                     }
                 }
-                guard Self.sendAll(server, buffer[0..<n]) else { return }
+                guard TestSockets.sendAll(server, buffer[0..<n]) else { return }
             }
             if fds[1].revents != 0 {
                 let n = buffer.withUnsafeMutableBytes { recv(server, $0.baseAddress, $0.count, 0) }
                 if n <= 0 { return }
                 if lock.withLock({ watches[client] == true }) { continue }
-                guard Self.sendAll(client, buffer[0..<n]) else { return }
+                guard TestSockets.sendAll(client, buffer[0..<n]) else { return }
             }
         }
-    }
-
-    private static func sendAll(_ fd: Int32, _ bytes: ArraySlice<UInt8>) -> Bool {
-        var offset = bytes.startIndex
-        while offset < bytes.endIndex {
-            let n = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { return false }
-            offset += n
-        }
-        return true
     }
 
     private static func loopback(port: Int) -> sockaddr_in {

@@ -98,12 +98,12 @@ final class AnswerLosingProxy: @unchecked Sendable {
                         }
                     }
                 }
-                guard Self.sendAll(server, buffer[0..<n]) else { return }
+                guard TestSockets.sendAll(server, buffer[0..<n]) else { return }
             }
             if fds[1].revents != 0 {
                 let n = buffer.withUnsafeMutableBytes { recv(server, $0.baseAddress, $0.count, 0) }
                 if n <= 0 { return }
-                if !losing { guard Self.sendAll(client, buffer[0..<n]) else { return } }
+                if !losing { guard TestSockets.sendAll(client, buffer[0..<n]) else { return } }
             }
         }
     }
@@ -119,16 +119,6 @@ final class AnswerLosingProxy: @unchecked Sendable {
             poller.revents = 0
             if poll(&poller, 1, 200) <= 0 { return }
         }
-    }
-
-    private static func sendAll(_ fd: Int32, _ bytes: ArraySlice<UInt8>) -> Bool {
-        var offset = bytes.startIndex
-        while offset < bytes.endIndex {
-            let n = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { return false }
-            offset += n
-        }
-        return true
     }
 
     private static func address(_ path: String) throws -> sockaddr_un {

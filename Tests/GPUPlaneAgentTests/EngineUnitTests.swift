@@ -132,6 +132,19 @@ struct EngineWireTests {
         return [stream, 0, 0, 0, UInt8(n >> 24 & 0xff), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)] + payload
     }
 
+    /// `bytes` through one demuxer, `chunk` bytes at a time, and its end.
+    func demuxed(_ bytes: [UInt8], inChunksOf chunk: Int, stamped: Bool) -> [LogDemuxer.Entry] {
+        var demuxer = LogDemuxer(stamped: stamped)
+        var entries: [LogDemuxer.Entry] = []
+        var i = 0
+        while i < bytes.count {
+            let piece = Array(bytes[i..<min(i + chunk, bytes.count)])
+            entries += piece.withUnsafeBytes { demuxer.entries($0) }
+            i += chunk
+        }
+        return entries + demuxer.finishEntries()
+    }
+
     @Test func demultiplexesWhateverTheChunking() {
         let bytes = frame(1, "one\ntw") + frame(2, "oops\n") + frame(1, "o\nthree") + frame(1, "\n") + frame(2, "tail")
         let expected: [ContainerEngine.LogLine] = [
@@ -139,15 +152,7 @@ struct EngineWireTests {
             .init(stream: .stdout, text: "three"), .init(stream: .stderr, text: "tail"),
         ]
         for chunk in [1, 3, 7, 8, 9, bytes.count] {
-            var demuxer = LogDemuxer()
-            var lines: [ContainerEngine.LogLine] = []
-            var i = 0
-            while i < bytes.count {
-                let piece = Array(bytes[i..<min(i + chunk, bytes.count)])
-                lines += piece.withUnsafeBytes { demuxer.append($0) }
-                i += chunk
-            }
-            lines += demuxer.finish()
+            let lines = demuxed(bytes, inChunksOf: chunk, stamped: false).map(\.line)
             #expect(lines == expected, "chunk \(chunk)")
         }
     }
@@ -157,15 +162,7 @@ struct EngineWireTests {
         let bytes = frame(1, "2026-11-22T19:51:26Z one\n") + frame(2, "2026-11-22T19:51:26.5Z half") + frame(1, "2026-11-22T20:51:27+01:00 two\n")
             + frame(2, "2026-11-22T19:51:29Z  line\n") + frame(1, "no stamp\n")
         for chunk in [1, 5, bytes.count] {
-            var demuxer = LogDemuxer(stamped: true)
-            var entries: [LogDemuxer.Entry] = []
-            var i = 0
-            while i < bytes.count {
-                let piece = Array(bytes[i..<min(i + chunk, bytes.count)])
-                entries += piece.withUnsafeBytes { demuxer.entries($0) }
-                i += chunk
-            }
-            entries += demuxer.finishEntries()
+            let entries = demuxed(bytes, inChunksOf: chunk, stamped: true)
             #expect(entries.map(\.line.text) == ["one", "two", "half line", "no stamp"], "chunk \(chunk)")
             #expect(entries.map(\.second) == [1_795_377_086, 1_795_377_087, 1_795_377_086, nil], "chunk \(chunk)")
             #expect(entries.map(\.line.stream) == [.stdout, .stdout, .stderr, .stdout])
