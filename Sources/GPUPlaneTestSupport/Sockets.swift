@@ -1,3 +1,5 @@
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,5 +15,22 @@ public enum TestSockets {
             offset += n
         }
         return true
+    }
+
+    /// Accepts connections on `listener` on a thread named `name` until the listener is
+    /// closed (shut down), handing each to `serve` on a thread of its own.
+    public static func startAccepting(_ listener: Int32, name: String, serve: @escaping @Sendable (Int32) -> Void) {
+        let accepting = Thread {
+            while true {
+                let client = accept(listener, nil, nil)
+                if client < 0 {
+                    if errno == EINTR { continue }
+                    return
+                }
+                Thread { serve(client) }.start()
+            }
+        }
+        accepting.name = name
+        accepting.start()
     }
 }

@@ -25,7 +25,6 @@ final class StreamFreezingProxy: @unchecked Sendable {
     private var watches: [Int32: Bool] = [:]  // client fd → frozen
     private var requests = 0
     private var open: Set<Int32> = []
-    private var stopped = false
 
     init(upstreamPort: Int) throws {
         self.upstreamPort = upstreamPort
@@ -46,9 +45,10 @@ final class StreamFreezingProxy: @unchecked Sendable {
         }
         port = Int(UInt16(bigEndian: actual.sin_port))
         self.listener = listener
-        let accepting = Thread { [self] in acceptLoop() }
-        accepting.name = "gpuplane-test-freezing-proxy"
-        accepting.start()
+        TestSockets.startAccepting(listener, name: "gpuplane-test-freezing-proxy") { [self] client in
+            lock.withLock { _ = open.insert(client) }
+            serve(client)
+        }
     }
 
     /// From now on, what the member sends on every watch connection so far is dropped.
@@ -58,27 +58,10 @@ final class StreamFreezingProxy: @unchecked Sendable {
 
     /// Stops accepting and ends every open connection.
     func stop() {
-        let connections = lock.withLock {
-            stopped = true
-            return open
-        }
+        let connections = lock.withLock { open }
         shutdown(listener, Int32(SHUT_RDWR))
         close(listener)
         for fd in connections { shutdown(fd, Int32(SHUT_RDWR)) }
-    }
-
-    private func acceptLoop() {
-        while true {
-            let client = accept(listener, nil, nil)
-            if client < 0 {
-                if lock.withLock({ stopped }) { return }
-                if errno == EINTR { continue }
-                return
-            }
-            lock.withLock { _ = open.insert(client) }
-            let serving = Thread { [self] in serve(client) }
-            serving.start()
-        }
     }
 
     private func serve(_ client: Int32) {

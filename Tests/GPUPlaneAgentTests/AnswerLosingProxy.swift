@@ -25,7 +25,6 @@ final class AnswerLosingProxy: @unchecked Sendable {
     private let listener: Int32
     private let lock = NSLock()
     private var droppedCount = 0
-    private var stopped = false
 
     init(upstream: String, losingFirst method: String) throws {
         self.upstream = upstream
@@ -41,30 +40,14 @@ final class AnswerLosingProxy: @unchecked Sendable {
             close(listener)
             throw ProxyError(description: "bind/listen \(socketPath): \(errno)")
         }
-        let accepting = Thread { [self] in acceptLoop() }
-        accepting.name = "gpuplane-test-lossy-proxy"
-        accepting.start()
+        TestSockets.startAccepting(listener, name: "gpuplane-test-lossy-proxy") { [self] in serve($0) }
     }
 
     /// Stops accepting and removes the socket file.
     func stop() {
-        lock.withLock { stopped = true }
         shutdown(listener, Int32(SHUT_RDWR))
         close(listener)
         unlink(socketPath)
-    }
-
-    private func acceptLoop() {
-        while true {
-            let client = accept(listener, nil, nil)
-            if client < 0 {
-                if lock.withLock({ stopped }) { return }
-                if errno == EINTR { continue }
-                return
-            }
-            let serving = Thread { [self] in serve(client) }
-            serving.start()
-        }
     }
 
     /// Pipes one connection both ways; drops the answer when it carries the first `method`.
