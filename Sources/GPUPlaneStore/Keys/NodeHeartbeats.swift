@@ -136,9 +136,7 @@ public struct NodeHeartbeats: Sendable {
         do {
             let listed = try await client.range(.prefix(KeySpace.heartbeats))
             var keys: [String: KeyState] = [:]
-            for kv in listed.kvs {
-                if let node = KeySpace.node(ofHeartbeatKey: kv.keyString) { keys[node] = KeyState(value: kv.value) }
-            }
+            Self.add(listed.kvs, to: &keys)
             return (keys, listed.header.revision)
         } catch let e as EtcdError {
             throw StoreError.etcd(e)
@@ -155,11 +153,7 @@ public struct NodeHeartbeats: Sendable {
             let reads = nodes.map { Etcd.RequestOp.range(.init(.key(KeySpace.heartbeat(node: $0)))) }
             let answer = try await client.txn(compare: [], success: reads)
             var keys: [String: KeyState] = [:]
-            for case .range(let read) in answer.responses {
-                for kv in read.kvs {
-                    if let node = KeySpace.node(ofHeartbeatKey: kv.keyString) { keys[node] = KeyState(value: kv.value) }
-                }
-            }
+            for case .range(let read) in answer.responses { Self.add(read.kvs, to: &keys) }
             return keys
         } catch let e as EtcdError {
             throw StoreError.etcd(e)
@@ -185,6 +179,13 @@ public struct NodeHeartbeats: Sendable {
                     }
                 }
             }
+        }
+    }
+
+    /// The heartbeat keys among `kvs`, by node, with what each says.
+    private static func add(_ kvs: [Etcd.KeyValue], to keys: inout [String: KeyState]) {
+        for kv in kvs {
+            if let node = KeySpace.node(ofHeartbeatKey: kv.keyString) { keys[node] = KeyState(value: kv.value) }
         }
     }
 
