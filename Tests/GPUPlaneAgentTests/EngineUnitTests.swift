@@ -207,8 +207,8 @@ struct EngineWireTests {
     }
 
     @Test func rawStreamsFromTTYContainers() {
-        var demuxer = LogDemuxer()
-        let lines = Array("hello\r\nworld\nend".utf8).withUnsafeBytes { demuxer.append($0) } + demuxer.finish()
+        let bytes = Array("hello\r\nworld\nend".utf8)
+        let lines = demuxed(bytes, inChunksOf: bytes.count, stamped: false).map(\.line)
         #expect(lines.map(\.text) == ["hello", "world", "end"])
     }
 

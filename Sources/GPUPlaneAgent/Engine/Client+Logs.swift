@@ -12,14 +12,7 @@ extension ContainerEngine.Client {
     /// `GET /v1.41/containers/{id}/logs?stdout=true&stderr=true&tail=…`.
     /// - Throws: ``EngineError/Code/notFound`` when there is no such container.
     public func logs(_ container: String, tail: Int? = 100) async throws(EngineError) -> [ContainerEngine.LogLine] {
-        let response = try await send(.get, logsPath(container), query: logsQuery(tail: tail, follow: false), retry: .idempotent)
-        switch response.status {
-        case 200:
-            var demuxer = LogDemuxer()
-            return response.body.withUnsafeBytes { demuxer.append($0) } + demuxer.finish()
-        case 404: throw notFound(container, response)
-        default: throw Self.refused(response, subject: container)
-        }
+        try await readLogs(container, tail: tail).map(\.line)
     }
 
     /// The container's output as it writes it, after its last `tail` lines (0: only new
@@ -56,7 +49,7 @@ extension ContainerEngine.Client {
                     let running: Bool
                     do { running = try await inspect(container).state.isRunning } catch let error as EngineError where error.code == .notFound { break }
                     if !running {
-                        let rest = try await stampedLogs(container, query: logsQuery(tail: since == nil ? tail : nil, follow: false, stamped: true, since: since))
+                        let rest = try await readLogs(container, tail: since == nil ? tail : nil, stamped: true, since: since)
                         for entry in rest {
                             for line in cursor.admit(entry.line, second: entry.second) { continuation.yield(line) }
                         }
@@ -95,12 +88,15 @@ extension ContainerEngine.Client {
         return entries
     }
 
-    /// One read of the logs, without following, its lines with their seconds.
-    private func stampedLogs(_ container: String, query: [(String, String)]) async throws(EngineError) -> [LogDemuxer.Entry] {
+    /// One read of the logs, without following, its lines (`stamped`: with their seconds).
+    private func readLogs(
+        _ container: String, tail: Int?, stamped: Bool = false, since: Int64? = nil
+    ) async throws(EngineError) -> [LogDemuxer.Entry] {
+        let query = logsQuery(tail: tail, follow: false, stamped: stamped, since: since)
         let response = try await send(.get, logsPath(container), query: query, retry: .idempotent)
         switch response.status {
         case 200:
-            var demuxer = LogDemuxer(stamped: true)
+            var demuxer = LogDemuxer(stamped: stamped)
             return response.body.withUnsafeBytes { demuxer.entries($0) } + demuxer.finishEntries()
         case 404: throw notFound(container, response)
         default: throw Self.refused(response, subject: container)
@@ -163,12 +159,6 @@ struct LogDemuxer {
     private var partial: [ContainerEngine.LogLine.Stream: (bytes: [UInt8], second: Int64?)] = [:]
 
     init(stamped: Bool = false) { self.stamped = stamped }
-
-    /// Appends bytes and returns the lines they completed.
-    mutating func append(_ bytes: UnsafeRawBufferPointer) -> [ContainerEngine.LogLine] { entries(bytes).map(\.line) }
-
-    /// The unterminated last lines, once the stream ended.
-    mutating func finish() -> [ContainerEngine.LogLine] { finishEntries().map(\.line) }
 
     /// Appends bytes and returns the lines they completed, with their seconds.
     mutating func entries(_ bytes: UnsafeRawBufferPointer) -> [Entry] {
