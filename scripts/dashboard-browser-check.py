@@ -96,17 +96,27 @@ def go(fragment):
     interfaces (veths, bridges), and Chromium then aborts the requests in flight with
     ERR_NETWORK_CHANGED: a script module lost that way never runs, so a page whose script has
     not run after 30 s, with that error in the console, is loaded again. (The error can reach
-    the console after the load returns, so it is read once the wait is over.)"""
+    the console well after the load returns, even after those 30 s: the console is watched for
+    it, beside the script, for 30 s more.)"""
+    def ran():
+        return element("#sign-in").is_enabled()
+
+    def network_changed():
+        entries = driver.get_log("browser")
+        console.extend(entries)
+        return any("ERR_NETWORK_CHANGED" in entry.get("message", "") for entry in entries)
+
     for _ in range(4):
         driver.get(f"{BASE}/ui{fragment}")
         try:
-            WebDriverWait(driver, 30, poll_frequency=0.2).until(lambda d: element("#sign-in").is_enabled())
+            WebDriverWait(driver, 30, poll_frequency=0.2).until(lambda d: ran())
             return
         except TimeoutException:
             pass
-        entries = driver.get_log("browser")
-        console.extend(entries)
-        if not any("ERR_NETWORK_CHANGED" in entry.get("message", "") for entry in entries):
+        try:
+            if not WebDriverWait(driver, 30, poll_frequency=0.5).until(lambda d: network_changed() or ran()) or ran():
+                return
+        except TimeoutException:
             return
 
 
