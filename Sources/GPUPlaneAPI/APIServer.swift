@@ -247,10 +247,11 @@ public func buildRouter(_ deps: APIDependencies) -> (Router<APIContext>, RouteTa
 
 /// Builds the server application. Every connection runs under `limits` (header, body and
 /// keep-alive timeouts, connections per source address); with `tls`, it serves HTTPS only.
-/// Throws when the TLS configuration cannot make a context.
+/// `onBound` is called with the port once the server listens (the kernel's choice when `port`
+/// is 0). Throws when the TLS configuration cannot make a context.
 public func buildApplication(
     _ deps: APIDependencies, host: String = "127.0.0.1", port: Int = 8080, services: [any Service] = [],
-    limits: ConnectionLimits = ConnectionLimits(), tls: ServerTLS? = nil
+    limits: ConnectionLimits = ConnectionLimits(), tls: ServerTLS? = nil, onBound: (@Sendable (Int) -> Void)? = nil
 ) throws -> some ApplicationProtocol {
     let (router, _) = buildRouter(deps)
     deps.tenants.start()
@@ -269,5 +270,49 @@ public func buildApplication(
         router: router,
         server: try tls.map { try .tls(.http1(configuration: http1), tlsConfiguration: $0.configuration) } ?? .http1(configuration: http1),
         configuration: .init(address: .hostname(host, port: port), serverName: "gpuplane-api-server"),
-        services: services, logger: deps.logger)
+        services: services,
+        onServerRunning: { channel in
+            if let port = channel.localAddress?.port { onBound?(port) }
+        },
+        logger: deps.logger)
+}
+
+/// An api-server listening on a port the kernel chose, run by a task of its own.
+public struct RunningAPIServer: Sendable {
+    /// The port it listens on.
+    public let port: Int
+    /// The task that runs it; cancelling it stops the server.
+    public let task: Task<Void, any Error>
+    /// `http://host:port`.
+    public let base: String
+}
+
+/// Why ``startAPIServer(_:host:limits:)`` has no server to return: it stopped before listening.
+public struct APIServerStartError: Error, CustomStringConvertible {
+    /// What stopped it.
+    public let description: String
+}
+
+/// Builds the application on port 0 and runs it (without signal handlers) until its task is
+/// cancelled; returns once it listens, with the port the kernel chose, or throws why it could
+/// not. For embedding the api-server in tests and benchmarks: a port chosen free beforehand can
+/// be taken by another socket before the server binds it, which then fails in the background
+/// while its caller waits for an answer that never comes.
+public func startAPIServer(
+    _ deps: APIDependencies, host: String = "127.0.0.1", limits: ConnectionLimits = ConnectionLimits()
+) async throws -> RunningAPIServer {
+    let (bound, announce) = AsyncStream<Int>.makeStream()
+    let app = try buildApplication(deps, host: host, port: 0, limits: limits) { port in
+        announce.yield(port)
+        announce.finish()
+    }
+    let task = Task {
+        defer { announce.finish() }
+        try await app.runService(gracefulShutdownSignals: [])
+    }
+    for await port in bound { return RunningAPIServer(port: port, task: task, base: "http://\(host):\(port)") }
+    switch await task.result {
+    case .failure(let error): throw APIServerStartError(description: "the api-server did not start: \(error)")
+    case .success: throw APIServerStartError(description: "the api-server stopped before it listened")
+    }
 }

@@ -47,11 +47,9 @@ struct AgentBench: AsyncParsableCommand {
         let admin = Tokens.generate()
         let quiet = Logger(label: "gpuplane.api") { _ in SwiftLogNoOpLogHandler() }
         let deps = APIDependencies(store: ResourceStore(client: etcd), catalog: try Catalog.standard(), adminTokens: [admin], logger: quiet)
-        let port = TestEnvironment.freePort()
-        let app = try buildApplication(deps, port: port)
-        let server = Task { try await app.runService(gracefulShutdownSignals: []) }
-        defer { server.cancel() }
-        let base = "http://127.0.0.1:\(port)"
+        let server = try await startAPIServer(deps)
+        defer { server.task.cancel() }
+        let base = server.base
         let session = CurlHTTP.Client(name: "agent-bench", maxConnections: 4)
         defer { session.shutdown() }
         try await eventually("api-server answers") { try await APIBench.call(session, "GET", base + "/healthz").0 == 200 }

@@ -34,12 +34,9 @@ import Testing
             store: try ResourceStore.connect(endpoints: h.etcd.endpoints), catalog: try Catalog.standard(), adminTokens: [h.admin],
             logger: logger)
         deps.authFailureLimiter = AuthFailureLimiter(limit: 3)
-        let port = TestEnvironment.freePort()
-        let app = try buildApplication(deps, port: port)
-        let task = Task { try await app.runService(gracefulShutdownSignals: []) }
-        defer { task.cancel() }
-        let base = "http://127.0.0.1:\(port)"
-        let server = Harness(base: base, admin: h.admin, etcd: h.etcd, client: h.client, deps: deps, auditIdentifier: h.auditIdentifier)
+        let running = try await startAPIServer(deps)
+        defer { running.task.cancel() }
+        let server = Harness(base: running.base, admin: h.admin, etcd: h.etcd, client: h.client, deps: deps, auditIdentifier: h.auditIdentifier)
         try await eventually("api-server answers") { try await server.call("GET", "/healthz").status == 200 }
 
         // No token: refused, and never counted.
@@ -52,7 +49,7 @@ import Testing
         #expect(refused.errorCode == "rate_limited", "\(refused.text)")
         #expect(Int(refused.headers["retry-after"] ?? "") ?? 0 > 0, "\(refused.headers)")
         // Another address is served.
-        let socket = try RawSocket(from: "127.0.0.2", to: port)
+        let socket = try RawSocket(from: "127.0.0.2", to: running.port)
         defer { socket.close() }
         try socket.send("GET /v1/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(h.admin)\r\nConnection: close\r\n\r\n")
         #expect(await socket.readAll(seconds: 60).hasPrefix("HTTP/1.1 200"))

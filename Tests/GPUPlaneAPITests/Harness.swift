@@ -33,10 +33,8 @@ actor SharedServer {
             bookmarkInterval: 0.5, logger: logger)
         // Secrets are sealed with a key file as the daemon reads it (secret-key-file).
         deps.secretKeys = try SecretKeyring.load(path: try TestEnvironment.secretKeyFile().path)
-        let port = TestEnvironment.freePort()
-        let app = try buildApplication(deps, port: port)
-        Task { try await app.runService(gracefulShutdownSignals: []) }
-        let harness = Harness(base: "http://127.0.0.1:\(port)", admin: admin, etcd: etcd, client: client, deps: deps, auditIdentifier: auditIdentifier)
+        let server = try await startAPIServer(deps)
+        let harness = Harness(base: server.base, admin: admin, etcd: etcd, client: client, deps: deps, auditIdentifier: auditIdentifier)
         try await eventually("api-server answers /healthz") { try await harness.call("GET", "/healthz").status == 200 }
         self.harness = harness
         return harness

@@ -209,12 +209,9 @@ import Glibc
         let deps = APIDependencies(
             store: try ResourceStore.connect(endpoints: h.etcd.endpoints), catalog: try Catalog.standard(),
             adminTokens: [h.admin], logger: logger)
-        let port = TestEnvironment.freePort()
-        let app = try buildApplication(deps, port: port, limits: limits)
-        let task = Task { try await app.runService(gracefulShutdownSignals: []) }
-        let base = "http://127.0.0.1:\(port)"
-        try await eventually("api-server answers") { try await h.call("GET", "/healthz", base: base).status == 200 }
-        return (base, port, task)
+        let server = try await startAPIServer(deps, limits: limits)
+        try await eventually("api-server answers") { try await h.call("GET", "/healthz", base: server.base).status == 200 }
+        return (server.base, server.port, server.task)
     }
 }
 

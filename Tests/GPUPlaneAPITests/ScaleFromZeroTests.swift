@@ -200,10 +200,9 @@ struct ColdCluster: Sendable {
         let deps = APIDependencies(
             store: ResourceStore(client: client), catalog: try Catalog.standard(), adminTokens: [admin], heartbeatTTL: 3,
             bookmarkInterval: 0.5, inferenceQueueTimeout: queueTimeout, logger: logger)
-        let port = TestEnvironment.freePort()
-        let app = try buildApplication(deps, port: port)
-        let server = Task { try await app.runService(gracefulShutdownSignals: []) }
-        let h = Harness(base: "http://127.0.0.1:\(port)", admin: admin, etcd: etcd, client: client, deps: deps, auditIdentifier: "cold")
+        let running = try await startAPIServer(deps)
+        let server = running.task
+        let h = Harness(base: running.base, admin: admin, etcd: etcd, client: client, deps: deps, auditIdentifier: "cold")
         try await eventually("api-server answers /healthz") { try await h.call("GET", "/healthz").status == 200 }
         let lease = try await client.grantLease(ttl: 30).id
         let keepAlive = Task {

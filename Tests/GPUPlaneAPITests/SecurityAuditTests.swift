@@ -193,11 +193,9 @@ import Testing
             store: try ResourceStore.connect(endpoints: shared.etcd.endpoints), catalog: try Catalog.standard(),
             adminTokens: [shared.admin], heartbeatTTL: 3, bookmarkInterval: 0.5, logger: logger)
         deps.secretKeys = try SecretKeyring.load(path: try TestEnvironment.secretKeyFile().path)
-        let port = TestEnvironment.freePort()
-        let server = try buildApplication(deps, port: port)
-        let task = Task { try await server.runService(gracefulShutdownSignals: []) }
-        defer { task.cancel() }
-        let h = Harness(base: "http://127.0.0.1:\(port)", admin: shared.admin, etcd: shared.etcd, client: shared.client, deps: deps, auditIdentifier: identifier)
+        let server = try await startAPIServer(deps)
+        defer { server.task.cancel() }
+        let h = Harness(base: server.base, admin: shared.admin, etcd: shared.etcd, client: shared.client, deps: deps, auditIdentifier: identifier)
         try await eventually("api-server answers /healthz") { try await h.call("GET", "/healthz").status == 200 }
 
         let marker = "s3cr3t-marker-" + UUID().uuidString

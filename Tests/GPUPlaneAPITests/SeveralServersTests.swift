@@ -17,11 +17,9 @@ import Testing
         let deps = APIDependencies(
             store: try ResourceStore.connect(endpoints: h.etcd.endpoints), catalog: try Catalog.standard(),
             adminTokens: [h.admin], logger: logger)
-        let port = TestEnvironment.freePort()
-        let app = try buildApplication(deps, port: port)
-        let server = Task { try await app.runService(gracefulShutdownSignals: []) }
-        defer { server.cancel() }
-        let second = Harness(base: "http://127.0.0.1:\(port)", admin: h.admin, etcd: h.etcd, client: h.client, deps: deps, auditIdentifier: h.auditIdentifier)
+        let server = try await startAPIServer(deps)
+        defer { server.task.cancel() }
+        let second = Harness(base: server.base, admin: h.admin, etcd: h.etcd, client: h.client, deps: deps, auditIdentifier: h.auditIdentifier)
         try await eventually("second api-server answers") { try await second.call("GET", "/healthz").status == 200 }
 
         // A tenant and token made through the first server work on the second.

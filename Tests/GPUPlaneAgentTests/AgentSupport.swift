@@ -67,10 +67,8 @@ actor ControlPlane {
     }
 
     private static func serve(_ deps: APIDependencies, etcd: EtcdFixture, client: Etcd.Client, admin: String) async throws -> Handle {
-        let port = TestEnvironment.freePort()
-        let app = try buildApplication(deps, port: port)
-        Task { try await app.runService(gracefulShutdownSignals: []) }
-        let handle = Handle(etcd: etcd, client: client, deps: deps, base: "http://127.0.0.1:\(port)", admin: admin)
+        let server = try await startAPIServer(deps)
+        let handle = Handle(etcd: etcd, client: client, deps: deps, base: server.base, admin: admin)
         try await eventually("api-server answers /healthz") {
             try await Self.call(handle, .get, "/healthz", token: nil).status == 200
         }

@@ -33,10 +33,7 @@ import Testing
             logger.logLevel = .critical
             var deps = APIDependencies(store: ResourceStore(client: client), catalog: try Catalog.standard(), adminTokens: [admin], logger: logger)
             deps.secretKeys = try SecretKeyring.load(path: try TestEnvironment.secretKeyFile().path)
-            let port = TestEnvironment.freePort()
-            let app = try buildApplication(deps, port: port)
-            Task { try await app.runService(gracefulShutdownSignals: []) }
-            let base = "http://127.0.0.1:\(port)"
+            let base = try await startAPIServer(deps).base
             try await eventually("api-server answers") { try await APIClient(base: base, token: nil).call(.get, "/healthz").status == 200 }
             return (base, admin, etcd)
         }
