@@ -155,8 +155,14 @@ final class WatchSession<R: Resource> {
         // The cache may still hold changes etcd compacted: those get etcd's 410, through a
         // watch of the caller's own (one range read per connection; asked even past the
         // cache's head, which may lag etcd's).
-        if (try? await cache.start()) != nil, version >= cache.floor, !(await Self.isCompacted(cache, after: version)) {
-            subscription = cache.subscribe(after: version, route: setup.route)
+        if (try? await cache.start()) != nil, !(await Self.isCompacted(cache, after: version)) {
+            if version >= cache.floor {
+                subscription = cache.subscribe(after: version, route: setup.route)
+            } else if let quiet = await Self.quietThrough(cache, after: version) {
+                // Nothing of the kind changed between the client's version and the cache's
+                // floor (an api-server that started since, say): the cache serves it too.
+                subscription = cache.subscribe(after: quiet, route: setup.route)
+            }
         }
         try await run(initial: [], subscription: subscription, writer: &writer)
     }
@@ -168,6 +174,12 @@ final class WatchSession<R: Resource> {
     private static func isCompacted(_ cache: WatchCache<R>, after version: Int64) async -> Bool {
         async let compacted = cache.isCompacted(after: version)
         return await compacted
+    }
+
+    /// `cache.quietThrough(after:)` in a child task, as ``isCompacted(_:after:)``.
+    private static func quietThrough(_ cache: WatchCache<R>, after version: Int64) async -> Int64? {
+        async let quiet = cache.quietThrough(after: version)
+        return await quiet
     }
 
     /// Sends `initial` as ADDED lines, then follows the cache's subscription, or an etcd watch of

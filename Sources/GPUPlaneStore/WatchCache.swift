@@ -164,6 +164,8 @@ public final class WatchCache<R: Resource>: Sendable {
         var batchDeliveries = 0
         var restarts = 0
         var stopped = false
+        /// ``quietThrough(after:)``'s answers (and the reads under way), by revision.
+        var quiet: [Int64: Task<Int64?, any Error>] = [:]
 
         mutating func add(_ subscription: WatchCacheSubscription<R>) {
             subscribers[subscription.id] = subscription
@@ -314,6 +316,45 @@ public final class WatchCache<R: Resource>: Sendable {
         } catch {
             return false
         }
+    }
+
+    /// A revision at or above ``floor`` up to which no object of this kind changed after
+    /// `revision`; nil when one did, or when etcd cannot tell. A watch from below the floor
+    /// (a node resuming on an api-server that started after its last change) may then
+    /// subscribe after the answer instead of keeping an etcd watch of its own until a change
+    /// of the kind comes: in a quiet cluster, none may come for hours.
+    ///
+    /// Two reads prove it for the floor F: at F the kind's key with the newest change was
+    /// last changed at or below `revision` (so every key there is as it was at `revision`), and
+    /// the kind had as many keys at `revision` as at F (so none was deleted meanwhile: a
+    /// deleted key is in no range). Answers are kept by revision, and the nodes resuming from
+    /// the same one share a read under way.
+    public func quietThrough(after revision: Int64) async -> Int64? {
+        let task: Task<Int64?, any Error>? = state.withLock { s in
+            guard s.started, !s.stopped, revision > 0, revision < s.floor else { return nil }
+            if let known = s.quiet[revision] { return known }
+            if s.quiet.count >= 64 { s.quiet.removeAll() }
+            let floor = s.floor
+            let task = Task { try await self.unchanged(after: revision, through: floor) ? floor : nil }
+            s.quiet[revision] = task
+            return task
+        }
+        guard let task else { return nil }
+        do {
+            return try await task.value
+        } catch {
+            // Not known: the next caller asks etcd again.
+            state.withLock { if $0.quiet[revision] == task { $0.quiet[revision] = nil } }
+            return nil
+        }
+    }
+
+    private func unchanged(after revision: Int64, through floor: Int64) async throws -> Bool {
+        let range = Etcd.KeyRange.prefix(prefix)
+        let newest = try await store.client.range(range, revision: floor, limit: 1, keysOnly: true, sortOrder: .descend, sortTarget: .mod)
+        if let kv = newest.kvs.first, kv.modRevision > revision { return false }
+        let before = try await store.client.range(range, revision: revision, countOnly: true)
+        return before.count == newest.count
     }
 
     private func presentRevision() async throws -> Int64 {

@@ -39,10 +39,9 @@ struct WatchCacheTests {
                 store: store, catalog: try Catalog.standard(), adminTokens: [admin], heartbeatTTL: 5, bookmarkInterval: 0.5, logger: quiet)
             deps.watchCaches = WatchCaches(store: store, limits: limits, logger: quiet)
             self.deps = deps
-            let port = TestEnvironment.freePort()
-            let app = try buildApplication(deps, port: port)
-            server = Task { try await app.runService(gracefulShutdownSignals: []) }
-            base = "http://127.0.0.1:\(port)"
+            let running = try await startAPIServer(deps)
+            server = running.task
+            base = running.base
             let plane = (base, admin)
             try await eventually("api-server answers /healthz") {
                 try await Plane.call(plane.0, .get, "/healthz", token: nil).status == 200
@@ -82,9 +81,20 @@ struct WatchCacheTests {
             return token
         }
 
-        func api(_ token: String) -> NodeAPI.Client {
+        func api(_ token: String, base: String? = nil) -> NodeAPI.Client {
             NodeAPI.Client(
-                NodeAPI.Configuration(baseURL: base, token: token, requestTimeout: .seconds(30), retryBackoff: .milliseconds(50)), http: http)
+                NodeAPI.Configuration(baseURL: base ?? self.base, token: token, requestTimeout: .seconds(30), retryBackoff: .milliseconds(50)),
+                http: http)
+        }
+
+        /// Another api-server on the same etcd, whose caches start now (as after a restart).
+        func anotherServer() async throws -> (deps: APIDependencies, running: RunningAPIServer) {
+            let quiet = Logger(label: "gpuplane.api") { _ in SwiftLogNoOpLogHandler() }
+            let store = ResourceStore(client: client)
+            var deps = APIDependencies(
+                store: store, catalog: try Catalog.standard(), adminTokens: [admin], heartbeatTTL: 5, bookmarkInterval: 0.5, logger: quiet)
+            deps.watchCaches = WatchCaches(store: store, limits: self.deps.watchCaches.limits, logger: quiet)
+            return (deps, try await startAPIServer(deps))
         }
 
         /// etcd's own count of its watchers (`etcd_debugging_mvcc_watcher_total`).
@@ -284,6 +294,57 @@ struct WatchCacheTests {
             #expect(collector.failure.withLock { $0 } == nil)
         }
         #expect(try await plane.etcdWatchers() == before)
+    }
+
+    /// Nodes that resume their watches on an api-server started after the last change of the
+    /// kind (a restart in a quiet cluster: their version is below its cache's floor) are served
+    /// by its cache, not by an etcd watch each that lasts until the next change. A deletion
+    /// in between, which no range shows, keeps a watch on etcd, and the watch gets it.
+    @Test func aWatchFromBeforeTheCacheStartedIsServedByItWhenNothingChangedSince() async throws {
+        let plane = try await Plane()
+        defer { plane.close() }
+        let writer = Writer(store: plane.store)
+        let created = try await writer.write([("t-a", "r0", "n0", false), ("t-a", "r1", "n0", false)])
+        let deleted = try await writer.write([("t-a", "r1", nil, true)])
+        // Another kind changes: etcd's revision moves on, the replicas' does not.
+        _ = try await plane.client.put("/gpuplane-test/other", "x")
+        let (deps, running) = try await plane.anotherServer()
+        defer {
+            deps.watchCaches.stop()
+            running.task.cancel()
+        }
+        let replicas = deps.watchCaches.cache(Replica.self)
+        try await eventually("the new api-server's cache started") { replicas.floor > deleted }
+        let token = try await plane.token(node: "n0")
+        let watchers = try await plane.etcdWatchers()
+
+        // Resumed from the last change: nothing since, so the cache serves all of them.
+        let quiet = (0..<5).map { _ in Collector(plane.api(token, base: running.base), from: deleted) }
+        defer { for collector in quiet { collector.stop() } }
+        try await eventually("five watches subscribed to the cache") { replicas.subscriberCount == 5 }
+        #expect(try await plane.etcdWatchers() == watchers)
+        // Resumed from before the deletion: etcd's watch sends it.
+        let behind = Collector(plane.api(token, base: running.base), from: created)
+        defer { behind.stop() }
+        do {
+            try await eventually("the deletion reached the watch from before it") {
+                behind.changes == writer.expected(after: created, tenant: nil, node: "n0")
+            }
+        } catch {
+            Issue.record("subscribers \(replicas.subscriberCount) floor \(replicas.floor) created \(created) deleted \(deleted) got \(behind.lines.withLock { $0.prefix(3).map { "\($0.type) \($0.resourceVersion ?? "")" } }) \(behind.failure.withLock { $0 } ?? ""), wanted \(writer.expected(after: created, tenant: nil, node: "n0"))")
+            throw error
+        }
+        #expect(behind.changes.first?.hasPrefix("DELETED t-a/r1") == true)
+        #expect(replicas.subscriberCount == 5)
+
+        // A change after reaches every watch, the cache's and etcd's.
+        let moved = try await writer.write([("t-a", "r0", "n0", false)])
+        try await eventually("every watch reached the change") { quiet.allSatisfy { $0.reached(moved) } && behind.reached(moved) }
+        for collector in quiet {
+            #expect(collector.changes == writer.expected(after: deleted, tenant: nil, node: "n0"))
+            #expect(collector.failure.withLock { $0 } == nil)
+        }
+        #expect(behind.changes == writer.expected(after: created, tenant: nil, node: "n0"))
     }
 
     /// A change reaches only the watches of the nodes it concerns (its replica's node before
