@@ -5,6 +5,10 @@ import GPUPlaneSystem
 /// Splits a byte stream into newline-delimited lines, whatever the chunking.
 struct LineSplitter {
     private var pending: [UInt8] = []
+    /// The most buffer kept between lines.
+    static let keptCapacity = 64 * 1024
+    /// The buffer's capacity now (tests).
+    var bufferCapacity: Int { pending.capacity }
 
     /// Appends a chunk and returns the lines it completed (without their newline; blank lines
     /// are dropped).
@@ -17,7 +21,9 @@ struct LineSplitter {
             } else {
                 pending.append(contentsOf: bytes[start..<i])
                 lines.append(Data(pending))
-                pending.removeAll(keepingCapacity: true)
+                // Kept for the next line, unless a large one grew it: a stream's largest line
+                // (megabytes, a watch's batch) would stay allocated for the stream's life.
+                pending.removeAll(keepingCapacity: pending.capacity <= Self.keptCapacity)
             }
             start = i + 1
         }

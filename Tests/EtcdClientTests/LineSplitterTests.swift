@@ -28,6 +28,20 @@ import Testing
         #expect(splitter.flush() == Data("b".utf8))
     }
 
+    /// A line of megabytes (a watch's large batch) is not kept allocated for the rest of the
+    /// stream's life; a small one's buffer is kept for the next line.
+    @Test func aLargeLineDoesNotKeepItsBuffer() {
+        var splitter = LineSplitter()
+        let large = Array(repeating: UInt8(ascii: "x"), count: 2_000_000)
+        #expect(large.withUnsafeBytes { splitter.append($0) }.isEmpty)
+        #expect(splitter.bufferCapacity >= large.count)
+        let lines = Array("\nsmall".utf8).withUnsafeBytes { splitter.append($0) }
+        #expect(lines.map(\.count) == [large.count])
+        #expect(splitter.bufferCapacity <= LineSplitter.keptCapacity)
+        _ = Array("\n".utf8).withUnsafeBytes { splitter.append($0) }
+        #expect(splitter.bufferCapacity > 0)
+    }
+
     @Test func prefixEnd() {
         #expect(Etcd.prefixEnd(Data("ab".utf8)) == Data("ac".utf8))
         #expect(Etcd.prefixEnd(Data([0x61, 0xff])) == Data([0x62]))
