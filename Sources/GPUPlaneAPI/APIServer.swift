@@ -262,6 +262,7 @@ public func buildApplication(
     deps.watchCaches.startEagerly(ModelServer.self)
     deps.gateway.start()
     deps.ingress.start()
+    WatchMetrics.register()
     let counter = SourceConnectionCounter(limit: limits.maxConnectionsPerSource)
     let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [
         ConnectionGuardHandler(limits: limits, counter: counter), IngressUpgradeHandler(ingress: deps.ingress),

@@ -3,6 +3,7 @@ import GPUPlaneCore
 import GPUPlaneStore
 import GPUPlaneSystem
 import Hummingbird
+import Metrics
 
 /// One line of a watch stream.
 struct WatchLine<R: Resource>: Encodable {
@@ -201,6 +202,8 @@ final class WatchSession<R: Resource> {
 
     /// Follows the cache until the subscription ends; then tells the client to resume.
     private func follow(_ subscription: WatchCacheSubscription<R>, writer: inout any ResponseBodyWriter) async throws {
+        WatchMetrics.fromCache.increment()
+        defer { WatchMetrics.fromCache.decrement() }
         let ticker = ticking { subscription.tick() }
         defer {
             ticker.cancel()
@@ -220,6 +223,8 @@ final class WatchSession<R: Resource> {
     /// Follows an etcd watch of this caller's own until it ends, or until it has caught up with
     /// the cache: then returns the cache's subscription to follow instead.
     private func watchDirectly(writer: inout any ResponseBodyWriter) async throws -> WatchCacheSubscription<R>? {
+        WatchMetrics.fromEtcd.increment()
+        defer { WatchMetrics.fromEtcd.decrement() }
         let merged = AsyncStream<WatchStreamer.Item<R>>.makeStream()
         let (store, tenant, from) = (setup.store, setup.tenant, lastRevision + 1)
         let pump = Task {
@@ -360,6 +365,20 @@ final class WatchSession<R: Resource> {
             buffer.writeInteger(UInt8(0x0A))
         }
         return buffer
+    }
+}
+
+/// The watches this api-server serves right now, by where their changes come from: its shared
+/// watch cache, or an etcd watch of their own (a client behind the cache's window, or one the
+/// cache could not take yet). At scale the second should stay near zero: each is an etcd watcher.
+enum WatchMetrics {
+    static let fromCache = Meter(label: "gpuplane_api_watches", dimensions: [("served", "cache")])
+    static let fromEtcd = Meter(label: "gpuplane_api_watches", dimensions: [("served", "etcd")])
+
+    /// Makes both series exist (at 0) before the first watch of each kind.
+    static func register() {
+        fromCache.increment(by: 0)
+        fromEtcd.increment(by: 0)
     }
 }
 

@@ -124,6 +124,14 @@ struct FleetResult: Codable {
     var steadyLeaseRenewsPerSecond: Double
     var loadProposalsPerSecond: Double
     var etcdWatchers: Int
+    /// The api-servers' watches at steady state served by their caches, and by etcd watches
+    /// of their own (`gpuplane_api_watches`).
+    var watchesFromCaches: Int?
+    var watchesOnEtcd: Int?
+    /// etcd's watchers and the api-servers' own etcd watches once the restarted api-server's
+    /// nodes beat again (two TTLs after it answers).
+    var etcdWatchersAfterRestart: Int?
+    var watchesOnEtcdAfterRestart: Int?
     var silentToNotReady: Double?
     var silentToRescheduled: Double?
     var victimReplicas: Int
@@ -183,7 +191,8 @@ struct FleetResult: Codable {
             "| etcd at steady state: writes (raft proposals)/s | \(String(format: "%.1f", steadyProposalsPerSecond)) | \(String(format: "%.2f", steadyProposalsPerSecond / Double(max(nodes, 1)) * 100)) % of node count |",
             "| etcd at steady state: puts/s, ranges/s, lease renewals/s | \(String(format: "%.1f", steadyPutsPerSecond)), \(String(format: "%.0f", steadyRangesPerSecond)), \(String(format: "%.0f", steadyLeaseRenewsPerSecond)) | |",
             "| etcd writes (raft proposals)/s while applying and running | \(String(format: "%.0f", loadProposalsPerSecond)) | |",
-            "| etcd watchers | \(etcdWatchers) | etcd_debugging_mvcc_watcher_total |",
+            "| etcd watchers | \(etcdWatchers) | etcd_debugging_mvcc_watcher_total; the api-servers' watches: \(watchesFromCaches.map(String.init) ?? "—") from their caches, \(watchesOnEtcd.map(String.init) ?? "—") on etcd directly |",
+            "| etcd watchers after the api-server restart | \(etcdWatchersAfterRestart.map(String.init) ?? "—") | \(watchesOnEtcdAfterRestart.map { "\($0) watches on etcd directly" } ?? "") |",
             "| node silent (kill -9) → NotReady | \(s(silentToNotReady)) | |",
             "| node silent → its \(victimReplicas) replicas bound elsewhere | \(s(silentToRescheduled)) | |",
             "| scheduler leader kill -9 → next placement | \(s(schedulerFailover)) | |",
@@ -341,7 +350,9 @@ final class FleetRun: @unchecked Sendable {
         let steadyRanges = (after["etcd_mvcc_range_total"] - before["etcd_mvcc_range_total"]) / window
         let steadyRenews = (after["etcd_debugging_lease_renewed_total"] - before["etcd_debugging_lease_renewed_total"]) / window
         let watcherCount = Int(after["etcd_debugging_mvcc_watcher_total"])
-        print(String(format: "  steady: %.1f proposals/s, %.1f puts/s, %.0f ranges/s, %.0f lease renewals/s, %d etcd watchers", steadyProposals, steadyPuts, steadyRanges, steadyRenews, watcherCount))
+        let steadyWatches = await apiWatches(apiURLs)
+        print(String(format: "  steady: %.1f proposals/s, %.1f puts/s, %.0f ranges/s, %.0f lease renewals/s, %d etcd watchers", steadyProposals, steadyPuts, steadyRanges, steadyRenews, watcherCount)
+            + " (the api-servers' watches: \(steadyWatches.map { "\($0.cache) from their caches, \($0.etcd) on etcd directly" } ?? "—"))")
 
         // Raw etcd beside the fleet's load, same run.
         let (rawPuts, _) = try await etcdRate(client, txn: false)
@@ -423,12 +434,13 @@ final class FleetRun: @unchecked Sendable {
             pipelinePlacementsPerSecond: pipelineRate, fanoutP50: pct(fanout, 0.5), fanoutP99: pct(fanout, 0.99), fanoutSamples: fanout.count, rawPutsPerSecond: rawPuts,
             rawTxnsPerSecond: rawTxns, rawTxnP99: rawTxnP99, steadyProposalsPerSecond: steadyProposals,
             steadyPutsPerSecond: steadyPuts, steadyRangesPerSecond: steadyRanges, steadyLeaseRenewsPerSecond: steadyRenews,
-            loadProposalsPerSecond: loadProposals, etcdWatchers: watcherCount, silentToNotReady: nil, silentToRescheduled: nil, victimReplicas: 0,
+            loadProposalsPerSecond: loadProposals, etcdWatchers: watcherCount, watchesFromCaches: steadyWatches?.cache,
+            watchesOnEtcd: steadyWatches?.etcd, silentToNotReady: nil, silentToRescheduled: nil, victimReplicas: 0,
             schedulerFailover: nil, apiServerRestartNotReady: nil, apiServerRestartSeconds: nil, spuriousNotReady: 0,
             scheduler: schedulerFigures, processes: [])
 
         if !bench.skipFailover {
-            try await failovers(&result, client: client, apiURLs: apiURLs, tenant: tenants[0], startAPIServer: startAPIServer, startScheduler: startScheduler)
+            try await failovers(&result, client: client, etcdURL: etcd.endpoints[0], apiURLs: apiURLs, tenant: tenants[0], startAPIServer: startAPIServer, startScheduler: startScheduler)
         }
         let spurious = wentNotReady.withLock { $0.filter { !$0.0.hasPrefix("victim-") } }
         result.spuriousNotReady = spurious.count
@@ -619,7 +631,7 @@ final class FleetRun: @unchecked Sendable {
     // MARK: Failovers
 
     private func failovers(
-        _ result: inout FleetResult, client: Etcd.Client, apiURLs: [String],
+        _ result: inout FleetResult, client: Etcd.Client, etcdURL: String, apiURLs: [String],
         tenant: (name: String, token: String), startAPIServer: (Int) throws -> ChildProcess, startScheduler: (String) throws -> ChildProcess
     ) async throws {
         // A silent node: the victims' process killed; their Ready and their replicas.
@@ -677,6 +689,12 @@ final class FleetRun: @unchecked Sendable {
             result.apiServerRestartSeconds = back
             result.apiServerRestartNotReady = wentNotReady.withLock { $0.count } - notReadyBefore
             print(String(format: "  api-server kill -9 + restart: answering after %.2f s, %d nodes NotReady meanwhile", back, result.apiServerRestartNotReady ?? -1))
+            // The nodes that moved back resumed their watches from before the new api-server's
+            // caches started: in a cluster with no change since, the caches serve them too.
+            let etcdMetrics = PrometheusMetrics(url: etcdURL + "/metrics", http: http)
+            result.etcdWatchersAfterRestart = (try? await etcdMetrics.read()).map { Int($0["etcd_debugging_mvcc_watcher_total"]) }
+            result.watchesOnEtcdAfterRestart = await apiWatches(apiURLs)?.etcd
+            print("  after the restart: \(result.etcdWatchersAfterRestart.map(String.init) ?? "—") etcd watchers, \(result.watchesOnEtcdAfterRestart.map(String.init) ?? "—") api-server watches on etcd directly")
             let lapsed = wentNotReady.withLock { Array($0.dropFirst(notReadyBefore)) }
             if !lapsed.isEmpty {
                 print("  NotReady after the kill (s): " + lapsed.prefix(20).map { String(format: "%@ %.2f", $0.0, ($0.1 - t2) / 1000) }.joined(separator: ", "))
@@ -685,6 +703,18 @@ final class FleetRun: @unchecked Sendable {
     }
 
     // MARK: Helpers
+
+    /// The api-servers' open watches (`gpuplane_api_watches`), summed: served by their caches,
+    /// and by etcd watches of their own. Nil when one cannot be read.
+    func apiWatches(_ apiURLs: [String]) async -> (cache: Int, etcd: Int)? {
+        var total = (cache: 0, etcd: 0)
+        for url in apiURLs {
+            guard let values = try? await PrometheusMetrics(url: url + "/metrics", http: http).read() else { return nil }
+            total.cache += Int(values[#"gpuplane_api_watches{served="cache"}"#])
+            total.etcd += Int(values[#"gpuplane_api_watches{served="etcd"}"#])
+        }
+        return total
+    }
 
     /// Step → seconds spent in it between `before` and `after` (the schedulers'
     /// `gpuplane_scheduler_step_duration_seconds_sum{step="…"}`).

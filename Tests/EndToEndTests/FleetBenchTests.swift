@@ -28,6 +28,10 @@ import Testing
         var rawPutsPerSecond: Double
         var rawTxnsPerSecond: Double
         var etcdWatchers: Int
+        var watchesFromCaches: Int?
+        var watchesOnEtcd: Int?
+        var etcdWatchersAfterRestart: Int?
+        var watchesOnEtcdAfterRestart: Int?
         var silentToNotReady: Double?
         var silentToRescheduled: Double?
         var victimReplicas: Int
@@ -73,6 +77,9 @@ import Testing
         #expect(report.placementsPerSecond > 0 && report.rawPutsPerSecond > 0 && report.rawTxnsPerSecond > 0)
         #expect(report.fanoutSamples >= report.running)
         #expect(report.etcdWatchers > 0)
+        // The api-servers answer how their watches are served (every node holds two).
+        #expect((report.watchesFromCaches ?? 0) > 0 && report.watchesOnEtcd != nil, "\(output.suffix(3000))")
+        #expect(report.etcdWatchersAfterRestart != nil && report.watchesOnEtcdAfterRestart != nil)
         // The schedulers' own counters were read over the workload: every binding is there.
         #expect(report.scheduler.passes > 0 && report.scheduler.bindings >= report.bound, "\(report.scheduler)")
         #expect(report.applyAnsweredP50 > 0)
