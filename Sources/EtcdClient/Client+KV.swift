@@ -11,17 +11,27 @@ extension Etcd.Client {
         } catch let error as EtcdError where error.grpcCode == GRPCStatus.outOfRange && request.revision > 0 {
             // etcd reports both "compacted" and "future revision" as OutOfRange; tell them
             // apart by the store's current revision instead of by the message.
+            func typed(_ code: EtcdError.Code) -> EtcdError {
+                var typed = code == .compacted ? EtcdError.compacted(nil) : EtcdError(code: code, message: error.message)
+                typed.grpcCode = error.grpcCode
+                typed.httpStatus = error.httpStatus
+                typed.endpoint = error.endpoint
+                return typed
+            }
             let now = try await call(
                 "/v3/kv/range", Etcd.RangeRequest(request.range, countOnly: true), retry: .idempotent,
                 as: Etcd.RangeResponse.self)
-            var typed =
-                request.revision > now.header.revision
-                ? EtcdError(code: .futureRevision, message: error.message)
-                : EtcdError.compacted(nil)
-            typed.grpcCode = error.grpcCode
-            typed.httpStatus = error.httpStatus
-            typed.endpoint = error.endpoint
-            throw typed
+            if request.revision > now.header.revision { throw typed(.futureRevision) }
+            // The revision exists now: it was compacted, or it was still in the future when
+            // the first read was answered and a write made it since (a busy store: a node's
+            // watch resumed from the revision of the list it just read asks for the next one,
+            // which taken for compacted sent the watch to etcd rather than to the api-server's
+            // cache). Read again: only OutOfRange again means compacted.
+            do {
+                return try await call("/v3/kv/range", request, retry: .idempotent)
+            } catch let again as EtcdError where again.grpcCode == GRPCStatus.outOfRange {
+                throw typed(.compacted)
+            }
         }
     }
 
