@@ -689,8 +689,9 @@ final class FleetRun: @unchecked Sendable {
             result.apiServerRestartSeconds = back
             result.apiServerRestartNotReady = wentNotReady.withLock { $0.count } - notReadyBefore
             print(String(format: "  api-server kill -9 + restart: answering after %.2f s, %d nodes NotReady meanwhile", back, result.apiServerRestartNotReady ?? -1))
-            // The nodes that moved back resumed their watches from before the new api-server's
-            // caches started: in a cluster with no change since, the caches serve them too.
+            // The killed api-server's nodes resumed their watches on the other one, or on the
+            // restarted one from before its caches started (served by them too when nothing of
+            // the kind changed since): either way none should be left on etcd directly.
             let etcdMetrics = PrometheusMetrics(url: etcdURL + "/metrics", http: http)
             result.etcdWatchersAfterRestart = (try? await etcdMetrics.read()).map { Int($0["etcd_debugging_mvcc_watcher_total"]) }
             result.watchesOnEtcdAfterRestart = await apiWatches(apiURLs)?.etcd
