@@ -469,10 +469,42 @@ final class PodmanCleanup: @unchecked Sendable {
         }
         guard first else { return }
         _ = try? podman(["rm", "--all", "--force", "--time", "0"])
+        deleteStrandedRuntimeContainers()
         // Unmounts the storage (overlay mounts its own folder) and deletes it.
         _ = try? podman(["system", "reset", "--force"])
         unlink(cdiSpecPath)
         try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// Deletes (`runc delete --force`) the runtime's containers whose bundle lies in this
+    /// fixture's folder: those podman no longer knows, so `rm --all` left them. A podman killed
+    /// while it started a container (the fault suite kills the service mid-create) can leave
+    /// one: runc had created it, its `conmon` ran, but podman's database still said it was
+    /// only configured, and a forced remove of a configured container stops nothing. Its
+    /// `runc init` and `conmon` then outlived the fixture and its folder. runc keeps its state
+    /// in `/run/runc` whatever podman's `--root`, so the runtime is asked, not the storage.
+    func deleteStrandedRuntimeContainers() {
+        guard let runc = PodmanFixture.runc, let listing = try? PodmanFixture.run(runc, ["list", "--format", "json"]) else { return }
+        let stranded = Self.containers(inside: directory.path, runcListing: Data(listing.utf8))
+        for id in stranded {
+            _ = try? PodmanFixture.run(runc, ["delete", "--force", id])
+        }
+        if !stranded.isEmpty {
+            FileHandle.standardError.write(Data(
+                "podman fixture \(directory.lastPathComponent): deleted \(stranded.count) runc container(s) podman had lost: \(stranded.joined(separator: ", "))\n".utf8))
+        }
+    }
+
+    /// The ids in `runc list --format json` output (`null` when there are none) whose bundle
+    /// is `folder` or lies under it.
+    static func containers(inside folder: String, runcListing: Data) -> [String] {
+        struct Entry: Decodable {
+            let id: String
+            let bundle: String
+        }
+        guard let entries = try? JSONDecoder().decode([Entry]?.self, from: runcListing) else { return [] }
+        let prefix = folder.hasSuffix("/") ? folder : folder + "/"
+        return (entries ?? []).filter { $0.bundle == folder || $0.bundle.hasPrefix(prefix) }.map(\.id)
     }
 
     /// At exit, `system()` is safer than Foundation: the same steps as `run()`, by the shell.
@@ -485,8 +517,14 @@ final class PodmanCleanup: @unchecked Sendable {
         let conf = environment["CONTAINERS_CONF"] ?? ""
         let registries = environment["CONTAINERS_REGISTRIES_CONF"].map { "CONTAINERS_REGISTRIES_CONF='\($0)' " } ?? ""
         let flags = globals.map { "'\($0)'" }.joined(separator: " ")
+        // deleteStrandedRuntimeContainers(), from runc's table (ID PID STATUS BUNDLE …).
+        let strandedDeletion = PodmanFixture.runc.map { runc in
+            "'\(runc)' list 2>/dev/null | awk -v d='\(directory.path)/' 'index($4, d) == 1 { print $1 }' "
+                + "| xargs -r -n 1 '\(runc)' delete --force >/dev/null 2>&1; "
+        } ?? ""
         let command =
             "\(registries)CONTAINERS_CONF='\(conf)' '\(executable)' \(flags) rm --all --force --time 0 >/dev/null 2>&1; "
+            + strandedDeletion
             + "\(registries)CONTAINERS_CONF='\(conf)' '\(executable)' \(flags) system reset --force >/dev/null 2>&1; "
             + "rm -f '\(cdiSpecPath)'; rm -rf '\(directory.path)'"
         _ = system(command)
