@@ -33,15 +33,19 @@ final class BenchServer {
         logger.logLevel = .warning
         self.logger = logger
         deps = APIDependencies(store: ResourceStore(client: etcd), catalog: try Catalog.standard(), adminTokens: [admin], logger: logger)
-        let port = TestEnvironment.freePort()
-        base = "http://127.0.0.1:\(port)"
         directory = try TestEnvironment.temporaryDirectory(prefix: name)
         switch mode {
         case .inProcess:
-            let app = try buildApplication(deps, port: port)
-            task = Task { try await app.runService(gracefulShutdownSignals: []) }
+            // On a port the kernel chooses, known once it listens.
+            let server = try await startAPIServer(deps)
+            base = server.base
+            task = server.task
             process = nil
         case .process:
+            // A child process binds the port it is given, chosen free just before (it cannot
+            // report a port the kernel chose).
+            let port = TestEnvironment.freePort()
+            base = "http://127.0.0.1:\(port)"
             task = nil
             process = try APIBench.launchServer(port: port, etcd: fixture.endpoints, adminToken: admin, directory: directory)
         }
