@@ -502,9 +502,10 @@ final class PodmanCleanup: @unchecked Sendable {
             let id: String
             let bundle: String
         }
+        // `try?` flattens: nil for `null` (no containers) and for an answer that is not a list.
         guard let entries = try? JSONDecoder().decode([Entry]?.self, from: runcListing) else { return [] }
         let prefix = folder.hasSuffix("/") ? folder : folder + "/"
-        return (entries ?? []).filter { $0.bundle == folder || $0.bundle.hasPrefix(prefix) }.map(\.id)
+        return entries.filter { $0.bundle == folder || $0.bundle.hasPrefix(prefix) }.map(\.id)
     }
 
     /// At exit, `system()` is safer than Foundation: the same steps as `run()`, by the shell.
