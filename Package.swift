@@ -8,6 +8,14 @@ let packageDirectory: String = {
     return String(path[..<slash])
 }()
 
+/// How the daemons are linked (lld): packed relative relocations (DT_RELR, glibc >= 2.36: the
+/// megabytes of RELA entries the loader reads, and keeps resident, become kilobytes) and no
+/// exported symbols (every library's symbol lookups searched the executable's). A daemon's
+/// resident memory is a goal (docs/benchmarks.md): 3 MB less for an idle scheduler, static.
+let compactLinking: [String] = [
+    "-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic",
+]
+
 /// gpuplane: a self-hosted GPU control plane. Executables are thin; every
 /// concern lives in one library with one owner. See docs/architecture.md.
 let package = Package(
@@ -132,7 +140,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             resources: [.copy("openapi.json"), .copy("Dashboard")]),
-        .executableTarget(name: "gpuplane-api-server", dependencies: ["GPUPlaneAPI"]),
+        .executableTarget(
+            name: "gpuplane-api-server", dependencies: ["GPUPlaneAPI"], linkerSettings: [.unsafeFlags(compactLinking)]),
         // The `gpuplane` command line, as a library so tests can drive it.
         .target(
             name: "GPUPlaneCLI",
@@ -155,7 +164,8 @@ let package = Package(
                 "GPUPlaneScheduling", "GPUPlaneService", "GPUPlaneStore", "GPUPlaneCore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]),
+            ],
+            linkerSettings: [.unsafeFlags(compactLinking)]),
         // NVML's published C types (no NVIDIA headers needed to build).
         .target(name: "CNVML"),
         // The node-agent: NVML through dlopen, the container engine, the reconciler.
@@ -166,16 +176,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
-        // The node-agent's idle footprint is a goal (docs/benchmarks.md). lld links it with
-        // packed relative relocations (DT_RELR, glibc >= 2.36: ~2 MB of RELA entries become
-        // ~20 KB), no exported symbols, and the functions it runs placed first
-        // (symbol-order.txt, made by scripts/agent-symbol-order), so the code pages it touches
-        // are few and adjacent.
+        // The node-agent's idle footprint is a goal (docs/benchmarks.md). Linked like the other
+        // daemons (`compactLinking`: its ~2 MB of RELA entries become ~20 KB), with the functions
+        // it runs placed first (symbol-order.txt, made by scripts/agent-symbol-order), so the
+        // code pages it touches are few and adjacent.
         .executableTarget(
             name: "gpuplane-node-agent", dependencies: ["GPUPlaneAgent"], exclude: ["symbol-order.txt"],
             linkerSettings: [
-                .unsafeFlags([
-                    "-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic",
+                .unsafeFlags(compactLinking + [
                     "-Xlinker", "--symbol-ordering-file=\(packageDirectory)/Sources/gpuplane-node-agent/symbol-order.txt",
                     "-Xlinker", "--no-warn-symbol-ordering",
                 ])
