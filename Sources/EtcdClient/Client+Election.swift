@@ -1,8 +1,4 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 
 extension Etcd {
     /// Proof of leadership in an election: the campaigner's key and its create revision.

@@ -1,9 +1,4 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
-import Dispatch
 import GPUPlaneSystem
 
 extension Etcd {
@@ -169,7 +164,7 @@ final class LeaseKeeper: @unchecked Sendable {
     private let id: Int64
     private let ttl: Int64
     private let continuation: AsyncThrowingStream<Etcd.LeaseKeepAliveResponse, any Error>.Continuation
-    private let condition = ConditionLock()
+    private let condition = NSCondition()
     private var stopped = false  // guarded by condition
     private var abort: (@Sendable () -> Void)?  // guarded by condition
 
@@ -202,12 +197,11 @@ final class LeaseKeeper: @unchecked Sendable {
 
     /// Sleeps `duration` unless stopped first; false when stopped.
     private func pause(_ duration: Duration) -> Bool {
-        let deadline = ContinuousClock.now + duration
+        let deadline = Date().addingTimeInterval(duration.seconds)
         condition.lock()
         defer { condition.unlock() }
         while !stopped {
-            let left = deadline - ContinuousClock.now
-            if left <= .zero || !condition.wait(timeout: left) { break }
+            if !condition.wait(until: deadline) { break }
         }
         return !stopped
     }
@@ -315,7 +309,7 @@ final class LeaseKeeper: @unchecked Sendable {
 
 /// A transfer's outcome handed from the HTTP client's thread to a waiting thread.
 private final class OutcomeBox: @unchecked Sendable {
-    private let lock = Lock()
+    private let lock = NSLock()
     private var value: TransferOutcome?
     func set(_ outcome: TransferOutcome) { lock.withLock { value = outcome } }
     func get() -> TransferOutcome? { lock.withLock { value } }

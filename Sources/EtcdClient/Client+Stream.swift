@@ -1,9 +1,5 @@
 import CurlHTTP
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 import GPUPlaneSystem
 
 /// Splits a byte stream into newline-delimited lines, whatever the chunking.

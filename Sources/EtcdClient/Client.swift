@@ -1,9 +1,5 @@
 import CurlHTTP
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 import Logging
 import StreamingJSON
 import GPUPlaneSystem

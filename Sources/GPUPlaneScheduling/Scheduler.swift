@@ -1,9 +1,5 @@
 import EtcdClient
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 import GPUPlaneCore
 import GPUPlaneStore
 import Logging
@@ -340,7 +336,7 @@ extension Scheduler {
     public static func parseWarmPool(_ entries: [String], catalog: Catalog) throws(SchedulerError) -> [String: Int] {
         var pool: [String: Int] = [:]
         for entry in entries {
-            let parts = entry.split(separator: "=", maxSplits: 1).map { $0.trimmingWhitespace() }
+            let parts = entry.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
             guard parts.count == 2, let count = Int(parts[1]), count >= 0 else {
                 throw SchedulerError(.invalidConfiguration, "warm-pool entry '\(entry)' is not slug=count")
             }

@@ -1,8 +1,4 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 import GPUPlaneCore
 import GPUPlaneListener
 import GPUPlaneService
@@ -78,7 +74,7 @@ public enum SchedulerMain {
             try await daemon.run()
             return 0
         } catch {
-            LogLineSink.standardError.write("gpuplane-scheduler: \(error)")
+            FileHandle.standardError.write(Data("gpuplane-scheduler: \(error)\n".utf8))
             return 1
         }
     }

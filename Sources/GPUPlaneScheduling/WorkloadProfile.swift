@@ -1,8 +1,4 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 import GPUPlaneCore
 
 /// The shape of one unit of GPU demand, as the fragmentation measure sees it.

@@ -1,9 +1,5 @@
 import EtcdClient
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 import GPUPlaneCore
 
 /// Objects of one kind and the etcd revision they were read at.

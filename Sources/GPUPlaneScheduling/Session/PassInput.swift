@@ -1,8 +1,4 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 import GPUPlaneCore
 
 /// What one pass decides on: the informers' caches and the heartbeats, read once at the start

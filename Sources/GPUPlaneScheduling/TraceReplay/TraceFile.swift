@@ -1,9 +1,4 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
-import GPUPlaneSystem
 
 /// A line of a trace file that could not be read: the file, the line (1 = the header), the
 /// column (1-based, with its header name) and what is wrong with the value.
@@ -175,7 +170,7 @@ public enum TraceFile {
                                      message: "the file is empty; expected a header with \(required.joined(separator: ","))")
             }
             header = first.split(separator: ",", omittingEmptySubsequences: false).map {
-                $0.trimmingWhitespace()
+                $0.trimmingCharacters(in: .whitespaces)
             }
             var index: [String: Int] = [:]
             for (i, name) in header.enumerated() where index[name] == nil { index[name] = i }
@@ -187,7 +182,7 @@ public enum TraceFile {
             var rows: [Row] = []
             for (offset, line) in lines.enumerated().dropFirst() where !line.isEmpty {
                 let fields = line.split(separator: ",", omittingEmptySubsequences: false).map {
-                    String($0).trimmingWhitespace()
+                    String($0).trimmingCharacters(in: .whitespaces)
                 }
                 rows.append(Row(file: file, line: offset + 1, header: header, index: index, fields: fields))
             }

@@ -1,9 +1,5 @@
 import EtcdClient
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 import GPUPlaneCore
 
 /// The cluster's one inference secret, the HMAC key of inference URLs, at
