@@ -67,11 +67,13 @@ public final class PodmanFixture: @unchecked Sendable {
         getuid() == 0 && TestEnvironment.hasExecutable(executable) && runc != nil && busybox != nil
     }
 
-    static var runc: String? {
+    /// The runc binary, where Debian puts it; nil when none.
+    public static var runc: String? {
         ["/usr/sbin/runc", "/usr/bin/runc", "/sbin/runc"].first(where: TestEnvironment.hasExecutable)
     }
 
-    static var busybox: String? {
+    /// A static busybox; nil when none.
+    public static var busybox: String? {
         ["/bin/busybox", "/usr/bin/busybox"].first(where: TestEnvironment.hasExecutable)
     }
 

@@ -5,8 +5,6 @@ import Testing
 /// The podman fixture's shutdown leaves no container process behind, even one podman lost.
 @Suite(.enabled(if: podmanAvailable, "needs root, podman, runc and busybox-static"))
 struct PodmanFixtureCleanupTests {
-    static let runc = ["/usr/sbin/runc", "/usr/bin/runc", "/sbin/runc"].first { FileManager.default.isExecutableFile(atPath: $0) }
-
     /// A step of the test that failed, off the cooperative pool.
     struct StepFailed: Error, CustomStringConvertible {
         let description: String
@@ -29,7 +27,7 @@ struct PodmanFixtureCleanupTests {
     static func createRuntimeContainer(_ runc: String, id: String, bundle: URL) throws {
         let rootfs = bundle.appendingPathComponent("rootfs/bin")
         try FileManager.default.createDirectory(at: rootfs, withIntermediateDirectories: true)
-        guard let busybox = ["/bin/busybox", "/usr/bin/busybox"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+        guard let busybox = PodmanFixture.busybox else {
             throw StepFailed(description: "no busybox")
         }
         try FileManager.default.copyItem(atPath: busybox, toPath: rootfs.appendingPathComponent("busybox").path)
@@ -59,7 +57,7 @@ struct PodmanFixtureCleanupTests {
     /// shutdown must delete it (its process gone) along with the folder. The blocking steps
     /// (runc, podman) run off the cooperative pool.
     @Test func aRuntimeContainerPodmanLostIsDeletedWithTheFixture() async throws {
-        let runc = try #require(Self.runc)
+        let runc = try #require(PodmanFixture.runc)
         let podman = try await PodmanFixture.start()
         let id = "gpuplane-test-stranded-\(podman.runID)"
         let bundle = podman.directory.appendingPathComponent("root/stranded-\(podman.runID)")
