@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 extension Etcd {
     /// Proof of leadership in an election: the campaigner's key and its create revision.

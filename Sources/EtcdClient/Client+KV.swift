@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 extension Etcd.Client {
     /// Reads keys. Maps to `POST /v3/kv/range`. Retried on another member when one fails.

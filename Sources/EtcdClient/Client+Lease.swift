@@ -1,4 +1,9 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+import Dispatch
 import GPUPlaneSystem
 
 extension Etcd {
@@ -164,7 +169,7 @@ final class LeaseKeeper: @unchecked Sendable {
     private let id: Int64
     private let ttl: Int64
     private let continuation: AsyncThrowingStream<Etcd.LeaseKeepAliveResponse, any Error>.Continuation
-    private let condition = NSCondition()
+    private let condition = ConditionLock()
     private var stopped = false  // guarded by condition
     private var abort: (@Sendable () -> Void)?  // guarded by condition
 
@@ -197,11 +202,12 @@ final class LeaseKeeper: @unchecked Sendable {
 
     /// Sleeps `duration` unless stopped first; false when stopped.
     private func pause(_ duration: Duration) -> Bool {
-        let deadline = Date().addingTimeInterval(duration.seconds)
+        let deadline = ContinuousClock.now + duration
         condition.lock()
         defer { condition.unlock() }
         while !stopped {
-            if !condition.wait(until: deadline) { break }
+            let left = deadline - ContinuousClock.now
+            if left <= .zero || !condition.wait(timeout: left) { break }
         }
         return !stopped
     }
@@ -309,7 +315,7 @@ final class LeaseKeeper: @unchecked Sendable {
 
 /// A transfer's outcome handed from the HTTP client's thread to a waiting thread.
 private final class OutcomeBox: @unchecked Sendable {
-    private let lock = NSLock()
+    private let lock = Lock()
     private var value: TransferOutcome?
     func set(_ outcome: TransferOutcome) { lock.withLock { value = outcome } }
     func get() -> TransferOutcome? { lock.withLock { value } }

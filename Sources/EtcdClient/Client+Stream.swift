@@ -1,5 +1,9 @@
 import CurlHTTP
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import GPUPlaneSystem
 
 /// Splits a byte stream into newline-delimited lines, whatever the chunking.

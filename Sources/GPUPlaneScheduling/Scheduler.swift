@@ -1,5 +1,9 @@
 import EtcdClient
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import GPUPlaneCore
 import GPUPlaneStore
 import Logging
@@ -336,7 +340,7 @@ extension Scheduler {
     public static func parseWarmPool(_ entries: [String], catalog: Catalog) throws(SchedulerError) -> [String: Int] {
         var pool: [String: Int] = [:]
         for entry in entries {
-            let parts = entry.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            let parts = entry.split(separator: "=", maxSplits: 1).map { $0.trimmingWhitespace() }
             guard parts.count == 2, let count = Int(parts[1]), count >= 0 else {
                 throw SchedulerError(.invalidConfiguration, "warm-pool entry '\(entry)' is not slug=count")
             }

@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import GPUPlaneCore
 import GPUPlaneListener
 import GPUPlaneService
@@ -74,7 +78,7 @@ public enum SchedulerMain {
             try await daemon.run()
             return 0
         } catch {
-            FileHandle.standardError.write(Data("gpuplane-scheduler: \(error)\n".utf8))
+            LogLineSink.standardError.write("gpuplane-scheduler: \(error)")
             return 1
         }
     }

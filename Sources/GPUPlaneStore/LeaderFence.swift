@@ -1,5 +1,9 @@
 import EtcdClient
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// What a leader's writes are fenced on: its election key (under ``KeySpace/schedulerElection``
 /// for the scheduler), as long as it still exists at the revision it was created at. Made

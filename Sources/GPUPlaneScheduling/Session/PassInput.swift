@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import GPUPlaneCore
 
 /// What one pass decides on: the informers' caches and the heartbeats, read once at the start

@@ -1,4 +1,9 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+import GPUPlaneSystem
 
 /// A line of a trace file that could not be read: the file, the line (1 = the header), the
 /// column (1-based, with its header name) and what is wrong with the value.
@@ -170,7 +175,7 @@ public enum TraceFile {
                                      message: "the file is empty; expected a header with \(required.joined(separator: ","))")
             }
             header = first.split(separator: ",", omittingEmptySubsequences: false).map {
-                $0.trimmingCharacters(in: .whitespaces)
+                $0.trimmingWhitespace()
             }
             var index: [String: Int] = [:]
             for (i, name) in header.enumerated() where index[name] == nil { index[name] = i }
@@ -182,7 +187,7 @@ public enum TraceFile {
             var rows: [Row] = []
             for (offset, line) in lines.enumerated().dropFirst() where !line.isEmpty {
                 let fields = line.split(separator: ",", omittingEmptySubsequences: false).map {
-                    String($0).trimmingCharacters(in: .whitespaces)
+                    String($0).trimmingWhitespace()
                 }
                 rows.append(Row(file: file, line: offset + 1, header: header, index: index, fields: fields))
             }

@@ -1,5 +1,9 @@
 import EtcdClient
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import GPUPlaneCore
 
 /// The cluster's one inference secret, the HMAC key of inference URLs, at

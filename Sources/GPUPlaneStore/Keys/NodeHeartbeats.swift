@@ -1,5 +1,9 @@
 import EtcdClient
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import GPUPlaneCore
 
 /// Node liveness: one key per node, `/gpuplane/heartbeats/<node>` (``KeySpace/heartbeats``).

@@ -1,5 +1,9 @@
 import EtcdClient
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import GPUPlaneCore
 
 /// The bearer-token index: `/gpuplane/tokens/<sha256>` → ``TokenRecord`` (``KeySpace/tokens``).
