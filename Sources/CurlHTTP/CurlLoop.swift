@@ -6,6 +6,9 @@ import FoundationEssentials
 import Foundation
 #endif
 import GPUPlaneSystem
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One easy handle and what it reports to. Touched only on the loop thread, except
 /// `cancelRequested`, which the loop's lock guards.
@@ -108,15 +111,31 @@ private let curlGlobalInit: Void = {
 /// Drives every transfer of one client from one `curl_multi` handle on one dedicated thread.
 ///
 /// libcurl's easy calls block, so none runs on Swift's cooperative pool: callers hand
-/// transfers over through a locked queue and `curl_multi_wakeup`, and get their outcome through
-/// a callback made on this thread. The multi handle's connection cache gives connection reuse.
+/// transfers over through a locked queue and an eventfd, and get their outcome through a
+/// callback made on this thread. The multi handle's connection cache gives connection reuse.
+///
+/// The loop waits in epoll on the sockets libcurl asks it to watch (`CURLMOPT_SOCKETFUNCTION`)
+/// and runs libcurl for the ready ones only (`curl_multi_socket_action`), with libcurl's own
+/// timer (`CURLMOPT_TIMERFUNCTION`) as the wait's deadline. `curl_multi_poll` and
+/// `curl_multi_perform` instead walk every transfer on each wake-up: a client holding many long
+/// watches (a hollow fleet's, a busy agent's) paid for all of them on every beat.
 final class CurlLoop: @unchecked Sendable {
     private let multi: UnsafeMutableRawPointer
+    private let poller: Int32
+    private let wake: Int32
     private let lock = Lock()
     private var incoming: [Command] = []  // guarded by lock
     private var stopping = false  // guarded by lock
     private var stats = CurlHTTP.Statistics()  // guarded by lock
     private var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]  // loop thread only
+    /// When libcurl wants `curl_multi_socket_action(CURL_SOCKET_TIMEOUT)`; nil: no timer.
+    /// Set from libcurl's timer callback, which runs inside libcurl calls on the loop thread.
+    fileprivate var timerDeadline: ContinuousClock.Instant?  // loop thread only
+    /// Easy handles of finished transfers, reset and reused: a new handle allocates its
+    /// buffers afresh (64 KB for a body's upload), and freeing them made glibc consolidate its
+    /// heap on every beat of a hollow fleet.
+    private var spareHandles: [UnsafeMutableRawPointer] = []  // loop thread only
+    private static let maxSpareHandles = 32
 
     private enum Command {
         case add(CurlTransfer)
@@ -126,8 +145,39 @@ final class CurlLoop: @unchecked Sendable {
     init(name: String, maxConnections: Int) {
         _ = curlGlobalInit
         guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed") }
+        let poller = gp_poller_create()
+        let wake = gp_wake_create()
+        guard poller >= 0, wake >= 0, gp_poller_watch(poller, wake, 1, 0) == 0 else {
+            fatalError("cannot make the HTTP client's epoll set and eventfd: errno \(errno)")
+        }
         self.multi = multi
+        self.poller = poller
+        self.wake = wake
         _ = gp_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, maxConnections)
+        // The callbacks run inside libcurl calls made on the loop thread, which holds `self`
+        // until it has cleaned the multi handle up, so an unretained pointer is enough.
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        _ = gp_multi_setopt_ptr(multi, CURLMOPT_SOCKETDATA, me)
+        _ = gp_multi_setopt_socket_function(multi) { _, socket, what, loop, _ in
+            guard let loop else { return -1 }
+            let poller = Unmanaged<CurlLoop>.fromOpaque(loop).takeUnretainedValue().poller
+            switch what {
+            case Int32(CURL_POLL_REMOVE):
+                gp_poller_forget(poller, socket)
+                return 0
+            default:
+                let reading: Int32 = what & Int32(CURL_POLL_IN) != 0 ? 1 : 0
+                let writing: Int32 = what & Int32(CURL_POLL_OUT) != 0 ? 1 : 0
+                return gp_poller_watch(poller, socket, reading, writing) == 0 ? 0 : -1
+            }
+        }
+        _ = gp_multi_setopt_ptr(multi, CURLMOPT_TIMERDATA, me)
+        _ = gp_multi_setopt_timer_function(multi) { _, milliseconds, loop in
+            guard let loop else { return -1 }
+            let owner = Unmanaged<CurlLoop>.fromOpaque(loop).takeUnretainedValue()
+            owner.timerDeadline = milliseconds < 0 ? nil : ContinuousClock.now + .milliseconds(milliseconds)
+            return 0
+        }
         SystemThread.start(name: name) { [self] in self.run() }
     }
 
@@ -135,12 +185,12 @@ final class CurlLoop: @unchecked Sendable {
 
     /// Hands a transfer to the loop. Its completion is called exactly once, on the loop thread.
     func submit(_ transfer: CurlTransfer) {
-        // Wake-ups happen under the lock, and the loop frees the multi handle under it after
-        // `stopping` is set, so no wake-up can reach a freed handle.
+        // Wake-ups happen under the lock, and the loop closes the eventfd under it after
+        // `stopping` is set, so no wake-up can reach a closed (or reused) descriptor.
         let accepted = lock.withLock { () -> Bool in
             if stopping { return false }
             incoming.append(.add(transfer))
-            curl_multi_wakeup(multi)
+            gp_wake(wake)
             return true
         }
         if !accepted { transfer.completion(.failure(.shutDown)) }
@@ -152,7 +202,7 @@ final class CurlLoop: @unchecked Sendable {
             transfer.cancelRequested = true
             guard !stopping else { return }
             incoming.append(.cancel(transfer))
-            curl_multi_wakeup(multi)
+            gp_wake(wake)
         }
     }
 
@@ -161,12 +211,15 @@ final class CurlLoop: @unchecked Sendable {
         lock.withLock {
             guard !stopping else { return }
             stopping = true
-            curl_multi_wakeup(multi)
+            gp_wake(wake)
         }
     }
 
     private func run() {
         var running: Int32 = 0
+        let capacity = 256
+        var fds = [Int32](repeating: 0, count: capacity)
+        var flags = [Int32](repeating: 0, count: capacity)
         while true {
             let (commands, stop) = lock.withLock { () -> ([Command], Bool) in
                 defer { incoming.removeAll(keepingCapacity: true) }
@@ -190,22 +243,57 @@ final class CurlLoop: @unchecked Sendable {
                 for t in Array(active.values) { finish(t, .failure(.shutDown)) }
                 break
             }
-            _ = curl_multi_perform(multi, &running)
-            var queued: Int32 = 0
-            while let msg = curl_multi_info_read(multi, &queued) {
-                guard msg.pointee.msg == CURLMSG_DONE, let easy = msg.pointee.easy_handle,
-                    let t = active[easy]
-                else { continue }
-                let code = gp_curl_msg_result(msg)
-                finish(t, outcome(of: t, easy: easy, code: code))
+            if let deadline = timerDeadline, deadline <= ContinuousClock.now {
+                timerDeadline = nil
+                _ = curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running)
+                collectFinished()
             }
-            _ = curl_multi_poll(multi, nil, 0, 1000, nil)
+            let ready = gp_poller_wait(poller, &fds, &flags, Int32(capacity), waitMilliseconds())
+            for index in 0..<Int(max(0, ready)) {
+                if fds[index] == wake {
+                    gp_wake_drain(wake)
+                } else {
+                    _ = curl_multi_socket_action(multi, fds[index], flags[index], &running)
+                }
+            }
+            collectFinished()
         }
-        lock.withLock { _ = curl_multi_cleanup(multi) }
+        for easy in spareHandles { curl_easy_cleanup(easy) }
+        spareHandles.removeAll()
+        lock.withLock {
+            _ = curl_multi_cleanup(multi)
+            close(poller)
+            close(wake)
+        }
+    }
+
+    /// How long the loop may wait for a socket: until libcurl's timer, at most a second (the
+    /// eventfd wakes it for new commands).
+    private func waitMilliseconds() -> Int32 {
+        guard let deadline = timerDeadline else { return 1000 }
+        let left = deadline - ContinuousClock.now
+        if left <= .zero { return 0 }
+        let (seconds, attoseconds) = left.components
+        let milliseconds = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+        return Int32(min(1000, milliseconds))
+    }
+
+    /// Ends the transfers libcurl reports done.
+    private func collectFinished() {
+        var queued: Int32 = 0
+        while let msg = curl_multi_info_read(multi, &queued) {
+            guard msg.pointee.msg == CURLMSG_DONE, let easy = msg.pointee.easy_handle,
+                let t = active[easy]
+            else { continue }
+            let code = gp_curl_msg_result(msg)
+            finish(t, outcome(of: t, easy: easy, code: code))
+        }
     }
 
     private func start(_ t: CurlTransfer) {
-        guard let easy = curl_easy_init() else {
+        let reused = spareHandles.popLast()
+        if let reused { curl_easy_reset(reused) }
+        guard let easy = reused ?? curl_easy_init() else {
             finish(t, .failure(CurlHTTPError(code: .transfer, message: "curl_easy_init failed", reachedServer: false)))
             return
         }
@@ -310,7 +398,11 @@ final class CurlLoop: @unchecked Sendable {
         if let easy = t.easy {
             _ = gp_easy_getinfo_long(easy, CURLINFO_NUM_CONNECTS, &connects)
             if active.removeValue(forKey: easy) != nil { curl_multi_remove_handle(multi, easy) }
-            curl_easy_cleanup(easy)
+            if spareHandles.count < Self.maxSpareHandles {
+                spareHandles.append(easy)
+            } else {
+                curl_easy_cleanup(easy)
+            }
             t.easy = nil
         }
         if let list = t.headerList {
