@@ -260,6 +260,8 @@ let package = Package(
             dependencies: [
                 "GPUPlaneAPI", "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "CurlHTTP", "GPUPlaneTestSupport", "GPUPlaneSystem",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             ]),
         .testTarget(
             name: "GPUPlaneSchedulingTests",

@@ -77,7 +77,13 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// Whether this connection was refused (its address holds its limit): closed as soon as
     /// the channel can be, which inside the pipeline's set-up it may not be yet.
     private var refused = false
-    private var timer: Scheduled<Void>?
+    /// When the connection is closed unless it is armed again or disarmed first; nil: no limit.
+    private var deadline: NIODeadline?
+    /// The one scheduled check, and when it fires. Arming for a later deadline leaves it be
+    /// (when it fires it looks again at ``deadline``), so a busy keep-alive connection
+    /// schedules about one check per timeout instead of two timers and two cancellations per
+    /// request: a heartbeat every second on each of thousands of connections.
+    private var timer: (task: Scheduled<Void>, at: NIODeadline)?
     /// A request whose head arrived and whose end has not.
     private var readingRequest = false
     /// Requests read whose response has not ended.
@@ -157,7 +163,7 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     private func finish() {
-        disarm()
+        cancelTimer()
         if let source {
             counter.release(source)
             self.source = nil
@@ -165,16 +171,37 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     private func arm(_ context: ChannelHandlerContext, after delay: Duration) {
-        disarm()
         let nanoseconds = Int64(delay.components.seconds) * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
-        timer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in
-            self.timer = nil
-            context.close(promise: nil)
-        }
+        let when = context.eventLoop.now + .nanoseconds(nanoseconds)
+        deadline = when
+        if let timer, timer.at <= when { return }
+        schedule(context, at: when)
     }
 
+    private func schedule(_ context: ChannelHandlerContext, at when: NIODeadline) {
+        timer?.task.cancel()
+        let task = context.eventLoop.assumeIsolated().scheduleTask(deadline: when) { [self] in
+            self.timer = nil
+            guard let deadline = self.deadline else { return }
+            if deadline <= context.eventLoop.now {
+                self.deadline = nil
+                context.close(promise: nil)
+            } else {
+                self.schedule(context, at: deadline)
+            }
+        }
+        timer = (task, when)
+    }
+
+    /// Lifts the limit; the scheduled check, if any, finds nothing to do (or the next limit).
     private func disarm() {
-        timer?.cancel()
+        deadline = nil
+    }
+
+    /// Cancels the scheduled check: the connection is gone.
+    private func cancelTimer() {
+        deadline = nil
+        timer?.task.cancel()
         timer = nil
     }
 }
