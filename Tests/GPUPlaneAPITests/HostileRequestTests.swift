@@ -131,7 +131,12 @@ import Glibc
         let token = try await h.nodeToken(node)
         let registration = #"{"name": "\#(node)", "gpus": [{"index": 0, "uuid": "GPU-\#(node)", "product": "NVIDIA H100 80GB HBM3", "memoryMiB": 81559}]}"#
         #expect(try await h.call("POST", "/v1/nodes", token: token, body: registration).status == 201)
-        for _ in 0..<3 { #expect(try await h.call("POST", "/v1/nodes/\(node)/heartbeat", token: token).status == 200) }
+        for _ in 0..<3 {
+            let accepted = try await h.call("POST", "/v1/nodes/\(node)/heartbeat", token: token)
+            #expect(accepted.status == 200)
+            #expect(accepted.headers["Content-Type"] == "application/json" || accepted.headers["content-type"] == "application/json")
+            #expect(accepted.json["ttlSeconds"] as? Int == Int(h.deps.heartbeatTTL), "\(accepted.text)")
+        }
         let adminBeat = try await h.call("POST", "/v1/nodes/\(node)/heartbeat", token: h.admin)
         #expect(adminBeat.status == 403, "\(adminBeat.text)")
 
