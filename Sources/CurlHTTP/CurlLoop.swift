@@ -175,7 +175,7 @@ final class CurlLoop: @unchecked Sendable {
         _ = gp_multi_setopt_timer_function(multi) { _, milliseconds, loop in
             guard let loop else { return -1 }
             let owner = Unmanaged<CurlLoop>.fromOpaque(loop).takeUnretainedValue()
-            owner.timerDeadline = milliseconds < 0 ? nil : ContinuousClock.now + .milliseconds(milliseconds)
+            owner.timerDeadline = CurlLoop.deadline(in: milliseconds)
             return 0
         }
         SystemThread.start(name: name) { [self] in self.run() }
@@ -246,6 +246,7 @@ final class CurlLoop: @unchecked Sendable {
             if let deadline = timerDeadline, deadline <= ContinuousClock.now {
                 timerDeadline = nil
                 _ = curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running)
+                syncTimer()
                 collectFinished()
             }
             let ready = gp_poller_wait(poller, &fds, &flags, Int32(capacity), waitMilliseconds())
@@ -256,6 +257,7 @@ final class CurlLoop: @unchecked Sendable {
                     _ = curl_multi_socket_action(multi, fds[index], flags[index], &running)
                 }
             }
+            if ready > 0 { syncTimer() }
             collectFinished()
         }
         for easy in spareHandles { curl_easy_cleanup(easy) }
@@ -265,6 +267,25 @@ final class CurlLoop: @unchecked Sendable {
             close(poller)
             close(wake)
         }
+    }
+
+    /// The moment for libcurl's timer `milliseconds` from now (nil for none). libcurl rounds
+    /// the time left down to whole milliseconds, so the timer is set one later: a timer that
+    /// fires before libcurl's own deadline finds nothing due, and libcurl does not name the
+    /// same deadline again.
+    fileprivate static func deadline(in milliseconds: Int) -> ContinuousClock.Instant? {
+        if milliseconds < 0 { return nil }
+        return ContinuousClock.now + .milliseconds(milliseconds == 0 ? 0 : milliseconds + 1)
+    }
+
+    /// Takes libcurl's next deadline from `curl_multi_timeout` after it ran: its timer
+    /// callback is only made when that deadline changes, so a deadline that stayed the same
+    /// through a run (a timer taken too early, say) would otherwise be lost, and with it the
+    /// timeouts of transfers whose sockets stay quiet.
+    private func syncTimer() {
+        var milliseconds = 0
+        guard curl_multi_timeout(multi, &milliseconds) == CURLM_OK else { return }
+        timerDeadline = Self.deadline(in: milliseconds)
     }
 
     /// How long the loop may wait for a socket: until libcurl's timer, at most a second (the
