@@ -129,6 +129,14 @@ extension CurlHTTP {
 
         /// Whether the status is 2xx.
         public var isSuccess: Bool { (200..<300).contains(status) }
+
+        /// The answer's `Retry-After` as a number of seconds (its HTTP-date form is not read);
+        /// nil without one.
+        public var retryAfter: Duration? {
+            guard let value = header("Retry-After"), let seconds = Int(value), seconds >= 0
+            else { return nil }
+            return .seconds(seconds)
+        }
     }
 
     /// Counters of one client, for tests and benchmarks.

@@ -104,12 +104,25 @@ extension CurlHTTP {
             try await Task.sleep(for: delay(after: failures))
         }
 
+        /// The longest `Retry-After` honoured: a server asking for more is waited on this long.
+        public static let longestRetryAfter = Duration.seconds(60)
+
+        /// The pause after failure `failures` when the server named a `Retry-After`: that long
+        /// (at most ``longestRetryAfter``), plus ``delay(after:)`` on top, so clients told the
+        /// same second still come back spread by the policy's jitter; ``delay(after:)`` alone
+        /// without one.
+        public func delay(after failures: Int, retryAfter: Duration?) -> Duration {
+            guard let retryAfter, retryAfter > .zero else { return delay(after: failures) }
+            return min(retryAfter, Self.longestRetryAfter) + delay(after: failures)
+        }
+
         /// What one attempt came to.
         public enum Outcome<Value, Failure: Error> {
             /// The answer: returned or thrown as it is, whatever attempts are left.
             case final(Result<Value, Failure>)
-            /// Worth another attempt; the answer when none is left.
-            case retryable(Result<Value, Failure>)
+            /// Worth another attempt, not before `after` when the server said so (its
+            /// `Retry-After`); the answer when none is left.
+            case retryable(Result<Value, Failure>, after: Duration? = nil)
         }
 
         /// Runs `attempt` (given its number, from 0) until it comes to a final outcome or the
@@ -126,16 +139,18 @@ extension CurlHTTP {
             var n = 0
             while true {
                 let result: Result<Value, Failure>
+                let retryAfter: Duration?
                 switch try await attempt(n) {
                 case .final(let final):
                     return try final.get()
-                case .retryable(let retryable):
+                case .retryable(let retryable, let after):
                     result = retryable
+                    retryAfter = after
                 }
                 guard n + 1 < attempts else { return try result.get() }
                 onRetry(n, result)
                 do {
-                    try await sleep(after: n)
+                    try await Task.sleep(for: delay(after: n, retryAfter: retryAfter))
                 } catch {
                     throw cancelled()
                 }
@@ -146,8 +161,8 @@ extension CurlHTTP {
 }
 
 extension CurlHTTP.Client {
-    /// Performs `request`, and again as `policy` allows for a request of `idempotence`;
-    /// returns the last answer, whatever its status, or the last failure. `onRetry` is told of
+    /// Performs `request`, and again as `policy` allows for a request of `idempotence`, after
+    /// at least the `Retry-After` (in seconds) of an answer that has one; returns the last answer, whatever its status, or the last failure. `onRetry` is told of
     /// each outcome that will be retried (the attempt's number, from 0). Cancelling the calling
     /// task aborts the transfer or ends the pause: ``CurlHTTPError/Code/cancelled``.
     public func performResult(
@@ -159,12 +174,13 @@ extension CurlHTTP.Client {
                 try await policy.run(cancelled: { CurlHTTPError.cancelled }, onRetry: onRetry) {
                     (_: Int) async throws(CurlHTTPError) -> CurlHTTP.RetryPolicy.Outcome<CurlHTTP.Response, CurlHTTPError> in
                     let result = await performResult(request)
-                    let retryable =
-                        switch result {
-                        case .success(let response): policy.mayRetry(status: response.status, idempotence)
-                        case .failure(let error): policy.mayRetry(error, idempotence)
-                        }
-                    return retryable ? .retryable(result) : .final(result)
+                    switch result {
+                    case .success(let response):
+                        guard policy.mayRetry(status: response.status, idempotence) else { return .final(result) }
+                        return .retryable(result, after: response.retryAfter)
+                    case .failure(let error):
+                        return policy.mayRetry(error, idempotence) ? .retryable(result) : .final(result)
+                    }
                 })
         } catch {
             return .failure(error)

@@ -1,5 +1,6 @@
 import CurlHTTP
 import Foundation
+import GPUPlaneAgent
 import GPUPlaneTestSupport
 import Testing
 
@@ -18,6 +19,43 @@ import Testing
             let pause = policy.delay(after: n)
             #expect(pause >= .milliseconds(full) / 2 && pause <= .milliseconds(full), "pause \(n): \(pause)")
         }
+    }
+
+    /// A server's `Retry-After` is waited out, and the policy's own (jittered) pause on top, so
+    /// clients told the same second come back spread; an absurd one is capped.
+    @Test func retryAfterIsWaitedWithThePolicysPauseOnTop() {
+        let policy = CurlHTTP.RetryPolicy.doubling(retries: 4, firstDelay: .milliseconds(200), jitter: 0.5...1.0)
+        for n in 0..<4 {
+            let own = Duration.milliseconds(200) * (1 << n)
+            let pause = policy.delay(after: n, retryAfter: .seconds(2))
+            #expect(pause >= .seconds(2) + own / 2 && pause <= .seconds(2) + own, "pause \(n): \(pause)")
+        }
+        let spread = Set((0..<50).map { _ in policy.delay(after: 0, retryAfter: .seconds(1)) })
+        #expect(spread.count > 1, "fifty clients told the same Retry-After came back at one instant")
+        #expect(policy.delay(after: 0, retryAfter: .seconds(86_400)) <= CurlHTTP.RetryPolicy.longestRetryAfter + .milliseconds(200))
+        #expect(policy.delay(after: 0, retryAfter: nil) <= .milliseconds(200))
+        #expect(policy.delay(after: 0, retryAfter: .zero) <= .milliseconds(200))
+    }
+
+    @Test func retryAfterIsReadAsSeconds() {
+        func answer(_ value: String?) -> CurlHTTP.Response {
+            CurlHTTP.Response(status: 503, headers: value.map { [CurlHTTP.Header("Retry-After", $0)] } ?? [])
+        }
+        #expect(answer("3").retryAfter == .seconds(3))
+        #expect(answer("0").retryAfter == .zero)
+        #expect(answer(nil).retryAfter == nil)
+        #expect(answer("Wed, 21 Oct 2015 07:28:00 GMT").retryAfter == nil)
+        #expect(answer("-1").retryAfter == nil)
+    }
+
+    /// The node-agent's calls, registrations and watch reconnects pause with jitter: a fleet
+    /// that lost its api-server or store at once must not come back in one wave.
+    @Test func theAgentsPausesAreJittered() {
+        #expect(NodeAPI.Configuration(baseURL: "http://127.0.0.1:1", token: "t").retryPolicy.jitter == 0.5...1.0)
+        #expect(NodeLiveness.registrationRetry.jitter == 0.5...1.0)
+        let pauses = (0..<50).map { _ in NodeLiveness.registrationRetry.delay(after: 3) }
+        #expect(Set(pauses).count > 1 && pauses.allSatisfy { $0 >= .milliseconds(800) && $0 <= .milliseconds(1600) }, "\(pauses)")
+        #expect(NodeLiveness.registrationRetry.delay(after: 10) <= .seconds(5))
     }
 
     @Test func whichFailuresAreRetried() {

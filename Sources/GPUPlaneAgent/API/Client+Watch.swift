@@ -207,7 +207,9 @@ extension NodeAPI.Client {
         var backoff = configuration.retryBackoff
         let maxBackoff = configuration.watchMaxBackoff
         func pause() async {
-            try? await Task.sleep(for: backoff)
+            // Jittered like every retry of the agent: the watches of a fleet that lost the same
+            // api-server reconnect spread, not in one wave.
+            try? await Task.sleep(for: backoff * Double.random(in: NodeAPI.Configuration.retryJitter))
             backoff = min(backoff * 2, maxBackoff)
         }
         while !Task.isCancelled {

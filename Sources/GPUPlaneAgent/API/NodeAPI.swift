@@ -38,8 +38,14 @@ extension NodeAPI {
         /// The first pause between retries; it doubles each time.
         public var retryBackoff: Duration
         /// ``maxRetries`` and ``retryBackoff`` as ``CurlHTTP``'s retry policy: the pause
-        /// doubles at most five times, without jitter; 502, 503 and 504 are retried.
-        public var retryPolicy: CurlHTTP.RetryPolicy { .doubling(retries: maxRetries, firstDelay: retryBackoff) }
+        /// doubles at most five times, each drawn from half to all of it (thousands of agents
+        /// that lost the same api-server at once come back spread, not in waves); 502, 503 and
+        /// 504 are retried, not before the answer's `Retry-After`.
+        public var retryPolicy: CurlHTTP.RetryPolicy {
+            .doubling(retries: maxRetries, firstDelay: retryBackoff, jitter: Self.retryJitter)
+        }
+        /// The factor each retry pause is multiplied by, drawn at random.
+        public static let retryJitter: ClosedRange<Double> = 0.5...1.0
         /// A watch that sends nothing (not even a bookmark) for this long is dropped and
         /// resumed from its last resourceVersion.
         public var watchIdleTimeout: Duration

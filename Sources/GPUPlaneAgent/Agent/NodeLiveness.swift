@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import CurlHTTP
 import GPUPlaneCore
 import Logging
 
@@ -27,10 +28,15 @@ public struct NodeLiveness: Sendable {
         self.logger = logger
     }
 
-    /// Registers `registration()`, retrying with doubling pauses (200 ms to 5 s); the stored
+    /// The pauses between registrations that failed: doubling from 200 ms to 5 s, each drawn
+    /// from half to all of it, so a fleet whose registrations all failed at once (a store that
+    /// stalled) does not come back in one wave.
+    public static let registrationRetry = CurlHTTP.RetryPolicy(
+        attempts: .max, firstDelay: .milliseconds(200), maxDelay: .seconds(5), jitter: NodeAPI.Configuration.retryJitter)
+
+    /// Registers `registration()`, retrying with ``registrationRetry``'s pauses; the stored
     /// Node, or nil when cancelled first.
     public func register(_ registration: @Sendable () -> NodeRegistration) async -> Node? {
-        var backoff = Duration.milliseconds(200)
         var failures = 0
         while !Task.isCancelled {
             do {
@@ -41,8 +47,7 @@ public struct NodeLiveness: Sendable {
                 if failures == 1 || failures % 20 == 0 {
                     logger.warning("cannot register the node; retrying", metadata: ["error": "\(error)", "attempts": "\(failures)"])
                 }
-                try? await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, .seconds(5))
+                try? await Task.sleep(for: Self.registrationRetry.delay(after: failures - 1))
             }
         }
         return nil
