@@ -75,6 +75,8 @@ public struct APIDependencies: Sendable {
     public var authFailureLimiter: AuthFailureLimiter? = nil
     /// The way to node-agents' listeners (container logs); its CA is `agent-ca-file`.
     public var agentLink: AgentLink
+    /// Bounds the node registrations in flight (`max-registrations-in-flight`).
+    public var registrations = RegistrationGate(limit: RegistrationGate.defaultLimit)
 
     /// Makes dependencies over `store` (``ResourceStore/connect(endpoints:caFile:certFile:keyFile:credentials:requestTimeout:batchWrites:logger:)``
     /// in the daemon).

@@ -51,6 +51,9 @@ public enum APIServerMain {
         ConfigurationKey(
             "max-connections-per-source", .int, default: "512",
             help: "open connections one client address may hold (watches included); 0 for no limit"),
+        ConfigurationKey(
+            "max-registrations-in-flight", .int, default: "\(RegistrationGate.defaultLimit)",
+            help: "node registrations handled at once; more are answered 503 with Retry-After before touching etcd; 0 for no limit"),
         ConfigurationKey("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error"),
         ConfigurationKey("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
     ]
@@ -118,6 +121,13 @@ public enum APIServerMain {
                 heartbeatTTL: heartbeatTTL, inferenceTimeout: .seconds(inferenceTimeout),
                 inferenceQueueTimeout: .seconds(queueTimeout), logger: logger, ingressTimeout: .seconds(appTimeout),
                 publicURL: try config.string("public-url"), servesTLS: tls != nil, heartbeatSilentAfter: silentAfter)
+            let registrations = try config.int("max-registrations-in-flight") ?? RegistrationGate.defaultLimit
+            guard registrations >= 0 else {
+                throw ConfigurationError(
+                    code: .invalidValue, key: "max-registrations-in-flight", source: config.source(of: "max-registrations-in-flight"),
+                    detail: "must be 0 (no limit) or more, not \(registrations)")
+            }
+            deps.registrations = RegistrationGate(limit: registrations)
             switch try config.string("deployment-weights") ?? "engine" {
             case "engine": break
             case "node-agent": deps.deploymentWeightsByAgent = true

@@ -54,7 +54,6 @@ struct NodeRoutes: Sendable {
         let data = try await HTTPJSON.body(request)
         try HTTPJSON.rejectUnknownKeys(data, known: ["name", "labels", "machineType", "gpus", "address", "podSubnet", "allocatableCPUMilli", "allocatableMemoryMB", "agentURL"])
         let body = try HTTPJSON.decode(Registration.self, from: data)
-        try await checkPodSubnet(body)
         for (field, value) in [("allocatableCPUMilli", body.allocatableCPUMilli), ("allocatableMemoryMB", body.allocatableMemoryMB)] {
             if let value, value < 0 || value > 1 << 40 {
                 throw APIError(.unprocessableContent, .invalid, "\(field) must be 0 or more (omit it to leave the node unaccounted)", field: field)
@@ -80,6 +79,13 @@ struct NodeRoutes: Sendable {
             throw APIError(.unprocessableContent, .invalid, "'\(body.name)' is not a DNS label", field: "name")
         }
         try authorize(context, node: body.name)
+        // From here on the store is read and written: a bounded number at once.
+        return try await deps.registrations.pass { try await registerChecked(body) }
+    }
+
+    /// ``registerNode(_:_:)`` once the body is valid and the caller may speak for the node.
+    private func registerChecked(_ body: Registration) async throws -> Response {
+        try await checkPodSubnet(body)
         var labels = body.labels ?? [:]
         if let mode = labels[Node.gpuModeLabel], !["dedicated", "large", "shared", "mixed"].contains(mode) {
             throw APIError(.unprocessableContent, .invalid, "label gpu-mode must be dedicated, large, shared or mixed, not '\(mode)'", field: "labels.gpu-mode")
