@@ -16,6 +16,14 @@ import Logging
 ///   `state: "silent"`, compare-and-set on the key still being on this api-server's lease, so
 ///   an api-server whose node moved to another (which wrote the key under its own lease) never
 ///   marks it silent; a failed compare forgets the node.
+/// - Time this api-server itself did not run is not a node's silence: a sweep that wakes more
+///   than ``pauseTolerance`` late (the process was stopped or starved of CPU, and the beats
+///   that came meanwhile wait unread in its sockets) adds its lateness to a running total, and
+///   a node's quiet time is counted without the pauses since its last beat. Otherwise the
+///   first sweep after such a pause, run before the backlog of beats is read, marks every node
+///   silent at once (the failure detectors of Cassandra and Akka skip judging after a local
+///   pause for the same reason). A node that really went silent meanwhile is marked the
+///   pause's length later.
 /// - A watch of the heartbeat keys forgets a node whose key someone else wrote or deleted (it
 ///   moved to another api-server, or was deleted): its next beat here is a first beat again,
 ///   which finds a deleted node gone (404).
@@ -73,6 +81,8 @@ public final class HeartbeatTracker: Sendable {
         var phase: Phase
         /// The revision of this api-server's last write of the key (0: none yet).
         var written: Int64 = 0
+        /// ``State/paused`` at the node's last beat.
+        var pausedAtBeat: Duration = .zero
     }
 
     private struct State {
@@ -84,6 +94,8 @@ public final class HeartbeatTracker: Sendable {
         var rewrites: [Task<Void, Never>] = []
         /// Set by ``drain()``: no node is judged silent any more.
         var draining = false
+        /// How long this api-server has not run, in all (sweeps that woke late).
+        var paused: Duration = .zero
     }
 
     /// Makes a tracker over `store`'s etcd; nothing runs until ``start()``, and no lease is
@@ -105,6 +117,13 @@ public final class HeartbeatTracker: Sendable {
 
     /// The `silent-after` an api-server uses unless told: 3 s, or two thirds of a shorter TTL.
     public static func defaultSilentAfter(ttl: Int64) -> Duration { min(.seconds(3), .seconds(max(1, ttl)) * 2 / 3) }
+
+    /// How late a sweep may wake before the time it slept past counts as a pause of this
+    /// api-server's: a third of ``silentAfter`` (1 s by default).
+    public var pauseTolerance: Duration { silentAfter / 3 }
+
+    /// How long this api-server has not run, in all, as its sweeps measured it.
+    public var pausedTotal: Duration { state.withLock { $0.paused } }
 
     /// The lease TTL an api-server uses unless told: three `heartbeat-ttl`s, at least 15 s.
     public static func defaultLeaseTTL(ttl: Int64) -> Int64 { max(15, 3 * ttl) }
@@ -160,11 +179,12 @@ public final class HeartbeatTracker: Sendable {
     public func beat(node: String, registering: Bool, now: ContinuousClock.Instant = .now) async throws {
         let needsWrite = state.withLock { s -> Bool in
             guard var entry = s.nodes[node] else {
-                s.nodes[node] = Entry(lastBeat: now, phase: .writing)
+                s.nodes[node] = Entry(lastBeat: now, phase: .writing, pausedAtBeat: s.paused)
                 return true
             }
             let gap = now - entry.lastBeat
             entry.lastBeat = now
+            entry.pausedAtBeat = s.paused
             var write = false
             switch entry.phase {
             case .live where gap > rewriteAfterGap:
@@ -341,23 +361,39 @@ public final class HeartbeatTracker: Sendable {
 
     private func sweepLoop() async {
         while !Task.isCancelled {
+            let asleep = ContinuousClock.now
             try? await Task.sleep(for: sweepInterval)
             if Task.isCancelled { return }
-            await sweep()
+            // Measured over the sleep alone: a sweep that took long (etcd slow to take its
+            // writes) is not a pause.
+            let now = ContinuousClock.now
+            await sweep(now: now, late: now - asleep - sweepInterval)
         }
     }
 
-    /// Marks silent the nodes that have not beaten for ``silentAfter``.
-    func sweep(now: ContinuousClock.Instant = .now) async {
-        let due = state.withLock { s -> [(node: String, lease: Int64, quiet: Duration)] in
+    /// Marks silent the nodes that have not beaten for ``silentAfter``, not counting this
+    /// api-server's pauses: `late` (how late the sweep woke), past ``pauseTolerance``, is one.
+    func sweep(now: ContinuousClock.Instant = .now, late: Duration = .zero) async {
+        let (due, pause) = state.withLock { s -> ([(node: String, lease: Int64, quiet: Duration)], Duration?) in
             var due: [(String, Int64, Duration)] = []
-            guard !s.draining else { return due }
-            for (node, entry) in s.nodes {
-                guard case .live(let lease) = entry.phase, now - entry.lastBeat > silentAfter else { continue }
-                s.nodes[node]?.phase = .silencing(lease: lease, beaten: false)
-                due.append((node, lease, now - entry.lastBeat))
+            var pause: Duration?
+            if late > pauseTolerance {
+                s.paused += late
+                pause = late
             }
-            return due
+            guard !s.draining else { return (due, pause) }
+            for (node, entry) in s.nodes {
+                let quiet = now - entry.lastBeat - (s.paused - entry.pausedAtBeat)
+                guard case .live(let lease) = entry.phase, quiet > silentAfter else { continue }
+                s.nodes[node]?.phase = .silencing(lease: lease, beaten: false)
+                due.append((node, lease, quiet))
+            }
+            return (due, pause)
+        }
+        if let pause {
+            logger.notice(
+                "this api-server did not run for a while; its nodes' silence is counted without it",
+                metadata: ["paused": "\(pause)", "nodes": "\(state.withLock { $0.nodes.count })"])
         }
         for (node, lease, quiet) in due {
             let written: Int64?
@@ -386,7 +422,7 @@ public final class HeartbeatTracker: Sendable {
             if written != nil {
                 logger.notice(
                     "node silent",
-                    metadata: ["node": "\(node)", "silentAfter": "\(silentAfter)", "lastBeatAgo": "\(quiet.seconds) s"])
+                    metadata: ["node": "\(node)", "silentAfter": "\(silentAfter)", "quiet": "\(quiet.seconds) s"])
             }
             if rewrite {
                 // It beat while the key was being written silent: live again at once.

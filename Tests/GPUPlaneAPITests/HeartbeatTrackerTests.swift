@@ -44,6 +44,44 @@ import Testing
         #expect(!b.liveNodes.contains(node))
     }
 
+    /// Time the api-server itself did not run (a sweep that woke late: the process stopped or
+    /// starved, its nodes' beats waiting unread) is not the nodes' silence: the sweep after a
+    /// 10 s pause marks none, and a node that stays quiet is marked once it has been quiet for
+    /// `silentAfter` of the api-server's running time. A sweep a little late is no pause.
+    @Test func theApiServersOwnPauseIsNotTheNodesSilence() async throws {
+        let h = try await SharedServer.shared.get()
+        let a = Self.tracker(h)  // silentAfter 2 s: pauses count past 2/3 s late
+        defer { a.stop() }
+        let node = "hb-" + UUID().uuidString.prefix(8).lowercased()
+        let start = ContinuousClock.now
+        try await a.beat(node: node, registering: true, now: start)
+        // A sweep half a second late is not a pause.
+        await a.sweep(now: start + .seconds(1), late: .milliseconds(500))
+        #expect(a.pausedTotal == .zero)
+        // Ten seconds without running: the node beat meanwhile, unread.
+        await a.sweep(now: start + .seconds(11), late: .seconds(10))
+        #expect(a.pausedTotal == .seconds(10))
+        #expect(try await Self.key(h, node)?.state == .live(server: a.serverID), "marked silent for the api-server's own pause")
+        #expect(a.liveNodes.contains(node))
+        // 2 s of running time since its beat (not more than silentAfter), then 3.5 s: silent.
+        await a.sweep(now: start + .seconds(12))
+        #expect(try await Self.key(h, node)?.state == .live(server: a.serverID))
+        await a.sweep(now: start + .seconds(13.5))
+        #expect(try await Self.key(h, node)?.state == .silent(server: a.serverID))
+
+        // A node that beats after a pause is judged from that beat alone.
+        let other = "hb-" + UUID().uuidString.prefix(8).lowercased()
+        try await a.beat(node: other, registering: true, now: start + .seconds(14))
+        await a.sweep(now: start + .seconds(15), late: .seconds(30))
+        await a.sweep(now: start + .seconds(16.5))
+        #expect(try await Self.key(h, other)?.state == .live(server: a.serverID))
+        await a.sweep(now: start + .seconds(17.5))
+        #expect(try await Self.key(h, other)?.state == .live(server: a.serverID))
+        try await a.beat(node: other, registering: true, now: start + .seconds(18))
+        await a.sweep(now: start + .seconds(20.5))
+        #expect(try await Self.key(h, other)?.state == .silent(server: a.serverID), "a pause before its last beat shields it")
+    }
+
     /// A draining tracker (its api-server shutting down) marks no node silent: the key stays
     /// live under its lease for the node's next api-server to take.
     @Test func aDrainingTrackerMarksNoNodeSilent() async throws {
