@@ -184,13 +184,22 @@ import Testing
             }
             step("the api reached the moved db.pod")
         } catch {
-            if let all = try? await cluster.call("GET", "/v1/replicas", token: cluster.adminToken) {
-                print("replicas: \(String(decoding: all.body, as: UTF8.self))")
-            }
-            if let nodes = try? await cluster.call("GET", "/v1/nodes", token: cluster.adminToken) {
-                print("nodes: \(String(decoding: nodes.body, as: UTF8.self))")
-            }
+            // The daemons' logs first and the cluster's state last: a CI report keeps the end of
+            // the output, and the state says most (a CI run once waited 360 s for the drained db
+            // with only the last agent's log tail to read).
             print(cluster.logTails())
+            for (kind, path) in [("nodes", "/v1/nodes"), ("replicas", "/v1/replicas")] {
+                guard let reply = try? await cluster.call("GET", path, token: cluster.adminToken) else { continue }
+                let items = ((try? JSONSerialization.jsonObject(with: reply.body)) as? [String: Any])?["items"] as? [[String: Any]] ?? []
+                for item in items {
+                    let meta = item["metadata"] as? [String: Any] ?? [:]
+                    let spec = item["spec"] as? [String: Any] ?? [:]
+                    let status = item["status"] as? [String: Any] ?? [:]
+                    let binding = (item["binding"] as? [String: Any])?["node"] ?? "-"
+                    let conditions = (status["conditions"] as? [[String: Any]] ?? []).map { "\($0["type"] ?? "?")=\($0["status"] ?? "?")" }
+                    print("\(kind): \(meta["tenant"] ?? "")/\(meta["name"] ?? "?") unschedulable=\(spec["unschedulable"] ?? false) bound=\(binding) phase=\(status["phase"] ?? "-") \(conditions.joined(separator: ",")) \(status["message"] ?? "")")
+                }
+            }
             cluster.shutdown()
             throw error
         }
