@@ -32,7 +32,9 @@ import Synchronization
 /// holds two writes where one writes a key the other writes or compares; the later one waits
 /// for the next batch. Writes with range compares are never batched. Every write of a batch
 /// lands at the same revision. When etcd refuses a whole batch as invalid (too large, too many
-/// operations), each write is retried alone, so one bad write fails only itself.
+/// operations) or because a lease one write puts under is gone, each write is retried alone, so
+/// one bad write fails only itself (the scheduler's events go under a lease that can lapse in a
+/// stall, beside its bindings).
 final class WriteBatcher: Sendable {
     /// One queued transaction.
     struct Item: Sendable {
@@ -179,6 +181,11 @@ final class WriteBatcher: Sendable {
             // Nested batches keep each write's operations apart; use them for a while.
             state.withLock { $0.nestedAhead = Self.nestedAfterConflict }
             return false
+        } catch let error as EtcdError where error.code == .leaseNotFound {
+            // A write under a lease that is gone: etcd refused the whole request, nothing
+            // applied. Alone, only that write fails.
+            for item in batch { await sendAlone(item) }
+            return true
         } catch {
             for item in batch { item.continuation.resume(throwing: error) }
             return true
@@ -216,8 +223,9 @@ final class WriteBatcher: Sendable {
         let answer: Etcd.TxnResponse
         do {
             answer = try await client.txn(Etcd.TxnRequest(success: batch.map { .txn($0.request) }))
-        } catch let error as EtcdError where error.code == .grpc && error.grpcCode == 3 {
-            // InvalidArgument: etcd refused the whole request before applying any of it.
+        } catch let error as EtcdError where (error.code == .grpc && error.grpcCode == 3) || error.code == .leaseNotFound {
+            // InvalidArgument, or a write under a lease that is gone: etcd refused the whole
+            // request before applying any of it.
             for item in batch { await sendAlone(item) }
             return
         } catch {
