@@ -160,19 +160,6 @@ public final class ResourceStore: Sendable {
         return (value, try await commit(txn))
     }
 
-    /// Sends `request`, a write of single keys (`writes`) with compares on single keys
-    /// (`reads`), through the group commit when the store has one (``WriteBatcher``), alone
-    /// otherwise: for the key families outside the typed objects (heartbeat keys), whose writes
-    /// come in bursts (an api-server taking over another's nodes writes a key for each).
-    func send(_ request: Etcd.TxnRequest, writes: Set<Data>, reads: Set<Data>) async throws -> Etcd.TxnResponse {
-        guard let batcher else { return try await client.txn(request) }
-        let bytes = request.success.reduce(0) { total, op in
-            if case .put(let put) = op { return total + put.key.count + put.value.count }
-            return total
-        }
-        return try await batcher.submit(request, writes: writes, reads: reads, bytes: bytes)
-    }
-
     /// Commits a transaction built with ``StoreTransaction``.
     /// - Throws: the failure of the first operation or condition that did not hold:
     ///   ``StoreError/Code/alreadyExists``, ``StoreError/Code/notFound``,

@@ -149,52 +149,6 @@ struct WriteBatchingTests {
         }
     }
 
-    /// A write under a lease that is gone (etcd refuses the whole request it goes in) fails
-    /// alone; the writes batched with it land. Three rounds of 60 concurrent creates, so the
-    /// doomed write shares a batch with others (without the fallback, they all failed with it).
-    @Test func aWriteUnderALostLeaseFailsAlone() async throws {
-        let store = try await SharedStoreEtcd.store()
-        let t = uniqueTenant("lapsed")
-        let lease = try await store.client.grantLease(ttl: 60)
-        try await store.client.revokeLease(lease.id)
-        let flatBefore = store.batcher?.statistics.flat ?? 0
-        for round in 0..<3 {
-            let failed = await Self.outcomes(60) { i in
-                _ = try await store.transaction { txn in
-                    try txn.create(Gadget(tenant: t, name: "r\(round)-g\(i)", size: i), lease: i == 30 ? lease.id : 0)
-                }
-            }
-            #expect(failed.filter { $0 != nil }.count == 1, "round \(round): \(failed.compactMap { $0 })")
-        }
-        #expect((store.batcher?.statistics.flat ?? 0) > flatBefore, "no batch formed: the fallback was not needed")
-        let items = try await store.list(Gadget.self, tenant: t).items
-        #expect(items.count == 177 && !items.contains { $0.metadata.name.hasSuffix("-g30") })
-    }
-
-    /// Heartbeat keys written at once (an api-server taking over another's nodes writes one
-    /// for each) go through the group commit too: they land, each on its lease, several in one
-    /// request; and the silent writes' compares on their own keys' leases batch as well.
-    @Test func heartbeatKeysWrittenAtOnceShareRequests() async throws {
-        let store = try await SharedStoreEtcd.store()
-        let heartbeats = NodeHeartbeats(store: store)
-        let lease = try await store.client.grantLease(ttl: 60)
-        let prefix = uniqueTenant("hb")
-        func concurrently(_ write: @escaping @Sendable (Int) async throws -> Int64?) async throws -> [Int64] {
-            try await withThrowingTaskGroup(of: Int64?.self) { group in
-                for i in 0..<200 { group.addTask { try await write(i) } }
-                return try await group.reduce(into: [Int64]()) { if let revision = $1 { $0.append(revision) } }
-            }
-        }
-        let live = try await concurrently { try await heartbeats.writeLive(node: "\(prefix)-\($0)", server: "s1", lease: lease.id) }
-        #expect(live.count == 200)
-        #expect(Set(live).count < 200, "200 heartbeat writes all went alone")
-        let silent = try await concurrently { try await heartbeats.markSilent(node: "\(prefix)-\($0)", server: "s1", lease: lease.id) }
-        #expect(silent.count == 200 && Set(silent).count < 200, "\(Set(silent).count) revisions")
-        let keys = try await heartbeats.list().keys.filter { $0.key.hasPrefix(prefix) }
-        #expect(keys.count == 200 && keys.values.allSatisfy { $0 == .silent(server: "s1") })
-        try await store.client.revokeLease(lease.id)
-    }
-
     /// A transaction etcd refuses (larger than its request limit) fails alone; the small ones
     /// that were queued with it still land.
     @Test func oneRefusedTransactionFailsAlone() async throws {

@@ -99,15 +99,10 @@ public struct NodeHeartbeats: Sendable {
     public func writeLive(node: String, server: String, lease: Int64, ifNodeExists: Bool = false) async throws -> Int64? {
         do {
             let value = try Self.encode(Value(server: server, state: .live))
-            let key = Data(KeySpace.heartbeat(node: node).utf8)
-            let put = Etcd.PutRequest(key: key, value: value, lease: lease)
-            guard ifNodeExists else {
-                return try await store.send(Etcd.TxnRequest(success: [.put(put)]), writes: [key], reads: []).header.revision
-            }
+            let put = Etcd.PutRequest(key: Data(KeySpace.heartbeat(node: node).utf8), value: value, lease: lease)
+            guard ifNodeExists else { return try await client.put(put).header.revision }
             let nodeKey = KeySpace.object(.node, tenant: ObjectMeta.clusterTenant, name: node)
-            let answer = try await store.send(
-                Etcd.TxnRequest(compare: [.version(nodeKey, .greater, 0)], success: [.put(put)]), writes: [key],
-                reads: [Data(nodeKey.utf8)])
+            let answer = try await client.txn(compare: [.version(nodeKey, .greater, 0)], success: [.put(put)])
             return answer.succeeded ? answer.header.revision : nil
         } catch let e as EtcdError {
             throw StoreError.etcd(e)
@@ -123,10 +118,9 @@ public struct NodeHeartbeats: Sendable {
         let key = KeySpace.heartbeat(node: node)
         do {
             let value = try Self.encode(Value(server: server, state: .silent))
-            let answer = try await store.send(
-                Etcd.TxnRequest(
-                    compare: [.lease(key, .equal, lease)], success: [.put(Etcd.PutRequest(key: Data(key.utf8), value: value, lease: lease))]),
-                writes: [Data(key.utf8)], reads: [Data(key.utf8)])
+            let answer = try await client.txn(
+                compare: [.lease(key, .equal, lease)],
+                success: [.put(Etcd.PutRequest(key: Data(key.utf8), value: value, lease: lease))])
             return answer.succeeded ? answer.header.revision : nil
         } catch let e as EtcdError {
             throw StoreError.etcd(e)
