@@ -149,6 +149,28 @@ struct WriteBatchingTests {
         }
     }
 
+    /// A write under a lease that is gone (etcd refuses the whole request it goes in) fails
+    /// alone; the writes batched with it land. Three rounds of 60 concurrent creates, so the
+    /// doomed write shares a batch with others (without the fallback, they all failed with it).
+    @Test func aWriteUnderALostLeaseFailsAlone() async throws {
+        let store = try await SharedStoreEtcd.store()
+        let t = uniqueTenant("lapsed")
+        let lease = try await store.client.grantLease(ttl: 60)
+        try await store.client.revokeLease(lease.id)
+        let flatBefore = store.batcher?.statistics.flat ?? 0
+        for round in 0..<3 {
+            let failed = await Self.outcomes(60) { i in
+                _ = try await store.transaction { txn in
+                    try txn.create(Gadget(tenant: t, name: "r\(round)-g\(i)", size: i), lease: i == 30 ? lease.id : 0)
+                }
+            }
+            #expect(failed.filter { $0 != nil }.count == 1, "round \(round): \(failed.compactMap { $0 })")
+        }
+        #expect((store.batcher?.statistics.flat ?? 0) > flatBefore, "no batch formed: the fallback was not needed")
+        let items = try await store.list(Gadget.self, tenant: t).items
+        #expect(items.count == 177 && !items.contains { $0.metadata.name.hasSuffix("-g30") })
+    }
+
     /// A transaction etcd refuses (larger than its request limit) fails alone; the small ones
     /// that were queued with it still land.
     @Test func oneRefusedTransactionFailsAlone() async throws {
