@@ -15,12 +15,16 @@ public final class RegistrationGate: Sendable {
     /// of registrations a second get through, and etcd is never asked for more at once.
     public static let defaultLimit = 64
     private let inFlight = Mutex(0)
+    private let refused = Mutex(0)
 
     /// A gate letting `limit` registrations through at once (0: every one).
     public init(limit: Int) { self.limit = max(0, limit) }
 
     /// Registrations in flight now.
     public var current: Int { inFlight.withLock { $0 } }
+
+    /// Registrations turned away so far (`gpuplane_api_registrations_turned_away_total`).
+    public var turnedAway: Int { refused.withLock { $0 } }
 
     /// Runs `body` when a place is free, and frees the place after it.
     /// - Throws: ``APIError`` 503 `unavailable` with a `Retry-After` when `limit` registrations
@@ -32,6 +36,8 @@ public final class RegistrationGate: Sendable {
             return true
         }
         guard entered else {
+            refused.withLock { $0 += 1 }
+            APIServerMetrics.registrationsTurnedAway.increment()
             var error = APIError(
                 .serviceUnavailable, .unavailable,
                 "\(limit) node registrations are in flight on this api-server already; register again after Retry-After seconds")

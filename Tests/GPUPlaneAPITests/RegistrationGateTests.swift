@@ -29,6 +29,7 @@ import Testing
             #expect(error.status == .serviceUnavailable && error.code == .unavailable)
             #expect((1...3).contains(error.retryAfter ?? 0), "Retry-After \(String(describing: error.retryAfter))")
         }
+        #expect(gate.turnedAway == 1)
         first.release()
         try await first.task.value
         #expect(gate.current == 1)
@@ -67,5 +68,6 @@ import Testing
         try await holder.task.value
         #expect(try await h.call("POST", "/v1/nodes", token: h.admin, body: registration).status == 201)
         #expect(h.deps.registrations.current == 0)
+        #expect(h.deps.registrations.turnedAway == 1)
     }
 }

@@ -8,6 +8,8 @@ enum APIServerMetrics {
     /// GPU admissions (applies, deployment creates) decided again because another admission of
     /// the tenant committed first: another api-server's, or the autoscaler's.
     static let admissionRaces = Counter(label: "gpuplane_api_admission_races_total")
+    /// Node registrations answered 503 because `max-registrations-in-flight` were in flight.
+    static let registrationsTurnedAway = Counter(label: "gpuplane_api_registrations_turned_away_total")
 
     /// Creates the gateway's and the ingress's counters (every outcome) and gauges, and the
     /// admission's; call after `MetricsExporter.bootstrap()`.
@@ -17,5 +19,6 @@ enum APIServerMetrics {
         for outcome in IngressMetrics.Outcome.allCases { _ = IngressMetrics.requests(outcome) }
         _ = GPUPlaneIngressUpgrades.spliced
         _ = admissionRaces
+        _ = registrationsTurnedAway
     }
 }
