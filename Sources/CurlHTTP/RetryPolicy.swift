@@ -162,8 +162,9 @@ extension CurlHTTP {
 
 extension CurlHTTP.Client {
     /// Performs `request`, and again as `policy` allows for a request of `idempotence`, after
-    /// at least the `Retry-After` (in seconds) of an answer that has one; returns the last answer, whatever its status, or the last failure. `onRetry` is told of
-    /// each outcome that will be retried (the attempt's number, from 0). Cancelling the calling
+    /// at least the `Retry-After` (in seconds) of an answer that has one; returns the last
+    /// answer, whatever its status, or the last failure. `onRetry` is told of each outcome that
+    /// will be retried (the attempt's number, from 0). Cancelling the calling
     /// task aborts the transfer or ends the pause: ``CurlHTTPError/Code/cancelled``.
     public func performResult(
         _ request: CurlHTTP.Request, retrying policy: CurlHTTP.RetryPolicy, idempotence: CurlHTTP.Idempotence,

@@ -204,13 +204,15 @@ extension NodeAPI.Client {
         _ type: R.Type, _ collection: String, _ continuation: AsyncStream<ResourceChange<R>>.Continuation
     ) async {
         var resourceVersion: String?
-        var backoff = configuration.retryBackoff
-        let maxBackoff = configuration.watchMaxBackoff
+        // Doubling from retryBackoff to watchMaxBackoff, jittered like every retry of the agent:
+        // the watches of a fleet that lost the same api-server reconnect spread, not in one wave.
+        let reconnects = CurlHTTP.RetryPolicy(
+            attempts: .max, firstDelay: configuration.retryBackoff, maxDelay: configuration.watchMaxBackoff,
+            jitter: NodeAPI.Configuration.retryJitter)
+        var failures = 0
         func pause() async {
-            // Jittered like every retry of the agent: the watches of a fleet that lost the same
-            // api-server reconnect spread, not in one wave.
-            try? await Task.sleep(for: backoff * Double.random(in: NodeAPI.Configuration.retryJitter))
-            backoff = min(backoff * 2, maxBackoff)
+            try? await Task.sleep(for: reconnects.delay(after: failures))
+            failures += 1
         }
         while !Task.isCancelled {
             guard let from = resourceVersion else {
@@ -218,7 +220,7 @@ extension NodeAPI.Client {
                     let list = try await call(.get, collection, as: WatchableList<R>.self)
                     continuation.yield(.listed(list.items))
                     resourceVersion = list.resourceVersion
-                    backoff = configuration.retryBackoff
+                    failures = 0
                 } catch {
                     if error.code == .cancelled { break }
                     logger.warning("cannot list \(R.kind.rawValue); retrying", metadata: ["error": "\(error)"])
@@ -229,7 +231,7 @@ extension NodeAPI.Client {
             let endpoint = currentEndpoint
             do {
                 for try await line in watch(R.self, collection, from: from, endpoint: endpoint) {
-                    backoff = configuration.retryBackoff
+                    failures = 0
                     switch line.type {
                     case .bookmark:
                         if let version = line.resourceVersion { resourceVersion = version }
