@@ -7,6 +7,9 @@ import Metrics
 
 /// One line of a watch stream.
 struct WatchLine<R: Resource>: Encodable {
+    /// The kind the line is about, on the lines of a node's watch of several kinds
+    /// (``NodeWatchStreamer``); absent on a watch of one kind.
+    var kind: String?
     /// `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`.
     var type: String
     var object: R?
@@ -37,19 +40,57 @@ struct WatchStreamer: Sendable {
         _ type: R.Type, tenant: String?, request: Request, route: String? = nil,
         filter: @escaping @Sendable (R) -> Bool = { _ in true }
     ) async throws -> Response {
+        let start = try await prepare(R.self, tenant: tenant, from: request.query("resourceVersion"), field: "resourceVersion", route: route, filter: filter)
+        let body = ResponseBody { writer in try await start.run(writer: &writer) }
+        return Response(status: .ok, headers: Self.headers, body: body)
+    }
+
+    /// A watch's response headers.
+    static var headers: HTTPFields {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/x-ndjson"
+        headers[.cacheControl] = "no-cache"
+        return headers
+    }
+
+    /// How one kind's watch starts, worked out before the response's headers go out (a bad
+    /// version is a 400 naming `field`; a list's failure is the request's).
+    struct Start<R: Resource>: Sendable {
+        let setup: WatchSession<R>.Setup
+        let initial: [R]
+        let subscription: WatchCacheSubscription<R>?
+        let resumeAfter: Int64?
+
+        /// Streams the watch into `writer` until it ends.
+        func run(writer: inout any ResponseBodyWriter) async throws {
+            let watch = WatchSession(setup)
+            if let resumeAfter {
+                try await watch.resume(after: resumeAfter, writer: &writer)
+            } else {
+                try await watch.run(initial: initial, subscription: subscription, writer: &writer)
+            }
+        }
+    }
+
+    /// Validates `version` (the client's last resourceVersion; absent or 0: list first, the
+    /// list's objects sent as ADDED lines) and readies the watch of `R`.
+    func prepare<R: Resource>(
+        _ type: R.Type, tenant: String?, from version: String?, field: String, route: String?, kindTag: String? = nil,
+        filter: @escaping @Sendable (R) -> Bool
+    ) async throws -> Start<R> {
         var start: Int64
         var initial: [R] = []
         var resumeAfter: Int64?
         let cache = deps.watchCaches.cache(R.self)
         var subscription: WatchCacheSubscription<R>?
-        if let text = request.query("resourceVersion"), !text.isEmpty, text != "0" {
+        if let text = version, !text.isEmpty, text != "0" {
             // etcd's revisions are positive Int64s; the largest cannot be resumed after (its
             // successor does not exist), so it is refused with the rest rather than overflowing.
             guard let version = Int64(text), version > 0, version < Int64.max else {
                 throw APIError(
                     .badRequest, .badRequest,
-                    "resourceVersion must be a whole number from 1 to \(Int64.max - 1) (the resourceVersion of a list or of the last line seen)",
-                    field: "resourceVersion")
+                    "\(field) must be a whole number from 1 to \(Int64.max - 1) (the resourceVersion of a list or of the last line seen)",
+                    field: field)
             }
             start = version + 1
             // The cache is asked in the body, after a first BOOKMARK (see WatchSession.resume).
@@ -62,24 +103,11 @@ struct WatchStreamer: Sendable {
             start = list.revision + 1
             if cacheStarted { subscription = cache.subscribe(after: list.revision, route: route) }
         }
-        let session = WatchSession<R>.Setup(
+        var setup = WatchSession<R>.Setup(
             store: deps.store, cache: cache, tenant: tenant, route: route, filter: filter,
             startRevision: start, bookmarkEvery: deps.bookmarkInterval, ticks: deps.bookmarkTicks)
-        let first = initial
-        let subscribed = subscription
-        let resuming = resumeAfter
-        var headers = HTTPFields()
-        headers[.contentType] = "application/x-ndjson"
-        headers[.cacheControl] = "no-cache"
-        let body = ResponseBody { writer in
-            let watch = WatchSession(session)
-            if let resuming {
-                try await watch.resume(after: resuming, writer: &writer)
-            } else {
-                try await watch.run(initial: first, subscription: subscribed, writer: &writer)
-            }
-        }
-        return Response(status: .ok, headers: headers, body: body)
+        setup.kindTag = kindTag
+        return Start(setup: setup, initial: initial, subscription: subscription, resumeAfter: resumeAfter)
     }
 
     enum Item<R: Resource>: Sendable {
@@ -133,6 +161,8 @@ final class WatchSession<R: Resource> {
         let bookmarkEvery: Double
         /// The api-server's one clock for every watch's bookmarks.
         let ticks: BookmarkTicks
+        /// Each line's `kind` (a watch of several kinds in one stream), or nil.
+        var kindTag: String? = nil
     }
 
     private let setup: Setup
@@ -150,7 +180,7 @@ final class WatchSession<R: Resource> {
     /// after it, or, when the cache cannot serve it or etcd compacted it, an etcd watch of its
     /// own (which answers 410 for a compacted one, as etcd does).
     func resume(after version: Int64, writer: inout any ResponseBodyWriter) async throws {
-        try await writer.write(try Self.bookmark(version))
+        try await writer.write(try Self.bookmark(version, setup.kindTag))
         let cache = setup.cache
         var subscription: WatchCacheSubscription<R>?
         // The cache may still hold changes etcd compacted: those get etcd's 410, through a
@@ -188,7 +218,7 @@ final class WatchSession<R: Resource> {
     func run(initial: [R], subscription: WatchCacheSubscription<R>?, writer: inout any ResponseBodyWriter) async throws {
         var index = 0
         while index < initial.count {
-            let chunk = try Self.added(initial, from: index, count: 256)
+            let chunk = try Self.added(initial, from: index, count: 256, setup.kindTag)
             index += 256
             try await writer.write(chunk)
         }
@@ -214,9 +244,9 @@ final class WatchSession<R: Resource> {
         }
         switch subscription.ending {
         case .overflow(let limit):
-            try await writer.write(try Self.error(503, "this watch fell \(limit) changes behind; reconnect with resourceVersion \(lastRevision)"))
+            try await writer.write(try Self.error(503, "this watch fell \(limit) changes behind; reconnect with resourceVersion \(lastRevision)", setup.kindTag))
         case .gap, .stopped, nil:
-            try await writer.write(try Self.error(503, "the store stream ended; reconnect with resourceVersion \(lastRevision)"))
+            try await writer.write(try Self.error(503, "the store stream ended; reconnect with resourceVersion \(lastRevision)", setup.kindTag))
         }
     }
 
@@ -277,12 +307,12 @@ final class WatchSession<R: Resource> {
     private func direct(_ item: WatchStreamer.Item<R>) throws -> DirectStep {
         switch item {
         case .tick:
-            return .send(try Self.bookmark(lastRevision))
+            return .send(try Self.bookmark(lastRevision, setup.kindTag))
         case .ended(let failure):
             if let failure = failure as? StoreError, failure.code == .compacted {
-                return .sendAndEnd(try Self.error(410, "resourceVersion \(setup.startRevision - 1) is too old (compacted); list again and watch from the list's resourceVersion"))
+                return .sendAndEnd(try Self.error(410, "resourceVersion \(setup.startRevision - 1) is too old (compacted); list again and watch from the list's resourceVersion", setup.kindTag))
             } else if failure != nil {
-                return .sendAndEnd(try Self.error(503, "the store stream ended; reconnect with resourceVersion \(lastRevision)"))
+                return .sendAndEnd(try Self.error(503, "the store stream ended; reconnect with resourceVersion \(lastRevision)", setup.kindTag))
             }
             return .sendAndEnd(nil)
         case .batch(let batch):
@@ -304,7 +334,7 @@ final class WatchSession<R: Resource> {
     private func cached(_ item: WatchCacheItem<R>) throws -> ByteBuffer? {
         switch item {
         case .tick:
-            return try Self.bookmark(lastRevision)
+            return try Self.bookmark(lastRevision, setup.kindTag)
         case .batch(let events, let revision):
             // The cache watches every tenant; a tenant's watch sees its own, and the others'
             // changes only advance its bookmarks.
@@ -333,34 +363,35 @@ final class WatchSession<R: Resource> {
         for index in selected.indices.dropLast() where selected[index + 1].revision == selected[index].revision {
             selected[index].line.resourceVersion = String(selected[index].revision - 1)
         }
-        return try Self.encoded(selected.map(\.line))
+        return try Self.encoded(selected.map(\.line), setup.kindTag)
     }
 
     /// `count` objects of `objects` from `from` as ADDED lines.
     @inline(never)
-    private static func added(_ objects: [R], from: Int, count: Int) throws -> ByteBuffer {
+    private static func added(_ objects: [R], from: Int, count: Int, _ kind: String?) throws -> ByteBuffer {
         try encoded(objects[from..<min(objects.count, from + count)].map {
             WatchLine(type: "ADDED", object: $0, resourceVersion: $0.metadata.resourceVersion)
-        })
+        }, kind)
     }
 
     /// A BOOKMARK line: every change up to `revision` was sent.
     @inline(never)
-    private static func bookmark(_ revision: Int64) throws -> ByteBuffer {
-        try encoded([WatchLine<R>(type: "BOOKMARK", resourceVersion: String(revision))])
+    private static func bookmark(_ revision: Int64, _ kind: String?) throws -> ByteBuffer {
+        try encoded([WatchLine<R>(type: "BOOKMARK", resourceVersion: String(revision))], kind)
     }
 
     /// An ERROR line.
     @inline(never)
-    private static func error(_ code: Int, _ message: String) throws -> ByteBuffer {
-        try encoded([WatchLine<R>(type: "ERROR", error: .init(code: code, message: message))])
+    private static func error(_ code: Int, _ message: String, _ kind: String?) throws -> ByteBuffer {
+        try encoded([WatchLine<R>(type: "ERROR", error: .init(code: code, message: message))], kind)
     }
 
-    /// Lines as newline-delimited JSON.
+    /// Lines as newline-delimited JSON, each with `kind` when given.
     @inline(never)
-    private static func encoded(_ lines: some Sequence<WatchLine<R>>) throws -> ByteBuffer {
+    private static func encoded(_ lines: some Sequence<WatchLine<R>>, _ kind: String?) throws -> ByteBuffer {
         var buffer = ByteBuffer()
-        for line in lines {
+        for var line in lines {
+            line.kind = kind
             buffer.writeBytes(try GPUPlaneJSON.encode(line))
             buffer.writeInteger(UInt8(0x0A))
         }

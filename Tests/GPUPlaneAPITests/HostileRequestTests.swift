@@ -31,6 +31,14 @@ import Glibc
                 #expect(reply.error["field"] as? String == "resourceVersion")
             }
         }
+        // A node's watch of both kinds: each version, named.
+        for field in ["replicaVersion", "modelServerVersion"] {
+            for version in ["9223372036854775807", "9223372036854775808", "-1", "0x10"] {
+                let reply = try await h.call("GET", "/v1/nodes/\(node)/watch?\(field)=\(version)", token: nodeToken)
+                #expect(reply.status == 400, "\(field) at \(version): \(reply.status) \(reply.text)")
+                #expect(reply.error["field"] as? String == field)
+            }
+        }
         #expect(try await h.call("GET", "/healthz").status == 200)
     }
 

@@ -32,8 +32,10 @@ import Testing
     /// interval, never an end), so schemathesis would wait for each such response until its
     /// request timeout and report it. The hook turns those requests into `watch=false` (a
     /// list); the list routes are still tested with every other input, and a `watch` that is
-    /// neither true nor false still goes out (it must be a 400). The streams themselves are
-    /// tested in DeploymentAPITests and HostileRequestTests.
+    /// neither true nor false still goes out (it must be a 400). A node's watch
+    /// (`/v1/nodes/{name}/watch`) is always a stream: its calls go out with a replicaVersion
+    /// that is no version (a 400 naming it, or the caller's 401/403 first). The streams
+    /// themselves are tested in DeploymentAPITests, NodeWatchAPITests and HostileRequestTests.
     static let hooks = """
         import schemathesis
 
@@ -43,6 +45,8 @@ import Testing
             query = case.query
             if query and str(query.get("watch", "")).lower() in ("true", "1"):
                 query["watch"] = "false"
+            if case.path == "/v1/nodes/{name}/watch":
+                case.query = dict(query or {}, replicaVersion="not-a-version")
         """
 
     @Test func everyRoleGetsOnlyWhatTheDocumentSays() async throws {

@@ -19,6 +19,7 @@ struct NodeRoutes: Sendable {
         routes.add(.post, "/v1/nodes/:name/drain") { try await setCordon($0, $1, true, drain: true) }
         routes.add(.delete, "/v1/nodes/:name") { try await delete($0, $1) }
         routes.add(.get, "/v1/nodes/:name/podnetwork") { try await podNetwork($0, $1) }
+        routes.add(.get, "/v1/nodes/:name/watch") { try await watch($0, $1) }
     }
 
     /// What a node-agent registers.
@@ -152,6 +153,15 @@ struct NodeRoutes: Sendable {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: #"{"ttlSeconds":\#(deps.heartbeatTTL)}"#)))
+    }
+
+    /// Maps to `GET /v1/nodes/{name}/watch?replicaVersion=R&modelServerVersion=M`: the
+    /// replicas and model servers bound to the node, in one stream (``NodeWatchStreamer``).
+    /// The node's own token, or an admin's.
+    func watch(_ request: Request, _ context: APIContext) async throws -> Response {
+        let name = try context.parameter("name")
+        try authorize(context, node: name)
+        return try await NodeWatchStreamer(deps: deps).response(node: name, request: request)
     }
 
     /// Takes `node`'s beat in this api-server's ``HeartbeatTracker``: memory only, unless its

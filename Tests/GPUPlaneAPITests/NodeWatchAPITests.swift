@@ -1,0 +1,142 @@
+import EtcdClient
+import Foundation
+import GPUPlaneAPI
+import GPUPlaneCore
+import GPUPlaneStore
+import GPUPlaneTestSupport
+import Testing
+
+/// `GET /v1/nodes/{name}/watch`: a node's replicas and model servers in one stream, each line
+/// tagged with its kind, each kind resumable from its own version; real etcd and api-server.
+@Suite(.timeLimit(.minutes(5))) struct NodeWatchAPITests {
+    /// The ndjson lines curl wrote to `out` so far.
+    private func lines(_ out: URL) -> [[String: Any]] {
+        let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    }
+
+    private func name(_ line: [String: Any]) -> String? {
+        ((line["object"] as? [String: Any])?["metadata"] as? [String: Any])?["name"] as? String
+    }
+
+    private func watch(_ h: Harness, _ path: String, token: String, _ file: String) throws -> (ChildProcess, URL) {
+        let out = try TestEnvironment.temporaryDirectory(prefix: "node-watch").appendingPathComponent(file)
+        let curl = try ChildProcess(
+            executable: "/usr/bin/curl", arguments: ["-sN", "-H", "Authorization: Bearer \(token)", "\(h.base)\(path)"], logFile: out)
+        return (curl, out)
+    }
+
+    private func server(_ name: String, on node: String) -> ModelServer {
+        ModelServer(
+            metadata: ObjectMeta(name: name),
+            spec: .init(slug: "phi-3.5-mini", mode: .sharedPinned, vramGB: 10, serving: .init(image: "m:1", args: ["--model", "x"])),
+            binding: Binding(node: node, gpuIndices: [0]))
+    }
+
+    @Test func aNodeSeesItsReplicasAndModelServersInOneStreamAndResumesEachKind() async throws {
+        let h = try await SharedServer.shared.get()
+        let node = "n-" + UUID().uuidString.prefix(6).lowercased()
+        let other = "n-" + UUID().uuidString.prefix(6).lowercased()
+        let token = try await h.nodeToken(node)
+        let (tenant, user) = try await h.tenant(.enterprise)
+        #expect(try await h.call("POST", "/v1/applications", token: user, body: app("a", pods: "  - {name: p, image: x}\n  - {name: q, image: x}\n")).status == 201)
+        var mine = try await h.deps.store.get(Replica.self, tenant: tenant, name: "a.p")
+        mine.binding = Binding(node: node, gpuIndices: [])
+        _ = try await h.deps.store.update(mine)
+        var theirs = try await h.deps.store.get(Replica.self, tenant: tenant, name: "a.q")
+        theirs.binding = Binding(node: other, gpuIndices: [])
+        _ = try await h.deps.store.update(theirs)
+        _ = try await h.deps.store.create(server("ms-\(node)", on: node))
+        _ = try await h.deps.store.create(server("ms-\(other)", on: other))
+
+        // Without versions: the node's objects of both kinds as ADDED lines, then changes.
+        let (curl, out) = try watch(h, "/v1/nodes/\(node)/watch", token: token, "all.ndjson")
+        defer { curl.kill9() }  // curl inherits an ignored SIGTERM from the test runner
+        try await eventually("both kinds listed and bookmarked") {
+            let seen = lines(out)
+            return Set(seen.filter { $0["type"] as? String == "BOOKMARK" }.compactMap { $0["kind"] as? String }) == ["replicas", "modelservers"]
+        }
+        let listed = lines(out).filter { $0["type"] as? String == "ADDED" }
+        #expect(listed.map { "\($0["kind"] ?? "-") \(name($0) ?? "-")" }.sorted() == ["modelservers ms-\(node)", "replicas a.p"])
+        let versions = Dictionary(
+            lines(out).compactMap { line -> (String, Int64)? in
+                guard let kind = line["kind"] as? String, let version = (line["resourceVersion"] as? String).flatMap({ Int64($0) }) else { return nil }
+                return (kind, version)
+            }, uniquingKeysWith: max)
+        let replicaVersion = try #require(versions["replicas"])
+        let serverVersion = try #require(versions["modelservers"])
+
+        // A change of each kind, and changes of the other node's objects it never sees.
+        #expect(try await h.call("PUT", "/v1/replicas/\(tenant)/a.p/status", token: token, body: #"{"phase": "running", "restarts": 0}"#).status == 200)
+        try await h.deps.store.delete(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: "ms-\(node)")
+        try await h.deps.store.delete(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: "ms-\(other)")
+        try await eventually("a MODIFIED replica and a DELETED model server") {
+            let seen = lines(out)
+            return seen.contains { $0["kind"] as? String == "replicas" && $0["type"] as? String == "MODIFIED" }
+                && seen.contains { $0["kind"] as? String == "modelservers" && $0["type"] as? String == "DELETED" }
+        }
+        let changes = lines(out).filter { $0["type"] as? String != "BOOKMARK" }.dropFirst(2)
+        #expect(changes.map { "\($0["kind"] ?? "-") \($0["type"] ?? "-") \(name($0) ?? "-")" } == [
+            "replicas MODIFIED a.p", "modelservers DELETED ms-\(node)",
+        ])
+        #expect(!lines(out).contains { name($0) == "a.q" || name($0) == "ms-\(other)" })
+
+        // Resumed from each kind's version before the changes: exactly the changes again, after a
+        // BOOKMARK of each kind at its own version.
+        let (resumed, resumedOut) = try watch(
+            h, "/v1/nodes/\(node)/watch?replicaVersion=\(replicaVersion)&modelServerVersion=\(serverVersion)", token: token, "resumed.ndjson")
+        defer { resumed.kill9() }  // curl inherits an ignored SIGTERM from the test runner
+        try await eventually("the resumed stream delivers both changes") {
+            lines(resumedOut).filter { $0["type"] as? String != "BOOKMARK" }.count >= 2
+        }
+        let again = lines(resumedOut)
+        #expect(again.filter { $0["type"] as? String != "BOOKMARK" }.map { "\($0["kind"] ?? "-") \($0["type"] ?? "-") \(name($0) ?? "-")" }.sorted() == [
+            "modelservers DELETED ms-\(node)", "replicas MODIFIED a.p",
+        ])
+        let firstBookmarks = again.prefix(2).map { "\($0["kind"] ?? "-") \($0["type"] ?? "-") \($0["resourceVersion"] ?? "-")" }.sorted()
+        #expect(firstBookmarks == ["modelservers BOOKMARK \(serverVersion)", "replicas BOOKMARK \(replicaVersion)"])
+    }
+
+    @Test func onlyTheNodeItselfAndAdminsMayWatchItAndBadVersionsAreNamed() async throws {
+        let h = try await SharedServer.shared.get()
+        let node = "n-" + UUID().uuidString.prefix(6).lowercased()
+        let otherToken = try await h.nodeToken("n-" + UUID().uuidString.prefix(6).lowercased())
+        let (_, user) = try await h.tenant(.free)
+        #expect(try await h.call("GET", "/v1/nodes/\(node)/watch", token: otherToken).status == 403)
+        #expect(try await h.call("GET", "/v1/nodes/\(node)/watch", token: user).status == 403)
+        #expect(try await h.call("GET", "/v1/nodes/\(node)/watch").status == 401)
+        let token = try await h.nodeToken(node)
+        for (query, field) in [("replicaVersion=x", "replicaVersion"), ("replicaVersion=5&modelServerVersion=-2", "modelServerVersion")] {
+            let bad = try await h.call("GET", "/v1/nodes/\(node)/watch?\(query)", token: token)
+            #expect(bad.status == 400, "\(query): \(bad.text)")
+            #expect(bad.error["field"] as? String == field)
+        }
+        // An admin may watch any node's (a stream: only its first line is read).
+        let (curl, out) = try watch(h, "/v1/nodes/\(node)/watch", token: h.admin, "admin.ndjson")
+        defer { curl.kill9() }  // curl inherits an ignored SIGTERM from the test runner
+        try await eventually("an admin's stream bookmarks") { lines(out).contains { $0["type"] as? String == "BOOKMARK" } }
+    }
+
+    /// One kind's stream ending ends the node's: a compacted version gets that kind's 410 line,
+    /// and the response is over (the client lists that kind again and reconnects with both).
+    @Test func oneKindGoneEndsTheStream() async throws {
+        let (h, server) = try await Harness.start()
+        defer {
+            server.task.cancel()
+            h.etcd.shutdown()
+        }
+        let node = "n-" + UUID().uuidString.prefix(6).lowercased()
+        let token = try await h.nodeToken(node)
+        _ = try await h.deps.store.create(self.server("ms-\(node)", on: node))
+        let old = try await h.client.range(.key("/nonexistent")).header.revision
+        _ = try await h.deps.store.create(self.server("ms-\(node)-b", on: node))
+        let head = try await h.client.range(.key("/nonexistent")).header.revision
+        _ = try await h.client.compact(revision: head)
+        let (curl, out) = try watch(h, "/v1/nodes/\(node)/watch?replicaVersion=\(head)&modelServerVersion=\(old - 1)", token: token, "gone.ndjson")
+        defer { curl.kill9() }  // curl inherits an ignored SIGTERM from the test runner
+        try await eventually("the model servers' ERROR 410 line, and the stream over") {
+            lines(out).contains { $0["kind"] as? String == "modelservers" && ($0["error"] as? [String: Any])?["code"] as? Int == 410 }
+                && !curl.isRunning
+        }
+    }
+}
