@@ -141,6 +141,45 @@ struct NodeAPIClientTests {
         #expect(seen.all == ["listed:0", "up:r0:pending", "up:r1:pending", "up:r2:pending", "up:r3:pending", "del:r0"])
     }
 
+    /// The node's watch of both kinds, as the agent holds it: each kind listed, then its
+    /// changes; dropped (longer than the idle timeout without a line) and resumed, each kind from
+    /// its own version, nothing missed or repeated.
+    @Test func workloadChangesFollowBothKindsOnOneWatchAndResumeEach() async throws {
+        let plane = try await Plane()
+        let quiet = try await ControlPlane.shared.secondServer(bookmarkInterval: 60)
+        let api = NodeAPI.Client(
+            NodeAPI.Configuration(baseURL: quiet.base, token: plane.token, retryBackoff: .milliseconds(50), watchIdleTimeout: .seconds(8)))
+        let server = ModelServer(
+            metadata: ObjectMeta(name: "ms-\(plane.node)"),
+            spec: .init(slug: "phi-3.5-mini", mode: .sharedPinned, vramGB: 10, serving: .init(image: "m:1", args: [])),
+            binding: Binding(node: plane.node, gpuIndices: [0]))
+        _ = try await plane.handle.store.create(plane.replica("r0"))
+        let seen = Collected<String>()
+        let task = Task {
+            for await change in api.workloadChanges(node: plane.node) {
+                switch change {
+                case .replicas(.listed(let items)): seen.append("replicas listed:\(items.map(\.metadata.name))")
+                case .replicas(.upserted(let replica)): seen.append("up:\(replica.metadata.name)")
+                case .replicas(.deleted(let replica)): seen.append("del:\(replica.metadata.name)")
+                case .modelServers(.listed(let items)): seen.append("servers listed:\(items.count)")
+                case .modelServers(.upserted(let server)): seen.append("up:\(server.metadata.name)")
+                case .modelServers(.deleted(let server)): seen.append("del:\(server.metadata.name)")
+                }
+            }
+        }
+        defer { task.cancel() }
+        try await eventually("both listed") { seen.all == ["replicas listed:[\"r0\"]", "servers listed:0"] }
+        _ = try await plane.handle.store.create(server)
+        try await eventually("the model server seen") { seen.all.contains("up:ms-\(plane.node)") }
+        // Longer than the idle timeout: the watch is dropped and resumed in between.
+        try await Task.sleep(for: .milliseconds(9000))
+        _ = try await plane.handle.store.create(plane.replica("r1"))
+        try await plane.handle.store.delete(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: "ms-\(plane.node)")
+        try await eventually("r1 and the model server's deletion seen") { seen.all.count == 5 }
+        try await Task.sleep(for: .milliseconds(9000))
+        #expect(seen.all == ["replicas listed:[\"r0\"]", "servers listed:0", "up:ms-\(plane.node)", "up:r1", "del:ms-\(plane.node)"])
+    }
+
     @Test func compactedResourceVersionListsAgain() async throws {
         let plane = try await Plane()
         let api = NodeAPI.Client(NodeAPI.Configuration(baseURL: plane.handle.base, token: plane.token))

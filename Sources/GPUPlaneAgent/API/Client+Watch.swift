@@ -69,6 +69,35 @@ public typealias ReplicaChange = ResourceChange<Replica>
 /// What the model-server watch tells.
 public typealias ModelServerChange = ResourceChange<ModelServer>
 
+/// What a node's watch of everything bound to it tells (``NodeAPI/Client/workloadChanges()``).
+public enum WorkloadChange: Sendable {
+    /// A change of the node's replicas.
+    case replicas(ReplicaChange)
+    /// A change of the node's model servers.
+    case modelServers(ModelServerChange)
+}
+
+/// One line of a node's watch (`GET /v1/nodes/{name}/watch`): a line of one kind's watch,
+/// told apart by its `kind`.
+public enum NodeWatchLine: Decodable, Sendable {
+    /// A replicas line.
+    case replicas(ResourceWatchLine<Replica>)
+    /// A model servers line.
+    case modelServers(ResourceWatchLine<ModelServer>)
+    /// A line of a kind this agent does not know (a newer api-server's): skipped.
+    case other
+
+    private enum Keys: String, CodingKey { case kind }
+
+    public init(from decoder: any Decoder) throws {
+        switch try decoder.container(keyedBy: Keys.self).decodeIfPresent(String.self, forKey: .kind) {
+        case ResourceKind.replica.rawValue: self = .replicas(try ResourceWatchLine<Replica>(from: decoder))
+        case ResourceKind.modelServer.rawValue: self = .modelServers(try ResourceWatchLine<ModelServer>(from: decoder))
+        default: self = .other
+        }
+    }
+}
+
 extension NodeAPI.Client {
     /// The replicas bound to this node, across tenants. Maps to `GET /v1/replicas`.
     public func listReplicas() async throws(NodeAPIError) -> ReplicaList {
@@ -118,12 +147,25 @@ extension NodeAPI.Client {
     func watch<R: Resource>(
         _ type: R.Type, _ collection: String, from resourceVersion: String, endpoint: Int
     ) -> AsyncThrowingStream<ResourceWatchLine<R>, any Error> {
-        let path = "\(collection)?watch=true&resourceVersion=\(Self.segment(resourceVersion))"
-        let (lines, continuation) = AsyncThrowingStream<ResourceWatchLine<R>, any Error>.makeStream()
+        stream(ResourceWatchLine<R>.self, "\(collection)?watch=true&resourceVersion=\(Self.segment(resourceVersion))", endpoint: endpoint)
+    }
+
+    /// One connection of this node's watch (`GET /v1/nodes/{name}/watch`), each kind from its
+    /// version (exclusive); see ``watchReplicas(from:)``.
+    func watchNode(_ node: String, replicasFrom replicaVersion: String, modelServersFrom serverVersion: String, endpoint: Int)
+        -> AsyncThrowingStream<NodeWatchLine, any Error>
+    {
+        let path = "/v1/nodes/\(Self.segment(node))/watch?replicaVersion=\(Self.segment(replicaVersion))&modelServerVersion=\(Self.segment(serverVersion))"
+        return stream(NodeWatchLine.self, path, endpoint: endpoint)
+    }
+
+    /// The ndjson lines of one streaming GET of `path`, decoded as they arrive.
+    private func stream<Line: Decodable & Sendable>(_ type: Line.Type, _ path: String, endpoint: Int) -> AsyncThrowingStream<Line, any Error> {
+        let (lines, continuation) = AsyncThrowingStream<Line, any Error>.makeStream()
         let state = Locked(WatchConnectionState())
         let decode: @Sendable (Data) -> Void = { line in
             do {
-                continuation.yield(try GPUPlaneJSON.decode(ResourceWatchLine<R>.self, from: line))
+                continuation.yield(try GPUPlaneJSON.decode(Line.self, from: line))
             } catch {
                 continuation.finish(throwing: NodeAPIError(
                     code: .decoding, message: "\(error)", body: String(decoding: line.prefix(2000), as: UTF8.self), path: path))
@@ -195,20 +237,27 @@ extension NodeAPI.Client {
     /// The objects of `collection` this node may see, kept current; see ``replicaChanges()``.
     public func changes<R: Resource>(_ type: R.Type, _ collection: String) -> AsyncStream<ResourceChange<R>> {
         let (changes, continuation) = AsyncStream<ResourceChange<R>>.makeStream()
-        let task = Task { [self] in await self.follow(R.self, collection, continuation) }
+        let task = Task { [self] in
+            await self.follow(R.self, collection) { continuation.yield($0) }
+            continuation.finish()
+        }
         continuation.onTermination = { _ in task.cancel() }
         return changes
     }
 
-    private func follow<R: Resource>(
-        _ type: R.Type, _ collection: String, _ continuation: AsyncStream<ResourceChange<R>>.Continuation
-    ) async {
-        var resourceVersion: String?
-        // Doubling from retryBackoff to watchMaxBackoff, jittered like every retry of the agent:
-        // the watches of a fleet that lost the same api-server reconnect spread, not in one wave.
-        let reconnects = CurlHTTP.RetryPolicy(
+    /// The pauses between a watch's reconnections: doubling from retryBackoff to
+    /// watchMaxBackoff, jittered like every retry of the agent, so the watches of a fleet that
+    /// lost the same api-server reconnect spread, not in one wave.
+    fileprivate var reconnects: CurlHTTP.RetryPolicy {
+        CurlHTTP.RetryPolicy(
             attempts: .max, firstDelay: configuration.retryBackoff, maxDelay: configuration.watchMaxBackoff,
             jitter: NodeAPI.Configuration.retryJitter)
+    }
+
+    /// Follows `collection` until cancelled; see ``replicaChanges()``.
+    private func follow<R: Resource>(_ type: R.Type, _ collection: String, _ yield: (ResourceChange<R>) -> Void) async {
+        var resourceVersion: String?
+        let reconnects = self.reconnects
         var failures = 0
         func pause() async {
             try? await Task.sleep(for: reconnects.delay(after: failures))
@@ -218,7 +267,7 @@ extension NodeAPI.Client {
             guard let from = resourceVersion else {
                 do {
                     let list = try await call(.get, collection, as: WatchableList<R>.self)
-                    continuation.yield(.listed(list.items))
+                    yield(.listed(list.items))
                     resourceVersion = list.resourceVersion
                     failures = 0
                 } catch {
@@ -232,21 +281,7 @@ extension NodeAPI.Client {
             do {
                 for try await line in watch(R.self, collection, from: from, endpoint: endpoint) {
                     failures = 0
-                    switch line.type {
-                    case .bookmark:
-                        if let version = line.resourceVersion { resourceVersion = version }
-                    case .added, .modified:
-                        if let object = line.object { continuation.yield(.upserted(object)) }
-                        if let version = line.resourceVersion { resourceVersion = version }
-                    case .deleted:
-                        if let object = line.object { continuation.yield(.deleted(object)) }
-                        if let version = line.resourceVersion { resourceVersion = version }
-                    case .error:
-                        let failure = line.error
-                        throw NodeAPIError(
-                            code: failure?.code == 410 ? .gone : .unavailable, message: failure?.message ?? "watch error",
-                            httpStatus: failure?.code, path: collection)
-                    }
+                    try Self.take(line, &resourceVersion, path: collection, yield)
                 }
                 logger.debug("\(R.kind.rawValue) watch ended; resuming", metadata: ["resourceVersion": "\(resourceVersion ?? "")"])
             } catch let error as NodeAPIError where error.code == .gone {
@@ -261,7 +296,122 @@ extension NodeAPI.Client {
                 await pause()
             }
         }
-        continuation.finish()
+    }
+}
+
+extension NodeAPI.Client {
+    /// One line of a kind's watch: its change yielded, `version` moved to it.
+    /// - Throws: for an ERROR line: ``NodeAPIError/Code/gone`` for a 410 (list again),
+    ///   ``NodeAPIError/Code/unavailable`` otherwise (reconnect).
+    fileprivate static func take<R: Resource>(
+        _ line: ResourceWatchLine<R>, _ version: inout String?, path: String, _ yield: (ResourceChange<R>) -> Void
+    ) throws(NodeAPIError) {
+        switch line.type {
+        case .bookmark:
+            break
+        case .added, .modified:
+            if let object = line.object { yield(.upserted(object)) }
+        case .deleted:
+            if let object = line.object { yield(.deleted(object)) }
+        case .error:
+            let failure = line.error
+            throw NodeAPIError(
+                code: failure?.code == 410 ? .gone : .unavailable, message: failure?.message ?? "watch error",
+                httpStatus: failure?.code, path: path)
+        }
+        if let next = line.resourceVersion { version = next }
+    }
+
+    /// ``take(_:_:path:_:)``, its ERROR returned (nil: none); for a 410 `version` is
+    /// forgotten, so that the kind is listed again.
+    private static func takeOrForget<R: Resource>(
+        _ line: ResourceWatchLine<R>, _ version: inout String?, path: String, _ yield: (ResourceChange<R>) -> Void
+    ) -> NodeAPIError? {
+        do {
+            try take(line, &version, path: path, yield)
+            return nil
+        } catch {
+            if error.code == .gone { version = nil }
+            return error
+        }
+    }
+
+    /// Everything bound to `node`, its replicas and its model servers, kept current for as long
+    /// as the sequence is iterated, over one connection (`GET /v1/nodes/{name}/watch`): an
+    /// api-server's memory is mostly per connection, and a fleet's nodes hold theirs for
+    /// life. Each kind is first ``ResourceChange/listed(_:)`` (`GET /v1/replicas`,
+    /// `GET /v1/modelservers`), then changed, as ``replicaChanges()`` and
+    /// ``modelServerChanges()`` tell them; a dropped stream resumes each kind from its own
+    /// last version, a 410 lists that kind again. The api-servers must have the route: they
+    /// are upgraded before the agents (docs/operations.md).
+    public func workloadChanges(node: String) -> AsyncStream<WorkloadChange> {
+        let (changes, continuation) = AsyncStream<WorkloadChange>.makeStream()
+        let task = Task { [self] in
+            await self.followNode(node) { continuation.yield($0) }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return changes
+    }
+
+    private func followNode(_ node: String, _ yield: @escaping @Sendable (WorkloadChange) -> Void) async {
+        var replicaVersion: String?
+        var serverVersion: String?
+        let reconnects = self.reconnects
+        var failures = 0
+        func pause() async {
+            try? await Task.sleep(for: reconnects.delay(after: failures))
+            failures += 1
+        }
+        while !Task.isCancelled {
+            do {
+                if replicaVersion == nil {
+                    let list = try await call(.get, "/v1/replicas", as: WatchableList<Replica>.self)
+                    yield(.replicas(.listed(list.items)))
+                    replicaVersion = list.resourceVersion
+                }
+                if serverVersion == nil {
+                    let list = try await call(.get, "/v1/modelservers", as: WatchableList<ModelServer>.self)
+                    yield(.modelServers(.listed(list.items)))
+                    serverVersion = list.resourceVersion
+                }
+            } catch {
+                if error.code == .cancelled || Task.isCancelled { break }
+                logger.warning("cannot list the node's workloads; retrying", metadata: ["error": "\(error)"])
+                await pause()
+                continue
+            }
+            guard let replicasFrom = replicaVersion, let serversFrom = serverVersion else { continue }
+            let endpoint = currentEndpoint
+            do {
+                lines: for try await line in watchNode(node, replicasFrom: replicasFrom, modelServersFrom: serversFrom, endpoint: endpoint) {
+                    failures = 0
+                    // One kind's ERROR ends the stream: a compacted kind (410) is listed again and
+                    // the other resumes; any other is a dropped watch.
+                    let failure: NodeAPIError? =
+                        switch line {
+                        case .replicas(let line): Self.takeOrForget(line, &replicaVersion, path: "/v1/replicas") { yield(.replicas($0)) }
+                        case .modelServers(let line): Self.takeOrForget(line, &serverVersion, path: "/v1/modelservers") { yield(.modelServers($0)) }
+                        case .other: nil
+                        }
+                    if let failure {
+                        if failure.code == .gone {
+                            logger.notice("a kind of the node watch is too old; listing it again", metadata: ["error": "\(failure)"])
+                            break lines
+                        }
+                        throw failure
+                    }
+                }
+                logger.debug("node watch ended; resuming", metadata: ["replicaVersion": "\(replicaVersion ?? "")", "modelServerVersion": "\(serverVersion ?? "")"])
+            } catch {
+                if Task.isCancelled { break }
+                logger.info("node watch dropped; resuming", metadata: ["error": "\(error)", "replicaVersion": "\(replicaVersion ?? "")"])
+                // Resumed on the next api-server when this one did not answer: the versions are
+                // etcd's, the same on every api-server.
+                if let error = error as? NodeAPIError, error.code == .unavailable { endpointFailed(endpoint) }
+                await pause()
+            }
+        }
     }
 }
 

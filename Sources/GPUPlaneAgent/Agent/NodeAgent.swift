@@ -169,7 +169,6 @@ public final class NodeAgent: Service, Sendable {
                 group.addTask { await self.heartbeatLoop(inventory) }
                 if let monitor { group.addTask { await self.healthLoop(monitor, gpus: gpus) } }
                 group.addTask { await self.watchLoop() }
-                group.addTask { await self.modelServerWatchLoop() }
                 group.addTask { await self.engineEventsLoop() }
                 group.addTask { await self.reconcileLoop() }
                 if self.configuration.agentURL != nil { group.addTask { await self.agentKeyLoop() } }
@@ -300,16 +299,13 @@ public final class NodeAgent: Service, Sendable {
         }
     }
 
+    /// Follows the replicas and model servers bound here, over one connection.
     private func watchLoop() async {
-        for await change in api.replicaChanges() {
-            await reconciler.apply(change)
-            wakeup.signal()
-        }
-    }
-
-    private func modelServerWatchLoop() async {
-        for await change in api.modelServerChanges() {
-            await reconciler.apply(change)
+        for await change in api.workloadChanges(node: configuration.nodeName) {
+            switch change {
+            case .replicas(let change): await reconciler.apply(change)
+            case .modelServers(let change): await reconciler.apply(change)
+            }
             wakeup.signal()
         }
     }

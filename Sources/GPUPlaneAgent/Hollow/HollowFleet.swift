@@ -13,8 +13,8 @@ import Logging
 ///
 /// Each hollow node is the agent's own api-server path without its host: it registers through
 /// the api-server with ``NodeLiveness`` (the registration and heartbeat code ``NodeAgent`` runs),
-/// holds its replica and model-server watches with ``NodeAPI/Client/replicaChanges()`` and
-/// ``NodeAPI/Client/modelServerChanges()``, and, instead of starting containers, reports each
+/// holds its watch of the replicas and model servers bound to it with
+/// ``NodeAPI/Client/workloadChanges(node:)`` (one connection), and, instead of starting containers, reports each
 /// replica bound to it `running` (and each model server ready) ``HollowFleetConfiguration/runDelay``
 /// after its watch showed the binding. No NVML, no container engine.
 ///
@@ -112,8 +112,7 @@ public final class HollowFleet: Sendable {
                     self.journal?.append("slowbeat", name, detail: String(Int64(latency / .milliseconds(1))))
                 }) { _ = await self.register(liveness, registration) }
             }
-            group.addTask { await node.followReplicas() }
-            group.addTask { await node.followModelServers() }
+            group.addTask { await node.followWorkloads() }
             group.addTask { await node.reportGPUHealth(faulty: []) }
             await group.waitForAll()
         }

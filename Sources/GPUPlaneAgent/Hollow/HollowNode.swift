@@ -23,22 +23,31 @@ struct HollowNode: Sendable {
         let bindings = Locked([String: Binding]())
     }
 
-    /// Follows the replicas bound here and reports each `running` after the run delay (once per
-    /// binding).
-    func followReplicas() async {
-        let reported = Reported()
-        for await change in api.replicaChanges() {
+    /// Follows the replicas and model servers bound here, as the agent does (one watch
+    /// connection): reports each replica `running`, and each model server ready, after the run
+    /// delay (once per binding).
+    func followWorkloads() async {
+        let replicas = Reported()
+        let servers = Reported()
+        for await change in api.workloadChanges(node: name) {
             fleet.count { $0.watchChanges += 1 }
             switch change {
-            case .listed(let replicas):
-                let keys = Set(replicas.map(Self.key))
-                reported.bindings.withLock { $0 = $0.filter { keys.contains($0.key) } }
-                for replica in replicas { consider(replica, reported) }
-            case .upserted(let replica):
-                consider(replica, reported)
-            case .deleted(let replica):
-                _ = reported.bindings.withLock { $0.removeValue(forKey: Self.key(replica)) }
+            case .replicas(let change): follow(change, replicas)
+            case .modelServers(let change): follow(change, servers)
             }
+        }
+    }
+
+    private func follow(_ change: ReplicaChange, _ reported: Reported) {
+        switch change {
+        case .listed(let replicas):
+            let keys = Set(replicas.map(Self.key))
+            reported.bindings.withLock { $0 = $0.filter { keys.contains($0.key) } }
+            for replica in replicas { consider(replica, reported) }
+        case .upserted(let replica):
+            consider(replica, reported)
+        case .deleted(let replica):
+            _ = reported.bindings.withLock { $0.removeValue(forKey: Self.key(replica)) }
         }
     }
 
@@ -72,19 +81,14 @@ struct HollowNode: Sendable {
         }
     }
 
-    /// Follows the model servers bound here and reports each ready after the run delay.
-    func followModelServers() async {
-        let reported = Reported()
-        for await change in api.modelServerChanges() {
-            fleet.count { $0.watchChanges += 1 }
-            switch change {
-            case .listed(let servers):
-                for server in servers { consider(server, reported) }
-            case .upserted(let server):
-                consider(server, reported)
-            case .deleted(let server):
-                _ = reported.bindings.withLock { $0.removeValue(forKey: server.metadata.name) }
-            }
+    private func follow(_ change: ModelServerChange, _ reported: Reported) {
+        switch change {
+        case .listed(let servers):
+            for server in servers { consider(server, reported) }
+        case .upserted(let server):
+            consider(server, reported)
+        case .deleted(let server):
+            _ = reported.bindings.withLock { $0.removeValue(forKey: server.metadata.name) }
         }
     }
 
