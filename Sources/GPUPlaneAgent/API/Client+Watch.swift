@@ -248,7 +248,7 @@ extension NodeAPI.Client {
     /// The pauses between a watch's reconnections: doubling from retryBackoff to
     /// watchMaxBackoff, jittered like every retry of the agent, so the watches of a fleet that
     /// lost the same api-server reconnect spread, not in one wave.
-    fileprivate var reconnects: CurlHTTP.RetryPolicy {
+    fileprivate var reconnectPolicy: CurlHTTP.RetryPolicy {
         CurlHTTP.RetryPolicy(
             attempts: .max, firstDelay: configuration.retryBackoff, maxDelay: configuration.watchMaxBackoff,
             jitter: NodeAPI.Configuration.retryJitter)
@@ -257,30 +257,25 @@ extension NodeAPI.Client {
     /// Follows `collection` until cancelled; see ``replicaChanges()``.
     private func follow<R: Resource>(_ type: R.Type, _ collection: String, _ yield: (ResourceChange<R>) -> Void) async {
         var resourceVersion: String?
-        let reconnects = self.reconnects
-        var failures = 0
-        func pause() async {
-            try? await Task.sleep(for: reconnects.delay(after: failures))
-            failures += 1
-        }
+        var reconnects = WatchReconnects(policy: reconnectPolicy)
         while !Task.isCancelled {
             guard let from = resourceVersion else {
                 do {
                     let list = try await call(.get, collection, as: WatchableList<R>.self)
                     yield(.listed(list.items))
                     resourceVersion = list.resourceVersion
-                    failures = 0
+                    reconnects.reset()
                 } catch {
                     if error.code == .cancelled { break }
                     logger.warning("cannot list \(R.kind.rawValue); retrying", metadata: ["error": "\(error)"])
-                    await pause()
+                    await reconnects.pause()
                 }
                 continue
             }
             let endpoint = currentEndpoint
             do {
                 for try await line in watch(R.self, collection, from: from, endpoint: endpoint) {
-                    failures = 0
+                    reconnects.reset()
                     try Self.take(line, &resourceVersion, path: collection, yield)
                 }
                 logger.debug("\(R.kind.rawValue) watch ended; resuming", metadata: ["resourceVersion": "\(resourceVersion ?? "")"])
@@ -293,7 +288,7 @@ extension NodeAPI.Client {
                 // Resumed on the next api-server when this one did not answer: the versions are
                 // etcd's, the same on every api-server.
                 if let error = error as? NodeAPIError, error.code == .unavailable { endpointFailed(endpoint) }
-                await pause()
+                await reconnects.pause()
             }
         }
     }
@@ -357,12 +352,7 @@ extension NodeAPI.Client {
     private func followNode(_ node: String, _ yield: @escaping @Sendable (WorkloadChange) -> Void) async {
         var replicaVersion: String?
         var serverVersion: String?
-        let reconnects = self.reconnects
-        var failures = 0
-        func pause() async {
-            try? await Task.sleep(for: reconnects.delay(after: failures))
-            failures += 1
-        }
+        var reconnects = WatchReconnects(policy: reconnectPolicy)
         while !Task.isCancelled {
             do {
                 if replicaVersion == nil {
@@ -378,14 +368,14 @@ extension NodeAPI.Client {
             } catch {
                 if error.code == .cancelled || Task.isCancelled { break }
                 logger.warning("cannot list the node's workloads; retrying", metadata: ["error": "\(error)"])
-                await pause()
+                await reconnects.pause()
                 continue
             }
             guard let replicasFrom = replicaVersion, let serversFrom = serverVersion else { continue }
             let endpoint = currentEndpoint
             do {
                 lines: for try await line in watchNode(node, replicasFrom: replicasFrom, modelServersFrom: serversFrom, endpoint: endpoint) {
-                    failures = 0
+                    reconnects.reset()
                     // One kind's ERROR ends the stream: a compacted kind (410) is listed again and
                     // the other resumes; any other is a dropped watch.
                     let failure: NodeAPIError? =
@@ -409,10 +399,28 @@ extension NodeAPI.Client {
                 // Resumed on the next api-server when this one did not answer: the versions are
                 // etcd's, the same on every api-server.
                 if let error = error as? NodeAPIError, error.code == .unavailable { endpointFailed(endpoint) }
-                await pause()
+                await reconnects.pause()
             }
         }
     }
+}
+
+/// A watch's reconnections: each pause longer than the last (up to `watch-max-backoff`),
+/// until a line comes through again.
+struct WatchReconnects {
+    let policy: CurlHTTP.RetryPolicy
+    private var failures = 0
+
+    init(policy: CurlHTTP.RetryPolicy) { self.policy = policy }
+
+    /// Waits out the next pause.
+    mutating func pause() async {
+        try? await Task.sleep(for: policy.delay(after: failures))
+        failures += 1
+    }
+
+    /// The watch works again: the next pause is the first.
+    mutating func reset() { failures = 0 }
 }
 
 /// What one watch connection's callbacks share.
