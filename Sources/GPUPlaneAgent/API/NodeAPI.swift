@@ -14,7 +14,7 @@ import GPUPlaneSystem
 /// ```swift
 /// let api = NodeAPI.Client(.init(baseURL: "http://10.0.0.1:8080", token: token))
 /// try await api.register(NodeRegistration(name: "gpu-7", labels: ["gpu-mode": "dedicated"], gpus: gpus))
-/// for await change in api.replicaChanges() { … }
+/// for await change in api.workloadChanges(node: "gpu-7") { … }
 /// ```
 public enum NodeAPI {}
 

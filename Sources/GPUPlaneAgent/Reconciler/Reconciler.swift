@@ -72,13 +72,13 @@ public struct ReconcileSummary: Sendable, Hashable {
 
 /// Makes the node's containers match the replicas and model servers bound to it.
 ///
-/// Fed by the replica and model-server watches (``apply(_:)``) and GPU health (``setHealth(_:)``), each
-/// ``pass()`` lists this node's managed containers and then: stops (with the grace period) and
-/// removes what nothing wants — unbound, deleted, preempted; adopts running containers whose
-/// replica and spec hash match, without restarting them; replaces containers whose spec hash
-/// differs; creates and starts what is missing; restarts exited containers after an
-/// exponential backoff; and reports each replica's status to the api-server when it changed,
-/// naming the binding it observed (``ReplicaStatus/observedBinding``).
+/// Fed by the node's watch of its replicas and model servers (``apply(_:)``) and GPU health
+/// (``setHealth(_:)``), each ``pass()`` lists this node's managed containers and then: stops (with
+/// the grace period) and removes what nothing wants — unbound, deleted, preempted; adopts running
+/// containers whose replica and spec hash match, without restarting them; replaces containers whose
+/// spec hash differs; creates and starts what is missing; restarts exited containers after an
+/// exponential backoff; and reports each replica's status to the api-server when it changed, naming
+/// the binding it observed (``ReplicaStatus/observedBinding``).
 ///
 /// A GPU is used by one container at a time, whatever the bindings say (a late watch, or a
 /// scheduler that thought a GPU free): no container is created on GPUs that another container
