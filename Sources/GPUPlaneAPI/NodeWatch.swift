@@ -22,9 +22,16 @@ struct NodeWatchStreamer: Sendable {
         let replicas = try await streamer.prepare(
             Replica.self, tenant: nil, from: request.query("replicaVersion"), field: "replicaVersion", route: node,
             kindTag: ResourceKind.replica.rawValue, filter: { $0.binding?.node == node })
-        let servers = try await streamer.prepare(
-            ModelServer.self, tenant: nil, from: request.query("modelServerVersion"), field: "modelServerVersion", route: node,
-            kindTag: ResourceKind.modelServer.rawValue, filter: { $0.binding?.node == node })
+        let servers: WatchStreamer.Start<ModelServer>
+        do {
+            servers = try await streamer.prepare(
+                ModelServer.self, tenant: nil, from: request.query("modelServerVersion"), field: "modelServerVersion", route: node,
+                kindTag: ResourceKind.modelServer.rawValue, filter: { $0.binding?.node == node })
+        } catch {
+            // No stream: the replicas' cache subscription (a list without a version) goes too.
+            replicas.cancel()
+            throw error
+        }
         let body = ResponseBody { writer in
             let merged = MergedLines()
             try await withThrowingTaskGroup(of: Void.self) { group in

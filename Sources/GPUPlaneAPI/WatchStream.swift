@@ -61,6 +61,9 @@ struct WatchStreamer: Sendable {
         let subscription: WatchCacheSubscription<R>?
         let resumeAfter: Int64?
 
+        /// Gives up a watch that will not run: its cache subscription, if it has one, ends.
+        func cancel() { subscription?.cancel() }
+
         /// Streams the watch into `writer` until it ends.
         func run(writer: inout any ResponseBodyWriter) async throws {
             let watch = WatchSession(setup)

@@ -118,6 +118,27 @@ import Testing
         try await eventually("an admin's stream bookmarks") { lines(out).contains { $0["type"] as? String == "BOOKMARK" } }
     }
 
+    /// A refused node watch leaves nothing behind: a replicas list (no replicaVersion) subscribed
+    /// to the cache before the model servers' version was found bad, and that subscription goes
+    /// with the 400 (it would otherwise fill with every node's changes until it overflowed).
+    @Test func aRefusedWatchLeavesNoSubscription() async throws {
+        let (h, server) = try await Harness.start()
+        defer {
+            server.task.cancel()
+            h.etcd.shutdown()
+        }
+        let node = "n-" + UUID().uuidString.prefix(6).lowercased()
+        let token = try await h.nodeToken(node)
+        let cache = h.deps.watchCaches.cache(Replica.self)
+        let before = cache.subscriberCount
+        for _ in 0..<3 {
+            let bad = try await h.call("GET", "/v1/nodes/\(node)/watch?modelServerVersion=x", token: token)
+            #expect(bad.status == 400)
+            #expect(bad.error["field"] as? String == "modelServerVersion")
+        }
+        #expect(cache.subscriberCount == before)
+    }
+
     /// One kind's stream ending ends the node's: a compacted version gets that kind's 410 line,
     /// and the response is over (the client lists that kind again and reconnects with both).
     @Test func oneKindGoneEndsTheStream() async throws {
