@@ -26,6 +26,18 @@ import Testing
         return (curl, out)
     }
 
+    /// Runs `body` on an api-server and etcd of its own (for tests that compact etcd or count
+    /// the cache's subscribers), with a node's name and token.
+    private func onAPrivateServer(_ body: (Harness, _ node: String, _ token: String) async throws -> Void) async throws {
+        let (h, server) = try await Harness.start()
+        defer {
+            server.task.cancel()
+            h.etcd.shutdown()
+        }
+        let node = "n-" + UUID().uuidString.prefix(6).lowercased()
+        try await body(h, node, try await h.nodeToken(node))
+    }
+
     private func server(_ name: String, on node: String) -> ModelServer {
         ModelServer(
             metadata: ObjectMeta(name: name),
@@ -122,43 +134,33 @@ import Testing
     /// to the cache before the model servers' version was found bad, and that subscription goes
     /// with the 400 (it would otherwise fill with every node's changes until it overflowed).
     @Test func aRefusedWatchLeavesNoSubscription() async throws {
-        let (h, server) = try await Harness.start()
-        defer {
-            server.task.cancel()
-            h.etcd.shutdown()
+        try await onAPrivateServer { h, node, token in
+            let cache = h.deps.watchCaches.cache(Replica.self)
+            let before = cache.subscriberCount
+            for _ in 0..<3 {
+                let bad = try await h.call("GET", "/v1/nodes/\(node)/watch?modelServerVersion=x", token: token)
+                #expect(bad.status == 400)
+                #expect(bad.error["field"] as? String == "modelServerVersion")
+            }
+            #expect(cache.subscriberCount == before)
         }
-        let node = "n-" + UUID().uuidString.prefix(6).lowercased()
-        let token = try await h.nodeToken(node)
-        let cache = h.deps.watchCaches.cache(Replica.self)
-        let before = cache.subscriberCount
-        for _ in 0..<3 {
-            let bad = try await h.call("GET", "/v1/nodes/\(node)/watch?modelServerVersion=x", token: token)
-            #expect(bad.status == 400)
-            #expect(bad.error["field"] as? String == "modelServerVersion")
-        }
-        #expect(cache.subscriberCount == before)
     }
 
     /// One kind's stream ending ends the node's: a compacted version gets that kind's 410 line,
     /// and the response is over (the client lists that kind again and reconnects with both).
     @Test func oneKindGoneEndsTheStream() async throws {
-        let (h, server) = try await Harness.start()
-        defer {
-            server.task.cancel()
-            h.etcd.shutdown()
-        }
-        let node = "n-" + UUID().uuidString.prefix(6).lowercased()
-        let token = try await h.nodeToken(node)
-        _ = try await h.deps.store.create(self.server("ms-\(node)", on: node))
-        let old = try await h.client.range(.key("/nonexistent")).header.revision
-        _ = try await h.deps.store.create(self.server("ms-\(node)-b", on: node))
-        let head = try await h.client.range(.key("/nonexistent")).header.revision
-        _ = try await h.client.compact(revision: head)
-        let (curl, out) = try watch(h, "/v1/nodes/\(node)/watch?replicaVersion=\(head)&modelServerVersion=\(old - 1)", token: token, "gone.ndjson")
-        defer { curl.kill9() }  // curl inherits an ignored SIGTERM from the test runner
-        try await eventually("the model servers' ERROR 410 line, and the stream over") {
-            lines(out).contains { $0["kind"] as? String == "modelservers" && ($0["error"] as? [String: Any])?["code"] as? Int == 410 }
-                && !curl.isRunning
+        try await onAPrivateServer { h, node, token in
+            _ = try await h.deps.store.create(self.server("ms-\(node)", on: node))
+            let old = try await h.client.range(.key("/nonexistent")).header.revision
+            _ = try await h.deps.store.create(self.server("ms-\(node)-b", on: node))
+            let head = try await h.client.range(.key("/nonexistent")).header.revision
+            _ = try await h.client.compact(revision: head)
+            let (curl, out) = try watch(h, "/v1/nodes/\(node)/watch?replicaVersion=\(head)&modelServerVersion=\(old - 1)", token: token, "gone.ndjson")
+            defer { curl.kill9() }  // curl inherits an ignored SIGTERM from the test runner
+            try await eventually("the model servers' ERROR 410 line, and the stream over") {
+                lines(out).contains { $0["kind"] as? String == "modelservers" && ($0["error"] as? [String: Any])?["code"] as? Int == 410 }
+                    && !curl.isRunning
+            }
         }
     }
 }
