@@ -183,7 +183,7 @@ final class WatchSession<R: Resource> {
     /// after it, or, when the cache cannot serve it or etcd compacted it, an etcd watch of its
     /// own (which answers 410 for a compacted one, as etcd does).
     func resume(after version: Int64, writer: inout any ResponseBodyWriter) async throws {
-        try await writer.write(try Self.bookmark(version, setup.kindTag))
+        try await writer.write(try bookmark(version))
         let cache = setup.cache
         var subscription: WatchCacheSubscription<R>?
         // The cache may still hold changes etcd compacted: those get etcd's 410, through a
@@ -221,7 +221,7 @@ final class WatchSession<R: Resource> {
     func run(initial: [R], subscription: WatchCacheSubscription<R>?, writer: inout any ResponseBodyWriter) async throws {
         var index = 0
         while index < initial.count {
-            let chunk = try Self.added(initial, from: index, count: 256, setup.kindTag)
+            let chunk = try added(initial, from: index, count: 256)
             index += 256
             try await writer.write(chunk)
         }
@@ -247,9 +247,9 @@ final class WatchSession<R: Resource> {
         }
         switch subscription.ending {
         case .overflow(let limit):
-            try await writer.write(try Self.error(503, "this watch fell \(limit) changes behind; reconnect with resourceVersion \(lastRevision)", setup.kindTag))
+            try await writer.write(try error(503, "this watch fell \(limit) changes behind; reconnect with resourceVersion \(lastRevision)"))
         case .gap, .stopped, nil:
-            try await writer.write(try Self.error(503, "the store stream ended; reconnect with resourceVersion \(lastRevision)", setup.kindTag))
+            try await writer.write(try error(503, "the store stream ended; reconnect with resourceVersion \(lastRevision)"))
         }
     }
 
@@ -310,12 +310,12 @@ final class WatchSession<R: Resource> {
     private func direct(_ item: WatchStreamer.Item<R>) throws -> DirectStep {
         switch item {
         case .tick:
-            return .send(try Self.bookmark(lastRevision, setup.kindTag))
+            return .send(try bookmark(lastRevision))
         case .ended(let failure):
             if let failure = failure as? StoreError, failure.code == .compacted {
-                return .sendAndEnd(try Self.error(410, "resourceVersion \(setup.startRevision - 1) is too old (compacted); list again and watch from the list's resourceVersion", setup.kindTag))
+                return .sendAndEnd(try error(410, "resourceVersion \(setup.startRevision - 1) is too old (compacted); list again and watch from the list's resourceVersion"))
             } else if failure != nil {
-                return .sendAndEnd(try Self.error(503, "the store stream ended; reconnect with resourceVersion \(lastRevision)", setup.kindTag))
+                return .sendAndEnd(try error(503, "the store stream ended; reconnect with resourceVersion \(lastRevision)"))
             }
             return .sendAndEnd(nil)
         case .batch(let batch):
@@ -337,7 +337,7 @@ final class WatchSession<R: Resource> {
     private func cached(_ item: WatchCacheItem<R>) throws -> ByteBuffer? {
         switch item {
         case .tick:
-            return try Self.bookmark(lastRevision, setup.kindTag)
+            return try bookmark(lastRevision)
         case .batch(let events, let revision):
             // The cache watches every tenant; a tenant's watch sees its own, and the others'
             // changes only advance its bookmarks.
@@ -366,35 +366,35 @@ final class WatchSession<R: Resource> {
         for index in selected.indices.dropLast() where selected[index + 1].revision == selected[index].revision {
             selected[index].line.resourceVersion = String(selected[index].revision - 1)
         }
-        return try Self.encoded(selected.map(\.line), setup.kindTag)
+        return try encoded(selected.map(\.line))
     }
 
     /// `count` objects of `objects` from `from` as ADDED lines.
     @inline(never)
-    private static func added(_ objects: [R], from: Int, count: Int, _ kind: String?) throws -> ByteBuffer {
+    private func added(_ objects: [R], from: Int, count: Int) throws -> ByteBuffer {
         try encoded(objects[from..<min(objects.count, from + count)].map {
             WatchLine(type: "ADDED", object: $0, resourceVersion: $0.metadata.resourceVersion)
-        }, kind)
+        })
     }
 
     /// A BOOKMARK line: every change up to `revision` was sent.
     @inline(never)
-    private static func bookmark(_ revision: Int64, _ kind: String?) throws -> ByteBuffer {
-        try encoded([WatchLine<R>(type: "BOOKMARK", resourceVersion: String(revision))], kind)
+    private func bookmark(_ revision: Int64) throws -> ByteBuffer {
+        try encoded([WatchLine<R>(type: "BOOKMARK", resourceVersion: String(revision))])
     }
 
     /// An ERROR line.
     @inline(never)
-    private static func error(_ code: Int, _ message: String, _ kind: String?) throws -> ByteBuffer {
-        try encoded([WatchLine<R>(type: "ERROR", error: .init(code: code, message: message))], kind)
+    private func error(_ code: Int, _ message: String) throws -> ByteBuffer {
+        try encoded([WatchLine<R>(type: "ERROR", error: .init(code: code, message: message))])
     }
 
-    /// Lines as newline-delimited JSON, each with `kind` when given.
+    /// Lines as newline-delimited JSON, each with the session's `kindTag` as its `kind`.
     @inline(never)
-    private static func encoded(_ lines: some Sequence<WatchLine<R>>, _ kind: String?) throws -> ByteBuffer {
+    private func encoded(_ lines: some Sequence<WatchLine<R>>) throws -> ByteBuffer {
         var buffer = ByteBuffer()
         for var line in lines {
-            line.kind = kind
+            line.kind = setup.kindTag
             buffer.writeBytes(try GPUPlaneJSON.encode(line))
             buffer.writeInteger(UInt8(0x0A))
         }

@@ -69,7 +69,7 @@ public typealias ReplicaChange = ResourceChange<Replica>
 /// What the model-server watch tells.
 public typealias ModelServerChange = ResourceChange<ModelServer>
 
-/// What a node's watch of everything bound to it tells (``NodeAPI/Client/workloadChanges()``).
+/// What a node's watch of everything bound to it tells (``NodeAPI/Client/workloadChanges(node:)``).
 public enum WorkloadChange: Sendable {
     /// A change of the node's replicas.
     case replicas(ReplicaChange)
@@ -349,7 +349,7 @@ extension NodeAPI.Client {
         return changes
     }
 
-    private func followNode(_ node: String, _ yield: @escaping @Sendable (WorkloadChange) -> Void) async {
+    private func followNode(_ node: String, _ yield: (WorkloadChange) -> Void) async {
         var replicaVersion: String?
         var serverVersion: String?
         var reconnects = WatchReconnects(policy: reconnectPolicy)
