@@ -64,7 +64,7 @@ let package = Package(
         .target(name: "CSystemShim"),
         // JSON written as the value is walked (no intermediate tree), byte-identical to
         // JSONEncoder with sorted keys: the api-server's and etcd client's hot encoding path.
-        .target(name: "StreamingJSON"),
+        .target(name: "StreamingJSON", dependencies: ["GPUPlaneSystem"]),
         .target(name: "GPUPlaneSystem", dependencies: ["CSystemShim"]),
         // HTTP over libcurl on a dedicated thread (TCP or unix socket), unary and streaming.
         // The only module that touches CCurl/CCurlShim.
@@ -90,7 +90,7 @@ let package = Package(
         .target(
             name: "GPUPlaneStore",
             dependencies: [
-                "EtcdClient", "GPUPlaneCore", "GPUPlaneSystem", .product(name: "Logging", package: "swift-log"),
+                "EtcdClient", "GPUPlaneCore", "GPUPlaneSystem", "StreamingJSON", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]),
         // What every daemon needs: journald logging, sd_notify, config, metrics, lifecycle.

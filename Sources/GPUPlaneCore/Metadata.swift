@@ -140,6 +140,13 @@ public enum GPUPlaneJSON {
         try StreamingJSONDecoder.decode(type, from: data)
     }
 
+    /// ``decode(_:from:)`` for objects kept long (an informer's or watch cache's), their strings
+    /// shared through `strings` with the other objects decoded through it.
+    public static func decode<T: Decodable>(_ type: T.Type, from data: Data, strings: StringTable?) throws -> T {
+        guard let strings else { return try StreamingJSONDecoder.decode(type, from: data) }
+        return try StreamingJSONDecoder.decode(type, from: data, strings: strings)
+    }
+
     /// A decoder matching `encoder()`.
     public static func decoder() -> JSONDecoder {
         let decoder = JSONDecoder()

@@ -7,6 +7,7 @@ import Foundation
 import GPUPlaneCore
 import Logging
 import GPUPlaneSystem
+import StreamingJSON
 
 /// A change an informer saw, in etcd revision order.
 public enum InformerEvent<R: Resource>: Sendable {
@@ -76,6 +77,9 @@ public final class Informer<R: Resource>: RevisionFollower {
     public let tenant: String?
     private let logger: Logger
     private let state = Locked(State())
+    /// Where the cached objects' equal strings share one copy (a node's GPU product and PCI
+    /// ids, label values, its GPUs' UUIDs in spec and status).
+    private let strings = StringTable()
 
     private struct State {
         /// The objects by key.
@@ -254,7 +258,7 @@ public final class Informer<R: Resource>: RevisionFollower {
         var failures = 0
         while !Task.isCancelled {
             do {
-                let listed = try await store.list(R.self, tenant: tenant)
+                let listed = try await store.list(R.self, tenant: tenant, strings: strings)
                 apply(list: listed)
                 failures = 0
                 try await follow(from: listed.revision)
@@ -296,11 +300,12 @@ public final class Informer<R: Resource>: RevisionFollower {
                 guard key.hasPrefix(kindPrefix) else { continue }
                 let rest = key.dropFirst(kindPrefix.count)
                 guard let slash = rest.firstIndex(of: "/") else { continue }
-                let objectKey = ObjectKey(tenant: String(rest[..<slash]), name: String(rest[rest.index(after: slash)...]))
+                let objectKey = ObjectKey(
+                    tenant: strings.share(String(rest[..<slash])), name: strings.share(String(rest[rest.index(after: slash)...])))
                 switch event.type {
                 case .put:
                     do {
-                        changes.append((objectKey, try ResourceStore.decode(R.self, event.kv)))
+                        changes.append((objectKey, try ResourceStore.decode(R.self, event.kv, strings: strings)))
                     } catch {
                         logger.error("informer skipped an undecodable object", metadata: ["key": "\(key)", "error": "\(error)"])
                     }

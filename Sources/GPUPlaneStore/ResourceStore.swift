@@ -5,6 +5,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import GPUPlaneCore
+import StreamingJSON
 
 /// Objects of one kind and the etcd revision they were read at.
 public struct ResourceList<R: Resource>: Sendable {
@@ -75,8 +76,11 @@ public final class ResourceStore: Sendable {
     /// Lists the objects of one kind, of one tenant or (nil) of all, at one revision.
     ///
     /// With a tenant, `namePrefix` narrows the list to names starting with it (e.g. the replicas
-    /// `web.` of application `web`) with one range read.
-    public func list<R: Resource>(_ type: R.Type, tenant: String? = nil, namePrefix: String = "") async throws -> ResourceList<R> {
+    /// `web.` of application `web`) with one range read. A cache keeping the objects passes its
+    /// `strings` table (``StringTable``).
+    public func list<R: Resource>(
+        _ type: R.Type, tenant: String? = nil, namePrefix: String = "", strings: StringTable? = nil
+    ) async throws -> ResourceList<R> {
         let prefix = R.storagePrefix(tenant: tenant) + (tenant == nil ? "" : namePrefix)
         let end = Etcd.prefixEnd(Data(prefix.utf8))
         var from = Data(prefix.utf8)
@@ -87,7 +91,7 @@ public final class ResourceStore: Sendable {
                 let page = try await client.range(
                     Etcd.RangeRequest(Etcd.KeyRange(key: from, rangeEnd: end), revision: revision, limit: pageSize))
                 if revision == 0 { revision = page.header.revision }
-                for kv in page.kvs { items.append(try Self.decode(R.self, kv)) }
+                for kv in page.kvs { items.append(try Self.decode(R.self, kv, strings: strings)) }
                 guard page.more, let last = page.kvs.last else { break }
                 from = last.key + Data([0])
             }
@@ -262,10 +266,11 @@ public final class ResourceStore: Sendable {
         }
     }
 
-    /// Decodes a stored object from its key-value, setting resourceVersion from its mod revision.
-    public static func decode<R: Resource>(_ type: R.Type, _ kv: Etcd.KeyValue) throws -> R {
+    /// Decodes a stored object from its key-value, setting resourceVersion from its mod revision;
+    /// a cache that keeps the object passes its `strings` table (``StringTable``).
+    public static func decode<R: Resource>(_ type: R.Type, _ kv: Etcd.KeyValue, strings: StringTable? = nil) throws -> R {
         do {
-            var object = try GPUPlaneJSON.decode(R.self, from: kv.value)
+            var object = try GPUPlaneJSON.decode(R.self, from: kv.value, strings: strings)
             object.metadata.resourceVersion = String(kv.modRevision)
             return object
         } catch {

@@ -7,6 +7,7 @@ import Foundation
 import GPUPlaneCore
 import GPUPlaneSystem
 import Logging
+import StreamingJSON
 
 /// One change held by a ``WatchCache``: the store's event and the tenant of its key.
 public struct CachedWatchEvent<R: Resource>: Sendable {
@@ -141,6 +142,8 @@ public final class WatchCache<R: Resource>: Sendable {
     private let logger: Logger
     private let prefix = R.storagePrefix(tenant: nil)
     private let state = Locked(State())
+    /// Where the window's objects share their equal strings.
+    private let strings = StringTable()
 
     private struct Entry {
         var events: [CachedWatchEvent<R>]
@@ -444,11 +447,13 @@ public final class WatchCache<R: Resource>: Sendable {
             guard key.hasPrefix(prefix) else { continue }
             let rest = key.dropFirst(prefix.count)
             let tenant = rest.firstIndex(of: "/").map { String(rest[..<$0]) } ?? ""
-            let previous = event.prevKV.flatMap { try? ResourceStore.decode(R.self, $0) }
+            let previous = event.prevKV.flatMap { try? ResourceStore.decode(R.self, $0, strings: strings) }
             let change: StoreWatchEvent<R>
             switch event.type {
             case .put:
-                change = StoreWatchEvent(change: .put, revision: event.revision, object: try? ResourceStore.decode(R.self, event.kv), previous: previous)
+                change = StoreWatchEvent(
+                    change: .put, revision: event.revision, object: try? ResourceStore.decode(R.self, event.kv, strings: strings),
+                    previous: previous)
             case .delete:
                 change = StoreWatchEvent(change: .delete, revision: event.revision, object: nil, previous: previous)
             }

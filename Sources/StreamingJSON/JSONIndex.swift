@@ -56,13 +56,16 @@ final class JSONIndex {
     }
 
     let bytes: [UInt8]
+    /// Where decoded string values are shared, if anywhere.
+    let strings: StringTable?
     /// Written only while scanning, then read by one decoding on one thread: no access overlaps
     /// another, so the per-access exclusivity check is skipped.
     @exclusivity(unchecked) private(set) var tokens: [Token] = []
 
     /// Scans `bytes`; throws `DecodingError.dataCorrupted` when they are not one JSON value.
-    init(_ bytes: [UInt8]) throws {
+    init(_ bytes: [UInt8], strings: StringTable? = nil) throws {
         self.bytes = bytes
+        self.strings = strings
         guard bytes.count < Int(UInt32.max) else { throw corrupted("a JSON document of 4 GiB or more", at: 0) }
         tokens.reserveCapacity(bytes.count / 8 + 4)
         var position = skipSpace(0)

@@ -17,6 +17,14 @@ public enum StreamingJSONDecoder {
         let index = try JSONIndex(Array(data))
         return try IndexDecoder(index: index, token: 0).decodeValue(T.self)
     }
+
+    /// Decodes a `T` from `data`, its strings (values and dictionary keys) shared through
+    /// `strings` with everything decoded through the same table: for objects kept long, as a
+    /// cache keeps them.
+    public static func decode<T: Decodable>(_ type: T.Type, from data: Data, strings: StringTable) throws -> T {
+        let index = try JSONIndex(Array(data), strings: strings)
+        return try IndexDecoder(index: index, token: 0).decodeValue(T.self)
+    }
 }
 
 private func mismatch(_ type: Any.Type, _ what: String) -> DecodingError {
@@ -46,19 +54,19 @@ private struct IndexDecoder: Decoder {
 
     func decodeValue<T: Decodable>(_ type: T.Type) throws -> T {
         if T.self == Data.self {
-            let text = try decodeString()
+            let text = try decodeText()
             guard let data = Data(base64Encoded: text), let value = data as? T else {
                 throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "not base64: \(text.prefix(40))"))
             }
             return value
         }
         if T.self == Date.self {
-            let text = try decodeString()
+            let text = try decodeText()
             guard let value = try Date.ISO8601FormatStyle().parse(text) as? T else { throw mismatch(T.self, "a date") }
             return value
         }
         if T.self == URL.self {
-            let text = try decodeString()
+            let text = try decodeText()
             guard let url = URL(string: text), let value = url as? T else {
                 throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "not a URL: \(text)"))
             }
@@ -69,7 +77,15 @@ private struct IndexDecoder: Decoder {
 
     var isNull: Bool { index.tokens[token].kind == .null }
 
+    /// A string value, shared through the index's ``StringTable`` when it has one.
     func decodeString() throws -> String {
+        let text = try decodeText()
+        return index.strings?.share(text) ?? text
+    }
+
+    /// A string token's text for parsing into something else (a date, base64, a URL): never
+    /// kept, so never put in a ``StringTable``.
+    func decodeText() throws -> String {
         guard index.tokens[token].kind == .string else { throw mismatch(String.self, "\(index.tokens[token].kind)") }
         return try index.string(token)
     }
@@ -129,7 +145,7 @@ private struct KeyedIndexContainer<Key: CodingKey>: KeyedDecodingContainerProtoc
         var keys: [Key] = []
         var member = object + 1
         for _ in 0..<index.tokens[object].count {
-            if let name = try? index.string(member), let key = Key(stringValue: name) { keys.append(key) }
+            if let name = try? index.string(member), let key = Key(stringValue: index.strings?.share(name) ?? name) { keys.append(key) }
             member = index.tokens[member + 1].next
         }
         return keys
