@@ -96,6 +96,8 @@ public final class Informer<R: Resource>: RevisionFollower {
         var synced = false
         var failure: StoreError?
         var subscribers: [UUID: AsyncStream<InformerEvent<R>>.Continuation] = [:]
+        /// ``changes()``'s subscribers: told that something changed, not what.
+        var signals: [UUID: AsyncStream<Void>.Continuation] = [:]
         var waiters: [UUID: CheckedContinuation<Void, any Error>] = [:]
         /// ``waitUntilSeen(_:)``'s callers: the revision each waits for.
         var revisionWaiters: [UUID: (revision: Int64, continuation: CheckedContinuation<Void, Never>)] = [:]
@@ -251,6 +253,24 @@ public final class Informer<R: Resource>: RevisionFollower {
         return stream
     }
 
+    /// A signal for every batch of changes, without the objects: for a subscriber that only
+    /// needs to know it should look at the cache again (the scheduler's passes). Signals not
+    /// yet read merge into one, so a slow reader holds no backlog and no copies of objects,
+    /// where ``events()`` queues every change (and first every cached object) for each
+    /// subscriber. The first signal comes at once. The sequence ends when the informer stops.
+    public func changes() -> AsyncStream<Void> {
+        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let id = UUID()
+        state.withLock { s in
+            continuation.yield()
+            s.signals[id] = continuation
+        }
+        continuation.onTermination = { [weak self] _ in
+            self?.state.withLock { _ = $0.signals.removeValue(forKey: id) }
+        }
+        return stream
+    }
+
     /// Lists and watches until the calling task is cancelled, relisting after compaction or
     /// failure with backoff. Ends every subscriber's sequence when it returns.
     public func run() async {
@@ -274,17 +294,22 @@ public final class Informer<R: Resource>: RevisionFollower {
                 try? await Task.sleep(for: ResourceStore.relistPause(afterFailures: failures))
             }
         }
-        let (subscribers, waiters, revisionWaiters) = state.withLock { s in
+        let (subscribers, signals, waiters, revisionWaiters) = state.withLock { s in
             defer {
                 s.subscribers.removeAll()
+                s.signals.removeAll()
                 s.waiters.removeAll()
                 s.revisionWaiters.removeAll()
                 s.running = false
                 s.task = nil
             }
-            return (Array(s.subscribers.values), Array(s.waiters.values), s.revisionWaiters.values.map(\.continuation))
+            return (
+                Array(s.subscribers.values), Array(s.signals.values), Array(s.waiters.values),
+                s.revisionWaiters.values.map(\.continuation)
+            )
         }
         for c in subscribers { c.finish() }
+        for c in signals { c.finish() }
         for w in waiters { w.resume(throwing: CancellationError()) }
         for w in revisionWaiters { w.resume() }
     }
@@ -387,6 +412,7 @@ public final class Informer<R: Resource>: RevisionFollower {
         for (_, c) in s.subscribers {
             for e in events { c.yield(e) }
         }
+        for (_, c) in s.signals { c.yield() }
     }
 }
 

@@ -53,6 +53,32 @@ struct InformerTests {
         #expect(informer.lastSeenRevision >= a3.metadata.revision)
     }
 
+    /// `changes()` signals at once, then after changes; signals not yet read merge into one (no
+    /// backlog, no objects held), and the sequence ends with the informer.
+    @Test(.timeLimit(.minutes(1))) func changesSignalWithoutABacklog() async throws {
+        let store = try await SharedStoreEtcd.store()
+        let t = uniqueTenant("signal")
+        let informer = Informer<Gadget>(store: store, tenant: t)
+        informer.start()
+        defer { informer.stop() }
+        try await informer.waitUntilSynced()
+        var signals = informer.changes().makeAsyncIterator()
+        #expect(await signals.next() != nil)  // at once: the cache is there to read
+
+        _ = try await store.create(Gadget(tenant: t, name: "first", size: 0))
+        #expect(await signals.next() != nil)  // after a change
+
+        // Ten changes nobody reads yet, each its own revision: one signal waits, not ten.
+        var last = Gadget(tenant: t, name: "none")
+        for i in 0..<10 { last = try await store.create(Gadget(tenant: t, name: "g\(i)", size: i)) }
+        await informer.waitUntilSeen(last.metadata.revision)
+        #expect(informer.list().count == 11)
+        informer.stop()
+        var waiting = 0
+        while await signals.next() != nil { waiting += 1 }
+        #expect(waiting == 1)
+    }
+
     /// `list()` keeps the order by tenant, then name, as objects come, change and go in any
     /// order (it is patched per change, not sorted per call), and an answer already taken is
     /// not changed by later events.

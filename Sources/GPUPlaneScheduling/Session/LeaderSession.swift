@@ -227,7 +227,7 @@ public final class LeaderSession: Sendable {
 
     private func follow<R: Resource>(_ informer: Informer<R>, _ wakeup: Wakeup) async {
         informer.start()
-        for await _ in informer.events() { wakeup.ring() }
+        for await _ in informer.changes() { wakeup.ring() }
     }
 
     private func stopInformers() {
