@@ -181,6 +181,13 @@ struct APIBench: AsyncParsableCommand {
         print("  (stored sizes: application \(encoded.count) B, replica \(try GPUPlaneJSON.encoder().encode(replicas[0]).count) B)")
         try await time("decode application (JSONDecoder)") { _ = try GPUPlaneJSON.decoder().decode(GPUPlaneCore.Application.self, from: encoded) }
         try await time("decode application (streaming)") { _ = try GPUPlaneJSON.decode(GPUPlaneCore.Application.self, from: encoded) }
+        // What an informer or watch cache pays to keep one copy of equal strings (StringTable).
+        let strings = StringTable()
+        let encodedReplica = try GPUPlaneJSON.encode(replicas[0])
+        try await time("decode replica (streaming)") { _ = try GPUPlaneJSON.decode(Replica.self, from: encodedReplica) }
+        try await time("decode replica (streaming, shared strings)") {
+            _ = try GPUPlaneJSON.decode(Replica.self, from: encodedReplica, strings: strings)
+        }
         _ = try await deps.store.create(GPUPlaneCore.Application(metadata: ObjectMeta(name: "parts-read", tenant: "bench"), spec: spec))
         try await time("store get (etcd range + decode)") { _ = try await deps.store.get(GPUPlaneCore.Application.self, tenant: "bench", name: "parts-read") }
         var i = 0
