@@ -135,16 +135,11 @@ public enum GPUPlaneJSON {
 
     /// Decodes what gpuplane wrote (stored objects, its own API's answers) with
     /// `StreamingJSONDecoder`: the results `decoder()` gives, faster, but with errors that carry
-    /// no coding path. User input goes through `decoder()`, whose errors name the field.
-    public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
-        try StreamingJSONDecoder.decode(type, from: data)
-    }
-
-    /// ``decode(_:from:)`` for objects kept long (an informer's or watch cache's), their strings
-    /// shared through `strings` with the other objects decoded through it.
-    public static func decode<T: Decodable>(_ type: T.Type, from data: Data, strings: StringTable?) throws -> T {
-        guard let strings else { return try StreamingJSONDecoder.decode(type, from: data) }
-        return try StreamingJSONDecoder.decode(type, from: data, strings: strings)
+    /// no coding path. User input goes through `decoder()`, whose errors name the field. Objects
+    /// kept long (an informer's or watch cache's) pass `strings`, to share their equal strings
+    /// with the others decoded through it.
+    public static func decode<T: Decodable>(_ type: T.Type, from data: Data, strings: StringTable? = nil) throws -> T {
+        try StreamingJSONDecoder.decode(type, from: data, strings: strings)
     }
 
     /// A decoder matching `encoder()`.

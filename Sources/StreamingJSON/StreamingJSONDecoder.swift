@@ -12,16 +12,10 @@ import Foundation
 /// to that). Malformed JSON and type mismatches throw `DecodingError`, but without coding
 /// paths, so user input that needs a precise error message goes through `JSONDecoder`.
 public enum StreamingJSONDecoder {
-    /// Decodes a `T` from `data`.
-    public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
-        let index = try JSONIndex(Array(data))
-        return try IndexDecoder(index: index, token: 0).decodeValue(T.self)
-    }
-
-    /// Decodes a `T` from `data`, its strings (values and dictionary keys) shared through
-    /// `strings` with everything decoded through the same table: for objects kept long, as a
-    /// cache keeps them.
-    public static func decode<T: Decodable>(_ type: T.Type, from data: Data, strings: StringTable) throws -> T {
+    /// Decodes a `T` from `data`. With `strings`, its strings (values and dictionary keys) are
+    /// shared through that table with everything decoded through it: for objects kept long, as
+    /// a cache keeps them.
+    public static func decode<T: Decodable>(_ type: T.Type, from data: Data, strings: StringTable? = nil) throws -> T {
         let index = try JSONIndex(Array(data), strings: strings)
         return try IndexDecoder(index: index, token: 0).decodeValue(T.self)
     }

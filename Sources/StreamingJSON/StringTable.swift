@@ -31,10 +31,9 @@ public final class StringTable: Sendable {
     public func share(_ string: String) -> String {
         guard string.utf8.count > 15 else { return string }
         return held.withLock { held in
-            if let existing = held.firstIndex(of: string) { return held[existing] }
-            if held.count >= limit { held.removeAll(keepingCapacity: true) }
-            held.insert(string)
-            return string
+            // Full: start again, unless the string is already held.
+            if held.count >= limit, !held.contains(string) { held.removeAll(keepingCapacity: true) }
+            return held.insert(string).memberAfterInsert
         }
     }
 
