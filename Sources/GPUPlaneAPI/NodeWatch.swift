@@ -1,4 +1,5 @@
 import GPUPlaneCore
+import GPUPlaneStore
 import GPUPlaneSystem
 import Hummingbird
 import NIOCore
@@ -12,99 +13,219 @@ import NIOCore
 ///
 /// One connection a node instead of one a kind: an api-server's memory at rest is mostly per
 /// connection (Hummingbird's connection task, NIO's channel and pipeline, buffers: some 30 KB
-/// each; docs/benchmarks.md), and every node holds its watches for its life.
+/// each; docs/benchmarks.md), and every node holds its watches for its life. For the same
+/// reason one task serves both kinds, the connection's own: the kinds' cache subscriptions
+/// deliver into one ``NodeWatchInbox`` (a task a kind, with a merge between, held some 9 KB a
+/// node more at rest).
 struct NodeWatchStreamer: Sendable {
     let deps: APIDependencies
 
     /// The node's watch; `node`: the caller's node (or the one an admin names).
     func response(node: String, request: Request) async throws -> Response {
         let streamer = WatchStreamer(deps: deps)
+        let inbox = NodeWatchInbox(buffer: 2 * deps.watchCaches.cache(Replica.self).limits.subscriberBuffer)
         let replicas = try await streamer.prepare(
             Replica.self, tenant: nil, from: request.query("replicaVersion"), field: "replicaVersion", route: node,
-            kindTag: ResourceKind.replica.rawValue, filter: { $0.binding?.node == node })
+            kindTag: ResourceKind.replica.rawValue, sink: inbox.sink(NodeWatchInbox.Item.replicas), filter: { $0.binding?.node == node })
         let servers: WatchStreamer.Start<ModelServer>
         do {
             servers = try await streamer.prepare(
                 ModelServer.self, tenant: nil, from: request.query("modelServerVersion"), field: "modelServerVersion", route: node,
-                kindTag: ResourceKind.modelServer.rawValue, filter: { $0.binding?.node == node })
+                kindTag: ResourceKind.modelServer.rawValue, sink: inbox.sink(NodeWatchInbox.Item.modelServers),
+                filter: { $0.binding?.node == node })
         } catch {
             // No stream: the replicas' cache subscription (a list without a version) goes too.
             replicas.cancel()
             throw error
         }
+        let ticks = (deps.bookmarkTicks, deps.bookmarkInterval)
         let body = ResponseBody { writer in
-            let merged = MergedLines()
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await merged.feed { try await replicas.run(writer: &$0) } }
-                group.addTask { try await merged.feed { try await servers.run(writer: &$0) } }
-                // The first kind to end ends the stream; the other's session is cancelled.
-                try await merged.drain(into: &writer)
-                group.cancelAll()
-            }
-            try await writer.finish(nil)
+            try await Self.stream(
+                NodeWatchKind(replicas, inbox: inbox, cache: NodeWatchInbox.Item.replicas, etcd: NodeWatchInbox.Item.replicasFromEtcd),
+                NodeWatchKind(servers, inbox: inbox, cache: NodeWatchInbox.Item.modelServers, etcd: NodeWatchInbox.Item.modelServersFromEtcd),
+                inbox: inbox, ticks: ticks, writer: &writer)
         }
         return Response(status: .ok, headers: WatchStreamer.headers, body: body)
     }
+
+    /// Both kinds' lines, read from one inbox by this one task (the connection's): each kind
+    /// opens (its list, or a BOOKMARK at its version), then every item of either kind is
+    /// turned into lines and written before the next is read, so the client's pace is each
+    /// kind's. The first kind to end ends the stream (its ERROR line says why).
+    private static func stream(
+        _ replicas: NodeWatchKind<Replica>, _ servers: NodeWatchKind<ModelServer>, inbox: NodeWatchInbox,
+        ticks: (BookmarkTicks, Double), writer: inout any ResponseBodyWriter
+    ) async throws {
+        let ticker = ticks.0.add(every: ticks.1) { inbox.yield(.tick) }
+        defer {
+            ticker.cancel()
+            replicas.close()
+            servers.close()
+            inbox.finish()
+        }
+        try await replicas.open(writer: &writer)
+        try await servers.open(writer: &writer)
+        loop: for await item in inbox.items {
+            let step: NodeWatchStep
+            switch item {
+            case .tick:
+                replicas.tick()
+                servers.tick()
+                continue
+            case .replicas(let item): step = try replicas.lines(item)
+            case .modelServers(let item): step = try servers.lines(item)
+            case .replicasFromEtcd(let item): step = try replicas.lines(item)
+            case .modelServersFromEtcd(let item): step = try servers.lines(item)
+            }
+            if let lines = step.lines { try await writer.write(lines) }
+            if step.ended { break loop }
+        }
+        // The inbox finished: a kind's cache subscription ended (its ERROR line says why).
+        for line in [try replicas.endingLine(), try servers.endingLine()] {
+            if let line { try await writer.write(line) }
+        }
+        try await writer.finish(nil)
+    }
 }
 
-/// The lines of several watch sessions, written to one response in the order they come: each
-/// session's write waits until its buffer is out (the client's pace is each session's, as on a
-/// watch of its own); the first session to finish ends the stream.
-final class MergedLines: Sendable {
-    private struct Item: Sendable {
-        let buffer: ByteBuffer
-        let written: CheckedContinuation<Void, any Error>
+/// What one item of a node's watch gives: lines to write, and whether its kind's stream ended.
+private struct NodeWatchStep {
+    var lines: ByteBuffer?
+    var ended = false
+}
+
+/// Everything a node's watch reads, of both kinds, in one stream: the cache's items (its
+/// subscriptions deliver here through a ``WatchCacheSink``), the items of a kind's own etcd
+/// watch while the cache cannot serve that kind, and the bookmark clock's ticks. A full
+/// buffer drops the item, and a cache subscription that lost one ends (the client resumes).
+final class NodeWatchInbox: Sendable {
+    enum Item: Sendable {
+        case tick
+        case replicas(WatchCacheItem<Replica>)
+        case modelServers(WatchCacheItem<ModelServer>)
+        case replicasFromEtcd(WatchStreamer.Item<Replica>)
+        case modelServersFromEtcd(WatchStreamer.Item<ModelServer>)
     }
-    private let items: AsyncStream<Item>
+
+    let items: AsyncStream<Item>
     private let continuation: AsyncStream<Item>.Continuation
 
-    init() {
-        (items, continuation) = AsyncStream<Item>.makeStream()
+    init(buffer: Int) {
+        (items, continuation) = AsyncStream<Item>.makeStream(bufferingPolicy: .bufferingOldest(max(4, buffer)))
     }
 
-    /// Runs one session with a writer into this stream; its end (or failure) ends the stream.
-    func feed(_ session: (inout any ResponseBodyWriter) async throws -> Void) async throws {
-        var writer: any ResponseBodyWriter = Side(lines: self)
-        defer { continuation.finish() }
-        try await session(&writer)
+    /// A sink for a cache subscription of `R`: its items arrive wrapped by `wrap`; its end
+    /// finishes the inbox (whatever is buffered is still read).
+    func sink<R: Resource>(_ wrap: @escaping @Sendable (WatchCacheItem<R>) -> Item) -> WatchCacheSink<R> {
+        let continuation = continuation
+        return WatchCacheSink(
+            deliver: { item in
+                if case .dropped = continuation.yield(wrap(item)) { return false }
+                return true
+            },
+            finish: { continuation.finish() })
     }
 
-    /// Writes every buffer to `writer` until a session ends; buffers that come after are refused.
-    func drain(into writer: inout any ResponseBodyWriter) async throws {
-        var failure: (any Error)?
-        for await item in items {
-            if let failure {
-                item.written.resume(throwing: failure)
-                continue
-            }
-            do {
-                try await writer.write(item.buffer)
-                item.written.resume()
-            } catch {
-                failure = error
-                item.written.resume(throwing: error)
-                continuation.finish()
-            }
+    func yield(_ item: Item) { continuation.yield(item) }
+
+    func finish() { continuation.finish() }
+}
+
+/// One kind of a node's watch, read from its ``NodeWatchInbox``: the kind's session (its
+/// filter, its last revision, its lines), and where its changes come from, the cache or,
+/// until the cache can take over, an etcd watch of its own. Used by the inbox's one reader
+/// only.
+private final class NodeWatchKind<R: Resource> {
+    private let session: WatchSession<R>
+    private let start: WatchStreamer.Start<R>
+    private let inbox: NodeWatchInbox
+    private let sink: WatchCacheSink<R>
+    private let etcdItem: @Sendable (WatchStreamer.Item<R>) -> NodeWatchInbox.Item
+    private var subscription: WatchCacheSubscription<R>?
+    private var etcdWatch: Task<Void, Never>?
+
+    init(
+        _ start: WatchStreamer.Start<R>, inbox: NodeWatchInbox, cache: @escaping @Sendable (WatchCacheItem<R>) -> NodeWatchInbox.Item,
+        etcd: @escaping @Sendable (WatchStreamer.Item<R>) -> NodeWatchInbox.Item
+    ) {
+        self.session = WatchSession(start.setup)
+        self.start = start
+        self.inbox = inbox
+        self.sink = inbox.sink(cache)
+        self.etcdItem = etcd
+    }
+
+    /// Writes the kind's opening (its list's objects, or a BOOKMARK at its version) and starts
+    /// its feed: the cache's subscription, or its own etcd watch.
+    func open(writer: inout any ResponseBodyWriter) async throws {
+        if let version = start.resumeAfter {
+            try await writer.write(try session.bookmark(version))
+            subscription = await session.subscription(resumingAfter: version, into: sink)
+        } else {
+            try await session.write(start.initial, writer: &writer)
+            subscription = start.subscription
         }
-        if let failure { throw failure }
-    }
-
-    fileprivate func send(_ buffer: ByteBuffer) async throws {
-        try await withCheckedThrowingContinuation { (written: CheckedContinuation<Void, any Error>) in
-            if case .terminated = continuation.yield(Item(buffer: buffer, written: written)) {
-                written.resume(throwing: CancellationError())
-            }
+        if subscription != nil {
+            WatchMetrics.fromCache.increment()
+        } else {
+            WatchMetrics.fromEtcd.increment()
+            let (inbox, etcdItem) = (inbox, etcdItem)
+            etcdWatch = session.watchEtcd { inbox.yield(etcdItem($0)) }
         }
     }
 
-    fileprivate func finish() { continuation.finish() }
+    /// The lines of one of the cache's items.
+    func lines(_ item: WatchCacheItem<R>) throws -> NodeWatchStep {
+        NodeWatchStep(lines: try session.cached(item))
+    }
 
-    /// One session's writer.
-    private struct Side: ResponseBodyWriter {
-        let lines: MergedLines
+    /// The lines of one item of the kind's own etcd watch; on a hand-over the cache feeds it
+    /// from then on (items of the old watch still in the inbox are skipped).
+    func lines(_ item: WatchStreamer.Item<R>) throws -> NodeWatchStep {
+        guard etcdWatch != nil else { return NodeWatchStep() }
+        switch try session.direct(item, sink: sink) {
+        case .nothing:
+            return NodeWatchStep()
+        case .send(let lines):
+            return NodeWatchStep(lines: lines)
+        case .sendAndEnd(let lines):
+            return NodeWatchStep(lines: lines, ended: true)
+        case .handOver(let lines, let handover):
+            etcdWatch?.cancel()
+            etcdWatch = nil
+            subscription = handover
+            WatchMetrics.fromEtcd.decrement()
+            WatchMetrics.fromCache.increment()
+            return NodeWatchStep(lines: lines)
+        }
+    }
 
-        mutating func write(_ buffer: ByteBuffer) async throws { try await lines.send(buffer) }
+    /// A bookmark's turn: the cache queues the kind's progress and a tick behind its changes;
+    /// its own etcd watch gets a BOOKMARK at its last revision.
+    func tick() {
+        if let subscription {
+            subscription.tick()
+        } else if etcdWatch != nil {
+            inbox.yield(etcdItem(.tick))
+        }
+    }
 
-        consuming func finish(_ trailingHeaders: HTTPFields?) async throws { lines.finish() }
+    /// The ERROR line of a kind whose cache subscription ended; nil when it did not.
+    func endingLine() throws -> ByteBuffer? {
+        guard let ending = subscription?.ending else { return nil }
+        return try session.ending(ending)
+    }
+
+    /// Stops the kind's feed.
+    func close() {
+        if let subscription {
+            subscription.cancel()
+            WatchMetrics.fromCache.decrement()
+        } else if let etcdWatch {
+            etcdWatch.cancel()
+            WatchMetrics.fromEtcd.decrement()
+        }
+        subscription = nil
+        etcdWatch = nil
     }
 }

@@ -77,9 +77,11 @@ struct WatchStreamer: Sendable {
 
     /// Validates `version` (the client's last resourceVersion; absent or 0: list first, the
     /// list's objects sent as ADDED lines) and readies the watch of `R`.
+    /// With `sink`, the list's cache subscription delivers there (a node's watch of several
+    /// kinds, read by one task).
     func prepare<R: Resource>(
         _ type: R.Type, tenant: String?, from version: String?, field: String, route: String?, kindTag: String? = nil,
-        filter: @escaping @Sendable (R) -> Bool
+        sink: WatchCacheSink<R>? = nil, filter: @escaping @Sendable (R) -> Bool
     ) async throws -> Start<R> {
         var start: Int64
         var initial: [R] = []
@@ -104,7 +106,7 @@ struct WatchStreamer: Sendable {
             let list = try await deps.store.list(R.self, tenant: tenant)
             initial = list.items.filter(filter)
             start = list.revision + 1
-            if cacheStarted { subscription = cache.subscribe(after: list.revision, route: route) }
+            if cacheStarted { subscription = cache.subscribe(after: list.revision, route: route, into: sink) }
         }
         var setup = WatchSession<R>.Setup(
             store: deps.store, cache: cache, tenant: tenant, route: route, filter: filter,
@@ -184,21 +186,27 @@ final class WatchSession<R: Resource> {
     /// own (which answers 410 for a compacted one, as etcd does).
     func resume(after version: Int64, writer: inout any ResponseBodyWriter) async throws {
         try await writer.write(try bookmark(version))
+        let subscription = await subscription(resumingAfter: version)
+        try await run(initial: [], subscription: subscription, writer: &writer)
+    }
+
+    /// The cache's subscription for a watch resumed after `version` (into `sink`, when given);
+    /// nil when the cache cannot serve it, or etcd compacted it: the watch then watches etcd
+    /// itself (which answers 410 for a compacted one, as etcd does).
+    func subscription(resumingAfter version: Int64, into sink: WatchCacheSink<R>? = nil) async -> WatchCacheSubscription<R>? {
         let cache = setup.cache
-        var subscription: WatchCacheSubscription<R>?
         // The cache may still hold changes etcd compacted: those get etcd's 410, through a
         // watch of the caller's own (one range read per connection; asked even past the
         // cache's head, which may lag etcd's).
-        if (try? await cache.start()) != nil, !(await Self.isCompacted(cache, after: version)) {
-            if version >= cache.floor {
-                subscription = cache.subscribe(after: version, route: setup.route)
-            } else if let quiet = await Self.quietThrough(cache, after: version) {
-                // Nothing of the kind changed between the client's version and the cache's
-                // floor (an api-server that started since, say): the cache serves it too.
-                subscription = cache.subscribe(after: quiet, route: setup.route)
-            }
+        guard (try? await cache.start()) != nil, !(await Self.isCompacted(cache, after: version)) else { return nil }
+        if version >= cache.floor {
+            return cache.subscribe(after: version, route: setup.route, into: sink)
+        } else if let quiet = await Self.quietThrough(cache, after: version) {
+            // Nothing of the kind changed between the client's version and the cache's
+            // floor (an api-server that started since, say): the cache serves it too.
+            return cache.subscribe(after: quiet, route: setup.route, into: sink)
         }
-        try await run(initial: [], subscription: subscription, writer: &writer)
+        return nil
     }
 
     /// `cache.isCompacted(after:)` in a child task: its etcd read's frames (some 10 KB of task
@@ -219,18 +227,23 @@ final class WatchSession<R: Resource> {
     /// Sends `initial` as ADDED lines, then follows the cache's subscription, or an etcd watch of
     /// its own until the cache can take over; ends the body when either ends.
     func run(initial: [R], subscription: WatchCacheSubscription<R>?, writer: inout any ResponseBodyWriter) async throws {
-        var index = 0
-        while index < initial.count {
-            let chunk = try added(initial, from: index, count: 256)
-            index += 256
-            try await writer.write(chunk)
-        }
+        try await write(initial, writer: &writer)
         if let subscription {
             try await follow(subscription, writer: &writer)
         } else if let handover = try await watchDirectly(writer: &writer) {
             try await follow(handover, writer: &writer)
         }
         try await writer.finish(nil)
+    }
+
+    /// Sends `initial` as ADDED lines, 256 a write.
+    func write(_ initial: [R], writer: inout any ResponseBodyWriter) async throws {
+        var index = 0
+        while index < initial.count {
+            let chunk = try added(initial, from: index, count: 256)
+            index += 256
+            try await writer.write(chunk)
+        }
     }
 
     /// Follows the cache until the subscription ends; then tells the client to resume.
@@ -245,11 +258,17 @@ final class WatchSession<R: Resource> {
         for await item in subscription.items {
             if let lines = try cached(item) { try await writer.write(lines) }
         }
-        switch subscription.ending {
+        try await writer.write(try ending(subscription.ending))
+    }
+
+    /// The ERROR line that ends a watch whose cache subscription ended for `why`.
+    @inline(never)
+    func ending(_ why: WatchCacheEnding?) throws -> ByteBuffer {
+        switch why {
         case .overflow(let limit):
-            try await writer.write(try error(503, "this watch fell \(limit) changes behind; reconnect with resourceVersion \(lastRevision)"))
+            return try error(503, "this watch fell \(limit) changes behind; reconnect with resourceVersion \(lastRevision)")
         case .gap, .stopped, nil:
-            try await writer.write(try error(503, "the store stream ended; reconnect with resourceVersion \(lastRevision)"))
+            return try error(503, "the store stream ended; reconnect with resourceVersion \(lastRevision)")
         }
     }
 
@@ -259,17 +278,7 @@ final class WatchSession<R: Resource> {
         WatchMetrics.fromEtcd.increment()
         defer { WatchMetrics.fromEtcd.decrement() }
         let merged = AsyncStream<WatchStreamer.Item<R>>.makeStream()
-        let (store, tenant, from) = (setup.store, setup.tenant, lastRevision + 1)
-        let pump = Task {
-            do {
-                for try await batch in store.watch(R.self, tenant: tenant, from: from) {
-                    merged.continuation.yield(.batch(batch))
-                }
-                merged.continuation.yield(.ended(nil))
-            } catch {
-                merged.continuation.yield(.ended(error))
-            }
-        }
+        let pump = watchEtcd { merged.continuation.yield($0) }
         let ticker = ticking { merged.continuation.yield(.tick) }
         defer {
             pump.cancel()
@@ -293,21 +302,38 @@ final class WatchSession<R: Resource> {
         return nil
     }
 
+    /// Watches etcd from the first revision not yet sent, handing each batch (and the end) to
+    /// `yield`, until cancelled.
+    func watchEtcd(_ yield: @escaping @Sendable (WatchStreamer.Item<R>) -> Void) -> Task<Void, Never> {
+        let (store, tenant, from) = (setup.store, setup.tenant, lastRevision + 1)
+        return Task {
+            do {
+                for try await batch in store.watch(R.self, tenant: tenant, from: from) {
+                    yield(.batch(batch))
+                }
+                yield(.ended(nil))
+            } catch {
+                yield(.ended(error))
+            }
+        }
+    }
+
     /// Calls `tick` every bookmark interval until cancelled, on the api-server's shared clock.
     private func ticking(_ tick: @escaping @Sendable () -> Void) -> BookmarkTicks.Registration {
         setup.ticks.add(every: setup.bookmarkEvery, tick)
     }
 
     /// What ``watchDirectly(writer:)`` does with one item of its own etcd watch.
-    private enum DirectStep {
+    enum DirectStep {
         case nothing
         case send(ByteBuffer)
         case sendAndEnd(ByteBuffer?)
         case handOver(ByteBuffer?, WatchCacheSubscription<R>)
     }
 
+    /// With `sink`, a hand-over's subscription delivers there.
     @inline(never)
-    private func direct(_ item: WatchStreamer.Item<R>) throws -> DirectStep {
+    func direct(_ item: WatchStreamer.Item<R>, sink: WatchCacheSink<R>? = nil) throws -> DirectStep {
         switch item {
         case .tick:
             return .send(try bookmark(lastRevision))
@@ -325,7 +351,7 @@ final class WatchSession<R: Resource> {
             // Whole revisions up to lastRevision are sent: the cache takes over once its
             // window reaches back to here.
             let cache = setup.cache
-            if lastRevision >= cache.floor, cache.floor >= 0, let handover = cache.subscribe(after: lastRevision, route: setup.route) {
+            if lastRevision >= cache.floor, cache.floor >= 0, let handover = cache.subscribe(after: lastRevision, route: setup.route, into: sink) {
                 return .handOver(lines, handover)
             }
             return lines.map { .send($0) } ?? .nothing
@@ -334,7 +360,7 @@ final class WatchSession<R: Resource> {
 
     /// The lines for one item of the cache: a bookmark, or the batch's changes this caller sees.
     @inline(never)
-    private func cached(_ item: WatchCacheItem<R>) throws -> ByteBuffer? {
+    func cached(_ item: WatchCacheItem<R>) throws -> ByteBuffer? {
         switch item {
         case .tick:
             return try bookmark(lastRevision)
@@ -379,7 +405,7 @@ final class WatchSession<R: Resource> {
 
     /// A BOOKMARK line: every change up to `revision` was sent.
     @inline(never)
-    private func bookmark(_ revision: Int64) throws -> ByteBuffer {
+    func bookmark(_ revision: Int64) throws -> ByteBuffer {
         try encoded([WatchLine<R>(type: "BOOKMARK", resourceVersion: String(revision))])
     }
 

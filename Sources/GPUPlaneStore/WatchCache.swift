@@ -81,12 +81,31 @@ extension ModelServer: NodeRoutedResource {
     public var routedNode: String? { binding?.node }
 }
 
+/// Where a ``WatchCacheSubscription``'s items go instead of its own ``WatchCacheSubscription/items``:
+/// several subscriptions (of several kinds) can feed one consumer, so that one task serves
+/// them (a node's watch of its replicas and model servers).
+public struct WatchCacheSink<R: Resource>: Sendable {
+    /// Hands an item on; false when the consumer's buffer is full (the item is dropped, and the
+    /// cache ends the subscription with ``WatchCacheEnding/overflow(limit:)``).
+    public let deliver: @Sendable (WatchCacheItem<R>) -> Bool
+    /// Called once the subscription ends or is cancelled: nothing more comes.
+    public let finish: @Sendable () -> Void
+
+    /// Makes a sink.
+    public init(deliver: @escaping @Sendable (WatchCacheItem<R>) -> Bool, finish: @escaping @Sendable () -> Void) {
+        self.deliver = deliver
+        self.finish = finish
+    }
+}
+
 /// One subscriber of a ``WatchCache``: its ``items`` from the revision it subscribed after.
 public final class WatchCacheSubscription<R: Resource>: Sendable {
     /// The replayed changes, then each new batch and progress, and this subscriber's ticks.
-    /// Finishes when the subscriber is ended (see ``ending``) or cancelled.
+    /// Finishes when the subscriber is ended (see ``ending``) or cancelled. Empty for a
+    /// subscription made with a ``WatchCacheSink``: its items go to the sink.
     public let items: AsyncStream<WatchCacheItem<R>>
-    let continuation: AsyncStream<WatchCacheItem<R>>.Continuation
+    private let continuation: AsyncStream<WatchCacheItem<R>>.Continuation
+    private let sink: WatchCacheSink<R>?
     let id = UUID()
     /// The node whose changes it wants; nil: every change.
     let route: String?
@@ -94,9 +113,13 @@ public final class WatchCacheSubscription<R: Resource>: Sendable {
     /// Queues the cache's head as progress (routed subscriptions: their batches skip changes
     /// of other nodes, so only the cache knows how far they are served).
     let progress = Locked<(@Sendable () -> Void)?>(nil)
+    /// Removes it from the cache (set by the cache once it is attached).
+    let detach = Locked<(@Sendable () -> Void)?>(nil)
 
-    init(buffer: Int, route: String?) {
-        (items, continuation) = AsyncStream<WatchCacheItem<R>>.makeStream(bufferingPolicy: .bufferingOldest(buffer))
+    init(buffer: Int, route: String?, sink: WatchCacheSink<R>? = nil) {
+        (items, continuation) = AsyncStream<WatchCacheItem<R>>.makeStream(bufferingPolicy: .bufferingOldest(sink == nil ? buffer : 0))
+        if sink != nil { continuation.finish() }
+        self.sink = sink
         self.route = route
     }
 
@@ -108,15 +131,35 @@ public final class WatchCacheSubscription<R: Resource>: Sendable {
     /// bookmark says how far it is served.
     public func tick() {
         progress.withLock { $0 }?()
-        continuation.yield(.tick)
+        _ = deliver(.tick)
     }
 
     /// Stops the subscription; the cache forgets it.
-    public func cancel() { continuation.finish() }
+    public func cancel() {
+        finish()
+        detach.withLock { $0 }?()
+    }
+
+    /// Queues `item`; false when the buffer is full (the item is dropped).
+    func deliver(_ item: WatchCacheItem<R>) -> Bool {
+        if let sink { return sink.deliver(item) }
+        if case .dropped = continuation.yield(item) { return false }
+        return true
+    }
+
+    /// Runs `detach` when the consumer of ``items`` stops (a stream subscription only: a sink's
+    /// consumer cancels).
+    func onTermination(_ detach: @escaping @Sendable () -> Void) {
+        if sink == nil { continuation.onTermination = { _ in detach() } }
+    }
 
     func end(_ why: WatchCacheEnding) {
         reason.withLock { if $0 == nil { $0 = why } }
-        continuation.finish()
+        finish()
+    }
+
+    private func finish() {
+        if let sink { sink.finish() } else { continuation.finish() }
     }
 }
 
@@ -278,8 +321,9 @@ public final class WatchCache<R: Resource>: Sendable {
     /// after the change), and each ``WatchCacheSubscription/tick()`` queues the head as
     /// progress: the subscriber must still filter what it gets. The replay is the whole
     /// window either way.
-    public func subscribe(after revision: Int64, route: String? = nil) -> WatchCacheSubscription<R>? {
-        let subscription = WatchCacheSubscription<R>(buffer: limits.subscriberBuffer, route: R.self is any NodeRoutedResource.Type ? route : nil)
+    public func subscribe(after revision: Int64, route: String? = nil, into sink: WatchCacheSink<R>? = nil) -> WatchCacheSubscription<R>? {
+        let subscription = WatchCacheSubscription<R>(
+            buffer: limits.subscriberBuffer, route: R.self is any NodeRoutedResource.Type ? route : nil, sink: sink)
         let ok = state.withLock { s -> Bool in
             guard s.started, !s.stopped, revision >= s.floor else { return false }
             // Entries are in revision order: find the first with a change above `revision`.
@@ -293,16 +337,18 @@ public final class WatchCache<R: Resource>: Sendable {
             for entry in s.window[low...] {
                 for event in entry.events where event.event.revision > revision { replay.append(event) }
             }
-            if let last = replay.last { subscription.continuation.yield(.batch(events: replay, revision: last.event.revision)) }
-            if s.head > revision { subscription.continuation.yield(.batch(events: [], revision: s.head)) }
+            if let last = replay.last { _ = subscription.deliver(.batch(events: replay, revision: last.event.revision)) }
+            if s.head > revision { _ = subscription.deliver(.batch(events: [], revision: s.head)) }
             s.add(subscription)
             return true
         }
         guard ok else { return nil }
         let id = subscription.id
-        subscription.continuation.onTermination = { [weak self] _ in
+        let detach: @Sendable () -> Void = { [weak self] in
             self?.state.withLock { $0.remove(id) }
         }
+        subscription.detach.withLock { $0 = detach }
+        subscription.onTermination(detach)
         if subscription.route != nil {
             subscription.progress.withLock {
                 $0 = { [weak self] in self?.queueProgress(to: id) }
@@ -431,7 +477,7 @@ public final class WatchCache<R: Resource>: Sendable {
     private func queueProgress(to id: UUID) {
         state.withLock { s in
             guard let subscriber = s.subscribers[id] else { return }
-            subscriber.continuation.yield(.batch(events: [], revision: s.head))
+            _ = subscriber.deliver(.batch(events: [], revision: s.head))
         }
     }
 
@@ -513,7 +559,7 @@ public final class WatchCache<R: Resource>: Sendable {
             if !events.isEmpty { s.batchDeliveries += recipients.count }
             var overflowed: [WatchCacheSubscription<R>] = []
             for subscriber in recipients {
-                if case .dropped = subscriber.continuation.yield(item) {
+                if !subscriber.deliver(item) {
                     overflowed.append(subscriber)
                     s.remove(subscriber.id)
                 }

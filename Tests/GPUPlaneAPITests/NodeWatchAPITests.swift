@@ -146,6 +146,31 @@ import Testing
         }
     }
 
+    /// A node's watch that ends (its client gone) leaves no cache subscription behind, whether
+    /// it listed first or resumed from versions: both kinds' subscriptions deliver into the
+    /// watch's one inbox, and nothing but the watch itself ends them.
+    @Test func aClosedWatchLeavesNoSubscription() async throws {
+        try await onAPrivateServer { h, node, token in
+            let replicas = h.deps.watchCaches.cache(Replica.self)
+            let servers = h.deps.watchCaches.cache(ModelServer.self)
+            try await eventually("the caches started") { replicas.floor >= 0 && servers.floor >= 0 }
+            let (before, beforeServers) = (replicas.subscriberCount, servers.subscriberCount)
+            let head = try await h.client.range(.key("/nonexistent")).header.revision
+            let (listing, _) = try watch(h, "/v1/nodes/\(node)/watch", token: token, "listing.ndjson")
+            defer { listing.kill9() }
+            let (resuming, _) = try watch(h, "/v1/nodes/\(node)/watch?replicaVersion=\(head)&modelServerVersion=\(head)", token: token, "resuming.ndjson")
+            defer { resuming.kill9() }
+            try await eventually("both watches subscribed to both kinds") {
+                replicas.subscriberCount == before + 2 && servers.subscriberCount == beforeServers + 2
+            }
+            listing.kill9()
+            resuming.kill9()
+            try await eventually("every subscription gone with its watch") {
+                replicas.subscriberCount == before && servers.subscriberCount == beforeServers
+            }
+        }
+    }
+
     /// One kind's stream ending ends the node's: a compacted version gets that kind's 410 line,
     /// and the response is over (the client lists that kind again and reconnects with both).
     @Test func oneKindGoneEndsTheStream() async throws {

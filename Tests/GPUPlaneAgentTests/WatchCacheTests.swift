@@ -475,6 +475,54 @@ struct WatchCacheTests {
         #expect(before + resumed.changes == expected)
     }
 
+    /// A node's watch of both kinds (one task reading one inbox) that stops reading is cut with
+    /// its replicas' 503 line once the inbox is full, and resumes from the version the line
+    /// names missing nothing, as a watch of one kind does.
+    @Test func aSlowNodeWatchIsCutAndResumes() async throws {
+        let plane = try await Plane(limits: WatchCacheLimits(maxEvents: 1000, maxBytes: 256 << 20, subscriberBuffer: 4))
+        defer { plane.close() }
+        let token = try await plane.token(node: "slow-node")
+        let start = try await plane.revision()
+        let out = try TestEnvironment.temporaryDirectory(prefix: "slow-node-watch").appendingPathComponent("slow.ndjson")
+        let slow = try ChildProcess(
+            executable: "/usr/bin/curl",
+            arguments: [
+                "-sN", "-H", "Authorization: Bearer \(token)",
+                "\(plane.base)/v1/nodes/slow-node/watch?replicaVersion=\(start)&modelServerVersion=\(start)",
+            ],
+            logFile: out)
+        defer { slow.kill9() }  // curl inherits an ignored SIGTERM from the test runner
+        let servers = plane.deps.watchCaches.cache(ModelServer.self)
+        try await eventually("both kinds subscribed") { plane.replicas.subscriberCount == 1 && servers.subscriberCount == 1 }
+        slow.signal(SIGSTOP)
+        // 60 changes of 500 kB: the sockets fill, the stream's writer blocks, the inbox fills.
+        let writer = Writer(store: plane.store)
+        writer.label = String(repeating: "x", count: 500_000)
+        var last = start
+        for index in 0..<60 { last = try await writer.write([("t-a", "big-\(index)", "slow-node", false)]) }
+        try await eventually("the slow node watch is cut", timeout: 60) { plane.replicas.subscriberCount == 0 }
+        slow.signal(SIGCONT)
+        var lines: [(kind: String?, line: ResourceWatchLine<Replica>)] = []
+        try await eventually("the stream ends with the replicas' ERROR 503, and no subscription is left", timeout: 60, every: 1) {
+            let data = (try? Data(contentsOf: out)) ?? Data()
+            lines = data.split(separator: 0x0A).compactMap { raw in
+                let kind = (try? JSONSerialization.jsonObject(with: Data(raw)) as? [String: Any])?["kind"] as? String
+                return (try? GPUPlaneJSON.decode(ResourceWatchLine<Replica>.self, from: Data(raw))).map { (kind, $0) }
+            }
+            return lines.last?.line.type == .error && !slow.isRunning && servers.subscriberCount == 0
+        }
+        #expect(lines.last?.kind == "replicas")
+        let error = try #require(lines.last?.line.error)
+        #expect(error.code == 503)
+        let resume = try #require(error.message.split(separator: " ").last.flatMap { Int64($0) })
+        let before = lines.filter { $0.kind == "replicas" && $0.line.type != .bookmark && $0.line.type != .error }.map { Self.describe($0.line) }
+        #expect(before.count < 60)
+        let resumed = Collector(plane.api(token), from: resume)
+        defer { resumed.stop() }
+        try await eventually("the resumed watch reached the last write", timeout: 60) { resumed.reached(last) }
+        #expect(before + resumed.changes == writer.expected(after: start, tenant: nil, node: "slow-node"))
+    }
+
     /// The shared etcd watch restarted (etcd itself restarted; the cache's watch stopped and
     /// opened again after more writes) loses and repeats nothing; after etcd compacted what
     /// the cache missed, its subscribers are told to resume, and resuming answers 410: the
