@@ -77,6 +77,12 @@ public final class Informer<R: Resource>: RevisionFollower {
     public let tenant: String?
     private let logger: Logger
     private let state = Locked(State())
+    /// Subscribers whose consumer stopped, for the informer to forget the next time it takes
+    /// `state`. A stream's termination handler runs under the Swift runtime's lock of the task
+    /// being cancelled, and the informer yields to those tasks (which takes that lock) while it
+    /// holds `state`: a handler taking `state` could deadlock with it (a watch cache built the
+    /// same way froze an api-server at SIGTERM). Nothing is called under this lock.
+    private let forgotten = Locked<[UUID]>([])
     /// Where the cached objects' equal strings share one copy (a node's GPU product and PCI
     /// ids, label values, its GPUs' UUIDs in spec and status).
     private let strings = StringTable()
@@ -247,8 +253,9 @@ public final class Informer<R: Resource>: RevisionFollower {
             for object in s.list() { continuation.yield(.added(object)) }
             s.subscribers[id] = continuation
         }
+        // Never `state` here: see `forgotten`.
         continuation.onTermination = { [weak self] _ in
-            self?.state.withLock { _ = $0.subscribers.removeValue(forKey: id) }
+            self?.forgotten.withLock { $0.append(id) }
         }
         return stream
     }
@@ -266,7 +273,7 @@ public final class Informer<R: Resource>: RevisionFollower {
             s.signals[id] = continuation
         }
         continuation.onTermination = { [weak self] _ in
-            self?.state.withLock { _ = $0.signals.removeValue(forKey: id) }
+            self?.forgotten.withLock { $0.append(id) }
         }
         return stream
     }
@@ -347,7 +354,8 @@ public final class Informer<R: Resource>: RevisionFollower {
 
     /// Replaces the cache with a fresh list, delivering the difference.
     private func apply(list: ResourceList<R>) {
-        state.withLock { s in
+        let woken = state.withLock { s -> Woken in
+            forget(&s)
             var fresh: [ObjectKey: R] = [:]
             for item in list.items { fresh[ObjectKey(tenant: item.metadata.tenant, name: item.metadata.name)] = item }
             var events: [InformerEvent<R>] = []
@@ -367,18 +375,21 @@ public final class Informer<R: Resource>: RevisionFollower {
             s.replace(with: fresh)
             s.revision = max(s.revision, list.revision)
             deliver(events, to: s)
-            wakeRevisionWaiters(&s)
+            var woken = Woken(revisionWaiters: takeRevisionWaiters(&s))
             if !s.synced {
                 s.synced = true
-                for (_, w) in s.waiters { w.resume() }
+                woken.syncWaiters = Array(s.waiters.values)
                 s.waiters.removeAll()
             }
+            return woken
         }
+        woken.resume()
     }
 
     /// Applies watched changes in order, delivering them.
     private func apply(changes: [(ObjectKey, R?)], revision: Int64) {
-        state.withLock { s in
+        let woken = state.withLock { s -> Woken in
+            forget(&s)
             var events: [InformerEvent<R>] = []
             for (key, object) in changes {
                 if let object {
@@ -393,17 +404,44 @@ public final class Informer<R: Resource>: RevisionFollower {
             }
             if revision > s.revision { s.revision = revision }
             deliver(events, to: s)
-            wakeRevisionWaiters(&s)
+            return Woken(revisionWaiters: takeRevisionWaiters(&s))
+        }
+        woken.resume()
+    }
+
+    /// Waiters to resume once `state` is released: a waiter's cancellation handler takes
+    /// `state` under the Swift runtime's lock of its task, and resuming it takes that lock.
+    private struct Woken {
+        var revisionWaiters: [CheckedContinuation<Void, Never>]
+        var syncWaiters: [CheckedContinuation<Void, any Error>] = []
+
+        func resume() {
+            for waiter in revisionWaiters { waiter.resume() }
+            for waiter in syncWaiters { waiter.resume() }
         }
     }
 
-    /// Resumes the ``waitUntilSeen(_:)`` callers whose revision the cache has reached.
-    private func wakeRevisionWaiters(_ s: inout State) {
-        guard !s.revisionWaiters.isEmpty else { return }
+    /// Takes the ``waitUntilSeen(_:)`` callers whose revision the cache has reached.
+    private func takeRevisionWaiters(_ s: inout State) -> [CheckedContinuation<Void, Never>] {
+        guard !s.revisionWaiters.isEmpty else { return [] }
         let revision = s.revision
+        var woken: [CheckedContinuation<Void, Never>] = []
         for (id, waiter) in s.revisionWaiters where waiter.revision <= revision {
             s.revisionWaiters[id] = nil
-            waiter.continuation.resume()
+            woken.append(waiter.continuation)
+        }
+        return woken
+    }
+
+    /// Drops the subscribers whose consumers stopped (see `forgotten`).
+    private func forget(_ s: inout State) {
+        let ids = forgotten.withLock { ids -> [UUID] in
+            defer { ids.removeAll() }
+            return ids
+        }
+        for id in ids {
+            s.subscribers[id] = nil
+            s.signals[id] = nil
         }
     }
 

@@ -185,6 +185,12 @@ public final class WatchCache<R: Resource>: Sendable {
     private let logger: Logger
     private let prefix = R.storagePrefix(tenant: nil)
     private let state = Locked(State())
+    /// Subscriptions whose consumer stopped, for the cache to forget the next time it takes
+    /// `state`. A stream's termination handler runs under the Swift runtime's lock of the task
+    /// being cancelled, and the cache yields to those tasks (which takes that lock) while it
+    /// holds `state`: a handler taking `state` could deadlock with it, and did (an api-server
+    /// that never finished its SIGTERM, its watches frozen). Nothing is called under this lock.
+    private let forgotten = Locked<[UUID]>([])
     /// Where the window's objects share their equal strings.
     private let strings = StringTable()
 
@@ -257,7 +263,12 @@ public final class WatchCache<R: Resource>: Sendable {
     /// The revision the cache has seen every change of this kind up to.
     public var head: Int64 { state.withLock { $0.head } }
     /// How many subscribers are attached.
-    public var subscriberCount: Int { state.withLock { $0.subscribers.count } }
+    public var subscriberCount: Int {
+        state.withLock { s in
+            forget(&s)
+            return s.subscribers.count
+        }
+    }
     /// How many batches of changes were handed to subscribers so far (progress not counted).
     public var batchDeliveries: Int { state.withLock { $0.batchDeliveries } }
     /// How many times the etcd watch was opened again after a failure or compaction.
@@ -325,6 +336,7 @@ public final class WatchCache<R: Resource>: Sendable {
         let subscription = WatchCacheSubscription<R>(
             buffer: limits.subscriberBuffer, route: R.self is any NodeRoutedResource.Type ? route : nil, sink: sink)
         let ok = state.withLock { s -> Bool in
+            forget(&s)
             guard s.started, !s.stopped, revision >= s.floor else { return false }
             // Entries are in revision order: find the first with a change above `revision`.
             var low = s.first
@@ -344,8 +356,9 @@ public final class WatchCache<R: Resource>: Sendable {
         }
         guard ok else { return nil }
         let id = subscription.id
+        // Never `state` here: see `forgotten`.
         let detach: @Sendable () -> Void = { [weak self] in
-            self?.state.withLock { $0.remove(id) }
+            self?.forgotten.withLock { $0.append(id) }
         }
         subscription.detach.withLock { $0 = detach }
         subscription.onTermination(detach)
@@ -472,6 +485,15 @@ public final class WatchCache<R: Resource>: Sendable {
         }
     }
 
+    /// Drops the subscriptions whose consumers stopped (see `forgotten`).
+    private func forget(_ s: inout State) {
+        let ids = forgotten.withLock { ids -> [UUID] in
+            defer { ids.removeAll() }
+            return ids
+        }
+        for id in ids { s.remove(id) }
+    }
+
     /// Queues the head as progress for subscriber `id`, under the lock that orders every batch
     /// queued for it: whatever of its node's changes the head covers is queued before.
     private func queueProgress(to id: UUID) {
@@ -517,6 +539,7 @@ public final class WatchCache<R: Resource>: Sendable {
             bytes += event.kv.key.count + event.kv.value.count + (event.prevKV?.value.count ?? 0)
         }
         let ended: [WatchCacheSubscription<R>] = state.withLock { s in
+            forget(&s)
             let item: WatchCacheItem<R>
             if let last = events.last?.event.revision {
                 guard last > s.head else { return [] }

@@ -321,8 +321,11 @@ private final class Engine: @unchecked Sendable {
         let first = snapshot
         let waiters = startWaiters
         startWaiters = []
-        for subscriber in subscribers.values { subscriber.yield(first) }
+        let targets = Array(subscribers.values)
         condition.unlock()
+        // Outside the lock: a subscriber's termination handler takes it, under the Swift
+        // runtime's lock of its task, which a yield to that task takes too.
+        for target in targets { target.yield(first) }
         waiters.forEach { $0(.success(first)) }
         logger.info(
             "GPU health monitoring started",
