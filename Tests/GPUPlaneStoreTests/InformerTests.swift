@@ -1,6 +1,7 @@
 import EtcdClient
 import Foundation
 import GPUPlaneCore
+import GPUPlaneSystem
 import GPUPlaneStore
 import GPUPlaneTestSupport
 import Testing
@@ -77,6 +78,47 @@ struct InformerTests {
         var waiting = 0
         while await signals.next() != nil { waiting += 1 }
         #expect(waiting == 1)
+    }
+
+    /// Subscribers cancelled while the informer delivers changes to them under its lock (the
+    /// cancelled one's termination handler runs under the runtime's lock of its task, and once
+    /// took the informer's lock: a deadlock, as WatchCacheTests' twin of this test shows), and
+    /// waiters for a revision cancelled while it is reached: every consumer ends, the informer
+    /// goes on.
+    @Test func cancellingSubscribersMidDeliveryNeverDeadlocks() async throws {
+        let store = try await SharedStoreEtcd.store()
+        let t = uniqueTenant("cancel")
+        let informer = Informer<Gadget>(store: store, tenant: t)
+        informer.start()
+        defer { informer.stop() }
+        try await informer.waitUntilSynced()
+        let writing = Task {
+            var index = 0
+            while !Task.isCancelled {
+                _ = try? await store.create(Gadget(tenant: t, name: "g\(index)", size: index))
+                index += 1
+            }
+        }
+        defer { writing.cancel() }
+        let ended = Locked(0)
+        for round in 0..<10 {
+            let consumers = (0..<2000).map { index in
+                Task.detached {
+                    if index % 8 != 0 {
+                        for await _ in informer.changes() {}
+                    } else {
+                        await informer.waitUntilSeen(Int64.max)
+                    }
+                    ended.withLock { $0 += 1 }
+                }
+            }
+            try await Task.sleep(for: .milliseconds(20))
+            for consumer in consumers { consumer.cancel() }
+            try await eventually("round \(round): every consumer ended", timeout: 20) { ended.withLock { $0 } == (round + 1) * 2000 }
+        }
+        let last = try await store.create(Gadget(tenant: t, name: "after", size: 0))
+        await informer.waitUntilSeen(last.metadata.revision)
+        #expect(informer.get(tenant: t, name: "after") != nil)
     }
 
     /// `list()` keeps the order by tenant, then name, as objects come, change and go in any
