@@ -528,7 +528,8 @@ struct WatchCacheTests {
     /// under the runtime's lock of its task; when that handler took the cache's lock, a cancel
     /// landing mid-fan-out deadlocked both (an api-server froze at SIGTERM with 2,500 node
     /// watches). Rounds of 1,000 subscribers, cancelled while writes stream in; every round's
-    /// consumers must end, and the cache must go on serving.
+    /// consumers must end, and the cache must go on serving. A regression shows as a hang, not a
+    /// failure: the deadlock takes the pool's threads (and the cache's lock its cleanup needs).
     @Test func cancellingSubscribersMidFanOutNeverDeadlocks() async throws {
         let plane = try await Plane()
         defer { plane.close() }
