@@ -77,12 +77,10 @@ public final class Informer<R: Resource>: RevisionFollower {
     public let tenant: String?
     private let logger: Logger
     private let state = Locked(State())
-    /// Subscribers whose consumer stopped, for the informer to forget the next time it takes
-    /// `state`. A stream's termination handler runs under the Swift runtime's lock of the task
-    /// being cancelled, and the informer yields to those tasks (which takes that lock) while it
-    /// holds `state`: a handler taking `state` could deadlock with it (a watch cache built the
-    /// same way froze an api-server at SIGTERM). Nothing is called under this lock.
-    private let forgotten = Locked<[UUID]>([])
+    /// Subscribers whose consumer stopped, forgotten the next time `state` is taken: the
+    /// informer yields under `state`, so termination handlers must not take it
+    /// (``TerminationQueue``).
+    private let forgotten = TerminationQueue<UUID>()
     /// Where the cached objects' equal strings share one copy (a node's GPU product and PCI
     /// ids, label values, its GPUs' UUIDs in spec and status).
     private let strings = StringTable()
@@ -255,7 +253,7 @@ public final class Informer<R: Resource>: RevisionFollower {
         }
         // Never `state` here: see `forgotten`.
         continuation.onTermination = { [weak self] _ in
-            self?.forgotten.withLock { $0.append(id) }
+            self?.forgotten.add(id)
         }
         return stream
     }
@@ -273,7 +271,7 @@ public final class Informer<R: Resource>: RevisionFollower {
             s.signals[id] = continuation
         }
         continuation.onTermination = { [weak self] _ in
-            self?.forgotten.withLock { $0.append(id) }
+            self?.forgotten.add(id)
         }
         return stream
     }
@@ -435,11 +433,7 @@ public final class Informer<R: Resource>: RevisionFollower {
 
     /// Drops the subscribers whose consumers stopped (see `forgotten`).
     private func forget(_ s: inout State) {
-        let ids = forgotten.withLock { ids -> [UUID] in
-            defer { ids.removeAll() }
-            return ids
-        }
-        for id in ids {
+        for id in forgotten.take() {
             s.subscribers[id] = nil
             s.signals[id] = nil
         }

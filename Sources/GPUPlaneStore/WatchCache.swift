@@ -114,7 +114,7 @@ public final class WatchCacheSubscription<R: Resource>: Sendable {
     /// of other nodes, so only the cache knows how far they are served).
     let progress = Locked<(@Sendable () -> Void)?>(nil)
     /// Removes it from the cache (set by the cache once it is attached).
-    let detach = Locked<(@Sendable () -> Void)?>(nil)
+    private let detach = Locked<(@Sendable () -> Void)?>(nil)
 
     init(buffer: Int, route: String?, sink: WatchCacheSink<R>? = nil) {
         (items, continuation) = AsyncStream<WatchCacheItem<R>>.makeStream(bufferingPolicy: .bufferingOldest(sink == nil ? buffer : 0))
@@ -147,9 +147,10 @@ public final class WatchCacheSubscription<R: Resource>: Sendable {
         return true
     }
 
-    /// Runs `detach` when the consumer of ``items`` stops (a stream subscription only: a sink's
-    /// consumer cancels).
-    func onTermination(_ detach: @escaping @Sendable () -> Void) {
+    /// Sets how the cache forgets it: on ``cancel()``, and when the consumer of ``items`` stops
+    /// (a stream subscription; a sink's consumer cancels).
+    func attach(_ detach: @escaping @Sendable () -> Void) {
+        self.detach.withLock { $0 = detach }
         if sink == nil { continuation.onTermination = { _ in detach() } }
     }
 
@@ -185,12 +186,9 @@ public final class WatchCache<R: Resource>: Sendable {
     private let logger: Logger
     private let prefix = R.storagePrefix(tenant: nil)
     private let state = Locked(State())
-    /// Subscriptions whose consumer stopped, for the cache to forget the next time it takes
-    /// `state`. A stream's termination handler runs under the Swift runtime's lock of the task
-    /// being cancelled, and the cache yields to those tasks (which takes that lock) while it
-    /// holds `state`: a handler taking `state` could deadlock with it, and did (an api-server
-    /// that never finished its SIGTERM, its watches frozen). Nothing is called under this lock.
-    private let forgotten = Locked<[UUID]>([])
+    /// Subscriptions whose consumer stopped, forgotten the next time `state` is taken: the cache
+    /// yields under `state`, so termination handlers must not take it (``TerminationQueue``).
+    private let forgotten = TerminationQueue<UUID>()
     /// Where the window's objects share their equal strings.
     private let strings = StringTable()
 
@@ -357,11 +355,7 @@ public final class WatchCache<R: Resource>: Sendable {
         guard ok else { return nil }
         let id = subscription.id
         // Never `state` here: see `forgotten`.
-        let detach: @Sendable () -> Void = { [weak self] in
-            self?.forgotten.withLock { $0.append(id) }
-        }
-        subscription.detach.withLock { $0 = detach }
-        subscription.onTermination(detach)
+        subscription.attach { [weak self] in self?.forgotten.add(id) }
         if subscription.route != nil {
             subscription.progress.withLock {
                 $0 = { [weak self] in self?.queueProgress(to: id) }
@@ -487,11 +481,7 @@ public final class WatchCache<R: Resource>: Sendable {
 
     /// Drops the subscriptions whose consumers stopped (see `forgotten`).
     private func forget(_ s: inout State) {
-        let ids = forgotten.withLock { ids -> [UUID] in
-            defer { ids.removeAll() }
-            return ids
-        }
-        for id in ids { s.remove(id) }
+        for id in forgotten.take() { s.remove(id) }
     }
 
     /// Queues the head as progress for subscriber `id`, under the lock that orders every batch
