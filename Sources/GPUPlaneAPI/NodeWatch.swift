@@ -41,8 +41,8 @@ struct NodeWatchStreamer: Sendable {
         let ticks = (deps.bookmarkTicks, deps.bookmarkInterval)
         let body = ResponseBody { writer in
             try await Self.stream(
-                NodeWatchKind(replicas, inbox: inbox, cache: NodeWatchInbox.Item.replicas, etcd: NodeWatchInbox.Item.replicasFromEtcd),
-                NodeWatchKind(servers, inbox: inbox, cache: NodeWatchInbox.Item.modelServers, etcd: NodeWatchInbox.Item.modelServersFromEtcd),
+                NodeWatchKind(replicas, inbox: inbox, etcd: NodeWatchInbox.Item.replicasFromEtcd),
+                NodeWatchKind(servers, inbox: inbox, etcd: NodeWatchInbox.Item.modelServersFromEtcd),
                 inbox: inbox, ticks: ticks, writer: &writer)
         }
         return Response(status: .ok, headers: WatchStreamer.headers, body: body)
@@ -139,19 +139,16 @@ private final class NodeWatchKind<R: Resource> {
     private let session: WatchSession<R>
     private let start: WatchStreamer.Start<R>
     private let inbox: NodeWatchInbox
-    private let sink: WatchCacheSink<R>
     private let etcdItem: @Sendable (WatchStreamer.Item<R>) -> NodeWatchInbox.Item
     private var subscription: WatchCacheSubscription<R>?
     private var etcdWatch: Task<Void, Never>?
 
-    init(
-        _ start: WatchStreamer.Start<R>, inbox: NodeWatchInbox, cache: @escaping @Sendable (WatchCacheItem<R>) -> NodeWatchInbox.Item,
-        etcd: @escaping @Sendable (WatchStreamer.Item<R>) -> NodeWatchInbox.Item
-    ) {
+    /// `start`: prepared with a sink into `inbox` (every cache subscription of the kind
+    /// delivers there).
+    init(_ start: WatchStreamer.Start<R>, inbox: NodeWatchInbox, etcd: @escaping @Sendable (WatchStreamer.Item<R>) -> NodeWatchInbox.Item) {
         self.session = WatchSession(start.setup)
         self.start = start
         self.inbox = inbox
-        self.sink = inbox.sink(cache)
         self.etcdItem = etcd
     }
 
@@ -160,7 +157,7 @@ private final class NodeWatchKind<R: Resource> {
     func open(writer: inout any ResponseBodyWriter) async throws {
         if let version = start.resumeAfter {
             try await writer.write(try session.bookmark(version))
-            subscription = await session.subscription(resumingAfter: version, into: sink)
+            subscription = await session.subscription(resumingAfter: version)
         } else {
             try await session.write(start.initial, writer: &writer)
             subscription = start.subscription
@@ -183,7 +180,7 @@ private final class NodeWatchKind<R: Resource> {
     /// from then on (items of the old watch still in the inbox are skipped).
     func lines(_ item: WatchStreamer.Item<R>) throws -> NodeWatchStep {
         guard etcdWatch != nil else { return NodeWatchStep() }
-        switch try session.direct(item, sink: sink) {
+        switch try session.direct(item) {
         case .nothing:
             return NodeWatchStep()
         case .send(let lines):

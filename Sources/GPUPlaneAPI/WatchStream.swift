@@ -77,8 +77,8 @@ struct WatchStreamer: Sendable {
 
     /// Validates `version` (the client's last resourceVersion; absent or 0: list first, the
     /// list's objects sent as ADDED lines) and readies the watch of `R`.
-    /// With `sink`, the list's cache subscription delivers there (a node's watch of several
-    /// kinds, read by one task).
+    /// With `sink`, every cache subscription of the watch delivers there (a node's watch of
+    /// several kinds, read by one task).
     func prepare<R: Resource>(
         _ type: R.Type, tenant: String?, from version: String?, field: String, route: String?, kindTag: String? = nil,
         sink: WatchCacheSink<R>? = nil, filter: @escaping @Sendable (R) -> Bool
@@ -112,6 +112,7 @@ struct WatchStreamer: Sendable {
             store: deps.store, cache: cache, tenant: tenant, route: route, filter: filter,
             startRevision: start, bookmarkEvery: deps.bookmarkInterval, ticks: deps.bookmarkTicks)
         setup.kindTag = kindTag
+        setup.sink = sink
         return Start(setup: setup, initial: initial, subscription: subscription, resumeAfter: resumeAfter)
     }
 
@@ -168,6 +169,9 @@ final class WatchSession<R: Resource> {
         let ticks: BookmarkTicks
         /// Each line's `kind` (a watch of several kinds in one stream), or nil.
         var kindTag: String? = nil
+        /// Where the watch's cache subscriptions deliver (a watch of several kinds read by one
+        /// task); nil: each subscription's own stream.
+        var sink: WatchCacheSink<R>? = nil
     }
 
     private let setup: Setup
@@ -190,21 +194,21 @@ final class WatchSession<R: Resource> {
         try await run(initial: [], subscription: subscription, writer: &writer)
     }
 
-    /// The cache's subscription for a watch resumed after `version` (into `sink`, when given);
-    /// nil when the cache cannot serve it, or etcd compacted it: the watch then watches etcd
-    /// itself (which answers 410 for a compacted one, as etcd does).
-    func subscription(resumingAfter version: Int64, into sink: WatchCacheSink<R>? = nil) async -> WatchCacheSubscription<R>? {
+    /// The cache's subscription for a watch resumed after `version`; nil when the cache cannot
+    /// serve it, or etcd compacted it: the watch then watches etcd itself (which answers 410
+    /// for a compacted one, as etcd does).
+    func subscription(resumingAfter version: Int64) async -> WatchCacheSubscription<R>? {
         let cache = setup.cache
         // The cache may still hold changes etcd compacted: those get etcd's 410, through a
         // watch of the caller's own (one range read per connection; asked even past the
         // cache's head, which may lag etcd's).
         guard (try? await cache.start()) != nil, !(await Self.isCompacted(cache, after: version)) else { return nil }
         if version >= cache.floor {
-            return cache.subscribe(after: version, route: setup.route, into: sink)
+            return cache.subscribe(after: version, route: setup.route, into: setup.sink)
         } else if let quiet = await Self.quietThrough(cache, after: version) {
             // Nothing of the kind changed between the client's version and the cache's
             // floor (an api-server that started since, say): the cache serves it too.
-            return cache.subscribe(after: quiet, route: setup.route, into: sink)
+            return cache.subscribe(after: quiet, route: setup.route, into: setup.sink)
         }
         return nil
     }
@@ -331,9 +335,8 @@ final class WatchSession<R: Resource> {
         case handOver(ByteBuffer?, WatchCacheSubscription<R>)
     }
 
-    /// With `sink`, a hand-over's subscription delivers there.
     @inline(never)
-    func direct(_ item: WatchStreamer.Item<R>, sink: WatchCacheSink<R>? = nil) throws -> DirectStep {
+    func direct(_ item: WatchStreamer.Item<R>) throws -> DirectStep {
         switch item {
         case .tick:
             return .send(try bookmark(lastRevision))
@@ -351,7 +354,7 @@ final class WatchSession<R: Resource> {
             // Whole revisions up to lastRevision are sent: the cache takes over once its
             // window reaches back to here.
             let cache = setup.cache
-            if lastRevision >= cache.floor, cache.floor >= 0, let handover = cache.subscribe(after: lastRevision, route: setup.route, into: sink) {
+            if lastRevision >= cache.floor, cache.floor >= 0, let handover = cache.subscribe(after: lastRevision, route: setup.route, into: setup.sink) {
                 return .handOver(lines, handover)
             }
             return lines.map { .send($0) } ?? .nothing
