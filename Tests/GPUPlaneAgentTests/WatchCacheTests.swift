@@ -429,6 +429,17 @@ struct WatchCacheTests {
         #expect(writer.expected(after: start, tenant: nil, node: nil).count > 40)
     }
 
+    /// 60 changes of 500 kB to replicas on `node`, a revision each: far more than the sockets
+    /// hold, so a stream that stopped reading blocks its writer and its buffer fills. Returns
+    /// the writer (its expected changes) and the last revision (`start` when none).
+    private func writeBigChanges(_ store: ResourceStore, on node: String, after start: Int64) async throws -> (Writer, Int64) {
+        let writer = Writer(store: store)
+        writer.label = String(repeating: "x", count: 500_000)
+        var last = start
+        for index in 0..<60 { last = try await writer.write([("t-a", "big-\(index)", node, false)]) }
+        return (writer, last)
+    }
+
     /// A subscriber that stops reading is cut with the 503 line once its buffer is full, while
     /// the others go on; it resumes from the resourceVersion the line names and misses nothing.
     @Test func aSlowWatchIsCutAndResumes() async throws {
@@ -447,12 +458,7 @@ struct WatchCacheTests {
         defer { fast.stop() }
         try await eventually("both watches subscribed") { plane.replicas.subscriberCount == 2 }
         slow.signal(SIGSTOP)
-        // 60 changes of 500 kB: far more than the sockets hold, so the slow stream's writer
-        // blocks and its buffer of 4 fills.
-        let writer = Writer(store: plane.store)
-        writer.label = String(repeating: "x", count: 500_000)
-        var last = start
-        for index in 0..<60 { last = try await writer.write([("t-a", "big-\(index)", "slow-node", false)]) }
+        let (writer, last) = try await writeBigChanges(plane.store, on: "slow-node", after: start)
         try await eventually("the slow watch is cut", timeout: 60) { plane.replicas.subscriberCount == 1 }
         try await eventually("the fast watch has everything", timeout: 60) { fast.reached(last) }
         let expected = writer.expected(after: start, tenant: nil, node: "slow-node")
@@ -495,11 +501,7 @@ struct WatchCacheTests {
         let servers = plane.deps.watchCaches.cache(ModelServer.self)
         try await eventually("both kinds subscribed") { plane.replicas.subscriberCount == 1 && servers.subscriberCount == 1 }
         slow.signal(SIGSTOP)
-        // 60 changes of 500 kB: the sockets fill, the stream's writer blocks, the inbox fills.
-        let writer = Writer(store: plane.store)
-        writer.label = String(repeating: "x", count: 500_000)
-        var last = start
-        for index in 0..<60 { last = try await writer.write([("t-a", "big-\(index)", "slow-node", false)]) }
+        let (writer, last) = try await writeBigChanges(plane.store, on: "slow-node", after: start)
         try await eventually("the slow node watch is cut", timeout: 60) { plane.replicas.subscriberCount == 0 }
         slow.signal(SIGCONT)
         var lines: [(kind: String?, line: ResourceWatchLine<Replica>)] = []
