@@ -112,9 +112,9 @@ public final class WatchCacheSubscription<R: Resource>: Sendable {
     private let reason = Locked<WatchCacheEnding?>(nil)
     /// Queues the cache's head as progress (routed subscriptions: their batches skip changes
     /// of other nodes, so only the cache knows how far they are served).
-    let progress = Locked<(@Sendable () -> Void)?>(nil)
+    let progress = LockedAction()
     /// Removes it from the cache (set by the cache once it is attached).
-    private let detach = Locked<(@Sendable () -> Void)?>(nil)
+    private let detach = LockedAction()
 
     init(buffer: Int, route: String?, sink: WatchCacheSink<R>? = nil) {
         (items, continuation) = AsyncStream<WatchCacheItem<R>>.makeStream(bufferingPolicy: .bufferingOldest(sink == nil ? buffer : 0))
@@ -130,14 +130,14 @@ public final class WatchCacheSubscription<R: Resource>: Sendable {
     /// full); a routed subscription first queues the cache's head as progress, so the tick's
     /// bookmark says how far it is served.
     public func tick() {
-        progress.withLock { $0 }?()
+        progress()
         _ = deliver(.tick)
     }
 
     /// Stops the subscription; the cache forgets it.
     public func cancel() {
         finish()
-        detach.withLock { $0 }?()
+        detach()
     }
 
     /// Queues `item`; false when the buffer is full (the item is dropped).
@@ -150,7 +150,7 @@ public final class WatchCacheSubscription<R: Resource>: Sendable {
     /// Sets how the cache forgets it: on ``cancel()``, and when the consumer of ``items`` stops
     /// (a stream subscription; a sink's consumer cancels).
     func attach(_ detach: @escaping @Sendable () -> Void) {
-        self.detach.withLock { $0 = detach }
+        self.detach.set(detach)
         if sink == nil { continuation.onTermination = { _ in detach() } }
     }
 
@@ -357,9 +357,7 @@ public final class WatchCache<R: Resource>: Sendable {
         // Never `state` here: see `forgotten`.
         subscription.attach { [weak self] in self?.forgotten.add(id) }
         if subscription.route != nil {
-            subscription.progress.withLock {
-                $0 = { [weak self] in self?.queueProgress(to: id) }
-            }
+            subscription.progress.set { [weak self] in self?.queueProgress(to: id) }
         }
         return subscription
     }

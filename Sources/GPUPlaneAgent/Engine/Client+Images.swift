@@ -54,7 +54,7 @@ extension ContainerEngine.Client {
             method: .post, url: "http://localhost" + path + Self.queryString([("fromImage", image)]), headers: headers,
             timeout: timeout, connectTimeout: configuration.connectTimeout, unixSocketPath: configuration.socketPath)
         let state = Locked(PullStream())
-        let abort = Locked<(@Sendable () -> Void)?>(nil)
+        let abort = LockedAction()
         let result: Result<CurlHTTP.Response, CurlHTTPError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 let cancel = http.stream(
@@ -63,12 +63,12 @@ extension ContainerEngine.Client {
                         if let changed = state.withLock({ $0.append(bytes) }) { progress(changed) }
                     },
                     completion: { continuation.resume(returning: $0) })
-                abort.withLock { $0 = cancel }
+                abort.set(cancel)
                 // A cancellation that came before the abort was stored.
                 if Task.isCancelled { cancel() }
             }
         } onCancel: {
-            abort.withLock { $0 }?()
+            abort()
         }
         var outcome = state.withLock { $0.finish() }
         switch result {

@@ -229,7 +229,7 @@ public final class WeightsCache: Sendable {
     let http: CurlHTTP.Client
     let logger: Logger
     private let state = Locked(State())
-    private let hook = Locked<@Sendable () -> Void>({})
+    private let hook = LockedAction()
     private let clock = ContinuousClock()
 
     struct State {
@@ -270,9 +270,9 @@ public final class WeightsCache: Sendable {
     var refsDirectory: String { settings.directory + "/refs" }
 
     /// Called when a fetch progressed (at most every ``WeightsCacheSettings/progressInterval``) or ended.
-    func setHook(_ body: @escaping @Sendable () -> Void) { hook.withLock { $0 = body } }
+    func setHook(_ body: @escaping @Sendable () -> Void) { hook.set(body) }
 
-    func hookValue() { hook.withLock { $0 }() }
+    func hookValue() { hook() }
 
     /// What the cache did so far.
     public var statistics: Statistics { state.withLock { $0.statistics } }
@@ -384,7 +384,7 @@ public final class WeightsCache: Sendable {
                 self.logger.error("weights fetch failed", metadata: ["source": "\(key)", "code": "\(error.code.rawValue)", "reason": "\(error.message)"])
             }
             self.evict()
-            self.hook.withLock { $0 }()
+            self.hook()
         }
         return job
     }
