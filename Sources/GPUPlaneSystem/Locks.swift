@@ -76,7 +76,8 @@ public final class LockedAction: Sendable {
 
     /// Holds `run` (nil: nothing to call yet).
     public init(_ run: (@Sendable () -> Void)? = nil) {
-        if let run { action = Locked(Action(run: run)) } else { action = Locked(nil) }
+        action = Locked(nil)
+        set(run)
     }
 
     /// Replaces the closure (nil: nothing to call).
