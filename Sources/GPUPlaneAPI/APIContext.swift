@@ -55,55 +55,84 @@ struct AuthMiddleware: RouterMiddleware {
     var limiter: AuthFailureLimiter? = nil
     static let publicPaths: Set<String> = ["/healthz", "/readyz", "/metrics", "/openapi.json"]
 
+    // The handler is an async function whose frame is allocated for every request (every
+    // node's beat each second): the work around `next` lives in the non-async helpers below,
+    // each kept out of line, so that frame holds little more than the request and context
+    // (4,768 bytes when it was written inline; docs/benchmarks.md, "Frames a request
+    // allocates").
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if AuthMiddleware.publicPaths.contains(request.uri.path) || DashboardRoutes.publicPaths.contains(request.uri.path) {
-            return try await next(request, context)
-        }
-        // Inference URLs carry their own key (pods send no token), and are data, not changes
-        // to the cluster: no audit line either.
-        if request.uri.path.hasPrefix(InferenceEndpoint.pathPrefix) {
-            return try await next(request, context)
-        }
-        // Application URLs are public, like any web application's (see ``AppIngress``).
-        if request.uri.path.hasPrefix(AppIngress.pathPrefix) {
-            return try await next(request, context)
-        }
+        guard Self.needsToken(request) else { return try await next(request, context) }
         var context = context
-        // Inference calls through /v1/openai/ are data, not changes to the cluster: no audit line.
-        let mutating = request.method != .get && request.method != .head && !request.uri.path.hasPrefix("/v1/openai/")
+        let mutating = Self.isMutating(request)
         do {
-            let source = context.remoteAddress ?? "unknown"
-            if let limiter, let wait = limiter.wait(source) {
-                var error = APIError(
-                    .tooManyRequests, .rateLimited,
-                    "too many unknown tokens from \(source) in the last \(limiter.window.components.seconds) s; try again in \(wait.wholeSecondsRoundedUp) s")
-                error.retryAfter = Int(wait.wholeSecondsRoundedUp)
-                throw error
-            }
-            do {
-                context.principal = try await authenticator.authenticate(request.headers[.authorization])
-            } catch let error as APIError where error.status == .unauthorized && request.headers[.authorization] != nil {
-                limiter?.recordFailure(source)
-                throw error
-            }
+            try refuseIfLimited(context)
+            context.principal = try await authenticate(request, context)
             let response = try await next(request, context)
-            // A heartbeat that renewed a lease changes nothing an auditor asks about (and comes
-            // every second from every node); a refused one is still recorded.
-            let routineHeartbeat = AuthMiddleware.isHeartbeat(request) && response.status.code < 300
-            if mutating && !routineHeartbeat { record(request, context.principal, status: response.status.code) }
+            if mutating { recordAnswer(request, context.principal, response.status.code) }
             return response
-        } catch let error as APIError {
-            if mutating { record(request, context.principal, status: error.status.code) }
-            throw error
-        } catch let error as StoreError {
-            if mutating { record(request, context.principal, status: APIError.from(error).status.code) }
-            throw error
-        } catch let error as HTTPResponseError {
-            if mutating { record(request, context.principal, status: error.status.code) }
-            throw error
         } catch {
-            if mutating { record(request, context.principal, status: 500) }
+            if mutating { record(request, context.principal, status: Self.status(of: error)) }
             throw error
+        }
+    }
+
+    /// Whether `request` needs a token: not the public paths, the inference URLs (they carry
+    /// their own key: pods send no token) or application URLs (public, like any web
+    /// application's, see ``AppIngress``).
+    @inline(never)
+    static func needsToken(_ request: Request) -> Bool {
+        let path = request.uri.path
+        if publicPaths.contains(path) || DashboardRoutes.publicPaths.contains(path) { return false }
+        return !path.hasPrefix(InferenceEndpoint.pathPrefix) && !path.hasPrefix(AppIngress.pathPrefix)
+    }
+
+    /// Whether `request` changes the cluster and so gets an audit line. Inference calls through
+    /// /v1/openai/ are data, not changes to the cluster.
+    @inline(never)
+    static func isMutating(_ request: Request) -> Bool {
+        request.method != .get && request.method != .head && !request.uri.path.hasPrefix("/v1/openai/")
+    }
+
+    /// Throws 429 when the caller's source guessed too many tokens lately.
+    @inline(never)
+    func refuseIfLimited(_ context: Context) throws {
+        guard let limiter else { return }
+        let source = context.remoteAddress ?? "unknown"
+        guard let wait = limiter.wait(source) else { return }
+        var error = APIError(
+            .tooManyRequests, .rateLimited,
+            "too many unknown tokens from \(source) in the last \(limiter.window.components.seconds) s; try again in \(wait.wholeSecondsRoundedUp) s")
+        error.retryAfter = Int(wait.wholeSecondsRoundedUp)
+        throw error
+    }
+
+    /// The caller of `request`; a token sent and refused counts against its source.
+    func authenticate(_ request: Request, _ context: Context) async throws -> Principal {
+        do {
+            return try await authenticator.authenticate(request.headers[.authorization])
+        } catch let error as APIError where error.status == .unauthorized && request.headers[.authorization] != nil {
+            limiter?.recordFailure(context.remoteAddress ?? "unknown")
+            throw error
+        }
+    }
+
+    /// Records a mutating request's answer, except a heartbeat that renewed a lease: it
+    /// changes nothing an auditor asks about (and comes every second from every node); a
+    /// refused one is still recorded.
+    @inline(never)
+    func recordAnswer(_ request: Request, _ principal: Principal?, _ status: Int) {
+        if Self.isHeartbeat(request) && status < 300 { return }
+        record(request, principal, status: status)
+    }
+
+    /// The status a thrown error is answered with (by ``ErrorMiddleware``), for the audit line.
+    @inline(never)
+    static func status(of error: any Error) -> Int {
+        switch error {
+        case let error as APIError: error.status.code
+        case let error as StoreError: APIError.from(error).status.code
+        case let error as HTTPResponseError: error.status.code
+        default: 500
         }
     }
 
@@ -114,6 +143,7 @@ struct AuthMiddleware: RouterMiddleware {
         return parts.count == 5 && parts[0].isEmpty && parts[1] == "v1" && parts[2] == "nodes" && parts[4] == "heartbeat"
     }
 
+    @inline(never)
     private func record(_ request: Request, _ principal: Principal?, status: Int) {
         audit.notice(
             "audit",
@@ -142,11 +172,17 @@ struct RequestTaskMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         try await withoutActuallyEscaping(next) { next in
-            // The child ends before this returns (the `async let` is awaited), and this task
-            // does nothing meanwhile: `next` is never run concurrently with its caller.
+            // The child ends before this returns (the group is awaited), and this task does
+            // nothing meanwhile: `next` is never run concurrently with its caller. A group of
+            // one, not `async let`: the `async let` kept its child's storage in this closure's
+            // frame (1,216 bytes a request against 656).
             nonisolated(unsafe) let next = next
-            async let response = next(request, context)
-            return try await response
+            return try await withThrowingTaskGroup(of: Response.self) { group in
+                group.addTask { try await next(request, context) }
+                // One child, always added: it answers or throws.
+                guard let response = try await group.next() else { throw CancellationError() }
+                return response
+            }
         }
     }
 }
@@ -161,25 +197,35 @@ struct ErrorMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
-        } catch let error as APIError {
+        } catch {
+            return try answer(error, to: request, context: context)
+        }
+    }
+
+    /// The JSON error answer to `error` (out of line: the handler's frame is allocated for
+    /// every request, and this switch's temporaries made it 4,336 bytes).
+    @inline(never)
+    func answer(_ error: any Error, to request: Request, context: Context) throws -> Response {
+        switch error {
+        case let error as APIError:
             return try error.response(from: request, context: context)
-        } catch let error as StoreError {
+        case let error as StoreError:
             let answer = APIError.from(error)
             if answer.status == .internalServerError {
                 logger.error("request failed in the store", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             }
             return try answer.response(from: request, context: context)
-        } catch let error as HTTPError {
+        case let error as HTTPError:
             let code: APIError.Code =
                 error.status == .notFound ? .notFound : error.status == .contentTooLarge ? .tooLarge
                 : error.status == .unauthorized ? .unauthorized : .badRequest
             let message = error.status == .notFound ? "no such route: \(request.method.rawValue) \(request.uri.path)" : (error.body ?? "\(error.status.reasonPhrase)")
             return try APIError(error.status, code, message).response(from: request, context: context)
-        } catch let error as HTTPResponseError {
+        case let error as HTTPResponseError:
             let code: APIError.Code = error.status == .contentTooLarge ? .tooLarge : .badRequest
             let message = error.status == .contentTooLarge ? "the body is too large; the limit is \(context.maxUploadSize) bytes" : "\(error.status.reasonPhrase)"
             return try APIError(error.status, code, message).response(from: request, context: context)
-        } catch {
+        default:
             logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             return try APIError(.internalServerError, .internalError, "internal error").response(from: request, context: context)
         }

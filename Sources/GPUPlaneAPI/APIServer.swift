@@ -203,19 +203,28 @@ public final class RouteTable: @unchecked Sendable {
                 return try await next(request, context)
             } catch let error as HTTPError where error.status == .notFound {
                 // Only the router's own "no route": a path it knows under other methods.
-                guard let allow = await allows.allow(path: request.uri.path, context: context),
-                    !allow.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == request.method.rawValue })
-                else { throw error }
-                if request.method == .options {
-                    var headers = HTTPFields()
-                    headers[.allow] = allow
-                    return Response(status: .noContent, headers: headers)
-                }
-                var refusal = APIError(
-                    .methodNotAllowed, .methodNotAllowed, "\(request.uri.path) does not take \(request.method.rawValue); it takes \(allow)")
-                refusal.allow = allow
-                throw refusal
+                let allow = await allows.allow(path: request.uri.path, context: context)
+                return try Self.answer(request, allow: allow, notFound: error)
             }
+        }
+
+        /// 204 with `Allow` to `OPTIONS`, else a 405 naming the methods `allow` lists; the
+        /// router's 404 again when `allow` is nil or lists the method. Out of line: the
+        /// handler's frame is allocated for every request.
+        @inline(never)
+        static func answer(_ request: Request, allow: String?, notFound: HTTPError) throws -> Response {
+            guard let allow,
+                !allow.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == request.method.rawValue })
+            else { throw notFound }
+            if request.method == .options {
+                var headers = HTTPFields()
+                headers[.allow] = allow
+                return Response(status: .noContent, headers: headers)
+            }
+            var refusal = APIError(
+                .methodNotAllowed, .methodNotAllowed, "\(request.uri.path) does not take \(request.method.rawValue); it takes \(allow)")
+            refusal.allow = allow
+            throw refusal
         }
     }
 }

@@ -283,14 +283,20 @@ struct QueryCheckMiddleware: RouterMiddleware {
     static let watchValues: Set<String> = ["true", "false", "1", "0"]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let path = request.uri.path
-        if !path.hasPrefix(InferenceEndpoint.pathPrefix), !path.hasPrefix("/v1/openai/"), !path.hasPrefix(AppIngress.pathPrefix) {
-            for value in request.uri.queryParameters[values: "watch"] where !Self.watchValues.contains(String(value)) {
-                throw APIError(
-                    .badRequest, .badRequest, "watch must be true or false (or 1 or 0), not '\(value)'", field: "watch")
-            }
-        }
+        try Self.check(request)
         return try await next(request, context)
+    }
+
+    /// Throws 400 for a `?watch=` value other than the four. Out of line: the handler's frame
+    /// is allocated for every request.
+    @inline(never)
+    static func check(_ request: Request) throws {
+        let path = request.uri.path
+        if path.hasPrefix(InferenceEndpoint.pathPrefix) || path.hasPrefix("/v1/openai/") || path.hasPrefix(AppIngress.pathPrefix) { return }
+        for value in request.uri.queryParameters[values: "watch"] where !watchValues.contains(String(value)) {
+            throw APIError(
+                .badRequest, .badRequest, "watch must be true or false (or 1 or 0), not '\(value)'", field: "watch")
+        }
     }
 }
 
