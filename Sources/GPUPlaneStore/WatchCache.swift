@@ -81,6 +81,13 @@ extension ModelServer: NodeRoutedResource {
     public var routedNode: String? { binding?.node }
 }
 
+extension StoreWatchEvent {
+    /// Whether the object was on `node` before or after the change.
+    func concerns(node: String) -> Bool {
+        (object as? any NodeRoutedResource)?.routedNode == node || (previous as? any NodeRoutedResource)?.routedNode == node
+    }
+}
+
 /// Where a ``WatchCacheSubscription``'s items go instead of its own ``WatchCacheSubscription/items``:
 /// several subscriptions (of several kinds) can feed one consumer, so that one task serves
 /// them (a node's watch of its replicas and model servers).
@@ -196,6 +203,9 @@ public final class WatchCache<R: Resource>: Sendable {
         var events: [CachedWatchEvent<R>]
         var last: Int64
         var bytes: Int
+        /// The nodes the batch's changes concern (their objects' before and after); nil when
+        /// it may concern any (a kind not routed, or a change whose node before it is unknown).
+        var nodes: [String]?
     }
 
     private struct State {
@@ -328,8 +338,8 @@ public final class WatchCache<R: Resource>: Sendable {
     /// With `route` (a node, for a kind that is a ``NodeRoutedResource``), new batches come
     /// only when one of their changes concerns that node (its object on the node before or
     /// after the change), and each ``WatchCacheSubscription/tick()`` queues the head as
-    /// progress: the subscriber must still filter what it gets. The replay is the whole
-    /// window either way.
+    /// progress: the subscriber must still filter what it gets. Its replay holds the window's
+    /// changes that concern that node, and every change of a batch whose nodes are unknown.
     public func subscribe(after revision: Int64, route: String? = nil, into sink: WatchCacheSink<R>? = nil) -> WatchCacheSubscription<R>? {
         let subscription = WatchCacheSubscription<R>(
             buffer: limits.subscriberBuffer, route: R.self is any NodeRoutedResource.Type ? route : nil, sink: sink)
@@ -343,9 +353,17 @@ public final class WatchCache<R: Resource>: Sendable {
                 let mid = (low + high) / 2
                 if s.window[mid].last > revision { high = mid } else { low = mid + 1 }
             }
+            // A routed subscription's replay holds only the changes of its node: every node
+            // that moved to this api-server at once (its peer's restart) resumed here, and a
+            // copy of the whole window each (up to 10,000 changes of ~1.5 KB) took 2 GB.
+            let route = subscription.route
             var replay: [CachedWatchEvent<R>] = []
             for entry in s.window[low...] {
-                for event in entry.events where event.event.revision > revision { replay.append(event) }
+                if let route, let nodes = entry.nodes, !nodes.contains(route) { continue }
+                for event in entry.events where event.event.revision > revision {
+                    if let route, entry.nodes != nil, !event.event.concerns(node: route) { continue }
+                    replay.append(event)
+                }
             }
             if let last = replay.last { _ = subscription.deliver(.batch(events: replay, revision: last.event.revision)) }
             if s.head > revision { _ = subscription.deliver(.batch(events: [], revision: s.head)) }
@@ -532,7 +550,7 @@ public final class WatchCache<R: Resource>: Sendable {
             if let last = events.last?.event.revision {
                 guard last > s.head else { return [] }
                 s.head = last
-                s.window.append(Entry(events: events, last: last, bytes: bytes))
+                s.window.append(Entry(events: events, last: last, bytes: bytes, nodes: nodes.map(Array.init)))
                 s.events += events.count
                 s.bytes += bytes
                 // Drop whole batches, oldest first, keeping at least the newest.

@@ -591,6 +591,55 @@ struct WatchCacheTests {
         #expect(Set(marks).count == 1, "the progress hook ran at \(Set(marks).count) depths, \((marks.first ?? 0) - (marks.last ?? 0)) bytes deeper at the last tick")
     }
 
+    /// A node's watch resuming from the cache gets in its replay only the changes of its node
+    /// (its replicas before or after each change), not a copy of the whole window: when an
+    /// api-server restarted, the 2,500 nodes that moved to its peer each resumed there, and
+    /// their copies of the window (up to 10,000 changes) took the peer to 2 GB. An unrouted
+    /// subscription (an admin's watch) still replays everything.
+    @Test func aRoutedReplayHoldsOnlyItsNodesChanges() async throws {
+        let plane = try await Plane()
+        defer { plane.close() }
+        let cache = plane.replicas
+        try await cache.start()
+        let start = cache.head
+        let writer = Writer(store: plane.store)
+        // 40 replicas over four nodes, one revision each; then r0 moves from node-0 to node-3,
+        // r1 (node-1) is deleted, and one transaction rebinds r4 (node-0 → node-2) and r8
+        // (node-0 → node-3).
+        var concerning: [String: Int] = [:]
+        for index in 0..<40 {
+            try await writer.write([("t-a", "r\(index)", "node-\(index % 4)", false)])
+            concerning["node-\(index % 4)", default: 0] += 1
+        }
+        try await writer.write([("t-a", "r0", "node-3", false)])
+        concerning["node-0", default: 0] += 1
+        concerning["node-3", default: 0] += 1
+        try await writer.write([("t-a", "r1", nil, true)])
+        concerning["node-1", default: 0] += 1
+        let last = try await writer.write([("t-a", "r4", "node-2", false), ("t-a", "r8", "node-3", false)])
+        concerning["node-0", default: 0] += 2
+        concerning["node-2", default: 0] += 1
+        concerning["node-3", default: 0] += 1
+        try await eventually("the cache reached the last write") { cache.head >= last }
+        func replay(route: String?) throws -> [CachedWatchEvent<Replica>] {
+            let items = Locked<[WatchCacheItem<Replica>]>([])
+            let sink = WatchCacheSink<Replica>(deliver: { item in items.withLock { $0.append(item) }; return true }, finish: {})
+            let subscription = try #require(cache.subscribe(after: start, route: route, into: sink))
+            subscription.cancel()
+            return items.withLock { $0 }.flatMap { item -> [CachedWatchEvent<Replica>] in
+                if case .batch(let events, _) = item { return events }
+                return []
+            }
+        }
+        for node in ["node-0", "node-1", "node-2", "node-3", "node-9"] {
+            let events = try replay(route: node)
+            #expect(events.count == concerning[node, default: 0], "\(node): \(events.count) changes replayed")
+            #expect(events.allSatisfy { $0.event.object?.binding?.node == node || $0.event.previous?.binding?.node == node })
+            #expect(events.map(\.event.revision) == events.map(\.event.revision).sorted())
+        }
+        #expect(try replay(route: nil).count == 44)
+    }
+
     /// The shared etcd watch restarted (etcd itself restarted; the cache's watch stopped and
     /// opened again after more writes) loses and repeats nothing; after etcd compacted what
     /// the cache missed, its subscribers are told to resume, and resuming answers 410: the
