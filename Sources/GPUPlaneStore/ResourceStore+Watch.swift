@@ -17,10 +17,40 @@ public struct StoreWatchEvent<R: Resource>: Sendable {
     public var revision: Int64
     /// For a put, the object as written (its resourceVersion is ``revision``); nil for a
     /// delete, or when the stored value does not decode as `R`.
-    public var object: R?
+    public var object: R? {
+        get { objectBox?.value }
+        set { objectBox = newValue.map(StoredObject.init) }
+    }
     /// The object before the change (its resourceVersion the revision it was written at),
     /// when etcd still had it and it decodes as `R`.
-    public var previous: R?
+    public var previous: R? {
+        get { previousBox?.value }
+        set { previousBox = newValue.map(StoredObject.init) }
+    }
+    /// The objects, boxed: an event held for long (a ``WatchCache`` window keeps thousands)
+    /// takes a pointer for a missing one, not a whole object's inline size (some 740 bytes
+    /// for a Replica), and shares its previous object with the change before it.
+    package var objectBox: StoredObject<R>?
+    package var previousBox: StoredObject<R>?
+
+    /// An event of `change` at `revision`.
+    public init(change: Change, revision: Int64, object: R?, previous: R?) {
+        self.init(change: change, revision: revision, objectBox: object.map(StoredObject.init), previousBox: previous.map(StoredObject.init))
+    }
+
+    /// An event whose objects are already boxed (shared with other events).
+    package init(change: Change, revision: Int64, objectBox: StoredObject<R>?, previousBox: StoredObject<R>?) {
+        self.change = change
+        self.revision = revision
+        self.objectBox = objectBox
+        self.previousBox = previousBox
+    }
+}
+
+/// One decoded object, shared by the events that hold it.
+package final class StoredObject<R: Resource>: Sendable {
+    package let value: R
+    package init(_ value: R) { self.value = value }
 }
 
 /// What one message of a watch brought: changes, or only progress.

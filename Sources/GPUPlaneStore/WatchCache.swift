@@ -198,6 +198,9 @@ public final class WatchCache<R: Resource>: Sendable {
     private let forgotten = TerminationQueue<UUID>()
     /// Where the window's objects share their equal strings.
     private let strings = StringTable()
+    /// Each key's last decoded object, so that the next change's previous object is the same
+    /// box, not a second copy decoded from etcd's prevKV.
+    private let latest = LatestObjects<R>()
 
     private struct Entry {
         var events: [CachedWatchEvent<R>]
@@ -206,6 +209,8 @@ public final class WatchCache<R: Resource>: Sendable {
         /// The nodes the batch's changes concern (their objects' before and after); nil when
         /// it may concern any (a kind not routed, or a change whose node before it is unknown).
         var nodes: [String]?
+        /// Each change's etcd key, for ``LatestObjects/forget(key:modRevision:)`` when dropped.
+        var keys: [String]
     }
 
     private struct State {
@@ -279,6 +284,9 @@ public final class WatchCache<R: Resource>: Sendable {
     }
     /// How many batches of changes were handed to subscribers so far (progress not counted).
     public var batchDeliveries: Int { state.withLock { $0.batchDeliveries } }
+
+    /// How many keys' last objects it keeps for sharing with their next change (for tests).
+    package var keptObjects: Int { latest.count }
     /// How many times the etcd watch was opened again after a failure or compaction.
     public var restartCount: Int { state.withLock { $0.restarts } }
     /// How many changes the window holds.
@@ -486,6 +494,7 @@ public final class WatchCache<R: Resource>: Sendable {
                     }
                     return Array(s.subscribers.values)
                 }
+                latest.removeAll()
                 for subscriber in ended { subscriber.end(.gap) }
                 return
             } catch {
@@ -512,6 +521,8 @@ public final class WatchCache<R: Resource>: Sendable {
     private func receive(_ response: Etcd.WatchResponse) {
         var events: [CachedWatchEvent<R>] = []
         events.reserveCapacity(response.events.count)
+        var keys: [String] = []
+        keys.reserveCapacity(response.events.count)
         var bytes = 0
         // The nodes the batch concerns; nil: every subscriber (a kind not routed, or a change
         // whose node before it is unknown).
@@ -521,17 +532,23 @@ public final class WatchCache<R: Resource>: Sendable {
             guard key.hasPrefix(prefix) else { continue }
             let rest = key.dropFirst(prefix.count)
             let tenant = rest.firstIndex(of: "/").map { String(rest[..<$0]) } ?? ""
-            let previous = event.prevKV.flatMap { try? ResourceStore.decode(R.self, $0, strings: strings) }
+            let previousBox = event.prevKV.flatMap { kv in
+                latest.shared(key: key, modRevision: kv.modRevision)
+                    ?? (try? ResourceStore.decode(R.self, kv, strings: strings)).map(StoredObject.init)
+            }
+            let previous = previousBox?.value
             let change: StoreWatchEvent<R>
             switch event.type {
             case .put:
-                change = StoreWatchEvent(
-                    change: .put, revision: event.revision, object: try? ResourceStore.decode(R.self, event.kv, strings: strings),
-                    previous: previous)
+                let objectBox = (try? ResourceStore.decode(R.self, event.kv, strings: strings)).map(StoredObject.init)
+                latest.keep(objectBox, key: key, modRevision: event.kv.modRevision)
+                change = StoreWatchEvent(change: .put, revision: event.revision, objectBox: objectBox, previousBox: previousBox)
             case .delete:
-                change = StoreWatchEvent(change: .delete, revision: event.revision, object: nil, previous: previous)
+                latest.keep(nil, key: key, modRevision: event.revision)
+                change = StoreWatchEvent(change: .delete, revision: event.revision, objectBox: nil, previousBox: previousBox)
             }
             events.append(CachedWatchEvent(tenant: tenant, event: change))
+            keys.append(key)
             if nodes != nil {
                 let created = event.type == .put && event.kv.version == 1
                 if previous == nil && !created {
@@ -550,12 +567,15 @@ public final class WatchCache<R: Resource>: Sendable {
             if let last = events.last?.event.revision {
                 guard last > s.head else { return [] }
                 s.head = last
-                s.window.append(Entry(events: events, last: last, bytes: bytes, nodes: nodes.map(Array.init)))
+                s.window.append(Entry(events: events, last: last, bytes: bytes, nodes: nodes.map(Array.init), keys: keys))
                 s.events += events.count
                 s.bytes += bytes
                 // Drop whole batches, oldest first, keeping at least the newest.
                 while s.window.count - s.first > 1, s.events > limits.maxEvents || s.bytes > limits.maxBytes {
                     let dropped = s.window[s.first]
+                    for (key, event) in zip(dropped.keys, dropped.events) where event.event.change == .put {
+                        latest.forget(key: key, modRevision: event.event.revision)
+                    }
                     s.first += 1
                     s.events -= dropped.events.count
                     s.bytes -= dropped.bytes
@@ -676,3 +696,37 @@ public final class WatchCaches: Sendable {
 
 private protocol StoppableCache { func stop() }
 extension WatchCache: StoppableCache {}
+
+/// The last object a ``WatchCache`` decoded for each key in its window, by its modRevision:
+/// the previous object of the key's next change is then shared with the change before, not
+/// decoded again from etcd's prevKV (in a window of updates that halves the objects kept). A
+/// key is forgotten when the window drops its last change; one it does not know is decoded.
+final class LatestObjects<R: Resource>: Sendable {
+    private let objects = Locked<[String: (modRevision: Int64, box: StoredObject<R>)]>([:])
+
+    /// The box decoded for `key` at `modRevision`; nil when it is not the last one kept.
+    func shared(key: String, modRevision: Int64) -> StoredObject<R>? {
+        objects.withLock { objects in
+            guard let kept = objects[key], kept.modRevision == modRevision else { return nil }
+            return kept.box
+        }
+    }
+
+    /// Keeps `box` as `key`'s object at `modRevision` (nil: the key was deleted or did not decode).
+    func keep(_ box: StoredObject<R>?, key: String, modRevision: Int64) {
+        objects.withLock { $0[key] = box.map { (modRevision, $0) } }
+    }
+
+    /// Forgets `key` if its object kept is the one of `modRevision` (its change left the window).
+    func forget(key: String, modRevision: Int64) {
+        objects.withLock { objects in
+            if objects[key]?.modRevision == modRevision { objects[key] = nil }
+        }
+    }
+
+    /// Forgets every key (the window was emptied).
+    func removeAll() { objects.withLock { $0.removeAll() } }
+
+    /// How many keys it holds.
+    var count: Int { objects.withLock { $0.count } }
+}

@@ -640,6 +640,46 @@ struct WatchCacheTests {
         #expect(try replay(route: nil).count == 44)
     }
 
+    /// A change's previous object is the very object the window holds for the change before
+    /// it (one decoded object, shared), not a second copy decoded from etcd's prevKV; the
+    /// objects kept for sharing go as the window drops their changes.
+    @Test func aChangeSharesItsPreviousObjectWithTheChangeBefore() async throws {
+        let plane = try await Plane(limits: WatchCacheLimits(maxEvents: 12))
+        defer { plane.close() }
+        let cache = plane.replicas
+        try await cache.start()
+        let start = cache.head
+        let writer = Writer(store: plane.store)
+        try await writer.write([("t-a", "moving", nil, false)])
+        try await writer.write([("t-a", "moving", "node-1", false)])
+        try await writer.write([("t-a", "moving", "node-2", false), ("t-a", "other", "node-2", false)])
+        let last = try await writer.write([("t-a", "moving", nil, true)])
+        try await eventually("the cache reached the delete") { cache.head >= last }
+        let items = Locked<[WatchCacheItem<Replica>]>([])
+        let sink = WatchCacheSink<Replica>(deliver: { item in items.withLock { $0.append(item) }; return true }, finish: {})
+        let subscription = try #require(cache.subscribe(after: start, into: sink))
+        subscription.cancel()
+        let events = items.withLock { $0 }.flatMap { item -> [StoreWatchEvent<Replica>] in
+            if case .batch(let events, _) = item { return events.map(\.event) }
+            return []
+        }.filter { ($0.object ?? $0.previous)?.metadata.name == "moving" }
+        try #require(events.count == 4)
+        #expect(events[0].previousBox == nil)
+        for index in 1..<4 {
+            let before = try #require(events[index - 1].objectBox)
+            #expect(events[index].previousBox === before, "change \(index) holds a copy of its previous object")
+        }
+        #expect(events[2].object?.binding?.node == "node-2" && events[3].object == nil)
+        // "moving" is deleted, "other" kept; then 20 changes of new objects push both out of
+        // the window (12 changes at most): only the objects of changes still in it are kept.
+        #expect(cache.keptObjects == 1)
+        for index in 0..<20 { try await writer.write([("t-a", "fill-\(index)", nil, false)]) }
+        let filled = try await writer.write([("t-a", "fill-last", nil, false)])
+        try await eventually("the cache reached the last fill") { cache.head >= filled }
+        #expect(cache.keptObjects <= 13, "\(cache.keptObjects) objects kept for a window of 12 changes")
+        #expect(cache.keptObjects >= 1)
+    }
+
     /// The shared etcd watch restarted (etcd itself restarted; the cache's watch stopped and
     /// opened again after more writes) loses and repeats nothing; after etcd compacted what
     /// the cache missed, its subscribers are told to resume, and resuming answers 410: the
