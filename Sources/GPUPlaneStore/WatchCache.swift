@@ -82,9 +82,16 @@ extension ModelServer: NodeRoutedResource {
 }
 
 extension StoreWatchEvent {
+    /// The node the object was on before the change and the one after it (nil: none, or a
+    /// kind that is not a ``NodeRoutedResource``).
+    var routedNodes: (before: String?, after: String?) {
+        ((previousBox?.value as? any NodeRoutedResource)?.routedNode, (objectBox?.value as? any NodeRoutedResource)?.routedNode)
+    }
+
     /// Whether the object was on `node` before or after the change.
     func concerns(node: String) -> Bool {
-        (object as? any NodeRoutedResource)?.routedNode == node || (previous as? any NodeRoutedResource)?.routedNode == node
+        let nodes = routedNodes
+        return nodes.before == node || nodes.after == node
     }
 }
 
@@ -536,7 +543,6 @@ public final class WatchCache<R: Resource>: Sendable {
                 latest.shared(key: key, modRevision: kv.modRevision)
                     ?? (try? ResourceStore.decode(R.self, kv, strings: strings)).map(StoredObject.init)
             }
-            let previous = previousBox?.value
             let change: StoreWatchEvent<R>
             switch event.type {
             case .put:
@@ -551,12 +557,12 @@ public final class WatchCache<R: Resource>: Sendable {
             keys.append(key)
             if nodes != nil {
                 let created = event.type == .put && event.kv.version == 1
-                if previous == nil && !created {
+                if previousBox == nil && !created {
                     nodes = nil
                 } else {
-                    for object in [change.object, previous] {
-                        if let node = (object as? any NodeRoutedResource)?.routedNode { nodes?.insert(node) }
-                    }
+                    let routed = change.routedNodes
+                    if let node = routed.before { nodes?.insert(node) }
+                    if let node = routed.after { nodes?.insert(node) }
                 }
             }
             bytes += event.kv.key.count + event.kv.value.count + (event.prevKV?.value.count ?? 0)

@@ -621,23 +621,25 @@ struct WatchCacheTests {
         concerning["node-2", default: 0] += 1
         concerning["node-3", default: 0] += 1
         try await eventually("the cache reached the last write") { cache.head >= last }
-        func replay(route: String?) throws -> [CachedWatchEvent<Replica>] {
-            let items = Locked<[WatchCacheItem<Replica>]>([])
-            let sink = WatchCacheSink<Replica>(deliver: { item in items.withLock { $0.append(item) }; return true }, finish: {})
-            let subscription = try #require(cache.subscribe(after: start, route: route, into: sink))
-            subscription.cancel()
-            return items.withLock { $0 }.flatMap { item -> [CachedWatchEvent<Replica>] in
-                if case .batch(let events, _) = item { return events }
-                return []
-            }
-        }
         for node in ["node-0", "node-1", "node-2", "node-3", "node-9"] {
-            let events = try replay(route: node)
+            let events = try replay(cache, after: start, route: node)
             #expect(events.count == concerning[node, default: 0], "\(node): \(events.count) changes replayed")
             #expect(events.allSatisfy { $0.event.object?.binding?.node == node || $0.event.previous?.binding?.node == node })
             #expect(events.map(\.event.revision) == events.map(\.event.revision).sorted())
         }
-        #expect(try replay(route: nil).count == 44)
+        #expect(try replay(cache, after: start, route: nil).count == 44)
+    }
+
+    /// The changes a subscription after `revision` (routed to `route`) gets at once, its replay.
+    private func replay(_ cache: WatchCache<Replica>, after revision: Int64, route: String?) throws -> [CachedWatchEvent<Replica>] {
+        let items = Locked<[WatchCacheItem<Replica>]>([])
+        let sink = WatchCacheSink<Replica>(deliver: { item in items.withLock { $0.append(item) }; return true }, finish: {})
+        let subscription = try #require(cache.subscribe(after: revision, route: route, into: sink))
+        subscription.cancel()
+        return items.withLock { $0 }.flatMap { item -> [CachedWatchEvent<Replica>] in
+            if case .batch(let events, _) = item { return events }
+            return []
+        }
     }
 
     /// A change's previous object is the very object the window holds for the change before
@@ -655,14 +657,7 @@ struct WatchCacheTests {
         try await writer.write([("t-a", "moving", "node-2", false), ("t-a", "other", "node-2", false)])
         let last = try await writer.write([("t-a", "moving", nil, true)])
         try await eventually("the cache reached the delete") { cache.head >= last }
-        let items = Locked<[WatchCacheItem<Replica>]>([])
-        let sink = WatchCacheSink<Replica>(deliver: { item in items.withLock { $0.append(item) }; return true }, finish: {})
-        let subscription = try #require(cache.subscribe(after: start, into: sink))
-        subscription.cancel()
-        let events = items.withLock { $0 }.flatMap { item -> [StoreWatchEvent<Replica>] in
-            if case .batch(let events, _) = item { return events.map(\.event) }
-            return []
-        }.filter { ($0.object ?? $0.previous)?.metadata.name == "moving" }
+        let events = try replay(cache, after: start, route: nil).map(\.event).filter { ($0.object ?? $0.previous)?.metadata.name == "moving" }
         try #require(events.count == 4)
         #expect(events[0].previousBox == nil)
         for index in 1..<4 {
