@@ -16,6 +16,17 @@ let compactLinking: [String] = [
     "-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic",
 ]
 
+/// `compactLinking` with the functions the daemon ran in a bench placed first
+/// (`Sources/<daemon>/symbol-order.txt`, made by scripts/symbol-order), so the code pages it
+/// touches are few and adjacent: the kernel maps up to 64 KB of cached file pages around each
+/// page that faults. A stale list does no harm (lld skips names it does not find).
+func orderedLinking(_ daemon: String) -> [String] {
+    compactLinking + [
+        "-Xlinker", "--symbol-ordering-file=\(packageDirectory)/Sources/\(daemon)/symbol-order.txt",
+        "-Xlinker", "--no-warn-symbol-ordering",
+    ]
+}
+
 /// gpuplane: a self-hosted GPU control plane. Executables are thin; every
 /// concern lives in one library with one owner. See docs/architecture.md.
 let package = Package(
@@ -141,7 +152,8 @@ let package = Package(
             ],
             resources: [.copy("openapi.json"), .copy("Dashboard")]),
         .executableTarget(
-            name: "gpuplane-api-server", dependencies: ["GPUPlaneAPI"], linkerSettings: [.unsafeFlags(compactLinking)]),
+            name: "gpuplane-api-server", dependencies: ["GPUPlaneAPI"], exclude: ["symbol-order.txt"],
+            linkerSettings: [.unsafeFlags(orderedLinking("gpuplane-api-server"))]),
         // The `gpuplane` command line, as a library so tests can drive it.
         .target(
             name: "GPUPlaneCLI",
@@ -165,7 +177,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            linkerSettings: [.unsafeFlags(compactLinking)]),
+            exclude: ["symbol-order.txt"],
+            linkerSettings: [.unsafeFlags(orderedLinking("gpuplane-scheduler"))]),
         // NVML's published C types (no NVIDIA headers needed to build).
         .target(name: "CNVML"),
         // The node-agent: NVML through dlopen, the container engine, the reconciler.
@@ -177,17 +190,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
         // The node-agent's idle footprint is a goal (docs/benchmarks.md). Linked like the other
-        // daemons (`compactLinking`: its ~2 MB of RELA entries become ~20 KB), with the functions
-        // it runs placed first (symbol-order.txt, made by scripts/agent-symbol-order), so the
-        // code pages it touches are few and adjacent.
+        // daemons (`orderedLinking`: its ~2 MB of RELA entries become ~20 KB, and the functions
+        // it runs come first).
         .executableTarget(
             name: "gpuplane-node-agent", dependencies: ["GPUPlaneAgent"], exclude: ["symbol-order.txt"],
-            linkerSettings: [
-                .unsafeFlags(compactLinking + [
-                    "-Xlinker", "--symbol-ordering-file=\(packageDirectory)/Sources/gpuplane-node-agent/symbol-order.txt",
-                    "-Xlinker", "--no-warn-symbol-ordering",
-                ])
-            ]),
+            linkerSettings: [.unsafeFlags(orderedLinking("gpuplane-node-agent"))]),
         // Simulated node-agents (the agent's own API, heartbeat and watch code; no NVML, no
         // containers) for whole-system scale runs: `gpuplane-bench fleet`.
         .executableTarget(name: "gpuplane-hollow-nodes", dependencies: ["GPUPlaneAgent"]),
@@ -279,3 +286,12 @@ let package = Package(
             ]),
     ]
 )
+
+// Every function of the package's own modules in a section of its own. By default Swift gives
+// only some functions their own section and puts the rest of a file's code (its private and
+// internal functions, generic specializations) in one shared `.text`, which the daemons' link
+// order (`orderedLinking`) can move only whole: one function a daemon runs would bring every
+// function of its file onto the pages it keeps resident.
+for target in package.targets where target.type == .regular || target.type == .executable {
+    target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(["-Xfrontend", "-function-sections"])]
+}

@@ -31,7 +31,7 @@ struct AgentBench: AsyncParsableCommand {
     @Option(help: "Seconds to let the agent settle after every container runs.")
     var settle = 5.0
 
-    @Option(help: "A program to start the agent through, given the agent's path and arguments (scripts/agent-symbol-order runs it under valgrind).")
+    @Option(help: "A program to start the agent through, given the agent's path and arguments (scripts/symbol-order runs it under valgrind).")
     var wrapper: String?
 
     func run() async throws {

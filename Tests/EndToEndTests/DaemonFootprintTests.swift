@@ -39,4 +39,36 @@ import Testing
         let sections = try Self.readelf("-S", daemon)
         #expect(sections.contains(".relr.dyn"), "\(daemon) has no packed relocations")
     }
+
+    /// lld's `--symbol-ordering-file` (`orderedLinking`): the functions a daemon ran in a bench
+    /// (`Sources/<daemon>/symbol-order.txt`, made by scripts/symbol-order) open its `.text`, in
+    /// the list's order, so the code it runs sits on few pages. Without the flag (or with an
+    /// empty list) `.text` opens with the C runtime's `_start`, the first object linked.
+    @Test(arguments: ["gpuplane-node-agent", "gpuplane-scheduler", "gpuplane-api-server"])
+    func placesTheFunctionsItRunsFirst(_ daemon: String) throws {
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let listed = try String(contentsOf: repository.appendingPathComponent("Sources/\(daemon)/symbol-order.txt"), encoding: .utf8)
+            .split(separator: "\n").map(String.init)
+        #expect(listed.count > 1_000, "Sources/\(daemon)/symbol-order.txt lists \(listed.count) functions")
+
+        // .text's section index (readelf -S), then its functions' addresses (readelf -s).
+        let sections = try Self.readelf("-S", daemon).split(separator: "\n")
+        let text = try #require(sections.first { $0.contains(" .text ") }, "\(daemon) has no .text")
+        let textIndex = try #require(text.split(separator: "[").dropFirst().first?.split(separator: "]").first)
+            .trimmingCharacters(in: .whitespaces)
+        var addresses: [String: UInt64] = [:]
+        for line in try Self.readelf("-s", daemon).split(separator: "\n") {
+            // "  Num:    Value          Size Type    Bind   Vis      Ndx Name"
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 8, fields[3] == "FUNC", fields[6] == textIndex,
+                let address = UInt64(fields[1], radix: 16)
+            else { continue }
+            addresses[String(fields[7])] = min(addresses[String(fields[7])] ?? .max, address)
+        }
+        let start = try #require(addresses.values.min(), "readelf -s listed no functions in \(daemon)'s .text")
+        // A debug build lacks some of the listed functions (the release build's specializations).
+        let first = try #require(listed.first { addresses[$0] != nil }, "\(daemon) has none of the listed functions")
+        let opening = addresses.filter { $0.value == start }.map(\.key).sorted()
+        #expect(addresses[first] == start, "\(daemon)'s .text opens with \(opening), not with \(first), the first listed function it has")
+    }
 }
