@@ -19,7 +19,7 @@ struct AgentBench: AsyncParsableCommand {
     /// The podman fixture, kept until the process exits.
     static let keepAlive = Locked<PodmanFixture?>(nil)
 
-    @Option(help: "Containers bound to the node.")
+    @Option(help: "Containers bound to the node: one a GPU, the rest without a GPU (a dedicated GPU is one container's).")
     var containers = 20
 
     @Option(help: "Fake GPUs.")
@@ -101,15 +101,18 @@ struct AgentBench: AsyncParsableCommand {
             (try? await deps.store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: node)) != nil
         }
 
+        // The agent starts a container on a dedicated GPU only once no other container holds it,
+        // so the first `gpus` containers get one GPU each and the rest none.
         for index in 0..<containers {
+            let gpuIndices = index < gpus ? [index] : []
             let spec = ReplicaSpec(
                 owner: OwnerReference(kind: .application, name: "bench", uid: "bench"), role: "r\(index)", mode: .dedicated,
-                modelSlug: nil, gpus: 1, vramGB: 0, machineTypes: [], priority: .inference, image: podman.testImage,
+                modelSlug: nil, gpus: gpuIndices.count, vramGB: 0, machineTypes: [], priority: .inference, image: podman.testImage,
                 command: ["sleep", "1000000"])
             _ = try await deps.store.create(
                 Replica(
                     metadata: ObjectMeta(name: "bench.r\(index)", tenant: "bench"), spec: spec,
-                    binding: Binding(node: node, gpuIndices: [index % gpus])))
+                    binding: Binding(node: node, gpuIndices: gpuIndices)))
         }
         let clock = ContinuousClock()
         let startedAt = clock.now
@@ -139,7 +142,7 @@ struct AgentBench: AsyncParsableCommand {
         let hwm = try Self.statusField(pid, "VmHWM:") / 1024
         let anon = try Self.statusField(pid, "RssAnon:") / 1024
         let file = try Self.statusField(pid, "RssFile:") / 1024
-        say("node-agent (pid \(pid)): \(gpus) fake GPUs, \(containers) containers, all running after \(startup)")
+        say("node-agent (pid \(pid)): \(gpus) fake GPUs, \(containers) containers (\(min(gpus, containers)) with a GPU), all running after \(startup)")
         say(String(format: "idle RSS      %6.1f MB  (VmRSS max over %.0f s; peak VmHWM %.1f MB)   goal < 25 MB   ", rss, wall, hwm) + (rss < 25 ? "met" : "NOT met"))
         say(String(format: "  of which     %6.1f MB anonymous (heap, stacks) and %.1f MB file-backed (binary and shared libraries)", anon, file))
         say(String(format: "idle CPU      %6.2f %% of a core over %.1f s                        goal < 1 %%     ", cpuPercent, wall) + (cpuPercent < 1 ? "met" : "NOT met"))
