@@ -19,7 +19,9 @@ let compactLinking: [String] = [
 /// `compactLinking` with the functions the daemon ran in a bench placed first
 /// (`Sources/<daemon>/symbol-order.txt`, made by scripts/symbol-order), so the code pages it
 /// touches are few and adjacent: the kernel maps up to 64 KB of cached file pages around each
-/// page that faults. A stale list does no harm (lld skips names it does not find).
+/// page that faults (a whole large folio, up to 2 MB, on kernels with large folios for ext4).
+/// A stale list does no harm (lld skips names it does not find); SwiftPM does not relink when
+/// only the list changes.
 func orderedLinking(_ daemon: String) -> [String] {
     compactLinking + [
         "-Xlinker", "--symbol-ordering-file=\(packageDirectory)/Sources/\(daemon)/symbol-order.txt",
