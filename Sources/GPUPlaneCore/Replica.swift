@@ -271,10 +271,11 @@ public struct ReplicaStatus: Codable, Sendable, Hashable {
 public struct Replica: Resource, Hashable {
     public static let kind = ResourceKind.replica
     public var metadata: ObjectMeta
-    public var spec: ReplicaSpec
+    /// Out of line (as ``status`` is): a replica is copied far more often than it changes.
+    @CopyOnWrite public var spec: ReplicaSpec
     /// Set once the scheduler binds the replica.
     public var binding: Binding?
-    public var status: ReplicaStatus
+    @CopyOnWrite public var status: ReplicaStatus
     /// For a replica with ``ReplicaSpec/secretEnv``: the ``Secret/Spec/version`` of each secret
     /// it references, written by the api-server in the same transaction as each create or
     /// replace of such a secret (absent until the first). The node-agent puts them in the
