@@ -271,11 +271,12 @@ public struct ReplicaStatus: Codable, Sendable, Hashable {
 public struct Replica: Resource, Hashable {
     public static let kind = ResourceKind.replica
     public var metadata: ObjectMeta
-    /// Out of line (as ``status`` is): a replica is copied far more often than it changes.
-    @CopyOnWrite public var spec: ReplicaSpec
+    /// Out of line, as ``status`` is (``CopyOnWrite``): a replica is copied far more often than
+    /// it changes.
+    @usableFromInline var _spec: CopyOnWrite<ReplicaSpec>
     /// Set once the scheduler binds the replica.
     public var binding: Binding?
-    @CopyOnWrite public var status: ReplicaStatus
+    @usableFromInline var _status: CopyOnWrite<ReplicaStatus>
     /// For a replica with ``ReplicaSpec/secretEnv``: the ``Secret/Spec/version`` of each secret
     /// it references, written by the api-server in the same transaction as each create or
     /// replace of such a secret (absent until the first). The node-agent puts them in the
@@ -283,15 +284,33 @@ public struct Replica: Resource, Hashable {
     /// ``spec`` so a re-apply of the application does not see a change.
     public var secretVersions: [String: String]?
 
+    /// What the replica needs.
+    @inlinable public var spec: ReplicaSpec {
+        _read { yield _spec.value }
+        set { _spec.value = newValue }
+        _modify { yield &_spec.value }
+    }
+
+    /// What its node-agent and the scheduler last said of it.
+    @inlinable public var status: ReplicaStatus {
+        _read { yield _status.value }
+        set { _status.value = newValue }
+        _modify { yield &_status.value }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case metadata, _spec = "spec", binding, _status = "status", secretVersions
+    }
+
     /// Makes a replica.
     public init(
         metadata: ObjectMeta, spec: ReplicaSpec, binding: Binding? = nil,
         status: ReplicaStatus = .init()
     ) {
         self.metadata = metadata
-        self.spec = spec
+        self._spec = CopyOnWrite(spec)
         self.binding = binding
-        self.status = status
+        self._status = CopyOnWrite(status)
     }
 
     /// Whether the replica holds the GPUs (or the model-server attachment) of its binding: it
@@ -427,16 +446,35 @@ public struct ModelServer: Resource, Hashable {
     }
 
     public var metadata: ObjectMeta
-    public var spec: Spec
+    /// Out of line, as a ``Replica``'s spec and status are (``CopyOnWrite``).
+    @usableFromInline var _spec: CopyOnWrite<Spec>
     /// Node and GPU, once placed.
     public var binding: Binding?
-    public var status: Status
+    @usableFromInline var _status: CopyOnWrite<Status>
+
+    /// The server's desired shape.
+    @inlinable public var spec: Spec {
+        _read { yield _spec.value }
+        set { _spec.value = newValue }
+        _modify { yield &_spec.value }
+    }
+
+    /// What its node-agent last said of it.
+    @inlinable public var status: Status {
+        _read { yield _status.value }
+        set { _status.value = newValue }
+        _modify { yield &_status.value }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case metadata, _spec = "spec", binding, _status = "status"
+    }
 
     /// Makes a model server.
     public init(metadata: ObjectMeta, spec: Spec, binding: Binding? = nil, status: Status = .init()) {
         self.metadata = metadata
-        self.spec = spec
+        self._spec = CopyOnWrite(spec)
         self.binding = binding
-        self.status = status
+        self._status = CopyOnWrite(status)
     }
 }

@@ -14,8 +14,13 @@ import Testing
 
     /// The scheduler and the api-server hold every replica several times over (informer map
     /// and list, pass, snapshot, caches): its spec and status must not be copied with it.
-    @Test func aReplicaCarriesItsSpecAndStatusOutOfLine() {
-        #expect(MemoryLayout<Replica>.size < 256, "Replica is \(MemoryLayout<Replica>.size) bytes inline")
+    @Test func replicasNodesAndModelServersCarryTheirSpecAndStatusOutOfLine() {
+        // Each is its metadata, its binding (if it has one) and two pointers.
+        let metadata = MemoryLayout<ObjectMeta>.stride
+        let binding = MemoryLayout<Binding?>.stride
+        #expect(MemoryLayout<Replica>.size <= metadata + binding + 3 * 8, "Replica is \(MemoryLayout<Replica>.size) bytes inline")
+        #expect(MemoryLayout<ModelServer>.size <= metadata + binding + 2 * 8, "ModelServer is \(MemoryLayout<ModelServer>.size) bytes inline")
+        #expect(MemoryLayout<Node>.size <= metadata + 2 * 8, "Node is \(MemoryLayout<Node>.size) bytes inline")
     }
 
     @Test func aCopyChangesAloneAndComparesByValue() {
