@@ -180,32 +180,13 @@ public struct Node: Resource, Hashable {
     public static let cpuNodeKind = "cpu"
 
     public var metadata: ObjectMeta
-    /// Out of line, as a ``Replica``'s spec and status are (``CopyOnWrite``).
-    @usableFromInline var _spec: CopyOnWrite<NodeSpec>
-    @usableFromInline var _status: CopyOnWrite<NodeStatus>
-
-    /// What the node has.
-    @inlinable public var spec: NodeSpec {
-        _read { yield _spec.value }
-        set { _spec.value = newValue }
-        _modify { yield &_spec.value }
-    }
-
-    /// How the node is.
-    @inlinable public var status: NodeStatus {
-        _read { yield _status.value }
-        set { _status.value = newValue }
-        _modify { yield &_status.value }
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case metadata, _spec = "spec", _status = "status"
-    }
+    public var spec: NodeSpec
+    public var status: NodeStatus
 
     /// Makes a node.
     public init(metadata: ObjectMeta, spec: NodeSpec, status: NodeStatus = .init()) {
         self.metadata = metadata
-        self._spec = CopyOnWrite(spec)
-        self._status = CopyOnWrite(status)
+        self.spec = spec
+        self.status = status
     }
 }

@@ -271,12 +271,10 @@ public struct ReplicaStatus: Codable, Sendable, Hashable {
 public struct Replica: Resource, Hashable {
     public static let kind = ResourceKind.replica
     public var metadata: ObjectMeta
-    /// Out of line, as ``status`` is (``CopyOnWrite``): a replica is copied far more often than
-    /// it changes.
-    @usableFromInline var _spec: CopyOnWrite<ReplicaSpec>
+    public var spec: ReplicaSpec
     /// Set once the scheduler binds the replica.
     public var binding: Binding?
-    @usableFromInline var _status: CopyOnWrite<ReplicaStatus>
+    public var status: ReplicaStatus
     /// For a replica with ``ReplicaSpec/secretEnv``: the ``Secret/Spec/version`` of each secret
     /// it references, written by the api-server in the same transaction as each create or
     /// replace of such a secret (absent until the first). The node-agent puts them in the
@@ -284,33 +282,15 @@ public struct Replica: Resource, Hashable {
     /// ``spec`` so a re-apply of the application does not see a change.
     public var secretVersions: [String: String]?
 
-    /// What the replica needs.
-    @inlinable public var spec: ReplicaSpec {
-        _read { yield _spec.value }
-        set { _spec.value = newValue }
-        _modify { yield &_spec.value }
-    }
-
-    /// What its node-agent and the scheduler last said of it.
-    @inlinable public var status: ReplicaStatus {
-        _read { yield _status.value }
-        set { _status.value = newValue }
-        _modify { yield &_status.value }
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case metadata, _spec = "spec", binding, _status = "status", secretVersions
-    }
-
     /// Makes a replica.
     public init(
         metadata: ObjectMeta, spec: ReplicaSpec, binding: Binding? = nil,
         status: ReplicaStatus = .init()
     ) {
         self.metadata = metadata
-        self._spec = CopyOnWrite(spec)
+        self.spec = spec
         self.binding = binding
-        self._status = CopyOnWrite(status)
+        self.status = status
     }
 
     /// Whether the replica holds the GPUs (or the model-server attachment) of its binding: it
@@ -446,35 +426,16 @@ public struct ModelServer: Resource, Hashable {
     }
 
     public var metadata: ObjectMeta
-    /// Out of line, as a ``Replica``'s spec and status are (``CopyOnWrite``).
-    @usableFromInline var _spec: CopyOnWrite<Spec>
+    public var spec: Spec
     /// Node and GPU, once placed.
     public var binding: Binding?
-    @usableFromInline var _status: CopyOnWrite<Status>
-
-    /// The server's desired shape.
-    @inlinable public var spec: Spec {
-        _read { yield _spec.value }
-        set { _spec.value = newValue }
-        _modify { yield &_spec.value }
-    }
-
-    /// What its node-agent last said of it.
-    @inlinable public var status: Status {
-        _read { yield _status.value }
-        set { _status.value = newValue }
-        _modify { yield &_status.value }
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case metadata, _spec = "spec", binding, _status = "status"
-    }
+    public var status: Status
 
     /// Makes a model server.
     public init(metadata: ObjectMeta, spec: Spec, binding: Binding? = nil, status: Status = .init()) {
         self.metadata = metadata
-        self._spec = CopyOnWrite(spec)
+        self.spec = spec
         self.binding = binding
-        self._status = CopyOnWrite(status)
+        self.status = status
     }
 }

@@ -94,8 +94,7 @@ public final class Informer<R: Resource>: RevisionFollower {
         /// ``list()``'s answer in the order of `keys`. An update replaces its object in place
         /// (copying the array once when a ``list()`` answer still holds it); an add or a delete
         /// drops it, to be built again from `keys` at the next ``list()``: shifting whole objects
-        /// (a Replica, its spec and status out of line, is still 160 bytes) at every add
-        /// would cost more than one build a pass.
+        /// (a Replica is some 700 bytes) at every add would cost more than one build a pass.
         private var ordered: [R]?
         var revision: Int64 = 0
         var synced = false
