@@ -59,7 +59,8 @@ public final class HeartbeatTracker: Sendable {
     /// of ``silentAfter``, 2 s by default: a node beating every second never does).
     public var rewriteAfterGap: Duration { silentAfter * 2 / 3 }
     private let store: ResourceStore
-    private let heartbeats: NodeHeartbeats
+    /// The keys' owner, with their group commit.
+    let heartbeats: NodeHeartbeats
     private let logger: Logger
     private let state = Locked(State())
 
@@ -330,8 +331,9 @@ public final class HeartbeatTracker: Sendable {
         }
     }
 
-    /// Writes the keys of the nodes whose lease was lost, 16 at a time, each only while its
-    /// Node exists; a node whose write fails waits for its next beat.
+    /// Writes the keys of the nodes whose lease was lost, each only while its Node exists; a
+    /// node whose write fails waits for its next beat. The writes go together: the keys' group
+    /// commit sends them a batch to an etcd request.
     private func rewriteLost() async {
         let lost = state.withLock { s -> [String] in
             let nodes = s.nodes.compactMap { node, entry -> String? in
@@ -344,8 +346,7 @@ public final class HeartbeatTracker: Sendable {
         guard !lost.isEmpty else { return }
         logger.notice("writing the heartbeat keys of a lost lease again", metadata: ["nodes": "\(lost.count)"])
         await withTaskGroup(of: Void.self) { group in
-            for (index, node) in lost.enumerated() {
-                if index >= 16 { await group.next() }
+            for node in lost {
                 group.addTask { [self] in
                     let written = (try? await writeLive(node, ifNodeExists: true)) ?? false
                     guard !written else { return }
@@ -373,7 +374,9 @@ public final class HeartbeatTracker: Sendable {
 
     /// Marks silent the nodes that have not beaten for ``silentAfter``, not counting this
     /// api-server's pauses: `late` (how late the sweep woke), past ``pauseTolerance``, is one.
-    func sweep(now: ContinuousClock.Instant = .now, late: Duration = .zero) async {
+    /// The sweep loop (``start()``) runs it every ``sweepInterval``; tests and benchmarks run it
+    /// by hand, on a clock of their own.
+    public func sweep(now: ContinuousClock.Instant = .now, late: Duration = .zero) async {
         let (due, pause) = state.withLock { s -> ([(node: String, lease: Int64, quiet: Duration)], Duration?) in
             var due: [(String, Int64, Duration)] = []
             var pause: Duration?
@@ -395,41 +398,51 @@ public final class HeartbeatTracker: Sendable {
                 "this api-server did not run for a while; its nodes' silence is counted without it",
                 metadata: ["paused": "\(pause)", "nodes": "\(state.withLock { $0.nodes.count })"])
         }
-        for (node, lease, quiet) in due {
-            let written: Int64?
-            do {
-                written = try await heartbeats.markSilent(node: node, server: serverID, lease: lease)
-            } catch {
-                // etcd failed: live as before, tried again on the next sweep.
-                logger.warning("cannot mark a silent node's heartbeat key", metadata: ["node": "\(node)", "error": "\(error)"])
+        // Together: nodes that went silent at once (a rack, a network partition) go to etcd a
+        // batch to a request through the keys' group commit, not one after another.
+        await withTaskGroup(of: Void.self) { group in
+            for (node, lease, quiet) in due {
+                group.addTask { [self] in await markSilent(node, lease: lease, quiet: quiet) }
+            }
+        }
+    }
+
+    /// Writes `node`'s key silent (the sweep found it quiet for `quiet`), or live again when it
+    /// beat meanwhile.
+    private func markSilent(_ node: String, lease: Int64, quiet: Duration) async {
+        let written: Int64?
+        do {
+            written = try await heartbeats.markSilent(node: node, server: serverID, lease: lease)
+        } catch {
+            // etcd failed: live as before, tried again on the next sweep.
+            logger.warning("cannot mark a silent node's heartbeat key", metadata: ["node": "\(node)", "error": "\(error)"])
+            state.withLock { s in
+                if case .silencing(let lease, _) = s.nodes[node]?.phase { s.nodes[node]?.phase = .live(lease: lease) }
+            }
+            return
+        }
+        let rewrite = state.withLock { s -> Bool in
+            guard var entry = s.nodes[node], case .silencing(_, let beaten) = entry.phase else { return false }
+            guard let written else {
+                // The key is not on this lease: the node moved, or went.
+                s.nodes[node] = nil
+                return false
+            }
+            entry.written = max(entry.written, written)
+            entry.phase = beaten ? .writing : .silent
+            s.nodes[node] = entry
+            return beaten
+        }
+        if written != nil {
+            logger.notice(
+                "node silent",
+                metadata: ["node": "\(node)", "silentAfter": "\(silentAfter)", "quiet": "\(quiet.seconds) s"])
+        }
+        if rewrite {
+            // It beat while the key was being written silent: live again at once.
+            do { try await writeLive(node) } catch {
                 state.withLock { s in
-                    if case .silencing(let lease, _) = s.nodes[node]?.phase { s.nodes[node]?.phase = .live(lease: lease) }
-                }
-                continue
-            }
-            let rewrite = state.withLock { s -> Bool in
-                guard var entry = s.nodes[node], case .silencing(_, let beaten) = entry.phase else { return false }
-                guard let written else {
-                    // The key is not on this lease: the node moved, or went.
-                    s.nodes[node] = nil
-                    return false
-                }
-                entry.written = max(entry.written, written)
-                entry.phase = beaten ? .writing : .silent
-                s.nodes[node] = entry
-                return beaten
-            }
-            if written != nil {
-                logger.notice(
-                    "node silent",
-                    metadata: ["node": "\(node)", "silentAfter": "\(silentAfter)", "quiet": "\(quiet.seconds) s"])
-            }
-            if rewrite {
-                // It beat while the key was being written silent: live again at once.
-                do { try await writeLive(node) } catch {
-                    state.withLock { s in
-                        if case .writing = s.nodes[node]?.phase { s.nodes[node] = nil }
-                    }
+                    if case .writing = s.nodes[node]?.phase { s.nodes[node] = nil }
                 }
             }
         }

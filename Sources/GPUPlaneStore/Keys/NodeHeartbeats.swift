@@ -17,6 +17,11 @@ import GPUPlaneCore
 /// scheduler's grace. A value that is not such JSON (tests and `gpuplane-bench scheduler` write
 /// their own keys) counts as live, and its deletion as its expiry.
 ///
+/// Writes go through a group commit of their own (``WriteBatcher``, apart from the objects'):
+/// the keys of many nodes written at once (registrations, an api-server taking over another's
+/// nodes, a lost lease's keys, a rack gone silent) go to etcd up to 64 to a request rather than
+/// a request each.
+///
 /// Every method throws ``StoreError`` (``StoreError/Code/unavailable`` when etcd fails; the
 /// ``StoreError/etcd`` cause says ``EtcdClient/EtcdError/Code/leaseNotFound`` when the lease
 /// written under is gone).
@@ -86,9 +91,32 @@ public struct NodeHeartbeats: Sendable {
 
     private let store: ResourceStore
     private var client: Etcd.Client { store.client }
+    /// The group commit of heartbeat keys, apart from the objects' (``ResourceStore``'s): a
+    /// beat's write never waits behind a batch of applies, nor an apply behind a burst of
+    /// beats. Nil when `store` does not batch.
+    let batcher: WriteBatcher?
 
-    /// The heartbeats in `store`'s etcd.
-    public init(store: ResourceStore) { self.store = store }
+    /// Requests of batched heartbeat writes in flight at once: a burst (an api-server taking
+    /// over another's 2,500 nodes) is not written 64 keys per round trip one after another.
+    static let batchesInFlight = 4
+
+    /// The heartbeats in `store`'s etcd. Keep one for the life of its user: it owns the group
+    /// commit of the keys it writes.
+    public init(store: ResourceStore) {
+        self.store = store
+        self.batcher = store.batcher.map { WriteBatcher(client: $0.client, maxInFlight: Self.batchesInFlight) }
+    }
+
+    /// Runs `request` through ``batcher`` (alone when there is none): `writes` are the keys it
+    /// puts, `reads` the keys it compares.
+    private func submit(_ request: Etcd.TxnRequest, writes: Set<Data>, reads: Set<Data>) async throws -> Etcd.TxnResponse {
+        guard let batcher else { return try await client.txn(request) }
+        let bytes = request.success.reduce(0) { total, op in
+            if case .put(let put) = op { return total + put.key.count + put.value.count }
+            return total
+        }
+        return try await batcher.submit(request, writes: writes, reads: reads, bytes: bytes)
+    }
 
     /// Writes `node`'s key `{"server": server, "state": "live"}` under `lease`, whoever held it,
     /// and returns the revision of the write. With `ifNodeExists`, only while the Node object
@@ -100,9 +128,13 @@ public struct NodeHeartbeats: Sendable {
         do {
             let value = try Self.encode(Value(server: server, state: .live))
             let put = Etcd.PutRequest(key: Data(KeySpace.heartbeat(node: node).utf8), value: value, lease: lease)
-            guard ifNodeExists else { return try await client.put(put).header.revision }
+            guard ifNodeExists else {
+                return try await submit(Etcd.TxnRequest(success: [.put(put)]), writes: [put.key], reads: []).header.revision
+            }
             let nodeKey = KeySpace.object(.node, tenant: ObjectMeta.clusterTenant, name: node)
-            let answer = try await client.txn(compare: [.version(nodeKey, .greater, 0)], success: [.put(put)])
+            let answer = try await submit(
+                Etcd.TxnRequest(compare: [.version(nodeKey, .greater, 0)], success: [.put(put)]),
+                writes: [put.key], reads: [Data(nodeKey.utf8)])
             return answer.succeeded ? answer.header.revision : nil
         } catch let e as EtcdError {
             throw StoreError.etcd(e)
@@ -118,9 +150,11 @@ public struct NodeHeartbeats: Sendable {
         let key = KeySpace.heartbeat(node: node)
         do {
             let value = try Self.encode(Value(server: server, state: .silent))
-            let answer = try await client.txn(
-                compare: [.lease(key, .equal, lease)],
-                success: [.put(Etcd.PutRequest(key: Data(key.utf8), value: value, lease: lease))])
+            let answer = try await submit(
+                Etcd.TxnRequest(
+                    compare: [.lease(key, .equal, lease)],
+                    success: [.put(Etcd.PutRequest(key: Data(key.utf8), value: value, lease: lease))]),
+                writes: [Data(key.utf8)], reads: [Data(key.utf8)])
             return answer.succeeded ? answer.header.revision : nil
         } catch let e as EtcdError {
             throw StoreError.etcd(e)
