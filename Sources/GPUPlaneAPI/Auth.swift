@@ -74,20 +74,26 @@ public final class TokenAuthenticator: Sendable {
     private let refreshing = Mutex<Set<String>>([])
     private let cacheSeconds: Double
     private let staleSeconds: Double
+    /// How long a call waits for the copy's first list (``TokenMirror/waitForFirstList(timeout:)``)
+    /// before it reads etcd itself.
+    private let firstListWait: Duration
 
     /// Makes an authenticator; `adminTokens` are bootstrap admin secrets (from a file). A hit
     /// younger than `cacheSeconds` is trusted as is; one younger than `staleSeconds` is trusted
     /// while it is read again in the background (so a node's heartbeat never waits for an etcd
     /// member that stopped answering; the read's answer, a revocation included, applies from
-    /// the next call); an older one is read before answering.
+    /// the next call); an older one is read before answering. Calls that come while `mirror`
+    /// makes its first list wait for it, up to `firstListWait`.
     public init(
-        index: TokenIndex, adminTokens: [String], mirror: TokenMirror? = nil, cacheSeconds: Double = 5, staleSeconds: Double = 30
+        index: TokenIndex, adminTokens: [String], mirror: TokenMirror? = nil, cacheSeconds: Double = 5, staleSeconds: Double = 30,
+        firstListWait: Duration = .seconds(5)
     ) {
         self.index = index
         self.mirror = mirror
         self.adminHashes = Set(adminTokens.map(Tokens.hash))
         self.cacheSeconds = cacheSeconds
         self.staleSeconds = max(cacheSeconds, staleSeconds)
+        self.firstListWait = firstListWait
     }
 
     /// The principal for an `Authorization` header value.
@@ -104,8 +110,14 @@ public final class TokenAuthenticator: Sendable {
         if adminHashes.contains(hash) {
             return Principal(tenant: ObjectMeta.clusterTenant, role: .admin, tokenID: "bootstrap-admin")
         }
+        var lookup = mirror?.lookup(hash)
+        if lookup == .notFollowing, let mirror, await mirror.waitForFirstList(timeout: firstListWait) {
+            // An api-server just started: its first calls wait for the one list of every token
+            // rather than each reading its own (2,500 nodes coming back at once read 5,000).
+            lookup = mirror.lookup(hash)
+        }
         let now = Date()
-        switch mirror?.lookup(hash) {
+        switch lookup {
         case .hit(let principal): return principal
         case .miss:
             // Not in the copy: issued elsewhere a moment ago, revoked, or unknown. etcd says.
@@ -204,6 +216,11 @@ public final class TokenMirror: Sendable {
     private struct State {
         var principals: [String: Principal] = [:]
         var following = false
+        /// Whether the copy has listed once since ``start()``.
+        var listedOnce = false
+        /// Calls waiting for the first list, each with the task that gives up on it.
+        var waiters: [Int: (continuation: CheckedContinuation<Void, Never>, timer: Task<Void, Never>)] = [:]
+        var nextWaiter = 0
         /// The revision of the last change applied.
         var revision: Int64 = 0
         /// Revoked here before the watch delivered the delete: hash → the delete's revision
@@ -228,12 +245,59 @@ public final class TokenMirror: Sendable {
 
     /// Stops following: lookups say ``Lookup/notFollowing`` from now on.
     public func stop() {
-        let task = state.withLock { s -> Task<Void, Never>? in
+        let (task, waiters) = state.withLock { s -> (Task<Void, Never>?, [Int: (continuation: CheckedContinuation<Void, Never>, timer: Task<Void, Never>)]) in
             s.following = false
-            defer { s.task = nil }
-            return s.task
+            defer {
+                s.task = nil
+                s.waiters = [:]
+            }
+            return (s.task, s.waiters)
         }
         task?.cancel()
+        for waiter in waiters.values {
+            waiter.timer.cancel()
+            waiter.continuation.resume()
+        }
+    }
+
+    /// Waits, at most `timeout`, while the copy makes its first list after ``start()``, and
+    /// says whether it follows etcd now. Answers at once when the copy was never started or
+    /// has listed before (a watch that failed later is not waited for: etcd is what is
+    /// wrong then, and waiting would only delay every call).
+    public func waitForFirstList(timeout: Duration) async -> Bool {
+        let id = state.withLock { s -> Int? in
+            guard s.task != nil, !s.listedOnce else { return nil }
+            s.nextWaiter += 1
+            return s.nextWaiter
+        }
+        guard let id else { return isFollowing }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let waiting = state.withLock { s -> Bool in
+                    guard s.task != nil, !s.listedOnce else { return false }
+                    let timer = Task { [self] in
+                        try? await Task.sleep(for: timeout)
+                        wake(id)
+                    }
+                    s.waiters[id] = (continuation, timer)
+                    return true
+                }
+                if !waiting { continuation.resume() }
+            }
+        } onCancel: {
+            wake(id)
+        }
+        return isFollowing
+    }
+
+    /// Calls waiting for the first list now (tests).
+    var waitingForFirstList: Int { state.withLock { $0.waiters.count } }
+
+    /// Lets the waiter `id` go (its time ran out, or it was cancelled).
+    private func wake(_ id: Int) {
+        let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
+        waiter?.timer.cancel()
+        waiter?.continuation.resume()
     }
 
     /// What the copy knows of `sha256`.
@@ -263,12 +327,19 @@ public final class TokenMirror: Sendable {
         while !Task.isCancelled {
             do {
                 let (records, revision) = try await index.list()
-                state.withLock { s in
+                let waiters = state.withLock { s in
                     s.principals = records.mapValues(Principal.init)
                     s.revision = revision
                     s.revoked = s.revoked.filter { $0.value > revision }
                     for hash in s.revoked.keys { s.principals[hash] = nil }
                     s.following = true
+                    s.listedOnce = true
+                    defer { s.waiters = [:] }
+                    return s.waiters
+                }
+                for waiter in waiters.values {
+                    waiter.timer.cancel()
+                    waiter.continuation.resume()
                 }
                 failures = 0
                 for try await changes in index.watch(from: revision + 1) {

@@ -1,5 +1,6 @@
 import Foundation
-import GPUPlaneAPI
+import EtcdClient
+@testable import GPUPlaneAPI
 import GPUPlaneCore
 import GPUPlaneStore
 import GPUPlaneLocal
@@ -107,4 +108,51 @@ import Testing
         mirror.stop()
         #expect(mirror.lookup(late.hash) == .notFollowing)
     }
+
+    /// An api-server that just started (its copy of the index making its first list) gets
+    /// calls from many nodes at once: they wait for that one list rather than each reading
+    /// its own token from etcd (2,500 nodes coming back to a restarted api-server read 5,000
+    /// tokens). etcd is frozen while the calls arrive, so the list cannot win the race; once it
+    /// runs, every call answers, and etcd served the list and the watch, not 100 reads.
+    @Test func callsDuringTheFirstListWaitForIt() async throws {
+        let etcd = try await EtcdFixture.start()
+        defer { etcd.shutdown() }
+        let store = try ResourceStore.connect(endpoints: etcd.endpoints)
+        var secrets: [String] = []
+        for i in 0..<100 {
+            let secret = "gp_test_" + UUID().uuidString.lowercased()
+            let hash = Tokens.hash(secret)
+            try await TokenIndex(store: store).add(TokenRecord(id: "tok-" + hash.prefix(12), sha256: hash, tenant: "t\(i)", role: .user))
+            secrets.append(secret)
+        }
+        // A client of its own: its transfers are the copy's and the calls' etcd requests.
+        let client = try Etcd.Client(Etcd.Configuration(endpoints: etcd.endpoints, requestTimeout: .seconds(60)))
+        let index = TokenIndex(store: ResourceStore(client: client))
+        let mirror = TokenMirror(index: index, logger: Logger(label: "test"))
+        let auth = TokenAuthenticator(index: index, adminTokens: [], mirror: mirror, firstListWait: .seconds(120))
+        let pid = try #require(etcd.member.pid)
+        kill(pid, SIGSTOP)
+        var continued = false
+        defer { if !continued { kill(pid, SIGCONT) } }
+        mirror.start()
+        defer { mirror.stop() }
+        let calls = Task {
+            try await withThrowingTaskGroup(of: String.self) { group in
+                for secret in secrets { group.addTask { try await auth.authenticate("Bearer \(secret)").tenant } }
+                return try await group.reduce(into: Set<String>()) { $0.insert($1) }
+            }
+        }
+        try await eventually("every call waiting for the first list", timeout: 60) { mirror.waitingForFirstList == 100 }
+        let before = client.transportStatistics.transfers
+        kill(pid, SIGCONT)
+        continued = true
+        let tenants = try await calls.value
+        #expect(tenants == Set((0..<100).map { "t\($0)" }))
+        #expect(mirror.isFollowing)
+        // The list; no read per call (the watch is a stream, counted when it ends).
+        let requests = client.transportStatistics.transfers - before
+        #expect(requests <= 5, "100 calls during the first list made \(requests) etcd requests")
+        #expect(mirror.waitingForFirstList == 0)
+    }
+
 }
