@@ -8,6 +8,7 @@ import GPUPlaneCore
 import GPUPlaneSystem
 import Logging
 import StreamingJSON
+import Synchronization
 
 /// One change held by a ``WatchCache``: the store's event and the tenant of its key.
 public struct CachedWatchEvent<R: Resource>: Sendable {
@@ -200,6 +201,7 @@ public final class WatchCache<R: Resource>: Sendable {
     private let logger: Logger
     private let prefix = R.storagePrefix(tenant: nil)
     private let state = Locked(State())
+    private let compactionReads = Atomic<Int>(0)
     /// Subscriptions whose consumer stopped, forgotten the next time `state` is taken: the cache
     /// yields under `state`, so termination handlers must not take it (``TerminationQueue``).
     private let forgotten = TerminationQueue<UUID>()
@@ -242,6 +244,10 @@ public final class WatchCache<R: Resource>: Sendable {
         var stopped = false
         /// ``quietThrough(after:)``'s answers (and the reads under way), by revision.
         var quiet: [Int64: Task<Int64?, any Error>] = [:]
+        /// ``isCompacted(after:)``'s reads under way, by the revision each reads at.
+        var compactionChecks: [Int64: Task<Bool, Never>] = [:]
+        /// ``isCompacted(after:)``'s calls so far (tests).
+        var compactionQuestions = 0
 
         mutating func add(_ subscription: WatchCacheSubscription<R>) {
             subscribers[subscription.id] = subscription
@@ -396,11 +402,41 @@ public final class WatchCache<R: Resource>: Sendable {
     }
 
     /// Whether etcd compacted the changes after `revision` (a watch from `revision` + 1
-    /// would answer "compacted"): one range read at that revision. False when etcd cannot
+    /// would answer "compacted"): a range read at that revision. False when etcd cannot
     /// tell (the revision is in its future, or it is unreachable).
+    ///
+    /// Compaction only moves up, so a read that finds revision R readable answers for every
+    /// revision above R too: a caller joins a read under way at or below its revision instead
+    /// of sending its own (the 2,500 nodes that come back to a restarted api-server each
+    /// resume a watch, and each read on its own was a storm of ranges and connections into
+    /// etcd). A read is shared only while under way, so no answer is older than the read a
+    /// caller would have sent itself, give or take that read's time in flight.
     public func isCompacted(after revision: Int64) async -> Bool {
+        let (shared, own) = state.withLock { s -> (Task<Bool, Never>?, Task<Bool, Never>?) in
+            s.compactionQuestions += 1
+            if let under = s.compactionChecks.first(where: { $0.key <= revision + 1 }) { return (under.value, nil) }
+            let task = Task { await self.readCompacted(at: revision + 1) }
+            s.compactionChecks[revision + 1] = task
+            return (nil, task)
+        }
+        if let shared, !(await shared.value) { return false }
+        if shared != nil {
+            // The shared read found a lower revision compacted: this one may not be.
+            return await readCompacted(at: revision + 1)
+        }
+        guard let own else { return false }
+        let compacted = await own.value
+        state.withLock { s in
+            if s.compactionChecks[revision + 1] == own { s.compactionChecks[revision + 1] = nil }
+        }
+        return compacted
+    }
+
+    /// Reads the kind's prefix at `revision`, counting only: whether etcd compacted it.
+    private func readCompacted(at revision: Int64) async -> Bool {
+        compactionReads.add(1, ordering: .relaxed)
         do {
-            _ = try await store.client.range(.key(Data(prefix.utf8)), revision: revision + 1, countOnly: true)
+            _ = try await store.client.range(.key(Data(prefix.utf8)), revision: revision, countOnly: true)
             return false
         } catch let error as EtcdError {
             return error.code == .compacted
@@ -408,6 +444,10 @@ public final class WatchCache<R: Resource>: Sendable {
             return false
         }
     }
+
+    /// The range reads ``isCompacted(after:)`` sent so far, and its calls (tests).
+    var compactionReadCount: Int { compactionReads.load(ordering: .relaxed) }
+    var compactionQuestionCount: Int { state.withLock { $0.compactionQuestions } }
 
     /// A revision at or above ``floor`` up to which no object of this kind changed after
     /// `revision`; nil when one did, or when etcd cannot tell. A watch from below the floor
