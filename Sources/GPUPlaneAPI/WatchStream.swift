@@ -200,8 +200,8 @@ final class WatchSession<R: Resource> {
     func subscription(resumingAfter version: Int64) async -> WatchCacheSubscription<R>? {
         let cache = setup.cache
         // The cache may still hold changes etcd compacted: those get etcd's 410, through a
-        // watch of the caller's own (one range read per connection; asked even past the
-        // cache's head, which may lag etcd's).
+        // watch of the caller's own (a range read, shared by the watches resumed at once;
+        // asked even past the cache's head, which may lag etcd's).
         guard (try? await cache.start()) != nil, !(await Self.isCompacted(cache, after: version)) else { return nil }
         if version >= cache.floor {
             return cache.subscribe(after: version, route: setup.route, into: setup.sink)
