@@ -53,7 +53,10 @@ import Testing
         let a = Self.tracker(h)  // silentAfter 2 s: pauses count past 2/3 s late
         defer { a.stop() }
         let node = "hb-" + UUID().uuidString.prefix(8).lowercased()
-        let start = ContinuousClock.now
+        // The tracker's clock, a minute ahead of the real one: a beat that writes sets its
+        // last beat to the later of its `now` and its answer, and a slow write on a loaded
+        // machine must not move it.
+        let start = ContinuousClock.now + .seconds(60)
         try await a.beat(node: node, registering: true, now: start)
         // A sweep half a second late is not a pause.
         await a.sweep(now: start + .seconds(1), late: .milliseconds(500))
@@ -111,13 +114,16 @@ import Testing
         _ = try await h.deps.store.create(Node(metadata: ObjectMeta(name: node), spec: NodeSpec(machineType: "cpu", gpus: [])))
         // A beat every 100 ms on the tracker's clock (a loaded run's real gaps could pass the
         // gap after which a beat writes again, rightly).
-        let start = ContinuousClock.now
+        // The tracker's clock, a minute ahead of the real one: a beat that writes sets its
+        // last beat to the later of its `now` and its answer, and a slow write on a loaded
+        // machine must not move it.
+        let start = ContinuousClock.now + .seconds(60)
         try await a.beat(node: node, registering: false, now: start)
         let written = try #require(try await h.client.get(NodeHeartbeat.key(node)))
         for i in 1...5 { try await a.beat(node: node, registering: false, now: start + .milliseconds(100 * i)) }
         #expect(try await h.client.get(NodeHeartbeat.key(node))?.modRevision == written.modRevision, "a steady beat wrote")
 
-        await a.sweep(now: .now + .seconds(60))
+        await a.sweep(now: start + .seconds(60))
         #expect(try await Self.key(h, node)?.state == .silent(server: a.serverID))
         try await a.beat(node: node, registering: false)
         #expect(try await Self.key(h, node)?.state == .live(server: a.serverID))
@@ -138,7 +144,10 @@ import Testing
         }
         let node = "hb-" + UUID().uuidString.prefix(8).lowercased()
         _ = try await h.deps.store.create(Node(metadata: ObjectMeta(name: node), spec: NodeSpec(machineType: "cpu", gpus: [])))
-        let start = ContinuousClock.now
+        // The tracker's clock, a minute ahead of the real one: a beat that writes sets its
+        // last beat to the later of its `now` and its answer, and a slow write on a loaded
+        // machine must not move it.
+        let start = ContinuousClock.now + .seconds(60)
         try await a.beat(node: node, registering: false, now: start)
         try await b.beat(node: node, registering: false, now: start + .milliseconds(500))
         #expect(try await Self.key(h, node)?.state == .live(server: b.serverID))
@@ -170,7 +179,10 @@ import Testing
         for node in nodes {
             _ = try await h.deps.store.create(Node(metadata: ObjectMeta(name: node), spec: NodeSpec(machineType: "cpu", gpus: [])))
         }
-        let start = ContinuousClock.now
+        // The tracker's clock, a minute ahead of the real one: a beat that writes sets its
+        // last beat to the later of its `now` and its answer, and a slow write on a loaded
+        // machine must not move it.
+        let start = ContinuousClock.now + .seconds(60)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for node in nodes { group.addTask { try await a.beat(node: node, registering: false, now: start) } }
             try await group.waitForAll()
