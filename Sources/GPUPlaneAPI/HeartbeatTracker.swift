@@ -412,7 +412,20 @@ public final class HeartbeatTracker: Sendable {
     private func markSilent(_ node: String, lease: Int64, quiet: Duration) async {
         let written: Int64?
         do {
-            written = try await heartbeats.markSilent(node: node, server: serverID, lease: lease)
+            // Asked as the mark leaves (it may wait behind a burst of other keys' writes): a
+            // node that beat meanwhile is not written silent at all, not even for a moment.
+            written = try await heartbeats.markSilent(node: node, server: serverID, lease: lease) { [state] in
+                state.withLock { s in
+                    if case .silencing(_, beaten: false) = s.nodes[node]?.phase { return true }
+                    return false
+                }
+            }
+        } catch is NodeHeartbeats.MarkWithdrawn {
+            // It beat while its mark waited: the key says live still.
+            state.withLock { s in
+                if case .silencing(let lease, _) = s.nodes[node]?.phase { s.nodes[node]?.phase = .live(lease: lease) }
+            }
+            return
         } catch {
             // etcd failed: live as before, tried again on the next sweep.
             logger.warning("cannot mark a silent node's heartbeat key", metadata: ["node": "\(node)", "error": "\(error)"])

@@ -46,7 +46,13 @@ final class WriteBatcher: Sendable {
         var compares: Int { request.compare.count }
         var operations: Int { request.success.count }
         let continuation: CheckedContinuation<Etcd.TxnResponse, any Error>
+        /// Asked when the batch is formed, just before sending: false withdraws the write
+        /// unsent, and its caller gets ``Withdrawn``. Must not wait, nor submit.
+        var wanted: (@Sendable () -> Bool)?
     }
+
+    /// A write whose `wanted` said no when its batch was formed: never sent.
+    struct Withdrawn: Error {}
 
     private struct State {
         var queue: [Item] = []
@@ -92,15 +98,23 @@ final class WriteBatcher: Sendable {
 
     /// Runs `request` (alone or in a batch) and returns its own answer, with the header of the
     /// request it went in.
-    func submit(_ request: Etcd.TxnRequest, writes: Set<Data>, reads: Set<Data>, bytes: Int) async throws -> Etcd.TxnResponse {
+    /// `wanted`, when given, is asked as the batch forms: false withdraws the write unsent
+    /// (it throws ``Withdrawn``).
+    func submit(
+        _ request: Etcd.TxnRequest, writes: Set<Data>, reads: Set<Data>, bytes: Int, wanted: (@Sendable () -> Bool)? = nil
+    ) async throws -> Etcd.TxnResponse {
         try await withCheckedThrowingContinuation { continuation in
-            let item = Item(request: request, writes: writes, reads: reads, bytes: bytes, continuation: continuation)
+            let item = Item(request: request, writes: writes, reads: reads, bytes: bytes, continuation: continuation, wanted: wanted)
+            var withdrawn: [Item] = []
             let batch = state.withLock { state -> [Item]? in
                 state.queue.append(item)
                 guard state.inFlight < maxInFlight else { return nil }
+                let batch = take(&state.queue, withdrawn: &withdrawn)
+                if batch.isEmpty { return nil }
                 state.inFlight += 1
-                return take(&state.queue)
+                return batch
             }
+            for item in withdrawn { item.continuation.resume(throwing: Withdrawn()) }
             if let batch { Task { await self.drain(batch) } }
         }
     }
@@ -110,17 +124,19 @@ final class WriteBatcher: Sendable {
         var batch = first
         while !batch.isEmpty {
             await send(batch)
+            var withdrawn: [Item] = []
             batch = state.withLock { state -> [Item] in
-                let next = take(&state.queue)
+                let next = take(&state.queue, withdrawn: &withdrawn)
                 if next.isEmpty { state.inFlight -= 1 }
                 return next
             }
+            for item in withdrawn { item.continuation.resume(throwing: Withdrawn()) }
         }
     }
 
     /// Takes the next batch off the front of `queue`: in order, skipping writes that touch a
     /// key a taken one writes (or write one it reads), up to the count and byte limits.
-    private func take(_ queue: inout [Item]) -> [Item] {
+    private func take(_ queue: inout [Item], withdrawn: inout [Item]) -> [Item] {
         var taken: [Item] = []
         var kept: [Item] = []
         var written = Set<Data>()
@@ -129,6 +145,10 @@ final class WriteBatcher: Sendable {
         var compares = 0
         var operations = 0
         for item in queue {
+            if let wanted = item.wanted, !wanted() {
+                withdrawn.append(item)
+                continue
+            }
             let full =
                 taken.count >= maxBatch
                 || (!taken.isEmpty

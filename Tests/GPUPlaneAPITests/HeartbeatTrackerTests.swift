@@ -200,6 +200,27 @@ import Testing
         for node in nodes { _ = try await h.deps.store.delete(Node.self, tenant: ObjectMeta.clusterTenant, name: node) }
     }
 
+    /// A silent mark waits its turn behind other keys' writes; asked as it leaves whether it
+    /// is still wanted (the sweep asks whether the node beat meanwhile), a mark that is not is
+    /// never sent: the key stays as it was, and the scheduler never sees the node silent. One
+    /// still wanted is written.
+    @Test func aSilentMarkNoLongerWantedIsNeverWritten() async throws {
+        let h = try await SharedServer.shared.get()
+        let a = Self.tracker(h)
+        defer { a.stop() }
+        let node = "hb-" + UUID().uuidString.prefix(8).lowercased()
+        _ = try await h.deps.store.create(Node(metadata: ObjectMeta(name: node), spec: NodeSpec(machineType: "cpu", gpus: [])))
+        try await a.beat(node: node, registering: true)
+        let before = try #require(try await h.client.get(NodeHeartbeat.key(node)))
+        await #expect(throws: NodeHeartbeats.MarkWithdrawn.self) {
+            _ = try await a.heartbeats.markSilent(node: node, server: a.serverID, lease: before.lease, wanted: { false })
+        }
+        #expect(try await h.client.get(NodeHeartbeat.key(node))?.modRevision == before.modRevision, "a withdrawn mark wrote")
+        #expect(try await a.heartbeats.markSilent(node: node, server: a.serverID, lease: before.lease, wanted: { true }) != nil)
+        #expect(try await Self.key(h, node)?.state == .silent(server: a.serverID))
+        _ = try await h.deps.store.delete(Node.self, tenant: ObjectMeta.clusterTenant, name: node)
+    }
+
     /// A lost lease (revoked here; expired in an etcd outage in life) is replaced at once: the
     /// keys of the nodes written under it are written again under a new lease without waiting
     /// for a beat; a node deleted meanwhile is not written, and is forgotten.

@@ -107,15 +107,29 @@ public struct NodeHeartbeats: Sendable {
         self.batcher = store.batcher.map { WriteBatcher(client: $0.client, maxInFlight: Self.batchesInFlight) }
     }
 
+    /// A silent mark withdrawn before it was sent (``markSilent(node:server:lease:wanted:)``'s
+    /// `wanted` said no): nothing was written.
+    public struct MarkWithdrawn: Error, Sendable {}
+
     /// Runs `request` through ``batcher`` (alone when there is none): `writes` are the keys it
-    /// puts, `reads` the keys it compares.
-    private func submit(_ request: Etcd.TxnRequest, writes: Set<Data>, reads: Set<Data>) async throws -> Etcd.TxnResponse {
-        guard let batcher else { return try await client.txn(request) }
+    /// puts, `reads` the keys it compares; `wanted`, asked just before sending, may withdraw
+    /// it (``MarkWithdrawn``).
+    private func submit(
+        _ request: Etcd.TxnRequest, writes: Set<Data>, reads: Set<Data>, wanted: (@Sendable () -> Bool)? = nil
+    ) async throws -> Etcd.TxnResponse {
+        guard let batcher else {
+            if let wanted, !wanted() { throw MarkWithdrawn() }
+            return try await client.txn(request)
+        }
         let bytes = request.success.reduce(0) { total, op in
             if case .put(let put) = op { return total + put.key.count + put.value.count }
             return total
         }
-        return try await batcher.submit(request, writes: writes, reads: reads, bytes: bytes)
+        do {
+            return try await batcher.submit(request, writes: writes, reads: reads, bytes: bytes, wanted: wanted)
+        } catch is WriteBatcher.Withdrawn {
+            throw MarkWithdrawn()
+        }
     }
 
     /// Writes `node`'s key `{"server": server, "state": "live"}` under `lease`, whoever held it,
@@ -145,8 +159,10 @@ public struct NodeHeartbeats: Sendable {
     /// `lease` (etcd compares the key's lease in the same transaction): an api-server whose
     /// node moved to another api-server (which wrote the key under its own lease) or was
     /// deleted never marks it silent. Returns the revision of the write, nil when the key was
-    /// not on `lease` (nothing written).
-    public func markSilent(node: String, server: String, lease: Int64) async throws -> Int64? {
+    /// not on `lease` (nothing written). `wanted`, when given, is asked just before the mark is
+    /// sent (a mark may wait behind other keys' writes): false withdraws it unwritten.
+    /// - Throws: ``MarkWithdrawn`` when `wanted` said no.
+    public func markSilent(node: String, server: String, lease: Int64, wanted: (@Sendable () -> Bool)? = nil) async throws -> Int64? {
         let key = KeySpace.heartbeat(node: node)
         do {
             let value = try Self.encode(Value(server: server, state: .silent))
@@ -154,7 +170,7 @@ public struct NodeHeartbeats: Sendable {
                 Etcd.TxnRequest(
                     compare: [.lease(key, .equal, lease)],
                     success: [.put(Etcd.PutRequest(key: Data(key.utf8), value: value, lease: lease))]),
-                writes: [Data(key.utf8)], reads: [Data(key.utf8)])
+                writes: [Data(key.utf8)], reads: [Data(key.utf8)], wanted: wanted)
             return answer.succeeded ? answer.header.revision : nil
         } catch let e as EtcdError {
             throw StoreError.etcd(e)
