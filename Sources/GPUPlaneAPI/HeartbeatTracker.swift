@@ -232,6 +232,14 @@ public final class HeartbeatTracker: Sendable {
         _ = state.withLock { $0.nodes.removeValue(forKey: node) }
     }
 
+    /// Forgets `node` (``forget(node:)``) and deletes its key at once (it was deleted through
+    /// this api-server).
+    /// - Throws: ``StoreError`` when etcd fails (forgotten all the same).
+    public func remove(node: String) async throws {
+        forget(node: node)
+        try await heartbeats.remove(node: node)
+    }
+
     // MARK: Writes
 
     /// Writes `node`'s key live under the lease (a new one when the current one is gone);

@@ -276,9 +276,8 @@ struct NodeRoutes: Sendable {
                             expectedVersion: server.metadata.resourceVersion)
                     }
                 }
-                deps.heartbeats.forget(node: name)
                 do {
-                    try await NodeHeartbeats(store: deps.store).remove(node: name)
+                    try await deps.heartbeats.remove(node: name)
                 } catch {
                     // The lease expires on its own within the TTL; the node is gone already.
                     deps.logger.warning("cannot delete a deleted node's heartbeat key", metadata: ["node": "\(name)", "error": "\(error)"])
