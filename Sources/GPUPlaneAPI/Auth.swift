@@ -213,13 +213,25 @@ public final class TokenMirror: Sendable {
     private let logger: Logger
     private let state = Mutex(State())
 
+    /// A call waiting for the first list, and the task that gives up on it at its timeout.
+    private struct Waiter {
+        let continuation: CheckedContinuation<Void, Never>
+        let timer: Task<Void, Never>
+
+        /// Lets the call go on (once; never under `state`).
+        func release() {
+            timer.cancel()
+            continuation.resume()
+        }
+    }
+
     private struct State {
         var principals: [String: Principal] = [:]
         var following = false
         /// Whether the copy has listed once since ``start()``.
         var listedOnce = false
-        /// Calls waiting for the first list, each with the task that gives up on it.
-        var waiters: [Int: (continuation: CheckedContinuation<Void, Never>, timer: Task<Void, Never>)] = [:]
+        /// Calls waiting for the first list.
+        var waiters: [Int: Waiter] = [:]
         var nextWaiter = 0
         /// The revision of the last change applied.
         var revision: Int64 = 0
@@ -245,7 +257,7 @@ public final class TokenMirror: Sendable {
 
     /// Stops following: lookups say ``Lookup/notFollowing`` from now on.
     public func stop() {
-        let (task, waiters) = state.withLock { s -> (Task<Void, Never>?, [Int: (continuation: CheckedContinuation<Void, Never>, timer: Task<Void, Never>)]) in
+        let (task, waiters) = state.withLock { s -> (Task<Void, Never>?, [Int: Waiter]) in
             s.following = false
             defer {
                 s.task = nil
@@ -254,10 +266,7 @@ public final class TokenMirror: Sendable {
             return (s.task, s.waiters)
         }
         task?.cancel()
-        for waiter in waiters.values {
-            waiter.timer.cancel()
-            waiter.continuation.resume()
-        }
+        for waiter in waiters.values { waiter.release() }
     }
 
     /// Waits, at most `timeout`, while the copy makes its first list after ``start()``, and
@@ -279,7 +288,7 @@ public final class TokenMirror: Sendable {
                         try? await Task.sleep(for: timeout)
                         wake(id)
                     }
-                    s.waiters[id] = (continuation, timer)
+                    s.waiters[id] = Waiter(continuation: continuation, timer: timer)
                     return true
                 }
                 if !waiting { continuation.resume() }
@@ -295,9 +304,7 @@ public final class TokenMirror: Sendable {
 
     /// Lets the waiter `id` go (its time ran out, or it was cancelled).
     private func wake(_ id: Int) {
-        let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
-        waiter?.timer.cancel()
-        waiter?.continuation.resume()
+        state.withLock { $0.waiters.removeValue(forKey: id) }?.release()
     }
 
     /// What the copy knows of `sha256`.
@@ -337,10 +344,7 @@ public final class TokenMirror: Sendable {
                     defer { s.waiters = [:] }
                     return s.waiters
                 }
-                for waiter in waiters.values {
-                    waiter.timer.cancel()
-                    waiter.continuation.resume()
-                }
+                for waiter in waiters.values { waiter.release() }
                 failures = 0
                 for try await changes in index.watch(from: revision + 1) {
                     apply(changes)

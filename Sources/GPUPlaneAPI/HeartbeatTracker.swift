@@ -428,15 +428,12 @@ public final class HeartbeatTracker: Sendable {
                     return false
                 }
             }
-        } catch is NodeHeartbeats.MarkWithdrawn {
-            // It beat while its mark waited: the key says live still.
-            state.withLock { s in
-                if case .silencing(let lease, _) = s.nodes[node]?.phase { s.nodes[node]?.phase = .live(lease: lease) }
-            }
-            return
         } catch {
-            // etcd failed: live as before, tried again on the next sweep.
-            logger.warning("cannot mark a silent node's heartbeat key", metadata: ["node": "\(node)", "error": "\(error)"])
+            // Withdrawn (it beat while its mark waited: the key says live still), or etcd failed
+            // (live as before, tried again on the next sweep).
+            if !(error is NodeHeartbeats.MarkWithdrawn) {
+                logger.warning("cannot mark a silent node's heartbeat key", metadata: ["node": "\(node)", "error": "\(error)"])
+            }
             state.withLock { s in
                 if case .silencing(let lease, _) = s.nodes[node]?.phase { s.nodes[node]?.phase = .live(lease: lease) }
             }

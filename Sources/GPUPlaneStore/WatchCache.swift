@@ -8,7 +8,6 @@ import GPUPlaneCore
 import GPUPlaneSystem
 import Logging
 import StreamingJSON
-import Synchronization
 
 /// One change held by a ``WatchCache``: the store's event and the tenant of its key.
 public struct CachedWatchEvent<R: Resource>: Sendable {
@@ -201,7 +200,6 @@ public final class WatchCache<R: Resource>: Sendable {
     private let logger: Logger
     private let prefix = R.storagePrefix(tenant: nil)
     private let state = Locked(State())
-    private let compactionReads = Atomic<Int>(0)
     /// Subscriptions whose consumer stopped, forgotten the next time `state` is taken: the cache
     /// yields under `state`, so termination handlers must not take it (``TerminationQueue``).
     private let forgotten = TerminationQueue<UUID>()
@@ -246,8 +244,9 @@ public final class WatchCache<R: Resource>: Sendable {
         var quiet: [Int64: Task<Int64?, any Error>] = [:]
         /// ``isCompacted(after:)``'s reads under way, by the revision each reads at.
         var compactionChecks: [Int64: Task<Bool, Never>] = [:]
-        /// ``isCompacted(after:)``'s calls so far (tests).
+        /// ``isCompacted(after:)``'s calls, and the reads it sent, so far (tests).
         var compactionQuestions = 0
+        var compactionReads = 0
 
         mutating func add(_ subscription: WatchCacheSubscription<R>) {
             subscribers[subscription.id] = subscription
@@ -434,7 +433,7 @@ public final class WatchCache<R: Resource>: Sendable {
 
     /// Reads the kind's prefix at `revision`, counting only: whether etcd compacted it.
     private func readCompacted(at revision: Int64) async -> Bool {
-        compactionReads.add(1, ordering: .relaxed)
+        state.withLock { $0.compactionReads += 1 }
         do {
             _ = try await store.client.range(.key(Data(prefix.utf8)), revision: revision, countOnly: true)
             return false
@@ -446,7 +445,7 @@ public final class WatchCache<R: Resource>: Sendable {
     }
 
     /// The range reads ``isCompacted(after:)`` sent so far, and its calls (tests).
-    var compactionReadCount: Int { compactionReads.load(ordering: .relaxed) }
+    var compactionReadCount: Int { state.withLock { $0.compactionReads } }
     var compactionQuestionCount: Int { state.withLock { $0.compactionQuestions } }
 
     /// A revision at or above ``floor`` up to which no object of this kind changed after
