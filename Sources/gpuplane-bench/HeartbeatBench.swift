@@ -39,6 +39,15 @@ struct HeartbeatBench: AsyncParsableCommand {
         var sweepConnections: Int
     }
 
+    func validate() throws {
+        guard (1...100_000).contains(nodes) else {
+            throw ValidationError("--nodes must be 1 to 100000, not \(nodes)")
+        }
+        guard (1...100).contains(rounds) else {
+            throw ValidationError("--rounds must be 1 to 100, not \(rounds)")
+        }
+    }
+
     func run() async throws {
         var logger = Logger(label: "bench.heartbeats")
         logger.logLevel = .error
