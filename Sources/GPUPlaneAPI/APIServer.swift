@@ -256,6 +256,16 @@ public func buildRouter(_ deps: APIDependencies) -> (Router<APIContext>, RouteTa
     return (router, table)
 }
 
+/// The accept queue the api-server's listener asks for: as long as the kernel allows (Linux
+/// cuts a listen backlog to `net.core.somaxconn`, 4096 by default since 5.4; Go's servers, etcd
+/// and kube-apiserver among them, ask for the same). When an api-server dies, its nodes, each
+/// with a beat, a watch and a report to send, connect to the survivors within a second:
+/// behind Hummingbird's default queue of 256, the kernel dropped the connections past it (at
+/// 5,000 hollow nodes, 17,000 drops in four seconds) and their clients tried again 1, 3 and 7
+/// seconds later, beats among them, long enough for live nodes to be marked silent
+/// (docs/benchmarks.md, "The accept queue").
+public let apiServerListenBacklog = Int(UInt16.max)
+
 /// Builds the server application. Every connection runs under `limits` (header, body and
 /// keep-alive timeouts, connections per source address); with `tls`, it serves HTTPS only.
 /// `onBound` is called with the port once the server listens (the kernel's choice when `port`
@@ -281,7 +291,7 @@ public func buildApplication(
     return Hummingbird.Application(
         router: router,
         server: try tls.map { try .tls(.http1(configuration: http1), tlsConfiguration: $0.configuration) } ?? .http1(configuration: http1),
-        configuration: .init(address: .hostname(host, port: port), serverName: "gpuplane-api-server"),
+        configuration: .init(address: .hostname(host, port: port), serverName: "gpuplane-api-server", backlog: apiServerListenBacklog),
         services: services,
         onServerRunning: { channel in
             if let port = channel.localAddress?.port { onBound?(port) }
