@@ -270,7 +270,10 @@ let package = Package(
                 "GPUPlaneAPI", "GPUPlaneCore", "GPUPlaneStore", "EtcdClient", "CurlHTTP", "GPUPlaneTestSupport", "GPUPlaneSystem",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
             ]),
         .testTarget(
             name: "GPUPlaneSchedulingTests",

@@ -286,7 +286,7 @@ public func buildApplication(
     WatchMetrics.register()
     let counter = SourceConnectionCounter(limit: limits.maxConnectionsPerSource)
     let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [
-        ConnectionGuardHandler(limits: limits, counter: counter), IngressUpgradeHandler(ingress: deps.ingress),
+        ConnectionGuardHandler(limits: limits, counter: counter), BeatArrivalHandler(), IngressUpgradeHandler(ingress: deps.ingress),
     ])
     return Hummingbird.Application(
         router: router,

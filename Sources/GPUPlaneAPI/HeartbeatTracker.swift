@@ -24,6 +24,17 @@ import Logging
 ///   silent at once (the failure detectors of Cassandra and Akka skip judging after a local
 ///   pause for the same reason). A node that really went silent meanwhile is marked the
 ///   pause's length later.
+/// - Nor is the time a beat waited on this host before this api-server read it: thousands of
+///   nodes moving here from an api-server that died queue their connections in the listener's
+///   accept queue, then in the event loops and the task pool, and a node's beat sent on time
+///   is read seconds later, after the sweep has judged it. Each beat's wait is known (it
+///   reached this host when the kernel got its last bytes: ``BeatArrival``), and a node is
+///   silent only past ``silentAfter`` plus the longest any beat waited to be read over the
+///   last one to two ``silentAfter``s, at most ``silentAfter`` more: a node that really went
+///   silent is marked as much later as this api-server is behind. A node's quiet time still
+///   counts from when its last beat was read: an agent sends its next beat when the last one
+///   is answered, so while reads lag, its beats arrive that lag apart, and counted from their
+///   arrivals a node whose beats are read D late looks quiet for 2D just before each read.
 /// - A watch of the heartbeat keys forgets a node whose key someone else wrote or deleted (it
 ///   moved to another api-server, or was deleted): its next beat here is a first beat again,
 ///   which finds a deleted node gone (404).
@@ -97,6 +108,38 @@ public final class HeartbeatTracker: Sendable {
         var draining = false
         /// How long this api-server has not run, in all (sweeps that woke late).
         var paused: Duration = .zero
+        /// How long beats waited on this host before they were read, lately.
+        var lateReads = LateReads()
+    }
+
+    /// The longest a beat waited on this host before this api-server read it, over the last
+    /// one to two windows: a window's maximum is kept through the next window, then dropped.
+    private struct LateReads {
+        var current: Duration = .zero
+        var previous: Duration = .zero
+        var since: ContinuousClock.Instant?
+
+        mutating func record(_ waited: Duration, at now: ContinuousClock.Instant, window: Duration) {
+            roll(to: now, window: window)
+            current = max(current, waited)
+        }
+
+        mutating func longest(at now: ContinuousClock.Instant, window: Duration) -> Duration {
+            roll(to: now, window: window)
+            return max(current, previous)
+        }
+
+        private mutating func roll(to now: ContinuousClock.Instant, window: Duration) {
+            guard let since else {
+                self.since = now
+                return
+            }
+            let age = now - since
+            guard age >= window else { return }
+            previous = age >= window * 2 ? .zero : current
+            current = .zero
+            self.since = now
+        }
     }
 
     /// Makes a tracker over `store`'s etcd; nothing runs until ``start()``, and no lease is
@@ -171,14 +214,19 @@ public final class HeartbeatTracker: Sendable {
         }
     }
 
-    /// Takes `node`'s beat (`registering`: its registration). Writes its key when this
+    /// Takes `node`'s beat (`registering`: its registration), read `now`; `arrived`: when it
+    /// reached this host (``BeatArrival``), if known: how late it was read widens the silence
+    /// the sweep allows every node for a while. Writes its key when this
     /// api-server has not written it live (first beat, after silence, after the node moved
     /// here), and always on registration; otherwise touches memory only. Outside registration,
     /// a key is only written for a node that exists.
     /// - Throws: ``StoreError`` (``StoreError/Code/notFound`` for a node that is not
     ///   registered; ``StoreError/Code/unavailable`` when etcd fails).
-    public func beat(node: String, registering: Bool, now: ContinuousClock.Instant = .now) async throws {
+    public func beat(
+        node: String, registering: Bool, arrived: ContinuousClock.Instant? = nil, now: ContinuousClock.Instant = .now
+    ) async throws {
         let needsWrite = state.withLock { s -> Bool in
+            s.lateReads.record(max(.zero, now - (arrived ?? now)), at: now, window: silentAfter)
             guard var entry = s.nodes[node] else {
                 s.nodes[node] = Entry(lastBeat: now, phase: .writing, pausedAtBeat: s.paused)
                 return true
@@ -380,27 +428,30 @@ public final class HeartbeatTracker: Sendable {
         }
     }
 
-    /// Marks silent the nodes that have not beaten for ``silentAfter``, not counting this
-    /// api-server's pauses: `late` (how late the sweep woke), past ``pauseTolerance``, is one.
+    /// Marks silent the nodes that have not beaten for ``silentAfter`` plus the longest a beat
+    /// waited to be read lately (at most ``silentAfter``), not counting this api-server's
+    /// pauses: `late` (how late the sweep woke), past ``pauseTolerance``, is one.
     /// The sweep loop (``start()``) runs it every ``sweepInterval``; tests and benchmarks run it
     /// by hand, on a clock of their own.
     public func sweep(now: ContinuousClock.Instant = .now, late: Duration = .zero) async {
-        let (due, pause) = state.withLock { s -> ([(node: String, lease: Int64, quiet: Duration)], Duration?) in
+        let (due, pause, allowed) = state.withLock { s -> ([(node: String, lease: Int64, quiet: Duration)], Duration?, Duration) in
             var due: [(String, Int64, Duration)] = []
             var pause: Duration?
             if late > pauseTolerance {
                 s.paused += late
                 pause = late
             }
-            guard !s.draining else { return (due, pause) }
+            guard !s.draining else { return (due, pause, silentAfter) }
+            let allowed = silentAfter + min(s.lateReads.longest(at: now, window: silentAfter), silentAfter)
             for (node, entry) in s.nodes {
                 let quiet = now - entry.lastBeat - (s.paused - entry.pausedAtBeat)
-                guard case .live(let lease) = entry.phase, quiet > silentAfter else { continue }
+                guard case .live(let lease) = entry.phase, quiet > allowed else { continue }
                 s.nodes[node]?.phase = .silencing(lease: lease, beaten: false)
                 due.append((node, lease, quiet))
             }
-            return (due, pause)
+            return (due, pause, allowed)
         }
+        APIServerMetrics.silenceAllowed.set(allowed / .seconds(1))
         if let pause {
             logger.notice(
                 "this api-server did not run for a while; its nodes' silence is counted without it",
@@ -410,14 +461,14 @@ public final class HeartbeatTracker: Sendable {
         // batch to a request through the keys' group commit, not one after another.
         await withTaskGroup(of: Void.self) { group in
             for (node, lease, quiet) in due {
-                group.addTask { [self] in await markSilent(node, lease: lease, quiet: quiet) }
+                group.addTask { [self] in await markSilent(node, lease: lease, quiet: quiet, allowed: allowed) }
             }
         }
     }
 
     /// Writes `node`'s key silent (the sweep found it quiet for `quiet`), or live again when it
     /// beat meanwhile.
-    private func markSilent(_ node: String, lease: Int64, quiet: Duration) async {
+    private func markSilent(_ node: String, lease: Int64, quiet: Duration, allowed: Duration) async {
         let written: Int64?
         do {
             // Asked as the mark leaves (it may wait behind a burst of other keys' writes): a
@@ -454,7 +505,7 @@ public final class HeartbeatTracker: Sendable {
         if written != nil {
             logger.notice(
                 "node silent",
-                metadata: ["node": "\(node)", "silentAfter": "\(silentAfter)", "quiet": "\(quiet.seconds) s"])
+                metadata: ["node": "\(node)", "silentAfter": "\(silentAfter)", "allowed": "\(allowed.seconds) s", "quiet": "\(quiet.seconds) s"])
         }
         if rewrite {
             // It beat while the key was being written silent: live again at once.

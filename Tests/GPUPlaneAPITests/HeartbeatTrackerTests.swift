@@ -85,6 +85,44 @@ import Testing
         #expect(try await Self.key(h, other)?.state == .silent(server: a.serverID), "a pause before its last beat shields it")
     }
 
+    /// A node is judged silent only past `silentAfter` plus how late this api-server has lately
+    /// read beats (at most `silentAfter` more): a burst that keeps beats waiting on the host
+    /// (thousands of nodes moving here) must not turn the nodes whose beats wait into silent
+    /// ones. A node that stays quiet is still marked, that much later, and the allowance goes
+    /// once reads are on time again.
+    @Test func beatsReadLateAreNotTheNodesSilence() async throws {
+        let h = try await SharedServer.shared.get()
+        let a = Self.tracker(h)  // silentAfter 2 s
+        defer { a.stop() }
+        func name() -> String { "hb-" + UUID().uuidString.prefix(8).lowercased() }
+        let (quiet, late, recovered, capped, slow) = (name(), name(), name(), name(), name())
+        // A clock a minute ahead of the real one (a write sets a beat's time to its answer).
+        let start = ContinuousClock.now + .seconds(60)
+        try await a.beat(node: quiet, registering: true, now: start)
+        try await a.beat(node: late, registering: true, now: start)
+        // `late`'s beat reached the host at 1 s and was read at 2.5 s: beats wait 1.5 s.
+        // (Beats here register: these nodes have no Node object for a rewrite to find.)
+        try await a.beat(node: late, registering: true, arrived: start + .seconds(1), now: start + .seconds(2.5))
+        // `quiet` has been quiet 3 s: past silentAfter, but not past it plus the reads' lag.
+        await a.sweep(now: start + .seconds(3))
+        #expect(try await Self.key(h, quiet)?.state == .live(server: a.serverID), "marked silent while beats were read 1.5 s late")
+        await a.sweep(now: start + .seconds(3.7))
+        #expect(try await Self.key(h, quiet)?.state == .silent(server: a.serverID), "quiet 3.7 s, allowed 3.5 s")
+        #expect(try await Self.key(h, late)?.state == .live(server: a.serverID))
+        // Reads on time for two windows: the allowance is gone.
+        try await a.beat(node: recovered, registering: true, now: start + .seconds(4.6))
+        await a.sweep(now: start + .seconds(7.2))
+        #expect(try await Self.key(h, recovered)?.state == .silent(server: a.serverID), "quiet 2.6 s with beats read on time")
+        // However late the reads, a node is marked once quiet past twice silentAfter.
+        try await a.beat(node: capped, registering: true, now: start + .seconds(8))
+        try await a.beat(node: slow, registering: true, now: start + .seconds(8))
+        try await a.beat(node: slow, registering: true, arrived: start + .seconds(8.1), now: start + .seconds(11.1))
+        await a.sweep(now: start + .seconds(11.5))
+        #expect(try await Self.key(h, capped)?.state == .live(server: a.serverID), "quiet 3.5 s, allowed 4 s")
+        await a.sweep(now: start + .seconds(12.2))
+        #expect(try await Self.key(h, capped)?.state == .silent(server: a.serverID), "beats read 3 s late allow 2 s more, not 3")
+    }
+
     /// A draining tracker (its api-server shutting down) marks no node silent: the key stays
     /// live under its lease for the node's next api-server to take.
     @Test func aDrainingTrackerMarksNoNodeSilent() async throws {

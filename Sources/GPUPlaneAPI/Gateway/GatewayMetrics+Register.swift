@@ -10,6 +10,9 @@ enum APIServerMetrics {
     static let admissionRaces = Counter(label: "gpuplane_api_admission_races_total")
     /// Node registrations answered 503 because `max-registrations-in-flight` were in flight.
     static let registrationsTurnedAway = Counter(label: "gpuplane_api_registrations_turned_away_total")
+    /// How long a node beating to this api-server may be quiet now before it is marked silent:
+    /// `silent-after` plus how late beats have lately been read (``HeartbeatTracker``).
+    static let silenceAllowed = Meter(label: "gpuplane_api_heartbeat_silence_allowed_seconds")
 
     /// Creates the gateway's and the ingress's counters (every outcome) and gauges, and the
     /// admission's; call after `MetricsExporter.bootstrap()`.
@@ -20,5 +23,6 @@ enum APIServerMetrics {
         _ = GPUPlaneIngressUpgrades.spliced
         _ = admissionRaces
         _ = registrationsTurnedAway
+        _ = silenceAllowed
     }
 }

@@ -148,7 +148,7 @@ struct NodeRoutes: Sendable {
                 "heartbeats come from node \(name)'s own agent, with its node token; an admin beat would keep a node with no agent Ready")
         }
         try authorize(context, node: name)
-        try await renewHeartbeat(name, registering: false)
+        try await renewHeartbeat(name, registering: false, arrived: BeatArrival.instant(of: request))
         // Written by hand: thousands of nodes beat every second, and the answer is one integer.
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
@@ -166,10 +166,11 @@ struct NodeRoutes: Sendable {
 
     /// Takes `node`'s beat in this api-server's ``HeartbeatTracker``: memory only, unless its
     /// key must be written (first beat here, after silence, registration). Outside
-    /// registration, a key is only written for a node that exists.
-    private func renewHeartbeat(_ node: String, registering: Bool) async throws {
+    /// registration, a key is only written for a node that exists. `arrived`: when the beat
+    /// reached this host (``BeatArrival``), if known.
+    private func renewHeartbeat(_ node: String, registering: Bool, arrived: ContinuousClock.Instant? = nil) async throws {
         do {
-            try await deps.heartbeats.beat(node: node, registering: registering)
+            try await deps.heartbeats.beat(node: node, registering: registering, arrived: arrived)
         } catch let error as StoreError where error.code == .notFound {
             throw APIError(
                 .notFound, .notFound,

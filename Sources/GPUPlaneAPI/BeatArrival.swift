@@ -1,0 +1,84 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Hummingbird
+import HTTPTypes
+import NIOCore
+import NIOHTTPTypes
+
+/// When a node's heartbeat reached this host, which can be seconds before this api-server reads
+/// it: a burst of connections (thousands of nodes moving here from an api-server that died)
+/// waits in the listener's accept queue and then in the event loops and the task pool, and a
+/// beat read late is not a node's silence (``HeartbeatTracker`` judges by when beats arrived,
+/// and allows for how late it reads them).
+///
+/// ``BeatArrivalHandler`` stamps the instant on each heartbeat's request head as the event loop
+/// reads it, from the kernel's count of how long ago the connection's last bytes arrived
+/// (`TCP_INFO`'s `tcpi_last_data_recv`, in milliseconds): an agent sends one beat at a time
+/// and waits for its answer, so those bytes are the beat's. The stamp travels in a request
+/// field only this api-server's own pipeline writes: the one a client sends is dropped.
+enum BeatArrival {
+    /// The request field carrying the stamp: nanoseconds since ``origin``.
+    static let field = HTTPField.Name("gpuplane-beat-arrived-ns")!
+    /// The instant the stamps count from (the first use in this process).
+    static let origin = ContinuousClock.now
+
+    /// The instant `request` (a heartbeat) reached this host, when its head was stamped.
+    static func instant(of request: Request) -> ContinuousClock.Instant? {
+        guard let text = request.headers[field], let nanoseconds = Int64(text) else { return nil }
+        return origin + .nanoseconds(nanoseconds)
+    }
+
+    /// Whether `head` is a node's heartbeat (`POST /v1/nodes/{name}/heartbeat`).
+    static func isHeartbeat(_ head: HTTPRequest) -> Bool {
+        guard head.method == .post, let path = head.path else { return false }
+        return path.hasPrefix("/v1/nodes/") && path.hasSuffix("/heartbeat")
+    }
+
+    /// The stamp for bytes that arrived `waited` before now.
+    static func stamp(waited: Duration) -> String {
+        let since = ContinuousClock.now - waited - origin
+        return String(since.components.seconds * 1_000_000_000 + since.components.attoseconds / 1_000_000_000)
+    }
+}
+
+/// Sits after the HTTP decoder of every connection: stamps each heartbeat's head with when its
+/// bytes reached this host (``BeatArrival``), and drops the field from any other request.
+final class BeatArrivalHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(var head) = unwrapInboundIn(data) else {
+            context.fireChannelRead(data)
+            return
+        }
+        let heartbeat = BeatArrival.isHeartbeat(head)
+        guard heartbeat || head.headerFields[BeatArrival.field] != nil else {
+            context.fireChannelRead(data)
+            return
+        }
+        head.headerFields[BeatArrival.field] = nil
+        if heartbeat, let waited = Self.sinceLastBytes(context.channel) {
+            head.headerFields[BeatArrival.field] = BeatArrival.stamp(waited: waited)
+        }
+        context.fireChannelRead(wrapInboundOut(.head(head)))
+    }
+
+    /// How long ago the last bytes reached the connection's socket, by the kernel; nil where
+    /// it does not say (not TCP, not Linux).
+    static func sinceLastBytes(_ channel: any Channel) -> Duration? {
+        #if os(Linux)
+        guard let provider = channel as? any SocketOptionProvider else { return nil }
+        var since: Duration?
+        // On the channel's own event loop the option is read at once and the future is
+        // complete when it returns: the callback runs before `whenSuccess` returns.
+        provider.getTCPInfo().assumeIsolated().whenSuccess { info in
+            since = .milliseconds(Int64(info.tcpi_last_data_recv))
+        }
+        return since
+        #else
+        return nil
+        #endif
+    }
+}
