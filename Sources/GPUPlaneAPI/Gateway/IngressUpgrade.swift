@@ -97,6 +97,7 @@ final class IngressUpgradeHandler: ChannelInboundHandler, RemovableChannelHandle
             return
         }
         if let handler = try? pipeline.handler(type: ConnectionGuardHandler.self) { pipeline.removeHandler(handler, promise: nil) }
+        if let handler = try? pipeline.handler(type: BeatArrivalHandler.self) { pipeline.removeHandler(handler, promise: nil) }
         if let handler = try? pipeline.handler(type: HTTP1ToHTTPServerCodec.self) { pipeline.removeHandler(handler, promise: nil) }
         if let handler = try? pipeline.handler(type: HTTPServerPipelineHandler.self) { pipeline.removeHandler(handler, promise: nil) }
         if let handler = try? pipeline.handler(type: HTTPResponseEncoder.self) { pipeline.removeHandler(handler, promise: nil) }
