@@ -24,7 +24,7 @@ public enum APIServerMain {
         ConfigurationKey("heartbeat-ttl", .int, default: "10", help: "seconds a node stays Ready without a heartbeat"),
         ConfigurationKey(
             "silent-after", .duration,
-            help: "how long a node beating to this api-server may miss beats before it is marked silent (NotReady); less than heartbeat-ttl (default: 3s, or two thirds of a shorter heartbeat-ttl)"),
+            help: "how long a node beating to this api-server may miss beats before it is marked silent (NotReady), longer by as much as this api-server reads beats late (up to twice); less than heartbeat-ttl (default: 3s, or two thirds of a shorter heartbeat-ttl)"),
         ConfigurationKey("deployment-image", .string, default: VLLM.image, help: "image custom LLM deployments run (it takes vllm serve's arguments)"),
         ConfigurationKey(
             "deployment-weights", .string, default: "engine",
