@@ -121,7 +121,7 @@ struct AuthMiddleware: RouterMiddleware {
     /// refused one is still recorded.
     @inline(never)
     func recordAnswer(_ request: Request, _ principal: Principal?, _ status: Int) {
-        if Self.isHeartbeat(request) && status < 300 { return }
+        if NodeRoutes.isHeartbeat(method: request.method, path: request.uri.path[...]) && status < 300 { return }
         record(request, principal, status: status)
     }
 
@@ -134,13 +134,6 @@ struct AuthMiddleware: RouterMiddleware {
         case let error as HTTPResponseError: error.status.code
         default: 500
         }
-    }
-
-    /// Whether `request` is a node-agent's `POST /v1/nodes/{name}/heartbeat`.
-    static func isHeartbeat(_ request: Request) -> Bool {
-        guard request.method == .post else { return false }
-        let parts = request.uri.path.split(separator: "/", omittingEmptySubsequences: false)
-        return parts.count == 5 && parts[0].isEmpty && parts[1] == "v1" && parts[2] == "nodes" && parts[4] == "heartbeat"
     }
 
     @inline(never)

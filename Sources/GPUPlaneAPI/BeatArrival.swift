@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import GPUPlaneSystem
 import Hummingbird
 import HTTPTypes
 import NIOCore
@@ -29,16 +30,15 @@ enum BeatArrival {
         return origin + .nanoseconds(nanoseconds)
     }
 
-    /// Whether `head` is a node's heartbeat (`POST /v1/nodes/{name}/heartbeat`).
+    /// Whether `head` is a node's heartbeat (``NodeRoutes/isHeartbeat(method:path:)``).
     static func isHeartbeat(_ head: HTTPRequest) -> Bool {
-        guard head.method == .post, let path = head.path else { return false }
-        return path.hasPrefix("/v1/nodes/") && path.hasSuffix("/heartbeat")
+        guard let path = head.path else { return false }
+        return NodeRoutes.isHeartbeat(method: head.method, path: path.prefix { $0 != "?" })
     }
 
     /// The stamp for bytes that arrived `waited` before now.
     static func stamp(waited: Duration) -> String {
-        let since = ContinuousClock.now - waited - origin
-        return String(since.components.seconds * 1_000_000_000 + since.components.attoseconds / 1_000_000_000)
+        String((ContinuousClock.now - waited - origin).wholeNanoseconds)
     }
 }
 

@@ -171,8 +171,7 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     private func arm(_ context: ChannelHandlerContext, after delay: Duration) {
-        let nanoseconds = Int64(delay.components.seconds) * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
-        let when = context.eventLoop.now + .nanoseconds(nanoseconds)
+        let when = context.eventLoop.now + .nanoseconds(delay.wholeNanoseconds)
         deadline = when
         if let timer, timer.at <= when { return }
         schedule(context, at: when)

@@ -8,6 +8,12 @@ extension Duration {
         return Double(seconds) + Double(attoseconds) / 1e18
     }
 
+    /// Whole nanoseconds, any finer part dropped (NIO's deadlines, and integers on the wire).
+    public var wholeNanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+
     /// Whole seconds, any fraction rounded up: 2 s is 2, 2.1 s is 3 (for APIs that take whole
     /// seconds and must not be given less than was asked, such as a lease's TTL or a stop's
     /// grace period).

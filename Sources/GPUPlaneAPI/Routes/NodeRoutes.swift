@@ -22,6 +22,15 @@ struct NodeRoutes: Sendable {
         routes.add(.get, "/v1/nodes/:name/watch") { try await watch($0, $1) }
     }
 
+    /// Whether `method` and `path` (without its query) are a node's beat,
+    /// `POST /v1/nodes/{name}/heartbeat` (the audit skips answered beats; ``BeatArrivalHandler``
+    /// stamps them).
+    static func isHeartbeat(method: HTTPRequest.Method, path: Substring) -> Bool {
+        guard method == .post else { return false }
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        return parts.count == 5 && parts[0].isEmpty && parts[1] == "v1" && parts[2] == "nodes" && parts[4] == "heartbeat"
+    }
+
     /// What a node-agent registers.
     struct Registration: Codable {
         var name: String
