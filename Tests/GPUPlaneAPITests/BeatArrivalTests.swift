@@ -58,17 +58,8 @@ import Testing
 
     /// Sends `request` on a new blocking loopback connection to `port`; the socket, left open.
     static func send(_ request: String, port: Int) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = in_addr_t(UInt32(0x7f00_0001).bigEndian)
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else {
-            close(fd)
-            throw CancellationError()
+        guard let fd = TestSockets.connectLoopback(port: port) else {
+            throw HarnessError(description: "cannot connect to 127.0.0.1:\(port): errno \(errno)")
         }
         let bytes = Array(request.utf8)
         #expect(Glibc.send(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count)

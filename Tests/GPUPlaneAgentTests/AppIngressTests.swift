@@ -242,16 +242,10 @@ struct AppIngressTests {
     /// answer's head; after a 101, sends each message and reads it back, timing each.
     static func upgrade(port: Int, path: String, messages: [String]) async throws -> UpgradeOutcome {
         try await TestEnvironment.offPool("upgrade-client") { () throws -> UpgradeOutcome in
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(fd) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            guard let fd = TestSockets.connectLoopback(port: port) else {
+                throw AgentHarnessError(description: "cannot connect to the api-server")
             }
-            guard connected == 0 else { throw AgentHarnessError(description: "cannot connect to the api-server") }
+            defer { close(fd) }
             var timeout = timeval(tv_sec: 10, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             func write(_ text: String) { _ = text.withCString { send(fd, $0, strlen($0), 0) } }
@@ -312,16 +306,8 @@ struct AppIngressTests {
         // Slowloris: a head that never ends is closed after the header timeout (10 s by default).
         let port = try #require(Int(plane.base.split(separator: ":").last ?? ""))
         let closedAfter = try await TestEnvironment.offPool("slowloris") { () -> Double in
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard let fd = TestSockets.connectLoopback(port: port) else { return -1 }
             defer { close(fd) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard connected == 0 else { return -1 }
             let head = "GET /apps/t-any/app/api/x HTTP/1.1\r\nHost: x\r\n"
             _ = head.withCString { send(fd, $0, strlen($0), 0) }
             var timeout = timeval(tv_sec: 30, tv_usec: 0)

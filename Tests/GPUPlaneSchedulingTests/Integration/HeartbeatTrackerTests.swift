@@ -202,24 +202,13 @@ final class ConnectionBurst: Sendable {
 
     init(port: Int, count: Int) throws {
         var fds: [Int32] = []
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = in_addr_t(UInt32(0x7f00_0001).bigEndian)
         for _ in 0..<count {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-            guard fd >= 0 else {
+            guard let fd = TestSockets.connectLoopback(port: port, nonBlocking: true) else {
+                let failure = errno
                 for fd in fds { Glibc.close(fd) }
-                throw HarnessError("socket: errno \(errno)")
+                throw HarnessError("connect: errno \(failure)")
             }
             fds.append(fd)
-            let result = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard result == 0 || errno == EINPROGRESS else {
-                for fd in fds { Glibc.close(fd) }
-                throw HarnessError("connect: errno \(errno)")
-            }
         }
         self.fds = fds
     }
