@@ -30,8 +30,6 @@ actor ControlPlane {
         let deps: APIDependencies
         let base: String
         let admin: String
-        /// The api-server's task: cancelling it stops the server.
-        let server: Task<Void, any Error>
         var store: ResourceStore { deps.store }
     }
 
@@ -58,8 +56,7 @@ actor ControlPlane {
         return try await serve(deps, etcd: etcd, client: client, admin: admin)
     }
 
-    /// Two api-servers on an etcd of their own (not the shared one: a test may stop it). The
-    /// caller stops both servers and the etcd when done.
+    /// Two api-servers on an etcd of their own (not the shared one: a test may stop it).
     static func pairOnOwnEtcd() async throws -> (Handle, Handle) {
         let etcd = try await EtcdFixture.start()
         let client = try Etcd.Client(Etcd.Configuration(endpoints: etcd.endpoints, requestTimeout: .seconds(2)))
@@ -89,7 +86,7 @@ actor ControlPlane {
 
     private static func serve(_ deps: APIDependencies, etcd: EtcdFixture, client: Etcd.Client, admin: String) async throws -> Handle {
         let server = try await startAPIServer(deps)
-        let handle = Handle(etcd: etcd, client: client, deps: deps, base: server.base, admin: admin, server: server.task)
+        let handle = Handle(etcd: etcd, client: client, deps: deps, base: server.base, admin: admin)
         try await eventually("api-server answers /healthz") {
             try await Self.call(handle, .get, "/healthz", token: nil).status == 200
         }
