@@ -154,7 +154,7 @@ extension Etcd.Client {
     ///
     /// Failed renewals are retried (on other members) every `ttl / 6`; the sequence throws
     /// ``EtcdError/Code/leaseNotFound`` when etcd says the lease is gone, or when no renewal
-    /// succeeded before the last granted TTL ran out (counted from that renewal's answer):
+    /// succeeded before the last granted TTL ran out (counted from when that renewal was sent):
     /// either way the lease must be taken as lost.
     ///
     /// `renewed`, when given, is called on the renewals' thread as each successful renewal is
@@ -232,11 +232,12 @@ final class LeaseKeeper: @unchecked Sendable {
         var expiresAt = ContinuousClock.now + .seconds(ttl)
         var currentTTL = ttl
         while !isStopped {
+            // etcd counts the TTL from when the renewal reaches it: no earlier than it was sent.
             let sent = ContinuousClock.now
             switch renewOnce(currentTTL: currentTTL, expiresAt: expiresAt) {
             case .success(let renewal):
                 currentTTL = renewal.ttl
-                expiresAt = ContinuousClock.now + .seconds(renewal.ttl)
+                expiresAt = sent + .seconds(renewal.ttl)
                 renewed?(sent)
                 if case .terminated = continuation.yield(renewal) { return }
                 // The next renewal is sent a third of the TTL after this one was *sent*: at once

@@ -195,9 +195,9 @@ public final class Scheduler: Service, Sendable {
     /// from when this task reads it: a busy cooperative pool delays only the reading. It is
     /// the lenient bound (etcd counts the TTL from when the renewal reached it, which can be
     /// up to the renewal's round trip earlier): the fence keeps a deposed leader from
-    /// committing, and the renewals' thread itself ends the lease when a renewal fails a TTL
-    /// after the last one was answered. Counted from the sending, renewals that took 1.3 s on
-    /// a loaded etcd made leadership flap, and each new term read the cluster again.
+    /// committing, and the renewals' thread itself ends the lease, at the latest, a TTL after
+    /// the last successful renewal was sent. Counted from the sending, renewals that took
+    /// 1.3 s on a loaded etcd made leadership flap, and each new term read the cluster again.
     private func term(lease: Etcd.LeaseGrant, leader: Locked<Etcd.LeaderKey?>) async -> TermEnd {
         let lastRenewal = Locked(ContinuousClock.now)
         let ttl = Duration.seconds(max(lease.ttl, 1))

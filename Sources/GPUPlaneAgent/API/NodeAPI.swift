@@ -44,9 +44,10 @@ extension NodeAPI {
         /// count as ready when a call timed out or was answered 502/503/504, after its retries:
         /// the client moves only when the next is ready and the current one is not. When both
         /// are slow, or both ready (the call itself was slow: one overloaded etcd or host behind
-        /// both), or both fail alike (one etcd down for both), a fleet moving back and forth
-        /// makes each api-server take on thousands of nodes again (their keys, their lists and
-        /// watches), and the overload feeds itself (docs/benchmarks.md, "Moving on timeouts").
+        /// both), or both fail alike (one etcd down for both), a fleet moving
+        /// back and forth on timeouts makes each api-server take on thousands of nodes again
+        /// (their keys, their lists and watches), and the overload feeds itself
+        /// (docs/benchmarks.md, "Moving on timeouts").
         public var moveProbeTimeout: Duration
         /// ``maxRetries`` and ``retryBackoff`` as ``CurlHTTP``'s retry policy: the pause
         /// doubles at most five times, each drawn from half to all of it (thousands of agents
@@ -104,8 +105,7 @@ extension NodeAPI {
     /// retries moves the client to the next and is sent there, a call that timed out or was
     /// answered 502/503/504 does so only when the next answers its `/readyz` at once and the
     /// current one does not (``Configuration/moveProbeTimeout``), a call answered "busy" (503
-    /// with a `Retry-After`) stays; a watch that cannot reach it reconnects to the next, and
-    /// one it answers 502/503/504 weighs the move as a call does (``watchFailed(_:at:)``).
+    /// with a `Retry-After`) stays, and a watch that cannot reach it reconnects to the next.
     /// Every method throws ``NodeAPIError``.
     public final class Client: Sendable {
         /// The configuration this client was made with.
@@ -174,9 +174,8 @@ extension NodeAPI {
             return answer.status == 200
         }
 
-        /// Whether a call that failed at the api-server at `index` (it timed out, or was
-        /// answered 502/503/504) is better sent to the next: the next is ready at once and this
-        /// one is not (both asked together).
+        /// Whether a call that timed out at the api-server at `index` is better sent to the
+        /// next: the next is ready at once and this one is not (both asked together).
         func nextIsBetter(than index: Int) async -> Bool {
             async let next = isReadyAtOnce((index + 1) % configuration.baseURLs.count)
             async let here = isReadyAtOnce(index)
