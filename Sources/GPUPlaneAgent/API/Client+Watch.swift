@@ -285,9 +285,9 @@ extension NodeAPI.Client {
             } catch {
                 if Task.isCancelled { break }
                 logger.info("\(R.kind.rawValue) watch dropped; resuming", metadata: ["error": "\(error)", "resourceVersion": "\(resourceVersion ?? "")"])
-                // Resumed on the next api-server when this one is gone (the versions are etcd's,
-                // the same on every api-server).
-                if let error = error as? NodeAPIError { await watchFailed(error, at: endpoint) }
+                // Resumed on the next api-server when this one did not answer: the versions are
+                // etcd's, the same on every api-server.
+                if let error = error as? NodeAPIError, error.code == .unavailable { endpointFailed(endpoint) }
                 await reconnects.pause()
             }
         }
@@ -396,9 +396,9 @@ extension NodeAPI.Client {
             } catch {
                 if Task.isCancelled { break }
                 logger.info("node watch dropped; resuming", metadata: ["error": "\(error)", "replicaVersion": "\(replicaVersion ?? "")"])
-                // Resumed on the next api-server when this one is gone (the versions are etcd's,
-                // the same on every api-server).
-                if let error = error as? NodeAPIError { await watchFailed(error, at: endpoint) }
+                // Resumed on the next api-server when this one did not answer: the versions are
+                // etcd's, the same on every api-server.
+                if let error = error as? NodeAPIError, error.code == .unavailable { endpointFailed(endpoint) }
                 await reconnects.pause()
             }
         }

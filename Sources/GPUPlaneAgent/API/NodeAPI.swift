@@ -184,16 +184,6 @@ extension NodeAPI {
             return nextReady && !hereReady
         }
 
-        /// After a watch on the api-server at `index` failed with `error`: moves to the next at
-        /// once when it could not be reached or the connection broke; when it answered that it
-        /// cannot serve (502/503/504), only if the next is better (``nextIsBetter(than:)``), as
-        /// a unary call would.
-        func watchFailed(_ error: NodeAPIError, at index: Int) async {
-            guard error.code == .unavailable, configuration.baseURLs.count > 1 else { return }
-            if error.httpStatus != nil, await !nextIsBetter(than: index) { return }
-            endpointFailed(index)
-        }
-
         /// Sends one idempotent call, again as ``Configuration/retryPolicy`` allows (after no
         /// answer or 502/503/504), and returns a 2xx answer; any other answer throws. When the
         /// retries could not reach the api-server, the call goes to the next (each one once);
