@@ -157,12 +157,12 @@ extension Etcd.Client {
     /// succeeded before the last granted TTL ran out (counted from when that renewal was sent):
     /// either way the lease must be taken as lost.
     ///
-    /// `renewed`, when given, is called on the renewals' thread as each successful renewal is
-    /// answered, with the instant it was sent, before the renewal is yielded: the lease lives
-    /// in etcd at least until that instant plus the TTL, and the call itself happens at the
-    /// answer. A holder that keeps a deadline (a leader) keeps it from these calls, not from
-    /// when its own task gets to read the sequence, which can be seconds later when the
-    /// cooperative pool is busy.
+    /// `renewed`, when given, is called on the renewals' thread with the instant each successful
+    /// renewal was sent, before the renewal is yielded: the lease lives in etcd at least until
+    /// that instant plus the TTL. A holder that must stop before its lease can lapse (a leader)
+    /// keeps its deadline from these instants, not from when its own task gets to read the
+    /// sequence, which can be seconds later when the cooperative pool is busy: counted from the
+    /// reads, a loaded scheduler gave up a lease that etcd still held, again and again.
     public func keepAlive(
         _ id: Int64, ttl: Int64, renewed: (@Sendable (ContinuousClock.Instant) -> Void)? = nil
     ) -> AsyncThrowingStream<Etcd.LeaseKeepAliveResponse, any Error> {
