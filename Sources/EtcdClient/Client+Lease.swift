@@ -144,8 +144,7 @@ extension Etcd.Client {
     }
 
     /// Keeps a lease alive until the consumer stops iterating (or drops the sequence),
-    /// renewing every `ttl / 3` seconds, counted from when each renewal was sent, back to back
-    /// when renewals take longer (`POST /v3/lease/keepalive`), and yielding each renewal.
+    /// renewing every `ttl / 3` seconds (`POST /v3/lease/keepalive`) and yielding each renewal.
     ///
     /// The renewals run on a thread of their own and go through the HTTP client's own thread,
     /// never waiting for Swift's cooperative pool: CPU-bound or blocking work there cannot
@@ -154,20 +153,10 @@ extension Etcd.Client {
     ///
     /// Failed renewals are retried (on other members) every `ttl / 6`; the sequence throws
     /// ``EtcdError/Code/leaseNotFound`` when etcd says the lease is gone, or when no renewal
-    /// succeeded before the last granted TTL ran out (counted from when that renewal was sent):
-    /// either way the lease must be taken as lost.
-    ///
-    /// `renewed`, when given, is called on the renewals' thread with the instant each successful
-    /// renewal was sent, before the renewal is yielded: the lease lives in etcd at least until
-    /// that instant plus the TTL. A holder that must stop before its lease can lapse (a leader)
-    /// keeps its deadline from these instants, not from when its own task gets to read the
-    /// sequence, which can be seconds later when the cooperative pool is busy: counted from the
-    /// reads, a loaded scheduler gave up a lease that etcd still held, again and again.
-    public func keepAlive(
-        _ id: Int64, ttl: Int64, renewed: (@Sendable (ContinuousClock.Instant) -> Void)? = nil
-    ) -> AsyncThrowingStream<Etcd.LeaseKeepAliveResponse, any Error> {
+    /// succeeded before the last granted TTL ran out: either way the lease must be taken as lost.
+    public func keepAlive(_ id: Int64, ttl: Int64) -> AsyncThrowingStream<Etcd.LeaseKeepAliveResponse, any Error> {
         let (stream, continuation) = AsyncThrowingStream<Etcd.LeaseKeepAliveResponse, any Error>.makeStream()
-        let keeper = LeaseKeeper(client: self, id: id, ttl: ttl, renewed: renewed, continuation: continuation)
+        let keeper = LeaseKeeper(client: self, id: id, ttl: ttl, continuation: continuation)
         continuation.onTermination = { _ in keeper.stop() }
         keeper.start()
         return stream
@@ -179,20 +168,15 @@ final class LeaseKeeper: @unchecked Sendable {
     private let client: Etcd.Client
     private let id: Int64
     private let ttl: Int64
-    private let renewed: (@Sendable (ContinuousClock.Instant) -> Void)?
     private let continuation: AsyncThrowingStream<Etcd.LeaseKeepAliveResponse, any Error>.Continuation
     private let condition = ConditionLock()
     private var stopped = false  // guarded by condition
     private var abort: (@Sendable () -> Void)?  // guarded by condition
 
-    init(
-        client: Etcd.Client, id: Int64, ttl: Int64, renewed: (@Sendable (ContinuousClock.Instant) -> Void)?,
-        continuation: AsyncThrowingStream<Etcd.LeaseKeepAliveResponse, any Error>.Continuation
-    ) {
+    init(client: Etcd.Client, id: Int64, ttl: Int64, continuation: AsyncThrowingStream<Etcd.LeaseKeepAliveResponse, any Error>.Continuation) {
         self.client = client
         self.id = id
         self.ttl = ttl
-        self.renewed = renewed
         self.continuation = continuation
     }
 
@@ -232,19 +216,12 @@ final class LeaseKeeper: @unchecked Sendable {
         var expiresAt = ContinuousClock.now + .seconds(ttl)
         var currentTTL = ttl
         while !isStopped {
-            // etcd counts the TTL from when the renewal reaches it: no earlier than it was sent.
-            let sent = ContinuousClock.now
             switch renewOnce(currentTTL: currentTTL, expiresAt: expiresAt) {
-            case .success(let renewal):
-                currentTTL = renewal.ttl
-                expiresAt = sent + .seconds(renewal.ttl)
-                renewed?(sent)
-                if case .terminated = continuation.yield(renewal) { return }
-                // The next renewal is sent a third of the TTL after this one was *sent*: at once
-                // when this one took longer. Counted from the answer, renewals that take 1.5 s on
-                // a loaded etcd went out 2.5 s apart, and a 3 s lease's holder gave it up.
-                let next = sent + .milliseconds(max(100, currentTTL * 1000 / 3))
-                if !pause(max(.milliseconds(10), next - ContinuousClock.now)) { continuation.finish(); return }
+            case .success(let renewed):
+                currentTTL = renewed.ttl
+                expiresAt = ContinuousClock.now + .seconds(renewed.ttl)
+                if case .terminated = continuation.yield(renewed) { return }
+                if !pause(.milliseconds(max(100, currentTTL * 1000 / 3))) { continuation.finish(); return }
             case .failure(let error) where error.code == .leaseNotFound:
                 continuation.finish(throwing: error)
                 return

@@ -162,8 +162,6 @@ public final class Scheduler: Service, Sendable {
         defer { setRole(.stopped) }
         while !isShuttingDown, !Task.isCancelled {
             let lease: Etcd.LeaseGrant
-            // The lease's TTL runs from when etcd granted it: no earlier than the ask.
-            let asked = ContinuousClock.now
             do {
                 lease = try await store.client.grantLease(ttl: configuration.leaseTTL)
             } catch {
@@ -172,8 +170,8 @@ public final class Scheduler: Service, Sendable {
                 continue
             }
             let leader = Locked<Etcd.LeaderKey?>(nil)
-            let end = await term(lease: lease, grantedNoEarlierThan: asked, leader: leader)
-            // The term said it stepped down as it ended (see ``term(lease:grantedNoEarlierThan:leader:)``).
+            let end = await term(lease: lease, leader: leader)
+            // The term said it stepped down as it ended (see ``term(lease:leader:)``).
             state.withLock { $0.session = nil }
             // Resign at once: deleting the key hands over now; revoking the lease cleans up.
             if let key = leader.withLock({ $0 }) {
@@ -192,14 +190,8 @@ public final class Scheduler: Service, Sendable {
 
     /// One lease: keep it alive, campaign, lead; returns at the first of shutdown, lease loss
     /// or session failure, with every child task cancelled.
-    ///
-    /// The lease is taken as alive until the TTL after the last renewal was *sent* (or the
-    /// grant asked, `grantedNoEarlierThan`), instants the renewals' own thread records: a busy
-    /// cooperative pool delays only when this task reads them.
-    private func term(
-        lease: Etcd.LeaseGrant, grantedNoEarlierThan asked: ContinuousClock.Instant, leader: Locked<Etcd.LeaderKey?>
-    ) async -> TermEnd {
-        let lastRenewal = Locked(asked)
+    private func term(lease: Etcd.LeaseGrant, leader: Locked<Etcd.LeaderKey?>) async -> TermEnd {
+        let lastRenewal = Locked(ContinuousClock.now)
         let ttl = Duration.seconds(max(lease.ttl, 1))
         // The children still running, by name: logged if the term's end waits on them long.
         let running = Locked(Set(["shutdown-wait", "keep-alive", "lease-deadline", "campaign-and-session"]))
@@ -213,11 +205,9 @@ public final class Scheduler: Service, Sendable {
                 defer { running.withLock { _ = $0.remove("keep-alive") } }
                 // Renewals; the stream throws when etcd says the lease is gone.
                 do {
-                    let renewals = self.store.client.keepAlive(lease.id, ttl: lease.ttl) { sent in
-                        lastRenewal.withLock { $0 = max($0, sent) }
-                        SchedulerMetrics.leaseRenewal.recordNanoseconds((ContinuousClock.now - sent).wholeNanoseconds)
+                    for try await _ in self.store.client.keepAlive(lease.id, ttl: lease.ttl) {
+                        lastRenewal.withLock { $0 = ContinuousClock.now }
                     }
-                    for try await _ in renewals {}
                     return Task.isCancelled ? .shutdown : .leaseLost("keep-alive ended")
                 } catch {
                     return .leaseLost("keep-alive failed: \(error)")

@@ -52,10 +52,6 @@ enum SchedulerMetrics {
     static let pendingReplicas = Gauge(label: "gpuplane_scheduler_pending_replicas")
     /// 1 while this replica leads, else 0.
     static let leader = Gauge(label: "gpuplane_scheduler_leader")
-    /// How long each renewal of this replica's lease took, sent to answered: a leader stops
-    /// leading when none is answered within the TTL (less a margin) of its sending, so
-    /// renewals that take close to half of `lease-ttl` make leadership flap.
-    static let leaseRenewal = Timer(label: "gpuplane_scheduler_lease_renewal_seconds", preferredDisplayUnit: .seconds)
     /// Terms this replica has won.
     static let terms = Counter(label: "gpuplane_scheduler_terms_total")
     /// Deployments the autoscaler resized (committed), up or down.
