@@ -56,22 +56,6 @@ actor ControlPlane {
         return try await serve(deps, etcd: etcd, client: client, admin: admin)
     }
 
-    /// Two api-servers on an etcd of their own (not the shared one: a test may stop it).
-    static func pairOnOwnEtcd() async throws -> (Handle, Handle) {
-        let etcd = try await EtcdFixture.start()
-        let client = try Etcd.Client(Etcd.Configuration(endpoints: etcd.endpoints, requestTimeout: .seconds(2)))
-        let admin = Tokens.generate()
-        func deps() throws -> APIDependencies {
-            APIDependencies(
-                store: ResourceStore(client: client), catalog: try Catalog.standard(), adminTokens: [admin], heartbeatTTL: 5,
-                bookmarkInterval: 0.5, logger: Logger(label: "gpuplane.api") { _ in SwiftLogNoOpLogHandler() })
-        }
-        return (
-            try await serve(try deps(), etcd: etcd, client: client, admin: admin),
-            try await serve(try deps(), etcd: etcd, client: client, admin: admin)
-        )
-    }
-
     /// Starts one more api-server on the same etcd (other bookmark interval…, and whatever
     /// `configure` changes).
     func secondServer(bookmarkInterval: Double, _ configure: (inout APIDependencies) -> Void = { _ in }) async throws -> Handle {

@@ -22,11 +22,11 @@ extension NodeAPI {
     /// How to reach the api-server.
     public struct Configuration: Sendable {
         /// The api-servers' base URLs, e.g. `http://10.0.0.1:8080` (no trailing path), in the
-        /// order the client tries them: it stays with one until it cannot be reached, then
-        /// moves to the next; a call that timed out or was answered 502, 503 or 504 moves it
-        /// when the next answers `GET /readyz` within ``moveProbeTimeout`` and the current one
-        /// does not, and one answered "busy, come back" (503 with a `Retry-After`) moves
-        /// nothing.
+        /// order the client tries them: it stays with one until it cannot be reached (or
+        /// answers 502/503/504 without a `Retry-After`), then moves to the next; a call that
+        /// only timed out moves it when the next answers `GET /readyz` within
+        /// ``moveProbeTimeout`` and the current one does not, and one answered "busy, come
+        /// back" (503 with a `Retry-After`) moves nothing.
         public var baseURLs: [String]
         /// The first api-server's base URL.
         public var baseURL: String { baseURLs[0] }
@@ -41,10 +41,9 @@ extension NodeAPI {
         /// The first pause between retries; it doubles each time.
         public var retryBackoff: Duration
         /// How quickly an api-server must answer `GET /readyz` (it answers and reaches etcd) to
-        /// count as ready when a call timed out or was answered 502/503/504, after its retries:
-        /// the client moves only when the next is ready and the current one is not. When both
-        /// are slow, or both ready (the call itself was slow: one overloaded etcd or host behind
-        /// both), or both fail alike (one etcd down for both), a fleet moving
+        /// count as ready when a call timed out, after its retries: the client moves only when
+        /// the next is ready and the current one is not. When both are slow, or both ready
+        /// (the call itself was slow: one overloaded etcd or host behind both), a fleet moving
         /// back and forth on timeouts makes each api-server take on thousands of nodes again
         /// (their keys, their lists and watches), and the overload feeds itself
         /// (docs/benchmarks.md, "Moving on timeouts").
@@ -102,11 +101,11 @@ extension NodeAPI {
     /// (every call of this client: registration refreshes, heartbeats renew, statuses replace)
     /// are retried with doubling pauses. With several api-servers (``Configuration/baseURLs``)
     /// every call and watch goes to the current one; a call that cannot reach it after its
-    /// retries moves the client to the next and is sent there, a call that timed out or was
-    /// answered 502/503/504 does so only when the next answers its `/readyz` at once and the
-    /// current one does not (``Configuration/moveProbeTimeout``), a call answered "busy" (503
-    /// with a `Retry-After`) stays, and a watch that cannot reach it reconnects to the next.
-    /// Every method throws ``NodeAPIError``.
+    /// retries (or is answered 502/503/504 without a `Retry-After`) moves the client to the
+    /// next and is sent there, a call that timed out does so only when the next answers its
+    /// `/readyz` at once and the current one does not (``Configuration/moveProbeTimeout``), a
+    /// call answered "busy" (503 with a `Retry-After`) stays, and a watch that cannot reach it
+    /// reconnects to the next. Every method throws ``NodeAPIError``.
     public final class Client: Sendable {
         /// The configuration this client was made with.
         public let configuration: Configuration
@@ -186,11 +185,10 @@ extension NodeAPI {
 
         /// Sends one idempotent call, again as ``Configuration/retryPolicy`` allows (after no
         /// answer or 502/503/504), and returns a 2xx answer; any other answer throws. When the
-        /// retries could not reach the api-server, the call goes to the next (each one once);
-        /// when they timed out or were answered 502/503/504, only if the next is ready and this
-        /// one is not (``nextIsBetter(than:)``); when the answer was "busy, come back" (503 with
-        /// a `Retry-After`), never. A call that does not move throws, the client staying where
-        /// it is.
+        /// retries are spent, the call goes to the next api-server (each one once); when they
+        /// timed out, only if the next is ready and this one is not (``nextIsBetter(than:)``);
+        /// when the answer was "busy, come back" (503 with a `Retry-After`), never. A call that
+        /// does not move throws, the client staying where it is.
         func send(_ method: CurlHTTP.Method, _ path: String, body: Data? = nil) async throws(NodeAPIError) -> CurlHTTP.Response {
             var failure: NodeAPIError
             var tried = 0
@@ -207,18 +205,8 @@ extension NodeAPI {
                 failure = Self.failure(result, path: path)
                 guard failure.code == .unavailable || failure.code == .timeout else { throw failure }
                 guard configuration.baseURLs.count > 1 else { throw failure }
-                switch result {
-                case .failure(let error) where error.code != .timeout:
-                    // No connection, or it broke: this api-server is gone. Move at once.
-                    break
-                case .success(let busy) where busy.status == 503 && busy.retryAfter != nil:
-                    // Busy, come back: it is alive and asked to be called again.
-                    throw failure
-                default:
-                    // It timed out, or answered that it cannot serve (502, 503, 504): only a
-                    // better one is worth the move, since one etcd behind both fails both alike.
-                    if await !nextIsBetter(than: endpoint) { throw failure }
-                }
+                if case .success(let busy) = result, busy.status == 503, busy.retryAfter != nil { throw failure }
+                if failure.code == .timeout, await !nextIsBetter(than: endpoint) { throw failure }
                 endpointFailed(endpoint)
                 tried += 1
             } while tried < configuration.baseURLs.count
