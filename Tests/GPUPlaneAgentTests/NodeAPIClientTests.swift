@@ -102,7 +102,7 @@ struct NodeAPIClientTests {
     /// A call that times out at a stopped api-server (it listens, nobody answers) moves the
     /// client only to one that answers `/readyz` at once: with the next one stopped too, the
     /// client stays and the timeout is the answer; with the next one answering, the call moves
-    /// there and succeeds. A call that times out at an api-server that is ready moves nothing. (Moving on every timeout sent a 5,000-node fleet back and forth
+    /// there and succeeds. (Moving on every timeout sent a 5,000-node fleet back and forth
     /// between two overloaded api-servers, 150 moves a second, each one a registration and a
     /// watch again: docs/benchmarks.md, "Moving on timeouts".)
     @Test(.timeLimit(.minutes(1)))
@@ -126,25 +126,7 @@ struct NodeAPIClientTests {
         #expect(stuck.currentBaseURL == slow, "the next api-server did not answer its /readyz: no move")
         let sentToTheNext = TestSockets.drainRequestLines(alsoStopped.fd)
         #expect(sentToTheNext == ["GET /readyz HTTP/1.1"], "the next one was only asked whether it is ready")
-        let sentHere = TestSockets.drainRequestLines(stopped.fd).sorted()
-        #expect(sentHere.count == 2 && sentHere[0] == "GET /readyz HTTP/1.1", "\(sentHere)")
-        #expect(sentHere.last?.hasPrefix("POST /v1/nodes/\(plane.node)/heartbeat ") == true, "\(sentHere)")
-
-        // A call that timed out at a ready api-server (its own slowness: here a deadline too
-        // short for any answer) moves nothing, though the next is ready too. (A third, stopped
-        // api-server after it keeps a client that did move from coming back within the call.)
-        let hasty = NodeAPI.Client(
-            NodeAPI.Configuration(
-                baseURL: plane.handle.base, token: plane.token, requestTimeout: .milliseconds(1), maxRetries: 0,
-                retryBackoff: .milliseconds(10), moveProbeTimeout: .seconds(5),
-                otherURLs: [plane.handle.base.replacingOccurrences(of: "127.0.0.1", with: "localhost"), slow]))
-        var timedOut = false
-        // A loopback beat can be answered within the millisecond: ask until one is not.
-        for _ in 0..<50 where !timedOut {
-            do { _ = try await hasty.heartbeat(node: plane.node) } catch { timedOut = error.code == .timeout }
-        }
-        #expect(timedOut)
-        #expect(hasty.currentBaseURL == plane.handle.base, "both ready: the call was slow, not the api-server")
+        #expect(TestSockets.drainRequestLines(stopped.fd).map { $0.hasPrefix("POST /v1/nodes/\(plane.node)/heartbeat ") } == [true])
 
         let moving = client(next: plane.handle.base)
         let gpu = GPUDevice(index: 0, uuid: "GPU-probe-0", product: "NVIDIA H100 80GB HBM3", memoryMiB: 81559)

@@ -25,8 +25,8 @@ extension NodeAPI {
         /// order the client tries them: it stays with one until it cannot be reached (or
         /// answers 502/503/504 without a `Retry-After`), then moves to the next; a call that
         /// only timed out moves it when the next answers `GET /readyz` within
-        /// ``moveProbeTimeout`` and the current one does not, and one answered "busy, come
-        /// back" (503 with a `Retry-After`) moves nothing.
+        /// ``moveProbeTimeout``, and one answered "busy, come back" (503 with a `Retry-After`)
+        /// moves nothing.
         public var baseURLs: [String]
         /// The first api-server's base URL.
         public var baseURL: String { baseURLs[0] }
@@ -40,13 +40,12 @@ extension NodeAPI {
         public var maxRetries: Int
         /// The first pause between retries; it doubles each time.
         public var retryBackoff: Duration
-        /// How quickly an api-server must answer `GET /readyz` (it answers and reaches etcd) to
-        /// count as ready when a call timed out, after its retries: the client moves only when
-        /// the next is ready and the current one is not. When both are slow, or both ready
-        /// (the call itself was slow: one overloaded etcd or host behind both), a fleet moving
-        /// back and forth on timeouts makes each api-server take on thousands of nodes again
-        /// (their keys, their lists and watches), and the overload feeds itself
-        /// (docs/benchmarks.md, "Moving on timeouts").
+        /// How quickly the next api-server must answer `GET /readyz` (it answers and reaches
+        /// etcd) for a call that timed out, after its retries, to move the client there. A slow
+        /// api-server is left only for one that answers at once: when both are slow (one
+        /// overloaded etcd or host behind both), a fleet moving back and forth on timeouts makes
+        /// each api-server take on thousands of nodes again (their keys, their lists and
+        /// watches), and the overload feeds itself (docs/benchmarks.md, "Moving on timeouts").
         public var moveProbeTimeout: Duration
         /// ``maxRetries`` and ``retryBackoff`` as ``CurlHTTP``'s retry policy: the pause
         /// doubles at most five times, each drawn from half to all of it (thousands of agents
@@ -103,9 +102,8 @@ extension NodeAPI {
     /// every call and watch goes to the current one; a call that cannot reach it after its
     /// retries (or is answered 502/503/504 without a `Retry-After`) moves the client to the
     /// next and is sent there, a call that timed out does so only when the next answers its
-    /// `/readyz` at once and the current one does not (``Configuration/moveProbeTimeout``), a
-    /// call answered "busy" (503 with a `Retry-After`) stays, and a watch that cannot reach it
-    /// reconnects to the next. Every method throws ``NodeAPIError``.
+    /// `/readyz` at once (``Configuration/moveProbeTimeout``), a call answered "busy" (503 with
+    /// a `Retry-After`) stays, and a watch that cannot reach it reconnects to the next. Every method throws ``NodeAPIError``.
     public final class Client: Sendable {
         /// The configuration this client was made with.
         public let configuration: Configuration
@@ -163,32 +161,23 @@ extension NodeAPI {
                 timeout: timeout, connectTimeout: configuration.connectTimeout, tls: configuration.tls)
         }
 
-        /// Whether the api-server at `index` answers `GET /readyz` with 200 (it answers and
+        /// Whether the api-server after `index` answers `GET /readyz` with 200 (it answers and
         /// reaches etcd) within ``Configuration/moveProbeTimeout``: one attempt, no retry.
-        func isReadyAtOnce(_ index: Int) async -> Bool {
+        func nextIsReadyAtOnce(after index: Int) async -> Bool {
+            let next = (index + 1) % configuration.baseURLs.count
             let probe = CurlHTTP.Request(
-                method: .get, url: configuration.baseURLs[index] + "/readyz", headers: [], body: nil,
+                method: .get, url: configuration.baseURLs[next] + "/readyz", headers: [], body: nil,
                 timeout: configuration.moveProbeTimeout, connectTimeout: configuration.moveProbeTimeout, tls: configuration.tls)
             guard case .success(let answer) = await http.performResult(probe) else { return false }
             return answer.status == 200
         }
 
-        /// Whether a call that timed out at the api-server at `index` is better sent to the
-        /// next: the next is ready at once and this one is not (both asked together).
-        func nextIsBetter(than index: Int) async -> Bool {
-            async let next = isReadyAtOnce((index + 1) % configuration.baseURLs.count)
-            async let here = isReadyAtOnce(index)
-            let nextReady = await next
-            let hereReady = await here
-            return nextReady && !hereReady
-        }
-
         /// Sends one idempotent call, again as ``Configuration/retryPolicy`` allows (after no
         /// answer or 502/503/504), and returns a 2xx answer; any other answer throws. When the
         /// retries are spent, the call goes to the next api-server (each one once); when they
-        /// timed out, only if the next is ready and this one is not (``nextIsBetter(than:)``);
-        /// when the answer was "busy, come back" (503 with a `Retry-After`), never. A call that
-        /// does not move throws, the client staying where it is.
+        /// timed out, only if the next is ready at once (``nextIsReadyAtOnce(after:)``); when the
+        /// answer was "busy, come back" (503 with a `Retry-After`), never. A call that does not
+        /// move throws, the client staying where it is.
         func send(_ method: CurlHTTP.Method, _ path: String, body: Data? = nil) async throws(NodeAPIError) -> CurlHTTP.Response {
             var failure: NodeAPIError
             var tried = 0
@@ -206,7 +195,7 @@ extension NodeAPI {
                 guard failure.code == .unavailable || failure.code == .timeout else { throw failure }
                 guard configuration.baseURLs.count > 1 else { throw failure }
                 if case .success(let busy) = result, busy.status == 503, busy.retryAfter != nil { throw failure }
-                if failure.code == .timeout, await !nextIsBetter(than: endpoint) { throw failure }
+                if failure.code == .timeout, await !nextIsReadyAtOnce(after: endpoint) { throw failure }
                 endpointFailed(endpoint)
                 tried += 1
             } while tried < configuration.baseURLs.count
