@@ -56,15 +56,13 @@ actor ControlPlane {
         return try await serve(deps, etcd: etcd, client: client, admin: admin)
     }
 
-    /// Starts one more api-server on the same etcd (other bookmark interval…, and whatever
-    /// `configure` changes).
-    func secondServer(bookmarkInterval: Double, _ configure: (inout APIDependencies) -> Void = { _ in }) async throws -> Handle {
+    /// Starts one more api-server on the same etcd (other bookmark interval…).
+    func secondServer(bookmarkInterval: Double) async throws -> Handle {
         let first = try await get()
         let quiet = Logger(label: "gpuplane.api") { _ in SwiftLogNoOpLogHandler() }
-        var deps = APIDependencies(
+        let deps = APIDependencies(
             store: ResourceStore(client: first.client), catalog: try Catalog.standard(), adminTokens: [first.admin], heartbeatTTL: 5,
             bookmarkInterval: bookmarkInterval, logger: quiet)
-        configure(&deps)
         return try await Self.serve(deps, etcd: first.etcd, client: first.client, admin: first.admin)
     }
 

@@ -1,8 +1,4 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
-import GPUPlaneAPI
 import GPUPlaneAgent
 import GPUPlaneCore
 import GPUPlaneTestSupport
@@ -97,70 +93,6 @@ struct NodeAPIClientTests {
                 baseURL: dead, token: "t", requestTimeout: .seconds(1), maxRetries: 0, retryBackoff: .milliseconds(10),
                 otherURLs: ["http://127.0.0.1:\(TestEnvironment.freePort())"]))
         await #expect { try await nowhere.heartbeat(node: "n") } throws: { ($0 as? NodeAPIError)?.code == .unavailable }
-    }
-
-    /// A call that times out at a stopped api-server (it listens, nobody answers) moves the
-    /// client only to one that answers `/readyz` at once: with the next one stopped too, the
-    /// client stays and the timeout is the answer; with the next one answering, the call moves
-    /// there and succeeds. (Moving on every timeout sent a 5,000-node fleet back and forth
-    /// between two overloaded api-servers, 150 moves a second, each one a registration and a
-    /// watch again: docs/benchmarks.md, "Moving on timeouts".)
-    @Test(.timeLimit(.minutes(1)))
-    func aTimeoutMovesOnlyToAnApiServerThatAnswers() async throws {
-        let plane = try await Plane()
-        let stopped = try #require(TestSockets.listenLoopback())
-        let alsoStopped = try #require(TestSockets.listenLoopback())
-        defer {
-            close(stopped.fd)
-            close(alsoStopped.fd)
-        }
-        let slow = "http://127.0.0.1:\(stopped.port)"
-        func client(next: String) -> NodeAPI.Client {
-            NodeAPI.Client(
-                NodeAPI.Configuration(
-                    baseURL: slow, token: plane.token, requestTimeout: .milliseconds(500), maxRetries: 0,
-                    retryBackoff: .milliseconds(10), moveProbeTimeout: .milliseconds(500), otherURLs: [next]))
-        }
-        let stuck = client(next: "http://127.0.0.1:\(alsoStopped.port)")
-        await #expect { try await stuck.heartbeat(node: plane.node) } throws: { ($0 as? NodeAPIError)?.code == .timeout }
-        #expect(stuck.currentBaseURL == slow, "the next api-server did not answer its /readyz: no move")
-        let sentToTheNext = TestSockets.drainRequestLines(alsoStopped.fd)
-        #expect(sentToTheNext == ["GET /readyz HTTP/1.1"], "the next one was only asked whether it is ready")
-        #expect(TestSockets.drainRequestLines(stopped.fd).map { $0.hasPrefix("POST /v1/nodes/\(plane.node)/heartbeat ") } == [true])
-
-        let moving = client(next: plane.handle.base)
-        let gpu = GPUDevice(index: 0, uuid: "GPU-probe-0", product: "NVIDIA H100 80GB HBM3", memoryMiB: 81559)
-        _ = try await moving.register(NodeRegistration(name: plane.node, labels: [:], gpus: [gpu]))
-        #expect(moving.currentBaseURL == plane.handle.base)
-        #expect(try await moving.heartbeat(node: plane.node) == 5)
-    }
-
-    /// An api-server that answers "busy, come back" (a registration past its
-    /// `max-registrations-in-flight`: 503 with a `Retry-After`) is alive: the client stays with
-    /// it, though the next one is ready. (Moving on it, a fleet registering on two busy
-    /// api-servers went back and forth between them.)
-    @Test func busyIsNoReasonToMove() async throws {
-        let plane = try await Plane()
-        let gate = RegistrationGate(limit: 1)
-        let busy = try await ControlPlane.shared.secondServer(bookmarkInterval: 0.5) { $0.registrations = gate }
-        let (held, release) = AsyncStream<Void>.makeStream()
-        let holder = Task { try await gate.pass { for await _ in held {} } }
-        defer { release.finish() }
-        try await eventually("the one place taken") { gate.current == 1 }
-        let api = NodeAPI.Client(
-            NodeAPI.Configuration(
-                baseURL: busy.base, token: plane.token, requestTimeout: .seconds(30), maxRetries: 0, retryBackoff: .milliseconds(10),
-                otherURLs: [plane.handle.base]))
-        let gpu = GPUDevice(index: 0, uuid: "GPU-busy-0", product: "NVIDIA H100 80GB HBM3", memoryMiB: 81559)
-        await #expect { try await api.register(NodeRegistration(name: plane.node, labels: [:], gpus: [gpu])) } throws: {
-            ($0 as? NodeAPIError)?.code == .unavailable && ($0 as? NodeAPIError)?.httpStatus == 503
-        }
-        #expect(api.currentBaseURL == busy.base, "a busy api-server answered: no move")
-        #expect(gate.turnedAway == 1)
-        release.finish()
-        try await holder.value
-        _ = try await api.register(NodeRegistration(name: plane.node, labels: [:], gpus: [gpu]))
-        #expect(api.currentBaseURL == busy.base)
     }
 
     /// Gives up with a typed error after its retries. The time limit only catches a hang: a

@@ -22,11 +22,8 @@ extension NodeAPI {
     /// How to reach the api-server.
     public struct Configuration: Sendable {
         /// The api-servers' base URLs, e.g. `http://10.0.0.1:8080` (no trailing path), in the
-        /// order the client tries them: it stays with one until it cannot be reached (or
-        /// answers 502/503/504 without a `Retry-After`), then moves to the next; a call that
-        /// only timed out moves it when the next answers `GET /readyz` within
-        /// ``moveProbeTimeout``, and one answered "busy, come back" (503 with a `Retry-After`)
-        /// moves nothing.
+        /// order the client tries them: it stays with one until a call to it gets no answer (or
+        /// 502/503/504), then moves to the next.
         public var baseURLs: [String]
         /// The first api-server's base URL.
         public var baseURL: String { baseURLs[0] }
@@ -40,13 +37,6 @@ extension NodeAPI {
         public var maxRetries: Int
         /// The first pause between retries; it doubles each time.
         public var retryBackoff: Duration
-        /// How quickly the next api-server must answer `GET /readyz` (it answers and reaches
-        /// etcd) for a call that timed out, after its retries, to move the client there. A slow
-        /// api-server is left only for one that answers at once: when both are slow (one
-        /// overloaded etcd or host behind both), a fleet moving back and forth on timeouts makes
-        /// each api-server take on thousands of nodes again (their keys, their lists and
-        /// watches), and the overload feeds itself (docs/benchmarks.md, "Moving on timeouts").
-        public var moveProbeTimeout: Duration
         /// ``maxRetries`` and ``retryBackoff`` as ``CurlHTTP``'s retry policy: the pause
         /// doubles at most five times, each drawn from half to all of it (thousands of agents
         /// that lost the same api-server at once come back spread, not in waves); 502, 503 and
@@ -72,7 +62,7 @@ extension NodeAPI {
         public init(
             baseURL: String, token: String, requestTimeout: Duration = .seconds(5),
             connectTimeout: Duration = .seconds(2), maxRetries: Int = 3, retryBackoff: Duration = .milliseconds(200),
-            moveProbeTimeout: Duration = .seconds(1), watchIdleTimeout: Duration = .seconds(45), watchMaxBackoff: Duration = .seconds(5),
+            watchIdleTimeout: Duration = .seconds(45), watchMaxBackoff: Duration = .seconds(5),
             tls: CurlHTTP.TLS? = nil, logger: Logger = Logger(label: "gpuplane.agent.api"), otherURLs: [String] = []
         ) {
             self.baseURLs = ([baseURL] + otherURLs).map { url in
@@ -85,7 +75,6 @@ extension NodeAPI {
             self.connectTimeout = connectTimeout
             self.maxRetries = maxRetries
             self.retryBackoff = retryBackoff
-            self.moveProbeTimeout = moveProbeTimeout
             self.watchIdleTimeout = watchIdleTimeout
             self.watchMaxBackoff = watchMaxBackoff
             self.tls = tls
@@ -99,11 +88,9 @@ extension NodeAPI {
     /// client's own libcurl thread, never blocking Swift's cooperative pool. Idempotent calls
     /// (every call of this client: registration refreshes, heartbeats renew, statuses replace)
     /// are retried with doubling pauses. With several api-servers (``Configuration/baseURLs``)
-    /// every call and watch goes to the current one; a call that cannot reach it after its
-    /// retries (or is answered 502/503/504 without a `Retry-After`) moves the client to the
-    /// next and is sent there, a call that timed out does so only when the next answers its
-    /// `/readyz` at once (``Configuration/moveProbeTimeout``), a call answered "busy" (503 with
-    /// a `Retry-After`) stays, and a watch that cannot reach it reconnects to the next. Every method throws ``NodeAPIError``.
+    /// every call and watch goes to the current one; a call that it leaves unanswered after its
+    /// retries (or answers 502/503/504) moves the client to the next and is sent there, and a
+    /// watch that fails reconnects to the next. Every method throws ``NodeAPIError``.
     public final class Client: Sendable {
         /// The configuration this client was made with.
         public let configuration: Configuration
@@ -161,23 +148,9 @@ extension NodeAPI {
                 timeout: timeout, connectTimeout: configuration.connectTimeout, tls: configuration.tls)
         }
 
-        /// Whether the api-server after `index` answers `GET /readyz` with 200 (it answers and
-        /// reaches etcd) within ``Configuration/moveProbeTimeout``: one attempt, no retry.
-        func nextIsReadyAtOnce(after index: Int) async -> Bool {
-            let next = (index + 1) % configuration.baseURLs.count
-            let probe = CurlHTTP.Request(
-                method: .get, url: configuration.baseURLs[next] + "/readyz", headers: [], body: nil,
-                timeout: configuration.moveProbeTimeout, connectTimeout: configuration.moveProbeTimeout, tls: configuration.tls)
-            guard case .success(let answer) = await http.performResult(probe) else { return false }
-            return answer.status == 200
-        }
-
         /// Sends one idempotent call, again as ``Configuration/retryPolicy`` allows (after no
         /// answer or 502/503/504), and returns a 2xx answer; any other answer throws. When the
-        /// retries are spent, the call goes to the next api-server (each one once); when they
-        /// timed out, only if the next is ready at once (``nextIsReadyAtOnce(after:)``); when the
-        /// answer was "busy, come back" (503 with a `Retry-After`), never. A call that does not
-        /// move throws, the client staying where it is.
+        /// retries are spent, the call goes to the next api-server (each one once).
         func send(_ method: CurlHTTP.Method, _ path: String, body: Data? = nil) async throws(NodeAPIError) -> CurlHTTP.Response {
             var failure: NodeAPIError
             var tried = 0
@@ -193,9 +166,6 @@ extension NodeAPI {
                 if case .success(let response) = result, response.isSuccess { return response }
                 failure = Self.failure(result, path: path)
                 guard failure.code == .unavailable || failure.code == .timeout else { throw failure }
-                guard configuration.baseURLs.count > 1 else { throw failure }
-                if case .success(let busy) = result, busy.status == 503, busy.retryAfter != nil { throw failure }
-                if failure.code == .timeout, await !nextIsReadyAtOnce(after: endpoint) { throw failure }
                 endpointFailed(endpoint)
                 tried += 1
             } while tried < configuration.baseURLs.count
