@@ -5,6 +5,7 @@ import Foundation
 #endif
 import CurlHTTP
 import GPUPlaneCore
+import GPUPlaneSystem
 import Logging
 
 /// How a node-agent stays known to the api-server: registration retried until it succeeds, and
@@ -69,7 +70,7 @@ public struct NodeLiveness: Sendable {
             every: heartbeatInterval, now: { ContinuousClock.now }, sleep: { try? await Task.sleep(until: $0) },
             beat: { () async throws(NodeAPIError) in _ = try await api.heartbeat(node: nodeName) }, reregister: reregister,
             answered: { latency in
-                AgentMetrics.heartbeatSeconds.recordNanoseconds(Int64(latency / .nanoseconds(1)))
+                AgentMetrics.heartbeatSeconds.recordNanoseconds(latency.wholeNanoseconds)
                 answered?(latency)
             }, logger: logger)
     }

@@ -136,7 +136,7 @@ public final class LeaderSession: Sendable {
         let started = ContinuousClock.now
         defer {
             SchedulerMetrics.passes.increment()
-            SchedulerMetrics.passDuration.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
+            SchedulerMetrics.passDuration.recordNanoseconds((ContinuousClock.now - started).wholeNanoseconds)
         }
         let input = await timed(.read) { readInput() }
         SchedulerMetrics.pendingReplicas.record(input.replicas.reduce(0) { $0 + ($1.binding == nil ? 1 : 0) })
@@ -188,7 +188,7 @@ public final class LeaderSession: Sendable {
     @discardableResult
     private func timed<T>(_ step: SchedulerMetrics.Step, _ body: () async throws -> T) async rethrows -> T {
         let started = ContinuousClock.now
-        defer { SchedulerMetrics.stepDuration[step]?.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1))) }
+        defer { SchedulerMetrics.stepDuration[step]?.recordNanoseconds((ContinuousClock.now - started).wholeNanoseconds) }
         return try await body()
     }
 
