@@ -174,12 +174,16 @@ extension Etcd {
         public var sortTarget: SortTarget
         /// Serve from the member's local state without a quorum read.
         public var serializable: Bool
+        /// Only keys last modified at this revision or later (0: any). etcd applies it after
+        /// reading the range, so `limit` counts the keys left, while the answer's `count` is
+        /// still every key in the range.
+        public var minModRevision: Int64
 
         /// Makes a range request.
         public init(
             _ range: KeyRange, revision: Int64 = 0, limit: Int64 = 0, keysOnly: Bool = false,
             countOnly: Bool = false, sortOrder: SortOrder = .none, sortTarget: SortTarget = .key,
-            serializable: Bool = false
+            serializable: Bool = false, minModRevision: Int64 = 0
         ) {
             self.range = range
             self.revision = revision
@@ -189,12 +193,13 @@ extension Etcd {
             self.sortOrder = sortOrder
             self.sortTarget = sortTarget
             self.serializable = serializable
+            self.minModRevision = minModRevision
         }
 
         enum CodingKeys: String, CodingKey {
             case key, rangeEnd = "range_end", revision, limit, keysOnly = "keys_only"
             case countOnly = "count_only", sortOrder = "sort_order", sortTarget = "sort_target"
-            case serializable
+            case serializable, minModRevision = "min_mod_revision"
         }
         /// Encodes the gateway's JSON.
         public func encode(to encoder: any Encoder) throws {
@@ -208,6 +213,7 @@ extension Etcd {
             if sortOrder != .none { try c.encode(sortOrder.rawValue, forKey: .sortOrder) }
             if sortTarget != .key { try c.encode(sortTarget.rawValue, forKey: .sortTarget) }
             if serializable { try c.encode(true, forKey: .serializable) }
+            if minModRevision != 0 { try c.encode(String(minModRevision), forKey: .minModRevision) }
         }
     }
 

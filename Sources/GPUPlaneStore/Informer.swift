@@ -229,6 +229,37 @@ public final class Informer<R: Resource>: RevisionFollower {
         }
     }
 
+    /// Checks with one read of keys only whether the cache holds what etcd holds now and, if
+    /// so, moves ``lastSeenRevision`` to that read's revision. It holds it when etcd has no
+    /// object of the kind written after ``lastSeenRevision`` and counts as many as the cache (so
+    /// none was deleted either). For a kind nothing wrote to lately: its revision is that of
+    /// its last change, and a watch cannot tell "nothing more" from "more on its way" without a
+    /// progress notification, which etcd sends every 10 minutes by default.
+    ///
+    /// - Returns: true when confirmed; false when the cache is behind, not synced yet, or
+    ///   changed during the read (ask again, or wait with ``waitUntilSeen(_:)``).
+    /// - Throws: ``StoreError`` when etcd cannot be read.
+    public func confirmCurrent() async throws -> Bool {
+        let (seen, count, synced) = state.withLock { s in (s.revision, s.cache.count, s.synced) }
+        guard synced else { return false }
+        let answer: Etcd.RangeResponse
+        do {
+            answer = try await store.client.range(
+                Etcd.RangeRequest(.prefix(R.storagePrefix(tenant: tenant)), limit: 1, keysOnly: true, minModRevision: seen + 1))
+        } catch let e as EtcdError {
+            throw StoreError.etcd(e)
+        }
+        guard answer.kvs.isEmpty, answer.count == Int64(count) else { return false }
+        let woken = state.withLock { s -> Woken? in
+            // A change applied meanwhile makes the answer about another cache.
+            guard s.revision == seen, s.cache.count == count else { return nil }
+            s.revision = max(s.revision, answer.header.revision)
+            return Woken(revisionWaiters: takeRevisionWaiters(&s))
+        }
+        woken?.resume()
+        return woken != nil
+    }
+
     /// How many times the informer listed again after a compaction or a failed watch.
     public var relistCount: Int { state.withLock { $0.relists } }
 

@@ -181,6 +181,56 @@ struct InformerTests {
         #expect(informer.lastSeenRevision < Int64.max)
     }
 
+    /// `confirmCurrent` checks a quiet cache against etcd with one read of keys only: it moves
+    /// the cache's revision up to the read's when etcd holds what the cache holds, and refuses
+    /// when an object was created, updated or deleted that the cache has not seen (the informers
+    /// are stopped here, so they see nothing more).
+    @Test(.timeLimit(.minutes(1))) func confirmCurrentTellsAQuietCacheFromOneBehind() async throws {
+        let store = try await SharedStoreEtcd.store()
+        let t = uniqueTenant("confirm")
+        let kept = try await store.create(Gadget(tenant: t, name: "kept", size: 1))
+        _ = try await store.create(Gadget(tenant: t, name: "spare", size: 1))
+        let informer = Informer<Gadget>(store: store, tenant: t)
+        informer.start()
+        try await informer.waitUntilSynced()
+        // A write of another tenant moves etcd past the cache, which nothing tells.
+        let elsewhere = try await store.create(Gadget(tenant: uniqueTenant("other"), name: "x"))
+        #expect(informer.lastSeenRevision < elsewhere.metadata.revision)
+        #expect(try await informer.confirmCurrent())
+        #expect(informer.lastSeenRevision >= elsewhere.metadata.revision)
+
+        informer.stop()
+        await informer.waitUntilSeen(.max)  // returns once it no longer runs
+        let seen = informer.lastSeenRevision
+        // Created and deleted again: etcd holds what the cache holds.
+        _ = try await store.create(Gadget(tenant: t, name: "brief"))
+        try await store.delete(Gadget.self, tenant: t, name: "brief")
+        #expect(try await informer.confirmCurrent())
+        #expect(informer.lastSeenRevision > seen)
+        // Created, unseen.
+        _ = try await store.create(Gadget(tenant: t, name: "new"))
+        #expect(try await informer.confirmCurrent() == false)
+        try await store.delete(Gadget.self, tenant: t, name: "new")
+        #expect(try await informer.confirmCurrent())
+        // Deleted, unseen: no key is newer, but etcd counts one fewer.
+        try await store.delete(Gadget.self, tenant: t, name: "spare")
+        let before = informer.lastSeenRevision
+        #expect(try await informer.confirmCurrent() == false)
+        #expect(informer.lastSeenRevision == before)
+
+        // Updated, unseen.
+        let second = Informer<Gadget>(store: store, tenant: t)
+        second.start()
+        try await second.waitUntilSynced()
+        second.stop()
+        await second.waitUntilSeen(.max)
+        #expect(try await second.confirmCurrent())
+        var changed = kept
+        changed.size = 2
+        _ = try await store.update(changed)
+        #expect(try await second.confirmCurrent() == false)
+    }
+
     @Test func recoversAfterCompactionByRelisting() async throws {
         // The informer talks to member 0 only; writes go through members 1 and 2. While
         // member 0 is down, objects change and the history is compacted, so its watch cannot
