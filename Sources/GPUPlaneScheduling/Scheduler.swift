@@ -22,6 +22,9 @@ import GPUPlaneSystem
 ///   session is cancelled at once and the replica campaigns again with a new lease.
 /// - Every write of the session carries the leader key's fence, so a deposed leader that
 ///   still believes it leads (paused, partitioned) can never commit.
+/// - The caches the sessions read (``ClusterCache``) start with the first term won and are
+///   kept until the replica stops: a term won again lists only the kinds whose cache neither
+///   saw its leader key's revision nor was confirmed by a read within ``cacheCatchUp``.
 public final class Scheduler: Service, Sendable {
     /// Settings of one scheduler replica.
     public struct Configuration: Sendable {
@@ -89,6 +92,9 @@ public final class Scheduler: Service, Sendable {
     /// The events of every term this process leads: one recorder, so events recorded in a
     /// term that lapsed before they were flushed are written by the next.
     private let events = EventRecorder()
+    /// The caches every term reads, from the first term won until the replica stops: a term
+    /// won again lists only what its caches have not seen (``ClusterCache/ready(for:within:)``).
+    private let caches: ClusterCache
     private let onStatus: @Sendable (String) -> Void
     private let state = Locked(State())
 
@@ -114,7 +120,12 @@ public final class Scheduler: Service, Sendable {
         self.configuration = configuration
         self.logger = logger
         self.onStatus = onStatus
+        self.caches = ClusterCache(store: store, logger: logger)
     }
+
+    /// How long a term won again waits for a kept cache to see its leader key's revision (or
+    /// to be confirmed by a read) before listing that kind again.
+    static let cacheCatchUp = Duration.milliseconds(500)
 
     /// Where this replica stands now.
     public var role: Role { state.withLock { $0.role } }
@@ -159,7 +170,10 @@ public final class Scheduler: Service, Sendable {
     }
 
     private func campaignLoop() async throws {
-        defer { setRole(.stopped) }
+        defer {
+            caches.stop()
+            setRole(.stopped)
+        }
         while !isShuttingDown, !Task.isCancelled {
             let lease: Etcd.LeaseGrant
             do {
@@ -231,17 +245,26 @@ public final class Scheduler: Service, Sendable {
                     self.setRole(.standby)
                     let key = try await self.store.client.campaign(
                         self.configuration.electionName, lease: lease.id, value: self.configuration.identity)
+                    let wonAt = ContinuousClock.now
                     leader.withLock { $0 = key }
+                    let (informers, listed) = await self.caches.ready(for: key.revision, within: Self.cacheCatchUp)
+                    for kind in listed { SchedulerMetrics.cacheLists[kind]?.increment() }
+                    try Task.checkCancellation()
                     let session = LeaderSession(
                         store: self.store, pipeline: self.pipeline, fence: LeaderFence(key),
-                        configuration: self.configuration.session, events: self.events, logger: self.logger)
+                        configuration: self.configuration.session, events: self.events, cache: self.caches,
+                        informers: informers, wonAt: wonAt, logger: self.logger)
                     self.state.withLock {
                         $0.session = session
                         $0.terms += 1
                     }
                     self.setRole(.leader(revision: key.revision))
                     self.logger.notice(
-                        "leading", metadata: ["revision": "\(key.revision)", "identity": "\(self.configuration.identity)"])
+                        "leading",
+                        metadata: [
+                            "revision": "\(key.revision)", "identity": "\(self.configuration.identity)",
+                            "listed": "\(listed.map(\.rawValue).joined(separator: ","))",
+                        ])
                     try await session.run()
                     return Task.isCancelled ? .shutdown : .failed("session returned")
                 } catch let error as SchedulerError where error.code == .leadershipLost {

@@ -1,3 +1,4 @@
+import GPUPlaneCore
 import Metrics
 
 /// What the scheduler exports on its `/metrics` (``SchedulerMain``'s listener), through
@@ -54,6 +55,15 @@ enum SchedulerMetrics {
     static let leader = Gauge(label: "gpuplane_scheduler_leader")
     /// Terms this replica has won.
     static let terms = Counter(label: "gpuplane_scheduler_terms_total")
+    /// From an election won to the end of that term's first pass: its caches readied (kept,
+    /// confirmed or listed) and synced, then one pass.
+    static let termStartup = Timer(label: "gpuplane_scheduler_term_startup_seconds", preferredDisplayUnit: .seconds)
+    /// Lists of the leader's caches at the start of a term, by `kind` (nodes, replicas,
+    /// modelservers, tenants, deployments): every kind at the first term, then only those a
+    /// term won again could not keep (``ClusterCache/ready(for:within:)``).
+    static let cacheLists: [ResourceKind: Counter] = Dictionary(uniqueKeysWithValues: ClusterCache.Informers.kinds.map { kind in
+        (kind, Counter(label: "gpuplane_scheduler_cache_lists_total", dimensions: [("kind", kind.rawValue)]))
+    })
     /// Deployments the autoscaler resized (committed), up or down.
     static let autoscaleDecisions = Counter(label: "gpuplane_scheduler_autoscale_decisions_total")
 
@@ -63,5 +73,6 @@ enum SchedulerMetrics {
     static func register() {
         _ = (bindings, preemptions, transactions, conflicts, passes, passDuration, pendingReplicas, leader, terms, autoscaleDecisions)
         _ = stepDuration
+        _ = (cacheLists, termStartup)
     }
 }

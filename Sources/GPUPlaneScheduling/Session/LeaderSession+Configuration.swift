@@ -98,6 +98,9 @@ extension LeaderSession {
         public var meterIntervals = 0
         /// Autoscaler rounds run (load reports read, deployments sized).
         public var autoscaleRounds = 0
+        /// From the election won to the end of the term's first pass (its caches readied and
+        /// synced, then one pass); nil until that pass ends.
+        public var startup: Duration?
     }
 
 }

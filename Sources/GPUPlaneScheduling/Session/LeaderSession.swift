@@ -8,11 +8,12 @@ import GPUPlaneStore
 import GPUPlaneSystem
 import Logging
 
-/// What the scheduler does while it leads, one term long: informers over nodes, replicas,
-/// model servers, tenants and deployments, a heartbeat watch, and ``pass()``, run whenever one
-/// of them changes (and every ``Configuration/resyncInterval``). Read ``pass()`` top to bottom;
-/// each step is a function of the pass's lists (``PassInput``) in its own file, returning the
-/// writes it wants, and one ``Committer`` commits them:
+/// What the scheduler does while it leads, one term long: ``pass()``, run whenever one of the
+/// informers (nodes, replicas, model servers, tenants and deployments) or the heartbeat watch
+/// of its ``ClusterCache`` (the scheduler's, kept across terms) changes, and every
+/// ``Configuration/resyncInterval``. Read ``pass()`` top to bottom; each step is a function of
+/// the pass's lists (``PassInput``) in its own file, returning the writes it wants, and one
+/// ``Committer`` commits them:
 ///
 /// 1. **Node lifecycle** (`NodeLifecycle.swift`): a node's `Ready` condition follows its
 ///    heartbeat key, with a grace for a key never seen.
@@ -49,7 +50,13 @@ public final class LeaderSession: Sendable {
     let tenants: Informer<Tenant>
     let deployments: Informer<Deployment>
     let heartbeats: HeartbeatWatcher
-    let wakeup = Wakeup()
+    /// Rung by the caches at every change.
+    let wakeup: Wakeup
+    /// Where the informers and heartbeats come from: the ``Scheduler``'s, kept across terms, or
+    /// the session's own (``ownsCache``), started and stopped with it.
+    private let cache: ClusterCache
+    private let ownsCache: Bool
+    private let informers: ClusterCache.Informers
     /// Rung at the end of a pass that recorded events: the event writer's doorbell.
     let eventsDue = Wakeup()
 
@@ -62,33 +69,47 @@ public final class LeaderSession: Sendable {
     let warmPool: WarmPool
     let usageRetention: UsageRetention
     private let passes = Locked(0)
+    /// When the election was won, and how long after it the first pass ended.
+    private let wonAt: ContinuousClock.Instant
+    private let startup = Locked<Duration?>(nil)
 
     /// Makes a session for the leadership `fence` stands for.
     public convenience init(
         store: ResourceStore, pipeline: Pipeline, fence: LeaderFence, configuration: Configuration,
         logger: Logger
     ) {
-        self.init(store: store, pipeline: pipeline, fence: fence, configuration: configuration, events: EventRecorder(), logger: logger)
+        let cache = ClusterCache(store: store, logger: logger)
+        self.init(
+            store: store, pipeline: pipeline, fence: fence, configuration: configuration, events: EventRecorder(),
+            cache: cache, informers: cache.informers, ownsCache: true, wonAt: .now, logger: logger)
     }
 
-    /// Makes a session whose events go to `events`: the ``Scheduler`` passes one recorder to
-    /// every term it wins, so an event recorded in a term that lapsed before its flush (a bind
-    /// committed, then the lease lost on a loaded machine) is written by the next term.
+    /// Makes a session whose events go to `events` and that reads `informers` of `cache`: the
+    /// ``Scheduler`` passes one recorder and one cache to every term it wins, so an event
+    /// recorded in a term that lapsed before its flush (a bind committed, then the lease lost on
+    /// a loaded machine) is written by the next term, and a term won again lists nothing again
+    /// that its caches already hold (``ClusterCache/ready(for:within:)``). `wonAt` is when the
+    /// election was won: the term's startup (``Statistics/startup``) counts from it.
     init(
         store: ResourceStore, pipeline: Pipeline, fence: LeaderFence, configuration: Configuration,
-        events: EventRecorder, logger: Logger
+        events: EventRecorder, cache: ClusterCache, informers: ClusterCache.Informers, ownsCache: Bool = false,
+        wonAt: ContinuousClock.Instant, logger: Logger
     ) {
+        self.wonAt = wonAt
         self.store = store
         self.fence = fence
         self.configuration = configuration
         self.logger = logger
-        self.nodes = Informer(store: store, logger: logger)
-        self.replicas = Informer(store: store, logger: logger)
-        self.servers = Informer(store: store, logger: logger)
-        self.tenants = Informer(store: store, logger: logger)
-        self.deployments = Informer(store: store, logger: logger)
-        let wakeup = self.wakeup
-        self.heartbeats = HeartbeatWatcher(heartbeats: NodeHeartbeats(store: store), logger: logger) { wakeup.ring() }
+        self.cache = cache
+        self.ownsCache = ownsCache
+        self.informers = informers
+        self.nodes = informers.nodes
+        self.replicas = informers.replicas
+        self.servers = informers.servers
+        self.tenants = informers.tenants
+        self.deployments = informers.deployments
+        self.heartbeats = cache.heartbeats
+        self.wakeup = cache.wakeup
         self.committer = Committer(
             store: store, fence: fence,
             configuration: .init(
@@ -124,6 +145,7 @@ public final class LeaderSession: Sendable {
         s.meterIntervals = metered.intervals
         s.autoscaleRounds = autoscaler.rounds
         s.usageRecordsCompacted = usageRetention.compacted
+        s.startup = startup.withLock { $0 }
         return s
     }
 
@@ -207,35 +229,14 @@ public final class LeaderSession: Sendable {
     /// - Throws: ``SchedulerError`` with ``SchedulerError/Code/leadershipLost`` when a fenced
     ///   write is refused: another replica leads now.
     public func run() async throws {
+        if ownsCache { cache.start() }
+        defer { if ownsCache { cache.stop() } }
         try await withThrowingTaskGroup(of: Void.self) { group in
-            let wakeup = self.wakeup
-            group.addTask { await self.heartbeats.run() }
-            group.addTask { await self.follow(self.nodes, wakeup) }
-            group.addTask { await self.follow(self.replicas, wakeup) }
-            group.addTask { await self.follow(self.servers, wakeup) }
-            group.addTask { await self.follow(self.tenants, wakeup) }
-            group.addTask { await self.follow(self.deployments, wakeup) }
-            group.addTask {
-                defer { self.stopInformers() }
-                try await self.loop()
-            }
+            group.addTask { try await self.loop() }
             group.addTask { try await self.writeEvents() }
             defer { group.cancelAll() }
             try await group.next()
         }
-    }
-
-    private func follow<R: Resource>(_ informer: Informer<R>, _ wakeup: Wakeup) async {
-        informer.start()
-        for await _ in informer.changes() { wakeup.ring() }
-    }
-
-    private func stopInformers() {
-        nodes.stop()
-        replicas.stop()
-        servers.stop()
-        tenants.stop()
-        deployments.stop()
     }
 
     private func loop() async throws {
@@ -252,6 +253,11 @@ public final class LeaderSession: Sendable {
             try await timed(.catchUp) { try await catchUp() }
             let again = try await pass()
             try Task.checkCancellation()
+            if startup.withLock({ $0 }) == nil {
+                let took = ContinuousClock.now - wonAt
+                startup.withLock { $0 = took }
+                SchedulerMetrics.termStartup.recordNanoseconds(took.wholeNanoseconds)
+            }
             if !again {
                 await wakeup.wait(timeout: min(configuration.resyncInterval, meter.timeUntilDue(now: Date())))
                 if configuration.batchWindow > .zero { try await Task.sleep(for: configuration.batchWindow) }
@@ -298,13 +304,6 @@ public final class LeaderSession: Sendable {
 
     /// The session's informer of `kind`; nil for a kind it does not follow.
     private func informer(_ kind: ResourceKind) -> (any RevisionFollower)? {
-        switch kind {
-        case .node: return nodes
-        case .replica: return replicas
-        case .modelServer: return servers
-        case .tenant: return tenants
-        case .deployment: return deployments
-        default: return nil
-        }
+        informers.follower(of: kind)
     }
 }

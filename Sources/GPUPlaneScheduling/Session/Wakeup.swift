@@ -1,5 +1,6 @@
-/// A doorbell: informers ring it on every change, the session's loop waits on it with a
 import GPUPlaneSystem
+
+/// A doorbell: informers ring it on every change, the session's loop waits on it with a
 /// deadline. Rings while nobody waits are remembered (once).
 final class Wakeup: Sendable {
     private struct State {
