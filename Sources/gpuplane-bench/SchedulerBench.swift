@@ -38,8 +38,8 @@ struct SchedulerBench: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "bench.scheduler")
         logger.logLevel = .warning
-        print("| nodes × GPUs | replicas | bound | placements/s | pending→bound p50 | p99 | etcd txn/s (16 conc.) | bind txns | crash failover | graceful handover |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| nodes × GPUs | replicas | bound | placements/s | pending→bound p50 | p99 | etcd txn/s (16 conc.) | bind txns | term startup: won again / fresh caches | crash failover | graceful handover |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for count in nodes {
             let row = try await runOnce(nodes: count, logger: logger)
             print(row)
@@ -134,17 +134,61 @@ struct SchedulerBench: AsyncParsableCommand {
             nodeCount, boundCount, elapsed, Double(boundCount) / elapsed, pct(0.5), pct(0.99), txnRate,
             stats?.transactions ?? 0, stats?.passes ?? 0))
 
-        // Hand over to the real executable for the failover phases.
+        // A term won again (its lease revoked from outside: the caches are kept) beside a term on
+        // fresh caches (a new scheduler, as a restarted process), over the same objects: each
+        // from the election won to the end of its first pass.
+        let wonAgain = try await termWonAgain(scheduler, client)
         scheduler.shutdown()
         _ = await schedulerTask.result
+        let fresh = try await freshTerm(store: store, session: session, logger: logger)
+        let startups = String(
+            format: "%.0f ms / %.0f ms (%.2f)", wonAgain.seconds * 1000, fresh.seconds * 1000, wonAgain.seconds / fresh.seconds)
+        print("# \(nodeCount) nodes: term startup, won again / fresh caches: \(startups)")
+
+        // Hand over to the real executable for the failover phases.
         var crash = "—", graceful = "—"
         if !skipFailover {
             (crash, graceful) = try await failover(etcd: etcd, store: store, client: client, bound: bound, nodeCount: nodeCount)
         }
         return String(
-            format: "| %d × %d | %d | %d | %.0f | %.0f ms | %.0f ms | %.0f | %d | %@ | %@ |",
+            format: "| %d × %d | %d | %d | %.0f | %.0f ms | %.0f ms | %.0f | %d | %@ | %@ | %@ |",
             nodeCount, gpus, replicas, boundCount, Double(boundCount) / elapsed, pct(0.5), pct(0.99), txnRate,
-            stats?.transactions ?? 0, crash, graceful)
+            stats?.transactions ?? 0, startups, crash, graceful)
+    }
+
+    /// Revokes the leading `scheduler`'s lease and waits for the term it wins again to run its
+    /// first pass; that term's startup.
+    private func termWonAgain(_ scheduler: Scheduler, _ client: Etcd.Client) async throws -> Duration {
+        let old = scheduler.currentSession
+        guard let key = try await client.leader(Scheduler.defaultElectionName) else {
+            throw ValidationError("no leader key to revoke the lease of")
+        }
+        try await client.revokeLease(key.lease)
+        var startup: Duration?
+        try await waitFor("a term won again and its first pass", seconds: 120) {
+            guard let session = scheduler.currentSession, session !== old else { return false }
+            startup = session.statistics.startup
+            return startup != nil
+        }
+        return startup ?? .zero
+    }
+
+    /// Starts a new scheduler (no caches yet), waits for its first term's first pass and stops
+    /// it; that term's startup.
+    private func freshTerm(store: ResourceStore, session: LeaderSession.Configuration, logger: Logger) async throws -> Duration {
+        let scheduler = Scheduler(
+            store: store, pipeline: Pipeline(catalog: try Catalog.standard()),
+            configuration: .init(identity: "bench-fresh", leaseTTL: 3, session: session), logger: logger)
+        let task = Task { try await scheduler.run() }
+        defer { scheduler.shutdown() }
+        var startup: Duration?
+        try await waitFor("a fresh scheduler's first pass", seconds: 120) {
+            startup = scheduler.currentSession?.statistics.startup
+            return startup != nil
+        }
+        scheduler.shutdown()
+        _ = await task.result
+        return startup ?? .zero
     }
 
     /// kill -9 of the leader → first placement by the new one; SIGTERM of the leader → first
