@@ -55,8 +55,8 @@ enum SchedulerMetrics {
     static let leader = Gauge(label: "gpuplane_scheduler_leader")
     /// Terms this replica has won.
     static let terms = Counter(label: "gpuplane_scheduler_terms_total")
-    /// From an election won to the end of that term's first pass: its caches readied (kept,
-    /// confirmed or listed) and synced, then one pass.
+    /// From an election won until that term's caches were readied (kept, confirmed or listed
+    /// again) and synced, when its first pass can begin.
     static let termStartup = Timer(label: "gpuplane_scheduler_term_startup_seconds", preferredDisplayUnit: .seconds)
     /// Lists of the leader's caches at the start of a term, by `kind` (nodes, replicas,
     /// modelservers, tenants, deployments): every kind at the first term, then only those a

@@ -136,7 +136,7 @@ struct SchedulerBench: AsyncParsableCommand {
 
         // A term won again (its lease revoked from outside: the caches are kept) beside a term on
         // fresh caches (a new scheduler, as a restarted process), over the same objects: each
-        // from the election won to the end of its first pass.
+        // from the election won until its caches are synced and its first pass can begin.
         let wonAgain = try await termWonAgain(scheduler, client)
         scheduler.shutdown()
         _ = await schedulerTask.result
@@ -156,8 +156,8 @@ struct SchedulerBench: AsyncParsableCommand {
             stats?.transactions ?? 0, startups, crash, graceful)
     }
 
-    /// Revokes the leading `scheduler`'s lease and waits for the term it wins again to run its
-    /// first pass; that term's startup.
+    /// Revokes the leading `scheduler`'s lease and waits for the term it wins again to have its
+    /// caches synced; that term's startup.
     private func termWonAgain(_ scheduler: Scheduler, _ client: Etcd.Client) async throws -> Duration {
         let old = scheduler.currentSession
         guard let key = try await client.leader(Scheduler.defaultElectionName) else {
@@ -165,7 +165,7 @@ struct SchedulerBench: AsyncParsableCommand {
         }
         try await client.revokeLease(key.lease)
         var startup: Duration?
-        try await waitFor("a term won again and its first pass", seconds: 120) {
+        try await waitFor("a term won again, its caches synced", seconds: 120) {
             guard let session = scheduler.currentSession, session !== old else { return false }
             startup = session.statistics.startup
             return startup != nil
@@ -173,8 +173,8 @@ struct SchedulerBench: AsyncParsableCommand {
         return startup ?? .zero
     }
 
-    /// Starts a new scheduler (no caches yet), waits for its first term's first pass and stops
-    /// it; that term's startup.
+    /// Starts a new scheduler (no caches yet), waits for its first term's caches to sync and
+    /// stops it; that term's startup.
     private func freshTerm(store: ResourceStore, session: LeaderSession.Configuration, logger: Logger) async throws -> Duration {
         let scheduler = Scheduler(
             store: store, pipeline: Pipeline(catalog: try Catalog.standard()),
@@ -182,7 +182,7 @@ struct SchedulerBench: AsyncParsableCommand {
         let task = Task { try await scheduler.run() }
         defer { scheduler.shutdown() }
         var startup: Duration?
-        try await waitFor("a fresh scheduler's first pass", seconds: 120) {
+        try await waitFor("a fresh scheduler's caches synced", seconds: 120) {
             startup = scheduler.currentSession?.statistics.startup
             return startup != nil
         }

@@ -98,8 +98,8 @@ extension LeaderSession {
         public var meterIntervals = 0
         /// Autoscaler rounds run (load reports read, deployments sized).
         public var autoscaleRounds = 0
-        /// From the election won to the end of the term's first pass (its caches readied and
-        /// synced, then one pass); nil until that pass ends.
+        /// From the election won until the term's caches were readied and synced, when its
+        /// first pass can begin; nil until then.
         public var startup: Duration?
     }
 

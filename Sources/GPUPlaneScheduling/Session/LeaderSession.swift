@@ -69,7 +69,7 @@ public final class LeaderSession: Sendable {
     let warmPool: WarmPool
     let usageRetention: UsageRetention
     private let passes = Locked(0)
-    /// When the election was won, and how long after it the first pass ended.
+    /// When the election was won, and how long after it the caches were synced.
     private let wonAt: ContinuousClock.Instant
     private let startup = Locked<Duration?>(nil)
 
@@ -248,16 +248,14 @@ public final class LeaderSession: Sendable {
         while !heartbeats.hasSynced {
             try await Task.sleep(for: .milliseconds(5))
         }
+        let took = ContinuousClock.now - wonAt
+        startup.withLock { $0 = took }
+        SchedulerMetrics.termStartup.recordNanoseconds(took.wholeNanoseconds)
         logger.info("informers synced", metadata: ["nodes": "\(nodes.list().count)", "replicas": "\(replicas.list().count)"])
         while !Task.isCancelled {
             try await timed(.catchUp) { try await catchUp() }
             let again = try await pass()
             try Task.checkCancellation()
-            if startup.withLock({ $0 }) == nil {
-                let took = ContinuousClock.now - wonAt
-                startup.withLock { $0 = took }
-                SchedulerMetrics.termStartup.recordNanoseconds(took.wholeNanoseconds)
-            }
             if !again {
                 await wakeup.wait(timeout: min(configuration.resyncInterval, meter.timeUntilDue(now: Date())))
                 if configuration.batchWindow > .zero { try await Task.sleep(for: configuration.batchWindow) }

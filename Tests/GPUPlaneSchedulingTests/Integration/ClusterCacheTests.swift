@@ -36,6 +36,7 @@ struct ClusterCacheTests {
             #expect(second.deployments === first.deployments)
             #expect(second.heartbeats === first.heartbeats)
             #expect(second.nodes.relistCount == 0 && second.replicas.relistCount == 0)
+            #expect(second.statistics.startup != nil)
 
             try await h.addReplica(pendingReplica("r2"))
             let bound = try await h.waitBound("acme", "r2")
