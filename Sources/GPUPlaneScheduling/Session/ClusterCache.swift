@@ -115,10 +115,11 @@ final class ClusterCache: Sendable {
     }
 
     /// The informers a term whose leader key was created at `revision` may decide on, and the
-    /// kinds whose informer lists for it: each informer that has seen `revision` within `wait` is kept;
-    /// each other is replaced by a new one, whose list is read after the key was created and so
-    /// holds every earlier write (the term waits for it to sync, as for a first list). On the
-    /// first call the caches start, and every informer lists for the first time.
+    /// kinds whose informer lists for it. Each informer that has seen `revision`, or that etcd
+    /// confirms current, within `wait` is kept; each other is replaced by a new one, whose list
+    /// is read after the key was created and so holds every earlier write (the term waits for it
+    /// to sync, as for a first list). On the first call the caches start, and every informer
+    /// lists for the first time.
     func ready(for revision: Int64, within wait: Duration) async -> (informers: Informers, listed: [ResourceKind]) {
         let (current, phase) = state.withLock { s in (s.informers, s.phase) }
         switch phase {
