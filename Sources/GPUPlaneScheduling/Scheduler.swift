@@ -19,7 +19,9 @@ import GPUPlaneSystem
 /// - On graceful shutdown (SIGTERM) the leader resigns at once (its key is deleted and its
 ///   lease revoked), so a standby takes over without waiting for the lease to expire.
 /// - When the lease is lost (a renewal is refused, or none succeeded within the TTL) the
-///   session is cancelled at once and the replica campaigns again with a new lease.
+///   session is cancelled at once and the replica campaigns again with a new lease. A leader
+///   also stops when no renewal reached it within the TTL less a margin (``LeaseDeadline``); a
+///   standby keeps its place in the election for as long as etcd keeps its lease.
 /// - Every write of the session carries the leader key's fence, so a deposed leader that
 ///   still believes it leads (paused, partitioned) can never commit.
 /// - The caches the sessions read (``ClusterCache``) start with the first term won and are
@@ -229,12 +231,14 @@ public final class Scheduler: Service, Sendable {
             }
             group.addTask {
                 defer { running.withLock { _ = $0.remove("lease-deadline") } }
-                // A local deadline: no renewal within the TTL (less a margin) means the lease
-                // may be gone in etcd already; stop leading before anyone else can lead.
-                let margin = min(ttl / 4, .milliseconds(500))
+                // A local deadline, once the campaign is won (``LeaseDeadline``): no renewal
+                // within the TTL (less a margin) means the lease may be gone in etcd already;
+                // stop leading before anyone else can lead.
+                let deadline = LeaseDeadline(ttl: ttl)
                 while !Task.isCancelled {
+                    let leading = leader.withLock { $0 } != nil
                     let since = ContinuousClock.now - lastRenewal.withLock { $0 }
-                    if since >= ttl - margin { return .leaseLost("no renewal for \(since)") }
+                    if let why = deadline.passed(leading: leading, sinceRenewal: since) { return .leaseLost(why) }
                     try? await Task.sleep(for: .milliseconds(50))
                 }
                 return .shutdown
