@@ -79,6 +79,9 @@ struct StoreBench: AsyncParsableCommand {
             let stored = try await store.update(object)
             current.withLock { $0[w] = stored }
         }
+        let readSeed = try await store.create(BenchObject(metadata: ObjectMeta(name: "r", tenant: "read"), counter: 0, note: value))
+        let linearizable = try await readsDuringWrites(store: store, client: client, object: readSeed, serializable: false, value: value)
+        let serializable = try await readsDuringWrites(store: store, client: client, object: readSeed, serializable: true, value: value)
         let (p50, p99, mean) = try await watchLatency(client: client, samples: watchSamples, value: value)
         let stats = client.transportStatistics
 
@@ -95,6 +98,10 @@ struct StoreBench: AsyncParsableCommand {
         print("| store update (CAS), \(concurrency) concurrent | \(f(updateConc)) |")
         print("")
         print("ratios: create/put sequential \(r(createSeq / rawSeq)), create/put concurrent \(r(createConc / rawConc)), update/put concurrent \(r(updateConc / rawConc)), create/raw txn concurrent \(r(createConc / txnConc))")
+        print(String(
+            format: "one object read while %d writers write (store get; %.0f and %.0f writes/s): linearizable p50 %.2f ms, p99 %.2f ms; serializable p50 %.2f ms, p99 %.2f ms (ratio p50 %.2f, p99 %.2f)",
+            concurrency, linearizable.writes, serializable.writes, linearizable.p50, linearizable.p99, serializable.p50, serializable.p99,
+            serializable.p50 / linearizable.p50, serializable.p99 / linearizable.p99))
         print(String(format: "watch delivery latency (put → event), %d samples: p50 %.2f ms, p99 %.2f ms, mean %.2f ms", watchSamples, p50, p99, mean))
         print("transport: \(stats.transfers) transfers over \(stats.connectionsOpened) TCP connections")
     }
@@ -118,6 +125,48 @@ struct StoreBench: AsyncParsableCommand {
         }
         let elapsed = ContinuousClock.now - start
         return Double(total) / elapsed.seconds
+    }
+
+    /// `concurrency` writers put for ``seconds`` while one reader reads `object` again and again
+    /// (``ResourceStore/get(_:tenant:name:serializable:)``): the reads' p50 and p99 in ms, and
+    /// the writes per second beside them.
+    func readsDuringWrites(
+        store: ResourceStore, client: Etcd.Client, object: BenchObject, serializable: Bool, value: String
+    ) async throws -> (p50: Double, p99: Double, writes: Double) {
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        let start = ContinuousClock.now
+        let (writes, reads) = try await withThrowingTaskGroup(of: (Int, [Double]).self) { group in
+            for w in 0..<concurrency {
+                group.addTask {
+                    var i = 0
+                    while ContinuousClock.now < deadline {
+                        _ = try await client.put("/bench/raw/during/\(w)/\(i)", value)
+                        i += 1
+                    }
+                    return (i, [])
+                }
+            }
+            group.addTask {
+                var latencies: [Double] = []
+                while ContinuousClock.now < deadline {
+                    let t0 = ContinuousClock.now
+                    _ = try await store.get(BenchObject.self, tenant: object.metadata.tenant, name: object.metadata.name, serializable: serializable)
+                    latencies.append((ContinuousClock.now - t0).seconds * 1000)
+                }
+                return (0, latencies)
+            }
+            var writes = 0
+            var reads: [Double] = []
+            for try await (w, r) in group {
+                writes += w
+                reads += r
+            }
+            return (writes, reads.sorted())
+        }
+        let elapsed = (ContinuousClock.now - start).seconds
+        guard !reads.isEmpty else { return (.nan, .nan, Double(writes) / elapsed) }
+        func pct(_ p: Double) -> Double { reads[min(reads.count - 1, Int(Double(reads.count) * p))] }
+        return (pct(0.5), pct(0.99), Double(writes) / elapsed)
     }
 
     /// Puts `samples` keys one after another and times each from just before the put until its

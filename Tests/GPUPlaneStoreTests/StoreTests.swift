@@ -2,6 +2,7 @@ import EtcdClient
 import Foundation
 import GPUPlaneCore
 import GPUPlaneStore
+import GPUPlaneSystem
 import GPUPlaneTestSupport
 import Testing
 
@@ -128,6 +129,43 @@ struct StoreTests {
             try await group.waitForAll()
         }
         #expect(try await store.get(Gadget.self, tenant: t, name: "g").size == 30)
+    }
+
+    /// `modify` reads first from the member's applied state and settles any doubt with
+    /// linearizable reads: concurrent modifies lose nothing, a first read `change` refuses is
+    /// read again, a refusal of the fresh read passes through, and a missing object is notFound.
+    @Test func modifyLosesNoUpdateAndSettlesDoubtLinearizably() async throws {
+        let store = try await SharedStoreEtcd.store()
+        let t = uniqueTenant("modify")
+        _ = try await store.create(Gadget(tenant: t, name: "g", size: 0))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    for _ in 0..<5 { _ = try await store.modify(Gadget.self, tenant: t, name: "g", attempts: 100) { $0.size += 1 } }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await store.get(Gadget.self, tenant: t, name: "g").size == 20)
+
+        struct Refused: Error {}
+        let calls = Locked(0)
+        let written = try await store.modify(Gadget.self, tenant: t, name: "g") { gadget in
+            let call = calls.withLock { c -> Int in
+                c += 1
+                return c
+            }
+            if call == 1 { throw Refused() }
+            gadget.color = "blue"
+        }
+        #expect(calls.withLock { $0 } == 2)
+        #expect(written.color == "blue")
+        #expect(try await store.get(Gadget.self, tenant: t, name: "g").color == "blue")
+
+        await #expect(throws: Refused.self) {
+            _ = try await store.modify(Gadget.self, tenant: t, name: "g") { _ in throw Refused() }
+        }
+        _ = await expectStoreError(.notFound) { _ = try await store.modify(Gadget.self, tenant: t, name: "absent") { $0.size = 1 } }
     }
 
     @Test func multiObjectTransactionIsAllOrNothing() async throws {
