@@ -44,11 +44,11 @@ public final class LeaderSession: Sendable {
     let configuration: Configuration
     let logger: Logger
 
-    let nodes: Informer<Node>
-    let replicas: Informer<Replica>
-    let servers: Informer<ModelServer>
-    let tenants: Informer<Tenant>
-    let deployments: Informer<Deployment>
+    var nodes: Informer<Node> { informers.nodes }
+    var replicas: Informer<Replica> { informers.replicas }
+    var servers: Informer<ModelServer> { informers.servers }
+    var tenants: Informer<Tenant> { informers.tenants }
+    var deployments: Informer<Deployment> { informers.deployments }
     let heartbeats: HeartbeatWatcher
     /// Rung by the caches at every change.
     let wakeup: Wakeup
@@ -103,11 +103,6 @@ public final class LeaderSession: Sendable {
         self.cache = cache
         self.ownsCache = ownsCache
         self.informers = informers
-        self.nodes = informers.nodes
-        self.replicas = informers.replicas
-        self.servers = informers.servers
-        self.tenants = informers.tenants
-        self.deployments = informers.deployments
         self.heartbeats = cache.heartbeats
         self.wakeup = cache.wakeup
         self.committer = Committer(
