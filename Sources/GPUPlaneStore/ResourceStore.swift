@@ -142,11 +142,14 @@ public final class ResourceStore: Sendable {
     ) async throws -> R {
         if var object = try await optimisticRead(R.self, tenant: tenant, name: name), (try? change(&object)) != nil {
             do {
-                return try await update(object)
+                let written = try await update(object)
+                ModifyMetrics.modifies(.serializable).increment()
+                return written
             } catch let error as StoreError where error.code == .conflict {
                 // Read behind the store, or another writer got in: read again, linearizably.
             }
         }
+        ModifyMetrics.modifies(.linearizable).increment()
         var attempt = 0
         while true {
             attempt += 1

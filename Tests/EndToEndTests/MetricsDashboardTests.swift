@@ -363,6 +363,9 @@ import Testing
         }
         #expect(value(texts["scheduler"] ?? "", "gpuplane_scheduler_leader") == 1)
         #expect(value(texts["scheduler"] ?? "", "gpuplane_scheduler_pass_duration_seconds_count") >= 1)
+        // The agent's status reports of the restarted container are read-modify-writes.
+        let modifies = ["serializable", "linearizable"].map { value(texts["api-server"] ?? "", "gpuplane_store_modifies_total{read=\"\($0)\"}") }
+        #expect(modifies.reduce(0, +) >= 1, "modifies by read: \(modifies)")
 
         var scrapes: [String: Scrape] = [:]
         var all = Scrape("")

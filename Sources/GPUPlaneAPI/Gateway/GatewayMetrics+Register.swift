@@ -1,3 +1,4 @@
+import GPUPlaneStore
 import Metrics
 
 /// The api-server's own metrics, created at start-up so `/metrics` shows every series from the
@@ -24,5 +25,6 @@ enum APIServerMetrics {
         _ = admissionRaces
         _ = registrationsTurnedAway
         _ = silenceAllowed
+        ModifyMetrics.register()
     }
 }
