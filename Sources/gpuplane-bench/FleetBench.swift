@@ -376,6 +376,7 @@ final class FleetRun: @unchecked Sendable {
             return sum
         }
         let schedulerBefore = await schedulerCounters()
+        let modifiesBefore = await apiModifies(apiURLs)
         let cpuLoadStart = ProcessSampler(pids())
         let peak = PeakRSS()
         let sampler = Task { while !Task.isCancelled { peak.sample(self.pids()); try? await Task.sleep(for: .milliseconds(500)) } }
@@ -394,6 +395,9 @@ final class FleetRun: @unchecked Sendable {
         let cpuLoad = cpuLoadStart.cpuPercent(pids())
         let loadAfter = (try? await metrics.read()) ?? PrometheusMetrics.Values(values: [:])
         let schedulerAfter = await schedulerCounters()
+        if let before = modifiesBefore, let after = await apiModifies(apiURLs) {
+            print("  read-modify-writes (status reports) while applying and running: \(after.serializable - before.serializable) decided by the first, serializable read, \(after.linearizable - before.linearizable) read again linearizably")
+        }
         func schedulerDelta(_ name: String) -> Double { (schedulerAfter[name] ?? 0) - (schedulerBefore[name] ?? 0) }
         let schedulerPasses = schedulerDelta("gpuplane_scheduler_passes_total")
         let schedulerFigures = FleetResult.SchedulerFigures(
@@ -713,6 +717,18 @@ final class FleetRun: @unchecked Sendable {
             guard let values = try? await PrometheusMetrics(url: url + "/metrics", http: http).read() else { return nil }
             total.cache += Int(values[#"gpuplane_api_watches{served="cache"}"#])
             total.etcd += Int(values[#"gpuplane_api_watches{served="etcd"}"#])
+        }
+        return total
+    }
+
+    /// The api-servers' read-modify-writes so far by the read that decided them
+    /// (`gpuplane_store_modifies_total{read}`), summed. Nil when one cannot be read.
+    func apiModifies(_ apiURLs: [String]) async -> (serializable: Int, linearizable: Int)? {
+        var total = (serializable: 0, linearizable: 0)
+        for url in apiURLs {
+            guard let values = try? await PrometheusMetrics(url: url + "/metrics", http: http).read() else { return nil }
+            total.serializable += Int(values[#"gpuplane_store_modifies_total{read="serializable"}"#])
+            total.linearizable += Int(values[#"gpuplane_store_modifies_total{read="linearizable"}"#])
         }
         return total
     }
