@@ -712,25 +712,27 @@ final class FleetRun: @unchecked Sendable {
     /// The api-servers' open watches (`gpuplane_api_watches`), summed: served by their caches,
     /// and by etcd watches of their own. Nil when one cannot be read.
     func apiWatches(_ apiURLs: [String]) async -> (cache: Int, etcd: Int)? {
-        var total = (cache: 0, etcd: 0)
-        for url in apiURLs {
-            guard let values = try? await PrometheusMetrics(url: url + "/metrics", http: http).read() else { return nil }
-            total.cache += Int(values[#"gpuplane_api_watches{served="cache"}"#])
-            total.etcd += Int(values[#"gpuplane_api_watches{served="etcd"}"#])
-        }
-        return total
+        guard let sums = await apiSums(apiURLs, [#"gpuplane_api_watches{served="cache"}"#, #"gpuplane_api_watches{served="etcd"}"#]) else { return nil }
+        return (sums[0], sums[1])
     }
 
     /// The api-servers' read-modify-writes so far by the read that decided them
     /// (`gpuplane_store_modifies_total{read}`), summed. Nil when one cannot be read.
     func apiModifies(_ apiURLs: [String]) async -> (serializable: Int, linearizable: Int)? {
-        var total = (serializable: 0, linearizable: 0)
+        let series = [#"gpuplane_store_modifies_total{read="serializable"}"#, #"gpuplane_store_modifies_total{read="linearizable"}"#]
+        guard let sums = await apiSums(apiURLs, series) else { return nil }
+        return (sums[0], sums[1])
+    }
+
+    /// Each of `series` (whole names, labels included) summed over the api-servers' `/metrics`.
+    /// Nil when one cannot be read.
+    func apiSums(_ apiURLs: [String], _ series: [String]) async -> [Int]? {
+        var sums = Array(repeating: 0, count: series.count)
         for url in apiURLs {
             guard let values = try? await PrometheusMetrics(url: url + "/metrics", http: http).read() else { return nil }
-            total.serializable += Int(values[#"gpuplane_store_modifies_total{read="serializable"}"#])
-            total.linearizable += Int(values[#"gpuplane_store_modifies_total{read="linearizable"}"#])
+            for (i, name) in series.enumerated() { sums[i] += Int(values[name]) }
         }
-        return total
+        return sums
     }
 
     /// Step → seconds spent in it between `before` and `after` (the schedulers'
