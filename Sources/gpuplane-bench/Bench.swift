@@ -133,40 +133,17 @@ struct StoreBench: AsyncParsableCommand {
     func readsDuringWrites(
         store: ResourceStore, client: Etcd.Client, object: BenchObject, serializable: Bool, value: String
     ) async throws -> (p50: Double, p99: Double, writes: Double) {
-        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-        let start = ContinuousClock.now
-        let (writes, reads) = try await withThrowingTaskGroup(of: (Int, [Double]).self) { group in
-            for w in 0..<concurrency {
-                group.addTask {
-                    var i = 0
-                    while ContinuousClock.now < deadline {
-                        _ = try await client.put("/bench/raw/during/\(w)/\(i)", value)
-                        i += 1
-                    }
-                    return (i, [])
-                }
-            }
-            group.addTask {
-                var latencies: [Double] = []
-                while ContinuousClock.now < deadline {
-                    let t0 = ContinuousClock.now
-                    _ = try await store.get(BenchObject.self, tenant: object.metadata.tenant, name: object.metadata.name, serializable: serializable)
-                    latencies.append((ContinuousClock.now - t0).seconds * 1000)
-                }
-                return (0, latencies)
-            }
-            var writes = 0
-            var reads: [Double] = []
-            for try await (w, r) in group {
-                writes += w
-                reads += r
-            }
-            return (writes, reads.sorted())
+        async let writes = throughput(workers: concurrency) { w, i in
+            _ = try await client.put("/bench/raw/during/\(w)/\(i)", value)
         }
-        let elapsed = (ContinuousClock.now - start).seconds
-        guard !reads.isEmpty else { return (.nan, .nan, Double(writes) / elapsed) }
-        func pct(_ p: Double) -> Double { reads[min(reads.count - 1, Int(Double(reads.count) * p))] }
-        return (pct(0.5), pct(0.99), Double(writes) / elapsed)
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        var reads: [Double] = []
+        while ContinuousClock.now < deadline {
+            let t0 = ContinuousClock.now
+            _ = try await store.get(BenchObject.self, tenant: object.metadata.tenant, name: object.metadata.name, serializable: serializable)
+            reads.append((ContinuousClock.now - t0).seconds * 1000)
+        }
+        return (pct(reads, 0.5), pct(reads, 0.99), try await writes)
     }
 
     /// Puts `samples` keys one after another and times each from just before the put until its

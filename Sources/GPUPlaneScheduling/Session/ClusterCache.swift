@@ -92,11 +92,9 @@ final class ClusterCache: Sendable {
             s.phase = .running
             let heartbeats = self.heartbeats
             s.heartbeatTask = Task { await heartbeats.run() }
-            s.followers[.node] = launch(s.informers.nodes)
-            s.followers[.replica] = launch(s.informers.replicas)
-            s.followers[.modelServer] = launch(s.informers.servers)
-            s.followers[.tenant] = launch(s.informers.tenants)
-            s.followers[.deployment] = launch(s.informers.deployments)
+            for kind in Informers.kinds {
+                if let informer = s.informers.follower(of: kind) { s.followers[kind] = launch(informer) }
+            }
         }
     }
 
@@ -106,11 +104,7 @@ final class ClusterCache: Sendable {
             s.phase = .stopped
             s.heartbeatTask?.cancel()
             for task in s.followers.values { task.cancel() }
-            s.informers.nodes.stop()
-            s.informers.replicas.stop()
-            s.informers.servers.stop()
-            s.informers.tenants.stop()
-            s.informers.deployments.stop()
+            for kind in Informers.kinds { s.informers.follower(of: kind)?.stop() }
         }
     }
 
@@ -185,7 +179,7 @@ final class ClusterCache: Sendable {
     }
 
     /// Starts `informer`; returns a task ringing the doorbell at its changes.
-    private func launch<R: Resource>(_ informer: Informer<R>) -> Task<Void, Never> {
+    private func launch(_ informer: any CurrentFollower) -> Task<Void, Never> {
         informer.start()
         let wakeup = self.wakeup
         let changes = informer.changes()
@@ -195,10 +189,16 @@ final class ClusterCache: Sendable {
     }
 }
 
-/// An informer seen without its kind, as ``ClusterCache/ready(for:within:)`` checks it.
+/// An informer seen without its kind, as ``ClusterCache`` starts, stops and checks it.
 protocol CurrentFollower: RevisionFollower {
     /// ``Informer/confirmCurrent()``.
     func confirmCurrent() async throws -> Bool
+    /// ``Informer/start()``.
+    func start()
+    /// ``Informer/stop()``.
+    func stop()
+    /// ``Informer/changes()``.
+    func changes() -> AsyncStream<Void>
 }
 
 extension Informer: CurrentFollower {}

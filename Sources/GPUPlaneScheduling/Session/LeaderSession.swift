@@ -49,9 +49,9 @@ public final class LeaderSession: Sendable {
     var servers: Informer<ModelServer> { informers.servers }
     var tenants: Informer<Tenant> { informers.tenants }
     var deployments: Informer<Deployment> { informers.deployments }
-    let heartbeats: HeartbeatWatcher
+    var heartbeats: HeartbeatWatcher { cache.heartbeats }
     /// Rung by the caches at every change.
-    let wakeup: Wakeup
+    var wakeup: Wakeup { cache.wakeup }
     /// Where the informers and heartbeats come from: the ``Scheduler``'s, kept across terms, or
     /// the session's own (``ownsCache``), started and stopped with it.
     private let cache: ClusterCache
@@ -103,8 +103,6 @@ public final class LeaderSession: Sendable {
         self.cache = cache
         self.ownsCache = ownsCache
         self.informers = informers
-        self.heartbeats = cache.heartbeats
-        self.wakeup = cache.wakeup
         self.committer = Committer(
             store: store, fence: fence,
             configuration: .init(
@@ -280,7 +278,7 @@ public final class LeaderSession: Sendable {
         let awaited = committer.awaited
         let deadline = ContinuousClock.now + configuration.catchUpTimeout
         for (kind, revision) in awaited {
-            guard let informer = informer(kind), informer.lastSeenRevision < revision else { continue }
+            guard let informer = informers.follower(of: kind), informer.lastSeenRevision < revision else { continue }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { await informer.waitUntilSeen(revision) }
                 group.addTask { try await Task.sleep(until: deadline) }
@@ -293,10 +291,5 @@ public final class LeaderSession: Sendable {
             }
         }
         committer.reached(awaited)
-    }
-
-    /// The session's informer of `kind`; nil for a kind it does not follow.
-    private func informer(_ kind: ResourceKind) -> (any RevisionFollower)? {
-        informers.follower(of: kind)
     }
 }
