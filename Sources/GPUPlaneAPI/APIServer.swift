@@ -309,22 +309,22 @@ public struct RunningAPIServer: Sendable {
     public let base: String
 }
 
-/// Why ``startAPIServer(_:host:limits:)`` has no server to return: it stopped before listening.
+/// Why ``startAPIServer(_:host:port:limits:)`` has no server to return: it stopped before listening.
 public struct APIServerStartError: Error, CustomStringConvertible {
     /// What stopped it.
     public let description: String
 }
 
-/// Builds the application on port 0 and runs it (without signal handlers) until its task is
-/// cancelled; returns once it listens, with the port the kernel chose, or throws why it could
-/// not. For embedding the api-server in tests and benchmarks: a port chosen free beforehand can
-/// be taken by another socket before the server binds it, which then fails in the background
-/// while its caller waits for an answer that never comes.
+/// Builds the application on port 0 (or `port`) and runs it (without signal handlers) until
+/// its task is cancelled; returns once it listens, with the port the kernel chose, or throws
+/// why it could not. For embedding the api-server in tests and benchmarks: a port chosen free
+/// beforehand can be taken by another socket before the server binds it, so name one only to
+/// start a server again where a stopped one listened.
 public func startAPIServer(
-    _ deps: APIDependencies, host: String = "127.0.0.1", limits: ConnectionLimits = ConnectionLimits()
+    _ deps: APIDependencies, host: String = "127.0.0.1", port: Int = 0, limits: ConnectionLimits = ConnectionLimits()
 ) async throws -> RunningAPIServer {
     let (bound, announce) = AsyncStream<Int>.makeStream()
-    let app = try buildApplication(deps, host: host, port: 0, limits: limits) { port in
+    let app = try buildApplication(deps, host: host, port: port, limits: limits) { port in
         announce.yield(port)
         announce.finish()
     }

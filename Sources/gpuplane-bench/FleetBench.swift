@@ -138,6 +138,11 @@ struct FleetResult: Codable {
     var schedulerFailover: Double?
     var apiServerRestartNotReady: Int?
     var apiServerRestartSeconds: Double?
+    /// After the restart, when the restarted api-server held at least 40 % of the nodes'
+    /// watches again (its nodes came back: `api-server-return-after`), seconds after the kill,
+    /// and each api-server's watches then (`gpuplane_api_watches`, both kinds of serving).
+    var nodesBackSeconds: Double?
+    var watchesPerAPIServerAfterReturn: [Int]?
     var spuriousNotReady: Int
     /// Heartbeats the hollow nodes had answered after more than their interval, the slowest
     /// (seconds), and how many spurious NotReady followed such a beat of their node (within
@@ -197,6 +202,7 @@ struct FleetResult: Codable {
             "| node silent → its \(victimReplicas) replicas bound elsewhere | \(s(silentToRescheduled)) | |",
             "| scheduler leader kill -9 → next placement | \(s(schedulerFailover)) | |",
             "| api-server kill -9 + restart → its nodes beating again | \(s(apiServerRestartSeconds)) | \(apiServerRestartNotReady.map { "\($0) nodes NotReady meanwhile" } ?? "—") |",
+            "| api-server kill -9 → its nodes back on it (≥ 40 % of the watches) | \(s(nodesBackSeconds)) | \(watchesPerAPIServerAfterReturn.map { "watches per api-server then: " + $0.map(String.init).joined(separator: " + ") } ?? "—") |",
             "| spurious NotReady (nodes never silenced) | \(spuriousNotReady) | \(spuriousAfterSlowBeat) after a heartbeat of theirs answered late |",
             "| heartbeats answered after more than an interval (1 s) | \(slowBeats) | slowest \(s(slowestBeat)) |",
             "",
@@ -700,6 +706,20 @@ final class FleetRun: @unchecked Sendable {
             result.etcdWatchersAfterRestart = (try? await etcdMetrics.read()).map { Int($0["etcd_debugging_mvcc_watcher_total"]) }
             result.watchesOnEtcdAfterRestart = await apiWatches(apiURLs)?.etcd
             print("  after the restart: \(result.etcdWatchersAfterRestart.map(String.init) ?? "—") etcd watchers, \(result.watchesOnEtcdAfterRestart.map(String.init) ?? "—") api-server watches on etcd directly")
+            // The nodes that moved to the other api-server go back to their own once it
+            // answers (`api-server-return-after`, 30 s by default): each api-server holds its
+            // share again rather than one holding the whole fleet from now on.
+            var watches: [Int]?
+            try? await eventually("api-server 0's nodes back on it", timeout: 120) {
+                watches = await self.watchesPerAPIServer(apiURLs)
+                guard let counts = watches, counts.reduce(0, +) > 0 else { return false }
+                return Double(counts[0]) >= 0.4 * Double(counts.reduce(0, +))
+            }
+            if let counts = watches, Double(counts[0]) >= 0.4 * Double(counts.reduce(0, +)) {
+                result.nodesBackSeconds = (Self.nowMS() - t2) / 1000
+            }
+            result.watchesPerAPIServerAfterReturn = watches
+            print("  its nodes back on it after \(result.nodesBackSeconds.map { String(format: "%.1f s", $0) } ?? "—"): watches per api-server \(watches.map { $0.map(String.init).joined(separator: " + ") } ?? "—")")
             let lapsed = wentNotReady.withLock { Array($0.dropFirst(notReadyBefore)) }
             if !lapsed.isEmpty {
                 print("  NotReady after the kill (s): " + lapsed.prefix(20).map { String(format: "%@ %.2f", $0.0, ($0.1 - t2) / 1000) }.joined(separator: ", "))
@@ -714,6 +734,17 @@ final class FleetRun: @unchecked Sendable {
     func apiWatches(_ apiURLs: [String]) async -> (cache: Int, etcd: Int)? {
         guard let sums = await apiSums(apiURLs, [#"gpuplane_api_watches{served="cache"}"#, #"gpuplane_api_watches{served="etcd"}"#]) else { return nil }
         return (sums[0], sums[1])
+    }
+
+    /// Each api-server's open watches (`gpuplane_api_watches`, from its caches and on etcd
+    /// directly). Nil when one cannot be read.
+    func watchesPerAPIServer(_ apiURLs: [String]) async -> [Int]? {
+        var counts: [Int] = []
+        for url in apiURLs {
+            guard let sums = await apiSums([url], [#"gpuplane_api_watches{served="cache"}"#, #"gpuplane_api_watches{served="etcd"}"#]) else { return nil }
+            counts.append(sums.reduce(0, +))
+        }
+        return counts
     }
 
     /// The api-servers' read-modify-writes so far by the read that decided them

@@ -37,6 +37,8 @@ import Testing
         var victimReplicas: Int
         var schedulerFailover: Double?
         var apiServerRestartNotReady: Int?
+        var nodesBackSeconds: Double?
+        var watchesPerAPIServerAfterReturn: [Int]?
         var applyAnsweredP50: Double
         var scheduler: Scheduler
         var processes: [Process]
@@ -89,6 +91,10 @@ import Testing
         #expect(report.silentToRescheduled != nil, "\(output.suffix(3000))")
         #expect(report.schedulerFailover != nil)
         #expect(report.apiServerRestartNotReady != nil)
+        // The restarted api-server's nodes went back to it (their own, by name): both hold
+        // nodes' watches again.
+        #expect(report.nodesBackSeconds != nil, "\(output.suffix(3000))")
+        #expect(report.watchesPerAPIServerAfterReturn?.count == 2 && report.watchesPerAPIServerAfterReturn?.allSatisfy { $0 > 0 } == true)
         #expect(Set(report.processes.map(\.name)) == ["etcd", "api-server-0", "api-server-1", "scheduler-a", "scheduler-b", "hollow nodes, per 1,000"])
         #expect(report.processes.allSatisfy { $0.rssMiB > 0 })
         // The markdown table is printed too, with the hollow nodes' late heartbeat answers

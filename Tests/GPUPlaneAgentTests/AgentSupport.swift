@@ -66,6 +66,22 @@ actor ControlPlane {
         return try await Self.serve(deps, etcd: first.etcd, client: first.client, admin: first.admin)
     }
 
+    /// Starts one more api-server on the same etcd, on `port` when given (where a stopped one
+    /// listened), returning it with its running server (cancel its task to stop it).
+    func anotherServer(port: Int = 0) async throws -> (Handle, RunningAPIServer) {
+        let first = try await get()
+        let quiet = Logger(label: "gpuplane.api") { _ in SwiftLogNoOpLogHandler() }
+        let deps = APIDependencies(
+            store: ResourceStore(client: first.client), catalog: try Catalog.standard(), adminTokens: [first.admin], heartbeatTTL: 5,
+            bookmarkInterval: 0.5, logger: quiet)
+        let server = try await startAPIServer(deps, port: port)
+        let handle = Handle(etcd: first.etcd, client: first.client, deps: deps, base: server.base, admin: first.admin)
+        try await eventually("api-server answers /healthz") {
+            try await Self.call(handle, .get, "/healthz", token: nil).status == 200
+        }
+        return (handle, server)
+    }
+
     private static func serve(_ deps: APIDependencies, etcd: EtcdFixture, client: Etcd.Client, admin: String) async throws -> Handle {
         let server = try await startAPIServer(deps)
         let handle = Handle(etcd: etcd, client: client, deps: deps, base: server.base, admin: admin)

@@ -95,6 +95,76 @@ struct NodeAPIClientTests {
         await #expect { try await nowhere.heartbeat(node: "n") } throws: { ($0 as? NodeAPIError)?.code == .unavailable }
     }
 
+    /// A client goes back to its own api-server (the first URL) once that answers again after
+    /// a move, and its node watch follows its calls both ways: the api-server it left holds no
+    /// connection of the node afterwards. Without the way back, every node of a fleet sits on
+    /// one api-server after each has restarted once.
+    @Test func returnsToItsOwnApiServerOnceItAnswersAgainAndTheWatchFollows() async throws {
+        let plane = try await Plane()
+        var (own, ownServer) = try await ControlPlane.shared.anotherServer()
+        let (other, otherServer) = try await ControlPlane.shared.anotherServer()
+        defer { otherServer.task.cancel() }
+        let api = NodeAPI.Client(
+            NodeAPI.Configuration(
+                baseURL: own.base, token: plane.token, requestTimeout: .seconds(30), maxRetries: 1, retryBackoff: .milliseconds(10),
+                watchIdleTimeout: .seconds(2), otherURLs: [other.base], returnAfter: .milliseconds(400)))
+        defer { api.shutdown() }
+        let gpu = GPUDevice(index: 0, uuid: "GPU-return-0", product: "NVIDIA H100 80GB HBM3", memoryMiB: 81559)
+        _ = try await api.register(NodeRegistration(name: plane.node, labels: [:], gpus: [gpu]))
+        let seen = Collected<String>()
+        let watching = Task {
+            for await change in api.workloadChanges(node: plane.node) {
+                if case .replicas(.upserted(let replica)) = change { seen.append(replica.metadata.name) }
+            }
+        }
+        defer { watching.cancel() }
+        func watches(_ handle: ControlPlane.Handle) -> Int { handle.deps.watchCaches.cache(Replica.self).subscriberCount }
+        try await eventually("the node watch on its own api-server", timeout: 30) { watches(own) == 1 && watches(other) == 0 }
+
+        // Its own api-server stops: calls move, and the watch with them.
+        ownServer.task.cancel()
+        _ = await ownServer.task.result
+        #expect(try await api.heartbeat(node: plane.node) == 5)
+        #expect(api.currentBaseURL == other.base)
+        _ = try await plane.handle.store.create(plane.replica("while-away"))
+        try await eventually("a replica bound while away seen", timeout: 30) { seen.all.contains("while-away") }
+        try await eventually("the node watch on the other api-server", timeout: 30) { watches(other) == 1 }
+
+        // It answers again where it listened: calls go back, and the watch leaves the other.
+        let port = try #require(URLComponents(string: own.base)?.port)
+        (own, ownServer) = try await ControlPlane.shared.anotherServer(port: port)
+        defer { ownServer.task.cancel() }
+        try await eventually("calls back on the own api-server", timeout: 30) { api.currentBaseURL == own.base }
+        try await eventually("the node watch back on its own api-server", timeout: 30) { watches(own) == 1 && watches(other) == 0 }
+        _ = try await plane.handle.store.create(plane.replica("back-home"))
+        try await eventually("a replica bound after the return seen", timeout: 30) { seen.all.contains("back-home") }
+        #expect(try await api.heartbeat(node: plane.node) == 5)
+        #expect(api.currentBaseURL == own.base)
+        #expect(seen.all.filter { $0 == "while-away" }.count == 1, "nothing seen twice across the moves")
+    }
+
+    /// The node's own api-server is picked by its name, the same on every host and run, and a
+    /// fleet whose agents list the same api-servers spreads evenly over them.
+    @Test func aNodesOwnApiServerIsPickedByItsNameAndAFleetSpreads() {
+        let urls = ["https://a:8080", "https://b:8080", "https://c:8080"]
+        // Pinned: an agent restarted, or upgraded, keeps its api-server.
+        // (FNV-1a 64 of "gpu-7" mod 3 is 2, of "hollow-0" is 1.)
+        #expect(NodeAPI.Configuration.ownFirst(urls, node: "gpu-7") == ["https://c:8080", "https://a:8080", "https://b:8080"])
+        #expect(NodeAPI.Configuration.ownFirst(urls, node: "hollow-0") == ["https://b:8080", "https://c:8080", "https://a:8080"])
+        #expect(NodeAPI.Configuration.ownFirst(["https://a:8080"], node: "gpu-7") == ["https://a:8080"])
+        for count in 2...3 {
+            var nodes = [String: Int]()
+            for i in 0..<3_000 {
+                let order = NodeAPI.Configuration.ownFirst(Array(urls.prefix(count)), node: "gpu-\(i)")
+                #expect(Set(order) == Set(urls.prefix(count)))
+                nodes[order[0], default: 0] += 1
+            }
+            let share = 3_000 / count
+            #expect(nodes.count == count)
+            #expect(nodes.values.allSatisfy { abs($0 - share) < share / 10 }, "\(nodes)")
+        }
+    }
+
     /// Gives up with a typed error after its retries. The time limit only catches a hang: a
     /// bound on the elapsed time (it was 5 s) failed on a loaded full-suite run at 5.5 s.
     @Test(.timeLimit(.minutes(1)))

@@ -127,7 +127,8 @@ extension NodeAPI.Client {
     }
 
     /// One watch connection from `resourceVersion` (exclusive): its lines as they arrive. The
-    /// sequence ends when the server ends the stream and throws ``NodeAPIError`` otherwise
+    /// sequence ends when the server ends the stream or the client's calls go to another
+    /// api-server (see ``NodeAPI/Configuration/returnAfter``), and throws ``NodeAPIError`` otherwise
     /// (``NodeAPIError/Code/timeout`` when nothing, not even a bookmark, came for
     /// ``NodeAPI/Configuration/watchIdleTimeout``). Ending the iteration aborts the request.
     /// Maps to `GET /v1/replicas?watch=true&resourceVersion=N`.
@@ -182,9 +183,12 @@ extension NodeAPI.Client {
             },
             completion: { result in
                 state.withLock { $0.splitter.flush() }.map(decode)
-                let idle = state.withLock { $0.idledOut }
+                let (idle, moved) = state.withLock { ($0.idledOut, $0.moved) }
                 switch result {
                 case .success:
+                    continuation.finish()
+                case .failure where moved:
+                    // Calls went to another api-server: the caller resumes there.
                     continuation.finish()
                 case .failure where idle:
                     continuation.finish(throwing: NodeAPIError(code: .timeout, message: "the watch sent nothing; reconnecting", path: path))
@@ -198,16 +202,24 @@ extension NodeAPI.Client {
                     continuation.finish(throwing: Self.transportError(error, path: path))
                 }
             })
+        // Every quarter of the idle timeout: a watch that sent nothing for that long is dropped
+        // (it throws ``NodeAPIError/Code/timeout``), and one on an api-server calls no longer go
+        // to (the client moved on, or back to its own) ends, so that the node's connections
+        // follow its calls (an api-server's memory is mostly per connection).
         let idleTimeout = configuration.watchIdleTimeout
-        let checker = Task {
+        let checker = Task { [weak self] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: idleTimeout / 4)
-                let idle = state.withLock { state -> Bool in
-                    guard ContinuousClock.now - state.lastData > idleTimeout else { return false }
-                    state.idledOut = true
-                    return true
+                let elsewhere = self.map { $0.currentEndpoint != endpoint } ?? false
+                let end = state.withLock { state -> Bool in
+                    if ContinuousClock.now - state.lastData > idleTimeout {
+                        state.idledOut = true
+                    } else if elsewhere {
+                        state.moved = true
+                    }
+                    return state.idledOut || state.moved
                 }
-                if idle {
+                if end {
                     cancel()
                     return
                 }
@@ -428,4 +440,6 @@ struct WatchConnectionState {
     var splitter = JSONLineSplitter()
     var lastData = ContinuousClock.now
     var idledOut = false
+    /// Ended because calls go to another api-server now.
+    var moved = false
 }

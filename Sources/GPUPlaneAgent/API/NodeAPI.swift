@@ -23,9 +23,10 @@ extension NodeAPI {
     public struct Configuration: Sendable {
         /// The api-servers' base URLs, e.g. `http://10.0.0.1:8080` (no trailing path), in the
         /// order the client tries them: it stays with one until a call to it gets no answer (or
-        /// 502/503/504), then moves to the next.
+        /// 502/503/504), then moves to the next. The first is the client's own: it goes back to
+        /// it once it answers again (``returnAfter``). ``ownFirst(_:node:)`` spreads a fleet.
         public var baseURLs: [String]
-        /// The first api-server's base URL.
+        /// The first api-server's base URL: the client's own.
         public var baseURL: String { baseURLs[0] }
         /// The node token, sent as `Authorization: Bearer …`.
         public var token: String
@@ -52,6 +53,15 @@ extension NodeAPI {
         /// The longest pause before a watch reconnects (the pause doubles from
         /// ``retryBackoff`` while reconnects fail).
         public var watchMaxBackoff: Duration
+        /// How long after leaving its own api-server (the first of ``baseURLs``) the client
+        /// first asks it `/healthz` (after half to all of it, drawn at random so a fleet does
+        /// not ask in step); the client goes back to it when it answers 200, and asks again
+        /// after twice as long while it does not, up to ``returnMaxDelay``. A client that has
+        /// to leave again soon after going back (within twice the wait it came back after)
+        /// waits twice as long the next time. Nil: the client stays wherever it moved.
+        public var returnAfter: Duration?
+        /// The longest wait between two of ``returnAfter``'s questions.
+        public static let returnMaxDelay: Duration = .seconds(300)
         /// TLS files, for an `https` base URL.
         public var tls: CurlHTTP.TLS?
         /// Where the client logs.
@@ -63,7 +73,8 @@ extension NodeAPI {
             baseURL: String, token: String, requestTimeout: Duration = .seconds(5),
             connectTimeout: Duration = .seconds(2), maxRetries: Int = 3, retryBackoff: Duration = .milliseconds(200),
             watchIdleTimeout: Duration = .seconds(45), watchMaxBackoff: Duration = .seconds(5),
-            tls: CurlHTTP.TLS? = nil, logger: Logger = Logger(label: "gpuplane.agent.api"), otherURLs: [String] = []
+            tls: CurlHTTP.TLS? = nil, logger: Logger = Logger(label: "gpuplane.agent.api"), otherURLs: [String] = [],
+            returnAfter: Duration? = .seconds(30)
         ) {
             self.baseURLs = ([baseURL] + otherURLs).map { url in
                 var base = url
@@ -79,6 +90,22 @@ extension NodeAPI {
             self.watchMaxBackoff = watchMaxBackoff
             self.tls = tls
             self.logger = logger
+            self.returnAfter = returnAfter
+        }
+
+        /// `urls` turned so that `node`'s own api-server comes first and the others follow in
+        /// their order: a stable hash of the node's name (FNV-1a, the same on every host and
+        /// run) picks it, so the agents of a fleet that all list the same api-servers spread
+        /// evenly over them, whatever the order of the list.
+        public static func ownFirst(_ urls: [String], node: String) -> [String] {
+            guard urls.count > 1 else { return urls }
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in node.utf8 {
+                hash ^= UInt64(byte)
+                hash = hash &* 0x0000_0100_0000_01b3
+            }
+            let first = Int(hash % UInt64(urls.count))
+            return Array(urls[first...] + urls[..<first])
         }
     }
 
@@ -97,8 +124,18 @@ extension NodeAPI {
         let http: CurlHTTP.Client
         let logger: Logger
         private let ownsHTTP: Bool
-        /// The index in ``Configuration/baseURLs`` of the api-server calls go to.
-        private let current = Locked(0)
+        /// Where calls go, and the way back to the client's own api-server.
+        private let place = Locked(Place())
+
+        /// Which api-server calls go to, and the way back to the first (the client's own).
+        private struct Place {
+            /// The index in ``Configuration/baseURLs`` of the api-server calls go to.
+            var current = 0
+            /// Asks the own api-server whether it answers, while the client is elsewhere.
+            var returning: Task<Void, Never>?
+            /// When the client last went back, and after how long a wait.
+            var returned: (at: ContinuousClock.Instant, after: Duration)?
+        }
 
         /// Makes a client. Nothing is sent until the first call. Requests go through `http`
         /// when given (the caller keeps it and shuts it down), else through a transport of the
@@ -110,27 +147,55 @@ extension NodeAPI {
             self.ownsHTTP = http == nil
         }
 
-        deinit { if ownsHTTP { http.shutdown() } }
+        deinit {
+            place.withLock { $0.returning?.cancel() }
+            if ownsHTTP { http.shutdown() }
+        }
 
         /// Stops the client's own transport; later calls fail with
         /// ``NodeAPIError/Code/cancelled``. A shared transport is left to its owner.
-        public func shutdown() { if ownsHTTP { http.shutdown() } }
+        public func shutdown() {
+            place.withLock { $0.returning?.cancel() }
+            if ownsHTTP { http.shutdown() }
+        }
 
         // MARK: Requests
 
         /// The index of the api-server calls go to now.
-        var currentEndpoint: Int { current.withLock { $0 } }
+        var currentEndpoint: Int { place.withLock { $0.current } }
 
         /// The base URL calls go to now.
         public var currentBaseURL: String { configuration.baseURLs[currentEndpoint] }
 
-        /// Moves to the api-server after `index`, unless another call moved already.
+        /// Moves to the api-server after `index`, unless another call moved already. Leaving
+        /// the client's own api-server starts asking it whether it answers again.
         func endpointFailed(_ index: Int) {
             let count = configuration.baseURLs.count
             guard count > 1 else { return }
-            let moved = current.withLock { current -> Bool in
-                guard current == index else { return false }
-                current = (index + 1) % count
+            let moved = place.withLock { place -> Bool in
+                guard place.current == index else { return false }
+                place.current = (index + 1) % count
+                if place.current != 0, place.returning == nil, let base = configuration.returnAfter {
+                    // Back soon after the last return and leaving again: wait twice as long.
+                    let first =
+                        if let last = place.returned, ContinuousClock.now - last.at < last.after * 2 {
+                            max(base, min(last.after * 2, Configuration.returnMaxDelay))
+                        } else {
+                            base
+                        }
+                    place.returning = Task { [weak self] in
+                        var wait = first
+                        var waited = Duration.zero
+                        while !Task.isCancelled {
+                            let pause = wait * Double.random(in: Configuration.retryJitter)
+                            try? await Task.sleep(for: pause)
+                            waited += pause
+                            // Held only while asking: a client dropped meanwhile stops this.
+                            guard let self, !Task.isCancelled, await !self.returnHome(waited: waited) else { return }
+                            wait = min(wait * 2, Configuration.returnMaxDelay)
+                        }
+                    }
+                }
                 return true
             }
             if moved {
@@ -138,6 +203,39 @@ extension NodeAPI {
                     "api-server not answering; moving to the next",
                     metadata: ["from": "\(configuration.baseURLs[index])", "to": "\(configuration.baseURLs[(index + 1) % count])"])
             }
+        }
+
+        /// Asks the own api-server `/healthz` and moves calls back to it when it answers 200
+        /// (after `waited` away). True when the asking is over: back, or back anyway (the
+        /// client's moves came round to it).
+        private func returnHome(waited: Duration) async -> Bool {
+            let away = place.withLock { place -> Bool in
+                guard place.current != 0 else {
+                    place.returning = nil
+                    return false
+                }
+                return true
+            }
+            guard away else { return true }
+            let probe = CurlHTTP.Request(
+                method: .get, url: configuration.baseURLs[0] + "/healthz", headers: [CurlHTTP.Header("Accept", "application/json")],
+                body: nil, timeout: min(configuration.requestTimeout, .seconds(2)), connectTimeout: configuration.connectTimeout,
+                tls: configuration.tls)
+            guard case .success(let answer) = await http.performResult(probe), answer.status == 200 else { return false }
+            // One step with the move, so a failure right after it starts asking anew.
+            let from = place.withLock { place -> Int? in
+                place.returning = nil
+                guard place.current != 0 else { return nil }
+                defer { place.current = 0 }
+                place.returned = (ContinuousClock.now, waited)
+                return place.current
+            }
+            if let from {
+                logger.notice(
+                    "own api-server answers again; moving back to it",
+                    metadata: ["from": "\(configuration.baseURLs[from])", "to": "\(configuration.baseURLs[0])"])
+            }
+            return true
         }
 
         func request(_ method: CurlHTTP.Method, _ pathAndQuery: String, body: Data?, timeout: Duration?, endpoint: Int? = nil) -> CurlHTTP.Request {

@@ -25,7 +25,7 @@ public enum NodeAgentMain {
     public static let keys: [ConfigurationKey] = [
         ConfigurationKey(
             "api-server", .string, default: "http://127.0.0.1:8080",
-            help: "the api-server's base URL, or several api-servers' separated by commas (the agent moves to the next when one stops answering)"),
+            help: "the api-server's base URL, or several api-servers' separated by commas (the agent calls the one its node name picks, moves to the next when it stops answering, and goes back when it answers again)"),
         ConfigurationKey("node-token-file", .string, required: true, help: "file holding this node's token"),
         ConfigurationKey("api-server-ca-file", .string, help: "PEM CA certificate to verify an https:// api-server with (default: the system's CAs)"),
         ConfigurationKey("node-name", .string, help: "this node's name (a DNS label); default: the host name"),
@@ -106,10 +106,15 @@ public enum NodeAgentMain {
         // One curl thread for both peers: the api-server over TCP and the engine's unix socket.
         // The process owns it until exit.
         let http = CurlHTTP.Client(name: "agent-curl", maxConnections: 12)
+        // The node's own api-server first (a fleet spreads over the list), back to it when
+        // it answers again after a move; 0: stay wherever it moved.
+        let ownFirst = NodeAPI.Configuration.ownFirst(apiServers, node: nodeName)
+        let returnAfter = try config.duration("api-server-return-after") ?? .seconds(30)
         let api = NodeAPI.Client(
             NodeAPI.Configuration(
-                baseURL: apiServer, token: token, requestTimeout: try config.duration("request-timeout") ?? .seconds(5),
-                tls: caFile.map { CurlHTTP.TLS(caFile: $0) }, logger: logger, otherURLs: Array(apiServers.dropFirst())),
+                baseURL: ownFirst[0], token: token, requestTimeout: try config.duration("request-timeout") ?? .seconds(5),
+                tls: caFile.map { CurlHTTP.TLS(caFile: $0) }, logger: logger, otherURLs: Array(ownFirst.dropFirst()),
+                returnAfter: returnAfter > .zero ? returnAfter : nil),
             http: http)
         let engine = ContainerEngine.Client(
             ContainerEngine.Configuration(

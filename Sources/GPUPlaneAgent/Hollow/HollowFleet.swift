@@ -82,15 +82,14 @@ public final class HollowFleet: Sendable {
         let name = configuration.nodeName(index)
         var log = logger
         log[metadataKey: "node"] = "\(name)"
-        // Spread over the api-servers, each node with the others after its own (as an agent
-        // given every api-server's URL moves on when its own stops answering).
-        let servers = configuration.apiServers
-        let first = index % servers.count
-        let others = (1..<max(1, servers.count)).map { servers[(first + $0) % servers.count] }
+        // Spread over the api-servers as node-agents are: the node's own first (its name
+        // picks it), the others after it.
+        let servers = NodeAPI.Configuration.ownFirst(configuration.apiServers, node: name)
         return NodeAPI.Client(
             NodeAPI.Configuration(
-                baseURL: servers[first], token: tokens[name] ?? "", requestTimeout: configuration.requestTimeout,
-                connectTimeout: .seconds(5), watchIdleTimeout: configuration.watchIdleTimeout, logger: log, otherURLs: others),
+                baseURL: servers[0], token: tokens[name] ?? "", requestTimeout: configuration.requestTimeout,
+                connectTimeout: .seconds(5), watchIdleTimeout: configuration.watchIdleTimeout, logger: log,
+                otherURLs: Array(servers.dropFirst()), returnAfter: configuration.returnAfter),
             http: transports[index / configuration.nodesPerTransport])
     }
 
@@ -172,8 +171,12 @@ public final class HollowFleet: Sendable {
 
 /// The settings of a ``HollowFleet``.
 public struct HollowFleetConfiguration: Sendable {
-    /// The api-servers' base URLs; node `i` calls `apiServers[i % count]`.
+    /// The api-servers' base URLs; each node calls the one its name picks
+    /// (``NodeAPI/Configuration/ownFirst(_:node:)``), as a node-agent does.
     public var apiServers: [String]
+    /// How long after leaving its own api-server a node asks whether it answers again, to go
+    /// back (``NodeAPI/Configuration/returnAfter``); nil: never.
+    public var returnAfter: Duration? = .seconds(30)
     /// How many nodes.
     public var nodes: Int
     /// The nodes' names: `<prefix>-<index>`, index from ``firstIndex``.

@@ -22,7 +22,7 @@ import ServiceLifecycle
 public enum HollowFleetMain {
     /// The configuration keys (flags `--key`, env `GPUPLANE_<KEY>`).
     public static let keys: [ConfigurationKey] = [
-        ConfigurationKey("api-server", .string, default: "http://127.0.0.1:8080", help: "api-server base URLs, comma-separated; node i calls the (i mod n)th"),
+        ConfigurationKey("api-server", .string, default: "http://127.0.0.1:8080", help: "api-server base URLs, comma-separated; each node calls the one its name picks, as node-agents do"),
         ConfigurationKey("nodes", .int, default: "100", help: "how many hollow nodes"),
         ConfigurationKey("name-prefix", .string, default: "hollow", help: "nodes are named <prefix>-<index>"),
         ConfigurationKey("first-index", .int, default: "0", help: "the first node's index (for several fleet processes)"),
@@ -35,6 +35,7 @@ public enum HollowFleetMain {
         ConfigurationKey("start-rate", .int, default: "200", help: "nodes started per second"),
         ConfigurationKey("nodes-per-transport", .int, default: "25", help: "nodes sharing one libcurl thread"),
         ConfigurationKey("request-timeout", .duration, default: "10s", help: "deadline of one api-server call"),
+        ConfigurationKey("api-server-return-after", .duration, default: "30s", help: "how long after moving off its own api-server a node asks whether it answers again (0: never)"),
         ConfigurationKey("journal-file", .string, help: "append 'seen|running <tenant>/<replica> <unix ms>' lines here"),
         ConfigurationKey("stats-interval", .duration, default: "10s", help: "how often a statistics line is logged (notice)"),
         ConfigurationKey("machine-type", .string, help: "every node 8 GPUs of this GPU machine type (default: a mix of H100, A100, L40, RTX 4090 and CPU-only hosts)"),
@@ -75,6 +76,8 @@ public enum HollowFleetMain {
             configuration.startRate = max(1, try config.int("start-rate") ?? 200)
             configuration.nodesPerTransport = max(1, try config.int("nodes-per-transport") ?? 25)
             configuration.requestTimeout = try config.duration("request-timeout") ?? .seconds(10)
+            let returnAfter = try config.duration("api-server-return-after") ?? .seconds(30)
+            configuration.returnAfter = returnAfter > .zero ? returnAfter : nil
             configuration.journalPath = try config.string("journal-file")
             if let name = try config.string("machine-type") {
                 guard let type = configuration.machineTypes.named(name), type.family == .gpu else {
