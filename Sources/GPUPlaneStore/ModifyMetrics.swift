@@ -13,6 +13,9 @@ public enum ModifyMetrics {
         case serializable
         /// A linearizable read after it.
         case linearizable
+        /// Of those, a linearizable read that found the object already as the change would
+        /// make it: nothing written (``ResourceStore/modifyIfChanged(_:tenant:name:attempts:_:)``).
+        case unchanged
     }
 
     /// The counter of modifies decided by `read`.
@@ -20,11 +23,13 @@ public enum ModifyMetrics {
         switch read {
         case .serializable: return serializable
         case .linearizable: return linearizable
+        case .unchanged: return unchanged
         }
     }
 
     private static let serializable = counter(.serializable)
     private static let linearizable = counter(.linearizable)
+    private static let unchanged = counter(.unchanged)
 
     private static func counter(_ read: Read) -> Counter {
         Counter(label: "gpuplane_store_modifies_total", dimensions: [("read", read.rawValue)])
@@ -33,6 +38,6 @@ public enum ModifyMetrics {
     /// Creates the counters now, so `/metrics` shows them from the first scrape; call after
     /// `MetricsExporter.bootstrap()` in a process that modifies (the api-server).
     public static func register() {
-        _ = (serializable, linearizable)
+        _ = (serializable, linearizable, unchanged)
     }
 }

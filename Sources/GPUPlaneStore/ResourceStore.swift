@@ -140,21 +140,47 @@ public final class ResourceStore: Sendable {
     public func modify<R: Resource>(
         _ type: R.Type, tenant: String, name: String, attempts: Int = 5, _ change: (inout R) throws -> Void
     ) async throws -> R {
-        if var object = try await optimisticRead(R.self, tenant: tenant, name: name), (try? change(&object)) != nil {
-            do {
-                let written = try await update(object)
-                ModifyMetrics.modifies(.serializable).increment()
-                return written
-            } catch let error as StoreError where error.code == .conflict {
-                // Read behind the store, or another writer got in: read again, linearizably.
+        try await modify(R.self, tenant: tenant, name: name, attempts: attempts, unchanged: nil, change)
+    }
+
+    /// ``modify(_:tenant:name:attempts:_:)`` that writes nothing when `change` leaves the
+    /// object as a linearizable read found it, and returns it as read: a report sent again (a
+    /// retry whose first copy landed, an agent restarted) costs a read rather than an etcd write
+    /// and a change delivered to every watcher. One found unchanged on the first, serializable
+    /// read is read again linearizably first: a lagging member's copy may already look like
+    /// the change while the store's does not.
+    public func modifyIfChanged<R: Resource & Equatable>(
+        _ type: R.Type, tenant: String, name: String, attempts: Int = 5, _ change: (inout R) throws -> Void
+    ) async throws -> R {
+        try await modify(R.self, tenant: tenant, name: name, attempts: attempts, unchanged: { $0 == $1 }, change)
+    }
+
+    private func modify<R: Resource>(
+        _ type: R.Type, tenant: String, name: String, attempts: Int, unchanged: ((R, R) -> Bool)?, _ change: (inout R) throws -> Void
+    ) async throws -> R {
+        if let read = try await optimisticRead(R.self, tenant: tenant, name: name) {
+            var object = read
+            if (try? change(&object)) != nil, unchanged?(read, object) != true {
+                do {
+                    let written = try await update(object)
+                    ModifyMetrics.modifies(.serializable).increment()
+                    return written
+                } catch let error as StoreError where error.code == .conflict {
+                    // Read behind the store, or another writer got in: read again, linearizably.
+                }
             }
         }
         ModifyMetrics.modifies(.linearizable).increment()
         var attempt = 0
         while true {
             attempt += 1
-            var object = try await get(R.self, tenant: tenant, name: name)
+            let read = try await get(R.self, tenant: tenant, name: name)
+            var object = read
             try change(&object)
+            if unchanged?(read, object) == true {
+                ModifyMetrics.modifies(.unchanged).increment()
+                return read
+            }
             do {
                 return try await update(object)
             } catch let error as StoreError where error.code == .conflict && attempt < attempts {

@@ -403,7 +403,7 @@ final class FleetRun: @unchecked Sendable {
         let loadAfter = (try? await metrics.read()) ?? PrometheusMetrics.Values(values: [:])
         let schedulerAfter = await schedulerCounters()
         if let before = modifiesBefore, let after = await apiModifies(apiURLs) {
-            print("  read-modify-writes (status reports) while applying and running: \(after.serializable - before.serializable) decided by the first, serializable read, \(after.linearizable - before.linearizable) read again linearizably")
+            print("  read-modify-writes (status reports) while applying and running: \(after.serializable - before.serializable) decided by the first, serializable read, \(after.linearizable - before.linearizable) read again linearizably (\(after.unchanged - before.unchanged) of them unchanged: nothing written)")
         }
         func schedulerDelta(_ name: String) -> Double { (schedulerAfter[name] ?? 0) - (schedulerBefore[name] ?? 0) }
         let schedulerPasses = schedulerDelta("gpuplane_scheduler_passes_total")
@@ -757,10 +757,10 @@ final class FleetRun: @unchecked Sendable {
 
     /// The api-servers' read-modify-writes so far by the read that decided them
     /// (`gpuplane_store_modifies_total{read}`), summed. Nil when one cannot be read.
-    func apiModifies(_ apiURLs: [String]) async -> (serializable: Int, linearizable: Int)? {
-        let series = [#"gpuplane_store_modifies_total{read="serializable"}"#, #"gpuplane_store_modifies_total{read="linearizable"}"#]
+    func apiModifies(_ apiURLs: [String]) async -> (serializable: Int, linearizable: Int, unchanged: Int)? {
+        let series = ["serializable", "linearizable", "unchanged"].map { #"gpuplane_store_modifies_total{read=""# + $0 + #""}"# }
         guard let sums = await apiSums(apiURLs, series) else { return nil }
-        return (sums[0], sums[1])
+        return (sums[0], sums[1], sums[2])
     }
 
     /// Each of `series` (whole names, labels included) summed over the api-servers' `/metrics`.

@@ -150,7 +150,15 @@ import Testing
         _ = try await h.deps.store.update(theirs)
         let seen = try await h.call("GET", "/v1/replicas", token: token).items.compactMap { ($0["metadata"] as? [String: Any])?["name"] as? String }
         #expect(seen == ["a.p"])
-        #expect(try await h.call("PUT", "/v1/replicas/\(tenant)/a.p/status", token: token, body: #"{"phase": "running", "restarts": 0}"#).status == 200)
+        let reported = try await h.call("PUT", "/v1/replicas/\(tenant)/a.p/status", token: token, body: #"{"phase": "running", "restarts": 0}"#)
+        #expect(reported.status == 200)
+        // The same report again (its answer lost, or the agent restarted) writes nothing: the
+        // replica keeps its version.
+        let again = try await h.call("PUT", "/v1/replicas/\(tenant)/a.p/status", token: token, body: #"{"phase": "running", "restarts": 0}"#)
+        #expect(again.status == 200)
+        let version = { (answer: Reply) in (answer.json["metadata"] as? [String: Any])?["resourceVersion"] as? String }
+        #expect(version(again) != nil && version(again) == version(reported))
+        #expect(try await h.deps.store.get(Replica.self, tenant: tenant, name: "a.p").metadata.resourceVersion == version(reported))
         #expect(try await h.call("PUT", "/v1/replicas/\(tenant)/a.q/status", token: token, body: #"{"phase": "running", "restarts": 0}"#).status == 404)
         // A node token is no user: it can't apply applications.
         #expect(try await h.call("POST", "/v1/applications", token: token, body: chatBackend).status == 403)

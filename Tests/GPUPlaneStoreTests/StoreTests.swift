@@ -168,6 +168,33 @@ struct StoreTests {
         _ = await expectStoreError(.notFound) { _ = try await store.modify(Gadget.self, tenant: t, name: "absent") { $0.size = 1 } }
     }
 
+    /// `modifyIfChanged` writes nothing when the change leaves the object as the store holds
+    /// it (a report sent again): its version stays and no watcher hears of it; a real change is
+    /// written as by `modify`, and a refusal still passes through.
+    @Test func modifyIfChangedWritesNothingForTheSameObject() async throws {
+        let store = try await SharedStoreEtcd.store()
+        let t = uniqueTenant("same")
+        let created = try await store.create(Gadget(tenant: t, name: "g", size: 3))
+        let watch = store.watch(Gadget.self, tenant: t, from: (Int64(created.metadata.resourceVersion) ?? 0) + 1, progressNotify: false)
+        let same = try await store.modifyIfChanged(Gadget.self, tenant: t, name: "g") { $0.size = 3 }
+        #expect(same.metadata.resourceVersion == created.metadata.resourceVersion)
+        #expect(try await store.get(Gadget.self, tenant: t, name: "g").metadata.resourceVersion == created.metadata.resourceVersion)
+        let changed = try await store.modifyIfChanged(Gadget.self, tenant: t, name: "g") { $0.size = 4 }
+        #expect(changed.size == 4 && changed.metadata.resourceVersion != created.metadata.resourceVersion)
+        // The one change is the first the watch sees: the unchanged modify wrote nothing.
+        var first: StoreWatchEvent<Gadget>?
+        for try await batch in watch where !batch.isProgress {
+            first = batch.events.first
+            break
+        }
+        #expect(first?.object?.size == 4)
+        #expect(first?.object?.metadata.resourceVersion == changed.metadata.resourceVersion)
+        struct Refused: Error {}
+        await #expect(throws: Refused.self) {
+            _ = try await store.modifyIfChanged(Gadget.self, tenant: t, name: "g") { _ in throw Refused() }
+        }
+    }
+
     @Test func multiObjectTransactionIsAllOrNothing() async throws {
         let store = try await SharedStoreEtcd.store()
         let client = store.client

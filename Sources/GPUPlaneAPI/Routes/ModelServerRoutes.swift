@@ -60,7 +60,7 @@ struct ModelServerRoutes: Sendable {
                 throw APIError(.unprocessableContent, .invalid, "'\(endpoint)' is not an http(s) URL", field: "endpoint")
             }
         }
-        let stored = try await deps.store.modify(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name) { server in
+        let stored = try await deps.store.modifyIfChanged(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name) { server in
             if let node, server.binding?.node != node {
                 throw APIError(.notFound, .notFound, "model server \(name) is not bound to \(node)")
             }

@@ -62,7 +62,7 @@ struct ReplicaRoutes: Sendable {
                 throw APIError(.unprocessableContent, .invalid, "'\(endpoint)' is not an http(s) URL", field: "endpoint")
             }
         }
-        let stored = try await deps.store.modify(Replica.self, tenant: tenant, name: name) { replica in
+        let stored = try await deps.store.modifyIfChanged(Replica.self, tenant: tenant, name: name) { replica in
             if caller.role == .node, replica.binding?.node != caller.node {
                 // Not bound here: to this node the replica does not exist.
                 throw APIError(.notFound, .notFound, "replica \(tenant)/\(name) is not bound to \(caller.node ?? "this node")")
