@@ -14,6 +14,7 @@ import Testing
         #expect(try config.string("gpu-mode") == "dedicated")
         #expect(try config.string("model-server-ports") == "20000-20999")
         #expect(try config.duration("quiet-time") == .seconds(300))
+        #expect(try config.duration("api-server-return-after") == .seconds(30))
         #expect(try NodeAgentMain.portRange(try config.string("model-server-ports") ?? "") == 20000...20999)
         #expect(try config.string("listen") == "0.0.0.0")
         #expect(try config.int("port") == NodeAgentMain.defaultPort)

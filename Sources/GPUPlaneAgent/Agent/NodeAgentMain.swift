@@ -56,6 +56,9 @@ public enum NodeAgentMain {
         ConfigurationKey("system-reserved-cpu", .string, default: "100m", help: "CPU kept for the host when allocatable-cpu is read from it"),
         ConfigurationKey("system-reserved-memory", .string, default: "256Mi", help: "memory kept for the host when allocatable-memory is read from it"),
         ConfigurationKey("request-timeout", .duration, default: "5s", help: "deadline of one api-server call"),
+        ConfigurationKey(
+            "api-server-return-after", .duration, default: "30s",
+            help: "with several api-servers: how long after moving off its own api-server (the one the node name picks) the agent asks its /healthz, to go back when it answers; 0: stay"),
     ] + weightsKeys + DaemonListener.keys(defaultAddress: "0.0.0.0", defaultPort: defaultPort, what: "the agent's listener (container logs for the api-server, /metrics)") + [
         ConfigurationKey("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error"),
         ConfigurationKey("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
