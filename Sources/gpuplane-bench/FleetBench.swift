@@ -749,8 +749,8 @@ final class FleetRun: @unchecked Sendable {
     func watchesPerAPIServer(_ apiURLs: [String]) async -> [Int]? {
         var counts: [Int] = []
         for url in apiURLs {
-            guard let sums = await apiSums([url], [#"gpuplane_api_watches{served="cache"}"#, #"gpuplane_api_watches{served="etcd"}"#]) else { return nil }
-            counts.append(sums.reduce(0, +))
+            guard let watches = await apiWatches([url]) else { return nil }
+            counts.append(watches.cache + watches.etcd)
         }
         return counts
     }

@@ -53,42 +53,34 @@ actor ControlPlane {
             logger: quiet)
         // Secrets (registry logins for image pulls) are sealed with a key of this run.
         deps.secretKeys = try SecretKeyring(keys: [(id: "agent-tests", key: Data((0..<32).map { _ in UInt8.random(in: 0...255) }))])
-        return try await serve(deps, etcd: etcd, client: client, admin: admin)
+        return try await serve(deps, etcd: etcd, client: client, admin: admin).handle
     }
 
     /// Starts one more api-server on the same etcd (other bookmark interval…).
     func secondServer(bookmarkInterval: Double) async throws -> Handle {
+        try await anotherServer(bookmarkInterval: bookmarkInterval).handle
+    }
+
+    /// Starts one more api-server on the same etcd, on `port` when given (where a stopped one
+    /// listened), returning it with its running server (cancel its task to stop it).
+    func anotherServer(bookmarkInterval: Double = 0.5, port: Int = 0) async throws -> (handle: Handle, server: RunningAPIServer) {
         let first = try await get()
         let quiet = Logger(label: "gpuplane.api") { _ in SwiftLogNoOpLogHandler() }
         let deps = APIDependencies(
             store: ResourceStore(client: first.client), catalog: try Catalog.standard(), adminTokens: [first.admin], heartbeatTTL: 5,
             bookmarkInterval: bookmarkInterval, logger: quiet)
-        return try await Self.serve(deps, etcd: first.etcd, client: first.client, admin: first.admin)
+        return try await Self.serve(deps, etcd: first.etcd, client: first.client, admin: first.admin, port: port)
     }
 
-    /// Starts one more api-server on the same etcd, on `port` when given (where a stopped one
-    /// listened), returning it with its running server (cancel its task to stop it).
-    func anotherServer(port: Int = 0) async throws -> (Handle, RunningAPIServer) {
-        let first = try await get()
-        let quiet = Logger(label: "gpuplane.api") { _ in SwiftLogNoOpLogHandler() }
-        let deps = APIDependencies(
-            store: ResourceStore(client: first.client), catalog: try Catalog.standard(), adminTokens: [first.admin], heartbeatTTL: 5,
-            bookmarkInterval: 0.5, logger: quiet)
+    private static func serve(
+        _ deps: APIDependencies, etcd: EtcdFixture, client: Etcd.Client, admin: String, port: Int = 0
+    ) async throws -> (handle: Handle, server: RunningAPIServer) {
         let server = try await startAPIServer(deps, port: port)
-        let handle = Handle(etcd: first.etcd, client: first.client, deps: deps, base: server.base, admin: first.admin)
-        try await eventually("api-server answers /healthz") {
-            try await Self.call(handle, .get, "/healthz", token: nil).status == 200
-        }
-        return (handle, server)
-    }
-
-    private static func serve(_ deps: APIDependencies, etcd: EtcdFixture, client: Etcd.Client, admin: String) async throws -> Handle {
-        let server = try await startAPIServer(deps)
         let handle = Handle(etcd: etcd, client: client, deps: deps, base: server.base, admin: admin)
         try await eventually("api-server answers /healthz") {
             try await Self.call(handle, .get, "/healthz", token: nil).status == 200
         }
-        return handle
+        return (handle, server)
     }
 
     static let http = CurlHTTP.Client(name: "agent-test-curl")

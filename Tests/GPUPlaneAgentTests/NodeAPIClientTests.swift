@@ -103,7 +103,10 @@ struct NodeAPIClientTests {
         let plane = try await Plane()
         var (own, ownServer) = try await ControlPlane.shared.anotherServer()
         let (other, otherServer) = try await ControlPlane.shared.anotherServer()
-        defer { otherServer.task.cancel() }
+        defer {
+            otherServer.task.cancel()
+            other.deps.watchCaches.stop()
+        }
         let api = NodeAPI.Client(
             NodeAPI.Configuration(
                 baseURL: own.base, token: plane.token, requestTimeout: .seconds(30), maxRetries: 1, retryBackoff: .milliseconds(10),
@@ -124,6 +127,7 @@ struct NodeAPIClientTests {
         // Its own api-server stops: calls move, and the watch with them.
         ownServer.task.cancel()
         _ = await ownServer.task.result
+        own.deps.watchCaches.stop()
         #expect(try await api.heartbeat(node: plane.node) == 5)
         #expect(api.currentBaseURL == other.base)
         _ = try await plane.handle.store.create(plane.replica("while-away"))
@@ -133,7 +137,10 @@ struct NodeAPIClientTests {
         // It answers again where it listened: calls go back, and the watch leaves the other.
         let port = try #require(URLComponents(string: own.base)?.port)
         (own, ownServer) = try await ControlPlane.shared.anotherServer(port: port)
-        defer { ownServer.task.cancel() }
+        defer {
+            ownServer.task.cancel()
+            own.deps.watchCaches.stop()
+        }
         try await eventually("calls back on the own api-server", timeout: 30) { api.currentBaseURL == own.base }
         try await eventually("the node watch back on its own api-server", timeout: 30) { watches(own) == 1 && watches(other) == 0 }
         _ = try await plane.handle.store.create(plane.replica("back-home"))

@@ -183,18 +183,7 @@ extension NodeAPI {
                         } else {
                             base
                         }
-                    place.returning = Task { [weak self] in
-                        var wait = first
-                        var waited = Duration.zero
-                        while !Task.isCancelled {
-                            let pause = wait * Double.random(in: Configuration.retryJitter)
-                            try? await Task.sleep(for: pause)
-                            waited += pause
-                            // Held only while asking: a client dropped meanwhile stops this.
-                            guard let self, !Task.isCancelled, await !self.returnHome(waited: waited) else { return }
-                            wait = min(wait * 2, Configuration.returnMaxDelay)
-                        }
-                    }
+                    place.returning = returning(firstAfter: first)
                 }
                 return true
             }
@@ -202,6 +191,23 @@ extension NodeAPI {
                 logger.notice(
                     "api-server not answering; moving to the next",
                     metadata: ["from": "\(configuration.baseURLs[index])", "to": "\(configuration.baseURLs[(index + 1) % count])"])
+            }
+        }
+
+        /// Asks the own api-server whether it answers (``returnHome(waited:)``) after `first`,
+        /// then after doubling waits, each drawn from half to all of it, until the asking is over.
+        private func returning(firstAfter first: Duration) -> Task<Void, Never> {
+            Task { [weak self] in
+                var wait = first
+                var waited = Duration.zero
+                while !Task.isCancelled {
+                    let pause = wait * Double.random(in: Configuration.retryJitter)
+                    try? await Task.sleep(for: pause)
+                    waited += pause
+                    // Held only while asking: a client dropped meanwhile stops this.
+                    guard let self, !Task.isCancelled, await !self.returnHome(waited: waited) else { return }
+                    wait = min(wait * 2, Configuration.returnMaxDelay)
+                }
             }
         }
 

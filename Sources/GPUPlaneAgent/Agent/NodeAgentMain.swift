@@ -56,9 +56,7 @@ public enum NodeAgentMain {
         ConfigurationKey("system-reserved-cpu", .string, default: "100m", help: "CPU kept for the host when allocatable-cpu is read from it"),
         ConfigurationKey("system-reserved-memory", .string, default: "256Mi", help: "memory kept for the host when allocatable-memory is read from it"),
         ConfigurationKey("request-timeout", .duration, default: "5s", help: "deadline of one api-server call"),
-        ConfigurationKey(
-            "api-server-return-after", .duration, default: "30s",
-            help: "with several api-servers: how long after moving off its own api-server (the one the node name picks) the agent asks its /healthz, to go back when it answers; 0: stay"),
+        returnAfterKey,
     ] + weightsKeys + DaemonListener.keys(defaultAddress: "0.0.0.0", defaultPort: defaultPort, what: "the agent's listener (container logs for the api-server, /metrics)") + [
         ConfigurationKey("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error"),
         ConfigurationKey("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
@@ -112,12 +110,11 @@ public enum NodeAgentMain {
         // The node's own api-server first (a fleet spreads over the list), back to it when
         // it answers again after a move; 0: stay wherever it moved.
         let ownFirst = NodeAPI.Configuration.ownFirst(apiServers, node: nodeName)
-        let returnAfter = try config.duration("api-server-return-after") ?? .seconds(30)
         let api = NodeAPI.Client(
             NodeAPI.Configuration(
                 baseURL: ownFirst[0], token: token, requestTimeout: try config.duration("request-timeout") ?? .seconds(5),
                 tls: caFile.map { CurlHTTP.TLS(caFile: $0) }, logger: logger, otherURLs: Array(ownFirst.dropFirst()),
-                returnAfter: returnAfter > .zero ? returnAfter : nil),
+                returnAfter: try returnAfter(config)),
             http: http)
         let engine = ContainerEngine.Client(
             ContainerEngine.Configuration(
@@ -188,6 +185,19 @@ public enum NodeAgentMain {
     }
 
     /// `api-server`: one URL or several separated by commas, in the order the agent tries them.
+    /// `api-server-return-after`: how long a node away from its own api-server waits before
+    /// asking whether it answers again (``NodeAPI/Configuration/returnAfter``); the
+    /// hollow-nodes simulator takes it too.
+    static let returnAfterKey = ConfigurationKey(
+        "api-server-return-after", .duration, default: "30s",
+        help: "with several api-servers: how long after moving off its own api-server (the one the node name picks) the agent asks its /healthz, to go back when it answers; 0: stay")
+
+    /// ``returnAfterKey``'s value; nil for 0 (stay wherever it moved).
+    static func returnAfter(_ config: Configuration) throws -> Duration? {
+        let wait = try config.duration(returnAfterKey.name) ?? .seconds(30)
+        return wait > .zero ? wait : nil
+    }
+
     static func apiServerURLs(_ config: Configuration) throws -> [String] {
         let text = try config.string("api-server") ?? "http://127.0.0.1:8080"
         let urls = text.split(separator: ",").map { String($0.filter { !$0.isWhitespace }) }.filter { !$0.isEmpty }

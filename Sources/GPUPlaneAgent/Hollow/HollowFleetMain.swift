@@ -35,7 +35,7 @@ public enum HollowFleetMain {
         ConfigurationKey("start-rate", .int, default: "200", help: "nodes started per second"),
         ConfigurationKey("nodes-per-transport", .int, default: "25", help: "nodes sharing one libcurl thread"),
         ConfigurationKey("request-timeout", .duration, default: "10s", help: "deadline of one api-server call"),
-        ConfigurationKey("api-server-return-after", .duration, default: "30s", help: "how long after moving off its own api-server a node asks whether it answers again (0: never)"),
+        NodeAgentMain.returnAfterKey,
         ConfigurationKey("journal-file", .string, help: "append 'seen|running <tenant>/<replica> <unix ms>' lines here"),
         ConfigurationKey("stats-interval", .duration, default: "10s", help: "how often a statistics line is logged (notice)"),
         ConfigurationKey("machine-type", .string, help: "every node 8 GPUs of this GPU machine type (default: a mix of H100, A100, L40, RTX 4090 and CPU-only hosts)"),
@@ -76,8 +76,7 @@ public enum HollowFleetMain {
             configuration.startRate = max(1, try config.int("start-rate") ?? 200)
             configuration.nodesPerTransport = max(1, try config.int("nodes-per-transport") ?? 25)
             configuration.requestTimeout = try config.duration("request-timeout") ?? .seconds(10)
-            let returnAfter = try config.duration("api-server-return-after") ?? .seconds(30)
-            configuration.returnAfter = returnAfter > .zero ? returnAfter : nil
+            configuration.returnAfter = try NodeAgentMain.returnAfter(config)
             configuration.journalPath = try config.string("journal-file")
             if let name = try config.string("machine-type") {
                 guard let type = configuration.machineTypes.named(name), type.family == .gpu else {
