@@ -201,9 +201,11 @@ struct ErrorMiddleware: RouterMiddleware {
     func answer(_ error: any Error, to request: Request, context: Context) throws -> Response {
         switch error {
         case let error as APIError:
+            if error.code == .deadlineExceeded { APIServerMetrics.abandoned.increment() }
             return try error.response(from: request, context: context)
         case let error as StoreError:
             let answer = APIError.from(error)
+            if answer.code == .deadlineExceeded { APIServerMetrics.abandoned.increment() }
             if answer.status == .internalServerError {
                 logger.error("request failed in the store", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             }

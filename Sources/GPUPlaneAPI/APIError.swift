@@ -44,6 +44,9 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         /// The request asks for something the server does not do (501), e.g. a websocket
         /// upgrade through the application ingress.
         public static let notImplemented = Code(rawValue: "not_implemented")
+        /// The request waited longer than its client's `Gpuplane-Timeout-Ms` before it was done
+        /// (504): nothing was written (``RequestDeadline``).
+        public static let deadlineExceeded = Code(rawValue: "deadline_exceeded")
     }
 
     /// The HTTP status.
@@ -162,6 +165,7 @@ public struct APIError: Error, HTTPResponseError, Sendable {
         // the same, never a 500.
         case .invalid:
             return APIError(.badRequest, .badRequest, "the request on \(what) cannot be served as given; check its resourceVersion and fields")
+        case .deadlineExceeded: return RequestDeadline.passed
         default: return APIError(.internalServerError, .internalError, "store error: \(error.code)")
         }
     }

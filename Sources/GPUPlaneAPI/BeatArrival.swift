@@ -18,13 +18,17 @@ import NIOHTTPTypes
 /// (`TCP_INFO`'s `tcpi_last_data_recv`, in milliseconds): an agent sends one beat at a time
 /// and waits for its answer, so those bytes are the beat's. The stamp travels in a request
 /// field only this api-server's own pipeline writes: the one a client sends is dropped.
+///
+/// A request that says how long its client waits (``RequestDeadline``) is stamped the same way:
+/// its deadline counts from when it reached this host.
 enum BeatArrival {
     /// The request field carrying the stamp: nanoseconds since ``origin``.
-    static let field = HTTPField.Name("gpuplane-beat-arrived-ns")!
+    static let field = HTTPField.Name.literal("gpuplane-arrived-ns")
     /// The instant the stamps count from (the first use in this process).
     static let origin = ContinuousClock.now
 
-    /// The instant `request` (a heartbeat) reached this host, when its head was stamped.
+    /// The instant `request` (a heartbeat, or one with a deadline) reached this host, when its
+    /// head was stamped.
     static func instant(of request: Request) -> ContinuousClock.Instant? {
         guard let text = request.headers[field], let nanoseconds = Int64(text) else { return nil }
         return origin + .nanoseconds(nanoseconds)
@@ -42,8 +46,9 @@ enum BeatArrival {
     }
 }
 
-/// Sits after the HTTP decoder of every connection: stamps each heartbeat's head with when its
-/// bytes reached this host (``BeatArrival``), and drops the field from any other request.
+/// Sits after the HTTP decoder of every connection: stamps the head of each heartbeat, and of
+/// each request with a ``RequestDeadline``, with when its bytes reached this host
+/// (``BeatArrival``), and drops the field from any other request.
 final class BeatArrivalHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -53,13 +58,13 @@ final class BeatArrivalHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.fireChannelRead(data)
             return
         }
-        let heartbeat = BeatArrival.isHeartbeat(head)
-        guard heartbeat || head.headerFields[BeatArrival.field] != nil else {
+        let stamped = BeatArrival.isHeartbeat(head) || head.headerFields[RequestDeadline.header] != nil
+        guard stamped || head.headerFields[BeatArrival.field] != nil else {
             context.fireChannelRead(data)
             return
         }
         head.headerFields[BeatArrival.field] = nil
-        if heartbeat, let waited = Self.sinceLastBytes(context.channel) {
+        if stamped, let waited = Self.sinceLastBytes(context.channel) {
             head.headerFields[BeatArrival.field] = BeatArrival.stamp(waited: waited)
         }
         context.fireChannelRead(wrapInboundOut(.head(head)))
@@ -80,5 +85,14 @@ final class BeatArrivalHandler: ChannelInboundHandler, RemovableChannelHandler {
         #else
         return nil
         #endif
+    }
+}
+
+extension HTTPField.Name {
+    /// The field name `name`, a literal of this code's own (letters, digits and `-`, always
+    /// valid): what HTTPTypes' failable initialiser makes of it.
+    static func literal(_ name: StaticString) -> HTTPField.Name {
+        guard let field = HTTPField.Name("\(name)") else { preconditionFailure("'\(name)' is not an HTTP field name") }
+        return field
     }
 }

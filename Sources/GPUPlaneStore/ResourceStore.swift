@@ -135,12 +135,17 @@ public final class ResourceStore: Sendable {
     /// (the object missing, `change` refusing it, or the write meeting a newer version) is
     /// settled by the attempts that follow, each on a linearizable read as before; so `change`
     /// may run on a stale object, and must only decide and mutate.
+    ///
+    /// `deadline`: the instant after which the caller no longer wants the change (its client
+    /// stopped waiting for the answer): past it, no further read or write is sent.
     /// - Throws: ``StoreError/Code/notFound``; ``StoreError/Code/conflict`` when every attempt
-    ///   met a newer version.
+    ///   met a newer version; ``StoreError/Code/deadlineExceeded`` past `deadline`, before the
+    ///   write.
     public func modify<R: Resource>(
-        _ type: R.Type, tenant: String, name: String, attempts: Int = 5, _ change: (inout R) throws -> Void
+        _ type: R.Type, tenant: String, name: String, attempts: Int = 5, before deadline: ContinuousClock.Instant? = nil,
+        _ change: (inout R) throws -> Void
     ) async throws -> R {
-        try await modify(R.self, tenant: tenant, name: name, attempts: attempts, unchanged: nil, change)
+        try await modify(R.self, tenant: tenant, name: name, attempts: attempts, unchanged: nil, deadline: deadline, change)
     }
 
     /// ``modify(_:tenant:name:attempts:_:)`` that writes nothing when `change` leaves the
@@ -150,17 +155,27 @@ public final class ResourceStore: Sendable {
     /// read is read again linearizably first: a lagging member's copy may already look like
     /// the change while the store's does not.
     public func modifyIfChanged<R: Resource & Equatable>(
-        _ type: R.Type, tenant: String, name: String, attempts: Int = 5, _ change: (inout R) throws -> Void
+        _ type: R.Type, tenant: String, name: String, attempts: Int = 5, before deadline: ContinuousClock.Instant? = nil,
+        _ change: (inout R) throws -> Void
     ) async throws -> R {
-        try await modify(R.self, tenant: tenant, name: name, attempts: attempts, unchanged: { $0 == $1 }, change)
+        try await modify(R.self, tenant: tenant, name: name, attempts: attempts, unchanged: { $0 == $1 }, deadline: deadline, change)
     }
 
     private func modify<R: Resource>(
-        _ type: R.Type, tenant: String, name: String, attempts: Int, unchanged: ((R, R) -> Bool)?, _ change: (inout R) throws -> Void
+        _ type: R.Type, tenant: String, name: String, attempts: Int, unchanged: ((R, R) -> Bool)?, deadline: ContinuousClock.Instant?,
+        _ change: (inout R) throws -> Void
     ) async throws -> R {
+        // Past the caller's deadline nothing more goes to etcd: its client stopped waiting.
+        func inTime() throws {
+            if let deadline, ContinuousClock.now >= deadline {
+                throw StoreError.deadlineExceeded(R.kind, key: R.storageKey(tenant: tenant, name: name))
+            }
+        }
+        try inTime()
         if let read = try await optimisticRead(R.self, tenant: tenant, name: name) {
             var object = read
             if (try? change(&object)) != nil, unchanged?(read, object) != true {
+                try inTime()
                 do {
                     let written = try await update(object)
                     ModifyMetrics.modifies(.serializable).increment()
@@ -174,6 +189,7 @@ public final class ResourceStore: Sendable {
         var attempt = 0
         while true {
             attempt += 1
+            try inTime()
             let read = try await get(R.self, tenant: tenant, name: name)
             var object = read
             try change(&object)
@@ -181,6 +197,7 @@ public final class ResourceStore: Sendable {
                 ModifyMetrics.modifies(.unchanged).increment()
                 return read
             }
+            try inTime()
             do {
                 return try await update(object)
             } catch let error as StoreError where error.code == .conflict && attempt < attempts {

@@ -6,7 +6,7 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
     /// What went wrong.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Value: String, Sendable {
-            case alreadyExists, notFound, conflict, preconditionFailed, invalid, corrupt, unavailable, compacted
+            case alreadyExists, notFound, conflict, preconditionFailed, invalid, corrupt, unavailable, compacted, deadlineExceeded
         }
         private let value: Value
         private init(_ value: Value) { self.value = value }
@@ -28,6 +28,9 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         /// A watch asked for changes from a revision etcd has compacted away: list again and
         /// watch from the list's revision.
         public static let compacted = Code(.compacted)
+        /// The caller's deadline passed before the next step to etcd: nothing more was read or
+        /// written (``ResourceStore/modify(_:tenant:name:attempts:before:_:)``).
+        public static let deadlineExceeded = Code(.deadlineExceeded)
 
         /// A short, stable name, safe as a metric label.
         public var description: String { value.rawValue }
@@ -77,6 +80,10 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
             key: key)
         e.currentVersion = currentVersion
         return e
+    }
+    /// The caller's deadline passed before the store's next step on `key`.
+    public static func deadlineExceeded(_ kind: ResourceKind?, key: String) -> StoreError {
+        StoreError(code: .deadlineExceeded, message: "the caller's deadline passed before \(key) was written", kind: kind, key: key)
     }
     /// Wraps an etcd failure: ``Code/compacted`` for a watch from a compacted revision,
     /// ``Code/unavailable`` for anything else.

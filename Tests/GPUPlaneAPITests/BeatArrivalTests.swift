@@ -15,8 +15,8 @@ import Testing
 @testable import GPUPlaneAPI
 
 /// ``BeatArrivalHandler`` on a real loopback connection, in the api-server's HTTP pipeline: a
-/// heartbeat read late is stamped with when its bytes reached the host, and a stamp a client
-/// sends itself never gets through.
+/// heartbeat (or a request with a deadline) read late is stamped with when its bytes reached
+/// the host, and a stamp a client sends itself never gets through.
 @Suite struct BeatArrivalTests {
     /// The heads the handler passed on, with when each was read.
     final class Recorder: ChannelInboundHandler, Sendable {
@@ -70,10 +70,15 @@ import Testing
         "POST /v1/nodes/n-1/heartbeat HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\(extra)\r\n"
     }
 
+    /// A status report that says how long its client waits (``RequestDeadline``).
+    static let reportWithDeadline =
+        "PUT /v1/replicas/t/a.p/status HTTP/1.1\r\nHost: x\r\nGpuplane-Timeout-Ms: 10000\r\nContent-Length: 2\r\n\r\n{}"
+
     /// The server's only event loop is busy for a second (as under a burst of connections):
-    /// the beat sent meanwhile waits in the accept queue and the socket, and is stamped with
-    /// when it was sent, not when it was read.
-    @Test func aBeatReadLateIsStampedWithWhenItArrived() async throws {
+    /// the beat (or a request with a deadline) sent meanwhile waits in the accept queue and the
+    /// socket, and is stamped with when it was sent, not when it was read.
+    @Test(arguments: [heartbeat(), reportWithDeadline])
+    func aBeatReadLateIsStampedWithWhenItArrived(_ request: String) async throws {
         try await Self.withServer { group, port, recorder in
             let busy = DispatchSemaphore(value: 0)
             group.next().execute {
@@ -82,12 +87,12 @@ import Testing
             }
             busy.wait()
             let sending = ContinuousClock.now
-            let fd = try Self.send(Self.heartbeat(), port: port)
+            let fd = try Self.send(request, port: port)
             defer { close(fd) }
             let sent = ContinuousClock.now
             try await eventually("the beat read", timeout: 30) { recorder.heads.withLock { !$0.isEmpty } }
             let (head, read) = try #require(recorder.heads.withLock { $0.first })
-            let text = try #require(head.headerFields[BeatArrival.field], "no stamp on a heartbeat")
+            let text = try #require(head.headerFields[BeatArrival.field], "no stamp on \(head.method) \(head.path ?? "")")
             let arrived = try #require(Int64(text).map { BeatArrival.origin + .nanoseconds($0) })
             // The kernel counts in milliseconds from its clock ticks: a few ms either way.
             #expect(arrived >= sending - .milliseconds(50), "stamped before it was sent")

@@ -36,6 +36,11 @@ import Testing
     /// (`/v1/nodes/{name}/watch`) is always a stream: its calls go out with a replicaVersion
     /// that is no version (a 400 naming it, or the caller's 401/403 first). The streams
     /// themselves are tested in DeploymentAPITests, NodeWatchAPITests and HostileRequestTests.
+    /// A generated `Gpuplane-Timeout-Ms` that is a valid wait (1 to 3,600,000 ms) goes out as a
+    /// minute: a wait of a few milliseconds passes while the request runs, and its rightful
+    /// answer, 504 `deadline_exceeded`, is a 5xx schemathesis counts as a server error. Values
+    /// that are not a wait still go out (each must be a 400); deadlines are tested in
+    /// RequestDeadlineTests.
     static let hooks = """
         import schemathesis
 
@@ -47,6 +52,10 @@ import Testing
                 query["watch"] = "false"
             if case.path == "/v1/nodes/{name}/watch":
                 case.query = dict(query or {}, replicaVersion="not-a-version")
+            headers = case.headers or {}
+            for name in list(headers):
+                if name.lower() == "gpuplane-timeout-ms" and str(headers[name]).isdigit() and 1 <= int(headers[name]) <= 3600000:
+                    headers[name] = "60000"
         """
 
     @Test func everyRoleGetsOnlyWhatTheDocumentSays() async throws {

@@ -44,6 +44,12 @@ actor ControlPlane {
     }
 
     private static func start() async throws -> Handle {
+        try await startPrivate()
+    }
+
+    /// A control plane of its own (etcd and api-server) for a test that does what would
+    /// disturb the others on ``shared`` (freezing etcd, say). Shut its etcd down when done.
+    static func startPrivate() async throws -> Handle {
         let etcd = try await EtcdFixture.start()
         let client = try Etcd.Client(Etcd.Configuration(endpoints: etcd.endpoints))
         let admin = Tokens.generate()

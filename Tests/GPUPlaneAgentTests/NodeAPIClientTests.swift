@@ -1,8 +1,12 @@
 import Foundation
 import GPUPlaneAgent
 import GPUPlaneCore
+import GPUPlaneService
 import GPUPlaneTestSupport
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The agent's api-server client against a real api-server on a real etcd.
 @Suite(.enabled(if: EtcdFixture.isAvailable, "needs etcd"))
@@ -148,6 +152,50 @@ struct NodeAPIClientTests {
         #expect(try await api.heartbeat(node: plane.node) == 5)
         #expect(api.currentBaseURL == own.base)
         #expect(seen.all.filter { $0 == "while-away" }.count == 1, "nothing seen twice across the moves")
+    }
+
+    /// The client tells the api-server how long it waits (`Gpuplane-Timeout-Ms`, its request
+    /// timeout): a report it gave up on while etcd was frozen is dropped there once etcd
+    /// answers again, not written behind the client's back (under overload such copies, each
+    /// sent again by a retry, multiplied the api-server's work).
+    @Test func aReportTheClientGaveUpOnIsNotWrittenLater() async throws {
+        MetricsExporter.bootstrap()
+        let handle = try await ControlPlane.startPrivate()
+        defer {
+            handle.deps.watchCaches.stop()
+            handle.etcd.shutdown()
+        }
+        let word = UUID().uuidString.lowercased().prefix(8)
+        let node = "node-\(word)", tenant = "t-\(word)"
+        let token = try await ControlPlane.nodeToken(handle, node: node)
+        _ = try await handle.store.create(
+            Replica(
+                metadata: ObjectMeta(name: "late", tenant: tenant),
+                spec: ReplicaSpec(
+                    owner: OwnerReference(kind: .application, name: "app", uid: "u"), role: "late", mode: nil, modelSlug: nil,
+                    gpus: 0, vramGB: 0, machineTypes: [], priority: .inference, image: "busybox"),
+                binding: Binding(node: node, gpuIndices: [])))
+        let patient = NodeAPI.Client(NodeAPI.Configuration(baseURL: handle.base, token: token, requestTimeout: .seconds(30)))
+        defer { patient.shutdown() }
+        let first = try await patient.reportStatus(replica: tenant, "late", ReplicaStatus(phase: .starting))
+        let hasty = NodeAPI.Client(NodeAPI.Configuration(baseURL: handle.base, token: token, requestTimeout: .milliseconds(400), maxRetries: 0))
+        defer { hasty.shutdown() }
+        let abandoned = { MetricsExporter.render().split(separator: "\n").first { $0.hasPrefix("gpuplane_api_requests_abandoned_total ") }
+            .flatMap { $0.split(separator: " ").last }.flatMap { Double($0) } ?? 0 }
+        let before = abandoned()
+
+        let pid = try #require(handle.etcd.member.pid)
+        kill(pid, SIGSTOP)
+        var thawed = false
+        defer { if !thawed { kill(pid, SIGCONT) } }
+        await #expect { try await hasty.reportStatus(replica: tenant, "late", ReplicaStatus(phase: .running)) } throws: {
+            ($0 as? NodeAPIError)?.code == .timeout
+        }
+        kill(pid, SIGCONT)
+        thawed = true
+        try await eventually("the api-server dropped the report its client gave up on", timeout: 30) { abandoned() >= before + 1 }
+        let stored = try await handle.store.get(Replica.self, tenant: tenant, name: "late")
+        #expect(stored.status.phase == .starting && stored.metadata.resourceVersion == first.metadata.resourceVersion)
     }
 
     /// The node's own api-server is picked by its name, the same on every host and run, and a

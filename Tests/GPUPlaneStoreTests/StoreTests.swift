@@ -195,6 +195,26 @@ struct StoreTests {
         }
     }
 
+    /// A modify past its caller's deadline sends nothing more to etcd: past it before the
+    /// first read, or while `change` runs (between the read and the write), nothing is written.
+    @Test func modifyPastItsDeadlineWritesNothing() async throws {
+        let store = try await SharedStoreEtcd.store()
+        let t = uniqueTenant("late")
+        let created = try await store.create(Gadget(tenant: t, name: "g", size: 3))
+        await #expect { _ = try await store.modify(Gadget.self, tenant: t, name: "g", before: .now) { $0.size = 4 } } throws: {
+            ($0 as? StoreError)?.code == .deadlineExceeded
+        }
+        let soon = ContinuousClock.now + .milliseconds(200)
+        await #expect { _ = try await store.modifyIfChanged(Gadget.self, tenant: t, name: "g", before: soon) { gadget in
+            // A change that takes past the deadline (as a read held up by a busy etcd would).
+            while ContinuousClock.now < soon { usleep(10_000) }
+            gadget.size = 5
+        } } throws: { ($0 as? StoreError)?.code == .deadlineExceeded }
+        #expect(try await store.get(Gadget.self, tenant: t, name: "g").metadata.resourceVersion == created.metadata.resourceVersion)
+        let written = try await store.modify(Gadget.self, tenant: t, name: "g", before: .now + .seconds(60)) { $0.size = 6 }
+        #expect(written.size == 6)
+    }
+
     @Test func multiObjectTransactionIsAllOrNothing() async throws {
         let store = try await SharedStoreEtcd.store()
         let client = store.client

@@ -11,6 +11,9 @@ enum APIServerMetrics {
     static let admissionRaces = Counter(label: "gpuplane_api_admission_races_total")
     /// Node registrations answered 503 because `max-registrations-in-flight` were in flight.
     static let registrationsTurnedAway = Counter(label: "gpuplane_api_registrations_turned_away_total")
+    /// Requests given up on because their client's deadline passed first (``RequestDeadline``):
+    /// answered 504 `deadline_exceeded` before their next etcd read or write.
+    static let abandoned = Counter(label: "gpuplane_api_requests_abandoned_total")
     /// How long a node beating to this api-server may be quiet now before it is marked silent:
     /// `silent-after` plus how late beats have lately been read (``HeartbeatTracker``).
     static let silenceAllowed = Meter(label: "gpuplane_api_heartbeat_silence_allowed_seconds")
@@ -24,6 +27,7 @@ enum APIServerMetrics {
         _ = GPUPlaneIngressUpgrades.spliced
         _ = admissionRaces
         _ = registrationsTurnedAway
+        _ = abandoned
         _ = silenceAllowed
         ModifyMetrics.register()
     }

@@ -52,6 +52,8 @@ struct ModelServerRoutes: Sendable {
     func status(_ request: Request, _ context: APIContext) async throws -> Response {
         let node = try scope(context)
         let name = try context.parameter("name")
+        let deadline = try RequestDeadline.of(request)
+        try RequestDeadline.check(deadline)
         let data = try await HTTPJSON.body(request)
         try HTTPJSON.rejectUnknownKeys(data, known: ["ready", "endpoint", "container"])
         let report = try HTTPJSON.decode(ModelServer.Report.self, from: data)
@@ -60,7 +62,7 @@ struct ModelServerRoutes: Sendable {
                 throw APIError(.unprocessableContent, .invalid, "'\(endpoint)' is not an http(s) URL", field: "endpoint")
             }
         }
-        let stored = try await deps.store.modifyIfChanged(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name) { server in
+        let stored = try await deps.store.modifyIfChanged(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: name, before: deadline) { server in
             if let node, server.binding?.node != node {
                 throw APIError(.notFound, .notFound, "model server \(name) is not bound to \(node)")
             }

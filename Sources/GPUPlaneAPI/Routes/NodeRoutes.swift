@@ -61,6 +61,7 @@ struct NodeRoutes: Sendable {
     /// Maps to `POST /v1/nodes`: creates or refreshes the Node (keeping an admin's cordon), marks
     /// it Ready, and writes its heartbeat key live (``HeartbeatTracker``).
     func registerNode(_ request: Request, _ context: APIContext) async throws -> Response {
+        let deadline = try RequestDeadline.of(request)
         let data = try await HTTPJSON.body(request)
         try HTTPJSON.rejectUnknownKeys(data, known: ["name", "labels", "machineType", "gpus", "address", "podSubnet", "allocatableCPUMilli", "allocatableMemoryMB", "agentURL"])
         let body = try HTTPJSON.decode(Registration.self, from: data)
@@ -89,12 +90,17 @@ struct NodeRoutes: Sendable {
             throw APIError(.unprocessableContent, .invalid, "'\(body.name)' is not a DNS label", field: "name")
         }
         try authorize(context, node: body.name)
-        // From here on the store is read and written: a bounded number at once.
-        return try await deps.registrations.pass { try await registerChecked(body) }
+        // From here on the store is read and written: a bounded number at once, and none for
+        // a client that stopped waiting meanwhile.
+        return try await deps.registrations.pass {
+            try RequestDeadline.check(deadline)
+            return try await registerChecked(body, before: deadline)
+        }
     }
 
-    /// ``registerNode(_:_:)`` once the body is valid and the caller may speak for the node.
-    private func registerChecked(_ body: Registration) async throws -> Response {
+    /// ``registerNode(_:_:)`` once the body is valid and the caller may speak for the node;
+    /// nothing is written once `deadline` has passed.
+    private func registerChecked(_ body: Registration, before deadline: ContinuousClock.Instant?) async throws -> Response {
         try await checkPodSubnet(body)
         var labels = body.labels ?? [:]
         if let mode = labels[Node.gpuModeLabel], !["dedicated", "large", "shared", "mixed"].contains(mode) {
@@ -112,10 +118,12 @@ struct NodeRoutes: Sendable {
         let ready = Condition(type: NodeHeartbeat.readyCondition, status: true, reason: "Registered", message: "node-agent registered", lastTransition: now)
         // The heartbeat key first: a scheduler that sees the Ready node sees a live key with it,
         // or will within the moment its two watches differ by.
+        try RequestDeadline.check(deadline)
         try await renewHeartbeat(body.name, registering: true)
         var stored: Node
         for attempt in 0..<5 {
             do {
+                try RequestDeadline.check(deadline)
                 if var node = try? await deps.store.get(Node.self, tenant: ObjectMeta.clusterTenant, name: body.name) {
                     node.metadata.labels = labels
                     node.spec.machineType = typeName
@@ -193,6 +201,8 @@ struct NodeRoutes: Sendable {
     func status(_ request: Request, _ context: APIContext) async throws -> Response {
         let name = try context.parameter("name")
         try authorize(context, node: name)
+        let deadline = try RequestDeadline.of(request)
+        try RequestDeadline.check(deadline)
         let data = try await HTTPJSON.body(request)
         let report = try HTTPJSON.decode(NodeStatus.self, from: data)
         if let index = report.duplicateGPUReport {
@@ -201,7 +211,7 @@ struct NodeRoutes: Sendable {
                 "GPU \(report.gpuHealth[index].uuid) is reported twice; send one gpuHealth entry per GPU",
                 field: "gpuHealth[\(index)].uuid")
         }
-        let stored = try await deps.store.modify(Node.self, tenant: ObjectMeta.clusterTenant, name: name) { node in
+        let stored = try await deps.store.modify(Node.self, tenant: ObjectMeta.clusterTenant, name: name, before: deadline) { node in
             // Ready is the scheduler's to say (from the heartbeat key); keep it.
             let ready = node.status.conditions.filter { $0.type == NodeHeartbeat.readyCondition }
             node.status = report

@@ -49,6 +49,8 @@ struct ReplicaRoutes: Sendable {
         guard caller.role == .node || caller.role == .admin else {
             throw APIError(.forbidden, .forbidden, "replica status is reported by node-agents")
         }
+        let deadline = try RequestDeadline.of(request)
+        try RequestDeadline.check(deadline)
         let data = try await HTTPJSON.body(request)
         let report = try HTTPJSON.decode(ReplicaStatus.self, from: data)
         if caller.role == .node, !report.phase.isReportedByNodeAgents {
@@ -62,7 +64,7 @@ struct ReplicaRoutes: Sendable {
                 throw APIError(.unprocessableContent, .invalid, "'\(endpoint)' is not an http(s) URL", field: "endpoint")
             }
         }
-        let stored = try await deps.store.modifyIfChanged(Replica.self, tenant: tenant, name: name) { replica in
+        let stored = try await deps.store.modifyIfChanged(Replica.self, tenant: tenant, name: name, before: deadline) { replica in
             if caller.role == .node, replica.binding?.node != caller.node {
                 // Not bound here: to this node the replica does not exist.
                 throw APIError(.notFound, .notFound, "replica \(tenant)/\(name) is not bound to \(caller.node ?? "this node")")

@@ -244,9 +244,13 @@ extension NodeAPI {
             return true
         }
 
+        /// A request to the api-server at `endpoint` (the current one when nil). One with a
+        /// `timeout` tells the api-server how long it waits (`Gpuplane-Timeout-Ms`), so a copy
+        /// the client gave up on is not worked on there (the api-server's `RequestDeadline`).
         func request(_ method: CurlHTTP.Method, _ pathAndQuery: String, body: Data?, timeout: Duration?, endpoint: Int? = nil) -> CurlHTTP.Request {
             var headers = [CurlHTTP.Header("Authorization", "Bearer \(configuration.token)"), CurlHTTP.Header("Accept", "application/json")]
             if body != nil { headers.append(CurlHTTP.Header("Content-Type", "application/json")) }
+            if let timeout { headers.append(CurlHTTP.Header(Self.timeoutHeader, String(Self.milliseconds(timeout)))) }
             return CurlHTTP.Request(
                 method: method, url: configuration.baseURLs[endpoint ?? currentEndpoint] + pathAndQuery, headers: headers, body: body,
                 timeout: timeout, connectTimeout: configuration.connectTimeout, tls: configuration.tls)
@@ -274,6 +278,17 @@ extension NodeAPI {
                 tried += 1
             } while tried < configuration.baseURLs.count
             throw failure
+        }
+
+        /// The header that says how long the client waits for an answer, in whole milliseconds.
+        static let timeoutHeader = "Gpuplane-Timeout-Ms"
+
+        /// `duration` in whole milliseconds, at least 1 and at most an hour (what the api-server takes).
+        static func milliseconds(_ duration: Duration) -> Int64 {
+            let (seconds, attoseconds) = duration.components
+            let total = seconds.multipliedReportingOverflow(by: 1000)
+            guard !total.overflow else { return 3_600_000 }
+            return min(max(total.partialValue + attoseconds / 1_000_000_000_000_000, 1), 3_600_000)
         }
 
         /// ``send(_:_:body:)`` decoding the answer as `type`.
