@@ -1,11 +1,16 @@
 #define _GNU_SOURCE
 #include <malloc.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include "system_shim.h"
 
 int gp_set_malloc_arena_max(int arenas) {
     return mallopt(M_ARENA_MAX, arenas);
+}
+
+int gp_line_buffer_stdout(void) {
+    return setvbuf(stdout, NULL, _IOLBF, 0);
 }
 
 int gp_set_thread_name(const char *name) {

@@ -79,3 +79,13 @@ private func threadEntry(_ argument: UnsafeMutableRawPointer) -> UnsafeMutableRa
 private func nameCurrentThread(_ name: String) {
     _ = gp_set_thread_name(name)
 }
+
+/// The process's standard output.
+public enum StandardOutput {
+    /// Makes stdout line-buffered: a long run whose output goes to a file or pipe and that is
+    /// killed part way leaves every line it printed (buffered in blocks otherwise, it left
+    /// none). Call before anything is printed.
+    public static func lineBuffered() {
+        _ = gp_line_buffer_stdout()
+    }
+}

@@ -61,6 +61,8 @@ struct FleetBench: AsyncParsableCommand {
     var binaries: String?
 
     func run() async throws {
+        // A run killed part way (a melted machine, a timeout) keeps what it printed.
+        StandardOutput.lineBuffered()
         let sizes = nodes.flatMap { $0.split(separator: ",") }.compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !sizes.isEmpty, sizes.allSatisfy({ $0 >= 2 }) else { throw ValidationError("--nodes needs sizes of 2 or more, e.g. 100,1000") }
         let folder = URL(fileURLWithPath: binaries ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path)
@@ -403,7 +405,7 @@ final class FleetRun: @unchecked Sendable {
         let loadAfter = (try? await metrics.read()) ?? PrometheusMetrics.Values(values: [:])
         let schedulerAfter = await schedulerCounters()
         if let before = modifiesBefore, let after = await apiModifies(apiURLs) {
-            print("  read-modify-writes (status reports) while applying and running: \(after.serializable - before.serializable) decided by the first, serializable read, \(after.linearizable - before.linearizable) read again linearizably (\(after.unchanged - before.unchanged) of them unchanged: nothing written)")
+            print("  read-modify-writes (status reports) while applying and running: \(after.serializable - before.serializable) decided by the first, serializable read, \(after.linearizable - before.linearizable) read again linearizably (\(after.unchanged - before.unchanged) of them unchanged: nothing written); \(after.abandoned - before.abandoned) requests dropped, their client no longer waiting")
         }
         func schedulerDelta(_ name: String) -> Double { (schedulerAfter[name] ?? 0) - (schedulerBefore[name] ?? 0) }
         let schedulerPasses = schedulerDelta("gpuplane_scheduler_passes_total")
@@ -756,11 +758,13 @@ final class FleetRun: @unchecked Sendable {
     }
 
     /// The api-servers' read-modify-writes so far by the read that decided them
-    /// (`gpuplane_store_modifies_total{read}`), summed. Nil when one cannot be read.
-    func apiModifies(_ apiURLs: [String]) async -> (serializable: Int, linearizable: Int, unchanged: Int)? {
+    /// (`gpuplane_store_modifies_total{read}`), and the requests they dropped because their
+    /// client had stopped waiting (`gpuplane_api_requests_abandoned_total`), summed. Nil when
+    /// one cannot be read.
+    func apiModifies(_ apiURLs: [String]) async -> (serializable: Int, linearizable: Int, unchanged: Int, abandoned: Int)? {
         let series = ["serializable", "linearizable", "unchanged"].map { #"gpuplane_store_modifies_total{read=""# + $0 + #""}"# }
-        guard let sums = await apiSums(apiURLs, series) else { return nil }
-        return (sums[0], sums[1], sums[2])
+        guard let sums = await apiSums(apiURLs, series + ["gpuplane_api_requests_abandoned_total"]) else { return nil }
+        return (sums[0], sums[1], sums[2], sums[3])
     }
 
     /// Each of `series` (whole names, labels included) summed over the api-servers' `/metrics`.

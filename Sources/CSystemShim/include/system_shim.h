@@ -4,6 +4,11 @@
 /// Caps glibc's malloc arenas (mallopt M_ARENA_MAX); returns 1 on success.
 int gp_set_malloc_arena_max(int arenas);
 
+/// Makes stdout line-buffered (setvbuf _IOLBF), so a process killed mid-run leaves every line
+/// it printed where its output goes (a file or a pipe buffers whole blocks otherwise); returns
+/// 0 on success. Call before anything is printed.
+int gp_line_buffer_stdout(void);
+
 /// Names the calling thread (pthread_setname_np, at most 15 bytes kept); returns 0 on success.
 int gp_set_thread_name(const char *name);
 
