@@ -232,7 +232,6 @@ public final class RouteTable: @unchecked Sendable {
 /// Builds the router with every route; tests build it against a test etcd.
 public func buildRouter(_ deps: APIDependencies) -> (Router<APIContext>, RouteTable) {
     let router = Router(context: APIContext.self)
-    router.add(middleware: RequestTaskMiddleware())
     router.add(middleware: ErrorMiddleware(logger: deps.logger))
     router.add(middleware: AuthMiddleware(authenticator: deps.authenticator, audit: deps.logger, limiter: deps.authFailureLimiter))
     let table = RouteTable(router: router)
@@ -289,7 +288,7 @@ public func buildApplication(
         ConnectionGuardHandler(limits: limits, counter: counter), BeatArrivalHandler(), IngressUpgradeHandler(ingress: deps.ingress),
     ])
     return Hummingbird.Application(
-        router: router,
+        responder: ChildTaskResponder(inner: router.buildResponder()),
         server: try tls.map { try .tls(.http1(configuration: http1), tlsConfiguration: $0.configuration) } ?? .http1(configuration: http1),
         configuration: .init(address: .hostname(host, port: port), serverName: "gpuplane-api-server", backlog: apiServerListenBacklog),
         services: services,
