@@ -1,6 +1,6 @@
 import Metrics
 
-/// How ``ResourceStore/modify(_:tenant:name:attempts:_:)``'s read-modify-writes were decided,
+/// How ``ResourceStore/modify(_:tenant:name:attempts:before:_:)``'s read-modify-writes were decided,
 /// on `/metrics`: `gpuplane_store_modifies_total{read}`, `serializable` when the first read (from
 /// the etcd member's applied state) was written back as it was, `linearizable` when a doubt was
 /// settled by reading again (the object missing, the change refusing it, or its compare-and-swap
@@ -14,7 +14,7 @@ public enum ModifyMetrics {
         /// A linearizable read after it.
         case linearizable
         /// Of those, a linearizable read that found the object already as the change would
-        /// make it: nothing written (``ResourceStore/modifyIfChanged(_:tenant:name:attempts:_:)``).
+        /// make it: nothing written (``ResourceStore/modifyIfChanged(_:tenant:name:attempts:before:_:)``).
         case unchanged
     }
 

@@ -148,7 +148,7 @@ public final class ResourceStore: Sendable {
         try await modify(R.self, tenant: tenant, name: name, attempts: attempts, unchanged: nil, deadline: deadline, change)
     }
 
-    /// ``modify(_:tenant:name:attempts:_:)`` that writes nothing when `change` leaves the
+    /// ``modify(_:tenant:name:attempts:before:_:)`` that writes nothing when `change` leaves the
     /// object as a linearizable read found it, and returns it as read: a report sent again (a
     /// retry whose first copy landed, an agent restarted) costs a read rather than an etcd write
     /// and a change delivered to every watcher. One found unchanged on the first, serializable
@@ -206,7 +206,7 @@ public final class ResourceStore: Sendable {
         }
     }
 
-    /// ``modify(_:tenant:name:attempts:_:)``'s first read: serializable, nil when the object is
+    /// ``modify(_:tenant:name:attempts:before:_:)``'s first read: serializable, nil when the object is
     /// not there (the member may not have applied its creation yet).
     private func optimisticRead<R: Resource>(_ type: R.Type, tenant: String, name: String) async throws -> R? {
         do {
