@@ -112,6 +112,14 @@ def main():
         for s in held:
             s.close()
     finally:
+        if os.environ.get("WRAP"):
+            # The wrapper does not pass its SIGTERM on: end the api-server itself (heaptrack
+            # then writes its file).
+            try:
+                os.kill(server_pid(), 15)
+                api.wait(timeout=120)
+            except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+                pass
         api.terminate()
         etcd.terminate()
         api.wait()
