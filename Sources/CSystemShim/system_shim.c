@@ -9,6 +9,10 @@ int gp_set_malloc_arena_max(int arenas) {
     return mallopt(M_ARENA_MAX, arenas);
 }
 
+int gp_malloc_trim(void) {
+    return malloc_trim(0);
+}
+
 int gp_line_buffer_stdout(void) {
     return setvbuf(stdout, NULL, _IOLBF, 0);
 }

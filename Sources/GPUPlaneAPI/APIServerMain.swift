@@ -54,6 +54,7 @@ public enum APIServerMain {
         ConfigurationKey(
             "max-registrations-in-flight", .int, default: "\(RegistrationGate.defaultLimit)",
             help: "node registrations handled at once; more are answered 503 with Retry-After before touching etcd; 0 for no limit"),
+        MemoryTrim.key,
         ConfigurationKey("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error"),
         ConfigurationKey("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
     ]
@@ -69,6 +70,7 @@ public enum APIServerMain {
             GPUPlaneLogging.bootstrap(identifier: "gpuplane-api-server", level: level, destination: destination)
             _ = MetricsExporter.bootstrap()
             APIServerMetrics.register()
+            try MemoryTrim.start(config)
             let logger = Logger(label: "gpuplane.api")
             let catalog = try Catalog.load(overrideFile: try config.string("catalog-file"))
             var adminTokens: [String] = []

@@ -31,6 +31,7 @@ public enum SchedulerMain {
         .init("autoscale-interval", .duration, default: "2s", help: "how often deployments are sized for the gateways' load (at least 1s)"),
         .init("scale-down-delay", .duration, default: "5m", help: "how long fewer instances must be wanted before a deployment scales down"),
         .init("catalog-file", .string, help: "operator catalog (JSON) overriding the bundled one; give the api-server the same"),
+        MemoryTrim.key,
         .init("log-level", .string, default: "info", help: "trace, debug, info, notice, warning, error, critical"),
         .init("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
     ] + DaemonListener.keys(defaultAddress: "0.0.0.0", defaultPort: defaultPort, what: "the scheduler's /metrics")
@@ -49,6 +50,7 @@ public enum SchedulerMain {
             let destination = GPUPlaneLogging.Destination(rawValue: try config.string("log-destination") ?? "automatic") ?? .automatic
             GPUPlaneLogging.bootstrap(identifier: "gpuplane-scheduler", level: level, destination: destination)
             let logger = Logger(label: "gpuplane.scheduler")
+            try MemoryTrim.start(config)
             // Before the store is made: its write batcher's counters are created with it.
             let port = try config.int("port") ?? defaultPort
             if port != 0 {

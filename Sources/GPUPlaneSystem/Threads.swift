@@ -25,6 +25,30 @@ public enum SystemThread {
         limitMallocArenas(count)
     }
 
+    /// Starts a thread (`malloc-trim`) that hands freed heap memory back to the kernel every
+    /// `interval` (glibc's `malloc_trim(0)`), for the life of the process. glibc returns only
+    /// the top of a heap on `free`, so the pages of a burst (thousands of connections an
+    /// api-server held while its peer was down, a scheduler's full relist) stay resident once
+    /// freed, for good: 5,000 closed connections left an api-server at 121 MB where a trim
+    /// brought it back to 36 MB. Pages trimmed and used again are faulted in again, at most
+    /// once an interval. Call once, in `main`.
+    public static func trimMallocPeriodically(every interval: Duration) {
+        let (seconds, attoseconds) = interval.components
+        let microseconds = max(1, seconds * 1_000_000 + attoseconds / 1_000_000_000_000)
+        start(name: "malloc-trim") {
+            while true {
+                var left = microseconds
+                // usleep takes less than a second (POSIX): sleep in steps.
+                while left > 0 {
+                    let step = min(left, 500_000)
+                    usleep(UInt32(step))
+                    left -= step
+                }
+                _ = gp_malloc_trim()
+            }
+        }
+    }
+
     /// Starts a detached thread named `name` (the first 15 bytes show in `ps -L` and
     /// `/proc/<pid>/task/*/comm`) that runs `body` and exits.
     public static func start(name: String, _ body: @escaping @Sendable () -> Void) {

@@ -1,11 +1,74 @@
+import CurlHTTP
 import Foundation
 import GPUPlaneTestSupport
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Guards for what keeps the daemons' resident memory down (docs/benchmarks.md: the node-agent's
 /// idle RSS goal, the daemons as shipped): the measurements themselves are benchmarks, but what
 /// they rest on is checked on every build.
 @Suite struct DaemonFootprintTests {
+
+    /// The api-server hands the memory of a burst back (`memory-trim-interval`, here 1 s): 2,000
+    /// connections, each answered once and then closed, leave its anonymous memory near where it
+    /// was. glibc keeps freed pages resident otherwise, and an api-server that held its peer's
+    /// nodes while that one was down stayed at the peak for good (docs/benchmarks.md, "Memory
+    /// per connection").
+    @Test(.enabled(if: EtcdFixture.isAvailable))
+    func theApiServerHandsABurstsMemoryBack() async throws {
+        let etcd = try await EtcdFixture.start()
+        defer { etcd.shutdown() }
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "memory-trim")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let emptyConfig = directory.appendingPathComponent("empty.conf")
+        try "".write(to: emptyConfig, atomically: true, encoding: .utf8)
+        let port = TestEnvironment.freePort()
+        let api = try ChildProcess(
+            executable: LocalClusterTests.binaries.appendingPathComponent("gpuplane-api-server").path,
+            arguments: [
+                "--port", "\(port)", "--etcd.endpoints", etcd.endpoints[0], "--log-destination", "stderr", "--log-level", "warning",
+                "--max-connections-per-source", "0", "--memory-trim-interval", "1s",
+            ],
+            environment: ["GPUPLANE_CONFIG": emptyConfig.path], logFile: directory.appendingPathComponent("api-server.log"))
+        defer { api.stop(timeout: 10) }
+        let http = CurlHTTP.Client(name: "memory-trim-test", maxConnections: 1)
+        defer { http.shutdown() }
+        try await eventually("the api-server answers", timeout: 60) {
+            (try? await http.perform(CurlHTTP.Request(url: "http://127.0.0.1:\(port)/healthz", timeout: .seconds(5))))?.status == 200
+        }
+        func anonymousKiB() throws -> Int {
+            let status = try String(contentsOfFile: "/proc/\(api.pid)/status", encoding: .utf8)
+            let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("RssAnon:") })
+            return try #require(line.split(separator: " ").dropFirst().first.flatMap { Int($0) })
+        }
+        let before = try anonymousKiB()
+        let opened = try await TestEnvironment.offPool { () throws -> [Int32] in
+            var fds: [Int32] = []
+            for _ in 0..<2_000 {
+                guard let fd = TestSockets.connectLoopback(port: port) else { break }
+                fds.append(fd)
+                guard TestSockets.sendAll(fd, Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8)[...]) else { break }
+                // The answer (a few hundred bytes): read until its body is in.
+                var answer: [UInt8] = []
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                while !String(decoding: answer, as: UTF8.self).contains("}") {
+                    let n = recv(fd, &buffer, buffer.count, 0)
+                    guard n > 0 else { break }
+                    answer += buffer[0..<n]
+                }
+            }
+            return fds
+        }
+        #expect(opened.count == 2_000)
+        let grown = try anonymousKiB() - before
+        #expect(grown > 10_000, "2,000 connections added \(grown) KiB")
+        for fd in opened { close(fd) }
+        try await eventually("the closed connections' memory handed back", timeout: 30) { try anonymousKiB() - before < grown / 4 }
+        #expect(api.isRunning, "\(api.logTail())")
+    }
     /// `readelf` output for the built executable `name`.
     static func readelf(_ flag: String, _ name: String) throws -> String {
         let binary = LocalClusterTests.binaries.appendingPathComponent(name).path

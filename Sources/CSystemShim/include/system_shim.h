@@ -4,6 +4,10 @@
 /// Caps glibc's malloc arenas (mallopt M_ARENA_MAX); returns 1 on success.
 int gp_set_malloc_arena_max(int arenas);
 
+/// Hands the free pages of every malloc arena back to the kernel (glibc malloc_trim(0));
+/// returns 1 when some memory was released.
+int gp_malloc_trim(void);
+
 /// Makes stdout line-buffered (setvbuf _IOLBF), so a process killed mid-run leaves every line
 /// it printed where its output goes (a file or a pipe buffers whole blocks otherwise); returns
 /// 0 on success. Call before anything is printed.
