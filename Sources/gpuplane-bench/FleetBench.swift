@@ -42,6 +42,9 @@ struct FleetBench: AsyncParsableCommand {
     @Option(help: "Seconds of each steady-state measurement (heartbeat cost, raw etcd rates).")
     var steadySeconds = 10.0
 
+    @Option(help: "Seconds of rest after everything else before the last RSS sample (longer than the daemons' memory-trim-interval, 30 s, so a burst's freed memory has gone back).")
+    var restSeconds = 40.0
+
     @Option(help: "Seconds each waiting phase may take at most.")
     var timeout = 300.0
 
@@ -176,6 +179,9 @@ struct FleetResult: Codable {
         var anonMiB: Double?
         var cpuLoad: Double
         var cpuSteady: Double
+        /// RSS and its anonymous part at the end, after `--rest-seconds` of rest.
+        var restRSSMiB: Double?
+        var restAnonMiB: Double?
     }
 
     func table() -> String {
@@ -209,11 +215,13 @@ struct FleetResult: Codable {
             "| spurious NotReady (nodes never silenced) | \(spuriousNotReady) | \(spuriousAfterSlowBeat) after a heartbeat of theirs answered late |",
             "| heartbeats answered after more than an interval (1 s) | \(slowBeats) | slowest \(s(slowestBeat)) |",
             "",
-            "| process | RSS MiB | of it anonymous (heap, stacks) | CPU % under load | CPU % steady |",
-            "| --- | ---: | ---: | ---: | ---: |",
+            "| process | RSS MiB (peak) | of it anonymous (heap, stacks) | at rest at the end: RSS (anonymous) MiB | CPU % under load | CPU % steady |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         for p in processes {
-            lines.append(String(format: "| %@ | %.0f | %.0f | %.0f | %.0f |", p.name, p.rssMiB, p.anonMiB ?? .nan, p.cpuLoad, p.cpuSteady))
+            lines.append(String(
+                format: "| %@ | %.0f | %.0f | %.0f (%.0f) | %.0f | %.0f |", p.name, p.rssMiB, p.anonMiB ?? .nan, p.restRSSMiB ?? .nan,
+                p.restAnonMiB ?? .nan, p.cpuLoad, p.cpuSteady))
         }
         return lines.joined(separator: "\n")
     }
@@ -464,13 +472,19 @@ final class FleetRun: @unchecked Sendable {
             slow.contains { $0.node == node && $0.ms <= at && at - $0.ms <= 6000 }
         }.count
         peak.sample(self.pids())
+        // At rest: what each process keeps once the bursts are over (the daemons hand freed
+        // memory back every memory-trim-interval).
+        try await Task.sleep(for: .milliseconds(Int(bench.restSeconds * 1000)))
+        let pidsAtRest = pids()
         let hollowPer1000 = 1000 / Double(max(1, nodes - victims))
         result.processes = ["etcd", "api-server-0", "api-server-1", "scheduler-a", "scheduler-b", "hollow"].map { name in
             let scale = name == "hollow" ? hollowPer1000 : 1
+            let rest = pidsAtRest[name].map(ProcessSampler.rssMiB)
             return FleetResult.ProcessFigures(
                 name: name == "hollow" ? "hollow nodes, per 1,000" : name, rssMiB: peak.peak(name) * scale,
                 anonMiB: peak.peak(name, anonymous: true) * scale,
-                cpuLoad: (cpuLoad[name] ?? .nan) * scale, cpuSteady: (cpuSteady[name] ?? .nan) * scale)
+                cpuLoad: (cpuLoad[name] ?? .nan) * scale, cpuSteady: (cpuSteady[name] ?? .nan) * scale,
+                restRSSMiB: rest.map { $0.total * scale }, restAnonMiB: rest.map { $0.anonymous * scale })
         }
         return result
     }

@@ -11,6 +11,7 @@ import Testing
         struct Process: Decodable {
             var name: String
             var rssMiB: Double
+            var restRSSMiB: Double?
         }
         var nodes: Int
         var spuriousNotReady: Int
@@ -63,7 +64,7 @@ import Testing
         let (status, output) = try await TestEnvironment.offPool {
             try Command.run(
                 bench,
-                ["fleet", "--nodes", "100", "--rate", "50", "--steady-seconds", "3", "--timeout", "\(limit)", "--json", json.path],
+                ["fleet", "--nodes", "100", "--rate", "50", "--steady-seconds", "3", "--rest-seconds", "1", "--timeout", "\(limit)", "--json", json.path],
                 timeout: .seconds(limit * 3))
         }
         #expect(status == 0, "\(output.suffix(4000))")
@@ -97,9 +98,11 @@ import Testing
         #expect(report.watchesPerAPIServerAfterReturn?.count == 2 && report.watchesPerAPIServerAfterReturn?.allSatisfy { $0 > 0 } == true)
         #expect(Set(report.processes.map(\.name)) == ["etcd", "api-server-0", "api-server-1", "scheduler-a", "scheduler-b", "hollow nodes, per 1,000"])
         #expect(report.processes.allSatisfy { $0.rssMiB > 0 })
+        // And each one's resident set at rest at the end (--rest-seconds).
+        #expect(report.processes.allSatisfy { ($0.restRSSMiB ?? 0) > 0 }, "\(report.processes.map { "\($0.name) \($0.restRSSMiB ?? -1)" })")
         // The markdown table is printed too, with the hollow nodes' late heartbeat answers
         // (journal `slowbeat`) beside the spurious NotReady they may explain.
-        #expect(output.contains("| apply answered p50 / p99 |") && output.contains("| apply → bound p50 / p99 |") && output.contains("| process | RSS MiB |"))
+        #expect(output.contains("| apply answered p50 / p99 |") && output.contains("| apply → bound p50 / p99 |") && output.contains("| process | RSS MiB (peak) |"))
         #expect(output.contains("| heartbeats answered after more than an interval (1 s) | \(report.slowBeats) |"), "\(output.suffix(3000))")
         #expect(report.spuriousAfterSlowBeat <= report.spuriousNotReady)
     }
