@@ -89,10 +89,10 @@ final class BeatArrivalHandler: ChannelInboundHandler, RemovableChannelHandler {
 }
 
 extension HTTPField.Name {
-    /// The field name `name`, a literal of this code's own (letters, digits and `-`, always
+    /// The field name `name`, a constant of this code's own (letters, digits and `-`, always
     /// valid): what HTTPTypes' failable initialiser makes of it.
-    static func literal(_ name: StaticString) -> HTTPField.Name {
-        guard let field = HTTPField.Name("\(name)") else { preconditionFailure("'\(name)' is not an HTTP field name") }
+    static func literal(_ name: String) -> HTTPField.Name {
+        guard let field = HTTPField.Name(name) else { preconditionFailure("'\(name)' is not an HTTP field name") }
         return field
     }
 }

@@ -1,3 +1,4 @@
+import GPUPlaneCore
 import GPUPlaneStore
 import HTTPTypes
 import Hummingbird
@@ -13,12 +14,12 @@ import Hummingbird
 /// deadline every copy would still be read and written in full: the work grows just when there
 /// is least room for it. A client that sends no header has no deadline.
 enum RequestDeadline {
-    /// The request header's name, as errors name it.
-    static let headerName = "Gpuplane-Timeout-Ms"
+    /// The request header's name, as errors name it (``RequestTimeoutHeader``).
+    static let headerName = RequestTimeoutHeader.name
     /// The request header: how long the client waits, in whole milliseconds.
-    static let header = HTTPField.Name.literal("Gpuplane-Timeout-Ms")
+    static let header = HTTPField.Name.literal(RequestTimeoutHeader.name)
     /// The longest wait a client may declare (an hour).
-    static let longest = 3_600_000
+    static let longest = RequestTimeoutHeader.longestMilliseconds
 
     /// When `request`'s client stops waiting: when the request reached this host (or now, where
     /// that is not known) plus its `Gpuplane-Timeout-Ms`; nil without one.

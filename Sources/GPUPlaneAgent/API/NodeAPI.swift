@@ -250,7 +250,7 @@ extension NodeAPI {
         func request(_ method: CurlHTTP.Method, _ pathAndQuery: String, body: Data?, timeout: Duration?, endpoint: Int? = nil) -> CurlHTTP.Request {
             var headers = [CurlHTTP.Header("Authorization", "Bearer \(configuration.token)"), CurlHTTP.Header("Accept", "application/json")]
             if body != nil { headers.append(CurlHTTP.Header("Content-Type", "application/json")) }
-            if let timeout { headers.append(CurlHTTP.Header(Self.timeoutHeader, String(Self.milliseconds(timeout)))) }
+            if let timeout { headers.append(CurlHTTP.Header(RequestTimeoutHeader.name, RequestTimeoutHeader.value(timeout))) }
             return CurlHTTP.Request(
                 method: method, url: configuration.baseURLs[endpoint ?? currentEndpoint] + pathAndQuery, headers: headers, body: body,
                 timeout: timeout, connectTimeout: configuration.connectTimeout, tls: configuration.tls)
@@ -278,17 +278,6 @@ extension NodeAPI {
                 tried += 1
             } while tried < configuration.baseURLs.count
             throw failure
-        }
-
-        /// The header that says how long the client waits for an answer, in whole milliseconds.
-        static let timeoutHeader = "Gpuplane-Timeout-Ms"
-
-        /// `duration` in whole milliseconds, at least 1 and at most an hour (what the api-server takes).
-        static func milliseconds(_ duration: Duration) -> Int64 {
-            let (seconds, attoseconds) = duration.components
-            let total = seconds.multipliedReportingOverflow(by: 1000)
-            guard !total.overflow else { return 3_600_000 }
-            return min(max(total.partialValue + attoseconds / 1_000_000_000_000_000, 1), 3_600_000)
         }
 
         /// ``send(_:_:body:)`` decoding the answer as `type`.
