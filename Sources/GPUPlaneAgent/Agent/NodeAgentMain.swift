@@ -184,7 +184,6 @@ public enum NodeAgentMain {
         return .sources(hosts)
     }
 
-    /// `api-server`: one URL or several separated by commas, in the order the agent tries them.
     /// `api-server-return-after`: how long a node away from its own api-server waits before
     /// asking whether it answers again (``NodeAPI/Configuration/returnAfter``); the
     /// hollow-nodes simulator takes it too.
@@ -198,6 +197,7 @@ public enum NodeAgentMain {
         return wait > .zero ? wait : nil
     }
 
+    /// `api-server`: one URL or several separated by commas, in the order the agent tries them.
     static func apiServerURLs(_ config: Configuration) throws -> [String] {
         let text = try config.string("api-server") ?? "http://127.0.0.1:8080"
         let urls = text.split(separator: ",").map { String($0.filter { !$0.isWhitespace }) }.filter { !$0.isEmpty }
