@@ -34,16 +34,12 @@ public enum SystemThread {
     /// once an interval. Call once, in `main`.
     public static func trimMallocPeriodically(every interval: Duration) {
         let (seconds, attoseconds) = interval.components
-        let microseconds = max(1, seconds * 1_000_000 + attoseconds / 1_000_000_000_000)
+        let pause = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
         start(name: "malloc-trim") {
+            // A signal may end a pause early: one trim a little sooner, no harm.
             while true {
-                var left = microseconds
-                // usleep takes less than a second (POSIX): sleep in steps.
-                while left > 0 {
-                    let step = min(left, 500_000)
-                    usleep(UInt32(step))
-                    left -= step
-                }
+                var asked = pause
+                nanosleep(&asked, nil)
                 _ = gp_malloc_trim()
             }
         }
