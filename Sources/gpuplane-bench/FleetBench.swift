@@ -68,6 +68,10 @@ struct FleetBench: AsyncParsableCommand {
         StandardOutput.lineBuffered()
         let sizes = nodes.flatMap { $0.split(separator: ",") }.compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !sizes.isEmpty, sizes.allSatisfy({ $0 >= 2 }) else { throw ValidationError("--nodes needs sizes of 2 or more, e.g. 100,1000") }
+        // Each is slept as whole milliseconds: NaN, infinity or a day and more would trap there.
+        for (flag, seconds) in [("--steady-seconds", steadySeconds), ("--rest-seconds", restSeconds)] where !(0...86_400).contains(seconds) {
+            throw ValidationError("\(flag) must be 0 to 86400 seconds, not \(seconds)")
+        }
         let folder = URL(fileURLWithPath: binaries ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path)
         for name in ["gpuplane-api-server", "gpuplane-scheduler", "gpuplane-hollow-nodes"] {
             guard FileManager.default.isExecutableFile(atPath: folder.appendingPathComponent(name).path) else {
