@@ -18,12 +18,13 @@ struct NodeAPIClientTests {
         let tenant: String
         let token: String
 
-        init() async throws {
-            handle = try await ControlPlane.shared.get()
+        /// A node and tenant of their own on `handle`, the shared control plane when nil.
+        init(on handle: ControlPlane.Handle? = nil) async throws {
+            if let handle { self.handle = handle } else { self.handle = try await ControlPlane.shared.get() }
             let word = UUID().uuidString.lowercased().prefix(8)
             node = "node-\(word)"
             tenant = "t-\(word)"
-            token = try await ControlPlane.nodeToken(handle, node: node)
+            token = try await ControlPlane.nodeToken(self.handle, node: node)
         }
 
         func replica(_ name: String, bound: Bool = true) -> Replica {
@@ -165,16 +166,9 @@ struct NodeAPIClientTests {
             handle.deps.watchCaches.stop()
             handle.etcd.shutdown()
         }
-        let word = UUID().uuidString.lowercased().prefix(8)
-        let node = "node-\(word)", tenant = "t-\(word)"
-        let token = try await ControlPlane.nodeToken(handle, node: node)
-        _ = try await handle.store.create(
-            Replica(
-                metadata: ObjectMeta(name: "late", tenant: tenant),
-                spec: ReplicaSpec(
-                    owner: OwnerReference(kind: .application, name: "app", uid: "u"), role: "late", mode: nil, modelSlug: nil,
-                    gpus: 0, vramGB: 0, machineTypes: [], priority: .inference, image: "busybox"),
-                binding: Binding(node: node, gpuIndices: [])))
+        let plane = try await Plane(on: handle)
+        let (tenant, token) = (plane.tenant, plane.token)
+        _ = try await handle.store.create(plane.replica("late"))
         let patient = NodeAPI.Client(NodeAPI.Configuration(baseURL: handle.base, token: token, requestTimeout: .seconds(30)))
         defer { patient.shutdown() }
         let first = try await patient.reportStatus(replica: tenant, "late", ReplicaStatus(phase: .starting))
