@@ -3,16 +3,22 @@ import GPUPlaneSystem
 /// `memory-trim-interval`, a setting of the api-server and the scheduler: how often the daemon
 /// hands freed heap memory back to the kernel (``SystemThread/trimMallocPeriodically(every:)``).
 public enum MemoryTrim {
-    /// The configuration key (30 s; 0: never).
+    /// The configuration key (30 s; 0: never; else at least 1 s).
     public static let key = ConfigurationKey(
         "memory-trim-interval", .duration, default: "30s",
-        help: "how often freed heap memory is handed back to the kernel (glibc malloc_trim), so a burst's pages do not stay resident; 0: never")
+        help: "how often freed heap memory is handed back to the kernel (glibc malloc_trim), so a burst's pages do not stay resident; at least 1s, 0: never")
 
     /// Starts trimming every ``key``'s interval, unless it is 0.
-    /// - Throws: ``ConfigurationError`` when the value is not a duration.
+    /// - Throws: ``ConfigurationError`` when the value is not a duration, or is under a second
+    ///   and not 0 (a trim walks every arena: done all the time it would only burn a core).
     public static func start(_ config: Configuration) throws {
         let interval = try config.duration(key.name) ?? .seconds(30)
-        guard interval > .zero else { return }
+        guard interval != .zero else { return }
+        guard interval >= .seconds(1) else {
+            throw ConfigurationError(
+                code: .invalidValue, key: key.name, source: config.source(of: key.name),
+                detail: "must be 0 (never) or at least 1s, not \(interval)")
+        }
         SystemThread.trimMallocPeriodically(every: interval)
     }
 }
