@@ -265,6 +265,13 @@ public func buildRouter(_ deps: APIDependencies) -> (Router<APIContext>, RouteTa
 /// (docs/benchmarks.md, "The accept queue").
 public let apiServerListenBacklog = Int(UInt16.max)
 
+/// How long an api-server's graceful shutdown (SIGTERM) may take: it stops listening, ends
+/// every watch stream with an ERROR line that sends the client to another api-server, and
+/// lets the requests in flight finish; whatever still runs after this (a followed log, a
+/// long completion stream) is cancelled. Below the 30 s that the systemd unit and the chart
+/// give before SIGKILL.
+public let apiServerShutdownGrace = Duration.seconds(20)
+
 /// Builds the server application. Every connection runs under `limits` (header, body and
 /// keep-alive timeouts, connections per source address); with `tls`, it serves HTTPS only.
 /// `onBound` is called with the port once the server listens (the kernel's choice when `port`
@@ -302,10 +309,18 @@ public func buildApplication(
 public struct RunningAPIServer: Sendable {
     /// The port it listens on.
     public let port: Int
-    /// The task that runs it; cancelling it stops the server.
+    /// The task that runs it. Cancelling it shuts the server down gracefully, as ``stop()``
+    /// does: the server stops listening, ends its watch streams and finishes the requests in
+    /// flight (at most ``apiServerShutdownGrace``) before the task ends.
     public let task: Task<Void, any Error>
     /// `http://host:port`.
     public let base: String
+
+    /// Shuts the server down gracefully and waits until it has stopped.
+    public func stop() async {
+        task.cancel()
+        _ = await task.result
+    }
 }
 
 /// Why ``startAPIServer(_:host:port:limits:)`` has no server to return: it stopped before listening.
@@ -315,7 +330,7 @@ public struct APIServerStartError: Error, CustomStringConvertible {
 }
 
 /// Builds the application on port 0 (or `port`) and runs it (without signal handlers) until
-/// its task is cancelled; returns once it listens, with the port the kernel chose, or throws
+/// its task is cancelled, which shuts it down gracefully; returns once it listens, with the port the kernel chose, or throws
 /// why it could not. For embedding the api-server in tests and benchmarks: a port chosen free
 /// beforehand can be taken by another socket before the server binds it, so name one only to
 /// start a server again where a stopped one listened.
@@ -327,9 +342,23 @@ public func startAPIServer(
         announce.yield(port)
         announce.finish()
     }
-    let task = Task {
+    var configuration = ServiceGroupConfiguration(services: [app], logger: deps.logger)
+    configuration.maximumGracefulShutdownDuration = apiServerShutdownGrace
+    let group = ServiceGroup(configuration: configuration)
+    // The group runs in a task that is never cancelled: cancelled, the server's loop over its
+    // accepted connections stops with a connection still queued, and NIO traps on the
+    // connection's writer (apple/swift-nio#2637). The outer task turns its cancellation into
+    // a graceful shutdown, which closes the listener first and drains the queue.
+    let serving = Task {
         defer { announce.finish() }
-        try await app.runService(gracefulShutdownSignals: [])
+        try await group.run()
+    }
+    let task = Task {
+        try await withTaskCancellationHandler {
+            try await serving.value
+        } onCancel: {
+            Task { await group.triggerGracefulShutdown() }
+        }
     }
     for await port in bound { return RunningAPIServer(port: port, task: task, base: "http://\(host):\(port)") }
     switch await task.result {

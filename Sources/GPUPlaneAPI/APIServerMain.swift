@@ -166,7 +166,7 @@ public enum APIServerMain {
             let daemon = Daemon(
                 // Services stop in reverse: the tracker drains before the server stops listening.
                 services: [EtcdReadiness(store: store, readiness: readiness, logger: logger), app, HeartbeatDrain(tracker: deps.heartbeats)],
-                readiness: readiness, readyStatus: "serving", logger: logger)
+                readiness: readiness, readyStatus: "serving", shutdownGrace: apiServerShutdownGrace, logger: logger)
             try await daemon.run()
             return 0
         } catch {

@@ -3,6 +3,7 @@ import GPUPlaneStore
 import GPUPlaneSystem
 import Hummingbird
 import NIOCore
+import ServiceLifecycle
 
 /// A node's watch of everything bound to it, the replicas and the model servers, in one stream:
 /// `GET /v1/nodes/{name}/watch?replicaVersion=R&modelServerVersion=M`. Each line is a line of
@@ -63,26 +64,36 @@ struct NodeWatchStreamer: Sendable {
             servers.close()
             inbox.finish()
         }
-        try await replicas.open(writer: &writer)
-        try await servers.open(writer: &writer)
-        loop: for await item in inbox.items {
-            let step: NodeWatchStep
-            switch item {
-            case .tick:
-                replicas.tick()
-                servers.tick()
-                continue
-            case .replicas(let item): step = try replicas.lines(item)
-            case .modelServers(let item): step = try servers.lines(item)
-            case .replicasFromEtcd(let item): step = try replicas.lines(item)
-            case .modelServersFromEtcd(let item): step = try servers.lines(item)
+        // A graceful shutdown finishes the inbox: both kinds tell the client to resume elsewhere.
+        try await withGracefulShutdownHandler {
+            try await replicas.open(writer: &writer)
+            try await servers.open(writer: &writer)
+            loop: for await item in inbox.items {
+                let step: NodeWatchStep
+                switch item {
+                case .tick:
+                    replicas.tick()
+                    servers.tick()
+                    continue
+                case .replicas(let item): step = try replicas.lines(item)
+                case .modelServers(let item): step = try servers.lines(item)
+                case .replicasFromEtcd(let item): step = try replicas.lines(item)
+                case .modelServersFromEtcd(let item): step = try servers.lines(item)
+                }
+                if let lines = step.lines { try await writer.write(lines) }
+                if step.ended { break loop }
             }
-            if let lines = step.lines { try await writer.write(lines) }
-            if step.ended { break loop }
+        } onGracefulShutdown: {
+            inbox.finish()
         }
-        // The inbox finished: a kind's cache subscription ended (its ERROR line says why).
-        for line in [try replicas.endingLine(), try servers.endingLine()] {
-            if let line { try await writer.write(line) }
+        if Task.isShuttingDownGracefully {
+            try await writer.write(try replicas.shuttingDownLine())
+            try await writer.write(try servers.shuttingDownLine())
+        } else {
+            // The inbox finished: a kind's cache subscription ended (its ERROR line says why).
+            for line in [try replicas.endingLine(), try servers.endingLine()] {
+                if let line { try await writer.write(line) }
+            }
         }
         try await writer.finish(nil)
     }
@@ -211,6 +222,11 @@ private final class NodeWatchKind<R: Resource> {
     func endingLine() throws -> ByteBuffer? {
         guard let ending = subscription?.ending else { return nil }
         return try session.ending(ending)
+    }
+
+    /// The kind's ERROR line when the api-server shuts down gracefully (resume elsewhere).
+    func shuttingDownLine() throws -> ByteBuffer {
+        try session.shuttingDown()
     }
 
     /// Stops the kind's feed.

@@ -4,6 +4,7 @@ import GPUPlaneStore
 import GPUPlaneSystem
 import Hummingbird
 import Metrics
+import ServiceLifecycle
 
 /// One line of a watch stream.
 struct WatchLine<R: Resource>: Encodable {
@@ -259,10 +260,22 @@ final class WatchSession<R: Resource> {
             ticker.cancel()
             subscription.cancel()
         }
-        for await item in subscription.items {
-            if let lines = try cached(item) { try await writer.write(lines) }
+        // A graceful shutdown ends the subscription: the client is told to resume elsewhere.
+        try await withGracefulShutdownHandler {
+            for await item in subscription.items {
+                if let lines = try cached(item) { try await writer.write(lines) }
+            }
+        } onGracefulShutdown: {
+            subscription.cancel()
         }
-        try await writer.write(try ending(subscription.ending))
+        try await writer.write(Task.isShuttingDownGracefully ? try shuttingDown() : try ending(subscription.ending))
+    }
+
+    /// The ERROR line that ends every watch when the api-server shuts down gracefully: the
+    /// client resumes at another api-server (this one no longer listens) and misses nothing.
+    @inline(never)
+    func shuttingDown() throws -> ByteBuffer {
+        try error(503, "this api-server is shutting down; reconnect with resourceVersion \(lastRevision)")
     }
 
     /// The ERROR line that ends a watch whose cache subscription ended for `why`.
@@ -289,21 +302,34 @@ final class WatchSession<R: Resource> {
             ticker.cancel()
             merged.continuation.finish()
         }
-        for await item in merged.stream {
-            switch try direct(item) {
-            case .send(let lines):
-                try await writer.write(lines)
-            case .sendAndEnd(let lines):
-                if let lines { try await writer.write(lines) }
-                return nil
-            case .handOver(let lines, let subscription):
-                if let lines { try await writer.write(lines) }
-                return subscription
-            case .nothing:
-                break
+        let ending = try await withGracefulShutdownHandler { () async throws -> DirectEnd in
+            for await item in merged.stream {
+                switch try direct(item) {
+                case .send(let lines):
+                    try await writer.write(lines)
+                case .sendAndEnd(let lines):
+                    if let lines { try await writer.write(lines) }
+                    return .ended
+                case .handOver(let lines, let subscription):
+                    if let lines { try await writer.write(lines) }
+                    return .handOver(subscription)
+                case .nothing:
+                    break
+                }
             }
+            return .ended
+        } onGracefulShutdown: {
+            merged.continuation.finish()
         }
+        if case .handOver(let subscription) = ending { return subscription }
+        if Task.isShuttingDownGracefully { try await writer.write(try shuttingDown()) }
         return nil
+    }
+
+    /// How ``watchDirectly(writer:)``'s own etcd watch ended.
+    private enum DirectEnd {
+        case ended
+        case handOver(WatchCacheSubscription<R>)
     }
 
     /// Watches etcd from the first revision not yet sent, handing each batch (and the end) to

@@ -89,25 +89,28 @@ public struct Daemon: Sendable {
     ///   - readyStatus: the `STATUS=` sent with `READY=1`.
     ///   - handlesSignals: whether SIGTERM and SIGINT start graceful shutdown (the group then
     ///     ignores their default action); tests pass false and call ``triggerGracefulShutdown()``.
+    ///   - shutdownGrace: how long graceful shutdown may take before what still runs is
+    ///     cancelled; nil waits for every service however long it takes.
     ///   - logger: the group's logger.
     public init(
         services: [any Service], readiness: ReadinessTracker? = nil,
         notifier: SystemdNotifier = SystemdNotifier(), readyStatus: String = "running",
-        handlesSignals: Bool = true, logger: Logger
+        handlesSignals: Bool = true, shutdownGrace: Duration? = nil, logger: Logger
     ) {
         let notification = NotificationService(
             readiness: readiness ?? ReadinessTracker(components: []), notifier: notifier,
             readyStatus: readyStatus, logger: logger)
         self.notifier = notifier
-        self.group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
-                    + [
-                        .init(
-                            service: notification, successTerminationBehavior: .ignore,
-                            serviceName: "systemd-notify")
-                    ],
-                gracefulShutdownSignals: handlesSignals ? [.sigterm, .sigint] : [], logger: logger))
+        var configuration = ServiceGroupConfiguration(
+            services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
+                + [
+                    .init(
+                        service: notification, successTerminationBehavior: .ignore,
+                        serviceName: "systemd-notify")
+                ],
+            gracefulShutdownSignals: handlesSignals ? [.sigterm, .sigint] : [], logger: logger)
+        configuration.maximumGracefulShutdownDuration = shutdownGrace
+        self.group = ServiceGroup(configuration: configuration)
     }
 
     /// Runs until every service has stopped; rethrows the first service failure.
