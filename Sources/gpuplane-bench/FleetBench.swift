@@ -79,7 +79,9 @@ struct FleetBench: AsyncParsableCommand {
             }
         }
         _ = FileLimit.raiseToHardLimit()
-        if let json { FileManager.default.createFile(atPath: json, contents: nil) }
+        if let json, !FileManager.default.createFile(atPath: json, contents: nil) {
+            throw ValidationError("--json: cannot create '\(json)'")
+        }
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) CPUs, \(ProcessInfo.processInfo.physicalMemory / 1_048_576) MiB; heartbeat 1 s, TTL \(heartbeatTTL) s, run delay \(runDelay) s, \(rate) applies/s")
         for size in sizes {
             let run = FleetRun(bench: self, nodes: size, binaries: folder)
