@@ -328,6 +328,12 @@ public final class LocalCluster: @unchecked Sendable {
         return token
     }
 
+    /// The daemon process labelled `name` (`gpuplane-api-server`, `gpuplane-scheduler`,
+    /// `gpuplane-node-agent-<node>`), to signal or watch it.
+    public func daemon(_ name: String) -> ChildProcess? {
+        daemons.first { $0.name == name }?.process
+    }
+
     /// The last lines each daemon wrote, for failure reports.
     public func logTails(bytes: Int = 3000) -> String {
         daemons.map { "--- \($0.name) ---\n\($0.process.logTail(bytes: bytes))" }.joined(separator: "\n")

@@ -2,6 +2,10 @@ import Foundation
 import GPUPlaneTestSupport
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The operator's and user's terminal against a live local cluster (real daemons, etcd,
 /// podman with fake GPUs): `gpuplane logs` (with `-f` and `--tail`) through the api-server
 /// from the node-agent's listener, and the refusals around it.
@@ -176,5 +180,46 @@ import Testing
             ((try? String(contentsOf: watchLog, encoding: .utf8)) ?? "").contains("DELETED")
         }
         try await eventually("logs -f ends when the container stops", timeout: 60) { !follow.isRunning }
+    }
+
+    /// A node-agent stopped (SIGTERM) while a user follows a replica's logs through it: the
+    /// follow ends and the agent exits. Its listener's graceful shutdown waits for the answers
+    /// in flight, and a followed log never ends by itself: the agent stayed up until SIGKILL.
+    @Test(.enabled(if: PodmanFixture.isAvailable && EtcdFixture.isAvailable))
+    func anAgentStoppedWhileItsLogsAreFollowedExits() async throws {
+        let cluster = try await LocalCluster.start(binaries: LocalClusterTests.binaries)
+        defer { cluster.shutdown() }
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "cli-follow-stop")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let token = try await cluster.tenant("talk", plan: "enterprise")
+        let tokenFile = directory.appendingPathComponent("token")
+        try token.write(to: tokenFile, atomically: true, encoding: .utf8)
+        let cli = LocalClusterTests.binaries.appendingPathComponent("gpuplane").path
+        let environment = ["GPUPLANE_SERVER": cluster.apiURL, "GPUPLANE_TOKEN_FILE": tokenFile.path, "HOME": directory.path]
+        let file = directory.appendingPathComponent("chatty.yaml")
+        try Self.manifest.write(to: file, atomically: true, encoding: .utf8)
+        let applied = try await TestEnvironment.offPool {
+            try Command.run(cli, ["apply", "-f", file.path], environment: environment, inheritEnvironment: false, timeout: .seconds(60))
+        }
+        #expect(applied.status == 0, "\(applied.output)")
+        var node = ""
+        try await eventually("the talker runs", timeout: 120, every: 0.25) {
+            let items = try await cluster.json("GET", "/v1/replicas", token: token)["items"] as? [[String: Any]] ?? []
+            guard let running = items.first(where: { ($0["status"] as? [String: Any])?["phase"] as? String == "running" }) else { return false }
+            node = (running["binding"] as? [String: Any])?["node"] as? String ?? ""
+            return true
+        }
+        let agent = try #require(cluster.daemon("gpuplane-node-agent-\(node)"), "no agent for node '\(node)'")
+        let followLog = directory.appendingPathComponent("follow.out")
+        let follow = try ChildProcess(
+            executable: cli, arguments: ["logs", "-f", "--tail", "0", "chatty.talker"], environment: environment, logFile: followLog)
+        defer { follow.stop(timeout: 5) }
+        try await eventually("logs -f prints lines", timeout: 60) {
+            ((try? String(contentsOf: followLog, encoding: .utf8)) ?? "").contains("out ")
+        }
+        agent.signal(SIGTERM)
+        try await eventually("the agent exited", timeout: 60) { !agent.isRunning }
+        #expect(agent.exitStatus == 0, "\(cluster.logTails())")
+        try await eventually("logs -f ended", timeout: 60) { !follow.isRunning }
     }
 }

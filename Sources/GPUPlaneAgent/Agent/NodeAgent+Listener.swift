@@ -10,6 +10,7 @@ import HTTPTypes
 import HummingbirdCore
 import Metrics
 import NIOCore
+import ServiceLifecycle
 
 /// The node-agent's listener routes (``DaemonListener``, the agent's `port`): container logs for
 /// the api-server, signed with this node's key (``AgentRequestSignature``), and the metrics the
@@ -63,8 +64,24 @@ extension NodeAgent {
             return DaemonListener.Answer(
                 status: .ok, contentType: "text/plain; charset=utf-8",
                 body: ResponseBody { writer in
-                    for try await line in engine.followLogs(container, tail: first) {
-                        try await writer.write(ByteBuffer(string: line.text + "\n"))
+                    // A followed log never ends by itself, and the listener's graceful shutdown
+                    // waits for the answers in flight: the agent's shutdown ends the follow.
+                    let relay = AsyncThrowingStream<ContainerEngine.LogLine, any Error>.makeStream()
+                    let pump = Task {
+                        do {
+                            for try await line in engine.followLogs(container, tail: first) { relay.continuation.yield(line) }
+                            relay.continuation.finish()
+                        } catch {
+                            relay.continuation.finish(throwing: error)
+                        }
+                    }
+                    defer { pump.cancel() }
+                    try await withGracefulShutdownHandler {
+                        for try await line in relay.stream {
+                            try await writer.write(ByteBuffer(string: line.text + "\n"))
+                        }
+                    } onGracefulShutdown: {
+                        relay.continuation.finish()
                     }
                     try await writer.finish(nil)
                 })
