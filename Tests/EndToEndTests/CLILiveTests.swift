@@ -182,11 +182,13 @@ import Glibc
         try await eventually("logs -f ends when the container stops", timeout: 60) { !follow.isRunning }
     }
 
-    /// A node-agent stopped (SIGTERM) while a user follows a replica's logs through it: the
-    /// follow ends and the agent exits. Its listener's graceful shutdown waits for the answers
-    /// in flight, and a followed log never ends by itself: the agent stayed up until SIGKILL.
-    @Test(.enabled(if: PodmanFixture.isAvailable && EtcdFixture.isAvailable))
-    func anAgentStoppedWhileItsLogsAreFollowedExits() async throws {
+    /// The node-agent, or the api-server, stopped (SIGTERM) while a user follows a replica's
+    /// logs through it: the follow ends, whole (`logs -f` exits 0), and the daemon exits. A
+    /// graceful shutdown waits for the answers in flight, and a followed log never ends by
+    /// itself: the agent stayed up until SIGKILL, and the api-server cut the follow after its
+    /// shutdown's grace (20 s).
+    @Test(.enabled(if: PodmanFixture.isAvailable && EtcdFixture.isAvailable), arguments: ["agent", "gpuplane-api-server"])
+    func aDaemonStoppedWhileLogsAreFollowedEndsTheFollowAndExits(_ stopped: String) async throws {
         let cluster = try await LocalCluster.start(binaries: LocalClusterTests.binaries)
         defer { cluster.shutdown() }
         let directory = try TestEnvironment.temporaryDirectory(prefix: "cli-follow-stop")
@@ -209,7 +211,8 @@ import Glibc
             node = (running["binding"] as? [String: Any])?["node"] as? String ?? ""
             return true
         }
-        let agent = try #require(cluster.daemon("gpuplane-node-agent-\(node)"), "no agent for node '\(node)'")
+        let name = stopped == "agent" ? "gpuplane-node-agent-\(node)" : stopped
+        let daemon = try #require(cluster.daemon(name), "no daemon '\(name)'")
         let followLog = directory.appendingPathComponent("follow.out")
         let follow = try ChildProcess(
             executable: cli, arguments: ["logs", "-f", "--tail", "0", "chatty.talker"], environment: environment, logFile: followLog)
@@ -217,9 +220,10 @@ import Glibc
         try await eventually("logs -f prints lines", timeout: 60) {
             ((try? String(contentsOf: followLog, encoding: .utf8)) ?? "").contains("out ")
         }
-        agent.signal(SIGTERM)
-        try await eventually("the agent exited", timeout: 60) { !agent.isRunning }
-        #expect(agent.exitStatus == 0, "\(cluster.logTails())")
-        try await eventually("logs -f ended", timeout: 60) { !follow.isRunning }
+        daemon.signal(SIGTERM)
+        try await eventually("logs -f ended", timeout: 10) { !follow.isRunning }
+        #expect(follow.exitStatus == 0, "\(follow.logTail())")
+        try await eventually("\(name) exited", timeout: 60) { !daemon.isRunning }
+        #expect(daemon.exitStatus == 0, "\(cluster.logTails())")
     }
 }

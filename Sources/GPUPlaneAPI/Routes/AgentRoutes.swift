@@ -5,6 +5,7 @@ import GPUPlaneStore
 import GPUPlaneSystem
 import HTTPTypes
 import Hummingbird
+import ServiceLifecycle
 
 /// The routes that lead to node-agents' listeners: a replica's container logs, and the key a
 /// node-agent checks those requests with.
@@ -92,7 +93,8 @@ struct AgentRoutes: Sendable {
         var headers = HTTPFields()
         headers[.contentType] = "text/plain; charset=utf-8"
         headers[.cacheControl] = "no-store"
-        return Response(status: .ok, headers: headers, body: .relaying(answer))
+        // A followed log never ends by itself: the api-server's shutdown ends it (`logs -f` ends).
+        return Response(status: .ok, headers: headers, body: .relaying(answer, endingAtShutdown: follow))
     }
 
     /// The `error.message` of a JSON error body.
@@ -107,14 +109,21 @@ struct AgentRoutes: Sendable {
 
 extension ResponseBody {
     /// A body that relays `answer`'s as it arrives (a proxied stream); the transfer is aborted
-    /// when the caller goes away or the upstream fails.
-    static func relaying(_ answer: CurlHTTP.StreamedResponse) -> ResponseBody {
+    /// when the caller goes away or the upstream fails. With `endingAtShutdown` (an endless
+    /// stream: a followed log) the api-server's graceful shutdown ends it where it is, as a
+    /// whole answer; without, it runs until the shutdown's grace is over (a cut answer then
+    /// says it was cut).
+    static func relaying(_ answer: CurlHTTP.StreamedResponse, endingAtShutdown: Bool = false) -> ResponseBody {
         ResponseBody { writer in
             do {
-                for try await chunk in answer.body { try await writer.write(ByteBuffer(bytes: chunk)) }
+                try await withGracefulShutdownHandler {
+                    for try await chunk in answer.body { try await writer.write(ByteBuffer(bytes: chunk)) }
+                } onGracefulShutdown: {
+                    if endingAtShutdown { answer.cancel() }
+                }
             } catch {
                 answer.cancel()
-                throw error
+                guard endingAtShutdown, Task.isShuttingDownGracefully else { throw error }
             }
             try await writer.finish(nil)
         }
