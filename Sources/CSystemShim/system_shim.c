@@ -13,6 +13,12 @@ int gp_malloc_trim(void) {
     return malloc_trim(0);
 }
 
+void gp_heap_usage(unsigned long long *in_use, unsigned long long *free_bytes) {
+    struct mallinfo2 info = mallinfo2();
+    *in_use = info.uordblks + info.hblkhd;
+    *free_bytes = info.fordblks;
+}
+
 int gp_line_buffer_stdout(void) {
     return setvbuf(stdout, NULL, _IOLBF, 0);
 }

@@ -70,6 +70,7 @@ public enum APIServerMain {
             GPUPlaneLogging.bootstrap(identifier: "gpuplane-api-server", level: level, destination: destination)
             _ = MetricsExporter.bootstrap()
             APIServerMetrics.register()
+            HeapMetrics.register()
             try MemoryTrim.start(config)
             let logger = Logger(label: "gpuplane.api")
             let catalog = try Catalog.load(overrideFile: try config.string("catalog-file"))

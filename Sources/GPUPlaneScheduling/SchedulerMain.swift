@@ -56,6 +56,7 @@ public enum SchedulerMain {
             if port != 0 {
                 MetricsExporter.bootstrap()
                 SchedulerMetrics.register()
+                HeapMetrics.register()
             }
 
             let catalog = try Catalog.load(overrideFile: try config.string("catalog-file"))

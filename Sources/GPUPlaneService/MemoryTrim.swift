@@ -1,4 +1,5 @@
 import GPUPlaneSystem
+import Metrics
 
 /// `memory-trim-interval`, a setting of the api-server and the scheduler: how often the daemon
 /// hands freed heap memory back to the kernel (``SystemThread/trimMallocPeriodically(every:)``).
@@ -20,5 +21,29 @@ public enum MemoryTrim {
                 detail: "must be 0 (never) or at least 1s, not \(interval)")
         }
         SystemThread.trimMallocPeriodically(every: interval)
+    }
+}
+
+/// The heap's gauges, read from glibc at every scrape: `gpuplane_process_heap_in_use_bytes`
+/// (the bytes of live allocations) and `gpuplane_process_heap_free_bytes` (free chunks malloc
+/// keeps). A resident set far above the first is memory held by the allocator, not by objects:
+/// what `memory-trim-interval` hands back, or fragments it cannot.
+public enum HeapMetrics {
+    private static let registered = Locked(false)
+
+    /// Registers the gauges (once per process; ``MetricsExporter/bootstrap()`` first).
+    public static func register() {
+        let first = registered.withLock { done -> Bool in
+            defer { done = true }
+            return !done
+        }
+        guard first else { return }
+        let inUse = Gauge(label: "gpuplane_process_heap_in_use_bytes")
+        let free = Gauge(label: "gpuplane_process_heap_free_bytes")
+        MetricsExporter.beforeRender {
+            let heap = HeapUsage.current()
+            inUse.record(heap.inUse)
+            free.record(heap.free)
+        }
     }
 }

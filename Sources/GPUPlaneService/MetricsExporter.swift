@@ -18,6 +18,18 @@ public enum MetricsExporter {
 
     private static let bootstrapped = Locked(false)
 
+    /// Called before every render, to set gauges read from the process at scrape time.
+    private static let renderHooks = Locked<[@Sendable () -> Void]>([])
+
+    /// Calls `hook` before every ``render()`` and ``renderBytes()`` from now on.
+    public static func beforeRender(_ hook: @escaping @Sendable () -> Void) {
+        renderHooks.withLock { $0.append(hook) }
+    }
+
+    private static func runRenderHooks() {
+        for hook in renderHooks.withLock({ $0 }) { hook() }
+    }
+
     /// Bootstraps swift-metrics with ``registry``, once per process.
     ///
     /// - Returns: whether this call performed the bootstrap (swift-metrics itself traps on a
@@ -35,11 +47,13 @@ public enum MetricsExporter {
 
     /// Every metric in the registry, in Prometheus text exposition format.
     public static func render() -> String {
-        registry.emitToString()
+        runRenderHooks()
+        return registry.emitToString()
     }
 
     /// ``render()`` as UTF-8 bytes, for writing straight into a response body.
     public static func renderBytes() -> [UInt8] {
-        registry.emitToBuffer()
+        runRenderHooks()
+        return registry.emitToBuffer()
     }
 }

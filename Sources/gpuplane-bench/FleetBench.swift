@@ -188,6 +188,9 @@ struct FleetResult: Codable {
         /// RSS and its anonymous part at the end, after `--rest-seconds` of rest.
         var restRSSMiB: Double?
         var restAnonMiB: Double?
+        /// The live allocations of its heap at the end (`gpuplane_process_heap_in_use_bytes`;
+        /// the daemons that serve it: api-servers and schedulers).
+        var restHeapMiB: Double?
     }
 
     func table() -> String {
@@ -221,13 +224,13 @@ struct FleetResult: Codable {
             "| spurious NotReady (nodes never silenced) | \(spuriousNotReady) | \(spuriousAfterSlowBeat) after a heartbeat of theirs answered late |",
             "| heartbeats answered after more than an interval (1 s) | \(slowBeats) | slowest \(s(slowestBeat)) |",
             "",
-            "| process | RSS MiB (peak) | of it anonymous (heap, stacks) | at rest at the end: RSS (anonymous) MiB | CPU % under load | CPU % steady |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            "| process | RSS MiB (peak) | of it anonymous (heap, stacks) | at rest at the end: RSS (anonymous) MiB | of it live heap MiB | CPU % under load | CPU % steady |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for p in processes {
             lines.append(String(
-                format: "| %@ | %.0f | %.0f | %.0f (%.0f) | %.0f | %.0f |", p.name, p.rssMiB, p.anonMiB ?? .nan, p.restRSSMiB ?? .nan,
-                p.restAnonMiB ?? .nan, p.cpuLoad, p.cpuSteady))
+                format: "| %@ | %.0f | %.0f | %.0f (%.0f) | %@ | %.0f | %.0f |", p.name, p.rssMiB, p.anonMiB ?? .nan, p.restRSSMiB ?? .nan,
+                p.restAnonMiB ?? .nan, p.restHeapMiB.map { String(format: "%.0f", $0) } ?? "—", p.cpuLoad, p.cpuSteady))
         }
         return lines.joined(separator: "\n")
     }
@@ -483,6 +486,12 @@ final class FleetRun: @unchecked Sendable {
         try await Task.sleep(for: .milliseconds(Int(bench.restSeconds * 1000)))
         let pidsAtRest = pids()
         let hollowPer1000 = 1000 / Double(max(1, nodes - victims))
+        var metricsURLs = ["scheduler-a": "http://127.0.0.1:\(schedulerPorts["a"] ?? 0)/metrics", "scheduler-b": "http://127.0.0.1:\(schedulerPorts["b"] ?? 0)/metrics"]
+        for (i, url) in apiURLs.enumerated() { metricsURLs["api-server-\(i)"] = url + "/metrics" }
+        var heapAtRest: [String: Double] = [:]
+        for (name, url) in metricsURLs {
+            heapAtRest[name] = await heapInUseMiB(url)
+        }
         result.processes = ["etcd", "api-server-0", "api-server-1", "scheduler-a", "scheduler-b", "hollow"].map { name in
             let scale = name == "hollow" ? hollowPer1000 : 1
             let rest = pidsAtRest[name].map(ProcessSampler.rssMiB)
@@ -490,7 +499,7 @@ final class FleetRun: @unchecked Sendable {
                 name: name == "hollow" ? "hollow nodes, per 1,000" : name, rssMiB: peak.peak(name) * scale,
                 anonMiB: peak.peak(name, anonymous: true) * scale,
                 cpuLoad: (cpuLoad[name] ?? .nan) * scale, cpuSteady: (cpuSteady[name] ?? .nan) * scale,
-                restRSSMiB: rest.map { $0.total * scale }, restAnonMiB: rest.map { $0.anonymous * scale })
+                restRSSMiB: rest.map { $0.total * scale }, restAnonMiB: rest.map { $0.anonymous * scale }, restHeapMiB: heapAtRest[name])
         }
         return result
     }
@@ -823,6 +832,14 @@ final class FleetRun: @unchecked Sendable {
         let response = try await http.perform(CurlHTTP.Request(
             method: CurlHTTP.Method(method), url: url, headers: headers, body: body.map { Data($0.utf8) }, timeout: .seconds(60)))
         return Answer(status: response.status, body: response.body)
+    }
+
+    /// A daemon's `gpuplane_process_heap_in_use_bytes` in MiB, or nil when it does not answer.
+    func heapInUseMiB(_ metricsURL: String) async -> Double? {
+        let answer = await attempt("GET", metricsURL)
+        guard answer.status == 200 else { return nil }
+        let line = String(decoding: answer.body, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("gpuplane_process_heap_in_use_bytes ") }
+        return line.flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }.map { $0 / 1_048_576 }
     }
 
     /// ``call(_:_:token:body:contentType:)`` with a transport failure (a timeout of an

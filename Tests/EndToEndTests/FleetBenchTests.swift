@@ -12,6 +12,7 @@ import Testing
             var name: String
             var rssMiB: Double
             var restRSSMiB: Double?
+            var restHeapMiB: Double?
         }
         var nodes: Int
         var spuriousNotReady: Int
@@ -100,6 +101,9 @@ import Testing
         #expect(report.processes.allSatisfy { $0.rssMiB > 0 })
         // And each one's resident set at rest at the end (--rest-seconds).
         #expect(report.processes.allSatisfy { ($0.restRSSMiB ?? 0) > 0 }, "\(report.processes.map { "\($0.name) \($0.restRSSMiB ?? -1)" })")
+        // ...and, for the api-servers and schedulers, the live part of their heap then.
+        let daemons = report.processes.filter { $0.name.hasPrefix("api-server") || $0.name.hasPrefix("scheduler") }
+        #expect(daemons.count == 4 && daemons.allSatisfy { ($0.restHeapMiB ?? 0) > 0 }, "\(daemons.map { "\($0.name) \($0.restHeapMiB ?? -1)" })")
         // The markdown table is printed too, with the hollow nodes' late heartbeat answers
         // (journal `slowbeat`) beside the spurious NotReady they may explain.
         #expect(output.contains("| apply answered p50 / p99 |") && output.contains("| apply → bound p50 / p99 |") && output.contains("| process | RSS MiB (peak) |"))

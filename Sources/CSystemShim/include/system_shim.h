@@ -8,6 +8,11 @@ int gp_set_malloc_arena_max(int arenas);
 /// returns 1 when some memory was released.
 int gp_malloc_trim(void);
 
+/// What glibc's malloc holds, over every arena (mallinfo2): `in_use`, the bytes of chunks
+/// allocated now (mmapped ones included); `free_bytes`, the bytes of free chunks it keeps
+/// (their pages may have been handed back by malloc_trim).
+void gp_heap_usage(unsigned long long *in_use, unsigned long long *free_bytes);
+
 /// Makes stdout line-buffered (setvbuf _IOLBF), so a process killed mid-run leaves every line
 /// it printed where its output goes (a file or a pipe buffers whole blocks otherwise); returns
 /// 0 on success. Call before anything is printed.
