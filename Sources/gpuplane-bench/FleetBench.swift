@@ -155,6 +155,11 @@ struct FleetResult: Codable {
     /// watches then (`gpuplane_api_watches`, both kinds of serving).
     var nodesBackSeconds: Double?
     var watchesPerAPIServerAfterReturn: [Int]?
+    /// The other api-server stopped with SIGTERM (a rolling restart) once the first one's
+    /// nodes were back: seconds until it exited (nil: it did not within 60 s and was killed),
+    /// and the nodes that went NotReady from the signal until two TTLs after it answered again.
+    var apiServerStopSeconds: Double?
+    var apiServerGracefulRestartNotReady: Int?
     var spuriousNotReady: Int
     /// Heartbeats the hollow nodes had answered after more than their interval, the slowest
     /// (seconds), and how many spurious NotReady followed such a beat of their node (within
@@ -221,6 +226,7 @@ struct FleetResult: Codable {
             "| scheduler leader kill -9 → next placement | \(s(schedulerFailover)) | |",
             "| api-server kill -9 + restart → its nodes beating again | \(s(apiServerRestartSeconds)) | \(apiServerRestartNotReady.map { "\($0) nodes NotReady meanwhile" } ?? "—") |",
             "| api-server kill -9 → its nodes back on it (≥ 40 % of the watches, none left behind) | \(s(nodesBackSeconds)) | \(watchesPerAPIServerAfterReturn.map { "watches per api-server then: " + $0.map(String.init).joined(separator: " + ") } ?? "—") |",
+            "| api-server SIGTERM → exited (rolling restart; started again at once) | \(s(apiServerStopSeconds)) | \(apiServerGracefulRestartNotReady.map { "\($0) nodes NotReady from the signal to two TTLs after it answered" } ?? "—") |",
             "| spurious NotReady (nodes never silenced) | \(spuriousNotReady) | \(spuriousAfterSlowBeat) after a heartbeat of theirs answered late |",
             "| heartbeats answered after more than an interval (1 s) | \(slowBeats) | slowest \(s(slowestBeat)) |",
             "",
@@ -763,6 +769,29 @@ final class FleetRun: @unchecked Sendable {
             if !lapsed.isEmpty {
                 print("  NotReady after the kill (s): " + lapsed.prefix(20).map { String(format: "%@ %.2f", $0.0, ($0.1 - t2) / 1000) }.joined(separator: ", "))
             }
+        }
+
+        // The other api-server stopped as a rolling restart stops it (SIGTERM) and started
+        // again: it ends its nodes' watches (they resume on api-server 0) and exits; none of
+        // its nodes may go NotReady.
+        if let process = procs.withLock({ $0["api-server-1"] }) {
+            let notReadyBefore = wentNotReady.withLock { $0.count }
+            let t3 = Self.nowMS()
+            process.signal(SIGTERM)
+            try? await wait("api-server 1 exits after SIGTERM", 60) { !process.isRunning }
+            if process.isRunning {
+                process.kill9()
+            } else {
+                result.apiServerStopSeconds = (Self.nowMS() - t3) / 1000
+            }
+            adopt("api-server-1-old", process)
+            adopt("api-server-1", try startAPIServer(1))
+            try? await eventually("api-server 1 answers again", timeout: 60) { try await self.call("GET", apiURLs[1] + "/readyz").status == 200 }
+            try await Task.sleep(for: .seconds(2 * bench.heartbeatTTL + 2))
+            result.apiServerGracefulRestartNotReady = wentNotReady.withLock { $0.count } - notReadyBefore
+            print(String(
+                format: "  api-server SIGTERM: exited after %@, %d nodes NotReady until two TTLs after its restart",
+                result.apiServerStopSeconds.map { String(format: "%.2f s", $0) } ?? "— (killed after 60 s)", result.apiServerGracefulRestartNotReady ?? -1))
         }
     }
 

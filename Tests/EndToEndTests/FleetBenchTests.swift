@@ -40,6 +40,8 @@ import Testing
         var schedulerFailover: Double?
         var apiServerRestartNotReady: Int?
         var nodesBackSeconds: Double?
+        var apiServerStopSeconds: Double?
+        var apiServerGracefulRestartNotReady: Int?
         var watchesPerAPIServerAfterReturn: [Int]?
         var applyAnsweredP50: Double
         var scheduler: Scheduler
@@ -97,6 +99,10 @@ import Testing
         // nodes' watches again.
         #expect(report.nodesBackSeconds != nil, "\(output.suffix(3000))")
         #expect(report.watchesPerAPIServerAfterReturn?.count == 2 && report.watchesPerAPIServerAfterReturn?.allSatisfy { $0 > 0 } == true)
+        // The other api-server stopped by SIGTERM with its nodes' watches open, and exited
+        // (it waited for SIGKILL before its shutdown ended the watches).
+        #expect(report.apiServerStopSeconds != nil, "\(output.suffix(3000))")
+        #expect(report.apiServerGracefulRestartNotReady != nil)
         #expect(Set(report.processes.map(\.name)) == ["etcd", "api-server-0", "api-server-1", "scheduler-a", "scheduler-b", "hollow nodes, per 1,000"])
         #expect(report.processes.allSatisfy { $0.rssMiB > 0 })
         // And each one's resident set at rest at the end (--rest-seconds).
