@@ -65,6 +65,7 @@ struct NodeWatchStreamer: Sendable {
             inbox.finish()
         }
         // A graceful shutdown finishes the inbox: both kinds tell the client to resume elsewhere.
+        var kindEnded = false
         try await withGracefulShutdownHandler {
             try await replicas.open(writer: &writer)
             try await servers.open(writer: &writer)
@@ -81,12 +82,15 @@ struct NodeWatchStreamer: Sendable {
                 case .modelServersFromEtcd(let item): step = try servers.lines(item)
                 }
                 if let lines = step.lines { try await writer.write(lines) }
-                if step.ended { break loop }
+                if step.ended {
+                    kindEnded = true
+                    break loop
+                }
             }
         } onGracefulShutdown: {
             inbox.finish()
         }
-        if Task.isShuttingDownGracefully {
+        if !kindEnded, Task.isShuttingDownGracefully {
             try await writer.write(try replicas.shuttingDownLine())
             try await writer.write(try servers.shuttingDownLine())
         } else {

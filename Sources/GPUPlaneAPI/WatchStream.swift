@@ -317,19 +317,26 @@ final class WatchSession<R: Resource> {
                     break
                 }
             }
-            return .ended
+            return .interrupted
         } onGracefulShutdown: {
             merged.continuation.finish()
         }
-        if case .handOver(let subscription) = ending { return subscription }
-        if Task.isShuttingDownGracefully { try await writer.write(try shuttingDown()) }
+        switch ending {
+        case .handOver(let subscription): return subscription
+        case .interrupted where Task.isShuttingDownGracefully: try await writer.write(try shuttingDown())
+        case .ended, .interrupted: break
+        }
         return nil
     }
 
     /// How ``watchDirectly(writer:)``'s own etcd watch ended.
     private enum DirectEnd {
+        /// Its last line written (an ERROR, or none when etcd ended it).
         case ended
+        /// Caught up: the cache's subscription takes over.
         case handOver(WatchCacheSubscription<R>)
+        /// Stopped from outside (the api-server's graceful shutdown) with no line of its own.
+        case interrupted
     }
 
     /// Watches etcd from the first revision not yet sent, handing each batch (and the end) to
