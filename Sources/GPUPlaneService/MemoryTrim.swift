@@ -24,12 +24,26 @@ public enum MemoryTrim {
     }
 }
 
-/// The heap's gauges, read from glibc at every scrape: `gpuplane_process_heap_in_use_bytes`
-/// (the bytes of live allocations) and `gpuplane_process_heap_free_bytes` (free chunks malloc
+/// The heap's gauges, read from glibc at a scrape: `gpuplane_process_heap_in_use_bytes` (the
+/// bytes of live allocations) and `gpuplane_process_heap_free_bytes` (free chunks malloc
 /// keeps). A resident set far above the first is memory held by the allocator, not by objects:
 /// what `memory-trim-interval` hands back, or fragments it cannot.
+///
+/// A reading walks every free chunk of every arena under that arena's lock (glibc `mallinfo2`:
+/// 13 ms per 100,000 free chunks on the 2-core machine of docs/benchmarks.md, while every
+/// allocation in the arena waits), so scrapes closer together than ``maximumAge`` show the
+/// last reading.
 public enum HeapMetrics {
     private static let registered = Locked(false)
+    private static let lastRead = Locked<ContinuousClock.Instant?>(nil)
+
+    private static let age = Locked(Duration.seconds(30))
+
+    /// How old a reading a scrape may show (30 s; tests set less).
+    public static var maximumAge: Duration {
+        get { age.withLock { $0 } }
+        set { age.withLock { $0 = newValue } }
+    }
 
     /// Registers the gauges (once per process; ``MetricsExporter/bootstrap()`` first).
     public static func register() {
@@ -41,6 +55,13 @@ public enum HeapMetrics {
         let inUse = Gauge(label: "gpuplane_process_heap_in_use_bytes")
         let free = Gauge(label: "gpuplane_process_heap_free_bytes")
         MetricsExporter.beforeRender {
+            let now = ContinuousClock.now
+            let due = lastRead.withLock { last -> Bool in
+                guard last.map({ now - $0 >= maximumAge }) ?? true else { return false }
+                last = now
+                return true
+            }
+            guard due else { return }
             let heap = HeapUsage.current()
             inUse.record(heap.inUse)
             free.record(heap.free)

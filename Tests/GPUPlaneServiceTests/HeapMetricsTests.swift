@@ -14,6 +14,7 @@ import Testing
     @Test func theGaugesFollowLiveAllocations() throws {
         MetricsExporter.bootstrap()
         HeapMetrics.register()
+        HeapMetrics.maximumAge = .zero  // every render reads the heap
         let before = try gauge("gpuplane_process_heap_in_use_bytes")
         #expect(before > 0)
         // 65,536 blocks of 4 KiB: below malloc's mmap threshold, so from the arenas.
@@ -29,6 +30,15 @@ import Testing
         let after = try gauge("gpuplane_process_heap_in_use_bytes")
         #expect(held - after >= 192 * 1_048_576, "256 MiB freed, the gauge fell \(held - after) bytes")
         #expect(try gauge("gpuplane_process_heap_free_bytes") >= 0)
+
+        // Scrapes closer together than maximumAge show the last reading (a reading walks the
+        // heap's free lists under malloc's locks).
+        HeapMetrics.maximumAge = .seconds(3600)
+        defer { HeapMetrics.maximumAge = .zero }
+        let shown = try gauge("gpuplane_process_heap_in_use_bytes")
+        let more = (0..<16_384).map { _ in UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 16) }
+        defer { for block in more { block.deallocate() } }
+        #expect(try gauge("gpuplane_process_heap_in_use_bytes") == shown)
         #expect(HeapUsage.current().inUse > 0)
     }
 }
