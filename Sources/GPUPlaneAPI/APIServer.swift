@@ -330,10 +330,10 @@ public struct APIServerStartError: Error, CustomStringConvertible {
 }
 
 /// Builds the application on port 0 (or `port`) and runs it (without signal handlers) until
-/// its task is cancelled, which shuts it down gracefully; returns once it listens, with the port the kernel chose, or throws
-/// why it could not. For embedding the api-server in tests and benchmarks: a port chosen free
-/// beforehand can be taken by another socket before the server binds it, so name one only to
-/// start a server again where a stopped one listened.
+/// its task is cancelled, which shuts it down gracefully; returns once it listens, with the
+/// port the kernel chose, or throws why it could not. For embedding the api-server in tests
+/// and benchmarks: a port chosen free beforehand can be taken by another socket before the
+/// server binds it, so name one only to start a server again where a stopped one listened.
 public func startAPIServer(
     _ deps: APIDependencies, host: String = "127.0.0.1", port: Int = 0, limits: ConnectionLimits = ConnectionLimits()
 ) async throws -> RunningAPIServer {
