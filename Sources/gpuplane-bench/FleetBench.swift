@@ -865,10 +865,8 @@ final class FleetRun: @unchecked Sendable {
 
     /// A daemon's `gpuplane_process_heap_in_use_bytes` in MiB, or nil when it does not answer.
     func heapInUseMiB(_ metricsURL: String) async -> Double? {
-        let answer = await attempt("GET", metricsURL)
-        guard answer.status == 200 else { return nil }
-        let line = String(decoding: answer.body, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("gpuplane_process_heap_in_use_bytes ") }
-        return line.flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }.map { $0 / 1_048_576 }
+        let values = try? await PrometheusMetrics(url: metricsURL, http: http).read()
+        return values?.values["gpuplane_process_heap_in_use_bytes"].map { $0 / 1_048_576 }
     }
 
     /// ``call(_:_:token:body:contentType:)`` with a transport failure (a timeout of an
