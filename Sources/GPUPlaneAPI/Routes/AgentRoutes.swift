@@ -115,11 +115,15 @@ extension ResponseBody {
     /// says it was cut).
     static func relaying(_ answer: CurlHTTP.StreamedResponse, endingAtShutdown: Bool = false) -> ResponseBody {
         ResponseBody { writer in
+            func relay() async throws {
+                for try await chunk in answer.body { try await writer.write(ByteBuffer(bytes: chunk)) }
+            }
             do {
-                try await withGracefulShutdownHandler {
-                    for try await chunk in answer.body { try await writer.write(ByteBuffer(bytes: chunk)) }
-                } onGracefulShutdown: {
-                    if endingAtShutdown { answer.cancel() }
+                if endingAtShutdown {
+                    try await withGracefulShutdownHandler(operation: relay) { answer.cancel() }
+                } else {
+                    // Every proxied application request comes here: no handler to register.
+                    try await relay()
                 }
             } catch {
                 answer.cancel()
