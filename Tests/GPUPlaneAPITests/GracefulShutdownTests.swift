@@ -14,18 +14,6 @@ import Testing
 /// listened.
 @Suite(.timeLimit(.minutes(5))) struct GracefulShutdownTests {
 
-    private func lines(_ out: URL) -> [[String: Any]] {
-        let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
-        return text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-    }
-
-    private func watch(_ h: Harness, _ path: String, token: String, _ file: String) throws -> (ChildProcess, URL) {
-        let out = try TestEnvironment.temporaryDirectory(prefix: "shutdown-watch").appendingPathComponent(file)
-        let curl = try ChildProcess(
-            executable: "/usr/bin/curl", arguments: ["-sSN", "-H", "Authorization: Bearer \(token)", "\(h.base)\(path)"], logFile: out)
-        return (curl, out)
-    }
-
     /// The ERROR line that ends `kind`'s stream (nil for a watch of one kind) if the api-server
     /// shut down, and the version it says to resume from.
     private func shutdownVersion(_ lines: [[String: Any]], kind: String?) -> Int64? {
@@ -53,13 +41,13 @@ import Testing
         replica.binding = Binding(node: node, gpuIndices: [])
         _ = try await h.deps.store.update(replica)
 
-        let (nodeCurl, nodeOut) = try watch(h, "/v1/nodes/\(node)/watch", token: token, "node.ndjson")
+        let (nodeCurl, nodeOut) = try h.curlStream("/v1/nodes/\(node)/watch", token: token, "node.ndjson")
         defer { nodeCurl.kill9() }  // curl inherits an ignored SIGTERM from the test runner
-        let (adminCurl, adminOut) = try watch(h, "/v1/replicas?watch=true", token: h.admin, "replicas.ndjson")
+        let (adminCurl, adminOut) = try h.curlStream("/v1/replicas?watch=true", token: h.admin, "replicas.ndjson")
         defer { adminCurl.kill9() }
         try await eventually("both watches opened") {
-            let kinds = Set(lines(nodeOut).filter { $0["type"] as? String == "BOOKMARK" }.compactMap { $0["kind"] as? String })
-            return kinds == ["replicas", "modelservers"] && lines(adminOut).contains { $0["type"] as? String == "BOOKMARK" }
+            let kinds = Set(ndjsonLines(nodeOut).filter { $0["type"] as? String == "BOOKMARK" }.compactMap { $0["kind"] as? String })
+            return kinds == ["replicas", "modelservers"] && ndjsonLines(adminOut).contains { $0["type"] as? String == "BOOKMARK" }
         }
 
         let stopped = Locked(false)
@@ -73,7 +61,7 @@ import Testing
         // Ended, not cut: curl saw the chunked body's last chunk.
         #expect(nodeCurl.exitStatus == 0 && adminCurl.exitStatus == 0)
 
-        let nodeLines = lines(nodeOut), adminLines = lines(adminOut)
+        let nodeLines = ndjsonLines(nodeOut), adminLines = ndjsonLines(adminOut)
         for kind in ["replicas", "modelservers"] {
             let resume = shutdownVersion(nodeLines, kind: kind)
             #expect(resume != nil, "the node's \(kind) did not end with the shutdown line: \(nodeLines.suffix(3))")

@@ -133,6 +133,24 @@ struct Harness: Sendable {
     }
 }
 
+extension Harness {
+    /// `curl -N` of `path` with `token`, the stream written to `file` in a directory of its own
+    /// (read it with ``ndjsonLines(_:)``). Kill it with `kill9()`: curl inherits an ignored
+    /// SIGTERM from the test runner.
+    func curlStream(_ path: String, token: String, _ file: String) throws -> (ChildProcess, URL) {
+        let out = try TestEnvironment.temporaryDirectory(prefix: "api-stream").appendingPathComponent(file)
+        let curl = try ChildProcess(
+            executable: "/usr/bin/curl", arguments: ["-sN", "-H", "Authorization: Bearer \(token)", "\(base)\(path)"], logFile: out)
+        return (curl, out)
+    }
+}
+
+/// The ndjson lines written to `out` so far (a watch's, by ``Harness/curlStream(_:token:_:)``).
+func ndjsonLines(_ out: URL) -> [[String: Any]] {
+    let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
+    return text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+}
+
 func app(_ name: String, pods: String) -> String {
     "application:\n  name: \(name)\n  pods:\n" + pods
 }

@@ -9,21 +9,8 @@ import Testing
 /// `GET /v1/nodes/{name}/watch`: a node's replicas and model servers in one stream, each line
 /// tagged with its kind, each kind resumable from its own version; real etcd and api-server.
 @Suite(.timeLimit(.minutes(5))) struct NodeWatchAPITests {
-    /// The ndjson lines curl wrote to `out` so far.
-    private func lines(_ out: URL) -> [[String: Any]] {
-        let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
-        return text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-    }
-
     private func name(_ line: [String: Any]) -> String? {
         ((line["object"] as? [String: Any])?["metadata"] as? [String: Any])?["name"] as? String
-    }
-
-    private func watch(_ h: Harness, _ path: String, token: String, _ file: String) throws -> (ChildProcess, URL) {
-        let out = try TestEnvironment.temporaryDirectory(prefix: "node-watch").appendingPathComponent(file)
-        let curl = try ChildProcess(
-            executable: "/usr/bin/curl", arguments: ["-sN", "-H", "Authorization: Bearer \(token)", "\(h.base)\(path)"], logFile: out)
-        return (curl, out)
     }
 
     /// Runs `body` on an api-server and etcd of its own (for tests that compact etcd or count
@@ -62,16 +49,16 @@ import Testing
         _ = try await h.deps.store.create(server("ms-\(other)", on: other))
 
         // Without versions: the node's objects of both kinds as ADDED lines, then changes.
-        let (curl, out) = try watch(h, "/v1/nodes/\(node)/watch", token: token, "all.ndjson")
+        let (curl, out) = try h.curlStream("/v1/nodes/\(node)/watch", token: token, "all.ndjson")
         defer { curl.kill9() }  // curl inherits an ignored SIGTERM from the test runner
         try await eventually("both kinds listed and bookmarked") {
-            let seen = lines(out)
+            let seen = ndjsonLines(out)
             return Set(seen.filter { $0["type"] as? String == "BOOKMARK" }.compactMap { $0["kind"] as? String }) == ["replicas", "modelservers"]
         }
-        let listed = lines(out).filter { $0["type"] as? String == "ADDED" }
+        let listed = ndjsonLines(out).filter { $0["type"] as? String == "ADDED" }
         #expect(listed.map { "\($0["kind"] ?? "-") \(name($0) ?? "-")" }.sorted() == ["modelservers ms-\(node)", "replicas a.p"])
         let versions = Dictionary(
-            lines(out).compactMap { line -> (String, Int64)? in
+            ndjsonLines(out).compactMap { line -> (String, Int64)? in
                 guard let kind = line["kind"] as? String, let version = (line["resourceVersion"] as? String).flatMap({ Int64($0) }) else { return nil }
                 return (kind, version)
             }, uniquingKeysWith: max)
@@ -83,26 +70,26 @@ import Testing
         try await h.deps.store.delete(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: "ms-\(node)")
         try await h.deps.store.delete(ModelServer.self, tenant: ObjectMeta.clusterTenant, name: "ms-\(other)")
         try await eventually("a MODIFIED replica and a DELETED model server") {
-            let seen = lines(out)
+            let seen = ndjsonLines(out)
             return seen.contains { $0["kind"] as? String == "replicas" && $0["type"] as? String == "MODIFIED" }
                 && seen.contains { $0["kind"] as? String == "modelservers" && $0["type"] as? String == "DELETED" }
         }
         // Each kind's lines in order; the two kinds' are not ordered between them.
-        let changes = lines(out).filter { $0["type"] as? String == "MODIFIED" || $0["type"] as? String == "DELETED" }
+        let changes = ndjsonLines(out).filter { $0["type"] as? String == "MODIFIED" || $0["type"] as? String == "DELETED" }
         #expect(changes.map { "\($0["kind"] ?? "-") \($0["type"] ?? "-") \(name($0) ?? "-")" }.sorted() == [
             "modelservers DELETED ms-\(node)", "replicas MODIFIED a.p",
         ])
-        #expect(!lines(out).contains { name($0) == "a.q" || name($0) == "ms-\(other)" })
+        #expect(!ndjsonLines(out).contains { name($0) == "a.q" || name($0) == "ms-\(other)" })
 
         // Resumed from each kind's version before the changes: exactly the changes again, after a
         // BOOKMARK of each kind at its own version.
-        let (resumed, resumedOut) = try watch(
-            h, "/v1/nodes/\(node)/watch?replicaVersion=\(replicaVersion)&modelServerVersion=\(serverVersion)", token: token, "resumed.ndjson")
+        let (resumed, resumedOut) = try h.curlStream(
+            "/v1/nodes/\(node)/watch?replicaVersion=\(replicaVersion)&modelServerVersion=\(serverVersion)", token: token, "resumed.ndjson")
         defer { resumed.kill9() }  // curl inherits an ignored SIGTERM from the test runner
         try await eventually("the resumed stream delivers both changes") {
-            lines(resumedOut).filter { $0["type"] as? String != "BOOKMARK" }.count >= 2
+            ndjsonLines(resumedOut).filter { $0["type"] as? String != "BOOKMARK" }.count >= 2
         }
-        let again = lines(resumedOut)
+        let again = ndjsonLines(resumedOut)
         #expect(again.filter { $0["type"] as? String != "BOOKMARK" }.map { "\($0["kind"] ?? "-") \($0["type"] ?? "-") \(name($0) ?? "-")" }.sorted() == [
             "modelservers DELETED ms-\(node)", "replicas MODIFIED a.p",
         ])
@@ -125,9 +112,9 @@ import Testing
             #expect(bad.error["field"] as? String == field)
         }
         // An admin may watch any node's (a stream: only its first line is read).
-        let (curl, out) = try watch(h, "/v1/nodes/\(node)/watch", token: h.admin, "admin.ndjson")
+        let (curl, out) = try h.curlStream("/v1/nodes/\(node)/watch", token: h.admin, "admin.ndjson")
         defer { curl.kill9() }  // curl inherits an ignored SIGTERM from the test runner
-        try await eventually("an admin's stream bookmarks") { lines(out).contains { $0["type"] as? String == "BOOKMARK" } }
+        try await eventually("an admin's stream bookmarks") { ndjsonLines(out).contains { $0["type"] as? String == "BOOKMARK" } }
     }
 
     /// A refused node watch leaves nothing behind: a replicas list (no replicaVersion) subscribed
@@ -156,9 +143,9 @@ import Testing
             try await eventually("the caches started") { replicas.floor >= 0 && servers.floor >= 0 }
             let (before, beforeServers) = (replicas.subscriberCount, servers.subscriberCount)
             let head = try await h.client.range(.key("/nonexistent")).header.revision
-            let (listing, _) = try watch(h, "/v1/nodes/\(node)/watch", token: token, "listing.ndjson")
+            let (listing, _) = try h.curlStream("/v1/nodes/\(node)/watch", token: token, "listing.ndjson")
             defer { listing.kill9() }
-            let (resuming, _) = try watch(h, "/v1/nodes/\(node)/watch?replicaVersion=\(head)&modelServerVersion=\(head)", token: token, "resuming.ndjson")
+            let (resuming, _) = try h.curlStream("/v1/nodes/\(node)/watch?replicaVersion=\(head)&modelServerVersion=\(head)", token: token, "resuming.ndjson")
             defer { resuming.kill9() }
             try await eventually("both watches subscribed to both kinds") {
                 replicas.subscriberCount == before + 2 && servers.subscriberCount == beforeServers + 2
@@ -180,10 +167,10 @@ import Testing
             _ = try await h.deps.store.create(self.server("ms-\(node)-b", on: node))
             let head = try await h.client.range(.key("/nonexistent")).header.revision
             _ = try await h.client.compact(revision: head)
-            let (curl, out) = try watch(h, "/v1/nodes/\(node)/watch?replicaVersion=\(head)&modelServerVersion=\(old - 1)", token: token, "gone.ndjson")
+            let (curl, out) = try h.curlStream("/v1/nodes/\(node)/watch?replicaVersion=\(head)&modelServerVersion=\(old - 1)", token: token, "gone.ndjson")
             defer { curl.kill9() }  // curl inherits an ignored SIGTERM from the test runner
             try await eventually("the model servers' ERROR 410 line, and the stream over") {
-                lines(out).contains { $0["kind"] as? String == "modelservers" && ($0["error"] as? [String: Any])?["code"] as? Int == 410 }
+                ndjsonLines(out).contains { $0["kind"] as? String == "modelservers" && ($0["error"] as? [String: Any])?["code"] as? Int == 410 }
                     && !curl.isRunning
             }
         }
