@@ -9,6 +9,7 @@ import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
 import Logging
+import NIOSSL
 import ServiceLifecycle
 
 /// Everything the routes need; built once per process (or per test against a test etcd).
@@ -290,13 +291,19 @@ public func buildApplication(
     deps.gateway.start()
     deps.ingress.start()
     WatchMetrics.register()
+    // A certificate and key that make no TLS context fail here, before the server runs.
+    if let tls { _ = try NIOSSLContext(configuration: tls.configuration) }
     let counter = SourceConnectionCounter(limit: limits.maxConnectionsPerSource)
     let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [
         ConnectionGuardHandler(limits: limits, counter: counter), BeatArrivalHandler(), IngressUpgradeHandler(ingress: deps.ingress),
     ])
     return Hummingbird.Application(
         responder: ChildTaskResponder(inner: router.buildResponder()),
-        server: try tls.map { try .tls(.http1(configuration: http1), tlsConfiguration: $0.configuration) } ?? .http1(configuration: http1),
+        server: HTTPServerBuilder { responder in
+            let http = HTTP1Channel(responder: responder, configuration: http1)
+            guard let tls else { return ShardedConnections(http) }
+            return ShardedConnections(try TLSChannel(http, tlsConfiguration: tls.configuration))
+        },
         configuration: .init(address: .hostname(host, port: port), serverName: "gpuplane-api-server", backlog: apiServerListenBacklog),
         services: services,
         onServerRunning: { channel in
@@ -334,8 +341,10 @@ public struct APIServerStartError: Error, CustomStringConvertible {
 /// port the kernel chose, or throws why it could not. For embedding the api-server in tests
 /// and benchmarks: a port chosen free beforehand can be taken by another socket before the
 /// server binds it, so name one only to start a server again where a stopped one listened.
+/// A graceful stop cancels whatever still runs after `shutdownGrace`.
 public func startAPIServer(
-    _ deps: APIDependencies, host: String = "127.0.0.1", port: Int = 0, limits: ConnectionLimits = ConnectionLimits()
+    _ deps: APIDependencies, host: String = "127.0.0.1", port: Int = 0, limits: ConnectionLimits = ConnectionLimits(),
+    shutdownGrace: Duration = apiServerShutdownGrace
 ) async throws -> RunningAPIServer {
     let (bound, announce) = AsyncStream<Int>.makeStream()
     let app = try buildApplication(deps, host: host, port: port, limits: limits) { port in
@@ -343,7 +352,7 @@ public func startAPIServer(
         announce.finish()
     }
     var configuration = ServiceGroupConfiguration(services: [app], logger: deps.logger)
-    configuration.maximumGracefulShutdownDuration = apiServerShutdownGrace
+    configuration.maximumGracefulShutdownDuration = shutdownGrace
     let group = ServiceGroup(configuration: configuration)
     // The group runs in a task that is never cancelled: cancelled, the server's loop over its
     // accepted connections stops with a connection still queued, and NIO traps on the

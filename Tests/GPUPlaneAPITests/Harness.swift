@@ -31,7 +31,11 @@ extension Harness {
     /// A server of its own on an etcd of its own, for a test that does what would disturb the
     /// others on ``SharedServer`` (compacting etcd's history, say). Cancel the server's task and
     /// shut the etcd down when done.
-    static func start(_ configure: (inout APIDependencies) -> Void = { _ in }) async throws -> (Harness, RunningAPIServer) {
+    /// `shutdownGrace`: how long the server's graceful stop may take before what still runs is
+    /// cancelled (``apiServerShutdownGrace``).
+    static func start(
+        shutdownGrace: Duration = apiServerShutdownGrace, _ configure: (inout APIDependencies) -> Void = { _ in }
+    ) async throws -> (Harness, RunningAPIServer) {
         let etcd = try await EtcdFixture.start()
         let client = try Etcd.Client(Etcd.Configuration(endpoints: etcd.endpoints))
         let admin = Tokens.generate()
@@ -45,7 +49,7 @@ extension Harness {
         // Secrets are sealed with a key file as the daemon reads it (secret-key-file).
         deps.secretKeys = try SecretKeyring.load(path: try TestEnvironment.secretKeyFile().path)
         configure(&deps)
-        let server = try await startAPIServer(deps)
+        let server = try await startAPIServer(deps, shutdownGrace: shutdownGrace)
         let harness = Harness(base: server.base, admin: admin, etcd: etcd, client: client, deps: deps, auditIdentifier: auditIdentifier)
         try await eventually("api-server answers /healthz") { try await harness.call("GET", "/healthz").status == 200 }
         return (harness, server)

@@ -1,0 +1,135 @@
+import Foundation
+@testable import GPUPlaneAPI
+import GPUPlaneSystem
+import GPUPlaneTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The api-server runs its connections in shards, each a task group of its own
+/// (``ShardedConnections``), not all in Hummingbird's one group, whose every add and removal
+/// walked the list of open connections.
+@Suite(.timeLimit(.minutes(3))) struct ConnectionShardsTests {
+
+    @Test func theFirstOfferHostsTheShardAndTheRestQueueForIt() async {
+        let shard = ConnectionShard<Int>()
+        #expect(shard.offer(1) == .host)
+        #expect(shard.offer(2) == .queued)
+        #expect(shard.offer(3) == .queued)
+        shard.close()  // so that `next()` cannot wait
+        #expect(await shard.next() == [2, 3])
+        #expect(await shard.next() == nil)
+    }
+
+    @Test func aClosedShardHandsOverWhatWasQueuedThenEndsAndRefusesMore() async {
+        let shard = ConnectionShard<Int>()
+        #expect(shard.offer(1) == .host)
+        #expect(shard.offer(2) == .queued)
+        shard.close()
+        #expect(shard.offer(3) == .closed)
+        #expect(await shard.next() == [2])
+        #expect(await shard.next() == nil)
+        #expect(await shard.next() == nil)
+    }
+
+    @Test func aWaitingHostWakesForAnOfferAndForTheClose() async throws {
+        let shard = ConnectionShard<Int>()
+        #expect(shard.offer(1) == .host)
+        let taken = Locked<[[Int]?]>([])
+        let host = Task {
+            while true {
+                let batch = await shard.next()
+                taken.withLock { $0.append(batch) }
+                if batch == nil { return }
+            }
+        }
+        try await eventually("the host waits") { shard.isWaiting }
+        #expect(shard.offer(7) == .queued)
+        try await eventually("the host took the offer") { taken.withLock { $0 } == [[7]] }
+        try await eventually("the host waits again") { shard.isWaiting }
+        shard.close()
+        await host.value
+        #expect(taken.withLock { $0 } == [[7], nil])
+    }
+
+    /// More connections than shards, so every shard is hosted by one and queues the others:
+    /// each is served, twice (kept alive in its shard's group), and a graceful stop closes
+    /// them all and returns.
+    @Test func everyConnectionIsServedInItsShardAndAStopClosesThemAll() async throws {
+        // A grace longer than the test's time limit: the stop must end on its own, not by
+        // cancelling what is left when the grace runs out.
+        let (h, server) = try await Harness.start(shutdownGrace: .seconds(3600))
+        defer { h.etcd.shutdown() }
+        let port = try #require(URLComponents(string: h.base)?.port)
+        let count = connectionShards * 4 + 3
+        let opened = try await onThread { () -> [Int32] in
+            var fds: [Int32] = []
+            for _ in 0..<count {
+                guard let fd = TestSockets.connectLoopback(port: port) else { break }
+                fds.append(fd)
+                guard healthz(fd) else { break }
+            }
+            return fds
+        }
+        defer { for fd in opened { close(fd) } }
+        #expect(opened.count == count)
+        let again = try await onThread { opened.filter { healthz($0) }.count }
+        #expect(again == count, "each connection answers a second request")
+
+        let stopped = Locked(false)
+        let stopping = Task.detached {
+            await server.stop()
+            stopped.withLock { $0 = true }
+        }
+        defer { stopping.cancel() }
+        try await eventually("the server stopped") { stopped.withLock { $0 } }
+        let closed = try await onThread { opened.filter { serverClosed($0) }.count }
+        #expect(closed == count, "a graceful stop closes every kept-alive connection")
+    }
+}
+
+/// Sends `GET /healthz` on `fd` and reads the answer's head: true for a 200.
+private func healthz(_ fd: Int32) -> Bool {
+    var timeout = timeval(tv_sec: 10, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    guard TestSockets.sendAll(fd, Array("GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n".utf8)[...]) else { return false }
+    var answer: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while answer.firstRange(of: Array("\r\n\r\n".utf8)) == nil {
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n <= 0 { return false }
+        answer += buffer[0..<n]
+    }
+    // The body (a few bytes) came with the head or follows at once: read it so the next
+    // request's answer starts clean.
+    if let text = String(bytes: answer, encoding: .utf8), let lengthLine = text.split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("content-length:") }),
+        let length = Int(lengthLine.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)),
+        let headEnd = answer.firstRange(of: Array("\r\n\r\n".utf8))?.upperBound
+    {
+        var have = answer.count - headEnd
+        while have < length {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { return false }
+            have += n
+        }
+    }
+    return answer.starts(with: Array("HTTP/1.1 200".utf8))
+}
+
+/// Whether the server has closed `fd` (a read sees its end within 10 s).
+private func serverClosed(_ fd: Int32) -> Bool {
+    var timeout = timeval(tv_sec: 10, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var byte: UInt8 = 0
+    return recv(fd, &byte, 1, 0) == 0
+}
+
+/// Runs blocking socket work on a thread of its own, off the cooperative pool the in-process
+/// api-server answers on.
+private func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async throws -> T {
+    await withCheckedContinuation { continuation in
+        Thread { continuation.resume(returning: body()) }.start()
+    }
+}
