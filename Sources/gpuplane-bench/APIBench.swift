@@ -48,8 +48,9 @@ struct APIBench: AsyncParsableCommand {
     }
 
     /// Starts `gpuplane-api-server` from this executable's folder with a bootstrap admin token,
-    /// at its default log level (so audit lines are written, to a log file in `directory`).
-    static func launchServer(port: Int, etcd endpoints: [String], adminToken: String, directory: URL) throws -> ChildProcess {
+    /// at its default log level (so audit lines are written, to a log file in `directory`), with
+    /// `arguments` added to its command line.
+    static func launchServer(port: Int, etcd endpoints: [String], adminToken: String, directory: URL, arguments: [String] = []) throws -> ChildProcess {
         let folder = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
         let executable = folder.appendingPathComponent("gpuplane-api-server")
         guard FileManager.default.isExecutableFile(atPath: executable.path) else {
@@ -65,7 +66,7 @@ struct APIBench: AsyncParsableCommand {
             arguments: [
                 "--port", "\(port)", "--etcd.endpoints", endpoints.joined(separator: ","), "--admin-token-file", tokenFile.path,
                 "--log-level", "info", "--log-destination", "stderr",
-            ],
+            ] + arguments,
             environment: ["GPUPLANE_CONFIG": config.path], logFile: directory.appendingPathComponent("api-server.log"))
     }
 

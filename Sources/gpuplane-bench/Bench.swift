@@ -11,7 +11,7 @@ import GPUPlaneSystem
 struct GPUPlaneBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gpuplane-bench", abstract: "Benchmarks of gpuplane's layers.",
-        subcommands: [StoreBench.self, APIBench.self, GatewayBench.self, SchedulerBench.self, AgentBench.self, TraceBench.self, PlacementBench.self, FleetBench.self, HeartbeatBench.self])
+        subcommands: [StoreBench.self, APIBench.self, GatewayBench.self, SchedulerBench.self, AgentBench.self, TraceBench.self, PlacementBench.self, FleetBench.self, HeartbeatBench.self, ConnectionBench.self])
 }
 
 /// The object the store phases write.

@@ -23,7 +23,8 @@ final class BenchServer {
     private let task: Task<Void, any Error>?
     private let directory: URL
 
-    init(mode: APIBench.ServerMode, etcdArguments: [String] = [], name: String) async throws {
+    /// `serverArguments` are added to the api-server process's command line (none in process).
+    init(mode: APIBench.ServerMode, etcdArguments: [String] = [], name: String, serverArguments: [String] = []) async throws {
         // Before any store exists, so an in-process server's counters reach its /metrics.
         MetricsExporter.bootstrap()
         fixture = try await EtcdFixture.start(extraArguments: etcdArguments)
@@ -47,7 +48,8 @@ final class BenchServer {
             let port = TestEnvironment.freePort()
             base = "http://127.0.0.1:\(port)"
             task = nil
-            process = try APIBench.launchServer(port: port, etcd: fixture.endpoints, adminToken: admin, directory: directory)
+            process = try APIBench.launchServer(
+                port: port, etcd: fixture.endpoints, adminToken: admin, directory: directory, arguments: serverArguments)
         }
     }
 

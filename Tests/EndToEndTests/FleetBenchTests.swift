@@ -117,3 +117,34 @@ import Testing
         #expect(report.spuriousAfterSlowBeat <= report.spuriousNotReady)
     }
 }
+
+/// `gpuplane-bench connections` at a small size, so it cannot rot: its api-server process
+/// starts, answers fresh connections before, while and after it holds the idle ones, and the
+/// report has its three phases and the first answer after the close. No timing is asserted
+/// (docs/benchmarks.md, "One task group per connection shard").
+@Suite(.timeLimit(.minutes(5))) struct ConnectionBenchTests {
+    @Test(.enabled(if: EtcdFixture.isAvailable))
+    func aSmallRunReportsEveryPhase() async throws {
+        let bench = LocalClusterTests.binaries.appendingPathComponent("gpuplane-bench").path
+        guard FileManager.default.isExecutableFile(atPath: bench) else {
+            Issue.record("build gpuplane-bench first (swift build --build-tests)")
+            return
+        }
+        let (status, output) = try await TestEnvironment.offPool {
+            try Command.run(
+                bench, ["connections", "--open", "300", "--clients", "2", "--seconds", "0.3"],
+                timeout: .seconds(Int(120 * TestEnvironment.timeScale)))
+        }
+        #expect(status == 0, "\(output.suffix(3000))")
+        // Each phase answered requests and none failed ("N failed" would follow the line).
+        for phase in ["no other connection open", "300 idle connections open", "right after"] {
+            let line = output.split(separator: "\n").first { $0.trimmingCharacters(in: .whitespaces).hasPrefix(phase) }
+            let words = line?.split(separator: " ") ?? []
+            let rate = words.firstIndex(of: "requests/s").flatMap { $0 > 0 ? Double(words[$0 - 1]) : nil }
+            #expect((rate ?? 0) > 0, "\(phase): \(output.suffix(2000))")
+            #expect(line?.contains("failed") == false, "\(output.suffix(2000))")
+        }
+        #expect(output.contains("opened 300 idle connections in "))
+        #expect(output.contains("the next fresh request was answered ") && !output.contains("no answer within"), "\(output.suffix(2000))")
+    }
+}
