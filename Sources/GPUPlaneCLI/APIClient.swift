@@ -72,7 +72,7 @@ public struct APIClient: Sendable {
         do {
             answer = try await Self.http.exchange(request)
         } catch {
-            throw CLIError("cannot reach the api-server at \(base): \(error.message); check --server or $GPUPLANE_SERVER")
+            throw CLIError("cannot reach the api-server at \(base): \(error.message); check --server or $GPUPLANE_SERVER", isTransient: true)
         }
         guard (200..<300).contains(answer.status) else {
             var body = Data()
@@ -95,9 +95,15 @@ public struct APIClient: Sendable {
 public struct CLIError: Error, CustomStringConvertible {
     /// The line printed.
     public let description: String
+    /// Whether the same request may succeed when sent again: no answer came (the api-server
+    /// unreachable), or it answered 503 (unavailable for now).
+    public var isTransient = false
 
     /// An error saying `description`.
-    public init(_ description: String) { self.description = description }
+    public init(_ description: String, isTransient: Bool = false) {
+        self.description = description
+        self.isTransient = isTransient
+    }
 
     /// The API's error for an answer: `error: <message> (HTTP <status>, field <field>)`.
     public init(answer: APIClient.Answer) {
@@ -107,5 +113,6 @@ public struct CLIError: Error, CustomStringConvertible {
         if let field = error["field"].string { detail += ", field \(field)" }
         if answer.status == 401 { detail += "; set --token, --token-file or $GPUPLANE_TOKEN" }
         description = "error: \(message) (\(detail))"
+        isTransient = answer.status == 503
     }
 }
