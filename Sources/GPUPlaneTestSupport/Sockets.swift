@@ -17,6 +17,44 @@ public enum TestSockets {
         return true
     }
 
+    /// Sends `GET path` on the connection `fd` (kept alive) and reads the answer: its head and
+    /// the body its `Content-Length` gives, waiting at most `timeout` seconds for each read.
+    /// Returns the status, or nil when the connection failed or the answer was not HTTP/1.1.
+    public static func get(_ fd: Int32, path: String, timeout seconds: Int = 10) -> Int? {
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        guard sendAll(fd, Array("GET \(path) HTTP/1.1\r\nHost: test\r\n\r\n".utf8)[...]) else { return nil }
+        var answer: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        func readMore() -> Bool {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { return false }
+            answer += buffer[0..<n]
+            return true
+        }
+        let blank = Array("\r\n\r\n".utf8)
+        var headEnd: Int?
+        while headEnd == nil {
+            guard readMore() else { return nil }
+            headEnd = answer.firstRange(of: blank)?.upperBound
+        }
+        guard let headEnd else { return nil }
+        let head = String(decoding: answer[..<headEnd], as: UTF8.self)
+        let lines = head.split(separator: "\r\n")
+        guard let statusLine = lines.first, statusLine.hasPrefix("HTTP/1.1 "),
+            let status = Int(statusLine.dropFirst(9).prefix(3))
+        else { return nil }
+        let length = lines.dropFirst().compactMap { line -> Int? in
+            let parts = line.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2, parts[0].lowercased() == "content-length" else { return nil }
+            return Int(parts[1].trimmingCharacters(in: .whitespaces))
+        }.first ?? 0
+        while answer.count - headEnd < length {
+            guard readMore() else { return nil }
+        }
+        return status
+    }
+
     /// A TCP connection to 127.0.0.1:`port`: its descriptor, or nil (`errno` says why) when it
     /// could not be made. `nonBlocking`: the connection is started and left under way.
     public static func connectLoopback(port: Int, nonBlocking: Bool = false) -> Int32? {

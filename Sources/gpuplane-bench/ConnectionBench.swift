@@ -134,23 +134,8 @@ struct ConnectionBench: AsyncParsableCommand {
         return Phase(rate: Double(done) / elapsed, serverMicroseconds: cpu / Double(max(done, 1)), failures: failed)
     }
 
-    /// Sends `GET /healthz` on `fd` and reads its answer's head, waiting at most `timeout`
-    /// seconds for each read: true for a 200.
-    static func request(_ fd: Int32, timeout seconds: Int = 10) -> Bool {
-        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let head = Array("GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n".utf8)
-        guard TestSockets.sendAll(fd, head[...]) else { return false }
-        var answer: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { return false }
-            answer += buffer[0..<n]
-            // The answer is small: its head, and its short body in the same read.
-            if let end = answer.firstRange(of: Array("\r\n\r\n".utf8)) {
-                return answer.starts(with: Array("HTTP/1.1 200".utf8)) && end.upperBound <= answer.count
-            }
-        }
+    /// Whether `GET /healthz` on `fd` answers 200, waiting at most `timeout` seconds for each read.
+    static func request(_ fd: Int32, timeout: Int = 10) -> Bool {
+        TestSockets.get(fd, path: "/healthz", timeout: timeout) == 200
     }
 }

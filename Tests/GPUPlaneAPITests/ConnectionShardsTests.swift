@@ -78,45 +78,14 @@ import Glibc
         let again = try await onThread { opened.filter { healthz($0) }.count }
         #expect(again == count, "each connection answers a second request")
 
-        let stopped = Locked(false)
-        let stopping = Task.detached {
-            await server.stop()
-            stopped.withLock { $0 = true }
-        }
-        defer { stopping.cancel() }
-        try await eventually("the server stopped") { stopped.withLock { $0 } }
+        try await stopsOnItsOwn(server)
         let closed = try await onThread { opened.filter { serverClosed($0) }.count }
         #expect(closed == count, "a graceful stop closes every kept-alive connection")
     }
 }
 
-/// Sends `GET /healthz` on `fd` and reads the answer's head: true for a 200.
-private func healthz(_ fd: Int32) -> Bool {
-    var timeout = timeval(tv_sec: 10, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    guard TestSockets.sendAll(fd, Array("GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n".utf8)[...]) else { return false }
-    var answer: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while answer.firstRange(of: Array("\r\n\r\n".utf8)) == nil {
-        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        if n <= 0 { return false }
-        answer += buffer[0..<n]
-    }
-    // The body (a few bytes) came with the head or follows at once: read it so the next
-    // request's answer starts clean.
-    if let text = String(bytes: answer, encoding: .utf8), let lengthLine = text.split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("content-length:") }),
-        let length = Int(lengthLine.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)),
-        let headEnd = answer.firstRange(of: Array("\r\n\r\n".utf8))?.upperBound
-    {
-        var have = answer.count - headEnd
-        while have < length {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { return false }
-            have += n
-        }
-    }
-    return answer.starts(with: Array("HTTP/1.1 200".utf8))
-}
+/// Whether `GET /healthz` on `fd` answers 200.
+private func healthz(_ fd: Int32) -> Bool { TestSockets.get(fd, path: "/healthz") == 200 }
 
 /// Whether the server has closed `fd` (a read sees its end within 10 s).
 private func serverClosed(_ fd: Int32) -> Bool {

@@ -50,13 +50,7 @@ import Testing
             return kinds == ["replicas", "modelservers"] && ndjsonLines(adminOut).contains { $0["type"] as? String == "BOOKMARK" }
         }
 
-        let stopped = Locked(false)
-        let stopping = Task.detached {
-            await server.stop()
-            stopped.withLock { $0 = true }
-        }
-        defer { stopping.cancel() }
-        try await eventually("the server stopped") { stopped.withLock { $0 } }
+        try await stopsOnItsOwn(server)
         try await eventually("both streams over") { !nodeCurl.isRunning && !adminCurl.isRunning }
         // Ended, not cut: curl saw the chunked body's last chunk.
         #expect(nodeCurl.exitStatus == 0 && adminCurl.exitStatus == 0)

@@ -5,6 +5,7 @@ import GPUPlaneAPI
 import GPUPlaneCore
 import GPUPlaneService
 import GPUPlaneStore
+import GPUPlaneSystem
 import GPUPlaneTestSupport
 import Logging
 
@@ -153,6 +154,19 @@ extension Harness {
 func ndjsonLines(_ out: URL) -> [[String: Any]] {
     let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
     return text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+}
+
+/// Stops `server` gracefully and waits, within `eventually`'s bound, until it has stopped: a
+/// stop that never ends fails the test instead of hanging it (the stop runs in a task of its
+/// own, left behind then).
+func stopsOnItsOwn(_ server: RunningAPIServer) async throws {
+    let stopped = Locked(false)
+    let stopping = Task.detached {
+        await server.stop()
+        stopped.withLock { $0 = true }
+    }
+    defer { stopping.cancel() }
+    try await eventually("the server stopped") { stopped.withLock { $0 } }
 }
 
 func app(_ name: String, pods: String) -> String {
