@@ -52,7 +52,7 @@ public struct APIClient: Sendable {
                 return .final(.success(response))
             case .failure(let error):
                 let failure = CLIError(
-                    "cannot reach the api-server at \(base): \(error.message); check --server or $GPUPLANE_SERVER")
+                    "cannot reach the api-server at \(base): \(error.message); check --server or $GPUPLANE_SERVER", isTransient: true)
                 return policy.mayRetry(error, idempotence) ? .retryable(.failure(failure)) : .final(.failure(failure))
             }
         }
