@@ -14,6 +14,8 @@ import Testing
     @Test func theGaugesFollowLiveAllocations() throws {
         MetricsExporter.bootstrap()
         HeapMetrics.register()
+        let age = HeapMetrics.maximumAge
+        defer { HeapMetrics.maximumAge = age }  // other suites in this process render too
         HeapMetrics.maximumAge = .zero  // every render reads the heap
         let before = try gauge("gpuplane_process_heap_in_use_bytes")
         #expect(before > 0)
@@ -34,7 +36,6 @@ import Testing
         // Scrapes closer together than maximumAge show the last reading (a reading walks the
         // heap's free lists under malloc's locks).
         HeapMetrics.maximumAge = .seconds(3600)
-        defer { HeapMetrics.maximumAge = .zero }
         let shown = try gauge("gpuplane_process_heap_in_use_bytes")
         let more = (0..<16_384).map { _ in UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 16) }
         defer { for block in more { block.deallocate() } }
