@@ -602,9 +602,10 @@ final class FleetRun: @unchecked Sendable {
         var tenants: [(String, String)] = []
         for i in 0..<count {
             let name = "bench-\(i)"
-            let created = try await call("POST", api + "/v1/tenants", token: admin, body: #"{"name": "\#(name)", "plan": "enterprise", "gpu_limit": 10000}"#)
-            guard created.status == 201 else { throw ValidationError("tenant \(name): HTTP \(created.status) \(created.text)") }
-            let issued = try await call("POST", api + "/v1/tokens", token: admin, body: #"{"tenant": "\#(name)", "role": "user"}"#)
+            let created = try await settled("POST", api + "/v1/tenants", token: admin, body: #"{"name": "\#(name)", "plan": "enterprise", "gpu_limit": 10000}"#)
+            // 409: an attempt whose answer was lost had created it.
+            guard created.status == 201 || created.status == 409 else { throw ValidationError("tenant \(name): HTTP \(created.status) \(created.text)") }
+            let issued = try await settled("POST", api + "/v1/tokens", token: admin, body: #"{"tenant": "\#(name)", "role": "user"}"#)
             guard let token = (try? JSONSerialization.jsonObject(with: issued.body) as? [String: Any])?["token"] as? String else {
                 throw ValidationError("token for \(name): \(issued.text)")
             }
@@ -867,6 +868,20 @@ final class FleetRun: @unchecked Sendable {
     func heapInUseMiB(_ metricsURL: String) async -> Double? {
         let values = try? await PrometheusMetrics(url: metricsURL, http: http).read()
         return values?.values["gpuplane_process_heap_in_use_bytes"].map { $0 / 1_048_576 }
+    }
+
+    /// ``attempt(_:_:token:body:contentType:)`` for the set-up's requests, sent again while no
+    /// answer comes or the answer is 503 (etcd stalls for seconds in a slow hour), after 1 s
+    /// doubling to 8 s, for at most two minutes: the last answer.
+    func settled(_ method: String, _ url: String, token: String? = nil, body: String? = nil) async throws -> Answer {
+        let deadline = ContinuousClock.now + .seconds(120)
+        var pause = Duration.seconds(1)
+        while true {
+            let answer = await attempt(method, url, token: token, body: body)
+            guard answer.status == 0 || answer.status == 503, ContinuousClock.now + pause < deadline else { return answer }
+            try await Task.sleep(for: pause)
+            pause = min(pause * 2, .seconds(8))
+        }
     }
 
     /// ``call(_:_:token:body:contentType:)`` with a transport failure (a timeout of an
