@@ -46,7 +46,6 @@ struct ConnectionBench: AsyncParsableCommand {
             throw ValidationError("this process may open \(limit) files: --open \(open) needs more (raise the hard limit with ulimit -Hn, or open fewer)")
         }
         // Every connection comes from 127.0.0.1: no per-source limit; idle ones kept 10 minutes.
-        // The phases below block this task's thread on sockets: the api-server is another process.
         let bench = try await BenchServer(
             mode: .process, name: "bench-connections",
             serverArguments: ["--max-connections-per-source", "0", "--keep-alive-timeout", "600"])
@@ -61,21 +60,31 @@ struct ConnectionBench: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(50))
         }
 
-        let quiet = measure(port: port, serverPID: server.pid)
+        let quiet = await measure(port: port, serverPID: server.pid)
         report("no other connection open", quiet, baseline: quiet)
 
-        var idle: [Int32] = []
-        idle.reserveCapacity(open)
-        defer { for fd in idle { close(fd) } }
         let opening = ContinuousClock.now
-        for _ in 0..<open {
-            guard let fd = TestSockets.connectLoopback(port: port), Self.request(fd) else {
-                throw ValidationError("opening idle connection \(idle.count + 1) of \(open) failed (errno \(errno))")
+        let count = open
+        var idle = try await TestEnvironment.offPool("bench-connections-open") { () throws -> [Int32] in
+            var fds: [Int32] = []
+            fds.reserveCapacity(count)
+            for _ in 0..<count {
+                guard let fd = TestSockets.connectLoopback(port: port) else {
+                    let failure = errno
+                    for fd in fds { close(fd) }
+                    throw ValidationError("opening idle connection \(fds.count + 1) of \(count) failed (errno \(failure))")
+                }
+                fds.append(fd)
+                guard Self.request(fd) else {
+                    for fd in fds { close(fd) }
+                    throw ValidationError("idle connection \(fds.count) of \(count) got no answer to GET /healthz")
+                }
             }
-            idle.append(fd)
+            return fds
         }
+        defer { for fd in idle { close(fd) } }
         print(String(format: "opened %d idle connections in %.1f s", open, (ContinuousClock.now - opening).seconds))
-        let held = measure(port: port, serverPID: server.pid)
+        let held = await measure(port: port, serverPID: server.pid)
         report("\(open) idle connections open", held, baseline: quiet)
 
         // Newest first, as a client closing what it opened last would; the server notices each
@@ -90,7 +99,7 @@ struct ConnectionBench: AsyncParsableCommand {
         print(String(
             format: "closed them in %.2f s; the next fresh request was answered %.0f ms after%@", (closed - closing).seconds,
             (ContinuousClock.now - closed).seconds * 1000, (answered ? "" : " (no answer within 120 s)") as NSString))
-        let after = measure(port: port, serverPID: server.pid)
+        let after = await measure(port: port, serverPID: server.pid)
         report("right after", after, baseline: quiet)
     }
 
@@ -103,33 +112,32 @@ struct ConnectionBench: AsyncParsableCommand {
     }
 
     /// `clients` threads making fresh-connection requests for `seconds`.
-    private func measure(port: Int, serverPID: Int32) -> Phase {
+    private func measure(port: Int, serverPID: Int32) async -> Phase {
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
         let before = LoadPhases.cpuTicks(String(serverPID))
-        let counts = Locked((done: 0, failed: 0))
         let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
         let start = ContinuousClock.now
-        let finished = DispatchGroup()
-        for _ in 0..<clients {
-            finished.enter()
-            Thread {
-                var done = 0
-                var failed = 0
-                while ContinuousClock.now < deadline {
-                    if let fd = TestSockets.connectLoopback(port: port) {
-                        if Self.request(fd) { done += 1 } else { failed += 1 }
-                        close(fd)
-                    } else {
-                        failed += 1
+        let (done, failed) = await withTaskGroup(of: (Int, Int).self) { group in
+            for _ in 0..<clients {
+                group.addTask {
+                    await TestEnvironment.offPool("bench-connections-client") {
+                        var done = 0
+                        var failed = 0
+                        while ContinuousClock.now < deadline {
+                            if let fd = TestSockets.connectLoopback(port: port) {
+                                if Self.request(fd) { done += 1 } else { failed += 1 }
+                                close(fd)
+                            } else {
+                                failed += 1
+                            }
+                        }
+                        return (done, failed)
                     }
                 }
-                counts.withLock { $0.done += done; $0.failed += failed }
-                finished.leave()
-            }.start()
+            }
+            return await group.reduce(into: (0, 0)) { $0.0 += $1.0; $0.1 += $1.1 }
         }
-        finished.wait()
         let elapsed = (ContinuousClock.now - start).seconds
-        let (done, failed) = counts.withLock { ($0.done, $0.failed) }
         let cpu = (LoadPhases.cpuTicks(String(serverPID)) - before) / ticks * 1e6
         return Phase(rate: Double(done) / elapsed, serverMicroseconds: cpu / Double(max(done, 1)), failures: failed)
     }

@@ -8,6 +8,17 @@ import GPUPlaneTestSupport
 import Logging
 import Testing
 
+/// An api-server's dependencies on `etcd` for the CLI's tests: `admin` its bootstrap token,
+/// secrets sealed with the test key file, its logs quiet.
+func apiDependencies(_ etcd: EtcdFixture, admin: String) throws -> APIDependencies {
+    let client = try Etcd.Client(Etcd.Configuration(endpoints: etcd.endpoints))
+    var logger = Logger(label: "gpuplane.api")
+    logger.logLevel = .critical
+    var deps = APIDependencies(store: ResourceStore(client: client), catalog: try Catalog.standard(), adminTokens: [admin], logger: logger)
+    deps.secretKeys = try SecretKeyring.load(path: try TestEnvironment.secretKeyFile().path)
+    return deps
+}
+
 /// `gpuplane apply/get/delete` against a live api-server on real etcd.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct OnlineCommandTests {
     /// One etcd and api-server for the suite, with a tenant on `plan` and its token.
@@ -27,13 +38,8 @@ import Testing
 
         private static func start() async throws -> (base: String, admin: String, etcd: EtcdFixture) {
             let etcd = try await EtcdFixture.start()
-            let client = try Etcd.Client(Etcd.Configuration(endpoints: etcd.endpoints))
             let admin = Tokens.generate()
-            var logger = Logger(label: "gpuplane.api")
-            logger.logLevel = .critical
-            var deps = APIDependencies(store: ResourceStore(client: client), catalog: try Catalog.standard(), adminTokens: [admin], logger: logger)
-            deps.secretKeys = try SecretKeyring.load(path: try TestEnvironment.secretKeyFile().path)
-            let base = try await startAPIServer(deps).base
+            let base = try await startAPIServer(try apiDependencies(etcd, admin: admin)).base
             try await eventually("api-server answers") { try await APIClient(base: base, token: nil).call(.get, "/healthz").status == 200 }
             return (base, admin, etcd)
         }

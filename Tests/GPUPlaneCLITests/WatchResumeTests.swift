@@ -1,12 +1,9 @@
-import EtcdClient
 import Foundation
 import GPUPlaneAPI
 import GPUPlaneCLI
 import GPUPlaneCore
-import GPUPlaneStore
 import GPUPlaneSystem
 import GPUPlaneTestSupport
-import Logging
 import Testing
 
 /// `gpuplane get -w` across an api-server's restart: the stream's shutdown line (503, "reconnect
@@ -14,15 +11,6 @@ import Testing
 /// same URL from the last version it read, so a rolling restart of the api-servers neither ends
 /// a user's watch nor loses or repeats a change.
 @Suite(.timeLimit(.minutes(3))) struct WatchResumeTests {
-    private func dependencies(_ etcd: EtcdFixture, admin: String) throws -> APIDependencies {
-        let client = try Etcd.Client(Etcd.Configuration(endpoints: etcd.endpoints))
-        var logger = Logger(label: "gpuplane.api")
-        logger.logLevel = .critical
-        var deps = APIDependencies(store: ResourceStore(client: client), catalog: try Catalog.standard(), adminTokens: [admin], logger: logger)
-        deps.secretKeys = try SecretKeyring.load(path: try TestEnvironment.secretKeyFile().path)
-        return deps
-    }
-
     private func application(_ name: String) -> Data {
         Data("application:\n  name: \(name)\n  pods:\n    - {name: p, image: x}\n".utf8)
     }
@@ -31,7 +19,7 @@ import Testing
         let etcd = try await EtcdFixture.start()
         defer { etcd.shutdown() }
         let admin = Tokens.generate()
-        let first = try await startAPIServer(try dependencies(etcd, admin: admin))
+        let first = try await startAPIServer(try apiDependencies(etcd, admin: admin))
         let base = first.base
         let asAdmin = APIClient(base: base, token: admin)
         try await eventually("api-server answers") { try await asAdmin.call(.get, "/healthz").status == 200 }
@@ -59,10 +47,10 @@ import Testing
         // api-server starts again on the same port.
         await first.stop()
         let port = try #require(URLComponents(string: base)?.port)
-        let other = try await startAPIServer(try dependencies(etcd, admin: admin))
+        let other = try await startAPIServer(try apiDependencies(etcd, admin: admin))
         _ = try await APIClient(base: other.base, token: token).json(.post, "/v1/applications", body: application("while-down"))
         await other.stop()
-        let second = try await startAPIServer(try dependencies(etcd, admin: admin), port: port)
+        let second = try await startAPIServer(try apiDependencies(etcd, admin: admin), port: port)
         _ = try await user.json(.post, "/v1/applications", body: application("after"))
 
         try await eventually("the resumed watch shows both new applications") { added("while-down") == 1 && added("after") == 1 }
