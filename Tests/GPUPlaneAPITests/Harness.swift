@@ -33,9 +33,10 @@ extension Harness {
     /// others on ``SharedServer`` (compacting etcd's history, say). Cancel the server's task and
     /// shut the etcd down when done.
     /// `shutdownGrace`: how long the server's graceful stop may take before what still runs is
-    /// cancelled (``apiServerShutdownGrace``).
+    /// cancelled (``apiServerShutdownGrace``); `limits`: its connections' timeouts and limits.
     static func start(
-        shutdownGrace: Duration = apiServerShutdownGrace, _ configure: (inout APIDependencies) -> Void = { _ in }
+        shutdownGrace: Duration = apiServerShutdownGrace, limits: ConnectionLimits = ConnectionLimits(),
+        _ configure: (inout APIDependencies) -> Void = { _ in }
     ) async throws -> (Harness, RunningAPIServer) {
         let etcd = try await EtcdFixture.start()
         let client = try Etcd.Client(Etcd.Configuration(endpoints: etcd.endpoints))
@@ -50,7 +51,7 @@ extension Harness {
         // Secrets are sealed with a key file as the daemon reads it (secret-key-file).
         deps.secretKeys = try SecretKeyring.load(path: try TestEnvironment.secretKeyFile().path)
         configure(&deps)
-        let server = try await startAPIServer(deps, shutdownGrace: shutdownGrace)
+        let server = try await startAPIServer(deps, limits: limits, shutdownGrace: shutdownGrace)
         let harness = Harness(base: server.base, admin: admin, etcd: etcd, client: client, deps: deps, auditIdentifier: auditIdentifier)
         try await eventually("api-server answers /healthz") { try await harness.call("GET", "/healthz").status == 200 }
         return (harness, server)
