@@ -179,14 +179,42 @@ public struct Node: Resource, Hashable {
     /// The value of ``nodeKindLabel`` on a CPU-only node.
     public static let cpuNodeKind = "cpu"
 
-    public var metadata: ObjectMeta
-    public var spec: NodeSpec
-    public var status: NodeStatus
+    /// The fields, boxed (``CopyOnWrite``): copies of a node share them until one changes.
+    private var fields: CopyOnWrite<Fields>
+
+    private struct Fields: Codable, Sendable, Hashable {
+        var metadata: ObjectMeta
+        var spec: NodeSpec
+        var status: NodeStatus
+    }
+
+    public var metadata: ObjectMeta {
+        _read { yield fields.value.metadata }
+        _modify { yield &fields.value.metadata }
+    }
+
+    public var spec: NodeSpec {
+        _read { yield fields.value.spec }
+        _modify { yield &fields.value.spec }
+    }
+
+    public var status: NodeStatus {
+        _read { yield fields.value.status }
+        _modify { yield &fields.value.status }
+    }
 
     /// Makes a node.
     public init(metadata: ObjectMeta, spec: NodeSpec, status: NodeStatus = .init()) {
-        self.metadata = metadata
-        self.spec = spec
-        self.status = status
+        fields = CopyOnWrite(Fields(metadata: metadata, spec: spec, status: status))
+    }
+
+    /// Decodes the node's JSON (its fields at the top level).
+    public init(from decoder: any Decoder) throws {
+        fields = try CopyOnWrite(from: decoder)
+    }
+
+    /// Encodes the node's JSON (its fields at the top level).
+    public func encode(to encoder: any Encoder) throws {
+        try fields.encode(to: encoder)
     }
 }

@@ -270,27 +270,65 @@ public struct ReplicaStatus: Codable, Sendable, Hashable {
 /// One unit the scheduler places.
 public struct Replica: Resource, Hashable {
     public static let kind = ResourceKind.replica
-    public var metadata: ObjectMeta
-    public var spec: ReplicaSpec
+
+    /// The fields, boxed (``CopyOnWrite``): copies of a replica share them until one changes.
+    private var fields: CopyOnWrite<Fields>
+
+    private struct Fields: Codable, Sendable, Hashable {
+        var metadata: ObjectMeta
+        var spec: ReplicaSpec
+        var binding: Binding?
+        var status: ReplicaStatus
+        var secretVersions: [String: String]?
+    }
+
+    public var metadata: ObjectMeta {
+        _read { yield fields.value.metadata }
+        _modify { yield &fields.value.metadata }
+    }
+
+    public var spec: ReplicaSpec {
+        _read { yield fields.value.spec }
+        _modify { yield &fields.value.spec }
+    }
+
     /// Set once the scheduler binds the replica.
-    public var binding: Binding?
-    public var status: ReplicaStatus
+    public var binding: Binding? {
+        _read { yield fields.value.binding }
+        _modify { yield &fields.value.binding }
+    }
+
+    public var status: ReplicaStatus {
+        _read { yield fields.value.status }
+        _modify { yield &fields.value.status }
+    }
+
     /// For a replica with ``ReplicaSpec/secretEnv``: the ``Secret/Spec/version`` of each secret
     /// it references, written by the api-server in the same transaction as each create or
     /// replace of such a secret (absent until the first). The node-agent puts them in the
     /// container's spec hash, so a changed value replaces the running container. Kept out of
     /// ``spec`` so a re-apply of the application does not see a change.
-    public var secretVersions: [String: String]?
+    public var secretVersions: [String: String]? {
+        _read { yield fields.value.secretVersions }
+        _modify { yield &fields.value.secretVersions }
+    }
 
     /// Makes a replica.
     public init(
         metadata: ObjectMeta, spec: ReplicaSpec, binding: Binding? = nil,
         status: ReplicaStatus = .init()
     ) {
-        self.metadata = metadata
-        self.spec = spec
-        self.binding = binding
-        self.status = status
+        fields = CopyOnWrite(Fields(metadata: metadata, spec: spec, binding: binding, status: status))
+    }
+
+    /// Decodes the replica's JSON (its fields at the top level).
+    public init(from decoder: any Decoder) throws {
+        fields = try CopyOnWrite(from: decoder)
+    }
+
+    /// Encodes the replica's JSON (its fields at the top level).
+    public func encode(to encoder: any Encoder) throws {
+        try fields.encode(to: encoder)
     }
 
     /// Whether the replica holds the GPUs (or the model-server attachment) of its binding: it
@@ -425,17 +463,49 @@ public struct ModelServer: Resource, Hashable {
         }
     }
 
-    public var metadata: ObjectMeta
-    public var spec: Spec
+    /// The fields, boxed (``CopyOnWrite``): copies of a model server share them until one changes.
+    private var fields: CopyOnWrite<Fields>
+
+    private struct Fields: Codable, Sendable, Hashable {
+        var metadata: ObjectMeta
+        var spec: Spec
+        var binding: Binding?
+        var status: Status
+    }
+
+    public var metadata: ObjectMeta {
+        _read { yield fields.value.metadata }
+        _modify { yield &fields.value.metadata }
+    }
+
+    public var spec: Spec {
+        _read { yield fields.value.spec }
+        _modify { yield &fields.value.spec }
+    }
+
     /// Node and GPU, once placed.
-    public var binding: Binding?
-    public var status: Status
+    public var binding: Binding? {
+        _read { yield fields.value.binding }
+        _modify { yield &fields.value.binding }
+    }
+
+    public var status: Status {
+        _read { yield fields.value.status }
+        _modify { yield &fields.value.status }
+    }
 
     /// Makes a model server.
     public init(metadata: ObjectMeta, spec: Spec, binding: Binding? = nil, status: Status = .init()) {
-        self.metadata = metadata
-        self.spec = spec
-        self.binding = binding
-        self.status = status
+        fields = CopyOnWrite(Fields(metadata: metadata, spec: spec, binding: binding, status: status))
+    }
+
+    /// Decodes the model server's JSON (its fields at the top level).
+    public init(from decoder: any Decoder) throws {
+        fields = try CopyOnWrite(from: decoder)
+    }
+
+    /// Encodes the model server's JSON (its fields at the top level).
+    public func encode(to encoder: any Encoder) throws {
+        try fields.encode(to: encoder)
     }
 }

@@ -91,10 +91,10 @@ public final class Informer<R: Resource>: RevisionFollower {
         /// The keys by tenant, then name, kept in step with the cache one change at a time (a
         /// binary search and a shift of small keys), so ``list()`` never sorts.
         private(set) var keys: [ObjectKey] = []
-        /// ``list()``'s answer in the order of `keys`. An update replaces its object in place
-        /// (copying the array once when a ``list()`` answer still holds it); an add or a delete
-        /// drops it, to be built again from `keys` at the next ``list()``: shifting whole objects
-        /// (a Replica is some 700 bytes) at every add would cost more than one build a pass.
+        /// ``list()``'s answer in the order of `keys`, kept in step with them once built: a
+        /// change puts, inserts or removes its object in place (copying the array once when a
+        /// ``list()`` answer still holds it). The stored kinds box their fields
+        /// (``CopyOnWrite``), so an element is a reference and a shift moves a few words each.
         private var ordered: [R]?
         var revision: Int64 = 0
         var synced = false
@@ -113,11 +113,11 @@ public final class Informer<R: Resource>: RevisionFollower {
         /// Puts `object` at `key`; returns what was there.
         mutating func put(_ key: ObjectKey, _ object: R) -> R? {
             let old = cache.updateValue(object, forKey: key)
+            let at = position(of: key)
             if old == nil {
-                keys.insert(key, at: position(of: key))
-                ordered = nil
-            } else if ordered != nil {
-                let at = position(of: key)
+                keys.insert(key, at: at)
+                ordered?.insert(object, at: at)
+            } else {
                 ordered?[at] = object
             }
             return old
@@ -126,8 +126,9 @@ public final class Informer<R: Resource>: RevisionFollower {
         /// Removes `key`'s object; returns it.
         mutating func remove(_ key: ObjectKey) -> R? {
             guard let old = cache.removeValue(forKey: key) else { return nil }
-            keys.remove(at: position(of: key))
-            ordered = nil
+            let at = position(of: key)
+            keys.remove(at: at)
+            ordered?.remove(at: at)
             return old
         }
 
