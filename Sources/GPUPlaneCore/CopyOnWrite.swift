@@ -35,12 +35,14 @@ public struct CopyOnWrite<Value: Sendable>: @unchecked Sendable {
 }
 
 extension CopyOnWrite: Equatable where Value: Equatable {
+    /// Equal when they share a box or hold equal values.
     public static func == (lhs: CopyOnWrite<Value>, rhs: CopyOnWrite<Value>) -> Bool {
         lhs.isSameBox(as: rhs) || lhs.value == rhs.value
     }
 }
 
 extension CopyOnWrite: Hashable where Value: Hashable {
+    /// Hashes the value (equal values in separate boxes hash alike).
     public func hash(into hasher: inout Hasher) { value.hash(into: &hasher) }
 }
 

@@ -188,16 +188,19 @@ public struct Node: Resource, Hashable {
         var status: NodeStatus
     }
 
+    /// Name and labels (`gpu-mode`, machine type, GPU product).
     public var metadata: ObjectMeta {
         _read { yield fields.value.metadata }
         _modify { yield &fields.value.metadata }
     }
 
+    /// Its GPUs, machine type, address and what it can allocate.
     public var spec: NodeSpec {
         _read { yield fields.value.spec }
         _modify { yield &fields.value.spec }
     }
 
+    /// Its conditions, GPU health and last heartbeat.
     public var status: NodeStatus {
         _read { yield fields.value.status }
         _modify { yield &fields.value.status }

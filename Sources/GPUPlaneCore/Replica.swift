@@ -282,11 +282,13 @@ public struct Replica: Resource, Hashable {
         var secretVersions: [String: String]?
     }
 
+    /// Name, tenant, uid, version and labels.
     public var metadata: ObjectMeta {
         _read { yield fields.value.metadata }
         _modify { yield &fields.value.metadata }
     }
 
+    /// What to run and what it needs, from its application or deployment.
     public var spec: ReplicaSpec {
         _read { yield fields.value.spec }
         _modify { yield &fields.value.spec }
@@ -298,6 +300,7 @@ public struct Replica: Resource, Hashable {
         _modify { yield &fields.value.binding }
     }
 
+    /// Where it stands, as the scheduler and its node-agent report it.
     public var status: ReplicaStatus {
         _read { yield fields.value.status }
         _modify { yield &fields.value.status }
@@ -473,11 +476,13 @@ public struct ModelServer: Resource, Hashable {
         var status: Status
     }
 
+    /// Name, tenant, uid, version and labels.
     public var metadata: ObjectMeta {
         _read { yield fields.value.metadata }
         _modify { yield &fields.value.metadata }
     }
 
+    /// The model it serves, its mode and its VRAM.
     public var spec: Spec {
         _read { yield fields.value.spec }
         _modify { yield &fields.value.spec }
@@ -489,6 +494,7 @@ public struct ModelServer: Resource, Hashable {
         _modify { yield &fields.value.binding }
     }
 
+    /// Whether it is ready, where, and who is attached.
     public var status: Status {
         _read { yield fields.value.status }
         _modify { yield &fields.value.status }
