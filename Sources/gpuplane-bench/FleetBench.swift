@@ -42,8 +42,8 @@ struct FleetBench: AsyncParsableCommand {
     @Option(help: "Seconds of each steady-state measurement (heartbeat cost, raw etcd rates).")
     var steadySeconds = 10.0
 
-    @Option(help: "Seconds of rest after everything else before the last RSS sample (longer than the daemons' memory-trim-interval, 30 s, so a burst's freed memory has gone back).")
-    var restSeconds = 40.0
+    @Option(help: "Seconds of rest after everything else before the last RSS sample (longer than the api-servers' keep-alive-timeout, 60 s, after the last nodes went home, so their idle connections are closed, and than the daemons' memory-trim-interval, 30 s, so a burst's freed memory has gone back).")
+    var restSeconds = 120.0
 
     @Option(help: "Seconds each waiting phase may take at most.")
     var timeout = 300.0
