@@ -59,10 +59,15 @@ public enum APIServerMain {
         ConfigurationKey("log-destination", .string, default: "automatic", help: "automatic, journald or stderr"),
     ]
 
+    /// Caps glibc's malloc arenas at four (unless `MALLOC_ARENA_MAX` is set), not glibc's up to
+    /// eight per core (docs/operations.md). Call from `main` before the first `await`: a thread
+    /// that allocated before it (the first hop to the concurrency pool) keeps the arena it made.
+    public static func limitMallocArenas() {
+        SystemThread.limitMallocArenasUnlessSet(4)
+    }
+
     /// Runs the server until SIGTERM.
     public static func run() async -> Int32 {
-        // Four malloc arenas, not glibc's up to eight per core (see docs/operations.md).
-        SystemThread.limitMallocArenasUnlessSet(4)
         do {
             let config = try Configuration.load(keys: keys, defaultConfigFile: "/etc/gpuplane/api-server.conf")
             let level = Logger.Level(rawValue: try config.string("log-level") ?? "info") ?? .info

@@ -39,11 +39,18 @@ public enum SchedulerMain {
     /// The listener's default port.
     public static let defaultPort = 9448
 
+    /// Caps glibc's malloc arenas at one (unless `MALLOC_ARENA_MAX` is set), not glibc's up to
+    /// eight per core: at 5,000 nodes two kept 7 MB less resident than four, and one 5 MB less
+    /// than two; each thread's cache (tcache) still serves most small allocations without the
+    /// arena's lock (docs/operations.md, docs/benchmarks.md). Call from `main` before the
+    /// first `await`: a thread that allocated before it (the first hop to the concurrency
+    /// pool) keeps the arena it made.
+    public static func limitMallocArenas() {
+        SystemThread.limitMallocArenasUnlessSet(1)
+    }
+
     /// Runs the scheduler replica until SIGTERM; the process's exit status.
     public static func run() async -> Int32 {
-        // Two malloc arenas, not glibc's up to eight per core: at 5,000 nodes two kept 7 MB
-        // less resident than four (docs/operations.md, docs/benchmarks.md).
-        SystemThread.limitMallocArenasUnlessSet(2)
         do {
             let config = try Configuration.load(keys: keys, defaultConfigFile: configFile)
             let level = Logger.Level(rawValue: try config.string("log-level") ?? "info") ?? .info

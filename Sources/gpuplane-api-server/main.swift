@@ -1,4 +1,5 @@
 import Foundation
 import GPUPlaneAPI
 
+APIServerMain.limitMallocArenas()
 exit(await APIServerMain.run())

@@ -5,4 +5,5 @@ import Darwin
 #endif
 import GPUPlaneAgent
 
+NodeAgentMain.limitMallocArenas()
 exit(await NodeAgentMain.run())

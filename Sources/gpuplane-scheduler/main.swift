@@ -5,4 +5,5 @@ import Darwin
 #endif
 import GPUPlaneScheduling
 
+SchedulerMain.limitMallocArenas()
 exit(await SchedulerMain.run())

@@ -69,6 +69,66 @@ import Glibc
         try await eventually("the closed connections' memory handed back", timeout: 30) { try anonymousKiB() - before < grown / 4 }
         #expect(api.isRunning, "\(api.logTail())")
     }
+
+    /// The scheduler runs on glibc's main malloc arena alone, as `SchedulerMain` caps it
+    /// (docs/operations.md): the cap is set in `main` before the first `await`, since a thread
+    /// that allocated before it (the first hop to the concurrency pool) keeps an arena of its
+    /// own, which the cap set later inside `run()` had left behind.
+    @Test(.enabled(if: EtcdFixture.isAvailable))
+    func theSchedulerRunsOnOneMallocArena() async throws {
+        let etcd = try await EtcdFixture.start()
+        defer { etcd.shutdown() }
+        let directory = try TestEnvironment.temporaryDirectory(prefix: "arenas")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let emptyConfig = directory.appendingPathComponent("empty.conf")
+        try "".write(to: emptyConfig, atomically: true, encoding: .utf8)
+        let port = TestEnvironment.freePort()
+        let scheduler = try ChildProcess(
+            executable: LocalClusterTests.binaries.appendingPathComponent("gpuplane-scheduler").path,
+            arguments: [
+                "--etcd.endpoints", etcd.endpoints[0], "--identity", "arenas", "--listen", "127.0.0.1", "--port", "\(port)",
+                "--log-destination", "stderr", "--log-level", "warning",
+            ],
+            environment: ["GPUPLANE_CONFIG": emptyConfig.path],
+            logFile: directory.appendingPathComponent("scheduler.log"))
+        defer { scheduler.stop(timeout: 10) }
+        let http = CurlHTTP.Client(name: "arena-test", maxConnections: 1)
+        defer { http.shutdown() }
+        // Leading and serving its metrics: its threads have run and allocated.
+        try await eventually("the scheduler serves its metrics", timeout: 60) {
+            (try? await http.perform(CurlHTTP.Request(url: "http://127.0.0.1:\(port)/metrics", timeout: .seconds(5))))?.status == 200
+        }
+        #expect(try Self.mallocArenasBesidesMain(pid: scheduler.pid) == 0, "\(scheduler.logTail())")
+        #expect(scheduler.isRunning)
+    }
+
+    /// glibc's malloc arenas other than the main one in process `pid`: each is an anonymous
+    /// reservation of 64 MiB (`HEAP_MAX_SIZE`) aligned to its size, its used part read-write and
+    /// the rest `---p`.
+    static func mallocArenasBesidesMain(pid: Int32) throws -> Int {
+        let maps = try String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8)
+        var regions: [(start: UInt64, end: UInt64)] = []
+        for line in maps.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            // An anonymous mapping names no file: address, permissions, offset, device, inode.
+            guard fields.count == 5 else { continue }
+            let range = fields[0].split(separator: "-")
+            guard range.count == 2, let start = UInt64(range[0], radix: 16), let end = UInt64(range[1], radix: 16) else { continue }
+            regions.append((start, end))
+        }
+        let heap: UInt64 = 64 << 20
+        var arenas = 0
+        for (index, region) in regions.enumerated() where region.start % heap == 0 {
+            var end = region.end
+            var next = index + 1
+            while end - region.start < heap, next < regions.count, regions[next].start == end {
+                end = regions[next].end
+                next += 1
+            }
+            if end - region.start == heap { arenas += 1 }
+        }
+        return arenas
+    }
     /// `readelf` output for the built executable `name`.
     static func readelf(_ flag: String, _ name: String) throws -> String {
         let binary = LocalClusterTests.binaries.appendingPathComponent(name).path

@@ -275,11 +275,16 @@ public enum NodeAgentMain {
         return first...last
     }
 
+    /// One malloc arena for all threads: the agent allocates little, and glibc's default of an
+    /// arena per thread (up to 8 per core) costs resident pages for nothing. Call from `main`
+    /// before the first `await`: a thread that allocated before it (the first hop to the
+    /// concurrency pool) keeps the arena it made.
+    public static func limitMallocArenas() {
+        SystemThread.limitMallocArenas(1)
+    }
+
     /// Runs the agent until SIGTERM; returns the exit status.
     public static func run() async -> Int32 {
-        // One malloc arena for all threads: the agent allocates little, and glibc's default of
-        // an arena per thread (up to 8 per core) costs resident pages for nothing.
-        SystemThread.limitMallocArenas(1)
         if CommandLine.arguments.dropFirst().first == "gpus" {
             return await gpusCommand(Array(CommandLine.arguments.dropFirst(2)))
         }
