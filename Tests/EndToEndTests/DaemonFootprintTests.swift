@@ -23,16 +23,10 @@ import Glibc
         defer { etcd.shutdown() }
         let directory = try TestEnvironment.temporaryDirectory(prefix: "memory-trim")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let emptyConfig = directory.appendingPathComponent("empty.conf")
-        try "".write(to: emptyConfig, atomically: true, encoding: .utf8)
         let port = TestEnvironment.freePort()
-        let api = try ChildProcess(
-            executable: LocalClusterTests.binaries.appendingPathComponent("gpuplane-api-server").path,
-            arguments: [
-                "--port", "\(port)", "--etcd.endpoints", etcd.endpoints[0], "--log-destination", "stderr", "--log-level", "warning",
-                "--max-connections-per-source", "0", "--memory-trim-interval", "1s",
-            ],
-            environment: ["GPUPLANE_CONFIG": emptyConfig.path], logFile: directory.appendingPathComponent("api-server.log"))
+        let api = try Self.start(
+            "gpuplane-api-server", ["--port", "\(port)", "--max-connections-per-source", "0", "--memory-trim-interval", "1s"],
+            etcd: etcd, in: directory)
         defer { api.stop(timeout: 10) }
         let http = CurlHTTP.Client(name: "memory-trim-test", maxConnections: 1)
         defer { http.shutdown() }
@@ -80,17 +74,9 @@ import Glibc
         defer { etcd.shutdown() }
         let directory = try TestEnvironment.temporaryDirectory(prefix: "arenas")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let emptyConfig = directory.appendingPathComponent("empty.conf")
-        try "".write(to: emptyConfig, atomically: true, encoding: .utf8)
         let port = TestEnvironment.freePort()
-        let scheduler = try ChildProcess(
-            executable: LocalClusterTests.binaries.appendingPathComponent("gpuplane-scheduler").path,
-            arguments: [
-                "--etcd.endpoints", etcd.endpoints[0], "--identity", "arenas", "--listen", "127.0.0.1", "--port", "\(port)",
-                "--log-destination", "stderr", "--log-level", "warning",
-            ],
-            environment: ["GPUPLANE_CONFIG": emptyConfig.path],
-            logFile: directory.appendingPathComponent("scheduler.log"))
+        let scheduler = try Self.start(
+            "gpuplane-scheduler", ["--identity", "arenas", "--listen", "127.0.0.1", "--port", "\(port)"], etcd: etcd, in: directory)
         defer { scheduler.stop(timeout: 10) }
         let http = CurlHTTP.Client(name: "arena-test", maxConnections: 1)
         defer { http.shutdown() }
@@ -100,6 +86,17 @@ import Glibc
         }
         #expect(try Self.mallocArenasBesidesMain(pid: scheduler.pid) == 0, "\(scheduler.logTail())")
         #expect(scheduler.isRunning)
+    }
+
+    /// The built daemon `name` started on `etcd` with an empty configuration file, logging
+    /// warnings to a file in `directory`.
+    static func start(_ name: String, _ arguments: [String], etcd: EtcdFixture, in directory: URL) throws -> ChildProcess {
+        let emptyConfig = directory.appendingPathComponent("empty.conf")
+        try "".write(to: emptyConfig, atomically: true, encoding: .utf8)
+        return try ChildProcess(
+            executable: LocalClusterTests.binaries.appendingPathComponent(name).path,
+            arguments: ["--etcd.endpoints", etcd.endpoints[0], "--log-destination", "stderr", "--log-level", "warning"] + arguments,
+            environment: ["GPUPLANE_CONFIG": emptyConfig.path], logFile: directory.appendingPathComponent("\(name).log"))
     }
 
     /// glibc's malloc arenas other than the main one in process `pid`: each is an anonymous
