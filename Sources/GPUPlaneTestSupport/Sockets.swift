@@ -17,12 +17,18 @@ public enum TestSockets {
         return true
     }
 
+    /// Makes each read on `fd` wait at most `seconds` (`SO_RCVTIMEO`): a blocked `recv` then
+    /// fails instead of hanging the test.
+    public static func setReceiveTimeout(_ fd: Int32, seconds: Int) {
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
     /// Sends `GET path` on the connection `fd` (kept alive) and reads the answer: its head and
     /// the body its `Content-Length` gives, waiting at most `timeout` seconds for each read.
     /// Returns the status, or nil when the connection failed or the answer was not HTTP/1.1.
     public static func get(_ fd: Int32, path: String, timeout seconds: Int = 10) -> Int? {
-        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setReceiveTimeout(fd, seconds: seconds)
         guard sendAll(fd, Array("GET \(path) HTTP/1.1\r\nHost: test\r\n\r\n".utf8)[...]) else { return nil }
         var answer: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)

@@ -92,8 +92,7 @@ private func healthz(_ fd: Int32) -> Bool { TestSockets.get(fd, path: "/healthz"
 
 /// Whether the server has closed `fd` (a read sees its end within 10 s).
 private func serverClosed(_ fd: Int32) -> Bool {
-    var timeout = timeval(tv_sec: 10, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    TestSockets.setReceiveTimeout(fd, seconds: 10)
     var byte: UInt8 = 0
     return recv(fd, &byte, 1, 0) == 0
 }

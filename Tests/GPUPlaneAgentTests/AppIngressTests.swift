@@ -246,8 +246,7 @@ struct AppIngressTests {
                 throw AgentHarnessError(description: "cannot connect to the api-server")
             }
             defer { close(fd) }
-            var timeout = timeval(tv_sec: 10, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            TestSockets.setReceiveTimeout(fd, seconds: 10)
             func write(_ text: String) { _ = text.withCString { send(fd, $0, strlen($0), 0) } }
             var pending = [UInt8]()
             func readUntil(_ marker: String) -> String? {
@@ -310,8 +309,7 @@ struct AppIngressTests {
             defer { close(fd) }
             let head = "GET /apps/t-any/app/api/x HTTP/1.1\r\nHost: x\r\n"
             _ = head.withCString { send(fd, $0, strlen($0), 0) }
-            var timeout = timeval(tv_sec: 30, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            TestSockets.setReceiveTimeout(fd, seconds: 30)
             let start = Date()
             var buffer = [UInt8](repeating: 0, count: 1024)
             while recv(fd, &buffer, buffer.count, 0) > 0 {}
