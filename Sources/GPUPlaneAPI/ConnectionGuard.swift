@@ -61,6 +61,14 @@ final class SourceConnectionCounter: Sendable {
     func count(_ source: String) -> Int { counts.withLock { $0[source] ?? 0 } }
 }
 
+/// How an api-server's connections size the buffers they read into: first 512 bytes, at most
+/// 64 KB. NIO keeps a connection's receive buffer for the connection's life and reuses it, so
+/// its first size is paid by every idle connection: NIO's default of 2 KB was about an eighth
+/// of what an idle keep-alive connection cost (heaptrack; docs/benchmarks.md, "A connection's
+/// receive buffer"). A request head (a heartbeat's, a watch's) fits in 512 bytes; a larger
+/// request fills the buffer, and the allocator doubles the next one, as it would from 2 KB.
+let connectionReceiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
+
 /// Sits after the HTTP decoder of every connection: closes a connection whose request head
 /// (or body, or next request) does not arrive in time, and one from an address that holds
 /// too many already. A response being written (a watch, a streamed completion) has no limit.
@@ -95,6 +103,9 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        // Each connection keeps the buffer its reads go into for its whole life (NIO pools it),
+        // sized by this allocator's first guess: 2 KB by default, 512 bytes here.
+        try? context.channel.syncOptions?.setOption(ChannelOptions.recvAllocator, value: connectionReceiveAllocator)
         if context.channel.isActive { start(context) }
     }
 

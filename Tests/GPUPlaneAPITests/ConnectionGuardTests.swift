@@ -2,6 +2,7 @@ import HTTPTypes
 import NIOCore
 import NIOEmbedded
 import NIOHTTPTypes
+import NIOPosix
 import Testing
 
 @testable import GPUPlaneAPI
@@ -78,5 +79,31 @@ import Testing
         #expect(channel.isActive)
         loop.advanceTime(by: .seconds(2))
         #expect(!channel.isActive)
+    }
+
+    /// NIO keeps a connection's receive buffer for the connection's life at the size its
+    /// allocator first asks for: the connection guard sets every connection's to 512 bytes, not
+    /// NIO's 2 KB, which every idle connection paid.
+    @Test func aConnectionReadsIntoASmallBufferFirst() async throws {
+        let accepted = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: (any Channel).self)
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ConnectionGuardHandler(limits: ConnectionLimits(), counter: SourceConnectionCounter(limit: 0)))
+                    accepted.succeed(channel)
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(server.localAddress?.port)
+        let client = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get()
+        let channel = try await accepted.futureResult.get()
+        let allocator = try await channel.getOption(ChannelOptions.recvAllocator).get()
+        let adaptive = try #require(allocator as? AdaptiveRecvByteBufferAllocator)
+        #expect(adaptive.initial == 512)
+        #expect(adaptive.nextBufferSize() == 512)
+        #expect(adaptive.maximum == 65536)
+        try await client.close()
+        try await server.close()
     }
 }
