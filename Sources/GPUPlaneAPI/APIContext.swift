@@ -151,34 +151,6 @@ struct AuthMiddleware: RouterMiddleware {
     }
 }
 
-/// Answers each request (the router, every middleware, the route, the store and etcd calls) in
-/// a child task of the connection's task.
-///
-/// Swift's task allocator keeps every slab a task's async frames ever needed until the task
-/// ends, and Hummingbird runs a connection in one task: a node-agent's connections (its watch
-/// and its calls) live for days, so each kept the deepest request it ever served, about 45 KB
-/// (heaptrack, 1,000 hollow nodes: 150 KB per node in the api-server). In a child task those
-/// frames are freed when the response is returned; the connection keeps Hummingbird's frames
-/// and, for a watch, the streaming body's. Wrapping the router's responder rather than running
-/// as its first middleware leaves the router's own frames (two slabs of about 1 KB, heaptrack
-/// again) out of the connection's task too.
-struct ChildTaskResponder<Inner: HTTPResponder>: HTTPResponder where Inner.Context == APIContext {
-    typealias Context = APIContext
-    let inner: Inner
-
-    @Sendable func respond(to request: Request, context: Context) async throws -> Response {
-        // The child ends before this returns (the group is awaited), and this task does nothing
-        // meanwhile. A group of one, not `async let`: the `async let` kept its child's storage
-        // in the caller's frame (1,216 bytes a request against 656).
-        try await withThrowingTaskGroup(of: Response.self) { group in
-            group.addTask { try await inner.respond(to: request, context: context) }
-            // One child, always added: it answers or throws.
-            guard let response = try await group.next() else { throw CancellationError() }
-            return response
-        }
-    }
-}
-
 /// Turns any error a route throws into our JSON error body, so clients never see a bare 500
 /// page or an HTML error: store errors map to 404/409/503 naming their object
 /// (``APIError/from(_:)``), so routes let them through; oversize bodies map to 413.

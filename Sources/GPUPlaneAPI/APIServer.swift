@@ -278,9 +278,9 @@ public let apiServerShutdownGrace = Duration.seconds(20)
 /// `onBound` is called with the port once the server listens (the kernel's choice when `port`
 /// is 0). Throws when the TLS configuration cannot make a context.
 public func buildApplication(
-    _ deps: APIDependencies, host: String = "127.0.0.1", port: Int = 8080, services: [any Service] = [],
+    _ deps: APIDependencies, host: String = "127.0.0.1", port: Int = 8080,
     limits: ConnectionLimits = ConnectionLimits(), tls: ServerTLS? = nil, onBound: (@Sendable (Int) -> Void)? = nil
-) throws -> some ApplicationProtocol {
+) throws -> some Service {
     let (router, _) = buildRouter(deps)
     deps.tenants.start()
     deps.authenticator.mirror?.start()
@@ -297,15 +297,14 @@ public func buildApplication(
     let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [
         ConnectionGuardHandler(limits: limits, counter: counter), BeatArrivalHandler(), IngressUpgradeHandler(ingress: deps.ingress),
     ])
-    return Hummingbird.Application(
-        responder: ChildTaskResponder(inner: router.buildResponder()),
+    return HTTPService(
+        responder: router.buildResponder(),
         server: HTTPServerBuilder { responder in
             let http = HTTP1Channel(responder: responder, configuration: http1)
             guard let tls else { return ShardedConnections(http) }
             return ShardedConnections(try TLSChannel(http, tlsConfiguration: tls.configuration))
         },
         configuration: .init(address: .hostname(host, port: port), serverName: "gpuplane-api-server", backlog: apiServerListenBacklog),
-        services: services,
         onServerRunning: { channel in
             if let port = channel.localAddress?.port { onBound?(port) }
         },
