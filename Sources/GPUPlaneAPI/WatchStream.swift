@@ -198,37 +198,39 @@ final class WatchSession<R: Resource> {
     /// The cache's subscription for a watch resumed after `version`; nil when the cache cannot
     /// serve it, or etcd compacted it: the watch then watches etcd itself (which answers 410
     /// for a compacted one, as etcd does).
+    ///
+    /// Worked out in a task of its own, awaited: its frames (the cache's start and its checks,
+    /// each an etcd read) are freed when it answers. In the body's task, the connection's, they
+    /// stayed allocated for the watch's whole life: a fifth of an api-server's heap at 1,000
+    /// nodes once (heaptrack), when they ran there inline, and still two task-allocator slabs a
+    /// watch, about 2 KB, with each read in a child task (docs/benchmarks.md, "Less in each
+    /// connection's task"). A connection closed meanwhile gets the subscription all the same,
+    /// and the watch's end cancels it.
     func subscription(resumingAfter version: Int64) async -> WatchCacheSubscription<R>? {
-        let cache = setup.cache
-        // The cache may still hold changes etcd compacted: those get etcd's 410, through a
-        // watch of the caller's own (a range read, shared by the watches resumed at once;
-        // asked even past the cache's head, which may lag etcd's).
-        guard (try? await cache.start()) != nil, !(await Self.isCompacted(cache, after: version)) else { return nil }
-        if version >= cache.floor {
-            return cache.subscribe(after: version, route: setup.route, into: setup.sink)
-        } else if let quiet = await Self.quietThrough(cache, after: version) {
-            // Nothing of the kind changed between the client's version and the cache's
-            // floor (an api-server that started since, say): the cache serves it too.
-            return cache.subscribe(after: quiet, route: setup.route, into: setup.sink)
-        }
-        return nil
+        let setup = self.setup
+        let answer = Task<WatchCacheSubscription<R>?, Never> { @Sendable in await resumedSubscription(setup, after: version) }
+        return await answer.value
     }
+}
 
-    /// `cache.isCompacted(after:)` in a child task: its etcd read's frames (some 10 KB of task
-    /// slabs) are freed when it answers. Run in the body's own task, the connection's, they stayed
-    /// allocated for the watch's whole life: a fifth of an api-server's heap at 1,000 nodes
-    /// (heaptrack), since every node resumes its two watches after their lists.
-    private static func isCompacted(_ cache: WatchCache<R>, after version: Int64) async -> Bool {
-        async let compacted = cache.isCompacted(after: version)
-        return await compacted
+/// The subscription ``WatchSession/subscription(resumingAfter:)`` asks for, in its own task.
+private func resumedSubscription<R: Resource>(_ setup: WatchSession<R>.Setup, after version: Int64) async -> WatchCacheSubscription<R>? {
+    let cache = setup.cache
+    // The cache may still hold changes etcd compacted: those get etcd's 410, through a
+    // watch of the caller's own (a range read, shared by the watches resumed at once;
+    // asked even past the cache's head, which may lag etcd's).
+    guard (try? await cache.start()) != nil, !(await cache.isCompacted(after: version)) else { return nil }
+    if version >= cache.floor {
+        return cache.subscribe(after: version, route: setup.route, into: setup.sink)
+    } else if let quiet = await cache.quietThrough(after: version) {
+        // Nothing of the kind changed between the client's version and the cache's
+        // floor (an api-server that started since, say): the cache serves it too.
+        return cache.subscribe(after: quiet, route: setup.route, into: setup.sink)
     }
+    return nil
+}
 
-    /// `cache.quietThrough(after:)` in a child task, as ``isCompacted(_:after:)``.
-    private static func quietThrough(_ cache: WatchCache<R>, after version: Int64) async -> Int64? {
-        async let quiet = cache.quietThrough(after: version)
-        return await quiet
-    }
-
+extension WatchSession {
     /// Sends `initial` as ADDED lines, then follows the cache's subscription, or an etcd watch of
     /// its own until the cache can take over; ends the body when either ends.
     func run(initial: [R], subscription: WatchCacheSubscription<R>?, writer: inout any ResponseBodyWriter) async throws {
