@@ -64,8 +64,8 @@ final class SourceConnectionCounter: Sendable {
 /// How an api-server's connections size the buffers they read into: first 512 bytes, at most
 /// 64 KB. NIO keeps a connection's receive buffer for the connection's life and reuses it, so
 /// its first size is paid by every idle connection: NIO's default of 2 KB was about an eighth
-/// of what an idle keep-alive connection cost (heaptrack; docs/benchmarks.md, "A connection's
-/// receive buffer"). A request head (a heartbeat's, a watch's) fits in 512 bytes; a larger
+/// of what an idle keep-alive connection cost (heaptrack; docs/benchmarks.md, "Less kept a
+/// connection"). A request head (a heartbeat's, a watch's) fits in 512 bytes; a larger
 /// request fills the buffer, and the allocator doubles the next one, as it would from 2 KB.
 let connectionReceiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
 

@@ -202,10 +202,11 @@ final class WatchSession<R: Resource> {
     /// Worked out in a task of its own, awaited: its frames (the cache's start and its checks,
     /// each an etcd read) are freed when it answers. In the body's task, the connection's, they
     /// stayed allocated for the watch's whole life: a fifth of an api-server's heap at 1,000
-    /// nodes once (heaptrack), when they ran there inline, and still two task-allocator slabs a
-    /// watch, about 2 KB, with each read in a child task (docs/benchmarks.md, "Less in each
-    /// connection's task"). A connection closed meanwhile gets the subscription all the same,
-    /// and the watch's end cancels it.
+    /// nodes once (heaptrack), when they ran there inline, and still 2.6 KB of task-allocator
+    /// slabs a node watch with each read in a child task; without them the stream's own later
+    /// frames need 2 KB of new slabs, so a watch keeps about 0.6 KB less (docs/benchmarks.md,
+    /// "Less kept a connection"). A connection closed meanwhile gets the subscription all the
+    /// same, and the watch's end cancels it.
     func subscription(resumingAfter version: Int64) async -> WatchCacheSubscription<R>? {
         let setup = self.setup
         let answer = Task<WatchCacheSubscription<R>?, Never> { @Sendable in await resumedSubscription(setup, after: version) }
