@@ -19,19 +19,12 @@ import Glibc
         defer { etcd.shutdown() }
         let directory = try TestEnvironment.temporaryDirectory(prefix: "api-sigterm")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let emptyConfig = directory.appendingPathComponent("empty.conf")
-        try "".write(to: emptyConfig, atomically: true, encoding: .utf8)
         let admin = "gp_admin_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
         let adminFile = directory.appendingPathComponent("admin")
         try admin.write(to: adminFile, atomically: true, encoding: .utf8)
         let port = TestEnvironment.freePort()
-        let api = try ChildProcess(
-            executable: LocalClusterTests.binaries.appendingPathComponent("gpuplane-api-server").path,
-            arguments: [
-                "--port", "\(port)", "--etcd.endpoints", etcd.endpoints[0], "--log-destination", "stderr", "--log-level", "info",
-                "--admin-token-file", adminFile.path,
-            ],
-            environment: ["GPUPLANE_CONFIG": emptyConfig.path], logFile: directory.appendingPathComponent("api-server.log"))
+        let api = try ChildProcess.daemon(
+            "gpuplane-api-server", ["--port", "\(port)", "--admin-token-file", adminFile.path], etcd: etcd, in: directory, logLevel: "info")
         defer { api.stop(timeout: 10) }
         let http = CurlHTTP.Client(name: "api-sigterm-test", maxConnections: 1)
         defer { http.shutdown() }

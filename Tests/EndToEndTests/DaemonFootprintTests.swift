@@ -24,7 +24,7 @@ import Glibc
         let directory = try TestEnvironment.temporaryDirectory(prefix: "memory-trim")
         defer { try? FileManager.default.removeItem(at: directory) }
         let port = TestEnvironment.freePort()
-        let api = try Self.start(
+        let api = try ChildProcess.daemon(
             "gpuplane-api-server", ["--port", "\(port)", "--max-connections-per-source", "0", "--memory-trim-interval", "1s"],
             etcd: etcd, in: directory)
         defer { api.stop(timeout: 10) }
@@ -75,7 +75,7 @@ import Glibc
         let directory = try TestEnvironment.temporaryDirectory(prefix: "arenas")
         defer { try? FileManager.default.removeItem(at: directory) }
         let port = TestEnvironment.freePort()
-        let scheduler = try Self.start(
+        let scheduler = try ChildProcess.daemon(
             "gpuplane-scheduler", ["--identity", "arenas", "--listen", "127.0.0.1", "--port", "\(port)"], etcd: etcd, in: directory)
         defer { scheduler.stop(timeout: 10) }
         let http = CurlHTTP.Client(name: "arena-test", maxConnections: 1)
@@ -86,17 +86,6 @@ import Glibc
         }
         #expect(try Self.mallocArenasBesidesMain(pid: scheduler.pid) == 0, "\(scheduler.logTail())")
         #expect(scheduler.isRunning)
-    }
-
-    /// The built daemon `name` started on `etcd` with an empty configuration file, logging
-    /// warnings to a file in `directory`.
-    static func start(_ name: String, _ arguments: [String], etcd: EtcdFixture, in directory: URL) throws -> ChildProcess {
-        let emptyConfig = directory.appendingPathComponent("empty.conf")
-        try "".write(to: emptyConfig, atomically: true, encoding: .utf8)
-        return try ChildProcess(
-            executable: LocalClusterTests.binaries.appendingPathComponent(name).path,
-            arguments: ["--etcd.endpoints", etcd.endpoints[0], "--log-destination", "stderr", "--log-level", "warning"] + arguments,
-            environment: ["GPUPLANE_CONFIG": emptyConfig.path], logFile: directory.appendingPathComponent("\(name).log"))
     }
 
     /// glibc's malloc arenas other than the main one in process `pid`: each is an anonymous
