@@ -212,26 +212,6 @@ final class WatchSession<R: Resource> {
         let answer = Task<WatchCacheSubscription<R>?, Never> { @Sendable in await resumedSubscription(setup, after: version) }
         return await answer.value
     }
-}
-
-/// The subscription ``WatchSession/subscription(resumingAfter:)`` asks for, in its own task.
-private func resumedSubscription<R: Resource>(_ setup: WatchSession<R>.Setup, after version: Int64) async -> WatchCacheSubscription<R>? {
-    let cache = setup.cache
-    // The cache may still hold changes etcd compacted: those get etcd's 410, through a
-    // watch of the caller's own (a range read, shared by the watches resumed at once;
-    // asked even past the cache's head, which may lag etcd's).
-    guard (try? await cache.start()) != nil, !(await cache.isCompacted(after: version)) else { return nil }
-    if version >= cache.floor {
-        return cache.subscribe(after: version, route: setup.route, into: setup.sink)
-    } else if let quiet = await cache.quietThrough(after: version) {
-        // Nothing of the kind changed between the client's version and the cache's
-        // floor (an api-server that started since, say): the cache serves it too.
-        return cache.subscribe(after: quiet, route: setup.route, into: setup.sink)
-    }
-    return nil
-}
-
-extension WatchSession {
     /// Sends `initial` as ADDED lines, then follows the cache's subscription, or an etcd watch of
     /// its own until the cache can take over; ends the body when either ends.
     func run(initial: [R], subscription: WatchCacheSubscription<R>?, writer: inout any ResponseBodyWriter) async throws {
@@ -465,6 +445,23 @@ extension WatchSession {
         }
         return buffer
     }
+}
+
+/// The subscription ``WatchSession/subscription(resumingAfter:)`` asks for, in its own task.
+private func resumedSubscription<R: Resource>(_ setup: WatchSession<R>.Setup, after version: Int64) async -> WatchCacheSubscription<R>? {
+    let cache = setup.cache
+    // The cache may still hold changes etcd compacted: those get etcd's 410, through a
+    // watch of the caller's own (a range read, shared by the watches resumed at once;
+    // asked even past the cache's head, which may lag etcd's).
+    guard (try? await cache.start()) != nil, !(await cache.isCompacted(after: version)) else { return nil }
+    if version >= cache.floor {
+        return cache.subscribe(after: version, route: setup.route, into: setup.sink)
+    } else if let quiet = await cache.quietThrough(after: version) {
+        // Nothing of the kind changed between the client's version and the cache's
+        // floor (an api-server that started since, say): the cache serves it too.
+        return cache.subscribe(after: quiet, route: setup.route, into: setup.sink)
+    }
+    return nil
 }
 
 /// The watches this api-server serves right now, by where their changes come from: its shared
