@@ -1,5 +1,6 @@
 import CurlHTTP
 import Foundation
+import GPUPlaneSystem
 import GPUPlaneTestSupport
 import Testing
 
@@ -16,7 +17,10 @@ import Glibc
     /// connections, each answered once and then closed, leave its anonymous memory near where it
     /// was. glibc keeps freed pages resident otherwise, and an api-server that held its peer's
     /// nodes while that one was down stayed at the peak for good (docs/benchmarks.md, "Memory
-    /// per connection").
+    /// per connection"). Measured on the 2-core machine: without the trim all of the growth
+    /// stays; with it 22-24 % (7 of 31.5 MB) stays, the tables NIO, Hummingbird and the
+    /// connection limit grew to the burst's size (a Swift dictionary keeps its capacity) and the
+    /// pages they and other live objects pin. Half is the line between the two.
     @Test(.enabled(if: EtcdFixture.isAvailable))
     func theApiServerHandsABurstsMemoryBack() async throws {
         let etcd = try await EtcdFixture.start()
@@ -60,7 +64,17 @@ import Glibc
         let grown = try anonymousKiB() - before
         #expect(grown > 10_000, "2,000 connections added \(grown) KiB")
         for fd in opened { close(fd) }
-        try await eventually("the closed connections' memory handed back", timeout: 30) { try anonymousKiB() - before < grown / 4 }
+        let last = Locked(0)
+        do {
+            try await eventually("the closed connections' memory handed back", timeout: 30) {
+                let now = try anonymousKiB() - before
+                last.withLock { $0 = now }
+                return now < grown / 2
+            }
+        } catch {
+            Issue.record("2,000 connections added \(grown) KiB; \(last.withLock { $0 }) KiB of it still held: \(api.logTail())")
+            throw error
+        }
         #expect(api.isRunning, "\(api.logTail())")
     }
 
