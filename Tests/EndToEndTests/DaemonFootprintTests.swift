@@ -19,7 +19,7 @@ import Glibc
     /// nodes while that one was down stayed at the peak for good (docs/benchmarks.md, "Memory
     /// per connection"). Measured on the 2-core machine: without the trim all of the growth
     /// stays; with it 22-24 % (7 of 31.5 MB) stays, the tables NIO, Hummingbird and the
-    /// connection limit grew to the burst's size (a Swift dictionary keeps its capacity) and the
+    /// connection shards grew to the burst's size (a Swift dictionary keeps its capacity) and the
     /// pages they and other live objects pin. Half is the line between the two.
     @Test(.enabled(if: EtcdFixture.isAvailable))
     func theApiServerHandsABurstsMemoryBack() async throws {
