@@ -83,16 +83,17 @@ import Testing
 
     /// NIO keeps a connection's receive buffer for the connection's life at the size its
     /// allocator first asks for: the connection guard sets every connection's to 512 bytes, not
-    /// NIO's 2 KB, which every idle connection paid. (The option is read on the connection's
-    /// event loop as the guard is added: the guard closes a connection that sends no request
-    /// within its header timeout, which a loaded test run can outwait.)
+    /// NIO's 2 KB, which every idle connection paid. (The guard closes a connection that sends no
+    /// request within its header timeout, 10 s by default, which a loaded test run outwaited:
+    /// here it is an hour, and the option is read on the connection's event loop as the guard
+    /// is added.)
     @Test func aConnectionReadsIntoASmallBufferFirst() async throws {
         let accepted = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: (any RecvByteBufferAllocator).self)
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        ConnectionGuardHandler(limits: ConnectionLimits(), counter: SourceConnectionCounter(limit: 0)))
+                        ConnectionGuardHandler(limits: ConnectionLimits(headerTimeout: .seconds(3_600)), counter: SourceConnectionCounter(limit: 0)))
                     let options = try #require(channel.syncOptions)
                     accepted.succeed(try options.getOption(ChannelOptions.recvAllocator))
                 }
